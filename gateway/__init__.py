@@ -1,0 +1,1 @@
+"""Koppel core: settings, config, envelope, queue access, the Starlette app and the CLI."""

@@ -1,0 +1,227 @@
+"""Configuration as code: one TOML file declares endpoints, systems and integrations.
+
+    [gateway]                      # optional; defaults shown in `GatewaySettings`
+    max_body_bytes = 1048576
+
+    [[endpoints]]                  # where webhooks arrive: POST /webhooks/{id}
+    id = "shop"
+    kind = "woocommerce"           # woocommerce | squarespace | businesscentral | exactonline
+    secret = "env:WC_WEBHOOK_SECRET"
+
+    [[systems]]                    # an API Koppel reads from or writes to
+    id = "exact"
+    kind = "exactonline"
+    base_url = "https://start.exactonline.nl"
+    [systems.credentials]
+    client_secret = "env:EXACT_CLIENT_SECRET"
+
+    [[integrations]]               # source (endpoint or system) -> target system, for these flows
+    id = "shop-to-exact"
+    source = "shop"
+    target = "exact"
+    flows = ["orders", "customers"]
+
+Secrets are never written in the file: every secret field takes `env:NAME` and is read from the
+environment at load time. Errors name the key path (`endpoints[0].secret`) and never echo a value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    ValidationError,
+    model_validator,
+)
+
+from gateway.errors import ConfigError
+
+ENDPOINT_KINDS = ("woocommerce", "squarespace", "businesscentral", "exactonline")
+SYSTEM_KINDS = ("woocommerce", "squarespace", "winstore", "exactonline", "businesscentral", "asperion")
+FLOWS = ("orders", "customers", "products", "stock")
+
+EndpointKind = Literal["woocommerce", "squarespace", "businesscentral", "exactonline"]
+SystemKind = Literal["woocommerce", "squarespace", "winstore", "exactonline", "businesscentral", "asperion"]
+Flow = Literal["orders", "customers", "products", "stock"]
+
+_ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
+_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+def _resolve_secret(value: object, info: ValidationInfo) -> SecretStr:
+    if isinstance(value, SecretStr):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a string of the form env:NAME")
+    match = _ENV_REF.match(value)
+    if match is None:
+        # Do not echo the value: it may be a secret pasted into the file by mistake.
+        raise ValueError("must be a reference of the form env:NAME; secrets are never written in the config file")
+    name = match.group(1)
+    environ: Mapping[str, str] = (info.context or {}).get("environ", os.environ)
+    secret = environ.get(name)
+    if secret is None:
+        raise ValueError(f"environment variable {name} is not set")
+    if secret == "":
+        raise ValueError(f"environment variable {name} is empty")
+    return SecretStr(secret)
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+"""A secret given as `env:NAME` in the file and resolved from the environment."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySettings(_Model):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    dedupe_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    queue: str = Field(default="koppel", pattern=r"^[a-z0-9_-]{1,64}$")
+    # Largest number of events written to Redis in one round trip by the receiver.
+    enqueue_batch_max: int = Field(default=256, ge=1, le=10_000)
+    # How long an event's job result and failure are kept (seconds).
+    result_ttl_seconds: int = Field(default=24 * 3600, ge=0)
+    failure_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    admin_token: Secret | None = None
+
+
+class Endpoint(_Model):
+    id: str = Field(pattern=_ID)
+    kind: EndpointKind
+    secret: Secret
+    max_body_bytes: int | None = Field(default=None, ge=1024, le=64 * 1_048_576)
+    # WooCommerce <= 3.5 signed with the secret as stored, without decoding HTML entities.
+    woocommerce_legacy_secret: bool = False
+
+
+class System(_Model):
+    id: str = Field(pattern=_ID)
+    kind: SystemKind
+    base_url: str | None = None
+    credentials: dict[str, Secret] = {}
+    settings: dict[str, Any] = {}
+
+
+class Integration(_Model):
+    id: str = Field(pattern=_ID)
+    source: str
+    target: str
+    flows: list[Flow] = Field(min_length=1)
+    enabled: bool = True
+    settings: dict[str, Any] = {}
+    # Datamapper overrides per flow and mapping tables (validated by transforms/).
+    mappings: dict[str, Any] = {}
+    tables: dict[str, Any] = {}
+
+
+class Config(_Model):
+    gateway: GatewaySettings = GatewaySettings()
+    endpoints: list[Endpoint] = []
+    systems: list[System] = []
+    integrations: list[Integration] = []
+    _endpoints_by_id: dict[str, Endpoint] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        problems: list[str] = []
+        for section in ("endpoints", "systems", "integrations"):
+            seen: set[str] = set()
+            for index, item in enumerate(getattr(self, section)):
+                if item.id in seen:
+                    problems.append(f"{section}[{index}].id: duplicate id {item.id!r}")
+                seen.add(item.id)
+        endpoint_ids = {e.id for e in self.endpoints}
+        system_ids = {s.id for s in self.systems}
+        clash = endpoint_ids & system_ids
+        for name in sorted(clash):
+            problems.append(f"systems: id {name!r} is also an endpoint id; ids must be unique across both")
+        for index, integration in enumerate(self.integrations):
+            if integration.source not in endpoint_ids | system_ids:
+                problems.append(
+                    f"integrations[{index}].source: {integration.source!r} is neither an endpoint nor a system"
+                )
+            if integration.target not in system_ids:
+                problems.append(f"integrations[{index}].target: {integration.target!r} is not a system")
+        if problems:
+            raise ValueError("; ".join(problems))
+        self._endpoints_by_id = {e.id: e for e in self.endpoints}
+        return self
+
+    def endpoint(self, endpoint_id: str) -> Endpoint | None:
+        return self._endpoints_by_id.get(endpoint_id)
+
+    def system(self, system_id: str) -> System | None:
+        return next((s for s in self.systems if s.id == system_id), None)
+
+    def integrations_from(self, source: str) -> list[Integration]:
+        return [i for i in self.integrations if i.source == source and i.enabled]
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-", "literal[", "lax-or-strict", "json-or-python")):
+            continue  # pydantic's internal validator names add nothing for the user
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _format(error: ValidationError) -> list[str]:
+    lines = []
+    for err in error.errors(include_input=False, include_url=False):
+        message = err["msg"].removeprefix("Value error, ")
+        path = _path(err["loc"])
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        if err["type"] == "value_error" and path == "(top level)":
+            lines.extend(f"{part}" for part in message.split("; "))
+            continue
+        lines.append(f"{path}: {message}")
+    return lines
+
+
+def parse_config(data: Mapping[str, Any], *, environ: Mapping[str, str] | None = None, source: str = "config") -> Config:
+    """Validate already-parsed TOML data; raise ConfigError listing every problem."""
+    context = {"environ": os.environ if environ is None else environ}
+    try:
+        return Config.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc), source=source) from None
+
+
+def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{file}: no such file"], source=str(file)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{file}: cannot be read ({exc.__class__.__name__})"], source=str(file)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{file}: not valid TOML: {exc}"], source=str(file)) from None
+    return parse_config(data, environ=environ, source=str(file))
+
+
+def config_path(explicit: str | None = None) -> Path | None:
+    """The config file to use: --config, else $KOPPEL_CONFIG, else none."""
+    value = explicit or os.environ.get("KOPPEL_CONFIG")
+    return Path(value) if value else None

@@ -1,0 +1,1 @@
+"""Datamapper, default mappings, mapping tables and transform functions."""

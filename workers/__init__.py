@@ -1,0 +1,1 @@
+"""RQ job functions, flows, pollers and the worker."""
