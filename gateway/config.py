@@ -106,6 +106,17 @@ class Endpoint(_Model):
     # WooCommerce <= 3.5 signed with the secret as stored, without decoding HTML entities.
     woocommerce_legacy_secret: bool = False
 
+    @model_validator(mode="after")
+    def _secret_shape(self) -> Endpoint:
+        if self.kind == "squarespace":
+            try:
+                bytes.fromhex(self.secret.get_secret_value())
+            except ValueError:
+                raise ValueError(
+                    "secret: a Squarespace webhook secret is hex (as returned when the subscription is created)"
+                ) from None
+        return self
+
 
 class System(_Model):
     id: str = Field(pattern=_ID)

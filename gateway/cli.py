@@ -1,0 +1,161 @@
+"""The `koppel` command line.
+
+    koppel serve          the webhook receiver (uvicorn)
+    koppel worker         an RQ worker on Koppel's queue (non-forking, scheduler on)
+    koppel config check   validate the config file; every problem with its key path
+    koppel map ...        preview, diff and reset datamapper mappings
+    koppel demo           the main job on the embedded default: everything started, fed, reported
+
+Exit codes: 0 ok, 1 the work failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.config import Config, config_path, load_config
+from gateway.errors import ConfigError, EmbeddedRedisError
+from gateway.redisserver import RedisChoice, resolve_redis
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"koppel: {message}", file=sys.stderr)
+    return code
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = config_path(getattr(args, "config", None))
+    if path is None:
+        raise ConfigError(["no config file: pass --config PATH or set KOPPEL_CONFIG"], source="koppel")
+    return load_config(path)
+
+
+def _redis(args: argparse.Namespace) -> RedisChoice:
+    choice = resolve_redis(embedded=True if getattr(args, "embedded_redis", False) else None)
+    print(f"koppel: using {choice.describe()}", file=sys.stderr)
+    return choice
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    problems: list[str] = []
+    try:
+        import transforms
+
+        validate = getattr(transforms, "validate_integration", None)
+    except ImportError:  # pragma: no cover - transforms ships with Koppel
+        validate = None
+    if validate is not None:
+        for index, integration in enumerate(config.integrations):
+            problems.extend(validate(integration, index))
+    if problems:
+        raise ConfigError(problems, source=str(config_path(args.config)))
+    print(
+        f"config ok: {len(config.endpoints)} endpoint(s), {len(config.systems)} system(s), "
+        f"{len(config.integrations)} integration(s)"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    config = _load(args)
+    choice = _redis(args)
+    try:
+        app = create_app(config, choice.url)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    finally:
+        choice.stop()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.worker import run_worker
+
+    config = _load(args)
+    choice = _redis(args)
+    try:
+        run_worker(config, choice.url, burst=args.burst, fork=args.fork)
+    finally:
+        choice.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(orders=args.orders, data_dir=Path(args.data_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="koppel", description="Koppel integration gateway")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="config TOML file (default: $KOPPEL_CONFIG)")
+        return p
+
+    def with_redis(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--embedded-redis",
+            action="store_true",
+            help="always start Koppel's own Redis (default: $REDIS_URL, else localhost:6379, else embedded)",
+        )
+        return p
+
+    serve = with_redis(with_config(sub.add_parser("serve", help="run the webhook receiver")))
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(func=cmd_serve)
+
+    worker = with_redis(with_config(sub.add_parser("worker", help="run an RQ worker on Koppel's queue")))
+    worker.add_argument("--burst", action="store_true", help="stop when the queue is empty")
+    worker.add_argument("--fork", action="store_true", help="fork a process per job (slower, isolated)")
+    worker.set_defaults(func=cmd_worker)
+
+    config = sub.add_parser("config", help="work with the config file")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    check = with_config(config_sub.add_parser("check", help="validate the config; list every problem"))
+    check.set_defaults(func=cmd_config_check)
+
+    demo = sub.add_parser("demo", help="run the main job end to end on the embedded default and report")
+    demo.add_argument("--orders", type=int, default=25, help="how many shop orders to send (default 25)")
+    demo.add_argument("--data-dir", default=".koppel", help="where the embedded Redis keeps its data")
+    demo.set_defaults(func=cmd_demo)
+
+    try:
+        from transforms import cli as transforms_cli
+    except ImportError:
+        transforms_cli = None
+    if transforms_cli is not None and hasattr(transforms_cli, "register"):
+        transforms_cli.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"koppel: {exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except EmbeddedRedisError as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Which Redis Koppel talks to, and the embedded one it runs when there is none.
+
+Resolution (`resolve_redis`):
+1. `REDIS_URL` set → that server, nothing started.
+2. Something answers on localhost:6379 → that server.
+3. Otherwise Koppel starts Debian's `redis-server` as a supervised child process: AOF persistence
+   on (fsync every second) plus RDB snapshots, data under `<data dir>/redis`, bound to 127.0.0.1.
+
+No orphan: the child is started with PR_SET_PDEATHSIG, so the kernel sends it SIGTERM when the
+Koppel process dies — even on SIGKILL — and Redis shuts down cleanly (writing its AOF). A normal
+stop sends SHUTDOWN and waits for the process to exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from gateway.errors import EmbeddedRedisError
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """preexec_fn: ask the kernel to SIGTERM this child when its parent dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    # New process group: a Ctrl-C in the terminal goes to Koppel, which then stops Redis in order.
+    os.setpgid(0, 0)
+
+
+def answers(url: str, timeout: float = 0.5) -> bool:
+    """True when a Redis server at `url` answers PING."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EmbeddedRedis:
+    """A redis-server child process with persistence, stopped when Koppel stops."""
+
+    data_dir: Path
+    port: int = 6379
+    binary: str = "redis-server"
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> str:
+        executable = shutil.which(self.binary)
+        if executable is None:
+            raise EmbeddedRedisError(
+                "redis-server is not installed: install it (apt-get install redis-server, or ./run.sh does it) "
+                "or set REDIS_URL to a Redis you run"
+            )
+        directory = Path(self.data_dir) / "redis"
+        directory.mkdir(parents=True, exist_ok=True)
+        args = [
+            executable,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            "--dir", str(directory.resolve()),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "3600 1 300 100 60 10000",
+            "--logfile", str((directory / "redis.log").resolve()),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argument list, no shell
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PR_SET_PDEATHSIG
+            close_fds=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = (self.process.stderr.read() if self.process.stderr else b"").decode(errors="replace")
+                log = directory / "redis.log"
+                tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+                raise EmbeddedRedisError(
+                    f"embedded redis-server exited with code {self.process.returncode} on port {self.port}: "
+                    + (err.strip() or " / ".join(tail) or "no output")
+                )
+            if answers(self.url, timeout=0.2):
+                return self.url
+            time.sleep(0.05)
+        self.stop()
+        raise EmbeddedRedisError(f"embedded redis-server did not answer on port {self.port} within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(redis.RedisError, OSError):
+            client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
+            with contextlib.suppress(redis.ConnectionError):
+                client.shutdown(save=True)  # the server closes the connection as it goes
+            client.close()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object | type[BaseException] | TracebackType | None) -> None:
+        self.stop()
+
+
+@dataclass
+class RedisChoice:
+    url: str
+    embedded: EmbeddedRedis | None = None
+
+    def describe(self) -> str:
+        if self.embedded is not None:
+            return f"embedded redis-server on 127.0.0.1:{self.embedded.port} (data in {self.embedded.data_dir}/redis)"
+        return f"Redis at {redact_url(self.url)}"
+
+    def stop(self) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL fit for logs: any password replaced."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0] if ":" in creds else ""
+    return f"{scheme}://{user}:***@{host}"
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("KOPPEL_DATA_DIR", ".koppel"))
+
+
+def resolve_redis(*, embedded: bool | None = None, environ: dict[str, str] | None = None) -> RedisChoice:
+    """Pick the Redis to use, starting the embedded one when none is configured or running.
+
+    `embedded=True` forces an embedded server (on a free port if 6379 is taken); `False` never starts one.
+    """
+    env = os.environ if environ is None else environ
+    url = env.get("REDIS_URL")
+    if url and not embedded:
+        return RedisChoice(url=url)
+    if not embedded and answers(DEFAULT_URL):
+        return RedisChoice(url=DEFAULT_URL)
+    if embedded is False:
+        raise EmbeddedRedisError("no REDIS_URL set and nothing answers on 127.0.0.1:6379")
+    port = int(env.get("KOPPEL_REDIS_PORT", "0")) or (6379 if not answers(DEFAULT_URL) else free_port())
+    server = EmbeddedRedis(data_dir=Path(env.get("KOPPEL_DATA_DIR", ".koppel")), port=port)
+    server.start()
+    print(f"koppel: started {RedisChoice(server.url, server).describe()}", file=sys.stderr)
+    return RedisChoice(url=server.url, embedded=server)

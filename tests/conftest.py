@@ -1,0 +1,139 @@
+"""Shared fixtures: a real Redis (Koppel's embedded supervisor on a free port), a real HTTP
+gateway (uvicorn on a free port in a thread), and a config with one endpoint of every kind."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import Config, parse_config
+from gateway.redisserver import EmbeddedRedis, free_port
+
+SECRETS = {
+    "WC_SECRET": "wc&amp;secret-\u00e9",
+    "SQ_SECRET": "A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D4E5F60718293A4B5C6D7E8F90",
+    "BC_STATE": "bc-client-state-3f9a",
+    "EXACT_SECRET": "exact-webhook-secret",
+}
+
+
+def make_config(**gateway: object) -> Config:
+    data = {
+        "gateway": {"max_body_bytes": 64 * 1024, **gateway},
+        "endpoints": [
+            {"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"},
+            {"id": "sq", "kind": "squarespace", "secret": "env:SQ_SECRET"},
+            {"id": "bc", "kind": "businesscentral", "secret": "env:BC_STATE"},
+            {"id": "exact-hooks", "kind": "exactonline", "secret": "env:EXACT_SECRET"},
+        ],
+        "systems": [{"id": "exact", "kind": "exactonline"}],
+        "integrations": [{"id": "shop-to-exact", "source": "shop", "target": "exact", "flows": ["orders"]}],
+    }
+    return parse_config(data, environ=SECRETS)
+
+
+def woo_signature(body: bytes, secret: str = "wc&secret-\u00e9") -> str:
+    """WooCommerce signs with the secret after wp_specialchars_decode: &amp; became &."""
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def woo_headers(body: bytes, topic: str = "order.created") -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "x-wc-webhook-topic": topic,
+        "x-wc-webhook-resource": topic.split(".")[0],
+        "x-wc-webhook-event": topic.split(".")[-1],
+        "x-wc-webhook-id": "7",
+        "x-wc-webhook-delivery-id": "0f0e0d0c0b0a09080706050403020100",
+        "x-wc-webhook-source": "https://shop.example/",
+        "x-wc-webhook-signature": woo_signature(body),
+    }
+
+
+def woo_order(order_id: int, modified: str = "2026-11-20T10:00:00") -> bytes:
+    return (
+        '{"id":%d,"status":"processing","currency":"EUR","date_modified_gmt":"%s",'
+        '"billing":{"first_name":"J\\u00f6rg","email":"jorg@example.com"},'
+        '"line_items":[{"sku":"KOP-1","quantity":2,"total":"24.71","price":12.356666666666667}]}'
+        % (order_id, modified)
+    ).encode()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(data_dir=tmp_path_factory.mktemp("redis"), port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def rconn(redis_url: str) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+
+
+@dataclass
+class LiveServer:
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def serve(app: object) -> LiveServer:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    return LiveServer(f"http://127.0.0.1:{port}", server, thread)
+
+
+@pytest.fixture
+def config() -> Config:
+    return make_config()
+
+
+@pytest.fixture
+def gateway(config: Config, redis_url: str) -> Iterator[LiveServer]:
+    live = serve(create_app(config, redis_url))
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def http(gateway: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def tmp_data(tmp_path: Path) -> Path:
+    return tmp_path
