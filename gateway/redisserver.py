@@ -53,6 +53,16 @@ def answers(url: str, timeout: float = 0.5) -> bool:
         client.close()
 
 
+def _server_pid(url: str) -> int | None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.2)
+    try:
+        return int(client.info("server")["process_id"])
+    except (redis.RedisError, OSError, KeyError, ValueError):
+        return None
+    finally:
+        client.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -79,6 +89,8 @@ class EmbeddedRedis:
                 "redis-server is not installed: install it (apt-get install redis-server, or ./run.sh does it) "
                 "or set REDIS_URL to a Redis you run"
             )
+        if answers(self.url, timeout=0.2):
+            raise EmbeddedRedisError(f"cannot start the embedded Redis: port {self.port} is already in use")
         directory = Path(self.data_dir) / "redis"
         directory.mkdir(parents=True, exist_ok=True)
         args = [
@@ -111,7 +123,7 @@ class EmbeddedRedis:
                     f"embedded redis-server exited with code {self.process.returncode} on port {self.port}: "
                     + (err.strip() or " / ".join(tail) or "no output")
                 )
-            if answers(self.url, timeout=0.2):
+            if _server_pid(self.url) == self.process.pid:  # ours, not another server on the port
                 return self.url
             time.sleep(0.05)
         self.stop()

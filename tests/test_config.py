@@ -1,0 +1,152 @@
+"""`koppel config check` and config loading: every problem with its key path, no secret echoed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import load_config
+from gateway.errors import ConfigError
+
+GOOD = """
+[gateway]
+max_body_bytes = 262144
+
+[[endpoints]]
+id = "shop"
+kind = "woocommerce"
+secret = "env:KOPPEL_TEST_WC"
+
+[[systems]]
+id = "exact"
+kind = "exactonline"
+[systems.credentials]
+client_secret = "env:KOPPEL_TEST_EXACT"
+
+[[integrations]]
+id = "shop-to-exact"
+source = "shop"
+target = "exact"
+flows = ["orders", "customers"]
+"""
+
+BAD = """
+[gateway]
+max_body_bytes = 10
+colour = "blue"
+
+[[endpoints]]
+id = "shop"
+kind = "magento"
+secret = "s3cr3t-pasted-in-the-file"
+
+[[endpoints]]
+id = "shop"
+kind = "woocommerce"
+secret = "env:KOPPEL_TEST_UNSET"
+
+[[integrations]]
+id = "x"
+source = "nowhere"
+target = "exact"
+flows = ["invoices"]
+"""
+
+
+@pytest.fixture
+def env(monkeypatch):
+    monkeypatch.setenv("KOPPEL_TEST_WC", "wc-secret-value")
+    monkeypatch.setenv("KOPPEL_TEST_EXACT", "exact-secret-value")
+    monkeypatch.delenv("KOPPEL_TEST_UNSET", raising=False)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "koppel.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_config_checks_ok(tmp_path, env, capsys):
+    assert main(["config", "check", "--config", str(write(tmp_path, GOOD))]) == 0
+    assert "config ok: 1 endpoint(s), 1 system(s), 1 integration(s)" in capsys.readouterr().out
+
+
+def test_config_file_from_environment_variable(tmp_path, env, monkeypatch, capsys):
+    monkeypatch.setenv("KOPPEL_CONFIG", str(write(tmp_path, GOOD)))
+    assert main(["config", "check"]) == 0
+
+
+def test_secrets_resolve_from_environment_and_stay_hidden(tmp_path, env):
+    config = load_config(write(tmp_path, GOOD))
+    endpoint = config.endpoint("shop")
+    assert endpoint is not None
+    assert endpoint.secret.get_secret_value() == "wc-secret-value"
+    assert "wc-secret-value" not in repr(config)
+    assert "exact-secret-value" not in str(config.model_dump())
+
+
+def test_bad_config_lists_every_problem_with_its_key_path_and_exits_2(tmp_path, env, capsys):
+    assert main(["config", "check", "--config", str(write(tmp_path, BAD))]) == 2
+    err = capsys.readouterr().err
+    for expected in (
+        "gateway.max_body_bytes: Input should be greater than or equal to 1024",
+        "gateway.colour: unknown key",
+        "endpoints[0].kind: Input should be",
+        "endpoints[0].secret: must be a reference of the form env:NAME",
+        "endpoints[1].secret: environment variable KOPPEL_TEST_UNSET is not set",
+        "integrations[0].flows[0]: Input should be",
+    ):
+        assert expected in err
+    assert "s3cr3t-pasted-in-the-file" not in err
+
+
+def test_cross_references_are_checked(tmp_path, env):
+    text = GOOD.replace('source = "shop"', 'source = "nowhere"').replace('id = "exact"\nkind', 'id = "erp"\nkind')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert "integrations[0].source: 'nowhere' is neither an endpoint nor a system" in info.value.problems
+    assert "integrations[0].target: 'exact' is not a system" in info.value.problems
+
+
+def test_duplicate_ids_are_rejected(tmp_path, env):
+    text = GOOD + '\n[[endpoints]]\nid = "shop"\nkind = "woocommerce"\nsecret = "env:KOPPEL_TEST_WC"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert any("duplicate id 'shop'" in p for p in info.value.problems)
+
+
+def test_squarespace_secret_must_be_hex(tmp_path, env):
+    text = GOOD.replace('kind = "woocommerce"', 'kind = "squarespace"')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert any("Squarespace webhook secret is hex" in p for p in info.value.problems)
+    assert "wc-secret-value" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("[gateway\n", "not valid TOML"), (None, "no such file")],
+)
+def test_unreadable_config_is_a_clear_error(tmp_path, env, capsys, text, message):
+    path = write(tmp_path, text) if text is not None else tmp_path / "missing.toml"
+    assert main(["config", "check", "--config", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_config_says_how_to_give_one(monkeypatch, capsys):
+    monkeypatch.delenv("KOPPEL_CONFIG", raising=False)
+    assert main(["config", "check"]) == 2
+    assert "pass --config PATH or set KOPPEL_CONFIG" in capsys.readouterr().err
+
+
+def test_console_script_exit_code(tmp_path, env):
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "config", "check", "--config", str(write(tmp_path, BAD))],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2
+    assert "problem(s)" in result.stderr
