@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = with_redis(with_config(sub.add_parser("serve", help="run the webhook receiver")))
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = with_redis(with_config(sub.add_parser("worker", help="run an RQ worker on Koppel's queue")))

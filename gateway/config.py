@@ -41,8 +41,8 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
-    ValidationInfo,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -59,6 +59,7 @@ Flow = Literal["orders", "customers", "products", "stock"]
 _ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
 _ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
+
 def _resolve_secret(value: object, info: ValidationInfo) -> SecretStr:
     if isinstance(value, SecretStr):
         return value
@@ -67,7 +68,9 @@ def _resolve_secret(value: object, info: ValidationInfo) -> SecretStr:
     match = _ENV_REF.match(value)
     if match is None:
         # Do not echo the value: it may be a secret pasted into the file by mistake.
-        raise ValueError("must be a reference of the form env:NAME; secrets are never written in the config file")
+        raise ValueError(
+            "must be a reference of the form env:NAME; secrets are never written in the config file"
+        )
     name = match.group(1)
     environ: Mapping[str, str] = (info.context or {}).get("environ", os.environ)
     secret = environ.get(name)
@@ -207,7 +210,9 @@ def _format(error: ValidationError) -> list[str]:
     return lines
 
 
-def parse_config(data: Mapping[str, Any], *, environ: Mapping[str, str] | None = None, source: str = "config") -> Config:
+def parse_config(
+    data: Mapping[str, Any], *, environ: Mapping[str, str] | None = None, source: str = "config"
+) -> Config:
     """Validate already-parsed TOML data; raise ConfigError listing every problem."""
     context = {"environ": os.environ if environ is None else environ}
     try:

@@ -42,8 +42,12 @@ CUSTOMERS = [
     ("Daan", "Bakker", "", "2e Hugo de Grootstraat 7 hs", "1052 LB", "Amsterdam", "NL"),
     ("Émilie", "Janssens", "", "Kerkstraat 12 II", "2000", "Antwerpen", "BE"),
 ]
-PRODUCTS = [("KOP-MUG", "Koppel mok", "12.40"), ("KOP-TEE", "T-shirt 'Koppeling'", "24.95"),
-            ("KOP-CAP", "Pet", "9.99"), ("KOP-BAG", "Tas van gerecycled canvas", "17.50")]
+PRODUCTS = [
+    ("KOP-MUG", "Koppel mok", "12.40"),
+    ("KOP-TEE", "T-shirt 'Koppeling'", "24.95"),
+    ("KOP-CAP", "Pet", "9.99"),
+    ("KOP-BAG", "Tas van gerecycled canvas", "17.50"),
+]
 
 
 @dataclass
@@ -60,17 +64,41 @@ def _woo_order(number: int, rng: secrets.SystemRandom, modified: datetime) -> by
     for index, (sku, name, price) in enumerate(rng.sample(PRODUCTS, rng.randint(1, 3))):
         quantity = rng.randint(1, 3)
         total = f"{float(price) * quantity / 1.21:.2f}"
-        lines.append({"id": index + 1, "name": name, "sku": sku, "quantity": quantity, "total": total,
-                      "total_tax": f"{float(total) * 0.21:.2f}", "price": float(total) / quantity})
-    address = {"first_name": first, "last_name": last, "company": company, "address_1": street, "address_2": "",
-               "city": city, "state": "", "postcode": postcode, "country": country}
+        lines.append(
+            {
+                "id": index + 1,
+                "name": name,
+                "sku": sku,
+                "quantity": quantity,
+                "total": total,
+                "total_tax": f"{float(total) * 0.21:.2f}",
+                "price": float(total) / quantity,
+            }
+        )
+    address = {
+        "first_name": first,
+        "last_name": last,
+        "company": company,
+        "address_1": street,
+        "address_2": "",
+        "city": city,
+        "state": "",
+        "postcode": postcode,
+        "country": country,
+    }
     order = {
-        "id": 5000 + number, "number": str(5000 + number), "status": "processing", "currency": "EUR",
+        "id": 5000 + number,
+        "number": str(5000 + number),
+        "status": "processing",
+        "currency": "EUR",
         "date_created_gmt": modified.strftime("%Y-%m-%dT%H:%M:%S"),
         "date_modified_gmt": modified.strftime("%Y-%m-%dT%H:%M:%S"),
         "billing": {**address, "email": f"{first.lower()}.{number}@example.com", "phone": "+31 20 123 4567"},
-        "shipping": address, "payment_method": "ideal", "payment_method_title": "iDEAL",
-        "line_items": lines, "shipping_lines": [{"method_id": "flat_rate", "total": "4.95", "total_tax": "1.04"}],
+        "shipping": address,
+        "payment_method": "ideal",
+        "payment_method_title": "iDEAL",
+        "line_items": lines,
+        "shipping_lines": [{"method_id": "flat_rate", "total": "4.95", "total_tax": "1.04"}],
     }
     # WooCommerce's json_encode: "\/" for slashes, \uXXXX for non-ASCII; sign those exact bytes.
     return json.dumps(order, separators=(",", ":")).replace("/", "\\/").encode()
@@ -97,7 +125,12 @@ def _config(data_dir: Path) -> tuple[Config, dict[str, str]]:
         ],
         "systems": [{"id": "exact", "kind": "exactonline"}, {"id": "bc-erp", "kind": "businesscentral"}],
         "integrations": [
-            {"id": "webshop-to-exact", "source": "webshop", "target": "exact", "flows": ["orders", "customers"]},
+            {
+                "id": "webshop-to-exact",
+                "source": "webshop",
+                "target": "exact",
+                "flows": ["orders", "customers"],
+            },
             {"id": "squarespace-to-bc", "source": "squarespace", "target": "bc-erp", "flows": ["orders"]},
         ],
     }
@@ -124,8 +157,11 @@ def run_demo(orders: int = 25, data_dir: Path = Path(".koppel")) -> int:
     choice = resolve_redis()
     print(f"redis    {choice.describe()}")
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(config, choice.url), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config, choice.url), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
+    )
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)
     worker: subprocess.Popen[bytes] | None = None
     try:
@@ -174,8 +210,12 @@ def _send_all(base: str, env: dict[str, str], orders: int, rng: secrets.SystemRa
 
     wc_key = env["DEMO_WC_SECRET"].encode()
     with httpx.Client(base_url=base, timeout=10) as client:
-        post("WooCommerce", "/webhooks/webshop", b"webhook_id=1",
-             {"content-type": "application/x-www-form-urlencoded", "user-agent": "WooCommerce/9.4 Hookshot"})
+        post(
+            "WooCommerce",
+            "/webhooks/webshop",
+            b"webhook_id=1",
+            {"content-type": "application/x-www-form-urlencoded", "user-agent": "WooCommerce/9.4 Hookshot"},
+        )
         bodies = [_woo_order(n, rng, now - timedelta(minutes=orders - n)) for n in range(orders)]
         for n, body in enumerate(bodies):
             print(f"\rsending  WooCommerce order {n + 1}/{orders}", end="", flush=True)
@@ -187,29 +227,63 @@ def _send_all(base: str, env: dict[str, str], orders: int, rng: secrets.SystemRa
         post("WooCommerce", "/webhooks/webshop", forged, _woo_headers(bodies[0], wc_key))
         post("WooCommerce", "/webhooks/webshop", forged, _woo_headers(forged, b"not-the-secret"))
 
-        sq = json.dumps({"id": secrets.token_hex(12), "websiteId": "site-1", "subscriptionId": "sub-1",
-                         "topic": "order.create", "createdOn": now.strftime("%Y-%m-%dT%H:%M+00:00"),
-                         "data": {"orderId": secrets.token_hex(12)}}).encode()
+        sq = json.dumps(
+            {
+                "id": secrets.token_hex(12),
+                "websiteId": "site-1",
+                "subscriptionId": "sub-1",
+                "topic": "order.create",
+                "createdOn": now.strftime("%Y-%m-%dT%H:%M+00:00"),
+                "data": {"orderId": secrets.token_hex(12)},
+            }
+        ).encode()
         signature = hmac.new(bytes.fromhex(env["DEMO_SQ_SECRET"]), sq, hashlib.sha256).hexdigest()
-        post("Squarespace", "/webhooks/squarespace", sq,
-             {"content-type": "application/json", "squarespace-signature": signature})
+        post(
+            "Squarespace",
+            "/webhooks/squarespace",
+            sq,
+            {"content-type": "application/json", "squarespace-signature": signature},
+        )
 
         post("Business Central", "/webhooks/bc", b"", {}, params={"validationToken": "demo-handshake-token"})
         company = "8f1a2b3c-0000-4000-8000-000000000001"
-        items = [{"subscriptionId": "sub-bc", "clientState": env["DEMO_BC_STATE"],
-                  "expirationDateTime": (now + timedelta(days=3)).isoformat(),
-                  "resource": f"api/v2.0/companies({company})/customers(4d5e6f70-0000-4000-8000-00000000000{i})",
-                  "changeType": "updated", "lastModifiedDateTime": now.isoformat()} for i in range(2)]
-        post("Business Central", "/webhooks/bc", json.dumps({"value": items}).encode(),
-             {"content-type": "application/json"})
+        items = [
+            {
+                "subscriptionId": "sub-bc",
+                "clientState": env["DEMO_BC_STATE"],
+                "expirationDateTime": (now + timedelta(days=3)).isoformat(),
+                "resource": f"api/v2.0/companies({company})/customers(4d5e6f70-0000-4000-8000-00000000000{i})",
+                "changeType": "updated",
+                "lastModifiedDateTime": now.isoformat(),
+            }
+            for i in range(2)
+        ]
+        post(
+            "Business Central",
+            "/webhooks/bc",
+            json.dumps({"value": items}).encode(),
+            {"content-type": "application/json"},
+        )
 
-        content = json.dumps({"Topic": "SalesOrders", "ClientId": "c1", "Division": 123456, "Action": "Update",
-                              "Key": "a1b2c3d4-0000-4000-8000-000000000009",
-                              "ExactOnlineEndpoint": "https://start.exactonline.nl/api/v1/123456/salesorder/SalesOrders",
-                              "EventCreatedOn": now.isoformat()}, separators=(",", ":"))
+        content = json.dumps(
+            {
+                "Topic": "SalesOrders",
+                "ClientId": "c1",
+                "Division": 123456,
+                "Action": "Update",
+                "Key": "a1b2c3d4-0000-4000-8000-000000000009",
+                "ExactOnlineEndpoint": "https://start.exactonline.nl/api/v1/123456/salesorder/SalesOrders",
+                "EventCreatedOn": now.isoformat(),
+            },
+            separators=(",", ":"),
+        )
         code = _hmac(env["DEMO_EXACT_SECRET"].encode(), content.encode()).hex().upper()
-        post("Exact Online", "/webhooks/exact-hooks", f'{{"Content":{content},"HashCode":"{code}"}}'.encode(),
-             {"content-type": "application/json"})
+        post(
+            "Exact Online",
+            "/webhooks/exact-hooks",
+            f'{{"Content":{content},"HashCode":"{code}"}}'.encode(),
+            {"content-type": "application/json"},
+        )
     return tallies
 
 
@@ -234,11 +308,17 @@ def _wait_for_jobs(url: str, job_ids: list[str], timeout: float = 60) -> dict[st
     try:
         while time.monotonic() < deadline:
             jobs = Job.fetch_many(job_ids, connection=connection, serializer=JSONSerializer)
-            statuses = {jid: (job.get_status() if job else JobStatus.CANCELED) for jid, job in zip(job_ids, jobs)}
+            statuses = {
+                jid: (job.get_status() if job else JobStatus.CANCELED) for jid, job in zip(job_ids, jobs, strict=True)
+            }
             done = sum(s in (JobStatus.FINISHED, JobStatus.FAILED) for s in statuses.values())
             width = 30
             filled = width * done // max(len(job_ids), 1)
-            print(f"\rworking  [{'#' * filled}{'.' * (width - filled)}] {done}/{len(job_ids)} jobs", end="", flush=True)
+            print(
+                f"\rworking  [{'#' * filled}{'.' * (width - filled)}] {done}/{len(job_ids)} jobs",
+                end="",
+                flush=True,
+            )
             if done == len(job_ids):
                 break
             time.sleep(0.1)
@@ -249,13 +329,19 @@ def _wait_for_jobs(url: str, job_ids: list[str], timeout: float = 60) -> dict[st
 
 
 def _report(tallies: dict[str, Tally], processed: dict[str, JobStatus]) -> None:
-    header = f"{'source':<18}{'sent':>6}{'2xx':>6}{'queued':>8}{'dupes':>7}{'401':>6}{'other':>7}{'processed':>11}"
+    header = (
+        f"{'source':<18}{'sent':>6}{'2xx':>6}{'queued':>8}{'dupes':>7}{'401':>6}{'other':>7}{'processed':>11}"
+    )
     print(header)
     print("-" * len(header))
     for name, t in tallies.items():
         ok = sum(n for code, n in t.statuses.items() if 200 <= code < 300)
         other = t.sent - ok - t.statuses[401]
         done = sum(processed.get(j) == JobStatus.FINISHED for j in t.queued)
-        print(f"{name:<18}{t.sent:>6}{ok:>6}{len(t.queued):>8}{t.duplicates:>7}{t.statuses[401]:>6}{other:>7}{done:>11}")
+        print(
+            f"{name:<18}{t.sent:>6}{ok:>6}{len(t.queued):>8}{t.duplicates:>7}{t.statuses[401]:>6}{other:>7}{done:>11}"
+        )
     failed = [j for j, s in processed.items() if s != JobStatus.FINISHED]
-    print(f"\n{'all queued jobs processed' if not failed else f'{len(failed)} job(s) not processed: {failed[:5]}'}")
+    print(
+        f"\n{'all queued jobs processed' if not failed else f'{len(failed)} job(s) not processed: {failed[:5]}'}"
+    )

@@ -27,15 +27,24 @@ class Metrics:
     def __init__(self, queue_depth: Callable[[], dict[str, int]]) -> None:
         self.registry = CollectorRegistry()
         self.received = Counter(
-            "koppel_webhooks_received", "Webhook requests received", ["endpoint", "kind"], registry=self.registry
+            "koppel_webhooks_received",
+            "Webhook requests received",
+            ["endpoint", "kind"],
+            registry=self.registry,
         )
         self.rejected = Counter(
-            "koppel_webhooks_rejected", "Webhook requests rejected", ["endpoint", "reason"], registry=self.registry
+            "koppel_webhooks_rejected",
+            "Webhook requests rejected",
+            ["endpoint", "reason"],
+            registry=self.registry,
         )
-        self.queued = Counter("koppel_events_queued", "Events stored and queued as jobs", ["endpoint"],
-                              registry=self.registry)
+        self.queued = Counter(
+            "koppel_events_queued", "Events stored and queued as jobs", ["endpoint"], registry=self.registry
+        )
         self.duplicates = Counter(
-            "koppel_events_duplicate", "Deliveries acknowledged as duplicates, no job", ["endpoint"],
+            "koppel_events_duplicate",
+            "Deliveries acknowledged as duplicates, no job",
+            ["endpoint"],
             registry=self.registry,
         )
         self.registry.register(_QueueDepth(queue_depth))

@@ -110,7 +110,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PR_SET_PDEATHSIG
+            preexec_fn=_die_with_parent,
             close_fds=True,
         )
         deadline = time.monotonic() + timeout
@@ -127,7 +127,9 @@ class EmbeddedRedis:
                 return self.url
             time.sleep(0.05)
         self.stop()
-        raise EmbeddedRedisError(f"embedded redis-server did not answer on port {self.port} within {timeout:.0f} s")
+        raise EmbeddedRedisError(
+            f"embedded redis-server did not answer on port {self.port} within {timeout:.0f} s"
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         process = self.process

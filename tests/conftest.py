@@ -63,11 +63,11 @@ def woo_headers(body: bytes, topic: str = "order.created") -> dict[str, str]:
 
 
 def woo_order(order_id: int, modified: str = "2026-11-20T10:00:00") -> bytes:
+    """A WooCommerce order body as WooCommerce encodes it (\\uXXXX escapes, float line price)."""
     return (
-        '{"id":%d,"status":"processing","currency":"EUR","date_modified_gmt":"%s",'
+        f'{{"id":{order_id},"status":"processing","currency":"EUR","date_modified_gmt":"{modified}",'
         '"billing":{"first_name":"J\\u00f6rg","email":"jorg@example.com"},'
         '"line_items":[{"sku":"KOP-1","quantity":2,"total":"24.71","price":12.356666666666667}]}'
-        % (order_id, modified)
     ).encode()
 
 
@@ -105,7 +105,9 @@ class LiveServer:
 
 def serve(app: object) -> LiveServer:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

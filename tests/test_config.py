@@ -105,7 +105,9 @@ def test_bad_config_lists_every_problem_with_its_key_path_and_exits_2(tmp_path, 
 
 
 def test_cross_references_are_checked(tmp_path, env):
-    text = GOOD.replace('source = "shop"', 'source = "nowhere"').replace('id = "exact"\nkind', 'id = "erp"\nkind')
+    text = GOOD.replace('source = "shop"', 'source = "nowhere"').replace(
+        'id = "exact"\nkind', 'id = "erp"\nkind'
+    )
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert "integrations[0].source: 'nowhere' is neither an endpoint nor a system" in info.value.problems
@@ -146,7 +148,9 @@ def test_missing_config_says_how_to_give_one(monkeypatch, capsys):
 def test_console_script_exit_code(tmp_path, env):
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "config", "check", "--config", str(write(tmp_path, BAD))],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2
     assert "problem(s)" in result.stderr

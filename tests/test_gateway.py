@@ -45,7 +45,9 @@ def test_accepts_signed_order_with_202_and_queues_one_job_carrying_the_envelope(
 def test_job_never_carries_credentials(http, rconn):
     body = woo_order(102)
     http.post("/webhooks/shop", content=body, headers=woo_headers(body))
-    raw = b"".join(rconn.hget(key, field) or b"" for key in rconn.keys("rq:job:*") for field in rconn.hkeys(key))
+    raw = b"".join(
+        rconn.hget(key, field) or b"" for key in rconn.keys("rq:job:*") for field in rconn.hkeys(key)
+    )
     for secret in (*SECRETS.values(), "wc&secret-\u00e9"):
         assert secret.encode() not in raw
     assert b"x-wc-webhook-signature" not in raw.lower()
@@ -63,8 +65,13 @@ def test_unknown_endpoint_is_404_and_says_which(http, rconn):
     [
         (lambda h, b: (h.pop("x-wc-webhook-signature"), b)[1], "missing_signature"),
         (lambda h, b: b.replace(b"processing", b"completed!"), "bad_signature"),
-        (lambda h, b: (h.__setitem__("x-wc-webhook-signature", "AAAA" + h["x-wc-webhook-signature"][4:]), b)[1],
-         "bad_signature"),
+        (
+            lambda h, b: (
+                h.__setitem__("x-wc-webhook-signature", "AAAA" + h["x-wc-webhook-signature"][4:]),
+                b,
+            )[1],
+            "bad_signature",
+        ),
     ],
     ids=["missing", "tampered-body", "wrong-signature"],
 )
@@ -156,7 +163,10 @@ def test_woocommerce_ping_is_answered_200_and_not_queued(http, rconn):
     response = http.post(
         "/webhooks/shop",
         content=b"webhook_id=7",
-        headers={"content-type": "application/x-www-form-urlencoded", "user-agent": "WooCommerce/9.0 Hookshot"},
+        headers={
+            "content-type": "application/x-www-form-urlencoded",
+            "user-agent": "WooCommerce/9.0 Hookshot",
+        },
     )
     assert response.status_code == 200
     assert queued_jobs(rconn) == []

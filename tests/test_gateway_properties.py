@@ -10,10 +10,18 @@ from hypothesis import strategies as st
 pytestmark = pytest.mark.integration
 
 ENDPOINTS = ["shop", "sq", "bc", "exact-hooks", "unknown", "%00", "..%2F"]
-HEADER_NAMES = st.sampled_from([
-    "x-wc-webhook-signature", "x-wc-webhook-topic", "x-wc-webhook-resource", "squarespace-signature",
-    "content-type", "content-length-x", "x-wc-webhook-delivery-id", "x-custom",
-])
+HEADER_NAMES = st.sampled_from(
+    [
+        "x-wc-webhook-signature",
+        "x-wc-webhook-topic",
+        "x-wc-webhook-resource",
+        "squarespace-signature",
+        "content-type",
+        "content-length-x",
+        "x-wc-webhook-delivery-id",
+        "x-custom",
+    ]
+)
 HEADER_VALUES = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
 BODIES = st.one_of(
     st.binary(max_size=2048),
@@ -23,7 +31,9 @@ BODIES = st.one_of(
     st.just(b'{"Content": {"Topic": "Items"}, "HashCode": "AB"}'),
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+        ),
         max_leaves=20,
     ).map(lambda value: __import__("json").dumps(value).encode()),
 )
@@ -31,8 +41,12 @@ QUERY = st.dictionaries(st.sampled_from(["validationToken", "x", ""]), HEADER_VA
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(endpoint=st.sampled_from(ENDPOINTS), body=BODIES, headers=st.dictionaries(HEADER_NAMES, HEADER_VALUES),
-       query=QUERY)
+@given(
+    endpoint=st.sampled_from(ENDPOINTS),
+    body=BODIES,
+    headers=st.dictionaries(HEADER_NAMES, HEADER_VALUES),
+    query=QUERY,
+)
 def test_no_input_produces_a_500(http: httpx.Client, endpoint, body, headers, query):
     response = http.post(f"/webhooks/{endpoint}", content=body, headers=headers, params=query)
     assert response.status_code in {200, 202, 400, 401, 404, 413}, response.text

@@ -84,7 +84,9 @@ def test_redis_url_is_used_and_nothing_is_started(redis_server):
 
 
 def test_embedded_is_started_when_forced_and_stopped_by_its_owner(tmp_path):
-    choice = resolve_redis(embedded=True, environ={"KOPPEL_DATA_DIR": str(tmp_path), "KOPPEL_REDIS_PORT": str(free_port())})
+    choice = resolve_redis(
+        embedded=True, environ={"KOPPEL_DATA_DIR": str(tmp_path), "KOPPEL_REDIS_PORT": str(free_port())}
+    )
     try:
         assert choice.embedded is not None
         assert answers(choice.url)
@@ -94,6 +96,8 @@ def test_embedded_is_started_when_forced_and_stopped_by_its_owner(tmp_path):
 
 
 def test_passwords_are_redacted_from_urls():
-    assert redact_url("redis://user:hunter2@redis.internal:6380/1") == "redis://user:***@redis.internal:6380/1"
+    assert (
+        redact_url("redis://user:hunter2@redis.internal:6380/1") == "redis://user:***@redis.internal:6380/1"
+    )
     assert redact_url("redis://:hunter2@localhost:6379") == "redis://:***@localhost:6379"
     assert redact_url("redis://localhost:6379/0") == "redis://localhost:6379/0"

@@ -49,6 +49,10 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
     if not integrations:
         summary["outcome"] = "no integration takes this event"
     log.info(
-        "event %s %s from %s: %s", envelope.topic, envelope.resource_id or "-", envelope.endpoint, summary["outcome"]
+        "event %s %s from %s: %s",
+        envelope.topic,
+        envelope.resource_id or "-",
+        envelope.endpoint,
+        summary["outcome"],
     )
     return summary

@@ -7,18 +7,18 @@ job its own process (isolation from leaks and crashes, at that cost).
 
 from __future__ import annotations
 
+import redis
 from rq import SimpleWorker, Worker
 from rq.serializers import JSONSerializer
-
-import redis
 
 from gateway.config import Config
 from gateway.ingest import make_queue
 from workers import runtime
 
 
-def run_worker(config: Config, redis_url: str, *, burst: bool = False, fork: bool = False,
-               max_jobs: int | None = None) -> bool:
+def run_worker(
+    config: Config, redis_url: str, *, burst: bool = False, fork: bool = False, max_jobs: int | None = None
+) -> bool:
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
     connection = redis.Redis.from_url(redis_url, health_check_interval=30)
     runtime.install(runtime.Runtime(config=config, connection=connection))
