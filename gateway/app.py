@@ -1,4 +1,4 @@
-"""The Starlette receiver: POST /webhooks/{endpoint_id}, /healthz, /readyz, /metrics.
+"""The Starlette receiver: POST /webhooks/{endpoint_id}, /healthz, /readyz, /metrics, /ops/rq/ (admin).
 
 The path of a webhook: find the endpoint (404) → read the raw body under the endpoint's cap (413)
 → the kind's handler verifies the signature on the raw bytes (401), answers handshakes, and splits
@@ -21,13 +21,14 @@ from redis.retry import Retry
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from gateway.config import Config, Endpoint
 from gateway.envelope import Envelope
 from gateway.errors import BodyTooLarge, MalformedRequest, RedisUnavailable, Rejected, UnknownEndpoint
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
+from gateway.ops import AdminAuth, dashboard_app
 from handlers import Incoming, handler_for
 
 log = logging.getLogger("koppel.gateway")
@@ -158,6 +159,7 @@ def create_app(config: Config, redis_url: str) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Mount("/ops", app=AdminAuth(dashboard_app(redis_url), settings.admin_token)),
         ],
         lifespan=lifespan,
     )

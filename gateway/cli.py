@@ -3,6 +3,7 @@
     koppel serve          the webhook receiver (uvicorn)
     koppel worker         an RQ worker on Koppel's queue (non-forking, scheduler on)
     koppel config check   validate the config file; every problem with its key path
+    koppel replay         requeue failed jobs: --job ID, --integration ID or --all
     koppel map ...        preview, diff and reset datamapper mappings
     koppel demo           the main job on the embedded default: everything started, fed, reported
 
@@ -88,6 +89,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import redis
+
+    from gateway.replay import failed_job_ids, replay
+
+    config = _load(args)
+    if args.integration and args.integration not in {i.id for i in config.integrations}:
+        return _fail(f"no integration {args.integration!r} in the config")
+    choice = _redis(args)
+    try:
+        connection = redis.Redis.from_url(choice.url)
+        ids = args.job or failed_job_ids(connection, config, args.integration)
+        result = replay(connection, config, ids)
+    finally:
+        choice.stop()
+    print(f"requeued {len(result.requeued)} failed job(s)")
+    for job_id in result.missing:
+        print(f"koppel: job {job_id} is not in the failed registry (finished, expired or unknown)", file=sys.stderr)
+    return 1 if result.missing else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -113,9 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = with_redis(with_config(sub.add_parser("serve", help="run the webhook receiver")))
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
-    )
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(func=cmd_serve)
 
     worker = with_redis(with_config(sub.add_parser("worker", help="run an RQ worker on Koppel's queue")))
@@ -127,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     check = with_config(config_sub.add_parser("check", help="validate the config; list every problem"))
     check.set_defaults(func=cmd_config_check)
+
+    replay = with_redis(with_config(sub.add_parser("replay", help="requeue failed jobs")))
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--job", action="append", metavar="ID", help="a failed job id (repeatable)")
+    which.add_argument("--integration", metavar="ID", help="every failed job of this integration")
+    which.add_argument("--all", action="store_true", help="every failed job")
+    replay.set_defaults(func=cmd_replay)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default and report")
     demo.add_argument("--orders", type=int, default=25, help="how many shop orders to send (default 25)")

@@ -26,6 +26,7 @@ SECRETS = {
     "SQ_SECRET": "A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D4E5F60718293A4B5C6D7E8F90",
     "BC_STATE": "bc-client-state-3f9a",
     "EXACT_SECRET": "exact-webhook-secret",
+    "ADMIN_TOKEN": "admin-token-7c1e",
 }
 
 

@@ -1,0 +1,139 @@
+"""Operators: rq-dashboard behind admin auth, and `koppel replay` for failed jobs."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from gateway.app import create_app
+from gateway.cli import main
+from tests.conftest import SECRETS, make_config, serve
+
+pytestmark = pytest.mark.integration
+
+TOKEN = SECRETS["ADMIN_TOKEN"]
+
+
+def basic(password: str) -> dict[str, str]:
+    return {"authorization": "Basic " + base64.b64encode(f"ops:{password}".encode()).decode()}
+
+
+@pytest.fixture
+def ops(redis_url):
+    live = serve(create_app(make_config(admin_token="env:ADMIN_TOKEN"), redis_url))
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        yield client
+    live.stop()
+
+
+def failed_job(rconn, endpoint: str = "shop") -> str:
+    """A job of Koppel's queue that fails (an envelope the worker cannot read), run to failure."""
+    from workers.worker import run_worker
+
+    queue = Queue("koppel", connection=rconn, serializer=JSONSerializer)
+    job = queue.enqueue("workers.jobs.process_event", {"not": "an envelope"}, meta={"endpoint": endpoint})
+    run_worker(make_config(), _url(rconn), burst=True)
+    assert job.id in queue.failed_job_registry.get_job_ids()
+    return job.id
+
+
+def _url(rconn) -> str:
+    kw = rconn.connection_pool.connection_kwargs
+    return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"authorization": "Bearer wrong"}, basic("wrong"), {"authorization": "Basic !!notbase64"}],
+    ids=["none", "wrong-bearer", "wrong-basic", "garbage"],
+)
+def test_dashboard_refuses_requests_without_the_admin_token(ops, headers):
+    response = ops.get("/ops/rq/", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Basic")
+
+
+def test_requeue_all_by_get_is_not_reachable_unauthenticated(ops, rconn):
+    job_id = failed_job(rconn)
+    assert ops.get("/ops/rq/requeue/koppel").status_code == 401
+    queue = Queue("koppel", connection=rconn, serializer=JSONSerializer)
+    assert job_id in queue.failed_job_registry.get_job_ids()
+
+
+def test_dashboard_works_with_the_admin_token_and_replays_a_failed_job(ops, rconn):
+    job_id = failed_job(rconn)
+    page = ops.get("/ops/rq/", headers=basic(TOKEN))
+    assert page.status_code == 200
+    assert "RQ Dashboard" in page.text or "rq" in page.text.lower()
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    jobs = ops.get("/ops/rq/0/data/jobs/koppel/failed/10/asc/1.json", headers=bearer)
+    assert jobs.status_code == 200
+    assert job_id in jobs.text
+    detail = ops.get(f"/ops/rq/0/data/job/{job_id}.json", headers=bearer).json()
+    assert "ValidationError" in detail["exc_info"]
+    assert ops.post(f"/ops/rq/job/{job_id}/requeue", headers=bearer).status_code == 200
+    queue = Queue("koppel", connection=rconn, serializer=JSONSerializer)
+    assert job_id not in queue.failed_job_registry.get_job_ids()
+    assert job_id in queue.job_ids
+
+
+def test_operator_routes_are_off_without_an_admin_token(http):
+    response = http.get("/ops/rq/", headers=basic("anything"))
+    assert response.status_code == 403
+    assert "admin_token" in response.json()["message"]
+
+
+@pytest.fixture
+def config_file(tmp_path, monkeypatch, redis_url):
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    path = tmp_path / "koppel.toml"
+    path.write_text(
+        "\n".join(
+            [
+                '[[endpoints]]\nid = "shop"\nkind = "woocommerce"\nsecret = "env:WC_SECRET"',
+                '[[endpoints]]\nid = "sq"\nkind = "squarespace"\nsecret = "env:SQ_SECRET"',
+                '[[systems]]\nid = "exact"\nkind = "exactonline"',
+                '[[integrations]]\nid = "shop-to-exact"\nsource = "shop"\ntarget = "exact"\nflows = ["orders"]',
+                '[[integrations]]\nid = "sq-to-exact"\nsource = "sq"\ntarget = "exact"\nflows = ["orders"]',
+            ]
+        )
+    )
+    return str(path)
+
+
+def test_replay_by_job_id(config_file, rconn, capsys):
+    job_id = failed_job(rconn)
+    assert main(["replay", "--config", config_file, "--job", job_id]) == 0
+    assert "requeued 1 failed job(s)" in capsys.readouterr().out
+    assert job_id in Queue("koppel", connection=rconn, serializer=JSONSerializer).job_ids
+
+
+def test_replay_by_integration_takes_only_its_jobs(config_file, rconn, capsys):
+    shop_job = failed_job(rconn, "shop")
+    sq_job = failed_job(rconn, "sq")
+    assert main(["replay", "--config", config_file, "--integration", "sq-to-exact"]) == 0
+    queue = Queue("koppel", connection=rconn, serializer=JSONSerializer)
+    assert queue.job_ids == [sq_job]
+    assert shop_job in queue.failed_job_registry.get_job_ids()
+
+
+def test_replay_all(config_file, rconn):
+    ids = {failed_job(rconn, "shop"), failed_job(rconn, "sq")}
+    assert main(["replay", "--config", config_file, "--all"]) == 0
+    assert set(Queue("koppel", connection=rconn, serializer=JSONSerializer).job_ids) == ids
+
+
+def test_replay_of_an_unknown_job_says_so_and_exits_1(config_file, capsys):
+    assert main(["replay", "--config", config_file, "--job", "no-such-job"]) == 1
+    assert "no-such-job is not in the failed registry" in capsys.readouterr().err
+
+
+def test_replay_of_an_unknown_integration_is_a_usage_error(config_file, capsys):
+    assert main(["replay", "--config", config_file, "--integration", "nope"]) == 2
+    assert "no integration 'nope'" in capsys.readouterr().err
