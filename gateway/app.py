@@ -30,6 +30,7 @@ from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.ops import AdminAuth, dashboard_app
 from handlers import Incoming, handler_for
+from workers.policy import retry_schedule
 
 log = logging.getLogger("koppel.gateway")
 
@@ -90,6 +91,11 @@ def create_app(config: Config, redis_url: str) -> Starlette:
         batch_max=settings.enqueue_batch_max,
         result_ttl=settings.result_ttl_seconds,
         failure_ttl=settings.failure_ttl_seconds,
+        retry=(
+            (lambda: retry_schedule(settings.retry_attempts, settings.retry_base_seconds, settings.retry_cap_seconds))
+            if settings.retry_attempts
+            else None
+        ),
     )
     metrics = Metrics(lambda: {settings.queue: ingestor.queue_depth()})
 

@@ -68,9 +68,7 @@ def _resolve_secret(value: object, info: ValidationInfo) -> SecretStr:
     match = _ENV_REF.match(value)
     if match is None:
         # Do not echo the value: it may be a secret pasted into the file by mistake.
-        raise ValueError(
-            "must be a reference of the form env:NAME; secrets are never written in the config file"
-        )
+        raise ValueError("must be a reference of the form env:NAME; secrets are never written in the config file")
     name = match.group(1)
     environ: Mapping[str, str] = (info.context or {}).get("environ", os.environ)
     secret = environ.get(name)
@@ -98,6 +96,10 @@ class GatewaySettings(_Model):
     # How long an event's job result and failure are kept (seconds).
     result_ttl_seconds: int = Field(default=24 * 3600, ge=0)
     failure_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    # Transient failures are retried with jittered exponential backoff: base * 2^n seconds, capped.
+    retry_attempts: int = Field(default=8, ge=0, le=50)
+    retry_base_seconds: float = Field(default=5.0, gt=0)
+    retry_cap_seconds: float = Field(default=3600.0, gt=0)
     admin_token: Secret | None = None
 
 

@@ -158,9 +158,7 @@ def run_demo(orders: int = 25, data_dir: Path = Path(".koppel")) -> int:
     print(f"redis    {choice.describe()}")
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config, choice.url), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-        )
+        uvicorn.Config(create_app(config, choice.url), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)
     worker: subprocess.Popen[bytes] | None = None
@@ -329,9 +327,7 @@ def _wait_for_jobs(url: str, job_ids: list[str], timeout: float = 60) -> dict[st
 
 
 def _report(tallies: dict[str, Tally], processed: dict[str, JobStatus]) -> None:
-    header = (
-        f"{'source':<18}{'sent':>6}{'2xx':>6}{'queued':>8}{'dupes':>7}{'401':>6}{'other':>7}{'processed':>11}"
-    )
+    header = f"{'source':<18}{'sent':>6}{'2xx':>6}{'queued':>8}{'dupes':>7}{'401':>6}{'other':>7}{'processed':>11}"
     print(header)
     print("-" * len(header))
     for name, t in tallies.items():
@@ -342,6 +338,4 @@ def _report(tallies: dict[str, Tally], processed: dict[str, JobStatus]) -> None:
             f"{name:<18}{t.sent:>6}{ok:>6}{len(t.queued):>8}{t.duplicates:>7}{t.statuses[401]:>6}{other:>7}{done:>11}"
         )
     failed = [j for j, s in processed.items() if s != JobStatus.FINISHED]
-    print(
-        f"\n{'all queued jobs processed' if not failed else f'{len(failed)} job(s) not processed: {failed[:5]}'}"
-    )
+    print(f"\n{'all queued jobs processed' if not failed else f'{len(failed)} job(s) not processed: {failed[:5]}'}")

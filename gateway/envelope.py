@@ -50,9 +50,7 @@ class Envelope(BaseModel):
     headers: dict[str, str] = {}
 
     @classmethod
-    def wrap(
-        cls, event: Event, *, source: str, endpoint: str, received_at: datetime | None = None
-    ) -> Envelope:
+    def wrap(cls, event: Event, *, source: str, endpoint: str, received_at: datetime | None = None) -> Envelope:
         return cls(
             source=source,
             endpoint=endpoint,

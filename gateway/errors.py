@@ -4,6 +4,9 @@
     ├── ConfigError                 the config file is unreadable or invalid (lists every problem)
     ├── RedisUnavailable            Redis cannot be reached; a request answers 503 + Retry-After
     ├── EmbeddedRedisError          the embedded Redis could not be started
+    ├── TransientError              worth retrying later: timeouts, 5xx, 429, a busy lock
+    ├── PermanentError              retrying cannot help: validation, missing SKUs, 4xx mapping errors;
+    │                               the job fails at once with this message as its reason
     └── Rejected                    a webhook request is refused; carries HTTP status and a reason
         ├── UnknownEndpoint         404  no endpoint with that id
         ├── BodyTooLarge            413  body over the endpoint's cap
@@ -35,6 +38,14 @@ class RedisUnavailable(KoppelError):
 
 class EmbeddedRedisError(KoppelError):
     """The embedded Redis server could not be started or did not become ready."""
+
+
+class TransientError(KoppelError):
+    """A failure that may pass: the worker retries the job with jittered exponential backoff."""
+
+
+class PermanentError(KoppelError):
+    """A failure that will not pass by retrying: the job goes to the failed registry at once."""
 
 
 class Rejected(KoppelError):

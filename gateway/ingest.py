@@ -22,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import redis
 from redis.exceptions import WatchError
-from rq import Queue
+from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from gateway.envelope import Envelope
@@ -75,6 +75,8 @@ class Ingestor:
     batch_max: int = 256
     result_ttl: int = 24 * 3600
     failure_ttl: int = 30 * 24 * 3600
+    # Builds each job's retry schedule (jittered per job); None: no automatic retries.
+    retry: Callable[[], Retry] | None = None
     _queue: Queue = field(init=False)
     _pending: asyncio.Queue[_Pending] | None = field(init=False, default=None)
     _writer: asyncio.Task[None] | None = field(init=False, default=None)
@@ -165,6 +167,7 @@ class Ingestor:
                                     result_ttl=self.result_ttl,
                                     failure_ttl=self.failure_ttl,
                                     meta={"endpoint": envelope.endpoint, "topic": envelope.topic},
+                                    retry=self.retry() if self.retry else None,
                                 )
                                 datas.append(data)
                                 results.append(Accepted(job_id="", duplicate=False))

@@ -127,9 +127,7 @@ class EmbeddedRedis:
                 return self.url
             time.sleep(0.05)
         self.stop()
-        raise EmbeddedRedisError(
-            f"embedded redis-server did not answer on port {self.port} within {timeout:.0f} s"
-        )
+        raise EmbeddedRedisError(f"embedded redis-server did not answer on port {self.port} within {timeout:.0f} s")
 
     def stop(self, timeout: float = 10.0) -> None:
         process = self.process

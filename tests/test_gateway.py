@@ -253,6 +253,6 @@ def test_job_is_processed_by_a_real_worker(http, rconn, redis_url, config):
     assert job is not None
     assert job.is_finished
     result = job.return_value()
-    assert result["integrations"] == ["shop-to-exact"]
+    assert list(result["integrations"]) == ["shop-to-exact"]
     assert result["flow"] == "orders"
     assert json.dumps(result).find("jorg@example.com") == -1

@@ -6,7 +6,10 @@ import logging
 from typing import Any
 
 from gateway.envelope import Envelope
+from gateway.errors import PermanentError, TransientError
 from workers import runtime
+from workers.flows import flow_for
+from workers.policy import fail_permanently, note_transient, resource_lock
 
 log = logging.getLogger("koppel.worker")
 
@@ -30,29 +33,46 @@ def flow_of(resource: str) -> str | None:
 
 
 def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
-    """Route one accepted event to the flows of the integrations fed by its endpoint.
+    """Run the event through the flow of every integration its endpoint feeds.
 
-    Returns a summary kept as the job's result (no payload data: only ids and outcomes).
+    Work on one resource of one integration is serialised (a Redis lock), so two events for the
+    same order never race. Returns a summary kept as the job's result: ids and outcomes, no payload.
     """
-    envelope = Envelope.model_validate(envelope_data)
-    config = runtime.current().config
+    try:
+        envelope = Envelope.model_validate(envelope_data)
+    except ValueError:
+        error = PermanentError("the job's argument is not a Koppel event envelope")
+        fail_permanently(error)
+        raise error from None
+    rt = runtime.current()
     flow = flow_of(envelope.resource)
-    integrations = [i for i in config.integrations_from(envelope.endpoint) if flow in i.flows]
+    integrations = [i for i in rt.config.integrations_from(envelope.endpoint) if flow in i.flows]
     summary: dict[str, Any] = {
         "endpoint": envelope.endpoint,
         "topic": envelope.topic,
         "resource_id": envelope.resource_id,
         "flow": flow,
-        "integrations": [i.id for i in integrations],
-        "outcome": "received",
+        "integrations": {},
     }
     if not integrations:
         summary["outcome"] = "no integration takes this event"
-    log.info(
-        "event %s %s from %s: %s",
-        envelope.topic,
-        envelope.resource_id or "-",
-        envelope.endpoint,
-        summary["outcome"],
-    )
+    for integration in integrations:
+        target = rt.config.system(integration.target)
+        assert target is not None  # the config validator guarantees it
+        func = flow_for(flow or "", target.kind)
+        if func is None:
+            summary["integrations"][integration.id] = f"no {flow} flow to {target.kind} yet"
+            continue
+        try:
+            with resource_lock(rt.connection, integration.id, envelope.resource, envelope.resource_id or "-"):
+                summary["integrations"][integration.id] = func(integration, envelope, rt)
+        except PermanentError as error:
+            fail_permanently(error)
+            log.warning("event %s %s: permanent failure: %s", envelope.topic, envelope.resource_id, error)
+            raise
+        except TransientError as error:
+            note_transient(error)
+            log.info("event %s %s: will retry: %s", envelope.topic, envelope.resource_id, error)
+            raise
+    log.info("event %s %s from %s done", envelope.topic, envelope.resource_id or "-", envelope.endpoint)
     return summary

@@ -1,0 +1,115 @@
+"""The worker's failure policy with a real RQ worker and Redis: permanent fails at once with a
+reason, transient is retried with backoff, work on one resource is serialised."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from gateway.envelope import Envelope, Event
+from gateway.errors import PermanentError, TransientError
+from gateway.ingest import Ingestor
+from workers import flows
+from workers.policy import resource_lock, retry_schedule
+from workers.worker import run_worker
+from tests.conftest import make_config
+
+pytestmark = pytest.mark.integration
+
+CALLS: list[str] = []
+
+
+@pytest.fixture
+def flow(monkeypatch):
+    """Install a test flow for orders → exactonline; its behaviour is chosen per test."""
+    behaviour: dict[str, object] = {}
+
+    def fake(integration, envelope, rt):
+        CALLS.append(envelope.resource_id)
+        error = behaviour.get("raise")
+        if error is not None:
+            raise error
+        return {"outcome": "created"}
+
+    flows.flow_for("orders", "exactonline")  # load built-ins first, then override
+    monkeypatch.setitem(flows._FLOWS, ("orders", "exactonline"), fake)
+    CALLS.clear()
+    return behaviour
+
+
+def enqueue(redis_conn, retry=None) -> str:
+    ingestor = Ingestor(redis_conn, retry=retry)
+    envelope = Envelope.wrap(
+        Event("order.created", "order", "42", f"k-{time.time_ns()}", {"id": 42}), source="woocommerce", endpoint="shop"
+    )
+    return ingestor.store([envelope])[0].job_id
+
+
+def test_permanent_failure_lands_in_failed_registry_at_once_with_its_reason(flow, rconn, redis_url):
+    flow["raise"] = PermanentError("SKU KOP-9 does not exist in Exact Online")
+    job_id = enqueue(rconn, retry=lambda: retry_schedule(5))
+    run_worker(make_config(), redis_url, burst=True)
+    queue = Queue("koppel", connection=rconn, serializer=JSONSerializer)
+    assert job_id in queue.failed_job_registry.get_job_ids()
+    job = queue.fetch_job(job_id)
+    assert job.meta["reason"] == "SKU KOP-9 does not exist in Exact Online"
+    assert CALLS == ["42"]
+    assert queue.scheduled_job_registry.get_job_ids() == []
+
+
+def test_transient_failure_is_scheduled_for_retry(flow, rconn, redis_url):
+    flow["raise"] = TransientError("Exact Online answered 503")
+    job_id = enqueue(rconn, retry=lambda: retry_schedule(3, base=60))
+    run_worker(make_config(), redis_url, burst=True)
+    queue = Queue("koppel", connection=rconn, serializer=JSONSerializer)
+    assert job_id in queue.scheduled_job_registry.get_job_ids()
+    job = queue.fetch_job(job_id)
+    assert job.retries_left == 2
+    assert job.meta["last_error"] == "Exact Online answered 503"
+
+
+def test_success_records_a_summary_without_payload(flow, rconn, redis_url):
+    job_id = enqueue(rconn)
+    run_worker(make_config(), redis_url, burst=True)
+    result = Queue("koppel", connection=rconn, serializer=JSONSerializer).fetch_job(job_id).return_value()
+    assert result["integrations"] == {"shop-to-exact": {"outcome": "created"}}
+
+
+def test_retry_schedule_grows_exponentially_with_jitter_and_a_cap():
+    retry = retry_schedule(10, base=5, cap=600, rng=random.Random(1))
+    assert retry.max == 10
+    for n, interval in enumerate(retry.intervals):
+        nominal = min(600, 5 * 2**n)
+        assert 0.5 * nominal - 1 <= interval <= 1.5 * nominal + 1
+    assert len(set(retry_schedule(10, rng=random.Random(2)).intervals) ^ set(retry.intervals)) > 0
+
+
+def test_resource_lock_serialises_work_on_one_resource(rconn):
+    inside = []
+    overlap = []
+
+    def work(name: str) -> None:
+        with resource_lock(rconn, "shop-to-exact", "order", "42", wait=5):
+            if inside:
+                overlap.append(name)
+            inside.append(name)
+            time.sleep(0.05)
+            inside.remove(name)
+
+    threads = [threading.Thread(target=work, args=(str(i),)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlap == []
+
+
+def test_busy_resource_is_a_transient_failure(rconn):
+    with resource_lock(rconn, "i", "order", "7"), pytest.raises(TransientError, match="another job is working"):
+        with resource_lock(rconn, "i", "order", "7", wait=0.1):
+            pass

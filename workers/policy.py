@@ -1,0 +1,64 @@
+"""How a job fails: retry schedule, permanent failures, and one job per resource at a time.
+
+Every event job is enqueued with `retry_schedule()`: jittered exponential backoff (base 2^n, a
+random factor 0.5-1.5 so a burst of failures does not retry in lockstep, capped). A
+`TransientError` (timeouts, 5xx, 429, a busy resource) raises through and RQ's scheduler retries
+it; a `PermanentError` zeroes the job's retries so it lands in the failed registry at once, its
+message kept as `job.meta["reason"]` for the dashboard and `koppel replay`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+
+import redis
+from redis.exceptions import LockError
+from rq import Retry, get_current_job
+
+from gateway.errors import PermanentError, TransientError
+
+
+def retry_schedule(
+    attempts: int = 8, base: float = 5.0, cap: float = 3600.0, rng: random.Random | None = None
+) -> Retry:
+    rng = rng or random.SystemRandom()
+    intervals = [max(1, round(min(cap, base * 2**n) * rng.uniform(0.5, 1.5))) for n in range(attempts)]
+    return Retry(max=attempts, interval=intervals)
+
+
+def fail_permanently(error: PermanentError) -> None:
+    """Mark the running job as not retryable, with a human-readable reason."""
+    job = get_current_job()
+    if job is None:
+        return
+    job.retries_left = 0
+    job.meta["reason"] = str(error)
+    job.save_meta()
+
+
+def note_transient(error: TransientError) -> None:
+    job = get_current_job()
+    if job is None:
+        return
+    job.meta["last_error"] = str(error)
+    job.save_meta()
+
+
+@contextlib.contextmanager
+def resource_lock(connection: redis.Redis, *parts: str, hold: float = 300, wait: float = 10) -> Iterator[None]:
+    """Serialise work on one resource (e.g. one order of one integration) across all workers.
+
+    Two events for the same order (created and updated arriving together) never race: the second
+    waits up to `wait` seconds, then retries later as a transient failure.
+    """
+    name = "koppel:lock:" + ":".join(parts)
+    lock = connection.lock(name, timeout=hold, blocking_timeout=wait)
+    if not lock.acquire():
+        raise TransientError(f"another job is working on {':'.join(parts)}; retrying later")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(LockError):
+            lock.release()
