@@ -14,10 +14,10 @@ from rq.serializers import JSONSerializer
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError, TransientError
 from gateway.ingest import Ingestor
+from tests.conftest import make_config
 from workers import flows
 from workers.policy import resource_lock, retry_schedule
 from workers.worker import run_worker
-from tests.conftest import make_config
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +110,9 @@ def test_resource_lock_serialises_work_on_one_resource(rconn):
 
 
 def test_busy_resource_is_a_transient_failure(rconn):
-    with resource_lock(rconn, "i", "order", "7"), pytest.raises(TransientError, match="another job is working"):
-        with resource_lock(rconn, "i", "order", "7", wait=0.1):
-            pass
+    with (
+        resource_lock(rconn, "i", "order", "7"),
+        pytest.raises(TransientError, match="another job is working"),
+        resource_lock(rconn, "i", "order", "7", wait=0.1),
+    ):
+        pass
