@@ -19,6 +19,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
@@ -150,6 +151,20 @@ def create_app(config: Config, redis_url: str) -> Starlette:
         body = await asyncio.to_thread(metrics.render)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        reasons = {404: "not_found", 405: "method_not_allowed"}
+        messages = {
+            404: f"no route for {request.url.path}; webhooks go to POST /webhooks/{{endpoint_id}}",
+            405: f"{request.method} is not allowed here",
+        }
+        return _error(
+            exc.status_code,
+            reasons.get(exc.status_code, "http_error"),
+            messages.get(exc.status_code, str(exc.detail)),
+            dict(exc.headers or {}),
+        )
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await ingestor.start()
@@ -168,6 +183,7 @@ def create_app(config: Config, redis_url: str) -> Starlette:
             Mount("/ops", app=AdminAuth(dashboard_app(redis_url), settings.admin_token)),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
     )
     app.state.config = config
     app.state.ingestor = ingestor

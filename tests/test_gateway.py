@@ -256,3 +256,12 @@ def test_job_is_processed_by_a_real_worker(http, rconn, redis_url, config):
     assert list(result["integrations"]) == ["shop-to-exact"]
     assert result["flow"] == "orders"
     assert json.dumps(result).find("jorg@example.com") == -1
+
+
+def test_unrouted_paths_and_wrong_methods_get_json_errors(http):
+    response = http.post("/webhooks/a/b", content=b"{}")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+    response = http.get("/webhooks/shop")
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 pytestmark = pytest.mark.integration
 
-ENDPOINTS = ["shop", "sq", "bc", "exact-hooks", "unknown", "%00", "..%2F"]
+ENDPOINTS = ["shop", "sq", "bc", "exact-hooks", "unknown", "%00", "a%2Fb"]
 HEADER_NAMES = st.sampled_from(
     [
         "x-wc-webhook-signature",
@@ -22,7 +22,10 @@ HEADER_NAMES = st.sampled_from(
         "x-custom",
     ]
 )
-HEADER_VALUES = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
+# What an HTTP client can send: printable ASCII without surrounding whitespace.
+HEADER_VALUES = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80).filter(
+    lambda value: value == value.strip()
+)
 BODIES = st.one_of(
     st.binary(max_size=2048),
     st.just(b""),

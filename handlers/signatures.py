@@ -1,0 +1,88 @@
+"""Small helpers every source handler shares: HMAC, constant-time comparison, header and JSON access.
+
+Comparisons go through `hmac.compare_digest` on bytes. Text is turned into bytes with `utf8`,
+which never raises: a value that is not valid Unicode (a lone surrogate from a JSON escape, or
+an undecodable byte from the environment) still gets a deterministic encoding and simply fails
+to match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.errors import MalformedRequest
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def utf8(text: str) -> bytes:
+    """`text` as UTF-8; undecodable bytes from the environment come back as they were."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def hmac_sha256(key: bytes, msg: bytes) -> bytes:
+    return hmac.new(key, msg, hashlib.sha256).digest()
+
+
+def equal(expected: str | bytes, given: str | bytes) -> bool:
+    """Constant-time equality of two values (text compared as UTF-8 bytes)."""
+    left = utf8(expected) if isinstance(expected, str) else expected
+    right = utf8(given) if isinstance(given, str) else given
+    return hmac.compare_digest(left, right)
+
+
+def equal_ignoring_case(expected: str, given: str) -> bool:
+    """Constant-time equality of two hex strings, case-insensitively."""
+    return equal(expected.lower(), given.strip().lower())
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of header `name` (names are lower-case in `Incoming`; other spellings tolerated)."""
+    key = name.lower()
+    value = headers.get(key)
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == key), None)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+JSON = json.JSONDecoder(parse_constant=_no_constant)
+"""Standard JSON: NaN and Infinity (which Python would accept) are refused."""
+
+
+def decode_text(body: bytes) -> str:
+    """The body as UTF-8 text, a leading byte order mark dropped; MalformedRequest if not UTF-8."""
+    try:
+        return body.removeprefix(UTF8_BOM).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedRequest("body is not valid UTF-8") from None
+
+
+def load_json(body: bytes) -> Any:
+    """Parse a body of UTF-8 JSON; MalformedRequest if it is not."""
+    text = decode_text(body)
+    try:
+        return JSON.decode(text)
+    except (ValueError, RecursionError):
+        raise MalformedRequest("body is not valid JSON") from None
+
+
+def load_json_object(body: bytes) -> dict[str, Any]:
+    payload = load_json(body)
+    if not isinstance(payload, dict):
+        raise MalformedRequest("body is not a JSON object")
+    return payload
