@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +38,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 def _redis(args: argparse.Namespace) -> RedisChoice:
     choice = resolve_redis(embedded=True if getattr(args, "embedded_redis", False) else None)
-    print(f"koppel: using {choice.describe()}", file=sys.stderr)
+    logging.getLogger("koppel").info("using %s", choice.describe())
     return choice
 
 
@@ -170,7 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("KOPPEL_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise, and URLs can carry ids
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

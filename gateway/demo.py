@@ -172,7 +172,7 @@ def run_demo(orders: int = 25, data_dir: Path = Path(".koppel")) -> int:
         print(f"gateway  http://127.0.0.1:{port}  (POST /webhooks/{{endpoint}}, /healthz, /readyz, /metrics)")
         worker = subprocess.Popen(  # noqa: S603 - our own CLI
             [sys.executable, "-m", "gateway.cli", "worker", "--config", str(data_dir / "demo.toml")],
-            env={**os.environ, **env, "REDIS_URL": choice.url},
+            env={**os.environ, **env, "REDIS_URL": choice.url, "KOPPEL_LOG_LEVEL": "WARNING"},
             start_new_session=False,
         )
         print(f"worker   pid {worker.pid} (non-forking RQ worker, scheduler on)\n")

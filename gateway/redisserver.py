@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,5 +203,5 @@ def resolve_redis(*, embedded: bool | None = None, environ: dict[str, str] | Non
     port = int(env.get("KOPPEL_REDIS_PORT", "0")) or (6379 if not answers(DEFAULT_URL) else free_port())
     server = EmbeddedRedis(data_dir=Path(env.get("KOPPEL_DATA_DIR", ".koppel")), port=port)
     server.start()
-    print(f"koppel: started {RedisChoice(server.url, server).describe()}", file=sys.stderr)
+    logging.getLogger("koppel").info("started %s", RedisChoice(server.url, server).describe())
     return RedisChoice(url=server.url, embedded=server)
