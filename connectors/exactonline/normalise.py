@@ -1,0 +1,244 @@
+"""Exact Online REST JSON (SalesOrders, Accounts, Items, StockPositions) into the canonical model.
+
+Exact Online quirks handled here:
+- Responses are wrapped: `{"d": {...}}` for one entity, `{"d": {"results": [...]}}` for lists and
+  for an expanded collection (`SalesOrderLines`); both wrappers are accepted.
+- Amounts are JSON numbers (read through their shortest repr, the text Exact sent); dates are
+  `/Date(ms)/` in UTC milliseconds, or ISO text from the Sync API.
+- `Discount` on a line and `VATPercentage` are fractions (0.21), Koppel's rates are percent (21).
+- Account `Code` is right-aligned in 18 characters: the spaces are stripped here.
+- A SalesOrder names its customer only by GUID and name (`OrderedBy`, `OrderedByName`); pass the
+  Account (and its contacts) to read the customer fully.
+- Exact has no company/person flag on an Account. An Account is read as a person when it has no
+  VAT or Chamber of Commerce number and its name is its main contact's full name (or it has no
+  contact); otherwise as a company with that contact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from gateway.model import (
+    Address,
+    Customer,
+    Order,
+    OrderLine,
+    Person,
+    Product,
+    Reader,
+    StockLevel,
+    per_unit,
+    plain,
+)
+
+SOURCE = "exactonline"
+ZERO = Decimal(0)
+HUNDRED = Decimal(100)
+ORDER_STATUS = {"12": "open", "20": "partial", "21": "complete", "45": "cancelled"}
+
+__all__ = ["normalise_account", "normalise_item", "normalise_sales_order", "normalise_stock_position"]
+
+
+def _unwrap(payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    inner = payload.get("d") if isinstance(payload, Mapping) else None
+    return inner if isinstance(inner, Mapping) else payload
+
+
+def normalise_sales_order(
+    payload: Mapping[str, Any],
+    *,
+    account: Mapping[str, Any] | None = None,
+    contacts: Iterable[Mapping[str, Any]] | None = None,
+) -> Order:
+    """An Exact SalesOrder (with `SalesOrderLines` expanded) as an `Order`."""
+    payload = _unwrap(payload)
+    doc = Reader(payload, SOURCE, "order")
+    order_id = doc.ident("OrderID")
+    doc = Reader(payload, SOURCE, "order", order_id)
+    lines = [_line(line) for line in doc.objects("SalesOrderLines")]
+    if account is not None:
+        customer = normalise_account(account, contacts)
+    else:
+        customer = Customer(
+            source=SOURCE,
+            id=doc.ident("OrderedBy", required=False),
+            kind="company",
+            company_name=doc.text("OrderedByName"),
+        )
+    status = doc.text("Status")
+    total_excl = doc.number("AmountFCExclVat") or doc.number("AmountFC")
+    description = doc.text("Description")
+    remarks = doc.text("Remarks")
+    custom = {k: v for k, key in (("your_ref", "YourRef"), ("description", "Description")) if (v := doc.text(key))}
+    return Order(
+        source=SOURCE,
+        id=order_id or "",
+        number=doc.text("OrderNumber") or order_id or "",
+        status=ORDER_STATUS.get(status or "", status),
+        created_at=doc.timestamp("Created"),
+        modified_at=doc.timestamp("Modified"),
+        order_date=doc.date("OrderDate"),
+        currency=doc.text("Currency"),
+        customer=customer,
+        billing_address=customer.billing_address,
+        shipping_address=customer.shipping_address,
+        lines=lines,
+        payment_method=doc.text("PaymentCondition"),
+        shipping_method=doc.text("ShippingMethod"),
+        total_excl=total_excl,
+        notes=[n for n in (remarks,) if n] if remarks != description else [],
+        custom_fields=custom,
+    )
+
+
+def normalise_account(payload: Mapping[str, Any], contacts: Iterable[Mapping[str, Any]] | None = None) -> Customer:
+    """An Exact Account (and optionally its Contacts; the main one is used) as a `Customer`."""
+    payload = _unwrap(payload)
+    doc = Reader(payload, SOURCE, "customer")
+    account_id = doc.ident("ID")
+    doc = Reader(payload, SOURCE, "customer", account_id)
+    name = doc.text("Name")
+    contact = _main_contact(contacts or [], account_id)
+    full = " ".join(p for p in (contact.first_name, contact.last_name) if p) if contact else ""
+    vat = doc.text("VATNumber")
+    coc = doc.text("ChamberOfCommerce")
+    person = not vat and not coc and (contact is None or (bool(full) and full.casefold() == (name or "").casefold()))
+    if person and contact is None:
+        first, _, last = (name or "").partition(" ")
+        contact = Person(
+            first_name=first or None if last else None,
+            last_name=(last or first) or None,
+            email=doc.text("Email"),
+            phone=doc.text("Phone"),
+        )
+    address = Address(
+        company=None if person else name,
+        first_name=contact.first_name if contact else None,
+        last_name=contact.last_name if contact else None,
+        street=doc.text("AddressLine1"),
+        street2=doc.text("AddressLine2"),
+        postcode=doc.text("Postcode"),
+        city=doc.text("City"),
+        state=doc.text("State"),
+        country=(c.upper() if (c := doc.text("Country")) else None),
+        email=doc.text("Email"),
+        phone=doc.text("Phone"),
+    )
+    return Customer(
+        source=SOURCE,
+        id=account_id,
+        number=doc.text("Code"),
+        kind="person" if person else "company",
+        company_name=None if person else name,
+        contact=contact or Person(email=doc.text("Email"), phone=doc.text("Phone")),
+        email=doc.text("Email"),
+        phone=doc.text("Phone"),
+        billing_address=address,
+        shipping_address=address,
+        vat_number=vat,
+        chamber_of_commerce=coc,
+        classification=doc.text("Classification1Description") or doc.text("Status"),
+        language=doc.text("Language"),
+        created_at=doc.timestamp("Created"),
+        modified_at=doc.timestamp("Modified"),
+    )
+
+
+def normalise_item(payload: Mapping[str, Any]) -> Product:
+    """An Exact Item as a `Product`: stock items are simple products, others virtual."""
+    payload = _unwrap(payload)
+    doc = Reader(payload, SOURCE, "product")
+    item_id = doc.ident("ID")
+    doc = Reader(payload, SOURCE, "product", item_id)
+    stock_item = bool(doc.boolean("IsStockItem", default=True))
+    group = doc.text("ItemGroupDescription") or doc.text("ItemGroupCode")
+    picture = doc.text("PictureUrl")
+    return Product(
+        source=SOURCE,
+        id=item_id,
+        sku=doc.text("Code"),
+        name=doc.text("Description"),
+        type="simple" if stock_item else "virtual",
+        price_excl=doc.number("StandardSalesPrice") if doc.has("StandardSalesPrice") else doc.number("SalesPrice"),
+        tax_class=doc.text("SalesVatCode"),
+        ean=doc.text("Barcode"),
+        description=doc.text("Notes"),
+        short_description=doc.text("ExtraDescription"),
+        categories=[group] if group else [],
+        images=[picture] if picture else [],
+        published=bool(doc.boolean("IsSalesItem", default=True)),
+        unit=doc.text("Unit"),
+        stock_quantity=doc.number("Stock"),
+        manage_stock=stock_item,
+        modified_at=doc.timestamp("Modified"),
+    )
+
+
+def normalise_stock_position(payload: Mapping[str, Any]) -> StockLevel:
+    """An Exact StockPosition as a `StockLevel`: available = FreeStock when given, else on hand
+    minus reserved (and minus planned-out when Exact reports it)."""
+    payload = _unwrap(payload)
+    doc = Reader(payload, SOURCE, "stock")
+    ident = doc.ident("ID", required=False) or doc.ident("ItemId", required=False)
+    doc = Reader(payload, SOURCE, "stock", ident)
+    on_hand = doc.number("CurrentStock", default=ZERO) or doc.number("InStock", default=ZERO) or ZERO
+    reserved = doc.number("ReservedStock", default=ZERO) or doc.number("PlanningOut", default=ZERO) or ZERO
+    free = doc.number("FreeStock")
+    return StockLevel(
+        source=SOURCE,
+        id=ident,
+        sku=doc.text("ItemCode", required=True) or "",
+        on_hand=on_hand,
+        reserved=reserved,
+        available=free if free is not None else on_hand - reserved,
+        location=doc.text("WarehouseCode"),
+        modified_at=doc.timestamp("Modified"),
+    )
+
+
+def _line(line: Reader) -> OrderLine:
+    quantity = line.number("Quantity", default=ZERO) or ZERO
+    unit = line.number("UnitPrice")
+    net = line.number("NetPrice")
+    amount = line.number("AmountFC")
+    vat = line.number("VATAmountFC") or line.number("VATAmount")
+    fraction = line.number("VATPercentage")
+    discount = line.number("Discount", default=ZERO) or ZERO
+    gross = unit * quantity if unit is not None else None
+    return OrderLine(
+        id=line.ident("ID", required=False),
+        sku=line.text("ItemCode"),
+        name=line.text("Description") or line.text("ItemDescription"),
+        product_id=line.ident("Item", required=False),
+        quantity=quantity,
+        unit_price_excl=unit,
+        net_unit_price_excl=net if net is not None else per_unit(amount, quantity),
+        discount_excl=gross - amount
+        if gross is not None and amount is not None
+        else gross * discount
+        if gross
+        else ZERO,
+        total_excl=amount,
+        tax_total=vat,
+        total_incl=amount + vat if amount is not None and vat is not None else None,
+        tax_rate=plain(fraction * HUNDRED) if fraction is not None else None,
+        tax_class=line.text("VATCode"),
+    )
+
+
+def _main_contact(contacts: Iterable[Mapping[str, Any]], account_id: str | None) -> Person | None:
+    chosen: Reader | None = None
+    for i, raw in enumerate(contacts):
+        contact = Reader(_unwrap(raw), SOURCE, "customer", account_id, f"contacts[{i}]")
+        if chosen is None or contact.boolean("IsMainContact", default=False):
+            chosen = contact
+    if chosen is None:
+        return None
+    return Person(
+        first_name=chosen.text("FirstName"),
+        last_name=" ".join(p for p in (chosen.text("MiddleName"), chosen.text("LastName")) if p) or None,
+        email=chosen.text("Email"),
+        phone=chosen.text("Phone") or chosen.text("BusinessPhone"),
+    )

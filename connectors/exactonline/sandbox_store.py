@@ -1,0 +1,503 @@
+"""The sandbox's in-memory Exact Online administration: entities, validation, Timestamps, deletions.
+
+Each division holds its own tables. Every create, update or delete takes the next value of one
+int64 `Timestamp` counter (a row version, as in Exact's Sync API); a change to an order line also
+bumps its header. Deletions are kept for `sync/Deleted` with Exact's EntityType numbers.
+
+Validation follows what the connector relies on: unknown properties, missing required fields and
+references to GUIDs that do not exist answer 400; Account codes are stored right-aligned in 18
+characters; Item codes are unique; direct invoices (Type 8023/8024) need a Warehouse, normal ones
+must not have one. Creating a sales order reserves stock (FreeStock down, PlanningOut up).
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.exactonline.odata import EXACT_TZ, parse_date
+
+Record = dict[str, Any]
+FIRST_TIMESTAMP = 4_300_000_000_000  # above 2**32: clients must treat Timestamp as int64
+DATE_FIELDS = frozenset({"OrderDate", "InvoiceDate", "EntryDate", "DeliveryDate", "DueDate"})
+_COMMON = ("Created", "Modified", "Division")
+
+
+class SandboxError(Exception):
+    """A request the sandbox refuses the way Exact would: HTTP status plus Exact's error text."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: str
+    key: str
+    fields: frozenset[str]
+    type_name: str
+    required: tuple[str, ...] = ()
+    references: Mapping[str, str] = field(default_factory=dict)
+    lines: str | None = None
+    line_path: str | None = None
+    parent_key: str | None = None
+    writable: bool = True
+    exposed: bool = True
+    deleted_type: int | None = None
+
+
+def _spec(path: str, key: str, names: str, type_name: str, **options: Any) -> Spec:
+    fields = frozenset((key, *_COMMON, *names.split()))
+    return Spec(path=path, key=key, fields=fields, type_name=f"Exact.Web.Api.Models.{type_name}", **options)
+
+
+SPECS: dict[str, Spec] = {
+    spec.path: spec
+    for spec in (
+        _spec(
+            "crm/Accounts",
+            "ID",
+            "Code Name Email Status IsSales IsSupplier VATNumber ChamberOfCommerce "
+            "AddressLine1 AddressLine2 Postcode City Country SalesVATCode Phone Website Language "
+            "PaymentConditionSales",
+            "Account",
+            required=("Name",),
+            deleted_type=2,
+        ),
+        _spec(
+            "crm/Contacts",
+            "ID",
+            "Account FirstName LastName FullName Email Phone",
+            "Contact",
+            required=("Account",),
+            references={"Account": "crm/Accounts"},
+            deleted_type=5,
+        ),
+        _spec(
+            "logistics/Items",
+            "ID",
+            "Code Description IsSalesItem IsStockItem SalesVatCode Unit Barcode",
+            "Item",
+            required=("Code", "Description"),
+            deleted_type=9,
+        ),
+        _spec(
+            "salesorder/SalesOrders",
+            "OrderID",
+            "OrderNumber YourRef OrderedBy OrderedByName DeliverTo InvoiceTo "
+            "Description OrderDate DeliveryDate Currency Status DeliveryStatus InvoiceStatus AmountFC AmountDC "
+            "PaymentCondition ShippingMethod Remarks WarehouseID SalesOrderLines",
+            "SalesOrder",
+            required=("OrderedBy",),
+            references={"OrderedBy": "crm/Accounts"},
+            lines="SalesOrderLines",
+            line_path="salesorder/SalesOrderLines",
+            deleted_type=32,
+        ),
+        _spec(
+            "salesorder/SalesOrderLines",
+            "ID",
+            "OrderID LineNumber Item ItemCode ItemDescription Description "
+            "Quantity UnitPrice NetPrice Discount VATCode AmountFC AmountDC DeliveryDate",
+            "SalesOrderLine",
+            required=("Item",),
+            references={"Item": "logistics/Items"},
+            parent_key="OrderID",
+            writable=False,
+            deleted_type=33,
+        ),
+        _spec(
+            "salesinvoice/SalesInvoices",
+            "InvoiceID",
+            "InvoiceNumber Type YourRef OrderedBy InvoiceTo DeliverTo "
+            "Journal Description InvoiceDate OrderDate DueDate Currency Status AmountFC AmountDC PaymentCondition "
+            "Warehouse Remarks SalesInvoiceLines",
+            "SalesInvoice",
+            required=("OrderedBy", "Journal"),
+            references={"OrderedBy": "crm/Accounts"},
+            lines="SalesInvoiceLines",
+            line_path="salesinvoice/SalesInvoiceLines",
+            deleted_type=13,
+        ),
+        _spec(
+            "salesinvoice/SalesInvoiceLines",
+            "ID",
+            "InvoiceID LineNumber Item ItemCode Description Quantity UnitPrice NetPrice VATCode AmountFC AmountDC",
+            "SalesInvoiceLine",
+            required=("Item",),
+            references={"Item": "logistics/Items"},
+            parent_key="InvoiceID",
+            writable=False,
+        ),
+        _spec(
+            "salesentry/SalesEntries",
+            "EntryID",
+            "EntryNumber Customer Journal YourRef Description EntryDate "
+            "DueDate Currency AmountFC AmountDC Status Type PaymentCondition SalesEntryLines",
+            "SalesEntry",
+            required=("Customer", "Journal"),
+            references={"Customer": "crm/Accounts"},
+            lines="SalesEntryLines",
+            line_path="salesentry/SalesEntryLines",
+        ),
+        _spec(
+            "salesentry/SalesEntryLines",
+            "ID",
+            "EntryID LineNumber GLAccount AmountFC AmountDC VATCode VATAmountFC Description",
+            "SalesEntryLine",
+            required=("GLAccount", "AmountFC"),
+            parent_key="EntryID",
+            writable=False,
+        ),
+        _spec("vat/VATCodes", "ID", "Code Description Percentage", "VATCode", writable=False),
+        _spec("cashflow/PaymentConditions", "ID", "Code Description PaymentDays", "PaymentCondition", writable=False),
+        _spec(
+            "inventory/StockPositions",
+            "ID",
+            "ItemId ItemCode CurrentStock FreeStock PlanningIn PlanningOut ReservedStock Warehouse WarehouseCode",
+            "StockPosition",
+            writable=False,
+            exposed=False,
+            deleted_type=15,
+        ),
+    )
+}
+
+SYNC_VIEWS: dict[str, str] = {
+    "sync/CRM/Accounts": "crm/Accounts",
+    "sync/Logistics/Items": "logistics/Items",
+    "sync/SalesOrder/SalesOrderHeaders": "salesorder/SalesOrders",
+    "sync/SalesOrder/SalesOrderLines": "salesorder/SalesOrderLines",
+    "sync/Inventory/StockPositions": "inventory/StockPositions",
+}
+DELETED_FIELDS = frozenset({"Timestamp", "ID", "EntityKey", "EntityType", "DeletedBy", "DeletedDate", "Division"})
+_WAREHOUSE = "5b1f1f80-6d5e-4c39-9a8e-000000000001"
+_DIRECT_TYPES = {8023, 8024}
+
+
+def sync_fields(view: str) -> frozenset[str]:
+    if view == "sync/Deleted":
+        return DELETED_FIELDS
+    spec = SPECS[SYNC_VIEWS[view]]
+    return (spec.fields - {spec.lines}) | {"Timestamp", "ID"}
+
+
+def _guid(value: object, what: str) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise SandboxError(400, f"Invalid GUID for {what}") from None
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise SandboxError(400, f"Invalid number for {what}")
+    try:
+        return float(value)
+    except ValueError:
+        raise SandboxError(400, f"Invalid number for {what}") from None
+
+
+def _date(value: object, what: str) -> datetime:
+    if isinstance(value, str):
+        parsed = parse_date(value)
+        if parsed is not None:
+            return parsed.replace(tzinfo=None)
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
+        except ValueError:
+            pass
+    raise SandboxError(400, f"Invalid date for {what}")
+
+
+class Store:
+    """All divisions' data. Not thread-safe by itself: the sandbox mutates it from one event loop."""
+
+    def __init__(self, divisions: Iterable[int], clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.divisions = list(divisions)
+        self.timestamp = FIRST_TIMESTAMP
+        self.tables: dict[int, dict[str, dict[str, Record]]] = {}
+        self.deleted: dict[int, list[Record]] = {}
+        self.numbers: dict[tuple[int, str], int] = {}
+        for division in self.divisions:
+            self.tables[division] = {path: {} for path in SPECS}
+            self.deleted[division] = []
+            self._seed_reference_data(division)
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """Exact's wall clock: Dutch local time, stored naive."""
+        return datetime.fromtimestamp(self.clock(), UTC).astimezone(EXACT_TZ).replace(tzinfo=None)
+
+    def _next_timestamp(self) -> int:
+        self.timestamp += 1
+        return self.timestamp
+
+    def _next_number(self, division: int, series: str, start: int) -> int:
+        value = self.numbers.get((division, series), start - 1) + 1
+        self.numbers[(division, series)] = value
+        return value
+
+    def table(self, division: int, path: str) -> dict[str, Record]:
+        if division not in self.tables:
+            raise SandboxError(403, f"Forbidden: no access to division {division}")
+        return self.tables[division][path]
+
+    def _touch(self, division: int, record: Record, *, created: bool = False) -> None:
+        now = self.now()
+        if created:
+            record["Created"] = now
+        record["Modified"] = now
+        record["Division"] = division
+        record["Timestamp"] = self._next_timestamp()
+
+    def _insert(self, division: int, path: str, record: Record) -> Record:
+        spec = SPECS[path]
+        key = record.get(spec.key)
+        record[spec.key] = _guid(key, spec.key) if key else str(uuid.uuid4())
+        if record[spec.key] in self.table(division, path):
+            raise SandboxError(400, f"Duplicate key: {record[spec.key]}")
+        self._touch(division, record, created=True)
+        self.table(division, path)[record[spec.key]] = record
+        return record
+
+    def _seed_reference_data(self, division: int) -> None:
+        for code, text, pct in (("0", "0% geen btw", 0.0), ("1", "BTW laag 9%", 0.09), ("2", "BTW hoog 21%", 0.21)):
+            self._insert(division, "vat/VATCodes", {"Code": code, "Description": text, "Percentage": pct})
+        for code, text, days in (("00", "Direct", 0), ("14", "14 dagen", 14), ("30", "30 dagen", 30)):
+            self._insert(
+                division, "cashflow/PaymentConditions", {"Code": code, "Description": text, "PaymentDays": days}
+            )
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    def rows(self, division: int, path: str) -> list[Record]:
+        return list(self.table(division, path).values())
+
+    def get(self, division: int, path: str, key: str) -> Record:
+        record = self.table(division, path).get(_guid(key, "key"))
+        if record is None:
+            raise SandboxError(404, "Record not found")
+        return record
+
+    def lines_of(self, division: int, spec: Spec, key: str) -> list[Record]:
+        assert spec.line_path is not None
+        line_spec = SPECS[spec.line_path]
+        lines = [r for r in self.rows(division, spec.line_path) if r.get(line_spec.parent_key or "") == key]
+        return sorted(lines, key=lambda r: r.get("LineNumber", 0))
+
+    def sync_rows(self, division: int, view: str) -> list[Record]:
+        if view == "sync/Deleted":
+            return list(self.deleted.get(division, []))
+        spec = SPECS[SYNC_VIEWS[view]]
+        out = []
+        for record in self.rows(division, spec.path):
+            row = {k: v for k, v in record.items() if k != spec.lines}
+            row["ID"] = record[spec.key]
+            out.append(row)
+        return out
+
+    # -- writes ---------------------------------------------------------------------------------------
+
+    def _check_fields(self, spec: Spec, body: Mapping[str, Any]) -> None:
+        for name in body:
+            if not name.startswith("__") and name not in spec.fields:
+                raise SandboxError(400, f"Property '{name}' does not exist on type '{spec.type_name}'")
+
+    def _check_required(self, spec: Spec, body: Mapping[str, Any], where: str = "") -> None:
+        for name in spec.required:
+            if body.get(name) in (None, ""):
+                raise SandboxError(400, f"Mandatory field missing: {where}{name}")
+
+    def _check_references(self, division: int, spec: Spec, body: Record) -> None:
+        for name, target in spec.references.items():
+            if body.get(name) not in (None, ""):
+                body[name] = _guid(body[name], name)
+                if body[name] not in self.table(division, target):
+                    raise SandboxError(
+                        400, f"Invalid reference: {name} ({SPECS[target].type_name.rsplit('.', 1)[-1]} not found)"
+                    )
+        for name in DATE_FIELDS & set(body):
+            if body[name] is not None:
+                body[name] = _date(body[name], name)
+
+    def create(self, division: int, path: str, body: Mapping[str, Any]) -> Record:
+        spec = SPECS[path]
+        if not spec.writable or not spec.exposed:
+            raise SandboxError(405, f"{path} does not support POST")
+        self._check_fields(spec, body)
+        record = {k: copy.deepcopy(v) for k, v in body.items() if not k.startswith("__")}
+        lines = record.pop(spec.lines, None) if spec.lines else None
+        self._check_required(spec, record)
+        self._check_references(division, spec, record)
+        prepared_lines = self._prepare_lines(division, spec, lines) if spec.lines else []
+        prepare = {
+            "crm/Accounts": self._prepare_account,
+            "logistics/Items": self._prepare_item,
+            "salesorder/SalesOrders": self._prepare_sales_order,
+            "salesinvoice/SalesInvoices": self._prepare_sales_invoice,
+            "salesentry/SalesEntries": self._prepare_sales_entry,
+        }.get(path)
+        if prepare is not None:
+            prepare(division, record, prepared_lines)
+        self._insert(division, path, record)
+        if spec.line_path is not None:
+            for number, line in enumerate(prepared_lines, start=1):
+                line[SPECS[spec.line_path].parent_key or ""] = record[spec.key]
+                line.setdefault("LineNumber", number)
+                self._insert(division, spec.line_path, line)
+        return record
+
+    def _prepare_lines(self, division: int, spec: Spec, lines: object) -> list[Record]:
+        assert spec.line_path is not None
+        line_spec = SPECS[spec.line_path]
+        if not isinstance(lines, list) or not lines:
+            raise SandboxError(400, f"Mandatory field missing: {spec.lines}")
+        prepared = []
+        for number, line in enumerate(lines, start=1):
+            if not isinstance(line, dict):
+                raise SandboxError(400, f"{spec.lines}[{number}] is not an object")
+            self._check_fields(line_spec, line)
+            record = {k: copy.deepcopy(v) for k, v in line.items() if not k.startswith("__")}
+            self._check_required(line_spec, record, f"{spec.lines}[{number}].")
+            self._check_references(division, line_spec, record)
+            if "Item" in record:
+                item = self.table(division, "logistics/Items")[record["Item"]]
+                record["ItemCode"] = item["Code"]
+                record.setdefault("Description", item.get("Description"))
+                quantity = _number(record.setdefault("Quantity", 1), "Quantity")
+                price = _number(record.get("NetPrice", record.get("UnitPrice", 0)), "UnitPrice")
+                record["AmountFC"] = round(quantity * price, 2)
+            else:
+                record["AmountFC"] = round(_number(record.get("AmountFC"), "AmountFC"), 2)
+            record["AmountDC"] = record["AmountFC"]
+            prepared.append(record)
+        return prepared
+
+    def _totals(self, record: Record, lines: list[Record]) -> None:
+        record["AmountFC"] = round(sum(float(line.get("AmountFC") or 0) for line in lines), 2)
+        record["AmountDC"] = record["AmountFC"]
+        record.setdefault("Currency", "EUR")
+
+    def _prepare_account(self, division: int, record: Record, lines: list[Record]) -> None:
+        code = record.get("Code")
+        code = str(code).strip() if code not in (None, "") else str(self._next_number(division, "account", 1))
+        record["Code"] = code.rjust(18)
+        if any(r.get("Code") == record["Code"] for r in self.rows(division, "crm/Accounts")):
+            raise SandboxError(400, f"Code already exists: {code}")
+
+    def _prepare_item(self, division: int, record: Record, lines: list[Record]) -> None:
+        code = str(record["Code"])
+        if any(str(r.get("Code", "")).casefold() == code.casefold() for r in self.rows(division, "logistics/Items")):
+            raise SandboxError(400, f"Item code already exists: {code}")
+        record.setdefault("IsSalesItem", True)
+        record.setdefault("IsStockItem", True)
+
+    def _prepare_sales_order(self, division: int, record: Record, lines: list[Record]) -> None:
+        record["OrderNumber"] = self._next_number(division, "salesorder", 1)
+        record.setdefault("OrderDate", self.now())
+        record.setdefault("InvoiceTo", record["OrderedBy"])
+        record.setdefault("DeliverTo", record["OrderedBy"])
+        record["OrderedByName"] = self.table(division, "crm/Accounts")[record["OrderedBy"]].get("Name")
+        record.update(Status=12, DeliveryStatus=12, InvoiceStatus=12)
+        self._totals(record, lines)
+        for line in lines:
+            self._reserve(division, line["Item"], _number(line["Quantity"], "Quantity"))
+
+    def _prepare_sales_invoice(self, division: int, record: Record, lines: list[Record]) -> None:
+        kind = record.setdefault("Type", 8020)
+        if kind not in (8020, 8021, 8023, 8024):
+            raise SandboxError(400, f"Invalid value for Type: {kind}")
+        if kind in _DIRECT_TYPES and not record.get("Warehouse"):
+            raise SandboxError(400, "Mandatory field missing: Warehouse (direct sales invoice)")
+        if kind not in _DIRECT_TYPES and record.get("Warehouse"):
+            raise SandboxError(400, "Warehouse can only be set for a direct sales invoice or credit note")
+        record["InvoiceNumber"] = self._next_number(division, "salesinvoice", 24_000_001)
+        record.setdefault("InvoiceDate", self.now())
+        record.setdefault("InvoiceTo", record["OrderedBy"])
+        record["Status"] = 20
+        self._totals(record, lines)
+
+    def _prepare_sales_entry(self, division: int, record: Record, lines: list[Record]) -> None:
+        record["EntryNumber"] = self._next_number(division, "salesentry", 24_500_001)
+        record.setdefault("EntryDate", self.now())
+        record.update(Status=20, Type=record.get("Type", 20))
+        self._totals(record, lines)
+
+    def _reserve(self, division: int, item_id: str, quantity: float) -> None:
+        for position in self.rows(division, "inventory/StockPositions"):
+            if position["ItemId"] == item_id:
+                position["FreeStock"] = position["FreeStock"] - quantity
+                position["PlanningOut"] = position["PlanningOut"] + quantity
+                self._touch(division, position)
+                return
+
+    def update(self, division: int, path: str, key: str, body: Mapping[str, Any]) -> None:
+        spec = SPECS[path]
+        if not spec.writable or not spec.exposed:
+            raise SandboxError(405, f"{path} does not support PUT")
+        record = self.get(division, path, key)
+        self._check_fields(spec, body)
+        changes = {k: copy.deepcopy(v) for k, v in body.items() if not k.startswith("__")}
+        if spec.lines and spec.lines in changes:
+            raise SandboxError(400, f"{spec.lines} cannot be changed with PUT on {path}")
+        for readonly in (spec.key, *_COMMON):
+            changes.pop(readonly, None)
+        self._check_references(division, spec, changes)
+        if path == "crm/Accounts" and "Code" in changes:
+            changes["Code"] = str(changes["Code"]).strip().rjust(18)
+        record.update(changes)
+        self._check_required(spec, record)
+        self._touch(division, record)
+
+    def delete(self, division: int, path: str, key: str) -> None:
+        spec = SPECS[path]
+        if not spec.writable or not spec.exposed:
+            raise SandboxError(405, f"{path} does not support DELETE")
+        record = self.get(division, path, key)
+        if spec.line_path is not None:
+            for line in self.lines_of(division, spec, record[spec.key]):
+                self._remove(division, spec.line_path, line[SPECS[spec.line_path].key])
+        self._remove(division, path, record[spec.key])
+        if path == "logistics/Items":
+            for position in self.rows(division, "inventory/StockPositions"):
+                if position["ItemId"] == record["ID"]:
+                    self._remove(division, "inventory/StockPositions", position["ID"])
+
+    def _remove(self, division: int, path: str, key: str) -> None:
+        spec = SPECS[path]
+        self.table(division, path).pop(key)
+        if spec.deleted_type is not None:
+            self.deleted[division].append({
+                "Timestamp": self._next_timestamp(), "ID": str(uuid.uuid4()), "EntityKey": key,
+                "EntityType": spec.deleted_type, "DeletedBy": None, "DeletedDate": self.now(), "Division": division,
+            })  # fmt: skip
+
+    # -- seeding --------------------------------------------------------------------------------------
+
+    def seed_items(self, division: int, skus: Iterable[str], *, stock: float = 100.0) -> dict[str, str]:
+        """Items by SKU (existing ones are kept), each with a stock position. Returns {sku: item ID}."""
+        out: dict[str, str] = {}
+        for sku in skus:
+            existing = next((r for r in self.rows(division, "logistics/Items") if r["Code"] == sku), None)
+            if existing is None:
+                existing = self.create(
+                    division,
+                    "logistics/Items",
+                    {"Code": sku, "Description": f"Item {sku}", "Unit": "pc", "SalesVatCode": "2"},
+                )
+                self._insert(division, "inventory/StockPositions", {
+                    "ItemId": existing["ID"], "ItemCode": sku, "CurrentStock": stock, "FreeStock": stock,
+                    "PlanningIn": 0.0, "PlanningOut": 0.0, "ReservedStock": 0.0, "Warehouse": _WAREHOUSE,
+                    "WarehouseCode": "1",
+                })  # fmt: skip
+            out[sku] = existing["ID"]
+        return out

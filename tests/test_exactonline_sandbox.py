@@ -1,0 +1,406 @@
+"""The Exact connector against its sandbox over real HTTP, with real Redis and a fake clock."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import redis
+
+from connectors.exactonline.auth import (
+    OAuthApp,
+    TokenStore,
+    authorize_url,
+    complete_authorization,
+    refresh_tokens,
+    sign_state,
+)
+from connectors.exactonline.client import ExactClient
+from connectors.exactonline.endpoints import Items
+from connectors.exactonline.errors import (
+    ExactAuthError,
+    ExactNotFound,
+    ExactRequestError,
+    InvalidState,
+    TokenRefreshBusy,
+)
+from connectors.exactonline.odata import pad_code
+from connectors.exactonline.ratelimit import Limits
+from connectors.exactonline.sandbox import ExactSandbox, create_sandbox
+from connectors.exactonline.sync import SyncDeleted, SyncItems, SyncReader, SyncSalesOrderHeaders
+from tests.conftest import LiveServer, serve
+from tests.exactonline_support import FakeClock, ScaledClock
+
+pytestmark = pytest.mark.integration
+SECRET = "state-signing-secret"
+REDIRECT = "https://koppel.example/oauth/exact/callback"
+SYSTEM = "exact-main"
+
+
+@dataclass
+class Env:
+    live: LiveServer
+    sandbox: ExactSandbox
+    http: httpx.Client
+    app: OAuthApp
+    conn: redis.Redis
+    clock: FakeClock | ScaledClock
+
+    def control(self, action: str, body: dict | None = None) -> dict:
+        if body is None and action in ("state", "calls"):
+            return self.http.get(f"{self.live.url}/sandbox/{action}").raise_for_status().json()
+        return self.http.post(f"{self.live.url}/sandbox/{action}", json=body or {}).raise_for_status().json()
+
+    def authorise(self, system: str = SYSTEM) -> str:
+        state = sign_state(SECRET, system, clock=self.clock)
+        consent = self.http.get(authorize_url(self.live.url, self.app.client_id, REDIRECT, state))
+        assert consent.status_code == 302
+        query = parse_qs(urlsplit(consent.headers["location"]).query)
+        return complete_authorization(
+            self.http,
+            self.app,
+            self.conn,
+            secret=SECRET,
+            state=query["state"][0],
+            code=query["code"][0],
+            clock=self.clock,
+        )
+
+    def client(self, limits: Limits | None = None) -> ExactClient:
+        return ExactClient.for_system(
+            self.http,
+            self.conn,
+            self.app,
+            SYSTEM,
+            limits=limits or Limits(max_wait=3600),
+            clock=self.clock,
+            sleep=self.clock.sleep,
+            jitter=lambda: 0.5,
+        )
+
+
+@contextmanager
+def start(rconn: redis.Redis, clock: FakeClock | ScaledClock | None = None, **config: object) -> Iterator[Env]:
+    clock = clock or FakeClock()
+    app = create_sandbox(clock=clock, redirect_uris=(REDIRECT,), **config)
+    live = serve(app)
+    try:
+        with httpx.Client(timeout=10) as http:
+            oauth = OAuthApp(live.url, "koppel-sandbox", "sandbox-secret", REDIRECT)
+            yield Env(live, app.state.sandbox, http, oauth, rconn, clock)
+    finally:
+        live.stop()
+
+
+@pytest.fixture
+def env(rconn) -> Iterator[Env]:
+    with start(rconn) as sandbox_env:
+        yield sandbox_env
+
+
+@pytest.fixture
+def connected(env: Env) -> Env:
+    env.authorise()
+    return env
+
+
+def run_threads(count: int, target) -> list:
+    results: list = []
+    errors: list = []
+    barrier = threading.Barrier(count)
+
+    def body() -> None:
+        barrier.wait()
+        try:
+            results.append(target())
+        except Exception as exc:  # pragma: no cover - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+    return results
+
+
+# -- OAuth ---------------------------------------------------------------------------------------
+
+
+def test_code_flow_end_to_end_with_signed_state(env):
+    assert env.authorise() == SYSTEM
+    client = env.client()
+    assert client.division == 1234567
+    assert {v["Code"] for v in client.list_vat_codes()} == {"0", "1", "2"}
+    assert env.control("state")["oauth"]["token_requests"] == 1
+
+
+def test_tampered_state_stops_the_callback_before_any_token_call(env):
+    state = sign_state(SECRET, SYSTEM, clock=env.clock) + "x"
+    consent = env.http.get(authorize_url(env.live.url, env.app.client_id, REDIRECT, state))
+    code = parse_qs(urlsplit(consent.headers["location"]).query)["code"][0]
+    with pytest.raises(InvalidState):
+        complete_authorization(env.http, env.app, env.conn, secret=SECRET, state=state, code=code)
+    assert env.sandbox.token_requests == 0
+    assert TokenStore(env.conn, SYSTEM).load() is None
+
+
+def test_authorisation_code_is_single_use_and_redirect_uri_registered(env):
+    state = sign_state(SECRET, SYSTEM, clock=env.clock)
+    consent = env.http.get(authorize_url(env.live.url, env.app.client_id, REDIRECT, state))
+    code = parse_qs(urlsplit(consent.headers["location"]).query)["code"][0]
+    complete_authorization(env.http, env.app, env.conn, secret=SECRET, state=state, code=code, clock=env.clock)
+    with pytest.raises(ExactAuthError, match="invalid_grant"):
+        complete_authorization(env.http, env.app, env.conn, secret=SECRET, state=state, code=code, clock=env.clock)
+    elsewhere = env.http.get(authorize_url(env.live.url, env.app.client_id, "https://evil.example/cb", state))
+    assert elsewhere.status_code == 400
+
+
+def test_consent_page_when_auto_approve_is_off(rconn):
+    with start(rconn, auto_approve=False) as env:
+        url = authorize_url(env.live.url, env.app.client_id, REDIRECT, "s1")
+        page = env.http.get(url)
+        assert page.status_code == 200 and 'value="approve"' in page.text
+        form = {**dict(parse_qs(urlsplit(url).query, keep_blank_values=True)), "decision": "approve"}
+        approved = env.http.post(
+            f"{env.live.url}/api/oauth2/auth", data={k: v if isinstance(v, str) else v[0] for k, v in form.items()}
+        )
+        assert approved.status_code == 302
+        assert parse_qs(urlsplit(approved.headers["location"]).query)["state"] == ["s1"]
+
+
+def test_expired_tokens_in_eight_threads_cause_exactly_one_refresh(connected):
+    env = connected
+    env.control("seed/items", {"skus": ["A"]})
+    env.control("expire-tokens")  # every access token answers 401 from now on
+    found = run_threads(8, lambda: env.client(Limits(max_wait=3600)).find_item_ids_by_codes(["A"]))
+    assert len(found) == 8 and all(f.keys() == {"A"} for f in found)
+    assert env.sandbox.refreshes == 1
+
+
+def test_tokens_near_expiry_in_eight_threads_are_refreshed_once(connected):
+    env = connected
+    clients = [env.client() for _ in range(8)]  # division resolved now; no refresh yet
+    env.clock.advance(580)  # 20 s left: below the 30 s margin, past Exact's 9 min 30 s rule
+    it = iter(clients)
+    lock = threading.Lock()
+
+    def call() -> int:
+        with lock:
+            client = next(it)
+        return len(client.list_vat_codes())
+
+    assert run_threads(8, call) == [3] * 8
+    assert env.sandbox.refreshes == 1
+
+
+def test_rotation_kills_the_old_refresh_token(connected):
+    env = connected
+    store = TokenStore(env.conn, SYSTEM)
+    old = store.load()
+    env.clock.advance(590)
+    env.client().list_vat_codes()
+    assert store.load().refresh_token != old.refresh_token
+    with pytest.raises(ExactAuthError) as caught:
+        refresh_tokens(env.http, env.app, old.refresh_token, clock=env.clock)
+    assert old.refresh_token not in str(caught.value)
+
+
+def test_refreshing_too_early_is_refused_by_exact(connected):
+    with pytest.raises(TokenRefreshBusy, match="not expired"):
+        refresh_tokens(connected.http, connected.app, TokenStore(connected.conn, SYSTEM).load().refresh_token)
+
+
+def test_expired_token_without_refresh_gets_401(connected):
+    response = connected.http.get(
+        f"{connected.live.url}/api/v1/1234567/vat/VATCodes", headers={"Authorization": "Bearer nope"}
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["message"]["value"].startswith("Unauthorized")
+
+
+# -- rate limits ---------------------------------------------------------------------------------
+
+
+def windows(env: Env) -> list[dict]:
+    return [w for w in env.control("calls")["windows"] if w["received"]]
+
+
+def test_workers_sharing_the_budget_never_exceed_the_limit(rconn):
+    with start(rconn, ScaledClock(speed=120), per_minute=5, token_lifetime=86_400) as env:
+        env.authorise()
+        env.client()  # the first worker asks current/Me; the division is cached for the others
+
+        def worker() -> None:  # one client per worker process, as in production
+            client = env.client(Limits(per_minute=5, max_wait=3600))
+            for _ in range(2):
+                client.list_vat_codes()
+
+        run_threads(8, worker)
+        seen = windows(env)
+        assert sum(w["accepted"] for w in seen) == 1 + 16  # one current/Me, then 16 lists
+        assert max(w["received"] for w in seen) <= 5
+        assert sum(w["throttled"] for w in seen) == 0
+
+
+def test_a_429_storm_is_absorbed_without_loss(rconn):
+    with start(rconn, ScaledClock(speed=120), token_lifetime=86_400) as env:
+        env.authorise()
+        client = env.client(Limits(max_wait=3600))  # learns Exact's 60/min from the current/Me answer
+        env.control("ratelimit", {"per_minute": 5})  # ... then Exact allows only 5: a storm of 429s
+        run_threads(8, lambda: [client.list_vat_codes() for _ in range(2)])
+        seen = windows(env)
+        assert sum(w["accepted"] for w in seen) == 1 + 16
+        assert max(w["accepted"] for w in seen) <= 5
+        throttled = sum(w["throttled"] for w in seen)
+        assert 0 < throttled <= 8  # only the first burst, before the headers taught the limit
+
+
+def test_rate_limit_headers_and_the_minutely_only_429(connected):
+    env = connected
+    env.control("ratelimit", {"per_minute": 2})
+    url = f"{env.live.url}/api/v1/1234567/vat/VATCodes"
+    token = TokenStore(env.conn, SYSTEM).load().access_token
+    answers = [env.http.get(url, headers={"Authorization": f"Bearer {token}"}) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    ok, limited = answers[0].headers, answers[2].headers
+    assert ok["X-RateLimit-Minutely-Remaining"] == "1" and ok["X-RateLimit-Remaining"] == "4999"
+    assert int(ok["X-RateLimit-Minutely-Reset"]) % 60_000 == 0 and int(ok["X-RateLimit-Reset"]) > 1e12
+    assert limited["X-RateLimit-Minutely-Remaining"] == "0"
+    assert "X-RateLimit-Remaining" not in limited and "X-RateLimit-Limit" not in limited
+    env.control("ratelimit", {"enabled": False})
+    assert (
+        "X-RateLimit-Minutely-Remaining" not in env.http.get(url, headers={"Authorization": f"Bearer {token}"}).headers
+    )
+
+
+# -- API behaviour ---------------------------------------------------------------------------------
+
+
+def test_order_flow_calls_against_the_sandbox(connected):
+    env = connected
+    client = env.client()
+    env.control("seed/items", {"skus": ["KOP-1", "KOP-2"]})
+    account = client.create_account({"Name": "Jörg B.V.", "Email": "jorg@example.com", "Status": "C"})
+    assert account["Code"] == pad_code("1")
+    assert client.find_account_by_email("JORG@example.com")["ID"] == account["ID"]
+    assert client.first(Items, filter="Code eq 'KOP-1'") is not None
+    client.update_account(account["ID"], {"City": "Utrecht"})
+    contact = client.create_contact({"Account": account["ID"], "FirstName": "Jörg", "LastName": "B"})
+    assert contact["Account"] == account["ID"]
+    items = client.find_item_ids_by_codes(["KOP-1", "kop-2", "MISSING"])
+    assert set(items) == {"KOP-1", "kop-2"}
+    lines = [{"Item": items["KOP-1"], "Quantity": 2, "UnitPrice": 12.36, "VATCode": "2"}]
+    order = client.create_sales_order({"OrderedBy": account["ID"], "YourRef": "WC-1001", "SalesOrderLines": lines})
+    assert order["OrderNumber"] == 1 and order["AmountFC"] == 24.72
+    assert client.find_sales_order_by_your_ref("WC-1001")["OrderID"] == order["OrderID"]
+    assert client.find_sales_order_by_your_ref("WC-9999") is None
+    invoice = client.create_sales_invoice(
+        {"OrderedBy": account["ID"], "Journal": "70", "YourRef": "WC-1002", "SalesInvoiceLines": lines}
+    )
+    assert invoice["Type"] == 8020
+    direct = client.create_sales_invoice(
+        {
+            "OrderedBy": account["ID"],
+            "Journal": "70",
+            "SalesInvoiceLines": lines,
+            "Warehouse": "5b1f1f80-6d5e-4c39-9a8e-000000000001",
+        },
+        direct=True,
+    )
+    assert direct["Type"] == 8023
+    entry = client.create_sales_entry(
+        {
+            "Customer": account["ID"],
+            "Journal": "70",
+            "YourRef": "WC-1003",
+            "SalesEntryLines": [{"GLAccount": items["KOP-1"], "AmountFC": 24.72}],
+        }
+    )
+    assert client.find_sales_entry_by_your_ref("WC-1003")["EntryID"] == entry["EntryID"]
+    assert client.calls_by_endpoint["GET logistics/Items"] == 2  # one `or` request per lookup
+
+
+def test_exact_shaped_errors_from_the_sandbox(connected):
+    env = connected
+    client = env.client()
+    account = client.create_account({"Name": "A"})
+    with pytest.raises(ExactRequestError, match="Mandatory field missing: OrderedBy"):
+        client.request("POST", client.url("salesorder/SalesOrders"), json={"SalesOrderLines": [{"Item": "x"}]})
+    with pytest.raises(ExactRequestError, match="Invalid reference: Item"):
+        client.create_sales_order(
+            {"OrderedBy": account["ID"], "SalesOrderLines": [{"Item": "5f1c7a43-1d0a-4d3c-9d51-0a2b3c4d5e6f"}]}
+        )
+    with pytest.raises(ExactNotFound):
+        client.update_account("5f1c7a43-1d0a-4d3c-9d51-0a2b3c4d5e6f", {"Name": "B"})
+    with pytest.raises(ExactRequestError, match="substringof"):
+        client.query(Items, filter="substringof('KOP', Code) eq true")
+    with pytest.raises(ExactRequestError, match="property 'Nope'"):
+        client.query(Items, select=["ID", "Nope"])
+    item = env.control("seed/items", {"skus": ["W-1"]})["items"]["W-1"]
+    with pytest.raises(ExactRequestError, match="Warehouse can only be set for a direct sales invoice"):
+        client.create_sales_invoice(
+            {"OrderedBy": account["ID"], "Journal": "70", "Warehouse": item, "SalesInvoiceLines": [{"Item": item}]}
+        )
+
+
+def test_standard_lists_page_by_60(connected):
+    env = connected
+    env.control("seed/items", {"skus": [f"P-{i:03}" for i in range(130)]})
+    client = env.client()
+    before = client.calls
+    assert len(client.query(Items)) == 130
+    assert client.calls - before == 3
+    assert len(client.query(Items, top=70)) == 70
+
+
+def test_injected_5xx_are_retried(connected):
+    client = connected.client()
+    connected.control("fail", {"status": 503, "times": 2})
+    before = client.calls
+    assert len(client.list_vat_codes()) == 3
+    assert client.calls - before == 3
+
+
+def test_sync_api_returns_changes_since_a_cursor(rconn):
+    with start(rconn, sync_page_size=4, timestamps_as_strings=True) as env:
+        env.authorise()
+        client = env.client()
+        ids = env.control("seed/items", {"skus": [f"S-{i}" for i in range(10)]})["items"]
+        pages = list(SyncReader(client, SyncItems).read_since(0))
+        assert [len(p) for p, _ in pages] == [4, 4, 2]
+        cursor = pages[-1][1]
+        assert cursor == max(r["Timestamp"] for p, _ in pages for r in p) and isinstance(cursor, int)
+        client.request("PUT", client.url(f"logistics/Items(guid'{ids['S-3']}')"), json={"Description": "new"})
+        client.delete(Items, ids["S-4"])
+        changed = [r for p, _ in SyncReader(client, SyncItems).read_since(cursor) for r in p]
+        assert [r["Code"] for r in changed] == ["S-3"]
+        deleted = [r for p, _ in SyncReader(client, SyncDeleted).read_since(cursor) for r in p]
+        assert {(r["EntityType"], r["EntityKey"]) for r in deleted} >= {(9, ids["S-4"])}
+        account = client.create_account({"Name": "X"})
+        client.create_sales_order(
+            {"OrderedBy": account["ID"], "YourRef": "WC-7", "SalesOrderLines": [{"Item": ids["S-1"], "Quantity": 1}]}
+        )
+        headers = [r for p, _ in SyncReader(client, SyncSalesOrderHeaders).read_since(cursor) for r in p]
+        assert [h["YourRef"] for h in headers] == ["WC-7"] and headers[0]["ID"] == headers[0]["OrderID"]
+
+
+def test_control_routes(connected):
+    env = connected
+    env.control("seed/items", {"skus": ["Z"]})
+    state = env.control("state")
+    assert [i["Code"] for i in state["entities"]["1234567"]["logistics/Items"]] == ["Z"]
+    assert "client_secret" not in state["config"]
+    assert env.control("seed", {"entity": "crm/Accounts", "records": [{"Name": "Seeded"}]})["ids"]
+    assert env.control("ratelimit", {"per_minute": 9}) == {"per_minute": 9, "per_day": 5000, "enabled": True}
+    env.control("reset")
+    assert env.control("state")["entities"]["1234567"]["logistics/Items"] == []
+    assert env.control("calls")["total"] == 0
+    assert env.client().list_vat_codes()  # tokens survive a data reset
