@@ -14,6 +14,7 @@ from rq.serializers import JSONSerializer
 from gateway.config import Config
 from gateway.ingest import make_queue
 from workers import runtime
+from workers.pollers import schedule_polls
 
 
 def run_worker(
@@ -24,5 +25,6 @@ def run_worker(
     runtime.install(runtime.Runtime(config=config, connection=connection))
     queue = make_queue(connection, config.gateway.queue)
     worker_class = Worker if fork else SimpleWorker
+    schedule_polls(connection, config)  # sources without push (Exact Sync API) are polled on a schedule
     worker = worker_class([queue], connection=connection, serializer=JSONSerializer)
     return worker.work(burst=burst, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
