@@ -44,16 +44,12 @@ def _redis(args: argparse.Namespace) -> RedisChoice:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = _load(args)
-    problems: list[str] = []
-    try:
-        import transforms
+    from transforms import validate_integration
 
-        validate = getattr(transforms, "validate_integration", None)
-    except ImportError:  # pragma: no cover - transforms ships with Koppel
-        validate = None
-    if validate is not None:
-        for index, integration in enumerate(config.integrations):
-            problems.extend(validate(integration, index))
+    problems: list[str] = []
+    for index, integration in enumerate(config.integrations):
+        target = config.system(integration.target)
+        problems.extend(validate_integration(integration, index, target_kind=target.kind if target else None))
     if problems:
         raise ConfigError(problems, source=str(config_path(args.config)))
     print(

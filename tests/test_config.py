@@ -154,3 +154,10 @@ def test_console_script_exit_code(tmp_path, env):
     )
     assert result.returncode == 2
     assert "problem(s)" in result.stderr
+
+
+def test_a_mapping_that_cannot_compile_is_rejected_by_config_check(tmp_path, env, capsys):
+    text = GOOD + '\n[integrations.mappings.orders.exactonline]\nDescription = "number &"\n'
+    assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
+    err = capsys.readouterr().err
+    assert "integrations[0].mappings.orders.exactonline.Description" in err

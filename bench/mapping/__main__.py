@@ -1,0 +1,7 @@
+"""`python -m bench.mapping`: see run.py."""
+
+import sys
+
+from bench.mapping.run import main
+
+sys.exit(main())

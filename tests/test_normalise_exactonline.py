@@ -1,0 +1,42 @@
+from datetime import date
+from decimal import Decimal
+
+from connectors.exactonline.normalise import (
+    normalise_account,
+    normalise_item,
+    normalise_sales_order,
+    normalise_stock_position,
+)
+from tests.mapping_support import fixture
+
+
+def test_sales_order_with_account_and_main_contact():
+    order = normalise_sales_order(
+        fixture("exactonline/sales_order.json"),
+        account=fixture("exactonline/account.json"),
+        contacts=fixture("exactonline/contacts.json"),
+    )
+    assert order.number == "20013" and order.order_date == date(2026, 3, 14) and order.status == "open"
+    assert order.custom_fields["your_ref"] == "PO-778"
+    mug, coaster = order.lines
+    assert mug.tax_rate == Decimal("21") and mug.discount_excl == Decimal("95.0")
+    assert mug.net_unit_price_excl == Decimal("8.55") and mug.total_excl == Decimal("855")
+    assert coaster.tax_rate == Decimal("9")
+    customer = order.customer
+    assert customer.kind == "company" and customer.number == "1001"  # Code's padding stripped
+    assert customer.contact.first_name == "Jürgen" and customer.contact.last_name == "van Beek"
+    assert customer.billing_address.country == "DE"
+
+
+def test_sales_order_without_account_names_the_buyer():
+    order = normalise_sales_order(fixture("exactonline/sales_order.json"))
+    assert order.customer.company_name == "Großhandel Müller GmbH"
+
+
+def test_person_account_item_and_stock():
+    person = normalise_account(fixture("exactonline/account_person.json"))
+    assert person.kind == "person" and person.contact.first_name == "René"
+    item = normalise_item(fixture("exactonline/item.json"))
+    assert item.sku == "KOP-TASSE-BL" and item.price_excl == Decimal("10.19") and item.categories == ["Tassen"]
+    stock = normalise_stock_position(fixture("exactonline/stock_position.json"))
+    assert (stock.on_hand, stock.reserved, stock.available) == (Decimal(240), Decimal(30), Decimal(210))

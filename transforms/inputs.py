@@ -1,0 +1,31 @@
+"""What a mapping expression sees: the canonical record as JSON-like data, plus derived values.
+
+- Fields that are None are left out, so that `field ?? 'fallback'` and `field ?: 'fallback'`
+  work as JSONata users expect (JSONata treats a JSON null as present).
+- Decimals (money, quantities, rates) are exact decimal text: "10.19", never a float.
+- Timestamps are ISO 8601 text in UTC ("2026-03-14T13:02:11Z"); dates "YYYY-MM-DD".
+- Orders and customers get `debtor` (see `transforms.debtor`): kind company / person / default,
+  name, code, email, is_company and, for a company, its contact person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from gateway.model import Customer, Order
+from transforms.debtor import decide_debtor
+
+__all__ = ["mapping_input"]
+
+
+def mapping_input(record: BaseModel, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The mapping input for a canonical record under the integration's settings."""
+    data = record.model_dump(mode="json", exclude_none=True)
+    if isinstance(record, Order):
+        data["debtor"] = decide_debtor(record.customer, settings, flow="orders").as_input()
+    elif isinstance(record, Customer):
+        data["debtor"] = decide_debtor(record, settings, flow="customers").as_input()
+    return data

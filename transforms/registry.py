@@ -1,0 +1,93 @@
+"""The default mappings Koppel ships: `transforms/defaults/<flow>/<target>/<document>.toml`.
+
+Each file is one document type a target accepts for a flow (Exact Online orders: sales_order,
+sales_invoice, direct_invoice, sales_entry). Its header says what it builds:
+
+    description = "Exact Online sales order (salesorder/SalesOrders)"
+    resource = "salesorder/SalesOrders"       # where the connector posts it
+    record = "order"                          # the canonical record it reads
+    default = true                            # the document used when settings do not choose
+    [fields]                                  # the mapping itself (see transforms.spec)
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from transforms.errors import MappingSpecError
+from transforms.spec import GroupSpec, Problems, parse_group
+
+__all__ = ["DefaultMapping", "catalogue", "default_mapping", "documents"]
+
+
+@dataclass(frozen=True)
+class DefaultMapping:
+    flow: str
+    target: str
+    document: str
+    description: str
+    resource: str
+    record: str
+    is_default: bool
+    spec: GroupSpec
+
+    @property
+    def label(self) -> str:
+        return f"{self.flow} -> {self.target} ({self.document})"
+
+
+def _load(flow: str, target: str, document: str, text: str) -> DefaultMapping:
+    raw: dict[str, Any] = tomllib.loads(text)
+    problems: Problems = []
+    spec = parse_group(raw.get("fields", {}), "", problems)
+    if problems:  # pragma: no cover - the shipped defaults are tested
+        raise MappingSpecError([(f"defaults/{flow}/{target}/{document}.toml: {p}", r) for p, r in problems])
+    return DefaultMapping(
+        flow=flow,
+        target=target,
+        document=document,
+        description=str(raw.get("description", "")),
+        resource=str(raw.get("resource", "")),
+        record=str(raw.get("record", "")),
+        is_default=bool(raw.get("default", False)),
+        spec=spec,
+    )
+
+
+@cache
+def catalogue() -> dict[tuple[str, str], dict[str, DefaultMapping]]:
+    """(flow, target kind) -> document -> default mapping, read once from the package."""
+    out: dict[tuple[str, str], dict[str, DefaultMapping]] = {}
+    root = resources.files("transforms") / "defaults"
+    for flow_dir in sorted(root.iterdir(), key=lambda p: p.name):
+        if not flow_dir.is_dir():
+            continue
+        for target_dir in sorted(flow_dir.iterdir(), key=lambda p: p.name):
+            if not target_dir.is_dir():
+                continue
+            for file in sorted(target_dir.iterdir(), key=lambda p: p.name):
+                if file.name.endswith(".toml"):
+                    document = file.name.removesuffix(".toml")
+                    mapping = _load(flow_dir.name, target_dir.name, document, file.read_text(encoding="utf-8"))
+                    out.setdefault((flow_dir.name, target_dir.name), {})[document] = mapping
+    return out
+
+
+def documents(flow: str, target: str) -> list[str]:
+    """The document types shipped for flow -> target, the default first."""
+    docs = catalogue().get((flow, target), {})
+    return sorted(docs, key=lambda d: (not docs[d].is_default, d))
+
+
+def default_mapping(flow: str, target: str, document: str | None = None) -> DefaultMapping | None:
+    """The shipped mapping for flow -> target (the default document unless one is named)."""
+    docs = catalogue().get((flow, target))
+    if not docs:
+        return None
+    if document is None:
+        return docs[documents(flow, target)[0]]
+    return docs.get(document)
