@@ -19,6 +19,7 @@ import base64
 import re
 from typing import Any
 
+from connectors.woocommerce.wordpress import wp_specialchars_decode
 from gateway.config import Endpoint
 from gateway.envelope import Event, body_digest
 from gateway.errors import MalformedRequest, SignatureRejected
@@ -36,44 +37,6 @@ KEPT_HEADERS = {
 _PING_BODY = re.compile(rb"webhook_id=[0-9]{1,20}")
 _PING_MEDIA_TYPE = "application/x-www-form-urlencoded"
 _TOPIC = re.compile(r"([!-\-/-~]+)\.([!-~]+)")  # printable ASCII, the first dot splits
-
-# wp_specialchars_decode($text, ENT_QUOTES), WordPress wp-includes/formatting.php.
-_ZERO_PADDED = (
-    (re.compile(r"&#0*39;"), "&#039;"),
-    (re.compile(r"&#x0*27;", re.IGNORECASE), "&#x27;"),
-    (re.compile(r"&#0*34;"), "&#034;"),
-    (re.compile(r"&#x0*22;", re.IGNORECASE), "&#x22;"),
-    (re.compile(r"&#0*60;"), "&#060;"),
-    (re.compile(r"&#0*62;"), "&#062;"),
-    (re.compile(r"&#0*38;"), "&#038;"),
-    (re.compile(r"&#x0*26;", re.IGNORECASE), "&#x26;"),
-)
-_TRANSLATION = {
-    "&#039;": "'",
-    "&#x27;": "'",
-    "&quot;": '"',
-    "&#034;": '"',
-    "&#x22;": '"',
-    "&lt;": "<",
-    "&#060;": "<",
-    "&gt;": ">",
-    "&#062;": ">",
-    "&amp;": "&",
-    "&#038;": "&",
-    "&#x26;": "&",
-}
-# PHP strtr(): one pass, longest key first, replaced text never scanned again.
-_STRTR = re.compile("|".join(re.escape(k) for k in sorted(_TRANSLATION, key=len, reverse=True)))
-
-
-def wp_specialchars_decode(text: str) -> str:
-    """WordPress `wp_specialchars_decode($text, ENT_QUOTES)`; unlike `html.unescape` it leaves
-    every other entity (`&eacute;`, `&nbsp;`, `&#60` without `;`) as it is."""
-    if "&" not in text:
-        return text
-    for pattern, replacement in _ZERO_PADDED:
-        text = pattern.sub(replacement, text)
-    return _STRTR.sub(lambda match: _TRANSLATION[match.group(0)], text)
 
 
 def signing_key(endpoint: Endpoint) -> bytes:
