@@ -1,0 +1,150 @@
+"""Orders WooCommerce → Exact Online through the flow, against the Exact sandbox over real HTTP."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import redis
+
+from connectors.exactonline.auth import OAuthApp, authorize_url, complete_authorization, sign_state
+from connectors.exactonline.endpoints import Accounts, SalesOrders
+from connectors.exactonline.odata import eq
+from connectors.exactonline.sandbox import ExactSandbox, create_sandbox
+from gateway.config import Config, parse_config
+from gateway.envelope import Envelope, Event
+from gateway.errors import PermanentError
+from tests.conftest import LiveServer, serve
+from workers import runtime
+from workers.flows.orders_exactonline import Ledger, order_to_exact
+
+pytestmark = pytest.mark.integration
+
+REDIRECT = "https://koppel.example/oauth/exact/callback"
+ORDER = json.loads((Path(__file__).parent / "fixtures" / "woocommerce" / "order_company_coupon.json").read_text())
+SKUS = ["MEEL-SPELT-5", "BAK-PROFI-R40", "OVEN-HS", "SHIPPING", "FEE", "DISCOUNT"]
+
+
+def make_config(base_url: str, **settings: object) -> Config:
+    return parse_config(
+        {
+            "endpoints": [{"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
+            "systems": [
+                {
+                    "id": "exact",
+                    "kind": "exactonline",
+                    "base_url": base_url,
+                    "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
+                    "settings": {"client_id": "koppel-sandbox"},
+                }
+            ],
+            "integrations": [
+                {"id": "shop-to-exact", "source": "shop", "target": "exact", "flows": ["orders"], "settings": settings}
+            ],
+        },
+        environ={"WC_SECRET": "s", "EXACT_CLIENT_SECRET": "sandbox-secret"},
+    )
+
+
+@dataclass
+class Env:
+    live: LiveServer
+    sandbox: ExactSandbox
+    http: httpx.Client
+    conn: redis.Redis
+    rt: runtime.Runtime
+
+    def run(self, payload: dict) -> dict:
+        integration = self.rt.config.integrations[0]
+        event = Event("order.created", "order", str(payload["id"]), f"k{payload['id']}", payload)
+        return order_to_exact(integration, Envelope.wrap(event, source="woocommerce", endpoint="shop"), self.rt)
+
+    def in_exact(self, your_ref: str) -> int:
+        """How many sales orders Exact holds with this YourRef (asked through a fresh client)."""
+        client = self.rt.cache["exact:exact"]
+        return len(client.query(SalesOrders, filter=eq("YourRef", your_ref)))
+
+    def accounts(self, email: str) -> int:
+        return len(self.rt.cache["exact:exact"].query(Accounts, filter=eq("Email", email)))
+
+
+@pytest.fixture
+def env(rconn: redis.Redis, request: pytest.FixtureRequest) -> Iterator[Env]:
+    sandbox = create_sandbox(redirect_uris=(REDIRECT,), rate_limits=False)
+    live = serve(sandbox)
+    try:
+        with httpx.Client(timeout=10) as http:
+            settings = getattr(request, "param", {})
+            rt = runtime.Runtime(config=make_config(live.url, **settings), connection=rconn)
+            app = OAuthApp(live.url, "koppel-sandbox", "sandbox-secret", REDIRECT)
+            consent = http.get(authorize_url(live.url, app.client_id, REDIRECT, sign_state("s3", "exact")))
+            query = parse_qs(urlsplit(consent.headers["location"]).query)
+            complete_authorization(http, app, rconn, secret="s3", state=query["state"][0], code=query["code"][0])
+            http.post(f"{live.url}/sandbox/seed/items", json={"skus": SKUS}).raise_for_status()
+            yield Env(live, sandbox.state.sandbox, http, rconn, rt)
+            rt.close()
+    finally:
+        live.stop()
+
+
+def order(number: int, email: str | None = None) -> dict:
+    payload = copy.deepcopy(ORDER)
+    payload["id"] = payload["number"] = number
+    payload["number"] = str(number)
+    if email:
+        payload["billing"]["email"] = email
+    return payload
+
+
+def test_creates_the_order_once_with_its_customer(env):
+    first = env.run(order(7001))
+    assert first["outcome"] == "created"
+    assert first["account"] == "created"
+    again = env.run(order(7001))
+    assert again == {
+        "outcome": "skipped",
+        "reason": "already in Exact Online",
+        "exact_id": first["exact_id"],
+        "calls": 0,
+    }
+    assert env.in_exact("7001") == 1
+
+
+def test_a_returning_customer_costs_one_call_per_order(env):
+    env.run(order(7002))
+    second = env.run(order(7003))
+    assert second["outcome"] == "created"
+    assert second["account"] == "cached"
+    assert second["calls"] == 1
+    assert env.accounts(ORDER["billing"]["email"]) == 1
+
+
+def test_missing_skus_fail_permanently_naming_them(env):
+    payload = order(7004)
+    payload["line_items"][0]["sku"] = "NO-SUCH-SKU"
+    with pytest.raises(PermanentError, match="NO-SUCH-SKU"):
+        env.run(payload)
+
+
+def test_a_crash_between_post_and_ledger_never_books_twice(env, rconn):
+    created = env.run(order(7005))
+    ledger = Ledger(rconn, "shop-to-exact")
+    # as if the worker died after Exact accepted the POST but before the ledger was written
+    rconn.hdel(ledger.key, "7005")
+    ledger.take_off("7005")
+    retry = env.run(order(7005))
+    assert retry["outcome"] == "skipped"
+    assert retry["exact_id"] == created["exact_id"]
+    assert ledger.created("7005") == created["exact_id"]
+    assert env.in_exact("7005") == 1
+
+
+@pytest.mark.parametrize("env", [{"order_statuses": ["completed"]}], indirect=True)
+def test_orders_outside_the_status_filter_are_skipped(env):
+    assert env.run(order(7006))["outcome"] == "skipped"

@@ -1,0 +1,235 @@
+"""Orders → Exact Online, as the SPEC describes them.
+
+1. Status filter: only orders whose status is in `settings.order_statuses` travel
+   (default: processing, completed).
+2. Already in Exact → skipped and logged. Koppel keeps a ledger of the orders it created
+   (source order number → Exact id) and asks Exact (`YourRef`) only when a previous attempt may
+   have reached it: the order is marked "in flight" before its POST, so a worker killed between
+   the POST and the ledger write is followed by a lookup, never by a second order.
+3. The debtor: the default debtor when configured, else the customer by e-mail — created when
+   missing (a company with its contact person, or a person), updated when what Koppel would send
+   differs from what it last sent. E-mail → account id is cached.
+4. Every SKU must exist as an Exact item code; otherwise a permanent failure naming the missing
+   SKUs. SKU → item id is cached (one `or` query for the codes not in the cache).
+5. The order is committed as the configured document type through the integration's mapping.
+
+Steady state (known customer, known items) costs one Exact call per order: the POST.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import redis
+
+from connectors.exactonline.client import ExactClient
+from connectors.exactonline.endpoints import Accounts
+from connectors.exactonline.odata import eq
+from gateway.config import Integration
+from gateway.envelope import Envelope
+from gateway.errors import PermanentError
+from gateway.model import Order
+from transforms import build_mapping, decide_debtor
+from transforms.payload import dumps
+from workers.flows import register
+from workers.runtime import Runtime
+
+log = logging.getLogger("koppel.flows.orders")
+
+DEFAULT_STATUSES = ("processing", "completed")
+CACHE_TTL = 24 * 3600
+ITEM_CACHE_TTL = 3600
+
+
+def _normalise(envelope: Envelope) -> Order:
+    if envelope.source == "woocommerce":
+        from connectors.woocommerce.normalise import normalise_order
+
+        return normalise_order(envelope.payload)
+    raise PermanentError(f"orders from {envelope.source} to Exact Online are not supported yet")
+
+
+def _client(rt: Runtime, system_id: str) -> ExactClient:
+    key = f"exact:{system_id}"
+    client = rt.cache.get(key)
+    if client is None:
+        from workers.pollers import configured_division, exact_system, oauth_app
+
+        system = exact_system(rt.config, system_id)
+        client = ExactClient.for_system(
+            rt.http(), rt.connection, oauth_app(system), system_id, division=configured_division(system)
+        )
+        rt.cache[key] = client
+    return client
+
+
+def _mapping(rt: Runtime, integration: Integration, flow: str) -> Any:
+    key = f"mapping:{integration.id}:{flow}"
+    if key not in rt.cache:
+        rt.cache[key] = build_mapping(integration, flow, "exactonline")
+    return rt.cache[key]
+
+
+class Ledger:
+    """What Koppel created in Exact for an integration, and which creations are in flight."""
+
+    def __init__(self, connection: redis.Redis, integration_id: str) -> None:
+        self.connection = connection
+        self.key = f"koppel:ledger:{integration_id}:orders"
+        self.flight = f"koppel:inflight:{integration_id}:orders"
+
+    def created(self, number: str) -> str | None:
+        value = self.connection.hget(self.key, number)
+        return value.decode() if value else None
+
+    def in_flight(self, number: str) -> bool:
+        return bool(self.connection.hexists(self.flight, number))
+
+    def take_off(self, number: str) -> None:
+        self.connection.hset(self.flight, number, "1")
+
+    def land(self, number: str, exact_id: str) -> None:
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, number, exact_id)
+            pipe.hdel(self.flight, number)
+            pipe.execute()
+
+
+_DOCUMENTS = {
+    "sales_order": ("find_sales_order_by_your_ref", lambda c, p: c.create_sales_order(p), "OrderID"),
+    "sales_invoice": ("find_sales_invoice_by_your_ref", lambda c, p: c.create_sales_invoice(p), "InvoiceID"),
+    "direct_invoice": (
+        "find_sales_invoice_by_your_ref",
+        lambda c, p: c.create_sales_invoice(p, direct=True),
+        "InvoiceID",
+    ),
+    "sales_entry": ("find_sales_entry_by_your_ref", lambda c, p: c.create_sales_entry(p), "EntryID"),
+}
+
+
+def _record_id(record: dict[str, Any], preferred: str) -> str:
+    return str(record.get(preferred) or record.get("ID") or "")
+
+
+def _account(rt: Runtime, integration: Integration, exact: ExactClient, order: Order) -> tuple[str, str]:
+    """The OrderedBy account id, and how it was found (cached / found / created / default)."""
+    debtor = decide_debtor(order.customer, integration.settings, flow="orders")
+    cache = f"koppel:cache:{integration.id}:accounts"
+    if debtor.kind == "default":
+        code = str(debtor.code)
+        cached = rt.connection.hget(cache, f"code:{code}")
+        if cached:
+            return cached.decode(), "default (cached)"
+        found = exact.first(Accounts, filter=eq("Code", code.rjust(18)))
+        if found is None:
+            raise PermanentError(f"the default debtor {code!r} does not exist in Exact Online")
+        rt.connection.hset(cache, f"code:{code}", str(found["ID"]))
+        return str(found["ID"]), "default"
+    email = (debtor.email or order.customer.email or "").strip().lower()
+    if not email:
+        raise PermanentError(f"order {order.number} has no customer e-mail address to find the debtor by")
+    mapping = _mapping(rt, integration, "customers")
+    payload = mapping.apply(order.customer, {"account": "<account>"}, label=f"customer of order {order.number}")
+    account_fields = payload.get("Account", payload)
+    fingerprint = hashlib.sha256(dumps(account_fields).encode()).hexdigest()[:16]
+    cached = rt.connection.hget(cache, email)
+    if cached:
+        account_id, _, sent = cached.decode().partition(":")
+        if sent != fingerprint:
+            exact.update_account(account_id, account_fields)
+            rt.connection.hset(cache, email, f"{account_id}:{fingerprint}")
+            return account_id, "updated"
+        return account_id, "cached"
+    found = exact.find_account_by_email(email)
+    if found is not None:
+        account_id = str(found["ID"])
+        exact.update_account(account_id, account_fields)
+        how = "updated"
+    else:
+        account_id = str(exact.create_account(account_fields)["ID"])
+        contact = payload.get("Contact")
+        if contact:
+            exact.create_contact({**contact, "Account": account_id})
+        how = "created"
+    rt.connection.hset(cache, email, f"{account_id}:{fingerprint}")
+    rt.connection.expire(cache, CACHE_TTL)
+    return account_id, how
+
+
+def _items(rt: Runtime, integration: Integration, exact: ExactClient, codes: list[str]) -> dict[str, str]:
+    """SKU → Exact item id for every code; PermanentError naming the SKUs Exact does not know."""
+    cache = f"koppel:cache:{integration.target}:items"
+    wanted = list(dict.fromkeys(codes))
+    cached = dict(zip(wanted, rt.connection.hmget(cache, wanted), strict=True)) if wanted else {}
+    ids = {code: value.decode() for code, value in cached.items() if value}
+    missing = [code for code in wanted if code not in ids]
+    if missing:
+        found = exact.find_item_ids_by_codes(missing)
+        if found:
+            rt.connection.hset(cache, mapping=found)
+            rt.connection.expire(cache, ITEM_CACHE_TTL)
+        ids.update(found)
+        unknown = [code for code in missing if code not in found]
+        if unknown:
+            raise PermanentError(
+                f"order cannot be booked: SKU(s) {', '.join(sorted(unknown))} do not exist as items in Exact Online"
+            )
+    return ids
+
+
+@register("orders", "exactonline")
+def order_to_exact(integration: Integration, envelope: Envelope, rt: Runtime) -> dict[str, Any]:
+    order = _normalise(envelope)
+    statuses = integration.settings.get("order_statuses", DEFAULT_STATUSES)
+    if order.status not in statuses:
+        return {"outcome": "skipped", "reason": f"status {order.status!r} is not synced"}
+    exact = _client(rt, integration.target)
+    before = exact.calls
+    document = str(integration.settings.get("document_type", "sales_order"))
+    find_name, create, id_field = _DOCUMENTS[document]
+    ledger = Ledger(rt.connection, integration.id)
+    done = ledger.created(order.number)
+    if done:
+        log.info("order %s is already in Exact Online (%s); skipped", order.number, done)
+        return {"outcome": "skipped", "reason": "already in Exact Online", "exact_id": done, "calls": 0}
+    if ledger.in_flight(order.number):
+        existing = getattr(exact, find_name)(order.number)
+        if existing is not None:
+            exact_id = _record_id(existing, id_field)
+            ledger.land(order.number, exact_id)
+            log.info("order %s was already booked by an earlier attempt (%s); skipped", order.number, exact_id)
+            return {
+                "outcome": "skipped",
+                "reason": "already in Exact Online",
+                "exact_id": exact_id,
+                "calls": exact.calls - before,
+            }
+    account_id, account_how = _account(rt, integration, exact, order)
+    skus = [line.sku for line in order.lines if line.sku]
+    settings = integration.settings
+    extra = [settings.get("shipping_item", "SHIPPING")] if order.shipping_lines else []
+    extra += [settings.get("fee_item", "FEE")] if order.fees else []
+    item_ids = _items(rt, integration, exact, skus + extra)
+    missing_sku = [line.name or "?" for line in order.lines if not line.sku]
+    if missing_sku:
+        raise PermanentError(f"order {order.number}: line(s) without SKU: {', '.join(missing_sku)}")
+    payload = _mapping(rt, integration, "orders").apply(
+        order, {"account": account_id, "items": item_ids}, label=f"{envelope.source} order {order.number}"
+    )
+    ledger.take_off(order.number)
+    created = create(exact, payload)
+    exact_id = _record_id(created, id_field)
+    ledger.land(order.number, exact_id)
+    log.info("order %s booked in Exact Online as %s %s", order.number, document, exact_id)
+    return {
+        "outcome": "created",
+        "document": document,
+        "exact_id": exact_id,
+        "account": account_how,
+        "calls": exact.calls - before,
+    }
+
+
+__all__ = ["Ledger", "order_to_exact"]
