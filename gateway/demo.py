@@ -307,7 +307,9 @@ def _wait_for_jobs(url: str, job_ids: list[str], timeout: float = 60) -> dict[st
         while time.monotonic() < deadline:
             jobs = Job.fetch_many(job_ids, connection=connection, serializer=JSONSerializer)
             statuses = {
-                jid: (job.get_status() if job else JobStatus.CANCELED) for jid, job in zip(job_ids, jobs, strict=True)
+                # no job yet: still in the inbox, until the worker's pump makes it
+                jid: (job.get_status() if job else JobStatus.QUEUED)
+                for jid, job in zip(job_ids, jobs, strict=True)
             }
             done = sum(s in (JobStatus.FINISHED, JobStatus.FAILED) for s in statuses.values())
             width = 30

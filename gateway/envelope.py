@@ -67,8 +67,12 @@ class Envelope(BaseModel):
     @property
     def dedupe_id(self) -> str:
         """Stable, fixed-length id of the delivery within its endpoint (safe to use in Redis keys)."""
-        digest = hashlib.sha256(f"{self.endpoint}\x00{self.delivery_key}".encode()).hexdigest()
-        return digest[:40]
+        return dedupe_id_of(self.endpoint, self.delivery_key)
+
+
+def dedupe_id_of(endpoint: str, delivery_key: str) -> str:
+    """`Envelope.dedupe_id` without an envelope."""
+    return hashlib.sha256(f"{endpoint}\x00{delivery_key}".encode()).hexdigest()[:40]
 
 
 def body_digest(body: bytes) -> str:

@@ -17,6 +17,7 @@ from rq.serializers import JSONSerializer
 from connectors.exactonline.auth import OAuthApp, authorize_url, complete_authorization, sign_state
 from connectors.exactonline.sandbox import ExactSandbox, create_sandbox
 from gateway.config import Config, parse_config
+from gateway.inbox import pump_for
 from gateway.ingest import JOB_FUNC
 from tests.conftest import LiveServer, serve
 from workers import pollers, runtime
@@ -79,6 +80,7 @@ class Env:
         return read_cursor(self.conn, cursor_key(SYSTEM, DIVISION, entity))
 
     def event_jobs(self) -> list:
+        pump_for(self.conn, self.config.gateway).drain(timeout=10)  # a worker's pump makes the jobs
         jobs = [self.queue.fetch_job(job_id) for job_id in self.queue.job_ids]
         return [job for job in jobs if job.func_name == JOB_FUNC]
 

@@ -13,6 +13,7 @@ from rq.serializers import JSONSerializer
 
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError, TransientError
+from gateway.inbox import InboxPump
 from gateway.ingest import Ingestor
 from tests.conftest import make_config
 from workers import flows
@@ -43,11 +44,13 @@ def flow(monkeypatch):
 
 
 def enqueue(redis_conn, retry=None) -> str:
-    ingestor = Ingestor(redis_conn, retry=retry)
+    ingestor = Ingestor(redis_conn)
     envelope = Envelope.wrap(
         Event("order.created", "order", "42", f"k-{time.time_ns()}", {"id": 42}), source="woocommerce", endpoint="shop"
     )
-    return ingestor.store([envelope])[0].job_id
+    job_id = ingestor.store([envelope])[0].job_id
+    InboxPump(redis_conn, "koppel", retry_factory=retry).drain(timeout=10)  # a worker's pump makes the job
+    return job_id
 
 
 def test_permanent_failure_lands_in_failed_registry_at_once_with_its_reason(flow, rconn, redis_url):

@@ -6,7 +6,7 @@
                                                                          held elsewhere → {"skipped": ...}
     cursor koppel:cursor:exactonline:{system}:{division}:{entity}        default 0
     per page of read_since(cursor):
-        Envelope per record → Ingestor.store()                           dedupe + process_event jobs, atomic
+        Envelope per record → Ingestor.store()                           dedupe + inbox entry (→ job), atomic
         only then: save the page's cursor                                (never moves backwards)
     schedule the next poll                                               (also after a failure)
 
@@ -51,7 +51,6 @@ from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError, TransientError
 from gateway.ingest import Accepted, Ingestor, make_queue
 from workers import runtime
-from workers.policy import retry_schedule
 
 log = logging.getLogger("koppel.pollers")
 
@@ -187,18 +186,9 @@ def envelope_of(record: Record, *, system_id: str, division: int, entity: str, r
 
 
 def _ingestor(rt: runtime.Runtime) -> Ingestor:
-    """The gateway's ingestor settings: same dedupe window, TTLs and retry schedule as webhooks."""
+    """The gateway's ingestor settings: same dedupe window and inbox as webhooks (the pumps add TTLs and retries)."""
     s = rt.config.gateway
-    return Ingestor(
-        rt.connection,
-        queue_name=s.queue,
-        dedupe_ttl=s.dedupe_ttl_seconds,
-        result_ttl=s.result_ttl_seconds,
-        failure_ttl=s.failure_ttl_seconds,
-        retry=(lambda: retry_schedule(s.retry_attempts, s.retry_base_seconds, s.retry_cap_seconds))
-        if s.retry_attempts
-        else None,
-    )
+    return Ingestor(rt.connection, queue_name=s.queue, dedupe_ttl=s.dedupe_ttl_seconds)
 
 
 @contextlib.contextmanager

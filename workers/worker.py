@@ -3,6 +3,10 @@
 Non-forking (`SimpleWorker`) by default: a forking worker drains ~15 jobs/s on a small machine,
 a simple one 100-250, and it keeps HTTP clients and caches warm across jobs. `--fork` gives each
 job its own process (isolation from leaks and crashes, at that cost).
+
+Every worker also runs the inbox pump (gateway/inbox.py) on a daemon thread: the gateway only
+stores accepted events in the inbox stream, and the pumps, one consumer group, make their RQ jobs.
+A burst worker drains the inbox first, then works the queue until it is empty.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from rq import SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 
 from gateway.config import Config
+from gateway.inbox import pump_for
 from gateway.ingest import make_queue
 from workers import runtime
 from workers.pollers import schedule_polls
@@ -27,4 +32,13 @@ def run_worker(
     worker_class = Worker if fork else SimpleWorker
     schedule_polls(connection, config)  # sources without push (Exact Sync API) are polled on a schedule
     worker = worker_class([queue], connection=connection, serializer=JSONSerializer)
-    return worker.work(burst=burst, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
+    pump = pump_for(connection, config.gateway)
+    if burst:
+        pump.drain()
+        return worker.work(burst=True, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
+    thread, stop = pump.start()
+    try:
+        return worker.work(burst=False, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
+    finally:
+        stop.set()
+        thread.join(timeout=5)

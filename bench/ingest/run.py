@@ -8,9 +8,11 @@
    (warm-up, then the measured run), then stops it.
 3. Starts a fresh embedded Redis (AOF everysec + RDB, as in production) on a free port in a temp
    dir, serves `bench.ingest.apps:koppel_app` the same way and loads it with the same requests.
-4. Checks every delivery was answered 2xx and really stored: the RQ queue holds one job per 202
-   (plus the requests wrk had in flight when it stopped, which the gateway still stored), counts
-   the Redis commands per accepted event, prints a table and writes bench/results/ingest-*.json.
+4. Counts the Redis commands per accepted event (the gateway's: dedupe + inbox stream), then
+   drains the inbox into RQ jobs as the workers' pumps do (gateway/inbox.py, not timed), and checks
+   every delivery was answered 2xx and really stored: the RQ queue holds one job per 202 (plus the
+   requests wrk had in flight when it stopped, which the gateway still stored); prints a table and
+   writes bench/results/ingest-*.json.
 
 Exit status 1 when anything failed (a non-2xx or socket error, a wrapped request file in the
 Koppel run, a job count that does not match, a server that did not start); the throughput target
@@ -50,6 +52,8 @@ from rq.serializers import JSONSerializer
 
 from bench.ingest.apps import REDIS_URL_ENV
 from bench.ingest.orders import WC_SECRET_STORED, write_requests
+from gateway.inbox import InboxPump
+from gateway.ingest import inbox_key
 from gateway.redisserver import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -528,6 +532,11 @@ def bench_koppel(args: argparse.Namespace, workdir: Path, prefixes: dict[str, Pa
                 raise BenchFailure(f"py-spy failed: {err.decode(errors='replace').strip()}")
             profile = summarize_profile(workdir / "profile.raw")
 
+        started = time.monotonic()
+        pumped = InboxPump(connection, QUEUE).drain(timeout=300)
+        say(f"inbox: pumped {pumped:,} entries into RQ jobs in {time.monotonic() - started:.1f} s")
+        if connection.xlen(inbox_key(QUEUE)):
+            raise BenchFailure(f"the inbox still holds {connection.xlen(inbox_key(QUEUE))} entries after draining")
         queue = Queue(QUEUE, connection=connection, serializer=JSONSerializer)
         jobs = queue.count
         sample: dict[str, Any] = {}
@@ -559,7 +568,7 @@ def bench_koppel(args: argparse.Namespace, workdir: Path, prefixes: dict[str, Pa
     delta.pop("info", None)  # ours
     commands = sum(delta.values())
     by_name = {name: round(n / accepted, 3) for name, n in sorted(delta.items(), key=lambda kv: -kv[1]) if n > 0}
-    transactions = delta.get("exec", 0)
+    transactions = delta.get("evalsha", 0) + delta.get("eval", 0) + delta.get("exec", 0)
     return Koppel(
         warmup=warmup,
         run=run,
@@ -658,7 +667,7 @@ def report(args: argparse.Namespace, noop: WrkResult, koppel: Koppel, problems: 
     top = ", ".join(f"{name} {n:g}" for name, n in list(koppel.commands_by_name_per_event.items())[:8])
     print(
         f"Redis: {koppel.commands_per_event:.2f} commands per accepted event ({koppel.commands:,} in all; "
-        f"{koppel.transactions:,} transactions, {koppel.events_per_transaction:.1f} events each); {top}"
+        f"{koppel.transactions:,} Lua scripts/transactions, {koppel.events_per_transaction:.1f} events each); {top}"
     )
     cpu, noop_cpu = koppel.run.cpu, noop.cpu
     print(

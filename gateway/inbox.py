@@ -1,0 +1,210 @@
+"""The inbox pump: turns each entry of the inbox stream into exactly one RQ job.
+
+The gateway stores an accepted event as an entry of the Redis stream `koppel:inbox:<queue>`
+(gateway/ingest.py), with the job id it already answered. Every worker process runs a pump, all
+in one consumer group, so they share the work:
+
+    XAUTOCLAIM  entries idle > 30 s in a dead consumer's hands      (first, each round)
+    XREADGROUP  up to 256 new entries (BLOCK 1 s)
+    WATCH       rq:job:<id> of the batch; EXISTS → skip jobs made already (defensive)
+    MULTI
+      RQ enqueue_many (job hash + queue push, with the pre-assigned id, retry schedule, TTLs)
+      XACK + XDEL   the batch's entries
+    EXEC                                                                (retried if a job key changed)
+
+A pump that dies before EXEC leaves its entries pending: another consumer reclaims them and makes
+the jobs, under the same ids. A slow pump racing the one that reclaimed its entries loses the WATCH
+and then finds the jobs made. So an entry becomes exactly one job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.exceptions import ResponseError, WatchError
+from rq import Queue, Retry
+from rq.job import Job
+
+from gateway.config import GatewaySettings
+from gateway.ingest import JOB_FUNC, inbox_key, job_description, make_queue
+from workers.policy import retry_schedule
+
+log = logging.getLogger("koppel.inbox")
+
+GROUP = "koppel-pump"
+BATCH = 256
+BLOCK_MS = 1000
+CLAIM_IDLE_MS = 30_000
+
+
+class InboxPump:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        queue_name: str = "koppel",
+        *,
+        retry_factory: Callable[[], Retry] | None = None,
+        result_ttl: int = 24 * 3600,
+        failure_ttl: int = 30 * 24 * 3600,
+        consumer: str | None = None,
+        batch: int = BATCH,
+        block_ms: int = BLOCK_MS,
+        claim_idle_ms: int = CLAIM_IDLE_MS,
+    ) -> None:
+        self.connection = connection
+        self.queue: Queue = make_queue(connection, queue_name)
+        self.stream = inbox_key(queue_name)
+        self.retry_factory = retry_factory
+        self.result_ttl = result_ttl
+        self.failure_ttl = failure_ttl
+        self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.batch = batch
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self._group_ready = False
+        self._own_pending = True  # entries this consumer read but did not finish (a restart, an error)
+
+    def ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self.connection.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    # -- one round -----------------------------------------------------------------------------
+
+    def pump_once(self, block_ms: int | None = None) -> int:
+        """Reclaim, read and turn one batch into jobs; returns the number of entries finished."""
+        self.ensure_group()
+        entries = self._reclaim()
+        if not entries and self._own_pending:
+            entries = self._read("0", None)
+            self._own_pending = bool(entries)
+        if not entries:
+            entries = self._read(">", block_ms)
+        if not entries:
+            return 0
+        try:
+            return self._commit_batch(entries)
+        except Exception:
+            self._own_pending = True
+            raise
+
+    def _reclaim(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        reply = self.connection.xautoclaim(
+            self.stream, GROUP, self.consumer, min_idle_time=self.claim_idle_ms, start_id="0-0", count=self.batch
+        )
+        return [(entry_id, fields) for entry_id, fields in reply[1] if fields]
+
+    def _read(self, start: str, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        reply = self.connection.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=self.batch, block=block_ms)
+        if not reply:
+            return []
+        _, entries = reply[0]
+        return [(entry_id, fields) for entry_id, fields in entries if fields]
+
+    def _commit_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        by_job = {fields[b"id"].decode(): (entry_id, fields) for entry_id, fields in entries}
+        entry_ids = [entry_id for entry_id, _ in entries]
+        job_keys = [Job.key_for(job_id) for job_id in by_job]
+        with self.connection.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(*job_keys)
+                    with self.connection.pipeline(transaction=False) as check:
+                        for key in job_keys:
+                            check.exists(key)
+                        made = check.execute()
+                    datas = [
+                        self._job_data(job_id, fields)
+                        for (job_id, (_, fields)), exists in zip(by_job.items(), made, strict=True)
+                        if not exists
+                    ]
+                    pipe.multi()
+                    if datas:
+                        self.queue.enqueue_many(datas, pipeline=pipe)
+                    pipe.xack(self.stream, GROUP, *entry_ids)
+                    pipe.xdel(self.stream, *entry_ids)
+                    self._execute(pipe)
+                    if len(datas) < len(by_job):
+                        log.info("inbox: %d entries were jobs already", len(by_job) - len(datas))
+                    return len(entries)
+                except WatchError:
+                    continue
+
+    def _execute(self, pipe: redis.client.Pipeline) -> None:
+        pipe.execute()  # a seam for tests: a crash here leaves the batch pending
+
+    def _job_data(self, job_id: str, fields: dict[bytes, bytes]) -> Any:
+        envelope = json.loads(fields[b"e"])
+        return Queue.prepare_data(
+            JOB_FUNC,
+            args=(envelope,),
+            job_id=job_id,
+            description=job_description(envelope),
+            meta={"endpoint": envelope["endpoint"], "topic": envelope["topic"]},
+            retry=self.retry_factory() if self.retry_factory else None,
+            result_ttl=self.result_ttl,
+            failure_ttl=self.failure_ttl,
+        )
+
+    # -- loops ---------------------------------------------------------------------------------
+
+    def drain(self, timeout: float = 30.0) -> int:
+        """Pump until the inbox is empty (or `timeout` seconds passed); returns the entries finished."""
+        deadline = time.monotonic() + timeout
+        done = 0
+        while True:
+            finished = self.pump_once(block_ms=None)
+            done += finished
+            if finished:
+                continue
+            if self.connection.xlen(self.stream) == 0 or time.monotonic() >= deadline:
+                return done
+            time.sleep(0.05)  # another consumer holds entries: wait for it, or until they can be reclaimed
+
+    def run(self, stop: threading.Event) -> None:
+        """Pump until `stop` is set (a worker's background thread); survives Redis outages."""
+        while not stop.is_set():
+            try:
+                self.pump_once(block_ms=self.block_ms)
+            except redis.RedisError as exc:
+                self._group_ready = False
+                log.warning("inbox pump: %s; retrying in 1 s", exc)
+                stop.wait(1.0)
+            except Exception:
+                log.exception("inbox pump: a batch failed; retrying in 1 s")
+                stop.wait(1.0)
+
+    def start(self) -> tuple[threading.Thread, threading.Event]:
+        stop = threading.Event()
+        thread = threading.Thread(target=self.run, args=(stop,), name="koppel-inbox-pump", daemon=True)
+        thread.start()
+        return thread, stop
+
+
+def pump_for(connection: redis.Redis, settings: GatewaySettings, **kwargs: Any) -> InboxPump:
+    """The pump of the configured queue, with the configured TTLs and retry schedule (`GatewaySettings`)."""
+
+    def retry() -> Retry:
+        return retry_schedule(settings.retry_attempts, settings.retry_base_seconds, settings.retry_cap_seconds)
+
+    return InboxPump(
+        connection,
+        settings.queue,
+        retry_factory=retry if settings.retry_attempts else None,
+        result_ttl=settings.result_ttl_seconds,
+        failure_ttl=settings.failure_ttl_seconds,
+        **kwargs,
+    )
