@@ -44,9 +44,19 @@ def _redis(args: argparse.Namespace) -> RedisChoice:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = _load(args)
+    from gateway.errors import PermanentError
     from transforms import validate_integration
+    from workers.pollers import oauth_app, poll_interval
 
     problems: list[str] = []
+    used = {i.target for i in config.integrations} | {i.source for i in config.integrations}
+    for system in config.systems:
+        if system.kind == "exactonline" and system.id in used:
+            try:
+                oauth_app(system)
+                poll_interval(system)
+            except PermanentError as exc:
+                problems.append(str(exc))
     for index, integration in enumerate(config.integrations):
         target = config.system(integration.target)
         problems.extend(validate_integration(integration, index, target_kind=target.kind if target else None))

@@ -24,6 +24,8 @@ secret = "env:KOPPEL_TEST_WC"
 [[systems]]
 id = "exact"
 kind = "exactonline"
+[systems.settings]
+client_id = "koppel-app"
 [systems.credentials]
 client_secret = "env:KOPPEL_TEST_EXACT"
 
@@ -161,3 +163,9 @@ def test_a_mapping_that_cannot_compile_is_rejected_by_config_check(tmp_path, env
     assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
     err = capsys.readouterr().err
     assert "integrations[0].mappings.orders.exactonline.Description" in err
+
+
+def test_an_exact_system_without_its_oauth_app_is_rejected(tmp_path, env, capsys):
+    text = GOOD.replace('client_id = "koppel-app"\n', "")
+    assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
+    assert "systems.exact: an Exact Online system needs settings.client_id" in capsys.readouterr().err

@@ -15,9 +15,9 @@ with exact numbers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from jsonata.utils import Utils
@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from gateway.model import record_label, to_decimal
 from transforms.errors import FieldProblem, FunctionError, MappingError, MappingSpecError
-from transforms.expressions import Expression, ExpressionError
+from transforms.expressions import SLOW, Expression, ExpressionError, field_code
 from transforms.functions import FUNCTIONS, RUN, Run, decimal_text
 from transforms.inputs import mapping_input
 from transforms.spec import FieldSpec, GroupSpec, Problems
@@ -42,6 +42,25 @@ class _Field:
     expr: Expression
     type: str
     required: bool
+    run: Callable[[Any, Mapping[str, Any]], Any] = field(init=False, repr=False, compare=False)
+    """`expr.evaluate` as one function; `convert` the value to `type` (both chosen once)."""
+    convert: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
+
+    constant: Any = field(init=False, repr=False, compare=False)
+    """The converted value of a literal expression (e.g. `1` as a decimal), else _FAILED."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run", self.expr.evaluator())
+        object.__setattr__(self, "convert", _converter(self.type))
+        constant = _FAILED
+        if self.expr.literal:
+            try:
+                constant = self.convert(self.expr.evaluate(None, {}))
+            except Exception:  # then it fails for every record, and is reported for each
+                constant = _FAILED
+            if constant is None or isinstance(constant, list | dict):
+                constant = _FAILED
+        object.__setattr__(self, "constant", constant)
 
 
 @dataclass(frozen=True)
@@ -52,6 +71,13 @@ class _Group:
     when: Expression | None = None
     required: bool = False
     concat: bool = False
+    apply: Callable[[Any, Mapping[str, Any], Any, list[FieldProblem]], dict[str, Any]] = field(
+        init=False, repr=False, compare=False
+    )
+    """The group's object for one record or list element, generated once (see `_generate`)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "apply", _generate(self))
 
 
 def _compile_expr(source: str, path: str, problems: Problems) -> Expression | None:
@@ -94,6 +120,8 @@ class CompiledMapping:
     tables: Mapping[str, MappingTable] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
     ids: frozenset[str] = frozenset()
+    names: frozenset[str] | None = field(default=None, compare=False)
+    """Every field name the expressions can read (None: any); the input is built for those only."""
 
     @property
     def fast_ratio(self) -> tuple[int, int]:
@@ -114,20 +142,18 @@ class CompiledMapping:
         `context` carries target ids resolved at run time ($id); with `placeholders` a missing id
         shows as "<items:SKU>" instead of failing (preview). Raises MappingError.
         """
-        if isinstance(record, BaseModel):
-            data = mapping_input(record, self.settings)
-            label = label or record_label(record)
-        else:
-            data = dict(record)
-            label = label or "record"
+        model = isinstance(record, BaseModel)
+        data = mapping_input(record, self.settings, names=self.names) if model else dict(record)  # type: ignore[arg-type]
         variables = {"record": data, "context": context or {}, "settings": self.settings}
         problems: list[FieldProblem] = []
         token = RUN.set(Run(self.tables, context or {}, placeholders))
         try:
-            payload = _apply_group(self.root, data, variables, "", problems)
+            payload = self.root.apply(data, variables, "", problems)
         finally:
             RUN.reset(token)
         if problems:
+            if not label:
+                label = record_label(record) if model else "record"  # type: ignore[arg-type]
             raise MappingError(label, problems, mapping=self.name)
         return payload or {}
 
@@ -161,66 +187,115 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
-def _join(path: str, name: str) -> str:
+def _join(path: str | tuple[str, int], name: str) -> str:
+    """`path.name`; a list element's path comes as (list path, 1-based index)."""
+    if type(path) is tuple:
+        path = f"{path[0]}[{path[1]}]"
     return f"{path}.{name}" if path else name
 
 
-def _apply_group(
-    group: _Group, data: Any, variables: Mapping[str, Any], path: str, problems: list[FieldProblem]
-) -> dict[str, Any] | None:
-    out: dict[str, Any] = {}
-    for child in group.children:
-        if type(child) is _Field:
-            try:
-                value = child.expr.evaluate(data, variables)
-                if type(value) is not str or child.type != "any":
-                    value = _convert(value, child.type)
-            except (ExpressionError, FunctionError, ValueError) as exc:
-                problems.append(FieldProblem(_join(path, child.name), child.expr.source, str(exc)))
-                continue
-            except Exception as exc:  # a transform function failing unexpectedly is still this field's problem
-                reason = f"failed ({exc.__class__.__name__})"
-                problems.append(FieldProblem(_join(path, child.name), child.expr.source, reason))
-                continue
-            if value is None:
-                if child.required:
-                    reason = "is required but the expression gave nothing"
-                    problems.append(FieldProblem(_join(path, child.name), child.expr.source, reason))
-                continue
-            out[child.name] = value
+def _generate(group: _Group) -> Callable[[Any, Mapping[str, Any], Any, list[FieldProblem]], dict[str, Any]]:
+    """One straight-line function per group: each field evaluated (a one-step path inline, the
+    engine when the fast closure answers SLOW), converted to its `_type` and checked in turn, with
+    no loop over the children; each nested group is handed to `_apply_child`. A literal field's
+    converted value is computed once. Every failing field is still collected with its path."""
+    namespace: dict[str, Any] = {
+        "ExpressionError": ExpressionError,
+        "FunctionError": FunctionError,
+        "FieldProblem": FieldProblem,
+        "join": _join,
+        "child": _apply_child,
+        "str": str,
+        "type": type,
+        "SLOW": SLOW,
+    }
+    lines = ["def apply(data, variables, path, problems):", "    out = {}"]
+    for position, child in enumerate(group.children):
+        if type(child) is not _Field:
+            namespace[f"g{position}"] = child
+            lines.append(f"    child(g{position}, data, variables, path, problems, out)")
             continue
-        where = _join(path, child.name)
-        if child.when is not None:
-            test = _evaluate(child.when, data, variables, f"{where}._when", problems)
-            if test is _FAILED or not _truthy(test):
+        namespace[f"n{position}"] = child.name
+        if child.constant is not _FAILED:
+            namespace[f"k{position}"] = child.constant
+            lines.append(f"    out[n{position}] = k{position}")
+            continue
+        fast = child.expr._fast
+        namespace[f"r{position}"] = child.run if fast is None else fast
+        namespace[f"e{position}"] = child.expr._engine_evaluate
+        namespace[f"c{position}"] = child.convert
+        namespace[f"s{position}"] = child.expr.source
+        problem = f"problems.append(FieldProblem(join(path, n{position}), s{position}, "
+        lines.append("    try:")
+        inline = field_code(
+            child.expr.ast, namespace, "value", slow="value = SLOW", indent="        ", key=f"p{position}"
+        )
+        if fast is not None and inline is not None:
+            lines.extend(inline)
+        else:
+            lines.append(f"        value = r{position}(data, variables)")
+        if fast is not None:
+            lines.append(f"        if value is SLOW: value = e{position}(data, variables)")
+        if child.type in ("any", "string"):
+            lines.append(f"        if type(value) is not str: value = c{position}(value)")
+        else:
+            lines.append(f"        value = c{position}(value)")
+        lines.append("    except (ExpressionError, FunctionError, ValueError) as exc:")
+        lines.append(f"        {problem}str(exc)))")
+        lines.append("    except Exception as exc:  # a transform function failing unexpectedly")
+        lines.append(f"        {problem}f'failed ({{exc.__class__.__name__}})'))")
+        lines.append("    else:")
+        lines.append("        if value is not None:")
+        lines.append(f"            out[n{position}] = value")
+        if child.required:
+            lines.append("        else:")
+            lines.append(f"            {problem}'is required but the expression gave nothing'))")
+    lines.append("    return out")
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from the fixed template above
+    apply: Callable[[Any, Mapping[str, Any], Any, list[FieldProblem]], dict[str, Any]] = namespace["apply"]
+    return apply
+
+
+def _apply_child(
+    child: _Group,
+    data: Any,
+    variables: Mapping[str, Any],
+    path: str,
+    problems: list[FieldProblem],
+    out: dict[str, Any],
+) -> None:
+    """A nested group (`_when`, `_concat`, `_each` or a plain object) into `out`."""
+    where = _join(path, child.name)
+    if child.when is not None:
+        test = _evaluate(child.when, data, variables, f"{where}._when", problems)
+        if test is _FAILED or not _truthy(test):
+            return
+    if child.concat:
+        rows: list[dict[str, Any]] = []
+        for part in child.children:
+            if not isinstance(part, _Group):
                 continue
-        if child.concat:
-            rows: list[dict[str, Any]] = []
-            for part in child.children:
-                if not isinstance(part, _Group):
+            if part.when is not None:
+                test = _evaluate(part.when, data, variables, f"{where}.{part.name}._when", problems)
+                if test is _FAILED or not _truthy(test):
                     continue
-                if part.when is not None:
-                    test = _evaluate(part.when, data, variables, f"{where}.{part.name}._when", problems)
-                    if test is _FAILED or not _truthy(test):
-                        continue
-                _apply_list(part, data, variables, f"{where}.{part.name}", problems, rows)
-            if not rows and child.required:
-                problems.append(FieldProblem(where, None, "is required but none of its parts gave elements"))
-            out[child.name] = rows
-            continue
-        if child.each is None:
-            sub = _apply_group(child, data, variables, where, problems)
-            if sub:
-                out[child.name] = sub
-            elif child.required:
-                problems.append(FieldProblem(where, None, "is required but none of its fields has a value"))
-            continue
-        rows = []
-        if _apply_list(child, data, variables, where, problems, rows) and not rows and child.required:
-            problems.append(FieldProblem(f"{where}._each", child.each.source, "is required but gave no elements"))
-            continue
+            _apply_list(part, data, variables, f"{where}.{part.name}", problems, rows)
+        if not rows and child.required:
+            problems.append(FieldProblem(where, None, "is required but none of its parts gave elements"))
         out[child.name] = rows
-    return out
+        return
+    if child.each is None:
+        sub = child.apply(data, variables, where, problems)
+        if sub:
+            out[child.name] = sub
+        elif child.required:
+            problems.append(FieldProblem(where, None, "is required but none of its fields has a value"))
+        return
+    rows = []
+    if _apply_list(child, data, variables, where, problems, rows) and not rows and child.required:
+        problems.append(FieldProblem(f"{where}._each", child.each.source, "is required but gave no elements"))
+        return
+    out[child.name] = rows
 
 
 def _apply_list(
@@ -233,18 +308,29 @@ def _apply_list(
 ) -> bool:
     """Append one object per element of the group's `_each` to `rows` (numbered on from them);
     False when `_each` itself failed."""
-    assert group.each is not None
-    items = _evaluate(group.each, data, variables, f"{where}._each", problems, items=True)
-    if items is _FAILED:
+    each = group.each
+    assert each is not None
+    try:
+        items = each.items(data, variables)
+    except (ExpressionError, FunctionError) as exc:
+        problems.append(FieldProblem(f"{where}._each", each.source, str(exc)))
         return False
-    if items is None or items is _NULL:
-        items = []
-    elif not isinstance(items, list):
-        items = [items]
+    except Exception as exc:  # a transform function failing unexpectedly is still this field's problem
+        problems.append(FieldProblem(f"{where}._each", each.source, f"failed ({exc.__class__.__name__})"))
+        return False
+    if type(items) is not list:
+        if items is None or items is _NULL:
+            return True
+        items = list(items) if isinstance(items, list) else [items]
+    if not items:
+        return True
+    scoped = dict(variables)  # one scope for the list: only "index" changes, and nothing keeps it
+    apply = group.apply
+    index = len(rows)
     for item in items:
-        index = len(rows) + 1
-        scoped = {**variables, "index": index}
-        rows.append(_apply_group(group, item, scoped, f"{where}[{index}]", problems) or {})
+        index += 1
+        scoped["index"] = index
+        rows.append(apply(item, scoped, (where, index), problems))  # the path "where[index]", made on error
     return True
 
 
@@ -304,6 +390,34 @@ def _convert(value: Any, kind: str) -> Any:
     raise ValueError(f"unknown type {kind}")  # pragma: no cover - spec.TYPES is checked at parse time
 
 
+def _converter(kind: str) -> Callable[[Any], Any]:
+    """`_convert(value, kind)` with the commonest case (text) answered first."""
+    if kind in ("any", "string"):
+
+        def text(value: Any) -> Any:
+            return value if type(value) is str else _convert(value, kind)
+
+        return text
+    if kind == "decimal":
+
+        def decimal(value: Any) -> Any:
+            if type(value) is str and len(value) <= 64:  # to_decimal's checks, inline for decimal text
+                try:
+                    number = Decimal(value)  # ignores surrounding white space, as to_decimal's strip()
+                except InvalidOperation:
+                    return _convert(value, kind)  # its error (or None for blank text)
+                if number.is_finite() and (not number or -12 <= number.adjusted() <= 15):
+                    return number
+            return _convert(value, kind)
+
+        return decimal
+
+    def other(value: Any) -> Any:
+        return _convert(value, kind)
+
+    return other
+
+
 def compile_mapping(
     spec: GroupSpec,
     *,
@@ -316,5 +430,8 @@ def compile_mapping(
     root = _compile_group("", spec, "", problems)
     if problems:
         raise MappingSpecError(problems)
-    ids = frozenset(i for e in _expressions(root) for i in e.ids_used)
-    return CompiledMapping(name, root, dict(tables or {}), dict(settings or {}), ids)
+    exprs = _expressions(root)
+    ids = frozenset(i for e in exprs for i in e.ids_used)
+    reads = [e.names_read for e in exprs]
+    names = None if any(r is None for r in reads) else frozenset().union(*(r for r in reads if r is not None))
+    return CompiledMapping(name, root, dict(tables or {}), dict(settings or {}), ids, names)

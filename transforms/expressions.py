@@ -25,6 +25,24 @@ from jsonata.parser import Parser
 from jsonata.utils import Utils
 
 from transforms.errors import FunctionError
+from transforms.functions import (
+    RUN,
+    _text,
+    fn_add,
+    fn_decimal,
+    fn_div,
+    fn_format_date,
+    fn_id,
+    fn_left,
+    fn_lower,
+    fn_mul,
+    fn_neg,
+    fn_round,
+    fn_sub,
+    fn_table,
+    fn_upper,
+    table_lookup,
+)
 
 __all__ = ["SLOW", "VARIABLES", "Expression", "ExpressionError"]
 
@@ -83,7 +101,18 @@ class _Guard:
 class Expression:
     """A JSONata expression compiled once; `evaluate(data, variables)` many times."""
 
-    __slots__ = ("_engine", "_fast", "_items", "functions_used", "ids_used", "source", "tables_used")
+    __slots__ = (
+        "_engine",
+        "_fast",
+        "_items",
+        "_items_run",
+        "functions_used",
+        "ids_used",
+        "literal",
+        "names_read",
+        "source",
+        "tables_used",
+    )
 
     def __init__(self, source: str, functions: Mapping[str, Callable[..., Any]]) -> None:
         self.source = source
@@ -105,8 +134,19 @@ class Expression:
         self.tables_used: list[tuple[str, int]] = []
         self.ids_used: set[str] = set()
         self._check_names(engine.ast, functions)
+        self.names_read: frozenset[str] | None = _names_read(engine.ast, functions)
+        """Every field name the expression may read at any depth; None when it may read a whole
+        object without naming its fields (`$`, `$record`, `*`, `**`, a builtin on its context)."""
         self._fast: Fast | None = _fast(engine.ast, functions)
+        self.literal = _constant(engine.ast)[0] and self._fast is not None
+        """A plain text, number, boolean or null literal: the same value for every record."""
         self._items: Fast | None = _items(engine.ast)
+        self._items_run: Callable[[Any, Mapping[str, Any]], Any] | None = None
+
+    @property
+    def ast(self) -> Any:
+        """The parsed expression (jsonata-python's parser nodes)."""
+        return self._engine.ast
 
     @property
     def is_fast(self) -> bool:
@@ -148,6 +188,36 @@ class Expression:
             if self._engine.environment.lookup(name) is None:
                 raise ExpressionError(f"unknown variable ${name}; available: " + ", ".join(f"${v}" for v in VARIABLES))
 
+    def evaluator(self) -> Callable[[Any, Mapping[str, Any]], Any]:
+        """`evaluate` as one plain function (the fast closure, the engine when it answers SLOW)."""
+        fast, slow = self._fast, self._engine_evaluate
+        if fast is None:
+            return slow
+
+        def evaluate(data: Any, variables: Mapping[str, Any]) -> Any:
+            value = fast(data, variables)
+            if value is SLOW:
+                return slow(data, variables)
+            return value
+
+        return evaluate
+
+    @property
+    def items(self) -> Callable[[Any, Mapping[str, Any]], Any]:
+        """`evaluate_items` as one plain function (made once)."""
+        if self._items_run is None:
+            fast, slow = self._items, self.evaluate
+            if fast is None:
+                self._items_run = slow
+            else:
+
+                def items(data: Any, variables: Mapping[str, Any]) -> Any:
+                    value = fast(data, variables)
+                    return slow(data, variables) if value is SLOW else value
+
+                self._items_run = items
+        return self._items_run
+
     def evaluate_items(self, data: Any, variables: Mapping[str, Any]) -> Any:
         """Like `evaluate`, for `_each`: a plain path to a list of objects is read directly."""
         if self._items is not None:
@@ -162,6 +232,10 @@ class Expression:
             value = self._fast(data, variables)
             if value is not SLOW:
                 return value
+        return self._engine_evaluate(data, variables)
+
+    def _engine_evaluate(self, data: Any, variables: Mapping[str, Any]) -> Any:
+        """The expression's value from the JSONata engine, under the guard."""
         guard = _Guard()
         bindings = dict(variables)
         bindings["__evaluate_entry"] = guard.enter
@@ -196,6 +270,35 @@ def _walk(node: Any) -> Iterator[Any]:
                 continue
             if isinstance(value, Parser.Symbol | list | tuple):
                 stack.append(value)
+
+
+_WHOLE = ("", "$", "record")
+_WHOLE_KINDS = ("wildcard", "descendant", "parent", "apply", "partial", "transform")
+_CONTEXT_FREE = frozenset(("now", "millis", "random"))
+
+
+def _names_read(ast: Any, functions: Mapping[str, Any]) -> frozenset[str] | None:
+    nodes = list(_walk(ast))
+    named: set[int] = set()  # `$record.x` / `$.x`: the variable only starts a path to a field
+    for node in nodes:
+        steps = getattr(node, "steps", None) if getattr(node, "type", None) == "path" else None
+        if steps and len(steps) > 1 and getattr(steps[1], "type", None) == "name":
+            named.add(id(steps[0]))
+    names: set[str] = set()
+    for node in nodes:
+        kind = getattr(node, "type", None)
+        if kind == "name":
+            names.add(str(node.value))
+        elif (kind == "variable" and node.value in _WHOLE and id(node) not in named) or kind in _WHOLE_KINDS:
+            return None
+        elif kind == "function":
+            procedure = node.procedure
+            if getattr(procedure, "type", None) != "variable":
+                return None
+            name = str(procedure.value)
+            if name not in functions and (name == "eval" or (not node.arguments and name not in _CONTEXT_FREE)):
+                return None
+    return frozenset(names)
 
 
 # --- the fast subset --------------------------------------------------------------------------
@@ -295,6 +398,10 @@ def _path(node: Any, *, lists: bool = False) -> Fast | None:
     names = tuple(str(s.value) for s in steps)
     if start is None and len(names) == 1 and not lists:
         return _one_step(names[0])
+    if not lists:
+        return _walk_code(str(node.steps[0].value) if start is not None else None, names)
+    if start is None and len(names) == 1:
+        return _one_list(names[0])
 
     def walk(data: Any, variables: Mapping[str, Any]) -> Any:
         current = start(data, variables) if start is not None else data
@@ -318,6 +425,53 @@ def _path(node: Any, *, lists: bool = False) -> Fast | None:
     return walk
 
 
+def _walk_code(variable: str | None, names: tuple[str, ...]) -> Fast:
+    """`walk` below for one path, generated as straight-line code (same answers)."""
+    namespace: dict[str, Any] = {"SLOW": SLOW, "isinstance": isinstance, "dict": dict, "list": list, "str": str}
+    lines = ["def path(data, variables):"]
+    if variable is None:
+        lines.append("    c = data")
+    elif variable == "":
+        lines.append("    if isinstance(data, list): return SLOW")
+        lines.append("    c = data")
+    else:
+        namespace["v"] = variable
+        lines.append("    c = variables.get(v)")
+        lines.append("    if type(c) is not dict and isinstance(c, list): return SLOW")
+    for position, name in enumerate(names):
+        namespace[f"n{position}"] = name
+        lines.append("    if type(c) is dict or isinstance(c, dict):")
+        lines.append(f"        p = c; c = p.get(n{position})")
+        lines.append(f"        if c is None and n{position} in p: return SLOW")
+        lines.append("    elif c is None: return None")
+        lines.append("    else: return SLOW")
+    lines.append("    return c if type(c) is str or not isinstance(c, list) else SLOW")
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from the fixed template above
+    path: Fast = namespace["path"]
+    return path
+
+
+def _one_list(name: str) -> Fast:
+    """`walk` with `lists` for the commonest `_each`, `lines` (same answers)."""
+
+    def items(data: Any, _variables: Mapping[str, Any]) -> Any:
+        if isinstance(data, dict):
+            current = data.get(name)
+            if current is None and name in data:
+                return SLOW
+        elif data is None:
+            return None
+        else:
+            return SLOW
+        if isinstance(current, list):
+            for item in current:
+                if not isinstance(item, dict):
+                    return SLOW
+        return current
+
+    return items
+
+
 _ABSENT: Any = object()
 
 
@@ -337,12 +491,47 @@ def _one_step(name: str) -> Fast:
     return step
 
 
+_CONSTANT = ("string", "number", "value")
+
+
+def _constant(node: Any) -> tuple[bool, Any]:
+    """(True, value) for a literal argument (folded into the call), else (False, None)."""
+    if getattr(node, "type", None) in _CONSTANT and _plain(node):
+        return True, node.value
+    return False, None
+
+
+_TEXT_RESULT = frozenset(
+    (fn_decimal, fn_round, fn_add, fn_sub, fn_mul, fn_div, fn_neg, fn_upper, fn_lower, fn_left, fn_format_date)
+)
+"""Koppel functions that answer text or None, never a list: their result needs no list check."""
+
+
+def _left(value: Fast, length: Any) -> Fast | None:
+    """`$left(x, n)` with a literal n that `fn_left` accepts: the slice, without the call."""
+    if isinstance(length, bool) or not isinstance(length, int | float) or length < 0 or length != int(length):
+        return None
+    count = int(length)
+
+    def left(data: Any, variables: Mapping[str, Any]) -> Any:
+        text = value(data, variables)
+        if type(text) is str:
+            return text[:count]
+        if text is SLOW:
+            return SLOW
+        text = _text(text)
+        return None if text is None else text[:count]
+
+    return left
+
+
 def _function(node: Any, functions: Mapping[str, Callable[..., Any]]) -> Fast | None:
     procedure = node.procedure
     if getattr(procedure, "type", None) != "variable" or not _plain(procedure):
         return None
     name = str(procedure.value)
-    args = [_fast(a, functions) for a in node.arguments or []]
+    nodes = node.arguments or []
+    args = [_fast(a, functions) for a in nodes]
     if any(a is None for a in args):
         return None
     compiled: tuple[Fast, ...] = tuple(a for a in args if a is not None)
@@ -357,43 +546,156 @@ def _function(node: Any, functions: Mapping[str, Callable[..., Any]]) -> Fast | 
     function = functions.get(name)
     if function is None:
         return None
+    constants = [_constant(a) for a in nodes]
+    if function is fn_left and len(nodes) == 2 and not constants[0][0] and constants[1][0]:
+        left = _left(compiled[0], constants[1][1])
+        if left is not None:
+            return left
+    if function is fn_id and len(nodes) == 2 and constants[0][0] and not constants[1][0]:
+        ident = _id(constants[0][1], nodes[1], compiled[1])
+        if ident is not None:
+            return ident
+    if function is fn_table and 2 <= len(nodes) <= 3 and all(c[0] for i, c in enumerate(constants) if i != 1):
+        table = _table(constants[0][1], nodes[1], tuple(c[1] for c in constants[2:]), functions)
+        if table is not None:
+            return table
+    return _call(function, compiled, constants, nodes)
 
-    if len(compiled) == 1:
-        (first,) = compiled
 
-        def call1(data: Any, variables: Mapping[str, Any]) -> Any:
-            value = first(data, variables)
-            if value is SLOW:
-                return SLOW
-            result = function(value)
-            return SLOW if isinstance(result, list) else result
+def _id(kind: Any, node: Any, key: Fast) -> Fast | None:
+    """`$id('items', key)`: a text key found as written answers at once; anything else (not found,
+    another case, placeholders, not text) goes through `fn_id` as before."""
+    if type(kind) is not str or not kind:
+        return None
+    namespace: dict[str, Any] = {"SLOW": SLOW, "RUN": RUN, "fn_id": fn_id, "kind": kind, "key": key}
+    lines = ["def ident(data, variables):"]
+    inline = _field_code(node, namespace, "k")
+    lines.extend(inline if inline is not None else ["    k = key(data, variables)", "    if k is SLOW: return SLOW"])
+    lines += [
+        "    found = RUN.get().context.get(kind)",
+        "    if type(k) is str and type(found) is dict:",
+        "        value = found.get(k)",
+        "        if type(value) is str and value: return value",
+        "    result = fn_id(kind, k)",
+        "    return SLOW if isinstance(result, list) else result",
+    ]
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from the fixed template above
+    ident: Fast = namespace["ident"]
+    return ident
 
-        return call1
-    if len(compiled) == 2:
-        first, second = compiled
 
-        def call2(data: Any, variables: Mapping[str, Any]) -> Any:
-            a = first(data, variables)
-            if a is SLOW:
-                return SLOW
-            b = second(data, variables)
-            if b is SLOW:
-                return SLOW
-            result = function(a, b)
-            return SLOW if isinstance(result, list) else result
+def _table(name: Any, key: Any, fallback: tuple[Any, ...], functions: Mapping[str, Callable[..., Any]]) -> Fast | None:
+    """`$table('name', key-or-[keys], fallback?)` with literal name and fallback: the keys are
+    evaluated like `[...]` and looked up without building the call's arguments."""
+    if type(name) is not str or not name:
+        return None
+    if getattr(key, "type", None) == "unary" and key.value == "[" and _plain(key):
+        items = [_fast(e, functions) for e in key.expressions or []]
+    else:
+        items = [_fast(key, functions)]
+        if getattr(key, "type", None) not in ("path", "string"):
+            return None  # other single keys may answer a list: the generic call handles them
+    if any(i is None for i in items):
+        return None
+    array = len(items) != 1 or getattr(key, "type", None) == "unary"
+    key_nodes = (key.expressions or []) if array else [key]
+    namespace: dict[str, Any] = {
+        "SLOW": SLOW,
+        "isinstance": isinstance,
+        "list": list,
+        "dict": dict,
+        "str": str,
+        "text": _text,
+        "lookup": table_lookup,
+        "name": name,
+        "fallback": fallback,
+    }
+    lines = ["def table(data, variables):", "    candidates = []"]
+    for position, (item, item_node) in enumerate(zip(items, key_nodes, strict=True)):
+        var = f"k{position}"
+        inline = _field_code(item_node, namespace, var)
+        if inline is not None:
+            lines.extend(inline)
+        else:
+            namespace[f"f{position}"] = item
+            lines.append(f"    {var} = f{position}(data, variables)")
+            lines.append(f"    if {var} is SLOW: return SLOW")
+        if array:  # `[...]`: an element that is a list or an object is for the engine
+            lines.append(f"    if type({var}) is not str and isinstance({var}, (list, dict)): return SLOW")
+        lines.append(f"    if {var} is not None:")
+        lines.append(f"        if type({var}) is not str:")
+        if not array:
+            lines.append(f"            if isinstance({var}, list): return SLOW")
+        lines.append(f"            {var} = text({var})")
+        lines.append(f"        if {var}: candidates.append({var})")
+    lines.append("    result = lookup(name, candidates, fallback)")
+    lines.append("    return result if type(result) is str or not isinstance(result, list) else SLOW")
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from the fixed template above
+    table: Fast = namespace["table"]
+    return table
 
-        return call2
 
-    def call(data: Any, variables: Mapping[str, Any]) -> Any:
-        values = []
-        for arg in compiled:
-            value = arg(data, variables)
-            if value is SLOW:
-                return SLOW
-            values.append(value)
-        result = function(*values)
-        return SLOW if isinstance(result, list) else result
+def field_code(
+    node: Any,
+    namespace: dict[str, Any],
+    var: str,
+    *,
+    slow: str = "return SLOW",
+    indent: str = "    ",
+    key: str | None = None,
+) -> list[str] | None:
+    """For a one-step path (`sku`): lines setting `var` exactly as `_one_step` answers, inline
+    (running `slow` where it would answer SLOW); None for any other node. The field name is bound
+    in `namespace` as `n_<key>` (default: `n_<var>`), so `key` must be unique per function."""
+    steps = getattr(node, "steps", None) if getattr(node, "type", None) == "path" else None
+    if not steps or len(steps) != 1 or steps[0].type != "name" or not _plain(node) or not _plain(steps[0]):
+        return None
+    key = key or var
+    namespace[f"n_{key}"] = str(steps[0].value)
+    namespace["ABSENT"] = _ABSENT
+    namespace["SLOW"] = SLOW
+    lines = [
+        "if type(data) is dict:",
+        f"    {var} = data.get(n_{key}, ABSENT)",
+        f"    if {var} is ABSENT: {var} = None",
+        f"    elif {var} is None or type({var}) is list: {slow}",
+        f"elif data is None: {var} = None",
+        f"else: {slow}",
+    ]
+    return [indent + line for line in lines]
 
+
+_field_code = field_code
+
+
+def _call(
+    function: Callable[..., Any], compiled: tuple[Fast, ...], constants: list[tuple[bool, Any]], nodes: list[Any]
+) -> Fast:
+    """A call with its literal arguments bound and the others evaluated in order (generated once
+    per expression, so each evaluation is one flat Python function)."""
+    namespace: dict[str, Any] = {"SLOW": SLOW, "function": function}
+    lines = ["def call(data, variables):"]
+    names = []
+    for position, (arg, (literal, value)) in enumerate(zip(compiled, constants, strict=True)):
+        if literal:
+            namespace[f"c{position}"] = value
+            names.append(f"c{position}")
+            continue
+        names.append(f"a{position}")
+        inline = _field_code(nodes[position], namespace, f"a{position}")
+        if inline is not None:
+            lines.extend(inline)
+            continue
+        namespace[f"f{position}"] = arg
+        lines.append(f"    a{position} = f{position}(data, variables)")
+        lines.append(f"    if a{position} is SLOW: return SLOW")
+    lines.append(f"    result = function({', '.join(names)})")
+    if function in _TEXT_RESULT:
+        lines.append("    return result")
+    else:
+        lines.append("    return result if type(result) is str or not isinstance(result, list) else SLOW")
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from the fixed template above
+    call: Fast = namespace["call"]
     return call
 
 
@@ -414,18 +716,11 @@ def _binary(node: Any, functions: Mapping[str, Callable[..., Any]]) -> Fast | No
     op = node.value
     if op not in ("&", "=", "!=", "and", "or"):
         return None
+    if op == "&":
+        return _concat(node, functions)
     left, right = _fast(node.lhs, functions), _fast(node.rhs, functions)
     if left is None or right is None:
         return None
-    if op == "&":
-
-        def concat(data: Any, variables: Mapping[str, Any]) -> Any:
-            a, b = left(data, variables), right(data, variables)
-            if (a is not None and not isinstance(a, str)) or (b is not None and not isinstance(b, str)):
-                return SLOW  # numbers, booleans and objects are formatted by JSONata's $string
-            return (a or "") + (b or "")
-
-        return concat
     if op in ("=", "!="):
         negate = op == "!="
 
@@ -453,7 +748,96 @@ def _binary(node: Any, functions: Mapping[str, Callable[..., Any]]) -> Fast | No
     return logic
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Structural equality of two nodes of the fast subset (JSONata's `a ?? b` copies `a`)."""
+    if isinstance(a, list | tuple) or isinstance(b, list | tuple):
+        return (
+            isinstance(a, list | tuple)
+            and isinstance(b, list | tuple)
+            and len(a) == len(b)
+            and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        )
+    if not isinstance(a, Parser.Symbol) or not isinstance(b, Parser.Symbol):
+        return a is None and b is None
+    if not _plain(a) or not _plain(b):
+        return False
+    if type(a.value) is not type(b.value) or a.value != b.value or getattr(a, "type", None) != b.type:
+        return False
+    return all(
+        _same(getattr(a, attr, None), getattr(b, attr, None))
+        for attr in ("steps", "procedure", "arguments", "lhs", "rhs", "condition", "then", "_else", "expressions")
+    )
+
+
+def _default(node: Any, functions: Mapping[str, Callable[..., Any]]) -> Fast | None:
+    """`a ?? b` (JSONata: `$exists(a) ? a : b`) evaluating `a` once."""
+    test = node.condition
+    if (
+        getattr(test, "type", None) != "function"
+        or not _plain(test)
+        or getattr(test.procedure, "type", None) != "variable"
+        or test.procedure.value != "exists"
+        or len(test.arguments or []) != 1
+        or getattr(node, "_else", None) is None
+        or not _same(test.arguments[0], node.then)
+    ):
+        return None
+    first, otherwise = _fast(node.then, functions), _fast(node._else, functions)
+    if first is None or otherwise is None:
+        return None
+
+    def default(data: Any, variables: Mapping[str, Any]) -> Any:
+        value = first(data, variables)
+        if value is None:
+            return otherwise(data, variables)
+        return value  # SLOW passes through
+
+    return default
+
+
+def _operands(node: Any) -> list[Any]:
+    """`a & b & c` (left-nested) as [a, b, c]."""
+    if getattr(node, "type", None) == "binary" and node.value == "&" and _plain(node):
+        return [*_operands(node.lhs), *_operands(node.rhs)]
+    return [node]
+
+
+def _concat(node: Any, functions: Mapping[str, Callable[..., Any]]) -> Fast | None:
+    """A chain of `&` as one function: every operand is evaluated, then each must be text or
+    undefined (else SLOW: JSONata formats numbers, booleans and objects with $string)."""
+    operands = _operands(node)
+    namespace: dict[str, Any] = {"SLOW": SLOW, "str": str}
+    lines = ["def concat(data, variables):"]
+    checks, parts = [], []
+    for position, operand in enumerate(operands):
+        literal, value = _constant(operand)
+        if literal and type(value) is str:
+            parts.append(f"c{position}")
+            namespace[f"c{position}"] = value
+            continue
+        compiled = _fast(operand, functions)
+        if compiled is None:
+            return None
+        inline = _field_code(operand, namespace, f"a{position}")
+        if inline is not None:  # SLOW at once: the engine then evaluates (and raises) as the rest would
+            lines.extend(inline)
+        else:
+            namespace[f"f{position}"] = compiled
+            lines.append(f"    a{position} = f{position}(data, variables)")
+        checks.append(f"(a{position} is not None and type(a{position}) is not str)")
+        parts.append(f"(a{position} or '')")
+    if checks:
+        lines.append(f"    if {' or '.join(checks)}: return SLOW")
+    lines.append(f"    return {' + '.join(parts)}")
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from the fixed template above
+    concat: Fast = namespace["concat"]
+    return concat
+
+
 def _condition(node: Any, functions: Mapping[str, Callable[..., Any]]) -> Fast | None:
+    default = _default(node, functions)
+    if default is not None:
+        return default
     test = _fast(node.condition, functions)
     then = _fast(node.then, functions)
     otherwise = _fast(node._else, functions) if getattr(node, "_else", None) is not None else None

@@ -320,6 +320,8 @@ def fn_format_date(value: Any = None, pattern: Any = None, zone: Any = None) -> 
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=_ZONES.get("UTC"))
         moment = moment.astimezone(_ZONES.get(zone_name))
+    if fmt == "%Y-%m-%d" and moment.year >= 1000:  # the commonest pattern, without strftime (same text)
+        return (moment.date() if isinstance(moment, datetime) else moment).isoformat()
     try:
         return moment.strftime(fmt)
     except ValueError:
@@ -335,13 +337,18 @@ def fn_table(name: Any = None, key: Any = None, *fallback: Any) -> Any:
     table_name = name if type(name) is str else _text(name)
     if not table_name:
         raise FunctionError("$table needs the name of a mapping table as its first argument")
-    table = RUN.get().tables.get(table_name)
     raw = key if type(key) is str else _value(key)
     if type(raw) is str:
         candidates = [raw] if raw else []
     else:
         keys = [_text(k) for k in (raw if isinstance(raw, list) else [raw])]
         candidates = [k for k in keys if k is not None and k != ""]
+    return table_lookup(table_name, candidates, fallback)
+
+
+def table_lookup(table_name: str, candidates: list[str], fallback: tuple[Any, ...]) -> Any:
+    """`$table` once its name is known and its keys are non-empty text (the fast path calls this)."""
+    table = RUN.get().tables.get(table_name)
     if table is not None:
         for candidate in candidates:
             found, value = table.find(candidate)

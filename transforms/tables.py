@@ -45,6 +45,8 @@ class MappingTable:
     default: Any = _MISSING
     case_sensitive: bool = False
     _folded: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    _found: dict[str, tuple[bool, Any]] = field(default_factory=dict, repr=False, compare=False)
+    """find() answers by key as written (case-insensitive tables), so each spelling is folded once."""
 
     @classmethod
     def build(
@@ -62,10 +64,13 @@ class MappingTable:
             if key in self.entries:
                 return True, self.entries[key]
             return False, None
-        folded = key.strip().casefold()
-        if folded in self._folded:
-            return True, self._folded[folded]
-        return False, None
+        found = self._found.get(key)
+        if found is None:
+            folded = key.strip().casefold()
+            found = (True, self._folded[folded]) if folded in self._folded else (False, None)
+            if len(self._found) < 4096:  # keys as written: a few hundred spellings at most
+                self._found[key] = found
+        return found
 
 
 def _check_value(value: Any) -> str | None:
