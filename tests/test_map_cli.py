@@ -17,6 +17,10 @@ secret = "env:KOPPEL_TEST_UNSET_SECRET"
 [[systems]]
 id = "exact"
 kind = "exactonline"
+[systems.settings]
+client_id = "koppel-app"
+[systems.credentials]
+client_secret = "env:KOPPEL_TEST_UNSET_SECRET"
 
 [[integrations]]
 id = "shop-to-exact"
