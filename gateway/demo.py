@@ -24,9 +24,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import redis
+import tomlkit
 import uvicorn
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -42,6 +44,8 @@ CUSTOMERS = [
     ("Daan", "Bakker", "", "2e Hugo de Grootstraat 7 hs", "1052 LB", "Amsterdam", "NL"),
     ("Émilie", "Janssens", "", "Kerkstraat 12 II", "2000", "Antwerpen", "BE"),
 ]
+EXACT_APP_ID, EXACT_APP_SECRET = "koppel-sandbox", "sandbox-secret"  # the sandbox's registered app
+EXACT_REDIRECT = "http://127.0.0.1/oauth/exact/callback"
 PRODUCTS = [
     ("KOP-MUG", "Koppel mok", "12.40"),
     ("KOP-TEE", "T-shirt 'Koppeling'", "24.95"),
@@ -93,7 +97,7 @@ def _woo_order(number: int, rng: secrets.SystemRandom, modified: datetime) -> by
         "currency": "EUR",
         "date_created_gmt": modified.strftime("%Y-%m-%dT%H:%M:%S"),
         "date_modified_gmt": modified.strftime("%Y-%m-%dT%H:%M:%S"),
-        "billing": {**address, "email": f"{first.lower()}.{number}@example.com", "phone": "+31 20 123 4567"},
+        "billing": {**address, "email": f"{first.lower()}@example.com", "phone": "+31 20 123 4567"},
         "shipping": address,
         "payment_method": "ideal",
         "payment_method_title": "iDEAL",
@@ -108,12 +112,13 @@ def _hmac(key: bytes, body: bytes) -> bytes:
     return hmac.new(key, body, hashlib.sha256).digest()
 
 
-def _config(data_dir: Path) -> tuple[Config, dict[str, str]]:
+def _config(data_dir: Path, exact_url: str) -> tuple[Config, dict[str, str]]:
     env = {
         "DEMO_WC_SECRET": secrets.token_urlsafe(24),
         "DEMO_SQ_SECRET": secrets.token_hex(32).upper(),
         "DEMO_BC_STATE": secrets.token_urlsafe(16),
         "DEMO_EXACT_SECRET": secrets.token_urlsafe(16),
+        "DEMO_EXACT_CLIENT_SECRET": EXACT_APP_SECRET,
     }
     data = {
         "gateway": {"queue": "koppel-demo"},
@@ -123,63 +128,88 @@ def _config(data_dir: Path) -> tuple[Config, dict[str, str]]:
             {"id": "bc", "kind": "businesscentral", "secret": "env:DEMO_BC_STATE"},
             {"id": "exact-hooks", "kind": "exactonline", "secret": "env:DEMO_EXACT_SECRET"},
         ],
-        "systems": [{"id": "exact", "kind": "exactonline"}, {"id": "bc-erp", "kind": "businesscentral"}],
-        "integrations": [
+        "systems": [
             {
-                "id": "webshop-to-exact",
-                "source": "webshop",
-                "target": "exact",
-                "flows": ["orders", "customers"],
+                "id": "exact",
+                "kind": "exactonline",
+                "base_url": exact_url,
+                "settings": {"client_id": EXACT_APP_ID, "redirect_uri": EXACT_REDIRECT},
+                "credentials": {"client_secret": "env:DEMO_EXACT_CLIENT_SECRET"},
             },
+            {"id": "bc-erp", "kind": "businesscentral"},
+        ],
+        "integrations": [
+            {"id": "webshop-to-exact", "source": "webshop", "target": "exact", "flows": ["orders"]},
             {"id": "squarespace-to-bc", "source": "squarespace", "target": "bc-erp", "flows": ["orders"]},
         ],
     }
     path = data_dir / "demo.toml"
-    path.write_text(_toml(data), encoding="utf-8")
+    path.write_text(tomlkit.dumps(data), encoding="utf-8")  # so `koppel worker --config` reads the same
     return parse_config(data, environ=env), env
 
 
-def _toml(data: dict[str, object]) -> str:
-    """The demo config written out, so `koppel worker --config` reads the same file."""
-    out = ['[gateway]\nqueue = "koppel-demo"\n']
-    for table in ("endpoints", "systems", "integrations"):
-        for item in data[table]:  # type: ignore[attr-defined]
-            out.append(f"\n[[{table}]]")
-            for key, value in item.items():
-                out.append(f"{key} = {json.dumps(value)}")
-    return "\n".join(out) + "\n"
+def _serve(app: object, name: str) -> tuple[uvicorn.Server, threading.Thread, str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the {name} did not start")
+        time.sleep(0.02)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+def _connect_exact(url: str, redis_url: str) -> None:
+    """Koppel's OAuth set-up against the Exact sandbox (consent auto-approved), then seed the items."""
+    from connectors.exactonline.auth import OAuthApp, authorize_url, complete_authorization, sign_state
+
+    app = OAuthApp(url, EXACT_APP_ID, EXACT_APP_SECRET, EXACT_REDIRECT)
+    connection = redis.Redis.from_url(redis_url)
+    state_secret = secrets.token_urlsafe(16)
+    with httpx.Client(timeout=10) as http:
+        consent = http.get(authorize_url(url, app.client_id, EXACT_REDIRECT, sign_state(state_secret, "exact")))
+        query = parse_qs(urlsplit(consent.headers["location"]).query)
+        complete_authorization(
+            http, app, connection, secret=state_secret, state=query["state"][0], code=query["code"][0]
+        )
+        skus = [sku for sku, _, _ in PRODUCTS] + ["SHIPPING"]
+        http.post(f"{url}/sandbox/seed/items", json={"skus": skus}).raise_for_status()
+    connection.close()
 
 
 def run_demo(orders: int = 25, data_dir: Path = Path(".koppel")) -> int:
+    from connectors.exactonline.sandbox import create_sandbox
+
     data_dir.mkdir(parents=True, exist_ok=True)
     rng = secrets.SystemRandom()
-    config, env = _config(data_dir)
     choice = resolve_redis()
     print(f"redis    {choice.describe()}")
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config, choice.url), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+    servers: list[tuple[uvicorn.Server, threading.Thread, str]] = []
     worker: subprocess.Popen[bytes] | None = None
     try:
-        thread.start()
-        while not server.started:
-            if not thread.is_alive():
-                print("koppel: the gateway did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.02)
-        print(f"gateway  http://127.0.0.1:{port}  (POST /webhooks/{{endpoint}}, /healthz, /readyz, /metrics)")
+        servers.append(_serve(create_sandbox(redirect_uris=(EXACT_REDIRECT,)), "Exact Online sandbox"))
+        exact_url = servers[-1][2]
+        print(f"exact    {exact_url}  (Exact Online sandbox: OAuth, rate limits, OData)")
+        config, env = _config(data_dir, exact_url)
+        _connect_exact(exact_url, choice.url)
+        servers.append(_serve(create_app(config, choice.url), "gateway"))
+        gateway_url = servers[-1][2]
+        print(f"gateway  {gateway_url}  (POST /webhooks/{{endpoint}}, /healthz, /readyz, /metrics)")
         worker = subprocess.Popen(  # noqa: S603 - our own CLI
             [sys.executable, "-m", "gateway.cli", "worker", "--config", str(data_dir / "demo.toml")],
             env={**os.environ, **env, "REDIS_URL": choice.url, "KOPPEL_LOG_LEVEL": "WARNING"},
-            start_new_session=False,
         )
         print(f"worker   pid {worker.pid} (non-forking RQ worker, scheduler on)\n")
-        tallies = _send_all(f"http://127.0.0.1:{port}", env, orders, rng)
+        tallies = _send_all(gateway_url, env, orders, rng)
         processed = _wait_for_jobs(choice.url, [j for t in tallies.values() for j in t.queued])
         _report(tallies, processed)
-        return 0 if all(s in (JobStatus.FINISHED,) for s in processed.values()) else 1
+        failures = _report_orders(choice.url, tallies["WooCommerce"].queued, processed)
+        return 0 if failures == 0 and all(s == JobStatus.FINISHED for s in processed.values()) else 1
+    except RuntimeError as exc:
+        print(f"koppel: {exc}", file=sys.stderr)
+        return 1
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGTERM)  # warm shutdown: finish the current job, then stop
@@ -188,9 +218,43 @@ def run_demo(orders: int = 25, data_dir: Path = Path(".koppel")) -> int:
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
-        server.should_exit = True
-        thread.join(timeout=10)
+        for server, thread, _ in reversed(servers):
+            server.should_exit = True
+            thread.join(timeout=10)
         choice.stop()
+
+
+def _report_orders(redis_url: str, job_ids: list[str], processed: dict[str, JobStatus]) -> int:
+    """WooCommerce → Exact Online: what the order flow did with each order. Returns the failures."""
+    connection = redis.Redis.from_url(redis_url)
+    outcomes: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    calls = 0
+    try:
+        for job in Job.fetch_many(job_ids, connection=connection, serializer=JSONSerializer):
+            if job is None:
+                continue
+            if processed.get(job.id) == JobStatus.FINISHED:
+                result = (job.return_value() or {}).get("integrations", {}).get("webshop-to-exact", {})
+                outcome = result.get("outcome", "not handled") if isinstance(result, dict) else str(result)
+                outcomes[outcome] += 1
+                calls += int(result.get("calls", 0)) if isinstance(result, dict) else 0
+            else:
+                outcomes["failed"] += 1
+                reasons[str(job.meta.get("reason") or job.meta.get("last_error") or "unknown")] += 1
+    finally:
+        connection.close()
+    created = outcomes["created"]
+    print("\nWooCommerce → Exact Online")
+    print(f"  orders received    {len(job_ids)}")
+    print(
+        f"  created in Exact   {created}" + (f"  ({calls / created:.2f} Exact API calls per order)" if created else "")
+    )
+    print(f"  skipped            {outcomes['skipped']}")
+    print(f"  failed             {outcomes['failed']}")
+    for reason, count in reasons.most_common():
+        print(f"    {count} x {reason}")
+    return outcomes["failed"]
 
 
 def _send_all(base: str, env: dict[str, str], orders: int, rng: secrets.SystemRandom) -> dict[str, Tally]:
