@@ -16,6 +16,7 @@ payload's `date_modified_gmt` (the payload is built when sent, so it reflects th
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from typing import Any
 
@@ -39,11 +40,14 @@ _PING_MEDIA_TYPE = "application/x-www-form-urlencoded"
 _TOPIC = re.compile(r"([!-\-/-~]+)\.([!-~]+)")  # printable ASCII, the first dot splits
 
 
+@functools.lru_cache(maxsize=1024)
+def _key(secret: str, legacy: bool) -> bytes:
+    return utf8(secret if legacy else wp_specialchars_decode(secret))
+
+
 def signing_key(endpoint: Endpoint) -> bytes:
-    secret = endpoint.secret.get_secret_value()
-    if not endpoint.woocommerce_legacy_secret:
-        secret = wp_specialchars_decode(secret)
-    return utf8(secret)
+    """The HMAC key WooCommerce signs with (decoded once per secret, not per request)."""
+    return _key(endpoint.secret.get_secret_value(), endpoint.woocommerce_legacy_secret)
 
 
 def _is_ping(incoming: Incoming) -> bool:
