@@ -62,7 +62,7 @@ class Tally:
     duplicates: int = 0
 
 
-def _woo_order(number: int, rng: secrets.SystemRandom, modified: datetime) -> bytes:
+def _woo_order(number: int, rng: secrets.SystemRandom, modified: datetime, base: int) -> bytes:
     first, last, company, street, postcode, city, country = CUSTOMERS[number % len(CUSTOMERS)]
     lines = []
     for index, (sku, name, price) in enumerate(rng.sample(PRODUCTS, rng.randint(1, 3))):
@@ -91,8 +91,8 @@ def _woo_order(number: int, rng: secrets.SystemRandom, modified: datetime) -> by
         "country": country,
     }
     order = {
-        "id": 5000 + number,
-        "number": str(5000 + number),
+        "id": base + number,
+        "number": str(base + number),
         "status": "processing",
         "currency": "EUR",
         "date_created_gmt": modified.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -278,7 +278,8 @@ def _send_all(base: str, env: dict[str, str], orders: int, rng: secrets.SystemRa
             b"webhook_id=1",
             {"content-type": "application/x-www-form-urlencoded", "user-agent": "WooCommerce/9.4 Hookshot"},
         )
-        bodies = [_woo_order(n, rng, now - timedelta(minutes=orders - n)) for n in range(orders)]
+        base = int(now.timestamp()) * 1000  # order numbers of this run: a re-run is new orders, not replays
+        bodies = [_woo_order(n, rng, now - timedelta(minutes=orders - n), base) for n in range(orders)]
         for n, body in enumerate(bodies):
             print(f"\rsending  WooCommerce order {n + 1}/{orders}", end="", flush=True)
             post("WooCommerce", "/webhooks/webshop", body, _woo_headers(body, wc_key))

@@ -148,3 +148,15 @@ def test_a_crash_between_post_and_ledger_never_books_twice(env, rconn):
 @pytest.mark.parametrize("env", [{"order_statuses": ["completed"]}], indirect=True)
 def test_orders_outside_the_status_filter_are_skipped(env):
     assert env.run(order(7006))["outcome"] == "skipped"
+
+
+def test_a_stale_cached_account_is_looked_up_again(env, rconn):
+    env.run(order(7007))
+    cache = "koppel:cache:shop-to-exact:accounts"
+    email = ORDER["billing"]["email"].lower()
+    _, _, fingerprint = rconn.hget(cache, email).decode().partition(":")
+    rconn.hset(cache, email, f"00000000-0000-4000-8000-00000000dead:{fingerprint}")  # deleted in Exact since
+    second = env.run(order(7008))
+    assert second["outcome"] == "created"
+    assert env.in_exact("7008") == 1
+    assert env.accounts(ORDER["billing"]["email"]) == 1

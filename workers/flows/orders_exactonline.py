@@ -26,6 +26,7 @@ import redis
 
 from connectors.exactonline.client import ExactClient
 from connectors.exactonline.endpoints import Accounts
+from connectors.exactonline.errors import ExactRequestError
 from connectors.exactonline.odata import eq
 from gateway.config import Integration
 from gateway.envelope import Envelope
@@ -179,6 +180,16 @@ def _items(rt: Runtime, integration: Integration, exact: ExactClient, codes: lis
     return ids
 
 
+def _forget(rt: Runtime, integration: Integration, order: Order, codes: list[str]) -> bool:
+    """Drop the cached account and item ids this order used; True if anything was cached."""
+    debtor = decide_debtor(order.customer, integration.settings, flow="orders")
+    accounts = f"koppel:cache:{integration.id}:accounts"
+    account_key = f"code:{debtor.code}" if debtor.kind == "default" else (debtor.email or order.customer.email or "")
+    dropped = rt.connection.hdel(accounts, account_key.strip().lower() if debtor.kind != "default" else account_key)
+    dropped += rt.connection.hdel(f"koppel:cache:{integration.target}:items", *codes) if codes else 0
+    return bool(dropped)
+
+
 @register("orders", "exactonline")
 def order_to_exact(integration: Integration, envelope: Envelope, rt: Runtime) -> dict[str, Any]:
     order = _normalise(envelope)
@@ -206,20 +217,29 @@ def order_to_exact(integration: Integration, envelope: Envelope, rt: Runtime) ->
                 "exact_id": exact_id,
                 "calls": exact.calls - before,
             }
-    account_id, account_how = _account(rt, integration, exact, order)
-    skus = [line.sku for line in order.lines if line.sku]
-    settings = integration.settings
-    extra = [settings.get("shipping_item", "SHIPPING")] if order.shipping_lines else []
-    extra += [settings.get("fee_item", "FEE")] if order.fees else []
-    item_ids = _items(rt, integration, exact, skus + extra)
     missing_sku = [line.name or "?" for line in order.lines if not line.sku]
     if missing_sku:
         raise PermanentError(f"order {order.number}: line(s) without SKU: {', '.join(missing_sku)}")
-    payload = _mapping(rt, integration, "orders").apply(
-        order, {"account": account_id, "items": item_ids}, label=f"{envelope.source} order {order.number}"
-    )
+    settings = integration.settings
+    codes = [line.sku for line in order.lines if line.sku]
+    codes += [settings.get("shipping_item", "SHIPPING")] if order.shipping_lines else []
+    codes += [settings.get("fee_item", "FEE")] if order.fees else []
     ledger.take_off(order.number)
-    created = create(exact, payload)
+    for attempt in (1, 2):
+        account_id, account_how = _account(rt, integration, exact, order)
+        item_ids = _items(rt, integration, exact, codes)
+        payload = _mapping(rt, integration, "orders").apply(
+            order, {"account": account_id, "items": item_ids}, label=f"{envelope.source} order {order.number}"
+        )
+        try:
+            created = create(exact, payload)
+            break
+        except ExactRequestError:
+            # A cached id Exact no longer knows (an account or item deleted or merged there): forget
+            # the cached ids this order used and resolve them again, once.
+            if attempt == 2 or not _forget(rt, integration, order, codes):
+                raise
+            log.info("order %s: Exact rejected cached ids; looking them up again", order.number)
     exact_id = _record_id(created, id_field)
     ledger.land(order.number, exact_id)
     log.info("order %s booked in Exact Online as %s %s", order.number, document, exact_id)
