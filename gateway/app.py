@@ -31,6 +31,7 @@ from gateway.config import Config
 from gateway.errors import BodyTooLarge, MalformedRequest, RedisUnavailable, Rejected, UnknownEndpoint
 from gateway.ingest import Accepted, Draft, Ingestor
 from gateway.metrics import EndpointCounters, Metrics
+from gateway.oauth import CALLBACK_PATH, exact_callback
 from gateway.ops import AdminAuth, dashboard_app
 from handlers import Incoming, handler_for
 
@@ -193,6 +194,7 @@ def create_app(config: Config, redis_url: str) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route(CALLBACK_PATH, exact_callback(config, connection), methods=["GET"]),
             Mount("/ops", app=AdminAuth(dashboard_app(redis_url), settings.admin_token)),
         ],
         lifespan=lifespan,

@@ -3,6 +3,7 @@
     koppel serve          the webhook receiver (uvicorn)
     koppel worker         an RQ worker on Koppel's queue (non-forking, scheduler on)
     koppel config check   validate the config file; every problem with its key path
+    koppel connect        start OAuth consent for an Exact Online system (prints the URL)
     koppel replay         requeue failed jobs: --job ID, --integration ID or --all
     koppel map ...        preview, diff and reset datamapper mappings
     koppel demo           the main job on the embedded default: everything started, fed, reported
@@ -117,6 +118,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if result.missing else 0
 
 
+def cmd_connect(args: argparse.Namespace) -> int:
+    from gateway.errors import PermanentError
+    from gateway.oauth import exact_consent_url
+
+    config = _load(args)
+    try:
+        url = exact_consent_url(config, args.system)
+    except PermanentError as exc:
+        return _fail(str(exc))
+    print(
+        "Open this URL in a browser and approve; Exact Online sends you back to the gateway, which stores the tokens:"
+    )
+    print(url)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -161,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--integration", metavar="ID", help="every failed job of this integration")
     which.add_argument("--all", action="store_true", help="every failed job")
     replay.set_defaults(func=cmd_replay)
+
+    connect = with_config(sub.add_parser("connect", help="start OAuth consent for a system (Exact Online)"))
+    connect.add_argument("kind", choices=["exactonline"], help="the kind of system")
+    connect.add_argument("--system", required=True, help="the system id in the config")
+    connect.set_defaults(func=cmd_connect)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default and report")
     demo.add_argument("--orders", type=int, default=25, help="how many shop orders to send (default 25)")

@@ -104,8 +104,8 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
-def serve(app: object) -> LiveServer:
-    port = free_port()
+def serve(app: object, port: int | None = None) -> LiveServer:
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
