@@ -34,10 +34,20 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """preexec_fn: ask the kernel to SIGTERM this child when its parent dies."""
+def die_with_parent(parent_pid: int | None = None) -> None:  # pragma: no cover - runs in a forked child
+    """Ask the kernel to SIGTERM this (forked) process when its parent dies, even by SIGKILL.
+
+    With `parent_pid`, exit at once if that parent is already gone (it died before the request).
+    """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """preexec_fn for the embedded redis-server: die with Koppel, in a process group of its own."""
+    die_with_parent()
     # New process group: a Ctrl-C in the terminal goes to Koppel, which then stops Redis in order.
     os.setpgid(0, 0)
 

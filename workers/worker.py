@@ -11,6 +11,9 @@ A burst worker drains the inbox first, then works the queue until it is empty.
 
 from __future__ import annotations
 
+import multiprocessing.util
+import os
+
 import redis
 from rq import SimpleWorker, Worker
 from rq.serializers import JSONSerializer
@@ -18,8 +21,24 @@ from rq.serializers import JSONSerializer
 from gateway.config import Config
 from gateway.inbox import pump_for
 from gateway.ingest import make_queue
+from gateway.redisserver import die_with_parent
 from workers import runtime
 from workers.pollers import schedule_polls
+
+
+class _SchedulerGuard:
+    """RQ forks its scheduler with multiprocessing; this after-fork hook makes that child die with the
+    worker, so a killed `koppel worker` leaves no scheduler behind polling Redis."""
+
+    def __init__(self) -> None:
+        self.parent = os.getpid()
+        multiprocessing.util.register_after_fork(self, _SchedulerGuard._in_child)
+
+    def _in_child(self) -> None:  # pragma: no cover - runs in the forked scheduler
+        die_with_parent(self.parent)
+
+
+_guard: _SchedulerGuard | None = None
 
 
 def run_worker(
@@ -30,6 +49,9 @@ def run_worker(
     runtime.install(runtime.Runtime(config=config, connection=connection))
     queue = make_queue(connection, config.gateway.queue)
     worker_class = Worker if fork else SimpleWorker
+    global _guard
+    if _guard is None or _guard.parent != os.getpid():
+        _guard = _SchedulerGuard()
     schedule_polls(connection, config)  # sources without push (Exact Sync API) are polled on a schedule
     worker = worker_class([queue], connection=connection, serializer=JSONSerializer)
     pump = pump_for(connection, config.gateway)
