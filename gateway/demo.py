@@ -24,7 +24,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import redis
@@ -163,17 +162,12 @@ def _serve(app: object, name: str) -> tuple[uvicorn.Server, threading.Thread, st
 
 def _connect_exact(url: str, redis_url: str) -> None:
     """Koppel's OAuth set-up against the Exact sandbox (consent auto-approved), then seed the items."""
-    from connectors.exactonline.auth import OAuthApp, authorize_url, complete_authorization, sign_state
+    from connectors.exactonline.auth import OAuthApp
+    from connectors.exactonline.sandbox_consent import connect_sandbox
 
-    app = OAuthApp(url, EXACT_APP_ID, EXACT_APP_SECRET, EXACT_REDIRECT)
     connection = redis.Redis.from_url(redis_url)
-    state_secret = secrets.token_urlsafe(16)
     with httpx.Client(timeout=10) as http:
-        consent = http.get(authorize_url(url, app.client_id, EXACT_REDIRECT, sign_state(state_secret, "exact")))
-        query = parse_qs(urlsplit(consent.headers["location"]).query)
-        complete_authorization(
-            http, app, connection, secret=state_secret, state=query["state"][0], code=query["code"][0]
-        )
+        connect_sandbox(http, OAuthApp(url, EXACT_APP_ID, EXACT_APP_SECRET, EXACT_REDIRECT), connection, "exact")
         skus = [sku for sku, _, _ in PRODUCTS] + ["SHIPPING"]
         http.post(f"{url}/sandbox/seed/items", json={"skus": skus}).raise_for_status()
     connection.close()

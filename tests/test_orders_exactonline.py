@@ -7,16 +7,16 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import redis
 
-from connectors.exactonline.auth import OAuthApp, authorize_url, complete_authorization, sign_state
+from connectors.exactonline.auth import OAuthApp
 from connectors.exactonline.endpoints import Accounts, SalesOrders
 from connectors.exactonline.odata import eq
 from connectors.exactonline.sandbox import ExactSandbox, create_sandbox
+from connectors.exactonline.sandbox_consent import connect_sandbox
 from gateway.config import Config, parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
@@ -83,9 +83,7 @@ def env(rconn: redis.Redis, request: pytest.FixtureRequest) -> Iterator[Env]:
             settings = getattr(request, "param", {})
             rt = runtime.Runtime(config=make_config(live.url, **settings), connection=rconn)
             app = OAuthApp(live.url, "koppel-sandbox", "sandbox-secret", REDIRECT)
-            consent = http.get(authorize_url(live.url, app.client_id, REDIRECT, sign_state("s3", "exact")))
-            query = parse_qs(urlsplit(consent.headers["location"]).query)
-            complete_authorization(http, app, rconn, secret="s3", state=query["state"][0], code=query["code"][0])
+            connect_sandbox(http, app, rconn, "exact")
             http.post(f"{live.url}/sandbox/seed/items", json={"skus": SKUS}).raise_for_status()
             yield Env(live, sandbox.state.sandbox, http, rconn, rt)
             rt.close()

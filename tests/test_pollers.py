@@ -6,7 +6,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -14,8 +13,9 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from connectors.exactonline.auth import OAuthApp, authorize_url, complete_authorization, sign_state
+from connectors.exactonline.auth import OAuthApp
 from connectors.exactonline.sandbox import ExactSandbox, create_sandbox
+from connectors.exactonline.sandbox_consent import connect_sandbox
 from gateway.config import Config, parse_config
 from gateway.inbox import pump_for
 from gateway.ingest import JOB_FUNC
@@ -95,9 +95,7 @@ def env(rconn: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> 
             # What `koppel worker` installs; restored after the test.
             monkeypatch.setattr(runtime, "_runtime", runtime.Runtime(config=config, connection=rconn))
             app = OAuthApp(live.url, "koppel-sandbox", "sandbox-secret", REDIRECT)
-            consent = http.get(authorize_url(live.url, app.client_id, REDIRECT, sign_state(SECRET, SYSTEM)))
-            query = parse_qs(urlsplit(consent.headers["location"]).query)
-            complete_authorization(http, app, rconn, secret=SECRET, state=query["state"][0], code=query["code"][0])
+            connect_sandbox(http, app, rconn, SYSTEM)
             yield Env(live, sandbox.state.sandbox, http, rconn, config)
     finally:
         live.stop()
