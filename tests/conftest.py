@@ -18,31 +18,9 @@ import redis
 import uvicorn
 
 from gateway.app import create_app
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.redisserver import EmbeddedRedis, free_port
-
-SECRETS = {
-    "WC_SECRET": "wc&amp;secret-\u00e9",
-    "SQ_SECRET": "A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D4E5F60718293A4B5C6D7E8F90",
-    "BC_STATE": "bc-client-state-3f9a",
-    "EXACT_SECRET": "exact-webhook-secret",
-    "ADMIN_TOKEN": "admin-token-7c1e",
-}
-
-
-def make_config(**gateway: object) -> Config:
-    data = {
-        "gateway": {"max_body_bytes": 64 * 1024, **gateway},
-        "endpoints": [
-            {"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"},
-            {"id": "sq", "kind": "squarespace", "secret": "env:SQ_SECRET"},
-            {"id": "bc", "kind": "businesscentral", "secret": "env:BC_STATE"},
-            {"id": "exact-hooks", "kind": "exactonline", "secret": "env:EXACT_SECRET"},
-        ],
-        "systems": [{"id": "exact", "kind": "exactonline"}],
-        "integrations": [{"id": "shop-to-exact", "source": "shop", "target": "exact", "flows": ["orders"]}],
-    }
-    return parse_config(data, environ=SECRETS)
+from tests.samples import SECRETS, make_config  # noqa: F401 - re-exported for the tests
 
 
 def woo_signature(body: bytes, secret: str = "wc&secret-\u00e9") -> str:
@@ -106,9 +84,7 @@ class LiveServer:
 
 def serve(app: object, port: int | None = None) -> LiveServer:
     port = port or free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

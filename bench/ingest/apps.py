@@ -3,9 +3,8 @@
     python -m uvicorn --factory bench.ingest.apps:noop_app   ...   the ceiling
     python -m uvicorn --factory bench.ingest.apps:koppel_app ...   Koppel's gateway
 
-`koppel_app` reads its Redis from KOPPEL_BENCH_REDIS_URL and the WooCommerce secret from
-WC_SECRET (as production reads secrets: `env:NAME` in the config), with the same endpoints
-as tests/conftest.make_config.
+`koppel_app` reads its Redis from KOPPEL_BENCH_REDIS_URL and uses the tests' sample config
+(tests/samples.py: one endpoint of each kind, the tests' secrets).
 """
 
 from __future__ import annotations
@@ -18,7 +17,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.app import create_app
-from gateway.config import Config, parse_config
+from gateway.config import Config
+from tests.samples import make_config
 
 REDIS_URL_ENV = "KOPPEL_BENCH_REDIS_URL"
 
@@ -34,19 +34,8 @@ def noop_app() -> Starlette:
 
 
 def bench_config() -> Config:
-    """The config of tests/conftest.make_config: one endpoint of each kind, secrets from the environment."""
-    data = {
-        "gateway": {"max_body_bytes": 64 * 1024},
-        "endpoints": [
-            {"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"},
-            {"id": "sq", "kind": "squarespace", "secret": "env:SQ_SECRET"},
-            {"id": "bc", "kind": "businesscentral", "secret": "env:BC_STATE"},
-            {"id": "exact-hooks", "kind": "exactonline", "secret": "env:EXACT_SECRET"},
-        ],
-        "systems": [{"id": "exact", "kind": "exactonline"}],
-        "integrations": [{"id": "shop-to-exact", "source": "shop", "target": "exact", "flows": ["orders"]}],
-    }
-    return parse_config(data, environ=dict(os.environ))
+    """The tests' sample config (tests/samples.py): one endpoint of each kind."""
+    return make_config()
 
 
 def koppel_app() -> Starlette:

@@ -22,10 +22,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-# As in tests/conftest.py: the secret as stored in WordPress (and in Koppel's environment) ...
-WC_SECRET_STORED = "wc&amp;secret-\u00e9"
-# ... and the key WooCommerce signs with: the secret after wp_specialchars_decode.
-WC_SIGNING_KEY = "wc&secret-\u00e9".encode()
+from connectors.woocommerce.wordpress import wp_specialchars_decode
+from tests.samples import SECRETS
+
+# The tests' secret as stored in WordPress, and the key WooCommerce signs with (after wp_specialchars_decode).
+WC_SECRET_STORED = SECRETS["WC_SECRET"]
+WC_SIGNING_KEY = wp_specialchars_decode(WC_SECRET_STORED).encode()
 
 SHOP = "https://shop.example"
 _FIRST = ["J\u00f6rg", "Ana\u00efs", "Bj\u00f6rn", "Zo\u00eb", "Fran\u00e7ois", "Marie", "Pieter", "Se\u00e1n"]

@@ -51,7 +51,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from bench.ingest.apps import REDIS_URL_ENV
-from bench.ingest.orders import WC_SECRET_STORED, write_requests
+from bench.ingest.orders import write_requests
 from gateway.inbox import InboxPump
 from gateway.ingest import inbox_key
 from gateway.redisserver import EmbeddedRedis, free_port
@@ -64,13 +64,6 @@ QUEUE = "koppel"
 TARGET_RATIO = 0.25
 TARGET_P99_MS = 50.0
 _PR_SET_PDEATHSIG = 1
-# Secrets of the other endpoints in the config (tests/conftest.py values); only WooCommerce is loaded.
-ENV_SECRETS = {
-    "WC_SECRET": WC_SECRET_STORED,
-    "SQ_SECRET": "A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D4E5F60718293A4B5C6D7E8F90",
-    "BC_STATE": "bc-client-state-3f9a",
-    "EXACT_SECRET": "exact-webhook-secret",
-}
 
 
 class BenchFailure(Exception):
@@ -509,9 +502,7 @@ def bench_koppel(args: argparse.Namespace, workdir: Path, prefixes: dict[str, Pa
     server: Server | None = None
     profiler: subprocess.Popen[bytes] | None = None
     try:
-        server = start_server(
-            args, "koppel", "koppel_app", {**ENV_SECRETS, REDIS_URL_ENV: url}, workdir, args.server_cpu
-        )
+        server = start_server(args, "koppel", "koppel_app", {REDIS_URL_ENV: url}, workdir, args.server_cpu)
         wait_ready(server, "GET /readyz")
         before = redis_stats(connection)
         say(f"Koppel gateway (Redis {url}, AOF everysec): warm-up {args.warmup:g} s, then {args.duration:g} s")
