@@ -85,8 +85,10 @@ def env(rconn: redis.Redis, request: pytest.FixtureRequest) -> Iterator[Env]:
             app = OAuthApp(live.url, "koppel-sandbox", "sandbox-secret", REDIRECT)
             connect_sandbox(http, app, rconn, "exact")
             http.post(f"{live.url}/sandbox/seed/items", json={"skus": SKUS}).raise_for_status()
-            yield Env(live, sandbox.state.sandbox, http, rconn, rt)
-            rt.close()
+            try:
+                yield Env(live, sandbox.state.sandbox, http, rconn, rt)
+            finally:
+                rt.close()
     finally:
         live.stop()
 
@@ -107,6 +109,7 @@ def test_creates_the_order_once_with_its_customer(env):
     again = env.run(order(7001))
     assert again == {
         "outcome": "skipped",
+        "number": "7001",
         "reason": "already in Exact Online",
         "exact_id": first["exact_id"],
         "calls": 0,

@@ -93,10 +93,14 @@ def env(rconn: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> 
         with httpx.Client(timeout=10) as http:
             config = make_config(live.url)
             # What `koppel worker` installs; restored after the test.
-            monkeypatch.setattr(runtime, "_runtime", runtime.Runtime(config=config, connection=rconn))
+            rt = runtime.Runtime(config=config, connection=rconn)
+            monkeypatch.setattr(runtime, "_runtime", rt)
             app = OAuthApp(live.url, "koppel-sandbox", "sandbox-secret", REDIRECT)
             connect_sandbox(http, app, rconn, SYSTEM)
-            yield Env(live, sandbox.state.sandbox, http, rconn, config)
+            try:
+                yield Env(live, sandbox.state.sandbox, http, rconn, config)
+            finally:
+                rt.close()
     finally:
         live.stop()
 

@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import redis
 from redis.exceptions import LockError, WatchError
 from rq import Queue, get_current_job
@@ -38,6 +37,7 @@ from rq.job import JobStatus
 from connectors.exactonline.auth import OAuthApp
 from connectors.exactonline.client import ExactClient
 from connectors.exactonline.odata import Record
+from connectors.exactonline.ratelimit import Limits
 from connectors.exactonline.sync import (
     SyncAccounts,
     SyncItems,
@@ -61,7 +61,6 @@ DEFAULT_INTERVAL = 60
 LOCK_SECONDS = 300
 """Expiry of the poll lock; renewed after every page, so it only matters when a worker dies mid-poll."""
 JOB_TIMEOUT = 1800
-HTTP_TIMEOUT = 30.0
 SLOTS = ("a", "b")
 
 STREAMS: dict[str, type[SyncStream]] = {
@@ -122,6 +121,33 @@ def configured_division(system: System) -> int | None:
     if isinstance(value, bool) or not str(value).isdigit():
         raise PermanentError(f"systems.{system.id}.settings.division must be a division number")
     return int(value)
+
+
+def exact_limits(system: System) -> Limits:
+    """The division's API budget from `settings.rate_limit` (`per_minute`, `per_day`, `enabled`).
+
+    Defaults to Exact's published 60/min and 5 000/day; `enabled = false` only for sandbox benchmarks.
+    """
+    given = system.settings.get("rate_limit", {})
+    if not isinstance(given, dict) or set(given) - {"per_minute", "per_day", "enabled", "max_wait"}:
+        raise PermanentError(f"systems.{system.id}.settings.rate_limit takes per_minute, per_day, enabled and max_wait")
+    try:
+        return Limits(**given)
+    except TypeError as exc:  # pragma: no cover - keys are checked above
+        raise PermanentError(f"systems.{system.id}.settings.rate_limit: {exc}") from None
+
+
+def exact_client(rt: runtime.Runtime, system_id: str) -> ExactClient:
+    """The process's client for an Exact system: the runtime's HTTP client, tokens and budget in Redis."""
+
+    def build() -> ExactClient:
+        system = exact_system(rt.config, system_id)
+        return ExactClient.for_system(
+            rt.http(), rt.connection, oauth_app(system), system_id,
+            division=configured_division(system), limits=exact_limits(system),
+        )  # fmt: skip
+
+    return rt.cached(f"exact:{system_id}", build)
 
 
 def polled_entities(config: Config) -> dict[str, list[str]]:
@@ -245,14 +271,10 @@ def poll_exact(system_id: str, entity: str = "SalesOrderHeaders") -> dict[str, A
         raise PermanentError(f"cannot poll Exact Online entity {entity!r}; known: {', '.join(STREAMS)}")
     rt = runtime.current()
     system = exact_system(rt.config, system_id)
-    app = oauth_app(system)
     interval = poll_interval(system)
-    division = configured_division(system)
     job = get_current_job()
     try:
-        with httpx.Client(timeout=HTTP_TIMEOUT) as http:
-            client = ExactClient.for_system(http, rt.connection, app, system_id, division=division)
-            summary = _read(rt, client, system_id, entity)
+        summary = _read(rt, exact_client(rt, system_id), system_id, entity)
     finally:
         try:
             queue = make_queue(rt.connection, rt.config.gateway.queue)

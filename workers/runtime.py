@@ -6,13 +6,17 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import redis
 
 from gateway.config import Config
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -21,12 +25,17 @@ class Runtime:
     connection: redis.Redis
     # Per-process objects jobs reuse: API clients, compiled mappings (a new httpx client costs ~35 ms).
     cache: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def cached(self, key: str, build: Callable[[], T]) -> T:
+        """The process's object under `key`, built once even when threads ask together."""
+        with self._lock:
+            if key not in self.cache:
+                self.cache[key] = build()
+            return self.cache[key]  # type: ignore[no-any-return]
 
     def http(self) -> httpx.Client:
-        client = self.cache.get("http")
-        if client is None:
-            client = self.cache["http"] = httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
-        return client
+        return self.cached("http", lambda: httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)))
 
     def close(self) -> None:
         client = self.cache.pop("http", None)

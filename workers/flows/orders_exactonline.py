@@ -35,6 +35,7 @@ from gateway.model import Order
 from transforms import build_mapping, decide_debtor
 from transforms.payload import dumps
 from workers.flows import register
+from workers.pollers import exact_client
 from workers.runtime import Runtime
 
 log = logging.getLogger("koppel.flows.orders")
@@ -52,25 +53,8 @@ def _normalise(envelope: Envelope) -> Order:
     raise PermanentError(f"orders from {envelope.source} to Exact Online are not supported yet")
 
 
-def _client(rt: Runtime, system_id: str) -> ExactClient:
-    key = f"exact:{system_id}"
-    client = rt.cache.get(key)
-    if client is None:
-        from workers.pollers import configured_division, exact_system, oauth_app
-
-        system = exact_system(rt.config, system_id)
-        client = ExactClient.for_system(
-            rt.http(), rt.connection, oauth_app(system), system_id, division=configured_division(system)
-        )
-        rt.cache[key] = client
-    return client
-
-
 def _mapping(rt: Runtime, integration: Integration, flow: str) -> Any:
-    key = f"mapping:{integration.id}:{flow}"
-    if key not in rt.cache:
-        rt.cache[key] = build_mapping(integration, flow, "exactonline")
-    return rt.cache[key]
+    return rt.cached(f"mapping:{integration.id}:{flow}", lambda: build_mapping(integration, flow, "exactonline"))
 
 
 class Ledger:
@@ -195,8 +179,8 @@ def order_to_exact(integration: Integration, envelope: Envelope, rt: Runtime) ->
     order = _normalise(envelope)
     statuses = integration.settings.get("order_statuses", DEFAULT_STATUSES)
     if order.status not in statuses:
-        return {"outcome": "skipped", "reason": f"status {order.status!r} is not synced"}
-    exact = _client(rt, integration.target)
+        return {"outcome": "skipped", "number": order.number, "reason": f"status {order.status!r} is not synced"}
+    exact = exact_client(rt, integration.target)
     before = exact.calls
     document = str(integration.settings.get("document_type", "sales_order"))
     find_name, create, id_field = _DOCUMENTS[document]
@@ -204,7 +188,13 @@ def order_to_exact(integration: Integration, envelope: Envelope, rt: Runtime) ->
     done = ledger.created(order.number)
     if done:
         log.info("order %s is already in Exact Online (%s); skipped", order.number, done)
-        return {"outcome": "skipped", "reason": "already in Exact Online", "exact_id": done, "calls": 0}
+        return {
+            "outcome": "skipped",
+            "number": order.number,
+            "reason": "already in Exact Online",
+            "exact_id": done,
+            "calls": 0,
+        }
     if ledger.in_flight(order.number):
         existing = getattr(exact, find_name)(order.number)
         if existing is not None:
@@ -213,6 +203,7 @@ def order_to_exact(integration: Integration, envelope: Envelope, rt: Runtime) ->
             log.info("order %s was already booked by an earlier attempt (%s); skipped", order.number, exact_id)
             return {
                 "outcome": "skipped",
+                "number": order.number,
                 "reason": "already in Exact Online",
                 "exact_id": exact_id,
                 "calls": exact.calls - before,
@@ -245,6 +236,7 @@ def order_to_exact(integration: Integration, envelope: Envelope, rt: Runtime) ->
     log.info("order %s booked in Exact Online as %s %s", order.number, document, exact_id)
     return {
         "outcome": "created",
+        "number": order.number,
         "document": document,
         "exact_id": exact_id,
         "account": account_how,
