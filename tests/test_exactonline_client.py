@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -10,6 +11,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import respx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.exactonline.auth import ExactAuth, OAuthApp, Tokens, TokenStore
 from connectors.exactonline.client import ExactClient, Retry
@@ -286,3 +289,36 @@ def test_odata_literals_and_bodies():
     assert pad_code("123") == " " * 15 + "123"
     body = encode({"When": datetime(2024, 7, 1, 10, 0, tzinfo=UTC), "On": date(2024, 7, 1), "Price": Decimal("9.95")})
     assert body == b'{"When":"2024-07-01T12:00:00","On":"2024-07-01","Price":9.95}'
+
+
+def test_money_goes_on_the_wire_as_its_exact_digits(api, client):
+    orders = api.post("salesorder/SalesOrders").respond(201, json=R.single({"OrderID": GUID}))
+    put = api.put(f"crm/Accounts(guid'{GUID}')").respond(204)
+    line = {"Item": GUID, "Quantity": Decimal("3"), "UnitPrice": Decimal("12.40"), "Discount": Decimal("0.1")}
+    amount = Decimal("1234567890123456.78")
+    client.create_sales_order({"OrderedBy": GUID, "SalesOrderLines": [line], "AmountFC": amount})
+    client.update_account(GUID, {"CreditLine": Decimal("1E+3")})
+    expected = (
+        f'{{"OrderedBy":"{GUID}","SalesOrderLines":[{{"Item":"{GUID}","Quantity":3,"UnitPrice":12.40,'
+        '"Discount":0.1}],"AmountFC":1234567890123456.78}'
+    )  # through a float the amount would have gone as 1234567890123456.8
+    assert orders.calls.last.request.content == expected.encode()
+    assert put.calls.last.request.content == b'{"CreditLine":1000}'
+
+
+@pytest.mark.parametrize("amount", [12.4, Decimal("NaN"), Decimal("-Infinity")])
+def test_a_float_or_non_number_in_a_body_is_refused_before_sending(api, client, amount):
+    route = api.post("crm/Accounts").respond(201, json=R.single({"ID": GUID}))
+    with pytest.raises((TypeError, ValueError)):
+        client.create_account({"Name": "A", "CreditLine": amount})
+    assert not route.called and client.calls == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.decimals(places=4, allow_nan=False, allow_infinity=False))
+def test_any_decimal_with_four_places_round_trips_through_the_body_bytes(amount):
+    with respx.mock(base_url=ROOT) as router, httpx.Client() as http:
+        route = router.put(f"crm/Accounts(guid'{GUID}')").respond(204)
+        ExactClient(http, base_url=BASE, division=123).update_account(GUID, {"CreditLine": amount})
+        sent = json.loads(route.calls.last.request.content, parse_float=Decimal)
+    assert sent["CreditLine"] == amount

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -297,7 +298,7 @@ def test_order_flow_calls_against_the_sandbox(connected):
     assert contact["Account"] == account["ID"]
     items = client.find_item_ids_by_codes(["KOP-1", "kop-2", "MISSING"])
     assert set(items) == {"KOP-1", "kop-2"}
-    lines = [{"Item": items["KOP-1"], "Quantity": 2, "UnitPrice": 12.36, "VATCode": "2"}]
+    lines = [{"Item": items["KOP-1"], "Quantity": 2, "UnitPrice": Decimal("12.36"), "VATCode": "2"}]
     order = client.create_sales_order({"OrderedBy": account["ID"], "YourRef": "WC-1001", "SalesOrderLines": lines})
     assert order["OrderNumber"] == 1 and order["AmountFC"] == 24.72
     assert client.find_sales_order_by_your_ref("WC-1001")["OrderID"] == order["OrderID"]
@@ -321,7 +322,7 @@ def test_order_flow_calls_against_the_sandbox(connected):
             "Customer": account["ID"],
             "Journal": "70",
             "YourRef": "WC-1003",
-            "SalesEntryLines": [{"GLAccount": items["KOP-1"], "AmountFC": 24.72}],
+            "SalesEntryLines": [{"GLAccount": items["KOP-1"], "AmountFC": Decimal("24.72")}],
         }
     )
     assert client.find_sales_entry_by_your_ref("WC-1003")["EntryID"] == entry["EntryID"]

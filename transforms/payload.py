@@ -4,6 +4,7 @@ through a float (the standard `json` module cannot do that)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -12,29 +13,39 @@ from transforms.functions import decimal_text
 __all__ = ["dumps"]
 
 
-def dumps(payload: Any, *, indent: int | None = None) -> str:
-    """JSON for a payload of dicts, lists, text, ints, bools, None and Decimals."""
-    return "".join(_encode(payload, indent, 0))
+Default = Callable[[Any], Any]
 
 
-def _encode(value: Any, indent: int | None, level: int) -> list[str]:
+def dumps(payload: Any, *, indent: int | None = None, default: Default | None = None) -> str:
+    """JSON for a payload of dicts, lists, text, ints, bools, None and Decimals.
+
+    `default` turns any other value into one of those (as `json.dumps`'s does); without it they raise TypeError.
+    """
+    return "".join(_encode(payload, indent, 0, default))
+
+
+def _encode(value: Any, indent: int | None, level: int, default: Default | None) -> list[str]:
     if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} in a payload: JSON has no such number")
         return [decimal_text(value)]
     if isinstance(value, dict):
         if not value:
             return ["{}"]
         items = [
             f"{json.dumps(str(k), ensure_ascii=False)}:{' ' if indent is not None else ''}"
-            + "".join(_encode(v, indent, level + 1))
+            + "".join(_encode(v, indent, level + 1, default))
             for k, v in value.items()
         ]
         return [_wrap("{", "}", items, indent, level)]
     if isinstance(value, list | tuple):
         if not value:
             return ["[]"]
-        return [_wrap("[", "]", ["".join(_encode(v, indent, level + 1)) for v in value], indent, level)]
+        return [_wrap("[", "]", ["".join(_encode(v, indent, level + 1, default)) for v in value], indent, level)]
     if isinstance(value, float):
         raise TypeError("a float in a payload: money must stay Decimal")
+    if default is not None and not (value is None or isinstance(value, str | int)):
+        return _encode(default(value), indent, level, default)
     return [json.dumps(value, ensure_ascii=False)]
 
 

@@ -12,7 +12,6 @@ and returns an aware datetime. Pass `tz=datetime.UTC` to read them as true epoch
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterable
@@ -22,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from connectors.exactonline.errors import ExactResponseError
+from transforms.payload import dumps
 
 EXACT_TZ = ZoneInfo("Europe/Amsterdam")
 _DATE = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
@@ -161,16 +161,15 @@ def _default(value: object) -> object:
         return value.isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     raise TypeError(f"cannot send a {type(value).__name__} to Exact")
 
 
 def encode(payload: object) -> bytes:
-    """JSON for a POST/PUT body; datetimes go as Dutch local ISO strings, Decimals as numbers."""
-    return json.dumps(payload, default=_default, ensure_ascii=False, separators=(",", ":")).encode()
+    """JSON for a POST/PUT body, compact. Decimals go as their exact digits (`12.40`, never through a
+    float; a float is refused, as in every target payload), datetimes as Dutch local ISO strings."""
+    return dumps(payload, default=_default).encode()
 
 
 def error_text(body: object) -> tuple[str, str] | None:
