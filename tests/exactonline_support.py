@@ -1,10 +1,24 @@
-"""Shared test doubles for the Exact Online tests: a fake clock and OData response builders."""
+"""Shared test doubles for the Exact Online tests: clocks, OData response builders, and the sandbox
+served over real HTTP with an authorised Koppel system (`start`)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import redis
+
+from connectors.exactonline.auth import OAuthApp, authorize_url, complete_authorization, sign_state
+from connectors.exactonline.client import ExactClient
+from connectors.exactonline.ratelimit import Limits
+from connectors.exactonline.sandbox import ExactSandbox, create_sandbox
+from tests.conftest import LiveServer, serve
 
 START = 1_795_000_000.0 + 17.5  # some seconds into a minute, so windows do not start at our first call
 
@@ -42,7 +56,11 @@ class FakeClock:
 
 class ScaledClock:
     """Real time, sped up `speed` times: waits really pass (so requests in flight stay short next to a
-    rate-limit window), but a minute of Exact's time takes 1/speed of a real minute."""
+    rate-limit window), but a minute of Exact's time takes 1/speed of a real minute.
+
+    A pickled copy reads the same time in another process on this machine (the monotonic clock is
+    system-wide), so worker processes and the sandbox can share one sped-up clock.
+    """
 
     def __init__(self, speed: float = 600.0, start: float = START) -> None:
         self.speed = speed
@@ -95,3 +113,63 @@ class ExactResponses:
                 "X-RateLimit-Reset": str(day_reset_ms),
             }
         return headers
+
+
+SECRET = "state-signing-secret"
+REDIRECT = "https://koppel.example/oauth/exact/callback"
+SYSTEM = "exact-main"
+
+
+@dataclass
+class Env:
+    live: LiveServer
+    sandbox: ExactSandbox
+    http: httpx.Client
+    app: OAuthApp
+    conn: redis.Redis
+    clock: FakeClock | ScaledClock
+
+    def control(self, action: str, body: dict | None = None) -> dict:
+        if body is None and action in ("state", "calls"):
+            return self.http.get(f"{self.live.url}/sandbox/{action}").raise_for_status().json()
+        return self.http.post(f"{self.live.url}/sandbox/{action}", json=body or {}).raise_for_status().json()
+
+    def authorise(self, system: str = SYSTEM) -> str:
+        state = sign_state(SECRET, system, clock=self.clock)
+        consent = self.http.get(authorize_url(self.live.url, self.app.client_id, REDIRECT, state))
+        assert consent.status_code == 302
+        query = parse_qs(urlsplit(consent.headers["location"]).query)
+        return complete_authorization(
+            self.http,
+            self.app,
+            self.conn,
+            secret=SECRET,
+            state=query["state"][0],
+            code=query["code"][0],
+            clock=self.clock,
+        )
+
+    def client(self, limits: Limits | None = None) -> ExactClient:
+        return ExactClient.for_system(
+            self.http,
+            self.conn,
+            self.app,
+            SYSTEM,
+            limits=limits or Limits(max_wait=3600),
+            clock=self.clock,
+            sleep=self.clock.sleep,
+            jitter=lambda: 0.5,
+        )
+
+
+@contextmanager
+def start(rconn: redis.Redis, clock: FakeClock | ScaledClock | None = None, **config: object) -> Iterator[Env]:
+    clock = clock or FakeClock()
+    app = create_sandbox(clock=clock, redirect_uris=(REDIRECT,), **config)
+    live = serve(app)
+    try:
+        with httpx.Client(timeout=10) as http:
+            oauth = OAuthApp(live.url, "koppel-sandbox", "sandbox-secret", REDIRECT)
+            yield Env(live, app.state.sandbox, http, oauth, rconn, clock)
+    finally:
+        live.stop()

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
-import redis
 
 from connectors.exactonline.auth import (
-    OAuthApp,
     TokenStore,
     authorize_url,
     complete_authorization,
     refresh_tokens,
     sign_state,
 )
-from connectors.exactonline.client import ExactClient
 from connectors.exactonline.endpoints import Items
 from connectors.exactonline.errors import (
     ExactAuthError,
@@ -32,70 +26,10 @@ from connectors.exactonline.errors import (
 )
 from connectors.exactonline.odata import pad_code
 from connectors.exactonline.ratelimit import Limits
-from connectors.exactonline.sandbox import ExactSandbox, create_sandbox
 from connectors.exactonline.sync import SyncDeleted, SyncItems, SyncReader, SyncSalesOrderHeaders
-from tests.conftest import LiveServer, serve
-from tests.exactonline_support import FakeClock, ScaledClock
+from tests.exactonline_support import REDIRECT, SECRET, SYSTEM, Env, ScaledClock, start
 
 pytestmark = pytest.mark.integration
-SECRET = "state-signing-secret"
-REDIRECT = "https://koppel.example/oauth/exact/callback"
-SYSTEM = "exact-main"
-
-
-@dataclass
-class Env:
-    live: LiveServer
-    sandbox: ExactSandbox
-    http: httpx.Client
-    app: OAuthApp
-    conn: redis.Redis
-    clock: FakeClock | ScaledClock
-
-    def control(self, action: str, body: dict | None = None) -> dict:
-        if body is None and action in ("state", "calls"):
-            return self.http.get(f"{self.live.url}/sandbox/{action}").raise_for_status().json()
-        return self.http.post(f"{self.live.url}/sandbox/{action}", json=body or {}).raise_for_status().json()
-
-    def authorise(self, system: str = SYSTEM) -> str:
-        state = sign_state(SECRET, system, clock=self.clock)
-        consent = self.http.get(authorize_url(self.live.url, self.app.client_id, REDIRECT, state))
-        assert consent.status_code == 302
-        query = parse_qs(urlsplit(consent.headers["location"]).query)
-        return complete_authorization(
-            self.http,
-            self.app,
-            self.conn,
-            secret=SECRET,
-            state=query["state"][0],
-            code=query["code"][0],
-            clock=self.clock,
-        )
-
-    def client(self, limits: Limits | None = None) -> ExactClient:
-        return ExactClient.for_system(
-            self.http,
-            self.conn,
-            self.app,
-            SYSTEM,
-            limits=limits or Limits(max_wait=3600),
-            clock=self.clock,
-            sleep=self.clock.sleep,
-            jitter=lambda: 0.5,
-        )
-
-
-@contextmanager
-def start(rconn: redis.Redis, clock: FakeClock | ScaledClock | None = None, **config: object) -> Iterator[Env]:
-    clock = clock or FakeClock()
-    app = create_sandbox(clock=clock, redirect_uris=(REDIRECT,), **config)
-    live = serve(app)
-    try:
-        with httpx.Client(timeout=10) as http:
-            oauth = OAuthApp(live.url, "koppel-sandbox", "sandbox-secret", REDIRECT)
-            yield Env(live, app.state.sandbox, http, oauth, rconn, clock)
-    finally:
-        live.stop()
 
 
 @pytest.fixture
@@ -212,11 +146,13 @@ def test_rotation_kills_the_old_refresh_token(connected):
     with pytest.raises(ExactAuthError) as caught:
         refresh_tokens(env.http, env.app, old.refresh_token, clock=env.clock)
     assert old.refresh_token not in str(caught.value)
+    assert env.control("state")["oauth"]["refused"] == {"invalid_grant": 1}
 
 
 def test_refreshing_too_early_is_refused_by_exact(connected):
     with pytest.raises(TokenRefreshBusy, match="not expired"):
         refresh_tokens(connected.http, connected.app, TokenStore(connected.conn, SYSTEM).load().refresh_token)
+    assert connected.control("state")["oauth"]["refused"] == {"not_expired": 1}
 
 
 def test_expired_token_without_refresh_gets_401(connected):

@@ -20,7 +20,8 @@ What it reproduces (see PLATFORMS.md §4):
   an exhausted minute. Configurable, switchable off (then no headers).
 * Exact-shaped errors `{"error": {"code": "", "message": {"lang": "", "value": "…"}}}`.
 
-Sandbox-only control routes (no auth; bind to localhost): `GET /sandbox/state`, `POST
+Sandbox-only control routes (no auth; bind to localhost): `GET /sandbox/state` (its `oauth` part
+counts refreshes and refused token requests by error, e.g. `{"invalid_grant": 1}`), `POST
 /sandbox/reset`, `POST /sandbox/seed/items {"skus": [...]}`, `POST /sandbox/seed {"entity", "records"}`,
 `POST /sandbox/ratelimit {"per_minute", "per_day", "enabled"}`, `GET /sandbox/calls`, `POST
 /sandbox/expire-tokens`, `POST /sandbox/fail {"status": 503, "times": 1}`.
@@ -113,6 +114,8 @@ class ExactSandbox:
         self.access: dict[str, float] = {}
         self.refreshes = 0
         self.token_requests = 0
+        self.token_errors: Counter[str] = Counter()
+        """Refused token requests by OAuth error (`invalid_grant` for a spent refresh token, …)."""
         self.calls: Counter[str] = Counter()
         self.windows: dict[tuple[int, int], _Window] = {}
         self.day_used: Counter[tuple[int, int]] = Counter()
@@ -140,6 +143,13 @@ class ExactSandbox:
     def token(self, form: dict[str, str]) -> JSONResponse:
         self.token_requests += 1
         self.calls["POST oauth2/token"] += 1
+        response = self._grant(form)
+        if response.status_code >= 400:
+            error = json.loads(bytes(response.body)).get("error")
+            self.token_errors["not_expired" if response.status_code == 401 else str(error)] += 1
+        return response
+
+    def _grant(self, form: dict[str, str]) -> JSONResponse:
         if form.get("client_id") != self.config.client_id or form.get("client_secret") != self.config.client_secret:
             return _oauth_error(400, "invalid_client")
         grant_type = form.get("grant_type")
@@ -263,6 +273,7 @@ class ExactSandbox:
             "oauth": {
                 "refreshes": self.refreshes,
                 "token_requests": self.token_requests,
+                "refused": dict(self.token_errors),
                 "live_access_tokens": sum(1 for t in self.access.values() if t > self.clock()),
                 "pending_codes": len(self.codes),
             },
@@ -289,6 +300,7 @@ class ExactSandbox:
             self.grants.clear()
             self.access.clear()
             self.spent_refresh_tokens.clear()
+            self.token_errors.clear()
             self.refreshes = self.token_requests = 0
 
 
