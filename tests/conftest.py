@@ -6,20 +6,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
-import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Config
 from gateway.redisserver import EmbeddedRedis, free_port
+from gateway.stack import LiveServer, serve
 from tests.samples import SECRETS, make_config  # noqa: F401 - re-exported for the tests
 
 
@@ -69,30 +66,6 @@ def rconn(redis_url: str) -> Iterator[redis.Redis]:
     conn = redis.Redis.from_url(redis_url)
     yield conn
     conn.close()
-
-
-@dataclass
-class LiveServer:
-    url: str
-    server: uvicorn.Server
-    thread: threading.Thread
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-def serve(app: object, port: int | None = None) -> LiveServer:
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    return LiveServer(f"http://127.0.0.1:{port}", server, thread)
 
 
 @pytest.fixture

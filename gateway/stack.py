@@ -1,0 +1,425 @@
+"""A whole Koppel on one machine: Redis, both sandboxes, the gateway and workers, wired as in production.
+
+The main job (`koppel demo`), the end-to-end tests and `bench/e2e` all run this one stack:
+
+* Redis: the given URL, else Koppel's usual resolution (`REDIS_URL`, localhost:6379, embedded).
+* The WooCommerce and Exact Online sandboxes: uvicorn servers on threads of this process.
+* The gateway (`koppel serve`) and the workers (`koppel worker`): child processes that the kernel
+  stops when this process dies (PR_SET_PDEATHSIG), started from a config file written here with
+  secrets passed only through their environment.
+* The wiring a user does by hand: Koppel authorised at Exact through the OAuth consent flow, Exact's
+  items matching the shop's SKUs (minus `missing_skus`), and WooCommerce webhooks for
+  `order.created` and `order.updated` created through the WooCommerce API, pointing at the gateway.
+
+Orders are then placed in the shop (`place_orders`): WooCommerce's checkout fires its webhooks, signed
+as WooCommerce signs them, and `settle` waits until the activity log has an outcome for every order.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+import tomlkit
+import uvicorn
+from rq.registry import StartedJobRegistry
+
+from gateway.activity import Activity, ActivityLog
+from gateway.ingest import inbox_key, make_queue
+from gateway.redisserver import RedisChoice, die_with_parent, free_port, resolve_redis
+
+INTEGRATION = "webshop-to-exact"
+ENDPOINT = "webshop"
+EXACT_CLIENT_ID, EXACT_CLIENT_SECRET = "koppel-sandbox", "sandbox-secret"  # the Exact sandbox's registered app
+WOO_KEY, WOO_SECRET = "ck_koppel_stack", "cs_koppel_stack"
+FINAL = frozenset({"created", "updated", "skipped", "failed", "error", "ignored"})
+
+
+@dataclass
+class LiveServer:
+    """A uvicorn server on a thread of this process."""
+
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def serve(app: object, port: int | None = None, name: str = "server") -> LiveServer:
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the {name} did not start")
+        time.sleep(0.01)
+    return LiveServer(f"http://127.0.0.1:{port}", server, thread)
+
+
+@dataclass
+class StackOptions:
+    data_dir: Path = Path(".koppel")
+    redis_url: str | None = None
+    """None: Koppel's usual resolution (and an embedded Redis when there is none)."""
+    workers: int = 1
+    exact_rate_limits: bool = True
+    exact_per_minute: int = 60
+    exact_per_day: int = 5000
+    missing_skus: tuple[str, ...] = ()
+    """Shop SKUs left out of Exact's items: orders with them fail, naming them."""
+    queue: str = "koppel-stack"
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Extra settings of the WooCommerce → Exact integration (document_type, order_statuses, …)."""
+    checkout_update: bool = True
+    """WooCommerce saves a paid order again at checkout: `order.updated` follows `order.created`."""
+
+
+@dataclass
+class OrderOutcome:
+    order_id: str
+    outcome: str
+    """created / skipped / failed / pending: what became of the order (its most decisive event)."""
+    number: str = ""
+    target_id: str = ""
+    reason: str = ""
+    events: int = 0
+    calls: int = 0
+    latency: float | None = None
+    """Seconds from the gateway's receipt of the creating delivery to the order's POST at Exact."""
+
+
+class Stack:
+    """Start with `with Stack(options) as stack:`; everything started is stopped on exit."""
+
+    def __init__(self, options: StackOptions | None = None) -> None:
+        self.options = options or StackOptions()
+        self.redis: RedisChoice | None = None
+        self.redis_url = ""
+        self.woo: LiveServer | None = None
+        self.exact: LiveServer | None = None
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self.gateway_url = ""
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.env: dict[str, str] = {}
+        self.config_path = self.options.data_dir / "stack.toml"
+        self.log_dir = self.options.data_dir / "logs"
+        """The gateway's and the workers' output (`gateway.log`, `worker-N.log`)."""
+        self.started_at = 0.0
+        self.http = httpx.Client(timeout=30, trust_env=False)
+        self._conn: redis.Redis | None = None
+        self._spawned = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
+        from connectors.woocommerce.sandbox import create_sandbox as woo_sandbox
+
+        opts = self.options
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.time()
+        if opts.redis_url:
+            self.redis_url = opts.redis_url
+        else:
+            self.redis = resolve_redis()
+            self.redis_url = self.redis.url
+        self._conn = redis.Redis.from_url(self.redis_url)
+        self.exact = serve(
+            exact_sandbox(per_minute=opts.exact_per_minute, per_day=opts.exact_per_day,
+                          rate_limits=opts.exact_rate_limits),
+            name="Exact Online sandbox",
+        )  # fmt: skip
+        self.woo = serve(
+            woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=True,
+                        checkout_update=opts.checkout_update),
+            name="WooCommerce sandbox",
+        )  # fmt: skip
+        self.env = {
+            "KOPPEL_STACK_WC_SECRET": secrets.token_urlsafe(32),
+            "KOPPEL_STACK_EXACT_SECRET": EXACT_CLIENT_SECRET,
+            "KOPPEL_STACK_WC_KEY": WOO_KEY,
+            "KOPPEL_STACK_WC_CONSUMER_SECRET": WOO_SECRET,
+        }
+        self._write_config()
+        self._connect_exact()
+        self._seed_exact_items()
+        self._start_gateway()
+        for _ in range(opts.workers):
+            self.start_worker()
+        self._create_webhooks()
+
+    def stop(self) -> None:
+        for proc in [*self.workers, *([self.gateway] if self.gateway else [])]:
+            _terminate(proc)
+        self.workers.clear()
+        self.gateway = None
+        for server in (self.woo, self.exact):
+            if server is not None:
+                server.stop()
+        self.woo = self.exact = None
+        self.http.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+    @property
+    def connection(self) -> redis.Redis:
+        assert self._conn is not None, "the stack is not started"
+        return self._conn
+
+    # -- set-up steps ---------------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        assert self.exact is not None and self.woo is not None
+        opts = self.options
+        rate_limit: dict[str, Any] = {"per_minute": opts.exact_per_minute, "per_day": opts.exact_per_day}
+        if not opts.exact_rate_limits:
+            rate_limit = {"enabled": False}
+        data = {
+            "gateway": {"queue": opts.queue},
+            "endpoints": [{"id": ENDPOINT, "kind": "woocommerce", "secret": "env:KOPPEL_STACK_WC_SECRET"}],
+            "systems": [
+                {
+                    "id": "exact",
+                    "kind": "exactonline",
+                    "base_url": self.exact.url,
+                    "settings": {"client_id": EXACT_CLIENT_ID, "redirect_uri": self._redirect_uri(),
+                                 "rate_limit": rate_limit},
+                    "credentials": {"client_secret": "env:KOPPEL_STACK_EXACT_SECRET"},
+                },
+                {
+                    "id": "shop",
+                    "kind": "woocommerce",
+                    "base_url": self.woo.url,
+                    "credentials": {"consumer_key": "env:KOPPEL_STACK_WC_KEY",
+                                    "consumer_secret": "env:KOPPEL_STACK_WC_CONSUMER_SECRET"},
+                },
+            ],
+            "integrations": [
+                {"id": INTEGRATION, "source": ENDPOINT, "target": "exact", "flows": ["orders"],
+                 "settings": dict(opts.settings)},
+            ],
+        }  # fmt: skip
+        self.config_path.write_text(tomlkit.dumps(data), encoding="utf-8")
+
+    def _redirect_uri(self) -> str:
+        return "http://127.0.0.1/oauth/exactonline/callback"  # the sandbox redirects without calling it
+
+    def _connect_exact(self) -> None:
+        """Koppel's OAuth consent flow against the sandbox, which approves at once."""
+        from connectors.exactonline.auth import OAuthApp
+        from connectors.exactonline.sandbox_consent import connect_sandbox
+
+        assert self.exact is not None
+        app = OAuthApp(self.exact.url, EXACT_CLIENT_ID, EXACT_CLIENT_SECRET, self._redirect_uri())
+        connect_sandbox(self.http, app, self.connection, "exact")
+
+    def shop_skus(self) -> list[str]:
+        """Every SKU the shop sells (variations included), read through the WooCommerce API."""
+        client = self.woo_client()
+        skus: list[str] = []
+        for product in client.products():
+            if product["type"] == "variable":
+                skus += [v["sku"] for v in client.variations(product["id"]) if v.get("sku")]
+            elif product.get("sku"):
+                skus.append(product["sku"])
+        return skus
+
+    def _seed_exact_items(self) -> None:
+        assert self.exact is not None
+        skus = [s for s in self.shop_skus() if s not in self.options.missing_skus]
+        skus += ["SHIPPING", "FEE"]  # the integration's shipping and fee items (flows.md)
+        self.http.post(f"{self.exact.url}/sandbox/seed/items", json={"skus": skus}).raise_for_status()
+
+    def add_exact_items(self, skus: list[str]) -> None:
+        assert self.exact is not None
+        self.http.post(f"{self.exact.url}/sandbox/seed/items", json={"skus": skus}).raise_for_status()
+
+    def woo_client(self) -> Any:
+        from connectors.woocommerce.client import WooCommerceClient
+
+        assert self.woo is not None
+        return WooCommerceClient(self.http, base_url=self.woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
+
+    def _environ(self) -> dict[str, str]:
+        return {**os.environ, **self.env, "REDIS_URL": self.redis_url, "KOPPEL_LOG_LEVEL": "WARNING"}
+
+    def _start_gateway(self) -> None:
+        port = free_port()
+        self.gateway = _spawn(
+            ["serve", "--config", str(self.config_path), "--port", str(port), "--log-level", "warning"],
+            self._environ(),
+            self.log_dir / "gateway.log",
+        )
+        self.gateway_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.http.get(f"{self.gateway_url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.gateway.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway did not start (exit status {self.gateway.poll()})")
+            time.sleep(0.05)
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        """Start one more `koppel worker` process."""
+        self._spawned += 1
+        log = self.log_dir / f"worker-{self._spawned}.log"
+        proc = _spawn(["worker", "--config", str(self.config_path)], self._environ(), log)
+        self.workers.append(proc)
+        return proc
+
+    def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a worker, as the OOM killer or a pulled plug would."""
+        proc.kill()
+        proc.wait(timeout=10)
+        self.workers.remove(proc)
+
+    def _create_webhooks(self) -> None:
+        client = self.woo_client()
+        url = f"{self.gateway_url}/webhooks/{ENDPOINT}"
+        for topic in ("order.created", "order.updated"):
+            hook = client.create_webhook(topic=topic, delivery_url=url, secret=self.env["KOPPEL_STACK_WC_SECRET"])
+            if hook.get("status") != "active":
+                raise RuntimeError(f"the shop's {topic} webhook is {hook.get('status')}, not active")
+
+    # -- driving it ---------------------------------------------------------------------------------
+
+    def place_orders(self, count: int, *, seed: int | None = None, status: str = "processing") -> list[str]:
+        """Checkout orders in the shop (WooCommerce fires its webhooks); their order ids."""
+        assert self.woo is not None
+        ids: list[str] = []
+        while len(ids) < count:  # the sandbox places at most 1 000 per request
+            batch = min(1000, count - len(ids))
+            body: dict[str, Any] = {"count": batch, "status": status}
+            if seed is not None:
+                body["seed"] = seed + len(ids)
+            response = self.http.post(f"{self.woo.url}/sandbox/orders", json=body)
+            response.raise_for_status()
+            ids += [str(i) for i in response.json()["orders"]]
+        return ids
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """The shop's webhook delivery log (pings left out)."""
+        assert self.woo is not None
+        rows = self.http.get(f"{self.woo.url}/sandbox/deliveries").json()["deliveries"]
+        return [row for row in rows if not row["ping"]]
+
+    def exact_state(self) -> dict[str, Any]:
+        assert self.exact is not None
+        return dict(self.http.get(f"{self.exact.url}/sandbox/state").json())
+
+    def activity(self) -> list[Activity]:
+        return ActivityLog(self.connection).entries(INTEGRATION, since=self.started_at)
+
+    def idle(self) -> bool:
+        """Nothing left to do: the inbox drained, the queue empty, no job running or waiting to retry."""
+        queue = make_queue(self.connection, self.options.queue)
+        started = StartedJobRegistry(queue=queue)
+        return (
+            self.connection.xlen(inbox_key(self.options.queue)) == 0
+            and queue.count == 0
+            and started.count == 0
+            and queue.scheduled_job_registry.count == 0
+        )
+
+    def outcomes(self, order_ids: list[str]) -> dict[str, OrderOutcome]:
+        """What became of each order, from the activity log."""
+        result = {oid: OrderOutcome(oid, "pending") for oid in order_ids}
+        rank = {"created": 4, "failed": 3, "error": 3, "skipped": 2, "ignored": 1, "updated": 4}
+        for entry in self.activity():
+            outcome = result.get(entry.resource_id)
+            if outcome is None:
+                continue
+            outcome.calls += entry.calls
+            if entry.outcome in FINAL:
+                outcome.events += 1
+            if rank.get(entry.outcome, 0) >= rank.get(outcome.outcome, 0):
+                outcome.outcome = entry.outcome if entry.outcome != "error" else "failed"
+                outcome.number = entry.number or outcome.number
+                outcome.target_id = entry.target_id or outcome.target_id
+                outcome.reason = entry.reason
+                if entry.outcome == "created":
+                    outcome.latency = entry.latency
+        return result
+
+    def settle(
+        self,
+        order_ids: list[str],
+        *,
+        timeout: float = 120,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, OrderOutcome]:
+        """Wait until every order has an outcome and the pipeline is idle (or `timeout` s); the outcomes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            outcomes = self.outcomes(order_ids)
+            decided = sum(o.outcome != "pending" for o in outcomes.values())
+            if progress is not None:
+                progress(decided, len(order_ids))
+            if decided == len(order_ids) and self.idle():
+                return outcomes
+            if time.monotonic() > deadline:
+                return outcomes
+            for proc in self.workers:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker {proc.pid} stopped (exit status {proc.returncode})")
+            time.sleep(0.1)
+
+
+def _spawn(args: list[str], environ: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`koppel <args>` as a child process, its output written to `log_path`."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "gateway.cli", *args],
+            env=environ,
+            preexec_fn=die_with_parent,  # no orphan if this process is killed
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)  # warm shutdown: a worker finishes its current job
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+__all__ = ["INTEGRATION", "LiveServer", "OrderOutcome", "Stack", "StackOptions", "serve"]
