@@ -14,7 +14,10 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
 
 import redis
 import redis.asyncio
@@ -23,21 +26,23 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
 
-from gateway.config import Config
+from gateway.config import Config, Endpoint
 from gateway.errors import BodyTooLarge, MalformedRequest, RedisUnavailable, Rejected, UnknownEndpoint
 from gateway.ingest import Accepted, Draft, Ingestor
 from gateway.metrics import EndpointCounters, Metrics
 from gateway.oauth import CALLBACK_PATH, exact_callback
 from gateway.ops import AdminAuth, dashboard_app
-from handlers import Incoming, handler_for
+from handlers import Handler, Incoming, handler_for
 
 log = logging.getLogger("koppel.gateway")
 
 RETRY_AFTER_SECONDS = 5
+WEBHOOK_PREFIX = "/webhooks/"
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -62,8 +67,21 @@ def async_redis_client(url: str) -> redis.asyncio.Redis:
     )
 
 
-async def read_body(request: Request, cap: int) -> bytes:
-    declared = request.headers.get("content-length")
+class ClientGone(Exception):
+    """The client disconnected before its body was read (answered 400, which nobody receives)."""
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers, names lower-cased; the first occurrence of a repeated name wins."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        headers.setdefault(raw_name.decode("latin-1").lower(), raw_value.decode("latin-1"))
+    return headers
+
+
+async def read_body(headers: dict[str, str], receive: Receive, cap: int) -> bytes:
+    """The raw body from the ASGI `receive` channel, refused (413) once it is over `cap` bytes."""
+    declared = headers.get("content-length")
     if declared is not None:
         try:
             length = int(declared)
@@ -73,28 +91,35 @@ async def read_body(request: Request, cap: int) -> bytes:
             raise BodyTooLarge(f"body of {length} bytes is over this endpoint's limit of {cap} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise ClientGone
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > cap:
             raise BodyTooLarge(f"body is over this endpoint's limit of {cap} bytes")
+        more = message.get("more_body", False)
+        if not chunks and not more:
+            return chunk  # the usual case: the whole body in one message
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not more:
+            return b"".join(chunks)
 
 
-def _incoming(request: Request, body: bytes) -> Incoming:
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in request.scope["headers"]:
-        name = raw_name.decode("latin-1").lower()
-        headers.setdefault(name, raw_value.decode("latin-1"))  # first occurrence wins
-    query = {key: value for key, value in request.query_params.multi_items()[::-1]}  # first wins
-    return Incoming(method=request.method, headers=headers, query=query, body=body)
+def _query(scope: Scope) -> dict[str, str]:
+    """The query parameters as Starlette parses them; the first occurrence of a repeated name wins."""
+    raw = scope.get("query_string", b"")
+    if not raw:
+        return {}
+    return dict(reversed(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)))
 
 
 def _error(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": reason, "message": message}, status_code=status, headers=headers)
 
 
-def create_app(config: Config, redis_url: str) -> Starlette:
+def create_app(config: Config, redis_url: str) -> Gateway:
     """Build the receiver. Nothing happens at import time; Redis is connected in the lifespan."""
     connection = redis_client(redis_url)
     settings = config.gateway
@@ -108,40 +133,6 @@ def create_app(config: Config, redis_url: str) -> Starlette:
     metrics = Metrics(
         lambda: {settings.queue: ingestor.queue_depth()}, lambda: {settings.queue: ingestor.inbox_depth()}
     )
-
-    async def webhook(request: Request) -> Response:
-        endpoint_id = request.path_params["endpoint_id"]
-        endpoint = config.endpoint(endpoint_id)
-        label = endpoint.id if endpoint else "unknown"
-        try:
-            if endpoint is None:
-                raise UnknownEndpoint(f"no webhook endpoint {endpoint_id!r} is configured")
-            counters = metrics.of(endpoint.id, endpoint.kind)
-            counters.received.inc()
-            body = await read_body(request, endpoint.max_body_bytes or settings.max_body_bytes)
-            outcome = handler_for(endpoint.kind)(_incoming(request, body), endpoint)
-            received_at = datetime.now(UTC)
-            drafts = [
-                Draft.wrap(event, source=endpoint.kind, endpoint=endpoint.id, received_at=received_at)
-                for event in outcome.events
-            ]
-            accepted = await ingestor.submit(drafts)
-        except Rejected as exc:
-            metrics.rejected.labels(label, exc.reason).inc()
-            log.info("rejected %s request to endpoint %s: %s", exc.reason, label, exc.message)
-            return _error(exc.status, exc.reason, exc.message)
-        except RedisUnavailable as exc:
-            metrics.rejected.labels(label, "unavailable").inc()
-            log.warning("endpoint %s: %s; answering 503", label, exc)
-            return _error(
-                503,
-                "unavailable",
-                "the event could not be stored right now; nothing was queued, retry later",
-                {"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-        except ClientDisconnect:
-            return Response(status_code=400)
-        return _answer(outcome.status, outcome.body, outcome.media_type, accepted, counters)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -188,9 +179,11 @@ def create_app(config: Config, redis_url: str) -> Starlette:
                 await ingestor.async_connection.aclose()
             connection.close()
 
-    app = Starlette(
+    receiver = WebhookReceiver(config, ingestor, metrics)
+    app = Gateway(
+        receiver,
         routes=[
-            Route("/webhooks/{endpoint_id}", webhook, methods=["POST"]),
+            Route(WEBHOOK_PREFIX + "{endpoint_id}", receiver, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -206,22 +199,112 @@ def create_app(config: Config, redis_url: str) -> Starlette:
     return app
 
 
-def _answer(
-    status: int,
-    body: str | None,
-    media_type: str,
-    accepted: list[Accepted],
-    counters: EndpointCounters,
-) -> Response:
-    queued = [a.job_id for a in accepted if not a.duplicate]
-    duplicates = len(accepted) - len(queued)
-    if queued:
-        counters.queued.inc(len(queued))
-    if duplicates:
-        counters.duplicates.inc(duplicates)
-    if body is not None:
-        return PlainTextResponse(body, status_code=status, media_type=media_type)
-    return JSONResponse(
-        {"status": "accepted", "queued": len(queued), "duplicates": duplicates, "jobs": queued},
-        status_code=status,
-    )
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+def _summary(accepted: list[Accepted]) -> tuple[bytes, int, int]:
+    """The 2xx answer's JSON (as JSONResponse would render it), and the counts of queued and duplicate events."""
+    jobs = [a.job_id for a in accepted if not a.duplicate]  # our own hex ids: nothing to escape
+    queued, duplicates = len(jobs), len(accepted) - len(jobs)
+    listed = ",".join(f'"{job}"' for job in jobs)
+    body = f'{{"status":"accepted","queued":{queued},"duplicates":{duplicates},"jobs":[{listed}]}}'
+    return body.encode(), queued, duplicates
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A configured endpoint and what its requests need, looked up once."""
+
+    endpoint: Endpoint
+    handler: Handler
+    counters: EndpointCounters
+    cap: int
+
+
+class WebhookReceiver:
+    """POST /webhooks/{endpoint_id} in plain ASGI: the receiver's hot path, without a Request object.
+
+    Steps and answers as in the module docstring; every answer is sent only when the steps before
+    it are done, so a 2xx always follows the ingestor's storing of the events.
+    """
+
+    def __init__(self, config: Config, ingestor: Ingestor, metrics: Metrics) -> None:
+        self.config = config
+        self.ingestor = ingestor
+        self.metrics = metrics
+        self._targets: dict[str, _Target] = {}  # configured endpoints only: unknown ids are not kept
+
+    def _target(self, endpoint_id: str) -> _Target:
+        target = self._targets.get(endpoint_id)
+        if target is None:
+            endpoint = self.config.endpoint(endpoint_id)
+            if endpoint is None:
+                raise UnknownEndpoint(f"no webhook endpoint {endpoint_id!r} is configured")
+            cap = endpoint.max_body_bytes or self.config.gateway.max_body_bytes
+            counters = self.metrics.of(endpoint.id, endpoint.kind)
+            target = self._targets[endpoint_id] = _Target(endpoint, handler_for(endpoint.kind), counters, cap)
+        return target
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """As the router's ASGI endpoint (a path the fast path in `Gateway` leaves to the router)."""
+        await self.handle(scope["path_params"]["endpoint_id"], scope, receive, send)
+
+    async def handle(self, endpoint_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        target: _Target | None = None
+        try:
+            target = self._target(endpoint_id)
+            target.counters.received.inc()
+            endpoint = target.endpoint
+            headers = _headers(scope)
+            body = await read_body(headers, receive, target.cap)
+            outcome = target.handler(Incoming(scope["method"], headers, _query(scope), body), endpoint)
+            received_at = datetime.now(UTC)
+            drafts = [
+                Draft.wrap(event, source=endpoint.kind, endpoint=endpoint.id, received_at=received_at)
+                for event in outcome.events
+            ]
+            accepted = await self.ingestor.submit(drafts)
+        except Rejected as exc:
+            label = target.endpoint.id if target else "unknown"
+            self.metrics.rejected.labels(label, exc.reason).inc()
+            log.info("rejected %s request to endpoint %s: %s", exc.reason, label, exc.message)
+            return await _error(exc.status, exc.reason, exc.message)(scope, receive, send)
+        except RedisUnavailable as exc:
+            label = target.endpoint.id if target else "unknown"
+            self.metrics.rejected.labels(label, "unavailable").inc()
+            log.warning("endpoint %s: %s; answering 503", label, exc)
+            message = "the event could not be stored right now; nothing was queued, retry later"
+            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            return await _error(503, "unavailable", message, retry)(scope, receive, send)
+        except ClientGone:
+            return await Response(status_code=400)(scope, receive, send)
+        content, queued, duplicates = _summary(accepted)
+        if queued:
+            target.counters.queued.inc(queued)
+        if duplicates:
+            target.counters.duplicates.inc(duplicates)
+        if outcome.body is not None:
+            response = PlainTextResponse(outcome.body, status_code=outcome.status, media_type=outcome.media_type)
+            return await response(scope, receive, send)
+        headers_out = [(b"content-length", str(len(content)).encode()), _JSON_TYPE]
+        await send({"type": "http.response.start", "status": outcome.status, "headers": headers_out})
+        await send({"type": "http.response.body", "body": content})
+
+
+class Gateway(Starlette):
+    """The receiver's Starlette app, with POST /webhooks/{endpoint_id} served by `WebhookReceiver` in
+    front of the router (no routing, middleware or Request per webhook); every other request, and
+    any path the router would treat differently (a root path, a nested or empty id), goes to Starlette."""
+
+    def __init__(self, receiver: WebhookReceiver, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.receiver = receiver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            path: str = scope["path"]
+            if path.startswith(WEBHOOK_PREFIX):
+                endpoint_id = path[len(WEBHOOK_PREFIX) :]
+                if endpoint_id and "/" not in endpoint_id:
+                    return await self.receiver.handle(endpoint_id, scope, receive, send)
+        await super().__call__(scope, receive, send)
