@@ -137,6 +137,8 @@ def cmd_connect(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
+    if not 1 <= args.orders <= 5000:
+        return _fail(f"--orders must be between 1 and 5000, not {args.orders}")
     return run_demo(orders=args.orders, data_dir=Path(args.data_dir))
 
 
@@ -185,8 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     connect.set_defaults(func=cmd_connect)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default and report")
-    demo.add_argument("--orders", type=int, default=25, help="how many shop orders to send (default 25)")
-    demo.add_argument("--data-dir", default=".koppel", help="where the embedded Redis keeps its data")
+    demo.add_argument("--orders", type=int, default=25, help="how many orders the shop takes (1-5000, default 25)")
+    demo.add_argument(
+        "--data-dir", default=".koppel/demo", help="the demo's own Redis data and logs (emptied at each run)"
+    )
     demo.set_defaults(func=cmd_demo)
 
     try:

@@ -2,7 +2,9 @@
 
 The main job (`koppel demo`), the end-to-end tests and `bench/e2e` all run this one stack:
 
-* Redis: the given URL, else Koppel's usual resolution (`REDIS_URL`, localhost:6379, embedded).
+* Redis: the given URL, else an embedded `redis-server` of the stack's own (data under `data_dir`),
+  emptied at start: Koppel's state there (ledger, caches, tokens) belongs to sandboxes that live
+  only as long as the stack, so it must not meet a user's Redis or an earlier run's state.
 * The WooCommerce and Exact Online sandboxes: uvicorn servers on threads of this process.
 * The gateway (`koppel serve`) and the workers (`koppel worker`): child processes that the kernel
   stops when this process dies (PR_SET_PDEATHSIG), started from a config file written here with
@@ -36,8 +38,9 @@ import uvicorn
 from rq.registry import StartedJobRegistry
 
 from gateway.activity import Activity, ActivityLog
+from gateway.config import Config, load_config
 from gateway.ingest import inbox_key, make_queue
-from gateway.redisserver import RedisChoice, die_with_parent, free_port, resolve_redis
+from gateway.redisserver import EmbeddedRedis, RedisChoice, die_with_parent, free_port
 
 INTEGRATION = "webshop-to-exact"
 ENDPOINT = "webshop"
@@ -76,7 +79,7 @@ def serve(app: object, port: int | None = None, name: str = "server") -> LiveSer
 class StackOptions:
     data_dir: Path = Path(".koppel")
     redis_url: str | None = None
-    """None: Koppel's usual resolution (and an embedded Redis when there is none)."""
+    """None: an embedded Redis of the stack's own, emptied at start."""
     workers: int = 1
     exact_rate_limits: bool = True
     exact_per_minute: int = 60
@@ -148,9 +151,12 @@ class Stack:
         if opts.redis_url:
             self.redis_url = opts.redis_url
         else:
-            self.redis = resolve_redis()
+            embedded = EmbeddedRedis(data_dir=opts.data_dir, port=free_port())
+            self.redis = RedisChoice(embedded.start(), embedded)
             self.redis_url = self.redis.url
         self._conn = redis.Redis.from_url(self.redis_url)
+        if self.redis is not None:
+            self._conn.flushall()
         self.exact = serve(
             exact_sandbox(per_minute=opts.exact_per_minute, per_day=opts.exact_per_day,
                           rate_limits=opts.exact_rate_limits),
@@ -270,6 +276,10 @@ class Stack:
 
         assert self.woo is not None
         return WooCommerceClient(self.http, base_url=self.woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
+
+    def config(self) -> Config:
+        """The stack's config, as its gateway and workers load it."""
+        return load_config(self.config_path, environ=self.env)
 
     def _environ(self) -> dict[str, str]:
         return {**os.environ, **self.env, "REDIS_URL": self.redis_url, "KOPPEL_LOG_LEVEL": "WARNING"}

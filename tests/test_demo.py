@@ -1,0 +1,51 @@
+"""The main job (`koppel demo`) end to end: a small batch, its report, and nothing left running."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+
+import pytest
+from rich.console import Console
+
+from gateway.cli import main
+from gateway.demo import run_demo
+
+
+def children() -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                        found.add(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+@pytest.mark.integration
+def test_the_demo_books_the_shop_orders_reports_them_and_leaves_nothing_running(tmp_path):
+    before = children()
+    out = io.StringIO()
+    code = run_demo(orders=6, data_dir=tmp_path, console=Console(file=out, width=120, color_system=None))
+    text = out.getvalue()
+    assert code == 0, text
+    placed = int(re.search(r"orders placed in the shop\s+(\d+)", text).group(1))
+    created = int(re.search(r"created in Exact\s+(\d+)", text).group(1))
+    failed = int(re.search(r"failed\s+(\d+)", text).group(1))
+    assert placed == 6 and created + failed == 6
+    assert "webhook deliveries accepted  12/12" in text
+    assert "1 duplicate, no second job" in text and "401  bad_signature" in text
+    if failed:
+        assert "KOP-BON-25 do not exist as items in Exact Online" in text
+        assert f"after the replay: {failed} of {failed} booked in Exact" in text
+    assert "every order is accounted for" in text
+    assert children() <= before, "the demo left child processes running"
+
+
+def test_the_demo_refuses_a_batch_size_out_of_range(capsys):
+    assert main(["demo", "--orders", "0"]) == 2
+    assert "--orders must be between 1 and 5000" in capsys.readouterr().err
