@@ -5,6 +5,7 @@
     koppel config check   validate the config file; every problem with its key path
     koppel connect        start OAuth consent for an Exact Online system (prints the URL)
     koppel replay         requeue failed jobs: --job ID, --integration ID or --all
+    koppel activity       what an integration did with each event (the activity log)
     koppel map ...        preview, diff and reset datamapper mappings
     koppel demo           the main job on the embedded default: everything started, fed, reported
 
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.activity import OUTCOMES
 from gateway.config import Config, config_path, load_config
 from gateway.errors import ConfigError, EmbeddedRedisError
 from gateway.redisserver import RedisChoice, resolve_redis
@@ -47,7 +49,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     config = _load(args)
     from gateway.errors import PermanentError
     from transforms import validate_integration
-    from workers.pollers import oauth_app, poll_interval
+    from workers.pollers import exact_limits, oauth_app, poll_interval
 
     problems: list[str] = []
     used = {i.target for i in config.integrations} | {i.source for i in config.integrations}
@@ -56,6 +58,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             try:
                 oauth_app(system)
                 poll_interval(system)
+                exact_limits(system)
             except PermanentError as exc:
                 problems.append(str(exc))
     for index, integration in enumerate(config.integrations):
@@ -116,6 +119,42 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for job_id in result.missing:
         print(f"koppel: job {job_id} is not in the failed registry (finished, expired or unknown)", file=sys.stderr)
     return 1 if result.missing else 0
+
+
+def cmd_activity(args: argparse.Namespace) -> int:
+    import time
+    from datetime import UTC, datetime
+
+    import redis
+    from rich.console import Console
+    from rich.table import Table
+
+    from gateway.activity import ActivityLog
+
+    config = _load(args)
+    if args.integration not in {i.id for i in config.integrations}:
+        return _fail(f"no integration {args.integration!r} in the config")
+    if args.since <= 0 or args.limit <= 0:
+        return _fail("--since (minutes) and --limit must be positive numbers")
+    choice = _redis(args)
+    try:
+        connection = redis.Redis.from_url(choice.url)
+        entries = ActivityLog(connection).entries(args.integration, since=time.time() - args.since * 60)
+        connection.close()
+    finally:
+        choice.stop()
+    if args.outcome:
+        entries = [e for e in entries if e.outcome == args.outcome]
+    entries = entries[-args.limit :]
+    table = Table(title=f"{args.integration}: the last {len(entries)} event(s) of {args.since:g} minute(s)")
+    for column in ("received (UTC)", "topic", "resource", "number", "outcome", "target id", "calls", "took", "reason"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        received = datetime.fromtimestamp(e.received_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(received, e.topic, e.resource_id, e.number, e.outcome, e.target_id, str(e.calls),
+                      f"{e.latency:.2f}s", e.reason)  # fmt: skip
+    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)  # piped: no folding
+    return 0
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
@@ -180,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--integration", metavar="ID", help="every failed job of this integration")
     which.add_argument("--all", action="store_true", help="every failed job")
     replay.set_defaults(func=cmd_replay)
+
+    activity = with_redis(with_config(sub.add_parser("activity", help="show an integration's activity log")))
+    activity.add_argument("--integration", required=True, metavar="ID", help="the integration id")
+    activity.add_argument("--since", type=float, default=60.0, metavar="MINUTES", help="how far back (default 60)")
+    activity.add_argument("--outcome", choices=sorted(OUTCOMES), help="only events with this outcome")
+    activity.add_argument("--limit", type=int, default=200, help="at most this many, the newest (default 200)")
+    activity.set_defaults(func=cmd_activity)
 
     connect = with_config(sub.add_parser("connect", help="start OAuth consent for a system (Exact Online)"))
     connect.add_argument("kind", choices=["exactonline"], help="the kind of system")

@@ -137,3 +137,26 @@ def test_replay_of_an_unknown_job_says_so_and_exits_1(config_file, capsys):
 def test_replay_of_an_unknown_integration_is_a_usage_error(config_file, capsys):
     assert main(["replay", "--config", config_file, "--integration", "nope"]) == 2
     assert "no integration 'nope'" in capsys.readouterr().err
+
+
+def test_activity_lists_an_integrations_events_newest_last_filtered_by_outcome(config_file, rconn, capsys):
+    import time
+
+    from gateway.activity import Activity, ActivityLog
+
+    log = ActivityLog(rconn)
+    now = time.time()
+    for rid, outcome, reason in (("41", "created", ""), ("42", "failed", "SKU(s) KOP-9 do not exist")):
+        log.record(Activity(integration="shop-to-exact", flow="orders", topic="order.created", resource_id=rid,
+                            outcome=outcome, received_at=now - 1, done_at=now, reason=reason))  # fmt: skip
+    assert main(["activity", "--config", config_file, "--integration", "shop-to-exact"]) == 0
+    out = capsys.readouterr().out
+    assert "created" in out and "KOP-9" in out and out.index("41") < out.index("42")
+    assert main(["activity", "--config", config_file, "--integration", "shop-to-exact", "--outcome", "created"]) == 0
+    out = capsys.readouterr().out
+    assert "41" in out and "KOP-9" not in out
+
+
+def test_activity_of_an_unknown_integration_is_a_usage_error(config_file, capsys):
+    assert main(["activity", "--config", config_file, "--integration", "nope"]) == 2
+    assert "no integration 'nope'" in capsys.readouterr().err
