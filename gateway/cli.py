@@ -178,6 +178,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if not 1 <= args.orders <= 5000:
         return _fail(f"--orders must be between 1 and 5000, not {args.orders}")
+    for name in ("connectors", "gateway", "workers", "httpx"):  # the report speaks; logs go to the log files
+        logging.getLogger(name).setLevel(logging.WARNING)
     return run_demo(orders=args.orders, data_dir=Path(args.data_dir))
 
 

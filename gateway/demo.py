@@ -18,7 +18,6 @@ Everything started is stopped at the end (and by the kernel if this process is k
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections import Counter
 from pathlib import Path
@@ -36,8 +35,6 @@ MISSING_SKU = "KOP-BON-25"  # the shop's gift voucher: not an item in Exact, so 
 
 def run_demo(orders: int = 25, data_dir: Path = Path(".koppel/demo"), console: Console | None = None) -> int:
     console = console or Console(highlight=False)
-    for name in ("connectors", "gateway", "workers", "httpx"):  # the report speaks; logs go to the log files
-        logging.getLogger(name).setLevel(logging.WARNING)
     options = StackOptions(data_dir=data_dir, missing_skus=(MISSING_SKU,), queue="koppel-demo")
     with console.status("starting Redis, the sandboxes, the gateway and a worker…"):
         stack = Stack(options)
