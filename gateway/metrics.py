@@ -1,13 +1,18 @@
-"""Prometheus metrics of the receiver, one registry per app (so tests and apps don't share state)."""
+"""Prometheus metrics of the receiver, one registry per app (so tests and apps don't share state).
+
+The request counters are plain ints, incremented on the event loop (the receiver's only thread),
+and exposed as Prometheus counters by a collector when /metrics is read: ~0.1 µs per increment
+instead of ~0.8 µs for prometheus_client's locked `Counter`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 
@@ -27,13 +32,48 @@ class _Depth(Collector):
         yield family
 
 
+class Count:
+    """One labelled child of a `Counts`: a plain int, for one thread (the event loop)."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.created = time.time()
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+
+class Counts(Collector):
+    """A labelled Prometheus counter of plain ints (`labels(...).inc()` as with prometheus_client)."""
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labels = list(labels)
+        self._children: dict[tuple[str, ...], Count] = {}
+
+    def labels(self, *values: str) -> Count:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = Count()
+        return child
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
+        for values, child in list(self._children.items()):  # a copy: the event loop may add a child meanwhile
+            family.add_metric(values, child.value, created=child.created)
+        yield family
+
+
 @dataclass(frozen=True, slots=True)
 class EndpointCounters:
-    """One endpoint's counter children, looked up once (`.labels()` per request costs a lock and a dict)."""
+    """One endpoint's counter children, looked up once per endpoint, not per request."""
 
-    received: Any
-    queued: Any
-    duplicates: Any
+    received: Count
+    queued: Count
+    duplicates: Count
 
 
 class Metrics:
@@ -42,27 +82,14 @@ class Metrics:
     ) -> None:
         self._endpoints: dict[tuple[str, str], EndpointCounters] = {}
         self.registry = CollectorRegistry()
-        self.received = Counter(
-            "koppel_webhooks_received",
-            "Webhook requests received",
-            ["endpoint", "kind"],
-            registry=self.registry,
+        self.received = Counts("koppel_webhooks_received", "Webhook requests received", ["endpoint", "kind"])
+        self.rejected = Counts("koppel_webhooks_rejected", "Webhook requests rejected", ["endpoint", "reason"])
+        self.queued = Counts("koppel_events_queued", "Events stored and queued as jobs", ["endpoint"])
+        self.duplicates = Counts(
+            "koppel_events_duplicate", "Deliveries acknowledged as duplicates, no job", ["endpoint"]
         )
-        self.rejected = Counter(
-            "koppel_webhooks_rejected",
-            "Webhook requests rejected",
-            ["endpoint", "reason"],
-            registry=self.registry,
-        )
-        self.queued = Counter(
-            "koppel_events_queued", "Events stored and queued as jobs", ["endpoint"], registry=self.registry
-        )
-        self.duplicates = Counter(
-            "koppel_events_duplicate",
-            "Deliveries acknowledged as duplicates, no job",
-            ["endpoint"],
-            registry=self.registry,
-        )
+        for counts in (self.received, self.rejected, self.queued, self.duplicates):
+            self.registry.register(counts)
         self.registry.register(_Depth("koppel_queue_depth", "Jobs waiting in the queue", queue_depth))
         if inbox_depth is not None:
             self.registry.register(
