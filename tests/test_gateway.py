@@ -48,9 +48,7 @@ def test_accepts_signed_order_with_202_and_queues_one_job_carrying_the_envelope(
 def test_job_never_carries_credentials(http, rconn):
     body = woo_order(102)
     http.post("/webhooks/shop", content=body, headers=woo_headers(body))
-    raw = b"".join(
-        rconn.hget(key, field) or b"" for key in rconn.keys("rq:job:*") for field in rconn.hkeys(key)
-    )
+    raw = b"".join(rconn.hget(key, field) or b"" for key in rconn.keys("rq:job:*") for field in rconn.hkeys(key))
     for secret in (*SECRETS.values(), "wc&secret-\u00e9"):
         assert secret.encode() not in raw
     assert b"x-wc-webhook-signature" not in raw.lower()
@@ -260,10 +258,21 @@ def test_job_is_processed_by_a_real_worker(http, rconn, redis_url, config):
     assert job.is_finished
     result = job.return_value()
     assert result["integrations"] == {
-        "shop-to-exact": {"outcome": "skipped", "reason": "status 'pending' is not synced"}
+        "shop-to-exact": {"outcome": "skipped", "number": "301", "reason": "status 'pending' is not synced"}
     }
     assert result["flow"] == "orders"
     assert json.dumps(result).find("jorg@example.com") == -1
+    from gateway.activity import ActivityLog
+
+    [entry] = ActivityLog(rconn).entries("shop-to-exact")
+    assert (entry.topic, entry.resource_id, entry.number, entry.outcome, entry.job_id) == (
+        "order.created",
+        "301",
+        "301",
+        "skipped",
+        job_id,
+    )
+    assert entry.reason == "status 'pending' is not synced" and entry.done_at >= entry.received_at
 
 
 def test_unrouted_paths_and_wrong_methods_get_json_errors(http):
