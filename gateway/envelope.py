@@ -21,7 +21,9 @@ class Event:
 
     `delivery_key` identifies the delivery (not the resource): two deliveries with the same
     key are the same event and only the first becomes a job. `since` is set for "re-read the
-    collection" notifications (Business Central `collection` change type).
+    collection" notifications (Business Central `collection` change type). `payload_json` is the
+    payload's JSON text as received, when the handler parsed `payload` from exactly that text
+    with the strict parser (`handlers.signatures.json_object`): the envelope embeds it as it is.
     """
 
     topic: str
@@ -31,6 +33,7 @@ class Event:
     payload: Any
     since: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    payload_json: bytes | None = field(default=None, compare=False, repr=False)
 
 
 class Envelope(BaseModel):

@@ -102,8 +102,12 @@ class Draft:
 
     @classmethod
     def wrap(cls, event: Event, *, source: str, endpoint: str, received_at: datetime) -> Draft:
-        """`Draft.of(Envelope.wrap(...))` without the model: the receiver's hot path (a test keeps them equal)."""
-        data = {
+        """`Draft.of(Envelope.wrap(...))` without the model: the receiver's hot path (tests keep them equal).
+
+        The payload's JSON text as received (`Event.payload_json`) goes in as it stands: encoding the
+        parsed 3 KB order again cost ~10 µs a request.
+        """
+        head = {
             "source": source,
             "endpoint": endpoint,
             "topic": event.topic,
@@ -111,12 +115,13 @@ class Draft:
             "resource_id": event.resource_id,
             "delivery_key": event.delivery_key,
             "received_at": received_at.isoformat(),
-            "payload": event.payload,
-            "since": event.since,
-            "headers": event.headers,
         }
-        try:
-            text = to_json(data)  # pydantic's JSON (as model_dump_json), ~4x faster than json.dumps
+        tail = {"since": event.since, "headers": event.headers}
+        try:  # pydantic's JSON (as model_dump_json), ~4x faster than json.dumps
+            if event.payload_json is None:
+                text = to_json(head | {"payload": event.payload} | tail)
+            else:
+                text = b"".join((to_json(head)[:-1], b',"payload":', event.payload_json, b",", to_json(tail)[1:]))
         except PydanticSerializationError:  # a payload JSON cannot carry: as the model would (and its error)
             return cls.of(Envelope.wrap(event, source=source, endpoint=endpoint, received_at=received_at))
         key = f"{DEDUPE_PREFIX}{endpoint}:{dedupe_id_of(endpoint, event.delivery_key)}"

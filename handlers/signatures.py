@@ -74,6 +74,19 @@ def decode_text(body: bytes) -> str:
         raise MalformedRequest("body is not valid UTF-8") from None
 
 
+def _parse(body: bytes) -> tuple[Any, bool]:
+    """The body's JSON value, and whether the strict parser took it (see `load_json`)."""
+    try:
+        return from_json(body, allow_inf_nan=False, cache_strings="keys"), True
+    except ValueError:
+        pass
+    text = decode_text(body)
+    try:
+        return JSON.decode(text), False
+    except (ValueError, RecursionError):
+        raise MalformedRequest("body is not valid JSON") from None
+
+
 def load_json(body: bytes) -> Any:
     """Parse a body of UTF-8 JSON; MalformedRequest if it is not.
 
@@ -82,19 +95,21 @@ def load_json(body: bytes) -> Any:
     refuses (a byte order mark, NaN, lone surrogates, bad UTF-8) goes to the standard parser,
     which decides as before. Where both accept, they give the same values.
     """
-    try:
-        return from_json(body, allow_inf_nan=False, cache_strings="keys")
-    except ValueError:
-        pass
-    text = decode_text(body)
-    try:
-        return JSON.decode(text)
-    except (ValueError, RecursionError):
-        raise MalformedRequest("body is not valid JSON") from None
+    return _parse(body)[0]
+
+
+def json_object(body: bytes) -> tuple[dict[str, Any], bytes | None]:
+    """`load_json_object`, and the body itself when the strict parser took it, else None.
+
+    Such a body is standard JSON that any parser reads to the same values (UTF-8, no NaN, no lone
+    surrogates, no control characters in strings): an envelope can embed it as it stands
+    (`Event.payload_json`) instead of encoding the parsed object again.
+    """
+    payload, strict = _parse(body)
+    if not isinstance(payload, dict):
+        raise MalformedRequest("body is not a JSON object")
+    return payload, body if strict else None
 
 
 def load_json_object(body: bytes) -> dict[str, Any]:
-    payload = load_json(body)
-    if not isinstance(payload, dict):
-        raise MalformedRequest("body is not a JSON object")
-    return payload
+    return json_object(body)[0]

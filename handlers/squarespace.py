@@ -15,7 +15,7 @@ from gateway.config import Endpoint
 from gateway.envelope import Event
 from gateway.errors import MalformedRequest, SignatureRejected
 from handlers.base import Incoming, Outcome
-from handlers.signatures import equal_ignoring_case, header, hmac_sha256, load_json_object
+from handlers.signatures import equal_ignoring_case, header, hmac_sha256, json_object
 
 SIGNATURE = "squarespace-signature"
 
@@ -51,7 +51,7 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
     if not equal_ignoring_case(hmac_sha256(key, incoming.body).hex(), signature):
         raise SignatureRejected("Squarespace-Signature does not match the body", reason="bad_signature")
 
-    payload = load_json_object(incoming.body)
+    payload, payload_json = json_object(incoming.body)
     notification_id = _text(payload, "id")
     topic = _text(payload, "topic")
     resource, dot, event_name = topic.partition(".")
@@ -63,5 +63,6 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
         resource_id=_resource_id(resource, payload),
         delivery_key=notification_id,
         payload=payload,
+        payload_json=payload_json,
     )
     return Outcome(events=[event], status=202)

@@ -25,7 +25,7 @@ from gateway.config import Endpoint
 from gateway.envelope import Event, body_digest
 from gateway.errors import MalformedRequest, SignatureRejected
 from handlers.base import Incoming, Outcome
-from handlers.signatures import equal, header, hmac_sha256, load_json_object, utf8
+from handlers.signatures import equal, header, hmac_sha256, json_object, utf8
 
 SIGNATURE = "x-wc-webhook-signature"
 TOPIC = "x-wc-webhook-topic"
@@ -92,7 +92,7 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
     topic = match.group(0)
     resource = match.group(1)
 
-    payload = load_json_object(incoming.body)
+    payload, payload_json = json_object(incoming.body)
     resource_id = _resource_id(resource, payload)
     modified = payload.get("date_modified_gmt")
     version = modified if isinstance(modified, str) and modified else body_digest(incoming.body)
@@ -103,6 +103,7 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
         resource_id=resource_id,
         delivery_key=f"{topic}:{resource_id or ''}:{version}",
         payload=payload,
+        payload_json=payload_json,
         headers=kept,
     )
     return Outcome(events=[event], status=202)

@@ -8,13 +8,16 @@ import hashlib
 import hmac
 import json
 import re
+from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from gateway.config import Endpoint
+from gateway.envelope import Envelope
 from gateway.errors import MalformedRequest, Rejected, SignatureRejected
+from gateway.ingest import Draft
 from handlers import businesscentral, exactonline, squarespace, woocommerce
 from handlers.base import Incoming, Outcome
 
@@ -199,6 +202,28 @@ def test_squarespace_signed_body_is_never_a_signature_error(body, upper):
     signature = sq_sign(body).upper() if upper else sq_sign(body)
     result = check_total("squarespace", Incoming("POST", {"squarespace-signature": signature}, {}, body))
     assert isinstance(result, Outcome | MalformedRequest)
+
+
+@PROPERTY
+@given(kind=st.sampled_from(["woocommerce", "squarespace"]), data=st.data())
+def test_an_envelope_embedding_the_body_reads_as_the_model_encodes_it(kind, data):
+    """Draft.wrap embeds a strictly parsed body as it is: the envelope must read the same as the model's."""
+    body = data.draw(bodies(woo_like if kind == "woocommerce" else squarespace_like))
+    if kind == "woocommerce":
+        headers = {"x-wc-webhook-signature": woo_sign(body), "x-wc-webhook-topic": "order.created"}
+    else:
+        headers = {"squarespace-signature": sq_sign(body)}
+    result = check_total(kind, Incoming("POST", headers, {}, body))
+    if not isinstance(result, Outcome):
+        return
+    now = datetime.now(UTC)
+    for event in result.events:
+        assert event.payload_json in (None, body)
+        draft = Draft.wrap(event, source=kind, endpoint="e", received_at=now)
+        reference = Envelope.wrap(event, source=kind, endpoint="e", received_at=now)
+        read, expected = json.loads(draft.json), json.loads(Draft.of(reference).json)  # as the inbox pump reads
+        assert read | {"received_at": now} == expected | {"received_at": now}  # its "+00:00" is the model's "Z"
+        assert Envelope.model_validate_json(draft.json) == reference
 
 
 @PROPERTY

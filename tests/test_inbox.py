@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -41,6 +43,11 @@ def test_draft_wrap_is_exactly_the_envelope_the_worker_validates():
     reference = Envelope.wrap(event, source="woocommerce", endpoint="shop", received_at=now)
     assert Envelope.model_validate_json(draft.json) == reference
     assert draft == Draft(reference.endpoint, Draft.of(reference).dedupe_key, draft.json)
+    text = b'{"id": 7, "total": "1.50", "lines": [{"q": 2}]}'  # as received: embedded, not encoded again
+    embedded = Draft.wrap(replace(event, payload_json=text), source="woocommerce", endpoint="shop", received_at=now)
+    assert text in embedded.json
+    assert json.loads(embedded.json) == json.loads(draft.json)
+    assert (embedded.endpoint, embedded.dedupe_key) == (draft.endpoint, draft.dedupe_key)
 
 
 def test_each_entry_becomes_one_job_with_its_id_and_the_retry_schedule(rconn):
