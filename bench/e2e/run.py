@@ -49,6 +49,8 @@ RESULTS = ROOT / "bench" / "results"
 WORKDIR_PREFIX = "koppel-bench-e2e-"
 TARGET_CALLS = 1.5
 """Issue #4 item 6: at most 1.5 Exact calls per synced order in steady state (naive: 4 + lines)."""
+SALES_ORDER_POST = "POST salesorder/SalesOrders"
+"""The sandbox's counter of sales orders received (the integration's default document type)."""
 NOISY_OTHER = 15.0
 """% of a core used by other processes above which a run is called noisy (as bench/ingest does)."""
 
@@ -272,6 +274,9 @@ def problems_of(batches: list[Batch]) -> list[str]:
         if f.created != f.orders:
             reasons = "; ".join(f"{reason} ({n})" for reason, n in f.reasons.items())
             problems.append(f"{batch.name}: {f.created} of {f.orders} orders created {f.outcomes} {reasons}".strip())
+        posted = batch.sandbox_by_endpoint.get(SALES_ORDER_POST, 0)
+        if posted != f.created:  # two workers booking one order (its created and updated events) twice
+            problems.append(f"{batch.name}: Exact received {posted} sales orders for {f.created} orders created")
     return problems
 
 
