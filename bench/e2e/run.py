@@ -113,6 +113,9 @@ class Figures:
     """`<topic> <outcome> <calls>` → events: where the calls went."""
     reasons: dict[str, int] = field(default_factory=dict)
     """Why orders were not created (reason → orders)."""
+    slowest: list[tuple[float, float, str]] = field(default_factory=list)
+    """The 10 slowest creations: (s from the batch's first delivery received, latency ms, topic);
+    stalls that hit consecutive orders show as neighbouring receipt times."""
 
 
 def batch_figures(
@@ -142,6 +145,10 @@ def batch_figures(
         calls_per_order=round(calls / len(created), 3) if created else 0.0,
         calls_by_event=dict(collections.Counter(f"{e.topic} {e.outcome} {e.calls}" for e in mine).most_common()),
         reasons=dict(reasons.most_common(10)),
+        slowest=[
+            (round(e.received_at - first, 2), round(1000 * e.latency, 1), e.topic)
+            for e in sorted(created.values(), key=lambda e: -e.latency)[:10]
+        ],
     )
 
 
@@ -328,6 +335,9 @@ def report(
             f"{b.sandbox_by_endpoint}"
         )
         print(f"  calls per event (topic outcome calls: events): {f.calls_by_event}")
+    for b in batches:
+        slow = ", ".join(f"{ms:,.0f} ms at +{at:g} s" for at, ms, _ in b.figures.slowest[:5])
+        print(f"slowest creations, {b.name}: {slow}")
     for b in batches:
         f = b.figures
         print(
