@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.e2e.run import batch_figures, endpoint_delta, percentile, spread_ms
+from bench.e2e.run import batch_figures, cpu_per_order, endpoint_delta, percentile, spread_ms
 from gateway.activity import Activity
 from gateway.stack import OrderOutcome
 
@@ -55,3 +55,9 @@ def test_batch_figures() -> None:
 
 def test_endpoint_delta_keeps_what_changed() -> None:
     assert endpoint_delta({"GET a": 2, "POST b": 1}, {"GET a": 2, "POST b": 4, "GET c": 1}) == {"GET c": 1, "POST b": 3}
+
+
+def test_cpu_per_order_sums_the_workers() -> None:
+    cpu = {"gateway": 10.0, "gateway_main": 8.0, "worker1": 30.0, "worker2": 20.0, "redis": 5.0, "driver": 15.0}
+    assert cpu_per_order(cpu, 10.0, 100) == {"workers": 50.0, "gateway": 10.0, "redis": 5.0, "driver": 15.0}
+    assert cpu_per_order(cpu, 10.0, 0) == {}

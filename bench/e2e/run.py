@@ -173,6 +173,19 @@ class Batch:
     placing_s: float
     """Time the driver took to place the batch in the shop."""
     cpu: dict[str, float]
+    """% of one core over the batch (placing → settled), as bench/ingest's CpuMeter measures it."""
+    cpu_ms_per_order: dict[str, float] = field(default_factory=dict)
+    """CPU ms per created order of each process (workers summed): less noisy than orders/s on a shared machine."""
+
+
+def cpu_per_order(cpu: dict[str, float], elapsed: float, created: int) -> dict[str, float]:
+    """CPU ms per created order of gateway, workers (together), Redis and the driver (the sandboxes)."""
+    if not created:
+        return {}
+    parts = {name: value for name, value in cpu.items() if not name.endswith(("_main", "_threads"))}
+    totals = {"workers": sum(v for name, v in parts.items() if name.startswith("worker"))}
+    totals |= {name: parts.get(name, 0.0) for name in ("gateway", "redis", "driver")}
+    return {name: round(10 * value * elapsed / created, 2) for name, value in totals.items()}
 
 
 def place(stack: Stack, count: int, rate: float, seed: int) -> dict[str, float]:
@@ -208,6 +221,7 @@ def run_batch(
     say(f"{name}: placed {count} orders in {placing:.1f} s; waiting for them")
     outcomes = stack.settle(list(placed), timeout=args.timeout, since=since, interval=0.5)
     cpu = meter.stop()
+    elapsed = time.monotonic() - started
     cpu.pop("wrk", None)  # no wrk in this phase
     calls_after = stack.exact_calls()
     figures = batch_figures(stack.activity(since), outcomes, placed)
@@ -221,6 +235,7 @@ def run_batch(
         lines_per_order=0.0,
         placing_s=round(placing, 2),
         cpu=cpu,
+        cpu_ms_per_order=cpu_per_order(cpu, elapsed, figures.created),
     )
     say(f"{name}: {figures.created}/{count} created, {figures.orders_per_s:g} orders/s")
     return batch, list(placed)
@@ -349,6 +364,7 @@ def report(
         shown = {name: value for name, value in b.cpu.items() if not name.endswith(("_main", "_threads"))}
         cpu = ", ".join(f"{name} {value:.0f}" for name, value in shown.items())
         print(f"CPU % of one core, {b.name}: {cpu}")
+        print(f"  CPU ms per created order: {b.cpu_ms_per_order}")
     noisy = max([noop_cpu.get("other", 0)] + [b.cpu.get("other", 0) for b in batches])
     if noisy > NOISY_OTHER:
         print(f"warning: other processes used up to {noisy:.0f}% of a core during the run; figures are noisy")
