@@ -351,8 +351,14 @@ class Stack:
         assert self.exact is not None
         return dict(self.http.get(f"{self.exact.url}/sandbox/state").json())
 
-    def activity(self) -> list[Activity]:
-        return ActivityLog(self.connection).entries(INTEGRATION, since=self.started_at)
+    def exact_calls(self) -> dict[str, Any]:
+        """The Exact sandbox's own count of the API calls it answered: `total` and `by_endpoint`."""
+        assert self.exact is not None
+        return dict(self.http.get(f"{self.exact.url}/sandbox/calls").json())
+
+    def activity(self, since: float | None = None) -> list[Activity]:
+        """The integration's activity log since the stack started (or since `since`, epoch s)."""
+        return ActivityLog(self.connection).entries(INTEGRATION, since=max(since or 0.0, self.started_at))
 
     def idle(self) -> bool:
         """Nothing left to do: the inbox drained, the queue empty, no job running or waiting to retry."""
@@ -365,11 +371,11 @@ class Stack:
             and queue.scheduled_job_registry.count == 0
         )
 
-    def outcomes(self, order_ids: list[str]) -> dict[str, OrderOutcome]:
-        """What became of each order, from the activity log."""
+    def outcomes(self, order_ids: list[str], *, since: float | None = None) -> dict[str, OrderOutcome]:
+        """What became of each order, from the activity log (from `since`, epoch s, when given)."""
         result = {oid: OrderOutcome(oid, "pending") for oid in order_ids}
         rank = {"created": 4, "failed": 3, "error": 3, "skipped": 2, "ignored": 1, "updated": 4}
-        for entry in self.activity():
+        for entry in self.activity(since):
             outcome = result.get(entry.resource_id)
             if outcome is None:
                 continue
@@ -391,11 +397,17 @@ class Stack:
         *,
         timeout: float = 120,
         progress: Callable[[int, int], None] | None = None,
+        since: float | None = None,
+        interval: float = 0.1,
     ) -> dict[str, OrderOutcome]:
-        """Wait until every order has an outcome and the pipeline is idle (or `timeout` s); the outcomes."""
+        """Wait until every order has an outcome and the pipeline is idle (or `timeout` s); the outcomes.
+
+        `since` (epoch s) reads only the activity logged from then on, and `interval` spaces the checks:
+        a benchmark sets both so that waiting costs little CPU beside the sandboxes in this process.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            outcomes = self.outcomes(order_ids)
+            outcomes = self.outcomes(order_ids, since=since)
             decided = sum(o.outcome != "pending" for o in outcomes.values())
             if progress is not None:
                 progress(decided, len(order_ids))
@@ -406,7 +418,7 @@ class Stack:
             for proc in self.workers:
                 if proc.poll() is not None:
                     raise RuntimeError(f"worker {proc.pid} stopped (exit status {proc.returncode})")
-            time.sleep(0.1)
+            time.sleep(interval)
 
 
 def _spawn(args: list[str], environ: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

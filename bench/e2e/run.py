@@ -1,0 +1,453 @@
+"""bench/e2e driver: orders through the whole stack, beside bench/ingest's no-op ceiling from the same run.
+
+    .venv/bin/python -m bench.e2e [--workers 1] [--orders 500] [--warmup 200] [--batches 1] [--rate 0]
+
+1. The no-op ceiling, exactly as bench/ingest measures it (its code, imported): `bench.ingest.apps:noop_app`
+   in its own uvicorn process loaded by wrk (`-t1 -c64`, warm-up, then `--noop-duration` s), then stopped.
+2. The stack (gateway/stack.py) on a fresh embedded Redis (a free port, data in a temp dir): both
+   sandboxes on threads of this process, the gateway and `--workers` `koppel worker` processes, Exact's
+   rate limits switched off (the sandbox's and the client's budget), OAuth, items and webhooks set up.
+3. A cold batch of `--warmup` orders placed in the shop (Exact knows no customer yet), then
+   `--batches` measured batches of `--orders` each; after each, `Stack.settle` waits for every order.
+   Orders go in at once (`--rate 0`: a burst; throughput) or at `--rate` orders/s (latency at that load).
+4. Per batch, from the activity log: orders/s (first delivery received at the gateway → last order
+   created), delivery → created latency (p50/p99/max), placement → created, Exact calls per created
+   order by Koppel's count and by the Exact sandbox's own, the calls each kind of event cost, CPU.
+   Prints a table, writes bench/results/e2e-<UTC timestamp>.json.
+
+Exit status 1 when an order was not created (failed, skipped or still pending at the timeout) or
+the run could not measure; 130 when interrupted. Every process started is stopped in a `finally`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench.ingest import run as ingest
+from gateway.activity import Activity
+from gateway.redisserver import EmbeddedRedis, free_port
+from gateway.stack import OrderOutcome, Stack, StackOptions
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+WORKDIR_PREFIX = "koppel-bench-e2e-"
+TARGET_CALLS = 1.5
+"""Issue #4 item 6: at most 1.5 Exact calls per synced order in steady state (naive: 4 + lines)."""
+SALES_ORDER_POST = "POST salesorder/SalesOrders"
+"""The sandbox's counter of sales orders received (the integration's default document type)."""
+NOISY_OTHER = 15.0
+"""% of a core used by other processes above which a run is called noisy (as bench/ingest does)."""
+
+
+def say(message: str) -> None:
+    print(f"bench/e2e: {message}", file=sys.stderr, flush=True)
+
+
+# -- pure helpers --------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation between closest ranks; 0.0 for no values."""
+    if not values:
+        return 0.0
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile {q} is not within 0..100")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def spread_ms(seconds: Iterable[float]) -> dict[str, float]:
+    """p50, p99 and max of durations given in seconds, in ms."""
+    values = list(seconds)
+    return {
+        "p50": round(1000 * percentile(values, 50), 1),
+        "p99": round(1000 * percentile(values, 99), 1),
+        "max": round(1000 * max(values, default=0.0), 1),
+        "n": len(values),
+    }
+
+
+@dataclass
+class Figures:
+    """What the activity log says about one batch of orders."""
+
+    orders: int
+    created: int
+    outcomes: dict[str, int]
+    events: int
+    """Activity entries of the batch's orders: one per delivery a flow handled (created, updated…)."""
+    window_s: float
+    """First delivery received at the gateway → last order created at Exact."""
+    orders_per_s: float
+    events_per_s: float
+    delivered_s: float
+    """First → last delivery received at the gateway: when close to `window_s`, the shop's sending
+    (one delivery at a time, as WooCommerce's queue runner does) paced the batch, not the workers."""
+    latency_ms: dict[str, float]
+    """Delivery received at the gateway → order created at Exact (the creating event's latency)."""
+    placement_ms: dict[str, float]
+    """The shop's checkout (the end of the driver's request that placed the order) → created at Exact."""
+    calls: int
+    """Exact calls by Koppel's own count (the activity log's `calls`), all events of the batch's orders."""
+    calls_per_order: float
+    calls_by_event: dict[str, int]
+    """`<topic> <outcome> <calls>` → events: where the calls went."""
+    reasons: dict[str, int] = field(default_factory=dict)
+    """Why orders were not created (reason → orders)."""
+    slowest: list[tuple[float, float, str]] = field(default_factory=list)
+    """The 10 slowest creations: (s from the batch's first delivery received, latency ms, topic);
+    stalls that hit consecutive orders show as neighbouring receipt times."""
+
+
+def batch_figures(
+    entries: Iterable[Activity], outcomes: dict[str, OrderOutcome], placed_at: dict[str, float]
+) -> Figures:
+    """Figures of one batch: its orders' activity entries, their outcomes (`Stack.outcomes`) and
+    placement times (order id → epoch s)."""
+    mine = [e for e in entries if e.resource_id in placed_at]
+    created = {e.resource_id: e for e in mine if e.outcome == "created"}
+    first = min((e.received_at for e in mine), default=0.0)
+    last = max((e.done_at for e in created.values()), default=0.0)
+    window = max(last - first, 0.0)
+    calls = sum(o.calls for o in outcomes.values())
+    reasons = collections.Counter(o.reason or o.outcome for o in outcomes.values() if o.outcome != "created")
+    return Figures(
+        orders=len(placed_at),
+        created=len(created),
+        outcomes=dict(collections.Counter(o.outcome for o in outcomes.values()).most_common()),
+        events=len(mine),
+        window_s=round(window, 3),
+        orders_per_s=round(len(created) / window, 1) if window else 0.0,
+        events_per_s=round(len(mine) / window, 1) if window else 0.0,
+        delivered_s=round(max((e.received_at for e in mine), default=0.0) - first, 3),
+        latency_ms=spread_ms(e.latency for e in created.values()),
+        placement_ms=spread_ms(e.done_at - placed_at[oid] for oid, e in created.items()),
+        calls=calls,
+        calls_per_order=round(calls / len(created), 3) if created else 0.0,
+        calls_by_event=dict(collections.Counter(f"{e.topic} {e.outcome} {e.calls}" for e in mine).most_common()),
+        reasons=dict(reasons.most_common(10)),
+        slowest=[
+            (round(e.received_at - first, 2), round(1000 * e.latency, 1), e.topic)
+            for e in sorted(created.values(), key=lambda e: -e.latency)[:10]
+        ],
+    )
+
+
+def endpoint_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Per-endpoint call counts added between two snapshots of the sandbox's counters."""
+    return {name: n - before.get(name, 0) for name, n in sorted(after.items()) if n - before.get(name, 0)}
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    name: str
+    figures: Figures
+    sandbox_calls: int
+    """Exact calls the sandbox answered during the batch (its own counter: token requests included)."""
+    sandbox_calls_per_order: float
+    sandbox_by_endpoint: dict[str, int]
+    lines_per_order: float
+    """Line items per order in this batch: the naive cost is 4 + lines calls per order."""
+    placing_s: float
+    """Time the driver took to place the batch in the shop."""
+    cpu: dict[str, float]
+    """% of one core over the batch (placing → settled), as bench/ingest's CpuMeter measures it."""
+    cpu_ms_per_order: dict[str, float] = field(default_factory=dict)
+    """CPU ms per created order of each process (workers summed): less noisy than orders/s on a shared machine."""
+
+
+def cpu_per_order(cpu: dict[str, float], elapsed: float, created: int) -> dict[str, float]:
+    """CPU ms per created order of gateway, workers (together), Redis and the driver (the sandboxes)."""
+    if not created:
+        return {}
+    parts = {name: value for name, value in cpu.items() if not name.endswith(("_main", "_threads"))}
+    totals = {"workers": sum(v for name, v in parts.items() if name.startswith("worker"))}
+    totals |= {name: parts.get(name, 0.0) for name in ("gateway", "redis", "driver")}
+    return {name: round(10 * value * elapsed / created, 2) for name, value in totals.items()}
+
+
+def place(stack: Stack, count: int, rate: float, seed: int) -> dict[str, float]:
+    """Place `count` orders at once (`rate` 0) or in chunks every 0.1 s at `rate` orders/s; id → placed at."""
+    if rate <= 0:
+        ids = stack.place_orders(count, seed=seed)
+        now = time.time()
+        return dict.fromkeys(ids, now)
+    placed: dict[str, float] = {}
+    tick = 0.1
+    per_tick = max(1, round(rate * tick))
+    start = time.monotonic()
+    for chunk in range(math.ceil(count / per_tick)):  # bounded: one request per chunk
+        delay = start + chunk * per_tick / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        ids = stack.place_orders(min(per_tick, count - len(placed)), seed=seed + len(placed))
+        now = time.time()
+        placed.update(dict.fromkeys(ids, now))
+    return placed
+
+
+def run_batch(
+    stack: Stack, name: str, count: int, args: argparse.Namespace, seed: int, watch: dict[str, int]
+) -> tuple[Batch, list[str]]:
+    """Place one batch, wait for it, and measure it; the batch and its order ids."""
+    calls_before = stack.exact_calls()
+    since = time.time()
+    meter = ingest.CpuMeter(watch)
+    started = time.monotonic()
+    placed = place(stack, count, args.rate, seed)
+    placing = time.monotonic() - started
+    say(f"{name}: placed {count} orders in {placing:.1f} s; waiting for them")
+    outcomes = stack.settle(list(placed), timeout=args.timeout, since=since, interval=0.5)
+    cpu = meter.stop()
+    elapsed = time.monotonic() - started
+    cpu.pop("wrk", None)  # no wrk in this phase
+    calls_after = stack.exact_calls()
+    figures = batch_figures(stack.activity(since), outcomes, placed)
+    sandbox_calls = int(calls_after["total"]) - int(calls_before["total"])
+    batch = Batch(
+        name=name,
+        figures=figures,
+        sandbox_calls=sandbox_calls,
+        sandbox_calls_per_order=round(sandbox_calls / figures.created, 3) if figures.created else 0.0,
+        sandbox_by_endpoint=endpoint_delta(calls_before["by_endpoint"], calls_after["by_endpoint"]),
+        lines_per_order=0.0,
+        placing_s=round(placing, 2),
+        cpu=cpu,
+        cpu_ms_per_order=cpu_per_order(cpu, elapsed, figures.created),
+    )
+    say(f"{name}: {figures.created}/{count} created, {figures.orders_per_s:g} orders/s")
+    return batch, list(placed)
+
+
+def line_counts(stack: Stack) -> dict[str, int]:
+    """Order id → line items, for every order in the shop (read through the WooCommerce API)."""
+    return {str(order["id"]): len(order.get("line_items", [])) for order in stack.woo_client().orders()}
+
+
+def measure_noop(args: argparse.Namespace, workdir: Path) -> ingest.WrkResult:
+    """bench/ingest's no-op ceiling: its request files, its server, its wrk run (pinned as it pins)."""
+    noop_args = ingest.parse_args(["-d", f"{args.noop_duration:g}", "--warmup", "2", "--max-rate", "1000"])
+    # small request files: the no-op route reads them over again (wraps), and nothing there dedupes
+    prefixes = ingest.generate(workdir, noop_args)
+    try:
+        _, run = ingest.bench_noop(noop_args, workdir, prefixes)
+    finally:
+        for request_file in workdir.glob("*.req"):
+            request_file.unlink()
+    if run.non_2xx or run.socket_errors or not run.requests:
+        raise ingest.BenchFailure(f"no-op run: {run.non_2xx} non-2xx answers, socket errors {run.errors}")
+    return run
+
+
+def run_stack(args: argparse.Namespace, workdir: Path) -> list[Batch]:
+    """Start the stack on its own embedded Redis, run the cold and the measured batches, stop it all."""
+    embedded = EmbeddedRedis(data_dir=workdir / "redis-data", port=free_port())
+    url = embedded.start()
+    try:
+        options = StackOptions(
+            data_dir=workdir / "stack", redis_url=url, exact_rate_limits=False, workers=args.workers,
+        )  # fmt: skip
+        say(f"starting the stack: Redis {url}, gateway, {args.workers} worker(s), sandboxes (rate limits off)")
+        with Stack(options) as stack:
+            assert stack.gateway is not None and embedded.process is not None
+            watch = {"gateway": stack.gateway.pid, "redis": embedded.process.pid, "driver": os.getpid()}
+            watch |= {f"worker{i + 1}": proc.pid for i, proc in enumerate(stack.workers)}
+            runs = [run_batch(stack, "cold", args.warmup, args, 1, watch)]
+            for n in range(args.batches):
+                runs.append(run_batch(stack, f"steady {n + 1}", args.orders, args, 100_000 * (n + 1), watch))
+            lines = line_counts(stack)
+            for batch, ids in runs:
+                counts = [lines[i] for i in ids if i in lines]
+                batch.lines_per_order = round(sum(counts) / len(counts), 2) if counts else 0.0
+    finally:
+        embedded.stop()
+    return [batch for batch, _ in runs]
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def problems_of(batches: list[Batch]) -> list[str]:
+    problems = []
+    for batch in batches:
+        f = batch.figures
+        if f.created != f.orders:
+            reasons = "; ".join(f"{reason} ({n})" for reason, n in f.reasons.items())
+            problems.append(f"{batch.name}: {f.created} of {f.orders} orders created {f.outcomes} {reasons}".strip())
+        posted = batch.sandbox_by_endpoint.get(SALES_ORDER_POST, 0)
+        if posted != f.created:  # two workers booking one order (its created and updated events) twice
+            problems.append(f"{batch.name}: Exact received {posted} sales orders for {f.created} orders created")
+    return problems
+
+
+def report(
+    args: argparse.Namespace, noop: ingest.WrkResult, batches: list[Batch], problems: list[str]
+) -> dict[str, Any]:
+    steady = [b for b in batches if b.name != "cold"]
+    pacing = "one burst per batch" if args.rate <= 0 else f"placed at {args.rate:g} orders/s"
+    print()
+    print(
+        f"bench/e2e: {args.workers} worker(s), cold batch {args.warmup} orders, {args.batches} measured "
+        f"batch(es) of {args.orders} ({pacing}); Exact sandbox rate limits off"
+    )
+    head = (
+        f"{'':10}{'orders/s':>9}{'events/s':>9}{'recv→created p50/p99/max ms':>30}"
+        f"{'placed→created p50/p99 ms':>27}{'calls/order':>12}{'sandbox':>9}{'lines':>7}{'other CPU':>10}"
+    )
+    print(head)
+    for b in batches:
+        f = b.figures
+        latency = " / ".join(f"{f.latency_ms[k]:,.0f}" for k in ("p50", "p99", "max"))
+        placement = " / ".join(f"{f.placement_ms[k]:,.0f}" for k in ("p50", "p99"))
+        print(
+            f"{b.name:10}{f.orders_per_s:>9,.1f}{f.events_per_s:>9,.1f}{latency:>30}{placement:>27}"
+            f"{f.calls_per_order:>12.3f}{b.sandbox_calls_per_order:>9.3f}{b.lines_per_order:>7.2f}"
+            f"{b.cpu.get('other', 0):>9.0f}%"
+        )
+    noop_cpu = noop.cpu
+    print(
+        f"{'no-op':10}{noop.rps:>9,.0f} req/s (bench/ingest's no-op Starlette route, wrk -t1 -c64 "
+        f"-d{noop.duration_s:.0f}s; p50 {noop.p50_ms:.2f} ms, p99 {noop.p99_ms:.2f} ms; "
+        f"other processes {noop_cpu.get('other', 0):.0f}% of a core)"
+    )
+    ratios = {b.name: round(b.figures.orders_per_s / noop.rps, 5) if noop.rps else 0.0 for b in batches}
+    for b in steady:
+        print(
+            f"ratio {b.name}: {b.figures.orders_per_s:,.1f} orders/s ÷ {noop.rps:,.0f} no-op req/s = "
+            f"{ratios[b.name]:.4f} (1 : {1 / ratios[b.name] if ratios[b.name] else 0:,.0f}); "
+            f"{b.figures.events_per_s:,.1f} deliveries/s = {b.figures.events_per_s / noop.rps:.4f}"
+        )
+    for b in batches:
+        f = b.figures
+        naive = 4 + b.lines_per_order
+        met = "MET" if f.calls_per_order <= TARGET_CALLS else "NOT MET"
+        verdict = "" if b.name == "cold" else f" — target ≤ {TARGET_CALLS:g} {met}"
+        print(
+            f"Exact calls, {b.name}: {f.calls} by Koppel's count ({f.calls_per_order:.3f} per created order; naive "
+            f"4 + {b.lines_per_order:.2f} lines = {naive:.2f}){verdict}; the sandbox answered {b.sandbox_calls} "
+            f"{b.sandbox_by_endpoint}"
+        )
+        print(f"  calls per event (topic outcome calls: events): {f.calls_by_event}")
+    for b in batches:
+        slow = ", ".join(f"{ms:,.0f} ms at +{at:g} s" for at, ms, _ in b.figures.slowest[:5])
+        print(f"slowest creations, {b.name}: {slow}")
+    for b in batches:
+        f = b.figures
+        print(
+            f"{b.name}: {f.created} orders created in {f.window_s:.2f} s from the first delivery received; "
+            f"the shop delivered the batch's {f.events} events over {f.delivered_s:.2f} s "
+            f"(placing took {b.placing_s:.2f} s)"
+        )
+    for b in batches:
+        shown = {name: value for name, value in b.cpu.items() if not name.endswith(("_main", "_threads"))}
+        cpu = ", ".join(f"{name} {value:.0f}" for name, value in shown.items())
+        print(f"CPU % of one core, {b.name}: {cpu}")
+        print(f"  CPU ms per created order: {b.cpu_ms_per_order}")
+    noisy = max([noop_cpu.get("other", 0)] + [b.cpu.get("other", 0) for b in batches])
+    if noisy > NOISY_OTHER:
+        print(f"warning: other processes used up to {noisy:.0f}% of a core during the run; figures are noisy")
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    return {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": {
+            "workers": args.workers,
+            "orders": args.orders,
+            "warmup": args.warmup,
+            "batches": args.batches,
+            "rate": args.rate,
+            "noop_duration_s": args.noop_duration,
+            "exact_rate_limits": False,
+        },
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "noop": asdict(noop),
+        "batches": [asdict(b) for b in batches],
+        "ratios": ratios,
+        "target_calls_per_order": TARGET_CALLS,
+        "problems": problems,
+        "ok": not problems,
+    }
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/e2e/run.sh",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--workers", type=int, default=1, help="`koppel worker` processes")
+    parser.add_argument("--orders", type=int, default=500, help="orders per measured batch")
+    parser.add_argument("--warmup", type=int, default=200, help="orders in the cold first batch")
+    parser.add_argument("--batches", type=int, default=1, help="measured batches after the cold one")
+    parser.add_argument("--rate", type=float, default=0, help="orders/s to place at; 0 places each batch at once")
+    parser.add_argument("--noop-duration", type=float, default=10, help="seconds of the no-op wrk run")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for a batch to settle")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, Redis data)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where to write e2e-<timestamp>.json")
+    args = parser.parse_args(argv)
+    if args.workers < 1 or args.orders < 1 or args.warmup < 1 or args.batches < 1:
+        parser.error("--workers, --orders, --warmup and --batches must be at least 1")
+    if args.rate < 0 or args.noop_duration <= 0 or args.timeout <= 0:
+        parser.error("--rate must be >= 0, --noop-duration and --timeout > 0")
+    return args
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # run the finally blocks: nothing left running
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+    try:
+        say(f"no-op ceiling first (bench/ingest's no-op route and wrk, {args.noop_duration:g} s)")
+        noop = measure_noop(args, workdir)
+        batches = run_stack(args, workdir)
+        problems = problems_of(batches)
+        result = report(args, noop, batches, problems)
+        args.results.mkdir(parents=True, exist_ok=True)
+        out = args.results / f"e2e-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        print(f"results: {ingest.show(out)}")
+        return 0 if not problems else 1
+    except (ingest.BenchFailure, RuntimeError) as failure:
+        print(f"FAILED: {failure}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if args.keep:
+            say(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

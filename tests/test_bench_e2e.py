@@ -1,0 +1,63 @@
+"""bench/e2e's pure helpers: percentiles and one batch's figures from activity entries."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.e2e.run import batch_figures, cpu_per_order, endpoint_delta, percentile, spread_ms
+from gateway.activity import Activity
+from gateway.stack import OrderOutcome
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    assert percentile([], 50) == 0.0
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
+    assert percentile(list(range(101)), 99) == 99.0
+    assert percentile([1.0, 2.0], 100) == 2.0
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_spread_is_in_milliseconds() -> None:
+    assert spread_ms([0.1, 0.2, 0.3]) == {"p50": 200.0, "p99": 298.0, "max": 300.0, "n": 3}
+
+
+def entry(order: str, topic: str, outcome: str, received: float, done: float, calls: int) -> Activity:
+    return Activity("i", "orders", topic, order, outcome, received, done, calls=calls)
+
+
+def test_batch_figures() -> None:
+    entries = [
+        entry("1", "order.created", "created", 100.0, 100.5, 4),
+        entry("1", "order.updated", "skipped", 100.1, 100.6, 0),
+        entry("2", "order.created", "created", 100.2, 101.2, 1),
+        entry("3", "order.created", "failed", 100.3, 100.4, 1),
+        entry("9", "order.created", "created", 99.0, 99.5, 1),  # another batch's order
+    ]
+    outcomes = {
+        "1": OrderOutcome("1", "created", calls=4),
+        "2": OrderOutcome("2", "created", calls=1),
+        "3": OrderOutcome("3", "failed", reason="SKU X missing", calls=1),
+    }
+    figures = batch_figures(entries, outcomes, {"1": 99.9, "2": 99.9, "3": 99.9})
+    assert (figures.orders, figures.created, figures.events) == (3, 2, 4)
+    assert figures.outcomes == {"created": 2, "failed": 1}
+    assert figures.reasons == {"SKU X missing": 1}
+    assert figures.window_s == pytest.approx(1.2)  # first received 100.0 → last created 101.2
+    assert figures.orders_per_s == pytest.approx(2 / 1.2, abs=0.05)
+    assert figures.delivered_s == pytest.approx(0.3)
+    assert figures.latency_ms["max"] == 1000.0 and figures.latency_ms["n"] == 2
+    assert figures.placement_ms["max"] == pytest.approx(1300.0)
+    assert (figures.calls, figures.calls_per_order) == (6, 3.0)
+    assert figures.calls_by_event["order.created created 4"] == 1
+
+
+def test_endpoint_delta_keeps_what_changed() -> None:
+    assert endpoint_delta({"GET a": 2, "POST b": 1}, {"GET a": 2, "POST b": 4, "GET c": 1}) == {"GET c": 1, "POST b": 3}
+
+
+def test_cpu_per_order_sums_the_workers() -> None:
+    cpu = {"gateway": 10.0, "gateway_main": 8.0, "worker1": 30.0, "worker2": 20.0, "redis": 5.0, "driver": 15.0}
+    assert cpu_per_order(cpu, 10.0, 100) == {"workers": 50.0, "gateway": 10.0, "redis": 5.0, "driver": 15.0}
+    assert cpu_per_order(cpu, 10.0, 0) == {}
