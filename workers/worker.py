@@ -103,7 +103,8 @@ def run_worker(
 ) -> bool:
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
     connection = redis.Redis.from_url(redis_url, health_check_interval=30)
-    runtime.install(runtime.Runtime(config=config, connection=connection))
+    rt = runtime.Runtime(config=config, connection=connection)
+    runtime.install(rt)
     queue = make_queue(connection, config.gateway.queue)
     worker_class = Worker if fork else KoppelWorker
     global _guard
@@ -115,12 +116,19 @@ def run_worker(
         **worker_timing(config.gateway.worker_heartbeat_seconds),
     )  # fmt: skip
     pump = pump_for(connection, config.gateway)
-    if burst:
-        pump.drain()
-        return worker.work(burst=True, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
-    thread, stop = pump.start()
     try:
-        return worker.work(burst=False, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+        if burst:
+            pump.drain()
+            return worker.work(burst=True, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
+        thread, stop = pump.start()
+        try:
+            return worker.work(burst=False, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+    finally:  # an in-process (burst) worker leaves no sockets open: its own, the runtime's, the scheduler's
+        scheduler_connection = getattr(worker.scheduler, "_connection", None) if worker.scheduler else None
+        if scheduler_connection is not None:
+            scheduler_connection.close()
+        rt.close()
+        connection.close()
