@@ -100,6 +100,9 @@ class GatewaySettings(_Model):
     retry_attempts: int = Field(default=8, ge=0, le=50)
     retry_base_seconds: float = Field(default=5.0, gt=0)
     retry_cap_seconds: float = Field(default=3600.0, gt=0)
+    # A worker renews its running job's heartbeat and its resource locks this often; three missed beats
+    # mean it died (SIGKILL, OOM): its job is then retried and its locks free themselves.
+    worker_heartbeat_seconds: int = Field(default=10, ge=1, le=300)
     admin_token: Secret | None = None
 
 

@@ -87,6 +87,8 @@ class StackOptions:
     missing_skus: tuple[str, ...] = ()
     """Shop SKUs left out of Exact's items: orders with them fail, naming them."""
     queue: str = "koppel-stack"
+    gateway: dict[str, Any] = field(default_factory=dict)
+    """Extra `[gateway]` settings (retry_base_seconds, worker_heartbeat_seconds, …)."""
     settings: dict[str, Any] = field(default_factory=dict)
     """Extra settings of the WooCommerce → Exact integration (document_type, order_statuses, …)."""
     checkout_update: bool = True
@@ -212,7 +214,7 @@ class Stack:
         if not opts.exact_rate_limits:
             rate_limit = {"enabled": False}
         data = {
-            "gateway": {"queue": opts.queue},
+            "gateway": {**opts.gateway, "queue": opts.queue},
             "endpoints": [{"id": ENDPOINT, "kind": "woocommerce", "secret": "env:KOPPEL_STACK_WC_SECRET"}],
             "systems": [
                 {
@@ -311,6 +313,17 @@ class Stack:
         self.workers.append(proc)
         return proc
 
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run `koppel <args> --config <the stack's config>` as an operator would; its output captured."""
+        return subprocess.run(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "gateway.cli", *args, "--config", str(self.config_path)],
+            env=self._environ(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
     def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGKILL a worker, as the OOM killer or a pulled plug would."""
         proc.kill()
@@ -361,14 +374,18 @@ class Stack:
         return ActivityLog(self.connection).entries(INTEGRATION, since=max(since or 0.0, self.started_at))
 
     def idle(self) -> bool:
-        """Nothing left to do: the inbox drained, the queue empty, no job running or waiting to retry."""
+        """Nothing left to do: the inbox drained, the queue empty, no job running or waiting to retry.
+
+        Only looks: RQ's `count` would also clean the registries up, handing a dead worker's job back
+        from here instead of from the workers' own maintenance.
+        """
         queue = make_queue(self.connection, self.options.queue)
         started = StartedJobRegistry(queue=queue)
         return (
             self.connection.xlen(inbox_key(self.options.queue)) == 0
             and queue.count == 0
-            and started.count == 0
-            and queue.scheduled_job_registry.count == 0
+            and started.get_job_count(cleanup=False) == 0
+            and queue.scheduled_job_registry.get_job_count(cleanup=False) == 0
         )
 
     def outcomes(self, order_ids: list[str], *, since: float | None = None) -> dict[str, OrderOutcome]:

@@ -306,6 +306,16 @@ def test_injected_5xx_are_retried(connected):
     assert client.calls - before == 3
 
 
+def test_injected_429_with_retry_after_is_waited_out(connected):
+    client = connected.client()
+    connected.control("fail", {"status": 429, "times": 1, "retry_after": 2})
+    before, slept = client.calls, len(connected.clock.slept)
+    assert len(client.list_vat_codes()) == 3
+    assert client.calls - before == 2
+    waits = connected.clock.slept[slept:]
+    assert len(waits) == 1 and 2 <= waits[0] < 3  # Retry-After, plus the limiter's margin
+
+
 def test_sync_api_returns_changes_since_a_cursor(rconn):
     with start(rconn, sync_page_size=4, timestamps_as_strings=True) as env:
         env.authorise()

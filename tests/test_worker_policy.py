@@ -119,3 +119,14 @@ def test_busy_resource_is_a_transient_failure(rconn):
         resource_lock(rconn, "i", "order", "7", wait=0.1),
     ):
         pass
+
+
+def test_resource_lock_is_renewed_while_its_work_runs_and_expires_when_its_holder_is_gone(rconn):
+    with resource_lock(rconn, "i", "order", "8", hold=0.6):
+        time.sleep(1.2)  # twice the hold: renewed meanwhile
+        with pytest.raises(TransientError), resource_lock(rconn, "i", "order", "8", wait=0.1):
+            pass
+    # A holder that died stops renewing: its lock frees itself after `hold`.
+    assert rconn.set("koppel:lock:i:order:9", "dead-worker-token", px=500)
+    with resource_lock(rconn, "i", "order", "9", wait=2):
+        pass

@@ -92,7 +92,10 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
             note(integration.id, "ignored", reason=f"no {flow} flow to {target.kind} yet")
             continue
         try:
-            with resource_lock(rt.connection, integration.id, envelope.resource, envelope.resource_id or "-"):
+            with resource_lock(
+                rt.connection, integration.id, envelope.resource, envelope.resource_id or "-",
+                hold=3 * rt.config.gateway.worker_heartbeat_seconds,
+            ):  # fmt: skip
                 result = func(integration, envelope, rt)
         except PermanentError as error:
             fail_permanently(error)

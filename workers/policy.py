@@ -5,19 +5,26 @@ random factor 0.5-1.5 so a burst of failures does not retry in lockstep, capped)
 `TransientError` (timeouts, 5xx, 429, a busy resource) raises through and RQ's scheduler retries
 it; a `PermanentError` zeroes the job's retries so it lands in the failed registry at once, its
 message kept as `job.meta["reason"]` for the dashboard and `koppel replay`.
+
+The resource lock lives `hold` seconds and is renewed every third of that while its work runs: live
+work of any length keeps it, and the lock of a worker that died mid-job frees itself within `hold`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
+import threading
 from collections.abc import Iterator
 
 import redis
-from redis.exceptions import LockError
+from redis.exceptions import LockError, LockNotOwnedError
 from rq import Retry, get_current_job
 
 from gateway.errors import PermanentError, TransientError
+
+log = logging.getLogger("koppel.worker")
 
 
 def retry_schedule(
@@ -47,18 +54,36 @@ def note_transient(error: TransientError) -> None:
 
 
 @contextlib.contextmanager
-def resource_lock(connection: redis.Redis, *parts: str, hold: float = 300, wait: float = 10) -> Iterator[None]:
+def resource_lock(connection: redis.Redis, *parts: str, hold: float = 30, wait: float = 10) -> Iterator[None]:
     """Serialise work on one resource (e.g. one order of one integration) across all workers.
 
     Two events for the same order (created and updated arriving together) never race: the second
-    waits up to `wait` seconds, then retries later as a transient failure.
+    waits up to `wait` seconds, then retries later as a transient failure. The lock expires `hold`
+    seconds after its last renewal; a thread renews it every `hold / 3` s while the work runs.
     """
     name = "koppel:lock:" + ":".join(parts)
-    lock = connection.lock(name, timeout=hold, blocking_timeout=wait)
+    # Not thread-local: the renewing thread must see the token the acquiring thread got.
+    lock = connection.lock(name, timeout=hold, blocking_timeout=wait, thread_local=False)
     if not lock.acquire():
         raise TransientError(f"another job is working on {':'.join(parts)}; retrying later")
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(lock, hold / 3, stop), name="koppel-lock-renewal", daemon=True)
+    renewer.start()
     try:
         yield
     finally:
+        stop.set()
+        renewer.join()
         with contextlib.suppress(LockError):
             lock.release()
+
+
+def _renew(lock: redis.lock.Lock, every: float, stop: threading.Event) -> None:
+    while not stop.wait(every):
+        try:
+            lock.reacquire()
+        except LockNotOwnedError:
+            log.warning("lock %s expired before it was renewed; the work goes on without it", lock.name)
+            return
+        except redis.RedisError as exc:  # Redis briefly away: try again at the next renewal
+            log.warning("lock %s not renewed: %s", lock.name, exc)

@@ -7,16 +7,32 @@ job its own process (isolation from leaks and crashes, at that cost).
 Every worker also runs the inbox pump (gateway/inbox.py) on a daemon thread: the gateway only
 stores accepted events in the inbox stream, and the pumps, one consumer group, make their RQ jobs.
 A burst worker drains the inbox first, then works the queue until it is empty.
+
+A worker that dies mid-job (SIGKILL, OOM, a pulled plug) is noticed by RQ's own abandoned-job
+handling: its job stays in the StartedJobRegistry until the job's heartbeat expires, and the next
+registry maintenance of any worker retries it (while it has retries left; else it fails with
+AbandonedJobError). RQ's SimpleWorker beats once per job, with a TTL of the job timeout + 60 s, and
+maintenance runs every 10 minutes: a dead worker's order waited up to ~14 minutes. `KoppelWorker`
+renews the heartbeat every `gateway.worker_heartbeat_seconds` (TTL: three beats) while the job runs,
+and maintenance runs every three beats, so the job is retried within seconds of its worker's death.
+The flows are built for that replay (the order ledger and in-flight marker), and the job's resource
+lock frees itself as fast (workers/policy.py).
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing.util
 import os
+import threading
+from typing import Any
 
 import redis
-from rq import SimpleWorker, Worker
+from rq import Queue, SimpleWorker, Worker
+from rq.executions import Execution
+from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
 
 from gateway.config import Config
 from gateway.inbox import pump_for
@@ -24,6 +40,47 @@ from gateway.ingest import make_queue
 from gateway.redisserver import die_with_parent
 from workers import runtime
 from workers.pollers import schedule_polls
+
+log = logging.getLogger("koppel.worker")
+
+
+class KoppelWorker(SimpleWorker):
+    """A SimpleWorker whose running job keeps beating (see the module docstring)."""
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return 3 * int(self.job_monitoring_interval)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._beat, args=(job, execution, stop), name="koppel-job-heartbeat", daemon=True
+        )
+        beat.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            stop.set()
+            beat.join()
+        self.set_state(WorkerStatus.IDLE)
+
+    def _beat(self, job: Job, execution: Execution, stop: threading.Event) -> None:
+        while not stop.wait(self.job_monitoring_interval):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except redis.RedisError as exc:  # Redis briefly away: the next beat tries again
+                log.warning("job %s: heartbeat failed: %s", job.id, exc)
+
+
+def worker_timing(heartbeat: int) -> dict[str, Any]:
+    """RQ worker settings for a heartbeat of `heartbeat` s: a job (and its worker) counts as dead after three
+    missed beats, and registries are maintained as often (an idle worker wakes up for it: dequeue timeout
+    = worker_ttl - 15 s in RQ)."""
+    return {
+        "job_monitoring_interval": heartbeat,
+        "maintenance_interval": 3 * heartbeat,
+        "worker_ttl": 3 * heartbeat + 15,
+    }
 
 
 class _SchedulerGuard:
@@ -46,21 +103,32 @@ def run_worker(
 ) -> bool:
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
     connection = redis.Redis.from_url(redis_url, health_check_interval=30)
-    runtime.install(runtime.Runtime(config=config, connection=connection))
+    rt = runtime.Runtime(config=config, connection=connection)
+    runtime.install(rt)
     queue = make_queue(connection, config.gateway.queue)
-    worker_class = Worker if fork else SimpleWorker
+    worker_class = Worker if fork else KoppelWorker
     global _guard
     if _guard is None or _guard.parent != os.getpid():
         _guard = _SchedulerGuard()
     schedule_polls(connection, config)  # sources without push (Exact Sync API) are polled on a schedule
-    worker = worker_class([queue], connection=connection, serializer=JSONSerializer)
+    worker = worker_class(
+        [queue], connection=connection, serializer=JSONSerializer,
+        **worker_timing(config.gateway.worker_heartbeat_seconds),
+    )  # fmt: skip
     pump = pump_for(connection, config.gateway)
-    if burst:
-        pump.drain()
-        return worker.work(burst=True, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
-    thread, stop = pump.start()
     try:
-        return worker.work(burst=False, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+        if burst:
+            pump.drain()
+            return worker.work(burst=True, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
+        thread, stop = pump.start()
+        try:
+            return worker.work(burst=False, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+    finally:  # an in-process (burst) worker leaves no sockets open: its own, the runtime's, the scheduler's
+        scheduler_connection = getattr(worker.scheduler, "_connection", None) if worker.scheduler else None
+        if scheduler_connection is not None:
+            scheduler_connection.close()
+        rt.close()
+        connection.close()

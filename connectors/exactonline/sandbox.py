@@ -24,7 +24,8 @@ Sandbox-only control routes (no auth; bind to localhost): `GET /sandbox/state` (
 counts refreshes and refused token requests by error, e.g. `{"invalid_grant": 1}`), `POST
 /sandbox/reset`, `POST /sandbox/seed/items {"skus": [...]}`, `POST /sandbox/seed {"entity", "records"}`,
 `POST /sandbox/ratelimit {"per_minute", "per_day", "enabled"}`, `GET /sandbox/calls`, `POST
-/sandbox/expire-tokens`, `POST /sandbox/fail {"status": 503, "times": 1}`.
+/sandbox/expire-tokens`, `POST /sandbox/fail {"status": 503, "times": 1, "retry_after": 2}` (the next API
+requests fail so; `retry_after` adds a `Retry-After` header).
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ class ExactSandbox:
         self.calls: Counter[str] = Counter()
         self.windows: dict[tuple[int, int], _Window] = {}
         self.day_used: Counter[tuple[int, int]] = Counter()
-        self.faults: list[int] = []
+        self.faults: list[tuple[int, int | None]] = []
+        """Injected failures of the next API requests: (status, Retry-After seconds or None)."""
 
     # -- OAuth ------------------------------------------------------------------------------------
 
@@ -341,7 +343,10 @@ async def _api(request: Request) -> Response:
     if not allowed:
         return exact_error(429, "API rate limit exceeded", headers)
     if sandbox.faults:
-        return exact_error(sandbox.faults.pop(0), "Service unavailable (injected by the sandbox)", headers)
+        status, retry_after = sandbox.faults.pop(0)
+        if retry_after is not None:
+            headers = {**headers, "Retry-After": str(retry_after)}
+        return exact_error(status, "Service unavailable (injected by the sandbox)", headers)
     try:
         response = await _dispatch(request, sandbox, division, endpoint, key)
     except SandboxError as exc:
@@ -544,7 +549,8 @@ async def _control(request: Request) -> Response:
         if action == "expire-tokens":
             return JSONResponse({"expired": sandbox.expire_tokens()})
         if action == "fail":
-            sandbox.faults.extend([int(body.get("status", 503))] * int(body.get("times", 1)))
+            retry_after = None if body.get("retry_after") is None else int(body["retry_after"])
+            sandbox.faults.extend([(int(body.get("status", 503)), retry_after)] * int(body.get("times", 1)))
             return JSONResponse({"pending_faults": len(sandbox.faults)})
     except SandboxError as exc:
         return exact_error(exc.status, exc.message)
