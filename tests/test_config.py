@@ -107,9 +107,7 @@ def test_bad_config_lists_every_problem_with_its_key_path_and_exits_2(tmp_path, 
 
 
 def test_cross_references_are_checked(tmp_path, env):
-    text = GOOD.replace('source = "shop"', 'source = "nowhere"').replace(
-        'id = "exact"\nkind', 'id = "erp"\nkind'
-    )
+    text = GOOD.replace('source = "shop"', 'source = "nowhere"').replace('id = "exact"\nkind', 'id = "erp"\nkind')
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert "integrations[0].source: 'nowhere' is neither an endpoint nor a system" in info.value.problems

@@ -48,9 +48,7 @@ def test_accepts_signed_order_with_202_and_queues_one_job_carrying_the_envelope(
 def test_job_never_carries_credentials(http, rconn):
     body = woo_order(102)
     http.post("/webhooks/shop", content=body, headers=woo_headers(body))
-    raw = b"".join(
-        rconn.hget(key, field) or b"" for key in rconn.keys("rq:job:*") for field in rconn.hkeys(key)
-    )
+    raw = b"".join(rconn.hget(key, field) or b"" for key in rconn.keys("rq:job:*") for field in rconn.hkeys(key))
     for secret in (*SECRETS.values(), "wc&secret-\u00e9"):
         assert secret.encode() not in raw
     assert b"x-wc-webhook-signature" not in raw.lower()

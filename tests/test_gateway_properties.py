@@ -34,9 +34,7 @@ BODIES = st.one_of(
     st.just(b'{"Content": {"Topic": "Items"}, "HashCode": "AB"}'),
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-        lambda children: (
-            st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-        ),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
         max_leaves=20,
     ).map(lambda value: __import__("json").dumps(value).encode()),
 )

@@ -96,8 +96,6 @@ def test_embedded_is_started_when_forced_and_stopped_by_its_owner(tmp_path):
 
 
 def test_passwords_are_redacted_from_urls():
-    assert (
-        redact_url("redis://user:hunter2@redis.internal:6380/1") == "redis://user:***@redis.internal:6380/1"
-    )
+    assert redact_url("redis://user:hunter2@redis.internal:6380/1") == "redis://user:***@redis.internal:6380/1"
     assert redact_url("redis://:hunter2@localhost:6379") == "redis://:***@localhost:6379"
     assert redact_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
