@@ -258,7 +258,7 @@ def test_job_is_processed_by_a_real_worker(http, rconn, redis_url, config):
     assert job.is_finished
     result = job.return_value()
     assert result["integrations"] == {
-        "shop-to-exact": {"outcome": "skipped", "reason": "status 'pending' is not synced"}
+        "shop-to-exact": {"outcome": "skipped", "number": "301", "reason": "status 'pending' is not synced"}
     }
     assert result["flow"] == "orders"
     assert json.dumps(result).find("jorg@example.com") == -1

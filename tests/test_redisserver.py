@@ -31,13 +31,15 @@ def alive(pid: int) -> bool:
 def test_embedded_redis_persists_across_restart(tmp_path):
     server = EmbeddedRedis(data_dir=tmp_path, port=free_port())
     server.start()
-    redis.Redis.from_url(server.url).set("koppel:test", "kept")
+    with redis.Redis.from_url(server.url) as client:
+        client.set("koppel:test", "kept")
     server.stop()
     assert not answers(server.url)
     assert (tmp_path / "redis" / "appendonlydir").is_dir()
     server.start()
     try:
-        assert redis.Redis.from_url(server.url).get("koppel:test") == b"kept"
+        with redis.Redis.from_url(server.url) as client:
+            assert client.get("koppel:test") == b"kept"
     finally:
         server.stop()
 
