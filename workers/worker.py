@@ -46,7 +46,8 @@ def run_worker(
 ) -> bool:
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
     connection = redis.Redis.from_url(redis_url, health_check_interval=30)
-    runtime.install(runtime.Runtime(config=config, connection=connection))
+    rt = runtime.Runtime(config=config, connection=connection)
+    runtime.install(rt)
     queue = make_queue(connection, config.gateway.queue)
     worker_class = Worker if fork else SimpleWorker
     global _guard
@@ -55,12 +56,15 @@ def run_worker(
     schedule_polls(connection, config)  # sources without push (Exact Sync API) are polled on a schedule
     worker = worker_class([queue], connection=connection, serializer=JSONSerializer)
     pump = pump_for(connection, config.gateway)
-    if burst:
-        pump.drain()
-        return worker.work(burst=True, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
-    thread, stop = pump.start()
     try:
-        return worker.work(burst=False, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
+        if burst:
+            pump.drain()
+            return worker.work(burst=True, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
+        thread, stop = pump.start()
+        try:
+            return worker.work(burst=False, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
+        finally:
+            stop.set()
+            thread.join(timeout=5)
     finally:
-        stop.set()
-        thread.join(timeout=5)
+        rt.close()  # the jobs' HTTP client (its open connections to the APIs)
