@@ -50,17 +50,22 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     from gateway.errors import PermanentError
     from transforms import validate_integration
     from workers.pollers import exact_limits, oauth_app, poll_interval
+    from workers.woocommerce import build_woo_client
 
     problems: list[str] = []
     used = {i.target for i in config.integrations} | {i.source for i in config.integrations}
+    targets = {i.target for i in config.integrations}
     for system in config.systems:
-        if system.kind == "exactonline" and system.id in used:
-            try:
+        try:
+            if system.kind == "exactonline" and system.id in used:
                 oauth_app(system)
                 poll_interval(system)
                 exact_limits(system)
-            except PermanentError as exc:
-                problems.append(str(exc))
+            if system.kind == "woocommerce" and system.id in targets:
+                build_woo_client(system).close()  # base_url and keys present, and a URL the client accepts
+        except PermanentError as exc:
+            message = str(exc)
+            problems.append(message if message.startswith("systems.") else f"systems.{system.id}: {message}")
     for index, integration in enumerate(config.integrations):
         target = config.system(integration.target)
         problems.extend(validate_integration(integration, index, target_kind=target.kind if target else None))

@@ -167,3 +167,39 @@ def test_an_exact_system_without_its_oauth_app_is_rejected(tmp_path, env, capsys
     text = GOOD.replace('client_id = "koppel-app"\n', "")
     assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
     assert "systems.exact: an Exact Online system needs settings.client_id" in capsys.readouterr().err
+
+
+SHOP_TARGET = """
+[[systems]]
+id = "webshop"
+kind = "woocommerce"
+base_url = "https://shop.example"
+[systems.credentials]
+consumer_key = "env:KOPPEL_TEST_WC"
+consumer_secret = "env:KOPPEL_TEST_WC"
+
+[[integrations]]
+id = "exact-to-shop"
+source = "exact"
+target = "webshop"
+flows = ["orders", "stock"]
+"""
+
+
+def test_a_complete_woocommerce_target_checks_ok(tmp_path, env):
+    assert main(["config", "check", "--config", str(write(tmp_path, GOOD + SHOP_TARGET))]) == 0
+
+
+def test_a_woocommerce_target_without_its_keys_is_rejected_naming_them(tmp_path, env, capsys):
+    text = GOOD + SHOP_TARGET.replace('base_url = "https://shop.example"\n', "").replace(
+        'consumer_secret = "env:KOPPEL_TEST_WC"\n', ""
+    )
+    assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
+    err = capsys.readouterr().err
+    assert "systems.webshop: a WooCommerce system needs base_url, credentials.consumer_secret" in err
+
+
+def test_a_woocommerce_target_over_plain_http_is_rejected(tmp_path, env, capsys):
+    text = GOOD + SHOP_TARGET.replace("https://shop.example", "http://shop.example")
+    assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
+    assert "systems.webshop: WooCommerce base_url http://shop.example" in capsys.readouterr().err

@@ -265,6 +265,7 @@ def test_unreadable_stored_tokens_count_as_missing(http, store, rconn, clock):
 
 def test_tokens_never_reach_logs_or_errors(http, store, exact, clock, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="connectors")  # `koppel demo` (test_demo) sets it to WARNING in-process
     stored(store, clock, left=5)
     auth = ExactAuth(store, APP, http, clock=clock)
     http.get(BASE + "/api/v1/1/x", auth=auth)

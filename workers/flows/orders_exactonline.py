@@ -22,8 +22,6 @@ import hashlib
 import logging
 from typing import Any
 
-import redis
-
 from connectors.exactonline.client import ExactClient
 from connectors.exactonline.endpoints import Accounts
 from connectors.exactonline.errors import ExactRequestError
@@ -32,9 +30,10 @@ from gateway.config import Integration
 from gateway.envelope import Envelope
 from gateway.errors import PermanentError
 from gateway.model import Order
-from transforms import build_mapping, decide_debtor
+from transforms import decide_debtor
 from transforms.payload import dumps
 from workers.flows import register
+from workers.flows.common import Ledger, cached_mapping
 from workers.pollers import exact_client
 from workers.runtime import Runtime
 
@@ -54,32 +53,7 @@ def _normalise(envelope: Envelope) -> Order:
 
 
 def _mapping(rt: Runtime, integration: Integration, flow: str) -> Any:
-    return rt.cached(f"mapping:{integration.id}:{flow}", lambda: build_mapping(integration, flow, "exactonline"))
-
-
-class Ledger:
-    """What Koppel created in Exact for an integration, and which creations are in flight."""
-
-    def __init__(self, connection: redis.Redis, integration_id: str) -> None:
-        self.connection = connection
-        self.key = f"koppel:ledger:{integration_id}:orders"
-        self.flight = f"koppel:inflight:{integration_id}:orders"
-
-    def created(self, number: str) -> str | None:
-        value = self.connection.hget(self.key, number)
-        return value.decode() if value else None
-
-    def in_flight(self, number: str) -> bool:
-        return bool(self.connection.hexists(self.flight, number))
-
-    def take_off(self, number: str) -> None:
-        self.connection.hset(self.flight, number, "1")
-
-    def land(self, number: str, exact_id: str) -> None:
-        with self.connection.pipeline() as pipe:
-            pipe.hset(self.key, number, exact_id)
-            pipe.hdel(self.flight, number)
-            pipe.execute()
+    return cached_mapping(rt, integration, flow, "exactonline")
 
 
 _DOCUMENTS = {
