@@ -12,6 +12,8 @@ voucher (so some orders fail, naming it); the shop's webhooks point at the gatew
    API calls per order — and a cross-check against the Exact sandbox: one sales order per shop order.
 3. The receiver turns away a forged delivery (401) and acknowledges a repeated one without a second job.
 4. The missing item is added in Exact and the failed jobs are replayed (`koppel replay`): now booked.
+5. A few orders are delivered in Exact; the Sync API poller picks that up and the shop's orders
+   become `completed` (the `exact-to-shop` integration: order status written back).
 
 Everything started is stopped at the end (and by the kernel if this process is killed).
 """
@@ -19,6 +21,7 @@ Everything started is stopped at the end (and by the kernel if this process is k
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -31,11 +34,15 @@ from gateway.replay import failed_job_ids, replay
 from gateway.stack import ENDPOINT, INTEGRATION, OrderOutcome, Stack, StackOptions
 
 MISSING_SKU = "KOP-BON-25"  # the shop's gift voucher: not an item in Exact, so its orders fail
+POLL_SECONDS = 5  # Exact's Sync API polled this often (each poll is an API call of Exact's budget)
+DELIVERED = 5  # orders delivered in Exact at the end, their status written back to the shop
 
 
 def run_demo(orders: int = 25, data_dir: Path = Path(".koppel/demo"), console: Console | None = None) -> int:
     console = console or Console(highlight=False)
-    options = StackOptions(data_dir=data_dir, missing_skus=(MISSING_SKU,), queue="koppel-demo")
+    options = StackOptions(
+        data_dir=data_dir, missing_skus=(MISSING_SKU,), queue="koppel-demo", writeback_poll_seconds=POLL_SECONDS
+    )
     with console.status("starting Redis, the sandboxes, the gateway and a worker…"):
         stack = Stack(options)
         try:
@@ -82,6 +89,7 @@ def _run(stack: Stack, orders: int, console: Console) -> int:
         console.print(f"after the replay: {booked} of {len(failed)} booked in Exact")
         healthy &= booked == len(failed)
         healthy &= _one_order_each(stack, placed, console)
+    healthy &= _writeback(stack, placed, console)
     console.print("\n[green]done[/]: every order is accounted for" if healthy else "\n[red]something is off[/]")
     return 0 if healthy else 1
 
@@ -125,6 +133,29 @@ def _report(stack: Stack, placed: list[str], outcomes: dict[str, OrderOutcome], 
     console.print()
     console.print(table)
     return accepted == len(deliveries) and counts["pending"] == 0 and _one_order_each(stack, placed, console)
+
+
+def _writeback(stack: Stack, placed: list[str], console: Console) -> bool:
+    """Deliver a few orders in Exact; the poller must bring `completed` back to the shop."""
+    booked = [o for o in stack.outcomes(placed).values() if o.outcome == "created"][:DELIVERED]
+    if not booked:
+        return True
+    console.print(f"\nDelivering {len(booked)} orders in Exact; the Sync API poller (every {POLL_SECONDS} s) "
+                  "writes their status back to the shop…")  # fmt: skip
+    stack.deliver_in_exact([o.number for o in booked])
+    ids = [o.order_id for o in booked]
+    columns = (TextColumn("{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn())
+    deadline = time.monotonic() + 120
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("shop orders completed", total=len(ids))
+        while True:
+            done = sum(status == "completed" for status in stack.shop_statuses(ids).values())
+            progress.update(task, completed=done)
+            if done == len(ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    console.print(f"{done} of {len(ids)} shop orders now 'completed' (orders {', '.join(ids)})")
+    return done == len(ids)
 
 
 def _one_order_each(stack: Stack, placed: list[str], console: Console) -> bool:

@@ -43,6 +43,7 @@ from gateway.ingest import inbox_key, make_queue
 from gateway.redisserver import EmbeddedRedis, RedisChoice, die_with_parent, free_port
 
 INTEGRATION = "webshop-to-exact"
+WRITEBACK = "exact-to-shop"
 ENDPOINT = "webshop"
 EXACT_CLIENT_ID, EXACT_CLIENT_SECRET = "koppel-sandbox", "sandbox-secret"  # the Exact sandbox's registered app
 WOO_KEY, WOO_SECRET = "ck_koppel_stack", "cs_koppel_stack"
@@ -93,6 +94,9 @@ class StackOptions:
     """Extra settings of the WooCommerce → Exact integration (document_type, order_statuses, …)."""
     checkout_update: bool = True
     """WooCommerce saves a paid order again at checkout: `order.updated` follows `order.created`."""
+    writeback_poll_seconds: int | None = None
+    """Set: also the `exact-to-shop` integration — Exact's Sync API polled this often, order status
+    written back to the shop (workers/flows/orders_woocommerce.py)."""
 
 
 @dataclass
@@ -238,6 +242,9 @@ class Stack:
                  "settings": dict(opts.settings)},
             ],
         }  # fmt: skip
+        if opts.writeback_poll_seconds is not None:
+            data["systems"][0]["settings"]["poll_interval_seconds"] = opts.writeback_poll_seconds
+            data["integrations"].append({"id": WRITEBACK, "source": "exact", "target": "shop", "flows": ["orders"]})
         self.config_path.write_text(tomlkit.dumps(data), encoding="utf-8")
 
     def _redirect_uri(self) -> str:
@@ -360,6 +367,23 @@ class Stack:
         rows = self.http.get(f"{self.woo.url}/sandbox/deliveries").json()["deliveries"]
         return [row for row in rows if not row["ping"]]
 
+    def deliver_in_exact(self, numbers: list[str]) -> list[str]:
+        """Mark the Exact sales orders of these shop order numbers delivered (Status 21), as a person in
+        Exact would; the Exact order ids changed."""
+        assert self.exact is not None
+        division = str(self.exact_state()["divisions"][0])
+        orders = self.exact_state()["entities"][division].get("salesorder/SalesOrders", [])
+        changed = [str(o["OrderID"]) for o in orders if str(o.get("YourRef")) in set(numbers)]
+        for order_id in changed:
+            body = {"entity": "salesorder/SalesOrders", "id": order_id, "fields": {"Status": 21}}
+            self.http.post(f"{self.exact.url}/sandbox/update", json=body).raise_for_status()
+        return changed
+
+    def shop_statuses(self, order_ids: list[str]) -> dict[str, str]:
+        """The shop's current status of each order."""
+        client = self.woo_client()
+        return {oid: str(client.get_order(int(oid))["status"]) for oid in order_ids}
+
     def exact_state(self) -> dict[str, Any]:
         assert self.exact is not None
         return dict(self.http.get(f"{self.exact.url}/sandbox/state").json())
@@ -461,4 +485,4 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
         proc.wait()
 
 
-__all__ = ["INTEGRATION", "LiveServer", "OrderOutcome", "Stack", "StackOptions", "serve"]
+__all__ = ["INTEGRATION", "WRITEBACK", "LiveServer", "OrderOutcome", "Stack", "StackOptions", "serve"]

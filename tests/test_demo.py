@@ -42,6 +42,7 @@ def test_the_demo_books_the_shop_orders_reports_them_and_leaves_nothing_running(
     if failed:
         assert "KOP-BON-25 do not exist as items in Exact Online" in text
         assert f"after the replay: {failed} of {failed} booked in Exact" in text
+    assert re.search(r"(\d) of \1 shop orders now 'completed'", text), text  # written back via the poller
     assert "every order is accounted for" in text
     assert children() <= before, "the demo left child processes running"
 

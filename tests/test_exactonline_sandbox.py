@@ -345,7 +345,9 @@ def test_control_routes(connected):
     state = env.control("state")
     assert [i["Code"] for i in state["entities"]["1234567"]["logistics/Items"]] == ["Z"]
     assert "client_secret" not in state["config"]
-    assert env.control("seed", {"entity": "crm/Accounts", "records": [{"Name": "Seeded"}]})["ids"]
+    [account] = env.control("seed", {"entity": "crm/Accounts", "records": [{"Name": "Seeded"}]})["ids"]
+    assert env.control("update", {"entity": "crm/Accounts", "id": account, "fields": {"Name": "Renamed"}})
+    assert [a["Name"] for a in env.control("state")["entities"]["1234567"]["crm/Accounts"]] == ["Renamed"]
     assert env.control("ratelimit", {"per_minute": 9}) == {"per_minute": 9, "per_day": 5000, "enabled": True}
     env.control("reset")
     assert env.control("state")["entities"]["1234567"]["logistics/Items"] == []

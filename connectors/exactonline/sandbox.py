@@ -22,7 +22,7 @@ What it reproduces (see PLATFORMS.md §4):
 
 Sandbox-only control routes (no auth; bind to localhost): `GET /sandbox/state` (its `oauth` part
 counts refreshes and refused token requests by error, e.g. `{"invalid_grant": 1}`), `POST
-/sandbox/reset`, `POST /sandbox/seed/items {"skus": [...]}`, `POST /sandbox/seed {"entity", "records"}`,
+/sandbox/reset`, `POST /sandbox/seed/items {"skus": [...]}`, `POST /sandbox/seed {"entity", "records"}`, `POST /sandbox/update {"entity", "id", "fields"}`,
 `POST /sandbox/ratelimit {"per_minute", "per_day", "enabled"}`, `GET /sandbox/calls`, `POST
 /sandbox/expire-tokens`, `POST /sandbox/fail {"status": 503, "times": 1, "retry_after": 2}` (the next API
 requests fail so; `retry_after` adds a `Retry-After` header).
@@ -540,6 +540,12 @@ async def _control(request: Request) -> Response:
                 return exact_error(400, f"cannot seed {path!r}")
             created = [sandbox.store.create(division, path, r) for r in body.get("records", [])]
             return JSONResponse({"ids": [r[SPECS[path].key] for r in created]})
+        if action == "update":  # what a person does in Exact (e.g. deliver an order), without a token
+            path, key = str(body.get("entity", "")), str(body.get("id", "")).lower()
+            if path not in SPECS or not isinstance(body.get("fields"), dict):
+                return exact_error(400, "update takes entity, id and fields")
+            sandbox.store.update(division, path, key, body["fields"])
+            return JSONResponse({"updated": key})
         if action == "ratelimit":
             names = {"per_minute": "per_minute", "per_day": "per_day", "enabled": "rate_limits"}
             for given, attribute in names.items():
