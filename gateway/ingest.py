@@ -16,8 +16,9 @@ entry into exactly one RQ job with that id.
 
 Measured by bench/ingest (docs/benchmarks.md): creating the RQ job here cost ~250 µs of the
 gateway's single core per event (of ~500 µs per request in all; an earlier claim of ~0.08 ms per
-batched event did not hold). With the inbox, a request costs the gateway ~140-160 µs of CPU in
-all (a no-op Starlette route: ~40 µs) and Redis 2.03 commands per event (batches of ~30).
+batched event did not hold). With the inbox and the plain-ASGI webhook path (gateway/app.py), a
+request costs the gateway 1.6-2.0x the CPU of a no-op Starlette route (~265-320 µs against
+~140-170 µs on the slower VM of the latest runs) and Redis 2.03 commands per event (batches of ~30).
 """
 
 from __future__ import annotations
