@@ -22,7 +22,8 @@ What it reproduces (see PLATFORMS.md §4):
 
 Sandbox-only control routes (no auth; bind to localhost): `GET /sandbox/state` (its `oauth` part
 counts refreshes and refused token requests by error, e.g. `{"invalid_grant": 1}`), `POST
-/sandbox/reset`, `POST /sandbox/seed/items {"skus": [...]}`, `POST /sandbox/seed {"entity", "records"}`, `POST /sandbox/update {"entity", "id", "fields"}`,
+/sandbox/reset`, `POST /sandbox/seed/items {"skus": [...]}`, `POST /sandbox/seed {"entity", "records"}`,
+`POST /sandbox/update {"entity", "id", "fields"}` (a change a person makes in Exact, e.g. an order delivered),
 `POST /sandbox/ratelimit {"per_minute", "per_day", "enabled"}`, `GET /sandbox/calls`, `POST
 /sandbox/expire-tokens`, `POST /sandbox/fail {"status": 503, "times": 1, "retry_after": 2}` (the next API
 requests fail so; `retry_after` adds a `Retry-After` header).
