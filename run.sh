@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Koppel quick start.
-#   ./run.sh          run Koppel's main job (the demo) on the embedded default
+#   ./run.sh          run Koppel's main job (the demo) on the embedded default; ./run.sh --orders 50
 #   ./run.sh test     run the whole test suite
 #   ./run.sh <cmd>    any other `koppel` command, e.g. ./run.sh serve, ./run.sh config check
 # Installs what it needs on first use: python3-venv and redis-server (Debian), then a .venv.
@@ -41,5 +41,6 @@ fi
 case "${1:-demo}" in
   test) shift; exec .venv/bin/python -m pytest "$@" ;;
   demo) [ $# -gt 0 ] && shift; exec .venv/bin/koppel demo "$@" ;;
+  -*) exec .venv/bin/koppel demo "$@" ;;  # ./run.sh --orders 50: options of the main job
   *) exec .venv/bin/koppel "$@" ;;
 esac
