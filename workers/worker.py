@@ -15,6 +15,8 @@ AbandonedJobError). RQ's SimpleWorker beats once per job, with a TTL of the job 
 maintenance runs every 10 minutes: a dead worker's order waited up to ~14 minutes. `KoppelWorker`
 renews the heartbeat every `gateway.worker_heartbeat_seconds` (TTL: three beats) while the job runs,
 and maintenance runs every three beats, so the job is retried within seconds of its worker's death.
+The beats come from the process's keepalive thread (workers/keepalive.py), which also renews the
+job's resource lock: no thread is started per job.
 The flows are built for that replay (the order ledger and in-flight marker), and the job's resource
 lock frees itself as fast (workers/policy.py).
 """
@@ -24,7 +26,6 @@ from __future__ import annotations
 import logging
 import multiprocessing.util
 import os
-import threading
 from typing import Any
 
 import redis
@@ -38,7 +39,7 @@ from gateway.config import Config
 from gateway.inbox import pump_for
 from gateway.ingest import make_queue
 from gateway.redisserver import die_with_parent
-from workers import runtime
+from workers import keepalive, runtime
 from workers.pollers import schedule_polls
 
 log = logging.getLogger("koppel.worker")
@@ -52,24 +53,16 @@ class KoppelWorker(SimpleWorker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
-        stop = threading.Event()
-        beat = threading.Thread(
-            target=self._beat, args=(job, execution, stop), name="koppel-job-heartbeat", daemon=True
-        )
-        beat.start()
-        try:
+        # The process's keepalive thread beats while the job runs, and no more once it is done.
+        with keepalive.renewing(lambda: self._beat(job, execution), self.job_monitoring_interval, name=f"job {job.id}"):
             self.perform_job(job, queue, execution)
-        finally:
-            stop.set()
-            beat.join()
         self.set_state(WorkerStatus.IDLE)
 
-    def _beat(self, job: Job, execution: Execution, stop: threading.Event) -> None:
-        while not stop.wait(self.job_monitoring_interval):
-            try:
-                self.maintain_heartbeats(job, execution)
-            except redis.RedisError as exc:  # Redis briefly away: the next beat tries again
-                log.warning("job %s: heartbeat failed: %s", job.id, exc)
+    def _beat(self, job: Job, execution: Execution) -> None:
+        try:
+            self.maintain_heartbeats(job, execution)
+        except redis.RedisError as exc:  # Redis briefly away: the next beat tries again
+            log.warning("job %s: heartbeat failed: %s", job.id, exc)
 
 
 def worker_timing(heartbeat: int) -> dict[str, Any]:
