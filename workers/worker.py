@@ -55,7 +55,7 @@ HEARTBEAT_SLACK = 1.0
 
 class KoppelWorker(SimpleWorker):
     """A SimpleWorker whose running job keeps beating (see the module docstring), and whose own
-    heartbeat costs one Redis round trip per job instead of six (`heartbeat`)."""
+    heartbeat and idle writes cost one Redis round trip per job instead of eight (`heartbeat`)."""
 
     _expires_at = -math.inf
     """When the worker key expires by the last heartbeat this worker sent (monotonic clock)."""
@@ -79,9 +79,10 @@ class KoppelWorker(SimpleWorker):
         as one round trip, and not at all when the key got this TTL less than `HEARTBEAT_SLACK` s ago.
 
         RQ beats before each dequeue and after each job; with back-to-back jobs those came within
-        milliseconds of each other (and of the beat in the suspension check). Every beat, sent or
-        not, is remembered with the expiry it gives: a beat with a shorter TTL (a job's) is never
-        taken for a longer one, so the key never expires sooner than RQ's own beats would let it.
+        milliseconds of each other (and of the beat in the suspension check). Every beat sent, alone
+        or in one of RQ's pipelines, is remembered with the expiry it gives: a beat with a shorter TTL
+        (a job's) is never taken for a longer one, so the key never expires sooner than RQ's own beats
+        would let it.
         """
         timeout = timeout or self.worker_ttl + 60
         expires_at = time.monotonic() + timeout
