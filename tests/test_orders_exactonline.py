@@ -161,3 +161,13 @@ def test_a_stale_cached_account_is_looked_up_again(env, rconn):
     assert second["outcome"] == "created"
     assert env.in_exact("7008") == 1
     assert env.accounts(ORDER["billing"]["email"]) == 1
+
+
+def test_the_ledger_lookup_answers_booked_and_in_flight_at_once(rconn):
+    ledger = Ledger(rconn, "shop-to-exact")
+    assert ledger.lookup("9001") == (None, False)
+    ledger.take_off("9001")
+    assert ledger.lookup("9001") == (None, True)
+    ledger.land("9001", "exact-id")
+    assert ledger.lookup("9001") == ("exact-id", False)
+    assert (ledger.created("9001"), ledger.in_flight("9001")) == ledger.lookup("9001")

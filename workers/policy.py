@@ -8,6 +8,7 @@ message kept as `job.meta["reason"]` for the dashboard and `koppel replay`.
 
 The resource lock lives `hold` seconds and is renewed every third of that while its work runs: live
 work of any length keeps it, and the lock of a worker that died mid-job frees itself within `hold`.
+The renewals are made by the process's keepalive thread (workers/keepalive.py), not a thread per lock.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import threading
 from collections.abc import Iterator
 
 import redis
@@ -23,6 +23,7 @@ from redis.exceptions import LockError, LockNotOwnedError
 from rq import Retry, get_current_job
 
 from gateway.errors import PermanentError, TransientError
+from workers import keepalive
 
 log = logging.getLogger("koppel.worker")
 
@@ -59,31 +60,29 @@ def resource_lock(connection: redis.Redis, *parts: str, hold: float = 30, wait: 
 
     Two events for the same order (created and updated arriving together) never race: the second
     waits up to `wait` seconds, then retries later as a transient failure. The lock expires `hold`
-    seconds after its last renewal; a thread renews it every `hold / 3` s while the work runs.
+    seconds after its last renewal; the keepalive thread renews it every `hold / 3` s while the work
+    runs, and no more once the block is left (before the lock is released).
     """
     name = "koppel:lock:" + ":".join(parts)
     # Not thread-local: the renewing thread must see the token the acquiring thread got.
     lock = connection.lock(name, timeout=hold, blocking_timeout=wait, thread_local=False)
     if not lock.acquire():
         raise TransientError(f"another job is working on {':'.join(parts)}; retrying later")
-    stop = threading.Event()
-    renewer = threading.Thread(target=_renew, args=(lock, hold / 3, stop), name="koppel-lock-renewal", daemon=True)
-    renewer.start()
     try:
-        yield
+        with keepalive.renewing(lambda: _renew(lock), hold / 3, name=f"lock {name}"):
+            yield
     finally:
-        stop.set()
-        renewer.join()
         with contextlib.suppress(LockError):
             lock.release()
 
 
-def _renew(lock: redis.lock.Lock, every: float, stop: threading.Event) -> None:
-    while not stop.wait(every):
-        try:
-            lock.reacquire()
-        except LockNotOwnedError:
-            log.warning("lock %s expired before it was renewed; the work goes on without it", lock.name)
-            return
-        except redis.RedisError as exc:  # Redis briefly away: try again at the next renewal
-            log.warning("lock %s not renewed: %s", lock.name, exc)
+def _renew(lock: redis.lock.Lock) -> bool:
+    """One renewal; False when the lock is lost (expired and perhaps taken): no more renewals then."""
+    try:
+        lock.reacquire()
+    except LockNotOwnedError:
+        log.warning("lock %s expired before it was renewed; the work goes on without it", lock.name)
+        return False
+    except redis.RedisError as exc:  # Redis briefly away: try again at the next renewal
+        log.warning("lock %s not renewed: %s", lock.name, exc)
+    return True

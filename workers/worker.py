@@ -15,6 +15,8 @@ AbandonedJobError). RQ's SimpleWorker beats once per job, with a TTL of the job 
 maintenance runs every 10 minutes: a dead worker's order waited up to ~14 minutes. `KoppelWorker`
 renews the heartbeat every `gateway.worker_heartbeat_seconds` (TTL: three beats) while the job runs,
 and maintenance runs every three beats, so the job is retried within seconds of its worker's death.
+The beats come from the process's keepalive thread (workers/keepalive.py), which also renews the
+job's resource lock: no thread is started per job.
 The flows are built for that replay (the order ledger and in-flight marker), and the job's resource
 lock frees itself as fast (workers/policy.py).
 """
@@ -22,12 +24,14 @@ lock frees itself as fast (workers/policy.py).
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing.util
 import os
-import threading
+import time
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from rq import Queue, SimpleWorker, Worker
 from rq.executions import Execution
 from rq.job import Job
@@ -38,38 +42,74 @@ from gateway.config import Config
 from gateway.inbox import pump_for
 from gateway.ingest import make_queue
 from gateway.redisserver import die_with_parent
-from workers import runtime
+from workers import keepalive, runtime
 from workers.pollers import schedule_polls
 
 log = logging.getLogger("koppel.worker")
 
 
+HEARTBEAT_SLACK = 1.0
+"""A worker heartbeat (or state write) that would change the worker key's expiry by less than this
+(seconds) since the last one is not sent: RQ's work loop beats 5 times per job, twice back to back."""
+
+
 class KoppelWorker(SimpleWorker):
-    """A SimpleWorker whose running job keeps beating (see the module docstring)."""
+    """A SimpleWorker whose running job keeps beating (see the module docstring), and whose own
+    heartbeat and idle writes cost one Redis round trip per job instead of eight (`heartbeat`)."""
+
+    _expires_at = -math.inf
+    """When the worker key expires by the last heartbeat this worker sent (monotonic clock)."""
+    _state_written_at = -math.inf
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return 3 * int(self.job_monitoring_interval)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
-        stop = threading.Event()
-        beat = threading.Thread(
-            target=self._beat, args=(job, execution, stop), name="koppel-job-heartbeat", daemon=True
-        )
-        beat.start()
-        try:
+        # The process's keepalive thread beats while the job runs, and no more once it is done.
+        with keepalive.renewing(lambda: self._beat(job, execution), self.job_monitoring_interval, name=f"job {job.id}"):
             self.perform_job(job, queue, execution)
-        finally:
-            stop.set()
-            beat.join()
-        self.set_state(WorkerStatus.IDLE)
+        with self.connection.pipeline(transaction=False) as pipeline:  # the work loop's next beat is then skipped
+            self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
+            self.heartbeat(pipeline=pipeline)
+            pipeline.execute()
 
-    def _beat(self, job: Job, execution: Execution, stop: threading.Event) -> None:
-        while not stop.wait(self.job_monitoring_interval):
-            try:
-                self.maintain_heartbeats(job, execution)
-            except redis.RedisError as exc:  # Redis briefly away: the next beat tries again
-                log.warning("job %s: heartbeat failed: %s", job.id, exc)
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ's worker heartbeat (the worker key's `last_heartbeat` and TTL), its three commands sent
+        as one round trip, and not at all when the key got this TTL less than `HEARTBEAT_SLACK` s ago.
+
+        RQ beats before each dequeue and after each job; with back-to-back jobs those came within
+        milliseconds of each other (and of the beat in the suspension check). Every beat sent, alone
+        or in one of RQ's pipelines, is remembered with the expiry it gives: a beat with a shorter TTL
+        (a job's) is never taken for a longer one, so the key never expires sooner than RQ's own beats
+        would let it.
+        """
+        timeout = timeout or self.worker_ttl + 60
+        expires_at = time.monotonic() + timeout
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline=pipeline)
+        elif self._expires_at >= expires_at - HEARTBEAT_SLACK:
+            return
+        else:
+            self._expires_at = -math.inf  # unknown until the beat is through
+            with self.connection.pipeline(transaction=False) as own:
+                super().heartbeat(timeout, pipeline=own)
+                own.execute()
+        self._expires_at = expires_at
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        """RQ's, but a state written less than `HEARTBEAT_SLACK` s ago is not written again (a
+        SimpleWorker writes `idle` after each job and again before each dequeue)."""
+        if pipeline is None and state == self._state and time.monotonic() - self._state_written_at < HEARTBEAT_SLACK:
+            return
+        super().set_state(state, pipeline=pipeline)
+        self._state_written_at = time.monotonic()
+
+    def _beat(self, job: Job, execution: Execution) -> None:
+        try:
+            self.maintain_heartbeats(job, execution)
+        except redis.RedisError as exc:  # Redis briefly away: the next beat tries again
+            log.warning("job %s: heartbeat failed: %s", job.id, exc)
 
 
 def worker_timing(heartbeat: int) -> dict[str, Any]:

@@ -36,6 +36,14 @@ class Ledger:
     def in_flight(self, number: str) -> bool:
         return bool(self.connection.hexists(self.flight, number))
 
+    def lookup(self, number: str) -> tuple[str | None, bool]:
+        """`created` and `in_flight` in one round trip: (Exact id or None, in flight)."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hget(self.key, number)
+            pipe.hexists(self.flight, number)
+            value, flying = pipe.execute()
+        return (value.decode() if value else None), bool(flying)
+
     def take_off(self, number: str) -> None:
         self.connection.hset(self.flight, number, "1")
 

@@ -72,13 +72,29 @@ def _record_id(record: dict[str, Any], preferred: str) -> str:
     return str(record.get(preferred) or record.get("ID") or "")
 
 
-def _account(rt: Runtime, integration: Integration, exact: ExactClient, order: Order) -> tuple[str, str]:
-    """The OrderedBy account id, and how it was found (cached / found / created / default)."""
+_UNREAD: Any = object()
+"""A cache entry not read ahead: `_account` and `_items` read it themselves."""
+
+
+def _account_field(integration: Integration, order: Order) -> str:
+    """The order's field in the integration's account cache: `code:<debtor code>` or the e-mail ('' if none)."""
+    debtor = decide_debtor(order.customer, integration.settings, flow="orders")
+    if debtor.kind == "default":
+        return f"code:{debtor.code}"
+    return (debtor.email or order.customer.email or "").strip().lower()
+
+
+def _account(
+    rt: Runtime, integration: Integration, exact: ExactClient, order: Order, cached: Any = _UNREAD
+) -> tuple[str, str]:
+    """The OrderedBy account id, and how it was found (cached / found / created / default).
+    `cached`: the order's account cache entry when read ahead (`_take_off`)."""
     debtor = decide_debtor(order.customer, integration.settings, flow="orders")
     cache = f"koppel:cache:{integration.id}:accounts"
     if debtor.kind == "default":
         code = str(debtor.code)
-        cached = rt.connection.hget(cache, f"code:{code}")
+        if cached is _UNREAD:
+            cached = rt.connection.hget(cache, f"code:{code}")
         if cached:
             return cached.decode(), "default (cached)"
         found = exact.first(Accounts, filter=eq("Code", code.rjust(18)))
@@ -93,7 +109,8 @@ def _account(rt: Runtime, integration: Integration, exact: ExactClient, order: O
     payload = mapping.apply(order.customer, {"account": "<account>"}, label=f"customer of order {order.number}")
     account_fields = payload.get("Account", payload)
     fingerprint = hashlib.sha256(dumps(account_fields).encode()).hexdigest()[:16]
-    cached = rt.connection.hget(cache, email)
+    if cached is _UNREAD:
+        cached = rt.connection.hget(cache, email)
     if cached:
         account_id, _, sent = cached.decode().partition(":")
         if sent != fingerprint:
@@ -117,11 +134,16 @@ def _account(rt: Runtime, integration: Integration, exact: ExactClient, order: O
     return account_id, how
 
 
-def _items(rt: Runtime, integration: Integration, exact: ExactClient, codes: list[str]) -> dict[str, str]:
-    """SKU → Exact item id for every code; PermanentError naming the SKUs Exact does not know."""
+def _items(
+    rt: Runtime, integration: Integration, exact: ExactClient, codes: list[str], cached_ids: Any = _UNREAD
+) -> dict[str, str]:
+    """SKU → Exact item id for every code; PermanentError naming the SKUs Exact does not know.
+    `cached_ids`: the item cache's values for `_unique(codes)` when read ahead (`_take_off`)."""
     cache = f"koppel:cache:{integration.target}:items"
-    wanted = list(dict.fromkeys(codes))
-    cached = dict(zip(wanted, rt.connection.hmget(cache, wanted), strict=True)) if wanted else {}
+    wanted = _unique(codes)
+    if cached_ids is _UNREAD:
+        cached_ids = rt.connection.hmget(cache, wanted) if wanted else []
+    cached = dict(zip(wanted, cached_ids, strict=True))
     ids = {code: value.decode() for code, value in cached.items() if value}
     missing = [code for code in wanted if code not in ids]
     if missing:
@@ -136,6 +158,23 @@ def _items(rt: Runtime, integration: Integration, exact: ExactClient, codes: lis
                 f"order cannot be booked: SKU(s) {', '.join(sorted(unknown))} do not exist as items in Exact Online"
             )
     return ids
+
+
+def _unique(codes: list[str]) -> list[str]:
+    return list(dict.fromkeys(codes))
+
+
+def _take_off(rt: Runtime, integration: Integration, ledger: Ledger, order: Order, codes: list[str]) -> tuple[Any, Any]:
+    """Mark the order in flight (before its POST) and read its account and item cache entries, in one
+    round trip: (account cache entry, item cache values), as `_account` and `_items` take them."""
+    wanted = _unique(codes)
+    with rt.connection.pipeline(transaction=False) as pipe:
+        pipe.hset(ledger.flight, order.number, "1")
+        pipe.hget(f"koppel:cache:{integration.id}:accounts", _account_field(integration, order))
+        if wanted:
+            pipe.hmget(f"koppel:cache:{integration.target}:items", wanted)
+        _, account, *items = pipe.execute()
+    return account, (items[0] if wanted else [])
 
 
 def _forget(rt: Runtime, integration: Integration, order: Order, codes: list[str]) -> bool:
@@ -159,7 +198,7 @@ def order_to_exact(integration: Integration, envelope: Envelope, rt: Runtime) ->
     document = str(integration.settings.get("document_type", "sales_order"))
     find_name, create, id_field = _DOCUMENTS[document]
     ledger = Ledger(rt.connection, integration.id)
-    done = ledger.created(order.number)
+    done, in_flight = ledger.lookup(order.number)
     if done:
         log.info("order %s is already in Exact Online (%s); skipped", order.number, done)
         return {
@@ -169,7 +208,7 @@ def order_to_exact(integration: Integration, envelope: Envelope, rt: Runtime) ->
             "exact_id": done,
             "calls": 0,
         }
-    if ledger.in_flight(order.number):
+    if in_flight:
         existing = getattr(exact, find_name)(order.number)
         if existing is not None:
             exact_id = _record_id(existing, id_field)
@@ -189,10 +228,14 @@ def order_to_exact(integration: Integration, envelope: Envelope, rt: Runtime) ->
     codes = [line.sku for line in order.lines if line.sku]
     codes += [settings.get("shipping_item", "SHIPPING")] if order.shipping_lines else []
     codes += [settings.get("fee_item", "FEE")] if order.fees else []
-    ledger.take_off(order.number)
+    cached_account, cached_items = _take_off(rt, integration, ledger, order, codes)
     for attempt in (1, 2):
-        account_id, account_how = _account(rt, integration, exact, order)
-        item_ids = _items(rt, integration, exact, codes)
+        if attempt == 1:  # the cache entries read with the in-flight marker
+            account_id, account_how = _account(rt, integration, exact, order, cached_account)
+            item_ids = _items(rt, integration, exact, codes, cached_items)
+        else:  # read again after `_forget`
+            account_id, account_how = _account(rt, integration, exact, order)
+            item_ids = _items(rt, integration, exact, codes)
         payload = _mapping(rt, integration, "orders").apply(
             order, {"account": account_id, "items": item_ids}, label=f"{envelope.source} order {order.number}"
         )
