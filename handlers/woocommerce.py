@@ -9,8 +9,11 @@ When a webhook is created or re-activated WooCommerce pings the delivery URL wit
 form body `webhook_id=<id>` and no `X-WC-Webhook-*` headers; it must get exactly 200.
 
 `X-WC-Webhook-Delivery-ID` is `wp_hash(webhook id . unix seconds)`: two deliveries in one second
-share it, so it is kept for tracing but deliveries are keyed on topic, resource id and the
-payload's `date_modified_gmt` (the payload is built when sent, so it reflects the state sent).
+share it, so it is kept for tracing but deliveries are keyed on topic, resource id and a digest of
+the body. The payload is built when sent, so it is the state sent: the same state delivered again
+is the same bytes (a duplicate), and a change is new bytes — even within the second that
+`date_modified_gmt` resolves (an order paid in the second it was created must not pass for a
+repeat of its creation; the end-to-end tests met exactly that).
 """
 
 from __future__ import annotations
@@ -94,14 +97,12 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
 
     payload, payload_json = json_object(incoming.body)
     resource_id = _resource_id(resource, payload)
-    modified = payload.get("date_modified_gmt")
-    version = modified if isinstance(modified, str) and modified else body_digest(incoming.body)
     kept = {name: value for name, key in KEPT_HEADERS.items() if (value := header(incoming.headers, key))}
     event = Event(
         topic=topic,
         resource=resource,
         resource_id=resource_id,
-        delivery_key=f"{topic}:{resource_id or ''}:{version}",
+        delivery_key=f"{topic}:{resource_id or ''}:{body_digest(incoming.body)}",
         payload=payload,
         payload_json=payload_json,
         headers=kept,
