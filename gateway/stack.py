@@ -44,6 +44,7 @@ from gateway.redisserver import EmbeddedRedis, RedisChoice, die_with_parent, fre
 
 INTEGRATION = "webshop-to-exact"
 WRITEBACK = "exact-to-shop"
+POLL_JOB_PREFIX = "koppel-poll-"  # workers.pollers.poll_job_ids
 ENDPOINT = "webshop"
 EXACT_CLIENT_ID, EXACT_CLIENT_SECRET = "koppel-sandbox", "sandbox-secret"  # the Exact sandbox's registered app
 WOO_KEY, WOO_SECRET = "ck_koppel_stack", "cs_koppel_stack"
@@ -398,18 +399,20 @@ class Stack:
         return ActivityLog(self.connection).entries(INTEGRATION, since=max(since or 0.0, self.started_at))
 
     def idle(self) -> bool:
-        """Nothing left to do: the inbox drained, the queue empty, no job running or waiting to retry.
+        """Nothing left to do: the inbox drained, no event job queued, running or waiting to retry.
 
-        Only looks: RQ's `count` would also clean the registries up, handing a dead worker's job back
-        from here instead of from the workers' own maintenance.
+        The pollers' own jobs (always one scheduled, queued or running while an Exact source is
+        polled) do not count. Only looks: RQ's `count` would also clean the registries up, handing a
+        dead worker's job back from here instead of from the workers' own maintenance.
         """
         queue = make_queue(self.connection, self.options.queue)
-        started = StartedJobRegistry(queue=queue)
-        return (
-            self.connection.xlen(inbox_key(self.options.queue)) == 0
-            and queue.count == 0
-            and started.get_job_count(cleanup=False) == 0
-            and queue.scheduled_job_registry.get_job_count(cleanup=False) == 0
+        ids = [
+            *queue.get_job_ids(),
+            *StartedJobRegistry(queue=queue).get_job_ids(cleanup=False),
+            *queue.scheduled_job_registry.get_job_ids(cleanup=False),
+        ]
+        return self.connection.xlen(inbox_key(self.options.queue)) == 0 and all(
+            job_id.startswith(POLL_JOB_PREFIX) for job_id in ids
         )
 
     def outcomes(self, order_ids: list[str], *, since: float | None = None) -> dict[str, OrderOutcome]:
