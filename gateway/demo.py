@@ -100,9 +100,9 @@ def _follow(stack: Stack, order_ids: list[str], label: str, console: Console) ->
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(label, total=len(order_ids), calls=0)
 
-        def update(done: int, _: int) -> None:
-            calls = sum(a.calls for a in stack.activity())
-            progress.update(task, completed=done, calls=calls)
+        def update(outcomes: dict[str, OrderOutcome]) -> None:
+            done = sum(o.outcome != "pending" for o in outcomes.values())
+            progress.update(task, completed=done, calls=sum(o.calls for o in outcomes.values()))
 
         outcomes = stack.settle(order_ids, timeout=300, progress=update)
     pending = [o.order_id for o in outcomes.values() if o.outcome == "pending"]

@@ -41,10 +41,10 @@ from gateway.activity import Activity, ActivityLog
 from gateway.config import Config, load_config
 from gateway.ingest import inbox_key, make_queue
 from gateway.redisserver import EmbeddedRedis, RedisChoice, die_with_parent, free_port
+from workers.pollers import POLL_JOB_PREFIX
 
 INTEGRATION = "webshop-to-exact"
 WRITEBACK = "exact-to-shop"
-POLL_JOB_PREFIX = "koppel-poll-"  # workers.pollers.poll_job_ids
 ENDPOINT = "webshop"
 EXACT_CLIENT_ID, EXACT_CLIENT_SECRET = "koppel-sandbox", "sandbox-secret"  # the Exact sandbox's registered app
 WOO_KEY, WOO_SECRET = "ck_koppel_stack", "cs_koppel_stack"
@@ -372,8 +372,8 @@ class Stack:
         """Mark the Exact sales orders of these shop order numbers delivered (Status 21), as a person in
         Exact would; the Exact order ids changed."""
         assert self.exact is not None
-        division = str(self.exact_state()["divisions"][0])
-        orders = self.exact_state()["entities"][division].get("salesorder/SalesOrders", [])
+        state = self.exact_state()
+        orders = state["entities"][str(state["divisions"][0])].get("salesorder/SalesOrders", [])
         changed = [str(o["OrderID"]) for o in orders if str(o.get("YourRef")) in set(numbers)]
         for order_id in changed:
             body = {"entity": "salesorder/SalesOrders", "id": order_id, "fields": {"Status": 21}}
@@ -440,7 +440,7 @@ class Stack:
         order_ids: list[str],
         *,
         timeout: float = 120,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[dict[str, OrderOutcome]], None] | None = None,
         since: float | None = None,
         interval: float = 0.1,
     ) -> dict[str, OrderOutcome]:
@@ -454,7 +454,7 @@ class Stack:
             outcomes = self.outcomes(order_ids, since=since)
             decided = sum(o.outcome != "pending" for o in outcomes.values())
             if progress is not None:
-                progress(decided, len(order_ids))
+                progress(outcomes)
             if decided == len(order_ids) and self.idle():
                 return outcomes
             if time.monotonic() > deadline:

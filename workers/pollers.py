@@ -62,6 +62,8 @@ LOCK_SECONDS = 300
 """Expiry of the poll lock; renewed after every page, so it only matters when a worker dies mid-poll."""
 JOB_TIMEOUT = 1800
 SLOTS = ("a", "b")
+POLL_JOB_PREFIX = "koppel-poll-"
+"""Every poll job id starts so (`poll_job_ids`): how the queue's own jobs are told from event jobs."""
 
 STREAMS: dict[str, type[SyncStream]] = {
     "SalesOrderHeaders": SyncSalesOrderHeaders,
@@ -290,7 +292,7 @@ def poll_exact(system_id: str, entity: str = "SalesOrderHeaders") -> dict[str, A
 
 def poll_job_ids(system_id: str, entity: str) -> list[str]:
     """The two deterministic job ids of a (system, entity) poll chain."""
-    return [f"koppel-poll-{SOURCE}-{system_id}-{entity}-{slot}" for slot in SLOTS]
+    return [f"{POLL_JOB_PREFIX}{SOURCE}-{system_id}-{entity}-{slot}" for slot in SLOTS]
 
 
 def _schedule(queue: Queue, system_id: str, entity: str, interval: int, *, running: str | None) -> str | None:
