@@ -111,7 +111,7 @@ def test_creates_the_order_once_with_its_customer(env):
         "outcome": "skipped",
         "number": "7001",
         "reason": "already in Exact Online",
-        "exact_id": first["exact_id"],
+        "target_id": first["target_id"],
         "calls": 0,
     }
     assert env.in_exact("7001") == 1
@@ -141,8 +141,8 @@ def test_a_crash_between_post_and_ledger_never_books_twice(env, rconn):
     ledger.take_off("7005")
     retry = env.run(order(7005))
     assert retry["outcome"] == "skipped"
-    assert retry["exact_id"] == created["exact_id"]
-    assert ledger.created("7005") == created["exact_id"]
+    assert retry["target_id"] == created["target_id"]
+    assert ledger.created("7005") == created["target_id"]
     assert env.in_exact("7005") == 1
 
 

@@ -76,7 +76,7 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
                 received_at=envelope.received_at.timestamp(),
                 done_at=time.time(),
                 number=str(result.get("number", "")),
-                target_id=str(result.get("target_id") or result.get("exact_id") or ""),
+                target_id=str(result.get("target_id", "")),
                 calls=int(result.get("calls", 0)),
                 reason=reason or str(result.get("reason", "")),
                 job_id=job.id if job is not None else "",

@@ -1,8 +1,10 @@
 """Flows: what happens to an event for one integration, per (flow, target system kind).
 
 A flow function takes the integration, the envelope and the worker runtime, does its work
-idempotently (lookup on a stable key before every write) and returns a small summary (ids and
-outcome, no payload data). It raises `TransientError` to be retried or `PermanentError` to fail.
+idempotently (lookup on a stable key before every write) and returns a small summary, no payload
+data: `outcome` (created, updated, skipped), and where known `number` (the source's record number),
+`target_id`, `calls` (target API calls) and `reason` — the fields of its activity log entry. It raises
+`TransientError` to be retried or `PermanentError` to fail.
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ def order_to_exact(integration: Integration, envelope: Envelope, rt: Runtime) ->
             "outcome": "skipped",
             "number": order.number,
             "reason": "already in Exact Online",
-            "exact_id": done,
+            "target_id": done,
             "calls": 0,
         }
     if in_flight:
@@ -218,7 +218,7 @@ def order_to_exact(integration: Integration, envelope: Envelope, rt: Runtime) ->
                 "outcome": "skipped",
                 "number": order.number,
                 "reason": "already in Exact Online",
-                "exact_id": exact_id,
+                "target_id": exact_id,
                 "calls": exact.calls - before,
             }
     missing_sku = [line.name or "?" for line in order.lines if not line.sku]
@@ -255,7 +255,7 @@ def order_to_exact(integration: Integration, envelope: Envelope, rt: Runtime) ->
         "outcome": "created",
         "number": order.number,
         "document": document,
-        "exact_id": exact_id,
+        "target_id": exact_id,
         "account": account_how,
         "calls": exact.calls - before,
     }
