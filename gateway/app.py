@@ -36,7 +36,7 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.config import Config, Endpoint
-from gateway.errors import BodyTooLarge, MalformedRequest, RedisUnavailable, Rejected, UnknownEndpoint
+from gateway.errors import BodyTooLarge, MalformedRequest, RedisUnavailable, UnknownEndpoint, WebhookRejected
 from gateway.ingest import Accepted, Draft, Ingestor
 from gateway.metrics import EndpointCounters, Metrics
 from gateway.oauth import CALLBACK_PATH, exact_callback
@@ -268,7 +268,7 @@ class WebhookReceiver:
                 for event in outcome.events
             ]
             accepted = await self.ingestor.submit(drafts)
-        except Rejected as exc:
+        except WebhookRejected as exc:
             label = target.endpoint.id if target else "unknown"
             self.metrics.rejected.labels(label, exc.reason).inc()
             log.info("rejected %s request to endpoint %s: %s", exc.reason, label, exc.message)

@@ -4,15 +4,25 @@
     ├── ConfigError                 the config file is unreadable or invalid (lists every problem)
     ├── RedisUnavailable            Redis cannot be reached; a request answers 503 + Retry-After
     ├── EmbeddedRedisError          the embedded Redis could not be started
-    ├── TransientError              worth retrying later: timeouts, 5xx, 429, a busy lock
-    ├── PermanentError              retrying cannot help: validation, missing SKUs, 4xx mapping errors;
-    │                               the job fails at once with this message as its reason
-    └── Rejected                    a webhook request is refused; carries HTTP status and a reason
+    ├── TransientError              worth retrying later: the job is retried with jittered backoff
+    │   ├── Unavailable             a system answered 5xx, timed out or could not be reached
+    │   │                           (after the HTTP kit's own retries); `.status` when it answered
+    │   └── RateLimited             the system's budget is spent (429, or a rate limit's window);
+    │                               `.retry_after` seconds when known
+    ├── PermanentError              retrying cannot help: the job fails at once with this message
+    │   ├── Rejected                a system refused a request (4xx): `.status`, the system's `.code`
+    │   │   └── NotFound            404: no record with that key, or no such route
+    │   ├── AuthFailed              credentials refused, or no authorisation stored: someone must
+    │   │                           connect the system again (`koppel connect <system>`)
+    │   └── BadResponse             a 2xx answer that is not what the system's API promises
+    └── WebhookRejected             a webhook request is refused; carries HTTP status and a reason
         ├── UnknownEndpoint         404  no endpoint with that id
         ├── BodyTooLarge            413  body over the endpoint's cap
         ├── MalformedRequest        400  body or headers cannot be understood
         └── SignatureRejected       401  signature missing or wrong (reason: missing / mismatch)
 
+Connector errors subclass these (`ExactNotFound` is a `NotFound`, `WooCommerceUnavailable` an
+`Unavailable`), so flows and the worker decide with one `isinstance` check and name no system.
 Messages never contain secrets or payload data: they say what was wrong, not what was sent.
 """
 
@@ -48,7 +58,49 @@ class PermanentError(KoppelError):
     """A failure that will not pass by retrying: the job goes to the failed registry at once."""
 
 
-class Rejected(KoppelError):
+class Unavailable(TransientError):
+    """A system answered 5xx, timed out or could not be reached, after the HTTP kit's own retries."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class RateLimited(TransientError):
+    """A system's API budget is spent for longer than a caller may wait; retry after `retry_after` s."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = 429) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class Rejected(PermanentError):
+    """A system refused a request (4xx). `code` is the system's own error code, when it gave one."""
+
+    def __init__(self, message: str, *, status: int, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class NotFound(Rejected):
+    """404: no record with that key (or no such route)."""
+
+    def __init__(self, message: str, *, status: int = 404, code: str = "") -> None:
+        super().__init__(message, status=status, code=code)
+
+
+class AuthFailed(PermanentError):
+    """The system refused Koppel's credentials, or none are stored: connect the system again."""
+
+
+class BadResponse(PermanentError):
+    """A successful answer whose body is not what the system's API promises."""
+
+
+class WebhookRejected(KoppelError):
     """A webhook request that Koppel refuses. `reason` is a short metric label."""
 
     status = 400
@@ -61,22 +113,22 @@ class Rejected(KoppelError):
             self.reason = reason
 
 
-class UnknownEndpoint(Rejected):
+class UnknownEndpoint(WebhookRejected):
     status = 404
     reason = "unknown_endpoint"
 
 
-class BodyTooLarge(Rejected):
+class BodyTooLarge(WebhookRejected):
     status = 413
     reason = "too_large"
 
 
-class MalformedRequest(Rejected):
+class MalformedRequest(WebhookRejected):
     status = 400
     reason = "malformed"
 
 
-class SignatureRejected(Rejected):
+class SignatureRejected(WebhookRejected):
     """Missing (reason "missing_signature") or wrong (reason "bad_signature") signature."""
 
     status = 401

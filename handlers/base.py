@@ -3,7 +3,7 @@
 A handler is a pure function of the raw request and the endpoint's config: it verifies the
 signature over the raw bytes (constant time), answers handshakes, and splits the body into
 `Event`s. It does no I/O, so it is tested alone and property-tested over arbitrary input.
-It raises `gateway.errors.Rejected` subclasses for bad input, never anything else.
+It raises `gateway.errors.WebhookRejected` subclasses for bad input, never anything else.
 """
 
 from __future__ import annotations

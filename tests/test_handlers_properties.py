@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from gateway.config import Endpoint
 from gateway.envelope import Envelope
-from gateway.errors import MalformedRequest, Rejected, SignatureRejected
+from gateway.errors import MalformedRequest, SignatureRejected, WebhookRejected
 from gateway.ingest import Draft
 from handlers import businesscentral, exactonline, squarespace, woocommerce
 from handlers.base import Incoming, Outcome
@@ -144,10 +144,10 @@ def bodies(objects: st.SearchStrategy) -> st.SearchStrategy[bytes]:
     return st.binary(max_size=200) | encoded(json_values) | encoded(objects) | encoded(objects)
 
 
-def check_total(kind: str, incoming: Incoming) -> Outcome | Rejected:
+def check_total(kind: str, incoming: Incoming) -> Outcome | WebhookRejected:
     try:
         return HANDLERS[kind](incoming, ENDPOINTS[kind])
-    except Rejected as rejected:
+    except WebhookRejected as rejected:
         assert rejected.status in (400, 401)
         text = str(rejected)
         assert not any(secret in text for secret in SECRETS), text
@@ -299,7 +299,7 @@ def test_exact_rejects_any_flipped_byte_of_the_content(content, data):
     letters = st.sampled_from(b"aZ0x9").filter(lambda byte: byte != body[index])
     changed[index] = data.draw(letters | st.integers(0, 255).filter(lambda byte: byte != body[index]))
     result = check_total("exactonline", Incoming("POST", {}, {}, bytes(changed)))
-    assert isinstance(result, Rejected)
+    assert isinstance(result, WebhookRejected)
 
 
 @PROPERTY
@@ -361,5 +361,5 @@ def test_secret_decoding_matches_a_literal_port_of_wordpress(text):
 def test_woocommerce_is_total_over_any_configured_secret(secret, body):
     endpoint = Endpoint(id="shop", kind="woocommerce", secret=SecretStr(secret))
     incoming = Incoming("POST", {"x-wc-webhook-signature": "x", "x-wc-webhook-topic": "order.created"}, {}, body)
-    with contextlib.suppress(Rejected):
+    with contextlib.suppress(WebhookRejected):
         woocommerce.handle(incoming, endpoint)
