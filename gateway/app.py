@@ -39,7 +39,7 @@ from gateway.config import Config, Endpoint
 from gateway.errors import BodyTooLarge, MalformedRequest, RedisUnavailable, UnknownEndpoint, WebhookRejected
 from gateway.ingest import Accepted, Draft, Ingestor
 from gateway.metrics import EndpointCounters, Metrics
-from gateway.oauth import CALLBACK_PATH, exact_callback
+from gateway.oauth import CALLBACK_PATH, LEGACY_CALLBACK_PATH, oauth_callback
 from gateway.ops import AdminAuth, dashboard_app
 from handlers import Handler, Incoming, handler_for
 
@@ -191,7 +191,8 @@ def create_app(config: Config, redis_url: str) -> Gateway:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
-            Route(CALLBACK_PATH, exact_callback(config, connection), methods=["GET"]),
+            Route(LEGACY_CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
+            Route(CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
             Mount("/ops", app=AdminAuth(dashboard_app(redis_url), settings.admin_token)),
         ],
         lifespan=lifespan,

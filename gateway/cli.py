@@ -22,8 +22,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from connectors import registry
 from gateway.activity import OUTCOMES
-from gateway.config import Config, config_path, load_config
+from gateway.config import Config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
 from gateway.redisserver import RedisChoice, resolve_redis
 
@@ -37,7 +38,7 @@ def _load(args: argparse.Namespace) -> Config:
     path = config_path(getattr(args, "config", None))
     if path is None:
         raise ConfigError(["no config file: pass --config PATH or set KOPPEL_CONFIG"], source="koppel")
-    return load_config(path)
+    return registry.load(path)
 
 
 def _redis(args: argparse.Namespace) -> RedisChoice:
@@ -47,31 +48,18 @@ def _redis(args: argparse.Namespace) -> RedisChoice:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    config = _load(args)
-    from gateway.errors import PermanentError
     from transforms import validate_integration
-    from workers.pollers import exact_limits, oauth_app, poll_interval
-    from workers.woocommerce import build_woo_client
 
-    problems: list[str] = []
-    used = {i.target for i in config.integrations} | {i.source for i in config.integrations}
-    targets = {i.target for i in config.integrations}
-    for system in config.systems:
-        try:
-            if system.kind == "exactonline" and system.id in used:
-                oauth_app(system)
-                poll_interval(system)
-                exact_limits(system)
-            if system.kind == "woocommerce" and system.id in targets:
-                build_woo_client(system).close()  # base_url and keys present, and a URL the client accepts
-        except PermanentError as exc:
-            message = str(exc)
-            problems.append(message if message.startswith("systems.") else f"systems.{system.id}: {message}")
+    path = config_path(args.config)
+    if path is None:
+        raise ConfigError(["no config file: pass --config PATH or set KOPPEL_CONFIG"], source="koppel")
+    config = registry.load(path)
+    problems = registry.config_problems(config)
     for index, integration in enumerate(config.integrations):
         target = config.system(integration.target)
         problems.extend(validate_integration(integration, index, target_kind=target.kind if target else None))
     if problems:
-        raise ConfigError(problems, source=str(config_path(args.config)))
+        raise ConfigError(problems, source=str(path))
     print(
         f"config ok: {len(config.endpoints)} endpoint(s), {len(config.systems)} system(s), "
         f"{len(config.integrations)} integration(s)"
@@ -165,15 +153,15 @@ def cmd_activity(args: argparse.Namespace) -> int:
 
 def cmd_connect(args: argparse.Namespace) -> int:
     from gateway.errors import PermanentError
-    from gateway.oauth import exact_consent_url
+    from gateway.oauth import consent_url
 
     config = _load(args)
     try:
-        url = exact_consent_url(config, args.system)
+        url = consent_url(config, args.legacy_system or args.system)
     except PermanentError as exc:
         return _fail(str(exc))
     print(
-        "Open this URL in a browser and approve; Exact Online sends you back to the gateway, which stores the tokens:"
+        "Open this URL in a browser and approve; the system sends you back to the gateway, which stores the tokens:"
     )
     print(url)
     return 0
@@ -237,9 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     activity.add_argument("--limit", type=int, default=200, help="at most this many, the newest (default 200)")
     activity.set_defaults(func=cmd_activity)
 
-    connect = with_config(sub.add_parser("connect", help="start OAuth consent for a system (Exact Online)"))
-    connect.add_argument("kind", choices=["exactonline"], help="the kind of system")
-    connect.add_argument("--system", required=True, help="the system id in the config")
+    connect = with_config(sub.add_parser("connect", help="start OAuth consent for a system (Exact Online, ...)"))
+    connect.add_argument("system", help="the system id in the config")
+    connect.add_argument("--system", dest="legacy_system", help=argparse.SUPPRESS)  # `connect exactonline --system X`
     connect.set_defaults(func=cmd_connect)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default and report")
@@ -249,12 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
-    try:
-        from transforms import cli as transforms_cli
-    except ImportError:
-        transforms_cli = None
-    if transforms_cli is not None and hasattr(transforms_cli, "register"):
-        transforms_cli.register(sub)
+    from gateway import mapcli
+
+    mapcli.register(sub)
     return parser
 
 

@@ -5,8 +5,9 @@
 
     [[endpoints]]                  # where webhooks arrive: POST /webhooks/{id}
     id = "shop"
-    kind = "woocommerce"           # woocommerce | squarespace | businesscentral | exactonline
+    kind = "woocommerce"           # a registered connector kind (`koppel connectors` lists them)
     secret = "env:WC_WEBHOOK_SECRET"
+    system = "shop-api"            # optional: the system whose API reads what the webhook only names
 
     [[systems]]                    # an API Koppel reads from or writes to
     id = "exact"
@@ -23,6 +24,10 @@
 
 Secrets are never written in the file: every secret field takes `env:NAME` and is read from the
 environment at load time. Errors name the key path (`endpoints[0].secret`) and never echo a value.
+
+This module checks the file's structure and its references. What a kind requires (its settings,
+credentials, the flows it can give and take) is each connector's to say: `connectors.registry.load`
+checks both, and is what Koppel's commands use.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -48,16 +54,13 @@ from pydantic import (
 
 from gateway.errors import ConfigError
 
-ENDPOINT_KINDS = ("woocommerce", "squarespace", "businesscentral", "exactonline")
-SYSTEM_KINDS = ("woocommerce", "squarespace", "winstore", "exactonline", "businesscentral", "asperion")
 FLOWS = ("orders", "customers", "products", "stock")
 
-EndpointKind = Literal["woocommerce", "squarespace", "businesscentral", "exactonline"]
-SystemKind = Literal["woocommerce", "squarespace", "winstore", "exactonline", "businesscentral", "asperion"]
 Flow = Literal["orders", "customers", "products", "stock"]
 
 _ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
 _ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_KIND = r"^[a-z][a-z0-9_]{0,39}$"
 
 
 def _resolve_secret(value: object, info: ValidationInfo) -> SecretStr:
@@ -106,29 +109,31 @@ class GatewaySettings(_Model):
     admin_token: Secret | None = None
 
 
+def _known_kind(value: str, info: ValidationInfo) -> str:
+    kinds = (info.context or {}).get("kinds")
+    if kinds is not None and value not in kinds:
+        raise ValueError(f"unknown kind {value!r}; known: {', '.join(sorted(kinds))}")
+    return value
+
+
+Kind = Annotated[str, Field(pattern=_KIND), AfterValidator(_known_kind)]
+"""A connector kind; checked against the registry's kinds when the loader passes them (`kinds=`)."""
+
+
 class Endpoint(_Model):
     id: str = Field(pattern=_ID)
-    kind: EndpointKind
+    kind: Kind
     secret: Secret
+    # The system (same kind) whose API reads the full record behind a thin notification.
+    system: str | None = None
     max_body_bytes: int | None = Field(default=None, ge=1024, le=64 * 1_048_576)
     # WooCommerce <= 3.5 signed with the secret as stored, without decoding HTML entities.
     woocommerce_legacy_secret: bool = False
 
-    @model_validator(mode="after")
-    def _secret_shape(self) -> Endpoint:
-        if self.kind == "squarespace":
-            try:
-                bytes.fromhex(self.secret.get_secret_value())
-            except ValueError:
-                raise ValueError(
-                    "secret: a Squarespace webhook secret is hex (as returned when the subscription is created)"
-                ) from None
-        return self
-
 
 class System(_Model):
     id: str = Field(pattern=_ID)
-    kind: SystemKind
+    kind: Kind
     base_url: str | None = None
     credentials: dict[str, Secret] = {}
     settings: dict[str, Any] = {}
@@ -167,6 +172,12 @@ class Config(_Model):
         clash = endpoint_ids & system_ids
         for name in sorted(clash):
             problems.append(f"systems: id {name!r} is also an endpoint id; ids must be unique across both")
+        kinds = {s.id: s.kind for s in self.systems}
+        for index, endpoint in enumerate(self.endpoints):
+            if endpoint.system is not None and kinds.get(endpoint.system) != endpoint.kind:
+                problems.append(
+                    f"endpoints[{index}].system: {endpoint.system!r} is not a {endpoint.kind} system in this config"
+                )
         for index, integration in enumerate(self.integrations):
             if integration.source not in endpoint_ids | system_ids:
                 problems.append(
@@ -184,6 +195,20 @@ class Config(_Model):
 
     def system(self, system_id: str) -> System | None:
         return next((s for s in self.systems if s.id == system_id), None)
+
+    def api_system(self, source: str) -> System | None:
+        """The API system behind an integration source: the system itself, or the endpoint's `system`."""
+        endpoint = self.endpoint(source)
+        if endpoint is None:
+            return self.system(source)
+        return self.system(endpoint.system) if endpoint.system else None
+
+    def source_kind(self, source: str) -> str | None:
+        endpoint = self.endpoint(source)
+        if endpoint is not None:
+            return endpoint.kind
+        system = self.system(source)
+        return system.kind if system is not None else None
 
     def integrations_from(self, source: str) -> list[Integration]:
         return [i for i in self.integrations if i.source == source and i.enabled]
@@ -216,17 +241,24 @@ def _format(error: ValidationError) -> list[str]:
 
 
 def parse_config(
-    data: Mapping[str, Any], *, environ: Mapping[str, str] | None = None, source: str = "config"
+    data: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] | None = None,
+    source: str = "config",
+    kinds: Collection[str] | None = None,
 ) -> Config:
-    """Validate already-parsed TOML data; raise ConfigError listing every problem."""
-    context = {"environ": os.environ if environ is None else environ}
+    """Validate already-parsed TOML data; raise ConfigError listing every problem. `kinds`: the
+    connector kinds to accept (connectors.registry passes them; without, any well-formed kind)."""
+    context = {"environ": os.environ if environ is None else environ, "kinds": kinds}
     try:
         return Config.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(_format(exc), source=source) from None
 
 
-def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None, kinds: Collection[str] | None = None
+) -> Config:
     """Read and validate a TOML config file."""
     file = Path(path)
     try:
@@ -239,7 +271,7 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{file}: not valid TOML: {exc}"], source=str(file)) from None
-    return parse_config(data, environ=environ, source=str(file))
+    return parse_config(data, environ=environ, source=str(file), kinds=kinds)
 
 
 def config_path(explicit: str | None = None) -> Path | None:

@@ -261,6 +261,8 @@ class Order(_Record):
     id: str
     number: str
     """The order number the customer sees; the target's external reference (idempotency key)."""
+    reference: str | None = None
+    """The order number in the system this order was made from (Exact's YourRef): for write-backs."""
     status: str | None = None
     created_at: Timestamp = None
     modified_at: Timestamp = None

@@ -37,8 +37,9 @@ import tomlkit
 import uvicorn
 from rq.registry import StartedJobRegistry
 
+from connectors import registry
 from gateway.activity import Activity, ActivityLog
-from gateway.config import Config, load_config
+from gateway.config import Config
 from gateway.ingest import inbox_key, make_queue
 from gateway.redisserver import EmbeddedRedis, RedisChoice, die_with_parent, free_port
 from workers.pollers import POLL_JOB_PREFIX
@@ -97,7 +98,7 @@ class StackOptions:
     """WooCommerce saves a paid order again at checkout: `order.updated` follows `order.created`."""
     writeback_poll_seconds: int | None = None
     """Set: also the `exact-to-shop` integration — Exact's Sync API polled this often, order status
-    written back to the shop (workers/flows/orders_woocommerce.py)."""
+    written back to the shop (workers/flows/orders.py, `write_back`)."""
 
 
 @dataclass
@@ -220,7 +221,8 @@ class Stack:
             rate_limit = {"enabled": False}
         data = {
             "gateway": {**opts.gateway, "queue": opts.queue},
-            "endpoints": [{"id": ENDPOINT, "kind": "woocommerce", "secret": "env:KOPPEL_STACK_WC_SECRET"}],
+            "endpoints": [{"id": ENDPOINT, "kind": "woocommerce", "secret": "env:KOPPEL_STACK_WC_SECRET",
+                           "system": "shop"}],
             "systems": [
                 {
                     "id": "exact",
@@ -274,7 +276,7 @@ class Stack:
     def _seed_exact_items(self) -> None:
         assert self.exact is not None
         skus = [s for s in self.shop_skus() if s not in self.options.missing_skus]
-        skus += ["SHIPPING", "FEE"]  # the integration's shipping and fee items (flows.md)
+        skus += ["SHIPPING", "FEE", "DISCOUNT"]  # the integration's service items (flows.md)
         self.http.post(f"{self.exact.url}/sandbox/seed/items", json={"skus": skus}).raise_for_status()
 
     def add_exact_items(self, skus: list[str]) -> None:
@@ -289,7 +291,7 @@ class Stack:
 
     def config(self) -> Config:
         """The stack's config, as its gateway and workers load it."""
-        return load_config(self.config_path, environ=self.env)
+        return registry.load(self.config_path, environ=self.env)
 
     def _environ(self) -> dict[str, str]:
         return {**os.environ, **self.env, "REDIS_URL": self.redis_url, "KOPPEL_LOG_LEVEL": "WARNING"}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors import registry
 from gateway.cli import main
 from gateway.config import load_config
 from gateway.errors import ConfigError
@@ -97,7 +98,7 @@ def test_bad_config_lists_every_problem_with_its_key_path_and_exits_2(tmp_path, 
     for expected in (
         "gateway.max_body_bytes: Input should be greater than or equal to 1024",
         "gateway.colour: unknown key",
-        "endpoints[0].kind: Input should be",
+        "endpoints[0].kind: unknown kind",
         "endpoints[0].secret: must be a reference of the form env:NAME",
         "endpoints[1].secret: environment variable KOPPEL_TEST_UNSET is not set",
         "integrations[0].flows[0]: Input should be",
@@ -124,7 +125,7 @@ def test_duplicate_ids_are_rejected(tmp_path, env):
 def test_squarespace_secret_must_be_hex(tmp_path, env):
     text = GOOD.replace('kind = "woocommerce"', 'kind = "squarespace"')
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, text))
+        registry.load(write(tmp_path, text))
     assert any("Squarespace webhook secret is hex" in p for p in info.value.problems)
     assert "wc-secret-value" not in str(info.value)
 
@@ -166,7 +167,7 @@ def test_a_mapping_that_cannot_compile_is_rejected_by_config_check(tmp_path, env
 def test_an_exact_system_without_its_oauth_app_is_rejected(tmp_path, env, capsys):
     text = GOOD.replace('client_id = "koppel-app"\n', "")
     assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
-    assert "systems.exact: an Exact Online system needs settings.client_id" in capsys.readouterr().err
+    assert "systems[0] (exact).settings.client_id: required" in capsys.readouterr().err
 
 
 SHOP_TARGET = """
@@ -196,10 +197,10 @@ def test_a_woocommerce_target_without_its_keys_is_rejected_naming_them(tmp_path,
     )
     assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
     err = capsys.readouterr().err
-    assert "systems.webshop: a WooCommerce system needs base_url, credentials.consumer_secret" in err
+    assert "systems[1] (webshop).base_url: required" in err
 
 
 def test_a_woocommerce_target_over_plain_http_is_rejected(tmp_path, env, capsys):
     text = GOOD + SHOP_TARGET.replace("https://shop.example", "http://shop.example")
     assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
-    assert "systems.webshop: WooCommerce base_url http://shop.example" in capsys.readouterr().err
+    assert "systems[1] (webshop).base_url: WooCommerce base_url http://shop.example" in capsys.readouterr().err

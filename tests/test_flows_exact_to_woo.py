@@ -26,12 +26,9 @@ from gateway.inbox import pump_for
 from gateway.ingest import JOB_FUNC, make_queue
 from gateway.stack import LiveServer, serve
 from workers import runtime
-from workers.flows.common import Ledger
-from workers.flows.orders_woocommerce import order_status_to_woo
-from workers.flows.stock_woocommerce import stock_to_woo
-from workers.jobs import process_event
-from workers.pollers import poll_exact
-from workers.woocommerce import woo_client
+from workers.jobs import process_event, run_event
+from workers.ledger import Ledger
+from workers.pollers import poll
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +89,7 @@ class Env:
         return self.rt.config.integrations[1]
 
     def flow_client(self) -> WooCommerceClient:
-        client = woo_client(self.rt, "shop")
+        client = self.rt.target("shop").shop
         client.sleep = lambda seconds: None  # the client's in-place retries, without the waiting
         return client
 
@@ -113,9 +110,9 @@ class Env:
                   "Status": status, "Currency": "EUR"}  # fmt: skip
         record["OrderID"] = record["ID"]
         event = Event("SalesOrderHeaders.sync", "SalesOrderHeaders", record["ID"], f"k{uuid.uuid4()}", record)
-        return order_status_to_woo(
-            self.integration, Envelope.wrap(event, source="exactonline", endpoint="exact"), self.rt
-        )
+        return run_event(
+            self.rt, self.integration, Envelope.wrap(event, source="exactonline", endpoint="exact")
+        ).as_dict()
 
     def exact_order(self, your_ref: str) -> str:
         """A sales order entered in Exact (as Koppel books them: YourRef = the shop's order number)."""
@@ -135,7 +132,9 @@ class Env:
                   "CurrentStock": float(current), "ReservedStock": float(reserved), "PlanningOut": 0.0,
                   "WarehouseCode": warehouse}  # fmt: skip
         event = Event("StockPositions.sync", "StockPositions", record["ID"], f"k{uuid.uuid4()}", record)
-        return stock_to_woo(self.integration, Envelope.wrap(event, source="exactonline", endpoint="exact"), self.rt)
+        return run_event(
+            self.rt, self.integration, Envelope.wrap(event, source="exactonline", endpoint="exact")
+        ).as_dict()
 
     def shop_stock(self, sku: str) -> Stock:
         found = self.shop.stock_by_sku(sku)
@@ -144,7 +143,7 @@ class Env:
 
     def process_polled(self, entity: str) -> list[dict[str, Any]]:
         """Poll Exact (the real poller job), then run every queued `process_event` job."""
-        poll_exact("exact", entity)
+        poll("exact", entity)
         pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
         queue = make_queue(self.conn, self.rt.config.gateway.queue)
         jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
@@ -186,7 +185,7 @@ def test_a_completed_exact_order_completes_the_shop_order_once(env):
     assert env.shop_status(number) == "completed"
     again = env.order_status(number, 21)
     assert (again["outcome"], again["calls"]) == ("skipped", 1)
-    assert again["reason"] == f"shop order {number} already completed"
+    assert again["reason"] == f"WooCommerce order {number} already completed"
 
 
 def test_a_cancelled_exact_order_cancels_the_shop_order(env):
@@ -220,18 +219,18 @@ def test_the_order_statuses_table_overrides_the_defaults(env):
 
 
 def test_an_exact_order_that_is_not_from_the_shop_is_skipped_not_failed(env):
-    for ref, why in ((None, "no YourRef"), ("PO-2231", "WooCommerce has no order PO-2231"),
+    for ref, why in ((None, "no reference"), ("PO-2231", "WooCommerce has no order PO-2231"),
                      ("99999", "WooCommerce has no order 99999")):  # fmt: skip
         result = env.order_status(ref, 21)
         assert result["outcome"] == "skipped"
-        assert result["reason"].startswith("not a shop order") and why in result["reason"]
+        assert result["reason"].startswith("not a WooCommerce order") and why in result["reason"]
     assert env.order_status("99999", 21)["calls"] == 0  # the shop's "no" is remembered
 
 
 def test_an_exact_order_whose_ref_the_ledger_gives_to_another_order_is_not_written_back(env):
     number = env.place_order()
     booked = str(uuid.uuid4())
-    Ledger(env.conn, "shop-to-exact").land(number, booked)
+    Ledger(env.conn, "shop-to-exact", "orders").record(number, booked)
     copy = env.order_status(number, 21)  # e.g. a copy of the booked order, made by hand in Exact
     assert copy["outcome"] == "skipped" and booked in copy["reason"]
     assert env.shop_status(number) == "processing"
@@ -251,7 +250,7 @@ def test_woocommerce_unavailable_is_transient_and_the_retry_writes_the_status(en
 @pytest.mark.parametrize("env", [{"tables": {"order_statuses": {"entries": {"complete": "shipped"}}}}], indirect=True)
 def test_a_status_woocommerce_refuses_fails_permanently_naming_the_order(env):
     number = env.place_order()
-    with pytest.raises(PermanentError, match=rf"Exact order 42 → shop order {number} \(shipped\).*400"):
+    with pytest.raises(PermanentError, match=rf"Exact Online order 42 → WooCommerce order {number} \(shipped\).*400"):
         env.order_status(number, 21)
 
 

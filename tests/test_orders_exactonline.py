@@ -22,7 +22,8 @@ from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from tests.conftest import LiveServer, serve
 from workers import runtime
-from workers.flows.orders_exactonline import Ledger, order_to_exact
+from workers.jobs import run_event
+from workers.ledger import Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -63,15 +64,15 @@ class Env:
     def run(self, payload: dict) -> dict:
         integration = self.rt.config.integrations[0]
         event = Event("order.created", "order", str(payload["id"]), f"k{payload['id']}", payload)
-        return order_to_exact(integration, Envelope.wrap(event, source="woocommerce", endpoint="shop"), self.rt)
+        return run_event(self.rt, integration, Envelope.wrap(event, source="woocommerce", endpoint="shop")).as_dict()
 
     def in_exact(self, your_ref: str) -> int:
         """How many sales orders Exact holds with this YourRef (asked through a fresh client)."""
-        client = self.rt.cache["exact:exact"]
+        client = self.rt.target("exact").exact
         return len(client.query(SalesOrders, filter=eq("YourRef", your_ref)))
 
     def accounts(self, email: str) -> int:
-        return len(self.rt.cache["exact:exact"].query(Accounts, filter=eq("Email", email)))
+        return len(self.rt.target("exact").exact.query(Accounts, filter=eq("Email", email)))
 
 
 @pytest.fixture
@@ -135,10 +136,10 @@ def test_missing_skus_fail_permanently_naming_them(env):
 
 def test_a_crash_between_post_and_ledger_never_books_twice(env, rconn):
     created = env.run(order(7005))
-    ledger = Ledger(rconn, "shop-to-exact")
+    ledger = Ledger(rconn, "shop-to-exact", "orders")
     # as if the worker died after Exact accepted the POST but before the ledger was written
     rconn.hdel(ledger.key, "7005")
-    ledger.take_off("7005")
+    ledger.mark("7005")
     retry = env.run(order(7005))
     assert retry["outcome"] == "skipped"
     assert retry["target_id"] == created["target_id"]
@@ -153,7 +154,7 @@ def test_orders_outside_the_status_filter_are_skipped(env):
 
 def test_a_stale_cached_account_is_looked_up_again(env, rconn):
     env.run(order(7007))
-    cache = "koppel:cache:shop-to-exact:accounts"
+    cache = "koppel:cache:shop-to-exact:customers"
     email = ORDER["billing"]["email"].lower()
     _, _, fingerprint = rconn.hget(cache, email).decode().partition(":")
     rconn.hset(cache, email, f"00000000-0000-4000-8000-00000000dead:{fingerprint}")  # deleted in Exact since
@@ -164,10 +165,10 @@ def test_a_stale_cached_account_is_looked_up_again(env, rconn):
 
 
 def test_the_ledger_lookup_answers_booked_and_in_flight_at_once(rconn):
-    ledger = Ledger(rconn, "shop-to-exact")
+    ledger = Ledger(rconn, "shop-to-exact", "orders")
     assert ledger.lookup("9001") == (None, False)
-    ledger.take_off("9001")
+    ledger.mark("9001")
     assert ledger.lookup("9001") == (None, True)
-    ledger.land("9001", "exact-id")
+    ledger.record("9001", "exact-id")
     assert ledger.lookup("9001") == ("exact-id", False)
     assert (ledger.created("9001"), ledger.in_flight("9001")) == ledger.lookup("9001")

@@ -21,7 +21,7 @@ from gateway.inbox import pump_for
 from gateway.ingest import JOB_FUNC
 from tests.conftest import LiveServer, serve
 from workers import pollers, runtime
-from workers.pollers import cursor_key, poll_exact, poll_job_ids, read_cursor, schedule_polls
+from workers.pollers import cursor_key, poll, poll_job_ids, read_cursor, schedule_polls
 from workers.worker import run_worker
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,8 @@ class Env:
         return self.http.post(f"{self.live.url}/sandbox/{action}", json=body).raise_for_status().json()
 
     def cursor(self, entity: str = "SalesOrderHeaders") -> int:
-        return read_cursor(self.conn, cursor_key(SYSTEM, DIVISION, entity))
+        """The stored cursor (a Sync API Timestamp; 0 before the first page)."""
+        return int(read_cursor(self.conn, cursor_key(SYSTEM, str(DIVISION), entity)) or 0)
 
     def event_jobs(self) -> list:
         pump_for(self.conn, self.config.gateway).drain(timeout=10)  # a worker's pump makes the jobs
@@ -107,10 +108,10 @@ def env(rconn: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_new_sales_orders_become_process_event_jobs(env):
     ids = env.seed_orders("WC-1", "WC-2")
-    result = poll_exact(SYSTEM)
+    result = poll(SYSTEM, "SalesOrderHeaders")
     assert result | {"next_poll": None} == {
-        "system": SYSTEM, "division": DIVISION, "entity": "SalesOrderHeaders", "pages": 1, "records": 2,
-        "queued": 2, "duplicates": 0, "cursor": env.cursor(), "next_poll": None,
+        "system": SYSTEM, "scope": str(DIVISION), "stream": "SalesOrderHeaders", "pages": 1, "records": 2,
+        "queued": 2, "duplicates": 0, "cursor": str(env.cursor()), "next_poll": None,
     }  # fmt: skip
     jobs = env.event_jobs()
     envelopes = sorted((job.args[0] for job in jobs), key=lambda e: e["payload"]["YourRef"])
@@ -127,13 +128,13 @@ def test_new_sales_orders_become_process_event_jobs(env):
 
 def test_a_poll_without_changes_queues_nothing_and_keeps_the_cursor(env):
     env.seed_orders("WC-1")
-    poll_exact(SYSTEM)
+    poll(SYSTEM, "SalesOrderHeaders")
     cursor = env.cursor()
-    result = poll_exact(SYSTEM)
-    assert (result["records"], result["queued"], result["cursor"]) == (0, 0, cursor)
+    result = poll(SYSTEM, "SalesOrderHeaders")
+    assert (result["records"], result["queued"], result["cursor"]) == (0, 0, str(cursor))
     assert env.cursor() == cursor and len(env.event_jobs()) == 1
     env.seed_orders("WC-2")  # a later change is picked up from the cursor, the earlier one not again
-    result = poll_exact(SYSTEM)
+    result = poll(SYSTEM, "SalesOrderHeaders")
     assert (result["records"], result["queued"]) == (1, 1) and env.cursor() > cursor
     assert sorted(job.args[0]["payload"]["YourRef"] for job in env.event_jobs()) == ["WC-1", "WC-2"]
 
@@ -147,16 +148,16 @@ def test_a_crash_before_the_cursor_is_saved_rereads_the_page_without_duplicate_j
     with monkeypatch.context() as patch:
         patch.setattr(pollers, "save_cursor", crash)
         with pytest.raises(RuntimeError, match="worker died"):
-            poll_exact(SYSTEM)
+            poll(SYSTEM, "SalesOrderHeaders")
     assert len(env.event_jobs()) == 3  # the page was stored...
     assert env.cursor() == 0  # ...but its cursor was not
     assert len(env.queue.scheduled_job_registry.get_job_ids()) == 1  # a failed poll still schedules the next
 
-    result = poll_exact(SYSTEM)
+    result = poll(SYSTEM, "SalesOrderHeaders")
     assert (result["records"], result["queued"], result["duplicates"]) == (3, 0, 3)
     assert len(env.event_jobs()) == 3
-    assert env.cursor() == result["cursor"] > 0
-    assert poll_exact(SYSTEM)["records"] == 0
+    assert env.cursor() == int(result["cursor"]) > 0
+    assert poll(SYSTEM, "SalesOrderHeaders")["records"] == 0
 
 
 def test_the_cursor_advances_page_by_page_and_a_crash_rereads_only_the_unsaved_page(env, monkeypatch):
@@ -174,13 +175,13 @@ def test_the_cursor_advances_page_by_page_and_a_crash_rereads_only_the_unsaved_p
     with monkeypatch.context() as patch:
         patch.setattr(pollers, "save_cursor", crash_on_second_page)
         with pytest.raises(RuntimeError):
-            poll_exact(SYSTEM)
+            poll(SYSTEM, "SalesOrderHeaders")
     jobs = env.event_jobs()
-    assert len(jobs) == 4 and env.cursor() == saves[0]
+    assert len(jobs) == 4 and env.cursor() == int(saves[0])
     first_page = sorted(job.args[0]["payload"]["Timestamp"] for job in jobs)[:2]
-    assert saves[0] == first_page[-1]
+    assert int(saves[0]) == first_page[-1]
 
-    result = poll_exact(SYSTEM)
+    result = poll(SYSTEM, "SalesOrderHeaders")
     assert (result["pages"], result["records"], result["queued"], result["duplicates"]) == (2, 3, 1, 2)
     assert sorted(job.args[0]["payload"]["YourRef"] for job in env.event_jobs()) == [f"WC-{i}" for i in range(1, 6)]
 
@@ -202,7 +203,7 @@ def test_concurrent_polls_of_one_division_read_once(env, monkeypatch):
     def run() -> None:
         barrier.wait()
         try:
-            result = poll_exact(SYSTEM)
+            result = poll(SYSTEM, "SalesOrderHeaders")
             results.append(result)
             if "skipped" in result:
                 other_done.set()
@@ -231,7 +232,7 @@ def test_schedule_polls_twice_leaves_one_pending_poll(env):
     scheduled = env.queue.scheduled_job_registry.get_job_ids()
     assert scheduled == first
     job = env.queue.fetch_job(first[0])
-    assert (job.func_name, job.args) == ("workers.pollers.poll_exact", [SYSTEM, "SalesOrderHeaders"])
+    assert (job.func_name, job.args) == ("workers.pollers.poll", [SYSTEM, "SalesOrderHeaders"])
 
 
 def test_schedule_polls_from_many_workers_at_once_leaves_one_pending_poll(env):

@@ -11,6 +11,7 @@ import pytest
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from connectors.contract import FlowResult
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError, TransientError
 from gateway.inbox import InboxPump
@@ -30,15 +31,15 @@ def flow(monkeypatch):
     """Install a test flow for orders → exactonline; its behaviour is chosen per test."""
     behaviour: dict[str, object] = {}
 
-    def fake(integration, envelope, rt):
-        CALLS.append(envelope.resource_id)
+    def fake(work):
+        CALLS.append(work.envelope.resource_id)
         error = behaviour.get("raise")
         if error is not None:
             raise error
-        return {"outcome": "created"}
+        return FlowResult("created")
 
-    flows.flow_for("orders", "exactonline")  # load built-ins first, then override
-    monkeypatch.setitem(flows._FLOWS, ("orders", "exactonline"), fake)
+    flows.flow_function("orders")  # load built-ins first, then override
+    monkeypatch.setitem(flows.FLOWS, "orders", fake)
     CALLS.clear()
     return behaviour
 

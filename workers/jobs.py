@@ -8,36 +8,62 @@ from typing import Any
 
 from rq import get_current_job
 
+from connectors import registry
+from connectors.contract import FlowResult
+from gateway import keys
 from gateway.activity import Activity, ActivityLog
+from gateway.config import Integration
 from gateway.envelope import Envelope
 from gateway.errors import PermanentError, TransientError
 from workers import runtime
-from workers.flows import flow_for
+from workers.flows import Work, flow_function
 from workers.policy import fail_permanently, note_transient, resource_lock
 
 log = logging.getLogger("koppel.worker")
 
-# Which flow a source's resource name belongs to (WooCommerce, Squarespace, BC, Exact spellings).
-_FLOW_OF_RESOURCE = {
-    "order": "orders",
-    "salesorders": "orders",
-    "salesorderheaders": "orders",
-    "salesinvoices": "orders",
-    "customer": "customers",
-    "customers": "customers",
-    "accounts": "customers",
-    "product": "products",
-    "items": "products",
-    "stockpositions": "stock",
-}
+SEEN_TTL = 7 * 24 * 3600
 
 
-def flow_of(resource: str) -> str | None:
-    return _FLOW_OF_RESOURCE.get(resource.lower())
+def flow_of(envelope: Envelope) -> str | None:
+    """The flow an event feeds, as its source's connector says (None: no flow takes it)."""
+    try:
+        source = registry.get(envelope.source).source
+    except KeyError:
+        return None
+    return source.flow_of(envelope.resource) if source is not None else None
+
+
+def _version_key(work: Work, flow: str) -> str | None:
+    """Where "this version of the record was processed" is remembered, when the source versions its
+    records: the same change seen by a webhook and by a poll (two deliveries) is processed once."""
+    version = work.source.version(flow, work.raw(flow))
+    if not version:
+        return None
+    return keys.cache(work.integration.id, f"seen:{flow}", f"{work.envelope.resource_id}:{version}")
+
+
+def run_event(rt: runtime.Runtime, integration: Integration, envelope: Envelope) -> FlowResult:
+    """One event's flow for one integration (what `process_event` runs under the resource lock)."""
+    flow = flow_of(envelope)
+    if flow is None:
+        raise PermanentError(f"no flow takes {envelope.source} {envelope.resource} events")
+    work = Work(integration, envelope, rt.source(integration.source), rt.target(integration.target), rt)
+    return _run(work, flow)
+
+
+def _run(work: Work, flow: str) -> FlowResult:
+    """The flow, unless this version of the record was processed already (under the resource lock)."""
+    seen = _version_key(work, flow)
+    if seen is not None and work.connection.exists(seen):
+        return FlowResult("skipped", reason="this version of the record was processed already")
+    result = flow_function(flow)(work)
+    if seen is not None:
+        work.connection.set(seen, "1", ex=SEEN_TTL)
+    return result
 
 
 def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
-    """Run the event through the flow of every integration its endpoint feeds.
+    """Run the event through its flow for every integration its endpoint (or polled system) feeds.
 
     Work on one resource of one integration is serialised (a Redis lock), so two events for the
     same order never race. Every outcome, failures included, goes to the integration's activity
@@ -50,7 +76,7 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
         fail_permanently(error)
         raise error from None
     rt = runtime.current()
-    flow = flow_of(envelope.resource)
+    flow = flow_of(envelope)
     integrations = [i for i in rt.config.integrations_from(envelope.endpoint) if flow in i.flows]
     summary: dict[str, Any] = {
         "endpoint": envelope.endpoint,
@@ -64,8 +90,7 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
     activity = ActivityLog(rt.connection)
     job = get_current_job()
 
-    def note(integration_id: str, outcome: str, result: dict[str, Any] | None = None, reason: str = "") -> None:
-        result = result or {}
+    def note(integration_id: str, outcome: str, result: FlowResult | None = None, reason: str = "") -> None:
         activity.record(
             Activity(
                 integration=integration_id,
@@ -75,28 +100,22 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
                 outcome=outcome,
                 received_at=envelope.received_at.timestamp(),
                 done_at=time.time(),
-                number=str(result.get("number", "")),
-                target_id=str(result.get("target_id", "")),
-                calls=int(result.get("calls", 0)),
-                reason=reason or str(result.get("reason", "")),
+                number=result.number if result else "",
+                target_id=result.target_id if result else "",
+                calls=(result.calls or 0) if result else 0,
+                reason=reason or (result.reason if result else ""),
                 job_id=job.id if job is not None else "",
             )
         )
 
     for integration in integrations:
-        target = rt.config.system(integration.target)
-        assert target is not None  # the config validator guarantees it
-        func = flow_for(flow or "", target.kind)
-        if func is None:
-            summary["integrations"][integration.id] = f"no {flow} flow to {target.kind} yet"
-            note(integration.id, "ignored", reason=f"no {flow} flow to {target.kind} yet")
-            continue
+        assert flow is not None
         try:
             with resource_lock(
                 rt.connection, integration.id, envelope.resource, envelope.resource_id or "-",
                 hold=3 * rt.config.gateway.worker_heartbeat_seconds,
             ):  # fmt: skip
-                result = func(integration, envelope, rt)
+                result = run_event(rt, integration, envelope)
         except PermanentError as error:
             fail_permanently(error)
             note(integration.id, "failed", reason=str(error))
@@ -111,7 +130,7 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
         except Exception as error:
             note(integration.id, "error", reason=f"unexpected {type(error).__name__}; see the job's traceback")
             raise
-        summary["integrations"][integration.id] = result
-        note(integration.id, str(result.get("outcome", "ignored")), result)
+        summary["integrations"][integration.id] = result.as_dict()
+        note(integration.id, result.outcome, result)
     log.info("event %s %s from %s done", envelope.topic, envelope.resource_id or "-", envelope.endpoint)
     return summary

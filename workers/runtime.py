@@ -14,7 +14,10 @@ from typing import Any, TypeVar
 import httpx
 import redis
 
+from connectors import registry
+from connectors.contract import Context, Source, Target
 from gateway.config import Config
+from gateway.errors import PermanentError
 
 T = TypeVar("T")
 
@@ -36,6 +39,36 @@ class Runtime:
 
     def http(self) -> httpx.Client:
         return self.cached("http", lambda: httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)))
+
+    def context(self) -> Context:
+        """What connectors get from this process: its HTTP client, Redis connection and cache."""
+        return self.cached("context", lambda: Context(http=self.http(), redis=self.connection, cached=self.cached))
+
+    def source(self, name: str) -> Source:
+        """The process's `Source` for an integration source (an endpoint or a system)."""
+
+        def build() -> Source:
+            kind = self.config.source_kind(name)
+            connector = registry.get(kind or "")
+            if connector.source is None:
+                raise PermanentError(f"{connector.title} ({name}) cannot be a source")
+            return connector.source(self.config.api_system(name), self.context())
+
+        return self.cached(f"source:{name}", build)
+
+    def target(self, system_id: str) -> Target:
+        """The process's `Target` for a configured system."""
+
+        def build() -> Target:
+            system = self.config.system(system_id)
+            if system is None:
+                raise PermanentError(f"no system {system_id!r} in the config")
+            connector = registry.get(system.kind)
+            if connector.target is None:
+                raise PermanentError(f"{connector.title} ({system_id}) cannot be a target")
+            return connector.target(system, self.context())
+
+        return self.cached(f"target:{system_id}", build)
 
     def close(self) -> None:
         client = self.cache.pop("http", None)

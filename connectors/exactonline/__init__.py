@@ -1,1 +1,18 @@
-"""Exact Online: OAuth2 set-up, a rate-limited OData client, the Sync API reader and a sandbox."""
+"""Exact Online: OAuth2 consent, a rate-limited OData client, the Sync API reader, its `Source` and
+`Target`, normalisers and a sandbox."""
+
+from connectors.contract import Connector
+from connectors.exactonline.connector import ExactCodeFlow, ExactSettings, ExactSource, ExactTarget
+
+CONNECTOR = Connector(
+    kind="exactonline",
+    title="Exact Online",
+    settings=ExactSettings,
+    source=ExactSource,
+    target=ExactTarget,
+    handler="handlers.exactonline:handle",
+    oauth=ExactCodeFlow,
+    sandbox="connectors.exactonline.sandbox:create_sandbox",
+)
+
+__all__ = ["CONNECTOR"]

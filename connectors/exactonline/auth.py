@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import re
-import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass, field
@@ -31,10 +30,9 @@ from urllib.parse import urlencode
 
 import httpx
 import redis
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from itsdangerous.timed import TimestampSigner
 from redis.exceptions import LockError
 
+from connectors import oauth
 from connectors.exactonline.errors import (
     ExactAuthError,
     ExactResponseError,
@@ -42,12 +40,12 @@ from connectors.exactonline.errors import (
     InvalidState,
     TokenRefreshBusy,
 )
+from connectors.oauth import STATE_MAX_AGE
+from connectors.oauth import sign_state as sign_state  # re-exported: the consent step
 
 log = logging.getLogger(__name__)
 
-STATE_MAX_AGE = 600
 """Seconds an authorisation `state` stays valid (the user must finish the consent screen in time)."""
-_STATE_SALT = "koppel.exactonline.oauth-state"
 TOKEN_TIMEOUT = 20.0
 """Seconds a token request may take; ExactAuth's lock timeout (60 s) is well above it."""
 
@@ -61,37 +59,14 @@ def authorize_url(base_url: str, client_id: str, redirect_uri: str, state: str) 
     return f"{base_url.rstrip('/')}/api/oauth2/auth?{query}"
 
 
-def _serializer(secret: str, clock: Callable[[], float]) -> URLSafeTimedSerializer:
-    class ClockedSigner(TimestampSigner):
-        def get_timestamp(self) -> int:
-            return int(clock())
-
-    return URLSafeTimedSerializer(secret, salt=_STATE_SALT, signer=ClockedSigner)
-
-
-def sign_state(secret: str, system_id: str, *, clock: Callable[[], float] = time.time) -> str:
-    """A `state` that names the system and that only Koppel (holding `secret`) could have made."""
-    return str(_serializer(secret, clock).dumps({"system": system_id, "nonce": secrets.token_urlsafe(8)}))
-
-
 def verify_state(
-    secret: str,
-    state: str,
-    *,
-    max_age: int = STATE_MAX_AGE,
-    clock: Callable[[], float] = time.time,
+    secret: str, state: str, *, max_age: int = STATE_MAX_AGE, clock: Callable[[], float] = time.time
 ) -> str:
-    """The system id carried by a `state` Koppel signed; InvalidState when tampered with or expired."""
+    """connectors.oauth.verify_state, raising the connector's own InvalidState."""
     try:
-        data = _serializer(secret, clock).loads(state, max_age=max_age)
-    except SignatureExpired:
-        raise InvalidState(f"OAuth state expired (older than {max_age} s): start the authorisation again") from None
-    except BadSignature:
-        raise InvalidState("OAuth state has a bad signature: it was not issued by this Koppel") from None
-    system = data.get("system") if isinstance(data, dict) else None
-    if not isinstance(system, str) or not system:
-        raise InvalidState("OAuth state carries no system id")
-    return system
+        return oauth.verify_state(secret, state, max_age=max_age, clock=clock)
+    except oauth.InvalidState as exc:
+        raise InvalidState(str(exc)) from None
 
 
 # -- tokens --------------------------------------------------------------------------------------
@@ -239,6 +214,19 @@ class TokenStore:
         return self.conn.lock(self.lock_key, timeout=timeout, blocking_timeout=blocking_timeout, sleep=0.05)
 
 
+def store_authorization(
+    http: httpx.Client, app: OAuthApp, conn: redis.Redis, system_id: str, code: str, *,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Trade the consent's `code` for tokens and store them (a new authorisation may be for another
+    administration: the remembered division is forgotten)."""
+    tokens = exchange_code(http, app, code, clock=clock)
+    store = TokenStore(conn, system_id)
+    store.save(tokens)
+    store.conn.delete(store.division_key)
+    log.info("exact system %s: authorised; access token valid for %.0f s", system_id, tokens.seconds_left(clock()))
+
+
 def complete_authorization(
     http: httpx.Client,
     app: OAuthApp,
@@ -251,11 +239,7 @@ def complete_authorization(
 ) -> str:
     """The redirect handler's work: verify `state`, trade `code`, store the tokens. Returns the system id."""
     system_id = verify_state(secret, state, clock=clock)
-    tokens = exchange_code(http, app, code, clock=clock)
-    store = TokenStore(conn, system_id)
-    store.save(tokens)
-    store.conn.delete(store.division_key)  # a new authorisation may be for another administration
-    log.info("exact system %s: authorised; access token valid for %.0f s", system_id, tokens.seconds_left(clock()))
+    store_authorization(http, app, conn, system_id, code, clock=clock)
     return system_id
 
 

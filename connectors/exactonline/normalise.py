@@ -72,10 +72,13 @@ def normalise_sales_order(
     description = doc.text("Description")
     remarks = doc.text("Remarks")
     custom = {k: v for k, key in (("your_ref", "YourRef"), ("description", "Description")) if (v := doc.text(key))}
+    if status:
+        custom["status_code"] = status
     return Order(
         source=SOURCE,
         id=order_id or "",
         number=doc.text("OrderNumber") or order_id or "",
+        reference=doc.text("YourRef"),
         status=ORDER_STATUS.get(status or "", status),
         created_at=doc.timestamp("Created"),
         modified_at=doc.timestamp("Modified"),

@@ -1,2 +1,16 @@
-"""WooCommerce (REST API wc/v3): the connector's client and helpers, and `normalise`, which reads
-its order, product and customer JSON into Koppel's canonical model."""
+"""WooCommerce (REST API wc/v3): the shop's client, its `Source` and `Target`, normalisers and sandbox."""
+
+from connectors.contract import Connector
+from connectors.woocommerce.connector import WooCommerceSettings, WooCommerceSource, WooCommerceTarget
+
+CONNECTOR = Connector(
+    kind="woocommerce",
+    title="WooCommerce",
+    settings=WooCommerceSettings,
+    source=WooCommerceSource,
+    target=WooCommerceTarget,
+    handler="handlers.woocommerce:handle",
+    sandbox="connectors.woocommerce.sandbox:create_sandbox",
+)
+
+__all__ = ["CONNECTOR"]

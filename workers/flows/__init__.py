@@ -1,44 +1,89 @@
-"""Flows: what happens to an event for one integration, per (flow, target system kind).
+"""The four flows — orders, customers, products, stock — each written once over `Source` and `Target`.
 
-A flow function takes the integration, the envelope and the worker runtime, does its work
-idempotently (lookup on a stable key before every write) and returns a small summary, no payload
-data: `outcome` (created, updated, skipped), and where known `number` (the source's record number),
-`target_id`, `calls` (target API calls) and `reason` — the fields of its activity log entry. It raises
-`TransientError` to be retried or `PermanentError` to fail.
+A flow takes one event for one integration (`Work`), reads and normalises the record through the
+source, applies the SPEC's rules and the integration's mapping, and writes through the target. It
+names no system: what differs between systems is the connectors' business (connectors/contract.py).
+It returns a `FlowResult` (its activity log entry, no payload data), or raises `TransientError` to be
+retried or `PermanentError` to fail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
+from connectors.contract import Canonical, FlowResult, Source, Target
 from gateway.config import Integration
 from gateway.envelope import Envelope
+from transforms import CompiledMapping, build_mapping
+from transforms.integration import tables_of
+from transforms.tables import MappingTable
 from workers.runtime import Runtime
 
-FlowFunc = Callable[[Integration, Envelope, Runtime], dict[str, Any]]
-
-_FLOWS: dict[tuple[str, str], FlowFunc] = {}
+__all__ = ["FLOWS", "FlowResult", "Work", "flow_function"]
 
 
-def register(flow: str, target_kind: str) -> Callable[[FlowFunc], FlowFunc]:
-    def decorate(func: FlowFunc) -> FlowFunc:
-        _FLOWS[(flow, target_kind)] = func
-        return func
+@dataclass
+class Work:
+    """One event for one integration: what a flow works with."""
 
-    return decorate
+    integration: Integration
+    envelope: Envelope
+    source: Source
+    target: Target
+    runtime: Runtime
+    _record: Any = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.integration.settings
+
+    @property
+    def connection(self) -> redis.Redis:
+        return self.runtime.connection
+
+    @property
+    def label(self) -> str:
+        return f"{self.envelope.source} {self.envelope.resource} {self.envelope.resource_id or ''}".strip()
+
+    def raw(self, flow: str) -> Any:
+        """The full record behind the event (read through the source once)."""
+        if self._record is None:
+            self._record = self.source.read(self.envelope, flow)
+        return self._record
+
+    def record(self, flow: str) -> Canonical:
+        """The event's record in the canonical model."""
+        return self.source.normalise(flow, self.raw(flow))
+
+    def mapping(self, flow: str) -> CompiledMapping:
+        """The integration's compiled mapping for flow → the target's kind (compiled once per process)."""
+        integration, kind = self.integration, self.target.kind
+        return self.runtime.cached(
+            f"mapping:{integration.id}:{flow}:{kind}", lambda: build_mapping(integration, flow, kind)
+        )
+
+    def tables(self) -> dict[str, MappingTable]:
+        """The integration's mapping tables (`[integrations.tables.*]`), parsed once per process."""
+        return self.runtime.cached(f"tables:{self.integration.id}", lambda: tables_of(self.integration))
 
 
-def flow_for(flow: str, target_kind: str) -> FlowFunc | None:
-    if not _FLOWS:
-        _load_builtin()
-    return _FLOWS.get((flow, target_kind))
+FlowFunction = Callable[[Work], FlowResult]
 
 
-def _load_builtin() -> None:
-    """Import the built-in flow modules (they register themselves)."""
-    import importlib
-    import pkgutil
+def _flows() -> dict[str, FlowFunction]:
+    from workers.flows import customers, orders, products, stock
 
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+    return {"orders": orders.run, "customers": customers.run, "products": products.run, "stock": stock.run}
+
+
+FLOWS: dict[str, FlowFunction] = {}
+
+
+def flow_function(flow: str) -> FlowFunction:
+    if not FLOWS:
+        FLOWS.update(_flows())
+    return FLOWS[flow]

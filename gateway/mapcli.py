@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from connectors import registry
 from gateway.config import FLOWS, Config, Integration, config_path, load_config
 from gateway.errors import ConfigError
 from gateway.model import NormaliseError
@@ -32,24 +33,6 @@ from transforms.payload import dumps
 from transforms.spec import flatten, render_toml
 
 __all__ = ["register"]
-
-# (source kind, flow) -> "module:function". The CLI imports connectors lazily, as gateway/cli.py does.
-NORMALISERS = {
-    ("woocommerce", "orders"): "connectors.woocommerce.normalise:normalise_order",
-    ("woocommerce", "customers"): "connectors.woocommerce.normalise:normalise_customer",
-    ("woocommerce", "products"): "connectors.woocommerce.normalise:normalise_product",
-    ("woocommerce", "stock"): "connectors.woocommerce.normalise:normalise_stock",
-    ("squarespace", "orders"): "connectors.squarespace.normalise:normalise_order",
-    ("businesscentral", "orders"): "connectors.businesscentral.normalise:normalise_sales_order",
-    ("businesscentral", "customers"): "connectors.businesscentral.normalise:normalise_customer",
-    ("businesscentral", "products"): "connectors.businesscentral.normalise:normalise_item",
-    ("businesscentral", "stock"): "connectors.businesscentral.normalise:normalise_item_stock",
-    ("exactonline", "orders"): "connectors.exactonline.normalise:normalise_sales_order",
-    ("exactonline", "customers"): "connectors.exactonline.normalise:normalise_account",
-    ("exactonline", "products"): "connectors.exactonline.normalise:normalise_item",
-    ("exactonline", "stock"): "connectors.exactonline.normalise:normalise_stock_position",
-}
-
 
 class _Usage(Exception):
     """A sentence for stderr; exit code 2."""
@@ -112,12 +95,15 @@ def _read_json(path: str, what: str) -> Any:
 
 
 def _normaliser(source_kind: str, flow: str) -> Callable[..., Any]:
-    ref = NORMALISERS.get((source_kind, flow))
-    if ref is None:
-        raise _Usage(f"Koppel cannot read {flow} from a {source_kind} source yet")
-    module_name, _, name = ref.partition(":")
-    module = __import__(module_name, fromlist=[name])
-    return getattr(module, name)
+    """The source connector's `normalise` for the flow (no system: map commands contact none)."""
+    try:
+        source = registry.get(source_kind).source
+    except KeyError as exc:
+        raise _Usage(str(exc).strip('"')) from None
+    if source is None or flow not in source.reads():
+        raise _Usage(f"Koppel cannot read {flow} from a {source_kind} source")
+    reader = source(None, None)
+    return lambda record: reader.normalise(flow, record)
 
 
 def _spec_errors(exc: MappingSpecError, index: int, flow: str, target: str) -> int:

@@ -1,0 +1,355 @@
+"""The connector contract: what a system gives (`Source`) and what it takes (`Target`).
+
+A system is one folder, `connectors/<kind>/`, whose package exposes `CONNECTOR`, a `Connector`
+naming its pieces: the settings model `koppel config check` validates every system through, the
+`Source` and `Target` classes, the webhook verifier in `handlers/<kind>.py`, the OAuth consent flow
+when the system uses one, and its sandbox. The registry (connectors/registry.py) finds it; nothing
+else in Koppel lists system kinds.
+
+The four flows (workers/flows/) hold the SPEC's rules once and call only these interfaces:
+
+    Source  resources   which of its resources (webhook topics, polled streams) feed which flow
+            read        the full record behind a (possibly thin) notification
+            normalise   a record into the canonical model (gateway/model.py)
+            changes     what changed in a stream since a cursor (polling)
+    Target  writes      which flows it can take
+            lookups     a record on its stable key (order number, e-mail, customer code, SKU)
+            writes      documents, customers, products, stock; idempotent together with the flow's
+                        ledger, each returning the target's id; `calls` counts the API calls made
+
+A method a system does not support raises `Unsupported` (a PermanentError naming the system);
+`koppel config check` refuses an integration whose flows the source cannot read or the target cannot
+write, so those are never reached from a valid config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import httpx
+import redis
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.config import FLOWS, Endpoint, System
+from gateway.envelope import Envelope
+from gateway.errors import PermanentError
+from gateway.model import Customer, Order, Product, StockLevel
+
+if TYPE_CHECKING:
+    from connectors.oauth import CodeFlow
+
+Record = dict[str, Any]
+Canonical = Order | Customer | Product | StockLevel
+Outcome = Literal["created", "updated", "skipped", "ignored"]
+
+__all__ = [
+    "Canonical",
+    "Change",
+    "Connector",
+    "Context",
+    "FlowResult",
+    "Record",
+    "Settings",
+    "Source",
+    "StockRecord",
+    "Target",
+    "Unsupported",
+]
+
+
+class Unsupported(PermanentError):
+    """A connector was asked for something its system cannot do."""
+
+
+@dataclass
+class Context:
+    """What a connector gets from the process running it: one HTTP client and one Redis connection,
+    shared by every connector of the process (a new httpx client costs ~35 ms), and a per-process
+    cache for objects built once (API clients)."""
+
+    http: httpx.Client
+    redis: redis.Redis
+    cached: Callable[[str, Callable[[], Any]], Any] = field(default=lambda _key, build: build())
+
+
+class Settings(BaseModel):
+    """Base of a connector's settings model: the system's `[systems.settings]` table.
+
+    Subclasses declare their keys as fields; `credentials` names the `[systems.credentials]` keys the
+    system needs and `needs_base_url` whether `base_url` must be given. `check(system)` adds rules
+    across fields. Unknown keys are refused, so a typo is an error with its key path.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    credentials: ClassVar[tuple[str, ...]] = ()
+    needs_base_url: ClassVar[bool] = False
+
+    poll_interval_seconds: int = Field(default=60, ge=1)
+    """How often a polled system is read (its `Source.changes`), when an integration polls it."""
+
+    def check(self, system: System) -> list[str]:
+        """Problems across fields, each "key.path: message" relative to the system."""
+        return []
+
+    @classmethod
+    def of(cls, system: System) -> Settings:
+        """The system's settings, validated; PermanentError naming every problem."""
+        settings, problems = cls.validate_system(system)
+        if problems:
+            raise PermanentError(f"systems.{system.id}: " + "; ".join(problems))
+        assert settings is not None
+        return settings
+
+    @classmethod
+    def validate_system(cls, system: System) -> tuple[Settings | None, list[str]]:
+        problems: list[str] = []
+        if cls.needs_base_url and not system.base_url:
+            problems.append("base_url: required")
+        problems += [f"credentials.{name}: required (env:NAME)" for name in cls.credentials
+                     if name not in system.credentials]  # fmt: skip
+        try:
+            settings = cls.model_validate(system.settings)
+        except ValidationError as exc:
+            for err in exc.errors(include_input=False, include_url=False):
+                path = ".".join(str(part) for part in err["loc"])
+                message = err["msg"].removeprefix("Value error, ")
+                message = "unknown key" if err["type"] == "extra_forbidden" else message
+                problems.append(f"settings.{path}: {message}" if path else f"settings: {message}")
+            return None, problems
+        problems += settings.check(system)
+        return settings, problems
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record a poll found changed: it becomes an event with this delivery key (the same change
+    seen twice — by a webhook and a poll, or by two polls — has one key and is processed once)."""
+
+    resource: str
+    resource_id: str | None
+    delivery_key: str
+    record: Record
+
+
+@dataclass(frozen=True)
+class StockRecord:
+    """A target's stock of one SKU: its own id(s), and what it holds now."""
+
+    target_id: str
+    sku: str
+    quantity: int | float | None
+    managed: bool | str | None
+    ref: Any = None
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    """What a flow did with one event for one integration: its activity log entry (no payload data)."""
+
+    outcome: Outcome
+    number: str = ""
+    target_id: str = ""
+    calls: int | None = None
+    """Target API calls made; None when the flow never turned to the target (e.g. a status filter)."""
+    reason: str = ""
+    detail: Mapping[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The job result's entry: empty fields left out."""
+        out: dict[str, Any] = {"outcome": self.outcome}
+        if self.number:
+            out["number"] = self.number
+        if self.calls is not None:
+            out["calls"] = self.calls
+        if self.target_id:
+            out["target_id"] = self.target_id
+        if self.reason:
+            out["reason"] = self.reason
+        return out | dict(self.detail)
+
+
+class Source:
+    """What a system gives Koppel. One instance per (system or endpoint) and process.
+
+    `resources` maps the system's resource names (as its webhooks or streams spell them, compared
+    case-insensitively) to flows; `streams` maps a flow to the stream `changes` reads when the system
+    is polled. `system` is None for a webhook endpoint not linked to an API system (`system = ...`).
+    """
+
+    kind: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    resources: ClassVar[Mapping[str, str]] = {}
+    streams: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, system: System | None, context: Context | None) -> None:
+        self.system = system
+        self.context = context
+
+    @classmethod
+    def reads(cls) -> frozenset[str]:
+        """Every flow this source can feed (by webhook or poll)."""
+        return frozenset(cls.resources.values()) | frozenset(cls.streams)
+
+    @classmethod
+    def flow_of(cls, resource: str) -> str | None:
+        return _folded(cls.resources).get(resource.lower())
+
+    def read(self, envelope: Envelope, flow: str) -> Any:
+        """The full record behind the event. Default: the payload is the record (a fat notification)."""
+        return envelope.payload
+
+    def version(self, flow: str, record: Any) -> str | None:
+        """A version of the record (its modification time) when the system gives one: the same version
+        reached twice (by a webhook and a poll) is processed once. None: not versioned."""
+        return None
+
+    def normalise(self, flow: str, record: Any) -> Canonical:
+        raise Unsupported(f"{self.kind} cannot give {flow}")
+
+    def changes(self, stream: str, cursor: str | None) -> Iterator[tuple[list[Change], str]]:
+        """Pages of changes after `cursor` (None: from the start), each with the cursor after it."""
+        raise Unsupported(f"{self.kind} is not polled")
+
+    def poll_scope(self) -> str:
+        """What a stream's cursor and lock belong to besides the system (Exact: the division)."""
+        return ""
+
+    # -- helpers for subclasses ----------------------------------------------------------------------
+
+    def require_system(self, why: str) -> System:
+        if self.system is None or self.context is None:
+            raise PermanentError(
+                f"{self.kind}: {why} needs the system's API; link the endpoint to its system (system = \"...\")"
+            )
+        return self.system
+
+
+class Target:
+    """What a system takes from Koppel. One instance per system and process; `calls` counts API calls.
+
+    `writes` lists the flows it takes; `order_mode` whether orders are booked here ("book") or only
+    their status written back to the target's own orders ("status"); `documents` the order document
+    types it books (the first is the default); `needs_items` the document types whose lines must
+    resolve to the target's items.
+    """
+
+    kind: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    writes: ClassVar[frozenset[str]] = frozenset()
+    order_mode: ClassVar[Literal["book", "status"]] = "book"
+    documents: ClassVar[tuple[str, ...]] = ("order",)
+    needs_items: ClassVar[frozenset[str]] = frozenset({"order"})
+    items_case_sensitive: ClassVar[bool] = False
+
+    def __init__(self, system: System, context: Context) -> None:
+        self.system = system
+        self.context = context
+
+    @property
+    def calls(self) -> int:
+        return 0
+
+    def _unsupported(self, what: str) -> Unsupported:
+        return Unsupported(f"{self.kind} system {self.system.id!r} cannot {what}")
+
+    # -- orders ------------------------------------------------------------------------------------
+
+    def find_order(self, document: str, number: str) -> str | None:
+        """The id of the document booked for the source's order `number`, or None."""
+        raise self._unsupported("look up orders")
+
+    def create_order(self, document: str, payload: Mapping[str, Any]) -> str:
+        raise self._unsupported("book orders")
+
+    def references(self, document: str) -> dict[str, Any]:
+        """Ids a document type needs besides customer and items (a warehouse, G/L accounts), for the
+        mapping's `$id(...)`; a Mapping value may resolve keys lazily."""
+        return {}
+
+    def order_status(self, reference: str) -> tuple[str, str] | None:
+        """(target id, current status) of the target's own order with this reference, or None."""
+        raise self._unsupported("read order statuses")
+
+    def set_order_status(self, target_id: str, status: str) -> None:
+        raise self._unsupported("write order statuses")
+
+    # -- customers ---------------------------------------------------------------------------------
+
+    def find_customer(self, email: str) -> str | None:
+        raise self._unsupported("look up customers")
+
+    def find_customer_by_code(self, code: str) -> str | None:
+        raise self._unsupported("look up customers by code")
+
+    def create_customer(self, payload: Mapping[str, Any]) -> str:
+        raise self._unsupported("create customers")
+
+    def update_customer(self, target_id: str, payload: Mapping[str, Any]) -> None:
+        raise self._unsupported("update customers")
+
+    # -- products ----------------------------------------------------------------------------------
+
+    def find_items(self, skus: Iterable[str]) -> dict[str, str]:
+        """{sku: item id} for the SKUs that exist (keys as asked); missing SKUs are absent."""
+        raise self._unsupported("look up items")
+
+    def create_product(self, payload: Mapping[str, Any]) -> str:
+        raise self._unsupported("create products")
+
+    def update_product(self, target_id: str, payload: Mapping[str, Any]) -> None:
+        raise self._unsupported("update products")
+
+    # -- stock -------------------------------------------------------------------------------------
+
+    def find_stock(self, sku: str) -> StockRecord | None:
+        raise self._unsupported("read stock")
+
+    def stock_change(self, current: StockRecord, fields: Mapping[str, Any]) -> tuple[Any, Any] | None:
+        """(what the target holds, what it would hold) when writing `fields` changes something, else None."""
+        raise self._unsupported("write stock")
+
+    def write_stock(self, current: StockRecord, fields: Mapping[str, Any]) -> None:
+        raise self._unsupported("write stock")
+
+    def forget(self, flow: str, key: str) -> None:
+        """Drop what the target cached about `key` (a record deleted there since)."""
+
+
+@dataclass(frozen=True)
+class Connector:
+    """One system kind: its pieces, found by the registry. Strings are "module:attribute" paths,
+    imported only when used (the receiver never imports a sandbox; a worker never imports a handler).
+
+    `sends` says how the system tells Koppel about changes: "webhooks", "polling" or both.
+    `check_endpoint` vets an endpoint of this kind (e.g. a secret's shape) and returns problems.
+    """
+
+    kind: str
+    title: str
+    settings: type[Settings] = Settings
+    source: type[Source] | None = None
+    target: type[Target] | None = None
+    handler: str | None = None
+    oauth: type[CodeFlow] | None = None
+    sandbox: str | None = None
+    check_endpoint: Callable[[Endpoint], list[str]] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = (self.source.reads() if self.source else frozenset()) | (self.target.writes if self.target else set())
+        if unknown - set(FLOWS):
+            raise ValueError(f"connector {self.kind}: unknown flows {sorted(unknown - set(FLOWS))}")
+
+    @property
+    def reads(self) -> frozenset[str]:
+        return self.source.reads() if self.source else frozenset()
+
+    @property
+    def writes(self) -> frozenset[str]:
+        return self.target.writes if self.target else frozenset()
+
+
+def _folded(resources: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): flow for name, flow in resources.items()}

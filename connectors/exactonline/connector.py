@@ -1,0 +1,390 @@
+"""Exact Online as a `Source` (the Sync API polled, webhooks read through the REST API) and as a
+`Target` (sales orders, sales invoices, direct invoices and sales entries; accounts; items).
+
+    [[systems]]
+    id = "exact"
+    kind = "exactonline"
+    base_url = "https://start.exactonline.nl"     # the country's site; default NL
+    [systems.settings]
+    client_id = "…"                               # the app's id (or credentials.client_id)
+    redirect_uri = "https://koppel.example/oauth/exact/callback"
+    division = 123456                             # default: the division the authorising user last used
+    poll_interval_seconds = 60
+    warehouse = "1"                               # direct invoices: the warehouse code (default: the main one)
+    rate_limit = { per_minute = 60, per_day = 5000 }
+    [systems.credentials]
+    client_secret = "env:EXACT_CLIENT_SECRET"
+
+Dates: Exact's `/Date(ms)/` are wall-clock milliseconds in Amsterdam time (odata.parse_date). The
+client parses them on every response; `normalise` reads records only in that one shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import date, datetime
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.contract import Canonical, Change, Context, Settings, Source, Target
+from connectors.exactonline import auth
+from connectors.exactonline.client import ExactClient
+from connectors.exactonline.endpoints import Accounts, Endpoint, Items, SalesEntries, SalesInvoices, SalesOrders
+from connectors.exactonline.errors import ExactNotFound
+from connectors.exactonline.normalise import (
+    normalise_account,
+    normalise_item,
+    normalise_sales_order,
+    normalise_stock_position,
+)
+from connectors.exactonline.odata import eq, pad_code
+from connectors.exactonline.ratelimit import Limits
+from connectors.exactonline.sync import (
+    SyncAccounts,
+    SyncItems,
+    SyncReader,
+    SyncSalesOrderHeaders,
+    SyncStockPositions,
+    SyncStream,
+)
+from connectors.oauth import CodeFlow
+from gateway import keys
+from gateway.config import System
+from gateway.envelope import Envelope
+from gateway.errors import PermanentError
+
+KIND = "exactonline"
+DEFAULT_BASE_URL = "https://start.exactonline.nl"
+REFERENCE_TTL = 24 * 3600
+
+STREAMS: dict[str, type[SyncStream]] = {
+    "SalesOrderHeaders": SyncSalesOrderHeaders,
+    "Accounts": SyncAccounts,
+    "Items": SyncItems,
+    "StockPositions": SyncStockPositions,
+}
+"""Sync streams Koppel polls; the names are the events' `resource`."""
+
+
+class RateLimit(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    per_minute: int = Field(default=60, ge=0)
+    per_day: int = Field(default=5000, ge=0)
+    max_wait: float = Field(default=120.0, ge=0)
+    enabled: bool = True
+
+
+class ExactSettings(Settings):
+    credentials = ("client_secret",)
+
+    client_id: str | None = None
+    redirect_uri: str | None = None
+    division: int | None = Field(default=None, ge=1)
+    warehouse: str | None = None
+    rate_limit: RateLimit = RateLimit()
+
+    def check(self, system: System) -> list[str]:
+        if not (self.client_id or "client_id" in system.credentials):
+            return ["settings.client_id: required (the app's client id; or credentials.client_id)"]
+        return []
+
+    def limits(self) -> Limits:
+        """The division's API budget; `enabled = false` only for sandbox benchmarks."""
+        return Limits(**self.rate_limit.model_dump())
+
+
+def settings_of(system: System) -> ExactSettings:
+    found = ExactSettings.of(system)
+    assert isinstance(found, ExactSettings)
+    return found
+
+
+def oauth_app(system: System) -> auth.OAuthApp:
+    """The Exact app of a system: `base_url`, `client_id` (settings or credentials), `client_secret`."""
+    settings = settings_of(system)
+    client_id = settings.client_id or system.credentials["client_id"].get_secret_value()
+    return auth.OAuthApp(
+        base_url=system.base_url or DEFAULT_BASE_URL,
+        client_id=client_id,
+        client_secret=system.credentials["client_secret"].get_secret_value(),
+        redirect_uri=settings.redirect_uri or "",
+    )
+
+
+def exact_client(system: System, context: Context) -> ExactClient:
+    """The process's client for an Exact system: the shared HTTP client, tokens and budget in Redis."""
+
+    def build() -> ExactClient:
+        settings = settings_of(system)
+        return ExactClient.for_system(
+            context.http, context.redis, oauth_app(system), system.id,
+            division=settings.division, limits=settings.limits(),
+        )  # fmt: skip
+
+    return context.cached(f"exactonline:{system.id}", build)  # type: ignore[no-any-return]
+
+
+class ExactCodeFlow(CodeFlow):
+    """Exact's authorization-code consent: tokens (and the division) stored in Redis per system."""
+
+    def authorize_url(self, system: System, state: str) -> str:
+        app = oauth_app(system)
+        return auth.authorize_url(app.base_url, app.client_id, app.redirect_uri, state)
+
+    def redirect_uri(self, system: System) -> str:
+        return settings_of(system).redirect_uri or ""
+
+    def complete(self, system: System, code: str, http: httpx.Client, context: Context) -> None:
+        auth.store_authorization(http, oauth_app(system), context.redis, system.id, code)
+
+
+def _plain(value: Any) -> Any:
+    """A record as JSON would carry it: datetimes as ISO text with their Amsterdam offset."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+_READS: dict[str, tuple[str, type[Endpoint], tuple[str, ...]]] = {
+    "salesorders": ("orders", SalesOrders, (
+        "OrderID", "OrderNumber", "YourRef", "Status", "OrderedBy", "OrderedByName", "OrderDate", "Currency",
+        "Description", "AmountFC", "Modified",
+    )),
+    "accounts": ("customers", Accounts, Accounts.select),
+    "items": ("products", Items, (*Items.select, "Modified")),
+}  # fmt: skip
+
+
+class ExactSource(Source):
+    """Exact tells of changes through the Sync API (`Timestamp` cursor per division and stream, read by
+    the pollers) and through webhooks, whose notifications are thin (topic, action, key): the record is
+    read through the REST API. Both paths carry `Modified`, the record's version: a change reached
+    both ways is processed once."""
+
+    kind = KIND
+    title = "Exact Online"
+    resources: ClassVar[Mapping[str, str]] = {
+        "SalesOrderHeaders": "orders", "SalesOrders": "orders", "Accounts": "customers", "Items": "products",
+        "StockPositions": "stock",
+    }  # fmt: skip
+    streams: ClassVar[Mapping[str, str]] = {
+        "orders": "SalesOrderHeaders", "customers": "Accounts", "products": "Items", "stock": "StockPositions",
+    }  # fmt: skip
+
+    def client(self) -> ExactClient:
+        system = self.require_system("reading Exact Online")
+        assert self.context is not None
+        return exact_client(system, self.context)
+
+    def read(self, envelope: Envelope, flow: str) -> Any:
+        if envelope.topic.endswith(".sync"):
+            return envelope.payload
+        spec = _READS.get(envelope.resource.lower())
+        if spec is None or envelope.resource_id is None:
+            raise PermanentError(f"Exact Online webhook topic {envelope.resource!r} is not read by Koppel")
+        _, endpoint, select = spec
+        if envelope.topic.lower().endswith(".delete"):
+            raise Gone(f"Exact Online {envelope.resource} {envelope.resource_id} was deleted")
+        try:
+            record = self.client().get(endpoint, envelope.resource_id, select=select)
+        except ExactNotFound:
+            raise Gone(f"Exact Online {envelope.resource} {envelope.resource_id} no longer exists") from None
+        return _plain(record)
+
+    def version(self, flow: str, record: Any) -> str | None:
+        modified = record.get("Modified") if isinstance(record, dict) else None
+        return str(modified) if modified else None
+
+    def normalise(self, flow: str, record: Any) -> Canonical:
+        if flow == "orders":
+            return normalise_sales_order(record)
+        if flow == "customers":
+            return normalise_account(record)
+        if flow == "products":
+            return normalise_item(record)
+        if flow == "stock":
+            return normalise_stock_position(record)
+        return super().normalise(flow, record)
+
+    def poll_scope(self) -> str:
+        return str(self.client().division)
+
+    def changes(self, stream: str, cursor: str | None) -> Iterator[tuple[list[Change], str]]:
+        if stream not in STREAMS:
+            raise PermanentError(f"cannot poll Exact Online stream {stream!r}; known: {', '.join(STREAMS)}")
+        client = self.client()
+        division = client.division
+        for page, page_cursor in SyncReader(client, STREAMS[stream]).read_since(int(cursor or 0)):
+            changes = []
+            for record in page:
+                record_id = record.get("ID") or record.get("OrderID")
+                resource_id = str(record_id) if record_id is not None else None
+                key = f"sync:{division}:{stream}:{resource_id or '-'}:{record['Timestamp']}"
+                changes.append(Change(stream, resource_id, key, _plain(record)))
+            yield changes, str(page_cursor)
+
+
+class Gone(PermanentError):
+    """The record behind an event no longer exists in the source (deleted since)."""
+
+
+_DOCUMENTS: dict[str, tuple[type[Endpoint], str]] = {
+    "sales_order": (SalesOrders, "OrderID"),
+    "sales_invoice": (SalesInvoices, "InvoiceID"),
+    "direct_invoice": (SalesInvoices, "InvoiceID"),
+    "sales_entry": (SalesEntries, "EntryID"),
+}
+
+
+class _LazyIds(Mapping[str, str]):
+    """Codes → GUIDs of one Exact entity, looked up when the mapping asks (`$id('gl_accounts', code)`),
+    cached per system; an unknown code is a PermanentError naming it."""
+
+    def __init__(self, target: ExactTarget, name: str, endpoint: str, what: str) -> None:
+        self.target, self.name, self.endpoint, self.what = target, name, endpoint, what
+
+    def __getitem__(self, code: str) -> str:
+        found = self.target.reference_id(self.name, self.endpoint, code)
+        if found is None:
+            raise PermanentError(f"{self.what} {code!r} does not exist in Exact Online")
+        return found
+
+    def get(self, code: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[code]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+class ExactTarget(Target):
+    """Documents are matched on `YourRef` (the source's order number); accounts on e-mail (Exact does
+    not enforce unique e-mails: the first is taken) or, for a default debtor, on `Code` (right-aligned
+    in 18 characters); items on `Code` (case-insensitive)."""
+
+    kind = KIND
+    title = "Exact Online"
+    writes = frozenset({"orders", "customers", "products"})
+    documents = ("sales_order", "sales_invoice", "direct_invoice", "sales_entry")
+    needs_items = frozenset({"sales_order", "sales_invoice", "direct_invoice"})
+
+    @property
+    def settings(self) -> ExactSettings:
+        return settings_of(self.system)
+
+    @property
+    def exact(self) -> ExactClient:
+        return exact_client(self.system, self.context)
+
+    @property
+    def calls(self) -> int:
+        return self.exact.calls
+
+    # -- orders ------------------------------------------------------------------------------------
+
+    def find_order(self, document: str, number: str) -> str | None:
+        endpoint, id_field = _DOCUMENTS[document]
+        found = self.exact.first(endpoint, filter=eq("YourRef", number))
+        return str(found.get(id_field) or found.get("ID")) if found is not None else None
+
+    def create_order(self, document: str, payload: Mapping[str, Any]) -> str:
+        endpoint, id_field = _DOCUMENTS[document]
+        if document == "direct_invoice":
+            created = self.exact.create_sales_invoice(payload, direct=True)
+        else:
+            created = self.exact.create(endpoint, payload)
+        return str(created.get(id_field) or created.get("ID") or "")
+
+    def references(self, document: str) -> dict[str, Any]:
+        if document == "direct_invoice":
+            return {"warehouse": self.warehouse_id()}
+        if document == "sales_entry":
+            return {"gl_accounts": _LazyIds(self, "gl_accounts", "financial/GLAccounts", "G/L account")}
+        return {}
+
+    def warehouse_id(self) -> str:
+        """The warehouse direct invoices deliver from: `settings.warehouse` (a code), else the main one."""
+        code = self.settings.warehouse
+        if code:
+            found = self.reference_id("warehouses", "inventory/Warehouses", code)
+            if found is None:
+                raise PermanentError(f"systems.{self.system.id}.settings.warehouse: no warehouse {code!r} in Exact")
+            return found
+        cache = keys.cache(self.system.id, "warehouses")
+        cached = self.context.redis.hget(cache, "(main)")
+        if cached:
+            return str(cached.decode())
+        rows = self.exact.query(_endpoint("inventory/Warehouses"), select=("ID", "Code", "Main"), top=60)
+        main = next((r for r in rows if r.get("Main")), rows[0] if len(rows) == 1 else None)
+        if main is None:
+            raise PermanentError(
+                f"systems.{self.system.id}: Exact has {len(rows)} warehouses and none is the main one; "
+                "set settings.warehouse to the code direct invoices deliver from"
+            )
+        self.context.redis.hset(cache, "(main)", str(main["ID"]))
+        return str(main["ID"])
+
+    def reference_id(self, name: str, path: str, code: str) -> str | None:
+        """The GUID of the `path` record with this `Code`, cached a day per system."""
+        cache = keys.cache(self.system.id, name)
+        cached = self.context.redis.hget(cache, code)
+        if cached:
+            return str(cached.decode())
+        found = self.exact.first(_endpoint(path), filter=eq("Code", code), select=("ID", "Code"))
+        if found is None:
+            return None
+        with self.context.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(cache, code, str(found["ID"]))
+            pipe.expire(cache, REFERENCE_TTL)
+            pipe.execute()
+        return str(found["ID"])
+
+    # -- customers ---------------------------------------------------------------------------------
+
+    def find_customer(self, email: str) -> str | None:
+        found = self.exact.find_account_by_email(email)
+        return str(found["ID"]) if found is not None else None
+
+    def find_customer_by_code(self, code: str) -> str | None:
+        found = self.exact.first(Accounts, filter=eq("Code", pad_code(code)))
+        return str(found["ID"]) if found is not None else None
+
+    def create_customer(self, payload: Mapping[str, Any]) -> str:
+        """The account (`payload["Account"]`), then its contact person (`payload["Contact"]`) when given."""
+        account_id = str(self.exact.create_account(payload.get("Account", payload))["ID"])
+        contact = payload.get("Contact")
+        if contact:
+            self.exact.create_contact({**contact, "Account": account_id})
+        return account_id
+
+    def update_customer(self, target_id: str, payload: Mapping[str, Any]) -> None:
+        self.exact.update_account(target_id, payload.get("Account", payload))
+
+    # -- products ----------------------------------------------------------------------------------
+
+    def find_items(self, skus: Iterable[str]) -> dict[str, str]:
+        return self.exact.find_item_ids_by_codes(skus)
+
+    def create_product(self, payload: Mapping[str, Any]) -> str:
+        return str(self.exact.create(Items, payload)["ID"])
+
+    def update_product(self, target_id: str, payload: Mapping[str, Any]) -> None:
+        self.exact.update(Items, target_id, {k: v for k, v in payload.items() if k != "Code"})
+
+
+_ENDPOINTS: dict[str, type[Endpoint]] = {}
+
+
+def _endpoint(path: str) -> type[Endpoint]:
+    """A plain endpoint class for a path (reference lookups that need no declaration of their own)."""
+    if path not in _ENDPOINTS:
+        _ENDPOINTS[path] = type(path.replace("/", "_"), (Endpoint,), {"path": path})
+    return _ENDPOINTS[path]

@@ -1,0 +1,155 @@
+"""The registry of system kinds: every `connectors/<kind>/` package that exposes `CONNECTOR`.
+
+    from connectors import registry
+    registry.get("exactonline").target        # the Target class
+    registry.kinds()                          # every registered kind, sorted
+
+Built-in connectors are found by walking this package (a new folder with a `CONNECTOR` is a new
+kind: no list to edit). `register` adds one at run time (a test's toy connector, a plug-in);
+`unregister` takes it away again. Everything in Koppel that needs to know the kinds asks here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from connectors.contract import Connector
+from gateway.config import Config, Endpoint, System
+
+__all__ = ["config_problems", "get", "kinds", "load", "register", "resolve", "unregister"]
+
+_connectors: dict[str, Connector] = {}
+_loaded = False
+_lock = threading.Lock()
+
+
+def _discover() -> None:
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        import connectors
+
+        for module in pkgutil.iter_modules(connectors.__path__):
+            if not module.ispkg or module.name.startswith("_"):
+                continue
+            package = importlib.import_module(f"connectors.{module.name}")
+            found = getattr(package, "CONNECTOR", None)
+            if isinstance(found, Connector):
+                _connectors.setdefault(found.kind, found)
+        _loaded = True
+
+
+def register(connector: Connector, *, replace: bool = False) -> Connector:
+    """Add a kind; ValueError when it exists (unless `replace`)."""
+    _discover()
+    if connector.kind in _connectors and not replace:
+        raise ValueError(f"a connector of kind {connector.kind!r} is registered already")
+    _connectors[connector.kind] = connector
+    return connector
+
+
+def unregister(kind: str) -> None:
+    _connectors.pop(kind, None)
+
+
+def get(kind: str) -> Connector:
+    """The connector of a kind; KeyError naming the known kinds."""
+    _discover()
+    try:
+        return _connectors[kind]
+    except KeyError:
+        raise KeyError(f"no connector of kind {kind!r}; known: {', '.join(kinds())}") from None
+
+
+def kinds() -> list[str]:
+    _discover()
+    return sorted(_connectors)
+
+
+def connectors() -> Mapping[str, Connector]:
+    _discover()
+    return dict(_connectors)
+
+
+def resolve(path: str) -> Any:
+    """Import "module:attribute" (how a Connector names its handler and sandbox)."""
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def load(path: str | os.PathLike[str], *, strict: bool = False, **kwargs: Any) -> Config:
+    """`gateway.config.load_config`, and the kinds checked against the registry: unknown kinds and
+    endpoints of a kind that cannot receive webhooks are refused. `strict` adds everything
+    `config_problems` finds (each system's settings, the flows each side can give and take): what
+    `koppel config check` reports; at run time a system's missing setting fails the work that needs it."""
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    config = load_config(path, kinds=kinds(), **kwargs)
+    problems = config_problems(config) if strict else kind_problems(config)
+    if problems:
+        raise ConfigError(problems, source=str(path))
+    return config
+
+
+def kind_problems(config: Config) -> list[str]:
+    """Endpoints their connector refuses (unknown kinds are refused while loading)."""
+    known = kinds()
+    problems: list[str] = []
+    for index, endpoint in enumerate(config.endpoints):
+        problems += _endpoint_problems(config, index, endpoint, known)
+    return problems
+
+
+def config_problems(config: Config) -> list[str]:
+    """What the connectors say of a config: unknown kinds, each system's settings through its
+    connector's model, endpoints' shapes, and integrations whose flows the source cannot read or
+    the target cannot write. One "key.path: message" line per problem."""
+    problems: list[str] = []
+    known = kinds()
+    for index, endpoint in enumerate(config.endpoints):
+        problems += _endpoint_problems(config, index, endpoint, known)
+    for index, system in enumerate(config.systems):
+        if system.kind not in known:
+            problems.append(f"systems[{index}].kind: unknown kind {system.kind!r}; known: {', '.join(known)}")
+            continue
+        _, found = get(system.kind).settings.validate_system(system)
+        problems += [f"systems[{index}] ({system.id}).{p}" for p in found]
+    for index, integration in enumerate(config.integrations):
+        source_kind = _kind_of(config, integration.source)
+        target = config.system(integration.target)
+        if source_kind not in known or target is None or target.kind not in known:
+            continue  # reported above (or by the config's own reference check)
+        reads, writes = get(source_kind).reads, get(target.kind).writes
+        for flow in integration.flows:
+            if flow not in reads:
+                problems.append(f"integrations[{index}].flows: {source_kind} ({integration.source}) cannot give {flow}")
+            if flow not in writes:
+                problems.append(f"integrations[{index}].flows: {target.kind} ({target.id}) cannot take {flow}")
+    return problems
+
+
+def _endpoint_problems(config: Config, index: int, endpoint: Endpoint, known: list[str]) -> list[str]:
+    if endpoint.kind not in known:
+        return [f"endpoints[{index}].kind: unknown kind {endpoint.kind!r}; known: {', '.join(known)}"]
+    connector = get(endpoint.kind)
+    problems: list[str] = []
+    if connector.handler is None:
+        problems.append(f"endpoints[{index}].kind: {endpoint.kind} sends no webhooks Koppel can receive")
+    if connector.check_endpoint is not None:
+        problems += [f"endpoints[{index}].{p}" for p in connector.check_endpoint(endpoint)]
+    return problems
+
+
+def _kind_of(config: Config, name: str) -> str:
+    endpoint = config.endpoint(name)
+    if endpoint is not None:
+        return endpoint.kind
+    system: System | None = config.system(name)
+    return system.kind if system is not None else ""

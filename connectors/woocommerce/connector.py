@@ -1,0 +1,208 @@
+"""WooCommerce as a `Source` (its webhooks, read with the REST API when the endpoint names its system)
+and as a `Target` (order statuses written back, stock, products and customers), on one shop's client.
+
+    [[systems]]
+    id = "shop"
+    kind = "woocommerce"
+    base_url = "https://shop.example"           # the WordPress site; the client adds /wp-json/wc/v3
+    [systems.credentials]
+    consumer_key = "env:WC_CONSUMER_KEY"        # a read/write REST API key
+    consumer_secret = "env:WC_CONSUMER_SECRET"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+from connectors.contract import Canonical, Context, Settings, Source, StockRecord, Target
+from connectors.woocommerce.client import Stock, WooCommerceClient
+from connectors.woocommerce.errors import WooCommerceConfigError, WooCommerceNotFound
+from connectors.woocommerce.normalise import normalise_customer, normalise_order, normalise_product, normalise_stock
+from gateway.config import System
+from gateway.envelope import Envelope
+from gateway.errors import PermanentError
+
+KIND = "woocommerce"
+ID_CACHE_TTL = 24 * 3600
+
+
+class WooCommerceSettings(Settings):
+    credentials = ("consumer_key", "consumer_secret")
+    needs_base_url = True
+
+    def check(self, system: System) -> list[str]:
+        try:
+            client(system, None).close()
+        except WooCommerceConfigError as exc:
+            return [f"base_url: {exc}"]
+        except PermanentError:
+            return []  # missing keys: reported by the settings model itself
+        return []
+
+
+def client(system: System, context: Context | None) -> WooCommerceClient:
+    """A client for the shop, on the process's shared HTTP client (its own one without a context)."""
+    missing = [] if system.base_url else ["base_url"]
+    missing += [f"credentials.{key}" for key in WooCommerceSettings.credentials if key not in system.credentials]
+    if missing:
+        raise PermanentError(f"systems.{system.id}: a WooCommerce system needs {', '.join(missing)}")
+    assert system.base_url is not None
+    key, secret = (system.credentials[name].get_secret_value() for name in WooCommerceSettings.credentials)
+    http = context.http if context is not None else None
+    return WooCommerceClient(http, base_url=system.base_url, consumer_key=key, consumer_secret=secret)
+
+
+def _client(system: System, context: Context) -> WooCommerceClient:
+    return context.cached(f"woocommerce:{system.id}", lambda: client(system, context))  # type: ignore[no-any-return]
+
+
+class WooCommerceSource(Source):
+    """WooCommerce's webhooks carry the whole record (the REST response), built when sent. A variable
+    product's variations are ids only: they are read through the API when the endpoint names its system."""
+
+    kind = KIND
+    title = "WooCommerce"
+    resources: ClassVar[Mapping[str, str]] = {"order": "orders", "customer": "customers", "product": "products"}
+
+    def read(self, envelope: Envelope, flow: str) -> Any:
+        record = envelope.payload
+        wants_variations = (
+            flow == "products" and isinstance(record, dict) and record.get("type") == "variable"
+            and any(not isinstance(v, dict) for v in record.get("variations") or [])
+        )  # fmt: skip
+        if wants_variations and self.system is not None and self.context is not None:
+            shop = _client(self.system, self.context)
+            return record | {"variations": list(shop.variations(int(record["id"])))}
+        return record
+
+    def normalise(self, flow: str, record: Any) -> Canonical:
+        if flow == "orders":
+            return normalise_order(record)
+        if flow == "customers":
+            return normalise_customer(record)
+        if flow == "products":
+            variations = record.get("variations") if isinstance(record, dict) else None
+            embedded = variations if variations and all(isinstance(v, dict) for v in variations) else None
+            return normalise_product(record, embedded)
+        if flow == "stock":
+            return normalise_stock(record)
+        return super().normalise(flow, record)
+
+
+class WooCommerceTarget(Target):
+    """Orders: the status of the shop's own orders written back (a shop order is found by its number,
+    which is its post id unless a sequential-numbers plugin renumbers orders — such numbers read as
+    "not a shop order"). Stock: products and variations matched on SKU, ids cached a day."""
+
+    kind = KIND
+    title = "WooCommerce"
+    writes = frozenset({"orders", "stock", "products", "customers"})
+    order_mode = "status"
+
+    @property
+    def shop(self) -> WooCommerceClient:
+        return _client(self.system, self.context)
+
+    @property
+    def calls(self) -> int:
+        return self.shop.calls
+
+    # -- orders ------------------------------------------------------------------------------------
+
+    def order_status(self, reference: str) -> tuple[str, str] | None:
+        if not reference.isdigit():
+            return None
+        try:
+            record = self.shop.get_order(int(reference))
+        except WooCommerceNotFound:
+            return None
+        if str(record.get("number", "")) != reference:
+            return None
+        return str(record["id"]), str(record.get("status") or "")
+
+    def set_order_status(self, target_id: str, status: str) -> None:
+        self.shop.update_order_status(int(target_id), status)
+
+    # -- customers ---------------------------------------------------------------------------------
+
+    def find_customer(self, email: str) -> str | None:
+        found = self.shop.find_customer_by_email(email)
+        return str(found["id"]) if found is not None else None
+
+    def create_customer(self, payload: Mapping[str, Any]) -> str:
+        return str(self.shop.upsert_customer(payload).record["id"])
+
+    def update_customer(self, target_id: str, payload: Mapping[str, Any]) -> None:
+        self.shop.update_customer(int(target_id), payload)
+
+    # -- products ----------------------------------------------------------------------------------
+
+    def find_items(self, skus: Iterable[str]) -> dict[str, str]:
+        found = self.shop.find_products_by_skus(list(skus))
+        return {sku: _stock_id(Stock.of(record)) for sku, record in found.items()}
+
+    def create_product(self, payload: Mapping[str, Any]) -> str:
+        return _stock_id(Stock.of(self.shop.upsert_product(payload).record))
+
+    def update_product(self, target_id: str, payload: Mapping[str, Any]) -> None:
+        product_id, variation_id = _ids(target_id)
+        if variation_id is not None:
+            self.shop.update_variation(product_id, variation_id, payload)
+        else:
+            self.shop.update_product(product_id, payload)
+
+    # -- stock -------------------------------------------------------------------------------------
+
+    def _id_cache(self) -> str:
+        from gateway import keys
+
+        return keys.cache(self.system.id, "stock_ids")
+
+    def find_stock(self, sku: str) -> StockRecord | None:
+        """WooCommerce's stock of the product or variation with this SKU (cached id first), or None."""
+        redis, key, folded = self.context.redis, self._id_cache(), sku.casefold()
+        cached = redis.hget(key, folded)
+        if cached:
+            product_id, variation_id = _ids(cached.decode())
+            try:
+                stock = self.shop.get_stock(product_id, variation_id=variation_id)
+            except WooCommerceNotFound:
+                stock = None
+            if stock is not None and stock.sku.casefold() == folded:
+                return _record(stock)
+            redis.hdel(key, folded)  # deleted, or the SKU moved to another product: look it up again
+        record = self.shop.find_product_by_sku(sku)
+        if record is None:
+            return None
+        stock = Stock.of(record)
+        redis.hset(key, folded, _stock_id(stock).replace("/", ":"))
+        redis.expire(key, ID_CACHE_TTL)
+        return _record(stock)
+
+    def stock_change(self, current: StockRecord, fields: Mapping[str, Any]) -> tuple[Any, Any] | None:
+        quantity = fields.get("stock_quantity")
+        managed = fields.get("manage_stock", current.managed)
+        if current.quantity == quantity and current.managed == managed:
+            return None
+        return current.quantity, quantity
+
+    def write_stock(self, current: StockRecord, fields: Mapping[str, Any]) -> None:
+        self.update_product(current.target_id, fields)
+
+    def forget(self, flow: str, key: str) -> None:
+        if flow == "stock":
+            self.context.redis.hdel(self._id_cache(), key.casefold())
+
+
+def _stock_id(stock: Stock) -> str:
+    return f"{stock.product_id}/{stock.variation_id}" if stock.variation_id else str(stock.product_id)
+
+
+def _ids(target_id: str) -> tuple[int, int | None]:
+    product, _, variation = target_id.replace(":", "/").partition("/")
+    return int(product), int(variation) if variation else None
+
+
+def _record(stock: Stock) -> StockRecord:
+    return StockRecord(_stock_id(stock), stock.sku, stock.stock_quantity, stock.manage_stock, stock)

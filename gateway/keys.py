@@ -1,0 +1,70 @@
+"""Koppel's Redis keyspace, owned by this one module: every key Koppel writes is named here.
+
+    koppel:dedupe:{endpoint}:{sha256}           STRING  a delivery seen (→ its job id), TTL dedupe window
+    koppel:inbox:{queue}                        STREAM  accepted events waiting for the pump
+    koppel:activity:{integration}               STREAM  the activity log, trimmed by age
+    koppel:ledger:{integration}:{flow}          HASH    stable key → target id of what Koppel wrote
+    koppel:inflight:{integration}:{flow}        HASH    stable keys whose write may have reached the target
+    koppel:cache:{scope}:{name}                 HASH    looked-up ids (e-mail → customer, SKU → item, …)
+    koppel:cache:{scope}:{name}:{key}           STRING  a negative answer remembered for a while
+    koppel:lock:{part}:…                        STRING  a lock (one resource, one poll)
+    koppel:cursor:{system}:{stream}             STRING  a poller's cursor (never moves backwards)
+    koppel:tokens:{system}                      HASH    OAuth tokens of a system (never logged)
+    koppel:ratelimit:{system}:{scope}           …       a system's shared API budget
+
+RQ's own keys (`rq:*`) belong to RQ. `scope` is an integration id for what depends on its mapping
+(customers as the integration sends them) and a system id for what is a fact of the system (item ids).
+"""
+
+from __future__ import annotations
+
+PREFIX = "koppel:"
+DEDUPE = PREFIX + "dedupe:"
+INBOX = PREFIX + "inbox:"
+ACTIVITY = PREFIX + "activity:"
+TOKENS = PREFIX + "tokens"
+RATELIMIT = PREFIX + "ratelimit"
+
+
+def dedupe(endpoint: str, digest: str) -> str:
+    return f"{DEDUPE}{endpoint}:{digest}"
+
+
+def inbox(queue: str) -> str:
+    return f"{INBOX}{queue}"
+
+
+def activity(integration: str) -> str:
+    return f"{ACTIVITY}{integration}"
+
+
+def ledger(integration: str, flow: str) -> str:
+    return f"{PREFIX}ledger:{integration}:{flow}"
+
+
+def in_flight(integration: str, flow: str) -> str:
+    return f"{PREFIX}inflight:{integration}:{flow}"
+
+
+def cache(scope: str, name: str, key: str | None = None) -> str:
+    base = f"{PREFIX}cache:{scope}:{name}"
+    return base if key is None else f"{base}:{key}"
+
+
+def lock(*parts: str) -> str:
+    return PREFIX + "lock:" + ":".join(parts)
+
+
+def cursor(system: str, stream: str) -> str:
+    return f"{PREFIX}cursor:{system}:{stream}"
+
+
+def tokens(system: str) -> str:
+    return f"{TOKENS}:{system}"
+
+
+def ratelimit(system: str, scope: str) -> str:
+    return f"{RATELIMIT}:{system}:{scope}"
+
+
+__all__ = ["cache", "cursor", "dedupe", "in_flight", "inbox", "ledger", "lock", "ratelimit", "tokens"]

@@ -1,0 +1,251 @@
+"""Orders, as the SPEC's Orders section describes them — booked in a target, or their status written back.
+
+Booking (a target that books orders: an ERP, an accounting package):
+1. Status filter: only orders whose status is in `settings.order_statuses` travel
+   (default: processing, completed).
+2. Already in the target → skipped and logged. The ledger (workers/ledger.py) holds what Koppel
+   booked (source order number → target id); the target is asked (`find_order`) only when a previous
+   attempt may have reached it: the order is marked in flight before its write, so a worker killed
+   between the write and the ledger entry is followed by a lookup, never by a second document.
+3. The customer: workers/flows/customers.py (default debtor, or by e-mail: created or updated).
+4. For document types whose lines are items (`Target.needs_items`), every SKU must exist in the
+   target — also the service items of shipping, fee and discount lines (`settings.shipping_item`,
+   `fee_item`, `discount_item`); otherwise a permanent failure naming the missing SKUs. SKU → item id
+   is cached per target system (one lookup for the codes not in the cache). Document types without
+   items (a financial entry) need none of this.
+5. The order is committed as the integration's document type (`settings.document_type`, one of the
+   target's `documents`) through the integration's mapping, with the ids the document needs
+   (`Target.references`: a warehouse, G/L accounts).
+A cached id the target rejects (a customer or item deleted there) is forgotten and looked up again, once.
+Steady state (known customer, known items) costs one target call per order: the write.
+
+Status write-back (a target that holds the orders the source was given, `Target.order_mode = "status"`):
+the SPEC's "order status written back to the source", see `write_back`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from connectors.contract import FlowResult
+from gateway import keys
+from gateway.errors import PermanentError, Rejected
+from gateway.model import Order
+from workers.flows import Work, customers
+from workers.ledger import Ledger
+
+log = logging.getLogger("koppel.flows.orders")
+
+DEFAULT_STATUSES = ("processing", "completed")
+ITEM_CACHE_TTL = 3600
+STATUS_TABLE = "order_statuses"
+DEFAULT_WRITE_BACK = {"complete": "completed", "cancelled": "cancelled"}
+"""Koppel's defaults, by the canonical status of the source's order (Exact: 21 complete, 45 cancelled)."""
+KEEP_STATUSES = ("refunded",)
+NOT_IN_TARGET_TTL = 3600
+
+
+def run(work: Work) -> FlowResult:
+    order = work.record("orders")
+    assert isinstance(order, Order)
+    if work.target.order_mode == "status":
+        return write_back(work, order)
+    return book(work, order)
+
+
+# -- booking -----------------------------------------------------------------------------------------
+
+
+def item_cache(work: Work) -> str:
+    return keys.cache(work.target.system.id, "items")
+
+
+def item_codes(work: Work, order: Order) -> list[str]:
+    """Every item code the order's lines need, in order, once: SKUs and the service items."""
+    missing_sku = [line.name or "?" for line in order.lines if not line.sku]
+    if missing_sku:
+        raise PermanentError(f"order {order.number}: line(s) without SKU: {', '.join(missing_sku)}")
+    settings = work.settings
+    codes = [line.sku for line in order.lines if line.sku]
+    codes += [settings.get("shipping_item", "SHIPPING")] if order.shipping_lines else []
+    codes += [settings.get("fee_item", "FEE")] if order.fees else []
+    codes += [settings.get("discount_item", "DISCOUNT")] if any(not d.applied_to_lines for d in order.discounts) else []
+    return list(dict.fromkeys(str(code) for code in codes))
+
+
+def resolve_items(work: Work, codes: list[str], *, label: str, cached: Any = customers.UNREAD) -> dict[str, str]:
+    """SKU → item id for every code; PermanentError naming the SKUs the target does not know.
+    `cached`: the item cache's values for `codes` when read ahead."""
+    if not codes:
+        return {}
+    key = item_cache(work)
+    if cached is customers.UNREAD:
+        cached = work.connection.hmget(key, codes)
+    ids = {code: value.decode() for code, value in zip(codes, cached, strict=True) if value}
+    missing = [code for code in codes if code not in ids]
+    if missing:
+        found = work.target.find_items(missing)
+        if found:
+            with work.connection.pipeline(transaction=False) as pipe:
+                pipe.hset(key, mapping=found)
+                pipe.expire(key, ITEM_CACHE_TTL)
+                pipe.execute()
+        ids.update(found)
+        unknown = [code for code in missing if code not in found]
+        if unknown:
+            raise PermanentError(
+                f"{label} cannot be booked: SKU(s) {', '.join(sorted(unknown))} do not exist as items in "
+                f"{work.target.title} system {work.target.system.id!r}"
+            )
+    return ids
+
+
+def _forget(work: Work, order: Order, codes: list[str]) -> bool:
+    """Drop the cached customer and item ids this order used; True if anything was cached."""
+    dropped = customers.forget(work, order.customer)
+    dropped += bool(work.connection.hdel(item_cache(work), *codes)) if codes else 0
+    return bool(dropped)
+
+
+def book(work: Work, order: Order) -> FlowResult:
+    target, settings = work.target, work.settings
+    statuses = settings.get("order_statuses", DEFAULT_STATUSES)
+    if order.status not in statuses:
+        return FlowResult("skipped", order.number, reason=f"status {order.status!r} is not synced")
+    document = str(settings.get("document_type", target.documents[0]))
+    if document not in target.documents:
+        raise PermanentError(
+            f"settings.document_type {document!r}: {target.title} books {', '.join(target.documents)}"
+        )
+    before = target.calls
+    ledger = Ledger(work.connection, work.integration.id, "orders")
+    done, in_flight = ledger.lookup(order.number)
+    if done:
+        log.info("order %s is already in %s (%s); skipped", order.number, target.kind, done)
+        return FlowResult("skipped", order.number, done, 0, f"already in {target.title}")
+    if in_flight:
+        existing = target.find_order(document, order.number)
+        if existing is not None:
+            ledger.record(order.number, existing)
+            log.info("order %s was already booked by an earlier attempt (%s); skipped", order.number, existing)
+            return FlowResult("skipped", order.number, existing, target.calls - before, f"already in {target.title}")
+    label = f"{work.envelope.source} order {order.number}"
+    codes = item_codes(work, order) if document in target.needs_items else []
+
+    def read_caches(pipe: Any) -> None:
+        pipe.hget(customers.cache_key(work), customers.cache_field(work, order.customer))
+        if codes:
+            pipe.hmget(item_cache(work), codes)
+
+    cached_customer, *cached_items = ledger.mark(order.number, also=read_caches)
+    for attempt in (1, 2):
+        first = attempt == 1  # the cache entries read with the in-flight marker; read again after `_forget`
+        customer_id, how = customers.resolve(
+            work, order.customer, label=label, cached=cached_customer if first else customers.UNREAD
+        )
+        item_ids = resolve_items(
+            work, codes, label=label, cached=(cached_items[0] if codes else []) if first else customers.UNREAD
+        )
+        context = {"account": customer_id, "items": item_ids, **target.references(document)}
+        payload = work.mapping("orders").apply(order, context, label=label)
+        try:
+            target_id = target.create_order(document, payload)
+            break
+        except Rejected:
+            # A cached id the target no longer knows (a customer or item deleted or merged there):
+            # forget the cached ids this order used and resolve them again, once.
+            if attempt == 2 or not _forget(work, order, codes):
+                raise
+            log.info("order %s: %s rejected cached ids; looking them up again", order.number, target.kind)
+    ledger.record(order.number, target_id)
+    log.info("order %s booked in %s as %s %s", order.number, target.kind, document, target_id)
+    detail = {"document": document, "account": how}
+    return FlowResult("created", order.number, target_id, target.calls - before, detail=detail)
+
+
+# -- status write-back -------------------------------------------------------------------------------
+
+
+def target_status(work: Work, code: str, status: str | None) -> str | None:
+    """The target's status for the source's `code` / canonical `status`, or None for "no change".
+
+    The mapping table `order_statuses` is looked up by the source's code ("21") and then by Koppel's
+    name ("complete"); a key the table lacks takes the table's `default`, else Koppel's
+    (`DEFAULT_WRITE_BACK`). An empty value means "no change"."""
+    table = work.tables().get(STATUS_TABLE)
+    wanted = [k for k in (code, status) if k]
+    if table is not None:
+        for key in wanted:
+            found, value = table.find(key)
+            if found:
+                return str(value) if value else None
+        if table.has_default:
+            return str(table.default) if table.default else None
+    return DEFAULT_WRITE_BACK.get(status or "")
+
+
+def _booking_ledgers(work: Work) -> list[str]:
+    """The integrations that book this target's orders into this integration's source: their ledgers
+    say which source order a target order number became (`settings.shop_integration` names one)."""
+    named = work.settings.get("shop_integration")
+    if named:
+        return [str(named)]
+    config = work.runtime.config
+    found = []
+    for other in config.integrations:
+        from_target = config.source_kind(other.source) == work.target.kind
+        books = "document_type" not in other.settings or other.settings["document_type"] == "sales_order"
+        if from_target and other.target == work.integration.source and "orders" in other.flows and books:
+            found.append(other.id)
+    return found
+
+
+def write_back(work: Work, order: Order) -> FlowResult:
+    """The source order's status, written to the target order it was made from.
+
+    1. The status is translated by `target_status`; statuses that change nothing cost no call.
+    2. Not the target's order → skipped (not failed): no reference (`Order.reference`, Exact's YourRef),
+       or no order with that number in the target (remembered for an hour). When exactly one
+       integration books this target's orders into the source, its ledger must agree: an order whose
+       reference the ledger holds for another source order is a copy or a hand-typed reference.
+    3. Idempotent: a target order that already has the status (or one in `settings.keep_statuses`,
+       default `refunded`) is left alone.
+    """
+    target = work.target
+    code = str(order.custom_fields.get("status_code") or "")
+    label = f"{work.source.title} status " + (f"{code} {order.status or ''}".strip() or "(none)")
+    ref = order.reference or ""
+    wanted = target_status(work, code, order.status)
+    if wanted is None:
+        return FlowResult("skipped", order.number, calls=0, reason=f"{label} changes nothing in {target.title}")
+    if not ref:
+        return FlowResult("skipped", order.number, calls=0, reason=f"not a {target.title} order (no reference)")
+    ledgers = _booking_ledgers(work)
+    booked = Ledger(work.connection, ledgers[0], "orders").created(ref) if len(ledgers) == 1 else None
+    if booked is not None and booked.lower() != order.id.lower():
+        reason = f"not a {target.title} order: order {ref} was booked as {work.source.title} order {booked}"
+        return FlowResult("skipped", order.number, calls=0, reason=reason)
+    before = target.calls
+    absent = keys.cache(target.system.id, "no-order", ref)
+    found = None if work.connection.exists(absent) else target.order_status(ref)
+    if found is None:
+        work.connection.set(absent, "1", ex=NOT_IN_TARGET_TTL)
+        reason = f"not a {target.title} order: {target.title} has no order {ref}"
+        return FlowResult("skipped", order.number, calls=target.calls - before, reason=reason)
+    target_id, current = found
+    keep = work.settings.get("keep_statuses", KEEP_STATUSES)
+    if current == wanted or current in keep:
+        why = f"already {current}" if current == wanted else f"is {current}, which Koppel leaves alone"
+        log.info("%s order %s: %s order %s %s; skipped", order.source, order.number, target.kind, ref, why)
+        reason = f"{target.title} order {ref} {why}"
+        return FlowResult("skipped", order.number, target_id, target.calls - before, reason, {"shop_order": ref})
+    try:
+        target.set_order_status(target_id, wanted)
+    except Rejected as exc:
+        where = f"{work.source.title} order {order.number} → {target.title} order {ref} ({wanted})"
+        raise PermanentError(f"{where}: {exc}") from exc
+    log.info("%s order %s (status %s): %s order %s %s → %s", order.source, order.number, label, target.kind, ref,
+             current, wanted)  # fmt: skip
+    reason = f"status {current} → {wanted} ({label})"
+    return FlowResult("updated", order.number, target_id, target.calls - before, reason, {"shop_order": ref})

@@ -1,0 +1,66 @@
+"""The ledger: what Koppel wrote to a target, per (integration, flow, stable key), and what is in flight.
+
+Every flow that creates something in a target guards the write with it:
+
+    lookup(key)        → (target id, in flight)      one round trip
+    done?              skip: the target has it (no target call at all)
+    in flight?         a previous attempt may have reached the target (a worker killed between its
+                       write and the ledger entry): ask the target by the stable key before writing
+    mark(key)          before the write                (with `also`: cache reads in the same round trip)
+    record(key, id)    after it: the ledger entry, and the in-flight marker dropped, atomically
+
+So a crash anywhere costs at most one lookup, never a second record in the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from gateway import keys
+
+
+class Ledger:
+    """The ledger of one integration's flow."""
+
+    def __init__(self, connection: redis.Redis, integration: str, flow: str) -> None:
+        self.connection = connection
+        self.key = keys.ledger(integration, flow)
+        self.flight = keys.in_flight(integration, flow)
+
+    def created(self, key: str) -> str | None:
+        """The target id recorded for `key`, or None."""
+        value = self.connection.hget(self.key, key)
+        return value.decode() if value else None
+
+    def in_flight(self, key: str) -> bool:
+        return bool(self.connection.hexists(self.flight, key))
+
+    def lookup(self, key: str) -> tuple[str | None, bool]:
+        """(target id or None, in flight) in one round trip."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hget(self.key, key)
+            pipe.hexists(self.flight, key)
+            value, flying = pipe.execute()
+        return (value.decode() if value else None), bool(flying)
+
+    def mark(self, key: str, also: Callable[[Any], None] | None = None) -> list[Any]:
+        """Mark `key` in flight before its write; `also(pipe)` queues reads answered in the same round
+        trip, whose results are returned."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hset(self.flight, key, "1")
+            if also is not None:
+                also(pipe)
+            return list(pipe.execute()[1:])
+
+    def record(self, key: str, target_id: str) -> None:
+        """The write is done: remember its id and drop the in-flight marker, atomically."""
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, key, target_id)
+            pipe.hdel(self.flight, key)
+            pipe.execute()
+
+
+__all__ = ["Ledger"]
