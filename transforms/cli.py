@@ -117,7 +117,8 @@ def _normaliser(source_kind: str, flow: str) -> Callable[..., Any]:
         raise _Usage(f"Koppel cannot read {flow} from a {source_kind} source yet")
     module_name, _, name = ref.partition(":")
     module = __import__(module_name, fromlist=[name])
-    return getattr(module, name)
+    normaliser: Callable[..., Any] = getattr(module, name)
+    return normaliser
 
 
 def _spec_errors(exc: MappingSpecError, index: int, flow: str, target: str) -> int:
@@ -258,7 +259,7 @@ def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
     return run
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `map` with its subcommands to the `koppel` parser."""
     parser = subparsers.add_parser("map", help="preview, diff, show and reset datamapper mappings")
     sub = parser.add_subparsers(dest="map_command", required=True, metavar="SUBCOMMAND")
