@@ -54,8 +54,8 @@ class Activity:
         return {key: str(value) for key, value in asdict(self).items()}
 
     @classmethod
-    def parse(cls, raw: Mapping[bytes, bytes]) -> Activity:
-        values = {k.decode(): v.decode() for k, v in raw.items()}
+    def parse(cls, raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> Activity:
+        values = {_text(k): _text(v) for k, v in raw.items()}
         kwargs: dict[str, Any] = {}
         for spec in fields(cls):
             value = values.get(spec.name, "")
@@ -66,6 +66,10 @@ class Activity:
             else:
                 kwargs[spec.name] = value
         return cls(**kwargs)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def epoch(moment: datetime) -> float:
@@ -83,14 +87,16 @@ class ActivityLog:
         key = PREFIX + activity.integration
         oldest_ms = int((time.time() - self.retention) * 1000)
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, activity.fields(), minid=oldest_ms, approximate=True)
+            # redis-py types `fields` as an invariant dict of every encodable type (redis-py#2917).
+            pipe.xadd(key, activity.fields(), minid=oldest_ms, approximate=True)  # type: ignore[arg-type]
             pipe.expire(key, self.retention)
             pipe.execute()
 
     def entries(self, integration: str, *, since: float | None = None, count: int | None = None) -> list[Activity]:
         """The integration's entries, oldest first; `since` (epoch s) keeps those logged from then on."""
         start = f"{int(since * 1000)}-0" if since is not None else "-"
-        return [Activity.parse(raw) for _, raw in self.connection.xrange(PREFIX + integration, start, "+", count)]
+        entries = self.connection.xrange(PREFIX + integration, start, "+", count) or []
+        return [Activity.parse(raw) for _, raw in entries if raw is not None]
 
 
 __all__ = ["OUTCOMES", "Activity", "ActivityLog", "epoch"]

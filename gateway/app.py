@@ -99,7 +99,7 @@ async def read_body(headers: dict[str, str], receive: Receive, cap: int) -> byte
         message = await receive()
         if message["type"] != "http.request":  # http.disconnect
             raise ClientGone
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > cap:
             raise BodyTooLarge(f"body is over this endpoint's limit of {cap} bytes")

@@ -244,7 +244,7 @@ def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
     return run
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `map` with its subcommands to the `koppel` parser."""
     parser = subparsers.add_parser("map", help="preview, diff, show and reset datamapper mappings")
     sub = parser.add_subparsers(dest="map_command", required=True, metavar="SUBCOMMAND")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Iterable
 
 from pydantic import SecretStr
 from starlette.responses import JSONResponse
@@ -28,7 +29,8 @@ class AdminAuth:
         self._token = token.get_secret_value().encode() if token is not None else None
 
     def _presented(self, scope: Scope) -> bytes | None:
-        for name, value in scope.get("headers", []):
+        headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", [])
+        for name, value in headers:
             if name != b"authorization":
                 continue
             scheme, _, credentials = value.partition(b" ")
@@ -79,4 +81,6 @@ def dashboard_app(redis_url: str) -> ASGIApp:
     rq_dashboard.web.config.serializer = JSONSerializer
     rq_dashboard.web.setup_rq_connection(flask_app)
     flask_app.register_blueprint(rq_dashboard.blueprint, url_prefix=DASHBOARD_PREFIX)
-    return WSGIMiddleware(flask_app)  # type: ignore[arg-type]
+    # a2wsgi types the WSGI environ and the ASGI scope as TypedDicts, Flask and Starlette as a dict and
+    # a MutableMapping: the same protocols, which mypy cannot match (a TypedDict is neither).
+    return WSGIMiddleware(flask_app)  # type: ignore[arg-type, return-value]

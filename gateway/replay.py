@@ -21,7 +21,7 @@ class ReplayResult:
 def failed_job_ids(connection: redis.Redis, config: Config, integration: str | None = None) -> list[str]:
     """Failed job ids, optionally only those whose event came from the integration's source."""
     queue = make_queue(connection, config.gateway.queue)
-    ids = queue.failed_job_registry.get_job_ids()
+    ids: list[str] = queue.failed_job_registry.get_job_ids()  # rq leaves the property unannotated
     if integration is None:
         return ids
     source = next(i.source for i in config.integrations if i.id == integration)

@@ -58,7 +58,9 @@ def _handshake(token: str) -> Outcome:
 
 def _split_path(path: str) -> list[str]:
     """Path segments, not splitting inside a parenthesised key or a quoted string."""
-    segments, current, depth, quoted = [], [], 0, False
+    segments: list[str] = []
+    current: list[str] = []
+    depth, quoted = 0, False
     for char in path:
         if char == "'":
             quoted = not quoted

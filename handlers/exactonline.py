@@ -12,7 +12,8 @@ is retried up to ten times over about 34 hours.
 
 from __future__ import annotations
 
-from json.decoder import scanstring
+from collections.abc import Callable
+from json.decoder import scanstring as _scanstring  # type: ignore[attr-defined]  # not in typeshed
 from typing import Any
 
 from gateway.config import Endpoint
@@ -21,6 +22,8 @@ from gateway.errors import MalformedRequest, SignatureRejected
 from handlers.base import Incoming, Outcome
 from handlers.signatures import JSON, decode_text, equal_ignoring_case, hmac_sha256, utf8
 
+# json's string scanner (_json's, or the pure-Python one without it), typed as typeshed has _json.scanstring.
+scanstring: Callable[[str, int, bool], tuple[str, int]] = _scanstring
 _WHITESPACE = " \t\n\r"
 
 

@@ -96,7 +96,7 @@ def _names() -> dict[str, str]:
         code = country.alpha_2
         table[_fold(country.alpha_3)] = code
         names = {country.name, getattr(country, "common_name", None), getattr(country, "official_name", None)}
-        for name in names - {None}:
+        for name in (name for name in names if name is not None):
             for translation in translations:
                 table.setdefault(_fold(translation.gettext(name)), code)
     for code in {c.alpha_2 for c in pycountry.countries}:

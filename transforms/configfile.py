@@ -60,16 +60,19 @@ def remove_override(path: Path, integration_id: str, flow: str, target: str | No
         return []
     removed = [target] if target is not None else sorted(flows)
     try:
-        node = document["integrations"][index]  # type: ignore[index]
-        mappings = node["mappings"]  # type: ignore[index]
+        # tomlkit's item types differ between its releases; a shape other than the one tomllib read
+        # fails here with KeyError or TypeError, and the edit is refused below.
+        tables: Any = document["integrations"]
+        node = tables[index]
+        mappings = node["mappings"]
         if target is None:
-            del mappings[flow]  # type: ignore[union-attr]
+            del mappings[flow]
         else:
-            del mappings[flow][target]  # type: ignore[index,union-attr]
-            if not mappings[flow]:  # type: ignore[index]
-                del mappings[flow]  # type: ignore[union-attr]
+            del mappings[flow][target]
+            if not mappings[flow]:
+                del mappings[flow]
         if not mappings:
-            del node["mappings"]  # type: ignore[union-attr]
+            del node["mappings"]
         new_text = tomlkit.dumps(document)
     except (KeyError, TypeError, TOMLKitError) as exc:
         raise ResetRefused(
