@@ -323,8 +323,9 @@ class Connector:
     """One system kind: its pieces, found by the registry. Strings are "module:attribute" paths,
     imported only when used (the receiver never imports a sandbox; a worker never imports a handler).
 
-    `sends` says how the system tells Koppel about changes: "webhooks", "polling" or both.
     `check_endpoint` vets an endpoint of this kind (e.g. a secret's shape) and returns problems.
+    `mappings` are default mappings the connector ships, "flow/document" → TOML text (the format of
+    transforms/defaults/), for a target kind Koppel itself ships none for.
     """
 
     kind: str
@@ -336,6 +337,7 @@ class Connector:
     oauth: type[CodeFlow] | None = None
     sandbox: str | None = None
     check_endpoint: Callable[[Endpoint], list[str]] | None = None
+    mappings: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = (self.source.reads() if self.source else frozenset()) | (self.target.writes if self.target else set())

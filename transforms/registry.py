@@ -21,7 +21,7 @@ from typing import Any
 from transforms.errors import MappingSpecError
 from transforms.spec import GroupSpec, Problems, parse_group
 
-__all__ = ["DefaultMapping", "catalogue", "default_mapping", "documents"]
+__all__ = ["DefaultMapping", "add_default", "catalogue", "default_mapping", "documents"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,13 @@ def catalogue() -> dict[tuple[str, str], dict[str, DefaultMapping]]:
                     mapping = _load(flow_dir.name, target_dir.name, document, file.read_text(encoding="utf-8"))
                     out.setdefault((flow_dir.name, target_dir.name), {})[document] = mapping
     return out
+
+
+def add_default(flow: str, target: str, document: str, text: str) -> DefaultMapping:
+    """Add a default mapping shipped outside this package (a connector's own, `Connector.mappings`).
+    A shipped file of the same flow, target and document is not replaced."""
+    mapping = _load(flow, target, document, text)
+    return catalogue().setdefault((flow, target), {}).setdefault(document, mapping)
 
 
 def documents(flow: str, target: str) -> list[str]:

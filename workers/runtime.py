@@ -18,6 +18,7 @@ from connectors import registry
 from connectors.contract import Context, Source, Target
 from gateway.config import Config
 from gateway.errors import PermanentError
+from transforms.registry import add_default
 
 T = TypeVar("T")
 
@@ -66,6 +67,9 @@ class Runtime:
             connector = registry.get(system.kind)
             if connector.target is None:
                 raise PermanentError(f"{connector.title} ({system_id}) cannot be a target")
+            for name, text in connector.mappings.items():
+                flow, _, document = name.partition("/")
+                add_default(flow, system.kind, document, text)
             return connector.target(system, self.context())
 
         return self.cached(f"target:{system_id}", build)
