@@ -136,6 +136,13 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, wait) if math.isfinite(wait) else None
 
 
+def read_json(content: bytes) -> Any:
+    """JSON from a body, a stray UTF-8 BOM (some WordPress plugins print one) and whitespace tolerated;
+    None when empty; ValueError when it is not JSON."""
+    content = content.lstrip(_BOM_AND_SPACE)
+    return json.loads(content) if content.strip() else None
+
+
 def fold_ids(label: str) -> str:
     """An endpoint label with record ids folded out: `orders/7/notes` → `orders/{id}/notes`,
     `crm/Accounts(guid'…')` → `crm/Accounts` (OData keys dropped), GUID segments → `{id}`."""
@@ -213,6 +220,10 @@ class ApiClient:
         """(code, message) the system put in an error body; ("", "") when it said nothing readable."""
         return "", ""
 
+    def query_value(self, value: object) -> str:
+        """A query value as the system takes it (default: `str()`); a None value leaves its key out."""
+        return str(value)
+
     def encode(self, body: object) -> bytes:
         """A JSON request body; NaN and infinities are refused before sending."""
         return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
@@ -231,6 +242,10 @@ class ApiClient:
         """An absolute URL as given; a path relative to `api_root`."""
         return url if urlsplit(url).scheme else f"{self.api_root}/{url.strip('/')}"
 
+    def where(self, method: str, url: str) -> str:
+        """`METHOD label`: how messages name a request."""
+        return f"{method.upper()} {self.label(self.resolve(url))}"
+
     def same_origin(self, url: str) -> bool:
         """Whether `url` is on the API's own scheme and host (follow paging links only there)."""
         parts = urlsplit(url)
@@ -243,7 +258,7 @@ class ApiClient:
         method: str,
         url: str,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, object] | None = None,
         json: object = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
@@ -254,6 +269,9 @@ class ApiClient:
         sent_headers = {"Accept": "application/json", **(headers or {})}
         if content is not None:
             sent_headers.setdefault("Content-Type", "application/json")
+        query = None  # a query in `url` (a paging link) is kept; httpx would replace it with `params`
+        if params is not None:
+            query = {key: self.query_value(value) for key, value in params.items() if value is not None}
         label = self.label(url)
         where = f"{method} {label}"
         idempotent = method in IDEMPOTENT
@@ -265,7 +283,7 @@ class ApiClient:
             self._count(method, label)
             try:
                 response = self.http.request(
-                    method, url, params=params, content=content, headers=sent_headers, follow_redirects=False,
+                    method, url, params=query, content=content, headers=sent_headers, follow_redirects=False,
                     auth=self.auth if self.auth is not None else httpx.USE_CLIENT_DEFAULT,
                 )  # fmt: skip
             except httpx.TransportError as exc:
@@ -310,21 +328,18 @@ class ApiClient:
         method: str,
         url: str,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, object] | None = None,
         json: object = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
         """`send`, then the decoded JSON body (None for an empty body)."""
         response = self.send(method, url, params=params, json=json, headers=headers)
-        return self.decode(response, f"{method.upper()} {self.label(self.resolve(url))}")
+        return self.decode(response, self.where(method, url))
 
     def decode(self, response: httpx.Response, where: str) -> Any:
         """The JSON of a response (a stray UTF-8 BOM tolerated); None when empty; else BadResponse."""
-        content = response.content.lstrip(_BOM_AND_SPACE)
-        if not content.strip():
-            return None
         try:
-            return json.loads(content)
+            return read_json(response.content)
         except ValueError as exc:
             raise self.bad_response_error(f"{where}: the response is not JSON") from exc
 
@@ -373,4 +388,4 @@ def _target(response: httpx.Response) -> str:
     return f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
 
 
-__all__ = ["IDEMPOTENT", "NOT_SENT", "ApiClient", "Budget", "Retry", "fold_ids", "parse_retry_after"]
+__all__ = ["IDEMPOTENT", "NOT_SENT", "ApiClient", "Budget", "Retry", "fold_ids", "parse_retry_after", "read_json"]

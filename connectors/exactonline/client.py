@@ -61,7 +61,7 @@ from connectors.exactonline.odata import (
     unwrap_page,
 )
 from connectors.exactonline.ratelimit import Limits, RateLimiter
-from connectors.http import ApiClient, Retry
+from connectors.http import ApiClient, Retry, read_json
 
 
 class ExactClient(ApiClient):
@@ -179,7 +179,7 @@ class ExactClient(ApiClient):
     def error_fields(self, response: httpx.Response) -> tuple[str, str]:
         """Exact's OData error `{"error": {"code", "message": {"lang", "value"}}}`."""
         try:
-            parsed = error_text(response.json())
+            parsed = error_text(read_json(response.content))
         except ValueError:
             return "", ""
         return parsed if parsed is not None else ("", "")
