@@ -316,9 +316,8 @@ class ApiClient:
                     raise self.rate_limited_error(text, retry_after=retry_after, status=status)
                 raise self.unavailable_error(text, status=status, retry_after=retry_after)
             if 300 <= status < 400 and status != 304:
-                raise self.rejected_error(
-                    f"{where}: redirected ({status}) to {_target(response)}; {self.redirect_advice}", status=status
-                )
+                text = f"{where}: redirected ({status}) to {_target(response)}; {self.redirect_advice}"
+                raise self.rejection(self.rejected_error, text, status=status, code="", message="")
             if status >= 400:
                 raise self._refused(response, where)
             return response
