@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -93,15 +93,21 @@ def slept() -> list[float]:
 
 
 @pytest.fixture
-def http() -> Any:
-    with httpx.Client() as client:
-        yield client
+def make_shop(slept: list[float]) -> Iterator[Callable[..., Shop]]:
+    """Shops over one httpx.Client, as a worker holds one; options override the test defaults."""
+    with httpx.Client() as http:
+
+        def make(kind: type[Shop] = Shop, **options: Any) -> Shop:
+            defaults = {"auth": Bearer(TOKEN), "sleep": slept.append, "jitter": lambda: 1.0, "clock": lambda: NOW,
+                        "retry": Retry(attempts=3, base=0.5, cap=10.0, max_wait=30.0)}  # fmt: skip
+            return kind(http, api_root=API, **{**defaults, **options})
+
+        yield make
 
 
 @pytest.fixture
-def shop(http: httpx.Client, slept: list[float]) -> Shop:
-    return Shop(http, api_root=API, auth=Bearer(TOKEN), sleep=slept.append, jitter=lambda: 1.0, clock=lambda: NOW,
-                retry=Retry(attempts=3, base=0.5, cap=10.0, max_wait=30.0))  # fmt: skip
+def shop(make_shop: Callable[..., Shop]) -> Shop:
+    return make_shop()
 
 
 @pytest.fixture
@@ -146,9 +152,8 @@ def test_a_post_answered_429_is_retried_after_the_retry_after(shop, api, slept):
     assert route.call_count == 2 and slept == [7.0]
 
 
-def test_5xx_backoff_is_exponential_jittered_and_runs_out_into_unavailable(http, api):
-    slept: list[float] = []
-    shop = Shop(http, api_root=API, sleep=slept.append, jitter=lambda: 0.0, retry=Retry(attempts=4, base=1.0, cap=3.0))
+def test_5xx_backoff_is_exponential_jittered_and_runs_out_into_unavailable(make_shop, api, slept):
+    shop = make_shop(jitter=lambda: 0.0, retry=Retry(attempts=4, base=1.0, cap=3.0))
     api.get("/items").mock(return_value=error(502, "bad_gateway", "Upstream down"))
     with pytest.raises(Unavailable) as caught:
         shop.send("GET", "items")
@@ -203,9 +208,9 @@ def test_retry_after_parsing_never_raises_and_is_never_negative(value, now):
 # --- the budget hook ----------------------------------------------------------------------------------
 
 
-def test_the_budget_is_asked_in_order_and_a_429_goes_to_it(http, api, slept):
+def test_the_budget_is_asked_in_order_and_a_429_goes_to_it(make_shop, api, slept):
     budget = RecordingBudget()
-    shop = Shop(http, api_root=API, budget=budget, sleep=slept.append, clock=lambda: NOW)
+    shop = make_shop(budget=budget)
     api.get("/items").mock(side_effect=[
         httpx.Response(429, headers={"X-Remaining": "0", "Retry-After": "5"}),
         httpx.Response(200, json=[], headers={"X-Remaining": "59"}),
@@ -219,14 +224,14 @@ def test_the_budget_is_asked_in_order_and_a_429_goes_to_it(http, api, slept):
     assert slept == []  # the budget did the waiting
 
 
-def test_a_spent_budget_stops_the_request_before_it_is_sent(http, api):
+def test_a_spent_budget_stops_the_request_before_it_is_sent(make_shop, api):
     class Spent(RecordingBudget):
         def acquire(self, *, deadline: float | None = None) -> float:
             raise RateLimited("budget spent", retry_after=42.0)
 
     route = api.get("/items").respond(200, json=[])
     with pytest.raises(RateLimited):
-        Shop(http, api_root=API, budget=Spent()).send("GET", "items")
+        make_shop(budget=Spent()).send("GET", "items")
     assert not route.called
 
 
@@ -255,7 +260,7 @@ def test_counting_is_thread_safe(shop, api):
     assert shop.calls == 200 and shop.calls_by_endpoint == {"GET items": 200}
 
 
-def test_an_auth_flows_second_request_is_a_call_too(http, api):
+def test_an_auth_flows_second_request_is_a_call_too(make_shop, api):
     class Refreshing(httpx.Auth):
         def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
             response = yield request
@@ -267,7 +272,7 @@ def test_an_auth_flows_second_request_is_a_call_too(http, api):
         auth_retry_extension = "shop_auth_retry"
 
     api.get("/items").mock(side_effect=[httpx.Response(401), httpx.Response(200, json=[])])
-    shop = RefreshingShop(http, api_root=API, auth=Refreshing())
+    shop = make_shop(RefreshingShop, auth=Refreshing())
     shop.send("GET", "items")
     assert shop.calls == 2
 
