@@ -1,10 +1,11 @@
-"""ExactClient: the Exact Online REST API over one reusable `httpx.Client`.
+"""ExactClient: the Exact Online REST API over one reusable `httpx.Client`, on the HTTP kit.
 
 One `httpx.Client` per worker process (connection pool, timeouts); one light `ExactClient` per system
-and division on top of it. Each request goes: shared rate-limit slot (ratelimit.py) → bearer token
-(auth.py, refreshed once on 401) → response headers folded back into the budget → 429 waited out →
-5xx/timeouts retried with jittered exponential backoff → OData envelope unwrapped, `/Date(ms)/`
-parsed. Errors are split retryable/permanent (see errors.py for the tree).
+and division on top of it. The kit (connectors/http.py) runs each request: shared rate-limit slot
+(ratelimit.py, the kit's budget) → bearer token (auth.py, refreshed once on 401) → response headers
+folded back into the budget → 429 waited out → 5xx/timeouts of idempotent requests retried with jittered
+exponential backoff → errors mapped onto Exact's classes (see errors.py for the tree). On top, this
+module unwraps the OData envelope, parses `/Date(ms)/`, follows `__next` and checks payloads.
 
 Writes are not blindly retried: a POST that timed out or got a 5xx may have been executed, so it
 raises ExactUnavailable and the job retries from the top, where the flow's lookup on a stable key
@@ -17,16 +18,11 @@ report Exact calls per synced order.
 
 from __future__ import annotations
 
-import logging
 import random
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import redis
@@ -51,6 +47,7 @@ from connectors.exactonline.errors import (
     ExactRequestError,
     ExactResponseError,
     ExactUnavailable,
+    RateLimited,
 )
 from connectors.exactonline.odata import (
     EXACT_TZ,
@@ -64,22 +61,10 @@ from connectors.exactonline.odata import (
     unwrap_page,
 )
 from connectors.exactonline.ratelimit import Limits, RateLimiter
-
-log = logging.getLogger(__name__)
-
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+from connectors.http import ApiClient, Retry, read_json
 
 
-@dataclass(frozen=True)
-class Retry:
-    """Backoff for 5xx and timeouts: `attempts` tries in all, delays base·2^n capped, with full jitter."""
-
-    attempts: int = 4
-    base: float = 0.5
-    cap: float = 10.0
-
-
-class ExactClient:
+class ExactClient(ApiClient):
     """Exact Online for one division. Domain quirks:
 
     * Base `{base_url}/api/v1/{division}/`; the current division comes from `current/Me`.
@@ -90,6 +75,17 @@ class ExactClient:
     * Exact blocks an app for a while after ~10 4xx errors per endpoint per hour: required fields are
       checked before POSTing (ExactPayloadError), and lookups use filters that cannot fail.
     """
+
+    system = "Exact"
+    unavailable_error = ExactUnavailable
+    rate_limited_error = RateLimited
+    rejected_error = ExactRequestError
+    not_found_error = ExactNotFound
+    auth_error = ExactAuthError
+    bad_response_error = ExactResponseError
+    auth_retry_extension = "koppel_exact_auth_retry"
+    code_in_messages = False
+    auth_advice = "the access token was refused even after a refresh: run the Exact Online authorisation again"
 
     def __init__(
         self,
@@ -102,26 +98,19 @@ class ExactClient:
         retry: Retry | None = None,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
         tz: tzinfo = EXACT_TZ,
         item_chunk: int = 20,
     ) -> None:
-        self.http = http
         self.base_url = base_url.rstrip("/")
-        self.api_root = f"{self.base_url}/api/v1"
+        self._limiter = limiter or RateLimiter.unlimited(clock=clock, sleep=sleep)
+        super().__init__(
+            http, api_root=f"{self.base_url}/api/v1", auth=auth, retry=retry, budget=self._limiter, sleep=sleep,
+            jitter=jitter, clock=clock,
+        )  # fmt: skip
         self._division = division
-        self.auth = auth
-        self.limiter = limiter or RateLimiter.unlimited(sleep=sleep)
-        self.retry = retry or Retry()
-        self.sleep = sleep
-        self.jitter = jitter
         self.tz = tz
         self.item_chunk = item_chunk
-        self.calls = 0
-        self.calls_by_endpoint: Counter[str] = Counter()
-        self.last_headers: httpx.Headers | None = None
-        self._count_lock = threading.Lock()
-        origin = urlsplit(self.base_url)
-        self._origin = (origin.scheme, origin.netloc)
 
     @classmethod
     def for_system(
@@ -144,7 +133,7 @@ class ExactClient:
         store = TokenStore(conn, system_id)
         auth = ExactAuth(store, app, http, clock=clock)
         division = division if division is not None else store.load_division()
-        client = cls(http, base_url=app.base_url, division=division, auth=auth, **options)
+        client = cls(http, base_url=app.base_url, division=division, auth=auth, clock=clock, **options)
         if division is None:
             store.save_division(client.division)
         client.limiter = RateLimiter(conn, client.division, limits or Limits(), clock=clock, sleep=client.sleep)
@@ -153,6 +142,15 @@ class ExactClient:
         return client
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The division's API budget: the kit's `budget`."""
+        return self._limiter
+
+    @limiter.setter
+    def limiter(self, limiter: RateLimiter) -> None:
+        self._limiter = self.budget = limiter
 
     @property
     def division(self) -> int:
@@ -172,92 +170,23 @@ class ExactClient:
     def url(self, path: str) -> str:
         return f"{self.api_root}/{self.division}/{path.lstrip('/')}"
 
-    def _label(self, url: str) -> str:
-        path = urlsplit(url).path
-        root = urlsplit(self.api_root).path
-        rest = path[len(root) :].lstrip("/") if path.startswith(root) else path
+    def label(self, url: str) -> str:
+        """The endpoint below `/api/v1/{division}/` (`crm/Accounts(guid'…')`), or below `/api/v1/`."""
+        rest = super().label(url)
         head, _, tail = rest.partition("/")
         return tail if head.isdigit() else rest
 
-    def _count(self, method: str, label: str) -> None:
-        with self._count_lock:
-            self.calls += 1
-            self.calls_by_endpoint[f"{method} {label.split('(')[0]}"] += 1
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> None:
-        delay = min(self.retry.cap, self.retry.base * 2 ** (attempt - 1)) * (0.5 + self.jitter() / 2)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.retry.cap * 3))
-        self.sleep(delay)
-
-    def send(
-        self, method: str, url: str, *, params: Mapping[str, str] | None = None, json: object = None
-    ) -> httpx.Response:
-        """One logical request with budget, auth, 429 waits and retries; returns the 2xx response."""
-        idempotent = method in ("GET", "PUT", "DELETE", "HEAD")
-        content = None if json is None else encode(json)
-        headers = {"Accept": "application/json"}
-        if content is not None:
-            headers["Content-Type"] = "application/json"
-        label = self._label(url)
-        where = f"{method} {label}"
-        deadline = self.limiter.deadline()
-        attempt = 1
-        while True:
-            self.limiter.acquire(deadline=deadline)
-            self._count(method, label)
-            try:
-                response = self.http.request(
-                    method, url, params=params, content=content, headers=headers,
-                    auth=self.auth if self.auth is not None else httpx.USE_CLIENT_DEFAULT,
-                )  # fmt: skip
-            except httpx.TransportError as exc:
-                if (idempotent or isinstance(exc, _NOT_SENT)) and attempt < self.retry.attempts:
-                    log.warning(
-                        "exact %s: %s, retrying (%d/%d)", where, type(exc).__name__, attempt, self.retry.attempts
-                    )
-                    self._backoff(attempt, None)
-                    attempt += 1
-                    continue
-                raise ExactUnavailable(f"{where}: {type(exc).__name__} after {attempt} attempt(s)") from None
-            if response.request.extensions.get("koppel_exact_auth_retry"):
-                self._count(method, label)
-            self.last_headers = response.headers
-            self.limiter.observe(response.headers)
-            status = response.status_code
-            if status == 429:
-                log.info("exact %s: 429 rate limited, waiting for the reset", where)
-                self.limiter.throttled(response.headers, deadline=deadline)
-                continue
-            if status >= 500 or status == 408:
-                if idempotent and attempt < self.retry.attempts:
-                    log.warning("exact %s: %d, retrying (%d/%d)", where, status, attempt, self.retry.attempts)
-                    self._backoff(attempt, _retry_after(response))
-                    attempt += 1
-                    continue
-                raise ExactUnavailable(f"{where}: Exact answered {status}{_detail(response)}", status=status)
-            if status == 401:
-                raise ExactAuthError(
-                    f"{where}: Exact refused the access token (401) even after a refresh; "
-                    "run the Exact Online authorisation again"
-                )
-            if status == 404:
-                raise ExactNotFound(f"{where}: not found (404){_detail(response)}", status=404, code=_code(response))
-            if status >= 400:
-                raise ExactRequestError(
-                    f"{where}: Exact answered {status}{_detail(response)}", status=status, code=_code(response)
-                )
-            return response
-
-    def request(self, method: str, url: str, *, params: Mapping[str, str] | None = None, json: object = None) -> Any:
-        """`send`, then the decoded JSON body (None for the empty body of PUT/DELETE)."""
-        response = self.send(method, url, params=params, json=json)
-        if not response.content.strip():
-            return None
+    def error_fields(self, response: httpx.Response) -> tuple[str, str]:
+        """Exact's OData error `{"error": {"code", "message": {"lang", "value"}}}`."""
         try:
-            return response.json()
+            parsed = error_text(read_json(response.content))
         except ValueError:
-            raise ExactResponseError(f"{method} {self._label(url)}: response is not JSON") from None
+            return "", ""
+        return parsed if parsed is not None else ("", "")
+
+    def encode(self, body: object) -> bytes:
+        """Exact's JSON: Decimals as their exact digits, dates in Exact's time zone, floats refused."""
+        return encode(body)
 
     def iter_pages(self, path: str, params: Mapping[str, str] | None = None) -> Iterator[list[Record]]:
         """Every page of a list, following `__next` (same host only)."""
@@ -267,10 +196,8 @@ class ExactClient:
             body = self.request("GET", url, params=query)
             records, following = unwrap_page(body, self.tz)
             yield records
-            if following is not None:
-                parts = urlsplit(following)
-                if (parts.scheme, parts.netloc) != self._origin:
-                    raise ExactResponseError(f"GET {path}: __next points at another host; not followed")
+            if following is not None and not self.same_origin(following):
+                raise ExactResponseError(f"GET {path}: __next points at another host; not followed")
             url, query = following, None
 
     # -- generic entity access ---------------------------------------------------------------------
@@ -412,31 +339,3 @@ def _check_required(endpoint: type[Endpoint], payload: Mapping[str, Any]) -> Non
                 missing += [f"{endpoint.lines}[{number}].{n}" for n in gaps]
     if missing:
         raise ExactPayloadError(f"{endpoint.path}: missing required field(s) {', '.join(missing)}")
-
-
-def _decoded(response: httpx.Response) -> object:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _detail(response: httpx.Response) -> str:
-    parsed = error_text(_decoded(response))
-    if parsed is None:
-        return ""
-    text = " ".join(parsed[1].split())
-    return f": {text[:300]}" if text else ""
-
-
-def _code(response: httpx.Response) -> str:
-    parsed = error_text(_decoded(response))
-    return parsed[0] if parsed else ""
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None

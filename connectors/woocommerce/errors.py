@@ -1,23 +1,29 @@
 """Exceptions of the WooCommerce connector, drawn once.
 
-Every class is both a `WooCommerceError` and one of Koppel's `TransientError` / `PermanentError`, so a
-worker decides "retry later" or "fail now" with one `isinstance` check.
+Every class is both a `WooCommerceError` and one of Koppel's generic errors (gateway/errors.py), so a
+worker or a flow decides "retry later" or "fail now", "not found" or "connect again" with one
+`isinstance` check that names no system. The HTTP kit (connectors/http.py) raises the ones marked *.
 
     KoppelError
     ├── TransientError                          retry the job later (jittered backoff)
-    │   └── WooCommerceTransientError           `.retry_after`: seconds the shop asked for, if it said
-    │       ├── WooCommerceUnavailable          5xx, timeouts, connection errors once the client's retries are
-    │       │                                   spent; a POST that may have run is never retried in place
-    │       └── RateLimited                     429 after the retries, or a Retry-After longer than the client
-    │                                           may block
+    │   └── WooCommerceTransientError           `.status`; `.retry_after`: seconds the shop asked for, if it said
+    │       ├── WooCommerceUnavailable *        (also an Unavailable) 5xx, timeouts, connection errors once the
+    │       │                                   client's retries are spent; a POST that may have run is never
+    │       │                                   retried in place
+    │       └── RateLimited *                   (also gateway's RateLimited) 429 after the retries, or a
+    │                                           Retry-After longer than the client may block
     └── PermanentError                          retrying cannot help: the job fails with this message
         └── WooCommercePermanentError
-            ├── WooCommerceRequestError         4xx other than 429: `.status`, WooCommerce's `.code`, `.message`
-            │   ├── WooCommerceAuthError        401/403: wrong keys, or a read-only key asked to write
-            │   └── WooCommerceNotFound         404: unknown id (`woocommerce_rest_shop_order_invalid_id`, …)
+            ├── WooCommerceRequestError *       (also a Rejected) 4xx other than 429, or a redirect: `.status`,
+            │   │                               WooCommerce's `.code` and `.message`
+            │   ├── WooCommerceAuthError *      (also an AuthFailed) 401/403: wrong keys, or a read-only key
+            │   │                               asked to write
+            │   └── WooCommerceNotFound *       (also a NotFound) 404: unknown id
+            │                                   (`woocommerce_rest_shop_order_invalid_id`, …)
             ├── SkuConflict                     the SKU belongs to another product or variation than the upsert
             │                                   targets
-            ├── WooCommerceResponseError        a 2xx body that is not the JSON the REST API promises
+            ├── WooCommerceResponseError *      (also a BadResponse) a 2xx body that is not the JSON the REST
+            │                                   API promises
             └── WooCommerceConfigError          a base URL the client refuses (HTTP Basic over plain HTTP to a
                                                 host that is not loopback)
 
@@ -27,7 +33,17 @@ message; never the consumer key or secret, never request bodies.
 
 from __future__ import annotations
 
-from gateway.errors import KoppelError, PermanentError, TransientError
+from gateway.errors import (
+    AuthFailed,
+    BadResponse,
+    KoppelError,
+    NotFound,
+    PermanentError,
+    Rejected,
+    TransientError,
+    Unavailable,
+)
+from gateway.errors import RateLimited as RateLimitedError
 
 
 class WooCommerceError(KoppelError):
@@ -35,41 +51,34 @@ class WooCommerceError(KoppelError):
 
 
 class WooCommerceTransientError(WooCommerceError, TransientError):
-    """A failure that may pass; `retry_after` is the wait the shop asked for (None when it did not say)."""
-
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
+    """A failure that may pass; its subclasses carry `.status` and `.retry_after` (the wait the shop asked for)."""
 
 
 class WooCommercePermanentError(WooCommerceError, PermanentError):
     """A failure retrying cannot fix."""
 
 
-class WooCommerceUnavailable(WooCommerceTransientError):
+class WooCommerceUnavailable(WooCommerceTransientError, Unavailable):
     """The shop answered 5xx, timed out or could not be reached, after the client's own retries."""
 
 
-class RateLimited(WooCommerceTransientError):
+class RateLimited(WooCommerceTransientError, RateLimitedError):
     """429 (a host's or plugin's limiter; WooCommerce core has none on the REST API)."""
 
 
-class WooCommerceRequestError(WooCommercePermanentError):
+class WooCommerceRequestError(WooCommercePermanentError, Rejected):
     """WooCommerce refused the request: `{"code", "message", "data": {"status"}}` as `.code`, `.message`."""
 
     def __init__(self, text: str, *, status: int, code: str = "", message: str = "") -> None:
-        super().__init__(text)
-        self.status = status
-        self.code = code
+        super().__init__(text, status=status, code=code)
         self.message = message
 
 
-class WooCommerceAuthError(WooCommerceRequestError):
+class WooCommerceAuthError(WooCommerceRequestError, AuthFailed):
     """401/403: the consumer key or secret is wrong, revoked, or lacks write permission."""
 
 
-class WooCommerceNotFound(WooCommerceRequestError):
+class WooCommerceNotFound(WooCommerceRequestError, NotFound):
     """404: no resource with that id, or no such route."""
 
 
@@ -77,7 +86,7 @@ class SkuConflict(WooCommercePermanentError):
     """An upsert found its SKU on a different product or variation than the one it was told to write."""
 
 
-class WooCommerceResponseError(WooCommercePermanentError):
+class WooCommerceResponseError(WooCommercePermanentError, BadResponse):
     """A successful response whose body is not the JSON the REST API promises."""
 
 

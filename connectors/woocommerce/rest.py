@@ -1,9 +1,10 @@
-"""The WooCommerce REST transport: HTTP Basic, retries, error mapping, JSON and paging.
+"""The WooCommerce REST transport: HTTP Basic, error mapping, JSON and paging, on the HTTP kit.
 
-`RestClient` is the plumbing under `WooCommerceClient` (client.py): one logical request goes HTTP Basic
-with the consumer key and secret → 429 and 5xx retried with jittered exponential backoff (Retry-After
-honoured up to `Retry.max_wait`) → 3xx/4xx turned into a permanent error carrying WooCommerce's `code`
-and `message` → JSON decoded. Errors are split retryable/permanent (see errors.py for the tree).
+`RestClient` is the plumbing under `WooCommerceClient` (client.py). The kit (connectors/http.py) runs
+each request: HTTP Basic with the consumer key and secret → 429 and 5xx retried with jittered
+exponential backoff (Retry-After honoured up to `Retry.max_wait`) → 3xx/4xx turned into a permanent
+error carrying WooCommerce's `code` and `message` → JSON decoded, a plugin's stray BOM tolerated.
+Errors are split retryable/permanent (see errors.py for the tree).
 
 Writes are not blindly retried: a POST that timed out or got a 5xx may have been executed, so it
 raises WooCommerceUnavailable and the job retries from the top, where the lookup on a stable key
@@ -17,16 +18,10 @@ Credentials live only in an `httpx.BasicAuth`; no log line or message carries th
 
 from __future__ import annotations
 
-import email.utils
 import ipaddress
-import json
-import logging
-import math
 import random
 import re
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +30,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from connectors.http import ApiClient, Retry, fold_ids, read_json
 from connectors.woocommerce.errors import (
     RateLimited,
     WooCommerceAuthError,
@@ -44,8 +40,7 @@ from connectors.woocommerce.errors import (
     WooCommerceResponseError,
     WooCommerceUnavailable,
 )
-
-log = logging.getLogger("connectors.woocommerce")
+from gateway.errors import PermanentError
 
 Record = dict[str, Any]
 DateLike = datetime | str
@@ -54,21 +49,7 @@ API_PATH = "/wp-json/wc/v3"
 MAX_PER_PAGE = 100
 BATCH_LIMIT = 100
 
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-_HEADERS = {"Accept": "application/json"}
 _TAG = re.compile(r"<[^>]*>")
-_ID_SEGMENT = re.compile(r"(?<=/)\d+(?=/|$)")
-
-
-@dataclass(frozen=True)
-class Retry:
-    """`attempts` tries in all; delays base·2^n capped at `cap`, jittered to 50-100 %; a Retry-After up to
-    `max_wait` s is waited out in place, a longer one is raised (`.retry_after`) for the job to reschedule."""
-
-    attempts: int = 4
-    base: float = 0.5
-    cap: float = 10.0
-    max_wait: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -109,10 +90,6 @@ def _query_value(value: object) -> str:
     return str(value)
 
 
-def _params(values: Mapping[str, object]) -> dict[str, str]:
-    return {key: _query_value(value) for key, value in values.items() if value is not None}
-
-
 def _int_header(response: httpx.Response, name: str) -> int | None:
     try:
         return int(response.headers[name])
@@ -120,41 +97,19 @@ def _int_header(response: httpx.Response, name: str) -> int | None:
         return None
 
 
-def _retry_after(value: str | None, now: float) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def _error_fields(response: httpx.Response) -> tuple[str, str]:
-    """WooCommerce's `{"code", "message", "data"}`; HTML in messages (some carry links) is stripped."""
-    try:
-        body = json.loads(response.content.lstrip(b"\xef\xbb\xbf \t\r\n"))
-    except ValueError:
-        return "", ""
-    if not isinstance(body, dict):
-        return "", ""
-    code = str(body.get("code") or "")[:100]
-    message = " ".join(_TAG.sub("", str(body.get("message") or "")).split())[:300]
-    return code, message
-
-
-def _label(path: str) -> str:
-    return _ID_SEGMENT.sub("{id}", "/" + path.strip("/")).lstrip("/")
-
-
-class RestClient:
+class RestClient(ApiClient):
     """Requests to `{base_url}/wp-json/wc/v3` for one shop; see WooCommerceClient for the resources."""
+
+    system = "WooCommerce"
+    unavailable_error = WooCommerceUnavailable
+    rate_limited_error = RateLimited
+    rejected_error = WooCommerceRequestError
+    not_found_error = WooCommerceNotFound
+    auth_error = WooCommerceAuthError
+    bad_response_error = WooCommerceResponseError
+    auth_statuses = frozenset({401, 403})
+    permanent_statuses = frozenset({501})
+    redirect_advice = "set base_url to the shop's final address"
 
     def __init__(
         self,
@@ -182,17 +137,11 @@ class RestClient:
         if not consumer_key or not consumer_secret:
             raise WooCommerceConfigError("WooCommerce consumer key and secret are required")
         self.base_url = base_url.strip().rstrip("/")
-        self.api_root = self.base_url + API_PATH
         self._owns_http = http is None
-        self.http = http if http is not None else httpx.Client(timeout=timeout)
-        self._auth = httpx.BasicAuth(consumer_key, consumer_secret)
-        self.retry = retry or Retry()
-        self.sleep = sleep
-        self.jitter = jitter
-        self.clock = clock
-        self.calls = 0
-        self.calls_by_endpoint: Counter[str] = Counter()
-        self._count_lock = threading.Lock()
+        super().__init__(
+            http if http is not None else httpx.Client(timeout=timeout), api_root=self.base_url + API_PATH,
+            auth=httpx.BasicAuth(consumer_key, consumer_secret), retry=retry, sleep=sleep, jitter=jitter, clock=clock,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
@@ -208,90 +157,38 @@ class RestClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- plumbing ------------------------------------------------------------------------------
+    # -- the kit's hooks -------------------------------------------------------------------------
 
-    def _count(self, method: str, label: str) -> None:
-        with self._count_lock:
-            self.calls += 1
-            self.calls_by_endpoint[f"{method} {label}"] += 1
+    def label(self, url: str) -> str:
+        """The path below `/wp-json/wc/v3`, ids folded out (`orders/{id}/notes`), also in messages."""
+        return fold_ids(super().label(url))
 
-    def _delay(self, attempt: int) -> float:
-        return float(min(self.retry.cap, self.retry.base * 2 ** (attempt - 1)) * (0.5 + self.jitter() / 2))
-
-    def send(
-        self, method: str, path: str, *, params: Mapping[str, object] | None = None, json: object = None
-    ) -> httpx.Response:
-        """One logical request (path relative to `/wp-json/wc/v3`) with retries; returns the 2xx response."""
-        url = f"{self.api_root}/{path.strip('/')}"
-        label = _label(path)
-        where = f"{method} {label}"
-        query = _params(params or {})
-        idempotent = method in ("GET", "HEAD", "PUT", "DELETE")
-        attempt = 1
-        while True:
-            self._count(method, label)
-            try:
-                response = self.http.request(
-                    method, url, params=query, json=json, headers=_HEADERS, auth=self._auth, follow_redirects=False
-                )
-            except httpx.TransportError as exc:
-                if (idempotent or isinstance(exc, _NOT_SENT)) and attempt < self.retry.attempts:
-                    log.warning("woocommerce %s: %s, retrying (%d/%d)", where, type(exc).__name__, attempt,
-                                self.retry.attempts)  # fmt: skip
-                    self.sleep(self._delay(attempt))
-                    attempt += 1
-                    continue
-                raise WooCommerceUnavailable(f"{where}: {type(exc).__name__} after {attempt} attempt(s)") from None
-            status = response.status_code
-            if status == 429 or (status >= 500 and status != 501):
-                retry_after = _retry_after(response.headers.get("retry-after"), self.clock())
-                may_retry = (status == 429 or idempotent) and attempt < self.retry.attempts
-                if may_retry and (retry_after is None or retry_after <= self.retry.max_wait):
-                    delay = max(self._delay(attempt), retry_after or 0.0)
-                    log.warning("woocommerce %s: %d, retrying in %.1fs (%d/%d)", where, status, delay, attempt,
-                                self.retry.attempts)  # fmt: skip
-                    self.sleep(delay)
-                    attempt += 1
-                    continue
-                error = RateLimited if status == 429 else WooCommerceUnavailable
-                code, message = _error_fields(response)
-                detail = f" {code}: {message}" if code or message else ""
-                raise error(f"{where}: WooCommerce answered {status}{detail} after {attempt} attempt(s)",
-                            status=status, retry_after=retry_after)  # fmt: skip
-            if 300 <= status < 400:
-                location = urlsplit(response.headers.get("location", ""))
-                target = f"{location.scheme}://{location.netloc}{location.path}" if location.netloc else "elsewhere"
-                raise WooCommerceRequestError(
-                    f"{where}: redirected ({status}) to {target}; set base_url to the shop's final address",
-                    status=status,
-                )
-            if status >= 400:
-                code, message = _error_fields(response)
-                error_class = {401: WooCommerceAuthError, 403: WooCommerceAuthError, 404: WooCommerceNotFound}.get(
-                    status, WooCommerceRequestError
-                )
-                text = f"{where}: WooCommerce answered {status} {code or '(no code)'}: {message or '(no message)'}"
-                raise error_class(text, status=status, code=code, message=message)
-            return response
-
-    def request(
-        self, method: str, path: str, *, params: Mapping[str, object] | None = None, json: object = None
-    ) -> Any:
-        """`send`, then the decoded JSON body (a stray UTF-8 BOM from a plugin is tolerated)."""
-        response = self.send(method, path, params=params, json=json)
-        return self._decode(response, f"{method} {_label(path)}")
-
-    @staticmethod
-    def _decode(response: httpx.Response, where: str) -> Any:
+    def error_fields(self, response: httpx.Response) -> tuple[str, str]:
+        """WooCommerce's `{"code", "message", "data"}`; HTML in messages (some carry links) is stripped."""
         try:
-            return json.loads(response.content.lstrip(b"\xef\xbb\xbf \t\r\n"))
+            body = read_json(response.content)
         except ValueError:
-            raise WooCommerceResponseError(f"{where}: the response is not JSON") from None
+            return "", ""
+        if not isinstance(body, dict):
+            return "", ""
+        return str(body.get("code") or ""), _TAG.sub("", str(body.get("message") or ""))
+
+    def rejection(
+        self, error: type[PermanentError], text: str, *, status: int, code: str, message: str
+    ) -> PermanentError:
+        """WooCommerce's errors carry its `message` too."""
+        if issubclass(error, WooCommerceRequestError):
+            return error(text, status=status, code=code, message=message)
+        return super().rejection(error, text, status=status, code=code, message=message)
+
+    def query_value(self, value: object) -> str:
+        """Booleans as true/false, datetimes as UTC (`gmt`), lists comma-joined."""
+        return _query_value(value)
 
     def _object(self, method: str, path: str, **kwargs: Any) -> Record:
         body = self.request(method, path, **kwargs)
         if not isinstance(body, dict):
-            raise WooCommerceResponseError(f"{method} {_label(path)}: expected a JSON object")
+            raise WooCommerceResponseError(f"{self.where(method, path)}: expected a JSON object")
         return body
 
     def pages(
@@ -300,12 +197,12 @@ class RestClient:
         """Every page of a list, lazily: the next page is fetched only when the caller gets to it."""
         if not 1 <= per_page <= MAX_PER_PAGE:
             raise ValueError(f"per_page must be 1..{MAX_PER_PAGE}")
-        where = f"GET {_label(path)}"
+        where = self.where("GET", path)
         number = 1
         first_ids: list[Any] = []
         while True:
             response = self.send("GET", path, params={**(params or {}), "per_page": per_page, "page": number})
-            items = self._decode(response, where)
+            items = self.decode(response, where)
             if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
                 raise WooCommerceResponseError(f"{where}: expected a JSON array of objects")
             ids = [item.get("id") for item in items]
