@@ -96,7 +96,7 @@ def resolve_items(work: Work, codes: list[str], *, label: str, cached: Any = cus
         if unknown:
             raise PermanentError(
                 f"{label} cannot be booked: SKU(s) {', '.join(sorted(unknown))} do not exist as items in "
-                f"{work.target.title} system {work.target.system.id!r}"
+                f"{work.target.title}"
             )
     return ids
 
