@@ -70,8 +70,9 @@ class Control:
                 wanted = int(query.get("min") or 0)
                 timeout = min(float(query.get("timeout") or 0), DELIVERY_WAIT_LIMIT)
             except ValueError:
-                names = ", ".join([*filters, "min"])
-                return self.error(400, f"{names} are integers, timeout a number of seconds")
+                names = [*filters, "min"]
+                listed = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
+                return self.error(400, f"{listed} are integers, timeout a number of seconds")
             await sender.log.wait(lambda: len(sender.log.entries(**match)) >= wanted, timeout)
             return JSONResponse({"deliveries": sender.log.entries(**match), "queued": sender.queued})
 

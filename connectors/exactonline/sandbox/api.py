@@ -22,13 +22,15 @@ from connectors.exactonline.sandbox.query import QueryError, compile_filter, par
 from connectors.exactonline.sandbox.shapes import render, visible
 from connectors.exactonline.sandbox.state import ExactSandbox
 from connectors.exactonline.sandbox.store import SPECS, SYNC_VIEWS, Record, SandboxError, Spec, sync_fields
-from connectors.sandboxkit import ALL_METHODS, Fault, Pipeline, add_headers, cursor_page
+from connectors.sandboxkit import Fault, Pipeline, add_headers, cursor_page
 from connectors.sandboxkit.routing import Handler
 
 PREFIX = "/api/v1"
 _KEYED = re.compile(r"^(?P<path>[A-Za-z]+/[A-Za-z]+)\((?:guid)?'(?P<key>[^']*)'\)$")
 _KEY_FORMS = ("(guid'{key}')", "('{key}')")
 _SYNC = (*SYNC_VIEWS, "sync/Deleted")
+_METHODS = ("GET", "POST", "PUT", "DELETE")
+"""What the API answers at all; PATCH is Starlette's plain 405."""
 
 
 def exact_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -113,10 +115,10 @@ class ODataAPI:
                     api.route(keyed, self.deleter(spec), methods=["DELETE"], name=spec.path),
                 ]
         routes += [api.route(f"/{{division:int}}/{view}", self.sync_lister(view), name=view) for view in _SYNC]
-        routes.append(api.route("/{division:int}/{rest:path}", self.unrouted, methods=ALL_METHODS,
+        routes.append(api.route("/{division:int}/{rest:path}", self.unrouted, methods=_METHODS,
                                 name=lambda request: _unrouted_endpoint(request)[0]))  # fmt: skip
         unknown = Pipeline([self.authorise], errors, prefix=PREFIX)
-        routes.append(unknown.route("/{rest:path}", self.unknown, methods=ALL_METHODS))
+        routes.append(unknown.route("/{rest:path}", self.unknown, methods=_METHODS))
         return routes
 
     # -- steps ----------------------------------------------------------------------------------------
