@@ -256,7 +256,7 @@ class Stack:
     def _connect_exact(self) -> None:
         """Koppel's OAuth consent flow against the sandbox, which approves at once."""
         from connectors.exactonline.auth import OAuthApp
-        from connectors.exactonline.sandbox_consent import connect_sandbox
+        from connectors.exactonline.sandbox import connect_sandbox
 
         assert self.exact is not None
         app = OAuthApp(self.exact.url, EXACT_CLIENT_ID, EXACT_CLIENT_SECRET, self._redirect_uri())

@@ -19,7 +19,7 @@ import redis
 from connectors.exactonline.auth import OAuthApp, TokenStore
 from connectors.exactonline.client import ExactClient
 from connectors.exactonline.ratelimit import Limits
-from connectors.exactonline.sandbox_consent import connect_sandbox
+from connectors.exactonline.sandbox import connect_sandbox
 from tests.exactonline_support import SYSTEM, Env, ScaledClock, start
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,8 @@ import pytest
 import redis
 
 from connectors.exactonline.auth import OAuthApp
-from connectors.exactonline.sandbox import ExactSandbox
+from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
 from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
-from connectors.exactonline.sandbox_consent import connect_sandbox
 from connectors.woocommerce.client import Stock, WooCommerceClient
 from connectors.woocommerce.sandbox import create_sandbox as woo_sandbox
 from gateway.activity import ActivityLog

@@ -15,8 +15,7 @@ import redis
 from connectors.exactonline.auth import OAuthApp
 from connectors.exactonline.endpoints import Accounts, SalesOrders
 from connectors.exactonline.odata import eq
-from connectors.exactonline.sandbox import ExactSandbox, create_sandbox
-from connectors.exactonline.sandbox_consent import connect_sandbox
+from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox, create_sandbox
 from gateway.config import Config, parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError

@@ -14,8 +14,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from connectors.exactonline.auth import OAuthApp
-from connectors.exactonline.sandbox import ExactSandbox, create_sandbox
-from connectors.exactonline.sandbox_consent import connect_sandbox
+from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox, create_sandbox
 from gateway.config import Config, parse_config
 from gateway.inbox import pump_for
 from gateway.ingest import JOB_FUNC

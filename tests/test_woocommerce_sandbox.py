@@ -28,8 +28,8 @@ from starlette.routing import Route
 from connectors.woocommerce.client import Stock, WooCommerceClient
 from connectors.woocommerce.errors import WooCommerceAuthError, WooCommerceNotFound, WooCommerceRequestError
 from connectors.woocommerce.sandbox import create_sandbox, main
-from connectors.woocommerce.sandbox_seed import place_order
-from connectors.woocommerce.sandbox_store import ShopSettings, Store
+from connectors.woocommerce.sandbox.seed import place_order
+from connectors.woocommerce.sandbox.store import ShopSettings, Store
 from connectors.woocommerce.wordpress import php_json_encode, webhook_signature, wp_specialchars_decode
 from gateway.config import Endpoint
 from handlers.base import Incoming

@@ -4,17 +4,16 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from connectors.woocommerce.sandbox_store import Row, invalid_param
+from connectors.sandboxkit import link_headers, offset_page
+from connectors.woocommerce.sandbox.store import Row, invalid_param
 from connectors.woocommerce.wordpress import php_json_encode
 
 
@@ -111,19 +110,12 @@ def common_filters(request: Request, rows: list[Row], tz: tzinfo) -> list[Row]:
 def page_of(request: Request, rows: list[Row], render: Callable[[Row], Row], site_url: str) -> Response:
     """One page of `rows` with WordPress's paging headers."""
     per_page = int_param(request, "per_page", 10, 1, 100)
-    page = int_param(request, "page", 1, 1)
-    total = len(rows)
-    pages = math.ceil(total / per_page)
-    body = [render(row) for row in rows[(page - 1) * per_page : page * per_page]]
-    response = wc_response(body, headers={"X-WP-Total": str(total), "X-WP-TotalPages": str(pages)})
-    query = [(k, v) for k, v in request.query_params.multi_items() if k != "page"]
-    base = f"{site_url}wp-json/{request.path_params['path']}"
-    if page > 1:
-        prev = urlencode([*query, ("page", str(min(page - 1, max(pages, 1))))])
-        response.raw_headers.append((b"link", f'<{base}?{prev}>; rel="prev"'.encode()))
-    if pages > page:
-        following = urlencode([*query, ("page", str(page + 1))])
-        response.raw_headers.append((b"link", f'<{base}?{following}>; rel="next"'.encode()))
+    page = offset_page(rows, int_param(request, "page", 1, 1), per_page)
+    body = [render(row) for row in page.items]
+    response = wc_response(body, headers={"X-WP-Total": str(page.total), "X-WP-TotalPages": str(page.pages)})
+    base = f"{site_url}{request.url.path.lstrip('/')}"
+    for link in link_headers(base, request.query_params.multi_items(), page):
+        response.raw_headers.append((b"link", link.encode()))
     return response
 
 

@@ -1,8 +1,8 @@
 """The sandbox's in-memory shop: products and variations, orders, customers and webhooks, the REST v3 JSON
-shapes WooCommerce answers with (sandbox_shapes.py), its validation and its error codes.
+shapes WooCommerce answers with (shapes.py), its validation and its error codes.
 
 Every change calls `on_change(resource, event, resource_id)` — the hook WooCommerce's webhook topics
-listen on; the sandbox turns those into deliveries (sandbox_webhooks.py). The store is driven from one
+listen on; the sandbox turns those into deliveries (webhooks.py). The store is driven from one
 asyncio event loop (uvicorn's), so it holds no lock.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from connectors.woocommerce import sandbox_shapes as shapes
+from connectors.woocommerce.sandbox import shapes
 from connectors.woocommerce.wordpress import wp_generate_password
 
 Row = dict[str, Any]
@@ -359,7 +359,7 @@ class Store:
         return self.orders[order_id]
 
     def add_order(self, row: Row, *, checkout_update: bool) -> Row:
-        """A placed order (sandbox_seed builds it): stock is reduced, `order.created` fires, and with
+        """A placed order (seed.py builds it): stock is reduced, `order.created` fires, and with
         `checkout_update` also `order.updated` (payment completion saves the order again)."""
         self.orders[row["id"]] = row
         changed = set()

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from connectors.woocommerce.sandbox_store import ShopSettings, Store
+    from connectors.woocommerce.sandbox.store import ShopSettings, Store
 
 Row = dict[str, Any]
 _ORDER_ADDRESS = ("first_name", "last_name", "company", "address_1", "address_2", "city", "state", "postcode",

@@ -13,8 +13,8 @@ from collections import defaultdict
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from connectors.woocommerce.sandbox_shapes import slugify, variation_name
-from connectors.woocommerce.sandbox_store import Row, Store
+from connectors.woocommerce.sandbox.shapes import slugify, variation_name
+from connectors.woocommerce.sandbox.store import Row, Store
 
 # country → tax class → (rate id, percent, label)
 TAX_RATES: dict[str, dict[str, tuple[int, int, str]]] = {

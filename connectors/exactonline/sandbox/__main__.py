@@ -1,0 +1,3 @@
+from connectors.exactonline.sandbox.app import main
+
+main()

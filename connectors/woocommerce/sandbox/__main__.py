@@ -1,0 +1,3 @@
+from connectors.woocommerce.sandbox.app import main
+
+main()
