@@ -1,1 +1,2 @@
-"""Connectors: one package per system (API client, sandbox, normalisers)."""
+"""Connectors: one package per system (API client, normalisers, a `sandbox` subpackage), and `sandboxkit`,
+the parts every sandbox shares."""

@@ -23,7 +23,7 @@ from connectors.exactonline.sandbox.shapes import render, visible
 from connectors.exactonline.sandbox.state import ExactSandbox
 from connectors.exactonline.sandbox.store import SPECS, SYNC_VIEWS, Record, SandboxError, Spec, sync_fields
 from connectors.sandboxkit import Fault, Pipeline, add_headers, cursor_page
-from connectors.sandboxkit.routing import Handler
+from connectors.sandboxkit.routing import ErrorRenderer, Handler
 
 PREFIX = "/api/v1"
 _KEYED = re.compile(r"^(?P<path>[A-Za-z]+/[A-Za-z]+)\((?:guid)?'(?P<key>[^']*)'\)$")
@@ -38,7 +38,7 @@ def exact_error(status: int, message: str, headers: dict[str, str] | None = None
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _sandbox_error(request: Request, exc: SandboxError) -> Response:
+def sandbox_error(request: Request, exc: SandboxError) -> Response:
     return exact_error(exc.status, exc.message)
 
 
@@ -95,7 +95,7 @@ class ODataAPI:
 
     def routes(self) -> list[Route]:
         sb = self.sandbox
-        errors = {SandboxError: _sandbox_error, QueryError: _query_error}
+        errors: dict[type[Exception], ErrorRenderer] = {SandboxError: sandbox_error, QueryError: _query_error}
         steps = [self.authorise, sb.counters.step, self.meter, sb.faults.step(_fault_response), self.check_division]
         api = Pipeline(steps, errors, prefix=PREFIX)
         routes = [api.route("/current/Me", self.me, name="current/Me")]

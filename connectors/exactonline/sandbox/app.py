@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connectors.exactonline.sandbox.api import ODataAPI, exact_error
+from connectors.exactonline.sandbox.api import ODataAPI, exact_error, sandbox_error
 from connectors.exactonline.sandbox.state import ExactSandbox, SandboxConfig
 from connectors.exactonline.sandbox.store import SPECS, SandboxError
 from connectors.sandboxkit import Control, Pipeline, request_fields, sandbox_app
@@ -21,12 +21,8 @@ from connectors.sandboxkit import Control, Pipeline, request_fields, sandbox_app
 _RATE_FIELDS = {"per_minute": "per_minute", "per_day": "per_day", "enabled": "rate_limits"}
 
 
-def _sandbox_error(request: Request, exc: SandboxError) -> Response:
-    return exact_error(exc.status, exc.message)
-
-
 def control_routes(sb: ExactSandbox) -> Control:
-    control = Control(sb, error=exact_error, errors={SandboxError: _sandbox_error})
+    control = Control(sb, error=exact_error, errors={SandboxError: sandbox_error})
 
     async def fields(request: Request) -> tuple[dict[str, Any], int]:
         body = await request_fields(request)

@@ -119,14 +119,14 @@ def _compare(op: str, left: Any, right: Any) -> bool:
         left, right = Decimal(str(left)), Decimal(str(right))
     if isinstance(left, datetime) and isinstance(right, datetime):
         left, right = left.replace(tzinfo=None), right.replace(tzinfo=None)
-    return {
+    return bool({
         "eq": lambda: left == right,
         "ne": lambda: left != right,
         "gt": lambda: left > right,
         "ge": lambda: left >= right,
         "lt": lambda: left < right,
         "le": lambda: left <= right,
-    }[op]()
+    }[op]())
 
 
 class _Parser:

@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from connectors.sandboxkit import ALL_METHODS, Fault, Pipeline, basic_credentials, secret_equals
+from connectors.sandboxkit.routing import ErrorRenderer
 from connectors.woocommerce.sandbox.query import (
     common_filters,
     ids,
@@ -91,7 +92,7 @@ class RestAPI:
 
     def routes(self) -> list[Route]:
         sb = self.sandbox
-        errors = {WCError: wc_error}
+        errors: dict[type[Exception], ErrorRenderer] = {WCError: wc_error}
         api = Pipeline([sb.counters.step, self.authenticate, sb.faults.step(fault_response)], errors, prefix=PREFIX)
         unrouted = Pipeline([sb.counters.step], errors)
         item, variation = "{id:int}", "{pid:int}/variations"

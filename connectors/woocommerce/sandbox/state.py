@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.sandboxkit import Sandbox
+from connectors.sandboxkit import Sandbox, WebhookSender
 from connectors.woocommerce.sandbox import seed
 from connectors.woocommerce.sandbox.store import ShopSettings, Store
 from connectors.woocommerce.sandbox.webhooks import Deliverer, state_of
@@ -40,9 +40,10 @@ class WooCommerceSandbox(Sandbox):
         if config.site_url:
             self.store.site_url = config.site_url.rstrip("/") + "/"
         agent = f"WooCommerce/{config.shop.wc_version} Hookshot (WordPress/{config.shop.wp_version})"
-        self.deliverer = Deliverer(self.store, user_agent=agent, salt=secrets.token_bytes(32),
-                                   timeout=config.delivery_timeout, ping_timeout=config.ping_timeout,
-                                   queue_size=config.queue_size, clock=clock)  # fmt: skip
+        sender = WebhookSender(user_agent=agent, timeout=config.delivery_timeout, queue_size=config.queue_size,
+                               name="woocommerce-sandbox-webhooks")  # fmt: skip
+        self.deliverer = Deliverer(self.store, sender, salt=secrets.token_bytes(32), ping_timeout=config.ping_timeout,
+                                   clock=clock)  # fmt: skip
         if config.seed_products:
             seed.seed_products(self.store)
 

@@ -58,23 +58,14 @@ class Deliverer:
     """The sandbox's Action Scheduler and WC_Webhook::deliver(), on the kit's sender (`sender.log`: what was sent)."""
 
     def __init__(
-        self,
-        store: Store,
-        *,
-        user_agent: str,
-        salt: bytes,
-        timeout: float = 60.0,
-        ping_timeout: float = 5.0,
-        queue_size: int = 10_000,
-        keep: int = 10_000,
+        self, store: Store, sender: WebhookSender, *, salt: bytes, ping_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.store = store
+        self.sender = sender
         self.salt = salt
         self.ping_timeout = ping_timeout
         self.clock = clock
-        self.sender = WebhookSender(user_agent=user_agent, timeout=timeout, queue_size=queue_size, keep=keep,
-                                    name="woocommerce-sandbox-webhooks")  # fmt: skip
         self.sent = 0
         """Deliveries sent (pings not counted)."""
         self._pending: set[tuple[int, int]] = set()
