@@ -95,7 +95,7 @@ def resolve_items(work: Work, codes: list[str], *, label: str, cached: Any = cus
         unknown = [code for code in missing if code not in found]
         if unknown:
             raise PermanentError(
-                f"{label} cannot be booked: SKU(s) {', '.join(sorted(unknown))} do not exist as items in "
+                f"order cannot be booked: SKU(s) {', '.join(sorted(unknown))} do not exist as items in "
                 f"{work.target.title}"
             )
     return ids
