@@ -16,7 +16,6 @@ own id) so that any error about it can name it.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
@@ -374,7 +373,6 @@ def record_label(record: BaseModel) -> str:
 
 # --- reading source payloads ------------------------------------------------------------------
 
-_EXACT_DATE = re.compile(r"^/Date\((-?\d{1,15})([+-]\d{4})?\)/$")
 
 
 class Reader:
@@ -452,7 +450,8 @@ class Reader:
         raise self.fail(key, f"expected true or false, got {_json_type(value)}")
 
     def timestamp(self, key: str) -> datetime | None:
-        """A UTC datetime from ISO 8601 (no offset means UTC) or Exact's /Date(ms)/."""
+        """A UTC datetime from ISO 8601 (no offset means UTC). System-specific encodings (Exact's
+        `/Date(ms)/`) are the connector's to turn into ISO text first: they are read one way there."""
         value = self.data.get(key)
         if value is None or value == "":
             return None
@@ -462,7 +461,8 @@ class Reader:
             raise self.fail(key, str(exc)) from None
 
     def date(self, key: str) -> date | None:
-        """A calendar date from "YYYY-MM-DD" (or the date part of a timestamp)."""
+        """A calendar date from "YYYY-MM-DD", or the date part of a timestamp as written: a local midnight
+        with its offset ("2026-03-14T00:00:00+01:00") is 14 March, not the 13th in UTC."""
         value = self.data.get(key)
         if value is None or value == "" or value == "0001-01-01":
             return None
@@ -471,8 +471,12 @@ class Reader:
                 return date.fromisoformat(value)
             except ValueError:
                 raise self.fail(key, "expected a date (YYYY-MM-DD)") from None
-        stamp = self.timestamp(key)
-        return stamp.date() if stamp else None
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a date, got {_json_type(value)}")
+        try:
+            return datetime.fromisoformat(value.strip()).date()
+        except ValueError:
+            raise self.fail(key, "expected a date or an ISO 8601 timestamp") from None
 
     def obj(self, key: str) -> Reader | None:
         value = self.data.get(key)
@@ -520,12 +524,9 @@ def number_from(value: object) -> Decimal:
 def timestamp_from(value: object) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"expected a timestamp, got {_json_type(value)}")
-    match = _EXACT_DATE.match(value)
     try:
-        if match:
-            return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC)
         parsed = datetime.fromisoformat(value.strip())
-    except (ValueError, OverflowError, OSError):
+    except ValueError:
         raise ValueError("expected an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)

@@ -40,3 +40,20 @@ def test_person_account_item_and_stock():
     assert item.sku == "KOP-TASSE-BL" and item.price_excl == Decimal("10.19") and item.categories == ["Tassen"]
     stock = normalise_stock_position(fixture("exactonline/stock_position.json"))
     assert (stock.on_hand, stock.reserved, stock.available) == (Decimal(240), Decimal(30), Decimal(210))
+
+
+def test_exact_dates_are_read_one_way_whether_raw_or_parsed_by_the_client_and_queued():
+    """A webhook's record is raw JSON (`/Date(ms)/`); a polled one was parsed by the client (Amsterdam
+    wall clock) and travelled through the queue as ISO text. Both give the same order: 14 March stays
+    14 March (not the 13th in UTC), and Created is 09:22:11 Amsterdam time."""
+    import json
+    from datetime import UTC, datetime
+
+    from connectors.exactonline.connector import _plain
+    from connectors.exactonline.odata import unwrap
+
+    raw = fixture("exactonline/sales_order.json")
+    queued = json.loads(json.dumps(_plain(unwrap(raw))))
+    from_webhook, from_poll = normalise_sales_order(raw), normalise_sales_order(queued)
+    assert from_webhook.order_date == from_poll.order_date == date(2026, 3, 14)
+    assert from_webhook.created_at == from_poll.created_at == datetime(2026, 3, 14, 8, 22, 11, tzinfo=UTC)

@@ -3,8 +3,10 @@
 Exact Online quirks handled here:
 - Responses are wrapped: `{"d": {...}}` for one entity, `{"d": {"results": [...]}}` for lists and
   for an expanded collection (`SalesOrderLines`); both wrappers are accepted.
-- Amounts are JSON numbers (read through their shortest repr, the text Exact sent); dates are
-  `/Date(ms)/` in UTC milliseconds, or ISO text from the Sync API.
+- Amounts are JSON numbers (read through their shortest repr, the text Exact sent). Dates are read
+  one way, `odata.parse_date`: `/Date(ms)/` holds Amsterdam wall-clock milliseconds (so an `OrderDate`
+  is local midnight, and stays that day); the client has already parsed them into datetimes, which a
+  record carries as ISO text with the offset. Both shapes are accepted here and read alike.
 - `Discount` on a line and `VATPercentage` are fractions (0.21), Koppel's rates are percent (21).
 - Account `Code` is right-aligned in 18 characters: the spaces are stripped here.
 - A SalesOrder names its customer only by GUID and name (`OrderedBy`, `OrderedByName`); pass the
@@ -17,9 +19,11 @@ Exact Online quirks handled here:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from connectors.exactonline.odata import parse_dates
 from gateway.model import (
     Address,
     Customer,
@@ -43,7 +47,21 @@ __all__ = ["normalise_account", "normalise_item", "normalise_sales_order", "norm
 
 def _unwrap(payload: Mapping[str, Any]) -> Mapping[str, Any]:
     inner = payload.get("d") if isinstance(payload, Mapping) else None
-    return inner if isinstance(inner, Mapping) else payload
+    record = inner if isinstance(inner, Mapping) else payload
+    if not isinstance(record, Mapping):
+        return record  # not a record: the Reader says so
+    return _iso(parse_dates(dict(record)))  # type: ignore[no-any-return]
+
+
+def _iso(value: Any) -> Any:
+    """Datetimes (as `parse_dates` and the client give them) as ISO text with their offset."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _iso(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_iso(v) for v in value]
+    return value
 
 
 def normalise_sales_order(

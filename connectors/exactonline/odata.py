@@ -127,7 +127,10 @@ def parse_date(value: str, tz: tzinfo = EXACT_TZ) -> datetime | None:
     match = _DATE.match(value)
     if match is None:
         return None
-    wall = datetime(1970, 1, 1) + timedelta(milliseconds=int(match.group(1)))
+    try:
+        wall = datetime(1970, 1, 1) + timedelta(milliseconds=int(match.group(1)))
+    except OverflowError:
+        return None  # out of any calendar: left as text, and refused where it is read
     return wall.replace(tzinfo=tz)
 
 
