@@ -202,8 +202,8 @@ class Source:
         return envelope.payload
 
     def version(self, flow: str, record: Any) -> str | None:
-        """A version of the record (its modification time) when the system gives one: the same version
-        reached twice (by a webhook and a poll) is processed once. None: not versioned."""
+        """The record's identity and version ("<id>:<modification time>") when the system gives one: the
+        same version reached twice (by a webhook and a poll) is processed once. None: not versioned."""
         return None
 
     def normalise(self, flow: str, record: Any) -> Canonical:

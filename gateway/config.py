@@ -211,7 +211,12 @@ class Config(_Model):
         return system.kind if system is not None else None
 
     def integrations_from(self, source: str) -> list[Integration]:
-        return [i for i in self.integrations if i.source == source and i.enabled]
+        """The enabled integrations an event from `source` feeds: those whose source it is, and for an
+        endpoint linked to its system (`system = ...`), those whose source is that system — a system's
+        webhooks and its polls feed the same integration (and a change reached both ways runs once)."""
+        endpoint = self.endpoint(source)
+        sources = {source, endpoint.system} if endpoint is not None and endpoint.system else {source}
+        return [i for i in self.integrations if i.source in sources and i.enabled]
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -3,6 +3,9 @@ HTTP (uvicorn), with real Redis; the flows called directly and through the real 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +27,8 @@ from gateway.errors import PermanentError, TransientError
 from gateway.inbox import pump_for
 from gateway.ingest import JOB_FUNC, make_queue
 from gateway.stack import LiveServer, serve
+from handlers.base import Incoming
+from handlers.exactonline import handle as handle_exact
 from workers import runtime
 from workers.jobs import process_event, run_event
 from workers.ledger import Ledger
@@ -34,13 +39,17 @@ pytestmark = pytest.mark.integration
 DIVISION = 1234567
 REDIRECT = "https://koppel.example/oauth/exact/callback"
 WOO_KEY, WOO_SECRET = "ck_flows", "cs_flows"
-ENV = {"WC_SECRET": "s", "EXACT_CLIENT_SECRET": "sandbox-secret", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET}
+ENV = {"WC_SECRET": "s", "EXACT_CLIENT_SECRET": "sandbox-secret", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET,
+       "EXACT_HOOK_SECRET": "hook-secret"}  # fmt: skip
 
 
 def make_config(exact_url: str, woo_url: str, settings: dict[str, Any], tables: dict[str, Any]) -> Config:
     return parse_config(
         {
-            "endpoints": [{"id": "webhooks", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
+            "endpoints": [
+                {"id": "webhooks", "kind": "woocommerce", "secret": "env:WC_SECRET"},
+                {"id": "exact-hooks", "kind": "exactonline", "secret": "env:EXACT_HOOK_SECRET", "system": "exact"},
+            ],
             "systems": [
                 {
                     "id": "exact",
@@ -139,6 +148,20 @@ class Env:
         found = self.shop.stock_by_sku(sku)
         assert found is not None
         return found
+
+    def webhook(self, order_id: str, action: str = "Update") -> dict[str, Any]:
+        """Exact's thin webhook notification for a sales order, signed as Exact signs it, through the
+        handler and the worker's `process_event` (the record is read through the REST API)."""
+        content = json.dumps({"Topic": "SalesOrders", "Action": action, "Division": DIVISION, "Key": order_id,
+                              "EventCreatedOn": f"2026-12-02T10:00:{uuid.uuid4().int % 60:02d}"})  # fmt: skip
+        code = hmac.new(b"hook-secret", content.encode(), hashlib.sha256).hexdigest().upper()
+        body = ('{"Content":' + content + ',"HashCode":"' + code + '"}').encode()
+        endpoint = self.rt.config.endpoint("exact-hooks")
+        assert endpoint is not None
+        outcome = handle_exact(Incoming("POST", {}, {}, body), endpoint)
+        [event] = outcome.events
+        envelope = Envelope.wrap(event, source="exactonline", endpoint="exact-hooks")
+        return process_event(envelope.model_dump(mode="json"))
 
     def process_polled(self, entity: str) -> list[dict[str, Any]]:
         """Poll Exact (the real poller job), then run every queued `process_event` job."""
@@ -336,3 +359,37 @@ def test_stock_polled_from_exact_reaches_the_shop(env):
     outcomes = sorted(s["integrations"]["exact-to-shop"]["outcome"] for s in summaries)
     assert outcomes == ["skipped", "updated"]
     assert env.shop_stock("KOP-BOEK-ST").stock_quantity == 17
+
+
+# -- Exact webhooks ------------------------------------------------------------------------------------
+
+
+def test_an_exact_webhook_is_read_through_the_api_and_writes_the_status_back(env):
+    number = env.place_order()
+    order_id = env.exact_order(number)
+    env.control("update", {"entity": "salesorder/SalesOrders", "id": order_id, "fields": {"Status": 21}})
+    result = env.webhook(order_id)["integrations"]["exact-to-shop"]
+    assert (result["outcome"], result["target_id"]) == ("updated", number)
+    assert env.shop_status(number) == "completed"
+
+
+def test_a_change_seen_by_the_webhook_and_the_poller_is_processed_once(env):
+    number = env.place_order()
+    order_id = env.exact_order(number)
+    env.control("update", {"entity": "salesorder/SalesOrders", "id": order_id, "fields": {"Status": 21}})
+    assert env.webhook(order_id)["integrations"]["exact-to-shop"]["outcome"] == "updated"
+    polled = [r["integrations"]["exact-to-shop"] for r in env.process_polled("SalesOrderHeaders")]
+    assert [(r["outcome"], r["reason"]) for r in polled] == [
+        ("skipped", "this version of the record was processed already")
+    ]
+    again = env.webhook(order_id)["integrations"]["exact-to-shop"]  # a repeated notification, same version
+    assert again["outcome"] == "skipped"
+    outcomes = [e.outcome for e in ActivityLog(env.conn).entries("exact-to-shop")]
+    assert outcomes == ["updated", "skipped", "skipped"]
+
+
+def test_a_webhook_for_a_deleted_order_fails_naming_it(env):
+    with pytest.raises(PermanentError) as result:
+        env.webhook(str(uuid.uuid4()), "Delete")
+    assert "was deleted" in str(result.value)
+

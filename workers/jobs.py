@@ -39,7 +39,7 @@ def _version_key(work: Work, flow: str) -> str | None:
     version = work.source.version(flow, work.raw(flow))
     if not version:
         return None
-    return keys.cache(work.integration.id, f"seen:{flow}", f"{work.envelope.resource_id}:{version}")
+    return keys.cache(work.integration.id, f"seen:{flow}", version)
 
 
 def run_event(rt: runtime.Runtime, integration: Integration, envelope: Envelope) -> FlowResult:

@@ -198,8 +198,10 @@ class ExactSource(Source):
         return _plain(record)
 
     def version(self, flow: str, record: Any) -> str | None:
-        modified = record.get("Modified") if isinstance(record, dict) else None
-        return str(modified) if modified else None
+        if not isinstance(record, dict) or not record.get("Modified"):
+            return None
+        ident = record.get("OrderID") or record.get("ID")
+        return f"{ident}:{record['Modified']}" if ident else None
 
     def normalise(self, flow: str, record: Any) -> Canonical:
         if flow == "orders":
