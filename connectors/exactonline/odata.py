@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from connectors.exactonline.errors import ExactResponseError
-from transforms.payload import dumps
+from gateway.payload import dumps
 
 EXACT_TZ = ZoneInfo("Europe/Amsterdam")
 _DATE = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")

@@ -20,8 +20,8 @@ from connectors.contract import FlowResult, Outcome
 from gateway import keys
 from gateway.errors import PermanentError
 from gateway.model import Customer
+from gateway.payload import dumps
 from transforms import decide_debtor
-from transforms.payload import dumps
 from workers.flows import Work
 
 log = logging.getLogger("koppel.flows.customers")
