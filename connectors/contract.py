@@ -50,6 +50,7 @@ __all__ = [
     "Connector",
     "Context",
     "FlowResult",
+    "Outcome",
     "Record",
     "Settings",
     "Source",

@@ -21,7 +21,8 @@ from typing import Any
 
 import redis
 
-PREFIX = "koppel:activity:"
+from gateway import keys
+
 DEFAULT_RETENTION = 14 * 24 * 3600
 OUTCOMES = frozenset({"created", "updated", "skipped", "failed", "retrying", "error", "ignored"})
 
@@ -55,7 +56,7 @@ class Activity:
 
     @classmethod
     def parse(cls, raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> Activity:
-        values = {_text(k): _text(v) for k, v in raw.items()}
+        values = {keys.text(k): keys.text(v) for k, v in raw.items()}
         kwargs: dict[str, Any] = {}
         for spec in fields(cls):
             value = values.get(spec.name, "")
@@ -66,10 +67,6 @@ class Activity:
             else:
                 kwargs[spec.name] = value
         return cls(**kwargs)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def epoch(moment: datetime) -> float:
@@ -84,7 +81,7 @@ class ActivityLog:
     def record(self, activity: Activity) -> None:
         if activity.outcome not in OUTCOMES:
             raise ValueError(f"unknown activity outcome {activity.outcome!r}")
-        key = PREFIX + activity.integration
+        key = keys.activity(activity.integration)
         oldest_ms = int((time.time() - self.retention) * 1000)
         with self.connection.pipeline(transaction=False) as pipe:
             # redis-py types `fields` as an invariant dict of every encodable type (redis-py#2917).
@@ -95,7 +92,7 @@ class ActivityLog:
     def entries(self, integration: str, *, since: float | None = None, count: int | None = None) -> list[Activity]:
         """The integration's entries, oldest first; `since` (epoch s) keeps those logged from then on."""
         start = f"{int(since * 1000)}-0" if since is not None else "-"
-        entries = self.connection.xrange(PREFIX + integration, start, "+", count) or []
+        entries = self.connection.xrange(keys.activity(integration), start, "+", count) or []
         return [Activity.parse(raw) for _, raw in entries if raw is not None]
 
 

@@ -4,7 +4,7 @@ The path of a webhook: find the endpoint (404) → read the raw body under the e
 → the kind's handler verifies the signature on the raw bytes (401), answers handshakes, and splits
 the body into events (400) → the ingestor stores them in Redis, deduplicated, in the inbox stream
 (503 with Retry-After when Redis cannot take them) → only then 2xx. The workers' inbox pumps turn
-the inbox entries into RQ jobs, under the job ids the 2xx answer named (gateway/inbox.py).
+the inbox entries into RQ jobs, under the job ids the 2xx answer named (workers/inbox.py).
 
 That path is plain ASGI (`WebhookReceiver`, put in front of the router by `Gateway`): no Request,
 routing or middleware per webhook, the 2xx JSON rendered as bytes. It cut the gateway's CPU per

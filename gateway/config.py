@@ -232,7 +232,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
 
 
 def _format(error: ValidationError) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for err in error.errors(include_input=False, include_url=False):
         message = err["msg"].removeprefix("Value error, ")
         path = _path(err["loc"])

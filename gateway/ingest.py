@@ -11,7 +11,7 @@ thread with the sync client, so the event loop never blocks on Redis. Per event:
 
 So the mark "seen" and the stored event land together or not at all: a failure answers 503, the
 sender retries, and the retry is not mistaken for a duplicate. Job ids are assigned here, so the
-answer can name them; the inbox pump (gateway/inbox.py, run by every worker) turns each inbox
+answer can name them; the inbox pump (workers/inbox.py, run by every worker) turns each inbox
 entry into exactly one RQ job with that id.
 
 Measured by bench/ingest (docs/benchmarks.md): creating the RQ job here cost ~250 µs of the

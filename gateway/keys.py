@@ -67,4 +67,10 @@ def ratelimit(system: str, scope: str) -> str:
     return f"{RATELIMIT}:{system}:{scope}"
 
 
-__all__ = ["cache", "cursor", "dedupe", "in_flight", "inbox", "ledger", "lock", "ratelimit", "tokens"]
+def text(value: bytes | str) -> str:
+    """A value read back from Redis as text (redis-py types replies `bytes | str`: it depends on
+    `decode_responses`, which Koppel leaves off)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+__all__ = ["cache", "cursor", "dedupe", "in_flight", "inbox", "ledger", "lock", "ratelimit", "text", "tokens"]

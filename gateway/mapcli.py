@@ -26,10 +26,10 @@ from connectors import registry
 from gateway.config import FLOWS, Config, Integration, config_path, load_config
 from gateway.errors import ConfigError
 from gateway.model import NormaliseError
+from gateway.payload import dumps
 from transforms.configfile import ResetRefused, remove_override
 from transforms.errors import MappingError, MappingSpecError
 from transforms.integration import build_mapping, effective_mapping
-from transforms.payload import dumps
 from transforms.spec import flatten, render_toml
 
 __all__ = ["register"]

@@ -28,6 +28,7 @@ from gateway.errors import PermanentError
 __all__ = [
     "Address",
     "Attribute",
+    "CustomFields",
     "Customer",
     "Discount",
     "Fee",
@@ -36,6 +37,7 @@ __all__ = [
     "OrderLine",
     "Person",
     "Product",
+    "ProductType",
     "Reader",
     "ShippingLine",
     "StockLevel",
@@ -122,6 +124,7 @@ Rate = Annotated[Decimal | None, BeforeValidator(_optional_decimal)]
 Timestamp = Annotated[datetime | None, BeforeValidator(_utc)]
 Scalar = str | int | bool | Decimal | None
 CustomFields = dict[str, Scalar | list[Scalar]]
+ProductType = Literal["simple", "virtual", "variable", "variation"]
 
 
 class _Record(BaseModel):
@@ -316,7 +319,7 @@ class Product(_Record):
     id: str | None = None
     sku: str | None = None
     name: str | None = None
-    type: Literal["simple", "virtual", "variable", "variation"] = "simple"
+    type: ProductType = "simple"
     """"variation" is one variant arriving on its own (WooCommerce sends product.updated for it)."""
     parent_id: str | None = None
     variants: list[Variant] = []

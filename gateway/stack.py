@@ -36,6 +36,7 @@ import redis
 import tomlkit
 import uvicorn
 from rq.registry import StartedJobRegistry
+from starlette.types import ASGIApp
 
 from connectors import registry
 from gateway.activity import Activity, ActivityLog
@@ -65,7 +66,7 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
-def serve(app: object, port: int | None = None, name: str = "server") -> LiveServer:
+def serve(app: ASGIApp, port: int | None = None, name: str = "server") -> LiveServer:
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name=name, daemon=True)
@@ -219,7 +220,7 @@ class Stack:
         rate_limit: dict[str, Any] = {"per_minute": opts.exact_per_minute, "per_day": opts.exact_per_day}
         if not opts.exact_rate_limits:
             rate_limit = {"enabled": False}
-        data = {
+        data: dict[str, Any] = {
             "gateway": {**opts.gateway, "queue": opts.queue},
             "endpoints": [{"id": ENDPOINT, "kind": "woocommerce", "secret": "env:KOPPEL_STACK_WC_SECRET",
                            "system": "shop"}],

@@ -24,12 +24,12 @@ from gateway.activity import ActivityLog
 from gateway.config import Config, parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError, TransientError
-from gateway.inbox import pump_for
 from gateway.ingest import JOB_FUNC, make_queue
 from gateway.stack import LiveServer, serve
 from handlers.base import Incoming
 from handlers.exactonline import handle as handle_exact
 from workers import runtime
+from workers.inbox import pump_for
 from workers.jobs import process_event, run_event
 from workers.ledger import Ledger
 from workers.pollers import poll

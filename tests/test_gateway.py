@@ -13,9 +13,9 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from gateway.app import create_app
-from gateway.inbox import pump_for
 from gateway.redisserver import EmbeddedRedis, free_port
 from tests.conftest import SECRETS, make_config, serve, woo_headers, woo_order
+from workers.inbox import pump_for
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from gateway.envelope import Envelope, Event
-from gateway.inbox import GROUP, InboxPump
 from gateway.ingest import Draft, Ingestor, inbox_key
 from gateway.redisserver import EmbeddedRedis, free_port
+from workers.inbox import GROUP, InboxPump
 from workers.policy import retry_schedule
 
 pytestmark = pytest.mark.integration

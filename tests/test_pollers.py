@@ -16,10 +16,10 @@ from rq.serializers import JSONSerializer
 from connectors.exactonline.auth import OAuthApp
 from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox, create_sandbox
 from gateway.config import Config, parse_config
-from gateway.inbox import pump_for
 from gateway.ingest import JOB_FUNC
 from tests.conftest import LiveServer, serve
 from workers import pollers, runtime
+from workers.inbox import pump_for
 from workers.pollers import cursor_key, poll, poll_job_ids, read_cursor, schedule_polls
 from workers.worker import run_worker
 

@@ -14,10 +14,10 @@ from rq.serializers import JSONSerializer
 from connectors.contract import FlowResult
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError, TransientError
-from gateway.inbox import InboxPump
 from gateway.ingest import Ingestor
 from tests.conftest import make_config
 from workers import flows
+from workers.inbox import InboxPump
 from workers.policy import resource_lock, retry_schedule
 from workers.worker import run_worker
 

@@ -7,12 +7,12 @@
 See docs/datamapper.md for the mapping language, the functions and the tables.
 """
 
+from gateway.payload import dumps
 from transforms.datamapper import CompiledMapping, compile_mapping
 from transforms.debtor import Debtor, decide_debtor
 from transforms.errors import FieldProblem, FunctionError, MappingError, MappingSpecError
 from transforms.inputs import mapping_input
 from transforms.integration import EffectiveMapping, build_mapping, effective_mapping, validate_integration
-from transforms.payload import dumps
 from transforms.registry import DefaultMapping, default_mapping, documents
 
 __all__ = [

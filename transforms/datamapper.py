@@ -9,7 +9,7 @@ undefined, and returns the payload. Every failing field is collected; if any fai
 `MappingError` lists them all, naming the record, the field, the expression and the reason.
 
 The payload holds `Decimal` for decimal fields and never a float: a float produced by JSONata
-arithmetic is converted through its shortest repr. `transforms.payload.dumps` writes it as JSON
+arithmetic is converted through its shortest repr. `gateway.payload.dumps` writes it as JSON
 with exact numbers.
 """
 
@@ -24,9 +24,10 @@ from jsonata.utils import Utils
 from pydantic import BaseModel
 
 from gateway.model import record_label, to_decimal
+from gateway.payload import decimal_text
 from transforms.errors import FieldProblem, FunctionError, MappingError, MappingSpecError
 from transforms.expressions import SLOW, Expression, ExpressionError, field_code
-from transforms.functions import FUNCTIONS, RUN, Run, decimal_text
+from transforms.functions import FUNCTIONS, RUN, Run
 from transforms.inputs import mapping_input
 from transforms.spec import FieldSpec, GroupSpec, Problems
 from transforms.tables import MappingTable

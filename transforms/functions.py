@@ -24,11 +24,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from jsonata.utils import Utils
 
 from gateway.model import to_decimal
+from gateway.payload import decimal_text
 from transforms.addresses import country_code, split_street
 from transforms.errors import FunctionError
 from transforms.tables import MappingTable
 
-__all__ = ["FUNCTIONS", "RUN", "Run", "decimal_text"]
+__all__ = ["FUNCTIONS", "RUN", "Run"]
 
 _NULL = Utils.NULL_VALUE
 
@@ -65,12 +66,6 @@ def _dec(arg: Any, what: str = "value") -> Decimal | None:
         return to_decimal(value)
     except ValueError as exc:
         raise FunctionError(f"{what} is not a decimal number ({exc})") from None
-
-
-def decimal_text(value: Decimal) -> str:
-    """Plain decimal notation, never an exponent: Decimal("1E+2") -> "100"."""
-    text = format(value, "f")
-    return "0" if text in ("-0", "") else text
 
 
 def _places(arg: Any, default: int) -> int:

@@ -33,7 +33,7 @@ class Ledger:
     def created(self, key: str) -> str | None:
         """The target id recorded for `key`, or None."""
         value = self.connection.hget(self.key, key)
-        return value.decode() if value else None
+        return keys.text(value) if value else None
 
     def in_flight(self, key: str) -> bool:
         return bool(self.connection.hexists(self.flight, key))

@@ -102,7 +102,7 @@ def cursor_key(system_id: str, scope: str, stream: str) -> str:
 
 def read_cursor(connection: redis.Redis, key: str) -> str | None:
     raw = connection.get(key)
-    return raw.decode() if raw is not None else None
+    return keys.text(raw) if raw is not None else None
 
 
 def save_cursor(connection: redis.Redis, key: str, cursor: str) -> str:
@@ -112,7 +112,7 @@ def save_cursor(connection: redis.Redis, key: str, cursor: str) -> str:
             try:
                 pipe.watch(key)
                 raw = pipe.get(key)
-                stored = raw.decode() if raw is not None else None
+                stored = keys.text(raw) if raw is not None else None
                 if stored is not None and stored.isdigit() and cursor.isdigit() and int(stored) >= int(cursor):
                     pipe.unwatch()
                     return stored

@@ -4,7 +4,7 @@ Non-forking (`SimpleWorker`) by default: a forking worker drains ~15 jobs/s on a
 a simple one 100-250, and it keeps HTTP clients and caches warm across jobs. `--fork` gives each
 job its own process (isolation from leaks and crashes, at that cost).
 
-Every worker also runs the inbox pump (gateway/inbox.py) on a daemon thread: the gateway only
+Every worker also runs the inbox pump (workers/inbox.py) on a daemon thread: the gateway only
 stores accepted events in the inbox stream, and the pumps, one consumer group, make their RQ jobs.
 A burst worker drains the inbox first, then works the queue until it is empty.
 
@@ -39,10 +39,10 @@ from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
 from gateway.config import Config
-from gateway.inbox import pump_for
 from gateway.ingest import make_queue
 from gateway.redisserver import die_with_parent
 from workers import keepalive, runtime
+from workers.inbox import pump_for
 from workers.pollers import schedule_polls
 
 log = logging.getLogger("koppel.worker")

@@ -9,7 +9,7 @@
 3. Starts a fresh embedded Redis (AOF everysec + RDB, as in production) on a free port in a temp
    dir, serves `bench.ingest.apps:koppel_app` the same way and loads it with the same requests.
 4. Counts the Redis commands per accepted event (the gateway's: dedupe + inbox stream), then
-   drains the inbox into RQ jobs as the workers' pumps do (gateway/inbox.py, not timed), and checks
+   drains the inbox into RQ jobs as the workers' pumps do (workers/inbox.py, not timed), and checks
    every delivery was answered 2xx and really stored: the RQ queue holds one job per 202 (plus the
    requests wrk had in flight when it stopped, which the gateway still stored); prints a table and
    writes bench/results/ingest-*.json.
@@ -52,9 +52,9 @@ from rq.serializers import JSONSerializer
 
 from bench.ingest.apps import REDIS_URL_ENV
 from bench.ingest.orders import write_requests
-from gateway.inbox import InboxPump
 from gateway.ingest import inbox_key
 from gateway.redisserver import EmbeddedRedis, free_port
+from workers.inbox import InboxPump
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA = Path(__file__).resolve().with_name("load.lua")

@@ -4,6 +4,7 @@ salesOrder, customer and item JSON into the canonical model.
 Notifications are thin (a resource URL and a change type): reading the record needs the API client,
 which is not built yet, so such an event fails naming that (issue: Business Central connector)."""
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from connectors.businesscentral.normalise import (
@@ -29,8 +30,12 @@ class BusinessCentralSource(Source):
         )
 
     def normalise(self, flow: str, record: Any) -> Canonical:
-        readers = {"orders": normalise_sales_order, "customers": normalise_customer, "products": normalise_item,
-                   "stock": normalise_item_stock}  # fmt: skip
+        readers: dict[str, Callable[[Any], Canonical]] = {
+            "orders": normalise_sales_order,
+            "customers": normalise_customer,
+            "products": normalise_item,
+            "stock": normalise_item_stock,
+        }
         if flow in readers:
             return readers[flow](record)
         return super().normalise(flow, record)

@@ -211,7 +211,10 @@ class TokenStore:
         self.conn.set(self.division_key, str(division))
 
     def lock(self, timeout: float, blocking_timeout: float) -> redis.lock.Lock:
-        return self.conn.lock(self.lock_key, timeout=timeout, blocking_timeout=blocking_timeout, sleep=0.05)
+        lock: redis.lock.Lock = self.conn.lock(
+            self.lock_key, timeout=timeout, blocking_timeout=blocking_timeout, sleep=0.05
+        )  # redis-py leaves Redis.lock unannotated
+        return lock
 
 
 def store_authorization(

@@ -257,7 +257,7 @@ class _LazyIds(Mapping[str, str]):
             raise PermanentError(f"{self.what} {code!r} does not exist in Exact Online")
         return found
 
-    def get(self, code: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, code: str, default: Any = None) -> Any:
         return self[code]
 
     def __iter__(self) -> Iterator[str]:
@@ -323,7 +323,7 @@ class ExactTarget(Target):
         cache = keys.cache(self.system.id, "warehouses")
         cached = self.context.redis.hget(cache, "(main)")
         if cached:
-            return str(cached.decode())
+            return keys.text(cached)
         rows = self.exact.query(_endpoint("inventory/Warehouses"), select=("ID", "Code", "Main"), top=60)
         main = next((r for r in rows if r.get("Main")), rows[0] if len(rows) == 1 else None)
         if main is None:
@@ -339,7 +339,7 @@ class ExactTarget(Target):
         cache = keys.cache(self.system.id, name)
         cached = self.context.redis.hget(cache, code)
         if cached:
-            return str(cached.decode())
+            return keys.text(cached)
         found = self.exact.first(_endpoint(path), filter=eq("Code", code), select=("ID", "Code"))
         if found is None:
             return None

@@ -27,6 +27,7 @@ from connectors.exactonline.odata import parse_dates
 from gateway.model import (
     Address,
     Customer,
+    CustomFields,
     Order,
     OrderLine,
     Person,
@@ -89,7 +90,8 @@ def normalise_sales_order(
     total_excl = doc.number("AmountFCExclVat") or doc.number("AmountFC")
     description = doc.text("Description")
     remarks = doc.text("Remarks")
-    custom = {k: v for k, key in (("your_ref", "YourRef"), ("description", "Description")) if (v := doc.text(key))}
+    fields = (("your_ref", "YourRef"), ("description", "Description"))
+    custom: CustomFields = {k: v for k, key in fields if (v := doc.text(key))}
     if status:
         custom["status_code"] = status
     return Order(

@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from connectors.exactonline.errors import ExactResponseError
-from transforms.payload import dumps
+from gateway.payload import dumps
 
 EXACT_TZ = ZoneInfo("Europe/Amsterdam")
 _DATE = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
@@ -103,7 +103,8 @@ def unwrap(body: object, tz: tzinfo = EXACT_TZ) -> Record | list[Record]:
             raise ExactResponseError("Exact's 'results' is not a list")
         return [parse_dates(r, tz) for r in results]
     if isinstance(inner, dict):
-        return parse_dates(inner, tz)
+        record: Record = parse_dates(inner, tz)  # a dict comes back a dict
+        return record
     if isinstance(inner, list):  # OData v1 style lists
         return [parse_dates(r, tz) for r in inner]
     raise ExactResponseError("Exact's 'd' envelope holds neither an entity nor results")

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from gateway.model import (
     Address,
     Customer,
+    CustomFields,
     Discount,
     Order,
     OrderLine,
@@ -80,7 +81,7 @@ def normalise_order(payload: Mapping[str, Any]) -> Order:
         currency=currency,
     )
     notes = [n.text("content") or "" for n in doc.objects("internalNotes") if n.text("content")]
-    custom = {}
+    custom: CustomFields = {}
     for i, item in enumerate(doc.objects("formSubmission")):
         label = item.text("label") or f"form_{i}"
         value = item.text("value")
@@ -112,7 +113,12 @@ def normalise_order(payload: Mapping[str, Any]) -> Order:
     )
 
 
-def _split(amount: Decimal | None, inclusive: bool) -> dict[str, Decimal]:
+class _Total(TypedDict, total=False):
+    total_incl: Decimal
+    total_excl: Decimal
+
+
+def _split(amount: Decimal | None, inclusive: bool) -> _Total:
     amount = amount or ZERO
     return {"total_incl": amount} if inclusive else {"total_excl": amount}
 
@@ -157,7 +163,7 @@ def _line(item: Reader, inclusive: bool) -> OrderLine:
         name = option.text("optionName")
         if name:
             options[name] = option.text("value") or ""
-    custom = {}
+    custom: CustomFields = {}
     for i, field in enumerate(item.objects("customizations")):
         if (value := field.text("value")) is not None:
             custom[field.text("label") or f"customization_{i}"] = value

@@ -19,6 +19,7 @@ from connectors.contract import Canonical, Context, Settings, Source, StockRecor
 from connectors.woocommerce.client import Stock, WooCommerceClient
 from connectors.woocommerce.errors import WooCommerceConfigError, WooCommerceNotFound
 from connectors.woocommerce.normalise import normalise_customer, normalise_order, normalise_product, normalise_stock
+from gateway import keys
 from gateway.config import System
 from gateway.envelope import Envelope
 from gateway.errors import PermanentError
@@ -155,8 +156,6 @@ class WooCommerceTarget(Target):
     # -- stock -------------------------------------------------------------------------------------
 
     def _id_cache(self) -> str:
-        from gateway import keys
-
         return keys.cache(self.system.id, "stock_ids")
 
     def find_stock(self, sku: str) -> StockRecord | None:
@@ -164,7 +163,7 @@ class WooCommerceTarget(Target):
         redis, key, folded = self.context.redis, self._id_cache(), sku.casefold()
         cached = redis.hget(key, folded)
         if cached:
-            product_id, variation_id = _ids(cached.decode())
+            product_id, variation_id = _ids(keys.text(cached))
             try:
                 stock = self.shop.get_stock(product_id, variation_id=variation_id)
             except WooCommerceNotFound:

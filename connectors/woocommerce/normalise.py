@@ -30,6 +30,7 @@ from gateway.model import (
     OrderLine,
     Person,
     Product,
+    ProductType,
     Reader,
     ShippingLine,
     StockLevel,
@@ -173,6 +174,7 @@ def normalise_product(
     product_id = doc.ident("id")
     doc = Reader(payload, SOURCE, "product", product_id)
     wc_type = doc.text("type") or "simple"
+    kind: ProductType
     if wc_type == "variable":
         kind = "variable"
     elif wc_type == "variation":
@@ -319,7 +321,7 @@ def _rate(item: Reader, rates: Mapping[str, Decimal], base: Decimal, tax: Decima
     for tax_item in item.objects("taxes"):
         rate_id = tax_item.ident("id", required=False)
         amount = tax_item.number("total", default=ZERO) or ZERO
-        if rate_id in rates and amount:
+        if rate_id is not None and rate_id in rates and amount:
             return rates[rate_id]
     if not tax:
         return ZERO if base else None

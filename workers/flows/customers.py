@@ -16,12 +16,12 @@ import hashlib
 import logging
 from typing import Any
 
-from connectors.contract import FlowResult
+from connectors.contract import FlowResult, Outcome
 from gateway import keys
 from gateway.errors import PermanentError
 from gateway.model import Customer
+from gateway.payload import dumps
 from transforms import decide_debtor
-from transforms.payload import dumps
 from workers.flows import Work
 
 log = logging.getLogger("koppel.flows.customers")
@@ -101,7 +101,7 @@ def run(work: Work) -> FlowResult:
     before = work.target.calls
     label = f"{work.envelope.source} customer {number}"
     target_id, how = resolve(work, customer, label=label, flow="customers")
-    outcome = {"created": "created", "updated": "updated"}.get(how, "skipped")
+    outcome: Outcome = "created" if how == "created" else "updated" if how == "updated" else "skipped"
     reason = "unchanged since Koppel last sent it" if outcome == "skipped" else ""
     log.info("%s: %s in %s as %s", label, how, work.target.kind, target_id)
-    return FlowResult(outcome, number, target_id, work.target.calls - before, reason)  # type: ignore[arg-type]
+    return FlowResult(outcome, number, target_id, work.target.calls - before, reason)

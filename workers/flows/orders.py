@@ -82,13 +82,13 @@ def resolve_items(work: Work, codes: list[str], *, label: str, cached: Any = cus
     key = item_cache(work)
     if cached is customers.UNREAD:
         cached = work.connection.hmget(key, codes)
-    ids = {code: value.decode() for code, value in zip(codes, cached, strict=True) if value}
+    ids = {code: keys.text(value) for code, value in zip(codes, cached, strict=True) if value}
     missing = [code for code in codes if code not in ids]
     if missing:
         found = work.target.find_items(missing)
         if found:
             with work.connection.pipeline(transaction=False) as pipe:
-                pipe.hset(key, mapping=found)
+                pipe.hset(key, mapping={sku: item_id for sku, item_id in found.items()})
                 pipe.expire(key, ITEM_CACHE_TTL)
                 pipe.execute()
         ids.update(found)
@@ -103,9 +103,9 @@ def resolve_items(work: Work, codes: list[str], *, label: str, cached: Any = cus
 
 def _forget(work: Work, order: Order, codes: list[str]) -> bool:
     """Drop the cached customer and item ids this order used; True if anything was cached."""
-    dropped = customers.forget(work, order.customer)
-    dropped += bool(work.connection.hdel(item_cache(work), *codes)) if codes else 0
-    return bool(dropped)
+    customer_dropped = customers.forget(work, order.customer)
+    items_dropped = bool(work.connection.hdel(item_cache(work), *codes)) if codes else False
+    return customer_dropped or items_dropped
 
 
 def book(work: Work, order: Order) -> FlowResult:

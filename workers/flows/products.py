@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 
-from connectors.contract import FlowResult
+from connectors.contract import FlowResult, Outcome
+from gateway import keys
 from gateway.errors import NotFound, PermanentError
 from gateway.model import Product
 from transforms.expressions import Expression, ExpressionError
@@ -43,7 +44,7 @@ def _write(work: Work, sku: str, record: Product) -> tuple[str, str]:
     target, connection, key = work.target, work.connection, item_cache(work)
     payload = work.mapping("products").apply(record, label=f"{work.envelope.source} product {sku}")
     cached = connection.hget(key, sku)
-    item_id = cached.decode() if cached else target.find_items([sku]).get(sku)
+    item_id = keys.text(cached) if cached else target.find_items([sku]).get(sku)
     if item_id is not None:
         try:
             target.update_product(item_id, payload)
@@ -73,7 +74,7 @@ def run(work: Work) -> FlowResult:
     outcomes = [(sku, *_write(work, sku, record)) for sku, record in records]
     created = sum(outcome == "created" for _, outcome, _ in outcomes)
     log.info("product %s: %d item(s) written to %s, %d new", label, len(outcomes), work.target.kind, created)
-    outcome = "created" if created else "updated"
+    outcome: Outcome = "created" if created else "updated"
     target_ids = ",".join(item_id for _, _, item_id in outcomes)
     reason = f"{len(outcomes)} item(s), {created} created" if len(outcomes) > 1 else ""
     return FlowResult(outcome, label, target_ids, work.target.calls - before, reason)

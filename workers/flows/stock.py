@@ -56,6 +56,7 @@ def run(work: Work) -> FlowResult:
             target.forget("stock", sku)  # deleted since it was read: look the SKU up again, once
             if attempt == 2:
                 raise
+    assert current is not None and change is not None  # the loop returns, raises or breaks with both set
     old, new = change
     log.info("stock of SKU %s: %s → %s in %s %s", sku, old, new, target.kind, current.target_id)
     return FlowResult("updated", sku, current.target_id, target.calls - before, f"stock {old} → {new}")

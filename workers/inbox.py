@@ -111,6 +111,7 @@ class InboxPump:
         reply = self.connection.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=self.batch, block=block_ms)
         if not reply:
             return []
+        assert isinstance(reply, list), "a RESP2 connection answers [[stream, entries]]"
         _, entries = reply[0]
         return [(entry_id, fields) for entry_id, fields in entries if fields]
 

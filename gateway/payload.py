@@ -8,12 +8,16 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from transforms.functions import decimal_text
-
-__all__ = ["dumps"]
+__all__ = ["decimal_text", "dumps"]
 
 
 Default = Callable[[Any], Any]
+
+
+def decimal_text(value: Decimal) -> str:
+    """Plain decimal notation, never an exponent: Decimal("1E+2") -> "100"."""
+    text = format(value, "f")
+    return "0" if text in ("-0", "") else text
 
 
 def dumps(payload: Any, *, indent: int | None = None, default: Default | None = None) -> str:
