@@ -322,7 +322,9 @@ class Target:
 @dataclass(frozen=True)
 class Connector:
     """One system kind: its pieces, found by the registry. Strings are "module:attribute" paths,
-    imported only when used (the receiver never imports a sandbox; a worker never imports a handler).
+    imported only when used (the receiver never imports a sandbox; a worker never imports a handler):
+    `handler` the webhook verifier, `sandbox` the sandbox's contract harness
+    (connectors/sandboxkit/harness.py) that tests/contract/ drives every connector with.
 
     `check_endpoint` vets an endpoint of this kind (e.g. a secret's shape) and returns problems.
     `mappings` are default mappings the connector ships, "flow/document" → TOML text (the format of

@@ -12,7 +12,7 @@ CONNECTOR = Connector(
     target=ExactTarget,
     handler="handlers.exactonline:handle",
     oauth=ExactCodeFlow,
-    sandbox="connectors.exactonline.sandbox:create_sandbox",
+    sandbox="connectors.exactonline.sandbox.harness:HARNESS",
 )
 
 __all__ = ["CONNECTOR"]

@@ -10,7 +10,7 @@ CONNECTOR = Connector(
     source=WooCommerceSource,
     target=WooCommerceTarget,
     handler="handlers.woocommerce:handle",
-    sandbox="connectors.woocommerce.sandbox:create_sandbox",
+    sandbox="connectors.woocommerce.sandbox.harness:HARNESS",
 )
 
 __all__ = ["CONNECTOR"]
