@@ -39,14 +39,13 @@ from pydantic_core import PydanticSerializationError, to_json
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from gateway import keys
 from gateway.envelope import Envelope, Event, dedupe_id_of
 from gateway.errors import RedisUnavailable
 
 log = logging.getLogger("koppel.ingest")
 
 JOB_FUNC = "workers.jobs.process_event"
-DEDUPE_PREFIX = "koppel:dedupe:"
-INBOX_PREFIX = "koppel:inbox:"
 
 # KEYS: the batch's dedupe keys, then the inbox stream. ARGV: ttl, then job id and envelope JSON per event.
 # Returns per event 0 (stored, under the job id it was given) or the job id of the delivery seen before.
@@ -68,11 +67,11 @@ return out
 
 
 def dedupe_key(envelope: Envelope) -> str:
-    return f"{DEDUPE_PREFIX}{envelope.endpoint}:{envelope.dedupe_id}"
+    return keys.dedupe(envelope.endpoint, envelope.dedupe_id)
 
 
 def inbox_key(queue_name: str) -> str:
-    return f"{INBOX_PREFIX}{queue_name}"
+    return keys.inbox(queue_name)
 
 
 def new_job_id() -> str:
@@ -125,7 +124,7 @@ class Draft:
                 text = b"".join((to_json(head)[:-1], b',"payload":', event.payload_json, b",", to_json(tail)[1:]))
         except PydanticSerializationError:  # a payload JSON cannot carry: as the model would (and its error)
             return cls.of(Envelope.wrap(event, source=source, endpoint=endpoint, received_at=received_at))
-        key = f"{DEDUPE_PREFIX}{endpoint}:{dedupe_id_of(endpoint, event.delivery_key)}"
+        key = keys.dedupe(endpoint, dedupe_id_of(endpoint, event.delivery_key))
         return cls(endpoint, key, text)
 
 

@@ -9,8 +9,10 @@
     koppel:cache:{scope}:{name}:{key}           STRING  a negative answer remembered for a while
     koppel:lock:{part}:…                        STRING  a lock (one resource, one poll)
     koppel:cursor:{system}:{stream}             STRING  a poller's cursor (never moves backwards)
-    koppel:tokens:{system}                      HASH    OAuth tokens of a system (never logged)
-    koppel:ratelimit:{system}:{scope}           …       a system's shared API budget
+    koppel:exact:tokens:{system}                STRING  OAuth tokens of a system (never logged)
+    koppel:exact:ratelimit:{division}           …       Exact's shared API budget per division
+(The two `exact:` names date from when Exact was the only OAuth system; kept so that stored
+authorisations and budgets survive upgrades.)
 
 RQ's own keys (`rq:*`) belong to RQ. `scope` is an integration id for what depends on its mapping
 (customers as the integration sends them) and a system id for what is a fact of the system (item ids).
@@ -22,8 +24,8 @@ PREFIX = "koppel:"
 DEDUPE = PREFIX + "dedupe:"
 INBOX = PREFIX + "inbox:"
 ACTIVITY = PREFIX + "activity:"
-TOKENS = PREFIX + "tokens"
-RATELIMIT = PREFIX + "ratelimit"
+TOKENS = PREFIX + "exact:tokens"
+RATELIMIT = PREFIX + "exact:ratelimit"
 
 
 def dedupe(endpoint: str, digest: str) -> str:
@@ -59,12 +61,6 @@ def cursor(system: str, stream: str) -> str:
     return f"{PREFIX}cursor:{system}:{stream}"
 
 
-def tokens(system: str) -> str:
-    return f"{TOKENS}:{system}"
-
-
-def ratelimit(system: str, scope: str) -> str:
-    return f"{RATELIMIT}:{system}:{scope}"
 
 
 def text(value: bytes | str) -> str:
@@ -73,4 +69,4 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-__all__ = ["cache", "cursor", "dedupe", "in_flight", "inbox", "ledger", "lock", "ratelimit", "text", "tokens"]
+__all__ = ["RATELIMIT", "TOKENS", "cache", "cursor", "dedupe", "in_flight", "inbox", "ledger", "lock", "text"]

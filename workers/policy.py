@@ -22,6 +22,7 @@ import redis
 from redis.exceptions import LockError, LockNotOwnedError
 from rq import Retry, get_current_job
 
+from gateway import keys
 from gateway.errors import PermanentError, TransientError
 from workers import keepalive
 
@@ -63,7 +64,7 @@ def resource_lock(connection: redis.Redis, *parts: str, hold: float = 30, wait: 
     seconds after its last renewal; the keepalive thread renews it every `hold / 3` s while the work
     runs, and no more once the block is left (before the lock is released).
     """
-    name = "koppel:lock:" + ":".join(parts)
+    name = keys.lock(*parts)
     # Not thread-local: the renewing thread must see the token the acquiring thread got.
     lock = connection.lock(name, timeout=hold, blocking_timeout=wait, thread_local=False)
     if not lock.acquire():

@@ -42,6 +42,7 @@ from connectors.exactonline.errors import (
 )
 from connectors.oauth import STATE_MAX_AGE
 from connectors.oauth import sign_state as sign_state  # re-exported: the consent step
+from gateway import keys
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def refresh_tokens(
 class TokenStore:
     """The token pair of one Exact system, as JSON in Redis, plus the lock that serialises refreshes."""
 
-    def __init__(self, conn: redis.Redis, system_id: str, *, namespace: str = "koppel:exact:tokens") -> None:
+    def __init__(self, conn: redis.Redis, system_id: str, *, namespace: str = keys.TOKENS) -> None:
         self.conn = conn
         self.system_id = system_id
         self.key = f"{namespace}:{system_id}"

@@ -38,6 +38,7 @@ from typing import Any
 import redis
 
 from connectors.exactonline.errors import RateLimited
+from gateway import keys
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class RateLimiter:
         division: int | str,
         limits: Limits | None = None,
         *,
-        namespace: str = "koppel:exact:ratelimit",
+        namespace: str = keys.RATELIMIT,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
