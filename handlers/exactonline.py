@@ -20,7 +20,7 @@ from gateway.config import Endpoint
 from gateway.envelope import Event, body_digest
 from gateway.errors import MalformedRequest, SignatureRejected
 from handlers.base import Incoming, Outcome
-from handlers.signatures import JSON, decode_text, equal_ignoring_case, hmac_sha256, utf8
+from handlers.signatures import JSON, decode_text, equal_ignoring_case, hmac_sha256, unicode_only, utf8
 
 # json's string scanner (_json's, or the pure-Python one without it), typed as typeshed has _json.scanstring.
 scanstring: Callable[[str, int, bool], tuple[str, int]] = _scanstring
@@ -106,6 +106,7 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
 
     if not isinstance(content, dict):
         raise MalformedRequest("Content is not a JSON object")
+    unicode_only(content)
     topic = _required(content, "Topic")
     action = _required(content, "Action")
     key = _required(content, "Key")

@@ -82,9 +82,22 @@ def _parse(body: bytes) -> tuple[Any, bool]:
         pass
     text = decode_text(body)
     try:
-        return JSON.decode(text), False
+        value = JSON.decode(text)
     except (ValueError, RecursionError):
         raise MalformedRequest("body is not valid JSON") from None
+    return unicode_only(value), False
+
+
+def unicode_only(value: Any) -> Any:
+    """`value` (parsed by the standard parser), or MalformedRequest when it holds a lone surrogate
+    escape ("\ud800" decodes to text that is not Unicode: nothing could store or forward it)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedRequest("body holds a lone surrogate escape (\\ud800-\\udfff), which is not Unicode") from None
+    except RecursionError:
+        raise MalformedRequest("body is nested too deeply") from None
+    return value
 
 
 def load_json(body: bytes) -> Any:

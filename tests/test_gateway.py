@@ -117,6 +117,22 @@ def test_malformed_body_with_valid_signature_is_400(http, rconn):
     assert queued_jobs(rconn) == []
 
 
+def test_a_lone_surrogate_escape_is_400_not_500_for_every_kind_and_nothing_is_queued(http, rconn):
+    """JSON may spell "\\ud800", but it is not Unicode: nothing could store it, so it is refused."""
+    import hashlib
+    import hmac
+
+    body = b'{"id":5,"status":"processing","billing":{"first_name":"\\ud800"}}'
+    answer = http.post("/webhooks/shop", content=body, headers=woo_headers(body))
+    assert (answer.status_code, answer.json()["error"]) == (400, "malformed")
+    assert "lone surrogate" in answer.json()["message"]
+    content = '{"Topic":"SalesOrders","Action":"Update","Division":1,"Key":"\\udfff","EventCreatedOn":"x"}'
+    code = hmac.new(SECRETS["EXACT_SECRET"].encode(), content.encode(), hashlib.sha256).hexdigest().upper()
+    exact = http.post("/webhooks/exact-hooks", content=f'{{"Content":{content},"HashCode":"{code}"}}'.encode())
+    assert exact.status_code == 400, exact.text
+    assert rconn.xlen("koppel:inbox:koppel") == 0
+
+
 def test_duplicate_delivery_is_acknowledged_without_a_second_job(http, rconn):
     body = woo_order(105)
     first = http.post("/webhooks/shop", content=body, headers=woo_headers(body))
