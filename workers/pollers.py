@@ -179,8 +179,8 @@ def _read(rt: runtime.Runtime, source: Source, system_id: str, stream: str) -> d
             queued += sum(not a.duplicate for a in accepted)
             try:
                 lock.reacquire()
-            except LockError:
-                raise TransientError(f"poll of {system_id} {stream}: lost the poll lock; stopping") from None
+            except LockError as exc:
+                raise TransientError(f"poll of {system_id} {stream}: lost the poll lock; stopping") from exc
         log.info("poll %s %s %s: %d records, %d queued", system_id, scope, stream, records, queued)
         counts = {"pages": pages, "records": records, "queued": queued, "duplicates": records - queued}
         return summary | counts | {"cursor": cursor}

@@ -67,7 +67,7 @@ def verify_state(
     try:
         return oauth.verify_state(secret, state, max_age=max_age, clock=clock)
     except oauth.InvalidState as exc:
-        raise InvalidState(str(exc)) from None
+        raise InvalidState(str(exc)) from exc
 
 
 # -- tokens --------------------------------------------------------------------------------------

@@ -193,8 +193,8 @@ class ExactSource(Source):
             raise Gone(f"Exact Online {envelope.resource} {envelope.resource_id} was deleted")
         try:
             record = self.client().get(endpoint, envelope.resource_id, select=select)
-        except ExactNotFound:
-            raise Gone(f"Exact Online {envelope.resource} {envelope.resource_id} no longer exists") from None
+        except ExactNotFound as exc:
+            raise Gone(f"Exact Online {envelope.resource} {envelope.resource_id} no longer exists") from exc
         return _plain(record)
 
     def version(self, flow: str, record: Any) -> str | None:
