@@ -207,7 +207,9 @@ class Source:
         same version reached twice (by a webhook and a poll) is processed once. None: not versioned."""
         return None
 
-    def normalise(self, flow: str, record: Any) -> Canonical:
+    def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
+        """The record in the canonical model; `settings` are the integration's (what the user says of
+        the source that its records do not, e.g. whether a shop's prices include tax)."""
         raise Unsupported(f"{self.kind} cannot give {flow}")
 
     def changes(self, stream: str, cursor: str | None) -> Iterator[tuple[list[Change], str]]:

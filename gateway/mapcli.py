@@ -103,7 +103,7 @@ def _normaliser(source_kind: str, flow: str) -> Callable[..., Any]:
     if source is None or flow not in source.reads():
         raise _Usage(f"Koppel cannot read {flow} from a {source_kind} source")
     reader = source(None, None)
-    return lambda record: reader.normalise(flow, record)
+    return lambda record, settings: reader.normalise(flow, record, settings)
 
 
 def _spec_errors(exc: MappingSpecError, index: int, flow: str, target: str) -> int:
@@ -129,10 +129,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     except MappingSpecError as exc:
         return _spec_errors(exc, index, flow, target_kind)
     try:
-        if flow == "products" and source_kind == "woocommerce":
-            record = normalise(record_json, prices_include_tax=bool(integration.settings.get("prices_include_tax")))
-        else:
-            record = normalise(record_json)
+        record = normalise(record_json, integration.settings)
         payload = mapping.apply(record, context, placeholders=context is None)
     except NormaliseError as exc:
         print(f"koppel: the input is not a {source_kind} {flow[:-1]} Koppel can read: {exc}", file=sys.stderr)

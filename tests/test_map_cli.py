@@ -186,3 +186,15 @@ def test_config_check_rejects_a_mapping_that_cannot_compile(tmp_path, capsys, mo
     path.write_text(CONFIG)
     code, out, _ = run(capsys, "config", "check", "--config", str(path))
     assert code == 0 and "config ok" in out
+
+
+def test_preview_of_a_product_takes_the_integrations_tax_setting(tmp_path, capsys):
+    """`prices_include_tax` (the shop's setting, said in the integration) reaches the source's normaliser."""
+    path = tmp_path / "koppel.toml"
+    text = CONFIG.replace('flows = ["orders", "customers"]', 'flows = ["orders", "customers", "products"]')
+    path.write_text(text.replace('shipping_item = "VERZEND"', "prices_include_tax = true"))
+    product = FIXTURES / "woocommerce" / "product_variable.json"
+    code, out, err = run(capsys, "map", "preview", "--config", str(path), "--integration", "shop-to-exact",
+                         "--flow", "products", "--input", str(product))  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["Code"] == json.loads(product.read_text())["sku"]

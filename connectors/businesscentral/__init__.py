@@ -4,7 +4,7 @@ salesOrder, customer and item JSON into the canonical model.
 Notifications are thin (a resource URL and a change type): reading the record needs the API client,
 which is not built yet, so such an event fails naming that (issue: Business Central connector)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from connectors.businesscentral.normalise import (
@@ -29,7 +29,7 @@ class BusinessCentralSource(Source):
             "record only, and Koppel has no Business Central API client yet to read it"
         )
 
-    def normalise(self, flow: str, record: Any) -> Canonical:
+    def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
         readers: dict[str, Callable[[Any], Canonical]] = {
             "orders": normalise_sales_order,
             "customers": normalise_customer,
@@ -38,7 +38,7 @@ class BusinessCentralSource(Source):
         }
         if flow in readers:
             return readers[flow](record)
-        return super().normalise(flow, record)
+        return super().normalise(flow, record, settings)
 
 
 CONNECTOR = Connector(

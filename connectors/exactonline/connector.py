@@ -203,7 +203,7 @@ class ExactSource(Source):
         ident = record.get("OrderID") or record.get("ID")
         return f"{ident}:{record['Modified']}" if ident else None
 
-    def normalise(self, flow: str, record: Any) -> Canonical:
+    def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
         if flow == "orders":
             return normalise_sales_order(record)
         if flow == "customers":
@@ -212,7 +212,7 @@ class ExactSource(Source):
             return normalise_item(record)
         if flow == "stock":
             return normalise_stock_position(record)
-        return super().normalise(flow, record)
+        return super().normalise(flow, record, settings)
 
     def poll_scope(self) -> str:
         return str(self.client().division)

@@ -3,6 +3,7 @@
 Notifications carry only the order id: reading the order needs the Commerce API client, which is
 not built yet, so an order notification fails naming that (issue: Squarespace connector)."""
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from connectors.contract import Canonical, Connector, Source
@@ -35,10 +36,10 @@ class SquarespaceSource(Source):
             "Squarespace API client yet to read it"
         )
 
-    def normalise(self, flow: str, record: Any) -> Canonical:
+    def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
         if flow == "orders":
             return normalise_order(record)
-        return super().normalise(flow, record)
+        return super().normalise(flow, record, settings)
 
 
 CONNECTOR = Connector(

@@ -77,7 +77,7 @@ class WooCommerceSource(Source):
             return record | {"variations": list(shop.variations(int(record["id"])))}
         return record
 
-    def normalise(self, flow: str, record: Any) -> Canonical:
+    def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
         if flow == "orders":
             return normalise_order(record)
         if flow == "customers":
@@ -85,10 +85,11 @@ class WooCommerceSource(Source):
         if flow == "products":
             variations = record.get("variations") if isinstance(record, dict) else None
             embedded = variations if variations and all(isinstance(v, dict) for v in variations) else None
-            return normalise_product(record, embedded)
+            prices_include_tax = bool((settings or {}).get("prices_include_tax"))
+            return normalise_product(record, embedded, prices_include_tax=prices_include_tax)
         if flow == "stock":
             return normalise_stock(record)
-        return super().normalise(flow, record)
+        return super().normalise(flow, record, settings)
 
 
 class WooCommerceTarget(Target):

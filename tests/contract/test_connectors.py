@@ -209,7 +209,7 @@ class CanonicalSource(Source):
     title = "Contract"
     resources: ClassVar[Mapping[str, str]] = {"order": "orders", "customer": "customers", "product": "products"}
 
-    def normalise(self, flow: str, record: Any) -> Canonical:
+    def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
         model = {"orders": Order, "customers": Customer, "products": Product}[flow]
         return model.model_validate(record)
 

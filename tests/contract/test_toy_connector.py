@@ -73,7 +73,7 @@ class ToySource(Source):
     title = "Toy"
     resources: ClassVar[Mapping[str, str]] = {"ticket": "orders"}
 
-    def normalise(self, flow: str, record: Any) -> Canonical:
+    def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
         return Order(
             source="toy",
             id=str(record["id"]),

@@ -57,7 +57,7 @@ class Work:
 
     def record(self, flow: str) -> Canonical:
         """The event's record in the canonical model."""
-        return self.source.normalise(flow, self.raw(flow))
+        return self.source.normalise(flow, self.raw(flow), self.integration.settings)
 
     def mapping(self, flow: str) -> CompiledMapping:
         """The integration's compiled mapping for flow → the target's kind (compiled once per process)."""
