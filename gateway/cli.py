@@ -167,6 +167,37 @@ def cmd_connect(args: argparse.Namespace) -> int:
     return 0
 
 
+def connectors_table() -> list[dict[str, object]]:
+    """Every registered connector: what it gives and takes, and how it is reached."""
+    rows: list[dict[str, object]] = []
+    for kind, found in sorted(registry.connectors().items()):
+        rows.append({
+            "kind": kind, "title": found.title, "gives": sorted(found.reads), "takes": sorted(found.writes),
+            "polled": sorted(found.source.streams) if found.source else [], "webhooks": found.handler is not None,
+            "oauth": found.oauth is not None, "sandbox": found.sandbox is not None,
+        })  # fmt: skip
+    return rows
+
+
+def cmd_connectors(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = connectors_table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table("kind", "system", "gives", "takes", "polled", "webhooks", "OAuth", "sandbox", box=None)
+    for row in rows:
+        flags = ["yes" if row[key] else "-" for key in ("webhooks", "oauth", "sandbox")]
+        lists = [", ".join(row[key]) or "-" for key in ("gives", "takes", "polled")]  # type: ignore[arg-type]
+        table.add_row(str(row["kind"]), str(row["title"]), *lists, *flags)
+    Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(table)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -229,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("system", help="the system id in the config")
     connect.add_argument("--system", dest="legacy_system", help=argparse.SUPPRESS)  # `connect exactonline --system X`
     connect.set_defaults(func=cmd_connect)
+
+    kinds = sub.add_parser("connectors", help="list the system kinds Koppel connects: what each gives and takes")
+    kinds.add_argument("--json", action="store_true", help="as JSON, for scripts")
+    kinds.set_defaults(func=cmd_connectors)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default and report")
     demo.add_argument("--orders", type=int, default=25, help="how many orders the shop takes (1-5000, default 25)")

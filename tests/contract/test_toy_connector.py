@@ -201,3 +201,13 @@ def test_an_unregistered_kind_is_refused_naming_the_known_ones():
     with pytest.raises(ConfigError) as info:
         parse_config({"systems": [{"id": "x", "kind": "toy"}]}, kinds=registry.kinds())
     assert "systems[0].kind: unknown kind 'toy'; known: businesscentral, exactonline" in str(info.value)
+
+
+def test_koppel_connectors_lists_a_connector_registered_at_run_time(toy, capsys):
+    from gateway.cli import main
+
+    assert main(["connectors", "--json"]) == 0
+    rows = {row["kind"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["toy"] == {"kind": "toy", "title": "Toy", "gives": ["orders"], "takes": ["customers", "orders"],
+                           "polled": [], "webhooks": True, "oauth": False, "sandbox": False}  # fmt: skip
+    assert rows["exactonline"]["oauth"] and rows["woocommerce"]["webhooks"]
