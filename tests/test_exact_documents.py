@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from connectors.exactonline.auth import OAuthApp
+from connectors.exactonline.connector import REFERENCE_TTL
 from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox, create_sandbox
 from gateway import keys
 from gateway.config import Config, parse_config
@@ -255,6 +256,7 @@ def test_without_a_setting_the_main_warehouse_is_taken(env: Env) -> None:
     assert env.run(order(8203))["outcome"] == "created"
     assert [i["Warehouse"] for n in ("8202", "8203") for i in env.booked("direct_invoice", n)] == [MAIN_WAREHOUSE] * 2
     assert env.calls("GET inventory/Warehouses") == 1  # the main one is cached
+    assert 0 < env.conn.ttl(keys.cache("exact", "warehouses")) <= REFERENCE_TTL  # for a day, not for ever
 
 
 @pytest.mark.parametrize("env", [document_env("direct_invoice", system={"warehouse": "9"})], indirect=True)

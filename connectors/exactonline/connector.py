@@ -329,7 +329,10 @@ class ExactTarget(Target):
                 f"systems.{self.system.id}: Exact has {len(rows)} warehouses and none is the main one; "
                 "set settings.warehouse to the code direct invoices deliver from"
             )
-        self.context.redis.hset(cache, "(main)", str(main["ID"]))
+        with self.context.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(cache, "(main)", str(main["ID"]))
+            pipe.expire(cache, REFERENCE_TTL)  # a day, like the codes: Exact's main warehouse can change
+            pipe.execute()
         return str(main["ID"])
 
     def reference_id(self, name: str, path: str, code: str) -> str | None:
