@@ -197,7 +197,9 @@ def test_each_document_type_is_booked_exactly_once(env: Env) -> None:
     if document == "sales_entry":
         assert [line["GLAccount"] for line in lines] == [env.gl_account("8000")] * len(NL_LINES)
         assert all("Item" not in line for line in lines)
-        assert sum(line["AmountFC"] for line in lines) == pytest.approx(booked["AmountFC"])
+        vat = sum(float(line["VATAmountFC"]) for line in lines)
+        assert sum(line["AmountFC"] for line in lines) + vat == pytest.approx(booked["AmountFC"])  # incl. VAT
+        assert vat > 0 and booked["VATAmountFC"] == pytest.approx(vat)
     else:
         assert [line["ItemCode"] for line in lines] == NL_LINES
         assert [line["Item"] for line in lines] == [env.items[code] for code in NL_LINES]

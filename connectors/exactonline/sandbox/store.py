@@ -145,7 +145,7 @@ SPECS: dict[str, Spec] = {
             "salesentry/SalesEntries",
             "EntryID",
             "EntryNumber Customer Journal YourRef Description EntryDate "
-            "DueDate Currency AmountFC AmountDC Status Type PaymentCondition SalesEntryLines",
+            "DueDate Currency AmountFC AmountDC VATAmountFC VATAmountDC Status Type PaymentCondition SalesEntryLines",
             "SalesEntry",
             required=("Customer", "Journal"),
             references={"Customer": "crm/Accounts"},
@@ -514,10 +514,17 @@ class Store:
         self._totals(record, lines)
 
     def _prepare_sales_entry(self, division: int, record: Record, lines: list[Record]) -> None:
+        kind = record.setdefault("Type", 20)
+        if kind not in (20, 21):
+            raise SandboxError(400, f"Invalid value for Type: {kind}")
         record["EntryNumber"] = self._next_number(division, "salesentry", 24_500_001)
         record.setdefault("EntryDate", self.now())
-        record.update(Status=20, Type=record.get("Type", 20))
+        record["Status"] = 20
         self._totals(record, lines)
+        # the header's AmountFC is the lines' amounts including their VAT (the lines' are without)
+        vat = round(sum(_number(line.get("VATAmountFC") or 0, "VATAmountFC") for line in lines), 2)
+        record["VATAmountFC"] = record["VATAmountDC"] = vat
+        record["AmountFC"] = record["AmountDC"] = round(record["AmountFC"] + vat, 2)
 
     def _reserve(self, division: int, item_id: str, quantity: float) -> None:
         for position in self.rows(division, "inventory/StockPositions"):
