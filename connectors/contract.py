@@ -317,8 +317,10 @@ class Target:
     def write_stock(self, current: StockRecord, fields: Mapping[str, Any]) -> None:
         raise self._unsupported("write stock")
 
-    def forget(self, flow: str, key: str) -> None:
-        """Drop what the target cached about `key` (a record deleted there since)."""
+    def forget(self, flow: str, key: str) -> bool:
+        """Drop what the target cached about `key` (a record deleted there since); True if anything was.
+        For orders `key` is the document type: the ids its `references` resolved."""
+        return False
 
 
 @dataclass(frozen=True)

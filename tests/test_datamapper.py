@@ -294,3 +294,39 @@ def test_payload_json_keeps_every_digit():
     )
     with pytest.raises(TypeError, match="float"):
         dumps({"a": 0.1})
+
+
+class _Lookup(dict):
+    """A context mapping resolved lazily by the worker (Exact's G/L accounts by code): `get` may raise."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "mappings",
+    [
+        {},  # the default: every line's GLAccount
+        {"SalesEntryLines": {"products": {"GLAccount": "($code := '8000'; $id('gl_accounts', $code))"}}},  # engine
+        {"Description": "$id('gl_accounts', '8000')"},  # a header field
+        {"SalesEntryLines": {"products": {"_each": "$id('gl_accounts', '8000') ? lines : lines"}}},  # the `_each`
+    ],
+    ids=["lines", "engine", "header", "each"],
+)
+def test_errors_of_a_lazy_context_lookup_leave_the_mapper_as_they_are(mappings):
+    from gateway.errors import PermanentError, Unavailable
+
+    order = normalise_order(fixture("woocommerce/order_person_de.json"))
+    tables = {**TABLES, "revenue_accounts": {"default": "8000"}}
+    setup = integration(
+        settings={"document_type": "sales_entry"}, tables=tables, mappings={"orders": {"exactonline": mappings}}
+    )
+    mapping = build_mapping(setup, "orders", "exactonline")
+    for error in (PermanentError("G/L account '8000' does not exist in Exact Online"), Unavailable("503")):
+        with pytest.raises(type(error)) as info:
+            mapping.apply(order, {"account": "a", "gl_accounts": _Lookup(error)})
+        assert info.value is error  # not a MappingError "failed (PermanentError)": the worker sees the lookup's own

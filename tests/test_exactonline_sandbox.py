@@ -16,7 +16,7 @@ from connectors.exactonline.auth import (
     refresh_tokens,
     sign_state,
 )
-from connectors.exactonline.endpoints import Items
+from connectors.exactonline.endpoints import Endpoint, Items
 from connectors.exactonline.errors import (
     ExactAuthError,
     ExactNotFound,
@@ -30,6 +30,14 @@ from connectors.exactonline.sync import SyncDeleted, SyncItems, SyncReader, Sync
 from tests.exactonline_support import REDIRECT, SECRET, SYSTEM, Env, ScaledClock, start
 
 pytestmark = pytest.mark.integration
+
+
+class Warehouses(Endpoint):
+    path = "inventory/Warehouses"
+
+
+class GLAccounts(Endpoint):
+    path = "financial/GLAccounts"
 
 
 @pytest.fixture
@@ -258,7 +266,8 @@ def test_order_flow_calls_against_the_sandbox(connected):
             "Customer": account["ID"],
             "Journal": "70",
             "YourRef": "WC-1003",
-            "SalesEntryLines": [{"GLAccount": items["KOP-1"], "AmountFC": Decimal("24.72")}],
+            "SalesEntryLines": [{"GLAccount": client.first(GLAccounts, filter="Code eq '8000'")["ID"],
+                                 "AmountFC": Decimal("24.72")}],
         }
     )
     assert client.find_sales_entry_by_your_ref("WC-1003")["EntryID"] == entry["EntryID"]
@@ -282,9 +291,19 @@ def test_exact_shaped_errors_from_the_sandbox(connected):
     with pytest.raises(ExactRequestError, match="property 'Nope'"):
         client.query(Items, select=["ID", "Nope"])
     item = env.control("seed/items", {"skus": ["W-1"]})["items"]["W-1"]
+    main = client.first(Warehouses, filter="Main eq 1")["ID"]
     with pytest.raises(ExactRequestError, match="Warehouse can only be set for a direct sales invoice"):
         client.create_sales_invoice(
-            {"OrderedBy": account["ID"], "Journal": "70", "Warehouse": item, "SalesInvoiceLines": [{"Item": item}]}
+            {"OrderedBy": account["ID"], "Journal": "70", "Warehouse": main, "SalesInvoiceLines": [{"Item": item}]}
+        )
+    with pytest.raises(ExactRequestError, match=r"Invalid reference: Warehouse \(Warehouse not found\)"):
+        client.create_sales_invoice(
+            {"OrderedBy": account["ID"], "Journal": "70", "Warehouse": item, "SalesInvoiceLines": [{"Item": item}]},
+            direct=True,
+        )
+    with pytest.raises(ExactRequestError, match=r"Invalid reference: GLAccount \(GLAccount not found\)"):
+        client.create_sales_entry(
+            {"Customer": account["ID"], "Journal": "70", "SalesEntryLines": [{"GLAccount": item, "AmountFC": 1}]}
         )
 
 
@@ -353,3 +372,41 @@ def test_control_routes(connected):
     assert env.control("state")["entities"]["1234567"]["logistics/Items"] == []
     assert env.control("calls")["total"] == 0
     assert env.client().list_vat_codes()  # tokens survive a data reset
+
+
+def test_warehouses_and_gl_accounts_as_exact_has_them(connected):
+    env = connected
+    client = env.client()
+    [main] = client.query(Warehouses)
+    assert (main["Code"], main["Main"], main["Description"]) == ("1", 1, "Hoofdmagazijn")
+    assert client.first(Warehouses, filter="Code eq '1'", select=("ID", "Code", "Main")) == {
+        "__metadata": main["__metadata"], "ID": main["ID"], "Code": "1", "Main": 1,
+    }  # fmt: skip
+    revenue = client.query(GLAccounts, filter="Type eq 110", select=("Code", "Type", "BalanceType", "BalanceSide"))
+    assert sorted((a["Code"], a["Type"], a["BalanceType"], a["BalanceSide"]) for a in revenue) == [
+        (code, 110, "W", "C") for code in ("8000", "8010", "8020")
+    ]
+    assert len(client.query(GLAccounts, top=2)) == 2
+    assert client.first(GLAccounts, filter="Code eq '9999'") is None
+    with pytest.raises(ExactRequestError, match="property 'Nope'"):
+        client.query(GLAccounts, filter="Nope eq 1")
+
+    # seeded through the control route; a new main warehouse demotes the old one (exactly one is main)
+    shop = {"Code": "2", "Description": "Winkel", "Main": True}
+    [second] = env.control("seed", {"entity": "inventory/Warehouses", "records": [shop]})["ids"]
+    mains = client.query(Warehouses, filter="Main eq 1", select=("ID", "Code"))
+    assert [(w["ID"], w["Code"]) for w in mains] == [(second, "2")]
+    germany = {"Code": "8100", "Description": "Omzet DE", "Type": 110}
+    [gl] = env.control("seed", {"entity": "financial/GLAccounts", "records": [germany]})["ids"]
+    assert client.first(GLAccounts, filter="Code eq '8100'")["ID"] == gl
+    for entity, code in (("inventory/Warehouses", "2"), ("financial/GLAccounts", "8000")):
+        answer = env.http.post(f"{env.live.url}/sandbox/seed", json={"entity": entity, "records": [{"Code": code}]})
+        assert answer.status_code == 400 and "code already exists" in answer.text
+    answer = env.http.post(f"{env.live.url}/sandbox/update",
+                           json={"entity": "inventory/Warehouses", "id": second, "fields": {"Main": 0}})  # fmt: skip
+    assert answer.status_code == 400 and "one main warehouse" in answer.text
+    with pytest.raises(ExactRequestError, match="main warehouse cannot be deleted"):
+        client.delete(Warehouses, second)
+    client.delete(Warehouses, main["ID"])  # no longer the main one
+    env.control("reset")
+    assert [w["Code"] for w in env.control("state")["entities"]["1234567"]["inventory/Warehouses"]] == ["1"]

@@ -6,7 +6,10 @@
 `apply` turns the canonical record into the mapping input (`transforms.inputs.mapping_input`),
 evaluates every field, converts each value to its field's `_type`, leaves out fields whose value is
 undefined, and returns the payload. Every failing field is collected; if any failed, one
-`MappingError` lists them all, naming the record, the field, the expression and the reason.
+`MappingError` lists them all, naming the record, the field, the expression and the reason. An error
+of the worker's context raised while a field is evaluated (`transforms.errors.PASSED_THROUGH`: a lazily
+resolved id whose system is unavailable, or whose code it does not know) is not a field's problem: it
+stops `apply` as it is.
 
 The payload holds `Decimal` for decimal fields and never a float: a float produced by JSONata
 arithmetic is converted through its shortest repr. `gateway.payload.dumps` writes it as JSON
@@ -25,7 +28,7 @@ from pydantic import BaseModel
 
 from gateway.model import record_label, to_decimal
 from gateway.payload import decimal_text
-from transforms.errors import FieldProblem, FunctionError, MappingError, MappingSpecError
+from transforms.errors import PASSED_THROUGH, FieldProblem, FunctionError, MappingError, MappingSpecError
 from transforms.expressions import SLOW, Expression, ExpressionError, field_code
 from transforms.functions import FUNCTIONS, RUN, Run
 from transforms.inputs import mapping_input
@@ -170,6 +173,8 @@ def _evaluate(
 ) -> Any:
     try:
         return expr.evaluate_items(data, variables) if items else expr.evaluate(data, variables)
+    except PASSED_THROUGH:
+        raise
     except (ExpressionError, FunctionError) as exc:
         problems.append(FieldProblem(path, expr.source, str(exc)))
     except Exception as exc:  # a transform function failing unexpectedly is still this field's problem
@@ -203,6 +208,7 @@ def _generate(group: _Group) -> Callable[[Any, Mapping[str, Any], Any, list[Fiel
     namespace: dict[str, Any] = {
         "ExpressionError": ExpressionError,
         "FunctionError": FunctionError,
+        "PASSED_THROUGH": PASSED_THROUGH,
         "FieldProblem": FieldProblem,
         "join": _join,
         "child": _apply_child,
@@ -241,6 +247,8 @@ def _generate(group: _Group) -> Callable[[Any, Mapping[str, Any], Any, list[Fiel
             lines.append(f"        if type(value) is not str: value = c{position}(value)")
         else:
             lines.append(f"        value = c{position}(value)")
+        lines.append("    except PASSED_THROUGH:")
+        lines.append("        raise")
         lines.append("    except (ExpressionError, FunctionError, ValueError) as exc:")
         lines.append(f"        {problem}str(exc)))")
         lines.append("    except Exception as exc:  # a transform function failing unexpectedly")
@@ -313,6 +321,8 @@ def _apply_list(
     assert each is not None
     try:
         items = each.items(data, variables)
+    except PASSED_THROUGH:
+        raise
     except (ExpressionError, FunctionError) as exc:
         problems.append(FieldProblem(f"{where}._each", each.source, str(exc)))
         return False

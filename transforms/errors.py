@@ -10,15 +10,24 @@
 
 `FunctionError` is raised by Koppel's transform functions inside an expression; the mapper turns it
 into a `FieldProblem` whose reason is the function's own sentence.
+
+`PASSED_THROUGH` errors (gateway.errors' `TransientError` and `PermanentError`) raised inside an
+expression come from the worker's context, not from the mapping: an id resolved only when the mapping
+asks for it (Exact's G/L accounts by code, `$id('gl_accounts', code)`) can find the system unavailable
+or the code unknown. They leave the mapper as they are, so a transient one is retried by the job and a
+permanent one keeps its own message ("G/L account '8999' does not exist in Exact Online").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.errors import KoppelError, PermanentError
+from gateway.errors import KoppelError, PermanentError, TransientError
 
-__all__ = ["FieldProblem", "FunctionError", "MappingError", "MappingSpecError"]
+__all__ = ["PASSED_THROUGH", "FieldProblem", "FunctionError", "MappingError", "MappingSpecError"]
+
+PASSED_THROUGH: tuple[type[KoppelError], ...] = (TransientError, PermanentError)
+"""Errors of the worker's context raised inside an expression: re-raised as they are, not a field's problem."""
 
 
 @dataclass(frozen=True)

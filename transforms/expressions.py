@@ -24,7 +24,7 @@ from jsonata.jexception import JException
 from jsonata.parser import Parser
 from jsonata.utils import Utils
 
-from transforms.errors import FunctionError
+from transforms.errors import PASSED_THROUGH, FunctionError
 from transforms.functions import (
     RUN,
     _text,
@@ -243,6 +243,8 @@ class Expression:
         try:
             return Utils.convert_nulls(self._engine.evaluate(data, bindings))
         except FunctionError:
+            raise
+        except PASSED_THROUGH:
             raise
         except JException as exc:
             raise ExpressionError(_engine_message(exc)) from None

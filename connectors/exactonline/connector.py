@@ -331,8 +331,18 @@ class ExactTarget(Target):
                 f"systems.{self.system.id}: Exact has {len(rows)} warehouses and none is the main one; "
                 "set settings.warehouse to the code direct invoices deliver from"
             )
-        self.context.redis.hset(cache, "(main)", str(main["ID"]))
+        with self.context.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(cache, "(main)", str(main["ID"]))
+            pipe.expire(cache, REFERENCE_TTL)  # a day, like the codes: Exact's main warehouse can change
+            pipe.execute()
         return str(main["ID"])
+
+    def forget(self, flow: str, key: str) -> bool:
+        """For orders: the warehouse and G/L account ids a document type resolved (deleted in Exact since)."""
+        if flow != "orders":
+            return False
+        names = {"direct_invoice": ["warehouses"], "sales_entry": ["gl_accounts"]}.get(key, [])
+        return bool(names) and bool(self.context.redis.delete(*(keys.cache(self.system.id, n) for n in names)))
 
     def reference_id(self, name: str, path: str, code: str) -> str | None:
         """The GUID of the `path` record with this `Code`, cached a day per system."""

@@ -190,9 +190,10 @@ class WooCommerceTarget(Target):
     def write_stock(self, current: StockRecord, fields: Mapping[str, Any]) -> None:
         self.update_product(current.target_id, fields)
 
-    def forget(self, flow: str, key: str) -> None:
+    def forget(self, flow: str, key: str) -> bool:
         if flow == "stock":
-            self.context.redis.hdel(self._id_cache(), key.casefold())
+            return bool(self.context.redis.hdel(self._id_cache(), key.casefold()))
+        return False
 
 
 def _stock_id(stock: Stock) -> str:

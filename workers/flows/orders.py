@@ -101,11 +101,12 @@ def resolve_items(work: Work, codes: list[str], *, label: str, cached: Any = cus
     return ids
 
 
-def _forget(work: Work, order: Order, codes: list[str]) -> bool:
-    """Drop the cached customer and item ids this order used; True if anything was cached."""
+def _forget(work: Work, order: Order, document: str, codes: list[str]) -> bool:
+    """Drop the cached ids this order used (customer, items, the document's references); True if any were."""
     customer_dropped = customers.forget(work, order.customer)
     items_dropped = bool(work.connection.hdel(item_cache(work), *codes)) if codes else False
-    return customer_dropped or items_dropped
+    references_dropped = work.target.forget("orders", document)
+    return customer_dropped or items_dropped or references_dropped
 
 
 def book(work: Work, order: Order) -> FlowResult:
@@ -155,7 +156,7 @@ def book(work: Work, order: Order) -> FlowResult:
         except Rejected:
             # A cached id the target no longer knows (a customer or item deleted or merged there):
             # forget the cached ids this order used and resolve them again, once.
-            if attempt == 2 or not _forget(work, order, codes):
+            if attempt == 2 or not _forget(work, order, document, codes):
                 raise
             log.info("order %s: %s rejected cached ids; looking them up again", order.number, target.kind)
     ledger.record(order.number, target_id)

@@ -10,9 +10,11 @@ What it reproduces (see PLATFORMS.md §4):
   refreshing while the access token has more than `refresh_window` s left answers 401 "Access token
   not expired". Token lifetime is configurable so tests can expire tokens quickly.
 * `/api/v1/{division}/…` with bearer auth (401 when missing, unknown or expired), the entities in
-  store.py with GUID keys `(guid'…')`, OData envelopes, `$filter` (query.py subset;
-  anything else is a 400), `$select`, `$top`, `$expand` of order/invoice lines, `__next` paging by 60
-  (standard) and 1 000 (sync) with `$skiptoken`, `/Date(ms)/` dates, `current/Me`.
+  store.py (accounts, contacts, items, sales orders, sales invoices — direct ones from a warehouse —,
+  sales entries, `inventory/Warehouses`, `financial/GLAccounts`, VAT codes, payment conditions) with
+  GUID keys `(guid'…')`, OData envelopes, `$filter` (query.py subset; anything else is a 400),
+  `$select`, `$top`, `$expand` of order/invoice lines, `__next` paging by 60 (standard) and 1 000 (sync)
+  with `$skiptoken`, `/Date(ms)/` dates, `current/Me`.
 * Sync API: `sync/CRM/Accounts`, `sync/Logistics/Items`, `sync/SalesOrder/SalesOrderHeaders`,
   `…/SalesOrderLines`, `sync/Inventory/StockPositions`, `sync/Deleted`, by `Timestamp gt {n}L`.
 * Rate limits per division, fixed windows on the clock: minutely and daily counts, all six
@@ -22,8 +24,10 @@ What it reproduces (see PLATFORMS.md §4):
 
 Sandbox-only control routes (no auth; bind to localhost): `GET /sandbox/state` (its `oauth` part
 counts refreshes and refused token requests by error, e.g. `{"invalid_grant": 1}`), `POST
-/sandbox/reset`, `POST /sandbox/seed/items {"skus": [...]}`, `POST /sandbox/seed {"entity", "records"}`,
-`POST /sandbox/update {"entity", "id", "fields"}` (a change a person makes in Exact, e.g. an order delivered),
+/sandbox/reset`, `POST /sandbox/seed/items {"skus": [...]}`, `POST /sandbox/seed {"entity", "records"}`
+(e.g. `{"entity": "financial/GLAccounts", "records": [{"Code": "8100", "Description": "Omzet DE", "Type": 110}]}`,
+or a warehouse, `"Main": 1` to make it the main one), `POST /sandbox/update {"entity", "id", "fields"}` (a
+change a person makes in Exact, e.g. an order delivered),
 `POST /sandbox/ratelimit {"per_minute", "per_day", "enabled"}`, `GET /sandbox/calls`, `POST
 /sandbox/expire-tokens`, `POST /sandbox/fail {"status": 503, "times": 1, "retry_after": 2}` (the next API
 requests fail so; `retry_after` adds a `Retry-After` header), and the kit's `GET /sandbox/faults` and

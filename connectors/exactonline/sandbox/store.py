@@ -5,9 +5,15 @@ int64 `Timestamp` counter (a row version, as in Exact's Sync API); a change to a
 bumps its header. Deletions are kept for `sync/Deleted` with Exact's EntityType numbers.
 
 Validation follows what the connector relies on: unknown properties, missing required fields and
-references to GUIDs that do not exist answer 400; Account codes are stored right-aligned in 18
-characters; Item codes are unique; direct invoices (Type 8023/8024) need a Warehouse, normal ones
-must not have one. Creating a sales order reserves stock (FreeStock down, PlanningOut up).
+references to GUIDs that do not exist answer 400 (an invoice's Warehouse, a sales entry line's
+GLAccount, an order line's Item); Account codes are stored right-aligned in 18 characters; Item,
+Warehouse and G/L account codes are unique; direct invoices (Type 8023/8024) need a Warehouse, normal
+ones must not have one. Creating a sales order reserves stock (FreeStock down, PlanningOut up).
+
+Every division starts with VAT codes 0/1/2, payment conditions 00/14/30, one main warehouse (code
+"1"; `Main` is Edm.Byte, exactly one warehouse has 1) and the revenue G/L accounts 8000, 8010 and
+8020 (`Type` 110). Entity and field names follow Exact's REST reference (InventoryWarehouses,
+FinancialGLAccounts) as the picqer/exact-php-client models quote it.
 """
 
 from __future__ import annotations
@@ -95,7 +101,7 @@ SPECS: dict[str, Spec] = {
             "PaymentCondition ShippingMethod Remarks WarehouseID SalesOrderLines",
             "SalesOrder",
             required=("OrderedBy",),
-            references={"OrderedBy": "crm/Accounts"},
+            references={"OrderedBy": "crm/Accounts", "WarehouseID": "inventory/Warehouses"},
             lines="SalesOrderLines",
             line_path="salesorder/SalesOrderLines",
             deleted_type=32,
@@ -120,7 +126,7 @@ SPECS: dict[str, Spec] = {
             "Warehouse Remarks SalesInvoiceLines",
             "SalesInvoice",
             required=("OrderedBy", "Journal"),
-            references={"OrderedBy": "crm/Accounts"},
+            references={"OrderedBy": "crm/Accounts", "Warehouse": "inventory/Warehouses"},
             lines="SalesInvoiceLines",
             line_path="salesinvoice/SalesInvoiceLines",
             deleted_type=13,
@@ -139,7 +145,7 @@ SPECS: dict[str, Spec] = {
             "salesentry/SalesEntries",
             "EntryID",
             "EntryNumber Customer Journal YourRef Description EntryDate "
-            "DueDate Currency AmountFC AmountDC Status Type PaymentCondition SalesEntryLines",
+            "DueDate Currency AmountFC AmountDC VATAmountFC VATAmountDC Status Type PaymentCondition SalesEntryLines",
             "SalesEntry",
             required=("Customer", "Journal"),
             references={"Customer": "crm/Accounts"},
@@ -152,8 +158,25 @@ SPECS: dict[str, Spec] = {
             "EntryID LineNumber GLAccount AmountFC AmountDC VATCode VATAmountFC Description",
             "SalesEntryLine",
             required=("GLAccount", "AmountFC"),
+            references={"GLAccount": "financial/GLAccounts"},
             parent_key="EntryID",
             writable=False,
+        ),
+        _spec(
+            "inventory/Warehouses",
+            "ID",
+            "Code Description Main EMail ManagerUser UseStorageLocations DefaultStorageLocation "
+            "DefaultStorageLocationCode DefaultStorageLocationDescription",
+            "Warehouse",
+            required=("Code",),
+        ),
+        _spec(
+            "financial/GLAccounts",
+            "ID",
+            "Code Description SearchCode Type TypeDescription BalanceSide BalanceType IsBlocked VATCode "
+            "VATDescription Costcenter Costunit",
+            "GLAccount",
+            required=("Code",),
         ),
         _spec("vat/VATCodes", "ID", "Code Description Percentage", "VATCode", writable=False),
         _spec("cashflow/PaymentConditions", "ID", "Code Description PaymentDays", "PaymentCondition", writable=False),
@@ -178,7 +201,21 @@ SYNC_VIEWS: dict[str, str] = {
 }
 DELETED_FIELDS = frozenset({"Timestamp", "ID", "EntityKey", "EntityType", "DeletedBy", "DeletedDate", "Division"})
 _WAREHOUSE = "5b1f1f80-6d5e-4c39-9a8e-000000000001"
+"""The main warehouse every division starts with (code "1"); stock positions are kept there."""
 _DIRECT_TYPES = {8023, 8024}
+_GL_TYPES = {
+    10: "Cash", 12: "Bank", 20: "Accounts receivable", 22: "Accounts payable", 24: "VAT", 40: "Inventory",
+    90: "General", 110: "Revenue", 111: "Cost of goods", 120: "Other costs", 140: "Exceptional income",
+    160: "Interest income",
+}  # fmt: skip
+"""Some of Exact's G/L account `Type`s (Edm.Int32) with their `TypeDescription`."""
+_PROFIT_AND_LOSS = 110
+"""G/L types from 110 (Revenue) on are profit & loss accounts (BalanceType W); lower ones balance sheet (B)."""
+_CREDIT_TYPES = {22, 24, 110, 140, 160}
+_CODED = {"inventory/Warehouses": "Warehouse", "financial/GLAccounts": "G/L account"}
+"""Entities whose `Code` is unique; the name their error messages use."""
+REVENUE_ACCOUNTS = (("8000", "Omzet binnenland"), ("8010", "Omzet EU"), ("8020", "Omzet buiten EU"))
+"""The revenue G/L accounts (Type 110) every division starts with."""
 
 
 def sync_fields(view: str) -> frozenset[str]:
@@ -270,6 +307,11 @@ class Store:
         return record
 
     def _seed_reference_data(self, division: int) -> None:
+        main = {"ID": _WAREHOUSE, "Code": "1", "Description": "Hoofdmagazijn", "Main": 1}
+        self._insert(division, "inventory/Warehouses", self._warehouse_defaults(main))
+        for code, text in REVENUE_ACCOUNTS:
+            account = {"Code": code, "Description": text, "Type": 110}
+            self._insert(division, "financial/GLAccounts", self._gl_account_defaults(account))
         for code, text, pct in (("0", "0% geen btw", 0.0), ("1", "BTW laag 9%", 0.09), ("2", "BTW hoog 21%", 0.21)):
             self._insert(division, "vat/VATCodes", {"Code": code, "Description": text, "Percentage": pct})
         for code, text, days in (("00", "Direct", 0), ("14", "14 dagen", 14), ("30", "30 dagen", 30)):
@@ -345,6 +387,8 @@ class Store:
             "salesorder/SalesOrders": self._prepare_sales_order,
             "salesinvoice/SalesInvoices": self._prepare_sales_invoice,
             "salesentry/SalesEntries": self._prepare_sales_entry,
+            "inventory/Warehouses": self._prepare_warehouse,
+            "financial/GLAccounts": self._prepare_gl_account,
         }.get(path)
         if prepare is not None:
             prepare(division, record, prepared_lines)
@@ -401,6 +445,49 @@ class Store:
         record.setdefault("IsSalesItem", True)
         record.setdefault("IsStockItem", True)
 
+    def _unique_code(self, division: int, path: str, record: Record, key: str | None = None) -> None:
+        """`record["Code"]` stripped, and unique (case-insensitively) among the other records of `path`."""
+        code = str(record["Code"]).strip()
+        record["Code"] = code
+        for other in self.rows(division, path):
+            if other["ID"] != key and str(other.get("Code", "")).casefold() == code.casefold():
+                raise SandboxError(400, f"{_CODED[path]} code already exists: {code}")
+
+    @staticmethod
+    def _warehouse_defaults(record: Record) -> Record:
+        """`Main` and `UseStorageLocations` are Edm.Byte in Exact: 0 or 1."""
+        record["Main"] = 1 if record.get("Main") else 0
+        record["UseStorageLocations"] = 1 if record.get("UseStorageLocations") else 0
+        return record
+
+    def _make_main(self, division: int, record: Record) -> None:
+        """Exact has exactly one main warehouse per division: a new main one demotes the old."""
+        for other in self.rows(division, "inventory/Warehouses"):
+            if other is not record and other.get("Main"):
+                other["Main"] = 0
+                self._touch(division, other)
+
+    def _prepare_warehouse(self, division: int, record: Record, lines: list[Record]) -> None:
+        self._unique_code(division, "inventory/Warehouses", record)
+        self._warehouse_defaults(record)
+        if record["Main"]:
+            self._make_main(division, record)
+
+    @staticmethod
+    def _gl_account_defaults(record: Record) -> Record:
+        kind = record.setdefault("Type", 90)
+        if isinstance(kind, bool) or not isinstance(kind, int) or kind < 0:
+            raise SandboxError(400, f"Invalid value for Type: {kind}")
+        record["TypeDescription"] = _GL_TYPES.get(kind)
+        record.setdefault("BalanceType", "W" if kind >= _PROFIT_AND_LOSS else "B")
+        record.setdefault("BalanceSide", "C" if kind in _CREDIT_TYPES else "D")
+        record.setdefault("IsBlocked", False)
+        return record
+
+    def _prepare_gl_account(self, division: int, record: Record, lines: list[Record]) -> None:
+        self._unique_code(division, "financial/GLAccounts", record)
+        self._gl_account_defaults(record)
+
     def _prepare_sales_order(self, division: int, record: Record, lines: list[Record]) -> None:
         record["OrderNumber"] = self._next_number(division, "salesorder", 1)
         record.setdefault("OrderDate", self.now())
@@ -427,10 +514,17 @@ class Store:
         self._totals(record, lines)
 
     def _prepare_sales_entry(self, division: int, record: Record, lines: list[Record]) -> None:
+        kind = record.setdefault("Type", 20)
+        if kind not in (20, 21):
+            raise SandboxError(400, f"Invalid value for Type: {kind}")
         record["EntryNumber"] = self._next_number(division, "salesentry", 24_500_001)
         record.setdefault("EntryDate", self.now())
-        record.update(Status=20, Type=record.get("Type", 20))
+        record["Status"] = 20
         self._totals(record, lines)
+        # the header's AmountFC is the lines' amounts including their VAT (the lines' are without)
+        vat = round(sum(_number(line.get("VATAmountFC") or 0, "VATAmountFC") for line in lines), 2)
+        record["VATAmountFC"] = record["VATAmountDC"] = vat
+        record["AmountFC"] = record["AmountDC"] = round(record["AmountFC"] + vat, 2)
 
     def _reserve(self, division: int, item_id: str, quantity: float) -> None:
         for position in self.rows(division, "inventory/StockPositions"):
@@ -454,6 +548,17 @@ class Store:
         self._check_references(division, spec, changes)
         if path == "crm/Accounts" and "Code" in changes:
             changes["Code"] = str(changes["Code"]).strip().rjust(18)
+        if path in _CODED and "Code" in changes:
+            self._unique_code(division, path, changes, record["ID"])
+        if path == "financial/GLAccounts" and "Type" in changes:
+            self._gl_account_defaults({**record, **changes})  # validates the type
+            changes["TypeDescription"] = _GL_TYPES.get(changes["Type"])
+        if path == "inventory/Warehouses" and "Main" in changes:
+            if record.get("Main") and not changes["Main"]:
+                raise SandboxError(400, "There must be one main warehouse: make another warehouse the main one")
+            changes["Main"] = 1 if changes["Main"] else 0
+            if changes["Main"]:
+                self._make_main(division, record)
         record.update(changes)
         self._check_required(spec, record)
         self._touch(division, record)
@@ -463,6 +568,8 @@ class Store:
         if not spec.writable or not spec.exposed:
             raise SandboxError(405, f"{path} does not support DELETE")
         record = self.get(division, path, key)
+        if path == "inventory/Warehouses" and record.get("Main"):
+            raise SandboxError(400, "The main warehouse cannot be deleted: make another warehouse the main one first")
         if spec.line_path is not None:
             for line in self.lines_of(division, spec, record[spec.key]):
                 self._remove(division, spec.line_path, line[SPECS[spec.line_path].key])
