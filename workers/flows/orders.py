@@ -74,7 +74,7 @@ def item_codes(work: Work, order: Order) -> list[str]:
     return list(dict.fromkeys(str(code) for code in codes))
 
 
-def resolve_items(work: Work, codes: list[str], *, label: str, cached: Any = customers.UNREAD) -> dict[str, str]:
+def resolve_items(work: Work, codes: list[str], *, cached: Any = customers.UNREAD) -> dict[str, str]:
     """SKU → item id for every code; PermanentError naming the SKUs the target does not know.
     `cached`: the item cache's values for `codes` when read ahead."""
     if not codes:
@@ -146,7 +146,7 @@ def book(work: Work, order: Order) -> FlowResult:
             work, order.customer, label=label, cached=cached_customer if first else customers.UNREAD
         )
         item_ids = resolve_items(
-            work, codes, label=label, cached=(cached_items[0] if codes else []) if first else customers.UNREAD
+            work, codes, cached=(cached_items[0] if codes else []) if first else customers.UNREAD
         )
         context = {"account": customer_id, "items": item_ids, **target.references(document)}
         payload = work.mapping("orders").apply(order, context, label=label)
