@@ -49,11 +49,10 @@ def test_exact_dates_are_read_one_way_whether_raw_or_parsed_by_the_client_and_qu
     import json
     from datetime import UTC, datetime
 
-    from connectors.exactonline.connector import _plain
-    from connectors.exactonline.odata import unwrap
+    from connectors.exactonline.odata import iso_dates, unwrap
 
     raw = fixture("exactonline/sales_order.json")
-    queued = json.loads(json.dumps(_plain(unwrap(raw))))
+    queued = json.loads(json.dumps(iso_dates(unwrap(raw))))
     from_webhook, from_poll = normalise_sales_order(raw), normalise_sales_order(queued)
     assert from_webhook.order_date == from_poll.order_date == date(2026, 3, 14)
     assert from_webhook.created_at == from_poll.created_at == datetime(2026, 3, 14, 8, 22, 11, tzinfo=UTC)

@@ -22,7 +22,6 @@ client parses them on every response; `normalise` reads records only in that one
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import date, datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -39,7 +38,7 @@ from connectors.exactonline.normalise import (
     normalise_sales_order,
     normalise_stock_position,
 )
-from connectors.exactonline.odata import eq, pad_code
+from connectors.exactonline.odata import eq, iso_dates, pad_code
 from connectors.exactonline.ratelimit import Limits
 from connectors.exactonline.sync import (
     SyncAccounts,
@@ -140,15 +139,6 @@ class ExactCodeFlow(CodeFlow):
         auth.store_authorization(http, oauth_app(system), context.redis, system.id, code)
 
 
-def _plain(value: Any) -> Any:
-    """A record as JSON would carry it: datetimes as ISO text with their Amsterdam offset."""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 _READS: dict[str, tuple[str, type[Endpoint], tuple[str, ...]]] = {
@@ -195,7 +185,7 @@ class ExactSource(Source):
             record = self.client().get(endpoint, envelope.resource_id, select=select)
         except ExactNotFound as exc:
             raise Gone(f"Exact Online {envelope.resource} {envelope.resource_id} no longer exists") from exc
-        return _plain(record)
+        return iso_dates(record)
 
     def version(self, flow: str, record: Any) -> str | None:
         if not isinstance(record, dict) or not record.get("Modified"):
@@ -228,7 +218,7 @@ class ExactSource(Source):
                 record_id = record.get("ID") or record.get("OrderID")
                 resource_id = str(record_id) if record_id is not None else None
                 key = f"sync:{division}:{stream}:{resource_id or '-'}:{record['Timestamp']}"
-                changes.append(Change(stream, resource_id, key, _plain(record)))
+                changes.append(Change(stream, resource_id, key, iso_dates(record)))
             yield changes, str(page_cursor)
 
 

@@ -19,11 +19,10 @@ Exact Online quirks handled here:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from connectors.exactonline.odata import parse_dates
+from connectors.exactonline.odata import iso_dates, parse_dates
 from gateway.model import (
     Address,
     Customer,
@@ -51,18 +50,9 @@ def _unwrap(payload: Mapping[str, Any]) -> Mapping[str, Any]:
     record = inner if isinstance(inner, Mapping) else payload
     if not isinstance(record, Mapping):
         return record  # not a record: the Reader says so
-    return _iso(parse_dates(dict(record)))  # type: ignore[no-any-return]
+    return iso_dates(parse_dates(dict(record)))  # type: ignore[no-any-return]
 
 
-def _iso(value: Any) -> Any:
-    """Datetimes (as `parse_dates` and the client give them) as ISO text with their offset."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _iso(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_iso(v) for v in value]
-    return value
 
 
 def normalise_sales_order(

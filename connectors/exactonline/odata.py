@@ -155,6 +155,18 @@ def parse_dates(value: Any, tz: tzinfo = EXACT_TZ) -> Any:
     return value
 
 
+def iso_dates(value: Any) -> Any:
+    """`value` as JSON carries it: datetimes (as `parse_dates` and the client give them) as ISO text
+    with their offset, recursively. A record read either way is normalised from this one shape."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: iso_dates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [iso_dates(v) for v in value]
+    return value
+
+
 # -- request bodies and errors --------------------------------------------------------------------
 
 
