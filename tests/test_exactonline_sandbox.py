@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
 from connectors.exactonline.auth import (
     TokenStore,
@@ -27,6 +36,12 @@ from connectors.exactonline.errors import (
 from connectors.exactonline.odata import pad_code
 from connectors.exactonline.ratelimit import Limits
 from connectors.exactonline.sync import SyncDeleted, SyncItems, SyncReader, SyncSalesOrderHeaders
+from gateway.config import Endpoint as WebhookEndpoint
+from gateway.errors import SignatureRejected
+from handlers.base import Incoming
+from handlers.exactonline import handle as handle_exact
+from handlers.exactonline import top_level_members
+from tests.conftest import serve
 from tests.exactonline_support import REDIRECT, SECRET, SYSTEM, Env, ScaledClock, start
 
 pytestmark = pytest.mark.integration
@@ -410,3 +425,291 @@ def test_warehouses_and_gl_accounts_as_exact_has_them(connected):
     client.delete(Warehouses, main["ID"])  # no longer the main one
     env.control("reset")
     assert [w["Code"] for w in env.control("state")["entities"]["1234567"]["inventory/Warehouses"]] == ["1"]
+
+
+# -- webhooks ----------------------------------------------------------------------------------------------
+
+DIVISION = 1234567
+HOOK_SECRET = "whs-exact"
+
+
+@dataclass
+class Receiver:
+    """A callback URL: what it was sent, and the statuses it answers with (200 once they run out)."""
+
+    url: str
+    answers: list[int] = field(default_factory=list)
+    received: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [body for body, _ in self.received]
+
+    def notifications(self) -> list[dict]:
+        return [json.loads(body)["Content"] for body in self.bodies if body]
+
+
+@contextmanager
+def receiver(answers: list[int] | None = None) -> Iterator[Receiver]:
+    lock = threading.Lock()
+    box = Receiver("", list(answers or []))
+
+    async def hook(request: Request) -> Response:
+        body = await request.body()
+        with lock:
+            box.received.append((body, {k.lower(): v for k, v in request.headers.items()}))
+            status = box.answers.pop(0) if box.answers else 200
+        return PlainTextResponse("ok", status_code=status)
+
+    live = serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])]), name="callback")
+    box.url = f"{live.url}/hook"
+    try:
+        yield box
+    finally:
+        live.stop()
+
+
+def api(env: Env, method: str, path: str, *, headers: dict[str, str] | None = None, **kwargs) -> httpx.Response:
+    """A call to the sandbox's REST API with Koppel's stored token (`connected`)."""
+    url = f"{env.live.url}/api/v1/{DIVISION}/{path}"
+    return env.http.request(method, url, headers={**api_headers(env), **(headers or {})}, **kwargs)
+
+
+def subscribe(env: Env, url: str, topic: str, **more) -> httpx.Response:
+    return api(env, "POST", "webhooks/WebhookSubscriptions", json={"CallbackURL": url, "Topic": topic, **more})
+
+
+def deliveries(env: Env, count: int, **match) -> list[dict]:
+    params = {"min": count, "timeout": 10, **match}
+    found = env.http.get(f"{env.live.url}/sandbox/deliveries", params=params).raise_for_status().json()
+    assert len(found["deliveries"]) >= count, found
+    return found["deliveries"]
+
+
+def hook_state(env: Env) -> dict:
+    return env.http.get(f"{env.live.url}/sandbox/webhooks").raise_for_status().json()
+
+
+def hook_endpoint(secret: str = HOOK_SECRET) -> WebhookEndpoint:
+    return WebhookEndpoint.model_validate({"id": "exact-hooks", "kind": "exactonline", "secret": "env:HOOK"},
+                                   context={"environ": {"HOOK": secret}})  # fmt: skip
+
+
+@pytest.fixture
+def hooked(connected: Env) -> Env:
+    connected.control("webhooks", {"secret": HOOK_SECRET})
+    return connected
+
+
+def test_a_subscription_is_validated_by_an_empty_post_then_listed_and_deleted(hooked):
+    env = hooked
+    with receiver() as callback:
+        created = subscribe(env, callback.url, "Accounts", Description="Koppel")
+        assert created.status_code == 201
+        [(validation, headers)] = callback.received  # the validation: an empty POST
+        assert validation == b"" and headers["user-agent"] == "Exact Online sandbox"
+        sub = created.json()["d"]
+        assert sub["CallbackURL"] == callback.url and sub["Topic"] == "Accounts" and sub["Division"] == DIVISION
+        assert sub["ClientID"] == "koppel-sandbox" and sub["Description"] == "Koppel" and sub["IsInstant"] is False
+        assert sub["Created"].startswith("/Date(") and sub["Creator"] == sub["UserID"]
+        assert sub["__metadata"]["uri"].endswith(f"/api/v1/{DIVISION}/webhooks/WebhookSubscriptions(guid'{sub['ID']}')")
+        assert subscribe(env, callback.url, "Items").status_code == 201
+
+        listed = api(env, "GET", "webhooks/WebhookSubscriptions").json()["d"]["results"]
+        assert sorted(s["Topic"] for s in listed) == ["Accounts", "Items"]
+        only = api(env, "GET", "webhooks/WebhookSubscriptions",
+                   params={"$filter": "Topic eq 'Items'", "$select": "ID,Topic"}).json()["d"]["results"]  # fmt: skip
+        assert [set(s) - {"__metadata"} for s in only] == [{"ID", "Topic"}] and only[0]["Topic"] == "Items"
+        one = api(env, "GET", f"webhooks/WebhookSubscriptions(guid'{sub['ID']}')").json()["d"]
+        assert one["Topic"] == "Accounts"
+        assert api(env, "GET", "webhooks/WebhookSubscriptions", headers={"Authorization": ""}).status_code == 401
+
+        deleted = api(env, "DELETE", f"webhooks/WebhookSubscriptions(guid'{sub['ID']}')")
+        assert deleted.status_code == 204 and deleted.content == b""
+        assert api(env, "GET", f"webhooks/WebhookSubscriptions(guid'{sub['ID']}')").status_code == 404
+        assert [s["Topic"] for s in api(env, "GET", "webhooks/WebhookSubscriptions").json()["d"]["results"]] == [
+            "Items"
+        ]
+        env.control("seed", {"entity": "crm/Accounts", "records": [{"Name": "Nobody listens"}]})
+        env.control("seed/items", {"skus": ["HEARD"]})
+        [told] = [d for d in deliveries(env, 3) if not d["validation"]]
+        assert told["topic"] == "Items" and told["action"] == "Create"
+    assert [n["Topic"] for n in callback.notifications()] == ["Items"]  # nothing for the deleted subscription
+
+
+@pytest.mark.parametrize("answer", [202, 204, 301, 404, 500])
+def test_a_subscription_is_refused_when_the_callback_does_not_answer_200_or_201(hooked, answer):
+    env = hooked
+    with receiver([answer]) as callback:
+        refused = subscribe(env, callback.url, "SalesOrders")
+        assert refused.status_code == 400
+        assert f"answered {answer}" in refused.json()["error"]["message"]["value"]
+        assert callback.bodies == [b""]
+        assert api(env, "GET", "webhooks/WebhookSubscriptions").json()["d"]["results"] == []
+        assert subscribe(env, callback.url, "SalesOrders").status_code == 201  # answered 200 this time
+    with receiver([201]) as callback:
+        assert subscribe(env, callback.url, "Accounts").status_code == 201
+
+
+def test_a_subscription_is_refused_when_the_callback_cannot_be_reached(hooked):
+    with receiver() as callback:
+        gone = callback.url
+    refused = subscribe(hooked, gone, "Items")
+    assert refused.status_code == 400 and "ConnectError" in refused.json()["error"]["message"]["value"]
+    [validation] = deliveries(hooked, 1)
+    assert validation["validation"] and validation["status_code"] is None and not validation["success"]
+
+
+def test_bad_subscriptions_are_refused_in_exacts_shape(hooked):
+    env = hooked
+    with receiver() as callback:
+        cases = [
+            ({"Topic": "Items"}, 400, "Mandatory field missing: CallbackURL"),
+            ({"CallbackURL": callback.url}, 400, "Mandatory field missing: Topic"),
+            ({"CallbackURL": "ftp://example.com/x", "Topic": "Items"}, 400, "Invalid CallbackURL"),
+            ({"CallbackURL": callback.url, "Topic": "StockPositions"}, 400, "not supported by the sandbox"),
+            ({"CallbackURL": callback.url, "Topic": "Items", "Colour": 1}, 400, "Property 'Colour' does not exist"),
+            ({"CallbackURL": callback.url, "Topic": "Items", "IsInstant": True}, 400, "GoodsDeliveries"),
+        ]
+        for body, status, message in cases:
+            answer = api(env, "POST", "webhooks/WebhookSubscriptions", json=body)
+            assert answer.status_code == status and message in answer.json()["error"]["message"]["value"], body
+        assert callback.received == []  # nothing validated before the body was
+        assert subscribe(env, callback.url, "Items").status_code == 201
+        again = subscribe(env, callback.url, "Items")
+        assert again.status_code == 500 and again.json()["error"]["message"]["value"] == "Data already exists"
+        assert len(callback.received) == 1
+        wrong = api(env, "PUT", f"webhooks/WebhookSubscriptions(guid'{uuid.uuid4()}')", json={})
+        assert wrong.status_code == 405
+
+
+def test_every_change_of_a_subscribed_topic_is_told_signed_with_the_apps_secret(hooked):
+    env = hooked
+    with receiver() as callback:
+        for topic in ("Accounts", "Items", "SalesOrders"):
+            assert subscribe(env, callback.url, topic).status_code == 201
+        items = env.control("seed/items", {"skus": ["W-1"]})["items"]  # Items Create (a control route)
+        account = api(env, "POST", "crm/Accounts", json={"Name": "Webhook BV"}).json()["d"]["ID"]  # the API
+        assert api(env, "PUT", f"crm/Accounts(guid'{account}')", json={"City": "Utrecht"}).status_code == 204
+        env.control("update", {"entity": "crm/Accounts", "id": account, "fields": {"Email": "w@example.com"}})
+        order = {"OrderedBy": account, "SalesOrderLines": [{"Item": items["W-1"], "Quantity": 2}]}
+        order_id = api(env, "POST", "salesorder/SalesOrders", json=order).json()["d"]["OrderID"]
+        assert api(env, "DELETE", f"salesorder/SalesOrders(guid'{order_id}')").status_code == 204
+        [contact] = env.control("seed", {"entity": "crm/Contacts", "records": [{"Account": account}]})["ids"]
+        env.control("update", {"entity": "crm/Contacts", "id": contact, "fields": {"FirstName": "Not subscribed"}})
+        sent = [d for d in deliveries(env, 9) if not d["validation"]]
+        assert [(d["topic"], d["action"], d["key"]) for d in sent] == [
+            ("Items", "Create", items["W-1"]),
+            ("Accounts", "Create", account),
+            ("Accounts", "Update", account),
+            ("Accounts", "Update", account),
+            ("SalesOrders", "Create", order_id),
+            ("SalesOrders", "Delete", order_id),
+        ]
+        assert all(d["success"] and d["status_code"] == 200 and d["attempt"] == 0 for d in sent)
+
+    notifications = [(body, headers) for body, headers in callback.received if body]
+    assert len(notifications) == 6
+    body, headers = notifications[1]
+    assert headers["content-type"] == "application/json"
+    members = top_level_members(body.decode())
+    assert list(members) == ["Content", "HashCode"]
+    content, content_text = members["Content"]
+    assert list(content) == ["Topic", "ClientId", "Division", "Action", "Key", "ExactOnlineEndpoint", "EventCreatedOn"]
+    assert content_text == json.dumps(content, separators=(",", ":"))  # compact, as Exact sends it
+    assert content["Division"] == DIVISION and content["ClientId"] == "koppel-sandbox"
+    assert content["ExactOnlineEndpoint"] == f"{env.live.url}/api/v1/{DIVISION}/crm/Accounts(guid'{account}')"
+    assert len(content["EventCreatedOn"]) == len("2020-01-06T16:26:08.587")
+    record = env.http.get(content["ExactOnlineEndpoint"], headers=api_headers(env)).json()["d"]
+    assert record["Name"] == "Webhook BV"  # the thin notification names where the record is read
+
+    endpoint = hook_endpoint()
+    events = [event for body, _ in notifications for event in handle_exact(Incoming("POST", {}, {}, body),
+                                                                            endpoint).events]  # fmt: skip
+    assert [e.topic for e in events] == ["Items.Create", "Accounts.Create", "Accounts.Update", "Accounts.Update",
+                                         "SalesOrders.Create", "SalesOrders.Delete"]  # fmt: skip
+    assert events[-1].resource_id == order_id and events[-1].payload["Division"] == DIVISION
+    assert handle_exact(Incoming("POST", {}, {}, b""), endpoint).status == 200  # the validation, answered
+    with pytest.raises(SignatureRejected):
+        handle_exact(Incoming("POST", {}, {}, body), hook_endpoint("another-secret"))
+    forged = body.replace(b'"Action":"Create"', b'"Action":"Delete"')
+    assert forged != body
+    with pytest.raises(SignatureRejected):
+        handle_exact(Incoming("POST", {}, {}, forged), endpoint)
+
+
+def api_headers(env: Env) -> dict[str, str]:
+    tokens = TokenStore(env.conn, SYSTEM).load()
+    assert tokens is not None
+    return {"Authorization": f"Bearer {tokens.access_token}"}
+
+
+def test_only_the_subscribed_division_is_told(rconn):
+    other = 7654321
+    with start(rconn, divisions=(DIVISION, other)) as env, receiver() as callback:
+        env.authorise()
+        env.control("webhooks", {"secret": HOOK_SECRET})
+        assert subscribe(env, callback.url, "Accounts").status_code == 201
+        env.control("seed", {"entity": "crm/Accounts", "records": [{"Name": "Elsewhere"}], "division": other})
+        [mine] = env.control("seed", {"entity": "crm/Accounts", "records": [{"Name": "Here"}]})["ids"]
+        [told] = [d for d in deliveries(env, 2) if not d["validation"]]
+        assert told["key"] == mine and told["division"] == DIVISION
+
+
+def test_a_new_record_can_be_told_as_an_update(rconn):
+    with start(rconn, created_action="Update") as env, receiver() as callback:
+        env.authorise()
+        assert subscribe(env, callback.url, "Items").status_code == 201
+        env.control("seed/items", {"skus": ["U-1"]})
+        deliveries(env, 2)
+        assert [n["Action"] for n in callback.notifications()] == ["Update"]
+
+
+def test_a_failed_notification_is_retried_with_the_same_bytes(rconn):
+    with start(rconn, retry_minute=0.01) as env, receiver([200, 500, 503]) as callback:  # validation, 2 failures
+        env.authorise()
+        assert subscribe(env, callback.url, "Accounts").status_code == 201
+        env.control("seed", {"entity": "crm/Accounts", "records": [{"Name": "Retried"}]})
+        sent = [d for d in deliveries(env, 4) if not d["validation"]]
+        assert [(d["attempt"], d["status_code"], d["success"]) for d in sent] == [
+            (0, 500, False), (1, 503, False), (2, 200, True)
+        ]  # fmt: skip
+        assert [d["retry_in"] for d in sent] == [pytest.approx(0.02), pytest.approx(0.04), None]  # 2^n minutes
+        first, *again = [body for body in callback.bodies if body]
+        assert again == [first, first]
+        state = hook_state(env)
+        assert state["subscriptions"][0]["failures"] == 0 and state["waiting_retries"] == []
+        [event] = handle_exact(Incoming("POST", {}, {}, first), hook_endpoint("sandbox-webhook-secret")).events
+        assert event.topic == "Accounts.Create"
+
+
+def test_retries_stop_after_ten(connected):
+    env = connected
+    with receiver([200] + [500] * 20) as callback:
+        assert subscribe(env, callback.url, "Items").status_code == 201
+        env.control("seed/items", {"skus": ["R-1"]})
+        deliveries(env, 2)
+        for attempt in range(1, 11):
+            state = hook_state(env)
+            assert [w["attempt"] for w in state["waiting_retries"]] == [attempt]  # 2^attempt minutes away
+            assert env.control("webhooks/retry") == {"retried": 1}
+            deliveries(env, 2 + attempt)
+        sent = [d for d in deliveries(env, 12) if not d["validation"]]
+        assert [d["attempt"] for d in sent] == list(range(11))
+        assert [d["retry_in"] for d in sent] == [2**n * 60.0 for n in range(1, 11)] + [None]
+        state = hook_state(env)
+        assert state["waiting_retries"] == [] and state["subscriptions"][0]["failures"] == 11
+        assert env.control("webhooks/retry") == {"retried": 0}
+        assert len(callback.bodies) == 12
+
+
+def test_a_reset_forgets_subscriptions_and_deliveries(hooked):
+    env = hooked
+    with receiver() as callback:
+        assert subscribe(env, callback.url, "Items").status_code == 201
+        env.control("reset")
+        assert hook_state(env)["subscriptions"] == []
+        env.control("seed/items", {"skus": ["AFTER"]})
+        found = env.http.get(f"{env.live.url}/sandbox/deliveries").json()
+        assert found == {"deliveries": [], "queued": 0}
+        assert "webhook_secret" not in env.control("state")["config"]

@@ -25,6 +25,11 @@ def _connected(base_url: str, http: httpx.Client, connection: redis.Redis, syste
     """Systems whose credentials are in the config need no consent."""
 
 
+def _space_appended(body: bytes) -> bytes:
+    """A forgery of a body signed whole."""
+    return body + b" "
+
+
 @dataclass(frozen=True)
 class Harness:
     """`app()`: a fresh sandbox (an ASGI app). `system(base_url, valid)`: the `[[systems]]` entry of a
@@ -32,7 +37,9 @@ class Harness:
     at the sandbox (OAuth consent), when the system needs it. `seed_items(base_url, http, skus)`: make
     these SKUs exist as the target's items. `missing_id`: an id of the target's shape that no record
     has. `webhooks(base_url, http, delivery_url, secret)`: make the sandbox send signed webhooks to
-    `delivery_url`; returns how many deliveries to expect."""
+    `delivery_url`; returns how many deliveries to expect. `forge(body)`: a delivered body with a part its
+    signature covers changed, which the handler must refuse (a space appended, unless only part of the body
+    is signed)."""
 
     app: Callable[[], Any]
     system: Callable[[str, bool], SystemEntry]
@@ -40,6 +47,7 @@ class Harness:
     connect: Callable[[str, httpx.Client, redis.Redis, str], None] = _connected
     seed_items: Callable[[str, httpx.Client, list[str]], None] | None = None
     webhooks: Callable[[str, httpx.Client, str, str], int] | None = None
+    forge: Callable[[bytes], bytes] = _space_appended
 
 
 __all__ = ["Harness", "SystemEntry"]

@@ -21,6 +21,11 @@ What it reproduces (see PLATFORMS.md §4):
   `X-RateLimit-*` headers (resets in epoch ms) on every call, only the minutely ones on a 429 for
   an exhausted minute. Configurable, switchable off (then no headers).
 * Exact-shaped errors `{"error": {"code": "", "message": {"lang": "", "value": "…"}}}`.
+* Webhooks (webhooks.py, which lists its sources and what they leave open): `webhooks/WebhookSubscriptions`
+  per division (POST `{CallbackURL, Topic}` after an empty validation POST answered 200/201, GET, DELETE)
+  for Accounts, Contacts, Items, SalesInvoices and SalesOrders; every create, update and delete of such a
+  record — through the API or the control routes — POSTs `{"Content": {…}, "HashCode": …}`, signed with the
+  app's webhook secret (`SandboxConfig.webhook_secret`); failures are retried 10 times, 2^n minutes apart.
 
 Sandbox-only control routes (no auth; bind to localhost): `GET /sandbox/state` (its `oauth` part
 counts refreshes and refused token requests by error, e.g. `{"invalid_grant": 1}`), `POST
@@ -30,12 +35,14 @@ or a warehouse, `"Main": 1` to make it the main one), `POST /sandbox/update {"en
 change a person makes in Exact, e.g. an order delivered),
 `POST /sandbox/ratelimit {"per_minute", "per_day", "enabled"}`, `GET /sandbox/calls`, `POST
 /sandbox/expire-tokens`, `POST /sandbox/fail {"status": 503, "times": 1, "retry_after": 2}` (the next API
-requests fail so; `retry_after` adds a `Retry-After` header), and the kit's `GET /sandbox/faults` and
-`GET /sandbox/counters`.
+requests fail so; `retry_after` adds a `Retry-After` header), `GET /sandbox/webhooks` (subscriptions,
+failures, waiting retries) and `POST /sandbox/webhooks {"secret"}` (the app's webhook secret), `POST
+/sandbox/webhooks/retry` (send the waiting retries now), and the kit's `GET /sandbox/faults`, `GET
+/sandbox/counters` and `GET /sandbox/deliveries?min=&timeout=&subscription=&topic=&action=&key=&attempt=`.
 
 Modules: `app.py` (the app, its control routes, the command line), `api.py` (the REST and Sync routes),
-`state.py`, `ratelimit.py`, `store.py`, `query.py`, `shapes.py`; `consent.py` is Koppel's side of the OAuth
-set-up against the sandbox. The shared parts come from `connectors.sandboxkit`.
+`state.py`, `ratelimit.py`, `store.py`, `query.py`, `shapes.py`, `webhooks.py`; `consent.py` is Koppel's side
+of the OAuth set-up against the sandbox. The shared parts come from `connectors.sandboxkit`.
 """
 
 

@@ -3,7 +3,8 @@
 Each route checks the bearer token (401), counts the call under its endpoint (`GET crm/Accounts`, the key
 left out), spends the division's rate budget (429 with Exact's headers), takes an injected fault, if one is
 due, and refuses a division the user has no access to (403). Unknown endpoints answer 404, known ones
-asked with an unsupported method 405 — both Exact-shaped, after the same checks.
+asked with an unsupported method 405 — both Exact-shaped, after the same checks. The webhook subscriptions
+(`webhooks/WebhookSubscriptions`, webhooks.py) go through the same steps.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from starlette.routing import Route
 
 from connectors.exactonline.sandbox.query import QueryError, compile_filter, parse_select
 from connectors.exactonline.sandbox.shapes import render, visible
-from connectors.exactonline.sandbox.state import ExactSandbox
+from connectors.exactonline.sandbox.state import USER, ExactSandbox
 from connectors.exactonline.sandbox.store import SPECS, SYNC_VIEWS, Record, SandboxError, Spec, sync_fields
+from connectors.exactonline.sandbox.webhooks import SUBSCRIPTIONS
 from connectors.sandboxkit import Fault, Pipeline, add_headers, cursor_page
 from connectors.sandboxkit.routing import ErrorRenderer, Handler
 
@@ -115,6 +117,16 @@ class ODataAPI:
                     api.route(keyed, self.deleter(spec), methods=["DELETE"], name=spec.path),
                 ]
         routes += [api.route(f"/{{division:int}}/{view}", self.sync_lister(view), name=view) for view in _SYNC]
+        hooks = f"/{{division:int}}/{SUBSCRIPTIONS.path}"
+        routes += [
+            api.route(hooks, self.list_subscriptions, name=SUBSCRIPTIONS.path),
+            api.route(hooks, self.subscribe, methods=["POST"], name=SUBSCRIPTIONS.path),
+        ]
+        for form in _KEY_FORMS:
+            routes += [
+                api.route(hooks + form, self.get_subscription, name=SUBSCRIPTIONS.path),
+                api.route(hooks + form, self.unsubscribe, methods=["DELETE"], name=SUBSCRIPTIONS.path),
+            ]
         routes.append(api.route("/{division:int}/{rest:path}", self.unrouted, methods=_METHODS,
                                 name=lambda request: _unrouted_endpoint(request)[0]))  # fmt: skip
         unknown = Pipeline([self.authorise], errors, prefix=PREFIX)
@@ -142,12 +154,7 @@ class ODataAPI:
     # -- handlers -------------------------------------------------------------------------------------
 
     async def me(self, request: Request) -> Response:
-        me = {
-            "CurrentDivision": self._division(request),
-            "FullName": "Sandbox User",
-            "UserName": "sandbox@example.com",
-            "UserID": "0e5f3a38-0000-4000-8000-000000000001",
-        }
+        me = {"CurrentDivision": self._division(request), **USER}
         names = parse_select(request.query_params.get("$select"), set(me)) or sorted(me)
         return JSONResponse({"d": {"results": [{n: me[n] for n in names}]}})
 
@@ -206,10 +213,32 @@ class ODataAPI:
         endpoint, keyed = _unrouted_endpoint(request)
         if endpoint in _SYNC:
             raise SandboxError(405, "The Sync API is read-only")
-        spec = SPECS.get(endpoint)
+        spec = SUBSCRIPTIONS if endpoint == SUBSCRIPTIONS.path else SPECS.get(endpoint)
         if spec is None or not spec.exposed:
             raise SandboxError(404, f"Unknown endpoint: {endpoint}")
         raise SandboxError(405, f"{request.method} is not supported on {endpoint}{'(…)' if keyed else ''}")
+
+    # -- webhook subscriptions ------------------------------------------------------------------------
+
+    async def list_subscriptions(self, request: Request) -> Response:
+        rows = self.sandbox.webhooks.listing(self._division(request))
+        return self._list(request, SUBSCRIPTIONS.path, SUBSCRIPTIONS, rows, SUBSCRIPTIONS.fields, lambda r: r["ID"],
+                          self.sandbox.config.page_size)  # fmt: skip
+
+    async def subscribe(self, request: Request) -> Response:
+        """Exact POSTs the empty validation request to the CallbackURL before it answers."""
+        created = await self.sandbox.webhooks.subscribe(self._division(request), await _json(request), _base(request))
+        return JSONResponse({"d": self._render(request, SUBSCRIPTIONS, created, visible(SUBSCRIPTIONS), False)},
+                            status_code=201)  # fmt: skip
+
+    async def get_subscription(self, request: Request) -> Response:
+        found = self.sandbox.webhooks.get(self._division(request), request.path_params["key"])
+        names = parse_select(request.query_params.get("$select"), SUBSCRIPTIONS.fields) or visible(SUBSCRIPTIONS)
+        return JSONResponse({"d": self._render(request, SUBSCRIPTIONS, found, names, False)})
+
+    async def unsubscribe(self, request: Request) -> Response:
+        self.sandbox.webhooks.delete(self._division(request), request.path_params["key"])
+        return Response(status_code=204)
 
     async def unknown(self, request: Request) -> Response:
         return exact_error(404, f"Unknown endpoint: {request.path_params['rest']}")

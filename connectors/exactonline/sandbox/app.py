@@ -63,12 +63,28 @@ def control_routes(sb: ExactSandbox) -> Control:
     async def expire_tokens(request: Request) -> Response:
         return JSONResponse({"expired": sb.expire_tokens()})
 
+    async def webhooks(request: Request) -> Response:
+        """GET: the subscriptions, their failures and the waiting retries. POST {"secret"}: the app's webhook
+        secret, as the developer finds it with the app in Exact."""
+        if request.method == "POST":
+            body = await request_fields(request)
+            if not isinstance(body.get("secret"), str) or not body["secret"]:
+                return exact_error(400, "webhooks takes a non-empty secret")
+            sb.config.webhook_secret = body["secret"]
+        return JSONResponse(sb.webhooks.state())
+
+    async def retry(request: Request) -> Response:
+        return JSONResponse({"retried": sb.webhooks.retry_now()})
+
     control.route("/calls", calls, methods=["GET"])
     control.route("/seed/items", seed_items)
     control.route("/seed", seed)
     control.route("/update", update)
     control.route("/ratelimit", ratelimit)
     control.route("/expire-tokens", expire_tokens)
+    control.route("/webhooks", webhooks, methods=["GET", "POST"])
+    control.route("/webhooks/retry", retry)
+    control.deliveries(sb.webhooks.sender, subscription=str, topic=str, action=str, key=str, attempt=int)
     return control
 
 
@@ -102,13 +118,14 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - thin CLI
     parser.add_argument("--token-lifetime", type=int, default=600)
     parser.add_argument("--client-id", default=SandboxConfig.client_id)
     parser.add_argument("--client-secret", default=SandboxConfig.client_secret)
+    parser.add_argument("--webhook-secret", default=SandboxConfig.webhook_secret, help="the HashCode's key")
     parser.add_argument("--consent-page", action="store_true", help="show a consent page instead of auto-approving")
     parser.add_argument("--seed-skus", default="", help="comma-separated item codes to create at start")
     args = parser.parse_args(argv)
     app = create_sandbox(
         per_minute=args.per_minute, per_day=args.per_day, rate_limits=not args.no_rate_limit,
         token_lifetime=args.token_lifetime, client_id=args.client_id, client_secret=args.client_secret,
-        auto_approve=not args.consent_page,
+        webhook_secret=args.webhook_secret, auto_approve=not args.consent_page,
     )  # fmt: skip
     skus = [s.strip() for s in args.seed_skus.split(",") if s.strip()]
     if skus:

@@ -1,5 +1,5 @@
-"""The Exact sandbox's configuration and state: the administrations (store.py), OAuth, rate limits, and the
-kit's faults and call counters."""
+"""The Exact sandbox's configuration and state: the administrations (store.py), OAuth, rate limits, the
+webhooks (webhooks.py), and the kit's faults and call counters."""
 
 from __future__ import annotations
 
@@ -10,8 +10,14 @@ from typing import Any
 from connectors.exactonline.sandbox.ratelimit import RateLimits
 from connectors.exactonline.sandbox.shapes import render
 from connectors.exactonline.sandbox.store import SPECS, Store
-from connectors.sandboxkit import BearerTokens, OAuthServer, Sandbox
+from connectors.exactonline.sandbox.webhooks import USER_AGENT, Webhooks
+from connectors.sandboxkit import BearerTokens, OAuthServer, Sandbox, WebhookSender
 from connectors.sandboxkit.auth import Grant
+
+USER = {"UserID": "0e5f3a38-0000-4000-8000-000000000001", "FullName": "Sandbox User",
+        "UserName": "sandbox@example.com"}  # fmt: skip
+"""The one user the sandbox's tokens act for (`current/Me`, a subscription's Creator)."""
+_SECRETS = ("client_secret", "webhook_secret")
 
 
 @dataclass
@@ -32,6 +38,16 @@ class SandboxConfig:
     page_size: int = 60
     sync_page_size: int = 1000
     timestamps_as_strings: bool = False
+    webhook_secret: str = field(default="sandbox-webhook-secret", repr=False)
+    """The app's webhook secret (Exact shows it with the app): the HashCode's key."""
+    webhook_timeout: float = 30.0
+    """Seconds a callback may take to answer, the validation and a notification (Exact's is not documented)."""
+    webhook_retries: int = 10
+    retry_minute: float = 60.0
+    """Real seconds per minute of the retry back-off (2, 4, … 1 024 minutes); tests shorten it."""
+    created_action: str = "Create"
+    """The Action of a new record's notification (undocumented; "Update" is the other reading)."""
+    webhook_queue_size: int = 10_000
 
 
 class ExactSandbox(Sandbox):
@@ -45,6 +61,10 @@ class ExactSandbox(Sandbox):
         self.tokens = BearerTokens(clock)
         self.oauth = OAuthServer(config, self.tokens, expires_in_text=True, title="Exact Online sandbox")
         self.rate_limits = RateLimits(clock)
+        sender = WebhookSender(user_agent=USER_AGENT, timeout=config.webhook_timeout,
+                               queue_size=config.webhook_queue_size, name="exactonline-sandbox-webhooks")  # fmt: skip
+        self.webhooks = Webhooks(lambda: self.config, sender, user=USER, clock=clock)
+        self.store.on_change = self.webhooks.on_change
 
     # -- what tests look at -------------------------------------------------------------------------
 
@@ -89,19 +109,26 @@ class ExactSandbox(Sandbox):
             "entities": entities,
             "deleted": deleted,
             "oauth": self.oauth.state(),
-            "config": {k: v for k, v in asdict(self.config).items() if k != "client_secret"},
+            "config": {k: v for k, v in asdict(self.config).items() if k not in _SECRETS},
             "calls": self.call_stats(),
+            "webhooks": self.webhooks.state(),
         }
 
     def call_stats(self) -> dict[str, Any]:
         return {**self.counters.snapshot(), "windows": self.rate_limits.stats()}
 
     def reset(self, options: Mapping[str, Any] | None = None) -> None:
-        """Empty the administrations, the counts and the limits; the OAuth grants too with `{"oauth": true}`."""
+        """Empty the administrations, the webhook subscriptions and deliveries, the counts and the limits; the
+        OAuth grants too with `{"oauth": true}`."""
         super().reset(options)
         self.config = replace(self.initial)
         self.oauth.settings = self.config
         self.store = Store(self.config.divisions, self.clock)
+        self.webhooks.reset()
+        self.store.on_change = self.webhooks.on_change
         self.rate_limits.clear()
         if (options or {}).get("oauth"):
             self.oauth.reset()
+
+    async def aclose(self) -> None:
+        await self.webhooks.aclose()

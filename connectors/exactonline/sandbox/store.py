@@ -14,6 +14,10 @@ Every division starts with VAT codes 0/1/2, payment conditions 00/14/30, one mai
 "1"; `Main` is Edm.Byte, exactly one warehouse has 1) and the revenue G/L accounts 8000, 8010 and
 8020 (`Type` 110). Entity and field names follow Exact's REST reference (InventoryWarehouses,
 FinancialGLAccounts) as the picqer/exact-php-client models quote it.
+
+`Store.on_change(division, path, action, key)`, when set, hears of every record created, updated or
+deleted ("Create", "Update", "Delete") through `create`, `update` and `delete` — lines, stock positions
+and reference data excepted: what the webhooks (webhooks.py) tell of.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any
 from connectors.exactonline.odata import EXACT_TZ, parse_date
 
 Record = dict[str, Any]
+ChangeHook = Callable[[int, str, str, str], None]
+"""(division, entity path, "Create" | "Update" | "Delete", the record's key)"""
 FIRST_TIMESTAMP = 4_300_000_000_000  # above 2**32: clients must treat Timestamp as int64
 DATE_FIELDS = frozenset({"OrderDate", "InvoiceDate", "EntryDate", "DeliveryDate", "DueDate"})
 _COMMON = ("Created", "Modified", "Division")
@@ -263,12 +269,17 @@ class Store:
         self.tables: dict[int, dict[str, dict[str, Record]]] = {}
         self.deleted: dict[int, list[Record]] = {}
         self.numbers: dict[tuple[int, str], int] = {}
+        self.on_change: ChangeHook | None = None
         for division in self.divisions:
             self.tables[division] = {path: {} for path in SPECS}
             self.deleted[division] = []
             self._seed_reference_data(division)
 
     # -- helpers ------------------------------------------------------------------------------------
+
+    def _changed(self, division: int, path: str, action: str, key: str) -> None:
+        if self.on_change is not None:
+            self.on_change(division, path, action, key)
 
     def now(self) -> datetime:
         """Exact's wall clock: Dutch local time, stored naive."""
@@ -398,6 +409,7 @@ class Store:
                 line[SPECS[spec.line_path].parent_key or ""] = record[spec.key]
                 line.setdefault("LineNumber", number)
                 self._insert(division, spec.line_path, line)
+        self._changed(division, path, "Create", record[spec.key])
         return record
 
     def _prepare_lines(self, division: int, spec: Spec, lines: object) -> list[Record]:
@@ -562,6 +574,7 @@ class Store:
         record.update(changes)
         self._check_required(spec, record)
         self._touch(division, record)
+        self._changed(division, path, "Update", record[spec.key])
 
     def delete(self, division: int, path: str, key: str) -> None:
         spec = SPECS[path]
@@ -578,6 +591,7 @@ class Store:
             for position in self.rows(division, "inventory/StockPositions"):
                 if position["ItemId"] == record["ID"]:
                     self._remove(division, "inventory/StockPositions", position["ID"])
+        self._changed(division, path, "Delete", record[spec.key])
 
     def _remove(self, division: int, path: str, key: str) -> None:
         spec = SPECS[path]
