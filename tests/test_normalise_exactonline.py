@@ -56,3 +56,15 @@ def test_exact_dates_are_read_one_way_whether_raw_or_parsed_by_the_client_and_qu
     from_webhook, from_poll = normalise_sales_order(raw), normalise_sales_order(queued)
     assert from_webhook.order_date == from_poll.order_date == date(2026, 3, 14)
     assert from_webhook.created_at == from_poll.created_at == datetime(2026, 3, 14, 8, 22, 11, tzinfo=UTC)
+
+
+def test_a_vat_percentage_that_is_not_a_fraction_is_a_normalise_error_naming_the_line():
+    """Found by the corruption property: 1e14 used to escape as pydantic's ValidationError."""
+    import pytest
+
+    from gateway.model import NormaliseError
+
+    payload = fixture("exactonline/sales_order.json")
+    payload["d"]["SalesOrderLines"]["results"][0]["VATPercentage"] = 1e14
+    with pytest.raises(NormaliseError, match=r"SalesOrderLines\[0\]\.VATPercentage: expected a fraction"):
+        normalise_sales_order(payload)

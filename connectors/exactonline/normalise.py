@@ -218,6 +218,8 @@ def _line(line: Reader) -> OrderLine:
     amount = line.number("AmountFC")
     vat = line.number("VATAmountFC") or line.number("VATAmount")
     fraction = line.number("VATPercentage")
+    if fraction is not None and not ZERO <= fraction <= 1:
+        raise line.fail("VATPercentage", "expected a fraction between 0 and 1 (0.21 is 21 %)")
     discount = line.number("Discount", default=ZERO) or ZERO
     gross = unit * quantity if unit is not None else None
     return OrderLine(
