@@ -6,7 +6,8 @@ harness (`Connector.sandbox`, connectors/sandboxkit/harness.py); a test a connec
 - its Settings model, handler and source/target declarations hang together;
 - `normalise` is total over its realistic fixtures (tests/fixtures/<kind>/) for every flow it reads;
 - its client against its sandbox: refused credentials are AuthFailed, many records are looked up at
-  once, an unknown record is NotFound, a 429 storm is waited out;
+  once, an unknown record is NotFound, a 429 storm is waited out, a polled stream is read across its
+  pages and resumed from its cursor;
 - writes are idempotent on replay: each flow it takes, run twice on the same record, writes once;
 - the webhooks its sandbox sends verify with its own handler and become events of resources it reads.
 """
@@ -343,3 +344,26 @@ def test_the_sandbox_webhooks_verify_with_the_handler(sandboxed):
     with pytest.raises(Exception) as refused:
         handler(forged, endpoint)
     assert type(refused.value).__name__ in ("SignatureRejected", "MalformedRequest")
+
+
+def polled() -> list[str]:
+    return [kind for kind in KINDS if connector(kind).source is not None and connector(kind).source.streams]
+
+
+@pytest.mark.parametrize("sandboxed", polled(), indirect=True)
+def test_a_polled_stream_reads_every_change_across_pages_and_resumes_from_its_cursor(sandboxed):
+    if sandboxed.harness.seed_items is None or "products" not in connector(sandboxed.kind).source.streams:
+        pytest.skip(f"the {sandboxed.kind} sandbox cannot seed a stream of more than a page")
+    skus = [f"PAGE-{n:04d}" for n in range(1100)]  # more than a page of any API Koppel polls
+    sandboxed.harness.seed_items(sandboxed.live.url, sandboxed.http, skus)
+    rt = sandboxed.runtime()
+    try:
+        source = rt.source(rt.config.systems[0].id)
+        stream = source.streams["products"]
+        pages = list(source.changes(stream, None))
+        keys = [change.delivery_key for changes, _ in pages for change in changes]
+        assert len(pages) >= 2 and len(keys) == len(set(keys)) >= len(skus)
+        cursor = pages[-1][1]
+        assert [c for changes, _ in source.changes(stream, cursor) for c in changes] == []  # nothing new since
+    finally:
+        rt.close()
