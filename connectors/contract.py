@@ -50,6 +50,7 @@ __all__ = [
     "Connector",
     "Context",
     "FlowResult",
+    "Gone",
     "Outcome",
     "Record",
     "Settings",
@@ -62,6 +63,11 @@ __all__ = [
 
 class Unsupported(PermanentError):
     """A connector was asked for something its system cannot do."""
+
+
+class Gone(PermanentError):
+    """The record behind an event no longer exists in the source (deleted since): nothing to sync.
+    The worker records the event as skipped, naming the record, instead of failing it."""
 
 
 @dataclass

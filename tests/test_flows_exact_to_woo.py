@@ -388,8 +388,9 @@ def test_a_change_seen_by_the_webhook_and_the_poller_is_processed_once(env):
     assert outcomes == ["updated", "skipped", "skipped"]
 
 
-def test_a_webhook_for_a_deleted_order_fails_naming_it(env):
-    with pytest.raises(PermanentError) as result:
-        env.webhook(str(uuid.uuid4()), "Delete")
-    assert "was deleted" in str(result.value)
-
+def test_a_webhook_for_a_deleted_order_is_skipped_naming_it(env):
+    order_id = str(uuid.uuid4())
+    result = env.webhook(order_id, "Delete")["integrations"]["exact-to-shop"]
+    assert (result["outcome"], result["reason"]) == ("skipped", f"Exact Online SalesOrders {order_id} was deleted")
+    gone = env.webhook(str(uuid.uuid4()))["integrations"]["exact-to-shop"]  # deleted before it was read
+    assert gone["outcome"] == "skipped" and "no longer exists" in gone["reason"]

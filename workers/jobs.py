@@ -9,7 +9,7 @@ from typing import Any
 from rq import get_current_job
 
 from connectors import registry
-from connectors.contract import FlowResult
+from connectors.contract import FlowResult, Gone
 from gateway import keys
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Integration
@@ -52,11 +52,16 @@ def run_event(rt: runtime.Runtime, integration: Integration, envelope: Envelope)
 
 
 def _run(work: Work, flow: str) -> FlowResult:
-    """The flow, unless this version of the record was processed already (under the resource lock)."""
-    seen = _version_key(work, flow)
-    if seen is not None and work.connection.exists(seen):
-        return FlowResult("skipped", reason="this version of the record was processed already")
-    result = flow_function(flow)(work)
+    """The flow, unless this version of the record was processed already (under the resource lock), or
+    the record is gone from the source (skipped, naming it)."""
+    try:
+        seen = _version_key(work, flow)
+        if seen is not None and work.connection.exists(seen):
+            return FlowResult("skipped", reason="this version of the record was processed already")
+        result = flow_function(flow)(work)
+    except Gone as gone:
+        log.info("event %s %s: %s; skipped", work.envelope.topic, work.envelope.resource_id, gone)
+        return FlowResult("skipped", calls=0, reason=str(gone))
     if seen is not None:
         work.connection.set(seen, "1", ex=SEEN_TTL)
     return result

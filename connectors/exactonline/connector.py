@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.contract import Canonical, Change, Context, Settings, Source, Target
+from connectors.contract import Canonical, Change, Context, Gone, Settings, Source, Target
 from connectors.exactonline import auth
 from connectors.exactonline.client import ExactClient
 from connectors.exactonline.endpoints import Accounts, Endpoint, Items, SalesEntries, SalesInvoices, SalesOrders
@@ -221,9 +221,6 @@ class ExactSource(Source):
                 changes.append(Change(stream, resource_id, key, iso_dates(record)))
             yield changes, str(page_cursor)
 
-
-class Gone(PermanentError):
-    """The record behind an event no longer exists in the source (deleted since)."""
 
 
 _DOCUMENTS: dict[str, tuple[type[Endpoint], str]] = {
