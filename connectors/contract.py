@@ -73,7 +73,7 @@ class Gone(PermanentError):
 @dataclass
 class Context:
     """What a connector gets from the process running it: one HTTP client and one Redis connection,
-    shared by every connector of the process (a new httpx client costs ~35 ms), and a per-process
+    shared by every connector of the process (creating an httpx client is costly), and a per-process
     cache for objects built once (API clients)."""
 
     http: httpx.Client

@@ -27,7 +27,7 @@ T = TypeVar("T")
 class Runtime:
     config: Config
     connection: redis.Redis
-    # Per-process objects jobs reuse: API clients, compiled mappings (a new httpx client costs ~35 ms).
+    # Per-process objects jobs reuse: API clients, compiled mappings (an httpx client is costly to create).
     cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 

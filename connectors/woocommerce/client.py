@@ -1,6 +1,6 @@
 """WooCommerceClient: orders, products, variations, stock, customers and webhooks of one shop.
 
-One `httpx.Client` per worker process (creating one costs ~35 ms; it holds the connection pool), passed
+One `httpx.Client` per worker process (it holds the connection pool and is costly to create), passed
 in; one light `WooCommerceClient` per shop on top of it. Requests, retries and errors: rest.py and
 errors.py. Upserts look up the stable key first (SKU, e-mail), so a replayed job updates rather than
 creates, and a create that loses a race to another worker turns into an update.
