@@ -308,8 +308,20 @@ def test_businesscentral_rejects_any_changed_client_state(items, data):
     wrong = data.draw(any_text.filter(lambda s: s != BC_SECRET))
     target = data.draw(st.integers(0, len(items) - 1))
     stated = [dict(item, clientState=wrong if i == target else BC_SECRET) for i, item in enumerate(items)]
-    result = check_total("businesscentral", Incoming("POST", {}, {}, json.dumps({"value": stated}).encode()))
-    assert isinstance(result, SignatureRejected)
+    body = json.dumps({"value": stated}).encode()
+    result = check_total("businesscentral", Incoming("POST", {}, {}, body))
+    if _lone_surrogate(body):  # not Unicode: refused before any item is looked at (400, see test_gateway)
+        assert isinstance(result, MalformedRequest) and "lone surrogate" in result.message
+    else:
+        assert isinstance(result, SignatureRejected)
+
+
+def _lone_surrogate(body: bytes) -> bool:
+    try:
+        json.dumps(json.loads(body), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 # --- wp_specialchars_decode against a literal port ----------------------------------------------------
