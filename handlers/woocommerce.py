@@ -5,6 +5,12 @@ it sent, where the key is the stored secret passed through WordPress's
 `wp_specialchars_decode($secret, ENT_QUOTES)` (since WooCommerce 3.6; older versions, and
 ClassicCommerce, sign with the secret as stored: `woocommerce_legacy_secret`).
 
+Which form an operator configures cannot be known: the admin shows the decoded text (the very key
+WooCommerce signs with), a secret copied from the database or set through the REST API is the stored
+form. So the configured value is accepted verbatim, and so is its decoded form; both signatures are
+compared in constant time, every time. Decoding the admin's text again would break a key that itself
+holds entity-like text (`Kp&lt;7`): every genuine delivery refused, and WooCommerce disabling the hook.
+
 When a webhook is created or re-activated WooCommerce pings the delivery URL with an unsigned
 form body `webhook_id=<id>` and no `X-WC-Webhook-*` headers; it must get exactly 200.
 
@@ -44,13 +50,17 @@ _TOPIC = re.compile(r"([!-\-/-~]+)\.([!-~]+)")  # printable ASCII, the first dot
 
 
 @functools.lru_cache(maxsize=1024)
-def _key(secret: str, legacy: bool) -> bytes:
-    return utf8(secret if legacy else wp_specialchars_decode(secret))
+def _keys(secret: str, legacy: bool) -> tuple[bytes, ...]:
+    verbatim = utf8(secret)
+    decoded = utf8(wp_specialchars_decode(secret))
+    return (verbatim,) if legacy or decoded == verbatim else (verbatim, decoded)
 
 
-def signing_key(endpoint: Endpoint) -> bytes:
-    """The HMAC key WooCommerce signs with (decoded once per secret, not per request)."""
-    return _key(endpoint.secret.get_secret_value(), endpoint.woocommerce_legacy_secret)
+def signing_keys(endpoint: Endpoint) -> tuple[bytes, ...]:
+    """The HMAC keys a delivery may be signed with: the configured secret verbatim, and its decoded form
+    (unless `woocommerce_legacy_secret`, whose WooCommerce signs with the stored form only). Computed once
+    per secret, not per request."""
+    return _keys(endpoint.secret.get_secret_value(), endpoint.woocommerce_legacy_secret)
 
 
 def _is_ping(incoming: Incoming) -> bool:
@@ -82,8 +92,11 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
         if _is_ping(incoming):
             return Outcome(events=[], status=200, body="pong")
         raise SignatureRejected("X-WC-Webhook-Signature header is missing", reason="missing_signature")
-    expected = base64.b64encode(hmac_sha256(signing_key(endpoint), incoming.body))
-    if not equal(expected, signature.strip()):
+    given = signature.strip()
+    matched = False
+    for key in signing_keys(endpoint):  # every key compared, in constant time: no early exit
+        matched |= equal(base64.b64encode(hmac_sha256(key, incoming.body)), given)
+    if not matched:
         raise SignatureRejected("X-WC-Webhook-Signature does not match the body", reason="bad_signature")
 
     topic = header(incoming.headers, TOPIC)
