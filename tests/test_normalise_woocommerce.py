@@ -91,3 +91,15 @@ def test_bad_payloads_raise_normalise_error_naming_the_field(payload, message):
         normalise_order(payload)
     assert message in str(info.value)
     assert str(info.value).startswith("woocommerce order")
+
+
+@pytest.mark.parametrize(
+    "key", ["_billing_vat", "billing_vat", "_billing_vat_number", "billing_vat_number", "vat_number"]
+)
+def test_the_vat_number_is_read_from_every_meta_key_woocommerce_stores_it_under(key):
+    customer = fixture("woocommerce/customer_company.json")
+    customer["meta_data"] = [{"id": 3, "key": key, "value": "BE0123.456.789"}]
+    assert normalise_customer(customer).vat_number == "BE0123.456.789"
+    order = fixture("woocommerce/order_company_coupon.json")
+    order["meta_data"] = [{"id": 1, "key": key, "value": "NL 8547.03.145.B01"}]
+    assert normalise_order(order).customer.vat_number == "NL 8547.03.145.B01"

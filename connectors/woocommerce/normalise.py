@@ -41,7 +41,11 @@ from gateway.model import (
 
 SOURCE = "woocommerce"
 ZERO = Decimal(0)
-_VAT_META_KEYS = ("_billing_vat", "billing_vat", "_vat_number", "vat_number", "_billing_vat_number", "btw_nummer")
+_VAT_META_KEYS = (
+    "_billing_vat", "billing_vat", "_billing_vat_number", "billing_vat_number", "_vat_number", "vat_number",
+    "btw_nummer",
+)  # fmt: skip
+"""Where VAT plug-ins keep a customer's VAT number (EU VAT Number, Germanized, WooCommerce EU VAT Assistant …)."""
 _EAN_META_KEYS = ("_ean", "ean", "_alg_ean", "_wpm_gtin_code", "_global_unique_id", "gtin", "_gtin")
 _COC_META_KEYS = ("_billing_coc", "billing_coc", "kvk_nummer", "_kvk")
 
