@@ -424,3 +424,19 @@ def test_the_shop_sandbox_creates_orders_by_sku_with_taxes_and_fires_order_creat
         env.shop.create_order({"line_items": [{"quantity": 1}]})
     with pytest.raises(WooCommerceRequestError, match="woocommerce_rest_invalid_customer_id"):
         env.shop.create_order({"customer_id": 424242, "line_items": [{"sku": "KOP-TASSE-BL"}]})
+
+
+@pytest.mark.parametrize(
+    "env", [{"to_exact": {"document_type": "sales_invoice"}, "settings": {"order_mode": "status"}}], indirect=True
+)
+def test_a_sales_invoice_webhook_is_read_through_the_api_and_writes_the_status_back(env):
+    env.control("seed/items", {"skus": SKUS})
+    shop_order = env.place_shop_order()
+    invoice_id = env.shop_event(shop_order)["target_id"]
+    env.exact_update("salesinvoice/SalesInvoices", invoice_id, Status=50)
+    event = Event("SalesInvoices.Update", "SalesInvoices", invoice_id, f"k{uuid.uuid4()}",
+                  {"Topic": "SalesInvoices", "Action": "Update", "Division": DIVISION, "Key": invoice_id})  # fmt: skip
+    envelope = Envelope.wrap(event, source="exactonline", endpoint="exact")
+    result = run_event(env.rt, env.integration("exact-to-shop"), envelope).as_dict()
+    assert (result["outcome"], result["target_id"]) == ("updated", str(shop_order["id"]))
+    assert env.shop.get_order(shop_order["id"])["status"] == "completed"
