@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import httpx
@@ -41,16 +42,22 @@ if TYPE_CHECKING:
     from connectors.oauth import CodeFlow
 
 Record = dict[str, Any]
+OrderMode = Literal["book", "status", "both"]
+ORDER_MODES: tuple[OrderMode, ...] = ("status", "book", "both")
+_MODE_WORDS = {"book": "book orders (\"book\")", "status": "write order statuses back (\"status\")"}
 Canonical = Order | Customer | Product | StockLevel
 Outcome = Literal["created", "updated", "skipped", "ignored"]
 
 __all__ = [
+    "ORDER_MODES",
     "Canonical",
     "Change",
     "Connector",
     "Context",
     "FlowResult",
     "Gone",
+    "NotBookable",
+    "OrderMode",
     "Outcome",
     "Record",
     "Settings",
@@ -68,6 +75,11 @@ class Unsupported(PermanentError):
 class Gone(PermanentError):
     """The record behind an event no longer exists in the source (deleted since): nothing to sync.
     The worker records the event as skipped, naming the record, instead of failing it."""
+
+
+class NotBookable(Gone):
+    """The record only tells of a status (Exact: a sales invoice); `Source.expand` refuses to book it
+    elsewhere. Skipped, with the reason, like `Gone`."""
 
 
 @dataclass
@@ -204,9 +216,33 @@ class Source:
     def flow_of(cls, resource: str) -> str | None:
         return _folded(cls.resources).get(resource.lower())
 
+    booked_statuses: ClassVar[tuple[str, ...]] = ("processing", "completed")
+    """The statuses of this source's orders that are booked elsewhere unless `settings.order_statuses` says
+    otherwise (canonical names, as `normalise` gives them)."""
+
     def read(self, envelope: Envelope, flow: str) -> Any:
         """The full record behind the event. Default: the payload is the record (a fat notification)."""
         return envelope.payload
+
+    def expand(self, flow: str, record: Any) -> Any:
+        """`record` with what booking it in another system needs and a status change does not (Exact: a
+        sales order's lines and its customer's account). Default: the record as read."""
+        return record
+
+    order_documents: ClassVar[Mapping[str, str]] = {}
+    """Order document types the source tells of → the stream that does (Exact: sales_order →
+    SalesOrderHeaders, sales_invoice → SalesInvoices). An integration's `settings.order_documents`
+    chooses which it polls; default: the first."""
+
+    @classmethod
+    def streams_for(cls, flow: str, settings: Mapping[str, Any]) -> list[str]:
+        """The streams an integration with these settings polls for `flow`: `streams[flow]`; for orders
+        of a source with `order_documents`, the streams of the documents chosen."""
+        if flow == "orders" and cls.order_documents:
+            chosen = settings.get("order_documents") or list(cls.order_documents)[:1]
+            return list(dict.fromkeys(cls.order_documents[d] for d in chosen if d in cls.order_documents))
+        stream = cls.streams.get(flow)
+        return [stream] if stream else []
 
     def version(self, flow: str, record: Any) -> str | None:
         """The record's identity and version ("<id>:<modification time>") when the system gives one: the
@@ -239,19 +275,23 @@ class Source:
 class Target:
     """What a system takes from Koppel. One instance per system and process; `calls` counts API calls.
 
-    `writes` lists the flows it takes; `order_mode` whether orders are booked here ("book") or only
-    their status written back to the target's own orders ("status"); `documents` the order document
-    types it books (the first is the default); `needs_items` the document types whose lines must
-    resolve to the target's items.
+    `writes` lists the flows it takes; `order_modes` what it does with orders: book them ("book") and/or
+    write their status back to the target's own orders ("status"); the first is the default of an
+    integration's `settings.order_mode`, which may also be "both" when the target does both.
+    `documents` the order document types it books (the first is the default); `needs_items` the
+    document types whose lines must resolve to the target's items.
     """
 
     kind: ClassVar[str] = ""
     title: ClassVar[str] = ""
     writes: ClassVar[frozenset[str]] = frozenset()
-    order_mode: ClassVar[Literal["book", "status"]] = "book"
+    order_modes: ClassVar[tuple[Literal["book", "status"], ...]] = ("book",)
     documents: ClassVar[tuple[str, ...]] = ("order",)
     needs_items: ClassVar[frozenset[str]] = frozenset({"order"})
     items_case_sensitive: ClassVar[bool] = False
+    service_items: ClassVar[bool] = True
+    """Whether shipping, fee and discount lines are booked as items (an ERP's service items) rather than
+    as the target's own kinds of line (a shop's shipping and fee lines)."""
 
     def __init__(self, system: System, context: Context) -> None:
         self.system = system
@@ -264,10 +304,32 @@ class Target:
     def _unsupported(self, what: str) -> Unsupported:
         return Unsupported(f"{self.kind} system {self.system.id!r} cannot {what}")
 
+    @classmethod
+    def order_mode_problem(cls, value: Any) -> str | None:
+        """Why `settings.order_mode = value` does not fit this target, or None (None: the default)."""
+        if value is None:
+            return None
+        if value not in ORDER_MODES:
+            return f"must be one of {', '.join(ORDER_MODES)}"
+        wanted = {"book", "status"} if value == "both" else {value}
+        if not wanted <= set(cls.order_modes):
+            return f"{cls.title or cls.kind} can only {' or '.join(_MODE_WORDS[m] for m in cls.order_modes)}"
+        return None
+
+    @classmethod
+    def order_mode_of(cls, settings: Mapping[str, Any]) -> OrderMode:
+        """The integration's order mode: `settings.order_mode`, else the first of `order_modes`."""
+        value = settings.get("order_mode")
+        problem = cls.order_mode_problem(value)
+        if problem is not None:
+            raise PermanentError(f"settings.order_mode {value!r}: {problem}")
+        return value if value is not None else cls.order_modes[0]
+
     # -- orders ------------------------------------------------------------------------------------
 
-    def find_order(self, document: str, number: str) -> str | None:
-        """The id of the document booked for the source's order `number`, or None."""
+    def find_order(self, document: str, number: str, since: datetime | None = None) -> str | None:
+        """The id of the document booked for the source's order `number`, or None. `since`: when the
+        attempt that may have written it began (a target that cannot look up by number searches from then)."""
         raise self._unsupported("look up orders")
 
     def create_order(self, document: str, payload: Mapping[str, Any]) -> str:
@@ -278,8 +340,9 @@ class Target:
         mapping's `$id(...)`; a Mapping value may resolve keys lazily."""
         return {}
 
-    def order_status(self, reference: str) -> tuple[str, str] | None:
-        """(target id, current status) of the target's own order with this reference, or None."""
+    def order_status(self, reference: str, *, by_id: bool = False) -> tuple[str, str] | None:
+        """(target id, current status) of the target's own order with this reference (`by_id`: with
+        this target id, as `create_order` returned it), or None."""
         raise self._unsupported("read order statuses")
 
     def set_order_status(self, target_id: str, status: str) -> None:

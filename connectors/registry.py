@@ -18,8 +18,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.contract import Connector
-from gateway.config import Config, Endpoint, System
+from connectors.contract import Connector, Source, Target
+from gateway.config import Config, Endpoint, Integration, System
 
 __all__ = ["config_problems", "get", "kinds", "load", "register", "resolve", "unregister"]
 
@@ -132,6 +132,39 @@ def config_problems(config: Config) -> list[str]:
                 problems.append(f"integrations[{index}].flows: {source_kind} ({integration.source}) cannot give {flow}")
             if flow not in writes:
                 problems.append(f"integrations[{index}].flows: {target.kind} ({target.id}) cannot take {flow}")
+        if "orders" in integration.flows and "orders" in writes:
+            problems += _order_problems(config, index, integration, get(source_kind).source, get(target.kind).target)
+    return problems
+
+
+def _order_problems(
+    config: Config, index: int, integration: Integration, source: type[Source] | None, target: type[Target] | None
+) -> list[str]:
+    """`settings.order_mode` against what the target does; `settings.order_documents` against what the
+    source tells of, and against what the integrations booking the target's orders into it book."""
+    where = f"integrations[{index}].settings"
+    problem = target.order_mode_problem(integration.settings.get("order_mode")) if target is not None else None
+    problems = [f"{where}.order_mode: {problem}"] if problem else []
+    if source is None or not source.order_documents or target is None or "status" not in target.order_modes:
+        return problems
+    chosen = integration.settings.get("order_documents")
+    known = list(source.order_documents)
+    if chosen is not None and (not isinstance(chosen, list) or not set(chosen) <= set(known)):
+        return [*problems, f"{where}.order_documents: a list of {', '.join(known)}"]
+    polled = set(source.streams_for("orders", integration.settings))
+    for other in config.integrations:
+        booking = config.system(other.target)
+        if other.target != integration.source or "orders" not in other.flows or booking is None:
+            continue
+        if _kind_of(config, other.source) != target.kind:
+            continue
+        document = str(other.settings.get("document_type") or "")
+        stream = source.order_documents.get(document)
+        if stream is not None and stream not in polled:
+            problems.append(
+                f"{where}.order_documents: integration {other.id!r} books {document} into {booking.id}; add "
+                f"{document!r} so that their status is written back"
+            )
     return problems
 
 

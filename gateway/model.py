@@ -265,6 +265,9 @@ class Order(_Record):
     """The order number the customer sees; the target's external reference (idempotency key)."""
     reference: str | None = None
     """The order number in the system this order was made from (Exact's YourRef): for write-backs."""
+    origin: str | None = None
+    """"<system id>:<order id>" of the order Koppel made this one from (a shop order booked from an ERP
+    order): never booked back into that system."""
     status: str | None = None
     created_at: Timestamp = None
     modified_at: Timestamp = None

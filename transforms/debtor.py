@@ -3,7 +3,8 @@
 - A customer with a company name becomes a *company* debtor, with the person as its contact.
 - Without one, a *person* debtor (named by the person, or by the e-mail address when nameless).
 - With the integration setting `default_debtor = "<target customer code>"`, every order goes to
-  that one debtor instead (customers themselves still sync as they are).
+  that one debtor instead (customers themselves still sync as they are). `default_customer` says the
+  same of a shop customer (a WooCommerce customer id or e-mail) when orders are booked into a shop.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Debtor:
 
 def decide_debtor(customer: Customer, settings: Mapping[str, Any] | None = None, *, flow: str = "orders") -> Debtor:
     """The debtor for `customer` under the integration's settings (see module docstring)."""
-    default = (settings or {}).get("default_debtor")
+    default = (settings or {}).get("default_debtor") or (settings or {}).get("default_customer")
     if flow == "orders" and isinstance(default, str | int) and not isinstance(default, bool) and str(default).strip():
         return Debtor("default", None, str(default).strip(), None, None)
     person_name = " ".join(p for p in (customer.contact.first_name, customer.contact.last_name) if p) or None

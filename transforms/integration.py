@@ -39,6 +39,7 @@ __all__ = ["EffectiveMapping", "build_mapping", "effective_mapping", "validate_i
 
 _STRING_SETTINGS = (
     "default_debtor",
+    "default_customer",
     "journal",
     "shipping_item",
     "fee_item",

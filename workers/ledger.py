@@ -14,7 +14,9 @@ So a crash anywhere costs at most one lookup, never a second record in the targe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -46,11 +48,17 @@ class Ledger:
             value, flying = pipe.execute()
         return (value.decode() if value else None), bool(flying)
 
+    def marked_at(self, key: str) -> datetime | None:
+        """When `key` was marked in flight (None: not in flight, or by a version that kept no time)."""
+        value = self.connection.hget(self.flight, key)
+        text = keys.text(value) if value else ""
+        return datetime.fromtimestamp(float(text), UTC) if text.replace(".", "", 1).isdigit() and text != "1" else None
+
     def mark(self, key: str, also: Callable[[Any], None] | None = None) -> list[Any]:
-        """Mark `key` in flight before its write; `also(pipe)` queues reads answered in the same round
-        trip, whose results are returned."""
+        """Mark `key` in flight (with the time) before its write; `also(pipe)` queues reads answered in the
+        same round trip, whose results are returned."""
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.hset(self.flight, key, "1")
+            pipe.hset(self.flight, key, f"{time.time():.3f}")
             if also is not None:
                 also(pipe)
             return list(pipe.execute()[1:])

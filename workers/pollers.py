@@ -15,7 +15,8 @@ between storing a page and saving its cursor re-reads that page next time; its d
 already marked seen, so no job is queued twice.
 
 Which streams are polled: every enabled integration whose source is a *system* (not a webhook
-endpoint) polls `Source.streams[flow]` for each of its flows, every `poll_interval_seconds` of the
+endpoint) polls `Source.streams_for(flow, settings)` (`Source.streams[flow]`; for orders the streams
+of the integration's `order_documents`) for each of its flows, every `poll_interval_seconds` of the
 system's settings.
 
 Scheduling: every (system, stream) has two deterministic job ids, slot `a` and slot `b`. A running
@@ -87,9 +88,7 @@ def polled_streams(config: Config) -> dict[str, list[str]]:
             continue
         streams = found.setdefault(system.id, [])
         for flow in integration.flows:
-            stream = source.streams.get(flow)
-            if stream is not None and stream not in streams:
-                streams.append(stream)
+            streams += [stream for stream in source.streams_for(flow, integration.settings) if stream not in streams]
     return {system_id: streams for system_id, streams in found.items() if streams}
 
 

@@ -22,28 +22,39 @@ client parses them on every response; `normalise` reads records only in that one
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.contract import Canonical, Change, Context, Gone, Settings, Source, Target
+from connectors.contract import Canonical, Change, Context, Gone, NotBookable, Settings, Source, Target
 from connectors.exactonline import auth
 from connectors.exactonline.client import ExactClient
-from connectors.exactonline.endpoints import Accounts, Endpoint, Items, SalesEntries, SalesInvoices, SalesOrders
+from connectors.exactonline.endpoints import (
+    Accounts,
+    Endpoint,
+    Items,
+    SalesEntries,
+    SalesInvoices,
+    SalesOrderLines,
+    SalesOrders,
+)
 from connectors.exactonline.errors import ExactNotFound
 from connectors.exactonline.normalise import (
     normalise_account,
     normalise_item,
+    normalise_sales_invoice,
     normalise_sales_order,
     normalise_stock_position,
 )
-from connectors.exactonline.odata import eq, iso_dates, pad_code
+from connectors.exactonline.odata import Guid, eq, iso_dates, pad_code
 from connectors.exactonline.ratelimit import Limits
 from connectors.exactonline.sync import (
     SyncAccounts,
     SyncItems,
     SyncReader,
+    SyncSalesInvoices,
     SyncSalesOrderHeaders,
     SyncStockPositions,
     SyncStream,
@@ -60,6 +71,7 @@ REFERENCE_TTL = 24 * 3600
 
 STREAMS: dict[str, type[SyncStream]] = {
     "SalesOrderHeaders": SyncSalesOrderHeaders,
+    "SalesInvoices": SyncSalesInvoices,
     "Accounts": SyncAccounts,
     "Items": SyncItems,
     "StockPositions": SyncStockPositions,
@@ -144,7 +156,12 @@ class ExactCodeFlow(CodeFlow):
 _READS: dict[str, tuple[str, type[Endpoint], tuple[str, ...]]] = {
     "salesorders": ("orders", SalesOrders, (
         "OrderID", "OrderNumber", "YourRef", "Status", "OrderedBy", "OrderedByName", "OrderDate", "Currency",
-        "Description", "AmountFC", "Modified",
+        "Description", "AmountFC", "Modified", "PaymentCondition", "PaymentConditionDescription", "ShippingMethod",
+        "ShippingMethodCode", "ShippingMethodDescription", "Remarks",
+    )),
+    "salesinvoices": ("orders", SalesInvoices, (
+        "InvoiceID", "InvoiceNumber", "Type", "YourRef", "Status", "OrderedBy", "InvoiceDate", "Currency",
+        "AmountFC", "Modified",
     )),
     "accounts": ("customers", Accounts, Accounts.select),
     "items": ("products", Items, (*Items.select, "Modified")),
@@ -160,8 +177,12 @@ class ExactSource(Source):
     kind = KIND
     title = "Exact Online"
     resources: ClassVar[Mapping[str, str]] = {
-        "SalesOrderHeaders": "orders", "SalesOrders": "orders", "Accounts": "customers", "Items": "products",
-        "StockPositions": "stock",
+        "SalesOrderHeaders": "orders", "SalesOrders": "orders", "SalesInvoices": "orders", "Accounts": "customers",
+        "Items": "products", "StockPositions": "stock",
+    }  # fmt: skip
+    booked_statuses = ("open", "partial", "complete")
+    order_documents: ClassVar[Mapping[str, str]] = {
+        "sales_order": "SalesOrderHeaders", "sales_invoice": "SalesInvoices", "direct_invoice": "SalesInvoices",
     }  # fmt: skip
     streams: ClassVar[Mapping[str, str]] = {
         "orders": "SalesOrderHeaders", "customers": "Accounts", "products": "Items", "stock": "StockPositions",
@@ -190,12 +211,43 @@ class ExactSource(Source):
     def version(self, flow: str, record: Any) -> str | None:
         if not isinstance(record, dict) or not record.get("Modified"):
             return None
-        ident = record.get("OrderID") or record.get("ID")
+        ident = record.get("InvoiceID") or record.get("OrderID") or record.get("ID")
         return f"{ident}:{record['Modified']}" if ident else None
+
+    def expand(self, flow: str, record: Any) -> Any:
+        """A sales order with its lines (`salesorder/SalesOrderLines`, the header's records have none) and
+        its customer's account (`OrderedBy`): two calls, made only when the order is booked elsewhere."""
+        if flow == "orders" and isinstance(record, dict) and record.get("InvoiceID"):
+            raise NotBookable(
+                f"Exact Online sales invoice {record.get('InvoiceNumber') or record['InvoiceID']} is not a shop "
+                "order: invoices only write their status back"
+            )
+        if flow != "orders" or not isinstance(record, dict) or not record.get("OrderID"):
+            return record
+        client = self.client()
+        lines = record.get("SalesOrderLines")
+        if not isinstance(lines, list):
+            lines = client.query(SalesOrderLines, filter=eq("OrderID", Guid(str(record["OrderID"]))),
+                                 select=_LINE_SELECT)  # fmt: skip
+        expanded = {**record, "SalesOrderLines": [iso_dates(line) for line in lines]}
+        if record.get("OrderedBy") and ACCOUNT_KEY not in record:
+            try:
+                account = client.get(Accounts, str(record["OrderedBy"]), select=_ACCOUNT_SELECT)
+                expanded[ACCOUNT_KEY] = iso_dates(account)
+            except ExactNotFound:
+                raise PermanentError(
+                    f"Exact Online order {record.get('OrderNumber')}: its customer (account {record['OrderedBy']}) "
+                    "no longer exists in Exact"
+                ) from None
+        return expanded
 
     def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
         if flow == "orders":
-            return normalise_sales_order(record)
+            if isinstance(record, dict) and record.get("InvoiceID"):
+                return normalise_sales_invoice(record)
+            account = record.get(ACCOUNT_KEY) if isinstance(record, dict) else None
+            shipping = str((settings or {}).get("shipping_item") or "SHIPPING")
+            return normalise_sales_order(record, account=account, shipping_items=[shipping])
         if flow == "customers":
             return normalise_account(record)
         if flow == "products":
@@ -213,14 +265,24 @@ class ExactSource(Source):
         client = self.client()
         division = client.division
         for page, page_cursor in SyncReader(client, STREAMS[stream]).read_since(int(cursor or 0)):
-            changes = []
+            changes: dict[str, Change] = {}
             for record in page:
-                record_id = record.get("ID") or record.get("OrderID")
+                record_id = record.get("InvoiceID") or record.get("ID") or record.get("OrderID")
                 resource_id = str(record_id) if record_id is not None else None
                 key = f"sync:{division}:{stream}:{resource_id or '-'}:{record['Timestamp']}"
-                changes.append(Change(stream, resource_id, key, iso_dates(record)))
-            yield changes, str(page_cursor)
+                # an invoice comes as one row per line: its last row in the page stands for it
+                changes.pop(resource_id or key, None)
+                changes[resource_id or key] = Change(stream, resource_id, key, iso_dates(record))
+            yield list(changes.values()), str(page_cursor)
 
+
+
+ACCOUNT_KEY = "OrderedBy@Account"
+"""Where `ExactSource.expand` puts the customer's account in a sales order record."""
+_LINE_SELECT = ("ID", "OrderID", "LineNumber", "Item", "ItemCode", "Description", "Quantity", "UnitPrice", "NetPrice",
+                "Discount", "VATCode", "VATPercentage", "VATAmountFC", "AmountFC")  # fmt: skip
+_ACCOUNT_SELECT = ("ID", "Code", "Name", "Email", "Phone", "Status", "VATNumber", "ChamberOfCommerce", "AddressLine1",
+                   "AddressLine2", "Postcode", "City", "Country", "Language", "Modified")  # fmt: skip
 
 
 _DOCUMENTS: dict[str, tuple[type[Endpoint], str]] = {
@@ -279,7 +341,7 @@ class ExactTarget(Target):
 
     # -- orders ------------------------------------------------------------------------------------
 
-    def find_order(self, document: str, number: str) -> str | None:
+    def find_order(self, document: str, number: str, since: datetime | None = None) -> str | None:
         endpoint, id_field = _DOCUMENTS[document]
         found = self.exact.first(endpoint, filter=eq("YourRef", number))
         return str(found.get(id_field) or found.get("ID")) if found is not None else None

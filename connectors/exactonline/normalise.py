@@ -1,4 +1,4 @@
-"""Exact Online REST JSON (SalesOrders, Accounts, Items, StockPositions) into the canonical model.
+"""Exact Online REST JSON (SalesOrders, SalesInvoices, Accounts, Items, StockPositions) into the canonical model.
 
 Exact Online quirks handled here:
 - Responses are wrapped: `{"d": {...}}` for one entity, `{"d": {"results": [...]}}` for lists and
@@ -32,6 +32,7 @@ from gateway.model import (
     Person,
     Product,
     Reader,
+    ShippingLine,
     StockLevel,
     per_unit,
     plain,
@@ -41,8 +42,16 @@ SOURCE = "exactonline"
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
 ORDER_STATUS = {"12": "open", "20": "partial", "21": "complete", "45": "cancelled"}
+INVOICE_STATUS = {"10": "draft", "20": "open", "50": "complete"}
+CREDIT_NOTES = ("8021", "8024")
 
-__all__ = ["normalise_account", "normalise_item", "normalise_sales_order", "normalise_stock_position"]
+__all__ = [
+    "normalise_account",
+    "normalise_item",
+    "normalise_sales_invoice",
+    "normalise_sales_order",
+    "normalise_stock_position",
+]
 
 
 def _unwrap(payload: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -60,13 +69,31 @@ def normalise_sales_order(
     *,
     account: Mapping[str, Any] | None = None,
     contacts: Iterable[Mapping[str, Any]] | None = None,
+    shipping_items: Iterable[str] = (),
 ) -> Order:
-    """An Exact SalesOrder (with `SalesOrderLines` expanded) as an `Order`."""
+    """An Exact SalesOrder (with `SalesOrderLines` expanded) as an `Order`. Lines whose item is one of
+    `shipping_items` (the service items shipping costs are booked on) are its shipping lines; an order
+    that names a shipping method and has none gets one without an amount."""
     payload = _unwrap(payload)
     doc = Reader(payload, SOURCE, "order")
     order_id = doc.ident("OrderID")
     doc = Reader(payload, SOURCE, "order", order_id)
-    lines = [_line(line) for line in doc.objects("SalesOrderLines")]
+    shipping_codes = {code.casefold() for code in shipping_items}
+    lines: list[OrderLine] = []
+    shipping_lines: list[ShippingLine] = []
+    method = doc.text("ShippingMethodCode") or doc.text("ShippingMethod")
+    method_title = doc.text("ShippingMethodDescription")
+    for raw in doc.objects("SalesOrderLines"):
+        line = _line(raw)
+        if line.sku and line.sku.casefold() in shipping_codes:
+            shipping_lines.append(ShippingLine(
+                method_id=method, method_title=method_title or line.name, total_excl=line.total_excl,
+                tax_total=line.tax_total, total_incl=line.total_incl, tax_rate=line.tax_rate,
+            ))  # fmt: skip
+        else:
+            lines.append(line)
+    if method and not shipping_lines:
+        shipping_lines.append(ShippingLine(method_id=method, method_title=method_title))
     if account is not None:
         customer = normalise_account(account, contacts)
     else:
@@ -98,10 +125,47 @@ def normalise_sales_order(
         billing_address=customer.billing_address,
         shipping_address=customer.shipping_address,
         lines=lines,
+        shipping_lines=shipping_lines,
         payment_method=doc.text("PaymentCondition"),
-        shipping_method=doc.text("ShippingMethod"),
+        payment_method_title=doc.text("PaymentConditionDescription"),
+        shipping_method=method,
+        shipping_method_title=method_title,
         total_excl=total_excl,
         notes=[n for n in (remarks,) if n] if remarks != description else [],
+        custom_fields=custom,
+    )
+
+
+def normalise_sales_invoice(payload: Mapping[str, Any]) -> Order:
+    """An Exact SalesInvoice (REST, or a row of the Sync API's SalesInvoices) as an `Order`: what the
+    status write-back needs. `Status` 10 draft, 20 open, 50 processed (Koppel's "complete"); a credit
+    note (Type 8021, 8024) is "credit_note". `custom_fields.status_code` is "invoice:<Status>", apart
+    from the sales orders' codes (20 is an open invoice, but a partly delivered order)."""
+    payload = _unwrap(payload)
+    doc = Reader(payload, SOURCE, "order")
+    invoice_id = doc.ident("InvoiceID")
+    doc = Reader(payload, SOURCE, "order", invoice_id)
+    status = doc.text("Status")
+    kind = doc.text("Type")
+    custom: CustomFields = {k: v for k, key in (("your_ref", "YourRef"), ("type", "Type")) if (v := doc.text(key))}
+    if status:
+        custom["status_code"] = f"invoice:{status}"
+    return Order(
+        source=SOURCE,
+        id=invoice_id or "",
+        number=doc.text("InvoiceNumber") or invoice_id or "",
+        reference=doc.text("YourRef"),
+        status="credit_note" if kind in CREDIT_NOTES else INVOICE_STATUS.get(status or "", status),
+        modified_at=doc.timestamp("Modified"),
+        order_date=doc.date("InvoiceDate"),
+        currency=doc.text("Currency"),
+        customer=Customer(
+            source=SOURCE, id=doc.ident("OrderedBy", required=False), kind="company",
+            company_name=doc.text("OrderedByName"),
+        ),
+        lines=[_line(line) for line in doc.objects("SalesInvoiceLines")],
+        total_excl=doc.number("AmountFCExclVat"),
+        total_incl=doc.number("AmountFC"),
         custom_fields=custom,
     )
 

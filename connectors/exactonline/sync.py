@@ -4,7 +4,7 @@ Sync endpoints (`/api/v1/{division}/sync/...`) return every record changed after
 `$filter=Timestamp gt {cursor}L` (an Int64 literal), 1 000 per page, `__next` for more. `Timestamp`
 is a row version (int64, no relation to clock time) and may arrive as a JSON number or a string;
 records come back with it as an int. Deletions of all entity types come from one stream,
-`sync/Deleted`, with an `EntityType` number (2 Accounts, 9 Items, 15 StockPositions, 32
+`sync/Deleted`, with an `EntityType` number (2 Accounts, 9 Items, 13 SalesInvoices, 15 StockPositions, 32
 SalesOrderHeaders, 33 SalesOrderLines …). Exact asks apps to use these endpoints instead of
 filtering the standard ones by date wherever a sync endpoint exists.
 
@@ -38,7 +38,22 @@ class SyncSalesOrderHeaders(SyncStream):
     entity_type = 32
     select = (
         "Timestamp", "ID", "OrderID", "OrderNumber", "YourRef", "OrderedBy", "Description", "OrderDate", "Currency",
-        "Status", "DeliveryStatus", "InvoiceStatus", "AmountFC", "Modified",
+        "Status", "DeliveryStatus", "InvoiceStatus", "AmountFC", "Modified", "OrderedByName", "PaymentCondition",
+        "PaymentConditionDescription", "ShippingMethod", "ShippingMethodCode", "ShippingMethodDescription",
+        "Remarks",
+    )  # fmt: skip
+
+
+class SyncSalesInvoices(SyncStream):
+    """Sales invoices, one row per invoice line carrying the invoice's header fields (`InvoiceID` names
+    the invoice, `ID` the line). Status 10 draft, 20 open, 50 processed; Type 8020 invoice, 8021 credit
+    note, 8023/8024 their direct forms."""
+
+    path = "sync/SalesInvoice/SalesInvoices"
+    entity_type = 13
+    select = (
+        "Timestamp", "ID", "InvoiceID", "InvoiceNumber", "Type", "YourRef", "OrderedBy", "Description",
+        "InvoiceDate", "Currency", "Status", "AmountFC", "Modified",
     )  # fmt: skip
 
 

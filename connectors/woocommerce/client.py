@@ -115,6 +115,11 @@ class WooCommerceClient(RestClient):
             params["status"] = [status] if isinstance(status, str) else list(status)
         return self.iterate("orders", params, per_page=per_page)
 
+    def create_order(self, fields: Mapping[str, Any]) -> Record:
+        """`POST /orders`. WooCommerce calculates the totals and taxes itself (from the line totals given,
+        else the products' prices) and fires `order.created`; `set_paid` marks it paid (and processing)."""
+        return self._object("POST", "orders", json=dict(fields))
+
     def update_order(self, order_id: int, fields: Mapping[str, Any]) -> Record:
         return self._object("PUT", f"orders/{int(order_id)}", json=dict(fields))
 

@@ -13,12 +13,19 @@ and as a `Target` (order statuses written back, stock, products and customers), 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from connectors.contract import Canonical, Context, Settings, Source, StockRecord, Target
 from connectors.woocommerce.client import Stock, WooCommerceClient
 from connectors.woocommerce.errors import WooCommerceConfigError, WooCommerceNotFound
-from connectors.woocommerce.normalise import normalise_customer, normalise_order, normalise_product, normalise_stock
+from connectors.woocommerce.normalise import (
+    SOURCE_ORDER_META,
+    normalise_customer,
+    normalise_order,
+    normalise_product,
+    normalise_stock,
+)
 from gateway import keys
 from gateway.config import System
 from gateway.envelope import Envelope
@@ -26,6 +33,8 @@ from gateway.errors import PermanentError
 
 KIND = "woocommerce"
 ID_CACHE_TTL = 24 * 3600
+FIND_ORDER_MARGIN = timedelta(minutes=10)
+FIND_ORDER_WINDOW = timedelta(days=2)
 
 
 class WooCommerceSettings(Settings):
@@ -95,12 +104,15 @@ class WooCommerceSource(Source):
 class WooCommerceTarget(Target):
     """Orders: the status of the shop's own orders written back (a shop order is found by its number,
     which is its post id unless a sequential-numbers plugin renumbers orders — such numbers read as
-    "not a shop order"). Stock: products and variations matched on SKU, ids cached a day."""
+    "not a shop order"), and other systems' orders booked as shop orders (`POST /orders`, lines by
+    product and variation id, marked with meta `_koppel_origin` and `_koppel_source_order`). Stock:
+    products and variations matched on SKU, ids cached a day. Customers: matched on e-mail."""
 
     kind = KIND
     title = "WooCommerce"
     writes = frozenset({"orders", "stock", "products", "customers"})
-    order_mode = "status"
+    order_modes = ("status", "book")
+    service_items = False
 
     @property
     def shop(self) -> WooCommerceClient:
@@ -112,25 +124,57 @@ class WooCommerceTarget(Target):
 
     # -- orders ------------------------------------------------------------------------------------
 
-    def order_status(self, reference: str) -> tuple[str, str] | None:
+    def order_status(self, reference: str, *, by_id: bool = False) -> tuple[str, str] | None:
         if not reference.isdigit():
             return None
         try:
             record = self.shop.get_order(int(reference))
         except WooCommerceNotFound:
             return None
-        if str(record.get("number", "")) != reference:
+        if not by_id and str(record.get("number", "")) != reference:
             return None
         return str(record["id"]), str(record.get("status") or "")
 
     def set_order_status(self, target_id: str, status: str) -> None:
         self.shop.update_order_status(int(target_id), status)
 
+    def find_order(self, document: str, number: str, since: datetime | None = None) -> str | None:
+        """The order Koppel made from the source's order `number` (meta `_koppel_source_order` ends in
+        ":<number>"). WooCommerce cannot filter orders by meta: the orders created since `since` (less
+        `FIND_ORDER_MARGIN` for clocks apart; without it, `FIND_ORDER_WINDOW`) are searched."""
+        after = (since or datetime.now(UTC) - FIND_ORDER_WINDOW) - FIND_ORDER_MARGIN
+        for record in self.shop.orders(status="any", after=after):
+            for meta in record.get("meta_data") or []:
+                if not isinstance(meta, dict) or meta.get("key") != SOURCE_ORDER_META:
+                    continue
+                value = meta.get("value")
+                if isinstance(value, str) and value.rpartition(":")[2] == number:
+                    return str(record["id"])
+        return None
+
+    def create_order(self, document: str, payload: Mapping[str, Any]) -> str:
+        """`POST /orders`. A line's `product_id` may be Koppel's item id ("<product>/<variation>", as
+        `find_items` gives it): it becomes WooCommerce's `product_id` and `variation_id`."""
+        body = dict(payload)
+        body["line_items"] = [_line_ids(line) for line in payload.get("line_items") or []]
+        return str(self.shop.create_order(body)["id"])
+
     # -- customers ---------------------------------------------------------------------------------
 
     def find_customer(self, email: str) -> str | None:
         found = self.shop.find_customer_by_email(email)
         return str(found["id"]) if found is not None else None
+
+    def find_customer_by_code(self, code: str) -> str | None:
+        """The default customer (`settings.default_customer`): a customer id, or an e-mail address."""
+        if "@" in code:
+            return self.find_customer(code)
+        if not code.isdigit():
+            return None
+        try:
+            return str(self.shop.get_customer(int(code))["id"])
+        except WooCommerceNotFound:
+            return None
 
     def create_customer(self, payload: Mapping[str, Any]) -> str:
         return str(self.shop.upsert_customer(payload).record["id"])
@@ -194,6 +238,17 @@ class WooCommerceTarget(Target):
         if flow == "stock":
             return bool(self.context.redis.hdel(self._id_cache(), key.casefold()))
         return False
+
+
+def _line_ids(line: Any) -> Any:
+    """A line item whose `product_id` is Koppel's item id "<product>/<variation>" → WooCommerce's ids."""
+    if not isinstance(line, Mapping) or not isinstance(line.get("product_id"), str):
+        return line
+    product_id, variation_id = _ids(line["product_id"])
+    out = {**line, "product_id": product_id}
+    if variation_id is not None:
+        out["variation_id"] = variation_id
+    return out
 
 
 def _stock_id(stock: Stock) -> str:

@@ -9,6 +9,8 @@ WooCommerce quirks handled here:
 - PHP serialises an empty object as `[]` (e.g. `image` on a line without one).
 - A variable product's own payload lists variation *ids*; the variations themselves come from
   `/products/{id}/variations` and are passed in (or embedded as objects under `variations`).
+- Orders Koppel itself created from another system's order carry meta `_koppel_origin`
+  ("<system id>:<order id>"), read into `Order.origin`, so they are never booked back there.
 - Product prices are excl. or incl. tax depending on a shop setting that the payload does not
   carry: pass `prices_include_tax` from the integration's settings.
 """
@@ -47,6 +49,10 @@ _VAT_META_KEYS = (
 )  # fmt: skip
 """Where VAT plug-ins keep a customer's VAT number (EU VAT Number, Germanized, WooCommerce EU VAT Assistant …)."""
 _EAN_META_KEYS = ("_ean", "ean", "_alg_ean", "_wpm_gtin_code", "_global_unique_id", "gtin", "_gtin")
+ORIGIN_META = "_koppel_origin"
+"""Meta key of an order Koppel made from another system's order: "<system id>:<order id>" (`Order.origin`)."""
+SOURCE_ORDER_META = "_koppel_source_order"
+"""Meta key of an order Koppel made: "<source system id>:<source order number>" (its lookup after a crash)."""
 _COC_META_KEYS = ("_billing_coc", "billing_coc", "kvk_nummer", "_kvk")
 
 __all__ = ["normalise_customer", "normalise_order", "normalise_product", "normalise_stock"]
@@ -132,6 +138,7 @@ def normalise_order(payload: Mapping[str, Any]) -> Order:
         tax_total=total_tax,
         total_incl=total,
         notes=[note] if note else [],
+        origin=_first_meta(meta, (ORIGIN_META,)),
         custom_fields=_custom_fields(meta),
     )
 

@@ -264,7 +264,7 @@ def writable(kind: str) -> list[tuple[str, str]]:
     if target is None:
         return []
     flows = [f for f in ("customers", "products", "orders") if f in target.writes]
-    return [(kind, flow) for flow in flows if not (flow == "orders" and target.order_mode != "book")]
+    return [(kind, flow) for flow in flows if not (flow == "orders" and "book" not in target.order_modes)]
 
 
 @pytest.mark.parametrize(("sandboxed", "flow"), [case for kind in KINDS for case in writable(kind)],
@@ -275,7 +275,10 @@ def test_a_write_replayed_writes_once(sandboxed, flow, canonical_source, monkeyp
     system_id = sandboxed.harness.system(sandboxed.live.url, True)[0]["id"]
     rt = sandboxed.runtime(
         extra_endpoints=[{"id": "canonical", "kind": "contract", "secret": "env:CONTRACT_HOOK"}],
-        integrations=[{"id": "contract", "source": "canonical", "target": system_id, "flows": [flow]}],
+        integrations=[{
+            "id": "contract", "source": "canonical", "target": system_id, "flows": [flow],
+            "settings": {"order_mode": "book"} if flow == "orders" else {},
+        }],
     )
     monkeypatch.setattr(runtime, "_runtime", rt)
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -97,7 +98,7 @@ class ToyTarget(Target):
     def _call(self) -> None:
         ToyTarget.calls_made += 1
 
-    def find_order(self, document: str, number: str) -> str | None:
+    def find_order(self, document: str, number: str, since: datetime | None = None) -> str | None:
         self._call()
         return next((key for key, order in BOOKED.items() if order["reference"] == number), None)
 

@@ -36,6 +36,7 @@ class Work:
     target: Target
     runtime: Runtime
     _record: Any = field(default=None, repr=False)
+    _expanded: Any = field(default=None, repr=False)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -55,9 +56,15 @@ class Work:
             self._record = self.source.read(self.envelope, flow)
         return self._record
 
-    def record(self, flow: str) -> Canonical:
-        """The event's record in the canonical model."""
-        return self.source.normalise(flow, self.raw(flow), self.integration.settings)
+    def record(self, flow: str, *, expanded: bool = False) -> Canonical:
+        """The event's record in the canonical model; `expanded`: with what booking it needs besides
+        (`Source.expand`: e.g. order lines the notification lacks), read once."""
+        raw = self.raw(flow)
+        if expanded:
+            if self._expanded is None:
+                self._expanded = self.source.expand(flow, raw)
+            raw = self._expanded
+        return self.source.normalise(flow, raw, self.integration.settings)
 
     def mapping(self, flow: str) -> CompiledMapping:
         """The integration's compiled mapping for flow → the target's kind (compiled once per process)."""

@@ -1,26 +1,36 @@
 """Orders, as the SPEC's Orders section describes them — booked in a target, or their status written back.
 
-Booking (a target that books orders: an ERP, an accounting package):
-1. Status filter: only orders whose status is in `settings.order_statuses` travel
-   (default: processing, completed).
-2. Already in the target → skipped and logged. The ledger (workers/ledger.py) holds what Koppel
+What an integration does with an order is its `settings.order_mode` (connectors/contract.py): "book",
+"status" or "both", as far as the target can (`Target.order_modes`; the first is the default).
+
+Booking (a target that books orders: an ERP, an accounting package, a shop taking an ERP's orders):
+0. Never in a loop: an order the target made and the source was given (its reference is held for
+   it by the ledger of an integration booking the target's orders into the source) gets the status
+   write-back instead; an order Koppel itself made from one of the target's orders (`Order.origin`
+   names the target system) is skipped, naming its origin.
+1. Already in the target → skipped and logged; when the target also takes statuses, the status is
+   written to the order Koppel booked there. The ledger (workers/ledger.py) holds what Koppel
    booked (source order number → target id); the target is asked (`find_order`) only when a previous
-   attempt may have reached it: the order is marked in flight before its write, so a worker killed
-   between the write and the ledger entry is followed by a lookup, never by a second document.
-3. The customer: workers/flows/customers.py (default debtor, or by e-mail: created or updated).
+   attempt may have reached it: the order is marked in flight (with the time) before its write, so a
+   worker killed between the write and the ledger entry is followed by a lookup, never by a second
+   document.
+2. Status filter: only orders whose status (canonical name or the source's code) is in
+   `settings.order_statuses` travel (default: the source's `booked_statuses`).
+3. The customer: workers/flows/customers.py (default debtor, or by e-mail: created or updated); with
+   `settings.guest_orders` none (the target's guest orders).
 4. For document types whose lines are items (`Target.needs_items`), every SKU must exist in the
-   target — also the service items of shipping, fee and discount lines (`settings.shipping_item`,
-   `fee_item`, `discount_item`); otherwise a permanent failure naming the missing SKUs. SKU → item id
-   is cached per target system (one lookup for the codes not in the cache). Document types without
-   items (a financial entry) need none of this.
+   target — also, for targets that book them as items (`Target.service_items`), the service items of
+   shipping, fee and discount lines (`settings.shipping_item`, `fee_item`, `discount_item`); otherwise
+   a permanent failure naming the missing SKUs. SKU → item id is cached per target system (one lookup
+   for the codes not in the cache). Document types without items (a financial entry) need none of this.
 5. The order is committed as the integration's document type (`settings.document_type`, one of the
    target's `documents`) through the integration's mapping, with the ids the document needs
-   (`Target.references`: a warehouse, G/L accounts).
+   (`Target.references`: a warehouse, G/L accounts) and `$id('origin')`, what the document is marked with.
 A cached id the target rejects (a customer or item deleted there) is forgotten and looked up again, once.
 Steady state (known customer, known items) costs one target call per order: the write.
 
-Status write-back (a target that holds the orders the source was given, `Target.order_mode = "status"`):
-the SPEC's "order status written back to the source", see `write_back`.
+Status write-back (a target that holds the orders the source was given): the SPEC's "order status
+written back to the source", see `write_back`.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from gateway import keys
 from gateway.errors import PermanentError, Rejected
 from gateway.model import Order
 from workers.flows import Work, customers
+from workers.flows.customers import UNREAD
 from workers.ledger import Ledger
 
 log = logging.getLogger("koppel.flows.orders")
@@ -47,10 +58,14 @@ NOT_IN_TARGET_TTL = 3600
 
 
 def run(work: Work) -> FlowResult:
+    mode = work.target.order_mode_of(work.settings)
     order = work.record("orders")
     assert isinstance(order, Order)
-    if work.target.order_mode == "status":
+    if mode == "status":
         return write_back(work, order)
+    mine, found = _target_order(work, order, ask_target=mode == "both")
+    if mine:  # the target's own order, booked into the source: never booked back, its status written back
+        return write_back(work, order, found=found)
     return book(work, order)
 
 
@@ -68,6 +83,8 @@ def item_codes(work: Work, order: Order) -> list[str]:
         raise PermanentError(f"order {order.number}: line(s) without SKU: {', '.join(missing_sku)}")
     settings = work.settings
     codes = [line.sku for line in order.lines if line.sku]
+    if not work.target.service_items:
+        return list(dict.fromkeys(str(code) for code in codes))
     codes += [settings.get("shipping_item", "SHIPPING")] if order.shipping_lines else []
     codes += [settings.get("fee_item", "FEE")] if order.fees else []
     codes += [settings.get("discount_item", "DISCOUNT")] if any(not d.applied_to_lines for d in order.discounts) else []
@@ -101,6 +118,12 @@ def resolve_items(work: Work, codes: list[str], *, cached: Any = customers.UNREA
     return ids
 
 
+def _expanded(work: Work) -> Order:
+    order = work.record("orders", expanded=True)
+    assert isinstance(order, Order)
+    return order
+
+
 def _forget(work: Work, order: Order, document: str, codes: list[str]) -> bool:
     """Drop the cached ids this order used (customer, items, the document's references); True if any were."""
     customer_dropped = customers.forget(work, order.customer)
@@ -109,28 +132,50 @@ def _forget(work: Work, order: Order, document: str, codes: list[str]) -> bool:
     return customer_dropped or items_dropped or references_dropped
 
 
+def synced_status(work: Work, order: Order) -> bool:
+    """Whether the order's status travels: `settings.order_statuses` (canonical names or the source's
+    codes), else the source's `booked_statuses`."""
+    statuses = {str(s) for s in work.settings.get("order_statuses", work.source.booked_statuses)}
+    code = order.custom_fields.get("status_code")
+    return order.status in statuses or (code is not None and str(code) in statuses)
+
+
+def origin_of(work: Work, order: Order) -> str:
+    """"<source system id>:<order id>": what a target order Koppel books is marked with (`Order.origin`)."""
+    source = work.integration.source
+    endpoint = work.runtime.config.endpoint(source)
+    return f"{endpoint.system or source if endpoint is not None else source}:{order.id}"
+
+
 def book(work: Work, order: Order) -> FlowResult:
     target, settings = work.target, work.settings
-    statuses = settings.get("order_statuses", DEFAULT_STATUSES)
-    if order.status not in statuses:
-        return FlowResult("skipped", order.number, reason=f"status {order.status!r} is not synced")
+    origin_system, _, origin_id = (order.origin or "").partition(":")
+    if order.origin and origin_system == target.system.id:
+        reason = f"Koppel made it from {target.title} order {origin_id} ({order.origin}); not booked back"
+        log.info("%s order %s: %s", order.source, order.number, reason)
+        return FlowResult("skipped", order.number, calls=0, reason=reason)
     document = str(settings.get("document_type", target.documents[0]))
     if document not in target.documents:
         raise PermanentError(
             f"settings.document_type {document!r}: {target.title} books {', '.join(target.documents)}"
         )
-    before = target.calls
     ledger = Ledger(work.connection, work.integration.id, "orders")
     done, in_flight = ledger.lookup(order.number)
+    if done and "status" in target.order_modes:
+        return write_back(work, order, booked=done)
+    if not synced_status(work, order):
+        return FlowResult("skipped", order.number, reason=f"status {order.status!r} is not synced")
+    before = target.calls
     if done:
         log.info("order %s is already in %s (%s); skipped", order.number, target.kind, done)
         return FlowResult("skipped", order.number, done, 0, f"already in {target.title}")
     if in_flight:
-        existing = target.find_order(document, order.number)
+        existing = target.find_order(document, order.number, since=ledger.marked_at(order.number))
         if existing is not None:
             ledger.record(order.number, existing)
             log.info("order %s was already booked by an earlier attempt (%s); skipped", order.number, existing)
             return FlowResult("skipped", order.number, existing, target.calls - before, f"already in {target.title}")
+    order = _expanded(work)
     label = f"{work.envelope.source} order {order.number}"
     codes = item_codes(work, order) if document in target.needs_items else []
 
@@ -139,16 +184,21 @@ def book(work: Work, order: Order) -> FlowResult:
         if codes:
             pipe.hmget(item_cache(work), codes)
 
+    guest = bool(settings.get("guest_orders"))
     cached_customer, *cached_items = ledger.mark(order.number, also=read_caches)
     for attempt in (1, 2):
         first = attempt == 1  # the cache entries read with the in-flight marker; read again after `_forget`
-        customer_id, how = customers.resolve(
-            work, order.customer, label=label, cached=cached_customer if first else customers.UNREAD
-        )
+        context: dict[str, Any] = {"origin": origin_of(work, order)}
+        if guest:
+            how = "guest"
+        else:
+            context["account"], how = customers.resolve(
+                work, order.customer, label=label, cached=cached_customer if first else customers.UNREAD
+            )
         item_ids = resolve_items(
             work, codes, cached=(cached_items[0] if codes else []) if first else customers.UNREAD
         )
-        context = {"account": customer_id, "items": item_ids, **target.references(document)}
+        context |= {"items": item_ids, **target.references(document)}
         payload = work.mapping("orders").apply(order, context, label=label)
         try:
             target_id = target.create_order(document, payload)
@@ -187,8 +237,9 @@ def target_status(work: Work, code: str, status: str | None) -> str | None:
 
 
 def _booking_ledgers(work: Work) -> list[str]:
-    """The integrations that book this target's orders into this integration's source: their ledgers
-    say which source order a target order number became (`settings.shop_integration` names one)."""
+    """The integrations that book this target's orders into this integration's source, whatever document
+    type they book (sales orders, invoices): their ledgers say which source document a target order
+    number became (`settings.shop_integration` names one)."""
     named = work.settings.get("shop_integration")
     if named:
         return [str(named)]
@@ -196,51 +247,97 @@ def _booking_ledgers(work: Work) -> list[str]:
     found = []
     for other in config.integrations:
         from_target = config.source_kind(other.source) == work.target.kind
-        books = "document_type" not in other.settings or other.settings["document_type"] == "sales_order"
-        if from_target and other.target == work.integration.source and "orders" in other.flows and books:
+        if from_target and other.target == work.integration.source and "orders" in other.flows:
             found.append(other.id)
     return found
 
 
-def write_back(work: Work, order: Order) -> FlowResult:
-    """The source order's status, written to the target order it was made from.
+def _booked_as(work: Work, ref: str) -> list[str]:
+    """The source documents the booking integrations' ledgers hold for the target order `ref`."""
+    ledgers = _booking_ledgers(work)
+    if not ledgers:
+        return []
+    with work.connection.pipeline(transaction=False) as pipe:
+        for integration in ledgers:
+            pipe.hget(keys.ledger(integration, "orders"), ref)
+        values = pipe.execute()
+    return [keys.text(v) for v in values if v]
+
+
+def _find_target_order(work: Work, ref: str) -> tuple[str, str] | None:
+    """(target id, status) of the target's order `ref`; a "no" is remembered for an hour."""
+    absent = keys.cache(work.target.system.id, "no-order", ref)
+    found = None if work.connection.exists(absent) else work.target.order_status(ref)
+    if found is None:
+        work.connection.set(absent, "1", ex=NOT_IN_TARGET_TTL)
+    return found
+
+
+def _target_order(work: Work, order: Order, *, ask_target: bool) -> tuple[bool, Any]:
+    """Whether the source's order is one of the target's own (booked from the target into the source),
+    and what the target said of it (`UNREAD` when not asked). A booking integration's ledger decides:
+    it holds this order under the reference. Without a ledger entry, `ask_target` asks the target."""
+    ref = order.reference
+    if not ref or "status" not in work.target.order_modes:
+        return False, UNREAD
+    booked = _booked_as(work, ref)
+    if booked:
+        return any(b.lower() == order.id.lower() for b in booked), UNREAD
+    if not ask_target or not _could_be_target_order(work, order):
+        return False, UNREAD
+    found = _find_target_order(work, ref)
+    return found is not None, found
+
+
+def _could_be_target_order(work: Work, order: Order) -> bool:
+    """Not an order Koppel itself booked (those are in this integration's ledger)."""
+    return Ledger(work.connection, work.integration.id, "orders").created(order.number) is None
+
+
+def write_back(work: Work, order: Order, *, found: Any = UNREAD, booked: str | None = None) -> FlowResult:
+    """The source order's status, written to the target order it was made from — or, with `booked`, to
+    the target order Koppel booked from it (the ledger's target id).
 
     1. The status is translated by `target_status`; statuses that change nothing cost no call.
     2. Not the target's order → skipped (not failed): no reference (`Order.reference`, Exact's YourRef),
-       or no order with that number in the target (remembered for an hour). When exactly one
-       integration books this target's orders into the source, its ledger must agree: an order whose
-       reference the ledger holds for another source order is a copy or a hand-typed reference.
+       or no order with that number in the target (remembered for an hour). When integrations book
+       this target's orders into the source, their ledgers must agree: an order whose reference a
+       ledger holds for another source document is a copy or a hand-typed reference.
     3. Idempotent: a target order that already has the status (or one in `settings.keep_statuses`,
        default `refunded`) is left alone.
     """
     target = work.target
     code = str(order.custom_fields.get("status_code") or "")
     label = f"{work.source.title} status " + (f"{code} {order.status or ''}".strip() or "(none)")
-    ref = order.reference or ""
+    ref = booked or order.reference or ""
     wanted = target_status(work, code, order.status)
     if wanted is None:
-        return FlowResult("skipped", order.number, calls=0, reason=f"{label} changes nothing in {target.title}")
+        why = f"already in {target.title} ({booked}); " if booked else ""
+        return FlowResult("skipped", order.number, booked or "", 0, f"{why}{label} changes nothing in {target.title}")
     if not ref:
         return FlowResult("skipped", order.number, calls=0, reason=f"not a {target.title} order (no reference)")
-    ledgers = _booking_ledgers(work)
-    booked = Ledger(work.connection, ledgers[0], "orders").created(ref) if len(ledgers) == 1 else None
-    if booked is not None and booked.lower() != order.id.lower():
-        reason = f"not a {target.title} order: order {ref} was booked as {work.source.title} order {booked}"
-        return FlowResult("skipped", order.number, calls=0, reason=reason)
+    if not booked and found is UNREAD:
+        ids = _booked_as(work, ref)
+        if ids and not any(b.lower() == order.id.lower() for b in ids):
+            reason = f"not a {target.title} order: order {ref} was booked as {work.source.title} order {ids[0]}"
+            return FlowResult("skipped", order.number, calls=0, reason=reason)
     before = target.calls
-    absent = keys.cache(target.system.id, "no-order", ref)
-    found = None if work.connection.exists(absent) else target.order_status(ref)
+    if booked:
+        found = target.order_status(booked, by_id=True)
+    elif found is UNREAD:
+        found = _find_target_order(work, ref)
     if found is None:
-        work.connection.set(absent, "1", ex=NOT_IN_TARGET_TTL)
-        reason = f"not a {target.title} order: {target.title} has no order {ref}"
+        what = f"the order Koppel booked ({booked}) is gone" if booked else f"{target.title} has no order {ref}"
+        reason = f"not a {target.title} order: {what}"
         return FlowResult("skipped", order.number, calls=target.calls - before, reason=reason)
     target_id, current = found
+    detail = {"shop_order": ref}
     keep = work.settings.get("keep_statuses", KEEP_STATUSES)
     if current == wanted or current in keep:
         why = f"already {current}" if current == wanted else f"is {current}, which Koppel leaves alone"
         log.info("%s order %s: %s order %s %s; skipped", order.source, order.number, target.kind, ref, why)
         reason = f"{target.title} order {ref} {why}"
-        return FlowResult("skipped", order.number, target_id, target.calls - before, reason, {"shop_order": ref})
+        return FlowResult("skipped", order.number, target_id, target.calls - before, reason, detail)
     try:
         target.set_order_status(target_id, wanted)
     except Rejected as exc:
@@ -249,4 +346,4 @@ def write_back(work: Work, order: Order) -> FlowResult:
     log.info("%s order %s (status %s): %s order %s %s → %s", order.source, order.number, label, target.kind, ref,
              current, wanted)  # fmt: skip
     reason = f"status {current} → {wanted} ({label})"
-    return FlowResult("updated", order.number, target_id, target.calls - before, reason, {"shop_order": ref})
+    return FlowResult("updated", order.number, target_id, target.calls - before, reason, detail)

@@ -10,6 +10,10 @@ GLAccount, an order line's Item); Account codes are stored right-aligned in 18 c
 Warehouse and G/L account codes are unique; direct invoices (Type 8023/8024) need a Warehouse, normal
 ones must not have one. Creating a sales order reserves stock (FreeStock down, PlanningOut up).
 
+Order and invoice lines get their VATPercentage and VATAmountFC from their VATCode (else the item's
+SalesVatCode); a sales order's PaymentCondition must be a payment condition's code. The Sync API's
+SalesInvoices give one row per invoice (Exact gives one per invoice line, with the invoice's fields).
+
 Every division starts with VAT codes 0/1/2, payment conditions 00/14/30, one main warehouse (code
 "1"; `Main` is Edm.Byte, exactly one warehouse has 1) and the revenue G/L accounts 8000, 8010 and
 8020 (`Type` 110). Entity and field names follow Exact's REST reference (InventoryWarehouses,
@@ -104,7 +108,8 @@ SPECS: dict[str, Spec] = {
             "OrderID",
             "OrderNumber YourRef OrderedBy OrderedByName DeliverTo InvoiceTo "
             "Description OrderDate DeliveryDate Currency Status DeliveryStatus InvoiceStatus AmountFC AmountDC "
-            "PaymentCondition ShippingMethod Remarks WarehouseID SalesOrderLines",
+            "PaymentCondition PaymentConditionDescription ShippingMethod ShippingMethodCode ShippingMethodDescription "
+            "Remarks WarehouseID SalesOrderLines",
             "SalesOrder",
             required=("OrderedBy",),
             references={"OrderedBy": "crm/Accounts", "WarehouseID": "inventory/Warehouses"},
@@ -116,7 +121,7 @@ SPECS: dict[str, Spec] = {
             "salesorder/SalesOrderLines",
             "ID",
             "OrderID LineNumber Item ItemCode ItemDescription Description "
-            "Quantity UnitPrice NetPrice Discount VATCode AmountFC AmountDC DeliveryDate",
+            "Quantity UnitPrice NetPrice Discount VATCode VATPercentage VATAmountFC AmountFC AmountDC DeliveryDate",
             "SalesOrderLine",
             required=("Item",),
             references={"Item": "logistics/Items"},
@@ -140,7 +145,8 @@ SPECS: dict[str, Spec] = {
         _spec(
             "salesinvoice/SalesInvoiceLines",
             "ID",
-            "InvoiceID LineNumber Item ItemCode Description Quantity UnitPrice NetPrice VATCode AmountFC AmountDC",
+            "InvoiceID LineNumber Item ItemCode Description Quantity UnitPrice NetPrice VATCode VATPercentage "
+            "VATAmountFC AmountFC AmountDC",
             "SalesInvoiceLine",
             required=("Item",),
             references={"Item": "logistics/Items"},
@@ -203,6 +209,7 @@ SYNC_VIEWS: dict[str, str] = {
     "sync/Logistics/Items": "logistics/Items",
     "sync/SalesOrder/SalesOrderHeaders": "salesorder/SalesOrders",
     "sync/SalesOrder/SalesOrderLines": "salesorder/SalesOrderLines",
+    "sync/SalesInvoice/SalesInvoices": "salesinvoice/SalesInvoices",
     "sync/Inventory/StockPositions": "inventory/StockPositions",
 }
 DELETED_FIELDS = frozenset({"Timestamp", "ID", "EntityKey", "EntityType", "DeletedBy", "DeletedDate", "Division"})
@@ -432,6 +439,12 @@ class Store:
                 quantity = _number(record.setdefault("Quantity", 1), "Quantity")
                 price = _number(record.get("NetPrice", record.get("UnitPrice", 0)), "UnitPrice")
                 record["AmountFC"] = round(quantity * price, 2)
+                if "VATPercentage" in line_spec.fields:
+                    code = str(record.get("VATCode") or item.get("SalesVatCode") or "")
+                    vat = next((v for v in self.rows(division, "vat/VATCodes") if v["Code"] == code), None)
+                    record["VATCode"] = code or None
+                    record["VATPercentage"] = vat["Percentage"] if vat is not None else 0.0
+                    record["VATAmountFC"] = round(record["AmountFC"] * record["VATPercentage"], 2)
             else:
                 record["AmountFC"] = round(_number(record.get("AmountFC"), "AmountFC"), 2)
             record["AmountDC"] = record["AmountFC"]
@@ -506,6 +519,12 @@ class Store:
         record.setdefault("InvoiceTo", record["OrderedBy"])
         record.setdefault("DeliverTo", record["OrderedBy"])
         record["OrderedByName"] = self.table(division, "crm/Accounts")[record["OrderedBy"]].get("Name")
+        if record.get("PaymentCondition"):
+            condition = next((c for c in self.rows(division, "cashflow/PaymentConditions")
+                              if c["Code"] == record["PaymentCondition"]), None)  # fmt: skip
+            if condition is None:
+                raise SandboxError(400, f"Invalid reference: PaymentCondition ({record['PaymentCondition']})")
+            record["PaymentConditionDescription"] = condition["Description"]
         record.update(Status=12, DeliveryStatus=12, InvoiceStatus=12)
         self._totals(record, lines)
         for line in lines:

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from connectors.sandboxkit import ALL_METHODS, Fault, Pipeline, basic_credentials, secret_equals
 from connectors.sandboxkit.routing import ErrorRenderer
+from connectors.woocommerce.sandbox.orders import create_order
 from connectors.woocommerce.sandbox.query import (
     common_filters,
     ids,
@@ -98,6 +99,7 @@ class RestAPI:
         item, variation = "{id:int}", "{pid:int}/variations"
         return [
             api.route("/orders", self.list_orders),
+            api.route("/orders", self.create_order, methods=["POST"]),
             api.route(f"/orders/{item}", self.get_order),
             api.route(f"/orders/{item}", self.update_order, methods=_WRITE),
             api.route("/products", self.list_products),
@@ -212,6 +214,9 @@ class RestAPI:
 
     def _created(self, data: Row, path: str) -> Response:
         return wc_response(data, 201, {"Location": f"{self.store.site_url}wp-json/wc/v3/{path}/{data['id']}"})
+
+    async def create_order(self, request: Request) -> Response:
+        return self._created(self.store.order_json(create_order(self.store, await read_body(request))), "orders")
 
     async def get_order(self, request: Request) -> Response:
         return wc_response(self.store.order_json(self.store.order(_id(request))))
