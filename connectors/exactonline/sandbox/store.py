@@ -10,6 +10,12 @@ GLAccount, an order line's Item); Account codes are stored right-aligned in 18 c
 Warehouse and G/L account codes are unique; direct invoices (Type 8023/8024) need a Warehouse, normal
 ones must not have one. Creating a sales order reserves stock (FreeStock down, PlanningOut up).
 
+Addresses (crm/Addresses) belong to an account, `Type` 1-4 (4 delivery), one `Main` per account and
+type; a sales order's DeliveryAddress (an invoice's DeliverToAddress) must be one of the delivery
+account's. Account classifications, shipping methods (referenced by GUID from accounts and orders),
+cost centres and cost units (referenced by `Code` from order, invoice and entry lines) have unique
+codes; an unknown one answers 400.
+
 Every division starts with VAT codes 0/1/2, payment conditions 00/14/30, one main warehouse (code
 "1"; `Main` is Edm.Byte, exactly one warehouse has 1) and the revenue G/L accounts 8000, 8010 and
 8020 (`Type` 110). Entity and field names follow Exact's REST reference (InventoryWarehouses,
