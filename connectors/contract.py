@@ -362,6 +362,16 @@ class Target:
     def update_customer(self, target_id: str, payload: Mapping[str, Any]) -> None:
         raise self._unsupported("update customers")
 
+    def sync_customer(self, target_id: str, payload: Mapping[str, Any], changed: Iterable[str] | None) -> bool:
+        """Bring an existing customer in line with `payload`. `changed` names the payload's fields
+        (dotted: "Account.City") whose value differs from what Koppel last sent, gone ones included;
+        None when unknown (a record Koppel did not write, or whose history it lost): then a target
+        that can compares with what it holds. A target writing field by field leaves the other fields
+        as someone changed them there. Returns whether anything was written. Default: the whole
+        payload (`update_customer`)."""
+        self.update_customer(target_id, payload)
+        return True
+
     # -- products ----------------------------------------------------------------------------------
 
     def find_items(self, skus: Iterable[str]) -> dict[str, str]:

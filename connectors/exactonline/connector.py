@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from connectors.contract import Canonical, Change, Context, Gone, NotBookable, Settings, Source, Target
 from connectors.exactonline import auth
 from connectors.exactonline.client import ExactClient
+from connectors.exactonline.details import Details
 from connectors.exactonline.endpoints import (
     Accounts,
     Endpoint,
@@ -316,10 +317,11 @@ class _LazyIds(Mapping[str, str]):
         return 0
 
 
-class ExactTarget(Target):
+class ExactTarget(Details, Target):
     """Documents are matched on `YourRef` (the source's order number); accounts on e-mail (Exact does
     not enforce unique e-mails: the first is taken) or, for a default debtor, on `Code` (right-aligned
-    in 18 characters); items on `Code` (case-insensitive)."""
+    in 18 characters); items on `Code` (case-insensitive). Accounts, contacts, delivery addresses and
+    the codes documents carry: details.py."""
 
     kind = KIND
     title = "Exact Online"
@@ -348,6 +350,7 @@ class ExactTarget(Target):
 
     def create_order(self, document: str, payload: Mapping[str, Any]) -> str:
         endpoint, id_field = _DOCUMENTS[document]
+        payload = self.prepare_document(payload)
         if document == "direct_invoice":
             created = self.exact.create_sales_invoice(payload, direct=True)
         else:
@@ -391,7 +394,8 @@ class ExactTarget(Target):
         if flow != "orders":
             return False
         names = {"direct_invoice": ["warehouses"], "sales_entry": ["gl_accounts"]}.get(key, [])
-        return bool(names) and bool(self.context.redis.delete(*(keys.cache(self.system.id, n) for n in names)))
+        dropped = bool(names) and bool(self.context.redis.delete(*(keys.cache(self.system.id, n) for n in names)))
+        return self.forget_details() or dropped
 
     def reference_id(self, name: str, path: str, code: str) -> str | None:
         """The GUID of the `path` record with this `Code`, cached a day per system."""
@@ -418,16 +422,7 @@ class ExactTarget(Target):
         found = self.exact.first(Accounts, filter=eq("Code", pad_code(code)))
         return str(found["ID"]) if found is not None else None
 
-    def create_customer(self, payload: Mapping[str, Any]) -> str:
-        """The account (`payload["Account"]`), then its contact person (`payload["Contact"]`) when given."""
-        account_id = str(self.exact.create_account(payload.get("Account", payload))["ID"])
-        contact = payload.get("Contact")
-        if contact:
-            self.exact.create_contact({**contact, "Account": account_id})
-        return account_id
-
-    def update_customer(self, target_id: str, payload: Mapping[str, Any]) -> None:
-        self.exact.update_account(target_id, payload.get("Account", payload))
+    # create_customer, update_customer and sync_customer: details.py
 
     # -- products ----------------------------------------------------------------------------------
 

@@ -165,3 +165,45 @@ class PaymentConditions(Endpoint):
 
     path = "cashflow/PaymentConditions"
     select = ("ID", "Code", "Description", "PaymentDays")
+
+
+class Addresses(Endpoint):
+    """crm/Addresses: an account's addresses. `Type` 1 visit (the account's own address fields), 2 postal,
+    3 invoice, 4 delivery; `Main` marks the one of its type Exact proposes. Sales orders name a delivery
+    address by its ID (`DeliveryAddress`), sales invoices likewise (`DeliverToAddress`)."""
+
+    path = "crm/Addresses"
+    select = ("ID", "Account", "Type", "Main", "AddressLine1", "AddressLine2", "AddressLine3", "Postcode", "City",
+              "State", "Country")  # fmt: skip
+    required = ("Account", "Type")
+
+
+DELIVERY_ADDRESS = 4
+
+
+class ShippingMethods(Endpoint):
+    """sales/ShippingMethods: sales orders and accounts reference the ID; users know the `Code`."""
+
+    path = "sales/ShippingMethods"
+    select = ("ID", "Code", "Description", "Active")
+
+
+class AccountClassifications(Endpoint):
+    """crm/AccountClassifications: the values of an account's Classification1..8 (IDs); users know the `Code`."""
+
+    path = "crm/AccountClassifications"
+    select = ("ID", "Code", "Description", "AccountClassificationName")
+
+
+class CostCenters(Endpoint):
+    """hrm/Costcenters: transaction lines name a cost centre by its `Code` (CostCenter)."""
+
+    path = "hrm/Costcenters"
+    select = ("ID", "Code", "Description", "Active")
+
+
+class CostUnits(Endpoint):
+    """hrm/Costunits: transaction lines name a cost unit by its `Code` (CostUnit)."""
+
+    path = "hrm/Costunits"
+    select = ("ID", "Code", "Description")

@@ -45,9 +45,10 @@ SOURCE = "woocommerce"
 ZERO = Decimal(0)
 _VAT_META_KEYS = (
     "_billing_vat", "billing_vat", "_billing_vat_number", "billing_vat_number", "_vat_number", "vat_number",
-    "btw_nummer",
+    "yweu_billing_vat", "_billing_vat_id", "billing_vat_id", "btw_nummer",
 )  # fmt: skip
-"""Where VAT plug-ins keep a customer's VAT number (EU VAT Number, Germanized, WooCommerce EU VAT Assistant …)."""
+"""Where VAT plug-ins keep a customer's VAT number (EU VAT Number, Germanized's VAT ID, YITH EU VAT,
+WooCommerce EU VAT Assistant …), the first one filled."""
 _EAN_META_KEYS = ("_ean", "ean", "_alg_ean", "_wpm_gtin_code", "_global_unique_id", "gtin", "_gtin")
 ORIGIN_META = "_koppel_origin"
 """Meta key of an order Koppel made from another system's order: "<system id>:<order id>" (`Order.origin`)."""

@@ -6,6 +6,11 @@
    differs from what it last sent (a fingerprint of the mapped payload; addresses included).
 2. E-mail → target id is cached per integration with that fingerprint, so a known, unchanged
    customer costs no target call; a cached id the target rejects is forgotten (`forget`).
+3. An update writes what changed, not everything: Koppel keeps, per customer, a hash of each field
+   it last sent (no personal data) and hands the target the names of the fields whose value changed
+   since (`Target.sync_customer`), so an edit made in the target to a field the shop did not change
+   survives. Without that history (a customer found in the target that Koppel did not write) the
+   target compares with what it holds.
 
 `resolve` serves the orders flow (the order's customer) and `run` the customers flow itself.
 """
@@ -13,12 +18,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from connectors.contract import FlowResult, Outcome
 from gateway import keys
-from gateway.errors import PermanentError
+from gateway.errors import NotFound, PermanentError
 from gateway.model import Customer
 from gateway.payload import dumps
 from transforms import decide_debtor
@@ -27,6 +34,8 @@ from workers.flows import Work
 log = logging.getLogger("koppel.flows.customers")
 
 CACHE_TTL = 24 * 3600
+SENT_TTL = 400 * 24 * 3600
+"""What Koppel last sent per customer (field hashes): kept beyond a year of silence."""
 UNREAD: Any = object()
 """A cache entry not read ahead: `resolve` reads it itself."""
 
@@ -41,6 +50,40 @@ def cache_field(work: Work, customer: Customer, flow: str = "orders") -> str:
     if debtor.kind == "default":
         return f"code:{debtor.code}"
     return (debtor.email or customer.email or "").strip().lower()
+
+
+def sent_key(work: Work) -> str:
+    return keys.cache(work.integration.id, "customers-sent")
+
+
+def field_hashes(payload: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Every field of a mapped payload by its dotted name ("Account.City") → a short hash of its value."""
+    out: dict[str, str] = {}
+    for name, value in payload.items():
+        if isinstance(value, Mapping):
+            out.update(field_hashes(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = hashlib.sha256(dumps(value).encode()).hexdigest()[:12]
+    return out
+
+
+def changed_fields(before: Mapping[str, str], now: Mapping[str, str]) -> frozenset[str]:
+    """The fields whose hash differs, new ones and gone ones."""
+    return frozenset(name for name in {*before, *now} if before.get(name) != now.get(name))
+
+
+def _last_sent(work: Work, email: str, target_id: str) -> dict[str, str] | None:
+    """The field hashes Koppel last sent for this customer to this target record, if it knows them."""
+    raw = work.connection.hget(sent_key(work), email)
+    if not raw:
+        return None
+    try:
+        sent = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(sent, dict) or sent.get("id") != target_id or not isinstance(sent.get("fields"), dict):
+        return None
+    return {str(k): str(v) for k, v in sent["fields"].items()}
 
 
 def forget(work: Work, customer: Customer) -> bool:
@@ -72,24 +115,38 @@ def resolve(
     fingerprint = hashlib.sha256(dumps(payload).encode()).hexdigest()[:16]
     if cached is UNREAD:
         cached = connection.hget(key, email)
+    target_id: str | None = None
     if cached:
         target_id, _, sent = cached.decode().partition(":")
         if sent == fingerprint:
             return target_id, "cached"
-        target.update_customer(target_id, payload)
-        how = "updated"
-    else:
-        found = target.find_customer(email)
-        if found is not None:
-            target_id = found
-            target.update_customer(target_id, payload)
-            how = "updated"
-        else:
-            target_id = target.create_customer(payload)
-            how = "created"
+    hashes = field_hashes(payload)
+    how = ""
+    for attempt in (1, 2):
+        if target_id is None:
+            target_id = target.find_customer(email)
+        if target_id is None:
+            target_id, how = target.create_customer(payload), "created"
+            break
+        last = _last_sent(work, email, target_id)
+        try:
+            wrote = target.sync_customer(target_id, payload, None if last is None else changed_fields(last, hashes))
+        except NotFound:
+            if attempt == 2:
+                raise
+            log.info("%s: %s no longer has the cached customer %s; looking it up again", label, work.target.kind,
+                     target_id)  # fmt: skip
+            connection.hdel(key, email)
+            target_id = None
+            continue
+        how = "updated" if wrote else "unchanged"
+        break
+    assert target_id is not None
     with connection.pipeline(transaction=False) as pipe:
         pipe.hset(key, email, f"{target_id}:{fingerprint}")
         pipe.expire(key, CACHE_TTL)
+        pipe.hset(sent_key(work), email, json.dumps({"id": target_id, "fields": hashes}, separators=(",", ":")))
+        pipe.expire(sent_key(work), SENT_TTL)
         pipe.execute()
     return target_id, how
 
@@ -102,6 +159,10 @@ def run(work: Work) -> FlowResult:
     label = f"{work.envelope.source} customer {number}"
     target_id, how = resolve(work, customer, label=label, flow="customers")
     outcome: Outcome = "created" if how == "created" else "updated" if how == "updated" else "skipped"
-    reason = "unchanged since Koppel last sent it" if outcome == "skipped" else ""
+    reason = ""
+    if how == "unchanged":
+        reason = f"already as in {work.target.title}"
+    elif outcome == "skipped":
+        reason = "unchanged since Koppel last sent it"
     log.info("%s: %s in %s as %s", label, how, work.target.kind, target_id)
     return FlowResult(outcome, number, target_id, work.target.calls - before, reason)

@@ -13,6 +13,11 @@ ones must not have one. Creating a sales order reserves stock (FreeStock down, P
 Order and invoice lines get their VATPercentage and VATAmountFC from their VATCode (else the item's
 SalesVatCode); a sales order's PaymentCondition must be a payment condition's code. The Sync API's
 SalesInvoices give one row per invoice (Exact gives one per invoice line, with the invoice's fields).
+Addresses (crm/Addresses) belong to an account, `Type` 1-4 (4 delivery), one `Main` per account and
+type; a sales order's DeliveryAddress (an invoice's DeliverToAddress) must be one of the delivery
+account's. Account classifications, shipping methods (referenced by GUID from accounts and orders),
+cost centres and cost units (referenced by `Code` from order, invoice and entry lines) have unique
+codes; an unknown one answers 400.
 
 Every division starts with VAT codes 0/1/2, payment conditions 00/14/30, one main warehouse (code
 "1"; `Main` is Edm.Byte, exactly one warehouse has 1) and the revenue G/L accounts 8000, 8010 and
@@ -60,6 +65,8 @@ class Spec:
     type_name: str
     required: tuple[str, ...] = ()
     references: Mapping[str, str] = field(default_factory=dict)
+    code_references: Mapping[str, str] = field(default_factory=dict)
+    """Fields that hold another entity's `Code` (a line's CostCenter), not its GUID."""
     lines: str | None = None
     line_path: str | None = None
     parent_key: str | None = None
@@ -73,6 +80,13 @@ def _spec(path: str, key: str, names: str, type_name: str, **options: Any) -> Sp
     return Spec(path=path, key=key, fields=fields, type_name=f"Exact.Web.Api.Models.{type_name}", **options)
 
 
+_CLASSIFICATIONS = tuple(f"Classification{n}" for n in range(1, 9))
+"""An account's classifications 1..8: each a GUID of crm/AccountClassifications."""
+_COST_CODES = {"CostCenter": "hrm/Costcenters", "CostUnit": "hrm/Costunits"}
+"""Transaction lines name cost centres and cost units by `Code`."""
+ADDRESS_TYPES = {1: "Visit", 2: "Postal", 3: "Invoice", 4: "Delivery"}
+"""crm/Addresses `Type` (Edm.Int16)."""
+
 SPECS: dict[str, Spec] = {
     spec.path: spec
     for spec in (
@@ -80,10 +94,15 @@ SPECS: dict[str, Spec] = {
             "crm/Accounts",
             "ID",
             "Code Name Email Status IsSales IsSupplier VATNumber ChamberOfCommerce "
-            "AddressLine1 AddressLine2 Postcode City Country SalesVATCode Phone Website Language "
-            "PaymentConditionSales",
+            "AddressLine1 AddressLine2 AddressLine3 Postcode City State Country SalesVATCode Phone Website Language "
+            "PaymentConditionSales GLAccountSales ShippingMethod Remarks " + " ".join(_CLASSIFICATIONS),
             "Account",
             required=("Name",),
+            references={
+                "GLAccountSales": "financial/GLAccounts",
+                "ShippingMethod": "sales/ShippingMethods",
+                **dict.fromkeys(_CLASSIFICATIONS, "crm/AccountClassifications"),
+            },
             deleted_type=2,
         ),
         _spec(
@@ -95,6 +114,25 @@ SPECS: dict[str, Spec] = {
             references={"Account": "crm/Accounts"},
             deleted_type=5,
         ),
+        _spec(
+            "crm/Addresses",
+            "ID",
+            "Account AccountName Type Main AddressLine1 AddressLine2 AddressLine3 Postcode City State Country "
+            "Contact Phone Notes",
+            "Address",
+            required=("Account", "Type"),
+            references={"Account": "crm/Accounts", "Contact": "crm/Contacts"},
+        ),
+        _spec(
+            "crm/AccountClassifications",
+            "ID",
+            "Code Description AccountClassificationName AccountClassificationNameDescription",
+            "AccountClassification",
+            required=("Code",),
+        ),
+        _spec("sales/ShippingMethods", "ID", "Code Description Active Notes", "ShippingMethod", required=("Code",)),
+        _spec("hrm/Costcenters", "ID", "Code Description Active", "Costcenter", required=("Code",)),
+        _spec("hrm/Costunits", "ID", "Code Description", "Costunit", required=("Code",)),
         _spec(
             "logistics/Items",
             "ID",
@@ -109,10 +147,11 @@ SPECS: dict[str, Spec] = {
             "OrderNumber YourRef OrderedBy OrderedByName DeliverTo InvoiceTo "
             "Description OrderDate DeliveryDate Currency Status DeliveryStatus InvoiceStatus AmountFC AmountDC "
             "PaymentCondition PaymentConditionDescription ShippingMethod ShippingMethodCode ShippingMethodDescription "
-            "Remarks WarehouseID SalesOrderLines",
+            "Remarks WarehouseID SalesOrderLines DeliveryAddress",
             "SalesOrder",
             required=("OrderedBy",),
-            references={"OrderedBy": "crm/Accounts", "WarehouseID": "inventory/Warehouses"},
+            references={"OrderedBy": "crm/Accounts", "WarehouseID": "inventory/Warehouses",
+                        "ShippingMethod": "sales/ShippingMethods", "DeliveryAddress": "crm/Addresses"},
             lines="SalesOrderLines",
             line_path="salesorder/SalesOrderLines",
             deleted_type=32,
@@ -121,10 +160,12 @@ SPECS: dict[str, Spec] = {
             "salesorder/SalesOrderLines",
             "ID",
             "OrderID LineNumber Item ItemCode ItemDescription Description "
-            "Quantity UnitPrice NetPrice Discount VATCode VATPercentage VATAmountFC AmountFC AmountDC DeliveryDate",
+            "Quantity UnitPrice NetPrice Discount VATCode VATPercentage VATAmountFC AmountFC AmountDC DeliveryDate "
+            "CostCenter CostUnit",
             "SalesOrderLine",
             required=("Item",),
             references={"Item": "logistics/Items"},
+            code_references=_COST_CODES,
             parent_key="OrderID",
             writable=False,
             deleted_type=33,
@@ -134,10 +175,11 @@ SPECS: dict[str, Spec] = {
             "InvoiceID",
             "InvoiceNumber Type YourRef OrderedBy InvoiceTo DeliverTo "
             "Journal Description InvoiceDate OrderDate DueDate Currency Status AmountFC AmountDC PaymentCondition "
-            "Warehouse Remarks SalesInvoiceLines",
+            "Warehouse Remarks SalesInvoiceLines DeliverToAddress",
             "SalesInvoice",
             required=("OrderedBy", "Journal"),
-            references={"OrderedBy": "crm/Accounts", "Warehouse": "inventory/Warehouses"},
+            references={"OrderedBy": "crm/Accounts", "Warehouse": "inventory/Warehouses",
+                        "DeliverToAddress": "crm/Addresses"},
             lines="SalesInvoiceLines",
             line_path="salesinvoice/SalesInvoiceLines",
             deleted_type=13,
@@ -146,10 +188,11 @@ SPECS: dict[str, Spec] = {
             "salesinvoice/SalesInvoiceLines",
             "ID",
             "InvoiceID LineNumber Item ItemCode Description Quantity UnitPrice NetPrice VATCode VATPercentage "
-            "VATAmountFC AmountFC AmountDC",
+            "VATAmountFC AmountFC AmountDC CostCenter CostUnit",
             "SalesInvoiceLine",
             required=("Item",),
             references={"Item": "logistics/Items"},
+            code_references=_COST_CODES,
             parent_key="InvoiceID",
             writable=False,
         ),
@@ -167,10 +210,11 @@ SPECS: dict[str, Spec] = {
         _spec(
             "salesentry/SalesEntryLines",
             "ID",
-            "EntryID LineNumber GLAccount AmountFC AmountDC VATCode VATAmountFC Description",
+            "EntryID LineNumber GLAccount AmountFC AmountDC VATCode VATAmountFC Description CostCenter CostUnit",
             "SalesEntryLine",
             required=("GLAccount", "AmountFC"),
             references={"GLAccount": "financial/GLAccounts"},
+            code_references=_COST_CODES,
             parent_key="EntryID",
             writable=False,
         ),
@@ -225,7 +269,11 @@ _GL_TYPES = {
 _PROFIT_AND_LOSS = 110
 """G/L types from 110 (Revenue) on are profit & loss accounts (BalanceType W); lower ones balance sheet (B)."""
 _CREDIT_TYPES = {22, 24, 110, 140, 160}
-_CODED = {"inventory/Warehouses": "Warehouse", "financial/GLAccounts": "G/L account"}
+_CODED = {
+    "inventory/Warehouses": "Warehouse", "financial/GLAccounts": "G/L account",
+    "crm/AccountClassifications": "Account classification", "sales/ShippingMethods": "Shipping method",
+    "hrm/Costcenters": "Cost center", "hrm/Costunits": "Cost unit",
+}  # fmt: skip
 """Entities whose `Code` is unique; the name their error messages use."""
 REVENUE_ACCOUNTS = (("8000", "Omzet binnenland"), ("8010", "Omzet EU"), ("8020", "Omzet buiten EU"))
 """The revenue G/L accounts (Type 110) every division starts with."""
@@ -385,6 +433,11 @@ class Store:
                     raise SandboxError(
                         400, f"Invalid reference: {name} ({SPECS[target].type_name.rsplit('.', 1)[-1]} not found)"
                     )
+        for name, target in spec.code_references.items():
+            if body.get(name) not in (None, ""):
+                code = str(body[name]).strip().casefold()
+                if not any(str(r.get("Code", "")).casefold() == code for r in self.rows(division, target)):
+                    raise SandboxError(400, f"Invalid reference: {name} ({body[name]} not found)")
         for name in DATE_FIELDS & set(body):
             if body[name] is not None:
                 body[name] = _date(body[name], name)
@@ -407,7 +460,10 @@ class Store:
             "salesentry/SalesEntries": self._prepare_sales_entry,
             "inventory/Warehouses": self._prepare_warehouse,
             "financial/GLAccounts": self._prepare_gl_account,
+            "crm/Addresses": self._prepare_address,
         }.get(path)
+        if path in _CODED and prepare is None:
+            self._unique_code(division, path, record)
         if prepare is not None:
             prepare(division, record, prepared_lines)
         self._insert(division, path, record)
@@ -513,11 +569,40 @@ class Store:
         self._unique_code(division, "financial/GLAccounts", record)
         self._gl_account_defaults(record)
 
+    def _prepare_address(self, division: int, record: Record, lines: list[Record]) -> None:
+        kind = record["Type"]
+        if isinstance(kind, bool) or kind not in ADDRESS_TYPES:
+            raise SandboxError(400, f"Invalid value for Type: {kind}")
+        record["AccountName"] = self.table(division, "crm/Accounts")[record["Account"]].get("Name")
+        same = [a for a in self.rows(division, "crm/Addresses")
+                if a["Account"] == record["Account"] and a["Type"] == kind]  # fmt: skip
+        record["Main"] = bool(record.get("Main")) or not any(a.get("Main") for a in same)
+        if record["Main"]:
+            self._demote_addresses(division, record)
+
+    def _demote_addresses(self, division: int, record: Record) -> None:
+        """One main address per account and type: a new main one demotes the old."""
+        for other in self.rows(division, "crm/Addresses"):
+            same = other["Account"] == record["Account"] and other["Type"] == record["Type"]
+            if same and other is not record and other.get("Main"):
+                other["Main"] = False
+                self._touch(division, other)
+
+    def _check_delivery_address(self, division: int, record: Record, field: str, account: str) -> None:
+        """Exact refuses a delivery address that is not one of the delivery account's addresses."""
+        key = record.get(field)
+        if key in (None, ""):
+            return
+        address = self.table(division, "crm/Addresses")[key]
+        if address["Account"] != account:
+            raise SandboxError(400, f"{field}: the address does not belong to the delivery account")
+
     def _prepare_sales_order(self, division: int, record: Record, lines: list[Record]) -> None:
         record["OrderNumber"] = self._next_number(division, "salesorder", 1)
         record.setdefault("OrderDate", self.now())
         record.setdefault("InvoiceTo", record["OrderedBy"])
         record.setdefault("DeliverTo", record["OrderedBy"])
+        self._check_delivery_address(division, record, "DeliveryAddress", record["DeliverTo"])
         record["OrderedByName"] = self.table(division, "crm/Accounts")[record["OrderedBy"]].get("Name")
         if record.get("PaymentCondition"):
             condition = next((c for c in self.rows(division, "cashflow/PaymentConditions")
@@ -541,6 +626,8 @@ class Store:
         record["InvoiceNumber"] = self._next_number(division, "salesinvoice", 24_000_001)
         record.setdefault("InvoiceDate", self.now())
         record.setdefault("InvoiceTo", record["OrderedBy"])
+        deliver_to = record.get("DeliverTo") or record["OrderedBy"]
+        self._check_delivery_address(division, record, "DeliverToAddress", deliver_to)
         record["Status"] = 20
         self._totals(record, lines)
 
@@ -590,6 +677,13 @@ class Store:
             changes["Main"] = 1 if changes["Main"] else 0
             if changes["Main"]:
                 self._make_main(division, record)
+        if path == "crm/Addresses":
+            if "Type" in changes and changes["Type"] != record["Type"]:
+                raise SandboxError(400, "The type of an address cannot be changed")
+            if "Account" in changes and changes["Account"] != record["Account"]:
+                raise SandboxError(400, "The account of an address cannot be changed")
+            if changes.get("Main"):
+                self._demote_addresses(division, record)
         record.update(changes)
         self._check_required(spec, record)
         self._touch(division, record)
