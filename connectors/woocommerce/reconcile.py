@@ -69,8 +69,9 @@ def _start(cursor: str | None, now: datetime, lookback: int) -> tuple[datetime, 
     try:
         parsed = parse_gmt(cursor)
     except ValueError:
-        raise PermanentError(f"WooCommerce poll cursor {cursor!r} is not a GMT date; delete it to restart") from None
-    assert parsed is not None
+        parsed = None
+    if parsed is None:
+        raise PermanentError(f"WooCommerce poll cursor {cursor!r} is not a GMT date; delete it to restart")
     return parsed - timedelta(seconds=OVERLAP_SECONDS), cursor
 
 
