@@ -419,8 +419,9 @@ class Stack:
         """Nothing left to do: the inbox drained, no event job queued, running or waiting to retry.
 
         The pollers' own jobs (always one scheduled, queued or running while an Exact source is
-        polled) and the webhook checks do not count. Only looks: RQ's `count` would also clean the registries up, handing a
-        dead worker's job back from here instead of from the workers' own maintenance.
+        polled) and the webhook checks do not count. Only looks: RQ's `count` would also clean the
+        registries up, handing a dead worker's job back from here instead of from the workers' own
+        maintenance.
         """
         queue = make_queue(self.connection, self.options.queue)
         ids = [
