@@ -12,6 +12,8 @@ The four flows (workers/flows/) hold the SPEC's rules once and call only these i
             read        the full record behind a (possibly thin) notification
             normalise   a record into the canonical model (gateway/model.py)
             changes     what changed in a stream since a cursor (polling)
+    Webhooks    (optional) the system's webhook subscriptions, for `koppel endpoints sync`: the topics
+            a flow needs, the subscriptions it holds, create / update / enable / delete
     Target  writes      which flows it can take
             lookups     a record on its stable key (order number, e-mail, customer code, SKU)
             writes      documents, customers, products, stock; idempotent together with the flow's
@@ -63,8 +65,10 @@ __all__ = [
     "Settings",
     "Source",
     "StockRecord",
+    "Subscription",
     "Target",
     "Unsupported",
+    "Webhooks",
 ]
 
 
@@ -112,6 +116,16 @@ class Settings(BaseModel):
     def check(self, system: System) -> list[str]:
         """Problems across fields, each "key.path: message" relative to the system."""
         return []
+
+    def reconcile_interval(self) -> int:
+        """Seconds between reconciliation polls: the system's streams polled although only its webhooks
+        feed the integrations, to catch deliveries the webhooks lost (0: never; a connector whose
+        webhooks can drop deliveries turns it on)."""
+        return 0
+
+    def webhook_check_interval(self) -> int:
+        """Seconds between the worker's checks of the system's webhook subscriptions (0: never)."""
+        return 0
 
     @classmethod
     def of(cls, system: System) -> Settings:
@@ -267,7 +281,7 @@ class Source:
     def require_system(self, why: str) -> System:
         if self.system is None or self.context is None:
             raise PermanentError(
-                f"{self.kind}: {why} needs the system's API; link the endpoint to its system (system = \"...\")"
+                f'{self.kind}: {why} needs the system\'s API; link the endpoint to its system (system = "...")'
             )
         return self.system
 
@@ -403,6 +417,56 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Subscription:
+    """One webhook subscription as the system holds it. `status` is "active", "paused" or "disabled"
+    (the system stopped delivering, e.g. after failed deliveries)."""
+
+    id: str
+    topic: str
+    url: str
+    status: str
+    name: str = ""
+
+
+class Webhooks:
+    """A system's webhook subscriptions, as `koppel endpoints sync` manages them (workers/subscriptions.py
+    plans and applies; this class only speaks the system's API). One instance per system and process.
+
+    `prefix` starts the name of every subscription Koppel creates: with the delivery URL it tells
+    Koppel's subscriptions from those of other software on the same system.
+    """
+
+    prefix: ClassVar[str] = "Koppel"
+
+    def __init__(self, system: System, context: Context) -> None:
+        self.system = system
+        self.context = context
+
+    def topics(self, flows: Iterable[str]) -> list[str]:
+        """The topics (as the system names them) the flows need, in a stable order."""
+        raise Unsupported(f"{self.system.kind} system {self.system.id!r} has no managed webhooks")
+
+    def current(self) -> list[Subscription]:
+        """Every subscription the system holds, Koppel's and others'."""
+        raise Unsupported(f"{self.system.kind} system {self.system.id!r} has no managed webhooks")
+
+    def create(self, topic: str, url: str, secret: str, name: str) -> Subscription:
+        raise Unsupported(f"{self.system.kind} system {self.system.id!r} cannot create webhooks")
+
+    def update(self, subscription: Subscription, *, topic: str, url: str, secret: str, name: str) -> Subscription:
+        """Point the subscription at `url` for `topic`, signing with `secret`, active again."""
+        raise Unsupported(f"{self.system.kind} system {self.system.id!r} cannot update webhooks")
+
+    def enable(self, subscription: Subscription, secret: str) -> Subscription:
+        """Re-activate a subscription the system disabled; the secret is set again with it (a wrong one is
+        the usual reason deliveries failed)."""
+        raise Unsupported(f"{self.system.kind} system {self.system.id!r} cannot enable webhooks")
+
+    def delete(self, subscription: Subscription) -> None:
+        raise Unsupported(f"{self.system.kind} system {self.system.id!r} cannot delete webhooks")
+
+
+@dataclass(frozen=True)
 class Connector:
     """One system kind: its pieces, found by the registry. Strings are "module:attribute" paths,
     imported only when used (the receiver never imports a sandbox; a worker never imports a handler):
@@ -412,6 +476,7 @@ class Connector:
     `check_endpoint` vets an endpoint of this kind (e.g. a secret's shape) and returns problems.
     `mappings` are default mappings the connector ships, "flow/document" → TOML text (the format of
     transforms/defaults/), for a target kind Koppel itself ships none for.
+    `webhooks` manages the system's webhook subscriptions, when Koppel can (`koppel endpoints sync`).
     """
 
     kind: str
@@ -424,6 +489,7 @@ class Connector:
     sandbox: str | None = None
     check_endpoint: Callable[[Endpoint], list[str]] | None = None
     mappings: Mapping[str, str] = field(default_factory=dict)
+    webhooks: type[Webhooks] | None = None
 
     def __post_init__(self) -> None:
         unknown = (self.source.reads() if self.source else frozenset()) | (self.target.writes if self.target else set())

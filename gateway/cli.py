@@ -6,6 +6,7 @@
     koppel connect        start OAuth consent for an Exact Online system (prints the URL)
     koppel replay         requeue failed jobs: --job ID, --integration ID or --all
     koppel activity       what an integration did with each event (the activity log)
+    koppel endpoints sync create and repair the systems' webhooks for the endpoints (--dry-run: show)
     koppel map ...        preview, diff and reset datamapper mappings
     koppel demo           the main job on the embedded default: everything started, fed, reported
 
@@ -21,12 +22,16 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from connectors import registry
 from gateway.activity import OUTCOMES
 from gateway.config import Config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
 from gateway.redisserver import RedisChoice, resolve_redis
+
+if TYPE_CHECKING:
+    from workers.subscriptions import Plan
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -160,11 +165,81 @@ def cmd_connect(args: argparse.Namespace) -> int:
         url = consent_url(config, args.legacy_system or args.system)
     except PermanentError as exc:
         return _fail(str(exc))
-    print(
-        "Open this URL in a browser and approve; the system sends you back to the gateway, which stores the tokens:"
-    )
+    print("Open this URL in a browser and approve; the system sends you back to the gateway, which stores the tokens:")
     print(url)
     return 0
+
+
+def cmd_endpoints_sync(args: argparse.Namespace) -> int:
+    import json
+
+    import httpx
+    import redis
+
+    from connectors.contract import Context
+    from gateway.errors import AuthFailed, KoppelError
+    from workers.subscriptions import managed_endpoints, sync_endpoint
+
+    config = _load(args)
+    if config.gateway.public_url is None:
+        problem = "gateway.public_url: required to manage webhooks (where systems reach this gateway, e.g. https://koppel.example)"
+        raise ConfigError([problem], source=str(config_path(args.config)))
+    managed = managed_endpoints(config)
+    if args.endpoint:
+        managed = [m for m in managed if m.endpoint.id == args.endpoint]
+        if not managed:
+            return _fail(f"endpoint {args.endpoint!r} has no webhooks Koppel manages (it must name its system, "
+                         "of a kind with managed webhooks, and feed an enabled integration)")  # fmt: skip
+    if not managed:
+        print('no endpoint has webhooks Koppel manages (an endpoint must name its system: system = "...")')
+        return 0
+    choice = None if args.dry_run else _redis(args)
+    connection = redis.Redis.from_url(choice.url) if choice is not None else None
+    plans: list[Plan] = []
+    failures: list[str] = []
+    try:
+        with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as http:
+            # A dry run has no Redis: the client below is never connected (webhook calls use HTTP only).
+            context = Context(http=http, redis=connection or redis.Redis())
+            for item in managed:
+                try:
+                    plans.append(sync_endpoint(config, item, context, connection=connection, dry_run=args.dry_run))
+                except AuthFailed as exc:  # the connector's message names the fix (keys, write permission)
+                    failures.append(f"endpoint {item.endpoint.id}: {item.system.id} refused Koppel's keys: {exc}")
+                except KoppelError as exc:
+                    failures.append(f"endpoint {item.endpoint.id}: {item.system.id} could not be synced: {exc}")
+    finally:
+        if connection is not None:
+            connection.close()
+        if choice is not None:
+            choice.stop()
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "endpoints": [p.as_dict() for p in plans], "failures": failures},
+                         indent=2))  # fmt: skip
+    else:
+        for done in plans:
+            _print_plan(done, dry_run=args.dry_run)
+    for failure in failures:
+        print(f"koppel: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _print_plan(plan: Plan, *, dry_run: bool) -> None:
+    others = f"; {plan.others} other webhook(s) on {plan.system} left alone" if plan.others else ""
+    print(f"endpoint {plan.endpoint} → {plan.url} (system {plan.system}){others}")
+    if dry_run:
+        for action in plan.actions:
+            print(f"  {'would ' if action.kind in ('create', 'update', 'enable', 'delete') else ''}{action.describe()}")
+        print("  in sync: nothing to do" if plan.in_sync else f"  dry run: {len(plan.changes)} change(s) not made")
+        return
+    for action in plan.actions:
+        if action.kind in ("keep", "paused"):
+            print(f"  {action.describe()}")
+    for done in plan.done:
+        print(f"  {done}")
+    for job_id in plan.polls:
+        print(f"  reconciliation poll queued: {job_id}")
+    print("  in sync: nothing to do" if plan.in_sync else f"  done: {len(plan.done)} change(s)")
 
 
 def connectors_table() -> list[dict[str, object]]:
@@ -260,6 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("system", help="the system id in the config")
     connect.add_argument("--system", dest="legacy_system", help=argparse.SUPPRESS)  # `connect exactonline --system X`
     connect.set_defaults(func=cmd_connect)
+
+    endpoints = sub.add_parser("endpoints", help="manage the systems' webhooks for the endpoints")
+    endpoints_sub = endpoints.add_subparsers(dest="endpoints_command", required=True, metavar="SUBCOMMAND")
+    sync = with_redis(with_config(endpoints_sub.add_parser(
+        "sync", help="create the webhooks the flows need, repair drift, re-activate disabled ones",
+    )))  # fmt: skip
+    sync.add_argument("--dry-run", action="store_true", help="show what would be done; change nothing")
+    sync.add_argument("--endpoint", metavar="ID", help="only this endpoint")
+    sync.add_argument("--json", action="store_true", help="as JSON, for scripts")
+    sync.set_defaults(func=cmd_endpoints_sync)
 
     kinds = sub.add_parser("connectors", help="list the system kinds Koppel connects: what each gives and takes")
     kinds.add_argument("--json", action="store_true", help="as JSON, for scripts")

@@ -2,6 +2,7 @@
 
     [gateway]                      # optional; defaults shown in `GatewaySettings`
     max_body_bytes = 1048576
+    public_url = "https://koppel.example"   # where the systems reach the receiver (webhook subscriptions)
 
     [[endpoints]]                  # where webhooks arrive: POST /webhooks/{id}
     id = "shop"
@@ -38,6 +39,7 @@ import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -107,6 +109,25 @@ class GatewaySettings(_Model):
     # mean it died (SIGKILL, OOM): its job is then retried and its locks free themselves.
     worker_heartbeat_seconds: int = Field(default=10, ge=1, le=300)
     admin_token: Secret | None = None
+    # The receiver's address as the systems reach it (behind a proxy: the proxy's); webhook subscriptions
+    # Koppel manages point at {public_url}/webhooks/{endpoint id}. None: Koppel manages no subscriptions.
+    public_url: PublicURL | None = None
+
+    def webhook_url(self, endpoint_id: str) -> str | None:
+        """Where a system delivers the endpoint's webhooks, or None without a `public_url`."""
+        return f"{self.public_url}/webhooks/{endpoint_id}" if self.public_url else None
+
+
+def _public_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL, e.g. https://koppel.example")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not carry credentials, a query or a fragment")
+    return value.strip().rstrip("/")
+
+
+PublicURL = Annotated[str, AfterValidator(_public_url)]
 
 
 def _known_kind(value: str, info: ValidationInfo) -> str:
@@ -212,11 +233,18 @@ class Config(_Model):
 
     def integrations_from(self, source: str) -> list[Integration]:
         """The enabled integrations an event from `source` feeds: those whose source it is, and for an
-        endpoint linked to its system (`system = ...`), those whose source is that system — a system's
-        webhooks and its polls feed the same integration (and a change reached both ways runs once)."""
+        endpoint linked to its system (`system = ...`), those whose source is that system; for a system,
+        also those whose source is an endpoint linked to it — a system's webhooks and its polls feed the
+        same integrations (and a change reached both ways runs once)."""
         endpoint = self.endpoint(source)
         sources = {source, endpoint.system} if endpoint is not None and endpoint.system else {source}
+        if endpoint is None:
+            sources |= {e.id for e in self.endpoints if e.system == source}
         return [i for i in self.integrations if i.source in sources and i.enabled]
+
+    def linked_endpoints(self, system_id: str) -> list[Endpoint]:
+        """The endpoints whose webhooks the system sends (`system = ...` names it)."""
+        return [e for e in self.endpoints if e.system == system_id]
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -44,6 +44,7 @@ from gateway.config import Config
 from gateway.ingest import inbox_key, make_queue
 from gateway.redisserver import EmbeddedRedis, RedisChoice, die_with_parent, free_port
 from workers.pollers import POLL_JOB_PREFIX
+from workers.subscriptions import CHECK_JOB_PREFIX
 
 INTEGRATION = "webshop-to-exact"
 WRITEBACK = "exact-to-shop"
@@ -100,6 +101,14 @@ class StackOptions:
     writeback_poll_seconds: int | None = None
     """Set: also the `exact-to-shop` integration — Exact's Sync API polled this often, order status
     written back to the shop (workers/flows/orders.py, `write_back`)."""
+    shop_settings: dict[str, Any] = field(default_factory=dict)
+    """Settings of the WooCommerce system. The stack turns the reconciliation poll off unless given
+    (`reconcile_interval_seconds`): its tests count every event a webhook brought."""
+    public_url: bool = False
+    """Set `[gateway] public_url` to the gateway's address, so Koppel manages the shop's webhooks
+    (`koppel endpoints sync`, the worker's check)."""
+    create_webhooks: bool = True
+    """Create the shop's order webhooks by hand, as the stack always did (False: `koppel endpoints sync` does)."""
 
 
 @dataclass
@@ -127,6 +136,7 @@ class Stack:
         self.exact: LiveServer | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
         self.gateway_url = ""
+        self.gateway_port = 0
         self.workers: list[subprocess.Popen[bytes]] = []
         self.env: dict[str, str] = {}
         self.config_path = self.options.data_dir / "stack.toml"
@@ -182,13 +192,15 @@ class Stack:
             "KOPPEL_STACK_WC_KEY": WOO_KEY,
             "KOPPEL_STACK_WC_CONSUMER_SECRET": WOO_SECRET,
         }
+        self.gateway_port = free_port()
         self._write_config()
         self._connect_exact()
         self._seed_exact_items()
         self._start_gateway()
         for _ in range(opts.workers):
             self.start_worker()
-        self._create_webhooks()
+        if opts.create_webhooks:
+            self._create_webhooks()
 
     def stop(self) -> None:
         for proc in [*self.workers, *([self.gateway] if self.gateway else [])]:
@@ -221,7 +233,8 @@ class Stack:
         if not opts.exact_rate_limits:
             rate_limit = {"enabled": False}
         data: dict[str, Any] = {
-            "gateway": {**opts.gateway, "queue": opts.queue},
+            "gateway": {**opts.gateway, "queue": opts.queue}
+            | ({"public_url": f"http://127.0.0.1:{self.gateway_port}"} if opts.public_url else {}),
             "endpoints": [{"id": ENDPOINT, "kind": "woocommerce", "secret": "env:KOPPEL_STACK_WC_SECRET",
                            "system": "shop"}],
             "systems": [
@@ -239,6 +252,7 @@ class Stack:
                     "base_url": self.woo.url,
                     "credentials": {"consumer_key": "env:KOPPEL_STACK_WC_KEY",
                                     "consumer_secret": "env:KOPPEL_STACK_WC_CONSUMER_SECRET"},
+                    "settings": {"reconcile_interval_seconds": 0, **opts.shop_settings},
                 },
             ],
             "integrations": [
@@ -298,7 +312,7 @@ class Stack:
         return {**os.environ, **self.env, "REDIS_URL": self.redis_url, "KOPPEL_LOG_LEVEL": "WARNING"}
 
     def _start_gateway(self) -> None:
-        port = free_port()
+        port = self.gateway_port or free_port()
         self.gateway = _spawn(
             ["serve", "--config", str(self.config_path), "--port", str(port), "--log-level", "warning"],
             self._environ(),
@@ -405,8 +419,9 @@ class Stack:
         """Nothing left to do: the inbox drained, no event job queued, running or waiting to retry.
 
         The pollers' own jobs (always one scheduled, queued or running while an Exact source is
-        polled) do not count. Only looks: RQ's `count` would also clean the registries up, handing a
-        dead worker's job back from here instead of from the workers' own maintenance.
+        polled) and the webhook checks do not count. Only looks: RQ's `count` would also clean the
+        registries up, handing a dead worker's job back from here instead of from the workers' own
+        maintenance.
         """
         queue = make_queue(self.connection, self.options.queue)
         ids = [
@@ -415,7 +430,7 @@ class Stack:
             *queue.scheduled_job_registry.get_job_ids(cleanup=False),
         ]
         return self.connection.xlen(inbox_key(self.options.queue)) == 0 and all(
-            job_id.startswith(POLL_JOB_PREFIX) for job_id in ids
+            job_id.startswith((POLL_JOB_PREFIX, CHECK_JOB_PREFIX)) for job_id in ids
         )
 
     def outcomes(self, order_ids: list[str], *, since: float | None = None) -> dict[str, OrderOutcome]:

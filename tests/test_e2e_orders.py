@@ -28,6 +28,9 @@ SEED = 4242
 ORDERS = 30
 FAST = {"worker_heartbeat_seconds": 1, "retry_base_seconds": 1}
 """Gateway settings that make a dead worker's job come back, and retries happen, within seconds."""
+SKIP_REASONS = {"already in Exact Online", "this version of the record was processed already"}
+"""An event of an order booked already: the same state is skipped on its version (workers/jobs.py), a
+changed one by the orders ledger."""
 UNLIMITED = {"exact_per_minute": 100_000, "exact_per_day": 1_000_000}
 """Rate limits on (the shared budget is used) but never reached: the tests below are about correctness."""
 
@@ -138,7 +141,8 @@ def test_the_second_event_of_every_order_is_skipped_as_already_in_exact(stack, p
     assert len(events) == ORDERS
     for order_id, handled in events.items():
         assert sorted(outcome for outcome, _, _ in handled) == ["created", "skipped"], order_id
-        assert [(r, c) for o, r, c in handled if o == "skipped"] == [("already in Exact Online", 0)]  # the ledger
+        [(reason, calls)] = [(r, c) for o, r, c in handled if o == "skipped"]
+        assert reason in SKIP_REASONS and calls == 0, order_id
 
 
 def test_the_activity_log_has_an_outcome_for_every_delivered_event(stack, placed):
@@ -173,7 +177,7 @@ def test_duplicate_deliveries_and_replayed_jobs_create_nothing_twice(stack, plac
         timeout=30,
     )
     redone = [e for e in stack.activity() if e.resource_id in set(again)][-2 * len(again) :]
-    assert {(e.outcome, e.reason) for e in redone} == {("skipped", "already in Exact Online")}
+    assert {e.outcome for e in redone} == {"skipped"} and {e.reason for e in redone} <= SKIP_REASONS
     assert_booked_once(stack, shop_orders(stack, order_ids))
     assert len(exact_records(stack, "salesorder/SalesOrders")) == ORDERS
 

@@ -134,6 +134,8 @@ class Env:
         ledger = Ledger(self.conn, INTEGRATION, "orders")
         self.conn.hdel(ledger.key, number)
         ledger.mark(number)
+        for seen in self.conn.scan_iter(keys.cache(INTEGRATION, "seen:orders", "*")):  # the run never finished
+            self.conn.delete(seen)
 
 
 @pytest.fixture

@@ -56,14 +56,17 @@ def _run(work: Work, flow: str) -> FlowResult:
     the record is gone from the source (skipped, naming it)."""
     try:
         seen = _version_key(work, flow)
-        if seen is not None and work.connection.exists(seen):
-            return FlowResult("skipped", reason="this version of the record was processed already")
+        done = work.connection.get(seen) if seen is not None else None
+        if done is not None:  # "<target id>\n<number>" of the first run (empty when it had none)
+            target_id, _, number = keys.text(done).partition("\n")
+            return FlowResult("skipped", number=number, target_id=target_id, calls=0,
+                              reason="this version of the record was processed already")  # fmt: skip
         result = flow_function(flow)(work)
     except Gone as gone:
         log.info("event %s %s: %s; skipped", work.envelope.topic, work.envelope.resource_id, gone)
         return FlowResult("skipped", calls=0, reason=str(gone))
     if seen is not None:
-        work.connection.set(seen, "1", ex=SEEN_TTL)
+        work.connection.set(seen, f"{result.target_id}\n{result.number}", ex=SEEN_TTL)
     return result
 
 

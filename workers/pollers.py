@@ -17,7 +17,12 @@ already marked seen, so no job is queued twice.
 Which streams are polled: every enabled integration whose source is a *system* (not a webhook
 endpoint) polls `Source.streams_for(flow, settings)` (`Source.streams[flow]`; for orders the streams
 of the integration's `order_documents`) for each of its flows, every `poll_interval_seconds` of the
-system's settings.
+system's settings. A system whose webhooks can drop deliveries (its settings' `reconcile_interval()`
+is not 0: WooCommerce) is also polled when only its webhooks feed an integration (an endpoint linked
+to it by `system = ...`): the reconciliation poll, every `reconcile_interval()` seconds, for the
+streams of the flows those integrations take. Its events feed the same integrations as the webhooks
+(`Config.integrations_from`), and a change reached both ways runs once (`Source.version`).
+`poll_now` starts a poll at once (after a webhook was found disabled: deliveries were lost).
 
 Scheduling: every (system, stream) has two deterministic job ids, slot `a` and slot `b`. A running
 poll cannot schedule its successor under its own id (RQ still owns that job hash until the job
@@ -72,17 +77,34 @@ def polled_system(config: Config, system_id: str) -> System:
     return system
 
 
-def poll_interval(system: System) -> int:
-    return registry.get(system.kind).settings.of(system).poll_interval_seconds
+def _polls_directly(config: Config, system: System) -> bool:
+    return any(i.enabled and i.source == system.id for i in config.integrations)
+
+
+def poll_interval(config: Config, system: System) -> int:
+    """`poll_interval_seconds` for a system an integration polls, else its reconciliation interval."""
+    settings = registry.get(system.kind).settings.of(system)
+    if _polls_directly(config, system):
+        return settings.poll_interval_seconds
+    return settings.reconcile_interval() or settings.poll_interval_seconds
+
+
+def _reconciled(config: Config, system: System) -> bool:
+    return registry.get(system.kind).settings.of(system).reconcile_interval() > 0
 
 
 def polled_streams(config: Config) -> dict[str, list[str]]:
-    """{system id: streams} for every enabled integration whose source is a polled system."""
+    """{system id: streams} for every enabled integration whose source is a polled system, or an endpoint
+    linked to a system that reconciles."""
     found: dict[str, list[str]] = {}
     for integration in config.integrations:
-        system = config.system(integration.source)
-        if not integration.enabled or system is None:
+        if not integration.enabled:
             continue
+        system = config.system(integration.source)
+        if system is None:
+            system = config.api_system(integration.source)
+            if system is None or not _reconciled(config, system):
+                continue
         source = registry.get(system.kind).source
         if source is None:
             continue
@@ -194,7 +216,7 @@ def poll(system_id: str, stream: str) -> dict[str, Any]:
     """
     rt = runtime.current()
     system = polled_system(rt.config, system_id)
-    interval = poll_interval(system)
+    interval = poll_interval(rt.config, system)
     job = get_current_job()
     try:
         summary = _read(rt, rt.source(system_id), system_id, stream)
@@ -218,8 +240,21 @@ def poll_job_ids(system_id: str, stream: str) -> list[str]:
 
 def _schedule(queue: Queue, system: System, stream: str, interval: int, *, running: str | None) -> str | None:
     """Schedule the next poll in `interval` s unless one is pending or running; its job id, or None."""
+    return schedule_chain(
+        queue, POLL_FUNC, (system.id, stream), poll_job_ids(system.id, stream), interval, running=running,
+        timeout=JOB_TIMEOUT, description=f"poll {system.id} {stream}",
+        meta={"poller": system.kind, "system": system.id, "stream": stream},
+    )  # fmt: skip
+
+
+def schedule_chain(
+    queue: Queue, func: str, args: tuple[str, ...], job_ids: list[str], interval: int, *, running: str | None,
+    timeout: int, description: str, meta: dict[str, str],
+) -> str | None:  # fmt: skip
+    """Schedule `func(*args)` in `interval` s under one of `job_ids` (its two slots) unless one of them is
+    scheduled, queued or running (other than `running`, the caller); the job id, or None."""
     free: list[str] = []
-    for job_id in poll_job_ids(system.id, stream):
+    for job_id in job_ids:
         if job_id == running:
             continue  # the caller itself: it is ending
         job = queue.fetch_job(job_id)
@@ -233,19 +268,44 @@ def _schedule(queue: Queue, system: System, stream: str, interval: int, *, runni
     try:
         queue.enqueue_in(
             timedelta(seconds=interval),
-            POLL_FUNC,
-            args=(system.id, stream),
+            func,
+            args=args,
             job_id=job_id,
             unique=True,
-            job_timeout=JOB_TIMEOUT,
+            job_timeout=timeout,
             result_ttl=max(3600, 3 * interval),
             failure_ttl=7 * 24 * 3600,
-            description=f"poll {system.id} {stream}",
-            meta={"poller": system.kind, "system": system.id, "stream": stream},
+            description=description,
+            meta=meta,
         )
     except DuplicateJobError:
         return None  # another process scheduled it a moment ago
     return job_id
+
+
+def poll_now(connection: redis.Redis, config: Config, system_id: str) -> list[str]:
+    """Poll every stream of the system at once (a third job id per stream, beside the chain's two slots);
+    the job ids queued. A stream whose immediate poll is still waiting or running is left to it."""
+    queue = make_queue(connection, config.gateway.queue)
+    system = polled_system(config, system_id)
+    queued: list[str] = []
+    for stream in polled_streams(config).get(system_id, []):
+        job_id = f"{POLL_JOB_PREFIX}{system_id}-{stream}-now"
+        job = queue.fetch_job(job_id)
+        if job is not None and job.get_status(refresh=False) not in _ENDED:
+            continue
+        if job is not None:
+            job.delete()
+        try:
+            queue.enqueue(
+                POLL_FUNC, args=(system_id, stream), job_id=job_id, unique=True, job_timeout=JOB_TIMEOUT,
+                result_ttl=3600, failure_ttl=7 * 24 * 3600, description=f"poll {system_id} {stream} now",
+                meta={"poller": system.kind, "system": system_id, "stream": stream},
+            )  # fmt: skip
+        except DuplicateJobError:
+            continue
+        queued.append(job_id)
+    return queued
 
 
 def schedule_polls(connection: redis.Redis, config: Config) -> list[str]:
@@ -257,7 +317,7 @@ def schedule_polls(connection: redis.Redis, config: Config) -> list[str]:
     scheduled: list[str] = []
     for system_id, streams in polled_streams(config).items():
         system = polled_system(config, system_id)
-        interval = poll_interval(system)
+        interval = poll_interval(config, system)
         for stream in streams:
             job_id = _schedule(queue, system, stream, interval, running=None)
             if job_id is not None:

@@ -44,6 +44,7 @@ from gateway.redisserver import die_with_parent
 from workers import keepalive, runtime
 from workers.inbox import pump_for
 from workers.pollers import schedule_polls
+from workers.subscriptions import schedule_checks
 
 log = logging.getLogger("koppel.worker")
 
@@ -151,6 +152,7 @@ def run_worker(
     if _guard is None or _guard.parent != os.getpid():
         _guard = _SchedulerGuard()
     schedule_polls(connection, config)  # sources without push (Exact Sync API) are polled on a schedule
+    schedule_checks(connection, config)  # and the webhooks Koppel manages are checked on one
     worker = worker_class(
         [queue], connection=connection, serializer=JSONSerializer,
         **worker_timing(config.gateway.worker_heartbeat_seconds),

@@ -8,15 +8,35 @@ and as a `Target` (order statuses written back, stock, products and customers), 
     [systems.credentials]
     consumer_key = "env:WC_CONSUMER_KEY"        # a read/write REST API key
     consumer_secret = "env:WC_CONSUMER_SECRET"
+    [systems.settings]
+    webhook_check_seconds = 900                 # how often the worker checks the shop's webhooks (0: never)
+    reconcile_interval_seconds = 300            # how often the shop is polled for what webhooks missed (0: never)
+    initial_lookback_seconds = 86400            # how far back the first poll reads
+
+Webhooks: `koppel endpoints sync` and the worker's check manage the shop's webhooks through
+`WooCommerceWebhooks` (workers/subscriptions.py has the plan). The reconciliation poll: reconcile.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from connectors.contract import Canonical, Context, Settings, Source, StockRecord, Target
+from pydantic import Field
+
+from connectors.contract import (
+    Canonical,
+    Change,
+    Context,
+    Settings,
+    Source,
+    StockRecord,
+    Subscription,
+    Target,
+    Webhooks,
+)
+from connectors.woocommerce import reconcile
 from connectors.woocommerce.client import Stock, WooCommerceClient
 from connectors.woocommerce.errors import WooCommerceConfigError, WooCommerceNotFound
 from connectors.woocommerce.normalise import (
@@ -40,6 +60,19 @@ FIND_ORDER_WINDOW = timedelta(days=2)
 class WooCommerceSettings(Settings):
     credentials = ("consumer_key", "consumer_secret")
     needs_base_url = True
+
+    webhook_check_seconds: int = Field(default=900, ge=0)
+    """How often the worker checks (and repairs) the shop's webhooks; 0: only `koppel endpoints sync`."""
+    reconcile_interval_seconds: int = Field(default=300, ge=0)
+    """How often a shop whose webhooks feed an integration is polled for what they missed; 0: never."""
+    initial_lookback_seconds: int = Field(default=86400, ge=0)
+    """How far back the first poll (no cursor yet) reads; older changes are never replayed."""
+
+    def reconcile_interval(self) -> int:
+        return self.reconcile_interval_seconds
+
+    def webhook_check_interval(self) -> int:
+        return self.webhook_check_seconds
 
     def check(self, system: System) -> list[str]:
         try:
@@ -74,6 +107,20 @@ class WooCommerceSource(Source):
     kind = KIND
     title = "WooCommerce"
     resources: ClassVar[Mapping[str, str]] = {"order": "orders", "customer": "customers", "product": "products"}
+    streams: ClassVar[Mapping[str, str]] = {flow: flow for flow in reconcile.STREAMS}
+
+    def version(self, flow: str, record: Any) -> str | None:
+        """Id, `date_modified_gmt` and a content digest (reconcile.py): a webhook's and a poll's copy of
+        one state are one version."""
+        return reconcile.version(record) if flow in reconcile.STREAMS else None
+
+    def changes(self, stream: str, cursor: str | None) -> Iterator[tuple[list[Change], str]]:
+        system = self.require_system("polling WooCommerce")
+        assert self.context is not None
+        settings = WooCommerceSettings.of(system)
+        assert isinstance(settings, WooCommerceSettings)
+        return reconcile.changes(_client(system, self.context), stream, cursor, now=datetime.now(UTC),
+                                 lookback=settings.initial_lookback_seconds)  # fmt: skip
 
     def read(self, envelope: Envelope, flow: str) -> Any:
         record = envelope.payload
@@ -262,3 +309,45 @@ def _ids(target_id: str) -> tuple[int, int | None]:
 
 def _record(stock: Stock) -> StockRecord:
     return StockRecord(_stock_id(stock), stock.sku, stock.stock_quantity, stock.manage_stock, stock)
+
+
+WEBHOOK_TOPICS: Mapping[str, tuple[str, ...]] = {
+    "orders": ("order.created", "order.updated"),
+    "products": ("product.created", "product.updated"),
+    "customers": ("customer.created", "customer.updated"),
+}
+"""The topics each flow fed by WooCommerce needs (no flow acts on deletions)."""
+
+
+class WooCommerceWebhooks(Webhooks):
+    """The shop's webhooks through `/webhooks`. WooCommerce never returns a secret, so a repaired or
+    re-activated webhook gets the configured secret again; one left alone keeps its own."""
+
+    @property
+    def shop(self) -> WooCommerceClient:
+        return _client(self.system, self.context)
+
+    def topics(self, flows: Iterable[str]) -> list[str]:
+        wanted = set(flows)
+        return [topic for flow, topics in WEBHOOK_TOPICS.items() if flow in wanted for topic in topics]
+
+    def current(self) -> list[Subscription]:
+        return [_subscription(hook) for hook in self.shop.webhooks()]
+
+    def create(self, topic: str, url: str, secret: str, name: str) -> Subscription:
+        return _subscription(self.shop.create_webhook(topic=topic, delivery_url=url, secret=secret, name=name))
+
+    def update(self, subscription: Subscription, *, topic: str, url: str, secret: str, name: str) -> Subscription:
+        fields = {"name": name, "topic": topic, "delivery_url": url, "secret": secret, "status": "active"}
+        return _subscription(self.shop.update_webhook(int(subscription.id), fields))
+
+    def enable(self, subscription: Subscription, secret: str) -> Subscription:
+        return _subscription(self.shop.update_webhook(int(subscription.id), {"status": "active", "secret": secret}))
+
+    def delete(self, subscription: Subscription) -> None:
+        self.shop.delete_webhook(int(subscription.id))
+
+
+def _subscription(hook: Mapping[str, Any]) -> Subscription:
+    return Subscription(id=str(hook["id"]), topic=str(hook.get("topic") or ""), url=str(hook.get("delivery_url") or ""),
+                        status=str(hook.get("status") or ""), name=str(hook.get("name") or ""))  # fmt: skip

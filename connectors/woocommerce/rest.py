@@ -110,6 +110,8 @@ class RestClient(ApiClient):
     auth_statuses = frozenset({401, 403})
     permanent_statuses = frozenset({501})
     redirect_advice = "set base_url to the shop's final address"
+    auth_advice = ("check the system's consumer key and secret; writing (webhooks, orders, stock) needs a key with "
+                   "Read/Write permission (WooCommerce → Settings → Advanced → REST API)")  # fmt: skip
 
     def __init__(
         self,

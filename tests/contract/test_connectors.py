@@ -367,6 +367,8 @@ def test_a_polled_stream_reads_every_change_across_pages_and_resumes_from_its_cu
         keys = [change.delivery_key for changes, _ in pages for change in changes]
         assert len(pages) >= 2 and len(keys) == len(set(keys)) >= len(skus)
         cursor = pages[-1][1]
-        assert [c for changes, _ in source.changes(stream, cursor) for c in changes] == []  # nothing new since
+        # Nothing new since: a source may read an overlap again (WooCommerce), with the same delivery keys.
+        again = [c.delivery_key for changes, _ in source.changes(stream, cursor) for c in changes]
+        assert set(again) <= set(keys)
     finally:
         rt.close()

@@ -15,7 +15,8 @@ What it reproduces (PLATFORMS.md §1):
 * Lists: `per_page` (default 10, 1-100, else 400 `rest_invalid_param`), `page`, `X-WP-Total`,
   `X-WP-TotalPages`, `Link` rel prev/next; filters `sku` (comma-separated; variations included),
   `email`, `role` (customers default to role "customer"), `status`, `after`/`before`,
-  `modified_after`/`modified_before` with `dates_are_gmt`, `include`, `search`, `orderby`, `order`.
+  `modified_after`/`modified_before` with `dates_are_gmt` (not on customers, as in WooCommerce), `include`,
+  `search`, `orderby`, `order`.
 * Errors `{"code", "message", "data": {"status"}}` with WooCommerce's codes: `..._shop_order_invalid_id`,
   `..._product_invalid_id`, `product_invalid_sku` (duplicate SKU; SKUs and e-mails compare
   case-insensitively, as MySQL does), `registration-error-email-exists`, `rest_invalid_param`,

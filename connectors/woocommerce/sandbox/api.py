@@ -199,7 +199,8 @@ class RestAPI:
             rows = [r for r in rows if r["email"].casefold() == email]
         if search := request.query_params.get("search", "").casefold():
             rows = [r for r in rows if search in f"{r['email']} {r['first_name']} {r['last_name']}".casefold()]
-        rows = sort_rows(request, common_filters(request, rows, self.store.tz), "name", "asc")
+        # REST v3 registers no date filters for customers: `modified_after` and the like are ignored.
+        rows = sort_rows(request, common_filters(request, rows, self.store.tz, dates=False), "name", "asc")
         return page_of(request, rows, self.store.customer_json, self.store.site_url)
 
     async def list_webhooks(self, request: Request) -> Response:

@@ -98,13 +98,14 @@ def sort_rows(request: Request, rows: list[Row], default: str, default_order: st
     return sorted(rows, key=_ORDERBY[orderby], reverse=order == "desc")
 
 
-def common_filters(request: Request, rows: list[Row], tz: tzinfo) -> list[Row]:
+def common_filters(request: Request, rows: list[Row], tz: tzinfo, *, dates: bool = True) -> list[Row]:
+    """`include`, `exclude` and, where the route knows them (`dates`), the date filters."""
     include, exclude = ids(request, "include"), ids(request, "exclude")
     if include is not None:
         rows = [r for r in rows if r["id"] in include]
     if exclude:
         rows = [r for r in rows if r["id"] not in exclude]
-    return _filter_dates(rows, _date_bounds(request, tz))
+    return _filter_dates(rows, _date_bounds(request, tz)) if dates else rows
 
 
 def page_of(request: Request, rows: list[Row], render: Callable[[Row], Row], site_url: str) -> Response:

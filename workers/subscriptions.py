@@ -1,0 +1,329 @@
+"""Webhook lifecycle: the subscriptions a system holds for an endpoint, planned and brought in line.
+
+`koppel endpoints sync` and the worker's scheduled check (`check`) run the same two steps for every
+endpoint whose kind can manage its webhooks (`Connector.webhooks`), that names its API system
+(`system = ...`) and feeds an enabled integration:
+
+    plan   the topics the integrations' flows need (`Webhooks.topics`) against what the system holds
+           (`Webhooks.current`), each Koppel subscription pointing at {public_url}/webhooks/{endpoint}
+    apply  create what is missing; repair drift (a wrong delivery URL or topic: updated, the secret set
+           again, active); re-activate what the system disabled; delete duplicates and what no flow
+           needs — and nothing else: a dry run stops after the plan.
+
+Which subscriptions are Koppel's: those delivering to this endpoint's URL, and those named
+"Koppel <endpoint>: <topic>" (the name Koppel creates them with; so a subscription still pointing at
+an old public URL is found and repaired). Everything else on the system — other software's
+webhooks, another endpoint's — is left alone and only counted. A subscription someone paused is
+reported and left paused.
+
+Every change is an activity-log entry (gateway/activity.py) of each integration the endpoint feeds
+whose flows need the topic: it names the subscription and topic, never the secret. A subscription
+found disabled (or pointing elsewhere, or at the wrong topic) lost deliveries: once repaired, the
+system's reconciliation poll runs at once (workers/pollers.py `poll_now`) to fetch what was missed.
+
+Scheduling is the pollers' two-slot chain (`schedule_chain`): job ids `koppel-hooks-{endpoint}-a|b`,
+every `webhook_check_interval()` seconds of the system's settings (WooCommerce:
+`webhook_check_seconds`), the first one interval after a worker starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import redis
+from rq import get_current_job
+
+from connectors import registry
+from connectors.contract import Context, Subscription, Webhooks
+from gateway.activity import Activity, ActivityLog
+from gateway.config import Config, Endpoint, System
+from gateway.errors import ConfigError, KoppelError, PermanentError
+from gateway.ingest import make_queue
+from workers import runtime
+from workers.pollers import poll_now, polled_streams, schedule_chain
+
+log = logging.getLogger("koppel.subscriptions")
+
+CHECK_FUNC = "workers.subscriptions.check"
+CHECK_JOB_PREFIX = "koppel-hooks-"
+JOB_TIMEOUT = 600
+
+Kind = Literal["create", "update", "enable", "delete", "keep", "paused"]
+CHANGES: frozenset[str] = frozenset({"create", "update", "enable", "delete"})
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a plan. `lost` marks a repair after which deliveries are known to have been lost."""
+
+    kind: Kind
+    topic: str
+    subscription: Subscription | None = None
+    reason: str = ""
+    lost: bool = False
+
+    def describe(self) -> str:
+        hook = f"webhook {self.subscription.id}" if self.subscription else "a webhook"
+        verbs = {
+            "create": f"create a webhook for {self.topic}",
+            "update": f"repair {hook} ({self.topic})",
+            "enable": f"re-activate {hook} ({self.topic})",
+            "delete": f"delete {hook} ({self.subscription.topic if self.subscription else self.topic})",
+            "keep": f"{hook} ({self.topic}) is in sync",
+            "paused": f"{hook} ({self.topic}) is paused: left so; set it active in the system, or delete it and sync",
+        }
+        return verbs[self.kind] + (f": {self.reason}" if self.reason and self.kind != "keep" else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"action": self.kind, "topic": self.topic, "reason": self.reason}
+        if self.subscription is not None:
+            out["webhook"] = asdict(self.subscription)
+        return out
+
+
+@dataclass
+class Plan:
+    endpoint: str
+    system: str
+    url: str
+    actions: list[Action]
+    others: int = 0
+    """Subscriptions on the system that are not this endpoint's: left alone."""
+    done: list[str] = field(default_factory=list)
+    """What `apply` did, one sentence per change."""
+    polls: list[str] = field(default_factory=list)
+    """Reconciliation polls started after a repair."""
+
+    @property
+    def changes(self) -> list[Action]:
+        return [a for a in self.actions if a.kind in CHANGES]
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.changes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "system": self.system, "url": self.url, "in_sync": self.in_sync,
+                "actions": [a.as_dict() for a in self.actions], "others": self.others, "done": self.done,
+                "polls": self.polls}  # fmt: skip
+
+
+# -- which endpoints, which topics -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Managed:
+    """An endpoint whose subscriptions Koppel manages, with its system and the flows it feeds."""
+
+    endpoint: Endpoint
+    system: System
+    webhooks: type[Webhooks]
+    flows: tuple[str, ...]
+
+
+def managed_endpoints(config: Config) -> list[Managed]:
+    """Every endpoint linked to a system whose connector manages webhooks and that feeds an enabled integration."""
+    found: list[Managed] = []
+    for endpoint in config.endpoints:
+        system = config.system(endpoint.system) if endpoint.system else None
+        connector = registry.get(endpoint.kind)
+        if system is None or connector.webhooks is None or connector.source is None:
+            continue
+        flows = [f for i in config.integrations_from(endpoint.id) for f in i.flows if f in connector.source.reads()]
+        if flows:
+            found.append(Managed(endpoint, system, connector.webhooks, tuple(dict.fromkeys(flows))))
+    return found
+
+
+def subscription_name(prefix: str, endpoint_id: str, topic: str) -> str:
+    return f"{prefix} {endpoint_id}: {topic}"
+
+
+def _owned(sub: Subscription, *, prefix: str, endpoint_id: str, url: str) -> bool:
+    return sub.url == url or sub.name.startswith(f"{prefix} {endpoint_id}: ")
+
+
+def _rank(sub: Subscription, url: str) -> tuple[bool, bool, int, str]:
+    """Which of several subscriptions on one topic to keep: the right URL, active, the oldest."""
+    return sub.url != url, sub.status != "active", int(sub.id) if sub.id.isdigit() else 0, sub.id
+
+
+def plan(
+    endpoint_id: str, system_id: str, url: str, wanted: Iterable[str], current: Iterable[Subscription], *,
+    prefix: str = Webhooks.prefix,
+) -> Plan:  # fmt: skip
+    """What to do so that the system holds exactly one active subscription per wanted topic for the endpoint."""
+    topics = list(dict.fromkeys(wanted))
+    subs = list(current)
+    ours = [s for s in subs if _owned(s, prefix=prefix, endpoint_id=endpoint_id, url=url)]
+    by_topic: dict[str, list[Subscription]] = {}
+    for sub in ours:
+        by_topic.setdefault(sub.topic, []).append(sub)
+    spare = sorted((s for s in ours if s.topic not in topics), key=lambda s: _rank(s, url))
+    actions: list[Action] = []
+    for topic in topics:
+        candidates = sorted(by_topic.get(topic, []), key=lambda s: _rank(s, url))
+        if not candidates:
+            if spare:
+                sub = spare.pop(0)
+                actions.append(Action("update", topic, sub, f"its topic was {sub.topic}", lost=True))
+            else:
+                actions.append(Action("create", topic, reason="missing"))
+            continue
+        keep, *extra = candidates
+        actions += [Action("delete", topic, sub, f"a duplicate of webhook {keep.id}") for sub in extra]
+        if keep.url != url:
+            actions.append(Action("update", topic, keep, f"its delivery URL was {keep.url}", lost=True))
+        elif keep.status == "paused":
+            actions.append(Action("paused", topic, keep))
+        elif keep.status != "active":
+            reason = f"{system_id} set it {keep.status} (after failed deliveries); deliveries since were lost"
+            actions.append(Action("enable", topic, keep, reason, lost=True))
+        else:
+            actions.append(Action("keep", topic, keep))
+    actions += [Action("delete", sub.topic, sub, "no flow of this endpoint needs its topic") for sub in spare]
+    return Plan(endpoint_id, system_id, url, actions, others=len(subs) - len(ours))
+
+
+# -- applying ----------------------------------------------------------------------------------------
+
+
+def _flow_of(kind: str, topic: str) -> str | None:
+    source = registry.get(kind).source
+    return source.flow_of(topic.partition(".")[0]) if source is not None else None
+
+
+def _note(connection: redis.Redis | None, config: Config, managed: Managed, action: Action, done: str,
+          hook_id: str) -> None:  # fmt: skip
+    """An activity-log entry per integration whose flows need the topic: the subscription and topic only."""
+    if connection is None:
+        return
+    flow = _flow_of(managed.endpoint.kind, action.topic) or ""
+    now = time.time()
+    job = get_current_job()
+    activity = ActivityLog(connection)
+    for integration in config.integrations_from(managed.endpoint.id):
+        if flow and flow not in integration.flows:
+            continue
+        activity.record(Activity(
+            integration=integration.id, flow=flow, topic=action.topic, resource_id=f"webhook {hook_id}",
+            outcome="created" if action.kind == "create" else "updated", received_at=now, done_at=now,
+            reason=done, job_id=job.id if job is not None else "",
+        ))  # fmt: skip
+
+
+def _apply_one(hooks: Webhooks, managed: Managed, plan_: Plan, action: Action) -> tuple[str, str]:
+    """Run one change; (what was done, the subscription id)."""
+    secret = managed.endpoint.secret.get_secret_value()
+    name = subscription_name(hooks.prefix, managed.endpoint.id, action.topic)
+    sub = action.subscription
+    if action.kind == "create":
+        made = hooks.create(action.topic, plan_.url, secret, name)
+        return f"created webhook {made.id} for {action.topic} → {plan_.url}", made.id
+    assert sub is not None
+    if action.kind == "update":
+        hooks.update(sub, topic=action.topic, url=plan_.url, secret=secret, name=name)
+        return f"repaired webhook {sub.id} ({action.topic}): {action.reason}; now → {plan_.url}, active", sub.id
+    if action.kind == "enable":
+        hooks.enable(sub, secret)
+        return f"re-activated webhook {sub.id} ({action.topic}): {action.reason}", sub.id
+    hooks.delete(sub)
+    return f"deleted webhook {sub.id} ({sub.topic}): {action.reason}", sub.id
+
+
+def sync_endpoint(
+    config: Config, managed: Managed, context: Context, *, connection: redis.Redis | None, dry_run: bool = False
+) -> Plan:
+    """Plan the endpoint's subscriptions and, unless `dry_run`, apply the plan: log every change (with
+    `connection`) and start the reconciliation poll after a repair that means deliveries were lost.
+    A KoppelError from the system (unreachable, keys refused) goes up, after what was done is kept."""
+    url = config.gateway.webhook_url(managed.endpoint.id)
+    if url is None:
+        raise ConfigError(["gateway.public_url: required to manage webhooks (where systems reach this gateway)"])
+    hooks = managed.webhooks(managed.system, context)
+    result = plan(managed.endpoint.id, managed.system.id, url, hooks.topics(managed.flows), hooks.current(),
+                  prefix=hooks.prefix)  # fmt: skip
+    if dry_run:
+        return result
+    lost = False
+    for action in result.changes:
+        done, hook_id = _apply_one(hooks, managed, result, action)
+        result.done.append(done)
+        lost |= action.lost
+        log.info("endpoint %s: %s", managed.endpoint.id, done)
+        _note(connection, config, managed, action, done, hook_id)
+    if lost and connection is not None and managed.system.id in polled_streams(config):
+        result.polls = poll_now(connection, config, managed.system.id)
+    return result
+
+
+# -- the worker's scheduled check --------------------------------------------------------------------
+
+
+def check_interval(system: System) -> int:
+    return registry.get(system.kind).settings.of(system).webhook_check_interval()
+
+
+def check_job_ids(endpoint_id: str) -> list[str]:
+    return [f"{CHECK_JOB_PREFIX}{endpoint_id}-{slot}" for slot in ("a", "b")]
+
+
+def _schedule(connection: redis.Redis, config: Config, managed: Managed, *, running: str | None) -> str | None:
+    interval = check_interval(managed.system)
+    if interval <= 0 or config.gateway.public_url is None:
+        return None
+    return schedule_chain(
+        make_queue(connection, config.gateway.queue), CHECK_FUNC, (managed.endpoint.id,),
+        check_job_ids(managed.endpoint.id), interval, running=running, timeout=JOB_TIMEOUT,
+        description=f"check the webhooks of {managed.endpoint.id}",
+        meta={"system": managed.system.id, "endpoint": managed.endpoint.id},
+    )  # fmt: skip
+
+
+def schedule_checks(connection: redis.Redis, config: Config) -> list[str]:
+    """Schedule the next webhook check of every managed endpoint that has none pending; the new job ids.
+    Without `[gateway] public_url` there is nothing to check against: one log line says so."""
+    endpoints = managed_endpoints(config)
+    if endpoints and config.gateway.public_url is None:
+        log.info("webhook checks off: set [gateway] public_url to let Koppel manage the systems' webhooks")
+        return []
+    return [job_id for m in endpoints if (job_id := _schedule(connection, config, m, running=None)) is not None]
+
+
+def check(endpoint_id: str) -> dict[str, Any]:
+    """RQ job: sync one endpoint's subscriptions, then schedule the next check (also after a failure)."""
+    rt = runtime.current()
+    managed = next((m for m in managed_endpoints(rt.config) if m.endpoint.id == endpoint_id), None)
+    if managed is None:
+        raise PermanentError(f"endpoint {endpoint_id!r} has no webhooks Koppel manages in this config")
+    job = get_current_job()
+    try:
+        result = sync_endpoint(rt.config, managed, rt.context(), connection=rt.connection)
+    except KoppelError as exc:
+        log.warning("endpoint %s: webhook check failed: %s", endpoint_id, exc)
+        raise
+    finally:
+        try:
+            next_id = _schedule(rt.connection, rt.config, managed, running=job.id if job else None)
+        except Exception:  # never hide the check's own outcome behind a scheduling failure
+            log.exception("endpoint %s: scheduling the next webhook check failed", endpoint_id)
+            next_id = None
+    return result.as_dict() | {"next_check": next_id}
+
+
+__all__ = [
+    "Action",
+    "Managed",
+    "Plan",
+    "check",
+    "check_job_ids",
+    "managed_endpoints",
+    "plan",
+    "schedule_checks",
+    "subscription_name",
+    "sync_endpoint",
+]
