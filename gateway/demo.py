@@ -1,19 +1,25 @@
-"""`koppel demo`: Koppel's main job on the embedded default — WooCommerce orders booked in Exact Online.
+"""`koppel demo`: Koppel's main job on the embedded default — the whole WooCommerce ⇄ Exact Online pair.
 
 Everything runs on this machine (gateway/stack.py): an embedded Redis of the demo's own (data in
 `<data dir>/redis`, emptied at start: the sandboxes start empty too), the WooCommerce and Exact
-Online sandboxes, the gateway and a worker. Koppel is authorised
-at Exact through its OAuth consent flow; Exact knows every item the shop sells except the gift
-voucher (so some orders fail, naming it); the shop's webhooks point at the gateway. Then:
+Online sandboxes, the gateway and a worker. Koppel is authorised at Exact through its OAuth consent
+flow. Then:
 
-1. The shop takes a batch of realistic checkout orders; WooCommerce sends `order.created` and
-   `order.updated` for each, signed as WooCommerce signs them; a progress bar follows the activity log.
-2. A report: orders placed, deliveries accepted, created in Exact, skipped, failed with reasons, Exact
+1. `koppel endpoints sync` makes the shop's webhooks (orders, products, customers) point at the gateway.
+2. The shop's catalogue is published: WooCommerce sends `product.created` for every product and
+   variation and the products flow creates them as Exact items — except the gift voucher, which
+   `settings.product_filter` keeps out (a bookkeeper books vouchers on a G/L account).
+3. The shop takes a batch of realistic checkout orders; a progress bar follows the activity log. A
+   report: orders placed, deliveries accepted, created in Exact, skipped, failed with reasons, Exact
    API calls per order — and a cross-check against the Exact sandbox: one sales order per shop order.
-3. The receiver turns away a forged delivery (401) and acknowledges a repeated one without a second job.
-4. The missing item is added in Exact and the failed jobs are replayed (`koppel replay`): now booked.
-5. A few orders are delivered in Exact; the Sync API poller picks that up and the shop's orders
-   become `completed` (the `exact-to-shop` integration: order status written back).
+4. The receiver turns away a forged delivery (401) and acknowledges a repeated one without a second job.
+5. The voucher is added in Exact and the failed orders (those with a voucher) replayed: now booked.
+6. A customer moves: the shop sends `customer.updated` and the Exact account gets the new address.
+7. WooCommerce disables the order webhooks (as it does after failed deliveries); orders placed
+   meanwhile are never delivered. `koppel endpoints sync` re-activates them and the reconciliation
+   poll books the missed orders, each exactly once.
+8. Stock is counted in Exact and a few orders delivered there; the Sync API poller brings the stock
+   and the `completed` status back to the shop (the `exact-to-shop` integration).
 
 Everything started is stopped at the end (and by the kernel if this process is killed).
 """
@@ -33,15 +39,19 @@ from connectors.woocommerce.wordpress import php_json_encode, webhook_signature
 from gateway.replay import failed_job_ids, replay
 from gateway.stack import ENDPOINT, INTEGRATION, OrderOutcome, Stack, StackOptions
 
-MISSING_SKU = "KOP-BON-25"  # the shop's gift voucher: not an item in Exact, so its orders fail
+MISSING_SKU = "KOP-BON-25"  # the shop's gift voucher: kept out of Exact by the filter, so its orders fail
+PRODUCT_FILTER = "type != 'virtual'"
 POLL_SECONDS = 5  # Exact's Sync API polled this often (each poll is an API call of Exact's budget)
 DELIVERED = 5  # orders delivered in Exact at the end, their status written back to the shop
+MISSED = 3  # orders placed while the shop's order webhooks are disabled
+COUNTED = {"KOP-TASSE-BL": 40, "KOP-TS-M": 12}  # a stock count in Exact, brought to the shop
 
 
 def run_demo(orders: int = 25, data_dir: Path = Path(".koppel/demo"), console: Console | None = None) -> int:
     console = console or Console(highlight=False)
     options = StackOptions(
-        data_dir=data_dir, missing_skus=(MISSING_SKU,), queue="koppel-demo", writeback_poll_seconds=POLL_SECONDS
+        data_dir=data_dir, queue="koppel-demo", writeback_poll_seconds=POLL_SECONDS, pair=True,
+        product_filter=PRODUCT_FILTER,
     )
     with console.status("starting Redis, the sandboxes, the gateway and a worker…"):
         stack = Stack(options)
@@ -65,15 +75,16 @@ def _run(stack: Stack, orders: int, console: Console) -> int:
     assert stack.exact is not None and stack.woo is not None
     workers = ", ".join(str(w.pid) for w in stack.workers)
     console.print(f"redis    {stack.redis.describe() if stack.redis else stack.redis_url}")
-    console.print(f"shop     {stack.woo.url}  WooCommerce sandbox, webhooks → gateway")
+    console.print(f"shop     {stack.woo.url}  WooCommerce sandbox (an empty shop)")
     console.print(f"exact    {stack.exact.url}  Exact Online sandbox, authorised via OAuth")
-    console.print(f"         every SKU of the shop is an item in Exact, except {MISSING_SKU}")
     console.print(f"gateway  {stack.gateway_url}  koppel serve; koppel worker pid {workers}")
     console.print(f"logs     {stack.log_dir}/\n")
 
+    healthy = _endpoints(stack, console)
+    healthy &= _catalogue(stack, console)
     placed = stack.place_orders(orders)
     outcomes = _follow(stack, placed, f"{orders} orders placed in the shop", console)
-    healthy = _report(stack, placed, outcomes, console)
+    healthy &= _report(stack, placed, outcomes, console)
     healthy &= _receiver_checks(stack, console)
 
     failed = [o for o in outcomes.values() if o.outcome == "failed"]
@@ -89,14 +100,100 @@ def _run(stack: Stack, orders: int, console: Console) -> int:
         console.print(f"after the replay: {booked} of {len(failed)} booked in Exact")
         healthy &= booked == len(failed)
         healthy &= _one_order_each(stack, placed, console)
+    healthy &= _customer_moves(stack, console)
+    healthy &= _missed_webhooks(stack, console)
+    healthy &= _stock(stack, console)
     healthy &= _writeback(stack, placed, console)
     console.print("\n[green]done[/]: every order is accounted for" if healthy else "\n[red]something is off[/]")
     return 0 if healthy else 1
 
 
-def _follow(stack: Stack, order_ids: list[str], label: str, console: Console) -> dict[str, OrderOutcome]:
+def _endpoints(stack: Stack, console: Console) -> bool:
+    """`koppel endpoints sync`: the shop's webhooks made for the integration's flows."""
+    console.print("koppel endpoints sync")
+    done = stack.sync_endpoints()
+    for line in (done.stdout + done.stderr).strip().splitlines():
+        console.print(f"  {line}", markup=False)
+    return done.returncode == 0
+
+
+def _catalogue(stack: Stack, console: Console) -> bool:
+    """The shop's catalogue published: every product and variation an Exact item, but the voucher."""
+    ids = stack.seed_shop_products()
+    _follow(stack, ids, f"{len(ids)} products and variations published in the shop", console, calls=False)
+    skus = stack.shop_skus()
+    items = {str(row.get("Code")) for row in stack.exact_rows("logistics/Items")}
+    made = [sku for sku in skus if sku in items]
+    left_out = [sku for sku in skus if sku not in items]
+    console.print(f"{len(made)} of the shop's {len(skus)} SKUs are now items in Exact; left out by "
+                  f"settings.product_filter ({PRODUCT_FILTER}): {', '.join(left_out) or 'none'}\n")  # fmt: skip
+    return left_out == [MISSING_SKU]
+
+
+def _customer_moves(stack: Stack, console: Console) -> bool:
+    """A registered customer moves; the shop's customer.updated reaches the Exact account."""
+    client = stack.woo_client()
+    customer = next(iter(client.customers(per_page=1)), None)
+    if customer is None:
+        return True
+    email = str(customer["email"])
+    billing = {**customer["billing"], "address_1": "Nieuwe Gracht 12", "postcode": "3512 LT", "city": "Utrecht",
+               "country": "NL"}  # fmt: skip
+    console.print(f"\nCustomer {customer['id']} moves to Utrecht in the shop; WooCommerce sends customer.updated…")
+    client.update_customer(int(customer["id"]), {"billing": billing})
+    deadline = time.monotonic() + 60
+    city = None
+    while time.monotonic() < deadline:
+        accounts = stack.exact_rows("crm/Accounts")
+        account = next((a for a in accounts if str(a.get("Email", "")).lower() == email.lower()), None)
+        city = account.get("City") if account else None
+        if city == "Utrecht":
+            break
+        time.sleep(0.3)
+    console.print(f"the Exact account of customer {customer['id']} now says: {city or '(not found)'}")
+    return city == "Utrecht"
+
+
+def _missed_webhooks(stack: Stack, console: Console) -> bool:
+    """Order webhooks disabled, orders placed meanwhile; `endpoints sync` and the reconciliation poll repair it."""
+    hooks = stack.set_webhook_status("order.", "disabled")
+    console.print(f"\nWooCommerce disables the order webhooks ({', '.join(hooks)}), as it does after 7 failed "
+                  f"deliveries in a row; {MISSED} orders are placed meanwhile and never delivered")  # fmt: skip
+    since = time.time()
+    missed = stack.place_orders(MISSED)
+    console.print("koppel endpoints sync")
+    done = stack.sync_endpoints()
+    for line in (done.stdout + done.stderr).strip().splitlines():
+        console.print(f"  {line}", markup=False)
+    outcomes = _follow(stack, missed, "missed orders, found by the reconciliation poll", console, since=since)
+    booked = sum(o.outcome == "created" for o in outcomes.values())
+    console.print(f"{booked} of {MISSED} missed orders booked in Exact (orders {', '.join(missed)})")
+    return done.returncode == 0 and booked == MISSED and _one_order_each(stack, missed, console)
+
+
+def _stock(stack: Stack, console: Console) -> bool:
+    """A stock count in Exact reaches the shop through the Sync API poller and the stock flow."""
+    console.print(f"\nStock counted in Exact ({', '.join(f'{sku}: {n}' for sku, n in COUNTED.items())}); the "
+                  f"Sync API poller (every {POLL_SECONDS} s) brings what is available to the shop…")  # fmt: skip
+    expected = {sku: stack.set_exact_stock(sku, quantity) for sku, quantity in COUNTED.items()}
+    client = stack.woo_client()
+    deadline = time.monotonic() + 60
+    shop: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        shop = {sku: getattr(client.stock_by_sku(sku), "stock_quantity", None) for sku in expected}
+        if shop == expected:
+            break
+        time.sleep(0.5)
+    for sku, available in expected.items():
+        console.print(f"  {sku}: available in Exact {available}, in the shop {shop.get(sku)}")
+    return shop == expected
+
+
+def _follow(
+    stack: Stack, order_ids: list[str], label: str, console: Console, *, calls: bool = True, since: float | None = None
+) -> dict[str, OrderOutcome]:
     columns = (TextColumn("{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[calls]} Exact calls"))  # fmt: skip
+               TimeElapsedColumn(), TextColumn("{task.fields[calls]} Exact calls" if calls else ""))  # fmt: skip
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(label, total=len(order_ids), calls=0)
 
@@ -104,7 +201,7 @@ def _follow(stack: Stack, order_ids: list[str], label: str, console: Console) ->
             done = sum(o.outcome != "pending" for o in outcomes.values())
             progress.update(task, completed=done, calls=sum(o.calls for o in outcomes.values()))
 
-        outcomes = stack.settle(order_ids, timeout=300, progress=update)
+        outcomes = stack.settle(order_ids, timeout=300, progress=update, since=since)
     pending = [o.order_id for o in outcomes.values() if o.outcome == "pending"]
     if pending:
         raise RuntimeError(f"{len(pending)} order(s) had no outcome after 5 minutes: {', '.join(pending[:5])}")

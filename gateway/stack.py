@@ -109,6 +109,13 @@ class StackOptions:
     (`koppel endpoints sync`, the worker's check)."""
     create_webhooks: bool = True
     """Create the shop's order webhooks by hand, as the stack always did (False: `koppel endpoints sync` does)."""
+    pair: bool = False
+    """The whole WooCommerce ⇄ Exact Online pair, as the main job shows it: the shop starts without a
+    catalogue and Exact without the shop's items (the products flow brings them), customers travel on
+    their own, the shop's webhooks are made by `koppel endpoints sync`, and `exact-to-shop` (with
+    `writeback_poll_seconds`) also brings Exact's stock to the shop."""
+    product_filter: str | None = None
+    """`pair`: the products flow's `settings.product_filter` (which products travel to Exact)."""
 
 
 @dataclass
@@ -182,7 +189,7 @@ class Stack:
             name="Exact Online sandbox",
         )  # fmt: skip
         self.woo = serve(
-            woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=True,
+            woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=not opts.pair,
                         checkout_update=opts.checkout_update),
             name="WooCommerce sandbox",
         )  # fmt: skip
@@ -193,13 +200,14 @@ class Stack:
             "KOPPEL_STACK_WC_CONSUMER_SECRET": WOO_SECRET,
         }
         self.gateway_port = free_port()
+        self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
         self._write_config()
         self._connect_exact()
         self._seed_exact_items()
         self._start_gateway()
         for _ in range(opts.workers):
             self.start_worker()
-        if opts.create_webhooks:
+        if opts.create_webhooks and not opts.pair:  # the pair's are made by `koppel endpoints sync`
             self._create_webhooks()
 
     def stop(self) -> None:
@@ -234,7 +242,7 @@ class Stack:
             rate_limit = {"enabled": False}
         data: dict[str, Any] = {
             "gateway": {**opts.gateway, "queue": opts.queue}
-            | ({"public_url": f"http://127.0.0.1:{self.gateway_port}"} if opts.public_url else {}),
+            | ({"public_url": self.gateway_url} if opts.public_url or opts.pair else {}),
             "endpoints": [{"id": ENDPOINT, "kind": "woocommerce", "secret": "env:KOPPEL_STACK_WC_SECRET",
                            "system": "shop"}],
             "systems": [
@@ -252,7 +260,7 @@ class Stack:
                     "base_url": self.woo.url,
                     "credentials": {"consumer_key": "env:KOPPEL_STACK_WC_KEY",
                                     "consumer_secret": "env:KOPPEL_STACK_WC_CONSUMER_SECRET"},
-                    "settings": {"reconcile_interval_seconds": 0, **opts.shop_settings},
+                    "settings": {"reconcile_interval_seconds": 300 if opts.pair else 0, **opts.shop_settings},
                 },
             ],
             "integrations": [
@@ -260,9 +268,15 @@ class Stack:
                  "settings": dict(opts.settings)},
             ],
         }  # fmt: skip
+        if opts.pair:
+            integration = data["integrations"][0]
+            integration["flows"] = ["orders", "products", "customers"]
+            if opts.product_filter:
+                integration["settings"].setdefault("product_filter", opts.product_filter)
         if opts.writeback_poll_seconds is not None:
             data["systems"][0]["settings"]["poll_interval_seconds"] = opts.writeback_poll_seconds
-            data["integrations"].append({"id": WRITEBACK, "source": "exact", "target": "shop", "flows": ["orders"]})
+            flows = ["orders", "stock"] if opts.pair else ["orders"]
+            data["integrations"].append({"id": WRITEBACK, "source": "exact", "target": "shop", "flows": flows})
         self.config_path.write_text(tomlkit.dumps(data), encoding="utf-8")
 
     def _redirect_uri(self) -> str:
@@ -290,7 +304,7 @@ class Stack:
 
     def _seed_exact_items(self) -> None:
         assert self.exact is not None
-        skus = [s for s in self.shop_skus() if s not in self.options.missing_skus]
+        skus = [] if self.options.pair else [s for s in self.shop_skus() if s not in self.options.missing_skus]
         skus += ["SHIPPING", "FEE", "DISCOUNT"]  # the integration's service items (flows.md)
         self.http.post(f"{self.exact.url}/sandbox/seed/items", json={"skus": skus}).raise_for_status()
 
@@ -312,13 +326,11 @@ class Stack:
         return {**os.environ, **self.env, "REDIS_URL": self.redis_url, "KOPPEL_LOG_LEVEL": "WARNING"}
 
     def _start_gateway(self) -> None:
-        port = self.gateway_port or free_port()
         self.gateway = _spawn(
-            ["serve", "--config", str(self.config_path), "--port", str(port), "--log-level", "warning"],
+            ["serve", "--config", str(self.config_path), "--port", str(self.gateway_port), "--log-level", "warning"],
             self._environ(),
             self.log_dir / "gateway.log",
         )
-        self.gateway_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -378,6 +390,40 @@ class Stack:
             response.raise_for_status()
             ids += [str(i) for i in response.json()["orders"]]
         return ids
+
+    def sync_endpoints(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`koppel endpoints sync <args>`: the shop's webhooks made, repaired or re-activated."""
+        return self.cli("endpoints", "sync", *args)
+
+    def seed_shop_products(self) -> list[str]:
+        """The sample catalogue created in the shop (WooCommerce fires product.created); product ids."""
+        assert self.woo is not None
+        response = self.http.post(f"{self.woo.url}/sandbox/products/seed")
+        response.raise_for_status()
+        return [str(i) for i in response.json()["products"]]
+
+    def set_webhook_status(self, topic_prefix: str, status: str) -> list[str]:
+        """Set the status of the shop's webhooks whose topic starts with `topic_prefix` (what WooCommerce
+        does itself after failed deliveries); the webhook ids."""
+        client = self.woo_client()
+        hooks = [h for h in client.webhooks() if str(h["topic"]).startswith(topic_prefix)]
+        for hook in hooks:
+            client.update_webhook(int(hook["id"]), {"status": status})
+        return [str(h["id"]) for h in hooks]
+
+    def exact_rows(self, entity: str) -> list[dict[str, Any]]:
+        """The Exact sandbox's records of one entity (e.g. "logistics/Items") in its division."""
+        state = self.exact_state()
+        return list(state["entities"][str(state["divisions"][0])].get(entity, []))
+
+    def set_exact_stock(self, sku: str, quantity: float) -> int:
+        """A stock count in Exact: the item's stock position set to `quantity`; what is free of it now
+        (on hand minus what open sales orders plan out), which the shop should show."""
+        assert self.exact is not None
+        body = {"sku": sku, "quantity": quantity}
+        response = self.http.post(f"{self.exact.url}/sandbox/stock", json=body)
+        response.raise_for_status()
+        return round(float(response.json()["FreeStock"]))
 
     def deliveries(self) -> list[dict[str, Any]]:
         """The shop's webhook delivery log (pings left out)."""

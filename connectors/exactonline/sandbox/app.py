@@ -44,6 +44,15 @@ def control_routes(sb: ExactSandbox) -> Control:
         created = [sb.store.create(division, path, r) for r in body.get("records", [])]
         return JSONResponse({"ids": [r[SPECS[path].key] for r in created]})
 
+    async def stock(request: Request) -> Response:
+        """A stock count in Exact: {"sku", "quantity"}; the item's stock position holds that now."""
+        body, division = await fields(request)
+        sku, quantity = body.get("sku"), body.get("quantity")
+        if not isinstance(sku, str) or not isinstance(quantity, int | float) or isinstance(quantity, bool):
+            return exact_error(400, "stock takes sku (text) and quantity (a number)")
+        position = sb.store.count_stock(division, sku, float(quantity))
+        return JSONResponse({"sku": sku, "CurrentStock": position["CurrentStock"], "FreeStock": position["FreeStock"]})
+
     async def update(request: Request) -> Response:
         """What a person does in Exact (e.g. deliver an order), without a token."""
         body, division = await fields(request)
@@ -80,6 +89,7 @@ def control_routes(sb: ExactSandbox) -> Control:
     control.route("/seed/items", seed_items)
     control.route("/seed", seed)
     control.route("/update", update)
+    control.route("/stock", stock)
     control.route("/ratelimit", ratelimit)
     control.route("/expire-tokens", expire_tokens)
     control.route("/webhooks", webhooks, methods=["GET", "POST"])

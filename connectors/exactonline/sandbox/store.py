@@ -735,3 +735,20 @@ class Store:
                 })  # fmt: skip
             out[sku] = existing["ID"]
         return out
+
+    def count_stock(self, division: int, sku: str, quantity: float) -> Record:
+        """A stock count in Exact: the item's stock position (created when it has none) holds `quantity`
+        now, its reservations kept. SandboxError 404 when no item has this code."""
+        item = next((r for r in self.rows(division, "logistics/Items") if r["Code"] == sku), None)
+        if item is None:
+            raise SandboxError(404, f"no item with code {sku!r}")
+        position = next((r for r in self.rows(division, "inventory/StockPositions") if r["ItemId"] == item["ID"]), None)
+        if position is None:
+            position = self._insert(division, "inventory/StockPositions", {
+                "ItemId": item["ID"], "ItemCode": sku, "CurrentStock": 0.0, "FreeStock": 0.0, "PlanningIn": 0.0,
+                "PlanningOut": 0.0, "ReservedStock": 0.0, "Warehouse": _WAREHOUSE, "WarehouseCode": "1",
+            })  # fmt: skip
+        position["CurrentStock"] = float(quantity)
+        position["FreeStock"] = float(quantity) - position["PlanningOut"]
+        self._touch(division, position)
+        return position
