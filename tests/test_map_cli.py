@@ -1,6 +1,6 @@
 import json
-from decimal import Decimal
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 
 import pytest

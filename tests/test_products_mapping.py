@@ -96,7 +96,8 @@ def test_a_long_name_is_shortened_to_keep_the_options():
 
 
 def test_plain_text_of_html():
-    assert fn_plain_text("<p>Warm &amp;&nbsp;<b>soft</b></p><ul><li>one</li><li>two</li></ul>") == "Warm & soft\none\ntwo"
+    html = "<p>Warm &amp;&nbsp;<b>soft</b></p><ul><li>one</li><li>two</li></ul>"
+    assert fn_plain_text(html) == "Warm & soft\none\ntwo"
     assert fn_plain_text("<p> </p>") is None
 
 
