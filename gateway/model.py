@@ -314,6 +314,8 @@ class Variant(_Record):
     manage_stock: bool | None = None
     image: str | None = None
     published: bool = True
+    virtual: bool = False
+    """A variant that is not shipped (a service, a download): not a stock item."""
     custom_fields: CustomFields = {}
 
 
@@ -329,6 +331,8 @@ class Product(_Record):
     attributes: list[Attribute] = []
     features: dict[str, str] = {}
     categories: list[str] = []
+    category_slugs: list[str] = []
+    """The categories' short stable names (a shop's slugs), in the order of `categories`."""
     images: list[str] = []
     price_excl: OptionalMoney = None
     price_incl: OptionalMoney = None

@@ -1,5 +1,6 @@
 import json
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -192,9 +193,14 @@ def test_preview_of_a_product_takes_the_integrations_tax_setting(tmp_path, capsy
     """`prices_include_tax` (the shop's setting, said in the integration) reaches the source's normaliser."""
     path = tmp_path / "koppel.toml"
     text = CONFIG.replace('flows = ["orders", "customers"]', 'flows = ["orders", "customers", "products"]')
-    path.write_text(text.replace('shipping_item = "VERZEND"', "prices_include_tax = true"))
+    text = text.replace('shipping_item = "VERZEND"', "prices_include_tax = true")
+    path.write_text(text.replace("[integrations.tables.vat_codes]\n",
+                                 '[integrations.tables.tax_rates]\ndefault = "21"\n[integrations.tables.vat_codes]\n'))
     product = FIXTURES / "woocommerce" / "product_variable.json"
     code, out, err = run(capsys, "map", "preview", "--config", str(path), "--integration", "shop-to-exact",
                          "--flow", "products", "--input", str(product))  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["Code"] == json.loads(product.read_text())["sku"]
+    # the shop's price includes 21 % (tables.tax_rates); Exact's item price is without it
+    assert json.loads(product.read_text())["price"] == "11.88"
+    assert Decimal(str(json.loads(out)["StandardSalesPrice"])) == Decimal("9.8182")

@@ -13,6 +13,8 @@ records and threads.
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -323,6 +325,94 @@ def fn_format_date(value: Any = None, pattern: Any = None, zone: Any = None) -> 
         raise FunctionError("the date pattern is not a valid strftime pattern") from None
 
 
+# --- products ----------------------------------------------------------------------------------
+
+_BLOCK_TAGS = re.compile(r"<\s*(br|/p|/div|/li|/h[1-6]|/tr)\b[^>]*>", re.IGNORECASE)
+_TAGS = re.compile(r"<[^>]*>")
+_SPACES = re.compile(r"[ \t\r\f\v]+")
+
+
+def fn_plain_text(value: Any = None) -> str | None:
+    """$plainText(html): the text of an HTML fragment (a shop's description): tags removed, entities
+    decoded, line breaks kept where blocks end, runs of spaces collapsed."""
+    text = _text(value)
+    if text is None:
+        return None
+    text = _BLOCK_TAGS.sub("\n", text)
+    text = html.unescape(_TAGS.sub("", text)).replace("\xa0", " ")
+    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+    joined = "\n".join(line for line in lines if line)
+    return joined or None
+
+
+def fn_variant_title(name: Any = None, options: Any = None, length: Any = None) -> str | None:
+    """$variantTitle(name, options, n): "Hoodie \u2013 Blue, L" (an en dash) in at most n characters: the option values
+    (an object's values, or a list) after the name; the name is shortened (ending in "…") to keep the
+    options whole, unless the options alone do not fit."""
+    title = _text(name) or ""
+    raw = _value(options)
+    values = list(raw.values()) if isinstance(raw, Mapping) else raw if isinstance(raw, list) else [raw]
+    suffix = ", ".join(t for v in values if (t := _text(v)))
+    count = _value(length)
+    if isinstance(count, bool) or not isinstance(count, int | float) or count < 1 or count != int(count):
+        raise FunctionError("$variantTitle needs a length that is a whole number of 1 or more")
+    limit = int(count)
+    if not suffix:
+        return title[:limit] or None
+    if not title:
+        return suffix[:limit]
+    full = f"{title} \u2013 {suffix}"
+    if len(full) <= limit:
+        return full
+    room = limit - len(suffix) - 3
+    if room >= 2:
+        return f"{title[: room - 1].rstrip()}\u2026 \u2013 {suffix}"
+    return full[:limit]
+
+
+def fn_mapped(table: Any = None, wanted: Any = None, values: Any = None) -> Any:
+    """$mapped(table, target, object): the value in `object` of the first key that the mapping table
+    maps to `target` ("Material" → "FreeTextField_01" in `features`: `$mapped('features',
+    'FreeTextField_01', features)` is the product's material). Undefined when none is mapped."""
+    name, target = _text(table), _text(wanted)
+    if not name or target is None:
+        raise FunctionError("$mapped needs the name of a mapping table and the target value to look for")
+    found = RUN.get().tables.get(name)
+    source = _value(values)
+    if found is None or not isinstance(source, Mapping):
+        return None
+    for key, value in source.items():
+        hit, mapped = found.find(str(key))
+        if hit and _text(mapped) == target and _value(value) not in (None, ""):
+            return _value(value)
+    return None
+
+
+def _price_pair(excl: Any, incl: Any, rate: Any) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+    return _dec(excl, "price excl. tax"), _dec(incl, "price incl. tax"), _dec(rate, "tax rate")
+
+
+def fn_price_excl(excl: Any = None, incl: Any = None, rate: Any = None) -> str | None:
+    """$priceExcl(price_excl, price_incl, rate): the price without tax: as given, else the price with
+    tax divided by 1 + rate/100 (rounded to 4 places); an error when that needs a rate none gave."""
+    net, gross, percent = _price_pair(excl, incl, rate)
+    if net is not None or gross is None:
+        return None if net is None else decimal_text(net)
+    if percent is None:
+        raise FunctionError("the price includes tax and no tax rate is known to take it off (add a tax_rates table)")
+    return decimal_text((gross * 100 / (100 + percent)).quantize(Decimal("0.0001")).normalize())
+
+
+def fn_price_incl(excl: Any = None, incl: Any = None, rate: Any = None) -> str | None:
+    """$priceIncl(price_excl, price_incl, rate): the price with tax: as given, else excl. * (1 + rate/100)."""
+    net, gross, percent = _price_pair(excl, incl, rate)
+    if gross is not None or net is None:
+        return None if gross is None else decimal_text(gross)
+    if percent is None:
+        raise FunctionError("the price excludes tax and no tax rate is known to add it (add a tax_rates table)")
+    return decimal_text((net * (100 + percent) / 100).quantize(Decimal("0.0001")).normalize())
+
+
 # --- lookups -----------------------------------------------------------------------------------
 
 
@@ -410,5 +500,10 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "formatDate": fn_format_date,
     "table": fn_table,
     "id": fn_id,
+    "plainText": fn_plain_text,
+    "variantTitle": fn_variant_title,
+    "mapped": fn_mapped,
+    "priceExcl": fn_price_excl,
+    "priceIncl": fn_price_incl,
 }
 """Name (without the $) -> implementation. Documented in docs/datamapper.md."""

@@ -35,7 +35,7 @@ from transforms.registry import DefaultMapping, catalogue, default_mapping, docu
 from transforms.spec import GroupSpec, Problems, merge
 from transforms.tables import MappingTable, parse_tables
 
-__all__ = ["EffectiveMapping", "build_mapping", "effective_mapping", "validate_integration"]
+__all__ = ["EffectiveMapping", "build_mapping", "effective_mapping", "update_switches", "validate_integration"]
 
 _STRING_SETTINGS = (
     "default_debtor",
@@ -114,6 +114,10 @@ def _check_settings(settings: Mapping[str, Any], flows: list[str], prefix: str) 
         value = settings.get(key)
         if value is not None and not (isinstance(value, str) and value.strip()):
             problems.append(f"{prefix}.settings.{key}: must be non-empty text")
+    for key in _BOOL_SETTINGS:
+        value = settings.get(key)
+        if value is not None and not isinstance(value, bool):
+            problems.append(f"{prefix}.settings.{key}: must be true or false")
     zone = settings.get("timezone")
     if zone is not None:
         try:
@@ -127,6 +131,46 @@ def _check_settings(settings: Mapping[str, Any], flows: list[str], prefix: str) 
         known = sorted({d for t in targets_for("orders") for d in documents("orders", t)})
         if document not in known:
             problems.append(f"{prefix}.settings.document_type: must be one of {', '.join(known)}")
+    return problems
+
+
+_BOOL_SETTINGS = ("prices_include_tax", "item_price_includes_tax", "sync_unpublished_products")
+UPDATE_SWITCHES = {"products": "product_update"}
+"""flow → the setting whose table switches the update field groups of its mapping on or off."""
+
+
+def update_switches(integration: Integration, flow: str) -> dict[str, bool]:
+    """The integration's switches for the update groups of `flow` ({} when it sets none)."""
+    raw = integration.settings.get(UPDATE_SWITCHES.get(flow, ""), {})
+    return {str(k): bool(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
+
+
+def _check_update_switches(
+    integration: Integration, prefix: str, target_kind: str | None
+) -> list[str]:
+    problems = []
+    for flow, key in UPDATE_SWITCHES.items():
+        raw = integration.settings.get(key)
+        if raw is None:
+            continue
+        where = f"{prefix}.settings.{key}"
+        if flow not in integration.flows:
+            problems.append(f"{where}: this integration does not run the {flow} flow")
+            continue
+        if not isinstance(raw, Mapping):
+            problems.append(f"{where}: must be a table of field group = true / false")
+            continue
+        targets = [target_kind] if target_kind is not None else targets_for(flow)
+        known: list[str] = []
+        for target in targets:
+            mapping = default_mapping(flow, target)
+            known += [g for g in (mapping.group_names if mapping else []) if g not in known]
+        for name, value in raw.items():
+            if name not in known:
+                names = ", ".join(known) or "none (updates send every field)"
+                problems.append(f"{where}.{name}: unknown field group; the groups are {names}")
+            elif not isinstance(value, bool):
+                problems.append(f"{where}.{name}: must be true or false")
     return problems
 
 
@@ -156,6 +200,7 @@ def validate_integration(integration: Integration, index: int, *, target_kind: s
     """
     prefix = f"integrations[{index}]"
     problems = _check_settings(integration.settings, list(integration.flows), prefix)
+    problems += _check_update_switches(integration, prefix, target_kind)
     tables, table_problems = parse_tables(integration.tables)
     problems.extend(f"{prefix}.tables.{p}: {r}" if p else f"{prefix}.tables: {r}" for p, r in table_problems)
     if not isinstance(integration.mappings, Mapping):  # pragma: no cover - the config model guarantees a dict

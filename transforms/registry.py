@@ -8,12 +8,21 @@ sales_invoice, direct_invoice, sales_entry). Its header says what it builds:
     record = "order"                          # the canonical record it reads
     default = true                            # the document used when settings do not choose
     [fields]                                  # the mapping itself (see transforms.spec)
+    [update_groups]                           # optional: field groups an update may overwrite
+    description = ["Description"]
+    [update_defaults]                         # optional: groups an update leaves alone by default
+    image = false
+
+A mapping with `update_groups` writes every field on create and, on update, only the groups the
+integration's `settings.<record>_update` switches on (else `update_defaults`, else on). Fields in no
+group form the group "other".
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -21,7 +30,10 @@ from typing import Any
 from transforms.errors import MappingSpecError
 from transforms.spec import GroupSpec, Problems, parse_group
 
-__all__ = ["DefaultMapping", "add_default", "catalogue", "default_mapping", "documents"]
+__all__ = ["OTHER_GROUP", "DefaultMapping", "add_default", "catalogue", "default_mapping", "documents"]
+
+OTHER_GROUP = "other"
+"""The update group of the fields a mapping puts in no group (e.g. a field a user's override adds)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,26 @@ class DefaultMapping:
     record: str
     is_default: bool
     spec: GroupSpec
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Update field groups: name → the top-level fields it holds (empty: updates send every field)."""
+    update_defaults: Mapping[str, bool] = field(default_factory=dict)
+    """Whether an update sends a group when the integration does not say; groups not listed: true."""
+
+    def update_fields(self, switches: Mapping[str, Any], fields: Iterable[str]) -> set[str]:
+        """Which of `fields` an update sends under `switches` (group → bool; "other": fields in no group)."""
+        if not self.groups:
+            return set(fields)
+        grouped = {name: group for group, names in self.groups.items() for name in names}
+        out = set()
+        for name in fields:
+            group = grouped.get(name, OTHER_GROUP)
+            if bool(switches.get(group, self.update_defaults.get(group, True))):
+                out.add(name)
+        return out
+
+    @property
+    def group_names(self) -> list[str]:
+        return [*self.groups, OTHER_GROUP] if self.groups else []
 
     @property
     def label(self) -> str:
@@ -44,6 +76,11 @@ def _load(flow: str, target: str, document: str, text: str) -> DefaultMapping:
     raw: dict[str, Any] = tomllib.loads(text)
     problems: Problems = []
     spec = parse_group(raw.get("fields", {}), "", problems)
+    groups = {str(k): tuple(str(n) for n in v) for k, v in raw.get("update_groups", {}).items()}
+    defaults = {str(k): bool(v) for k, v in raw.get("update_defaults", {}).items()}
+    for name in defaults:
+        if name not in groups and name != OTHER_GROUP:
+            problems.append((f"update_defaults.{name}", "is not one of the update_groups"))
     if problems:  # pragma: no cover - the shipped defaults are tested
         raise MappingSpecError([(f"defaults/{flow}/{target}/{document}.toml: {p}", r) for p, r in problems])
     return DefaultMapping(
@@ -55,6 +92,8 @@ def _load(flow: str, target: str, document: str, text: str) -> DefaultMapping:
         record=str(raw.get("record", "")),
         is_default=bool(raw.get("default", False)),
         spec=spec,
+        groups=groups,
+        update_defaults=defaults,
     )
 
 

@@ -11,6 +11,7 @@
     division = 123456                             # default: the division the authorising user last used
     poll_interval_seconds = 60
     warehouse = "1"                               # direct invoices: the warehouse code (default: the main one)
+    picture_max_bytes = 5000000                   # products: the largest image sent as an item's picture
     rate_limit = { per_minute = 60, per_day = 5000 }
     [systems.credentials]
     client_secret = "env:EXACT_CLIENT_SECRET"
@@ -35,13 +36,14 @@ from connectors.exactonline.details import Details
 from connectors.exactonline.endpoints import (
     Accounts,
     Endpoint,
+    ItemGroups,
     Items,
     SalesEntries,
     SalesInvoices,
     SalesOrderLines,
     SalesOrders,
 )
-from connectors.exactonline.errors import ExactNotFound
+from connectors.exactonline.errors import ExactNotFound, ExactRequestError
 from connectors.exactonline.normalise import (
     normalise_account,
     normalise_item,
@@ -50,6 +52,7 @@ from connectors.exactonline.normalise import (
     normalise_stock_position,
 )
 from connectors.exactonline.odata import Guid, eq, iso_dates, pad_code
+from connectors.exactonline.pictures import DEFAULT_MAX_BYTES, Picture, Pictures
 from connectors.exactonline.ratelimit import Limits
 from connectors.exactonline.sync import (
     SyncAccounts,
@@ -69,6 +72,8 @@ from gateway.errors import PermanentError
 KIND = "exactonline"
 DEFAULT_BASE_URL = "https://start.exactonline.nl"
 REFERENCE_TTL = 24 * 3600
+ITEM_GROUP_CODE_LENGTH = 20
+"""Item group codes are cut to this length (the mapping's default code is the category slug, upper-cased)."""
 
 STREAMS: dict[str, type[SyncStream]] = {
     "SalesOrderHeaders": SyncSalesOrderHeaders,
@@ -96,6 +101,8 @@ class ExactSettings(Settings):
     division: int | None = Field(default=None, ge=1)
     warehouse: str | None = None
     rate_limit: RateLimit = RateLimit()
+    picture_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
+    """The largest product image sent to Exact as an item's picture."""
 
     def check(self, system: System) -> list[str]:
         if not (self.client_id or "client_id" in system.credentials):
@@ -430,10 +437,66 @@ class ExactTarget(Details, Target):
         return self.exact.find_item_ids_by_codes(skus)
 
     def create_product(self, payload: Mapping[str, Any]) -> str:
-        return str(self.exact.create(Items, payload)["ID"])
+        body, picture = self._item_body(dict(payload), None)
+        item_id = str(self.exact.create(Items, body)["ID"])
+        if picture is not None:
+            self._pictures().remember(item_id, picture)
+        return item_id
 
     def update_product(self, target_id: str, payload: Mapping[str, Any]) -> None:
-        self.exact.update(Items, target_id, {k: v for k, v in payload.items() if k != "Code"})
+        body, picture = self._item_body({k: v for k, v in payload.items() if k != "Code"}, target_id)
+        if body:
+            self.exact.update(Items, target_id, body)
+        if picture is not None:
+            self._pictures().remember(target_id, picture)
+
+    def _item_body(self, body: dict[str, Any], item_id: str | None) -> tuple[dict[str, Any], Picture | None]:
+        """The mapping's references resolved: `ItemGroup` {Code, Description} → the group's GUID (created
+        when missing); `Picture` (a URL) → the image's bytes, left out when the item has it already."""
+        group = body.get("ItemGroup")
+        if isinstance(group, Mapping):
+            body["ItemGroup"] = self.item_group_id(str(group.get("Code") or ""), group.get("Description"))
+        url = body.pop("Picture", None)
+        picture = None
+        if isinstance(url, str) and url.strip():
+            picture = self._pictures().fetch(url.strip(), item_id)
+            if picture is not None:
+                body["Picture"] = picture.base64
+                body.setdefault("PictureName", picture.name)
+            else:
+                body.pop("PictureName", None)
+        elif url is not None:
+            raise PermanentError(f"Exact Online item: Picture must be the image's URL, got {type(url).__name__}")
+        return body, picture
+
+    def _pictures(self) -> Pictures:
+        return Pictures(
+            self.context.http, self.context.redis, keys.cache(self.system.id, "item_pictures"),
+            max_bytes=self.settings.picture_max_bytes, setting=f"systems.{self.system.id}.settings.picture_max_bytes",
+        )  # fmt: skip
+
+    def item_group_id(self, code: str, description: Any = None) -> str:
+        """The GUID of the item group with this code, created (with the description) when missing."""
+        code = code.strip()[:ITEM_GROUP_CODE_LENGTH]
+        if not code:
+            raise PermanentError("Exact Online item: ItemGroup.Code is empty (the product's category has no code)")
+        found = self.reference_id("item_groups", ItemGroups.path, code)
+        if found is not None:
+            return found
+        text = str(description or code).strip()[:60] or code
+        try:
+            created = str(self.exact.create(ItemGroups, {"Code": code, "Description": text})["ID"])
+        except ExactRequestError:
+            found = self.reference_id("item_groups", ItemGroups.path, code)  # created meanwhile by another worker
+            if found is None:
+                raise
+            return found
+        cache = keys.cache(self.system.id, "item_groups")
+        with self.context.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(cache, code, created)
+            pipe.expire(cache, REFERENCE_TTL)
+            pipe.execute()
+        return created
 
 
 _ENDPOINTS: dict[str, type[Endpoint]] = {}

@@ -47,10 +47,21 @@ class Contacts(Endpoint):
 
 
 class Items(Endpoint):
-    """logistics/Items: `Code` is the SKU; match case-insensitively (SQL collation)."""
+    """logistics/Items: `Code` is the SKU; match case-insensitively (SQL collation). `Description` holds
+    60 characters, `ExtraDescription` 255; `ItemGroup` is the group's GUID. A picture is sent as
+    `PictureName` plus `Picture` (the file's bytes, base64; write-only); `PictureUrl` and
+    `PictureThumbnailUrl` are read-only."""
 
     path = "logistics/Items"
     select = ("ID", "Code", "Description", "IsSalesItem", "IsStockItem", "SalesVatCode", "Unit", "Barcode")
+    required = ("Code", "Description")
+
+
+class ItemGroups(Endpoint):
+    """logistics/ItemGroups: `Code` and `Description` (both required on POST); items refer to the ID."""
+
+    path = "logistics/ItemGroups"
+    select = ("ID", "Code", "Description")
     required = ("Code", "Description")
 
 

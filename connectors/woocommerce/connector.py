@@ -102,7 +102,8 @@ def _client(system: System, context: Context) -> WooCommerceClient:
 
 class WooCommerceSource(Source):
     """WooCommerce's webhooks carry the whole record (the REST response), built when sent. A variable
-    product's variations are ids only: they are read through the API when the endpoint names its system."""
+    product's variations are ids only: they are read through the API when the endpoint names its system;
+    a variation sent on its own gets its parent read the same way (embedded under `parent`)."""
 
     kind = KIND
     title = "WooCommerce"
@@ -131,7 +132,21 @@ class WooCommerceSource(Source):
         if wants_variations and self.system is not None and self.context is not None:
             shop = _client(self.system, self.context)
             return record | {"variations": list(shop.variations(int(record["id"])))}
+        if self._wants_parent(flow, record) and self.system is not None and self.context is not None:
+            shop = _client(self.system, self.context)
+            try:  # the parent's name, categories, features and images: a variation does not carry them
+                return record | {"parent": shop.get_product(int(record["parent_id"]))}
+            except WooCommerceNotFound:
+                return record  # the parent is gone (the variation will be too): its own fields still travel
         return record
+
+    @staticmethod
+    def _wants_parent(flow: str, record: Any) -> bool:
+        return (
+            flow == "products" and isinstance(record, dict) and record.get("type") == "variation"
+            and str(record.get("parent_id") or "0").isdigit() and int(record.get("parent_id") or 0) > 0
+            and not isinstance(record.get("parent"), dict)
+        )  # fmt: skip
 
     def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
         if flow == "orders":

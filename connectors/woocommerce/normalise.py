@@ -17,6 +17,8 @@ WooCommerce quirks handled here:
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -181,42 +183,33 @@ def normalise_product(
     prices_include_tax: bool = False,
 ) -> Product:
     """A WooCommerce product as a `Product`; for a variable product pass its variations (objects
-    from /products/{id}/variations) or embed them as objects under `variations`."""
+    from /products/{id}/variations) or embed them as objects under `variations`.
+
+    A variation on its own (type "variation", as `product.updated` sends it) becomes a product of
+    type "variation" with itself as its one variant; its parent, when embedded under `parent` (the
+    source reads it), gives the name, descriptions, categories, features and images a variation does
+    not carry. Without it the parent's name is the variation's title without its options."""
     doc = Reader(payload, SOURCE, "product")
     product_id = doc.ident("id")
     doc = Reader(payload, SOURCE, "product", product_id)
     wc_type = doc.text("type") or "simple"
+    if wc_type == "variation":
+        return _standalone_variation(doc, payload, prices_include_tax)
     kind: ProductType
     if wc_type == "variable":
         kind = "variable"
-    elif wc_type == "variation":
-        kind = "variation"
     elif doc.boolean("virtual", default=False):
         kind = "virtual"
     else:
         kind = "simple"  # grouped and external products travel as simple ones
-    attributes: list[Attribute] = []
-    features: dict[str, str] = {}
-    options: dict[str, str] = {}
-    for item in doc.objects("attributes"):
-        name = item.text("name", required=True) or ""
-        if item.has("option"):  # a variation's own attributes: [{id, name, option}]
-            options[name] = item.text("option") or ""
-            continue
-        values = item.texts("options")
-        variation = bool(item.boolean("variation", default=False))
-        attributes.append(Attribute(name=name, values=values, variation=variation))
-        if not variation:
-            features[name] = ", ".join(values)
+    attributes, features = _attributes(doc)
     embedded = [obj for obj in _raw_list(doc, "variations") if isinstance(obj, Mapping)]
     variant_payloads = list(variations) if variations is not None else embedded
     variants = [_variant(v, i, prices_include_tax) for i, v in enumerate(variant_payloads)]
     price = doc.number("regular_price") or doc.number("price")
     meta = _meta(doc)
     status = doc.text("status") or "publish"
-    custom = _custom_fields(meta)
-    if options:
-        custom = {**custom, **{f"option:{k}": v for k, v in options.items()}}
+    names, slugs = _categories(doc)
     return Product(
         source=SOURCE,
         id=product_id,
@@ -227,8 +220,9 @@ def normalise_product(
         variants=variants,
         attributes=attributes,
         features=features,
-        categories=[c.text("name") or "" for c in doc.objects("categories")],
-        images=[src for img in doc.objects("images") if (src := img.text("src"))],
+        categories=names,
+        category_slugs=slugs,
+        images=_image_urls(doc),
         price_excl=None if prices_include_tax else price,
         price_incl=price if prices_include_tax else None,
         tax_class=doc.text("tax_class"),
@@ -239,8 +233,90 @@ def normalise_product(
         stock_quantity=doc.number("stock_quantity"),
         manage_stock=_manage_stock(doc),
         modified_at=doc.timestamp("date_modified_gmt") or doc.timestamp("date_modified"),
-        custom_fields=custom,
+        custom_fields=_custom_fields(meta),
     )
+
+
+def _standalone_variation(doc: Reader, payload: Mapping[str, Any], prices_include_tax: bool) -> Product:
+    variant = _variant(payload, 0, prices_include_tax, alone=True)
+    raw_parent = payload.get("parent")
+    parent = Reader(raw_parent, SOURCE, "product", None, "parent") if isinstance(raw_parent, Mapping) else None
+    options = ", ".join(variant.options.values())
+    title = doc.text("name") or ""
+    if parent is not None:
+        name = parent.text("name")
+    elif options and title.endswith(f" - {options}"):
+        name = title[: -len(f" - {options}")]  # WooCommerce titles a variation "{parent} - {options}"
+    else:
+        name = title or None
+    attributes, features = _attributes(parent) if parent is not None else ([], {})
+    names, slugs = _categories(parent) if parent is not None else _categories(doc)
+    images = [variant.image] if variant.image else []
+    images += [src for src in (_image_urls(parent) if parent is not None else []) if src not in images]
+    published = variant.published and (parent is None or (parent.text("status") or "publish") == "publish")
+    return Product(
+        source=SOURCE,
+        id=variant.id,
+        sku=variant.sku,
+        name=name,
+        type="variation",
+        parent_id=_nonzero(doc.ident("parent_id", required=False)),
+        variants=[variant],
+        attributes=attributes,
+        features=features,
+        categories=names,
+        category_slugs=slugs,
+        images=images,
+        price_excl=variant.price_excl,
+        price_incl=variant.price_incl,
+        tax_class=doc.text("tax_class") or (parent.text("tax_class") if parent is not None else None),
+        ean=variant.ean,
+        description=doc.text("description") or (parent.text("description") if parent is not None else None),
+        short_description=parent.text("short_description") if parent is not None else None,
+        published=published,
+        stock_quantity=variant.stock_quantity,
+        manage_stock=variant.manage_stock,
+        modified_at=doc.timestamp("date_modified_gmt") or doc.timestamp("date_modified"),
+        custom_fields=variant.custom_fields,
+    )
+
+
+def _attributes(doc: Reader) -> tuple[list[Attribute], dict[str, str]]:
+    """The product's attributes, and its features: the attributes that build no variations."""
+    attributes: list[Attribute] = []
+    features: dict[str, str] = {}
+    for item in doc.objects("attributes"):
+        name = item.text("name", required=True) or ""
+        if item.has("option"):  # a variation's own attributes: [{id, name, option}]
+            continue
+        values = item.texts("options")
+        variation = bool(item.boolean("variation", default=False))
+        attributes.append(Attribute(name=name, values=values, variation=variation))
+        if not variation and values:
+            features[name] = ", ".join(values)
+    return attributes, features
+
+
+def _categories(doc: Reader) -> tuple[list[str], list[str]]:
+    """(names, slugs) of the product's categories; a category without a slug gets one from its name."""
+    names: list[str] = []
+    slugs: list[str] = []
+    for category in doc.objects("categories"):
+        name = category.text("name") or ""
+        slug = category.text("slug") or _slug(name) or (category.ident("id", required=False) or "")
+        if name or slug:
+            names.append(name or slug)
+            slugs.append(slug)
+    return names, slugs
+
+
+def _slug(name: str) -> str:
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    return re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
+
+
+def _image_urls(doc: Reader) -> list[str]:
+    return [src for img in doc.objects("images") if (src := img.text("src"))]
 
 
 def normalise_stock(payload: Mapping[str, Any]) -> StockLevel:
@@ -376,10 +452,11 @@ def _line(item: Reader, rates: Mapping[str, Decimal]) -> OrderLine:
     )
 
 
-def _variant(payload: Mapping[str, Any], index: int, prices_include_tax: bool) -> Variant:
-    doc = Reader(payload, SOURCE, "product", None, f"variations[{index}]")
+def _variant(payload: Mapping[str, Any], index: int, prices_include_tax: bool, *, alone: bool = False) -> Variant:
+    doc = Reader(payload, SOURCE, "product", None, "" if alone else f"variations[{index}]")
     price = doc.number("regular_price") or doc.number("price")
     image = doc.obj("image")
+    src = image.text("src") if image is not None else next(iter(_image_urls(doc)), None)
     meta = _meta(doc)
     return Variant(
         id=doc.ident("id", required=False),
@@ -390,8 +467,9 @@ def _variant(payload: Mapping[str, Any], index: int, prices_include_tax: bool) -
         ean=doc.text("global_unique_id") or _first_meta(meta, _EAN_META_KEYS),
         stock_quantity=doc.number("stock_quantity"),
         manage_stock=_manage_stock(doc),
-        image=image.text("src") if image else None,
+        image=src,
         published=(doc.text("status") or "publish") == "publish",
+        virtual=bool(doc.boolean("virtual", default=False)),
         custom_fields=_custom_fields(meta),
     )
 

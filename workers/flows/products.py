@@ -1,53 +1,118 @@
 """Products, as the SPEC's Products section describes them: matched on SKU, created when missing,
 else updated.
 
-1. A product without a SKU cannot be matched: a permanent failure naming it.
-2. `settings.product_filter` (a mapping expression over the canonical product, e.g.
-   `published and type != 'virtual'`) decides which products travel; the others are skipped.
-3. SKU → item id comes from the target system's item cache (the one orders use), else a lookup;
-   the target is asked again when its cached id is rejected.
-4. Create and update use the same mapping; the target's `update_product` decides which field groups
-   an update may overwrite (what a bookkeeper enriched in the target survives).
-A product with variants writes each variant that has a SKU as its own item; the product's own SKU is
-written when it has no variants.
+1. The product becomes its items: each variant with a SKU is an item of its own (a variable parent is
+   never one; a variant arriving on its own is its one item); a product without variants is one item.
+   An item's record is the product with the variant's SKU, prices, EAN, image and publication laid
+   over it, the variant under `variants[0]` (the mapping builds the description from its options).
+2. Only published items travel unless `settings.sync_unpublished_products` is true (a draft or
+   private product, or a disabled variation, is skipped until it is published).
+3. `settings.product_filter` (a mapping expression over the item's record, e.g.
+   `type != 'virtual' and 'outlet' in categories`) decides which items travel; one it leaves out is
+   skipped alone (the product's other variations still travel).
+4. SKU → item id comes from the target system's item cache (the one orders use), else one lookup for
+   all the product's SKUs; the target is asked again when its cached id is rejected.
+5. Create writes every field of the mapping; an update only the fields of the update groups switched
+   on (`settings.product_update`, the mapping's `update_groups`): what a bookkeeper enriched in the
+   target survives.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from connectors.contract import FlowResult, Outcome
 from gateway import keys
 from gateway.errors import NotFound, PermanentError
-from gateway.model import Product
+from gateway.model import Product, Variant
+from transforms import effective_mapping
 from transforms.expressions import Expression, ExpressionError
 from transforms.functions import FUNCTIONS
+from transforms.integration import update_switches
 from workers.flows import Work
 from workers.flows.orders import item_cache
 
 log = logging.getLogger("koppel.flows.products")
 
 
-def _wanted(work: Work, product: Product) -> bool:
+def items_of(product: Product) -> list[Product]:
+    """The records of the items a product is: one per variant with a SKU, else the product itself."""
+    if product.variants:
+        return [_item(product, variant) for variant in product.variants if variant.sku]
+    if product.type == "variable":
+        return []  # its variations were not read: the parent alone is not an item
+    return [product] if product.sku else []
+
+
+def _item(product: Product, variant: Variant) -> Product:
+    images = [variant.image, *(i for i in product.images if i != variant.image)] if variant.image else product.images
+    priced = variant.price_excl is not None or variant.price_incl is not None
+    return product.model_copy(
+        update={
+            "id": variant.id or product.id,
+            "sku": variant.sku,
+            "type": "virtual" if variant.virtual else "variation",
+            "parent_id": product.parent_id or (product.id if product.type == "variable" else None),
+            "variants": [variant],
+            "price_excl": variant.price_excl if priced else product.price_excl,
+            "price_incl": variant.price_incl if priced else product.price_incl,
+            "ean": variant.ean,
+            "images": images,
+            "published": product.published and variant.published,
+            "stock_quantity": variant.stock_quantity,
+            "manage_stock": variant.manage_stock,
+        }
+    )
+
+
+def _filter(work: Work) -> Expression | None:
     source = work.settings.get("product_filter")
     if not source:
-        return True
+        return None
     try:
-        expression = work.runtime.cached(f"filter:{work.integration.id}", lambda: Expression(str(source), FUNCTIONS))
-        return bool(expression.evaluate(product.model_dump(mode="json"), {}))
+        found: Expression = work.runtime.cached(
+            f"filter:{work.integration.id}", lambda: Expression(str(source), FUNCTIONS)
+        )
+        return found
     except ExpressionError as exc:
         raise PermanentError(f"settings.product_filter: {exc}") from exc
 
 
-def _write(work: Work, sku: str, record: Product) -> tuple[str, str]:
-    """(outcome, item id) of one SKU's create-or-update."""
+def _left_out(work: Work, item: Product) -> str | None:
+    """Why the item does not travel, or None."""
+    if not item.published and not work.settings.get("sync_unpublished_products"):
+        return "not published (settings.sync_unpublished_products = false)"
+    expression = _filter(work)
+    if expression is None:
+        return None
+    try:
+        wanted = bool(expression.evaluate(item.model_dump(mode="json", exclude_none=True), {}))
+    except ExpressionError as exc:
+        raise PermanentError(f"settings.product_filter: {exc}") from exc
+    return None if wanted else "left out by settings.product_filter"
+
+
+def _update_fields(work: Work, payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload an update sends: the fields of the update groups switched on."""
+    integration, kind = work.integration, work.target.kind
+    default = work.runtime.cached(
+        f"mapping-default:{integration.id}:products:{kind}",
+        lambda: effective_mapping(integration, "products", kind).default,
+    )
+    allowed = default.update_fields(update_switches(integration, "products"), payload)
+    return {name: value for name, value in payload.items() if name in allowed}
+
+
+def _write(work: Work, record: Product, known: dict[str, str]) -> tuple[str, str]:
+    """(outcome, item id) of one item's create-or-update."""
+    sku = record.sku or ""
     target, connection, key = work.target, work.connection, item_cache(work)
     payload = work.mapping("products").apply(record, label=f"{work.envelope.source} product {sku}")
-    cached = connection.hget(key, sku)
-    item_id = keys.text(cached) if cached else target.find_items([sku]).get(sku)
+    item_id = known.get(sku)
     if item_id is not None:
         try:
-            target.update_product(item_id, payload)
+            target.update_product(item_id, _update_fields(work, payload))
             connection.hset(key, sku, item_id)
             return "updated", item_id
         except NotFound:
@@ -57,24 +122,43 @@ def _write(work: Work, sku: str, record: Product) -> tuple[str, str]:
     return "created", item_id
 
 
+def _known(work: Work, skus: list[str]) -> dict[str, str]:
+    """SKU → the target's item id, from the item cache, the rest in one lookup."""
+    cached = work.connection.hmget(item_cache(work), skus) if skus else []
+    known = {sku: keys.text(value) for sku, value in zip(skus, cached, strict=True) if value}
+    missing = [sku for sku in skus if sku not in known]
+    if missing:
+        known.update(work.target.find_items(missing))
+    return known
+
+
 def run(work: Work) -> FlowResult:
     product = work.record("products")
     assert isinstance(product, Product)
     label = product.sku or product.id or "(no id)"
-    if not _wanted(work, product):
-        return FlowResult("skipped", label, reason="left out by settings.product_filter")
-    records = [
-        (variant.sku, product.model_copy(update={"sku": variant.sku, "variants": [variant]}))
-        for variant in product.variants
-        if variant.sku
-    ] or ([(product.sku, product)] if product.sku else [])
-    if not records:
+    items = items_of(product)
+    if not items:
+        if product.type == "variable":
+            return FlowResult("skipped", label, reason="a variable product without variations with a SKU")
         raise PermanentError(f"{work.envelope.source} product {label}: no SKU to match it on in {work.target.title}")
+    travelling: list[Product] = []
+    left_out: list[str] = []
+    for item in items:
+        why = _left_out(work, item)
+        if why is None:
+            travelling.append(item)
+        else:
+            left_out.append(f"{item.sku}: {why}")
+    if not travelling:
+        reason = left_out[0].split(": ", 1)[1] if len(left_out) == 1 else "; ".join(left_out)
+        return FlowResult("skipped", label, reason=reason)
     before = work.target.calls
-    outcomes = [(sku, *_write(work, sku, record)) for sku, record in records]
+    known = _known(work, [item.sku or "" for item in travelling])
+    outcomes = [(item.sku, *_write(work, item, known)) for item in travelling]
     created = sum(outcome == "created" for _, outcome, _ in outcomes)
     log.info("product %s: %d item(s) written to %s, %d new", label, len(outcomes), work.target.kind, created)
     outcome: Outcome = "created" if created else "updated"
     target_ids = ",".join(item_id for _, _, item_id in outcomes)
-    reason = f"{len(outcomes)} item(s), {created} created" if len(outcomes) > 1 else ""
-    return FlowResult(outcome, label, target_ids, work.target.calls - before, reason)
+    parts = [f"{len(outcomes)} item(s), {created} created"] if len(outcomes) > 1 else []
+    parts += [f"skipped {'; '.join(left_out)}"] if left_out else []
+    return FlowResult(outcome, label, target_ids, work.target.calls - before, ", ".join(parts))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import mimetypes
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,7 +16,7 @@ from starlette.routing import Route
 
 from connectors.exactonline.sandbox.api import ODataAPI, exact_error, sandbox_error
 from connectors.exactonline.sandbox.state import ExactSandbox, SandboxConfig
-from connectors.exactonline.sandbox.store import SPECS, SandboxError
+from connectors.exactonline.sandbox.store import PICTURE_PATH, SPECS, SandboxError
 from connectors.sandboxkit import Control, Pipeline, request_fields, sandbox_app
 
 _RATE_FIELDS = {"per_minute": "per_minute", "per_day": "per_day", "enabled": "rate_limits"}
@@ -98,6 +99,20 @@ def control_routes(sb: ExactSandbox) -> Control:
     return control
 
 
+def picture_route(sb: ExactSandbox) -> Route:
+    """An item's picture, where its `PictureUrl` points (the bytes the connector sent, as an image)."""
+
+    async def picture(request: Request) -> Response:
+        found = sb.store.pictures.get((int(request.path_params["division"]), str(request.path_params["key"])))
+        if found is None:
+            return exact_error(404, "Picture not found")
+        name, content = found
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return Response(content, media_type=kind)
+
+    return Route(f"{PICTURE_PATH}/{{division:int}}/{{key}}", picture, methods=["GET"])
+
+
 def create_sandbox(
     config: SandboxConfig | None = None, *, clock: Callable[[], float] = time.time, **overrides: Any
 ) -> Starlette:
@@ -108,6 +123,7 @@ def create_sandbox(
         Pipeline([sandbox.counters.step]).route("/api/oauth2/token", sandbox.oauth.token, methods=["POST"],
                                                 name="oauth2/token"),
         *ODataAPI(sandbox).routes(),
+        picture_route(sandbox),
         control_routes(sandbox).mount(),
     ])  # fmt: skip
 

@@ -9,14 +9,19 @@ from typing import Any
 from connectors.exactonline.odata import format_date
 from connectors.exactonline.sandbox.store import SPECS, Record, Spec, Store
 
+_URLS = frozenset({"PictureUrl", "PictureThumbnailUrl"})
+"""Properties holding a path of the sandbox's own, answered as an absolute URL."""
+
 
 def visible(spec: Spec) -> list[str]:
-    return sorted(spec.fields)
+    return sorted(spec.fields - spec.write_only)
 
 
-def value(name: str, raw: Any, *, timestamps_as_strings: bool = False) -> Any:
+def value(name: str, raw: Any, *, timestamps_as_strings: bool = False, base: str = "") -> Any:
     if isinstance(raw, datetime):
         return format_date(raw)
+    if name in _URLS and isinstance(raw, str) and raw.startswith("/"):
+        return f"{base}{raw}"
     if name == "Timestamp" and timestamps_as_strings:
         return str(raw)
     return raw
@@ -44,5 +49,7 @@ def render(
                     "__deferred": {"uri": f"{base}/api/v1/{division}/{spec.path}(guid'{record[spec.key]}')/{name}"}
                 }
         else:
-            out[name] = value(name, record.get(name), timestamps_as_strings=timestamps_as_strings)
+            if spec is not None and name in spec.write_only:
+                continue
+            out[name] = value(name, record.get(name), timestamps_as_strings=timestamps_as_strings, base=base)
     return out

@@ -31,6 +31,7 @@ and reference data excepted: what the webhooks (webhooks.py) tell of.
 
 from __future__ import annotations
 
+import base64
 import copy
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -73,6 +74,8 @@ class Spec:
     writable: bool = True
     exposed: bool = True
     deleted_type: int | None = None
+    write_only: frozenset[str] = frozenset()
+    """Properties a POST or PUT takes but no GET returns (an item's `Picture`)."""
 
 
 def _spec(path: str, key: str, names: str, type_name: str, **options: Any) -> Spec:
@@ -136,10 +139,21 @@ SPECS: dict[str, Spec] = {
         _spec(
             "logistics/Items",
             "ID",
-            "Code Description IsSalesItem IsStockItem SalesVatCode Unit Barcode",
+            "Code Description ExtraDescription Notes IsSalesItem IsStockItem SalesVatCode Unit Barcode "
+            "StandardSalesPrice ItemGroup ItemGroupCode ItemGroupDescription Picture PictureName PictureUrl "
+            "PictureThumbnailUrl " + " ".join(f"FreeTextField_{n:02d}" for n in range(1, 11)),
             "Item",
             required=("Code", "Description"),
+            references={"ItemGroup": "logistics/ItemGroups"},
             deleted_type=9,
+            write_only=frozenset({"Picture"}),
+        ),
+        _spec(
+            "logistics/ItemGroups",
+            "ID",
+            "Code Description Notes GLCosts GLRevenue GLStock",
+            "ItemGroup",
+            required=("Code", "Description"),
         ),
         _spec(
             "salesorder/SalesOrders",
@@ -256,6 +270,9 @@ SYNC_VIEWS: dict[str, str] = {
     "sync/SalesInvoice/SalesInvoices": "salesinvoice/SalesInvoices",
     "sync/Inventory/StockPositions": "inventory/StockPositions",
 }
+PICTURE_PATH = "/docs/ItemPicture"
+"""Where the sandbox serves an item's picture: `{PICTURE_PATH}/{division}/{item ID}` (PictureUrl)."""
+ITEM_READ_ONLY = ("ItemGroupCode", "ItemGroupDescription", "PictureUrl", "PictureThumbnailUrl")
 DELETED_FIELDS = frozenset({"Timestamp", "ID", "EntityKey", "EntityType", "DeletedBy", "DeletedDate", "Division"})
 _WAREHOUSE = "5b1f1f80-6d5e-4c39-9a8e-000000000001"
 """The main warehouse every division starts with (code "1"); stock positions are kept there."""
@@ -270,7 +287,7 @@ _PROFIT_AND_LOSS = 110
 """G/L types from 110 (Revenue) on are profit & loss accounts (BalanceType W); lower ones balance sheet (B)."""
 _CREDIT_TYPES = {22, 24, 110, 140, 160}
 _CODED = {
-    "inventory/Warehouses": "Warehouse", "financial/GLAccounts": "G/L account",
+    "inventory/Warehouses": "Warehouse", "financial/GLAccounts": "G/L account", "logistics/ItemGroups": "Item group",
     "crm/AccountClassifications": "Account classification", "sales/ShippingMethods": "Shipping method",
     "hrm/Costcenters": "Cost center", "hrm/Costunits": "Cost unit",
 }  # fmt: skip
@@ -324,6 +341,8 @@ class Store:
         self.tables: dict[int, dict[str, dict[str, Record]]] = {}
         self.deleted: dict[int, list[Record]] = {}
         self.numbers: dict[tuple[int, str], int] = {}
+        self.pictures: dict[tuple[int, str], tuple[str, bytes]] = {}
+        """(division, item ID) → (PictureName, bytes) of the items' pictures."""
         self.on_change: ChangeHook | None = None
         for division in self.divisions:
             self.tables[division] = {path: {} for path in SPECS}
@@ -461,6 +480,7 @@ class Store:
             "inventory/Warehouses": self._prepare_warehouse,
             "financial/GLAccounts": self._prepare_gl_account,
             "crm/Addresses": self._prepare_address,
+            "logistics/ItemGroups": self._prepare_item_group,
         }.get(path)
         if path in _CODED and prepare is None:
             self._unique_code(division, path, record)
@@ -525,6 +545,35 @@ class Store:
             raise SandboxError(400, f"Item code already exists: {code}")
         record.setdefault("IsSalesItem", True)
         record.setdefault("IsStockItem", True)
+        record.setdefault("ID", str(uuid.uuid4()))
+        self._item_details(division, record, record)
+
+    def _item_details(self, division: int, record: Record, changes: Record) -> None:
+        """Lengths checked; the group's code and description copied; a picture (base64) stored and served."""
+        for name in ITEM_READ_ONLY:
+            changes.pop(name, None)
+        for name, limit in (("Description", 60), ("ExtraDescription", 255)):
+            if len(str(changes.get(name) or "")) > limit:
+                raise SandboxError(400, f"{name}: the value is longer than {limit} characters")
+        if "StandardSalesPrice" in changes and changes["StandardSalesPrice"] is not None:
+            changes["StandardSalesPrice"] = _number(changes["StandardSalesPrice"], "StandardSalesPrice")
+        if "ItemGroup" in changes:
+            group = self.table(division, "logistics/ItemGroups").get(str(changes["ItemGroup"] or ""))
+            changes["ItemGroupCode"] = group["Code"] if group else None
+            changes["ItemGroupDescription"] = group["Description"] if group else None
+        picture = changes.pop("Picture", None)
+        if picture is not None:
+            file_name = changes.get("PictureName") or record.get("PictureName")
+            if not file_name:
+                raise SandboxError(400, "Mandatory field missing: PictureName (with Picture)")
+            try:
+                content = base64.b64decode(str(picture), validate=True)
+            except ValueError:
+                raise SandboxError(400, "Invalid value for Picture: not base64") from None
+            key = str(record.get("ID") or "")
+            self.pictures[(division, key)] = (str(file_name), content)
+            changes["PictureUrl"] = f"{PICTURE_PATH}/{division}/{key}"
+            changes["PictureThumbnailUrl"] = f"{PICTURE_PATH}/{division}/{key}?thumbnail=1"
 
     def _unique_code(self, division: int, path: str, record: Record, key: str | None = None) -> None:
         """`record["Code"]` stripped, and unique (case-insensitively) among the other records of `path`."""
@@ -564,6 +613,9 @@ class Store:
         record.setdefault("BalanceSide", "C" if kind in _CREDIT_TYPES else "D")
         record.setdefault("IsBlocked", False)
         return record
+
+    def _prepare_item_group(self, division: int, record: Record, lines: list[Record]) -> None:
+        self._unique_code(division, "logistics/ItemGroups", record)
 
     def _prepare_gl_account(self, division: int, record: Record, lines: list[Record]) -> None:
         self._unique_code(division, "financial/GLAccounts", record)
@@ -668,6 +720,8 @@ class Store:
             changes["Code"] = str(changes["Code"]).strip().rjust(18)
         if path in _CODED and "Code" in changes:
             self._unique_code(division, path, changes, record["ID"])
+        if path == "logistics/Items":
+            self._item_details(division, record, changes)
         if path == "financial/GLAccounts" and "Type" in changes:
             self._gl_account_defaults({**record, **changes})  # validates the type
             changes["TypeDescription"] = _GL_TYPES.get(changes["Type"])
@@ -701,6 +755,7 @@ class Store:
                 self._remove(division, spec.line_path, line[SPECS[spec.line_path].key])
         self._remove(division, path, record[spec.key])
         if path == "logistics/Items":
+            self.pictures.pop((division, record["ID"]), None)
             for position in self.rows(division, "inventory/StockPositions"):
                 if position["ItemId"] == record["ID"]:
                     self._remove(division, "inventory/StockPositions", position["ID"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import random
 import time
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connectors.sandboxkit import Control, request_fields, sandbox_app
@@ -56,9 +59,38 @@ def control_routes(sb: WooCommerceSandbox) -> Control:
     async def seed_products(request: Request) -> Response:
         return JSONResponse({"products": seed.seed_products(sb.store)})
 
+    async def upload(request: Request) -> Response:
+        """{"name", "content" (base64), "content_type"}: a file in the media library; its URL (for `images`)."""
+        body = await request_fields(request)
+        try:
+            content = base64.b64decode(str(body.get("content", "")), validate=True)
+        except ValueError:
+            return JSONResponse({"error": "content must be base64"}, 400)
+        name = str(body.get("name") or "image.png")
+        src = sb.store.upload(name, content, str(body.get("content_type") or "image/png"))
+        return JSONResponse({"src": src})
+
     control.route("/orders", place_orders)
     control.route("/products/seed", seed_products)
+    control.route("/media", upload)
     return control
+
+
+def media_route(sb: WooCommerceSandbox) -> Route:
+    """`wp-content/uploads/…`: the media library's files, with an ETag and conditional GETs, as a web server
+    serves them."""
+
+    async def media(request: Request) -> Response:
+        found = sb.store.media.get(request.path_params["path"])
+        if found is None:
+            return Response("Not Found", status_code=404, media_type="text/html")
+        kind, content = found
+        etag = '"' + hashlib.sha256(content).hexdigest()[:16] + '"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(content, media_type=kind, headers={"ETag": etag})
+
+    return Route("/wp-content/uploads/{path:path}", media, methods=["GET"])
 
 
 def create_sandbox(
@@ -66,7 +98,7 @@ def create_sandbox(
 ) -> Starlette:
     """The sandbox app. `overrides` set SandboxConfig fields (`consumer_key=…`, `site_url=…`, …)."""
     sandbox = WooCommerceSandbox(replace(config or SandboxConfig(), **overrides), clock)
-    routes = [*RestAPI(sandbox).routes(), control_routes(sandbox).mount()]
+    routes = [media_route(sandbox), *RestAPI(sandbox).routes(), control_routes(sandbox).mount()]
     return sandbox_app(sandbox, routes, middleware=[Middleware(WordPressPaths, sandbox=sandbox)])
 
 

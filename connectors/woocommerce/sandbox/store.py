@@ -138,6 +138,8 @@ class Store:
         self.orders: dict[int, Row] = {}
         self.customers: dict[int, Row] = {}
         self.webhooks: dict[int, Row] = {}
+        self.media: dict[str, tuple[str, bytes]] = {}
+        """Uploads by path under wp-content/uploads/ → (content type, bytes): what product image URLs serve."""
         self._post_id, self._user_id, self._webhook_id, self._item_id, self._meta_id = 100, 1, 0, 0, 1000
 
     def next_post_id(self) -> int:
@@ -283,6 +285,14 @@ class Store:
         holder["stock_quantity"] = int(holder["stock_quantity"] or 0) + delta
         holder["modified"] = self.clock()
         return int(holder["id"])
+
+    def upload(self, name: str, content: bytes, content_type: str) -> str:
+        """A media file as WordPress keeps it (`wp-content/uploads/{year}/{month}/{name}`); its URL."""
+        month = time.strftime("%Y/%m", time.gmtime(self.clock()))
+        path = f"{month}/{shapes.slugify(name.rsplit('.', 1)[0], self._post_id)}"
+        path += f".{name.rsplit('.', 1)[1].lower()}" if "." in name else ""
+        self.media[path] = (content_type, content)
+        return f"{self.site_url}wp-content/uploads/{path}"
 
     def product_json(self, row: Row) -> Row:
         return shapes.product(self.ctx, row, self)
