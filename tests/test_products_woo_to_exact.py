@@ -345,10 +345,13 @@ def test_an_unchanged_image_is_not_uploaded_again_a_changed_one_is(env, monkeypa
         original(division, path, key, body)
 
     monkeypatch.setattr(env.sandbox.store, "update", spy)
-    env.sync(product["id"])
+    # later changes to the product (new versions of it, so the flow runs), its image as it was
+    env.shop.update_product(product["id"], {"short_description": "Now dishwasher-safe"})
+    assert env.sync(product["id"])["outcome"] == "updated"
     assert uploads == [] and env.sandbox.store.pictures == stored
     red = PNG[:-8] + b"\x00" * 8
     env.upload("mug.png", red)  # the same URL, new bytes (a new ETag)
+    env.shop.update_product(product["id"], {"short_description": "Now in red"})
     env.sync(product["id"])
     assert len(uploads) == 1
     [(_, content)] = env.sandbox.store.pictures.values()

@@ -33,13 +33,16 @@ def flow_of(envelope: Envelope) -> str | None:
     return source.flow_of(envelope.resource) if source is not None else None
 
 
-def _version_key(work: Work, flow: str) -> str | None:
-    """Where "this version of the record was processed" is remembered, when the source versions its
-    records: the same change seen by a webhook and by a poll (two deliveries) is processed once."""
+def _version_key(work: Work, flow: str) -> tuple[str, str] | None:
+    """(where the record's last processed version is remembered, its version now), when the source
+    versions its records: the same change seen by a webhook and by a poll (two deliveries) is processed
+    once. Only the *last* version counts: a record changed and changed back within the same second (A, B,
+    A again) has A's version twice, and the second A must still be written."""
     version = work.source.version(flow, work.raw(flow))
     if not version:
         return None
-    return keys.cache(work.integration.id, f"seen:{flow}", version)
+    identity = version.partition(":")[0]
+    return keys.cache(work.integration.id, f"seen:{flow}", identity), version
 
 
 def run_event(rt: runtime.Runtime, integration: Integration, envelope: Envelope) -> FlowResult:
@@ -56,9 +59,10 @@ def _run(work: Work, flow: str) -> FlowResult:
     the record is gone from the source (skipped, naming it)."""
     try:
         seen = _version_key(work, flow)
-        done = work.connection.get(seen) if seen is not None else None
-        if done is not None:  # "<target id>\n<number>" of the first run (empty when it had none)
-            target_id, _, number = keys.text(done).partition("\n")
+        done = work.connection.get(seen[0]) if seen is not None else None
+        last, _, written = keys.text(done).partition("\n") if done is not None else ("", "", "")
+        if seen is not None and last == seen[1]:  # "<version>\n<target id>\n<number>" of its first run
+            target_id, _, number = written.partition("\n")
             return FlowResult("skipped", number=number, target_id=target_id, calls=0,
                               reason="this version of the record was processed already")  # fmt: skip
         result = flow_function(flow)(work)
@@ -66,7 +70,7 @@ def _run(work: Work, flow: str) -> FlowResult:
         log.info("event %s %s: %s; skipped", work.envelope.topic, work.envelope.resource_id, gone)
         return FlowResult("skipped", calls=0, reason=str(gone))
     if seen is not None:
-        work.connection.set(seen, f"{result.target_id}\n{result.number}", ex=SEEN_TTL)
+        work.connection.set(seen[0], f"{seen[1]}\n{result.target_id}\n{result.number}", ex=SEEN_TTL)
     return result
 
 
