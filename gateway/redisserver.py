@@ -64,9 +64,12 @@ def answers(url: str, timeout: float = 0.5) -> bool:
 
 
 def _server_pid(url: str) -> int | None:
+    """The pid of the server at `url` once it serves commands (None while it starts, or still loads its
+    data: INFO answers during loading, everything else fails with LOADING)."""
     client = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.2)
     try:
-        return int(client.info("server")["process_id"])
+        info = client.info()
+        return None if int(info.get("loading", 0)) else int(info["process_id"])
     except (redis.RedisError, OSError, KeyError, ValueError):
         return None
     finally:

@@ -44,6 +44,22 @@ def test_embedded_redis_persists_across_restart(tmp_path):
         server.stop()
 
 
+def test_a_restarted_redis_is_handed_out_only_once_its_data_is_loaded(tmp_path):
+    """A restart with data (the demo run again on its data dir) must not hand out a server that still
+    replays its append-only file: it answers INFO then, and LOADING to everything else."""
+    server = EmbeddedRedis(data_dir=tmp_path, port=free_port())
+    server.start()
+    with redis.Redis.from_url(server.url) as client:  # 500 000 commands in the AOF, written in a blink
+        client.eval("for i = 1, tonumber(ARGV[1]) do redis.call('SET', 'koppel:load:' .. i, 'x') end", 0, 500_000)
+    server.stop()
+    server.start()
+    try:
+        with redis.Redis.from_url(server.url) as client:
+            assert client.dbsize() == 500_000  # not redis.BusyLoadingError
+    finally:
+        server.stop()
+
+
 def test_embedded_redis_dies_with_a_killed_parent(tmp_path):
     port = free_port()
     script = textwrap.dedent(f"""
