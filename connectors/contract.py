@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 Record = dict[str, Any]
 OrderMode = Literal["book", "status", "both"]
 ORDER_MODES: tuple[OrderMode, ...] = ("status", "book", "both")
+DISCOUNT_LINES = ("separate", "in_lines")
+"""`settings.discount_lines`: discounts on lines of their own, or left in the lines' prices."""
 _MODE_WORDS = {"book": "book orders (\"book\")", "status": "write order statuses back (\"status\")"}
 Canonical = Order | Customer | Product | StockLevel
 Outcome = Literal["created", "updated", "skipped", "ignored"]
@@ -54,6 +56,7 @@ __all__ = [
     "Change",
     "Connector",
     "Context",
+    "DISCOUNT_LINES",
     "FlowResult",
     "Gone",
     "NotBookable",
@@ -324,6 +327,24 @@ class Target:
         if problem is not None:
             raise PermanentError(f"settings.order_mode {value!r}: {problem}")
         return value if value is not None else cls.order_modes[0]
+
+    @classmethod
+    def discount_lines_problem(cls, value: Any) -> str | None:
+        """Why `settings.discount_lines = value` is wrong, or None (None: the default)."""
+        if value is None or value in DISCOUNT_LINES:
+            return None
+        return f"must be one of {', '.join(DISCOUNT_LINES)}"
+
+    @classmethod
+    def discount_lines_of(cls, settings: Mapping[str, Any]) -> str:
+        """How discounts spread over the lines are booked: `settings.discount_lines`, else "separate" for a
+        target that books service items (an ERP: the goods at full price, the discount a line of its own
+        per VAT rate) and "in_lines" for one that does not (a shop: the lines' prices after the discount)."""
+        value = settings.get("discount_lines")
+        problem = cls.discount_lines_problem(value)
+        if problem is not None:
+            raise PermanentError(f"settings.discount_lines {value!r}: {problem}")
+        return str(value) if value is not None else ("separate" if cls.service_items else "in_lines")
 
     # -- orders ------------------------------------------------------------------------------------
 

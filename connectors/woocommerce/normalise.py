@@ -4,7 +4,9 @@ WooCommerce quirks handled here:
 - Money is a string with the shop's decimals; line `price` is total / quantity as a *float*
   (12.356666666666667) and is never read: unit prices are derived from the line totals.
 - `subtotal` is a line before coupons, `total` after; coupons are spread over the lines, so the
-  order's `coupon_lines` are informational (`Discount.applied_to_lines`).
+  order's `coupon_lines` are informational (`Discount.applied_to_lines`); a line's discount is
+  `subtotal - total` excl. tax and `subtotal_tax - total_tax` its tax (`gateway.model.separate_discounts`
+  books them on lines of their own).
 - Dates without offset are shop-local; the `*_gmt` twins are UTC and are preferred.
 - PHP serialises an empty object as `[]` (e.g. `image` on a line without one).
 - A variable product's own payload lists variation *ids*; the variations themselves come from
@@ -367,6 +369,7 @@ def _line(item: Reader, rates: Mapping[str, Decimal]) -> OrderLine:
         net_unit_price_excl=per_unit(total, quantity),
         net_unit_price_incl=per_unit(total + total_tax, quantity),
         discount_excl=subtotal - total,
+        discount_tax=subtotal_tax - total_tax,
         total_excl=total,
         tax_total=total_tax,
         total_incl=total + total_tax,
