@@ -331,12 +331,15 @@ def _tax_rates(doc: Reader) -> dict[str, Decimal]:
 
 
 def _rate(item: Reader, rates: Mapping[str, Decimal], base: Decimal, tax: Decimal) -> Decimal | None:
-    """The line's rate: the tax_lines rate of its (first non-zero) tax, else tax / base."""
-    for tax_item in item.objects("taxes"):
-        rate_id = tax_item.ident("id", required=False)
-        amount = tax_item.number("total", default=ZERO) or ZERO
-        if rate_id is not None and rate_id in rates and amount:
-            return rates[rate_id]
+    """The line's rate: the tax_lines rate of its (first non-zero) tax, else of a tax that is zero after
+    the coupon but not before it (a line a coupon made free), else of any tax it names; else tax / base."""
+    known = [(t, rid) for t in item.objects("taxes") if (rid := t.ident("id", required=False)) in rates]
+    for key in ("total", "subtotal"):
+        for tax_item, rate_id in known:
+            if tax_item.number(key, default=ZERO):
+                return rates[str(rate_id)]
+    if known:
+        return rates[str(known[0][1])]
     if not tax:
         return ZERO if base else None
     return rate_of(tax, base)
