@@ -366,6 +366,11 @@ class Target:
         this target id, as `create_order` returned it), or None."""
         raise self._unsupported("read order statuses")
 
+    def order_email(self, target_id: str) -> str | None:
+        """The customer e-mail address of the target's own order `target_id` (as `order_status` gave it):
+        whether an order whose reference merely looks like one of the target's is really that one."""
+        raise self._unsupported("read order customers")
+
     def set_order_status(self, target_id: str, status: str) -> None:
         raise self._unsupported("write order statuses")
 

@@ -324,10 +324,28 @@ def test_a_shop_order_koppel_made_from_an_exact_order_is_not_booked_into_exact_a
 
 def test_in_both_mode_an_exact_order_referring_to_a_shop_order_is_a_status_not_a_new_order(env):
     shop_order = env.place_shop_order()  # booked into Exact by someone else: no ledger entry
-    env.exact_order([("KOP-TASSE-BL", 1, 10.00)], your_ref=str(shop_order["id"]), Status=12)
+    account = env.account(email=shop_order["billing"]["email"].upper())  # the same customer
+    env.exact_order([("KOP-TASSE-BL", 1, 10.00)], account=account, your_ref=str(shop_order["id"]), Status=12)
     [result] = env.process_polled()
     assert result["outcome"] == "skipped" and "changes nothing" in result["reason"]
     assert len(env.shop_orders()) == 1
+    order_id = env.exact_order([("KOP-TASSE-BL", 1, 10.00)], account=account, your_ref=str(shop_order["id"]))
+    env.exact_update("salesorder/SalesOrders", order_id, Status=21)  # delivered: the shop's order completes
+    results = env.process_polled()
+    assert [r["outcome"] for r in results] == ["updated"] and len(env.shop_orders()) == 1
+    assert env.shop.get_order(shop_order["id"])["status"] == "completed"
+
+
+def test_in_both_mode_a_customers_reference_that_looks_like_a_shop_order_number_is_booked(env):
+    shop_order = env.place_shop_order()
+    # another customer's purchase order number happens to be the shop order's number
+    order_id = env.exact_order([("KOP-TASSE-BL", 2, 10.00)], your_ref=str(shop_order["id"]))
+    [result] = env.process_polled()
+    assert result["outcome"] == "created", result
+    booked = env.shop.get_order(int(result["target_id"]))
+    assert booked["id"] != shop_order["id"] and meta(booked, "_koppel_origin") == f"exact:{order_id}"
+    assert booked["billing"]["email"] == "inkoop@joerg.example"
+    assert env.shop.get_order(shop_order["id"])["status"] == shop_order["status"]  # left alone
 
 
 # -- status write-back from sales invoices -----------------------------------------------------------------

@@ -291,7 +291,24 @@ def _target_order(work: Work, order: Order, *, ask_target: bool) -> tuple[bool, 
     if not ask_target or not _could_be_target_order(work, order):
         return False, UNREAD
     found = _find_target_order(work, ref)
-    return found is not None, found
+    if found is None or not _points_back(work, order, ref, found[0]):
+        return False, UNREAD
+    return True, found
+
+
+def _points_back(work: Work, order: Order, ref: str, target_id: str) -> bool:
+    """Whether the target's order `ref`, which no ledger ties to the source's order, is the one the source's
+    order was made from (by hand, or by another tool) and not a customer's own reference that merely looks
+    like the target's numbers: the two orders' customers have the same e-mail address. Costs the source's
+    expansion (its customer) and one target call, only for references no ledger knows."""
+    expanded = _expanded(work)
+    mine = expanded.customer.email or (expanded.billing_address.email if expanded.billing_address else None)
+    theirs = work.target.order_email(target_id)
+    if mine and theirs and mine.strip().casefold() == theirs.strip().casefold():
+        return True
+    log.info("%s order %s: its reference %s is %s order %s, whose customer is another: not the %s's order",
+             order.source, order.number, ref, work.target.kind, target_id, work.target.title)  # fmt: skip
+    return False
 
 
 def _could_be_target_order(work: Work, order: Order) -> bool:
