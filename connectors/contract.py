@@ -51,12 +51,12 @@ Canonical = Order | Customer | Product | StockLevel
 Outcome = Literal["created", "updated", "skipped", "ignored"]
 
 __all__ = [
+    "DISCOUNT_LINES",
     "ORDER_MODES",
     "Canonical",
     "Change",
     "Connector",
     "Context",
-    "DISCOUNT_LINES",
     "FlowResult",
     "Gone",
     "NotBookable",

@@ -630,8 +630,10 @@ def separate_discounts(order: Order, *, from_lines: bool = True) -> Order:
     coupons = [d for d in order.discounts if d.applied_to_lines]
     codes = ", ".join(dict.fromkeys(c for d in coupons if (c := d.code or d.description))) or None
     moved = [
-        Discount(code=codes, description=codes or "discount", amount_excl=excl, tax_total=tax,
-                 amount_incl=excl + tax, applied_to_lines=False, tax_rate=rate)  # fmt: skip
+        Discount(
+            code=codes, description=codes or "discount", amount_excl=excl, tax_total=tax, amount_incl=excl + tax,
+            applied_to_lines=False, tax_rate=rate,
+        )
         for rate, (excl, tax) in sorted(per_rate.items(), key=lambda item: (item[0] is None, item[0] or 0))
         if excl or tax
     ]
@@ -652,7 +654,8 @@ def _with_rate(discount: Discount, rate: Decimal | None) -> Discount:
     if discount.amount_excl is None and discount.amount_incl is not None:
         with localcontext() as ctx:
             ctx.prec = 60
-            places = Decimal(1).scaleb(min(discount.amount_incl.as_tuple().exponent, -2))  # type: ignore[arg-type]
+            exponent = discount.amount_incl.as_tuple().exponent
+            places = Decimal(1).scaleb(min(exponent if isinstance(exponent, int) else -2, -2))
             excl = (discount.amount_incl * 100 / (100 + rate)).quantize(places, ROUND_HALF_UP)
         update |= {"amount_excl": excl, "tax_total": discount.amount_incl - excl}
     return discount.model_copy(update=update)

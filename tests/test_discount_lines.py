@@ -114,7 +114,8 @@ def test_separate_discounts_keep_the_shops_totals_to_the_cent(payload: dict[str,
 def test_the_exact_mappings_book_the_goods_at_full_price_and_a_discount_line_per_rate(
     payload: dict[str, Any], document: str
 ) -> None:
-    tables = {"vat_codes": {"entries": {"21": "2", "9": "1", "6": "6", "0": "0"}}, "revenue_accounts": {"default": "8000"}}
+    vat_codes = {"entries": {"21": "2", "9": "1", "6": "6", "0": "0"}}
+    tables = {"vat_codes": vat_codes, "revenue_accounts": {"default": "8000"}}
     mapping = build_mapping(integration(settings={"document_type": document}, tables=tables), "orders", "exactonline")
     booked = separate_discounts(normalise_order(payload))
     context = {"account": "A", "items": {f"SKU-{i}": f"I{i}" for i in range(6)} | {"DISCOUNT": "D"},
@@ -133,11 +134,14 @@ def test_the_exact_mappings_book_the_goods_at_full_price_and_a_discount_line_per
 
 
 def test_in_lines_leaves_the_lines_and_only_order_level_discounts_get_a_rate() -> None:
-    line = OrderLine(sku="A", quantity=2, unit_price_excl="10", net_unit_price_excl="9", discount_excl="2",
-                     discount_tax="0.42", total_excl="18", tax_total="3.78", total_incl="21.78", tax_rate="21")  # fmt: skip
+    line = OrderLine(
+        sku="A", quantity=2, unit_price_excl="10", net_unit_price_excl="9", discount_excl="2", discount_tax="0.42",
+        total_excl="18", tax_total="3.78", total_incl="21.78", tax_rate="21",
+    )  # fmt: skip
     coupon = Discount(code="x", amount_excl="2", tax_total="0.42")
     promo = Discount(code="LENTE", description="Lente", amount_incl="12.10", applied_to_lines=False)
-    order = Order(source="s", id="1", number="1", customer=Customer(source="s"), lines=[line], discounts=[coupon, promo])
+    customer = Customer(source="s")
+    order = Order(source="s", id="1", number="1", customer=customer, lines=[line], discounts=[coupon, promo])
     kept = separate_discounts(order, from_lines=False)
     assert kept.lines == order.lines and kept.discounts[0] == coupon
     # an order-level discount given incl. VAT: the order's only rate, and its amount excl. VAT from it

@@ -11,7 +11,8 @@ Warehouse and G/L account codes are unique; direct invoices (Type 8023/8024) nee
 ones must not have one. Creating a sales order reserves stock (FreeStock down, PlanningOut up).
 
 Order and invoice lines get their VATPercentage and VATAmountFC from their VATCode (else the item's
-SalesVatCode), per line, rounded to cents half away from zero; a sales order's PaymentCondition must be a payment condition's code. The Sync API's
+SalesVatCode), per line, rounded to cents half away from zero; a sales order's PaymentCondition must be a
+payment condition's code. The Sync API's
 SalesInvoices give one row per invoice (Exact gives one per invoice line, with the invoice's fields).
 Addresses (crm/Addresses) belong to an account, `Type` 1-4 (4 delivery), one `Main` per account and
 type; a sales order's DeliveryAddress (an invoice's DeliverToAddress) must be one of the delivery
@@ -19,7 +20,8 @@ account's. Account classifications, shipping methods (referenced by GUID from ac
 cost centres and cost units (referenced by `Code` from order, invoice and entry lines) have unique
 codes; an unknown one answers 400.
 
-Every division starts with VAT codes 0/1/2 (and OSS codes 6/7/19 for BE and DE), payment conditions 00/14/30, one main warehouse (code
+Every division starts with VAT codes 0/1/2 (and OSS codes 6/7/19 for BE and DE), payment conditions
+00/14/30, one main warehouse (code
 "1"; `Main` is Edm.Byte, exactly one warehouse has 1) and the revenue G/L accounts 8000, 8010 and
 8020 (`Type` 110). Entity and field names follow Exact's REST reference (InventoryWarehouses,
 FinancialGLAccounts) as the picqer/exact-php-client models quote it.
@@ -32,11 +34,11 @@ and reference data excepted: what the webhooks (webhooks.py) tell of.
 from __future__ import annotations
 
 import copy
-from decimal import ROUND_HALF_UP, Decimal
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from connectors.exactonline.odata import EXACT_TZ, parse_date
