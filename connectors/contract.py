@@ -46,11 +46,14 @@ if TYPE_CHECKING:
 Record = dict[str, Any]
 OrderMode = Literal["book", "status", "both"]
 ORDER_MODES: tuple[OrderMode, ...] = ("status", "book", "both")
+DISCOUNT_LINES = ("separate", "in_lines")
+"""`settings.discount_lines`: discounts on lines of their own, or left in the lines' prices."""
 _MODE_WORDS = {"book": "book orders (\"book\")", "status": "write order statuses back (\"status\")"}
 Canonical = Order | Customer | Product | StockLevel
 Outcome = Literal["created", "updated", "skipped", "ignored"]
 
 __all__ = [
+    "DISCOUNT_LINES",
     "ORDER_MODES",
     "Canonical",
     "Change",
@@ -339,6 +342,24 @@ class Target:
             raise PermanentError(f"settings.order_mode {value!r}: {problem}")
         return value if value is not None else cls.order_modes[0]
 
+    @classmethod
+    def discount_lines_problem(cls, value: Any) -> str | None:
+        """Why `settings.discount_lines = value` is wrong, or None (None: the default)."""
+        if value is None or value in DISCOUNT_LINES:
+            return None
+        return f"must be one of {', '.join(DISCOUNT_LINES)}"
+
+    @classmethod
+    def discount_lines_of(cls, settings: Mapping[str, Any]) -> str:
+        """How discounts spread over the lines are booked: `settings.discount_lines`, else "separate" for a
+        target that books service items (an ERP: the goods at full price, the discount a line of its own
+        per VAT rate) and "in_lines" for one that does not (a shop: the lines' prices after the discount)."""
+        value = settings.get("discount_lines")
+        problem = cls.discount_lines_problem(value)
+        if problem is not None:
+            raise PermanentError(f"settings.discount_lines {value!r}: {problem}")
+        return str(value) if value is not None else ("separate" if cls.service_items else "in_lines")
+
     # -- orders ------------------------------------------------------------------------------------
 
     def find_order(self, document: str, number: str, since: datetime | None = None) -> str | None:
@@ -358,6 +379,11 @@ class Target:
         """(target id, current status) of the target's own order with this reference (`by_id`: with
         this target id, as `create_order` returned it), or None."""
         raise self._unsupported("read order statuses")
+
+    def order_email(self, target_id: str) -> str | None:
+        """The customer e-mail address of the target's own order `target_id` (as `order_status` gave it):
+        whether an order whose reference merely looks like one of the target's is really that one."""
+        raise self._unsupported("read order customers")
 
     def set_order_status(self, target_id: str, status: str) -> None:
         raise self._unsupported("write order statuses")

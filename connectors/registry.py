@@ -145,6 +145,8 @@ def _order_problems(
     where = f"integrations[{index}].settings"
     problem = target.order_mode_problem(integration.settings.get("order_mode")) if target is not None else None
     problems = [f"{where}.order_mode: {problem}"] if problem else []
+    discount_problem = target.discount_lines_problem(integration.settings.get("discount_lines")) if target else None
+    problems += [f"{where}.discount_lines: {discount_problem}"] if discount_problem else []
     if source is None or not source.order_documents or target is None or "status" not in target.order_modes:
         return problems
     chosen = integration.settings.get("order_documents")

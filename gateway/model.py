@@ -48,6 +48,7 @@ __all__ = [
     "rate_of",
     "record_kind",
     "record_label",
+    "separate_discounts",
     "timestamp_from",
     "to_decimal",
 ]
@@ -216,6 +217,8 @@ class OrderLine(_Record):
     net_unit_price_incl: OptionalMoney = None
     discount_excl: Money = Decimal(0)
     """Discount on this line, excluding tax (line subtotal minus line total)."""
+    discount_tax: Money = Decimal(0)
+    """The tax that discount took off the line (line subtotal tax minus line tax)."""
     total_excl: OptionalMoney = None
     tax_total: OptionalMoney = None
     total_incl: OptionalMoney = None
@@ -256,6 +259,8 @@ class Discount(_Record):
     tax_total: OptionalMoney = None
     amount_incl: OptionalMoney = None
     applied_to_lines: bool = True
+    tax_rate: Rate = None
+    """The VAT rate of the discount when it is known: a discount line books at one rate."""
 
 
 class Order(_Record):
@@ -589,3 +594,72 @@ def plain(value: Decimal) -> Decimal:
     if value == value.to_integral_value():
         return value.quantize(Decimal(1))
     return value.normalize()
+
+
+# --- discounts as lines of their own ------------------------------------------------------------
+
+
+def separate_discounts(order: Order, *, from_lines: bool = True) -> Order:
+    """The order as a bookkeeper books it with its discounts on lines of their own.
+
+    With `from_lines`, the discounts a source spread over the lines (WooCommerce's coupons: line
+    `subtotal` vs `total`) move out of them: every line is at its price before the discount
+    (`net_unit_price_*` = `unit_price_*`, totals + `discount_excl` / `discount_tax`), and each VAT rate
+    the discounted lines carry gets one discount (`applied_to_lines = False`, `tax_rate`) with their
+    discount excl. tax, its tax and the coupon codes. The order's totals excl., tax and incl. are
+    unchanged to the cent: the amounts are moved, never recomputed.
+
+    Order-level discounts (`applied_to_lines = False`, e.g. Squarespace's) stay; they get the order's
+    VAT rate when all its lines have one (and their amount excl. tax from the amount incl. tax at that
+    rate when the source gave only that)."""
+    lines = list(order.lines)
+    per_rate: dict[Decimal | None, list[Decimal]] = {}
+    if from_lines:
+        lines = []
+        for line in order.lines:
+            if not line.discount_excl and not line.discount_tax:
+                lines.append(line)
+                continue
+            amounts = per_rate.setdefault(line.tax_rate, [Decimal(0), Decimal(0)])
+            amounts[0] += line.discount_excl
+            amounts[1] += line.discount_tax
+            excl = None if line.total_excl is None else line.total_excl + line.discount_excl
+            tax = None if line.tax_total is None else line.tax_total + line.discount_tax
+            incl = None if line.total_incl is None else line.total_incl + line.discount_excl + line.discount_tax
+            lines.append(line.model_copy(update={
+                "net_unit_price_excl": line.unit_price_excl, "net_unit_price_incl": line.unit_price_incl,
+                "discount_excl": Decimal(0), "discount_tax": Decimal(0),
+                "total_excl": excl, "tax_total": tax, "total_incl": incl,
+            }))  # fmt: skip
+    coupons = [d for d in order.discounts if d.applied_to_lines]
+    codes = ", ".join(dict.fromkeys(c for d in coupons if (c := d.code or d.description))) or None
+    moved = [
+        Discount(
+            code=codes, description=codes or "discount", amount_excl=excl, tax_total=tax, amount_incl=excl + tax,
+            applied_to_lines=False, tax_rate=rate,
+        )
+        for rate, (excl, tax) in sorted(per_rate.items(), key=lambda item: (item[0] is None, item[0] or 0))
+        if excl or tax
+    ]
+    rates = {line.tax_rate for line in order.lines if line.total_excl or line.discount_excl}
+    only_rate = next(iter(rates)) if len(rates) == 1 else None
+    kept = [d if d.applied_to_lines else _with_rate(d, only_rate) for d in order.discounts]
+    if per_rate:  # the coupons spread over the lines are now the moved discounts
+        discounts = moved + [d for d in kept if not d.applied_to_lines]
+        return order.model_copy(update={"lines": lines, "discounts": discounts})
+    return order.model_copy(update={"discounts": kept})
+
+
+def _with_rate(discount: Discount, rate: Decimal | None) -> Discount:
+    """An order-level discount with the order's only VAT rate (and its amount excl. tax from incl.)."""
+    if discount.tax_rate is not None or rate is None:
+        return discount
+    update: dict[str, Any] = {"tax_rate": rate}
+    if discount.amount_excl is None and discount.amount_incl is not None:
+        with localcontext() as ctx:
+            ctx.prec = 60
+            exponent = discount.amount_incl.as_tuple().exponent
+            places = Decimal(1).scaleb(min(exponent if isinstance(exponent, int) else -2, -2))
+            excl = (discount.amount_incl * 100 / (100 + rate)).quantize(places, ROUND_HALF_UP)
+        update |= {"amount_excl": excl, "tax_total": discount.amount_incl - excl}
+    return discount.model_copy(update=update)

@@ -40,7 +40,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "woocommerce"
 NL_ORDER = json.loads((FIXTURES / "order_company_coupon.json").read_text())
 DE_ORDER = json.loads((FIXTURES / "order_person_de.json").read_text())
 SKUS = ["MEEL-SPELT-5", "BAK-PROFI-R40", "OVEN-HS", "SHIPPING", "FEE", "DISCOUNT"]
-NL_LINES = ["MEEL-SPELT-5", "BAK-PROFI-R40", "OVEN-HS", "SHIPPING", "FEE"]
+NL_LINES = ["MEEL-SPELT-5", "BAK-PROFI-R40", "OVEN-HS", "SHIPPING", "FEE", "DISCOUNT", "DISCOUNT"]
+"""The coupon order's lines: the goods at full price, shipping, fee, and the coupon at 9 % and at 21 %."""
 """The item codes of NL_ORDER's document lines: its products, its shipping line and its fee (its coupon is
 applied to the lines, so no discount line)."""
 REVENUE = {"default": "8020", "entries": {"NL": "8000", "DE": "8010"}}

@@ -175,7 +175,8 @@ def test_an_order_placed_in_the_shop_is_delivered_to_its_shipping_address(env: E
     assert {line["CostCenter"] for line in lines} <= {"WEB", "LOG"}
 
 
-def test_a_coupon_is_in_the_line_prices_and_the_amounts_excl_and_incl_tax_are_the_shops(env: Env) -> None:
+@pytest.mark.parametrize("env", [{"settings": {"discount_lines": "in_lines"}}], indirect=True)
+def test_with_discount_lines_in_lines_a_coupon_is_in_the_line_prices_and_the_amounts_are_the_shops(env: Env) -> None:
     assert env.run(coupon_order(9201))["outcome"] == "created"
     _, lines = env.booked("9201")
     percentages = {r["Code"]: Decimal(str(r["Percentage"])) for r in env.rows("vat/VATCodes")}
@@ -195,13 +196,31 @@ def test_a_coupon_is_in_the_line_prices_and_the_amounts_excl_and_incl_tax_are_th
     assert [line["UnitPrice"] for line in products] == [11.25, 11.875, 0.0]  # after the coupon
 
 
+def test_by_default_the_goods_are_at_full_price_and_the_coupon_a_line_per_vat_rate(env: Env) -> None:
+    assert env.run(coupon_order(9251))["outcome"] == "created"
+    _, lines = env.booked("9251")
+    booked = [(li["ItemCode"], li["Quantity"], li["UnitPrice"], li.get("VATCode"), li["Description"]) for li in lines]
+    assert booked == [
+        ("MEEL-SPELT-5", 3, 12.5, "1", "Speltmeel 5 kg"),
+        ("BAK-PROFI-R40", 2, 12.5, "2", booked[1][4]),
+        ("OVEN-HS", 1, 0, "2", booked[2][4]),  # a free line: no rate, the item's own VAT code
+        ("SHIPPING", 1, 6.95, "2", booked[3][4]),
+        ("FEE", 1, 4.0, "2", booked[4][4]),
+        ("DISCOUNT", 1, -3.75, "1", "Discount lente10 (9%)"),
+        ("DISCOUNT", 1, -1.25, "2", "Discount lente10 (21%)"),
+    ]  # fmt: skip
+    # the same VAT as the coupon spread over the lines: 3.38 - 0.34 at 9 %, 5.25 + 1.46 + 0.84 - 0.26 at 21 %
+    assert sum(Decimal(str(li["VATAmountFC"])) for li in lines) == Decimal("10.33")
+    assert sum(Decimal(str(li["AmountFC"])) for li in lines) == Decimal("68.45")
+
+
 def test_cost_centre_and_cost_unit_come_from_their_tables_per_line(env: Env) -> None:
     assert env.run(coupon_order(9301))["outcome"] == "created"
     _, lines = env.booked("9301")
     by_item = {line["ItemCode"]: (line.get("CostCenter"), line.get("CostUnit")) for line in lines}
     assert by_item == {
         "MEEL-SPELT-5": ("WEB", None), "BAK-PROFI-R40": ("WEB", "BAKKERS"), "OVEN-HS": ("WEB", None),
-        "SHIPPING": ("LOG", None), "FEE": ("WEB", None),
+        "SHIPPING": ("LOG", None), "FEE": ("WEB", None), "DISCOUNT": ("WEB", None),
     }  # fmt: skip
 
 
@@ -253,3 +272,77 @@ def test_without_tables_no_shipping_method_or_cost_codes_are_sent(env: Env) -> N
     assert header.get("ShippingMethod") is None
     assert all(line.get("CostCenter") is None and line.get("CostUnit") is None for line in lines)
     assert header["DeliveryAddress"]  # the delivery address needs no table
+
+
+# -- coupons as discount lines of their own (settings.discount_lines, default "separate") ----------
+
+VAT_BY_RATE = {"NL:21": "2", "NL:9": "1", "BE:21": "2", "BE:6": "6", "DE:19": "19", "DE:7": "7", "0": "0"}
+DISCOUNT_TABLES: dict[str, Any] = {"vat_codes": {"entries": VAT_BY_RATE}, "revenue_accounts": {"default": "8000"}}
+CENT = Decimal("0.01")
+
+
+def _checkout_orders(env: Env, coupon: str, count: int, seed: int) -> list[dict[str, Any]]:
+    body = {"count": count, "status": "processing", "seed": seed, "coupon": coupon}
+    ids = env.http.post(f"{env.woo.url}/sandbox/orders", json=body).raise_for_status().json()["orders"]
+    placed = [env.shop.get_order(int(i)) for i in ids]
+    skus = sorted({line["sku"] for order in placed for line in order["line_items"]})
+    env.http.post(f"{env.exact.url}/sandbox/seed/items", json={"skus": skus}).raise_for_status()
+    return placed
+
+
+def _money(value: Any) -> Decimal:
+    return Decimal(str(value)).quantize(CENT)
+
+
+@pytest.mark.parametrize("coupon", ["welkom10", "zomer5"])
+@pytest.mark.parametrize(
+    "env",
+    [{"settings": {"document_type": d}, "tables": DISCOUNT_TABLES}
+     for d in ("sales_order", "sales_invoice", "direct_invoice", "sales_entry")],
+    indirect=True, ids=lambda p: p["settings"]["document_type"],
+)  # fmt: skip
+def test_a_coupon_is_a_discount_line_per_vat_rate_and_the_totals_are_the_shops(env: Env, coupon: str) -> None:
+    document = env.rt.config.integrations[0].settings["document_type"]
+    entry = document == "sales_entry"
+    placed = _checkout_orders(env, coupon, count=8, seed=41)
+    rates_seen: set[int] = set()
+    for shop in placed:
+        assert env.run(shop)["outcome"] == "created"
+        path, key, line_path, _ = DOCUMENTS.get(document, DOCUMENTS["sales_invoice"]) if not entry else (
+            "salesentry/SalesEntries", "EntryID", "salesentry/SalesEntryLines", "")
+        [header] = [r for r in env.rows(path) if r.get("YourRef") == str(shop["number"])]
+        lines = sorted((r for r in env.rows(line_path) if r.get(key) == header[key]), key=lambda r: r["LineNumber"])
+        country = shop["shipping"]["country"] or shop["billing"]["country"]
+        percent = {t["rate_id"]: t["rate_percent"] for t in shop["tax_lines"]}
+        # the goods at their price before the coupon
+        goods = lines[: len(shop["line_items"])]
+        for booked, line in zip(goods, shop["line_items"], strict=True):
+            assert _money(booked["AmountFC"]) == Decimal(line["subtotal"]), (booked, line)
+            if entry:
+                assert _money(booked["VATAmountFC"]) == Decimal(line["subtotal_tax"])
+        # one discount line per VAT rate of the discounted lines, on that rate's VAT code
+        wanted: dict[int, list[Decimal]] = {}
+        for line in shop["line_items"]:
+            rate = percent[line["taxes"][0]["id"]]
+            amounts = wanted.setdefault(rate, [Decimal(0), Decimal(0)])
+            amounts[0] += Decimal(line["subtotal"]) - Decimal(line["total"])
+            amounts[1] += Decimal(line["subtotal_tax"]) - Decimal(line["total_tax"])
+        discounts = [b for b in lines if "Discount" in str(b.get("Description"))]
+        expected = {VAT_BY_RATE[f"{country}:{rate}"]: (-excl, -tax) for rate, (excl, tax) in wanted.items() if excl}
+        got = {b["VATCode"]: (_money(b["AmountFC"]), _money(b["VATAmountFC"])) for b in discounts}
+        if not entry:  # Exact computes an order's or invoice's VAT per line from the VAT code
+            expected = {code: excl for code, (excl, _) in expected.items()}  # type: ignore[misc]
+            got = {code: excl for code, (excl, _) in got.items()}  # type: ignore[misc]
+        assert got == expected, shop["number"]
+        assert all(f"Discount {coupon} (" in b["Description"] for b in discounts)
+        rates_seen |= set(wanted)
+        # the document's totals are the shop's, to the cent
+        excl = sum((_money(b["AmountFC"]) for b in lines), Decimal(0))
+        assert excl == Decimal(shop["total"]) - Decimal(shop["total_tax"]), shop["number"]
+        vat = sum((_money(b.get("VATAmountFC") or 0) for b in lines), Decimal(0))
+        if entry:  # Koppel books the shop's VAT amounts: excl., VAT and incl. are the shop's
+            assert (_money(header["VATAmountFC"]), _money(header["AmountFC"])) == (
+                Decimal(shop["total_tax"]), Decimal(shop["total"]))
+        else:  # Exact rounds VAT per line from the net amount; this shop's prices include VAT
+            assert abs(vat - Decimal(shop["total_tax"])) <= CENT * len(lines), (shop["number"], vat)
+    assert len(rates_seen) >= 2  # the orders mix tax classes: goods at two VAT rates

@@ -324,10 +324,28 @@ def test_a_shop_order_koppel_made_from_an_exact_order_is_not_booked_into_exact_a
 
 def test_in_both_mode_an_exact_order_referring_to_a_shop_order_is_a_status_not_a_new_order(env):
     shop_order = env.place_shop_order()  # booked into Exact by someone else: no ledger entry
-    env.exact_order([("KOP-TASSE-BL", 1, 10.00)], your_ref=str(shop_order["id"]), Status=12)
+    account = env.account(email=shop_order["billing"]["email"].upper())  # the same customer
+    env.exact_order([("KOP-TASSE-BL", 1, 10.00)], account=account, your_ref=str(shop_order["id"]), Status=12)
     [result] = env.process_polled()
     assert result["outcome"] == "skipped" and "changes nothing" in result["reason"]
     assert len(env.shop_orders()) == 1
+    order_id = env.exact_order([("KOP-TASSE-BL", 1, 10.00)], account=account, your_ref=str(shop_order["id"]))
+    env.exact_update("salesorder/SalesOrders", order_id, Status=21)  # delivered: the shop's order completes
+    results = env.process_polled()
+    assert [r["outcome"] for r in results] == ["updated"] and len(env.shop_orders()) == 1
+    assert env.shop.get_order(shop_order["id"])["status"] == "completed"
+
+
+def test_in_both_mode_a_customers_reference_that_looks_like_a_shop_order_number_is_booked(env):
+    shop_order = env.place_shop_order()
+    # another customer's purchase order number happens to be the shop order's number
+    order_id = env.exact_order([("KOP-TASSE-BL", 2, 10.00)], your_ref=str(shop_order["id"]))
+    [result] = env.process_polled()
+    assert result["outcome"] == "created", result
+    booked = env.shop.get_order(int(result["target_id"]))
+    assert booked["id"] != shop_order["id"] and meta(booked, "_koppel_origin") == f"exact:{order_id}"
+    assert booked["billing"]["email"] == "inkoop@joerg.example"
+    assert env.shop.get_order(shop_order["id"])["status"] == shop_order["status"]  # left alone
 
 
 # -- status write-back from sales invoices -----------------------------------------------------------------
@@ -440,3 +458,24 @@ def test_a_sales_invoice_webhook_is_read_through_the_api_and_writes_the_status_b
     result = run_event(env.rt, env.integration("exact-to-shop"), envelope).as_dict()
     assert (result["outcome"], result["target_id"]) == ("updated", str(shop_order["id"]))
     assert env.shop.get_order(shop_order["id"])["status"] == "completed"
+
+
+def test_the_exact_orders_delivery_address_is_the_shop_orders_shipping_address(env):
+    account = env.account()
+    [address] = env.control("seed", {"entity": "crm/Addresses", "records": [
+        {"Account": account, "Type": 4, "AddressLine1": "Havenweg 7", "AddressLine2": "Loods 3", "Postcode": "3542 AD",
+         "City": "Utrecht", "Country": "NL"}]})["ids"]  # fmt: skip
+    receiver = env.account(name="Café De Gouden Kroon", email="kroon@example.org")
+    env.exact_update("crm/Accounts", receiver, AddressLine1="Grote Markt 1", Postcode="9711 LV", City="Groningen")
+    env.exact_order([("KOP-TASSE-BL", 1, 10.00)], account=account, DeliveryAddress=address)
+    env.exact_order([("KOP-TASSE-BL", 2, 10.00)], account=account, DeliverTo=receiver)
+    env.exact_order([("KOP-TASSE-BL", 3, 10.00)], account=account)
+    results = env.process_polled()
+    assert [r["outcome"] for r in results] == ["created"] * 3, results
+    shipping = [env.shop.get_order(int(r["target_id"]))["shipping"] for r in results]
+    shipped = [(s["company"], s["address_1"], s["address_2"], s["postcode"], s["city"]) for s in shipping]
+    assert shipped == [
+        ("Bakkerij Jörg B.V.", "Havenweg 7", "Loods 3", "3542 AD", "Utrecht"),  # its delivery address
+        ("Café De Gouden Kroon", "Grote Markt 1", "", "9711 LV", "Groningen"),  # another account delivered to
+        ("Bakkerij Jörg B.V.", "Oudegracht 112", "", "3511 AX", "Utrecht"),  # the customer's own address
+    ]

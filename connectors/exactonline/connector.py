@@ -22,6 +22,7 @@ client parses them on every response; `normalise` reads records only in that one
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
@@ -35,6 +36,7 @@ from connectors.exactonline.client import ExactClient
 from connectors.exactonline.details import Details
 from connectors.exactonline.endpoints import (
     Accounts,
+    Addresses,
     Endpoint,
     ItemGroups,
     Items,
@@ -70,6 +72,7 @@ from gateway.envelope import Envelope
 from gateway.errors import PermanentError
 
 KIND = "exactonline"
+log = logging.getLogger("koppel.exactonline")
 DEFAULT_BASE_URL = "https://start.exactonline.nl"
 REFERENCE_TTL = 24 * 3600
 ITEM_GROUP_CODE_LENGTH = 20
@@ -165,7 +168,7 @@ _READS: dict[str, tuple[str, type[Endpoint], tuple[str, ...]]] = {
     "salesorders": ("orders", SalesOrders, (
         "OrderID", "OrderNumber", "YourRef", "Status", "OrderedBy", "OrderedByName", "OrderDate", "Currency",
         "Description", "AmountFC", "Modified", "PaymentCondition", "PaymentConditionDescription", "ShippingMethod",
-        "ShippingMethodCode", "ShippingMethodDescription", "Remarks",
+        "ShippingMethodCode", "ShippingMethodDescription", "Remarks", "DeliverTo", "DeliveryAddress",
     )),
     "salesinvoices": ("orders", SalesInvoices, (
         "InvoiceID", "InvoiceNumber", "Type", "YourRef", "Status", "OrderedBy", "InvoiceDate", "Currency",
@@ -223,8 +226,10 @@ class ExactSource(Source):
         return f"{ident}:{record['Modified']}" if ident else None
 
     def expand(self, flow: str, record: Any) -> Any:
-        """A sales order with its lines (`salesorder/SalesOrderLines`, the header's records have none) and
-        its customer's account (`OrderedBy`): two calls, made only when the order is booked elsewhere."""
+        """A sales order with its lines (`salesorder/SalesOrderLines`, the header's records have none), its
+        customer's account (`OrderedBy`) and where it is delivered (`_delivery`): two calls, a third for a
+        delivery address of its own, made only when the order is booked elsewhere; what the record already
+        carries (lines, the account, the address) is not read again."""
         if flow == "orders" and isinstance(record, dict) and record.get("InvoiceID"):
             raise NotBookable(
                 f"Exact Online sales invoice {record.get('InvoiceNumber') or record['InvoiceID']} is not a shop "
@@ -247,7 +252,26 @@ class ExactSource(Source):
                     f"Exact Online order {record.get('OrderNumber')}: its customer (account {record['OrderedBy']}) "
                     "no longer exists in Exact"
                 ) from None
+        if DELIVERY_KEY not in record:
+            delivery = self._delivery(client, record)
+            if delivery is not None:
+                expanded[DELIVERY_KEY] = delivery
         return expanded
+
+    def _delivery(self, client: ExactClient, record: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Where the order goes: its `DeliveryAddress` (a crm/Addresses record, one call), else the main
+        address of the `DeliverTo` account when that is another account than the customer (one call);
+        None when it is the customer's own main address, which the account read already carries."""
+        address_id, deliver_to = record.get("DeliveryAddress"), record.get("DeliverTo")
+        try:
+            if address_id:
+                return dict(iso_dates(client.get(Addresses, str(address_id), select=Addresses.select)))
+            if deliver_to and str(deliver_to).lower() != str(record.get("OrderedBy") or "").lower():
+                return dict(iso_dates(client.get(Accounts, str(deliver_to), select=_ACCOUNT_SELECT)))
+        except ExactNotFound:
+            log.info("Exact Online order %s: its delivery address is gone; shipped to the customer's address",
+                     record.get("OrderNumber"))  # fmt: skip
+        return None
 
     def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
         if flow == "orders":
@@ -255,7 +279,8 @@ class ExactSource(Source):
                 return normalise_sales_invoice(record)
             account = record.get(ACCOUNT_KEY) if isinstance(record, dict) else None
             shipping = str((settings or {}).get("shipping_item") or "SHIPPING")
-            return normalise_sales_order(record, account=account, shipping_items=[shipping])
+            delivery = record.get(DELIVERY_KEY) if isinstance(record, dict) else None
+            return normalise_sales_order(record, account=account, shipping_items=[shipping], delivery=delivery)
         if flow == "customers":
             return normalise_account(record)
         if flow == "products":
@@ -287,6 +312,9 @@ class ExactSource(Source):
 
 ACCOUNT_KEY = "OrderedBy@Account"
 """Where `ExactSource.expand` puts the customer's account in a sales order record."""
+DELIVERY_KEY = "DeliveryAddress@Address"
+"""Where `ExactSource.expand` puts the order's delivery address (a crm/Addresses record, or the `DeliverTo`
+account) when it is not the customer's main address."""
 _LINE_SELECT = ("ID", "OrderID", "LineNumber", "Item", "ItemCode", "Description", "Quantity", "UnitPrice", "NetPrice",
                 "Discount", "VATCode", "VATPercentage", "VATAmountFC", "AmountFC")  # fmt: skip
 _ACCOUNT_SELECT = ("ID", "Code", "Name", "Email", "Phone", "Status", "VATNumber", "ChamberOfCommerce", "AddressLine1",

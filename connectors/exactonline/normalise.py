@@ -70,10 +70,12 @@ def normalise_sales_order(
     account: Mapping[str, Any] | None = None,
     contacts: Iterable[Mapping[str, Any]] | None = None,
     shipping_items: Iterable[str] = (),
+    delivery: Mapping[str, Any] | None = None,
 ) -> Order:
     """An Exact SalesOrder (with `SalesOrderLines` expanded) as an `Order`. Lines whose item is one of
     `shipping_items` (the service items shipping costs are booked on) are its shipping lines; an order
-    that names a shipping method and has none gets one without an amount."""
+    that names a shipping method and has none gets one without an amount. `delivery` (a crm/Addresses
+    record, or the `DeliverTo` account) is its shipping address; without it the customer's address."""
     payload = _unwrap(payload)
     doc = Reader(payload, SOURCE, "order")
     order_id = doc.ident("OrderID")
@@ -123,7 +125,7 @@ def normalise_sales_order(
         currency=doc.text("Currency"),
         customer=customer,
         billing_address=customer.billing_address,
-        shipping_address=customer.shipping_address,
+        shipping_address=_delivery_address(delivery, customer) if delivery else customer.shipping_address,
         lines=lines,
         shipping_lines=shipping_lines,
         payment_method=doc.text("PaymentCondition"),
@@ -133,6 +135,26 @@ def normalise_sales_order(
         total_excl=total_excl,
         notes=[n for n in (remarks,) if n] if remarks != description else [],
         custom_fields=custom,
+    )
+
+
+def _delivery_address(record: Mapping[str, Any], customer: Customer) -> Address:
+    """An order's delivery address: a crm/Addresses record (addressed to the customer's contact) or
+    another account's main address (addressed to that account)."""
+    doc = Reader(_unwrap(record), SOURCE, "address", None, "DeliveryAddress")
+    contact = customer.billing_address or Address()
+    other = doc.text("Name")
+    return Address(
+        company=other or customer.company_name,
+        first_name=None if other else contact.first_name,
+        last_name=None if other else contact.last_name,
+        street=doc.text("AddressLine1"),
+        street2=doc.text("AddressLine2"),
+        postcode=doc.text("Postcode"),
+        city=doc.text("City"),
+        state=doc.text("State"),
+        country=(c.upper() if (c := doc.text("Country")) else None),
+        phone=doc.text("Phone") or (None if other else contact.phone),
     )
 
 

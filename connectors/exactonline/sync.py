@@ -40,7 +40,7 @@ class SyncSalesOrderHeaders(SyncStream):
         "Timestamp", "ID", "OrderID", "OrderNumber", "YourRef", "OrderedBy", "Description", "OrderDate", "Currency",
         "Status", "DeliveryStatus", "InvoiceStatus", "AmountFC", "Modified", "OrderedByName", "PaymentCondition",
         "PaymentConditionDescription", "ShippingMethod", "ShippingMethodCode", "ShippingMethodDescription",
-        "Remarks",
+        "Remarks", "DeliverTo", "DeliveryAddress",
     )  # fmt: skip
 
 

@@ -197,6 +197,14 @@ class WooCommerceTarget(Target):
             return None
         return str(record["id"]), str(record.get("status") or "")
 
+    def order_email(self, target_id: str) -> str | None:
+        try:
+            billing = self.shop.get_order(int(target_id)).get("billing")
+        except WooCommerceNotFound:
+            return None
+        email = billing.get("email") if isinstance(billing, dict) else None
+        return str(email) if email else None
+
     def set_order_status(self, target_id: str, status: str) -> None:
         self.shop.update_order_status(int(target_id), status)
 

@@ -4,7 +4,9 @@ WooCommerce quirks handled here:
 - Money is a string with the shop's decimals; line `price` is total / quantity as a *float*
   (12.356666666666667) and is never read: unit prices are derived from the line totals.
 - `subtotal` is a line before coupons, `total` after; coupons are spread over the lines, so the
-  order's `coupon_lines` are informational (`Discount.applied_to_lines`).
+  order's `coupon_lines` are informational (`Discount.applied_to_lines`); a line's discount is
+  `subtotal - total` excl. tax and `subtotal_tax - total_tax` its tax (`gateway.model.separate_discounts`
+  books them on lines of their own).
 - Dates without offset are shop-local; the `*_gmt` twins are UTC and are preferred.
 - PHP serialises an empty object as `[]` (e.g. `image` on a line without one).
 - A variable product's own payload lists variation *ids*; the variations themselves come from
@@ -405,12 +407,15 @@ def _tax_rates(doc: Reader) -> dict[str, Decimal]:
 
 
 def _rate(item: Reader, rates: Mapping[str, Decimal], base: Decimal, tax: Decimal) -> Decimal | None:
-    """The line's rate: the tax_lines rate of its (first non-zero) tax, else tax / base."""
-    for tax_item in item.objects("taxes"):
-        rate_id = tax_item.ident("id", required=False)
-        amount = tax_item.number("total", default=ZERO) or ZERO
-        if rate_id is not None and rate_id in rates and amount:
-            return rates[rate_id]
+    """The line's rate: the tax_lines rate of its (first non-zero) tax, else of a tax that is zero after
+    the coupon but not before it (a line a coupon made free), else of any tax it names; else tax / base."""
+    known = [(t, rid) for t in item.objects("taxes") if (rid := t.ident("id", required=False)) in rates]
+    for key in ("total", "subtotal"):
+        for tax_item, rate_id in known:
+            if tax_item.number(key, default=ZERO):
+                return rates[str(rate_id)]
+    if known:
+        return rates[str(known[0][1])]
     if not tax:
         return ZERO if base else None
     return rate_of(tax, base)
@@ -443,6 +448,7 @@ def _line(item: Reader, rates: Mapping[str, Decimal]) -> OrderLine:
         net_unit_price_excl=per_unit(total, quantity),
         net_unit_price_incl=per_unit(total + total_tax, quantity),
         discount_excl=subtotal - total,
+        discount_tax=subtotal_tax - total_tax,
         total_excl=total,
         tax_total=total_tax,
         total_incl=total + total_tax,

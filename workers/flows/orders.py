@@ -23,7 +23,11 @@ Booking (a target that books orders: an ERP, an accounting package, a shop takin
    shipping, fee and discount lines (`settings.shipping_item`, `fee_item`, `discount_item`); otherwise
    a permanent failure naming the missing SKUs. SKU → item id is cached per target system (one lookup
    for the codes not in the cache). Document types without items (a financial entry) need none of this.
-5. The order is committed as the integration's document type (`settings.document_type`, one of the
+5. Discounts (`settings.discount_lines`, `Target.discount_lines_of`): "separate" books the lines at
+   their price before the discount and the discount as one line per VAT rate on the discount item
+   (`gateway.model.separate_discounts`); "in_lines" books the lines at their discounted price.
+   Order-level discounts (not in the lines) are a discount line either way.
+6. The order is committed as the integration's document type (`settings.document_type`, one of the
    target's `documents`) through the integration's mapping, with the ids the document needs
    (`Target.references`: a warehouse, G/L accounts) and `$id('origin')`, what the document is marked with.
 A cached id the target rejects (a customer or item deleted there) is forgotten and looked up again, once.
@@ -41,7 +45,7 @@ from typing import Any
 from connectors.contract import FlowResult
 from gateway import keys
 from gateway.errors import PermanentError, Rejected
-from gateway.model import Order
+from gateway.model import Order, separate_discounts
 from workers.flows import Work, customers
 from workers.flows.customers import UNREAD
 from workers.ledger import Ledger
@@ -175,7 +179,8 @@ def book(work: Work, order: Order) -> FlowResult:
             ledger.record(order.number, existing)
             log.info("order %s was already booked by an earlier attempt (%s); skipped", order.number, existing)
             return FlowResult("skipped", order.number, existing, target.calls - before, f"already in {target.title}")
-    order = _expanded(work)
+    separate = target.discount_lines_of(settings) == "separate"
+    order = separate_discounts(_expanded(work), from_lines=separate)
     label = f"{work.envelope.source} order {order.number}"
     codes = item_codes(work, order) if document in target.needs_items else []
 
@@ -286,7 +291,24 @@ def _target_order(work: Work, order: Order, *, ask_target: bool) -> tuple[bool, 
     if not ask_target or not _could_be_target_order(work, order):
         return False, UNREAD
     found = _find_target_order(work, ref)
-    return found is not None, found
+    if found is None or not _points_back(work, order, ref, found[0]):
+        return False, UNREAD
+    return True, found
+
+
+def _points_back(work: Work, order: Order, ref: str, target_id: str) -> bool:
+    """Whether the target's order `ref`, which no ledger ties to the source's order, is the one the source's
+    order was made from (by hand, or by another tool) and not a customer's own reference that merely looks
+    like the target's numbers: the two orders' customers have the same e-mail address. Costs the source's
+    expansion (its customer) and one target call, only for references no ledger knows."""
+    expanded = _expanded(work)
+    mine = expanded.customer.email or (expanded.billing_address.email if expanded.billing_address else None)
+    theirs = work.target.order_email(target_id)
+    if mine and theirs and mine.strip().casefold() == theirs.strip().casefold():
+        return True
+    log.info("%s order %s: its reference %s is %s order %s, whose customer is another: not the %s's order",
+             order.source, order.number, ref, work.target.kind, target_id, work.target.title)  # fmt: skip
+    return False
 
 
 def _could_be_target_order(work: Work, order: Order) -> bool:

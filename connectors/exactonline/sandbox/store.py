@@ -11,7 +11,8 @@ Warehouse and G/L account codes are unique; direct invoices (Type 8023/8024) nee
 ones must not have one. Creating a sales order reserves stock (FreeStock down, PlanningOut up).
 
 Order and invoice lines get their VATPercentage and VATAmountFC from their VATCode (else the item's
-SalesVatCode); a sales order's PaymentCondition must be a payment condition's code. The Sync API's
+SalesVatCode), per line, rounded to cents half away from zero; a sales order's PaymentCondition must be a
+payment condition's code. The Sync API's
 SalesInvoices give one row per invoice (Exact gives one per invoice line, with the invoice's fields).
 Addresses (crm/Addresses) belong to an account, `Type` 1-4 (4 delivery), one `Main` per account and
 type; a sales order's DeliveryAddress (an invoice's DeliverToAddress) must be one of the delivery
@@ -19,7 +20,8 @@ account's. Account classifications, shipping methods (referenced by GUID from ac
 cost centres and cost units (referenced by `Code` from order, invoice and entry lines) have unique
 codes; an unknown one answers 400.
 
-Every division starts with VAT codes 0/1/2, payment conditions 00/14/30, one main warehouse (code
+Every division starts with VAT codes 0/1/2 (and OSS codes 6/7/19 for BE and DE), payment conditions
+00/14/30, one main warehouse (code
 "1"; `Main` is Edm.Byte, exactly one warehouse has 1) and the revenue G/L accounts 8000, 8010 and
 8020 (`Type` 110). Entity and field names follow Exact's REST reference (InventoryWarehouses,
 FinancialGLAccounts) as the picqer/exact-php-client models quote it.
@@ -37,6 +39,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from connectors.exactonline.odata import EXACT_TZ, parse_date
@@ -87,6 +90,11 @@ _CLASSIFICATIONS = tuple(f"Classification{n}" for n in range(1, 9))
 """An account's classifications 1..8: each a GUID of crm/AccountClassifications."""
 _COST_CODES = {"CostCenter": "hrm/Costcenters", "CostUnit": "hrm/Costunits"}
 """Transaction lines name cost centres and cost units by `Code`."""
+VAT_CODES = (
+    ("0", "0% geen btw", 0.0), ("1", "BTW laag 9%", 0.09), ("2", "BTW hoog 21%", 0.21),
+    ("6", "OSS BE 6%", 0.06), ("7", "OSS DE 7%", 0.07), ("19", "OSS DE 19%", 0.19),
+)  # fmt: skip
+"""Every division's VAT codes: the Dutch ones, and one-stop-shop codes for Belgian and German consumers."""
 ADDRESS_TYPES = {1: "Visit", 2: "Postal", 3: "Invoice", 4: "Delivery"}
 """crm/Addresses `Type` (Edm.Int16)."""
 
@@ -310,6 +318,11 @@ def _guid(value: object, what: str) -> str:
         raise SandboxError(400, f"Invalid GUID for {what}") from None
 
 
+def _cents(value: Decimal) -> float:
+    """An amount rounded to cents half away from zero, as Exact rounds (not binary float's half-even-ish)."""
+    return float(value.quantize(Decimal("0.01"), ROUND_HALF_UP))
+
+
 def _number(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise SandboxError(400, f"Invalid number for {what}")
@@ -397,7 +410,7 @@ class Store:
         for code, text in REVENUE_ACCOUNTS:
             account = {"Code": code, "Description": text, "Type": 110}
             self._insert(division, "financial/GLAccounts", self._gl_account_defaults(account))
-        for code, text, pct in (("0", "0% geen btw", 0.0), ("1", "BTW laag 9%", 0.09), ("2", "BTW hoog 21%", 0.21)):
+        for code, text, pct in VAT_CODES:
             self._insert(division, "vat/VATCodes", {"Code": code, "Description": text, "Percentage": pct})
         for code, text, days in (("00", "Direct", 0), ("14", "14 dagen", 14), ("30", "30 dagen", 30)):
             self._insert(
@@ -514,13 +527,14 @@ class Store:
                 record.setdefault("Description", item.get("Description"))
                 quantity = _number(record.setdefault("Quantity", 1), "Quantity")
                 price = _number(record.get("NetPrice", record.get("UnitPrice", 0)), "UnitPrice")
-                record["AmountFC"] = round(quantity * price, 2)
+                record["AmountFC"] = _cents(Decimal(repr(quantity)) * Decimal(repr(price)))
                 if "VATPercentage" in line_spec.fields:
                     code = str(record.get("VATCode") or item.get("SalesVatCode") or "")
                     vat = next((v for v in self.rows(division, "vat/VATCodes") if v["Code"] == code), None)
                     record["VATCode"] = code or None
                     record["VATPercentage"] = vat["Percentage"] if vat is not None else 0.0
-                    record["VATAmountFC"] = round(record["AmountFC"] * record["VATPercentage"], 2)
+                    record["VATAmountFC"] = _cents(Decimal(repr(record["AmountFC"])) * Decimal(repr(vat["Percentage"]))
+                                                   if vat is not None else Decimal(0))
             else:
                 record["AmountFC"] = round(_number(record.get("AmountFC"), "AmountFC"), 2)
             record["AmountDC"] = record["AmountFC"]

@@ -28,7 +28,8 @@ Sandbox-only control routes (no auth; bind to localhost): the kit's (`GET /sandb
 /sandbox/reset`, `POST /sandbox/fail {"status": 503, "times": 1, "retry_after": 2}` — the next API
 requests fail so —, `GET /sandbox/faults`, `GET /sandbox/counters`, `GET
 /sandbox/deliveries?webhook_id=&min=&timeout=`, waiting up to `timeout` s for `min` entries) and
-`POST /sandbox/orders {"count", "seed", "status"}`, `POST /sandbox/products/seed`.
+`POST /sandbox/orders {"count", "seed", "status", "coupon"}` (coupon: `welkom10` 10 %, `zomer5` € 5 off),
+`POST /sandbox/products/seed`.
 
 Modules: `app.py` (the app, its control routes, the command line), `api.py` (the REST routes), `state.py`,
 `store.py`, `shapes.py`, `query.py`, `seed.py`, `webhooks.py`; the shared parts come from `connectors.sandboxkit`.

@@ -51,9 +51,13 @@ def control_routes(sb: WooCommerceSandbox) -> Control:
         count, status = int(body.get("count", 1)), str(body.get("status", "processing"))
         if not 1 <= count <= 1000 or status not in ORDER_STATUSES:
             return JSONResponse({"error": "count must be 1..1000 and status a WooCommerce order status"}, 400)
+        coupon = body.get("coupon")
+        if coupon is not None and coupon not in {code for code, _, _ in seed.COUPONS}:
+            known = ", ".join(code for code, _, _ in seed.COUPONS)
+            return JSONResponse({"error": f"coupon must be one of {known}"}, 400)
         rng = random.Random(body.get("seed"))  # noqa: S311 - sample data, not secrets
-        placed = [seed.place_order(sb.store, rng, status=status, checkout_update=sb.config.checkout_update)
-                  for _ in range(count)]  # fmt: skip
+        placed = [seed.place_order(sb.store, rng, status=status, checkout_update=sb.config.checkout_update,
+                                   coupon_code=coupon) for _ in range(count)]  # fmt: skip
         return JSONResponse({"orders": [o["id"] for o in placed]})
 
     async def seed_products(request: Request) -> Response:

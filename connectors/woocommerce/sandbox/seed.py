@@ -144,13 +144,17 @@ def _price(row: Row) -> Decimal:
     return Decimal(sale) if sale and Decimal(sale) < Decimal(regular) else Decimal(regular)
 
 
-def place_order(store: Store, rng: random.Random, *, status: str = "processing", checkout_update: bool = True) -> Row:
-    """One checkout order, built from the store's products (seeded first when there are none)."""
+def place_order(
+    store: Store, rng: random.Random, *, status: str = "processing", checkout_update: bool = True,
+    coupon_code: str | None = None,
+) -> Row:
+    """One checkout order, built from the store's products (seeded first when there are none); with
+    `coupon_code` (one of `COUPONS`) that coupon is applied, else a quarter of the orders get one."""
     sellable = [p for p in store.products.values() if p["type"] in ("simple", "variation") and p["status"] == "publish"]
     sellable = [p for p in sellable if p["regular_price"]]
     if not sellable:
         seed_products(store)
-        return place_order(store, rng, status=status, checkout_update=checkout_update)
+        return place_order(store, rng, status=status, checkout_update=checkout_update, coupon_code=coupon_code)
     billing, shipping, country, vat = _person(rng)
     customer_id = 0
     if rng.random() < 0.6:
@@ -160,6 +164,8 @@ def place_order(store: Store, rng: random.Random, *, status: str = "processing",
         customer_id = customer["id"]
     picked = rng.sample(sorted(sellable, key=lambda p: p["id"]), k=min(len(sellable), rng.randint(1, 4)))
     coupon = rng.choice(COUPONS) if rng.random() < 0.25 else None
+    if coupon_code is not None:
+        coupon = next(c for c in COUPONS if c[0] == coupon_code)
     quantities = [rng.choice([1, 1, 1, 2, 2, 3]) for _ in picked]
     gross = [_price(p) * q for p, q in zip(picked, quantities, strict=True)]
     discounts = [Decimal(0)] * len(picked)
