@@ -326,9 +326,28 @@ def test_the_update_switches_choose_the_groups_an_update_sends(env):
     env.sync(product["id"])
     env.edit_item("MUG-1", {"Notes": "typed in Exact", "StandardSalesPrice": 9.5})
     env.shop.update_product(product["id"], {"regular_price": "30.25"})
-    env.sync(product["id"])
+    assert env.sync(product["id"])["outcome"] == "skipped"  # only prices changed, and they are switched off
+    assert (env.items()["MUG-1"]["Notes"], env.items()["MUG-1"]["StandardSalesPrice"]) == ("typed in Exact", 9.5)
+    env.shop.update_product(product["id"], {"description": "<p>Bigger.</p>"})
+    assert env.sync(product["id"])["outcome"] == "updated"
     item = env.items()["MUG-1"]
-    assert (item["Notes"], item["StandardSalesPrice"]) == ("Big.", 9.5)
+    assert (item["Notes"], item["StandardSalesPrice"]) == ("Bigger.", 9.5)
+
+
+def test_a_save_that_changes_nothing_the_target_takes_costs_no_call(env):
+    """WooCommerce saves a product for many reasons (its stock moves with every order): an update that
+    would send what Koppel last sent is not sent."""
+    product = simple(env, manage_stock=True, stock_quantity=10)
+    env.sync(product["id"])
+    puts = env.exact_calls("PUT logistics/Items")
+    env.shop.update_product(product["id"], {"stock_quantity": 9})
+    result = env.sync(product["id"])
+    assert (result["outcome"], result["calls"]) == ("skipped", 0), result
+    assert "unchanged since Koppel last sent it" in result["reason"]
+    env.shop.update_product(product["id"], {"name": "Mug, blue"})
+    assert env.sync(product["id"])["outcome"] == "updated"
+    assert env.exact_calls("PUT logistics/Items") == puts + 1
+    assert env.items()["MUG-1"]["Description"] == "Mug, blue"
 
 
 @pytest.mark.parametrize("env", [{"settings": {"product_update": {"image": True}}}], indirect=True)
@@ -346,12 +365,12 @@ def test_an_unchanged_image_is_not_uploaded_again_a_changed_one_is(env, monkeypa
 
     monkeypatch.setattr(env.sandbox.store, "update", spy)
     # later changes to the product (new versions of it, so the flow runs), its image as it was
-    env.shop.update_product(product["id"], {"short_description": "Now dishwasher-safe"})
+    env.shop.update_product(product["id"], {"name": "Mug, dishwasher-safe"})
     assert env.sync(product["id"])["outcome"] == "updated"
     assert uploads == [] and env.sandbox.store.pictures == stored
     red = PNG[:-8] + b"\x00" * 8
     env.upload("mug.png", red)  # the same URL, new bytes (a new ETag)
-    env.shop.update_product(product["id"], {"short_description": "Now in red"})
+    env.shop.update_product(product["id"], {"name": "Mug, red"})
     env.sync(product["id"])
     assert len(uploads) == 1
     [(_, content)] = env.sandbox.store.pictures.values()

@@ -15,10 +15,14 @@ else updated.
 5. Create writes every field of the mapping; an update only the fields of the update groups switched
    on (`settings.product_update`, the mapping's `update_groups`): what a bookkeeper enriched in the
    target survives.
+6. An update identical to what Koppel last sent for that item (a fingerprint per integration and SKU,
+   kept a day) is not sent: a shop saves a product for many reasons (its stock moves with every
+   order) and the target's API budget is not spent on them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -26,6 +30,7 @@ from connectors.contract import FlowResult, Outcome
 from gateway import keys
 from gateway.errors import NotFound, PermanentError
 from gateway.model import Product, Variant
+from gateway.payload import dumps
 from transforms import effective_mapping
 from transforms.expressions import Expression, ExpressionError
 from transforms.functions import FUNCTIONS
@@ -34,6 +39,8 @@ from workers.flows import Work
 from workers.flows.orders import item_cache
 
 log = logging.getLogger("koppel.flows.products")
+
+SENT_TTL = 24 * 3600
 
 
 def items_of(product: Product) -> list[Product]:
@@ -104,22 +111,42 @@ def _update_fields(work: Work, payload: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in payload.items() if name in allowed}
 
 
+def _sent_key(work: Work) -> str:
+    return keys.cache(work.integration.id, "products-sent")
+
+
 def _write(work: Work, record: Product, known: dict[str, str]) -> tuple[str, str]:
-    """(outcome, item id) of one item's create-or-update."""
+    """(outcome, item id) of one item's create-or-update; "unchanged" when the update would send what
+    Koppel last sent for this item."""
     sku = record.sku or ""
     target, connection, key = work.target, work.connection, item_cache(work)
     payload = work.mapping("products").apply(record, label=f"{work.envelope.source} product {sku}")
     item_id = known.get(sku)
     if item_id is not None:
+        update = _update_fields(work, payload)
+        sent = f"{item_id}:{hashlib.sha256(dumps(update).encode()).hexdigest()[:16]}"
+        last = connection.hget(_sent_key(work), sku)
+        if last is not None and keys.text(last) == sent:
+            return "unchanged", item_id
         try:
-            target.update_product(item_id, _update_fields(work, payload))
-            connection.hset(key, sku, item_id)
+            target.update_product(item_id, update)
+            _remember(work, sku, item_id, sent)
             return "updated", item_id
         except NotFound:
             connection.hdel(key, sku)  # deleted in the target since: create it again
     item_id = target.create_product(payload)
-    connection.hset(key, sku, item_id)
+    update = _update_fields(work, payload)
+    _remember(work, sku, item_id, f"{item_id}:{hashlib.sha256(dumps(update).encode()).hexdigest()[:16]}")
     return "created", item_id
+
+
+def _remember(work: Work, sku: str, item_id: str, sent: str) -> None:
+    """The item id in the item cache (orders read it) and what its next update would repeat."""
+    with work.connection.pipeline(transaction=False) as pipe:
+        pipe.hset(item_cache(work), sku, item_id)
+        pipe.hset(_sent_key(work), sku, sent)
+        pipe.expire(_sent_key(work), SENT_TTL)
+        pipe.execute()
 
 
 def _known(work: Work, skus: list[str]) -> dict[str, str]:
@@ -156,9 +183,13 @@ def run(work: Work) -> FlowResult:
     known = _known(work, [item.sku or "" for item in travelling])
     outcomes = [(item.sku, *_write(work, item, known)) for item in travelling]
     created = sum(outcome == "created" for _, outcome, _ in outcomes)
-    log.info("product %s: %d item(s) written to %s, %d new", label, len(outcomes), work.target.kind, created)
-    outcome: Outcome = "created" if created else "updated"
+    unchanged = sum(outcome == "unchanged" for _, outcome, _ in outcomes)
+    log.info("product %s: %d item(s) written to %s, %d new, %d unchanged", label, len(outcomes) - unchanged,
+             work.target.kind, created, unchanged)  # fmt: skip
+    outcome: Outcome = "created" if created else "skipped" if unchanged == len(outcomes) else "updated"
     target_ids = ",".join(item_id for _, _, item_id in outcomes)
     parts = [f"{len(outcomes)} item(s), {created} created"] if len(outcomes) > 1 else []
+    parts += [f"{unchanged} unchanged since Koppel last sent them"] if unchanged and len(outcomes) > 1 else []
+    parts += ["unchanged since Koppel last sent it"] if unchanged and len(outcomes) == 1 else []
     parts += [f"skipped {'; '.join(left_out)}"] if left_out else []
     return FlowResult(outcome, label, target_ids, work.target.calls - before, ", ".join(parts))
