@@ -169,10 +169,28 @@ def test_an_order_placed_in_the_shop_is_delivered_to_its_shipping_address(env: E
     env.http.post(f"{env.exact.url}/sandbox/seed/items", json={"skus": skus}).raise_for_status()
     assert env.run(placed)["outcome"] == "created"
     header, lines = env.booked(str(placed["number"]))
-    [address] = [a for a in env.rows("crm/Addresses") if a["ID"] == header["DeliveryAddress"]]
-    shipping = placed["shipping"] if placed["shipping"]["address_1"] else placed["billing"]
-    assert (address["AddressLine1"], address["City"]) == (shipping["address_1"], shipping["city"])
+    shipping, billing = placed["shipping"], placed["billing"]
+    fields = ("address_1", "address_2", "postcode", "city", "country")
+    if shipping["address_1"] and any(shipping[f] != billing[f] for f in fields):
+        [address] = [a for a in env.rows("crm/Addresses") if a["ID"] == header["DeliveryAddress"]]
+        assert (address["AddressLine1"], address["City"]) == (shipping["address_1"], shipping["city"])
+    else:  # goods to the billing address: the account's own, where Exact delivers by default
+        assert not header.get("DeliveryAddress")
+        account = next(a for a in env.rows("crm/Accounts") if a["ID"] == header["OrderedBy"])
+        assert (account["AddressLine1"], account["City"]) == (billing["address_1"], billing["city"])
     assert {line["CostCenter"] for line in lines} <= {"WEB", "LOG"}
+
+
+def test_an_order_shipped_to_its_billing_address_needs_no_delivery_address(env: Env) -> None:
+    billing = COUPON_ORDER["billing"]
+    same = {k: billing[k] for k in ("first_name", "last_name", "company", "address_1", "address_2", "city", "state",
+                                    "postcode", "country")}  # fmt: skip
+    first = env.run(coupon_order(9301, shipping=same))
+    assert first["outcome"] == "created"
+    header, _ = env.booked("9301")
+    assert not header.get("DeliveryAddress")
+    assert [a for a in env.rows("crm/Addresses") if a["Account"] == header["OrderedBy"]] == []
+    assert env.run(coupon_order(9302, shipping=same))["calls"] == 1
 
 
 @pytest.mark.parametrize("env", [{"settings": {"discount_lines": "in_lines"}}], indirect=True)
