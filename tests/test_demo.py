@@ -27,7 +27,7 @@ def children() -> set[int]:
 
 
 @pytest.mark.integration
-def test_the_demo_books_the_shop_orders_reports_them_and_leaves_nothing_running(tmp_path):
+def test_the_demo_runs_the_whole_pair_reports_it_and_leaves_nothing_running(tmp_path):
     before = children()
     out = io.StringIO()
     code = run_demo(orders=6, data_dir=tmp_path, console=Console(file=out, width=120, color_system=None))
@@ -42,6 +42,11 @@ def test_the_demo_books_the_shop_orders_reports_them_and_leaves_nothing_running(
     if failed:
         assert "KOP-BON-25 do not exist as items in Exact Online" in text
         assert f"after the replay: {failed} of {failed} booked in Exact" in text
+    assert "created webhook" in text and "for product.created" in text  # koppel endpoints sync
+    assert "12 of the shop's 13 SKUs are now items in Exact" in text and ": KOP-BON-25" in text
+    assert "now says: Utrecht" in text  # the customer's move reached the Exact account
+    assert "re-activated webhook" in text and "3 of 3 missed orders booked in Exact" in text
+    assert re.search(r"KOP-TASSE-BL: available in Exact (\d+), in the shop \1\n", text), text
     assert re.search(r"(\d) of \1 shop orders now 'completed'", text), text  # written back via the poller
     assert "every order is accounted for" in text
     assert children() <= before, "the demo left child processes running"

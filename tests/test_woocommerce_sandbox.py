@@ -146,6 +146,16 @@ def test_lists_page_with_wordpress_headers(http, sandbox, client):
     assert len({p["id"] for page in pages for p in page.items}) == 8
 
 
+def test_the_catalogues_product_images_are_served_as_pictures(client, http, sandbox):
+    for product in client.products():
+        [image] = product["images"]
+        path = image["src"].split("/", 3)[3]  # seeded before the sandbox knew the address it is served at
+        response = http.get(f"{sandbox.url}/{path}")
+        assert response.status_code == 200, image["src"]
+        assert response.headers["content-type"] == "image/png" and response.content.startswith(b"\x89PNG\r\n")
+        assert response.headers["etag"]
+
+
 def test_unknown_ids_and_routes_use_woocommerce_error_codes(client, http, sandbox):
     with pytest.raises(WooCommerceNotFound) as caught:
         client.get_order(999_999)

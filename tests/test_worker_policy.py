@@ -3,6 +3,7 @@ reason, transient is retried with backoff, work on one resource is serialised.""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -64,6 +65,27 @@ def test_permanent_failure_lands_in_failed_registry_at_once_with_its_reason(flow
     assert job.meta["reason"] == "SKU KOP-9 does not exist in Exact Online"
     assert CALLS == ["42"]
     assert queue.scheduled_job_registry.get_job_ids() == []
+
+
+def test_an_expected_failure_is_one_log_line_naming_it_without_a_traceback(flow, rconn, redis_url, caplog):
+    flow["raise"] = PermanentError("SKU KOP-9 does not exist in Exact Online; create it there, then replay")
+    job_id = enqueue(rconn)
+    with caplog.at_level(logging.WARNING):
+        run_worker(make_config(), redis_url, burst=True)
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING and "42" in r.getMessage()]
+    assert [r.name for r in lines] == ["koppel.worker"], [r.getMessage() for r in lines]
+    assert "SKU KOP-9 does not exist in Exact Online; create it there" in lines[0].getMessage()
+    assert not any("Traceback" in r.getMessage() or r.exc_info for r in caplog.records)
+    job = Queue("koppel", connection=rconn, serializer=JSONSerializer).fetch_job(job_id)
+    assert "PermanentError" in (job.latest_result().exc_string or "")  # kept for whoever replays it
+
+
+def test_an_unexpected_failure_keeps_its_traceback(flow, rconn, redis_url, caplog):
+    flow["raise"] = ZeroDivisionError("division by zero")
+    enqueue(rconn)
+    with caplog.at_level(logging.WARNING):
+        run_worker(make_config(), redis_url, burst=True)
+    assert any("Traceback" in r.getMessage() and "ZeroDivisionError" in r.getMessage() for r in caplog.records)
 
 
 def test_transient_failure_is_scheduled_for_retry(flow, rconn, redis_url):

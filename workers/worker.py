@@ -35,10 +35,12 @@ from redis.client import Pipeline
 from rq import Queue, SimpleWorker, Worker
 from rq.executions import Execution
 from rq.job import Job
+from rq.job_lifecycle import call_exception_handlers
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
 from gateway.config import Config
+from gateway.errors import PermanentError
 from gateway.ingest import make_queue
 from gateway.redisserver import die_with_parent
 from workers import keepalive, runtime
@@ -61,6 +63,15 @@ class KoppelWorker(SimpleWorker):
     _expires_at = -math.inf
     """When the worker key expires by the last heartbeat this worker sent (monotonic clock)."""
     _state_written_at = -math.inf
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """An expected failure (a PermanentError: a missing SKU, a system not connected) was logged by the
+        job as one line naming the fix: RQ's ERROR with its traceback is left out (the failed job and its
+        exc_info are kept for replay all the same). Anything else keeps RQ's traceback."""
+        if len(exc_info) > 1 and isinstance(exc_info[1], PermanentError):
+            call_exception_handlers(self._exc_handlers, job, *exc_info)
+            return
+        super().handle_exception(job, *exc_info)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return 3 * int(self.job_monitoring_interval)

@@ -117,7 +117,8 @@ def resolve_items(work: Work, codes: list[str], *, cached: Any = customers.UNREA
         if unknown:
             raise PermanentError(
                 f"order cannot be booked: SKU(s) {', '.join(sorted(unknown))} do not exist as items in "
-                f"{work.target.title}"
+                f"{work.target.title}; create them there (or let a products flow bring them), then "
+                f"`koppel replay --integration {work.integration.id}`"
             )
     return ids
 

@@ -9,6 +9,8 @@ import hashlib
 import random
 import re
 import string
+import struct
+import zlib
 from collections import defaultdict
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -86,6 +88,19 @@ def _tax_text(value: Decimal) -> str:
     return text or "0"
 
 
+def swatch(name: str, size: int = 16) -> bytes:
+    """A small PNG of one colour (derived from `name`): a product photo the sandbox can serve."""
+    red, green, blue = hashlib.sha256(name.encode()).digest()[:3]
+    row = b"\x00" + bytes((red, green, blue)) * size
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(row * size)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
 def seed_products(store: Store) -> list[int]:
     """Create the catalogue products whose SKUs do not exist yet; their ids (variations included)."""
     created: list[int] = []
@@ -93,8 +108,8 @@ def seed_products(store: Store) -> list[int]:
         if store.sku_owner(spec["sku"]) is not None:
             continue
         slug = slugify(spec["name"], 0)
-        image = {"id": 500 + len(store.products), "src": f"{store.site_url}wp-content/uploads/2026/03/{slug}.jpg",
-                 "name": slug, "alt": spec["name"]}  # fmt: skip
+        src = store.upload(f"{slug}.png", swatch(slug), "image/png")  # served under wp-content/uploads/
+        image = {"id": 500 + len(store.products), "src": src, "name": slug, "alt": spec["name"]}
         fields: dict[str, Any] = {"name": spec["name"], "sku": spec["sku"], "images": [image],
                                   "tax_class": spec.get("tax_class", ""), "virtual": spec.get("virtual", False),
                                   "categories": [{"id": 16, "name": "Koppel", "slug": "koppel"}]}  # fmt: skip
