@@ -305,8 +305,10 @@ class Stack:
     def _seed_exact_items(self) -> None:
         assert self.exact is not None
         skus = [] if self.options.pair else [s for s in self.shop_skus() if s not in self.options.missing_skus]
-        skus += ["SHIPPING", "FEE", "DISCOUNT"]  # the integration's service items (flows.md)
-        self.http.post(f"{self.exact.url}/sandbox/seed/items", json={"skus": skus}).raise_for_status()
+        if skus:
+            self.http.post(f"{self.exact.url}/sandbox/seed/items", json={"skus": skus}).raise_for_status()
+        services = {"skus": ["SHIPPING", "FEE", "DISCOUNT"], "stock": None}  # the integration's service items
+        self.http.post(f"{self.exact.url}/sandbox/seed/items", json=services).raise_for_status()
 
     def add_exact_items(self, skus: list[str]) -> None:
         assert self.exact is not None

@@ -134,6 +134,21 @@ def test_missing_skus_fail_permanently_naming_them(env):
         env.run(payload)
 
 
+def test_an_attempt_that_failed_before_its_write_owes_no_lookup(env, rconn):
+    payload = order(7010)
+    payload["line_items"][0]["sku"] = "NOT-YET-AN-ITEM"
+    with pytest.raises(PermanentError, match="NOT-YET-AN-ITEM"):
+        env.run(payload)
+    assert not Ledger(rconn, "shop-to-exact", "orders").in_flight("7010")
+    env.http.post(f"{env.live.url}/sandbox/seed/items", json={"skus": ["NOT-YET-AN-ITEM"]}).raise_for_status()
+    exact = env.rt.target("exact").exact
+    before = dict(exact.calls_by_endpoint)
+    assert env.run({**payload, "date_modified_gmt": "2026-11-20T10:05:00"})["outcome"] == "created"  # the replay
+    spent = {k: v - before.get(k, 0) for k, v in exact.calls_by_endpoint.items() if v != before.get(k, 0)}
+    assert "GET salesorder/SalesOrders" not in spent, spent  # no "did an earlier attempt book it?"
+    assert env.in_exact("7010") == 1
+
+
 def test_a_crash_between_post_and_ledger_never_books_twice(env, rconn):
     created = env.run(order(7005))
     ledger = Ledger(rconn, "shop-to-exact", "orders")

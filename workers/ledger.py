@@ -7,6 +7,7 @@ Every flow that creates something in a target guards the write with it:
     in flight?         a previous attempt may have reached the target (a worker killed between its
                        write and the ledger entry): ask the target by the stable key before writing
     mark(key)          before the write                (with `also`: cache reads in the same round trip)
+    unmark(key)        the attempt failed before its write could reach the target
     record(key, id)    after it: the ledger entry, and the in-flight marker dropped, atomically
 
 So a crash anywhere costs at most one lookup, never a second record in the target.
@@ -62,6 +63,11 @@ class Ledger:
             if also is not None:
                 also(pipe)
             return list(pipe.execute()[1:])
+
+    def unmark(self, key: str) -> None:
+        """The attempt failed before its write could reach the target (a lookup, the mapping, or a write
+        the target refused): no lookup is owed next time."""
+        self.connection.hdel(self.flight, key)
 
     def record(self, key: str, target_id: str) -> None:
         """The write is done: remember its id and drop the in-flight marker, atomically."""

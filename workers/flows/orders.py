@@ -192,29 +192,40 @@ def book(work: Work, order: Order) -> FlowResult:
 
     guest = bool(settings.get("guest_orders"))
     cached_customer, *cached_items = ledger.mark(order.number, also=read_caches)
-    for attempt in (1, 2):
-        first = attempt == 1  # the cache entries read with the in-flight marker; read again after `_forget`
-        context: dict[str, Any] = {"origin": origin_of(work, order)}
-        if guest:
-            how = "guest"
-        else:
-            context["account"], how = customers.resolve(
-                work, order.customer, label=label, cached=cached_customer if first else customers.UNREAD
+    writing = False
+    try:
+        for attempt in (1, 2):
+            first = attempt == 1  # the cache entries read with the in-flight marker; read again after `_forget`
+            context: dict[str, Any] = {"origin": origin_of(work, order)}
+            if guest:
+                how = "guest"
+            else:
+                context["account"], how = customers.resolve(
+                    work, order.customer, label=label, cached=cached_customer if first else customers.UNREAD
+                )
+            item_ids = resolve_items(
+                work, codes, cached=(cached_items[0] if codes else []) if first else customers.UNREAD
             )
-        item_ids = resolve_items(
-            work, codes, cached=(cached_items[0] if codes else []) if first else customers.UNREAD
-        )
-        context |= {"items": item_ids, **target.references(document)}
-        payload = work.mapping("orders").apply(order, context, label=label)
-        try:
-            target_id = target.create_order(document, payload)
-            break
-        except Rejected:
-            # A cached id the target no longer knows (a customer or item deleted or merged there):
-            # forget the cached ids this order used and resolve them again, once.
-            if attempt == 2 or not _forget(work, order, document, codes):
-                raise
-            log.info("order %s: %s rejected cached ids; looking them up again", order.number, target.kind)
+            context |= {"items": item_ids, **target.references(document)}
+            payload = work.mapping("orders").apply(order, context, label=label)
+            try:
+                writing = True
+                target_id = target.create_order(document, payload)
+                break
+            except Rejected:
+                # A cached id the target no longer knows (a customer or item deleted or merged there):
+                # forget the cached ids this order used and resolve them again, once.
+                writing = False  # refused: nothing was written
+                if attempt == 2 or not _forget(work, order, document, codes):
+                    raise
+                log.info("order %s: %s rejected cached ids; looking them up again", order.number, target.kind)
+    except Exception:
+        # Failed before the document's write could reach the target (a customer lookup rate-limited, a
+        # missing SKU, a write refused): the retry owes no lookup. A write that may have landed (a
+        # timeout) keeps the marker.
+        if not writing:
+            ledger.unmark(order.number)
+        raise
     ledger.record(order.number, target_id)
     log.info("order %s booked in %s as %s %s", order.number, target.kind, document, target_id)
     detail = {"document": document, "account": how}

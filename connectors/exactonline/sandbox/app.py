@@ -35,7 +35,9 @@ def control_routes(sb: ExactSandbox) -> Control:
     async def seed_items(request: Request) -> Response:
         body, division = await fields(request)
         skus = [str(s) for s in body.get("skus", [])]
-        return JSONResponse({"items": sb.store.seed_items(division, skus, stock=float(body.get("stock", 100)))})
+        stock = body.get("stock", 100)  # null: service items, no stock items
+        items = sb.store.seed_items(division, skus, stock=None if stock is None else float(stock))
+        return JSONResponse({"items": items})
 
     async def seed(request: Request) -> Response:
         body, division = await fields(request)

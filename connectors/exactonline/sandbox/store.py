@@ -786,8 +786,9 @@ class Store:
 
     # -- seeding --------------------------------------------------------------------------------------
 
-    def seed_items(self, division: int, skus: Iterable[str], *, stock: float = 100.0) -> dict[str, str]:
-        """Items by SKU (existing ones are kept), each with a stock position. Returns {sku: item ID}."""
+    def seed_items(self, division: int, skus: Iterable[str], *, stock: float | None = 100.0) -> dict[str, str]:
+        """Items by SKU (existing ones are kept), each with a stock position — or, with `stock` None, as
+        items that are no stock items (services: shipping, fees), without one. Returns {sku: item ID}."""
         out: dict[str, str] = {}
         for sku in skus:
             existing = next((r for r in self.rows(division, "logistics/Items") if r["Code"] == sku), None)
@@ -795,8 +796,12 @@ class Store:
                 existing = self.create(
                     division,
                     "logistics/Items",
-                    {"Code": sku, "Description": f"Item {sku}", "Unit": "pc", "SalesVatCode": "2"},
-                )
+                    {"Code": sku, "Description": f"Item {sku}", "Unit": "pc", "SalesVatCode": "2",
+                     "IsStockItem": stock is not None},
+                )  # fmt: skip
+                if stock is None:
+                    out[sku] = existing["ID"]
+                    continue
                 self._insert(division, "inventory/StockPositions", {
                     "ItemId": existing["ID"], "ItemCode": sku, "CurrentStock": stock, "FreeStock": stock,
                     "PlanningIn": 0.0, "PlanningOut": 0.0, "ReservedStock": 0.0, "Warehouse": _WAREHOUSE,
