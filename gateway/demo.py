@@ -41,7 +41,7 @@ from gateway.stack import ENDPOINT, INTEGRATION, OrderOutcome, Stack, StackOptio
 
 MISSING_SKU = "KOP-BON-25"  # the shop's gift voucher: kept out of Exact by the filter, so its orders fail
 PRODUCT_FILTER = "type != 'virtual'"
-POLL_SECONDS = 5  # Exact's Sync API polled this often (each poll is an API call of Exact's budget)
+POLL_SECONDS = 10  # Exact's Sync API polled this often (each poll is an API call of Exact's budget)
 DELIVERED = 5  # orders delivered in Exact at the end, their status written back to the shop
 MISSED = 3  # orders placed while the shop's order webhooks are disabled
 COUNTED = {"KOP-TASSE-BL": 40, "KOP-TS-M": 12}  # a stock count in Exact, brought to the shop
