@@ -29,6 +29,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -47,7 +48,14 @@ MISSED = 3  # orders placed while the shop's order webhooks are disabled
 COUNTED = {"KOP-TASSE-BL": 40, "KOP-TS-M": 12}  # a stock count in Exact, brought to the shop
 
 
-def run_demo(orders: int = 25, data_dir: Path = Path(".koppel/demo"), console: Console | None = None) -> int:
+def run_demo(
+    orders: int = 25,
+    data_dir: Path = Path(".koppel/demo"),
+    console: Console | None = None,
+    after: Callable[[Stack], None] | None = None,
+) -> int:
+    """The main job; 0 when every order is accounted for. `after(stack)` runs once it is done, before
+    everything is stopped (bench/pair reads the Exact sandbox's call counts there)."""
     console = console or Console(highlight=False)
     options = StackOptions(
         data_dir=data_dir, queue="koppel-demo", writeback_poll_seconds=POLL_SECONDS, pair=True,
@@ -62,7 +70,10 @@ def run_demo(orders: int = 25, data_dir: Path = Path(".koppel/demo"), console: C
             console.print(f"[red]koppel: the demo could not start: {exc}[/] (logs in {stack.log_dir})")
             return 1
     try:
-        return _run(stack, orders, console)
+        code = _run(stack, orders, console)
+        if after is not None:
+            after(stack)
+        return code
     except RuntimeError as exc:
         console.print(f"[red]koppel: {exc}[/] (logs in {stack.log_dir})")
         return 1

@@ -1,0 +1,3 @@
+from bench.pair.run import main
+
+raise SystemExit(main())
