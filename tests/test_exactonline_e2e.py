@@ -20,7 +20,7 @@ from connectors.exactonline.auth import OAuthApp, TokenStore
 from connectors.exactonline.client import ExactClient
 from connectors.exactonline.ratelimit import Limits
 from connectors.exactonline.sandbox import connect_sandbox
-from connectors.exactonline.sandbox.store import VAT_CODES
+from connectors.exactonline.sandbox.entities import VAT_CODES
 from tests.exactonline_support import SYSTEM, Env, ScaledClock, start
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ import redis
 from connectors.exactonline.auth import OAuthApp
 from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
 from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
-from connectors.exactonline.sandbox.store import SPECS
+from connectors.exactonline.sandbox.entities import SPECS
 from connectors.woocommerce.client import WooCommerceClient
 from connectors.woocommerce.sandbox import create_sandbox as woo_sandbox
 from connectors.woocommerce.sandbox import seed

@@ -19,10 +19,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connectors.exactonline.sandbox.entities import SPECS, SYNC_VIEWS, Record, SandboxError, Spec, sync_fields
 from connectors.exactonline.sandbox.query import QueryError, compile_filter, parse_select
 from connectors.exactonline.sandbox.shapes import render, visible
 from connectors.exactonline.sandbox.state import USER, ExactSandbox
-from connectors.exactonline.sandbox.store import SPECS, SYNC_VIEWS, Record, SandboxError, Spec, sync_fields
 from connectors.exactonline.sandbox.webhooks import SUBSCRIPTIONS
 from connectors.sandboxkit import Fault, Pipeline, add_headers, cursor_page
 from connectors.sandboxkit.routing import ErrorRenderer, Handler

@@ -15,8 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.exactonline.sandbox.api import ODataAPI, exact_error, sandbox_error
+from connectors.exactonline.sandbox.entities import PICTURE_PATH, SPECS, SandboxError
 from connectors.exactonline.sandbox.state import ExactSandbox, SandboxConfig
-from connectors.exactonline.sandbox.store import PICTURE_PATH, SPECS, SandboxError
 from connectors.sandboxkit import Control, Pipeline, request_fields, sandbox_app
 
 _RATE_FIELDS = {"per_minute": "per_minute", "per_day": "per_day", "enabled": "rate_limits"}

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from connectors.exactonline.odata import format_date
-from connectors.exactonline.sandbox.store import SPECS, Record, Spec, Store
+from connectors.exactonline.sandbox.entities import SPECS, Record, Spec
+from connectors.exactonline.sandbox.store import Store
 
 _URLS = frozenset({"PictureUrl", "PictureThumbnailUrl"})
 """Properties holding a path of the sandbox's own, answered as an absolute URL."""

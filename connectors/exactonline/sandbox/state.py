@@ -7,9 +7,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from connectors.exactonline.sandbox.entities import SPECS
 from connectors.exactonline.sandbox.ratelimit import RateLimits
 from connectors.exactonline.sandbox.shapes import render
-from connectors.exactonline.sandbox.store import SPECS, Store
+from connectors.exactonline.sandbox.store import Store
 from connectors.exactonline.sandbox.webhooks import USER_AGENT, Webhooks
 from connectors.sandboxkit import BearerTokens, OAuthServer, Sandbox, WebhookSender
 from connectors.sandboxkit.auth import Grant

@@ -64,8 +64,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from connectors.exactonline.odata import EXACT_TZ
+from connectors.exactonline.sandbox.entities import Record, SandboxError, Spec
 from connectors.exactonline.sandbox.shapes import value
-from connectors.exactonline.sandbox.store import Record, SandboxError, Spec
 from connectors.sandboxkit import Delivery, WebhookSender, hmac_signer
 
 log = logging.getLogger("connectors.exactonline.sandbox")
