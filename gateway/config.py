@@ -192,7 +192,9 @@ class Config(_Model):
         system_ids = {s.id for s in self.systems}
         clash = endpoint_ids & system_ids
         for name in sorted(clash):
-            problems.append(f"systems: id {name!r} is also an endpoint id; ids must be unique across both")
+            problems.append(
+                f"systems: id {name!r} is also an endpoint id (ids must be unique across endpoints and systems)"
+            )
         kinds = {s.id: s.kind for s in self.systems}
         for index, endpoint in enumerate(self.endpoints):
             if endpoint.system is not None and kinds.get(endpoint.system) != endpoint.kind:

@@ -122,6 +122,15 @@ def test_duplicate_ids_are_rejected(tmp_path, env):
     assert any("duplicate id 'shop'" in p for p in info.value.problems)
 
 
+def test_a_system_with_an_endpoints_id_is_one_problem_in_one_line(tmp_path, env):
+    text = GOOD.replace('id = "exact"\nkind', 'id = "shop"\nkind').replace('target = "exact"', 'target = "shop"')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert info.value.problems == [
+        "systems: id 'shop' is also an endpoint id (ids must be unique across endpoints and systems)"
+    ]
+
+
 def test_squarespace_secret_must_be_hex(tmp_path, env):
     text = GOOD.replace('kind = "woocommerce"', 'kind = "squarespace"')
     with pytest.raises(ConfigError) as info:
