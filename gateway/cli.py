@@ -177,7 +177,7 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
     import redis
 
     from connectors.contract import Context
-    from gateway.errors import AuthFailed, KoppelError
+    from gateway.errors import AuthFailed, KoppelError, TransientError
     from workers.subscriptions import managed_endpoints, sync_endpoint
 
     config = _load(args)
@@ -206,6 +206,12 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
                     plans.append(sync_endpoint(config, item, context, connection=connection, dry_run=args.dry_run))
                 except AuthFailed as exc:  # the connector's message names the fix (keys, write permission)
                     failures.append(f"endpoint {item.endpoint.id}: {item.system.id} refused Koppel's keys: {exc}")
+                except TransientError as exc:  # unreachable, 5xx, timeouts: where it was looked for, and what to check
+                    failures.append(
+                        f"endpoint {item.endpoint.id}: {item.system.id} could not be reached at "
+                        f"{item.system.base_url}: {exc}; check systems.{item.system.id}.base_url and that the shop "
+                        "answers, then run this again"
+                    )
                 except KoppelError as exc:
                     failures.append(f"endpoint {item.endpoint.id}: {item.system.id} could not be synced: {exc}")
     finally:

@@ -196,7 +196,8 @@ def test_an_unreachable_shop_and_a_missing_public_url_are_clear_failures(env, tm
 
     config = write_config(tmp_path / "k.toml", f"http://127.0.0.1:{free_port()}", flows=["orders"])
     code, _, err = run(capsys, "--config", str(config), "--dry-run")
-    assert code == 1 and "could not be synced" in err and "Traceback" not in err
+    assert code == 1 and "could not be reached at http://127.0.0.1:" in err and "Traceback" not in err
+    assert "check systems.shop.base_url and that the shop answers" in err
     config = write_config(tmp_path / "k.toml", "http://127.0.0.1:1", flows=["orders"], public_url=None)
     code, _, err = run(capsys, "--config", str(config))
     assert code == 2 and "gateway.public_url: required" in err
