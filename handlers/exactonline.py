@@ -39,11 +39,16 @@ def top_level_members(text: str) -> dict[str, tuple[Any, str]]:
     ValueError if `text` is not exactly one JSON object. A repeated member name is refused: the
     value that is verified must be the value that is read.
     """
+    return {name: (value, text[start:end]) for name, (value, start, end, _) in _member_spans(text).items()}
+
+
+def _member_spans(text: str) -> dict[str, tuple[Any, int, int, int]]:
+    """Member name -> (value, start, end, end with the whitespace before the next ',' or '}')."""
     index = _skip(text, 0)
     if not text.startswith("{", index):
         raise ValueError("not an object")
     index = _skip(text, index + 1)
-    members: dict[str, tuple[Any, str]] = {}
+    members: dict[str, tuple[Any, int, int, int]] = {}
     if text.startswith("}", index):
         index += 1
     else:
@@ -58,8 +63,8 @@ def top_level_members(text: str) -> dict[str, tuple[Any, str]]:
             value, end = JSON.raw_decode(text, start)
             if name in members:
                 raise ValueError("repeated member name")
-            members[name] = (value, text[start:end])
             index = _skip(text, end)
+            members[name] = (value, start, end, index)
             if text.startswith(",", index):
                 index = _skip(text, index + 1)
             elif text.startswith("}", index):
@@ -90,18 +95,24 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
     if not text.lstrip(_WHITESPACE).startswith("{"):
         raise MalformedRequest("body is not a JSON object")
     try:
-        members = top_level_members(text)
+        members = _member_spans(text)
     except (ValueError, RecursionError):
         raise MalformedRequest("body is not valid JSON (or repeats a member)") from None
-    hash_code = members.get("HashCode", (None, ""))[0]
+    hash_code = members.get("HashCode", (None, 0, 0, 0))[0]
     if hash_code is None:
         raise SignatureRejected("HashCode is missing", reason="missing_signature")
     if "Content" not in members:
         raise MalformedRequest("Content is missing")
-    content, content_text = members["Content"]
-    raw_content = utf8(content_text)  # the very bytes that were sent: the body was strict UTF-8
-    expected = hmac_sha256(utf8(endpoint.secret.get_secret_value()), raw_content).hex()
-    if not isinstance(hash_code, str) or not equal_ignoring_case(expected, hash_code):
+    content, start, end, padded_end = members["Content"]
+    raw_content = utf8(text[start:end])  # the very bytes that were sent: the body was strict UTF-8
+    # Exact signs the Content object's text; a sender that signed it with the whitespace written after
+    # it (before the next ',' or '}') is accepted too: both texts are the sender's, compared in constant time.
+    secret = utf8(endpoint.secret.get_secret_value())
+    candidates = [raw_content] + ([utf8(text[start:padded_end])] if padded_end != end else [])
+    matched = False
+    for candidate in candidates:
+        matched |= isinstance(hash_code, str) and equal_ignoring_case(hmac_sha256(secret, candidate).hex(), hash_code)
+    if not matched:
         raise SignatureRejected("HashCode does not match Content", reason="bad_signature")
 
     if not isinstance(content, dict):

@@ -88,6 +88,23 @@ def test_accepts_whitespace_around_members():
     assert event.resource == "SalesOrders"
 
 
+def test_accepts_content_signed_with_the_whitespace_written_after_it():
+    """Found by hypothesis: a sender that signs the Content's text up to the next ',' (its trailing
+    whitespace included) is the sender of that text too."""
+    padded = CONTENT + " \r\n"
+    body = ('{"Content":' + padded + ',"HashCode":"' + hash_code(padded) + '"}').encode()
+    (event,) = handle(request(body), endpoint()).events
+    assert event.resource == "SalesOrders"
+    with pytest.raises(SignatureRejected):  # and a wrong one still fails
+        handle(request(body.replace(b"SalesOrders", b"SalesOrdrrs", 1)), endpoint())
+
+
+def test_a_signed_content_that_is_no_object_is_a_400_not_a_401():
+    body = ('{"Content":0\r,"HashCode":"' + hash_code("0\r") + '"}').encode()
+    with pytest.raises(MalformedRequest, match="Content is not a JSON object"):
+        handle(request(body), endpoint())
+
+
 @pytest.mark.parametrize("body", [b"", b"   ", b"\r\n"])
 def test_answers_empty_validation_request_with_200(body):
     outcome = handle(request(body), endpoint())
