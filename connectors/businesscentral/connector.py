@@ -192,13 +192,13 @@ class BusinessCentralSource(Source):
                 f"cannot poll Business Central stream {stream!r}; known: {', '.join(self.streams.values())}"
             )
         path, expand = _STREAMS[stream]
-        now = datetime.now(UTC)
-        since = _parse_time(cursor) if cursor else now - timedelta(seconds=settings.initial_lookback_seconds)
-        since -= timedelta(seconds=settings.poll_overlap_seconds)
+        lookback = timedelta(seconds=settings.initial_lookback_seconds)
+        start = _parse_time(cursor) if cursor else datetime.now(UTC) - lookback
+        since = start - timedelta(seconds=settings.poll_overlap_seconds)
         params = {"$filter": f"lastModifiedDateTime gt {_odata_time(since)}", "$orderby": "lastModifiedDateTime"}
         if expand:
             params["$expand"] = expand
-        newest = cursor or _odata_time(since)
+        newest = cursor or _odata_time(start)  # never before where this poll started: the overlap is re-read only
         for page in self.client().pages(path, params):
             changes = []
             for record in page:
