@@ -380,3 +380,19 @@ def test_injected_faults_answer_in_bcs_shape(bc):
     answer = bc.http.get(f"{bc.url}/v2.0/production/api/v2.0/companies", headers=token(bc))
     assert answer.status_code == 429 and answer.headers["retry-after"] == "1"
     assert answer.json()["error"]["code"] == "Application_TooManyRequests"
+
+
+def test_lookups_fit_how_bc_stores_text(bc):
+    ids = bc.seed("customers", {"displayName": "Lower", "email": "lower@example.com"},
+                  {"displayName": "Mixed", "email": "Mixed@Example.com"})  # fmt: skip
+    lower, mixed = ids.values()
+    assert bc.target.find_customer("Lower@Example.com") == lower  # asked in lower case too
+    assert bc.target.find_customer("Mixed@Example.com") == mixed
+    customer = next(iter(ids.values()))
+    bc.seed("items", {"number": "desk-1"})
+    lines = [{"lineObjectNumber": "DESK-1", "quantity": 1}]
+    order_id = bc.target.create_order("sales_order", {"externalDocumentNumber": "web-77", "customerId": customer,
+                                                      "salesOrderLines": lines})  # fmt: skip
+    assert bc.records("salesOrders")[0]["externalDocumentNumber"] == "WEB-77"  # a Code field
+    assert bc.target.find_order("sales_order", "web-77") == order_id
+    assert bc.target.find_items(["Desk-1"]) == {"Desk-1": bc.records("items")[0]["id"]}

@@ -19,7 +19,9 @@ Quirks (PLATFORMS.md §3 and Microsoft's API v2.0 reference):
   line (`salesOrders({id})/salesOrderLines`): the standard API documents only that; a deep insert is
   documented for custom APIs only. A line refused deletes the header again, so no half document stays;
   `find_order` (asked only after an attempt that may have written) deletes a header without lines.
-* Documents are matched on `externalDocumentNumber` (the source's order number, at most 35 characters).
+* Documents are matched on `externalDocumentNumber` (the source's order number, at most 35 characters; a
+  Code field, which BC stores upper-case). BC's `$filter` compares text as stored (Code fields upper-case,
+  e-mail addresses as typed): numbers are asked for upper-cased, an e-mail as given and in lower case.
 * A salesOrder's `status` (Draft, Open, Released…) is read-only through the API; it changes only by BC's
   own actions (release, ship, invoice). So BC takes no status write-back: `order_modes` is book only.
 * Item inventory is read-only through the standard API (it is the sum of item ledger entries, written by
@@ -41,7 +43,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from connectors.businesscentral.auth import LOGIN_URL, App
-from connectors.businesscentral.client import API_URL, BusinessCentralClient, eq, is_guid
+from connectors.businesscentral.client import API_URL, BusinessCentralClient, any_of, eq, is_guid
 from connectors.businesscentral.errors import BusinessCentralNotFound, BusinessCentralRequestError
 from connectors.businesscentral.normalise import (
     normalise_customer,
@@ -276,7 +278,7 @@ class BusinessCentralTarget(Target):
         """The document with this `externalDocumentNumber`. One without lines is what a write cut short
         left (its lines never came): it is deleted and None returned, so the order is booked whole."""
         path, lines = _DOCUMENTS[document]
-        found = self.bc.query(path, filter=eq("externalDocumentNumber", number[:35]), select=("id", "number"),
+        found = self.bc.query(path, filter=eq("externalDocumentNumber", number[:35].upper()), select=("id", "number"),
                               expand=f"{lines}($select=id)", top=1)  # fmt: skip
         if not found:
             return None
@@ -319,7 +321,10 @@ class BusinessCentralTarget(Target):
     # -- customers ---------------------------------------------------------------------------------
 
     def find_customer(self, email: str) -> str | None:
-        found = self.bc.first("customers", filter=eq("email", email.strip()), select=("id", "email"))
+        """BC compares text as stored: the address as given and in lower case are both asked for."""
+        given = email.strip()
+        wanted = any_of("email", dict.fromkeys([given, given.lower()]))
+        found = self.bc.first("customers", filter=wanted, select=("id", "email"))
         return str(found["id"]) if found is not None else None
 
     def find_customer_by_code(self, code: str) -> str | None:

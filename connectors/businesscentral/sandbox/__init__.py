@@ -13,7 +13,8 @@ What it reproduces (PLATFORMS.md §3, Microsoft's API v2.0 reference):
   item's number, name and price; amounts and the document's totals computed; a deep insert is refused
   because Koppel does not rely on it). Item and customer numbers are upper-cased codes of at most 20
   characters and unique; a document needs an existing customer (`customerId` or `customerNumber`).
-* Queries: `$filter` (`eq ne gt ge lt le` joined by `and`/`or`; strings compare case-insensitively),
+* Queries: `$filter` (`eq ne gt ge lt le` joined by `and`/`or`; text compares as stored: Code fields — `number`,
+  `code`, `externalDocumentNumber` — are stored upper-case, e-mails as typed),
   `$select`, `$expand` (lines, `customer`, `picture`; with `($select=…)`), `$orderby`, `$top`; pages of
   `page_size` records with `@odata.nextLink` (a `$skiptoken`).
 * ETags: `@odata.etag` W/"…" new on every write with `lastModifiedDateTime` (strictly increasing). PATCH

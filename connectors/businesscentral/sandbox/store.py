@@ -259,6 +259,7 @@ class Store:
                     400, "Internal_EntityWithSameKeyExists", "The record in table Item Category already exists."
                 )
         if entity in LINES:
+            record["externalDocumentNumber"] = str(record.get("externalDocumentNumber") or "").upper()[:35]
             self._customer_of(company, record)
 
     def _customer_of(self, company: str, document: Record) -> None:
@@ -384,7 +385,7 @@ def _compare(have: Any, op: str, want: Any) -> bool:
     elif isinstance(want, Decimal):
         have = Decimal(str(have)) if have is not None else None
     elif isinstance(want, str):
-        have, want = str(have or "").casefold(), want.casefold()  # BC compares codes case-insensitively
+        have = str(have or "")  # text compares as stored: codes are upper-case, e-mails as typed
     if op == "eq":
         return bool(have == want)
     if op == "ne":
