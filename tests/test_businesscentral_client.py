@@ -11,8 +11,10 @@ import httpx
 import pytest
 import redis
 import respx
+from hypothesis import given
+from hypothesis import strategies as st
 
-from connectors.businesscentral.auth import SCOPE, App, ClientCredentialsAuth, TokenCache, token_error
+from connectors.businesscentral.auth import SCOPE, App, ClientCredentialsAuth, TokenCache, aadsts_code, token_error
 from connectors.businesscentral.client import BusinessCentralClient, Retry, any_of, eq, quote
 from connectors.businesscentral.errors import (
     BusinessCentralAuthError,
@@ -23,6 +25,7 @@ from connectors.businesscentral.errors import (
     BusinessCentralUnavailable,
     RateLimited,
 )
+from connectors.businesscentral.sandbox.store import parse_filter
 from gateway.errors import AuthFailed, NotFound, PermanentError, Rejected
 
 LOGIN = "https://login.example"
@@ -339,3 +342,34 @@ def test_not_found_is_also_the_connectors_own(http, clock):
             make_client(http, None, clock).get("items", "i9")
     assert info.value.code == "BadRequest_NotFound" and info.value.message == "gone"
 
+
+
+# -- properties ----------------------------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=15), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_a_quoted_literal_matches_exactly_the_text_it_quotes(value, other):
+    test = parse_filter(any_of("number", [value]))
+    assert test({"number": value})
+    assert test({"number": other}) == (other == value)
+
+
+@given(json_values | st.dictionaries(st.sampled_from(["error", "error_description", "error_codes"]), json_values),
+       st.integers(min_value=400, max_value=599))  # fmt: skip
+def test_any_token_refusal_becomes_an_auth_error_with_a_message(body, status):
+    error = token_error(body, status)
+    assert isinstance(error, BusinessCentralAuthError) and str(error).startswith("Business Central sign-in refused (")
+    code = aadsts_code(body)
+    assert code is None or code.isdigit()
+
+
+def test_aadsts_codes_are_read_from_the_list_or_the_description():
+    assert aadsts_code({"error_codes": [7000215]}) == "7000215"
+    assert aadsts_code({"error_codes": [True], "error_description": "AADSTS90002: Tenant"}) == "90002"
+    assert aadsts_code({"error_description": "no code here"}) is None

@@ -81,7 +81,7 @@ def aadsts_code(body: Any) -> str | None:
     if not isinstance(body, dict):
         return None
     codes = body.get("error_codes")
-    if isinstance(codes, list) and codes and isinstance(codes[0], int):
+    if isinstance(codes, list) and codes and type(codes[0]) is int and codes[0] >= 0:
         return str(codes[0])
     description = str(body.get("error_description") or "")
     if description.startswith("AADSTS"):
