@@ -26,7 +26,7 @@ from connectors.businesscentral.sandbox import BusinessCentralSandbox, SandboxCo
 from connectors.contract import Connector, Gone
 from gateway.config import System, parse_config
 from gateway.envelope import Envelope, Event
-from gateway.errors import AuthFailed
+from gateway.errors import AuthFailed, PermanentError
 from gateway.model import Customer, Order, OrderLine, ShippingLine
 from gateway.stack import LiveServer, serve
 from tests.contract.test_connectors import CanonicalSource
@@ -349,6 +349,9 @@ def test_read_follows_a_notification_and_a_deleted_record_is_gone(bc):
         bc.source.read(envelope("deleted", record_id), "customers")
     with pytest.raises(Gone, match="no longer exists"):
         bc.source.read(envelope("updated", str(uuid.uuid4())), "customers")
+    collection = Event("customers.collection", "customers", None, "k-c", {"changeType": "collection"})
+    with pytest.raises(PermanentError, match=r"collection notification .* polls it"):
+        bc.source.read(Envelope.wrap(collection, source="businesscentral", endpoint="bc"), "customers")
 
 
 # -- the sandbox's own rules ----------------------------------------------------------------------------------------

@@ -155,8 +155,13 @@ class BusinessCentralSource(Source):
         if envelope.topic.lower().endswith(".deleted"):
             raise Gone(f"{what} was deleted")
         entity = next((name for name in _STREAMS if name.lower() == envelope.resource.lower()), None)
-        if entity is None or not envelope.resource_id:
-            raise PermanentError(f"{what}: Koppel reads single {', '.join(_STREAMS)} records only")
+        if entity is None:
+            raise PermanentError(f"{what}: Koppel reads {', '.join(_STREAMS)} records only")
+        if not envelope.resource_id:
+            raise PermanentError(
+                f"{what}: a collection notification (many changes at once) is not re-read yet; an integration "
+                "whose source is the Business Central system itself polls it and finds those changes"
+            )
         path, expand = _STREAMS[entity]
         try:
             return self.client().get(path, envelope.resource_id, expand=expand)
