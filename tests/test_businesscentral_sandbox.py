@@ -225,6 +225,14 @@ def test_an_order_is_booked_header_then_lines_with_totals_once(bc, rconn, monkey
     assert bc.target.find_order(document, "WEB-1001") == first.target_id
 
 
+def test_the_companys_own_currency_is_empty_and_a_foreign_one_named(bc, rconn, monkeypatch, canonical_source):
+    bc.seed("items", {"number": "DESK-1"}, {"number": "CHAIR-2"}, {"number": "SHIPPING", "type": "Service"})
+    book(bc, rconn, monkeypatch, "sales_order")
+    book(bc, rconn, monkeypatch, "sales_order", ORDER.model_copy(update={"number": "WEB-1002", "currency": "GBP"}))
+    assert sorted((o["externalDocumentNumber"], o["currencyCode"]) for o in bc.records("salesOrders")) == [
+        ("WEB-1001", ""), ("WEB-1002", "GBP")]
+
+
 def test_a_missing_item_fails_before_anything_is_written(bc, rconn, monkeypatch, canonical_source):
     bc.seed("items", {"number": "DESK-1"}, {"number": "SHIPPING"})
     with pytest.raises(Exception, match="CHAIR-2"):

@@ -12,7 +12,8 @@ What it reproduces (PLATFORMS.md §3, Microsoft's API v2.0 reference):
   and salesInvoices with `salesOrderLines` / `salesInvoiceLines` (POSTed one by one; a line takes its
   item's number, name and price; amounts and the document's totals computed; a deep insert is refused
   because Koppel does not rely on it). Item and customer numbers are upper-cased codes of at most 20
-  characters and unique; a document needs an existing customer (`customerId` or `customerNumber`).
+  characters and unique; a document needs an existing customer (`customerId` or `customerNumber`); a
+  `currencyCode` must be a foreign currency the company knows (`currencies`; its own is empty, as in BC).
 * Queries: `$filter` (`eq ne gt ge lt le` joined by `and`/`or`; text compares as stored: Code fields — `number`,
   `code`, `externalDocumentNumber` — are stored upper-case, e-mails as typed),
   `$select`, `$expand` (lines, `customer`, `picture`; with `($select=…)`), `$orderby`, `$top`; pages of

@@ -39,6 +39,8 @@ class SandboxConfig:
     page_size: int = 1000
     """Records per page before `@odata.nextLink` (BC online: 20 000)."""
     token_lifetime: int = 3599
+    currencies: tuple[str, ...] = ("GBP", "USD")
+    """Foreign currencies the companies know; their own (EUR) is an empty `currencyCode`, as in BC."""
 
 
 class BusinessCentralSandbox(Sandbox):
@@ -46,7 +48,7 @@ class BusinessCentralSandbox(Sandbox):
         super().__init__(clock)
         self.config = config
         self.tokens = BearerTokens(clock)
-        self.store = Store(clock)
+        self.store = Store(clock, config.currencies)
         self.token_requests = 0
         for name in config.companies:
             self.store.add_company(name)
@@ -67,7 +69,7 @@ class BusinessCentralSandbox(Sandbox):
     def reset(self, options: Mapping[str, Any] | None = None) -> None:
         super().reset(options)
         self.tokens.clear()
-        self.store = Store(self.clock)
+        self.store = Store(self.clock, self.config.currencies)
         self.token_requests = 0
         for name in self.config.companies:
             self.store.add_company(name)

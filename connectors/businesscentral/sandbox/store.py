@@ -37,8 +37,10 @@ def not_found(entity: str) -> BCError:
 
 
 class Store:
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], currencies: Iterable[str] = ("GBP", "USD")) -> None:
         self.clock = clock
+        self.currencies = frozenset(currencies)
+        """Currencies besides the company's own, which BC writes as an empty `currencyCode`."""
         self.companies: dict[str, Record] = {}
         self.records: dict[str, dict[str, dict[str, Record]]] = {}
         self.pictures: dict[tuple[str, str], tuple[bytes, str]] = {}
@@ -228,6 +230,10 @@ class Store:
             if isinstance(value, (dict, list)):
                 raise BCError(400, "BadRequest", f"The property '{name}' has an invalid value.")
             record[name] = value
+        currency = record.get("currencyCode")
+        if currency and currency not in self.currencies:
+            text = f"The Currency does not exist. Identification fields and values: Code='{currency}'"
+            raise BCError(400, "Internal_RecordNotFound", text)
         if entity in ("customers", "items"):
             if creating and not record["number"]:
                 record["number"] = self.next_number(company, entity)
