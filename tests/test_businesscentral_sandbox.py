@@ -167,6 +167,22 @@ def test_settings_are_checked_by_config_check():
     assert any(p.startswith("settings.company:") for p in problems)
 
 
+def test_the_secret_is_only_sent_over_https_or_to_this_machine():
+    def problems(**fields: Any) -> list[str]:
+        entry = {"id": "bc", "kind": "businesscentral", "credentials": {"client_secret": "env:S"},
+                 "settings": {"tenant": "t", "client_id": "c", "company": "C"}}  # fmt: skip
+        entry["settings"] |= fields.pop("settings", {})
+        system = System.model_validate(entry | fields, context={"environ": {"S": "x"}})
+        return BusinessCentralSettings.validate_system(system)[1]
+
+    assert problems() == []
+    assert problems(base_url="http://127.0.0.1:8083", settings={"login_url": "http://localhost:8083"}) == []
+    assert problems(base_url="http://bc.example", settings={"login_url": "http://login.example"}) == [
+        "settings.login_url: must be an https URL (plain http only to this machine, e.g. a sandbox)",
+        "base_url: must be an https URL (plain http only to this machine, e.g. a sandbox)",
+    ]
+
+
 # -- documents through the orders flow ------------------------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -85,9 +86,21 @@ class BusinessCentralSettings(Settings):
     """The largest product image sent as an item's picture."""
 
     def check(self, system: System) -> list[str]:
+        problems = []
         if not (self.client_id or "client_id" in system.credentials):
-            return ["settings.client_id: required (the app registration's client id; or credentials.client_id)"]
-        return []
+            problems.append("settings.client_id: required (the app registration's client id; or credentials.client_id)")
+        for key, url in (("settings.login_url", self.login_url), ("base_url", system.base_url)):
+            if url is not None and not _safe_url(url):
+                problems.append(f"{key}: must be an https URL (plain http only to this machine, e.g. a sandbox)")
+        return problems
+
+
+def _safe_url(url: str) -> bool:
+    """Whether the secret and tokens may be sent to `url`: https, or http to a loopback host."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
 def settings_of(system: System) -> BusinessCentralSettings:
