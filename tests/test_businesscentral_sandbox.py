@@ -27,7 +27,7 @@ from connectors.contract import Connector, Gone
 from gateway.config import System, parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import AuthFailed, PermanentError
-from gateway.model import Customer, Order, OrderLine, ShippingLine
+from gateway.model import Customer, Order, OrderLine, Product, ShippingLine
 from gateway.stack import LiveServer, serve
 from tests.contract.test_connectors import CanonicalSource
 from workers import runtime
@@ -309,6 +309,33 @@ def test_an_item_is_created_with_its_category_and_picture(bc):
     assert (item["displayName"], item["itemCategoryCode"], category["displayName"]) == ("Desk XL", "TABLES", "Tables")
     assert bc.sandbox.store.pictures[(bc.company, item_id)] == (image, "image/png")
     assert bc.sandbox.counters["PATCH items({id})/picture/pictureContent"] == 1  # the same image not sent twice
+
+
+def test_a_product_flows_in_as_an_item_with_category_and_picture(bc, rconn, monkeypatch, canonical_source):
+    image = png()
+
+    async def serve_image(request: Request) -> Response:
+        return Response(image, media_type="image/png")
+
+    images = serve(Starlette(routes=[Route("/lamp.png", serve_image)]), name="images")
+    product = Product(source="contract", id="p9", sku="lamp-9", name="Lamp", price_excl="19.95",
+                      ean="5012345678900", categories=["Lighting"], category_slugs=["lighting"],
+                      images=[f"{images.url}/lamp.png"])  # fmt: skip
+    rt = make_runtime(rconn, bc.url, integrations=[{"id": "to-bc", "source": "canonical", "target": "bc",
+                                                    "flows": ["products"]}])  # fmt: skip
+    monkeypatch.setattr(runtime, "_runtime", rt)
+    try:
+        event = Event("product.updated", "product", "9", f"k-{uuid.uuid4()}", product.model_dump(mode="json"))
+        result = run_event(rt, rt.config.integrations[0], Envelope.wrap(event, source="contract", endpoint="canonical"))
+    finally:
+        rt.close()
+        images.stop()
+    assert result.outcome == "created"
+    [item] = bc.records("items")
+    assert (item["number"], item["displayName"], item["unitPrice"], item["gtin"]) == ("LAMP-9", "Lamp", 19.95,
+                                                                                     "5012345678900")  # fmt: skip
+    assert item["itemCategoryCode"] == "LIGHTING" and bc.records("itemCategories")[0]["displayName"] == "Lighting"
+    assert bc.sandbox.store.pictures[(bc.company, item["id"])] == (image, "image/png")
 
 
 def test_stock_is_not_a_target_capability(bc):
