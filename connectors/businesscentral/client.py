@@ -82,8 +82,9 @@ class BusinessCentralClient(ApiClient):
     auth_statuses = frozenset({401, 403})
     auth_retry_extension = AUTH_RETRY
     auth_advice = (
-        'the app\'s token was refused: register the app in Business Central (page "Microsoft Entra Applications", '
-        "state Enabled) and give it permission sets that cover the data (e.g. D365 BUS FULL ACCESS)"
+        "Business Central refused the app (401) or its permissions (403): enter the app in Business Central's page "
+        '"Microsoft Entra Applications" (state Enabled) with permission sets that cover the data (e.g. D365 BUS '
+        "FULL ACCESS)"
     )
 
     def __init__(
