@@ -287,6 +287,21 @@ def test_customers_are_found_created_and_updated_with_etags(bc):
     assert record["city"] == "Utrecht" and record["phoneNumber"] == "+31 20 000"
 
 
+def test_a_customer_sync_writes_only_what_the_source_changed(bc):
+    target = bc.target
+    created = target.create_customer({"displayName": "Bob", "email": "bob@example.com", "city": "Delft"})
+    bc.change("customers", created, phoneNumber="+31 15 000")  # edited in BC
+    writes = bc.sandbox.counters["PATCH customers({id})"]
+    payload = {"displayName": "Bob", "email": "bob@example.com", "city": "Leiden", "phoneNumber": ""}
+    assert target.sync_customer(created, payload, ["city"]) is True
+    [record] = bc.records("customers")
+    assert (record["city"], record["phoneNumber"]) == ("Leiden", "+31 15 000")
+    assert target.sync_customer(created, payload, ["city"]) is False  # nothing differs: no write
+    assert target.sync_customer(created, {"displayName": "Bob B"}, None) is True  # unknown history: compared
+    assert bc.records("customers")[0]["displayName"] == "Bob B"
+    assert bc.sandbox.counters["PATCH customers({id})"] == writes + 2
+
+
 def test_an_item_is_created_with_its_category_and_picture(bc):
     image = png()
 

@@ -361,6 +361,23 @@ class BusinessCentralTarget(Target):
     def update_customer(self, target_id: str, payload: Mapping[str, Any]) -> None:
         self.bc.patch("customers", target_id, _plain(payload))
 
+    def sync_customer(self, target_id: str, payload: Mapping[str, Any], changed: Iterable[str] | None) -> bool:
+        """Only what differs from the customer as BC holds it, and (when `changed` is known) only the fields
+        the source changed since Koppel last sent them (a field gone from the payload is emptied): an edit
+        made in BC to another field stays. The read gives the ETag the PATCH needs anyway."""
+        body = _plain(payload)
+        if changed is not None:
+            names = {name.split(".", 1)[0] for name in changed}
+            body = {name: body.get(name, "") for name in names}
+        if not body:
+            return False
+        current = self.bc.get("customers", target_id)
+        different = {name: value for name, value in body.items() if current.get(name) != value}
+        if not different:
+            return False
+        self.bc.patch("customers", target_id, different, etag=current.get("@odata.etag"))
+        return True
+
     # -- products ----------------------------------------------------------------------------------
 
     def find_items(self, skus: Iterable[str]) -> dict[str, str]:
