@@ -324,6 +324,9 @@ def test_an_item_is_created_with_its_category_and_picture(bc):
     assert (item["displayName"], item["itemCategoryCode"], category["displayName"]) == ("Desk XL", "TABLES", "Tables")
     assert bc.sandbox.store.pictures[(bc.company, item_id)] == (image, "image/png")
     assert bc.sandbox.counters["PATCH items({id})/picture/pictureContent"] == 1  # the same image not sent twice
+    patches = bc.sandbox.counters["PATCH items({id})"]
+    bc.target.update_product(item_id, {"displayName": "Desk XL", "unitPrice": 99.5})
+    assert bc.sandbox.counters["PATCH items({id})"] == patches  # nothing differs: nothing written
 
 
 def test_a_product_flows_in_as_an_item_with_category_and_picture(bc, rconn, monkeypatch, canonical_source):

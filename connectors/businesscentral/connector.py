@@ -392,8 +392,11 @@ class BusinessCentralTarget(Target):
 
     def update_product(self, target_id: str, payload: Mapping[str, Any]) -> None:
         body, picture_url = self._item_body({k: v for k, v in payload.items() if k != "number"})
-        if body:
-            self.bc.patch("items", target_id, body)
+        if body:  # only what differs from the item as BC holds it (the read gives the PATCH its ETag)
+            current = self.bc.get("items", target_id)
+            different = {name: value for name, value in body.items() if current.get(name) != value}
+            if different:
+                self.bc.patch("items", target_id, different, etag=current.get("@odata.etag"))
         if picture_url:
             self._picture(target_id, picture_url, new=False)
 
