@@ -19,8 +19,9 @@ What it reproduces (PLATFORMS.md §3, Microsoft's API v2.0 reference):
   `$select`, `$expand` (lines, `customer`, `picture`; with `($select=…)`), `$orderby`, `$top`; pages of
   `page_size` records with `@odata.nextLink` (a `$skiptoken`).
 * ETags: `@odata.etag` W/"…" new on every write with `lastModifiedDateTime` (strictly increasing). PATCH
-  and DELETE need `If-Match`: none → 400 "Could not validate the client concurrency token…" [U: the status
-  BC gives], a stale one → 412 `Request_EntityChanged`; `*` matches any.
+  and DELETE need `If-Match`: none → 400 `BadRequest_InvalidToken` "Could not validate the client concurrency
+  token…" (as BC answers, reported in MicrosoftDocs/dynamics365smb-devitpro-pb#813), a stale one → 412
+  `Request_EntityChanged`; `*` matches any.
 * Errors `{"error": {"code", "message"}}` (`BadRequest_NotFound`, `Internal_RecordNotFound`,
   `Internal_EntityWithSameKeyExists`, `BadRequest_PropertyNotFound`, …); a missing or expired token →
   401 `Authentication_InvalidCredentials`; an unknown environment → 404.

@@ -330,10 +330,12 @@ def _line_amounts(line: Record, prices_include_tax: bool) -> None:
 
 
 def check_etag(record: Mapping[str, Any], if_match: str | None) -> None:
-    """BC's answers: no If-Match → 400 (the concurrency token is required); a stale one → 412."""
+    """BC's answers: no If-Match → 400 `BadRequest_InvalidToken` (the concurrency token is required); a stale
+    one → 412 `Request_EntityChanged`."""
     if if_match is None:
-        raise BCError(400, "BadRequest", "Could not validate the client concurrency token required by the service. "
-                                         "Please provide a valid eTag in the header of your request.")  # fmt: skip
+        text = ("Could not validate the client concurrency token required by the service. Please provide a valid "
+                "token in the client request.")  # fmt: skip
+        raise BCError(400, "BadRequest_InvalidToken", text)
     if if_match.strip() != "*" and if_match.strip() != record.get("@odata.etag"):
         raise BCError(412, "Request_EntityChanged", "Another user has already changed the record.")
 
