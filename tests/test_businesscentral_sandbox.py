@@ -392,6 +392,19 @@ def test_polled_orders_carry_their_lines_and_customer(bc):
     assert normalised.customer.kind == "person" and normalised.customer.email == "a@x.nl"
 
 
+def test_a_sales_order_notification_is_read_with_its_lines_and_customer(bc):
+    customer = next(iter(bc.seed("customers", {"displayName": "Adatum", "email": "a@adatum.example"}).values()))
+    bc.seed("items", {"number": "DESK-1", "unitPrice": 100})
+    order = next(iter(bc.seed("salesOrders", {"customerId": customer, "externalDocumentNumber": "PO-7"}).values()))
+    bc.sandbox.store.add_line(bc.company, "salesOrders", order, {"lineObjectNumber": "DESK-1", "quantity": 3})
+    event = Event("salesOrders.updated", "salesOrders", order, f"k-{uuid.uuid4()}", {"changeType": "updated"})
+    record = bc.source.read(Envelope.wrap(event, source="businesscentral", endpoint="bc"), "orders")
+    normalised = bc.source.normalise("orders", record)
+    assert isinstance(normalised, Order) and normalised.customer.company_name == "Adatum"
+    assert [(line.sku, line.quantity) for line in normalised.lines] == [("DESK-1", 3)]
+    assert normalised.total_excl == 300
+
+
 def test_the_stock_stream_reports_inventory_changes_bc_does_not_timestamp(bc):
     ids = bc.seed("items", {"number": "A"}, {"number": "B"}, {"number": "SVC", "type": "Service"})
     first = [c.record["number"] for changes, _ in bc.source.changes("itemInventory", None) for c in changes]
