@@ -261,11 +261,14 @@ class ApiClient:
         params: Mapping[str, object] | None = None,
         json: object = None,
         headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
     ) -> httpx.Response:
-        """One logical request with budget, auth, 429 waits and retries; returns the 2xx (or 304) response."""
+        """One logical request with budget, auth, 429 waits and retries; returns the 2xx (or 304) response.
+        `content` sends raw bytes (a picture) instead of `json`; set its Content-Type in `headers`."""
         method = method.upper()
         url = self.resolve(url)
-        content = None if json is None else self.encode(json)
+        if content is None and json is not None:
+            content = self.encode(json)
         sent_headers = {"Accept": "application/json", **(headers or {})}
         if content is not None:
             sent_headers.setdefault("Content-Type", "application/json")

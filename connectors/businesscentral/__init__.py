@@ -1,51 +1,21 @@
-"""Microsoft Dynamics 365 Business Central (API v2.0): its webhook notifications, and `normalise` of its
-salesOrder, customer and item JSON into the canonical model.
+"""Microsoft Dynamics 365 Business Central (API v2.0): service-to-service OAuth (auth.py), the API client
+(client.py), its `Source` and `Target` (connector.py), normalisers (normalise.py), the webhook
+notifications (handlers/businesscentral.py) and a sandbox (sandbox/).
 
-Notifications are thin (a resource URL and a change type): reading the record needs the API client,
-which is not built yet, so such an event fails naming that (issue: Business Central connector)."""
+Webhook subscriptions are not managed by Koppel yet: a `collection` notification cannot be re-read, and
+a system without subscriptions is polled by `lastModifiedDateTime` (`BusinessCentralSource.changes`)."""
 
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
-
-from connectors.businesscentral.normalise import (
-    normalise_customer,
-    normalise_item,
-    normalise_item_stock,
-    normalise_sales_order,
-)
-from connectors.contract import Canonical, Connector, Source
-from gateway.envelope import Envelope
-from gateway.errors import PermanentError
-
-
-class BusinessCentralSource(Source):
-    kind = "businesscentral"
-    title = "Business Central"
-    resources: ClassVar[dict[str, str]] = {"salesOrders": "orders", "customers": "customers", "items": "products"}
-
-    def read(self, envelope: Envelope, flow: str) -> Any:
-        raise PermanentError(
-            f"Business Central {envelope.resource} {envelope.resource_id or '(collection)'}: notifications name the "
-            "record only, and Koppel has no Business Central API client yet to read it"
-        )
-
-    def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
-        readers: dict[str, Callable[[Any], Canonical]] = {
-            "orders": normalise_sales_order,
-            "customers": normalise_customer,
-            "products": normalise_item,
-            "stock": normalise_item_stock,
-        }
-        if flow in readers:
-            return readers[flow](record)
-        return super().normalise(flow, record, settings)
-
+from connectors.businesscentral.connector import BusinessCentralSettings, BusinessCentralSource, BusinessCentralTarget
+from connectors.contract import Connector
 
 CONNECTOR = Connector(
     kind="businesscentral",
     title="Business Central",
+    settings=BusinessCentralSettings,
     source=BusinessCentralSource,
+    target=BusinessCentralTarget,
     handler="handlers.businesscentral:handle",
+    sandbox="connectors.businesscentral.sandbox.harness:HARNESS",
 )
 
 __all__ = ["CONNECTOR"]

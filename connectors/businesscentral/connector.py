@@ -1,0 +1,464 @@
+"""Business Central as a `Source` (records read through the API; streams polled by `lastModifiedDateTime`)
+and as a `Target` (sales orders or sales invoices, customers, items with their category and picture).
+
+    [[systems]]
+    id = "bc"
+    kind = "businesscentral"
+    # base_url = "https://api.businesscentral.dynamics.com"   # default; a sandbox's URL in tests
+    [systems.settings]
+    tenant = "contoso.onmicrosoft.com"          # the customer's Entra ID tenant (id or domain)
+    client_id = "…"                             # the app registration (or credentials.client_id)
+    environment = "production"                  # the BC environment's name
+    company = "CRONUS NL"                       # the company's name, or its id
+    [systems.credentials]
+    client_secret = "env:BC_CLIENT_SECRET"
+
+Quirks (PLATFORMS.md §3 and Microsoft's API v2.0 reference):
+
+* Documents: a salesOrder / salesInvoice is created header first (`POST salesOrders`), then one POST per
+  line (`salesOrders({id})/salesOrderLines`): the standard API documents only that; a deep insert is
+  documented for custom APIs only. A line refused deletes the header again, so no half document stays;
+  `find_order` (asked only after an attempt that may have written) deletes a header without lines.
+* Documents are matched on `externalDocumentNumber` (the source's order number, at most 35 characters; a
+  Code field, which BC stores upper-case). BC's `$filter` compares text as stored (Code fields upper-case,
+  e-mail addresses as typed): numbers are asked for upper-cased, an e-mail as given and in lower case.
+* A salesOrder's `status` (Draft, Open, Released…) is read-only through the API; it changes only by BC's
+  own actions (release, ship, invoice). So BC takes no status write-back: `order_modes` is book only.
+* Item inventory is read-only through the standard API (it is the sum of item ledger entries, written by
+  postings): BC gives stock (a Source stream) but takes none. And posting does not move the item's
+  `lastModifiedDateTime`, so the stock stream reads every item's `inventory` each poll and reports the
+  items whose quantity differs from the previous poll (remembered in Redis).
+* Customers have no posting-group fields in v2.0: BC takes them from its customer templates and setup.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from pydantic import Field
+
+from connectors.businesscentral.auth import LOGIN_URL, App
+from connectors.businesscentral.client import API_URL, BusinessCentralClient, any_of, eq, is_guid
+from connectors.businesscentral.errors import BusinessCentralNotFound, BusinessCentralRequestError
+from connectors.businesscentral.normalise import (
+    normalise_customer,
+    normalise_item,
+    normalise_item_stock,
+    normalise_sales_order,
+)
+from connectors.contract import Canonical, Change, Context, Gone, Settings, Source, Target
+from connectors.exactonline.pictures import DEFAULT_MAX_BYTES, Pictures
+from gateway import keys
+from gateway.config import System
+from gateway.envelope import Envelope
+from gateway.errors import PermanentError
+
+KIND = "businesscentral"
+log = logging.getLogger("koppel.businesscentral")
+REFERENCE_TTL = 24 * 3600
+CATEGORY_CODE_LENGTH = 20
+
+
+class BusinessCentralSettings(Settings):
+    credentials = ("client_secret",)
+
+    tenant: str = Field(min_length=1)
+    """The Entra ID tenant the app signs in at: its id (GUID) or a domain of it."""
+    client_id: str | None = None
+    """The app registration's (client) id; or `credentials.client_id`."""
+    environment: str = Field(default="production", min_length=1)
+    company: str = Field(min_length=1)
+    """The company: its name (as in BC's companies list) or its id."""
+    login_url: str = LOGIN_URL
+    """Microsoft's sign-in host (a sandbox's URL in tests)."""
+    initial_lookback_seconds: int = Field(default=86400, ge=0)
+    """How far back the first poll of a stream (no cursor yet) reads."""
+    poll_overlap_seconds: int = Field(default=60, ge=0)
+    """Each poll reads again this far before its cursor (records committed late with an earlier time);
+    what it read before has the same delivery keys and is not processed twice."""
+    picture_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
+    """The largest product image sent as an item's picture."""
+
+    def check(self, system: System) -> list[str]:
+        problems = []
+        if not (self.client_id or "client_id" in system.credentials):
+            problems.append("settings.client_id: required (the app registration's client id; or credentials.client_id)")
+        for key, url in (("settings.login_url", self.login_url), ("base_url", system.base_url)):
+            if url is not None and not _safe_url(url):
+                problems.append(f"{key}: must be an https URL (plain http only to this machine, e.g. a sandbox)")
+        return problems
+
+
+def _safe_url(url: str) -> bool:
+    """Whether the secret and tokens may be sent to `url`: https, or http to a loopback host."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+def settings_of(system: System) -> BusinessCentralSettings:
+    found = BusinessCentralSettings.of(system)
+    assert isinstance(found, BusinessCentralSettings)
+    return found
+
+
+def app_of(system: System) -> App:
+    settings = settings_of(system)
+    client_id = settings.client_id or system.credentials["client_id"].get_secret_value()
+    secret = system.credentials["client_secret"].get_secret_value()
+    return App(tenant=settings.tenant, client_id=client_id, client_secret=secret, login_url=settings.login_url)
+
+
+def bc_client(system: System, context: Context) -> BusinessCentralClient:
+    """The system's client, built once per process (`context.cached`)."""
+
+    def build() -> BusinessCentralClient:
+        settings = settings_of(system)
+        return BusinessCentralClient.for_system(
+            context.http, context.redis, system.id, app_of(system), base_url=system.base_url or API_URL,
+            environment=settings.environment, company=settings.company,
+        )  # fmt: skip
+
+    client: BusinessCentralClient = context.cached(f"businesscentral:{system.id}", build)
+    return client
+
+
+# -- the source -------------------------------------------------------------------------------------------
+
+STOCK_STREAM = "itemInventory"
+_STREAMS: dict[str, tuple[str, str | None]] = {
+    "salesOrders": ("salesOrders", "salesOrderLines,customer"),
+    "customers": ("customers", None),
+    "items": ("items", None),
+}
+"""Polled stream → (entity, `$expand`)."""
+_STOCK_SELECT = ("id", "number", "type", "inventory", "lastModifiedDateTime")
+
+
+class BusinessCentralSource(Source):
+    """Records read through the API: a notification names a record (`resource` URL), a poll lists the
+    records changed since its cursor. Orders come with their lines and their customer (`$expand`)."""
+
+    kind = KIND
+    title = "Business Central"
+    resources: ClassVar[Mapping[str, str]] = {
+        "salesOrders": "orders", "customers": "customers", "items": "products", STOCK_STREAM: "stock",
+    }  # fmt: skip
+    streams: ClassVar[Mapping[str, str]] = {
+        "orders": "salesOrders", "customers": "customers", "products": "items", "stock": STOCK_STREAM,
+    }  # fmt: skip
+    booked_statuses = ("open", "released")
+
+    def client(self) -> BusinessCentralClient:
+        system = self.require_system("reading Business Central")
+        assert self.context is not None
+        return bc_client(system, self.context)
+
+    def read(self, envelope: Envelope, flow: str) -> Any:
+        if envelope.topic.endswith(".sync"):
+            return envelope.payload
+        what = f"Business Central {envelope.resource} {envelope.resource_id or '(collection)'}"
+        if envelope.topic.lower().endswith(".deleted"):
+            raise Gone(f"{what} was deleted")
+        entity = next((name for name in _STREAMS if name.lower() == envelope.resource.lower()), None)
+        if entity is None:
+            raise PermanentError(f"{what}: Koppel reads {', '.join(_STREAMS)} records only")
+        if not envelope.resource_id:
+            raise PermanentError(
+                f"{what}: a collection notification (many changes at once) is not re-read yet; an integration "
+                "whose source is the Business Central system itself polls it and finds those changes"
+            )
+        path, expand = _STREAMS[entity]
+        try:
+            return self.client().get(path, envelope.resource_id, expand=expand)
+        except BusinessCentralNotFound as exc:
+            raise Gone(f"{what} no longer exists") from exc
+
+    def version(self, flow: str, record: Any) -> str | None:
+        if flow == "stock" or not isinstance(record, dict) or not record.get("lastModifiedDateTime"):
+            return None
+        return f"{record.get('id')}:{record['lastModifiedDateTime']}" if record.get("id") else None
+
+    def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
+        if flow == "orders":
+            customer = record.get("customer") if isinstance(record, dict) else None
+            return normalise_sales_order(record, customer=customer if isinstance(customer, dict) else None)
+        if flow == "customers":
+            return normalise_customer(record)
+        if flow == "products":
+            return normalise_item(record)
+        if flow == "stock":
+            return normalise_item_stock(record)
+        return super().normalise(flow, record, settings)
+
+    def changes(self, stream: str, cursor: str | None) -> Iterator[tuple[list[Change], str]]:
+        """Records whose `lastModifiedDateTime` is after the cursor (less the overlap), oldest first,
+        page by page; the cursor after a page is the newest time it held. The stock stream: see the
+        module docstring."""
+        system = self.require_system("polling Business Central")
+        settings = settings_of(system)
+        if stream == STOCK_STREAM:
+            yield from self._stock(system)
+            return
+        if stream not in _STREAMS:
+            raise PermanentError(
+                f"cannot poll Business Central stream {stream!r}; known: {', '.join(self.streams.values())}"
+            )
+        path, expand = _STREAMS[stream]
+        lookback = timedelta(seconds=settings.initial_lookback_seconds)
+        start = _parse_time(cursor) if cursor else datetime.now(UTC) - lookback
+        since = start - timedelta(seconds=settings.poll_overlap_seconds)
+        params = {"$filter": f"lastModifiedDateTime gt {_odata_time(since)}", "$orderby": "lastModifiedDateTime"}
+        if expand:
+            params["$expand"] = expand
+        newest = cursor or _odata_time(start)  # never before where this poll started: the overlap is re-read only
+        for page in self.client().pages(path, params):
+            changes = []
+            for record in page:
+                modified = str(record.get("lastModifiedDateTime") or "")
+                record_id = str(record.get("id") or "")
+                changes.append(Change(stream, record_id or None, f"bc:{stream}:{record_id}:{modified}", record))
+                if modified and _parse_time(modified) > _parse_time(newest):
+                    newest = modified
+            yield changes, newest
+
+    def _stock(self, system: System) -> Iterator[tuple[list[Change], str]]:
+        assert self.context is not None
+        conn, seen = self.context.redis, keys.cache(system.id, "bc_inventory")
+        polled = _odata_time(datetime.now(UTC))
+        params = {"$select": ",".join(_STOCK_SELECT), "$filter": "type eq 'Inventory'"}
+        for page in self.client().pages("items", params):
+            ids = [str(r.get("id")) for r in page]
+            before = conn.hmget(seen, ids) if ids else []
+            changes: list[Change] = []
+            now_seen: dict[str | bytes, str] = {}
+            for record, known in zip(page, before, strict=True):
+                quantity = json.dumps(record.get("inventory"))
+                if known is None or keys.text(known) != quantity:
+                    key = f"bc:{STOCK_STREAM}:{record['id']}:{quantity}:{polled}"
+                    changes.append(Change(STOCK_STREAM, str(record["id"]), key, record))
+                now_seen[str(record["id"])] = quantity
+            yield changes, polled
+            if now_seen:
+                conn.hset(seen, mapping=now_seen)  # type: ignore[arg-type]  # only after the page's changes were taken
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise PermanentError(f"Business Central cursor {text!r} is not a date-time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _odata_time(moment: datetime) -> str:
+    """A datetime literal as BC's `$filter` takes it (UTC, "Z", no quotes)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+# -- the target ---------------------------------------------------------------------------------------------
+
+_DOCUMENTS: dict[str, tuple[str, str]] = {
+    "sales_order": ("salesOrders", "salesOrderLines"),
+    "sales_invoice": ("salesInvoices", "salesInvoiceLines"),
+}
+
+
+class BusinessCentralTarget(Target):
+    """Documents matched on `externalDocumentNumber`; customers on `email` (BC does not enforce unique
+    e-mails: the first is taken) or `number`; items on `number` (the SKU, case-insensitive)."""
+
+    kind = KIND
+    title = "Business Central"
+    writes = frozenset({"orders", "customers", "products"})
+    order_modes = ("book",)
+    documents = tuple(_DOCUMENTS)
+    needs_items = frozenset(_DOCUMENTS)
+
+    @property
+    def bc(self) -> BusinessCentralClient:
+        return bc_client(self.system, self.context)
+
+    @property
+    def calls(self) -> int:
+        return self.bc.calls
+
+    # -- orders ------------------------------------------------------------------------------------
+
+    def find_order(self, document: str, number: str, since: datetime | None = None) -> str | None:
+        """The document with this `externalDocumentNumber`. One without lines is what a write cut short
+        left (its lines never came): it is deleted and None returned, so the order is booked whole."""
+        path, lines = _DOCUMENTS[document]
+        found = self.bc.query(path, filter=eq("externalDocumentNumber", number[:35].upper()), select=("id", "number"),
+                              expand=f"{lines}($select=id)", top=1)  # fmt: skip
+        if not found:
+            return None
+        record = found[0]
+        if record.get(lines):
+            return str(record["id"])
+        log.warning("Business Central %s %s (order %s) has no lines: an earlier attempt was cut short; deleted and "
+                    "booked again", path, record.get("number"), number)  # fmt: skip
+        self.bc.delete(path, str(record["id"]), etag=record.get("@odata.etag"))
+        return None
+
+    def create_order(self, document: str, payload: Mapping[str, Any]) -> str:
+        """The header, then its lines one by one; a line refused deletes the header and fails naming it."""
+        path, lines_key = _DOCUMENTS[document]
+        header = {k: _plain(v) for k, v in payload.items() if k != lines_key}
+        lines = payload.get(lines_key) or []
+        if not isinstance(lines, list) or not lines:
+            raise PermanentError(f"Business Central {path}: the document has no {lines_key}")
+        created = self.bc.create(path, header)
+        document_id = str(created["id"])
+        try:
+            for number, line in enumerate(lines, start=1):
+                try:
+                    self.bc.create(f"{path}({document_id})/{lines_key}", _plain(line))
+                except BusinessCentralRequestError as exc:
+                    sku = line.get("lineObjectNumber") if isinstance(line, Mapping) else None
+                    raise BusinessCentralRequestError(
+                        f"{lines_key}[{number}]{f' ({sku})' if sku else ''}: {exc}", status=exc.status, code=exc.code,
+                        message=exc.message,
+                    ) from None  # fmt: skip
+        except Exception:
+            try:
+                self.bc.delete(path, document_id)
+            except Exception:  # the header stays; find_order removes it before the retry books again
+                log.warning("Business Central %s %s: could not delete the header after a failed line", path,
+                            created.get("number"))  # fmt: skip
+            raise
+        return document_id
+
+    # -- customers ---------------------------------------------------------------------------------
+
+    def find_customer(self, email: str) -> str | None:
+        """BC compares text as stored: the address as given and in lower case are both asked for."""
+        given = email.strip()
+        wanted = any_of("email", dict.fromkeys([given, given.lower()]))
+        found = self.bc.first("customers", filter=wanted, select=("id", "email"))
+        return str(found["id"]) if found is not None else None
+
+    def find_customer_by_code(self, code: str) -> str | None:
+        """A customer number (the default customer), or the customer's id."""
+        if is_guid(code):
+            try:
+                return str(self.bc.get("customers", code, select=("id",))["id"])
+            except BusinessCentralNotFound:
+                return None
+        found = self.bc.find_numbers("customers", [code])
+        return str(found[code]["id"]) if code in found else None
+
+    def create_customer(self, payload: Mapping[str, Any]) -> str:
+        return str(self.bc.create("customers", _plain(payload))["id"])
+
+    def update_customer(self, target_id: str, payload: Mapping[str, Any]) -> None:
+        self.bc.patch("customers", target_id, _plain(payload))
+
+    def sync_customer(self, target_id: str, payload: Mapping[str, Any], changed: Iterable[str] | None) -> bool:
+        """Only what differs from the customer as BC holds it, and (when `changed` is known) only the fields
+        the source changed since Koppel last sent them (a field gone from the payload is emptied): an edit
+        made in BC to another field stays. The read gives the ETag the PATCH needs anyway."""
+        body = _plain(payload)
+        if changed is not None:
+            names = {name.split(".", 1)[0] for name in changed}
+            body = {name: body.get(name, "") for name in names}
+        if not body:
+            return False
+        current = self.bc.get("customers", target_id)
+        different = {name: value for name, value in body.items() if current.get(name) != value}
+        if not different:
+            return False
+        self.bc.patch("customers", target_id, different, etag=current.get("@odata.etag"))
+        return True
+
+    # -- products ----------------------------------------------------------------------------------
+
+    def find_items(self, skus: Iterable[str]) -> dict[str, str]:
+        return {sku: str(record["id"]) for sku, record in self.bc.find_numbers("items", skus).items()}
+
+    def create_product(self, payload: Mapping[str, Any]) -> str:
+        body, picture_url = self._item_body(payload)
+        item_id = str(self.bc.create("items", body)["id"])
+        if picture_url:
+            self._picture(item_id, picture_url, new=True)
+        return item_id
+
+    def update_product(self, target_id: str, payload: Mapping[str, Any]) -> None:
+        body, picture_url = self._item_body({k: v for k, v in payload.items() if k != "number"})
+        if body:  # only what differs from the item as BC holds it (the read gives the PATCH its ETag)
+            current = self.bc.get("items", target_id)
+            different = {name: value for name, value in body.items() if current.get(name) != value}
+            if different:
+                self.bc.patch("items", target_id, different, etag=current.get("@odata.etag"))
+        if picture_url:
+            self._picture(target_id, picture_url, new=False)
+
+    def _item_body(self, payload: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """The mapping's references resolved: `itemCategory` {code, displayName} → `itemCategoryCode` (the
+        category created when missing); `picture` (an image URL) taken out, sent after the item."""
+        body = {k: _plain(v) for k, v in payload.items() if k not in ("itemCategory", "picture")}
+        category = payload.get("itemCategory")
+        if isinstance(category, Mapping) and str(category.get("code") or "").strip():
+            body["itemCategoryCode"] = self.item_category(str(category["code"]), category.get("displayName"))
+        url = payload.get("picture")
+        if url is not None and not isinstance(url, str):
+            raise PermanentError(f"Business Central item: picture must be the image's URL, got {type(url).__name__}")
+        return body, (url.strip() or None) if isinstance(url, str) else None
+
+    def item_category(self, code: str, name: Any = None) -> str:
+        """The category's code, the category created (with its display name) when BC has none with it."""
+        code = code.strip().upper()[:CATEGORY_CODE_LENGTH]
+        cache = keys.cache(self.system.id, "bc_item_categories")
+        if self.context.redis.hexists(cache, code):
+            return code
+        if self.bc.first("itemCategories", filter=eq("code", code), select=("id", "code")) is None:
+            try:
+                self.bc.create("itemCategories", {"code": code, "displayName": str(name or code)[:100]})
+            except BusinessCentralRequestError:
+                if self.bc.first("itemCategories", filter=eq("code", code), select=("id",)) is None:
+                    raise  # not a race with another worker: BC refused it
+        with self.context.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(cache, code, "1")
+            pipe.expire(cache, REFERENCE_TTL)
+            pipe.execute()
+        return code
+
+    def _picture(self, item_id: str, url: str, *, new: bool) -> None:
+        pictures = Pictures(self.context.http, self.context.redis, keys.cache(self.system.id, "bc_item_pictures"),
+                            max_bytes=settings_of(self.system).picture_max_bytes,
+                            setting=f"systems.{self.system.id}.settings.picture_max_bytes")  # fmt: skip
+        picture = pictures.fetch(url, None if new else item_id)
+        if picture is None:
+            return
+        kind = _image_type(picture.content)
+        self.bc.set_picture(item_id, picture.content, kind)
+        pictures.remember(item_id, picture)
+
+    def forget(self, flow: str, key: str) -> bool:
+        if flow == "products":
+            return bool(self.context.redis.delete(keys.cache(self.system.id, "bc_item_categories")))
+        return False
+
+
+def _image_type(content: bytes) -> str:
+    signatures = {b"\x89PNG": "image/png", b"\xff\xd8": "image/jpeg", b"GIF8": "image/gif", b"BM": "image/bmp",
+                  b"RIFF": "image/webp"}  # fmt: skip
+    return next((kind for head, kind in signatures.items() if content.startswith(head)), "application/octet-stream")
+
+
+def _plain(value: Any) -> Any:
+    """A mapping's output as BC's JSON takes it: Decimals as numbers (their exact digits), nested as is."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and abs(value) < 2**53 else float(value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,3 @@
+from connectors.businesscentral.sandbox import main
+
+main()
