@@ -389,7 +389,7 @@ def test_images_are_left_alone_on_update_by_default(env):
 def test_an_image_over_the_size_cap_is_left_out_with_one_log_line(env, caplog):
     big = env.upload("poster.png", PNG + b"\x00" * 5000)
     product = simple(env, images=[{"src": big}])
-    with caplog.at_level(logging.WARNING, logger="koppel.exactonline.pictures"):
+    with caplog.at_level(logging.WARNING, logger="koppel.pictures"):
         assert env.sync(product["id"])["outcome"] == "created"
     assert env.items()["MUG-1"].get("PictureUrl") is None
     [record] = caplog.records
@@ -399,9 +399,9 @@ def test_an_image_over_the_size_cap_is_left_out_with_one_log_line(env, caplog):
 
 def test_an_image_that_is_not_a_picture_is_left_out(env, caplog):
     page = env.upload("index.html", b"<html></html>", "text/html")
-    with caplog.at_level(logging.WARNING, logger="koppel.exactonline.pictures"):
+    with caplog.at_level(logging.WARNING, logger="koppel.pictures"):
         env.sync(simple(env, images=[{"src": page}])["id"])
-    assert "text/html is not a picture Exact takes" in caplog.text
+    assert "text/html is not a picture Exact Online takes" in caplog.text
     assert env.items()["MUG-1"].get("PictureUrl") is None
 
 

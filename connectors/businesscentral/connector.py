@@ -53,7 +53,7 @@ from connectors.businesscentral.normalise import (
     normalise_sales_order,
 )
 from connectors.contract import Canonical, Change, Context, Gone, Settings, Source, Target
-from connectors.exactonline.pictures import DEFAULT_MAX_BYTES, Pictures
+from connectors.pictures import DEFAULT_MAX_BYTES, Pictures
 from gateway import keys
 from gateway.config import System
 from gateway.envelope import Envelope
@@ -433,7 +433,8 @@ class BusinessCentralTarget(Target):
     def _picture(self, item_id: str, url: str, *, new: bool) -> None:
         pictures = Pictures(self.context.http, self.context.redis, keys.cache(self.system.id, "bc_item_pictures"),
                             max_bytes=settings_of(self.system).picture_max_bytes,
-                            setting=f"systems.{self.system.id}.settings.picture_max_bytes")  # fmt: skip
+                            setting=f"systems.{self.system.id}.settings.picture_max_bytes",
+                            title=self.title)  # fmt: skip
         picture = pictures.fetch(url, None if new else item_id)
         if picture is None:
             return

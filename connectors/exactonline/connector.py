@@ -54,7 +54,6 @@ from connectors.exactonline.normalise import (
     normalise_stock_position,
 )
 from connectors.exactonline.odata import Guid, eq, iso_dates, pad_code
-from connectors.exactonline.pictures import DEFAULT_MAX_BYTES, Picture, Pictures
 from connectors.exactonline.ratelimit import Limits
 from connectors.exactonline.sync import (
     SyncAccounts,
@@ -66,6 +65,7 @@ from connectors.exactonline.sync import (
     SyncStream,
 )
 from connectors.oauth import CodeFlow
+from connectors.pictures import DEFAULT_MAX_BYTES, Picture, Pictures
 from gateway import keys
 from gateway.config import System
 from gateway.envelope import Envelope
@@ -501,6 +501,7 @@ class ExactTarget(Details, Target):
         return Pictures(
             self.context.http, self.context.redis, keys.cache(self.system.id, "item_pictures"),
             max_bytes=self.settings.picture_max_bytes, setting=f"systems.{self.system.id}.settings.picture_max_bytes",
+            title=self.title,
         )  # fmt: skip
 
     def item_group_id(self, code: str, description: Any = None) -> str:

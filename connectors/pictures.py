@@ -1,7 +1,6 @@
-"""Item pictures for Exact Online: an image URL downloaded and sent as `Picture` (base64) + `PictureName`.
-
-Exact's logistics/Items takes a picture only as bytes on POST/PUT (`PictureUrl` and
-`PictureThumbnailUrl` are read-only), so the image is downloaded over the process's shared HTTP client:
+"""Item pictures for targets that take an image only as its bytes (Exact Online's `Picture` base64 on
+logistics/Items — `PictureUrl` and `PictureThumbnailUrl` are read-only; Business Central's
+`items({id})/picture` content): the image URL is downloaded over the process's shared HTTP client:
 at most `max_bytes`, and only raster image types. What was sent is remembered per item in Redis (the
 URL, its ETag and the bytes' SHA-256): the same image is not uploaded again — a conditional GET
 (If-None-Match) usually answers 304 without the bytes.
@@ -27,7 +26,7 @@ import redis
 from gateway import keys
 from gateway.errors import PermanentError, TransientError
 
-log = logging.getLogger("koppel.exactonline.pictures")
+log = logging.getLogger("koppel.pictures")
 
 DEFAULT_MAX_BYTES = 5_000_000
 PICTURE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/bmp", "image/webp"})
@@ -35,7 +34,7 @@ _TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 
 
 class PictureRejected(PermanentError):
-    """The image cannot be sent to Exact (gone, too large, not a raster image); names URL and fix."""
+    """The image cannot be sent to the target (gone, too large, not a raster image); names URL and fix."""
 
 
 @dataclass(frozen=True)
@@ -61,13 +60,14 @@ def picture_name(url: str) -> str:
 
 
 class Pictures:
-    """Downloads item pictures and remembers, per item, the one Exact has."""
+    """Downloads item pictures and remembers, per item, the one the target (`title`) has."""
 
     def __init__(
         self, http: httpx.Client, conn: redis.Redis, cache: str, *, max_bytes: int = DEFAULT_MAX_BYTES,
-        setting: str = "settings.picture_max_bytes",
+        setting: str = "settings.picture_max_bytes", title: str = "the target",
     ) -> None:  # fmt: skip
         self.http, self.conn, self.cache, self.max_bytes, self.setting = http, conn, cache, max_bytes, setting
+        self.title = title
 
     def known(self, item_id: str) -> dict[str, str] | None:
         raw = self.conn.hget(self.cache, item_id)
@@ -117,7 +117,7 @@ class Pictures:
                 kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
                 if kind not in PICTURE_TYPES:
                     raise PictureRejected(
-                        f"product image {url[:200]}: {kind or 'no content type'} is not a picture Exact takes "
+                        f"product image {url[:200]}: {kind or 'no content type'} is not a picture {self.title} takes "
                         f"({', '.join(sorted(PICTURE_TYPES))})"
                     )
                 declared = response.headers.get("content-length", "")
