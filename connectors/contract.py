@@ -306,6 +306,9 @@ class Target:
     documents: ClassVar[tuple[str, ...]] = ("order",)
     needs_items: ClassVar[frozenset[str]] = frozenset({"order"})
     items_case_sensitive: ClassVar[bool] = False
+    customer_accounts: ClassVar[bool] = True
+    """Whether booking an order needs the target's customer (found or created by the customers flow); False
+    for a target whose orders carry their customer themselves (Winstore): booked as guest orders."""
     service_items: ClassVar[bool] = True
     """Whether shipping, fee and discount lines are booked as items (an ERP's service items) rather than
     as the target's own kinds of line (a shop's shipping and fee lines)."""
