@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -90,6 +91,8 @@ from gateway.config import System
 from gateway.errors import PermanentError
 
 __all__ = ["PAGE_SIZE", "WinstoreSettings", "WinstoreSource", "WinstoreTarget", "client"]
+
+log = logging.getLogger(__name__)
 
 KIND = "winstore"
 PAGE_SIZE = 500
@@ -374,8 +377,10 @@ class WinstoreTarget(Target):
         except WinstoreRequestError as exc:
             if exc.status != 409 and not any(word in str(exc).lower() for word in DUPLICATE_WORDS):
                 raise
-            # Winstore holds this ordernr already: an earlier attempt's post landed (its answer lost).
-            order_id = number
+            # Winstore holds this ordernr already: an earlier attempt's post landed (its answer lost, or
+            # the worker died before the ledger): the id recorded then, else the ordernr.
+            order_id = self.find_order(document, number) or number
+            log.info("order %s is in Winstore already (%s); taken as booked", number, exc.message or exc.status)
         else:
             order_id = answer.order_id
         with self.context.redis.pipeline(transaction=False) as pipe:

@@ -1,0 +1,229 @@
+"""The Winstore connector against its sandbox over uvicorn: articles and stock polled by date (overlap,
+cursor, per warehouse), XML and JSON answers, orders posted and refused, and the sandbox's own rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from connectors.contract import Context
+from connectors.winstore.client import WinstoreClient
+from connectors.winstore.connector import WinstoreSource, WinstoreTarget
+from connectors.winstore.errors import WinstoreRequestError
+from connectors.winstore.sandbox import create_sandbox
+from connectors.winstore.sandbox.app import PREFIX
+from connectors.winstore.wire import records
+from gateway.config import System
+from gateway.errors import PermanentError
+from gateway.model import Product, StockLevel
+from gateway.stack import LiveServer, serve
+
+pytestmark = pytest.mark.integration
+
+USER, PASSWORD = "koppel", "sandbox-secret"
+
+
+@dataclass
+class Winstore:
+    live: LiveServer
+    http: httpx.Client
+    conn: redis.Redis
+
+    @property
+    def api_root(self) -> str:
+        return self.live.url + PREFIX
+
+    def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = self.http.post(f"{self.live.url}/sandbox/{path}", json=body or {})
+        response.raise_for_status()
+        return response.json()
+
+    def seed(self, *articles: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(self.control("articles", {"articles": list(articles)})["articles"])
+
+    def system(self, **settings: Any) -> System:
+        return System.model_validate(
+            {"id": "ws", "kind": "winstore", "base_url": self.api_root,
+             "credentials": {"username": "env:U", "password": "env:P"}, "settings": {"branch": 1, **settings}},
+            context={"environ": {"U": USER, "P": PASSWORD}},
+        )  # fmt: skip
+
+    def context(self) -> Context:
+        built: dict[str, Any] = {}
+
+        def cached(key: str, build: Any) -> Any:
+            if key not in built:
+                built[key] = build()
+            return built[key]
+
+        return Context(http=self.http, redis=self.conn, cached=cached)
+
+    def source(self, **settings: Any) -> WinstoreSource:
+        return WinstoreSource(self.system(**settings), self.context())
+
+    def target(self, **settings: Any) -> WinstoreTarget:
+        return WinstoreTarget(self.system(**settings), self.context())
+
+    def client(self) -> WinstoreClient:
+        return WinstoreClient(self.http, base_url=self.api_root, username=USER, password=PASSWORD)
+
+
+@pytest.fixture
+def ws(rconn: redis.Redis) -> Iterator[Winstore]:
+    live = serve(create_sandbox(username=USER, password=PASSWORD), name="winstore sandbox")
+    try:
+        with httpx.Client(timeout=10) as http:
+            yield Winstore(live, http, rconn)
+    finally:
+        live.stop()
+
+
+def poll(source: WinstoreSource, stream: str, cursor: str | None) -> tuple[list[Any], str]:
+    pages = list(source.changes(stream, cursor))
+    return [change for changes, _ in pages for change in changes], pages[-1][1]
+
+
+JEANS = {"ArtNr": "WS-JEANS", "Description": "Jeans", "SalesPrice": "89.95", "Gtin": "8712345678906",
+         "VatPercentage": "21", "stock": {"1": 5, "2": 3}}  # fmt: skip
+SHIRT = {"ArtNr": "WS-SHIRT", "Description": "Shirt", "SalesPrice": "29.95", "stock": {"1": 10}}
+
+
+# -- articles -------------------------------------------------------------------------------------------------
+
+
+def test_articles_are_polled_from_a_cursor_with_overlap_and_a_user_change_is_seen(ws):
+    ws.seed(JEANS, SHIRT)
+    source = ws.source()
+    first, cursor = poll(source, "articles", None)
+    assert sorted(c.record["ArtNr"] for c in first) == ["WS-JEANS", "WS-SHIRT"]
+    again, same = poll(source, "articles", cursor)
+    assert {c.delivery_key for c in again} == {c.delivery_key for c in first} and same == cursor  # the overlap
+    ws.control("clock", {"advance": 3600})
+    ws.seed({"ArtNr": "WS-JEANS", "SalesPrice": "79.95"})  # a user lowers the price in Winstore
+    read, later = poll(source, "articles", cursor)
+    seen = {c.delivery_key for c in first}
+    changed = [c for c in read if c.delivery_key not in seen]  # the shirt is read again by the overlap: known
+    assert [c.record["ArtNr"] for c in changed] == ["WS-JEANS"] and later > cursor
+    product = source.normalise("products", changed[0].record)
+    assert isinstance(product, Product) and product.sku == "WS-JEANS" and str(product.price_incl) == "79.95"
+    assert product.type == "simple" and product.ean == "8712345678906" and str(product.tax_rate) == "21"
+    assert source.version("products", changed[0].record) != source.version("products", first[0].record)
+
+
+def test_the_sandbox_answers_xml_when_asked_and_both_read_the_same(ws):
+    ws.seed(JEANS)
+    api = ws.client()
+    as_json = api.get_records("GetArticleDataChangesByDate", {"date": "2000-01-01T00:00:00+00:00"})
+    raw = ws.http.get(f"{ws.api_root}/GetArticleDataChangesByDate", params={"date": "2000-01-01T00:00:00+00:00"},
+                      headers={"Accept": "application/xml"}, auth=(USER, PASSWORD))  # fmt: skip
+    assert raw.headers["content-type"].startswith("application/xml") and raw.text.startswith("<ArrayOfArticle")
+    as_xml = records(api.decode(raw, "GET GetArticleDataChangesByDate"))
+    source = ws.source()
+    assert source.normalise("products", as_json[0]) == source.normalise("products", as_xml[0])
+
+
+def test_a_query_joined_with_question_marks_is_refused_by_the_sandbox(ws):
+    url = f"{ws.api_root}/GetChangedStockWithWarehouse?date=2026-01-01T00:00:00%2B00:00?outOfStock=1"
+    response = ws.http.get(url, auth=(USER, PASSWORD))
+    assert response.status_code == 400 and "not a valid date" in response.json()["Message"]
+
+
+def test_a_broken_cursor_is_a_permanent_error_naming_the_fix(ws):
+    with pytest.raises(PermanentError, match="delete it to restart"):
+        poll(ws.source(), "articles", "yesterday")
+
+
+# -- stock ----------------------------------------------------------------------------------------------------
+
+
+def test_stock_is_summed_over_the_chosen_warehouses_and_a_sale_reads_the_others(ws):
+    ws.seed(JEANS, SHIRT)
+    source = ws.source(warehouses=[1, 2])
+    first, cursor = poll(source, "stock", None)
+    levels = {c.record["ArtNr"]: source.normalise("stock", c.record) for c in first}
+    assert {sku: str(level.available) for sku, level in levels.items()} == {"WS-JEANS": "8", "WS-SHIRT": "10"}
+    assert isinstance(levels["WS-JEANS"], StockLevel) and levels["WS-JEANS"].location == "1,2"
+    ws.control("clock", {"advance": 600})
+    ws.control("stock", {"ArtNr": "WS-JEANS", "warehouse": 1, "quantity": 0})  # sold out in the shop
+    calls = ws.http.get(f"{ws.live.url}/sandbox/counters").json()["by_endpoint"]
+    read, _ = poll(source, "stock", cursor)
+    changed = [c for c in read if c.delivery_key not in {k.delivery_key for k in first}]  # less the overlap
+    assert [(c.record["ArtNr"], c.record["Stock"]) for c in changed] == [("WS-JEANS", "3")]  # 0 + 3
+    after = ws.http.get(f"{ws.live.url}/sandbox/counters").json()["by_endpoint"]
+    assert after.get("GET GetStock", 0) == calls.get("GET GetStock", 0) + 1  # warehouse 2 read, unchanged
+
+
+def test_a_warehouse_not_chosen_changes_nothing_and_without_a_choice_the_total_travels(ws):
+    ws.seed(JEANS)
+    first, cursor = poll(ws.source(warehouses=[1]), "stock", None)
+    ws.control("clock", {"advance": 600})
+    ws.control("stock", {"ArtNr": "WS-JEANS", "warehouse": 2, "quantity": 1})
+    again, _ = poll(ws.source(warehouses=[1]), "stock", cursor)
+    assert {c.delivery_key for c in again} <= {c.delivery_key for c in first}  # nothing new for warehouse 1
+    totals, _ = poll(ws.source(), "stock", cursor)
+    assert [(c.record["ArtNr"], c.record["Stock"]) for c in totals] == [("WS-JEANS", "6")]  # 5 + 1
+
+
+# -- orders ---------------------------------------------------------------------------------------------------
+
+
+def order_payload(number: str, product_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "ordernr": number, "orderdate": "2026-12-01 10:00:00", "customerid": 999999, "email": "ann@example.com",
+        "branch": 1, "channel": "webshop", "total": "179.90", "currency": "EUR",
+        "invoice_add": {"fname": "Ann", "lname": "Smit", "street": "Kerkstraat", "streetnr": "1", "zip": "1234 AB",
+                        "city": "Eindhoven", "country": "Nederland", "countryISO": "NL"},
+        "positions": [{"product_id": product_id, "amount": 2, "single_price": "89.95", "type": "S", "branch": 1}],
+    } | extra  # fmt: skip
+
+
+def test_an_order_is_booked_once_takes_stock_and_is_found_again(ws):
+    key = str(ws.seed(JEANS)[0]["ArtKey"])
+    target = ws.target()
+    assert target.find_items(["ws-jeans", "8712345678906", "NOPE"]) == {"ws-jeans": key, "8712345678906": key}
+    booked = target.create_order("order", order_payload("W-1001", key))
+    assert target.find_order("order", "W-1001") == booked
+    assert target.create_order("order", order_payload("W-1001", key)) == booked  # Winstore refuses the repeat
+    orders = ws.http.get(f"{ws.live.url}/sandbox/orders").json()["orders"]
+    assert [o["ordernr"] for o in orders] == ["W-1001"] and orders[0]["invoice_add"]["city"] == "Eindhoven"
+    stock = ws.client().stock_by_key(key)
+    assert {r["Warehouse"]: r["Stock"] for r in stock} == {1: "3", 2: "3"}  # two sold from branch 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"positions": [{"product_id": "424242", "amount": 1, "single_price": "1.00"}]}, "unknown product 424242"),
+        ({"orderdate": "01-12-2026 10:00"}, "is not Y-m-d H:i:s"),
+        ({"branch": 7}, "Unknown branch 7"),
+        ({"remark": "x"}, "unknown element remark"),
+        ({"positions": []}, "no positions"),
+        ({"email": "not-an-address"}, "not an e-mail address"),
+    ],
+)
+def test_the_sandbox_refuses_an_order_document_naming_what_is_wrong(ws, change, message):
+    key = str(ws.seed(JEANS)[0]["ArtKey"])
+    with pytest.raises(WinstoreRequestError, match=message) as caught:
+        ws.target().create_order("order", order_payload("W-2001", key) | change)
+    assert caught.value.status == 400 and "Ann" not in str(caught.value)
+
+
+def test_booking_without_a_branch_names_the_setting(ws):
+    system = System.model_validate(
+        {"id": "ws", "kind": "winstore", "base_url": ws.api_root,
+         "credentials": {"username": "env:U", "password": "env:P"}},
+        context={"environ": {"U": USER, "P": PASSWORD}},
+    )  # fmt: skip
+    with pytest.raises(PermanentError, match=r"systems.ws.settings.branch: required"):
+        WinstoreTarget(system, ws.context()).references("order")
+
+
+def test_faults_of_the_kit_reach_the_client(ws):
+    ws.control("fail", {"status": 503, "times": 1})
+    source = ws.source()
+    assert poll(source, "articles", None)[0] == []  # retried in place
