@@ -227,3 +227,45 @@ def test_faults_of_the_kit_reach_the_client(ws):
     ws.control("fail", {"status": 503, "times": 1})
     source = ws.source()
     assert poll(source, "articles", None)[0] == []  # retried in place
+
+
+# -- the pollers ----------------------------------------------------------------------------------------------
+
+
+def test_a_winstore_system_is_polled_into_events_once_per_change(ws, monkeypatch):
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    from gateway.config import parse_config
+    from gateway.ingest import JOB_FUNC
+    from workers import runtime
+    from workers.inbox import pump_for
+    from workers.pollers import poll
+
+    config = parse_config(
+        {"systems": [
+            {"id": "ws", "kind": "winstore", "base_url": ws.api_root,
+             "credentials": {"username": "env:U", "password": "env:P"}, "settings": {"warehouses": [1]}},
+            {"id": "shop", "kind": "woocommerce", "base_url": "http://127.0.0.1:9",
+             "credentials": {"consumer_key": "env:K", "consumer_secret": "env:S"}},
+        ], "integrations": [{"id": "ws-to-shop", "source": "ws", "target": "shop", "flows": ["products", "stock"]}]},
+        environ={"U": USER, "P": PASSWORD, "K": "ck", "S": "cs"},
+    )  # fmt: skip
+    rt = runtime.Runtime(config=config, connection=ws.conn)
+    monkeypatch.setattr(runtime, "_runtime", rt)
+    try:
+        ws.seed(JEANS, SHIRT)
+        first = poll("ws", "articles")
+        assert (first["records"], first["queued"]) == (2, 2)
+        again = poll("ws", "articles")  # the overlap reads both again: known deliveries
+        assert (again["records"], again["queued"], again["duplicates"]) == (2, 0, 2)
+        stock = poll("ws", "stock")
+        assert stock["queued"] == 2
+        pump_for(ws.conn, config.gateway).drain(timeout=10)
+        queue = Queue(config.gateway.queue, connection=ws.conn, serializer=JSONSerializer)
+        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
+        envelopes = [job.args[0] for job in jobs if job is not None and job.func_name == JOB_FUNC]
+        assert sorted(e["resource"] for e in envelopes) == ["article", "article", "stock", "stock"]
+        assert {e["source"] for e in envelopes} == {"winstore"} and {e["endpoint"] for e in envelopes} == {"ws"}
+    finally:
+        rt.close()
