@@ -269,3 +269,56 @@ def test_a_winstore_system_is_polled_into_events_once_per_change(ws, monkeypatch
         assert {e["source"] for e in envelopes} == {"winstore"} and {e["endpoint"] for e in envelopes} == {"ws"}
     finally:
         rt.close()
+
+
+# -- a shop's order booked in Winstore through the orders flow and the default mapping ---------------------
+
+
+def test_a_shop_order_is_booked_in_winstore_through_the_default_mapping(ws, monkeypatch):
+    import json
+    import uuid
+    from pathlib import Path
+
+    from gateway.config import parse_config
+    from gateway.envelope import Envelope, Event
+    from workers import runtime
+    from workers.jobs import run_event
+
+    order = json.loads((Path(__file__).parent / "fixtures/woocommerce/order_company_coupon.json").read_text("utf-8"))
+    skus = [line["sku"] for line in order["line_items"]]
+    keys = {a["ArtNr"]: str(a["ArtKey"]) for a in ws.seed(*[{"ArtNr": sku, "Description": sku, "stock": {"1": 9}}
+                                                             for sku in [*skus, "VERZENDING", "FEE"]])}  # fmt: skip
+    config = parse_config(
+        {"endpoints": [{"id": "shop-hooks", "kind": "woocommerce", "secret": "env:HOOK"}],
+         "systems": [{"id": "ws", "kind": "winstore", "base_url": ws.api_root,
+                      "credentials": {"username": "env:U", "password": "env:P"},
+                      "settings": {"branch": 2, "channel": "webshop"}}],
+         "integrations": [{"id": "shop-to-winstore", "source": "shop-hooks", "target": "ws", "flows": ["orders"],
+                           "settings": {"shipping_item": "VERZENDING"}}]},
+        environ={"U": USER, "P": PASSWORD, "HOOK": "hook-secret"},
+    )  # fmt: skip
+    rt = runtime.Runtime(config=config, connection=ws.conn)
+    monkeypatch.setattr(runtime, "_runtime", rt)
+    try:
+        event = Event("order.updated", "order", str(order["id"]), f"k-{uuid.uuid4()}", order)
+        envelope = Envelope.wrap(event, source="woocommerce", endpoint="shop-hooks")
+        first = run_event(rt, config.integrations[0], envelope)
+        again = run_event(rt, config.integrations[0], envelope.model_copy(update={"delivery_key": f"k-{uuid.uuid4()}"}))
+    finally:
+        rt.close()
+    assert first.outcome == "created" and first.detail["account"] == "guest" and again.outcome == "skipped"
+    (booked,) = ws.http.get(f"{ws.live.url}/sandbox/orders").json()["orders"]
+    assert booked["ordernr"] == "5120" and booked["customerid"] == 999999 and booked["branch"] == 2
+    assert booked["channel"] == "webshop" and booked["total"] == order["total"]
+    address = booked["invoice_add"]
+    assert (address["street"], address["streetnr"], address["countryISO"], address["country"]) == (
+        "2e Hugo de Grootstraat", "7 hs", "NL", "Nederland")  # fmt: skip
+    positions = booked["positions"]
+    assert [p["product_id"] for p in positions] == [*(keys[s] for s in skus), keys["VERZENDING"], keys["FEE"]]
+    assert all(p["type"] == "S" and p["branch"] == 2 for p in positions)
+    from connectors.woocommerce.normalise import normalise_order
+
+    canonical = normalise_order(order)
+    lines = [*canonical.lines, *canonical.shipping_lines, *canonical.fees]
+    paid = sum(int(p["amount"]) * float(p["single_price"]) for p in positions)
+    assert abs(paid - float(sum(line.total_incl or 0 for line in lines))) < 0.05  # the prices paid, VAT incl.
