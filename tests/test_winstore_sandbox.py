@@ -19,7 +19,7 @@ from connectors.winstore.sandbox import create_sandbox
 from connectors.winstore.sandbox.app import PREFIX
 from connectors.winstore.wire import records
 from gateway.config import System
-from gateway.errors import PermanentError
+from gateway.errors import NotFound, PermanentError
 from gateway.model import Product, StockLevel
 from gateway.stack import LiveServer, serve
 
@@ -322,3 +322,22 @@ def test_a_shop_order_is_booked_in_winstore_through_the_default_mapping(ws, monk
     lines = [*canonical.lines, *canonical.shipping_lines, *canonical.fees]
     paid = sum(int(p["amount"]) * float(p["single_price"]) for p in positions)
     assert abs(paid - float(sum(line.total_incl or 0 for line in lines))) < 0.05  # the prices paid, VAT incl.
+
+
+def test_suppliers_their_articles_and_stock_by_gtin_are_read(ws):
+    suppliers = [{"SupplierId": 17, "Name": "Denimco"}, {"SupplierId": 18, "Name": "Shirtco"}]
+    ws.control("suppliers", {"suppliers": suppliers})
+    ws.seed(JEANS | {"SupplierId": 17}, SHIRT | {"SupplierId": 18})
+    api = ws.client()
+    assert [(s["SupplierId"], s["Name"]) for s in api.suppliers()] == [(17, "Denimco"), (18, "Shirtco")]
+    assert [a["ArtNr"] for a in api.supplier_articles(17)] == ["WS-JEANS"]
+    assert {r["Warehouse"]: r["Stock"] for r in api.stock_by_gtin("8712345678906")} == {1: "5", 2: "3"}
+    with pytest.raises(NotFound):
+        api.supplier_articles(99)
+    with pytest.raises(NotFound):
+        api.stock_by_gtin("0000000000000")
+
+
+def test_an_order_sent_as_json_is_refused_with_415(ws):
+    response = ws.http.post(f"{ws.api_root}/PostOrderWithStatusCode", json={"ordernr": "1"}, auth=(USER, PASSWORD))
+    assert response.status_code == 415 and "media type" in response.json()["Message"]
