@@ -341,3 +341,23 @@ def test_suppliers_their_articles_and_stock_by_gtin_are_read(ws):
 def test_an_order_sent_as_json_is_refused_with_415(ws):
     response = ws.http.post(f"{ws.api_root}/PostOrderWithStatusCode", json={"ordernr": "1"}, auth=(USER, PASSWORD))
     assert response.status_code == 415 and "media type" in response.json()["Message"]
+
+
+def test_a_stock_level_reached_again_is_a_new_change_and_two_changes_in_one_second_are_two(ws):
+    ws.seed(SHIRT)
+    source = ws.source(warehouses=[1])
+    seen = {c.delivery_key for c in poll(source, "stock", None)[0]}
+    versions = set()
+    for quantity in (9, 10):  # a sale, then the return: 10 again, as at first
+        ws.control("clock", {"advance": 60})
+        ws.control("stock", {"ArtNr": "WS-SHIRT", "warehouse": 1, "quantity": quantity})
+        read, _ = poll(source, "stock", None)
+        new = [c for c in read if c.delivery_key not in seen]
+        assert [c.record["Stock"] for c in new] == [str(quantity)]
+        seen |= {c.delivery_key for c in new}
+        versions.add(source.version("stock", new[0].record))
+    assert len(versions) == 2
+    first, cursor = poll(source, "articles", None)
+    ws.seed({"ArtNr": "WS-SHIRT", "SalesPrice": "24.95"})  # changed within the same second as the last read
+    again, _ = poll(source, "articles", cursor)
+    assert {c.delivery_key for c in again} - {c.delivery_key for c in first}

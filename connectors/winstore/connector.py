@@ -41,8 +41,8 @@ Quirks Koppel handles:
 
 * No webhooks: every stream is polled by date. A change date has second resolution and a change may be
   committed after a later one was read, so each poll starts `overlap_seconds` before its cursor (the
-  newest change date read); what the overlap reads again keeps its delivery key (article key + change
-  date, or for stock the quantities' digest) and is not processed twice. Winstore answers a whole
+  newest change date read); what the overlap reads again keeps its delivery key (article key, change
+  date and a digest of the article's fields, or of its stock) and is not processed twice. Winstore answers a whole
   window at once (no paging); the connector hands it to the poller in pages of `PAGE_SIZE`, in change
   order, each page's cursor its newest change.
 * Simple products only: no variants, categories or images (normalise.py).
@@ -70,6 +70,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -78,6 +79,7 @@ from connectors.contract import Canonical, Change, Context, Settings, Source, Ta
 from connectors.winstore.client import DUPLICATE_WORDS, WinstoreClient, atom
 from connectors.winstore.errors import WinstoreRequestError
 from connectors.winstore.normalise import (
+    ARTICLE,
     STOCK,
     article_key,
     change_time,
@@ -142,8 +144,6 @@ class WinstoreSettings(Settings):
 
 
 def _loopback(url: str) -> bool:
-    from urllib.parse import urlsplit
-
     host = urlsplit(url).hostname or ""
     return url.startswith("http://") and (host in ("localhost", "::1") or host.startswith("127."))
 
@@ -154,15 +154,12 @@ def settings_of(system: System) -> WinstoreSettings:
     return found
 
 
-def client(system: System, context: Context | None) -> WinstoreClient:
-    """A client for the system, on the process's shared HTTP client (its own one without a context)."""
+def client(system: System, context: Context) -> WinstoreClient:
+    """A client for the system, on the process's shared HTTP client."""
     settings_of(system)  # base URL and credentials present, settings valid: else a PermanentError naming them
     assert system.base_url is not None
     username, password = (system.credentials[name].get_secret_value() for name in WinstoreSettings.credentials)
-    import httpx
-
-    http = context.http if context is not None else httpx.Client(timeout=30)
-    return WinstoreClient(http, base_url=system.base_url, username=username, password=password)
+    return WinstoreClient(context.http, base_url=system.base_url, username=username, password=password)
 
 
 def _client(system: System, context: Context) -> WinstoreClient:
@@ -187,15 +184,12 @@ class WinstoreSource(Source):
         return settings_of(self.system).timezone if self.system is not None else "Europe/Amsterdam"
 
     def version(self, flow: str, record: Any) -> str | None:
-        """Products: article key and change date; stock: article key and the quantities' digest."""
-        if not isinstance(record, Mapping) or article_key(record) is None:
+        """`<article key>:<change date>:<digest>`: of the article's fields (products) or of its stock, reserved
+        stock and warehouses (stock). The digest tells two changes within one second apart; the date tells
+        a stock level reached again (5 → 4 → 5) from the first time it was."""
+        if not isinstance(record, Mapping) or article_key(record) is None or flow not in STREAMS:
             return None
-        if flow == "products":
-            moment = change_time(record, self._zone())
-            return f"{article_key(record)}:{atom(moment)}" if moment is not None else None
-        if flow == "stock":
-            return f"{article_key(record)}:{_digest(_quantities(record))}"
-        return None
+        return _version(record, self._zone(), flow)
 
     def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
         if flow == "products":
@@ -222,16 +216,15 @@ class WinstoreSource(Source):
             since, floor = parsed - timedelta(seconds=settings.overlap_seconds), cursor
         api = _client(system, self.context)
         if stream == "articles":
-            found = [(r, change_time(r, settings.timezone)) for r in api.articles_changed(since)]
-            changes = [(self._article_change(r, moment), moment) for r, moment in found if article_key(r)]
+            zone = settings.timezone
+            found = [(r, change_time(r, zone)) for r in api.articles_changed(since) if article_key(r)]
+            changes = [(self._article_change(r, zone), moment) for r, moment in found]
         else:
             changes = self._stock_changes(api, settings, since)
         return _pages(changes, floor)
 
-    def _article_change(self, record: dict[str, Any], moment: datetime | None) -> Change:
-        key = article_key(record)
-        when = atom(moment) if moment is not None else f"digest-{_digest(record)}"
-        return Change("article", key, f"article.sync:{key}:{when}", record)
+    def _article_change(self, record: dict[str, Any], zone: str) -> Change:
+        return Change("article", article_key(record), f"article.sync:{_version(record, zone, 'products')}", record)
 
     def _stock_changes(
         self, api: WinstoreClient, settings: WinstoreSettings, since: datetime
@@ -239,7 +232,7 @@ class WinstoreSource(Source):
         zone = settings.timezone
         if not settings.warehouses:
             rows = api.stock_changed(since)
-            return [_stock_change(row, change_time(row, zone)) for row in rows if article_key(row)]
+            return [_stock_change(row, zone) for row in rows if article_key(row)]
         wanted = {str(w) for w in settings.warehouses}
         by_article: dict[str, list[dict[str, Any]]] = {}
         for row in api.stock_changed_by_warehouse(since):
@@ -253,7 +246,7 @@ class WinstoreSource(Source):
                 for row in api.stock_by_key(key):  # the article's other warehouses, unchanged
                     if _warehouse(row) in wanted and _warehouse(row) not in held:
                         held[_warehouse(row)] = row
-            out.append(_stock_change(_summed(key, rows[0], held, sorted(wanted)), _newest(rows, zone)))
+            out.append(_stock_change(_summed(key, rows[0], held, sorted(wanted), zone), zone))
         return out
 
 
@@ -261,7 +254,7 @@ def _warehouse(row: Mapping[str, Any]) -> str:
     return str(field(row, *STOCK["warehouse"]) or "")
 
 
-def _newest(rows: list[dict[str, Any]], zone: str) -> datetime | None:
+def _newest(rows: Iterable[Mapping[str, Any]], zone: str) -> datetime | None:
     moments = [m for m in (change_time(r, zone) for r in rows) if m is not None]
     return max(moments) if moments else None
 
@@ -271,7 +264,7 @@ def _quantities(record: Mapping[str, Any]) -> Any:
 
 
 def _summed(
-    key: str, first: Mapping[str, Any], held: Mapping[str, Mapping[str, Any]], wanted: list[str]
+    key: str, first: Mapping[str, Any], held: Mapping[str, Mapping[str, Any]], wanted: list[str], zone: str
 ) -> dict[str, Any]:
     """One stock record of an article over the wanted warehouses (a warehouse Winstore did not list holds 0)."""
 
@@ -287,6 +280,11 @@ def _summed(
     record["Stock"] = str(sum((amount(held.get(w), STOCK["quantity"]) for w in wanted), Decimal(0)))
     record["Reserved"] = str(sum((amount(held.get(w), STOCK["reserved"]) for w in wanted), Decimal(0)))
     record["Warehouse"] = ",".join(wanted)
+    newest = _newest(held.values(), zone)  # of every warehouse counted: the same however the window fell
+    summed_date = {n.lower() for n in ARTICLE["changed"]}
+    record = {k: v for k, v in record.items() if k.lower() not in summed_date}
+    if newest is not None:
+        record["ChangeDate"] = atom(newest)
     record["ArtKey"] = key
     if sku_of(record) is None:
         for row in held.values():
@@ -296,9 +294,15 @@ def _summed(
     return record
 
 
-def _stock_change(record: dict[str, Any], moment: datetime | None) -> tuple[Change, datetime | None]:
-    key = article_key(record)
-    return Change("stock", key, f"stock.sync:{key}:{_digest(_quantities(record))}", record), moment
+def _stock_change(record: dict[str, Any], zone: str) -> tuple[Change, datetime | None]:
+    change = Change("stock", article_key(record), f"stock.sync:{_version(record, zone, 'stock')}", record)
+    return change, change_time(record, zone)
+
+
+def _version(record: Mapping[str, Any], zone: str, flow: str) -> str:
+    moment = change_time(record, zone)
+    digest = _digest(_quantities(record) if flow == "stock" else record)
+    return f"{article_key(record)}:{atom(moment) if moment is not None else '-'}:{digest}"
 
 
 def _pages(changes: list[tuple[Change, datetime | None]], floor: str) -> Iterator[tuple[list[Change], str]]:
