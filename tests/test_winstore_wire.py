@@ -102,7 +102,7 @@ def test_the_order_document_is_written_in_order_with_positions():
         ({"bad name": "x"}, "not a name"),
         ({"lines": [{"a": 1}]}, "only positions"),
         ({"positions": ["x"]}, "table of fields"),
-        ({"ordernr": "a\x00b"}, "cannot carry"),
+        ({"invoice_add": {"fname": "An\x00n"}}, r"order\.invoice_add\.fname: holds U\+0000"),
     ],
 )
 def test_an_order_that_cannot_be_xml_is_refused_naming_why(payload, error):

@@ -44,6 +44,8 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _LIST_CHILD = {"positions": "position"}
 """A list in the order payload → the element each entry becomes."""
 _MAX_DEPTH = 64
+_CARRIAGE_RETURN = {"\r": "&#13;"}
+"""A parser turns a literal CR into LF (XML's line-end rule); as a character reference it arrives as sent."""
 
 
 class _Element:
@@ -217,10 +219,15 @@ def _write(parts: list[str], items: Iterable[tuple[str, Any]], path: str) -> Non
                 parts.append(f"</{child}>")
             parts.append(f"</{key}>")
         else:
-            parts.append(f"<{key}>{escape(_text(value))}</{key}>")
+            text = _text(value)
+            bad = next((c for c in text if _illegal(c)), None)
+            if bad is not None:  # the value itself is not echoed: it may be a customer's name or address
+                raise ValueError(f"{path}.{key}: holds U+{ord(bad):04X}, a character XML cannot carry")
+            parts.append(f"<{key}>{escape(text, _CARRIAGE_RETURN)}</{key}>")
 
 
 def _illegal(char: str) -> bool:
+    """A character XML 1.0 cannot carry at all: refused rather than sent in a document Winstore rejects."""
     code = ord(char)
     return (code < 0x20 and char not in "\t\n\r") or 0xD800 <= code <= 0xDFFF or code in (0xFFFE, 0xFFFF)
 
@@ -232,8 +239,4 @@ def _text(value: Any) -> str:
         return format(Decimal(repr(value)), "f")
     if isinstance(value, Decimal):
         return format(value, "f")
-    text = str(value)
-    # Characters XML 1.0 cannot carry at all: refused rather than sent as a document Winstore rejects.
-    if any(_illegal(c) for c in text):
-        raise ValueError(f"text {text[:20]!r}… holds a character XML cannot carry")
-    return text
+    return str(value)
