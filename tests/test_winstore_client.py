@@ -149,3 +149,14 @@ def test_an_order_that_cannot_be_written_is_refused_before_sending(api):
 
 def test_the_clock_never_leaks_microseconds():
     assert atom(datetime(2026, 12, 1, 23, 59, 59, 999999, tzinfo=UTC)).endswith(":59+00:00")
+
+
+@respx.mock
+def test_an_order_refused_in_xml_names_winstores_message(api):
+    refusal = b"<OrderResult><StatusCode>400</StatusCode><Message>Unknown branch 7</Message></OrderResult>"
+    respx.post(f"{API}/PostOrderWithStatusCode").mock(
+        return_value=httpx.Response(400, headers={"Content-Type": XML}, content=refusal))
+    expected = r"^POST PostOrderWithStatusCode: Winstore answered 400: Unknown branch 7$"
+    with pytest.raises(WinstoreRequestError, match=expected) as caught:
+        api.post_order(ORDER)
+    assert (caught.value.status, caught.value.message) == (400, "Unknown branch 7")

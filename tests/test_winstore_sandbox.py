@@ -361,3 +361,14 @@ def test_a_stock_level_reached_again_is_a_new_change_and_two_changes_in_one_seco
     ws.seed({"ArtNr": "WS-SHIRT", "SalesPrice": "24.95"})  # changed within the same second as the last read
     again, _ = poll(source, "articles", cursor)
     assert {c.delivery_key for c in again} - {c.delivery_key for c in first}
+
+
+def test_the_sandbox_answers_an_order_in_xml_when_asked(ws):
+    key = str(ws.seed(JEANS)[0]["ArtKey"])
+    from connectors.winstore.wire import order_xml
+
+    response = ws.http.post(f"{ws.api_root}/PostOrderWithStatusCode", content=order_xml(order_payload("W-9", key)),
+                            headers={"Content-Type": "application/xml", "Accept": "application/xml"},
+                            auth=(USER, PASSWORD))  # fmt: skip
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/xml")
+    assert records(ws.client().decode(response, "POST order"))[0]["StatusCode"] == "200"

@@ -39,6 +39,7 @@ from connectors.winstore.errors import (
     WinstoreUnavailable,
 )
 from connectors.winstore.wire import MalformedBody, field, order_xml, parse_json, parse_xml, records
+from gateway.errors import PermanentError
 
 __all__ = ["DUPLICATE_WORDS", "OrderAnswer", "WinstoreClient", "atom"]
 
@@ -99,11 +100,19 @@ class WinstoreClient(ApiClient):
         if found:
             code = field(found[0], "StatusCode", "Status", "Code", "ResultCode", "ErrorCode")
             message = field(found[0], "Message", "StatusMessage", "ExceptionMessage", "error", "Description")
+            code = "" if str(code) == str(response.status_code) else code  # a status code repeating the HTTP one
             return str(code or ""), str(message or "")
         if isinstance(data, str):
             return "", data
         text = response.text.strip() if response.headers.get("content-type", "").startswith("text/plain") else ""
         return "", text
+
+    def rejection(
+        self, error: type[PermanentError], text: str, *, status: int, code: str, message: str
+    ) -> PermanentError:
+        if issubclass(error, WinstoreRequestError):
+            return error(text, status=status, code=code, message=message)
+        return super().rejection(error, text, status=status, code=code, message=message)
 
     def encode(self, body: object) -> bytes:
         """An XML document as written (`XmlBody`); anything else as the kit encodes JSON."""
