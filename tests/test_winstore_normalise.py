@@ -8,8 +8,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from connectors.winstore.normalise import normalise_product, normalise_stock
+from connectors.winstore.normalise import change_time, normalise_product, normalise_stock
 from gateway.errors import PermanentError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "winstore"
@@ -54,3 +56,26 @@ def test_stock_is_on_hand_less_reserved_per_warehouse():
         "WS-JEANS-3232", Decimal(3), Decimal(1), Decimal(2), "2")  # fmt: skip
     with pytest.raises(PermanentError, match="holds no stock quantity"):
         normalise_stock({"ArtNr": "A"})
+
+
+FIELDS = st.sampled_from(["ArtKey", "ArtNr", "Gtin", "Description", "SalesPrice", "VatPercentage", "ChangeDate",
+                          "Active", "Stock", "Reserved", "Warehouse", "SupplierId"])  # fmt: skip
+VALUES = st.one_of(st.none(), st.text(max_size=25), st.integers(), st.booleans(),
+                   st.decimals(allow_nan=True, allow_infinity=True), st.lists(st.integers(), max_size=2))  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(FIELDS, VALUES, max_size=10))
+def test_any_record_normalises_or_is_refused_with_a_permanent_error(record):
+    for normalise in (normalise_product, normalise_stock):
+        try:
+            found = normalise(record)
+        except PermanentError:
+            continue
+        assert found.source == "winstore" and found.sku and not found.sku.startswith("[")
+
+
+@given(st.text(max_size=40))
+def test_any_change_date_reads_or_is_none(text):
+    moment = change_time({"ChangeDate": text})
+    assert moment is None or moment.tzinfo is not None

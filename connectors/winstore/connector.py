@@ -83,11 +83,11 @@ from connectors.winstore.normalise import (
     STOCK,
     article_key,
     change_time,
+    field,
     normalise_product,
     normalise_stock,
     sku_of,
 )
-from connectors.winstore.wire import field
 from gateway import keys
 from gateway.config import System
 from gateway.errors import PermanentError

@@ -18,16 +18,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from connectors.winstore.wire import field
+from pydantic import ValidationError
+
+from connectors.winstore.wire import field as any_field
 from gateway.errors import PermanentError
 from gateway.model import Product, StockLevel
 
-__all__ = ["ARTICLE", "STOCK", "article_key", "change_time", "normalise_product", "normalise_stock", "sku_of"]
+__all__ = ["ARTICLE", "STOCK", "article_key", "change_time", "field", "normalise_product", "normalise_stock", "sku_of"]
 
 KIND = "winstore"
+Built = TypeVar("Built", Product, StockLevel)
 DEFAULT_ZONE = "Europe/Amsterdam"
 
 ARTICLE: dict[str, tuple[str, ...]] = {
@@ -50,6 +53,15 @@ STOCK: dict[str, tuple[str, ...]] = {
     "quantity": ("Stock", "Quantity", "Voorraad", "Qty", "FreeStock"),
     "reserved": ("Reserved", "Gereserveerd"),
 }
+
+
+def field(record: Mapping[str, Any], *names: str) -> Any:
+    """The first of `names` the record holds a scalar for (a nested table or list is no article field)."""
+    for name in names:
+        value = any_field(record, name)
+        if value is not None and not isinstance(value, dict | list):
+            return value
+    return None
 
 
 def article_key(record: Mapping[str, Any]) -> str | None:
@@ -113,12 +125,12 @@ def normalise_product(record: Any, *, zone: str = DEFAULT_ZONE) -> Product:
     custom: dict[str, Any] = {}
     for name in ("supplier", "supplier_number", "brand", "colour"):
         value = field(record, *ARTICLE[name])
-        if value is not None and not isinstance(value, dict | list):
+        if value is not None:
             custom[f"winstore_{name}"] = str(value)
     gtin = field(record, *ARTICLE["gtin"])
     name = field(record, *ARTICLE["name"])
     description = field(record, *ARTICLE["long_description"])
-    return Product(
+    return _built(label, Product, dict(
         source=KIND,
         id=article_key(record),
         sku=sku,
@@ -131,7 +143,7 @@ def normalise_product(record: Any, *, zone: str = DEFAULT_ZONE) -> Product:
         published=_active(record),
         modified_at=change_time(record, zone),
         custom_fields=custom,
-    )
+    ))
 
 
 def normalise_stock(record: Any, *, zone: str = DEFAULT_ZONE) -> StockLevel:
@@ -148,13 +160,23 @@ def normalise_stock(record: Any, *, zone: str = DEFAULT_ZONE) -> StockLevel:
         raise PermanentError(f"{label}: the stock record holds no stock quantity")
     reserved = _decimal(field(record, *STOCK["reserved"]), "the reserved stock", label) or Decimal(0)
     warehouse = field(record, *STOCK["warehouse"])
-    return StockLevel(
+    return _built(label, StockLevel, dict(
         source=KIND,
         sku=sku,
         id=article_key(record),
         on_hand=on_hand,
         reserved=reserved,
         available=on_hand - reserved,
-        location=str(warehouse) if warehouse is not None and not isinstance(warehouse, dict | list) else None,
+        location=str(warehouse) if warehouse is not None else None,
         modified_at=change_time(record, zone),
-    )
+    ))
+
+
+def _built(label: str, model: type[Built], fields: dict[str, Any]) -> Built:
+    """The model, or PermanentError naming the fields the model refused (an amount out of range)."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        wrong = ", ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                          for e in exc.errors(include_input=False, include_url=False))  # fmt: skip
+        raise PermanentError(f"{label}: {wrong}") from None
