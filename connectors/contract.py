@@ -365,6 +365,12 @@ class Target:
 
     # -- orders ------------------------------------------------------------------------------------
 
+    @classmethod
+    def booking_problems(cls, system: System) -> list[str]:
+        """What `koppel config check` reports when an integration books orders into `system` and its settings
+        lack what booking needs (Winstore: the branch). Default: nothing."""
+        return []
+
     def find_order(self, document: str, number: str, since: datetime | None = None) -> str | None:
         """The id of the document booked for the source's order `number`, or None. `since`: when the
         attempt that may have written it began (a target that cannot look up by number searches from then)."""

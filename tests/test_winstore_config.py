@@ -101,3 +101,17 @@ flows = ["products", "stock"]
     for problem in ("winstore (winstore) cannot give orders", "winstore (winstore) cannot give customers",
                     "winstore (winstore) cannot take products", "winstore (winstore) cannot take stock"):  # fmt: skip
         assert problem in out
+
+
+def test_booking_orders_into_winstore_without_a_branch_is_reported(tmp_path, env, capsys):
+    integrations = """
+[[integrations]]
+id = "shop-to-winstore"
+source = "shop"
+target = "winstore"
+flows = ["orders"]
+"""
+    assert check(tmp_path, WINSTORE.replace("branch = 1\n", "") + SHOP + integrations) == 2
+    captured = capsys.readouterr()
+    assert "integrations[0].target: winstore books orders on systems.settings.branch" in captured.out + captured.err
+    assert check(tmp_path, WINSTORE.replace("branch = 1\n", "") + SHOP) == 0  # only when orders are booked there

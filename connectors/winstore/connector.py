@@ -351,6 +351,13 @@ class WinstoreTarget(Target):
 
     # -- orders ------------------------------------------------------------------------------------
 
+    @classmethod
+    def booking_problems(cls, system: System) -> list[str]:
+        settings, _ = WinstoreSettings.validate_system(system)
+        if isinstance(settings, WinstoreSettings) and settings.branch is None:
+            return [f"{system.id} books orders on systems.settings.branch (the branch number); it is not set"]
+        return []
+
     def _posted(self) -> str:
         return keys.cache(self.system.id, "posted_orders")
 
