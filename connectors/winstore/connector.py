@@ -48,7 +48,8 @@ Quirks Koppel handles:
 * Simple products only: no variants, categories or images (normalise.py).
 * Stock per warehouse (`GetChangedStockWithWarehouse`, `outOfStock=1` so that a sale to zero is seen);
   with `warehouses` set, an article's stock is the sum over those warehouses: a change in one of them
-  reads the others of that article (`GetStock`) when the answer did not bring them. Without
+  reads the others of that article (`GetStock`) when the answer did not bring them — or, for more than
+  `FILL_IN_LIMIT` such articles (a stock count), every article's stock in one call. Without
   `warehouses`, the total (`GetChangedStock`).
 * Orders go *into* Winstore only: the API offers no order reading, so Winstore is no source of orders,
   and no order lookup either. `find_order` answers from what this connector recorded of its own posts
@@ -101,6 +102,8 @@ PAGE_SIZE = 500
 CATALOGUE_SINCE = datetime(2000, 1, 1, tzinfo=UTC)
 """A date before any article changed: `GetArticleDataChangesByDate` from then is the whole catalogue."""
 POSTED_TTL = 90 * 24 * 3600
+FILL_IN_LIMIT = 20
+"""More changed articles than this lacking a chosen warehouse: all stock is read in one call, not one per article."""
 STREAMS = {"products": "articles", "stock": "stock"}
 
 
@@ -239,15 +242,20 @@ class WinstoreSource(Source):
             key = article_key(row)
             if key is not None and _warehouse(row) in wanted:
                 by_article.setdefault(key, []).append(row)
-        out = []
-        for key, rows in by_article.items():
-            held = {_warehouse(row): row for row in rows}
-            if len(wanted - set(held)) > 0 and len(wanted) > 1:
-                for row in api.stock_by_key(key):  # the article's other warehouses, unchanged
-                    if _warehouse(row) in wanted and _warehouse(row) not in held:
-                        held[_warehouse(row)] = row
-            out.append(_stock_change(_summed(key, rows[0], held, sorted(wanted), zone), zone))
-        return out
+        held = {key: {_warehouse(row): row for row in rows} for key, rows in by_article.items()}
+        lacking = [key for key, found in held.items() if wanted - set(found)]
+        if len(lacking) > FILL_IN_LIMIT:  # a stock count: every article's stock at once beats a call per article
+            for row in api.stock_changed_by_warehouse(CATALOGUE_SINCE):
+                key = article_key(row)
+                if key in held and _warehouse(row) in wanted:
+                    held[key].setdefault(_warehouse(row), row)
+        else:
+            for key in lacking:  # the article's other warehouses, unchanged since
+                for row in api.stock_by_key(key):
+                    if _warehouse(row) in wanted:
+                        held[key].setdefault(_warehouse(row), row)
+        return [_stock_change(_summed(key, rows[0], held[key], sorted(wanted), zone), zone)
+                for key, rows in by_article.items()]  # fmt: skip
 
 
 def _warehouse(row: Mapping[str, Any]) -> str:
