@@ -64,7 +64,7 @@ VALUES = st.one_of(st.none(), st.text(max_size=25), st.integers(), st.booleans()
                    st.decimals(allow_nan=True, allow_infinity=True), st.lists(st.integers(), max_size=2))  # fmt: skip
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.dictionaries(FIELDS, VALUES, max_size=10))
 def test_any_record_normalises_or_is_refused_with_a_permanent_error(record):
     for normalise in (normalise_product, normalise_stock):
@@ -75,6 +75,7 @@ def test_any_record_normalises_or_is_refused_with_a_permanent_error(record):
         assert found.source == "winstore" and found.sku and not found.sku.startswith("[")
 
 
+@settings(deadline=None)
 @given(st.text(max_size=40))
 def test_any_change_date_reads_or_is_none(text):
     moment = change_time({"ChangeDate": text})

@@ -119,7 +119,7 @@ NAMES = st.from_regex(r"[A-WYZa-wyz_][A-Za-z0-9_]{0,12}", fullmatch=True)
 SCALAR = st.one_of(XML_TEXT, st.integers(-(10**9), 10**9), st.decimals(allow_nan=False, allow_infinity=False, places=2))
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.dictionaries(NAMES.filter(lambda n: n != "positions"), SCALAR, min_size=1, max_size=6),
     st.lists(st.dictionaries(NAMES, SCALAR, min_size=1, max_size=4), min_size=2, max_size=4),
@@ -132,7 +132,7 @@ def test_an_order_document_reads_back_as_written(fields, positions):
     assert len(read["positions"]["position"]) == len(positions)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_parse_or_are_refused_cleanly(body):
     for parse in (parse_xml, parse_json):
@@ -140,7 +140,7 @@ def test_arbitrary_bytes_parse_or_are_refused_cleanly(body):
             parse(body)
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
                     max_leaves=12))  # fmt: skip
