@@ -306,6 +306,9 @@ class Target:
     documents: ClassVar[tuple[str, ...]] = ("order",)
     needs_items: ClassVar[frozenset[str]] = frozenset({"order"})
     items_case_sensitive: ClassVar[bool] = False
+    customer_accounts: ClassVar[bool] = True
+    """Whether booking an order needs the target's customer (found or created by the customers flow); False
+    for a target whose orders carry their customer themselves (Winstore): booked as guest orders."""
     service_items: ClassVar[bool] = True
     """Whether shipping, fee and discount lines are booked as items (an ERP's service items) rather than
     as the target's own kinds of line (a shop's shipping and fee lines)."""
@@ -361,6 +364,12 @@ class Target:
         return str(value) if value is not None else ("separate" if cls.service_items else "in_lines")
 
     # -- orders ------------------------------------------------------------------------------------
+
+    @classmethod
+    def booking_problems(cls, system: System) -> list[str]:
+        """What `koppel config check` reports when an integration books orders into `system` and its settings
+        lack what booking needs (Winstore: the branch). Default: nothing."""
+        return []
 
     def find_order(self, document: str, number: str, since: datetime | None = None) -> str | None:
         """The id of the document booked for the source's order `number`, or None. `since`: when the

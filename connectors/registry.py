@@ -134,6 +134,7 @@ def config_problems(config: Config) -> list[str]:
                 problems.append(f"integrations[{index}].flows: {target.kind} ({target.id}) cannot take {flow}")
         if "orders" in integration.flows and "orders" in writes:
             problems += _order_problems(config, index, integration, get(source_kind).source, get(target.kind).target)
+            problems += _booking_problems(index, integration, target, get(target.kind).target)
     return problems
 
 
@@ -168,6 +169,16 @@ def _order_problems(
                 f"{document!r} so that their status is written back"
             )
     return problems
+
+
+def _booking_problems(index: int, integration: Integration, system: System, target: type[Target] | None) -> list[str]:
+    """What the target system's settings lack for booking orders, when this integration books them."""
+    mode = integration.settings.get("order_mode")
+    if target is None or target.order_mode_problem(mode) is not None:
+        return []  # no target, or a mode reported above
+    if target.order_mode_of(integration.settings) not in ("book", "both"):
+        return []
+    return [f"integrations[{index}].target: {problem}" for problem in target.booking_problems(system)]
 
 
 def _endpoint_problems(config: Config, index: int, endpoint: Endpoint, known: list[str]) -> list[str]:

@@ -177,6 +177,8 @@ def test_many_records_are_looked_up_at_once_and_the_missing_left_out(sandboxed):
 
 @pytest.mark.parametrize("sandboxed", targets(), indirect=True)
 def test_an_unknown_record_is_not_found(sandboxed):
+    if "products" not in connector(sandboxed.kind).writes:
+        pytest.skip(f"{sandboxed.kind} takes no products: it has no record to update")
     rt = sandboxed.runtime()
     try:
         with pytest.raises(NotFound):

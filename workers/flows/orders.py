@@ -17,7 +17,8 @@ Booking (a target that books orders: an ERP, an accounting package, a shop takin
 2. Status filter: only orders whose status (canonical name or the source's code) is in
    `settings.order_statuses` travel (default: the source's `booked_statuses`).
 3. The customer: workers/flows/customers.py (default debtor, or by e-mail: created or updated); with
-   `settings.guest_orders` none (the target's guest orders).
+   `settings.guest_orders`, or a target without customer accounts (`Target.customer_accounts`), none
+   (the target's guest orders).
 4. For document types whose lines are items (`Target.needs_items`), every SKU must exist in the
    target — also, for targets that book them as items (`Target.service_items`), the service items of
    shipping, fee and discount lines (`settings.shipping_item`, `fee_item`, `discount_item`); otherwise
@@ -190,7 +191,7 @@ def book(work: Work, order: Order) -> FlowResult:
         if codes:
             pipe.hmget(item_cache(work), codes)
 
-    guest = bool(settings.get("guest_orders"))
+    guest = bool(settings.get("guest_orders")) or not target.customer_accounts
     cached_customer, *cached_items = ledger.mark(order.number, also=read_caches)
     writing = False
     try:

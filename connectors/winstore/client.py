@@ -1,0 +1,207 @@
+"""Winstore's web service (`…/iposws/api/osd`) on the HTTP kit (connectors/http.py): HTTP Basic auth, XML or JSON.
+
+    articles_changed(since)                 GET  GetArticleDataChangesByDate?date=<ATOM>
+    stock_by_key(artkey) / stock_by_gtin()  GET  GetStock?type=byArtikelKey&artkey= / type=byGtin&gtin=
+    stock_changed(since)                    GET  GetChangedStock?date=
+    stock_changed_by_warehouse(since)       GET  GetChangedStockWithWarehouse?date=&outOfStock=1
+    suppliers() / supplier_articles(id)     GET  GetSuppliers / GetArticleDataBySupplierId?id=
+    post_order(payload)                     POST PostOrderWithStatusCode, the XML `<order>` document
+
+Query parameters are joined with `&` as HTTP has it (the public PHP client joins them with `?`, a bug of
+its own, changelog 1.0.8). Dates go out as ATOM (`2026-03-14T13:02:11+00:00`, UTC).
+
+Answers are read by their Content-Type: `application/xml`/`text/xml` through wire.parse_xml (hardened:
+no DTDs, no entities), `application/json` as JSON, anything else by its first byte (`<` or `{`/`[`).
+Koppel asks for JSON (`Accept: application/json`, as the PHP client does). An error body's message is
+read from `Message`/`message`/`StatusMessage`/`error` (ASP.NET Web API's `{"Message": …}` and guesses).
+
+`PostOrderWithStatusCode` answers with a status code (hence the name). The public client does not show
+its shape; this client reads a status code from `StatusCode`/`Status`/`Code`/`ResultCode` and treats a
+code of 400 and up (or a `Success`/`Result` of false) as a refusal even when the HTTP status is 200, and
+takes the order's id from `OrderId`/`Id`/`OrderNr` when the answer gives one, else the ordernr sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import httpx
+
+from connectors.http import ApiClient, Retry
+from connectors.winstore.errors import (
+    WinstoreAuthError,
+    WinstoreNotFound,
+    WinstoreRateLimited,
+    WinstoreRequestError,
+    WinstoreResponseError,
+    WinstoreUnavailable,
+)
+from connectors.winstore.wire import MalformedBody, field, order_xml, parse_json, parse_xml, records
+from gateway.errors import PermanentError
+
+__all__ = ["DUPLICATE_WORDS", "OrderAnswer", "WinstoreClient", "atom"]
+
+XML_TYPES = ("application/xml", "text/xml")
+DUPLICATE_WORDS = ("already exists", "bestaat al", "duplicate")
+"""Words in a refusal of an order that say its ordernr is in Winstore already (guessed; see connector.py)."""
+
+
+def atom(moment: datetime) -> str:
+    """A moment as ATOM in UTC, seconds precision (`2026-03-14T13:02:11+00:00`)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+class XmlBody:
+    """A request body that is an XML document already (the kit sends JSON otherwise)."""
+
+    __slots__ = ("content",)
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+
+
+class OrderAnswer:
+    """What Winstore said to an order: its id (the ordernr unless the answer names another) and its message."""
+
+    def __init__(self, order_id: str, code: str, message: str) -> None:
+        self.order_id = order_id
+        self.code = code
+        self.message = message
+
+
+class WinstoreClient(ApiClient):
+    system = "Winstore"
+    unavailable_error = WinstoreUnavailable
+    rate_limited_error = WinstoreRateLimited
+    rejected_error = WinstoreRequestError
+    not_found_error = WinstoreNotFound
+    auth_error = WinstoreAuthError
+    bad_response_error = WinstoreResponseError
+    auth_statuses: ClassVar[frozenset[int]] = frozenset({401, 403})
+    auth_advice = "check the system's credentials.username and credentials.password"
+
+    def __init__(
+        self, http: httpx.Client, *, base_url: str, username: str, password: str, retry: Retry | None = None, **kw: Any
+    ) -> None:
+        super().__init__(http, api_root=base_url, auth=httpx.BasicAuth(username, password), retry=retry, **kw)
+
+    # -- the kit's hooks ---------------------------------------------------------------------------------
+
+    def error_fields(self, response: httpx.Response) -> tuple[str, str]:
+        try:
+            data = self.read(response)
+        except MalformedBody:
+            data = None
+        found = records(data)
+        if found:
+            code = field(found[0], "StatusCode", "Status", "Code", "ResultCode", "ErrorCode")
+            message = field(found[0], "Message", "StatusMessage", "ExceptionMessage", "error", "Description")
+            code = "" if str(code) == str(response.status_code) else code  # a status code repeating the HTTP one
+            return str(code or ""), str(message or "")
+        if isinstance(data, str):
+            return "", data
+        text = response.text.strip() if response.headers.get("content-type", "").startswith("text/plain") else ""
+        return "", text
+
+    def rejection(
+        self, error: type[PermanentError], text: str, *, status: int, code: str, message: str
+    ) -> PermanentError:
+        if issubclass(error, WinstoreRequestError):
+            return error(text, status=status, code=code, message=message)
+        return super().rejection(error, text, status=status, code=code, message=message)
+
+    def encode(self, body: object) -> bytes:
+        """An XML document as written (`XmlBody`); anything else as the kit encodes JSON."""
+        return body.content if isinstance(body, XmlBody) else super().encode(body)
+
+    def query_value(self, value: object) -> str:
+        if isinstance(value, datetime):
+            return atom(value)
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        return str(value)
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    def read(self, response: httpx.Response) -> Any:
+        """The body as plain Python, by its Content-Type; MalformedBody when it is not what it says."""
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        content = response.content
+        if kind in XML_TYPES or kind.endswith("+xml"):
+            return parse_xml(content)
+        if kind == "application/json" or kind.endswith("+json"):
+            return parse_json(content)
+        start = content.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+        if start == b"<":
+            return parse_xml(content)
+        if start in (b"{", b"[", b""):
+            return parse_json(content)
+        raise MalformedBody(f"a body of type {kind or 'unknown'} that is neither XML nor JSON")
+
+    def decode(self, response: httpx.Response, where: str) -> Any:
+        try:
+            return self.read(response)
+        except MalformedBody as exc:
+            raise WinstoreResponseError(f"{where}: Winstore's answer is unreadable: {exc}") from None
+
+    def get_records(self, endpoint: str, params: Mapping[str, object] | None = None) -> list[dict[str, Any]]:
+        return records(self.request("GET", endpoint, params=params))
+
+    def articles_changed(self, since: datetime) -> list[dict[str, Any]]:
+        """Every article whose data changed since `since` (Winstore answers them all at once: no paging)."""
+        return self.get_records("GetArticleDataChangesByDate", {"date": since})
+
+    def stock_by_key(self, artkey: int | str) -> list[dict[str, Any]]:
+        """The stock of one article (per warehouse, where Winstore says)."""
+        return self.get_records("GetStock", {"type": "byArtikelKey", "artkey": artkey})
+
+    def stock_by_gtin(self, gtin: str) -> list[dict[str, Any]]:
+        return self.get_records("GetStock", {"type": "byGtin", "gtin": gtin})
+
+    def stock_changed(self, since: datetime) -> list[dict[str, Any]]:
+        """Articles whose stock changed since `since`, their total over all warehouses."""
+        return self.get_records("GetChangedStock", {"date": since})
+
+    def stock_changed_by_warehouse(self, since: datetime, *, out_of_stock: bool = True) -> list[dict[str, Any]]:
+        """Stock changed since `since`, one record per article and warehouse (`outOfStock=1`: those at 0 too)."""
+        return self.get_records("GetChangedStockWithWarehouse", {"date": since, "outOfStock": out_of_stock})
+
+    def suppliers(self) -> list[dict[str, Any]]:
+        return self.get_records("GetSuppliers")
+
+    def supplier_articles(self, supplier_id: int | str) -> list[dict[str, Any]]:
+        return self.get_records("GetArticleDataBySupplierId", {"id": supplier_id})
+
+    # -- orders ------------------------------------------------------------------------------------------
+
+    def post_order(self, payload: Mapping[str, Any]) -> OrderAnswer:
+        """POST the `<order>` document; the answer, or WinstoreRequestError when Winstore refused it."""
+        try:
+            body = order_xml(payload)
+        except ValueError as exc:
+            raise WinstoreRequestError(f"POST PostOrderWithStatusCode: the order cannot be sent: {exc}",
+                                       status=0) from None  # fmt: skip
+        where = "POST PostOrderWithStatusCode"
+        response = self._send_xml(where, body)
+        found = records(self.decode(response, where))
+        answer = found[0] if found else {}
+        code = str(field(answer, "StatusCode", "Status", "Code", "ResultCode") or "")
+        message = " ".join(str(field(answer, "Message", "StatusMessage", "Description") or "").split())[:300]
+        success = field(answer, "Success", "Result")
+        refused = (code.isdigit() and int(code) >= 400) or str(success).lower() == "false"
+        if refused:
+            text = f"{where}: Winstore answered {response.status_code} with status code {code or '?'}"
+            raise WinstoreRequestError(text + (f": {message}" if message else ""), status=int(code) if code.isdigit()
+                                       else 422, code=code, message=message)  # fmt: skip
+        number = str(payload.get("ordernr") or "")
+        order_id = field(answer, "OrderId", "Id", "OrderNr", "Ordernr")
+        return OrderAnswer(str(order_id) if order_id is not None else number, code, message)
+
+    def _send_xml(self, where: str, body: bytes) -> httpx.Response:
+        """POST an XML body through the kit's loop (budget, auth, errors; a POST is never retried in place)."""
+        return self.send("POST", "PostOrderWithStatusCode", json=XmlBody(body),
+                         headers={"Content-Type": "application/xml"})  # fmt: skip

@@ -1,0 +1,428 @@
+"""Winstore (ACA's retail and till system) as a `Source` (articles and stock, polled by date) and a `Target`
+(orders posted into it), on its web service `…/iposws/api/osd`.
+
+    [[systems]]
+    id = "winstore"
+    kind = "winstore"
+    base_url = "https://winstore-c.aca.nl/iposws/api/osd"
+    [systems.credentials]
+    username = "env:WINSTORE_USER"              # the web service user (HTTP Basic)
+    password = "env:WINSTORE_PASSWORD"
+    [systems.settings]
+    poll_interval_seconds = 60                  # how often articles and stock are read
+    branch = 1                                  # the branch (filiaal) orders are booked on, and their lines
+    channel = "webshop"                         # the order's sales channel
+    default_customer_id = 999999                # Winstore's customer for webshop orders
+    warehouses = [1, 2]                         # the warehouses whose stock counts (empty: all, as a total)
+    timezone = "Europe/Amsterdam"               # how Winstore's dates without an offset are read
+    initial_lookback_seconds = 86400            # how far back the first poll reads
+    overlap_seconds = 300                       # how far behind its cursor each poll starts again
+
+What is known of Winstore's API comes from one public client (the PHP package onetoweb/winstore), not
+from documentation; ../shared/docs/PLATFORMS.md §5. Known [V] from that client: the base URL, HTTP Basic,
+the endpoints and their query parameters, the `<order>` document's elements, `Accept: application/json`
+honoured, answers typed by Content-Type. Unverified [U], built as guessed and tolerant of other spellings:
+
+* Field names of articles and stock (normalise.py lists the spellings read). The sandbox answers the
+  first of each (`ArtKey`, `ArtNr`, `Gtin`, `Description`, `SalesPrice`, `VatPercentage`, `ChangeDate`,
+  `Warehouse`, `Stock`).
+* `PostOrderWithStatusCode`'s answer: the client reads a status code and a message (client.py); a
+  status of 400 and up is a refusal even under HTTP 200. Whether Winstore refuses an ordernr it holds
+  already is unknown; the sandbox does (409, "already exists"), and this target then takes the order as
+  booked by an earlier attempt.
+* `position/product_id`: the default mapping sends the article key (`ArtKey`) Koppel found for the
+  line's SKU; the public client's example uses a 12-digit number, which may be a GTIN instead. Change
+  the mapping (`product_id = "ean"`…) if Winstore wants that.
+* `invoice_add/city`: the public client sets a city but never writes it into the document (a bug, by
+  the look of it); Koppel sends it.
+* Dates: the `date` parameter is sent as ATOM in UTC; that Winstore honours the offset is assumed.
+
+Quirks Koppel handles:
+
+* No webhooks: every stream is polled by date. A change date has second resolution and a change may be
+  committed after a later one was read, so each poll starts `overlap_seconds` before its cursor (the
+  newest change date read); what the overlap reads again keeps its delivery key (article key, change
+  date and a digest of the article's fields, or of its stock) and is not processed twice. Winstore answers a whole
+  window at once (no paging); the connector hands it to the poller in pages of `PAGE_SIZE`, in change
+  order, each page's cursor its newest change.
+* Simple products only: no variants, categories or images (normalise.py).
+* Stock per warehouse (`GetChangedStockWithWarehouse`, `outOfStock=1` so that a sale to zero is seen);
+  with `warehouses` set, an article's stock is the sum over those warehouses: a change in one of them
+  reads the others of that article (`GetStock`) when the answer did not bring them — or, for more than
+  `FILL_IN_LIMIT` such articles (a stock count), every article's stock in one call. Without
+  `warehouses`, the total (`GetChangedStock`).
+* Orders go *into* Winstore only: the API offers no order reading, so Winstore is no source of orders,
+  and no order lookup either. `find_order` answers from what this connector recorded of its own posts
+  (ordernr → id, written the moment Winstore accepted the order); an attempt that died between
+  Winstore's acceptance and that record — or whose answer was lost (a timeout) — is found only if
+  Winstore refuses the repeated ordernr. Exactly-once rests on the flow's ledger and in-flight marker.
+* Winstore has no customer accounts in its API: an order carries its customer (`customerid`, default
+  999999, with the e-mail and invoice address), so booking needs no customer lookup
+  (`customer_accounts = False`).
+* No writes of stock, products or customers are known: Winstore takes orders only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+
+from connectors.contract import Canonical, Change, Context, Settings, Source, Target
+from connectors.winstore.client import DUPLICATE_WORDS, WinstoreClient, atom
+from connectors.winstore.errors import WinstoreRequestError
+from connectors.winstore.normalise import (
+    ARTICLE,
+    STOCK,
+    article_key,
+    change_time,
+    field,
+    normalise_product,
+    normalise_stock,
+    sku_of,
+)
+from gateway import keys
+from gateway.config import System
+from gateway.errors import PermanentError
+
+__all__ = ["PAGE_SIZE", "WinstoreSettings", "WinstoreSource", "WinstoreTarget", "client"]
+
+log = logging.getLogger(__name__)
+
+KIND = "winstore"
+PAGE_SIZE = 500
+CATALOGUE_SINCE = datetime(2000, 1, 1, tzinfo=UTC)
+"""A date before any article changed: `GetArticleDataChangesByDate` from then is the whole catalogue."""
+POSTED_TTL = 90 * 24 * 3600
+FILL_IN_LIMIT = 20
+"""More changed articles than this lacking a chosen warehouse: all stock is read in one call, not one per article."""
+STREAMS = {"products": "articles", "stock": "stock"}
+
+
+class WinstoreSettings(Settings):
+    credentials = ("username", "password")
+    needs_base_url = True
+
+    branch: int | None = Field(default=None, ge=0)
+    """The branch (filiaal) orders are booked on, and their lines; required to book orders."""
+    channel: str | None = None
+    """The order's sales channel (`<channel>`)."""
+    default_customer_id: int = Field(default=999999, ge=0)
+    """Winstore's customer number for the orders Koppel books (`<customerid>`)."""
+    warehouses: list[int] = []
+    """The warehouses whose stock counts, summed; empty: the total over all."""
+    timezone: str = "Europe/Amsterdam"
+    initial_lookback_seconds: int = Field(default=86400, ge=0)
+    overlap_seconds: int = Field(default=300, ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Amsterdam)") from None
+        return value
+
+    @field_validator("warehouses")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a warehouse twice")
+        return value
+
+    def check(self, system: System) -> list[str]:
+        base = system.base_url or ""
+        if base and not base.startswith("https://") and not _loopback(base):
+            return ["base_url: must be https:// (HTTP Basic would send the password in the clear)"]
+        return []
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return url.startswith("http://") and (host in ("localhost", "::1") or host.startswith("127."))
+
+
+def settings_of(system: System) -> WinstoreSettings:
+    found = WinstoreSettings.of(system)
+    assert isinstance(found, WinstoreSettings)
+    return found
+
+
+def client(system: System, context: Context) -> WinstoreClient:
+    """A client for the system, on the process's shared HTTP client."""
+    settings_of(system)  # base URL and credentials present, settings valid: else a PermanentError naming them
+    assert system.base_url is not None
+    username, password = (system.credentials[name].get_secret_value() for name in WinstoreSettings.credentials)
+    return WinstoreClient(context.http, base_url=system.base_url, username=username, password=password)
+
+
+def _client(system: System, context: Context) -> WinstoreClient:
+    return context.cached(f"winstore:{system.id}", lambda: client(system, context))  # type: ignore[no-any-return]
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+class WinstoreSource(Source):
+    """Articles (`products`) and stock (`stock`), polled by date; Winstore gives no orders and no customers."""
+
+    kind = KIND
+    title = "Winstore"
+    resources: ClassVar[Mapping[str, str]] = {"article": "products", "stock": "stock"}
+    streams: ClassVar[Mapping[str, str]] = STREAMS
+    booked_statuses: ClassVar[tuple[str, ...]] = ()
+
+    def _zone(self) -> str:
+        return settings_of(self.system).timezone if self.system is not None else "Europe/Amsterdam"
+
+    def version(self, flow: str, record: Any) -> str | None:
+        """`<article key>:<change date>:<digest>`: of the article's fields (products) or of its stock, reserved
+        stock and warehouses (stock). The digest tells two changes within one second apart; the date tells
+        a stock level reached again (5 → 4 → 5) from the first time it was."""
+        if not isinstance(record, Mapping) or article_key(record) is None or flow not in STREAMS:
+            return None
+        return _version(record, self._zone(), flow)
+
+    def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
+        if flow == "products":
+            return normalise_product(record, zone=self._zone())
+        if flow == "stock":
+            return normalise_stock(record, zone=self._zone())
+        return super().normalise(flow, record, settings)
+
+    def changes(self, stream: str, cursor: str | None) -> Iterator[tuple[list[Change], str]]:
+        system = self.require_system("polling Winstore")
+        assert self.context is not None
+        if stream not in STREAMS.values():
+            raise PermanentError(f"cannot poll Winstore stream {stream!r}; known: {', '.join(STREAMS.values())}")
+        settings = settings_of(system)
+        now = datetime.now(UTC)
+        if cursor is None:
+            since = now - timedelta(seconds=settings.initial_lookback_seconds)
+            floor = atom(since)
+        else:
+            try:
+                parsed = datetime.fromisoformat(cursor)
+            except ValueError:
+                raise PermanentError(f"Winstore poll cursor {cursor!r} is not a date; delete it to restart") from None
+            since, floor = parsed - timedelta(seconds=settings.overlap_seconds), cursor
+        api = _client(system, self.context)
+        if stream == "articles":
+            zone = settings.timezone
+            found = [(r, change_time(r, zone)) for r in api.articles_changed(since) if article_key(r)]
+            changes = [(self._article_change(r, zone), moment) for r, moment in found]
+        else:
+            changes = self._stock_changes(api, settings, since)
+        return _pages(changes, floor)
+
+    def _article_change(self, record: dict[str, Any], zone: str) -> Change:
+        return Change("article", article_key(record), f"article.sync:{_version(record, zone, 'products')}", record)
+
+    def _stock_changes(
+        self, api: WinstoreClient, settings: WinstoreSettings, since: datetime
+    ) -> list[tuple[Change, datetime | None]]:
+        zone = settings.timezone
+        if not settings.warehouses:
+            rows = api.stock_changed(since)
+            return [_stock_change(row, zone) for row in rows if article_key(row)]
+        wanted = {str(w) for w in settings.warehouses}
+        by_article: dict[str, list[dict[str, Any]]] = {}
+        for row in api.stock_changed_by_warehouse(since):
+            key = article_key(row)
+            if key is not None and _warehouse(row) in wanted:
+                by_article.setdefault(key, []).append(row)
+        held = {key: {_warehouse(row): row for row in rows} for key, rows in by_article.items()}
+        lacking = [key for key, found in held.items() if wanted - set(found)]
+        if len(lacking) > FILL_IN_LIMIT:  # a stock count: every article's stock at once beats a call per article
+            for row in api.stock_changed_by_warehouse(CATALOGUE_SINCE):
+                key = article_key(row)
+                if key in held and _warehouse(row) in wanted:
+                    held[key].setdefault(_warehouse(row), row)
+        else:
+            for key in lacking:  # the article's other warehouses, unchanged since
+                for row in api.stock_by_key(key):
+                    if _warehouse(row) in wanted:
+                        held[key].setdefault(_warehouse(row), row)
+        return [_stock_change(_summed(key, rows[0], held[key], sorted(wanted), zone), zone)
+                for key, rows in by_article.items()]  # fmt: skip
+
+
+def _warehouse(row: Mapping[str, Any]) -> str:
+    return str(field(row, *STOCK["warehouse"]) or "")
+
+
+def _newest(rows: Iterable[Mapping[str, Any]], zone: str) -> datetime | None:
+    moments = [m for m in (change_time(r, zone) for r in rows) if m is not None]
+    return max(moments) if moments else None
+
+
+def _quantities(record: Mapping[str, Any]) -> Any:
+    return [field(record, *STOCK["quantity"]), field(record, *STOCK["reserved"]), field(record, *STOCK["warehouse"])]
+
+
+def _summed(
+    key: str, first: Mapping[str, Any], held: Mapping[str, Mapping[str, Any]], wanted: list[str], zone: str
+) -> dict[str, Any]:
+    """One stock record of an article over the wanted warehouses (a warehouse Winstore did not list holds 0)."""
+
+    def amount(row: Mapping[str, Any] | None, names: tuple[str, ...]) -> Decimal:
+        value = field(row, *names) if row is not None else None
+        try:
+            return Decimal(str(value).replace(",", ".")) if value is not None else Decimal(0)
+        except ArithmeticError:
+            raise PermanentError(f"winstore article {key}: stock {str(value)[:30]!r} is not a number") from None
+
+    summed = {n.lower() for n in (*STOCK["quantity"], *STOCK["reserved"], *STOCK["warehouse"])}
+    record = {k: v for k, v in first.items() if k.lower() not in summed}
+    record["Stock"] = str(sum((amount(held.get(w), STOCK["quantity"]) for w in wanted), Decimal(0)))
+    record["Reserved"] = str(sum((amount(held.get(w), STOCK["reserved"]) for w in wanted), Decimal(0)))
+    record["Warehouse"] = ",".join(wanted)
+    newest = _newest(held.values(), zone)  # of every warehouse counted: the same however the window fell
+    summed_date = {n.lower() for n in ARTICLE["changed"]}
+    record = {k: v for k, v in record.items() if k.lower() not in summed_date}
+    if newest is not None:
+        record["ChangeDate"] = atom(newest)
+    record["ArtKey"] = key
+    if sku_of(record) is None:
+        for row in held.values():
+            if sku_of(row) is not None:
+                record["ArtNr"] = sku_of(row)
+                break
+    return record
+
+
+def _stock_change(record: dict[str, Any], zone: str) -> tuple[Change, datetime | None]:
+    change = Change("stock", article_key(record), f"stock.sync:{_version(record, zone, 'stock')}", record)
+    return change, change_time(record, zone)
+
+
+def _version(record: Mapping[str, Any], zone: str, flow: str) -> str:
+    moment = change_time(record, zone)
+    digest = _digest(_quantities(record) if flow == "stock" else record)
+    return f"{article_key(record)}:{atom(moment) if moment is not None else '-'}:{digest}"
+
+
+def _pages(changes: list[tuple[Change, datetime | None]], floor: str) -> Iterator[tuple[list[Change], str]]:
+    """The changes in change order, `PAGE_SIZE` a page, each with its newest change date as the cursor (a
+    change without a date sorts first and moves no cursor)."""
+    ordered = sorted(changes, key=lambda pair: (pair[1] is not None, pair[1] or datetime.min.replace(tzinfo=UTC)))
+    cursor = floor
+    if not ordered:
+        yield [], cursor
+        return
+    for start in range(0, len(ordered), PAGE_SIZE):
+        page = ordered[start : start + PAGE_SIZE]
+        moments = [m for _, m in page if m is not None]
+        if moments:
+            newest = atom(max(moments))
+            cursor = max(cursor, newest, key=lambda c: datetime.fromisoformat(c))
+        yield [change for change, _ in page], cursor
+
+
+class WinstoreTarget(Target):
+    """Orders booked in Winstore (`PostOrderWithStatusCode`); nothing else (see the module docstring)."""
+
+    kind = KIND
+    title = "Winstore"
+    writes = frozenset({"orders"})
+    order_modes = ("book",)
+    documents = ("order",)
+    customer_accounts = False
+
+    @property
+    def api(self) -> WinstoreClient:
+        return _client(self.system, self.context)
+
+    @property
+    def calls(self) -> int:
+        return self.api.calls
+
+    @classmethod
+    def discount_lines_of(cls, settings: Mapping[str, Any]) -> str:
+        """Default "in_lines": a till's order line is sold at the price paid (no discount articles needed)."""
+        value = settings.get("discount_lines")
+        problem = cls.discount_lines_problem(value)
+        if problem is not None:
+            raise PermanentError(f"settings.discount_lines {value!r}: {problem}")
+        return str(value) if value is not None else "in_lines"
+
+    # -- orders ------------------------------------------------------------------------------------
+
+    @classmethod
+    def booking_problems(cls, system: System) -> list[str]:
+        settings, _ = WinstoreSettings.validate_system(system)
+        if isinstance(settings, WinstoreSettings) and settings.branch is None:
+            return [f"{system.id} books orders on systems.settings.branch (the branch number); it is not set"]
+        return []
+
+    def _posted(self) -> str:
+        return keys.cache(self.system.id, "posted_orders")
+
+    def references(self, document: str) -> dict[str, Any]:
+        """`$context.customer`, `.branch`, `.channel`, `.timezone` for the order document, from the settings."""
+        settings = settings_of(self.system)
+        if settings.branch is None:
+            raise PermanentError(f"systems.{self.system.id}.settings.branch: required to book orders in Winstore "
+                                 "(the branch number the orders and their lines are booked on)")  # fmt: skip
+        refs: dict[str, Any] = {"customer": settings.default_customer_id, "branch": settings.branch,
+                                "timezone": settings.timezone}
+        if settings.channel:
+            refs["channel"] = settings.channel
+        return refs
+
+    def find_order(self, document: str, number: str, since: datetime | None = None) -> str | None:
+        """What this connector recorded when Winstore accepted the order `number`; Winstore itself cannot be
+        asked (no order reading in its API)."""
+        found = self.context.redis.hget(self._posted(), number)
+        return keys.text(found) if found else None
+
+    def create_order(self, document: str, payload: Mapping[str, Any]) -> str:
+        number = str(payload.get("ordernr") or "")
+        if not number:
+            raise PermanentError("a Winstore order needs its ordernr (the mapping gave none)")
+        try:
+            answer = self.api.post_order(payload)
+        except WinstoreRequestError as exc:
+            if exc.status != 409 and not any(word in str(exc).lower() for word in DUPLICATE_WORDS):
+                raise
+            # Winstore holds this ordernr already: an earlier attempt's post landed (its answer lost, or
+            # the worker died before the ledger): the id recorded then, else the ordernr.
+            order_id = self.find_order(document, number) or number
+            log.info("order %s is in Winstore already (%s); taken as booked", number, exc.message or exc.status)
+        else:
+            order_id = answer.order_id
+        with self.context.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self._posted(), number, order_id)
+            pipe.expire(self._posted(), POSTED_TTL)
+            pipe.execute()
+        return order_id
+
+    # -- items -------------------------------------------------------------------------------------
+
+    def find_items(self, skus: Iterable[str]) -> dict[str, str]:
+        """{sku: article key} by article number (or GTIN): Winstore looks articles up by key or GTIN only, so
+        the catalogue is read once (`GetArticleDataChangesByDate` since 2000) for any number of SKUs."""
+        wanted = {sku.casefold(): sku for sku in skus}
+        if not wanted:
+            return {}
+        found: dict[str, str] = {}
+        for record in self.api.articles_changed(CATALOGUE_SINCE):
+            key = article_key(record)
+            if key is None:
+                continue
+            for code in (sku_of(record), field(record, "Gtin", "Ean")):
+                asked = wanted.get(str(code).casefold()) if code is not None else None
+                if asked is not None and asked not in found:
+                    found[asked] = key
+        return found

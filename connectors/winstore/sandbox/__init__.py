@@ -1,0 +1,36 @@
+"""An in-memory Winstore: the web service the connector uses, as far as it is known (PLATFORMS.md §5).
+
+    python -m connectors.winstore.sandbox --port 8083 --username koppel --password winstore-sandbox
+
+What it reproduces, and what is guessed [U] (nothing public documents Winstore's answers):
+
+* `/iposws/api/osd/`: GetArticleDataChangesByDate?date=, GetStock?type=byArtikelKey&artkey= /
+  type=byGtin&gtin=, GetChangedStock?date=, GetChangedStockWithWarehouse?date=&outOfStock=0|1,
+  GetSuppliers, GetArticleDataBySupplierId?id=, POST PostOrderWithStatusCode.
+* HTTP Basic; anything else → 401 with ASP.NET Web API's "Authorization has been denied for this request."
+  and `WWW-Authenticate: Basic`.
+* Answers in JSON, or XML when the Accept header asks for it first (ASP.NET Web API's content
+  negotiation): lists as `<ArrayOfArticle>`/`<ArrayOfStock>`/`<ArrayOfSupplier>` in a data-contract
+  namespace, nulls as `i:nil="true"` [U]. Errors `{"Message": …}` (Web API's shape); 400 for a missing or
+  unreadable `date` (so the PHP client's `?`-joined query string is refused, as it should be), 404 for
+  an unknown article, supplier or route.
+* Fields [U]: articles `ArtKey, ArtNr, Gtin, Description, SalesPrice (VAT incl.), VatPercentage,
+  SupplierId, SupplierArtNr, Brand, Colour, Active, ChangeDate`; stock `ArtKey, ArtNr, Gtin, Warehouse,
+  Stock, Reserved, ChangeDate`; suppliers `SupplierId, Name`. `ChangeDate` is local time (Europe/Amsterdam)
+  without an offset, whole seconds; `date` filters on it inclusively (`>=`) [U].
+* Orders: the `<order>` document is read strictly — the elements the public client writes (plus
+  `invoice_add/city`, which that client means to write), nothing else; `ordernr` (≤ 50), `orderdate`
+  `Y-m-d H:i:s`, whole-number `customerid`, `branch` (a known branch: 1 and 2 by default) and `amount`,
+  amounts with at most 4 decimals, a well-formed e-mail when given, `currency` ISO 4217, `countryISO`
+  ISO 3166, at least one position, `type` "S", each `product_id` an article key or GTIN it holds; a
+  DOCTYPE is refused. Success: 200 `{"StatusCode": 200, "Message": "Order … imported", "OrderId": n}`;
+  refusal: 400 (or 409 for an ordernr it holds already) `{"StatusCode", "Message"}` [U: shape and the
+  duplicate rule]. A booked order takes its lines' stock from their branch's warehouse (change dates move).
+* Control routes (`/sandbox/…`, no auth): `articles` (seed or change articles, with stock per warehouse),
+  `stock` (a count or a sale), `suppliers`, `orders` (GET: what was posted), `clock` (time passes), and
+  the kit's state, reset, fail (faults), faults and counters.
+"""
+
+from connectors.winstore.sandbox.app import create_sandbox
+
+__all__ = ["create_sandbox"]

@@ -1,0 +1,3 @@
+from connectors.winstore.sandbox.app import main
+
+main()

@@ -1,0 +1,117 @@
+"""`koppel config check` for a Winstore system: its settings, credentials, and the flows it gives and takes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+
+WINSTORE = """
+[[systems]]
+id = "winstore"
+kind = "winstore"
+base_url = "https://winstore-c.aca.nl/iposws/api/osd"
+[systems.credentials]
+username = "env:KOPPEL_TEST_WS_USER"
+password = "env:KOPPEL_TEST_WS_PASSWORD"
+[systems.settings]
+branch = 1
+channel = "webshop"
+warehouses = [1, 2]
+"""
+
+SHOP = """
+[[systems]]
+id = "shop"
+kind = "woocommerce"
+base_url = "https://shop.example"
+[systems.credentials]
+consumer_key = "env:KOPPEL_TEST_WS_USER"
+consumer_secret = "env:KOPPEL_TEST_WS_PASSWORD"
+"""
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KOPPEL_TEST_WS_USER", "koppel")
+    monkeypatch.setenv("KOPPEL_TEST_WS_PASSWORD", "s3cret-value")
+
+
+def check(tmp_path: Path, text: str) -> int:
+    path = tmp_path / "koppel.toml"
+    path.write_text(text, encoding="utf-8")
+    return main(["config", "check", "--config", str(path)])
+
+
+def test_a_complete_winstore_system_checks_ok(tmp_path, env):
+    integrations = """
+[[integrations]]
+id = "shop-to-winstore"
+source = "shop"
+target = "winstore"
+flows = ["orders"]
+
+[[integrations]]
+id = "winstore-to-shop"
+source = "winstore"
+target = "shop"
+flows = ["products", "stock"]
+"""
+    assert check(tmp_path, WINSTORE + SHOP + integrations) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (('base_url = "https://winstore-c.aca.nl/iposws/api/osd"\n', ""), "base_url: required"),
+        (('password = "env:KOPPEL_TEST_WS_PASSWORD"\n', ""), "credentials.password: required"),
+        (("https://winstore-c", "http://winstore-c"), "base_url: must be https://"),
+        (("branch = 1", 'branch = "main"'), "settings.branch: Input should be a valid integer"),
+        (("warehouses = [1, 2]", "warehouses = [1, 1]"), "settings.warehouses: lists a warehouse twice"),
+        (("warehouses = [1, 2]", 'timezone = "Mars/Olympus"'), "settings.timezone: unknown time zone"),
+        (("branch = 1", "brnach = 1"), "settings.brnach: unknown key"),
+    ],
+)
+def test_a_wrong_winstore_system_is_reported_with_its_key_path(tmp_path, env, capsys, change, problem):
+    old, new = change
+    assert check(tmp_path, WINSTORE.replace(old, new)) == 2
+    out = capsys.readouterr()
+    assert problem in out.out + out.err and "s3cret-value" not in out.out + out.err
+
+
+def test_flows_winstore_cannot_give_or_take_are_refused(tmp_path, env, capsys):
+    integrations = """
+[[integrations]]
+id = "winstore-orders"
+source = "winstore"
+target = "shop"
+flows = ["orders", "customers"]
+
+[[integrations]]
+id = "products-into-winstore"
+source = "shop"
+target = "winstore"
+flows = ["products", "stock"]
+"""
+    assert check(tmp_path, WINSTORE + SHOP + integrations) == 2
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    for problem in ("winstore (winstore) cannot give orders", "winstore (winstore) cannot give customers",
+                    "winstore (winstore) cannot take products", "winstore (winstore) cannot take stock"):  # fmt: skip
+        assert problem in out
+
+
+def test_booking_orders_into_winstore_without_a_branch_is_reported(tmp_path, env, capsys):
+    integrations = """
+[[integrations]]
+id = "shop-to-winstore"
+source = "shop"
+target = "winstore"
+flows = ["orders"]
+"""
+    assert check(tmp_path, WINSTORE.replace("branch = 1\n", "") + SHOP + integrations) == 2
+    captured = capsys.readouterr()
+    assert "integrations[0].target: winstore books orders on systems.settings.branch" in captured.out + captured.err
+    assert check(tmp_path, WINSTORE.replace("branch = 1\n", "") + SHOP) == 0  # only when orders are booked there
