@@ -84,6 +84,18 @@ class BusinessCentralSettings(Settings):
     what it read before has the same delivery keys and is not processed twice."""
     picture_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
     """The largest product image sent as an item's picture."""
+    webhook_check_seconds: int = Field(default=3600, ge=0)
+    """How often the worker checks (and renews) the subscriptions Koppel holds (0: never)."""
+    webhook_renew_margin_seconds: int = Field(default=86400, ge=0, le=3 * 86400)
+    """A subscription expiring within this is renewed (BC's subscriptions last three days)."""
+    reconcile_interval_seconds: int = Field(default=3600, ge=0)
+    """How often an endpoint's system is polled for what notifications missed (0: never)."""
+
+    def reconcile_interval(self) -> int:
+        return self.reconcile_interval_seconds
+
+    def webhook_check_interval(self) -> int:
+        return self.webhook_check_seconds
 
     def check(self, system: System) -> list[str]:
         problems = []
