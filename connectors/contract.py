@@ -279,6 +279,12 @@ class Source:
         """What a stream's cursor and lock belong to besides the system (Exact: the division)."""
         return ""
 
+    def collection(self, envelope: Envelope) -> Iterator[list[Change]] | None:
+        """The records behind a notification of many changes at once (Business Central's `collection`: a
+        resource with no key, changed since `envelope.since`), page by page, each then processed as its own
+        event; None when the envelope names one record (the default: every notification does)."""
+        return None
+
     # -- helpers for subclasses ----------------------------------------------------------------------
 
     def require_system(self, why: str) -> System:

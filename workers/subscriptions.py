@@ -238,7 +238,8 @@ def _apply_one(hooks: Webhooks, managed: Managed, plan_: Plan, action: Action) -
     sub = action.subscription
     if action.kind == "create":
         made = hooks.create(action.topic, plan_.url, secret, name)
-        return f"created webhook {made.id} for {action.topic} → {plan_.url}", made.id
+        why = f" ({action.reason})" if action.lost else ""
+        return f"created webhook {made.id} for {action.topic} → {plan_.url}{why}", made.id
     assert sub is not None
     if action.kind == "update":
         hooks.update(sub, topic=action.topic, url=plan_.url, secret=secret, name=name)

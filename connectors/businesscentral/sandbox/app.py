@@ -361,7 +361,7 @@ def control_routes(sb: BusinessCentralSandbox) -> Control:
 
     async def notify(request: Request) -> Response:
         """Send the pending batch now (without waiting `batch_seconds`); how each POST went."""
-        return JSONResponse({"deliveries": [d.entry() for d in await sb.notifier.notify()]})
+        return JSONResponse({"deliveries": await sb.notifier.notify()})
 
     async def clock(request: Request) -> Response:
         """{"offset": seconds}: the sandbox clock moved (subscriptions' expiry, records' times)."""

@@ -221,8 +221,9 @@ class Notifier:
                                 "lastModifiedDateTime": c.modified} for c in latest.values()]  # fmt: skip
         return items
 
-    async def notify(self) -> list[Delivery]:
-        """Send what is pending now, one POST per notification URL; settle each by its answer."""
+    async def notify(self) -> list[dict[str, Any]]:
+        """Send what is pending now, one POST per notification URL; settle each by its answer. How each went
+        (as logged: status, items, change types)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -239,7 +240,7 @@ class Notifier:
             fields = {"items": len(items), "changes": sorted({str(item["changeType"]) for item in items})}
             delivery = await self.sender.send(url, body, headers={"Content-Type": "application/json"},
                                               on_result=functools.partial(_fields, fields))  # fmt: skip
-            deliveries.append(delivery)
+            deliveries.append(delivery.entry() | fields)
             if delivery.success:
                 continue
             if delivery.status is None or delivery.status in RETRIED or delivery.status >= 500:
