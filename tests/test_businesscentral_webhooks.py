@@ -56,6 +56,20 @@ def test_a_subscription_expiring_soon_is_renewed_and_one_bc_deleted_is_recreated
     assert create.lost and "bc deleted it" in create.reason
 
 
+def test_a_secret_longer_than_bc_takes_as_client_state_is_refused_by_config_check():
+    from gateway.config import Endpoint
+
+    def endpoint(secret: str) -> Endpoint:
+        return Endpoint.model_validate({"id": "bc-hooks", "kind": "businesscentral", "secret": "env:S"},
+                                       context={"environ": {"S": secret}})  # fmt: skip
+
+    check_endpoint = registry.get("businesscentral").check_endpoint
+    assert check_endpoint is not None
+    assert check_endpoint(endpoint("x" * 2048)) == []
+    [problem] = check_endpoint(endpoint("x" * 2049))
+    assert "at most 2048 characters" in problem and "xxx" not in problem
+
+
 # -- end to end -------------------------------------------------------------------------------------
 
 
@@ -200,6 +214,19 @@ def test_a_failed_delivery_makes_bc_delete_the_subscription(env):
     listed = env.control("subscriptions", method="GET")
     assert listed["subscriptions"] == before  # the customers subscription stays; the refused one is gone
     assert [d["status"] for d in listed["deleted"]] == [401]
+
+
+def test_undelivered_notifications_are_retried_and_an_expired_subscription_is_gone(env):
+    """No answer (or 408/429/5xx) keeps the subscription and its changes for the next batch."""
+    closed = f"http://127.0.0.1:{free_port()}/webhooks/bc-hooks"
+    env.control("subscriptions", {"notificationUrl": closed, "entity": "customers", "clientState": HOOK_SECRET})
+    env.control("seed", {"entity": "customers", "records": [{"displayName": "Retry"}]})
+    [sent] = env.control("notify")["deliveries"]
+    assert not sent["success"] and sent["status_code"] is None
+    listed = env.control("subscriptions", method="GET")
+    assert len(listed["subscriptions"]) == 1 and listed["deleted"] == [] and listed["pending"] == 1
+    env.control("clock", {"offset": 3 * 86400 + 1})
+    assert env.subscriptions() == []
 
 
 def test_renewal_before_expiry_goes_through_the_handshake_again(env, rconn):

@@ -7,7 +7,7 @@ renewed before their three-day expiry, re-created after BC deleted them); a syst
 polled by `lastModifiedDateTime` (`BusinessCentralSource.changes`)."""
 
 from connectors.businesscentral.connector import BusinessCentralSettings, BusinessCentralSource, BusinessCentralTarget
-from connectors.businesscentral.webhooks import BusinessCentralWebhooks
+from connectors.businesscentral.webhooks import BusinessCentralWebhooks, check_endpoint
 from connectors.contract import Connector
 
 CONNECTOR = Connector(
@@ -19,6 +19,7 @@ CONNECTOR = Connector(
     handler="handlers.businesscentral:handle",
     sandbox="connectors.businesscentral.sandbox.harness:HARNESS",
     webhooks=BusinessCentralWebhooks,
+    check_endpoint=check_endpoint,
 )
 
 __all__ = ["CONNECTOR"]

@@ -25,6 +25,7 @@ from connectors.businesscentral.connector import bc_client, settings_of
 from connectors.businesscentral.errors import BusinessCentralNotFound, BusinessCentralResponseError
 from connectors.contract import Subscription, Webhooks
 from gateway import keys
+from gateway.config import Endpoint
 from gateway.errors import PermanentError
 
 CLIENT_STATE_MAX = 2048
@@ -40,6 +41,13 @@ def _time(text: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def check_endpoint(endpoint: Endpoint) -> list[str]:
+    """The secret travels as every subscription's `clientState`: BC takes at most 2048 characters."""
+    if len(endpoint.secret.get_secret_value()) > CLIENT_STATE_MAX:
+        return [f"secret: Business Central takes a clientState of at most {CLIENT_STATE_MAX} characters"]
+    return []
 
 
 class BusinessCentralWebhooks(Webhooks):
@@ -144,4 +152,4 @@ class BusinessCentralWebhooks(Webhooks):
         return gone
 
 
-__all__ = ["TOPICS", "BusinessCentralWebhooks"]
+__all__ = ["TOPICS", "BusinessCentralWebhooks", "check_endpoint"]
