@@ -231,11 +231,13 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
 
 
 def _print_plan(plan: Plan, *, dry_run: bool) -> None:
+    from workers.subscriptions import CHANGES
+
     others = f"; {plan.others} other webhook(s) on {plan.system} left alone" if plan.others else ""
     print(f"endpoint {plan.endpoint} → {plan.url} (system {plan.system}){others}")
     if dry_run:
         for action in plan.actions:
-            print(f"  {'would ' if action.kind in ('create', 'update', 'enable', 'delete') else ''}{action.describe()}")
+            print(f"  {'would ' if action.kind in CHANGES else ''}{action.describe()}")
         print("  in sync: nothing to do" if plan.in_sync else f"  dry run: {len(plan.changes)} change(s) not made")
         return
     for action in plan.actions:

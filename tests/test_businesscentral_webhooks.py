@@ -234,6 +234,9 @@ def test_renewal_before_expiry_goes_through_the_handshake_again(env, rconn):
     assert env.sync()[0] == 0
     env.control("clock", {"offset": 0})
     [old] = env.subscriptions()
+    code, out, _ = env.sync("--dry-run")
+    assert code == 0 and f"would renew webhook {old['subscriptionId']} (customers): it expires " in out, out
+    assert env.subscriptions() == [old]  # the dry run changed nothing
     rt = runtime.Runtime(config=registry.load(env.config_path), connection=rconn)
     runtime.install(rt)
     try:
