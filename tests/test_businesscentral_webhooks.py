@@ -278,3 +278,23 @@ def test_a_collection_notification_is_re_read_and_each_record_processed_once(env
     assert sorted(e.resource_id for e in again) == sorted(ids.values())
     assert {(e.outcome, e.reason) for e in again} == {("skipped", "this version of the record was processed already")}
     assert len(env.shop_customers()) == 4
+
+
+def test_renewing_a_subscription_that_expired_meanwhile_makes_it_again(env, rconn):
+    from connectors.businesscentral.webhooks import BusinessCentralWebhooks
+
+    config = registry.load(env.config_path)
+    rt = runtime.Runtime(config=config, connection=rconn)
+    try:
+        hooks = BusinessCentralWebhooks(config.system("bc"), rt.context())
+        url = f"{env.gateway.url}/webhooks/bc-hooks"
+        made = hooks.create("customers", url, HOOK_SECRET, "")
+        assert [s.id for s in hooks.current()] == [made.id] and hooks.vanished(url, hooks.current()) == set()
+        env.control("clock", {"offset": 3 * 86400 + 1})  # expired
+        assert hooks.vanished(url, hooks.current()) == {"customers"}
+        env.control("clock", {"offset": 0})
+        again = hooks.renew(made, HOOK_SECRET)
+        assert again.id != made.id and again.topic == "customers" and again.url == url
+        assert [s.id for s in hooks.current()] == [again.id] and hooks.vanished(url, hooks.current()) == set()
+    finally:
+        rt.close()

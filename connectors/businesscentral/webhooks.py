@@ -120,8 +120,12 @@ class BusinessCentralWebhooks(Webhooks):
         return self._patch(subscription, {"clientState": secret})
 
     def renew(self, subscription: Subscription, secret: str) -> Subscription:
-        """A PATCH (BC sets a new `expirationDateTime` three days out, after another handshake)."""
-        return self._patch(subscription, {"clientState": secret})
+        """A PATCH (BC sets a new `expirationDateTime` three days out, after another handshake); one that
+        expired in the meantime is made again."""
+        try:
+            return self._patch(subscription, {"clientState": secret})
+        except BusinessCentralNotFound:
+            return self.create(subscription.topic, subscription.url, secret, "")
 
     def delete(self, subscription: Subscription) -> None:
         try:
