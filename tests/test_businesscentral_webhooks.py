@@ -17,6 +17,10 @@ import redis
 import tomlkit
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
 from connectors import registry
 from connectors.businesscentral.sandbox import SandboxConfig
@@ -181,6 +185,15 @@ def test_sync_creates_the_subscriptions_through_the_receivers_handshake_and_chan
     done = [e for e in env.activity() if e.resource_id == customer_id]
     assert [(e.topic, e.outcome) for e in done] == [("customers.created", "created")]
 
+    env.control("change", {"entity": "customers", "id": customer_id, "fields": {"displayName": "Ada King"}})
+    [sent] = env.control("notify")["deliveries"]
+    assert sent["changes"] == ["updated"]
+    env.work()
+    [customer] = env.shop_customers()
+    assert "King" in json.dumps(customer), customer
+    done = [e for e in env.activity() if e.resource_id == customer_id]
+    assert [(e.topic, e.outcome) for e in done][-1] == ("customers.updated", "updated")
+
     code, out, _ = env.sync()
     assert code == 0 and "in sync: nothing to do" in out
 
@@ -278,6 +291,30 @@ def test_a_collection_notification_is_re_read_and_each_record_processed_once(env
     assert sorted(e.resource_id for e in again) == sorted(ids.values())
     assert {(e.outcome, e.reason) for e in again} == {("skipped", "this version of the record was processed already")}
     assert len(env.shop_customers()) == 4
+
+
+def test_the_sandbox_sends_a_batch_by_itself_after_its_window(redis_url):
+    received: list[dict[str, Any]] = []
+
+    async def capture(request: Request) -> Response:
+        received.append(json.loads(await request.body()))
+        return PlainTextResponse("", status_code=202)
+
+    receiver = serve(Starlette(routes=[Route("/hook", capture, methods=["POST"])]), name="receiver")
+    bc = serve(bc_sandbox(client_secret=BC_SECRET, batch_seconds=0.05), name="bc sandbox")
+    try:
+        with httpx.Client(timeout=20) as http:
+            http.post(f"{bc.url}/sandbox/subscriptions", json={"notificationUrl": f"{receiver.url}/hook",
+                      "entity": "items", "clientState": HOOK_SECRET}).raise_for_status()  # fmt: skip
+            http.post(f"{bc.url}/sandbox/seed/items", json={"skus": ["A", "B"]}).raise_for_status()
+            log = http.get(f"{bc.url}/sandbox/deliveries", params={"min": 1, "timeout": 15}).json()["deliveries"]
+    finally:
+        bc.stop()
+        receiver.stop()
+    assert [d["items"] for d in log] == [2] and log[0]["success"]
+    [body] = received
+    assert [(i["changeType"], i["clientState"]) for i in body["value"]] == [("created", HOOK_SECRET)] * 2
+    assert all(i["resource"].startswith("api/v2.0/companies(") and "/items(" in i["resource"] for i in body["value"])
 
 
 def test_renewing_a_subscription_that_expired_meanwhile_makes_it_again(env, rconn):
