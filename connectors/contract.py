@@ -279,6 +279,12 @@ class Source:
         """What a stream's cursor and lock belong to besides the system (Exact: the division)."""
         return ""
 
+    def collection(self, envelope: Envelope) -> Iterator[list[Change]] | None:
+        """The records behind a notification of many changes at once (Business Central's `collection`: a
+        resource with no key, changed since `envelope.since`), page by page, each then processed as its own
+        event; None when the envelope names one record (the default: every notification does)."""
+        return None
+
     # -- helpers for subclasses ----------------------------------------------------------------------
 
     def require_system(self, why: str) -> System:
@@ -461,6 +467,8 @@ class Subscription:
     url: str
     status: str
     name: str = ""
+    expires: datetime | None = None
+    """When the system ends the subscription unless renewed (Business Central: three days), if it does."""
 
 
 class Webhooks:
@@ -499,6 +507,20 @@ class Webhooks:
 
     def delete(self, subscription: Subscription) -> None:
         raise Unsupported(f"{self.system.kind} system {self.system.id!r} cannot delete webhooks")
+
+    def renew_due(self, subscription: Subscription) -> bool:
+        """Whether the subscription expires soon enough to be renewed now (default: never expires)."""
+        return False
+
+    def renew(self, subscription: Subscription, secret: str) -> Subscription:
+        """Extend the subscription's life (Business Central: a PATCH, answered with a new handshake)."""
+        raise Unsupported(f"{self.system.kind} system {self.system.id!r} cannot renew webhooks")
+
+    def vanished(self, url: str, current: Iterable[Subscription]) -> set[str]:
+        """Topics Koppel created a subscription for at `url` that the system no longer holds (it deleted
+        them, e.g. after failed deliveries): what they would have delivered since was lost. Default: none
+        known (a system that disables rather than deletes)."""
+        return set()
 
 
 @dataclass(frozen=True)

@@ -193,14 +193,16 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
     if not managed:
         print('no endpoint has webhooks Koppel manages (an endpoint must name its system: system = "...")')
         return 0
-    choice = None if args.dry_run else _redis(args)
-    connection = redis.Redis.from_url(choice.url) if choice is not None else None
+    # A dry run too uses Koppel's Redis: connectors keep their tokens and ids there (Business Central); it
+    # records nothing (no activity, no polls).
+    choice = _redis(args)
+    redis_connection = redis.Redis.from_url(choice.url)
+    connection = None if args.dry_run else redis_connection
     plans: list[Plan] = []
     failures: list[str] = []
     try:
         with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as http:
-            # A dry run has no Redis: the client below is never connected (webhook calls use HTTP only).
-            context = Context(http=http, redis=connection or redis.Redis())
+            context = Context(http=http, redis=redis_connection)
             for item in managed:
                 try:
                     plans.append(sync_endpoint(config, item, context, connection=connection, dry_run=args.dry_run))
@@ -215,10 +217,8 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
                 except KoppelError as exc:
                     failures.append(f"endpoint {item.endpoint.id}: {item.system.id} could not be synced: {exc}")
     finally:
-        if connection is not None:
-            connection.close()
-        if choice is not None:
-            choice.stop()
+        redis_connection.close()
+        choice.stop()
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "endpoints": [p.as_dict() for p in plans], "failures": failures},
                          indent=2))  # fmt: skip
@@ -231,11 +231,13 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
 
 
 def _print_plan(plan: Plan, *, dry_run: bool) -> None:
+    from workers.subscriptions import CHANGES
+
     others = f"; {plan.others} other webhook(s) on {plan.system} left alone" if plan.others else ""
     print(f"endpoint {plan.endpoint} → {plan.url} (system {plan.system}){others}")
     if dry_run:
         for action in plan.actions:
-            print(f"  {'would ' if action.kind in ('create', 'update', 'enable', 'delete') else ''}{action.describe()}")
+            print(f"  {'would ' if action.kind in CHANGES else ''}{action.describe()}")
         print("  in sync: nothing to do" if plan.in_sync else f"  dry run: {len(plan.changes)} change(s) not made")
         return
     for action in plan.actions:

@@ -432,8 +432,21 @@ def test_read_follows_a_notification_and_a_deleted_record_is_gone(bc):
     with pytest.raises(Gone, match="no longer exists"):
         bc.source.read(envelope("updated", str(uuid.uuid4())), "customers")
     collection = Event("customers.collection", "customers", None, "k-c", {"changeType": "collection"})
-    with pytest.raises(PermanentError, match=r"collection notification .* polls it"):
+    with pytest.raises(PermanentError, match=r"naming no record, and no time to read changes since"):
         bc.source.read(Envelope.wrap(collection, source="businesscentral", endpoint="bc"), "customers")
+    assert bc.source.collection(Envelope.wrap(collection, source="businesscentral", endpoint="bc")) is None
+
+
+def test_a_collection_is_the_records_modified_since_its_filters_time(bc):
+    bc.seed("customers", {"displayName": "Before"})
+    since = bc.records("customers")[0]["lastModifiedDateTime"]
+    ids = bc.seed("customers", {"displayName": "After"}, {"displayName": "Later"})
+    event = Event("customers.collection", "customers", None, "k-c", {"changeType": "collection"}, since=since)
+    pages = bc.source.collection(Envelope.wrap(event, source="businesscentral", endpoint="bc"))
+    assert pages is not None
+    changes = [change for page in pages for change in page]
+    assert sorted(c.resource_id for c in changes) == sorted(ids.values())
+    assert all(c.delivery_key == f"bc:customers:{c.resource_id}:{c.record['lastModifiedDateTime']}" for c in changes)
 
 
 # -- the sandbox's own rules ----------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from rq import get_current_job
@@ -15,9 +16,11 @@ from gateway.activity import Activity, ActivityLog
 from gateway.config import Integration
 from gateway.envelope import Envelope
 from gateway.errors import PermanentError, TransientError
+from gateway.ingest import Ingestor
 from workers import runtime
 from workers.flows import Work, flow_function
 from workers.policy import fail_permanently, note_transient, resource_lock
+from workers.pollers import envelope_of
 
 log = logging.getLogger("koppel.worker")
 
@@ -43,6 +46,28 @@ def _version_key(work: Work, flow: str) -> tuple[str, str] | None:
         return None
     identity = version.partition(":")[0]
     return keys.cache(work.integration.id, f"seen:{flow}", identity), version
+
+
+def _collection(rt: runtime.Runtime, envelope: Envelope) -> dict[str, Any] | None:
+    """A notification of many changes: every changed record queued as its own event (the source's
+    delivery keys and versions, so one also reached by a poll runs once); None for any other event."""
+    source = rt.source(envelope.endpoint)
+    pages = source.collection(envelope)
+    if pages is None:
+        return None
+    settings = rt.config.gateway
+    ingestor = Ingestor(rt.connection, queue_name=settings.queue, dedupe_ttl=settings.dedupe_ttl_seconds)
+    records = queued = 0
+    for changes in pages:
+        now = datetime.now(UTC)
+        accepted = ingestor.store([envelope_of(c, source=source, system_id=envelope.endpoint, received_at=now)
+                                   for c in changes])  # fmt: skip
+        records += len(changes)
+        queued += sum(not a.duplicate for a in accepted)
+    log.info("%s %s: a collection notification; %d changed records read, %d queued", envelope.endpoint,
+             envelope.topic, records, queued)  # fmt: skip
+    return {"endpoint": envelope.endpoint, "topic": envelope.topic, "resource_id": None, "collection": True,
+            "records": records, "queued": queued}  # fmt: skip
 
 
 def run_event(rt: runtime.Runtime, integration: Integration, envelope: Envelope) -> FlowResult:
@@ -90,6 +115,10 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
     rt = runtime.current()
     flow = flow_of(envelope)
     integrations = [i for i in rt.config.integrations_from(envelope.endpoint) if flow in i.flows]
+    if integrations and envelope.resource_id is None:
+        fanned = _collection(rt, envelope)
+        if fanned is not None:
+            return fanned
     summary: dict[str, Any] = {
         "endpoint": envelope.endpoint,
         "topic": envelope.topic,

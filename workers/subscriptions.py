@@ -6,7 +6,8 @@ endpoint whose kind can manage its webhooks (`Connector.webhooks`), that names i
 
     plan   the topics the integrations' flows need (`Webhooks.topics`) against what the system holds
            (`Webhooks.current`), each Koppel subscription pointing at {public_url}/webhooks/{endpoint}
-    apply  create what is missing; repair drift (a wrong delivery URL or topic: updated, the secret set
+    apply  create what is missing; renew what expires soon (`Webhooks.renew_due`: Business Central's
+           three-day subscriptions); repair drift (a wrong delivery URL or topic: updated, the secret set
            again, active); re-activate what the system disabled; delete duplicates and what no flow
            needs — and nothing else: a dry run stops after the plan.
 
@@ -19,7 +20,9 @@ reported and left paused.
 Every change is an activity-log entry (gateway/activity.py) of each integration the endpoint feeds
 whose flows need the topic: it names the subscription and topic, never the secret. A subscription
 found disabled (or pointing elsewhere, or at the wrong topic) lost deliveries: once repaired, the
-system's reconciliation poll runs at once (workers/pollers.py `poll_now`) to fetch what was missed.
+system's reconciliation poll runs at once (workers/pollers.py `poll_now`) to fetch what was missed; so
+does one re-created after the system deleted it (`Webhooks.vanished`: Business Central deletes a
+subscription whose delivery failed).
 
 Scheduling is the pollers' two-slot chain (`schedule_chain`): job ids `koppel-hooks-{endpoint}-a|b`,
 every `webhook_check_interval()` seconds of the system's settings (WooCommerce:
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -52,8 +55,8 @@ CHECK_FUNC = "workers.subscriptions.check"
 CHECK_JOB_PREFIX = "koppel-hooks-"
 JOB_TIMEOUT = 600
 
-Kind = Literal["create", "update", "enable", "delete", "keep", "paused"]
-CHANGES: frozenset[str] = frozenset({"create", "update", "enable", "delete"})
+Kind = Literal["create", "update", "enable", "renew", "delete", "keep", "paused"]
+CHANGES: frozenset[str] = frozenset({"create", "update", "enable", "renew", "delete"})
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class Action:
             "create": f"create a webhook for {self.topic}",
             "update": f"repair {hook} ({self.topic})",
             "enable": f"re-activate {hook} ({self.topic})",
+            "renew": f"renew {hook} ({self.topic})",
             "delete": f"delete {hook} ({self.subscription.topic if self.subscription else self.topic})",
             "keep": f"{hook} ({self.topic}) is in sync",
             "paused": f"{hook} ({self.topic}) is paused: left so; set it active in the system, or delete it and sync",
@@ -81,7 +85,9 @@ class Action:
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"action": self.kind, "topic": self.topic, "reason": self.reason}
         if self.subscription is not None:
-            out["webhook"] = asdict(self.subscription)
+            hook = asdict(self.subscription)
+            hook["expires"] = self.subscription.expires.isoformat() if self.subscription.expires else None
+            out["webhook"] = hook
         return out
 
 
@@ -154,9 +160,12 @@ def _rank(sub: Subscription, url: str) -> tuple[bool, bool, int, str]:
 
 def plan(
     endpoint_id: str, system_id: str, url: str, wanted: Iterable[str], current: Iterable[Subscription], *,
-    prefix: str = Webhooks.prefix,
+    prefix: str = Webhooks.prefix, vanished: Iterable[str] = (), due: Callable[[Subscription], bool] | None = None,
 ) -> Plan:  # fmt: skip
-    """What to do so that the system holds exactly one active subscription per wanted topic for the endpoint."""
+    """What to do so that the system holds exactly one active subscription per wanted topic for the endpoint.
+    `vanished`: topics whose subscription the system deleted (re-created, deliveries known lost); `due`:
+    whether a subscription in sync expires soon enough to be renewed."""
+    gone = set(vanished)
     topics = list(dict.fromkeys(wanted))
     subs = list(current)
     ours = [s for s in subs if _owned(s, prefix=prefix, endpoint_id=endpoint_id, url=url)]
@@ -171,6 +180,9 @@ def plan(
             if spare:
                 sub = spare.pop(0)
                 actions.append(Action("update", topic, sub, f"its topic was {sub.topic}", lost=True))
+            elif topic in gone:
+                reason = f"{system_id} deleted it (after failed deliveries); notifications since were lost"
+                actions.append(Action("create", topic, reason=reason, lost=True))
             else:
                 actions.append(Action("create", topic, reason="missing"))
             continue
@@ -183,6 +195,9 @@ def plan(
         elif keep.status != "active":
             reason = f"{system_id} set it {keep.status} (after failed deliveries); deliveries since were lost"
             actions.append(Action("enable", topic, keep, reason, lost=True))
+        elif due is not None and due(keep):
+            until = f" {keep.expires:%Y-%m-%d %H:%M} UTC" if keep.expires else " soon"
+            actions.append(Action("renew", topic, keep, f"it expires{until}"))
         else:
             actions.append(Action("keep", topic, keep))
     actions += [Action("delete", sub.topic, sub, "no flow of this endpoint needs its topic") for sub in spare]
@@ -223,11 +238,16 @@ def _apply_one(hooks: Webhooks, managed: Managed, plan_: Plan, action: Action) -
     sub = action.subscription
     if action.kind == "create":
         made = hooks.create(action.topic, plan_.url, secret, name)
-        return f"created webhook {made.id} for {action.topic} → {plan_.url}", made.id
+        why = f" ({action.reason})" if action.lost else ""
+        return f"created webhook {made.id} for {action.topic} → {plan_.url}{why}", made.id
     assert sub is not None
     if action.kind == "update":
         hooks.update(sub, topic=action.topic, url=plan_.url, secret=secret, name=name)
         return f"repaired webhook {sub.id} ({action.topic}): {action.reason}; now → {plan_.url}, active", sub.id
+    if action.kind == "renew":
+        renewed = hooks.renew(sub, secret)
+        until = f" until {renewed.expires:%Y-%m-%d %H:%M} UTC" if renewed.expires else ""
+        return f"renewed webhook {sub.id} ({action.topic}){until}: {action.reason}", sub.id
     if action.kind == "enable":
         hooks.enable(sub, secret)
         return f"re-activated webhook {sub.id} ({action.topic}): {action.reason}", sub.id
@@ -245,8 +265,9 @@ def sync_endpoint(
     if url is None:
         raise ConfigError(["gateway.public_url: required to manage webhooks (where systems reach this gateway)"])
     hooks = managed.webhooks(managed.system, context)
-    result = plan(managed.endpoint.id, managed.system.id, url, hooks.topics(managed.flows), hooks.current(),
-                  prefix=hooks.prefix)  # fmt: skip
+    current = hooks.current()
+    result = plan(managed.endpoint.id, managed.system.id, url, hooks.topics(managed.flows), current,
+                  prefix=hooks.prefix, vanished=hooks.vanished(url, current), due=hooks.renew_due)  # fmt: skip
     if dry_run:
         return result
     lost = False

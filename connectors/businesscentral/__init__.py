@@ -2,10 +2,12 @@
 (client.py), its `Source` and `Target` (connector.py), normalisers (normalise.py), the webhook
 notifications (handlers/businesscentral.py) and a sandbox (sandbox/).
 
-Webhook subscriptions are not managed by Koppel yet: a `collection` notification cannot be re-read, and
-a system without subscriptions is polled by `lastModifiedDateTime` (`BusinessCentralSource.changes`)."""
+Koppel manages the webhook subscriptions of an endpoint linked to the system (webhooks.py: created,
+renewed before their three-day expiry, re-created after BC deleted them); a system without an endpoint is
+polled by `lastModifiedDateTime` (`BusinessCentralSource.changes`)."""
 
 from connectors.businesscentral.connector import BusinessCentralSettings, BusinessCentralSource, BusinessCentralTarget
+from connectors.businesscentral.webhooks import BusinessCentralWebhooks, check_endpoint
 from connectors.contract import Connector
 
 CONNECTOR = Connector(
@@ -16,6 +18,8 @@ CONNECTOR = Connector(
     target=BusinessCentralTarget,
     handler="handlers.businesscentral:handle",
     sandbox="connectors.businesscentral.sandbox.harness:HARNESS",
+    webhooks=BusinessCentralWebhooks,
+    check_endpoint=check_endpoint,
 )
 
 __all__ = ["CONNECTOR"]

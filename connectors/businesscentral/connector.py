@@ -84,6 +84,18 @@ class BusinessCentralSettings(Settings):
     what it read before has the same delivery keys and is not processed twice."""
     picture_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
     """The largest product image sent as an item's picture."""
+    webhook_check_seconds: int = Field(default=3600, ge=0)
+    """How often the worker checks (and renews) the subscriptions Koppel holds (0: never)."""
+    webhook_renew_margin_seconds: int = Field(default=86400, ge=0, le=3 * 86400)
+    """A subscription expiring within this is renewed (BC's subscriptions last three days)."""
+    reconcile_interval_seconds: int = Field(default=3600, ge=0)
+    """How often an endpoint's system is polled for what notifications missed (0: never)."""
+
+    def reconcile_interval(self) -> int:
+        return self.reconcile_interval_seconds
+
+    def webhook_check_interval(self) -> int:
+        return self.webhook_check_seconds
 
     def check(self, system: System) -> list[str]:
         problems = []
@@ -171,15 +183,25 @@ class BusinessCentralSource(Source):
         if entity is None:
             raise PermanentError(f"{what}: Koppel reads {', '.join(_STREAMS)} records only")
         if not envelope.resource_id:
-            raise PermanentError(
-                f"{what}: a collection notification (many changes at once) is not re-read yet; an integration "
-                "whose source is the Business Central system itself polls it and finds those changes"
-            )
+            raise PermanentError(f"{what}: a notification naming no record, and no time to read changes since")
         path, expand = _STREAMS[entity]
         try:
             return self.client().get(path, envelope.resource_id, expand=expand)
         except BusinessCentralNotFound as exc:
             raise Gone(f"{what} no longer exists") from exc
+
+    def collection(self, envelope: Envelope) -> Iterator[list[Change]] | None:
+        """A `collection` notification: the entity's records modified after the time its `$filter` named
+        (handlers/businesscentral.py reads it whatever the field is called), re-read by
+        `lastModifiedDateTime`, with the poll's delivery keys."""
+        if envelope.resource_id or not envelope.since:
+            return None
+        entity = next((name for name in _STREAMS if name.lower() == envelope.resource.lower()), None)
+        if entity is None:
+            raise PermanentError(f"Business Central {envelope.resource} (collection): Koppel reads "
+                                 f"{', '.join(_STREAMS)} records only")  # fmt: skip
+        since = _parse_time(envelope.since)
+        return (changes for changes, _ in self._modified(entity, since, None))
 
     def version(self, flow: str, record: Any) -> str | None:
         if flow == "stock" or not isinstance(record, dict) or not record.get("lastModifiedDateTime"):
@@ -211,14 +233,19 @@ class BusinessCentralSource(Source):
             raise PermanentError(
                 f"cannot poll Business Central stream {stream!r}; known: {', '.join(self.streams.values())}"
             )
-        path, expand = _STREAMS[stream]
         lookback = timedelta(seconds=settings.initial_lookback_seconds)
         start = _parse_time(cursor) if cursor else datetime.now(UTC) - lookback
         since = start - timedelta(seconds=settings.poll_overlap_seconds)
+        # never before where this poll started: the overlap is re-read only
+        yield from self._modified(stream, since, cursor or _odata_time(start))
+
+    def _modified(self, stream: str, since: datetime, newest: str | None) -> Iterator[tuple[list[Change], str]]:
+        """The stream's records modified after `since`, oldest first, page by page, with the newest time read."""
+        path, expand = _STREAMS[stream]
         params = {"$filter": f"lastModifiedDateTime gt {_odata_time(since)}", "$orderby": "lastModifiedDateTime"}
         if expand:
             params["$expand"] = expand
-        newest = cursor or _odata_time(start)  # never before where this poll started: the overlap is re-read only
+        newest = newest or _odata_time(since)
         for page in self.client().pages(path, params):
             changes = []
             for record in page:

@@ -32,8 +32,14 @@ BC's shape —, `/sandbox/faults`, `/sandbox/counters`), `POST /sandbox/seed {"e
 `POST /sandbox/seed/items {"skus": […]}` and `POST /sandbox/change {"entity", "id", "fields"}`: a user's
 change in BC (its time moves; an `inventory` change alone does not move it, as a posting does not).
 
+* Webhooks (`webhooks.py`): `subscriptions` created and renewed only after the notification URL echoed a
+  `validationToken`, three-day expiry on the sandbox clock, batched notifications with the clientState,
+  `collection` over `collection_threshold` changes, deletion after a failed delivery (408/429/5xx retried).
+  Control routes `GET|POST /sandbox/subscriptions`, `POST /sandbox/subscriptions/drop {"id"}`,
+  `POST /sandbox/notify` (send the batch now), `POST /sandbox/clock {"offset"}`, `GET /sandbox/deliveries`.
+
 Modules: `app.py` (the routes, the control routes, the command line), `store.py` (records, ETags, totals,
-filters), `harness.py` (the contract tests' harness).
+filters), `webhooks.py` (subscriptions and notifications), `harness.py` (the contract tests' harness).
 """
 
 from connectors.businesscentral.sandbox.app import BusinessCentralSandbox, SandboxConfig, create_sandbox, main

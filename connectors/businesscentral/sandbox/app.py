@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.businesscentral.sandbox.store import LINES, BCError, Record, Store, parse_filter, select
+from connectors.businesscentral.sandbox.webhooks import Notifier
 from connectors.sandboxkit import ALL_METHODS, BearerTokens, Control, Fault, Pipeline, Sandbox, request_fields
 from connectors.sandboxkit import sandbox_app as kit_app
 from connectors.sandboxkit.auth import secret_equals
@@ -41,17 +42,36 @@ class SandboxConfig:
     token_lifetime: int = 3599
     currencies: tuple[str, ...] = ("GBP", "USD")
     """Foreign currencies the companies know; their own (EUR) is an empty `currencyCode`, as in BC."""
+    subscription_lifetime: float = 3 * 86400
+    """Seconds a webhook subscription lives unless renewed (BC: three days)."""
+    handshake_timeout: float = 5.0
+    batch_seconds: float = 30.0
+    """Seconds after a change before its batch of notifications is sent (0: only `POST /sandbox/notify`)."""
+    collection_threshold: int = 1000
+    """More changes than this of one subscription in a batch → one `collection` notification."""
+    collection_field: str = "lastDateTimeModified"
+    """The field a collection notification's `$filter` names (as BC's docs sample spells it)."""
 
 
 class BusinessCentralSandbox(Sandbox):
     def __init__(self, config: SandboxConfig, clock: Callable[[], float]) -> None:
-        super().__init__(clock)
+        self.offset = 0.0
+        """Seconds the sandbox clock runs ahead of (or behind) `clock` (`POST /sandbox/clock`)."""
+        base = clock
+        super().__init__(lambda: base() + self.offset)
+        clock = self.clock
         self.config = config
         self.tokens = BearerTokens(clock)
         self.store = Store(clock, config.currencies)
         self.token_requests = 0
         for name in config.companies:
             self.store.add_company(name)
+        self.notifier = Notifier(
+            clock, lambda: list(self.store.companies), lifetime=config.subscription_lifetime,
+            handshake_timeout=config.handshake_timeout, batch_seconds=config.batch_seconds,
+            collection_threshold=config.collection_threshold, collection_field=config.collection_field,
+        )  # fmt: skip
+        self.store.on_change = self.notifier.on_change
 
     def company(self, name: str | None = None) -> str:
         """The id of the company named (default: the first)."""
@@ -64,7 +84,9 @@ class BusinessCentralSandbox(Sandbox):
         counts = {c["name"]: {e: len(t) for e, t in self.store.records[c["id"]].items()}
                   for c in self.store.companies.values()}  # fmt: skip
         return super().state() | {"companies": [dict(c) for c in self.store.companies.values()], "records": counts,
-                                  "token_requests": self.token_requests, "live_tokens": self.tokens.live()}  # fmt: skip
+                                  "token_requests": self.token_requests, "live_tokens": self.tokens.live(),
+                                  "subscriptions": len(self.notifier.listing()),
+                                  "pending_notifications": len(self.notifier.pending)}  # fmt: skip
 
     def reset(self, options: Mapping[str, Any] | None = None) -> None:
         super().reset(options)
@@ -73,6 +95,11 @@ class BusinessCentralSandbox(Sandbox):
         self.token_requests = 0
         for name in self.config.companies:
             self.store.add_company(name)
+        self.notifier.reset()
+        self.store.on_change = self.notifier.on_change
+
+    async def aclose(self) -> None:
+        await self.notifier.aclose()
 
 
 def bc_error(request: Request, exc: Any) -> Response:
@@ -143,6 +170,8 @@ class API:
                 raise BCError(400, "BadRequest_InvalidRequestUrl", f"The request URI is not valid: {segment}")
             parsed.append((match[1], _key(match[2])))
         method = request.method
+        if len(parsed) == 1 and parsed[0][0] == "subscriptions":
+            return await self.subscriptions(request, parsed[0][1])
         if len(parsed) == 1 and parsed[0] == ("companies", None) and method == "GET":
             return self.listing(request, list(self.sb.store.companies.values()))
         if not parsed or parsed[0][0] != "companies" or parsed[0][1] is None:
@@ -189,6 +218,23 @@ class API:
                     return Response(status_code=204)
         raise BCError(405 if method not in ALL_METHODS else 400, "BadRequest_MethodNotAllowed",
                       f"'{method}' requests for '{request.path_params['rest']}' are not allowed.")  # fmt: skip
+
+    async def subscriptions(self, request: Request, key: str | None) -> Response:
+        notifier, method = self.sb.notifier, request.method
+        if key is None and method == "GET":
+            return JSONResponse({"@odata.context": f"{request.base_url}$metadata#subscriptions",
+                                 "value": notifier.listing()})  # fmt: skip
+        if key is None and method == "POST":
+            return JSONResponse(await notifier.create(await _body(request)), status_code=201)
+        if key is not None and method == "GET":
+            return JSONResponse(notifier.public(notifier.get(key)))
+        if key is not None and method == "PATCH":
+            body = await _body(request)
+            return JSONResponse(await notifier.update(key, body, request.headers.get("if-match")))
+        if key is not None and method == "DELETE":
+            notifier.delete(key, request.headers.get("if-match"))
+            return Response(status_code=204)
+        raise BCError(405, "BadRequest_MethodNotAllowed", f"'{method}' requests for 'subscriptions' are not allowed.")
 
     def shaped(self, company: str, record: Record, request: Request) -> Record:
         """A record as the query's `$select` and `$expand` ask (lines and the customer embedded)."""
@@ -296,6 +342,38 @@ def control_routes(sb: BusinessCentralSandbox) -> Control:
         record = sb.store.change(company, str(body["entity"]), str(body["id"]), dict(body.get("fields") or {}))
         return JSONResponse(record)
 
+    async def subscriptions(request: Request) -> Response:
+        """GET: every live subscription (clientState left out) and those deleted after a failed delivery.
+        POST {notificationUrl, entity, clientState, company?}: one held already (no handshake)."""
+        if request.method == "POST":
+            body = await request_fields(request)
+            resource = f"/api/v2.0/companies({sb.company(body.get('company'))})/{body.get('entity')}"
+            fields = {"notificationUrl": body.get("notificationUrl"), "resource": resource,
+                      "clientState": body.get("clientState", "")}  # fmt: skip
+            return JSONResponse(await sb.notifier.create(fields, handshake=False), status_code=201)
+        return JSONResponse({"subscriptions": sb.notifier.listing(), "deleted": sb.notifier.deleted,
+                             "pending": len(sb.notifier.pending)})  # fmt: skip
+
+    async def drop(request: Request) -> Response:
+        """{"id"}: BC deletes the subscription (as it does after a failed delivery)."""
+        body = await request_fields(request)
+        return JSONResponse({"deleted": sb.notifier.drop(str(body.get("id") or ""))})
+
+    async def notify(request: Request) -> Response:
+        """Send the pending batch now (without waiting `batch_seconds`); how each POST went."""
+        return JSONResponse({"deliveries": await sb.notifier.notify()})
+
+    async def clock(request: Request) -> Response:
+        """{"offset": seconds}: the sandbox clock moved (subscriptions' expiry, records' times)."""
+        body = await request_fields(request)
+        sb.offset = float(body.get("offset") or 0)
+        return JSONResponse({"now": sb.clock()})
+
+    control.route("/subscriptions", subscriptions, methods=("GET", "POST"))
+    control.route("/subscriptions/drop", drop)
+    control.route("/notify", notify)
+    control.route("/clock", clock)
+    control.deliveries(sb.notifier.sender)
     control.route("/seed", seed)
     control.route("/seed/items", seed_items)
     control.route("/change", change)

@@ -48,6 +48,12 @@ class Store:
         self._last_ms = 0
         self._numbers: dict[tuple[str, str], int] = {}
         self._picture_tags: dict[tuple[str, str], str] = {}
+        self.on_change: Callable[[str, str, Record, str], None] | None = None
+        """Called with (company, entity, record, changeType) after every write: the webhook notifier."""
+
+    def _changed(self, company: str, entity: str, record: Record, change: str) -> None:
+        if self.on_change is not None:
+            self.on_change(company, entity, record, change)
 
     # -- bookkeeping ---------------------------------------------------------------------------------
 
@@ -110,6 +116,7 @@ class Store:
         table[record["id"]] = self.touch(record)
         if entity in LINES:
             self._totals(company, entity, record)
+        self._changed(company, entity, record, "created")
         return record
 
     def update(
@@ -121,6 +128,7 @@ class Store:
         self.touch(record)
         if entity in LINES:
             self._totals(company, entity, record)
+        self._changed(company, entity, record, "updated")
         return record
 
     def change(self, company: str, entity: str, record_id: str, fields: Mapping[str, Any]) -> Record:
@@ -131,12 +139,14 @@ class Store:
         record.update(copy.deepcopy(dict(fields)))
         if not only_inventory:
             self.touch(record)
+            self._changed(company, entity, record, "updated")
         return record
 
     def delete(self, company: str, entity: str, record_id: str, if_match: str | None) -> None:
         record = self.get(company, entity, record_id)
         check_etag(record, if_match)
         del self.table(company, entity)[record["id"]]
+        self._changed(company, entity, record, "deleted")
 
     def add_line(self, company: str, entity: str, document_id: str, fields: Mapping[str, Any]) -> Record:
         document = self.get(company, entity, document_id)
