@@ -308,6 +308,12 @@ class BusinessCentralTarget(Target):
     order_modes = ("book",)
     documents = tuple(_DOCUMENTS)
     needs_items = frozenset(_DOCUMENTS)
+    existing_order_level = logging.ERROR
+
+    def __init__(self, system: System, context: Context) -> None:
+        super().__init__(system, context)
+        self._numbers: dict[str, str] = {}
+        """Document id → number, as `find_order` read them (for `order_label`)."""
 
     @property
     def bc(self) -> BusinessCentralClient:
@@ -329,11 +335,18 @@ class BusinessCentralTarget(Target):
             return None
         record = found[0]
         if record.get(lines):
+            self._numbers[str(record["id"])] = str(record.get("number") or "")
             return str(record["id"])
         log.warning("Business Central %s %s (order %s) has no lines: an earlier attempt was cut short; deleted and "
                     "booked again", path, record.get("number"), number)  # fmt: skip
         self.bc.delete(path, str(record["id"]), etag=record.get("@odata.etag"))
         return None
+
+    def order_label(self, document: str, target_id: str) -> str:
+        """E.g. "salesOrder S-ORD101001 (id …)": the number `find_order` read, else the id alone."""
+        number = self._numbers.get(target_id)
+        noun = _DOCUMENTS[document][0][:-1] if document in _DOCUMENTS else document
+        return f"{noun} {number} (id {target_id})" if number else f"{noun} {target_id}"
 
     def create_order(self, document: str, payload: Mapping[str, Any]) -> str:
         """The header, then its lines one by one; a line refused deletes the header and fails naming it."""
