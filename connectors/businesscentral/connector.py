@@ -396,10 +396,48 @@ class BusinessCentralTarget(Target):
         return str(found[code]["id"]) if code in found else None
 
     def create_customer(self, payload: Mapping[str, Any]) -> str:
-        return str(self.bc.create("customers", _plain(payload))["id"])
+        return str(self.bc.create("customers", self._customer_body(payload))["id"])
 
     def update_customer(self, target_id: str, payload: Mapping[str, Any]) -> None:
-        self.bc.patch("customers", target_id, _plain(payload))
+        self.bc.patch("customers", target_id, self._customer_body(payload))
+
+    def _customer_body(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The mapping's setup references resolved: `taxArea`, `paymentTerms`, `paymentMethod`,
+        `shipmentMethod` as {code, table} (the code from the mapping table `table`) → the id field API v2.0
+        takes (`taxAreaId`…). A reference without a code is left out (BC keeps the template's value)."""
+        body = {k: _plain(v) for k, v in payload.items() if k not in _CUSTOMER_REFERENCES}
+        for name, (entity, field) in _CUSTOMER_REFERENCES.items():
+            ref = payload.get(name)
+            if ref is None or ref == "":
+                continue
+            if not isinstance(ref, Mapping):
+                raise PermanentError(f"Business Central customer: {name} must be a table {{code, table}} from the "
+                                     f"mapping, got {type(ref).__name__}")  # fmt: skip
+            code = str(ref.get("code") or "").strip()
+            if code:
+                body[field] = self.setup_id(entity, code, str(ref.get("table") or ""))
+        return body
+
+    def setup_id(self, entity: str, code: str, table: str = "") -> str:
+        """The id of the `entity` record (taxAreas, paymentTerms, paymentMethods, shipmentMethods) with this
+        code (BC stores codes upper-case), looked up once and cached a day per system. A code BC lacks fails
+        permanently, naming the code and the mapping table it came from."""
+        code = code.upper()
+        cache = keys.cache(self.system.id, f"bc_{entity}")
+        cached = self.context.redis.hget(cache, code)
+        if cached is not None:
+            return keys.text(cached)
+        found = self.bc.first(entity, filter=eq("code", code), select=("id", "code"))
+        if found is None:
+            source = f" (from mapping table {table!r})" if table else ""
+            fix = f"change the entry or default of table {table!r}" if table else "change the mapping"
+            raise PermanentError(f"Business Central has no {entity} code {code!r}{source}: create it in Business "
+                                 f"Central, or {fix}")  # fmt: skip
+        with self.context.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(cache, code, str(found["id"]))
+            pipe.expire(cache, REFERENCE_TTL, nx=True)  # a day from the first lookup: renamed codes are read again
+            pipe.execute()
+        return str(found["id"])
 
     def sync_customer(self, target_id: str, payload: Mapping[str, Any], changed: Iterable[str] | None) -> bool:
         """Only what differs from the customer as BC holds it, and (when `changed` is known) only the fields
@@ -409,6 +447,7 @@ class BusinessCentralTarget(Target):
         if changed is not None:
             names = {name.split(".", 1)[0] for name in changed}
             body = {name: body.get(name, "") for name in names}
+        body = self._customer_body(body)
         if not body:
             return False
         current = self.bc.get("customers", target_id)
@@ -486,6 +525,15 @@ class BusinessCentralTarget(Target):
         if flow == "products":
             return bool(self.context.redis.delete(keys.cache(self.system.id, "bc_item_categories")))
         return False
+
+
+_CUSTOMER_REFERENCES: dict[str, tuple[str, str]] = {
+    "taxArea": ("taxAreas", "taxAreaId"),
+    "paymentTerms": ("paymentTerms", "paymentTermsId"),
+    "paymentMethod": ("paymentMethods", "paymentMethodId"),
+    "shipmentMethod": ("shipmentMethods", "shipmentMethodId"),
+}
+"""The customers mapping's setup references → (the entity looked up by code, the customer's id field)."""
 
 
 def _image_type(content: bytes) -> str:
