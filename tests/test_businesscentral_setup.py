@@ -111,3 +111,19 @@ def test_an_orders_new_customer_gets_them_too(bc, rconn, monkeypatch, canonical_
     assert result.outcome == "created"
     [made] = bc.records("customers")
     assert made["taxAreaId"] == ids["taxAreas:EU"] and made["paymentTermsId"] == ids["paymentTerms:14 DAYS"]
+
+
+def test_a_changed_table_entry_is_written_on_the_customers_next_update(bc, rconn, monkeypatch, canonical_source):
+    ids = seed_setup(bc)
+    run(bc, rconn, monkeypatch, "customers", customer("nl@example.com", "NL"))
+    tables = TABLES | {"payment_terms": {"entries": {"NL": "14 days"}}}
+    moved = customer("nl@example.com", "NL").model_copy(update={"phone": "+31 15 123"})
+    run(bc, rconn, monkeypatch, "customers", moved, tables)
+    [made] = bc.records("customers")
+    assert made["paymentTermsId"] == ids["paymentTerms:14 DAYS"] and made["phoneNumber"] == "+31 15 123"
+    assert made["taxAreaId"] == ids["taxAreas:DOMESTIC"]
+
+
+def test_the_sandbox_refuses_a_reference_to_no_setup_record(bc):
+    with pytest.raises(Exception, match=r"The Payment Terms does not exist"):
+        bc.target.create_customer({"displayName": "X", "paymentTermsId": str(uuid.uuid4())})

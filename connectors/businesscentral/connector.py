@@ -28,7 +28,12 @@ Quirks (PLATFORMS.md §3 and Microsoft's API v2.0 reference):
   postings): BC gives stock (a Source stream) but takes none. And posting does not move the item's
   `lastModifiedDateTime`, so the stock stream reads every item's `inventory` each poll and reports the
   items whose quantity differs from the previous poll (remembered in Redis).
-* Customers have no posting-group fields in v2.0: BC takes them from its customer templates and setup.
+* Customers have no posting-group fields in v2.0 (customer, general business posting group): BC takes them
+  from its customer template. What v2.0 does take are ids: `taxAreaId` (a tax area in US-style companies, a
+  VAT business posting group in VAT countries — BC's taxAreas lists whichever the company uses),
+  `paymentTermsId`, `paymentMethodId`, `shipmentMethodId`. The customers mapping gives codes ({code, table});
+  the target looks them up by `code` and caches them a day per system.
+* An order already in BC that Koppel did not book is an error-level skip (`existing_order_level`).
 """
 
 from __future__ import annotations
