@@ -192,6 +192,8 @@ class FlowResult:
     """Target API calls made; None when the flow never turned to the target (e.g. a status filter)."""
     reason: str = ""
     detail: Mapping[str, str] = field(default_factory=dict)
+    level: str = ""
+    """`error` for an error-level skip (`Target.existing_order_level`); empty for the outcome's usual level."""
 
     def as_dict(self) -> dict[str, Any]:
         """The job result's entry: empty fields left out."""
@@ -204,6 +206,8 @@ class FlowResult:
             out["target_id"] = self.target_id
         if self.reason:
             out["reason"] = self.reason
+        if self.level:
+            out["level"] = self.level
         return out | dict(self.detail)
 
 
@@ -315,6 +319,11 @@ class Target:
     customer_accounts: ClassVar[bool] = True
     """Whether booking an order needs the target's customer (found or created by the customers flow); False
     for a target whose orders carry their customer themselves (Winstore): booked as guest orders."""
+    existing_order_level: ClassVar[int | None] = None
+    """None: Koppel's ledger alone says an order is booked. A logging level: an order the ledger does not
+    hold is first looked up in the target (`find_order`, by the source's number); one found there is skipped
+    and logged at this level, its activity entry carrying the level's name when it is an error or worse
+    (Business Central: an existing order is an error-level skip)."""
     service_items: ClassVar[bool] = True
     """Whether shipping, fee and discount lines are booked as items (an ERP's service items) rather than
     as the target's own kinds of line (a shop's shipping and fee lines)."""
@@ -376,6 +385,10 @@ class Target:
         """What `koppel config check` reports when an integration books orders into `system` and its settings
         lack what booking needs (Winstore: the branch). Default: nothing."""
         return []
+
+    def order_label(self, document: str, target_id: str) -> str:
+        """The target document `target_id` as a log line names it (its number where the target knows one)."""
+        return f"{document} {target_id}"
 
     def find_order(self, document: str, number: str, since: datetime | None = None) -> str | None:
         """The id of the document booked for the source's order `number`, or None. `since`: when the

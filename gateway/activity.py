@@ -45,6 +45,9 @@ class Activity:
     """Target API calls this event cost."""
     reason: str = ""
     job_id: str = ""
+    level: str = ""
+    """`error` for a skip the target reports as an error (an order already in Business Central); empty
+    for the outcome's usual level."""
 
     @property
     def latency(self) -> float:

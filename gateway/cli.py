@@ -150,7 +150,8 @@ def cmd_activity(args: argparse.Namespace) -> int:
         table.add_column(column, overflow="fold")
     for e in entries:
         received = datetime.fromtimestamp(e.received_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(received, e.topic, e.resource_id, e.number, e.outcome, e.target_id, str(e.calls),
+        outcome = f"{e.outcome} ({e.level})" if e.level else e.outcome  # "skipped (error)": an error-level skip
+        table.add_row(received, e.topic, e.resource_id, e.number, outcome, e.target_id, str(e.calls),
                       f"{e.latency:.2f}s", e.reason)  # fmt: skip
     Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)  # piped: no folding
     return 0

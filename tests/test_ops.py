@@ -158,6 +158,19 @@ def test_activity_lists_an_integrations_events_newest_last_filtered_by_outcome(c
     assert "ord-A41" in out and "KOP-9" not in out
 
 
+def test_activity_shows_an_error_level_skip(config_file, rconn, capsys):
+    import time
+
+    from gateway.activity import Activity, ActivityLog
+
+    now = time.time()
+    ActivityLog(rconn).record(Activity(integration="shop-to-exact", flow="orders", topic="order.updated",
+                                       resource_id="ord-C43", outcome="skipped", received_at=now - 1, done_at=now,
+                                       reason="already in Business Central", level="error"))  # fmt: skip
+    assert main(["activity", "--config", config_file, "--integration", "shop-to-exact"]) == 0
+    assert "skipped (error)" in capsys.readouterr().out
+
+
 def test_activity_of_an_unknown_integration_is_a_usage_error(config_file, capsys):
     assert main(["activity", "--config", config_file, "--integration", "nope"]) == 2
     assert "no integration 'nope'" in capsys.readouterr().err

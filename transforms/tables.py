@@ -29,6 +29,10 @@ CONVENTIONAL_TABLES = {
     "cost_centres": "key of your choice (e.g. shop, country) -> cost centre",
     "cost_units": "key of your choice -> cost unit",
     "customer_classifications": "source group / role -> target customer classification",
+    "tax_areas": "billing country -> Business Central tax area / VAT business posting group code",
+    "payment_terms": "billing country -> Business Central payment terms code",
+    "customer_payment_methods": "billing country -> Business Central payment method code",
+    "shipment_methods": "billing country -> Business Central shipment method code",
     "attributes": "source attribute name -> target attribute (variants: size, colour)",
     "features": "source feature name -> target feature (extra information)",
 }

@@ -146,6 +146,7 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
                 calls=(result.calls or 0) if result else 0,
                 reason=reason or (result.reason if result else ""),
                 job_id=job.id if job is not None else "",
+                level=result.level if result else "",
             )
         )
 

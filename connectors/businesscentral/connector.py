@@ -28,7 +28,12 @@ Quirks (PLATFORMS.md §3 and Microsoft's API v2.0 reference):
   postings): BC gives stock (a Source stream) but takes none. And posting does not move the item's
   `lastModifiedDateTime`, so the stock stream reads every item's `inventory` each poll and reports the
   items whose quantity differs from the previous poll (remembered in Redis).
-* Customers have no posting-group fields in v2.0: BC takes them from its customer templates and setup.
+* Customers have no posting-group fields in v2.0 (customer, general business posting group): BC takes them
+  from its customer template. What v2.0 does take are ids: `taxAreaId` (a tax area in US-style companies, a
+  VAT business posting group in VAT countries — BC's taxAreas lists whichever the company uses),
+  `paymentTermsId`, `paymentMethodId`, `shipmentMethodId`. The customers mapping gives codes ({code, table});
+  the target looks them up by `code` and caches them a day per system.
+* An order already in BC that Koppel did not book is an error-level skip (`existing_order_level`).
 """
 
 from __future__ import annotations
@@ -308,6 +313,12 @@ class BusinessCentralTarget(Target):
     order_modes = ("book",)
     documents = tuple(_DOCUMENTS)
     needs_items = frozenset(_DOCUMENTS)
+    existing_order_level = logging.ERROR
+
+    def __init__(self, system: System, context: Context) -> None:
+        super().__init__(system, context)
+        self._numbers: dict[str, str] = {}
+        """Document id → number, as `find_order` read them (for `order_label`)."""
 
     @property
     def bc(self) -> BusinessCentralClient:
@@ -329,11 +340,18 @@ class BusinessCentralTarget(Target):
             return None
         record = found[0]
         if record.get(lines):
+            self._numbers[str(record["id"])] = str(record.get("number") or "")
             return str(record["id"])
         log.warning("Business Central %s %s (order %s) has no lines: an earlier attempt was cut short; deleted and "
                     "booked again", path, record.get("number"), number)  # fmt: skip
         self.bc.delete(path, str(record["id"]), etag=record.get("@odata.etag"))
         return None
+
+    def order_label(self, document: str, target_id: str) -> str:
+        """E.g. "salesOrder S-ORD101001 (id …)": the number `find_order` read, else the id alone."""
+        number = self._numbers.get(target_id)
+        noun = _DOCUMENTS[document][0][:-1] if document in _DOCUMENTS else document
+        return f"{noun} {number} (id {target_id})" if number else f"{noun} {target_id}"
 
     def create_order(self, document: str, payload: Mapping[str, Any]) -> str:
         """The header, then its lines one by one; a line refused deletes the header and fails naming it."""
@@ -383,10 +401,48 @@ class BusinessCentralTarget(Target):
         return str(found[code]["id"]) if code in found else None
 
     def create_customer(self, payload: Mapping[str, Any]) -> str:
-        return str(self.bc.create("customers", _plain(payload))["id"])
+        return str(self.bc.create("customers", self._customer_body(payload))["id"])
 
     def update_customer(self, target_id: str, payload: Mapping[str, Any]) -> None:
-        self.bc.patch("customers", target_id, _plain(payload))
+        self.bc.patch("customers", target_id, self._customer_body(payload))
+
+    def _customer_body(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The mapping's setup references resolved: `taxArea`, `paymentTerms`, `paymentMethod`,
+        `shipmentMethod` as {code, table} (the code from the mapping table `table`) → the id field API v2.0
+        takes (`taxAreaId`…). A reference without a code is left out (BC keeps the template's value)."""
+        body = {k: _plain(v) for k, v in payload.items() if k not in _CUSTOMER_REFERENCES}
+        for name, (entity, field) in _CUSTOMER_REFERENCES.items():
+            ref = payload.get(name)
+            if ref is None or ref == "":
+                continue
+            if not isinstance(ref, Mapping):
+                raise PermanentError(f"Business Central customer: {name} must be a table {{code, table}} from the "
+                                     f"mapping, got {type(ref).__name__}")  # fmt: skip
+            code = str(ref.get("code") or "").strip()
+            if code:
+                body[field] = self.setup_id(entity, code, str(ref.get("table") or ""))
+        return body
+
+    def setup_id(self, entity: str, code: str, table: str = "") -> str:
+        """The id of the `entity` record (taxAreas, paymentTerms, paymentMethods, shipmentMethods) with this
+        code (BC stores codes upper-case), looked up once and cached a day per system. A code BC lacks fails
+        permanently, naming the code and the mapping table it came from."""
+        code = code.upper()
+        cache = keys.cache(self.system.id, f"bc_{entity}")
+        cached = self.context.redis.hget(cache, code)
+        if cached is not None:
+            return keys.text(cached)
+        found = self.bc.first(entity, filter=eq("code", code), select=("id", "code"))
+        if found is None:
+            source = f" (from mapping table {table!r})" if table else ""
+            fix = f"change the entry or default of table {table!r}" if table else "change the mapping"
+            raise PermanentError(f"Business Central has no {entity} code {code!r}{source}: create it in Business "
+                                 f"Central, or {fix}")  # fmt: skip
+        with self.context.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(cache, code, str(found["id"]))
+            pipe.expire(cache, REFERENCE_TTL, nx=True)  # a day from the first lookup: renamed codes are read again
+            pipe.execute()
+        return str(found["id"])
 
     def sync_customer(self, target_id: str, payload: Mapping[str, Any], changed: Iterable[str] | None) -> bool:
         """Only what differs from the customer as BC holds it, and (when `changed` is known) only the fields
@@ -396,6 +452,7 @@ class BusinessCentralTarget(Target):
         if changed is not None:
             names = {name.split(".", 1)[0] for name in changed}
             body = {name: body.get(name, "") for name in names}
+        body = self._customer_body(body)
         if not body:
             return False
         current = self.bc.get("customers", target_id)
@@ -473,6 +530,15 @@ class BusinessCentralTarget(Target):
         if flow == "products":
             return bool(self.context.redis.delete(keys.cache(self.system.id, "bc_item_categories")))
         return False
+
+
+_CUSTOMER_REFERENCES: dict[str, tuple[str, str]] = {
+    "taxArea": ("taxAreas", "taxAreaId"),
+    "paymentTerms": ("paymentTerms", "paymentTermsId"),
+    "paymentMethod": ("paymentMethods", "paymentMethodId"),
+    "shipmentMethod": ("shipmentMethods", "shipmentMethodId"),
+}
+"""The customers mapping's setup references → (the entity looked up by code, the customer's id field)."""
 
 
 def _image_type(content: bytes) -> str:

@@ -181,6 +181,10 @@ def book(work: Work, order: Order) -> FlowResult:
             ledger.record(order.number, existing)
             log.info("order %s was already booked by an earlier attempt (%s); skipped", order.number, existing)
             return FlowResult("skipped", order.number, existing, target.calls - before, f"already in {target.title}")
+    elif target.existing_order_level is not None:
+        existing = target.find_order(document, order.number)
+        if existing is not None:
+            return _existing(work, order, document, existing, target.calls - before)
     separate = target.discount_lines_of(settings) == "separate"
     order = separate_discounts(_expanded(work), from_lines=separate)
     label = f"{work.envelope.source} order {order.number}"
@@ -231,6 +235,19 @@ def book(work: Work, order: Order) -> FlowResult:
     log.info("order %s booked in %s as %s %s", order.number, target.kind, document, target_id)
     detail = {"document": document, "account": how}
     return FlowResult("created", order.number, target_id, target.calls - before, detail=detail)
+
+
+def _existing(work: Work, order: Order, document: str, target_id: str, calls: int) -> FlowResult:
+    """An order found in the target that Koppel's ledger does not hold (booked by hand, by another tool, or
+    before the ledger was lost): skipped, never booked twice, logged at the target's `existing_order_level`.
+    The ledger is not told: Koppel did not book it, and a number reused in the source is found again."""
+    target = work.target
+    level = target.existing_order_level or logging.INFO
+    label = target.order_label(document, target_id)
+    reason = f"already in {target.title} as {label}, not booked by Koppel; skipped"
+    log.log(level, "%s order %s: %s", order.source, order.number, reason)
+    name = logging.getLevelName(level).lower() if level >= logging.ERROR else ""
+    return FlowResult("skipped", order.number, target_id, calls, reason, level=name)
 
 
 # -- status write-back -------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ What it reproduces (PLATFORMS.md §3, Microsoft's API v2.0 reference):
   because Koppel does not rely on it). Item and customer numbers are upper-cased codes of at most 20
   characters and unique; a document needs an existing customer (`customerId` or `customerNumber`); a
   `currencyCode` must be a foreign currency the company knows (`currencies`; its own is empty, as in BC).
+  The setup lists taxAreas, paymentTerms, paymentMethods and shipmentMethods (upper-cased unique `code`,
+  `$filter=code eq '…'`); a customer's `taxAreaId`, `paymentTermsId`, `paymentMethodId`, `shipmentMethodId`
+  must name one of them (BC's "does not exist" otherwise) and `taxAreaDisplayName` follows its tax area.
 * Queries: `$filter` (`eq ne gt ge lt le` joined by `and`/`or`; text compares as stored: Code fields — `number`,
   `code`, `externalDocumentNumber` — are stored upper-case, e-mails as typed),
   `$select`, `$expand` (lines, `customer`, `picture`; with `($select=…)`), `$orderby`, `$top`; pages of

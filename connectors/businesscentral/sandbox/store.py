@@ -19,7 +19,14 @@ from typing import Any
 
 Record = dict[str, Any]
 
-ENTITIES = ("customers", "items", "itemCategories", "salesOrders", "salesInvoices")
+ENTITIES = ("customers", "items", "itemCategories", "salesOrders", "salesInvoices", "taxAreas", "paymentTerms",
+            "paymentMethods", "shipmentMethods")  # fmt: skip
+CODE_LISTS = {"itemCategories": "Item Category", "taxAreas": "Tax Area", "paymentTerms": "Payment Terms",
+              "paymentMethods": "Payment Method", "shipmentMethods": "Shipment Method"}  # fmt: skip
+"""Setup lists keyed by an upper-case `code` (their BC table's name for errors)."""
+CUSTOMER_REFERENCES = {"taxAreaId": "taxAreas", "paymentTermsId": "paymentTerms", "paymentMethodId": "paymentMethods",
+                       "shipmentMethodId": "shipmentMethods"}  # fmt: skip
+"""A customer's references to setup lists, by id (as API v2.0 takes them; NIL: none)."""
 LINES = {"salesOrders": "salesOrderLines", "salesInvoices": "salesInvoiceLines"}
 NIL = "00000000-0000-0000-0000-000000000000"
 
@@ -196,13 +203,17 @@ class Store:
         if entity == "customers":
             return {"number": "", "displayName": "", "type": "Company", "addressLine1": "", "addressLine2": "",
                     "city": "", "state": "", "country": "", "postalCode": "", "phoneNumber": "", "email": "",
-                    "website": "", "taxRegistrationNumber": "", "currencyCode": "", "blocked": " "}  # fmt: skip
+                    "website": "", "taxRegistrationNumber": "", "currencyCode": "", "blocked": " ",
+                    "taxLiable": False, "taxAreaDisplayName": "",
+                    **dict.fromkeys(CUSTOMER_REFERENCES, NIL)}  # fmt: skip
         if entity == "items":
             return {"number": "", "displayName": "", "displayName2": "", "type": "Inventory", "itemCategoryId": NIL,
                     "itemCategoryCode": "", "blocked": False, "gtin": "", "inventory": 0, "unitPrice": 0,
                     "priceIncludesTax": False, "unitCost": 0, "taxGroupCode": "", "baseUnitOfMeasureCode": "PCS",
                     "generalProductPostingGroupCode": "RETAIL", "inventoryPostingGroupCode": "RESALE"}  # fmt: skip
-        if entity == "itemCategories":
+        if entity == "taxAreas":
+            return {"code": "", "displayName": "", "taxType": "VAT"}
+        if entity in CODE_LISTS:
             return {"code": "", "displayName": ""}
         today = datetime.fromtimestamp(self.clock(), UTC).date().isoformat()
         base: Record = {"number": "", "externalDocumentNumber": "", "customerId": NIL, "customerNumber": "",
@@ -222,7 +233,8 @@ class Store:
         return base
 
     _READ_ONLY = frozenset({"id", "@odata.etag", "lastModifiedDateTime", "inventory", "totalAmountExcludingTax",
-                            "totalTaxAmount", "totalAmountIncludingTax", "status", "customerName"})  # fmt: skip
+                            "totalTaxAmount", "totalAmountIncludingTax", "status", "customerName",
+                            "taxAreaDisplayName"})  # fmt: skip
 
     def _apply(self, company: str, entity: str, record: Record, fields: Mapping[str, Any], *, creating: bool) -> None:
         unknown = [k for k in fields if k not in record and k not in ("id",) and k != LINES.get(entity)]
@@ -266,14 +278,22 @@ class Store:
                 text = f"The Item Category does not exist. Identification fields and values: Code='{code}'"
                 raise BCError(400, "Internal_RecordNotFound", text)
             record["itemCategoryId"] = found[0]["id"]
-        if entity == "itemCategories":
+        if entity in CODE_LISTS:
+            name = CODE_LISTS[entity]
             record["code"] = str(record["code"]).upper()
             if not record["code"]:
-                raise BCError(400, "BadRequest", "The field Code of table Item Category must have a value.")
+                raise BCError(400, "BadRequest", f"The field Code of table {name} must have a value.")
             if any(c["code"] == record["code"] and c is not record for c in self.table(company, entity).values()):
-                raise BCError(
-                    400, "Internal_EntityWithSameKeyExists", "The record in table Item Category already exists."
-                )
+                raise BCError(400, "Internal_EntityWithSameKeyExists", f"The record in table {name} already exists.")
+        if entity == "customers":
+            for field, listed in CUSTOMER_REFERENCES.items():
+                ref = str(record.get(field) or NIL).lower()
+                if ref != NIL and ref not in self.table(company, listed):
+                    text = f"The {CODE_LISTS[listed]} does not exist. Identification fields and values: Id='{ref}'"
+                    raise BCError(400, "Internal_RecordNotFound", text)
+                record[field] = ref
+            area = self.table(company, "taxAreas").get(record["taxAreaId"])
+            record["taxAreaDisplayName"] = area["displayName"] if area else ""
         if entity in LINES:
             record["externalDocumentNumber"] = str(record.get("externalDocumentNumber") or "").upper()[:35]
             self._customer_of(company, record)
