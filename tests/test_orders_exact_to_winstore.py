@@ -77,17 +77,17 @@ class Env:
     def control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.http.post(f"{self.exact.url}/sandbox/{action}", json=body).raise_for_status().json()
 
-    def account(self) -> str:
+    def account(self, **fields: Any) -> str:
         record = {"Name": "Bakkerij Jörg B.V.", "Email": "inkoop@joerg.example", "AddressLine1": "Oudegracht 112a",
-                  "Postcode": "3511 AX", "City": "Utrecht", "Country": "NL"}  # fmt: skip
+                  "Postcode": "3511 AX", "City": "Utrecht", "Country": "NL"} | fields  # fmt: skip
         return str(self.control("seed", {"entity": "crm/Accounts", "records": [record]})["ids"][0])
 
     def exact_order(self, lines: list[tuple[str, int, float]], vat: dict[str, str] | None = None,
-                    **header: Any) -> str:  # fmt: skip
+                    account: str | None = None, **header: Any) -> str:  # fmt: skip
         """A sales order entered in Exact; lines are (item code, quantity, unit price excl. VAT), `vat` the
         lines' VAT codes by item code (else the item's: 21 %)."""
         items = self.control("seed/items", {"skus": [code for code, _, _ in lines]})["items"]
-        order = {"OrderedBy": self.account(), "SalesOrderLines": [
+        order = {"OrderedBy": account or self.account(), "SalesOrderLines": [
             {"Item": items[code], "Quantity": quantity, "UnitPrice": price} | (
                 {"VATCode": (vat or {})[code]} if code in (vat or {}) else {})
             for code, quantity, price in lines
@@ -169,6 +169,8 @@ def test_an_exact_sales_order_is_booked_once_in_winstore_with_its_lines_prices_a
     address = order["invoice_add"]
     assert (address["street"], address["streetnr"], address["zip"], address["city"], address["countryISO"],
             address["country"]) == ("Oudegracht", "112 a", "3511 AX", "Utrecht", "NL", "Nederland")  # fmt: skip
+    # no VAT number, no contact: Exact's account reads as a person (connectors/exactonline/normalise.py)
+    assert (address["fname"], address["lname"]) == ("Bakkerij", "Jörg B.V.")
     # booked once: a later change of the Exact order, polled again, is skipped by the ledger
     env.exact_update(order_id, Description="Levering dinsdag")
     [again] = env.process_polled()
@@ -218,3 +220,14 @@ def test_a_cancelled_exact_order_is_not_booked_by_default(env):
     [result] = env.process_polled()
     assert (result["outcome"], result["reason"]) == ("skipped", "status 'cancelled' is not synced")
     assert env.winstore_orders() == []
+
+
+def test_a_business_customer_is_named_in_the_address_winstore_has(env):
+    company = env.account(Name="Koffiebranderij Noord B.V.", VATNumber="NL812345678B01", City="Groningen")
+    env.exact_order([("KOP-TASSE-BL", 1, 10.00)], account=company)
+    [result] = env.process_polled()
+    assert result["outcome"] == "created", result
+    [order] = env.winstore_orders()
+    address = order["invoice_add"]
+    assert (address.get("fname", ""), address["lname"], address["city"]) == ("", "Koffiebranderij Noord B.V.",
+                                                                            "Groningen")  # fmt: skip
