@@ -231,3 +231,31 @@ def test_a_business_customer_is_named_in_the_address_winstore_has(env):
     address = order["invoice_add"]
     assert (address.get("fname", ""), address["lname"], address["city"]) == ("", "Koffiebranderij Noord B.V.",
                                                                             "Groningen")  # fmt: skip
+
+
+def test_an_exact_item_code_that_is_a_winstore_gtin_finds_its_article(env):
+    env.exact_order([("8712345000017", 2, 10.00)])
+    [result] = env.process_polled()
+    assert result["outcome"] == "created", result
+    [order] = env.winstore_orders()
+    assert [(p["product_id"], p["amount"]) for p in order["positions"]] == [(env.article_keys()["KOP-TASSE-BL"], 2)]
+
+
+def test_an_exact_line_discount_is_in_the_price_winstore_books(env):
+    items = env.control("seed/items", {"skus": ["KOP-TASSE-BL"]})["items"]
+    line = {
+        "Item": items["KOP-TASSE-BL"],
+        "Quantity": 4,
+        "UnitPrice": 10.00,
+        "Discount": 0.25,
+        "NetPrice": 7.50,
+        "AmountFC": 30.00,
+    }  # Exact gives the net price
+    env.control("seed", {"entity": "salesorder/SalesOrders",
+                         "records": [{"OrderedBy": env.account(), "SalesOrderLines": [line]}]})  # fmt: skip
+    [result] = env.process_polled()
+    assert result["outcome"] == "created", result
+    [order] = env.winstore_orders()
+    [position] = order["positions"]
+    assert (position["amount"], Decimal(position["single_price"])) == (4, Decimal("9.08"))  # 7.50 + 21 %
+    assert Decimal(order["total"]) == Decimal("36.30")
