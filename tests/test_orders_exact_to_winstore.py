@@ -4,6 +4,7 @@ and the generic orders flow."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -159,7 +160,8 @@ def test_an_exact_sales_order_is_booked_once_in_winstore_with_its_lines_prices_a
     assert (order["customerid"], order["branch"], order["channel"], order["currency"]) == (999999, 1, "exact", "EUR")
     assert order["email"] == "inkoop@joerg.example"
     keys = env.article_keys()
-    positions = [(p["product_id"], p["amount"], Decimal(p["single_price"]), p["type"]) for p in order["positions"]]
+    positions = sorted((p["product_id"], p["amount"], Decimal(p["single_price"]), p["type"])
+                       for p in order["positions"])  # fmt: skip
     assert positions == [
         (keys["KOP-TASSE-BL"], 3, Decimal("12.10"), "S"),  # 10.00 + 21 % VAT: a till's price incl. VAT
         (keys["KOP-KOF-1KG"], 2, Decimal("21.80"), "S"),  # 20.00 + 9 %
@@ -211,6 +213,19 @@ def test_only_the_configured_exact_statuses_are_booked(env):
     env.exact_update(order_id, Status=12)
     [booked] = env.process_polled()
     assert booked["outcome"] == "created", booked
+    assert len(env.winstore_orders()) == 1
+
+
+def test_a_booked_order_cancelled_in_exact_is_a_warning_naming_the_winstore_order(env, caplog):
+    order_id = env.exact_order([("KOP-TASSE-BL", 1, 10.00)])
+    [booked] = env.process_polled()
+    env.exact_update(order_id, Status=45)
+    with caplog.at_level(logging.WARNING, logger="koppel.flows.orders"):
+        [result] = env.process_polled()
+    assert (result["outcome"], result["reason"]) == ("skipped", "status 'cancelled' is not synced")
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "koppel.flows.orders"]
+    assert warning == (f"exactonline order {booked['number']} is cancelled, but Koppel booked it in Winstore as "
+                       f"{booked['target_id']} before; cancel that order there by hand")  # fmt: skip
     assert len(env.winstore_orders()) == 1
 
 
