@@ -15,6 +15,7 @@ import httpx
 import pytest
 import redis
 
+from connectors import registry
 from connectors.exactonline.auth import OAuthApp
 from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
 from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
@@ -274,3 +275,16 @@ def test_an_exact_line_discount_is_in_the_price_winstore_books(env):
     [position] = order["positions"]
     assert (position["amount"], Decimal(position["single_price"])) == (4, Decimal("9.08"))  # 7.50 + 21 %
     assert Decimal(order["total"]) == Decimal("36.30")
+
+
+def test_config_check_accepts_the_pair_and_names_a_missing_branch():
+    config = make_config("http://127.0.0.1:1", "http://127.0.0.1:2", {})
+    assert registry.config_problems(config) == []
+    config.systems[1].settings.pop("branch")
+    assert [p for p in registry.config_problems(config) if "branch" in p] == [
+        "integrations[0].target: winstore books orders on systems.settings.branch (the branch number); it is not set"
+    ]
+    status_only = make_config("http://127.0.0.1:1", "http://127.0.0.1:2", {"order_mode": "status"})
+    assert [p for p in registry.config_problems(status_only) if "order_mode" in p] == [
+        'integrations[0].settings.order_mode: Winstore can only book orders ("book")'
+    ]
