@@ -288,3 +288,12 @@ def test_config_check_accepts_the_pair_and_names_a_missing_branch():
     assert [p for p in registry.config_problems(status_only) if "order_mode" in p] == [
         'integrations[0].settings.order_mode: Winstore can only book orders ("book")'
     ]
+
+
+def test_an_exact_customer_without_e_mail_is_booked_on_winstores_customer_all_the_same(env):
+    env.exact_order([("KOP-TASSE-BL", 1, 10.00)], account=env.account(Email=None, Name="Jan Smit"))
+    [result] = env.process_polled()
+    assert result["outcome"] == "created", result  # no customer lookup by e-mail: the order carries its customer
+    [order] = env.winstore_orders()
+    assert (order["customerid"], order["email"]) == (999999, "")
+    assert (order["invoice_add"]["fname"], order["invoice_add"]["lname"]) == ("Jan", "Smit")
