@@ -15,7 +15,8 @@ Booking (a target that books orders: an ERP, an accounting package, a shop takin
    worker killed between the write and the ledger entry is followed by a lookup, never by a second
    document.
 2. Status filter: only orders whose status (canonical name or the source's code) is in
-   `settings.order_statuses` travel (default: the source's `booked_statuses`).
+   `settings.order_statuses` travel (default: the source's `booked_statuses`). An order booked before
+   and cancelled since, for a target that takes no statuses, is a warning naming the target's order.
 3. The customer: workers/flows/customers.py (default debtor, or by e-mail: created or updated); with
    `settings.guest_orders`, or a target without customer accounts (`Target.customer_accounts`), none
    (the target's guest orders).
@@ -170,6 +171,9 @@ def book(work: Work, order: Order) -> FlowResult:
     if done and "status" in target.order_modes:
         return write_back(work, order, booked=done)
     if not synced_status(work, order):
+        if done and order.status == "cancelled":  # booked before; this target takes no statuses from Koppel
+            log.warning("%s order %s is cancelled, but Koppel booked it in %s as %s before; cancel that order "
+                        "there by hand", order.source, order.number, target.title, done)  # fmt: skip
         return FlowResult("skipped", order.number, reason=f"status {order.status!r} is not synced")
     before = target.calls
     if done:
