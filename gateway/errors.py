@@ -77,19 +77,21 @@ class RateLimited(TransientError):
 
 
 class Rejected(PermanentError):
-    """A system refused a request (4xx). `code` is the system's own error code, when it gave one."""
+    """A system refused a request (4xx). `code` is the system's own error code and `message` its own
+    text, when it gave them (the exception's text is Koppel's sentence around them)."""
 
-    def __init__(self, message: str, *, status: int, code: str = "") -> None:
-        super().__init__(message)
+    def __init__(self, text: str, *, status: int, code: str = "", message: str = "") -> None:
+        super().__init__(text)
         self.status = status
         self.code = code
+        self.message = message
 
 
 class NotFound(Rejected):
     """404: no record with that key (or no such route)."""
 
-    def __init__(self, message: str, *, status: int = 404, code: str = "") -> None:
-        super().__init__(message, status=status, code=code)
+    def __init__(self, text: str, *, status: int = 404, code: str = "", message: str = "") -> None:
+        super().__init__(text, status=status, code=code, message=message)
 
 
 class AuthFailed(PermanentError):

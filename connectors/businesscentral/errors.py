@@ -63,9 +63,6 @@ class RateLimited(BusinessCentralTransientError, RateLimitedError):
 class BusinessCentralRequestError(BusinessCentralPermanentError, Rejected):
     """BC refused the request: `{"error": {"code", "message"}}` as `.code`, `.message`."""
 
-    def __init__(self, text: str, *, status: int, code: str = "", message: str = "") -> None:
-        super().__init__(text, status=status, code=code)
-        self.message = message
 
 
 class BusinessCentralNotFound(BusinessCentralRequestError, NotFound):

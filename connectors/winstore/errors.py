@@ -61,9 +61,6 @@ class WinstoreRateLimited(WinstoreTransientError, RateLimited):
 class WinstoreRequestError(WinstorePermanentError, Rejected):
     """Winstore refused the request; `.message` is its own text."""
 
-    def __init__(self, text: str, *, status: int, code: str = "", message: str = "") -> None:
-        super().__init__(text, status=status, code=code)
-        self.message = message
 
 
 class WinstoreAuthError(WinstoreRequestError, AuthFailed):

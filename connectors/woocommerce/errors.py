@@ -69,9 +69,6 @@ class RateLimited(WooCommerceTransientError, RateLimitedError):
 class WooCommerceRequestError(WooCommercePermanentError, Rejected):
     """WooCommerce refused the request: `{"code", "message", "data": {"status"}}` as `.code`, `.message`."""
 
-    def __init__(self, text: str, *, status: int, code: str = "", message: str = "") -> None:
-        super().__init__(text, status=status, code=code)
-        self.message = message
 
 
 class WooCommerceAuthError(WooCommerceRequestError, AuthFailed):
