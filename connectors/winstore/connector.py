@@ -1,5 +1,5 @@
 """Winstore (ACA's retail and till system) as a `Source` (articles and stock, polled by date) and a `Target`
-(orders posted into it), on its web service `…/iposws/api/osd`.
+(orders posted into it; stock levels set in it), on its web service `…/iposws/api/osd`.
 
     [[systems]]
     id = "winstore"
@@ -17,6 +17,8 @@
     timezone = "Europe/Amsterdam"               # how Winstore's dates without an offset are read
     initial_lookback_seconds = 86400            # how far back the first poll reads
     overlap_seconds = 300                       # how far behind its cursor each poll starts again
+    stock_warehouse = 1                         # the warehouse whose level Koppel sets (default: the one of warehouses)
+    endpoints = { stock = "PostStock" }         # assumed endpoints [U] renamed (client.ASSUMED_ENDPOINTS)
 
 What is known of Winstore's API comes from one public client (the PHP package onetoweb/winstore), not
 from documentation; ../shared/docs/PLATFORMS.md §5. Known [V] from that client: the base URL, HTTP Basic,
@@ -36,6 +38,16 @@ honoured, answers typed by Content-Type. Unverified [U], built as guessed and to
 * `invoice_add/city`: the public client sets a city but never writes it into the document (a bug, by
   the look of it); Koppel sends it.
 * Dates: the `date` parameter is sent as ATOM in UTC; that Winstore honours the offset is assumed.
+* Endpoints the public client does not show — Winstore's API has them (APIcenter sells these flows), but
+  their names and shapes are not public — are built against an assumed surface that follows the known
+  API's naming, in ONE table, `client.ASSUMED_ENDPOINTS`; the system setting `endpoints` renames any of
+  them (a key not in the table is a config error), so an operator holding Winstore's documentation
+  corrects a name without a release. The sandbox implements exactly this surface.
+* Stock into Winstore [U]: `PostStock` (`ASSUMED_ENDPOINTS["stock"]`) takes
+  `<stock><artkey/><warehouse/><amount/></stock>`, the article's absolute level in that warehouse (not
+  a change), and answers like `PostOrderWithStatusCode` (a status code of 400 and up is a refusal; a 404
+  an article Winstore no longer has). That `artkey` is the article key (`ArtKey`, as `GetStock` takes
+  it) and that a level may go below zero (sent as computed: a till sells below zero) are assumed too.
 
 Quirks Koppel handles:
 
@@ -59,7 +71,15 @@ Quirks Koppel handles:
 * Winstore has no customer accounts in its API: an order carries its customer (`customerid`, default
   999999, with the e-mail and invoice address), so booking needs no customer lookup
   (`customer_accounts = False`).
-* No writes of stock, products or customers are known: Winstore takes orders only.
+* Stock is set, never changed by a delta: the level is written into one warehouse, `stock_warehouse`
+  (default: the only entry of `warehouses`; with several or none it must be set, and `koppel config
+  check` says so for an integration writing stock into the system). The article is found by article
+  number, else GTIN: the catalogue (`GetArticleDataChangesByDate` since 2000) is read once and every
+  number and GTIN in it cached a day, so a burst of levels costs one catalogue read; a cached key is
+  checked by its `GetStock` (a 404, or rows naming another article, drop it and the catalogue is read
+  again). The current level is the warehouse's row of `GetStock` (none listed: 0); an unchanged level
+  is not written. Cost: 2 calls (`GetStock` + `PostStock`) for a cached article, 1 when unchanged.
+* No writes of products or customers are known: Winstore takes orders and stock levels only.
 """
 
 from __future__ import annotations
@@ -350,7 +370,8 @@ def _pages(changes: list[tuple[Change, datetime | None]], floor: str) -> Iterato
 
 
 class WinstoreTarget(Target):
-    """Orders booked in Winstore (`PostOrderWithStatusCode`); nothing else (see the module docstring)."""
+    """Orders booked in Winstore (`PostOrderWithStatusCode`) and stock levels set in one warehouse (the
+    assumed `PostStock`); nothing else (see the module docstring)."""
 
     kind = KIND
     title = "Winstore"
