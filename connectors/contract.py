@@ -454,6 +454,12 @@ class Target:
 
     # -- stock -------------------------------------------------------------------------------------
 
+    @classmethod
+    def stock_problems(cls, system: System) -> list[str]:
+        """What `koppel config check` reports when an integration writes stock into `system` and its settings
+        lack what that needs (Winstore: the warehouse). Default: nothing."""
+        return []
+
     def find_stock(self, sku: str) -> StockRecord | None:
         raise self._unsupported("read stock")
 

@@ -135,6 +135,9 @@ def config_problems(config: Config) -> list[str]:
         if "orders" in integration.flows and "orders" in writes:
             problems += _order_problems(config, index, integration, get(source_kind).source, get(target.kind).target)
             problems += _booking_problems(index, integration, target, get(target.kind).target)
+        target_class = get(target.kind).target
+        if "stock" in integration.flows and "stock" in writes and target_class is not None:
+            problems += [f"integrations[{index}].target: {p}" for p in target_class.stock_problems(target)]
     return problems
 
 

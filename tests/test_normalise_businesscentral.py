@@ -38,4 +38,5 @@ def test_customers_and_items():
     assert item.sku == "1896-S" and item.price_excl == Decimal("506.6") and item.ean == "5012345678900"
     assert item.type == "simple" and item.categories == ["TABLE"]
     stock = normalise_item_stock(fixture("businesscentral/item.json"))
-    assert stock.available == Decimal("7.5")
+    # API v2.0 reports no reservations: available = on hand minus reserved (0) = the inventory
+    assert (stock.on_hand, stock.reserved, stock.available) == (Decimal("7.5"), Decimal(0), Decimal("7.5"))

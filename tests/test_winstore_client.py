@@ -160,3 +160,46 @@ def test_an_order_refused_in_xml_names_winstores_message(api):
     with pytest.raises(WinstoreRequestError, match=expected) as caught:
         api.post_order(ORDER)
     assert (caught.value.status, caught.value.message) == (400, "Unknown branch 7")
+
+
+# -- stock levels (the assumed PostStock) ---------------------------------------------------------------
+
+
+@respx.mock
+def test_a_stock_level_is_posted_as_a_stock_document(api):
+    route = respx.post(f"{API}/PostStock").mock(
+        return_value=httpx.Response(200, json={"StatusCode": 200, "Message": "Stock of article 1001 set"}))
+    assert api.post_stock("1001", 2, 27) == "Stock of article 1001 set"
+    request = route.calls.last.request
+    assert request.headers["content-type"] == "application/xml" and request.headers["authorization"] == BASIC
+    assert request.content == (b'<?xml version="1.0" encoding="UTF-8"?><stock><artkey>1001</artkey>'
+                               b"<warehouse>2</warehouse><amount>27</amount></stock>")  # fmt: skip
+
+
+@respx.mock
+def test_the_stock_endpoint_is_renamed_by_the_systems_endpoints_setting():
+    route = respx.post(f"{API}/Stock/SetLevel").mock(return_value=httpx.Response(200, json={"StatusCode": 200}))
+    with httpx.Client() as http:
+        api = WinstoreClient(http, base_url=API, username=USER, password=PASSWORD,
+                             endpoints={"stock": "Stock/SetLevel"})  # fmt: skip
+        api.post_stock("1001", 1, 3)
+        assert api.endpoint("stock") == "Stock/SetLevel" and api.endpoint("order_status") == "PostOrderStatus"
+    assert route.call_count == 1
+
+
+@respx.mock
+def test_a_stock_level_refused_under_http_200_or_for_an_unknown_article_is_an_error(api):
+    respx.post(f"{API}/PostStock").mock(side_effect=[
+        httpx.Response(200, json={"StatusCode": 400, "Message": "Unknown warehouse 9"}),
+        httpx.Response(404, json={"StatusCode": 404, "Message": "Article 1001 not found"}),
+    ])  # fmt: skip
+    with pytest.raises(WinstoreRequestError, match=r"^POST PostStock: .*status code 400: Unknown warehouse 9$"):
+        api.post_stock("1001", 9, 1)
+    with pytest.raises(WinstoreNotFound, match="Article 1001 not found") as caught:
+        api.post_stock("1001", 1, 1)
+    assert isinstance(caught.value, NotFound)
+
+
+def test_a_stock_level_that_cannot_be_written_is_refused_before_sending(api):
+    with pytest.raises(WinstoreRequestError, match=r"POST PostStock: the stock level cannot be sent: stock\.bad key"):
+        api.post_stock("1001", 1, 2, {"bad key": 1})

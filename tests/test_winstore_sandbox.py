@@ -399,3 +399,92 @@ def test_a_stock_count_over_many_articles_reads_the_other_warehouses_in_one_call
     assert len(counted) == count  # 4 + 2 each
     assert after.get("GET GetStock", 0) == before.get("GET GetStock", 0)
     assert after["GET GetChangedStockWithWarehouse"] == before["GET GetChangedStockWithWarehouse"] + 2
+
+
+# -- stock levels into Winstore (the assumed PostStock) -------------------------------------------------------
+
+
+def stock_in(ws: Winstore, key: str) -> dict[int, str]:
+    return {row["Warehouse"]: row["Stock"] for row in ws.client().stock_by_key(key)}
+
+
+def test_a_posted_stock_level_is_set_and_read_back_as_a_change(ws):
+    key = str(ws.seed(JEANS)[0]["ArtKey"])
+    ws.control("stock", {"ArtKey": key, "warehouse": 2, "quantity": 3, "reserved": 1})
+    ws.control("clock", {"advance": 600})
+    source = ws.source(warehouses=[2])
+    _, cursor = poll(source, "stock", None)
+    ws.control("clock", {"advance": 600})
+    message = ws.client().post_stock(key, 2, 12)
+    assert message == f"Stock of article {key} in warehouse 2 set to 12"
+    assert stock_in(ws, key) == {1: "5", 2: "12"}  # an absolute level, in that warehouse only
+    read, _ = poll(source, "stock", cursor)
+    [change] = [c for c in read if c.record["ArtKey"] == key]
+    level = source.normalise("stock", change.record)
+    assert (str(level.on_hand), str(level.reserved), str(level.available)) == ("12", "1", "11")  # reservation kept
+    assert change.record["ChangeDate"] > cursor[:19]  # a new change date, past what the last poll saw
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"<stock><artkey>999</artkey><warehouse>1</warehouse><amount>1</amount></stock>", 404,
+         "Article 999 not found"),
+        (b"<stock><artkey>{key}</artkey><warehouse>7</warehouse><amount>1</amount></stock>", 400,
+         "Unknown warehouse 7"),
+        (b"<stock><artkey>{key}</artkey><amount>1</amount></stock>", 400, "warehouse is required"),
+        (b"<stock><artkey>{key}</artkey><warehouse>1</warehouse><amount>lots</amount></stock>", 400,
+         "amount 'lots' is not a quantity"),
+        (b"<stock><artkey>{key}</artkey><warehouse>1</warehouse><amount>1</amount><price>2</price></stock>", 400,
+         "stock: unknown element price"),
+        (b"<level><artkey>{key}</artkey></level>", 400, "The root element must be stock, not level"),
+    ],
+)  # fmt: skip
+def test_the_sandbox_refuses_a_stock_document_naming_what_is_wrong(ws, body, status, message):
+    key = str(ws.seed(JEANS)[0]["ArtKey"])
+    response = ws.http.post(f"{ws.api_root}/PostStock", content=body.replace(b"{key}", key.encode()),
+                            headers={"Content-Type": "application/xml"}, auth=(USER, PASSWORD))  # fmt: skip
+    assert response.status_code == status
+    assert response.json() == {"StatusCode": status, "Message": message}
+    assert stock_in(ws, key) == {1: "5", 2: "3"}
+
+
+def test_a_stock_level_sent_as_json_or_without_credentials_is_refused(ws):
+    key = str(ws.seed(JEANS)[0]["ArtKey"])
+    as_json = ws.http.post(f"{ws.api_root}/PostStock", json={"artkey": key}, auth=(USER, PASSWORD))
+    assert as_json.status_code == 415
+    anonymous = ws.http.post(f"{ws.api_root}/PostStock", content=b"<stock/>", headers={"Content-Type": "text/xml"})
+    assert anonymous.status_code == 401
+
+
+def test_the_target_finds_an_articles_stock_by_number_or_gtin_and_caches_its_key(ws):
+    key = str(ws.seed(JEANS, SHIRT)[0]["ArtKey"])
+    target = ws.target(warehouses=[1, 2], stock_warehouse=2)
+    found = target.find_stock("ws-jeans")
+    assert found is not None and (found.target_id, found.quantity, found.ref) == (key, 3, 2)
+    assert target.calls == 2  # the catalogue, then the article's stock
+    again = target.find_stock("8712345678906")  # its GTIN: cached from the same catalogue read
+    assert again is not None and again.target_id == key and target.calls == 3
+    assert target.find_stock("WS-NOPE") is None
+    shirt = target.find_stock("WS-SHIRT")
+    assert shirt is not None and shirt.quantity == 0  # no stock listed in warehouse 2: it holds none
+
+
+def test_the_target_writes_a_changed_level_only_and_looks_up_a_renumbered_article_again(ws):
+    key = str(ws.seed(JEANS)[0]["ArtKey"])
+    target = ws.target(warehouses=[1])  # the one warehouse read is the one written
+    current = target.find_stock("WS-JEANS")
+    assert current is not None
+    assert target.stock_change(current, {"amount": 5}) is None
+    assert target.stock_change(current, {"amount": 7}) == (5, 7)
+    target.write_stock(current, {"amount": 7})
+    assert stock_in(ws, key) == {1: "7", 2: "3"}
+    ws.seed({"ArtKey": key, "ArtNr": "WS-JEANS-2"})  # renumbered in Winstore: the cached key no longer fits
+    assert target.find_stock("WS-JEANS") is None
+    assert target.find_stock("WS-JEANS-2") is not None
+
+
+def test_writing_stock_without_a_warehouse_to_write_names_the_setting(ws):
+    ws.seed(JEANS)
+    with pytest.raises(PermanentError, match=r"systems\.ws\.settings\.stock_warehouse: required to write stock"):
+        ws.target(warehouses=[1, 2]).find_stock("WS-JEANS")

@@ -28,6 +28,11 @@ Quirks (PLATFORMS.md §3 and Microsoft's API v2.0 reference):
   postings): BC gives stock (a Source stream) but takes none. And posting does not move the item's
   `lastModifiedDateTime`, so the stock stream reads every item's `inventory` each poll and reports the
   items whose quantity differs from the previous poll (remembered in Redis).
+* API v2.0 gives an item's `inventory` (on hand) and no reserved quantity (reservation entries and
+  quantities on sales orders are not in the standard API): a stock level reads on hand = available =
+  `inventory`, reserved 0. The stock mappings' default (available, i.e. on hand minus reserved) therefore
+  sends the inventory; a target that should keep back what open orders need takes another formula
+  (`[integrations.mappings.stock.<target kind>]`, e.g. `$sub(available, 2)`).
 * Customers have no posting-group fields in v2.0 (customer, general business posting group): BC takes them
   from its customer template. What v2.0 does take are ids: `taxAreaId` (a tax area in US-style companies, a
   VAT business posting group in VAT countries — BC's taxAreas lists whichever the company uses),

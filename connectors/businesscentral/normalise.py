@@ -172,7 +172,8 @@ def normalise_item(payload: Mapping[str, Any]) -> Product:
 
 
 def normalise_item_stock(payload: Mapping[str, Any]) -> StockLevel:
-    """The `inventory` of a BC item as a `StockLevel` (BC's item API reports no reservations)."""
+    """The `inventory` of a BC item as a `StockLevel`: on hand and available, reserved 0 (API v2.0 reports no
+    reservations, so on hand minus reserved is the inventory; see connector.py)."""
     product = normalise_item(payload)
     quantity = product.stock_quantity or ZERO
     if not product.sku:

@@ -6,6 +6,11 @@
     stock_changed_by_warehouse(since)       GET  GetChangedStockWithWarehouse?date=&outOfStock=1
     suppliers() / supplier_articles(id)     GET  GetSuppliers / GetArticleDataBySupplierId?id=
     post_order(payload)                     POST PostOrderWithStatusCode, the XML `<order>` document
+    post_stock(artkey, warehouse, amount)   POST PostStock [U], the XML `<stock>` document (an absolute level)
+
+Endpoints beyond the public client are assumed [U] (their names follow the known ones; see
+connectors/winstore/connector.py): they live in `ASSUMED_ENDPOINTS` alone, and the system setting
+`endpoints` renames any of them (`endpoints = { stock = "PostStockLevel" }`) without a release.
 
 Query parameters are joined with `&` as HTTP has it (the public PHP client joins them with `?`, a bug of
 its own, changelog 1.0.8). Dates go out as ATOM (`2026-03-14T13:02:11+00:00`, UTC).
@@ -38,14 +43,23 @@ from connectors.winstore.errors import (
     WinstoreResponseError,
     WinstoreUnavailable,
 )
-from connectors.winstore.wire import MalformedBody, field, order_xml, parse_json, parse_xml, records
+from connectors.winstore.wire import MalformedBody, document_xml, field, order_xml, parse_json, parse_xml, records
 from gateway.errors import PermanentError
 
-__all__ = ["DUPLICATE_WORDS", "OrderAnswer", "WinstoreClient", "atom"]
+__all__ = ["ASSUMED_ENDPOINTS", "DUPLICATE_WORDS", "OrderAnswer", "WinstoreClient", "atom"]
 
 XML_TYPES = ("application/xml", "text/xml")
 DUPLICATE_WORDS = ("already exists", "bestaat al", "duplicate")
 """Words in a refusal of an order that say its ordernr is in Winstore already (guessed; see connector.py)."""
+
+ASSUMED_ENDPOINTS: dict[str, str] = {
+    "orders": "GetOrdersByDate",                 # GET ?date=<ATOM>: orders changed since
+    "customers": "GetCustomerDataChangesByDate", # GET ?date=<ATOM>: customers changed since
+    "order_status": "PostOrderStatus",           # POST XML <order><ordernr/><statuscode/></order>
+    "stock": "PostStock",                        # POST XML <stock><artkey/><warehouse/><amount/></stock> (absolute level)  # noqa: E501
+}  # fmt: skip
+"""Endpoints Winstore's public client does not show, by what they do → their assumed names [U]; the
+system setting `endpoints` overrides a name."""
 
 
 def atom(moment: datetime) -> str:
@@ -85,9 +99,22 @@ class WinstoreClient(ApiClient):
     auth_advice = "check the system's credentials.username and credentials.password"
 
     def __init__(
-        self, http: httpx.Client, *, base_url: str, username: str, password: str, retry: Retry | None = None, **kw: Any
+        self,
+        http: httpx.Client,
+        *,
+        base_url: str,
+        username: str,
+        password: str,
+        retry: Retry | None = None,
+        endpoints: Mapping[str, str] | None = None,
+        **kw: Any,
     ) -> None:
         super().__init__(http, api_root=base_url, auth=httpx.BasicAuth(username, password), retry=retry, **kw)
+        self.endpoints = {**ASSUMED_ENDPOINTS, **(endpoints or {})}
+
+    def endpoint(self, name: str) -> str:
+        """The endpoint an assumed operation (a key of ASSUMED_ENDPOINTS) goes to, as the system names it."""
+        return self.endpoints[name]
 
     # -- the kit's hooks ---------------------------------------------------------------------------------
 
@@ -185,8 +212,16 @@ class WinstoreClient(ApiClient):
         except ValueError as exc:
             raise WinstoreRequestError(f"POST PostOrderWithStatusCode: the order cannot be sent: {exc}",
                                        status=0) from None  # fmt: skip
-        where = "POST PostOrderWithStatusCode"
-        response = self._send_xml(where, body)
+        answer, code, message = self._post_xml("PostOrderWithStatusCode", body)
+        number = str(payload.get("ordernr") or "")
+        order_id = field(answer, "OrderId", "Id", "OrderNr", "Ordernr")
+        return OrderAnswer(str(order_id) if order_id is not None else number, code, message)
+
+    def _post_xml(self, endpoint: str, body: bytes) -> tuple[dict[str, Any], str, str]:
+        """POST an XML document; (the answer's record, its status code, its message), or WinstoreRequestError
+        when the answer's status code (400 and up) or `Success`/`Result` false says Winstore refused it."""
+        where = f"POST {endpoint}"
+        response = self._send_xml(endpoint, body)
         found = records(self.decode(response, where))
         answer = found[0] if found else {}
         code = str(field(answer, "StatusCode", "Status", "Code", "ResultCode") or "")
@@ -197,11 +232,22 @@ class WinstoreClient(ApiClient):
             text = f"{where}: Winstore answered {response.status_code} with status code {code or '?'}"
             raise WinstoreRequestError(text + (f": {message}" if message else ""), status=int(code) if code.isdigit()
                                        else 422, code=code, message=message)  # fmt: skip
-        number = str(payload.get("ordernr") or "")
-        order_id = field(answer, "OrderId", "Id", "OrderNr", "Ordernr")
-        return OrderAnswer(str(order_id) if order_id is not None else number, code, message)
+        return answer, code, message
 
-    def _send_xml(self, where: str, body: bytes) -> httpx.Response:
+    def _send_xml(self, endpoint: str, body: bytes) -> httpx.Response:
         """POST an XML body through the kit's loop (budget, auth, errors; a POST is never retried in place)."""
-        return self.send("POST", "PostOrderWithStatusCode", json=XmlBody(body),
-                         headers={"Content-Type": "application/xml"})  # fmt: skip
+        return self.send("POST", endpoint, json=XmlBody(body), headers={"Content-Type": "application/xml"})
+
+    # -- stock -------------------------------------------------------------------------------------------
+
+    def post_stock(self, artkey: str, warehouse: int | str, amount: Any, extra: Mapping[str, Any] | None = None) -> str:
+        """Set an article's stock in a warehouse to `amount` (an absolute level, not a change) through the
+        assumed `stock` endpoint [U]: the `<stock>` document; `extra` elements after Koppel's three. Winstore's
+        message, or WinstoreRequestError (WinstoreNotFound for a 404: an article it no longer has)."""
+        endpoint = self.endpoint("stock")
+        payload = {"artkey": artkey, "warehouse": warehouse, "amount": amount, **(extra or {})}
+        try:
+            body = document_xml("stock", payload)
+        except ValueError as exc:
+            raise WinstoreRequestError(f"POST {endpoint}: the stock level cannot be sent: {exc}", status=0) from None
+        return self._post_xml(endpoint, body)[2]

@@ -1,5 +1,5 @@
 """Winstore (ACA's retail and till system) as a `Source` (articles and stock, polled by date) and a `Target`
-(orders posted into it), on its web service `…/iposws/api/osd`.
+(orders posted into it; stock levels set in it), on its web service `…/iposws/api/osd`.
 
     [[systems]]
     id = "winstore"
@@ -17,6 +17,8 @@
     timezone = "Europe/Amsterdam"               # how Winstore's dates without an offset are read
     initial_lookback_seconds = 86400            # how far back the first poll reads
     overlap_seconds = 300                       # how far behind its cursor each poll starts again
+    stock_warehouse = 1                         # the warehouse whose level Koppel sets (default: the one of warehouses)
+    endpoints = { stock = "PostStock" }         # assumed endpoints [U] renamed (client.ASSUMED_ENDPOINTS)
 
 What is known of Winstore's API comes from one public client (the PHP package onetoweb/winstore), not
 from documentation; ../shared/docs/PLATFORMS.md §5. Known [V] from that client: the base URL, HTTP Basic,
@@ -36,6 +38,16 @@ honoured, answers typed by Content-Type. Unverified [U], built as guessed and to
 * `invoice_add/city`: the public client sets a city but never writes it into the document (a bug, by
   the look of it); Koppel sends it.
 * Dates: the `date` parameter is sent as ATOM in UTC; that Winstore honours the offset is assumed.
+* Endpoints the public client does not show — Winstore's API has them (APIcenter sells these flows), but
+  their names and shapes are not public — are built against an assumed surface that follows the known
+  API's naming, in ONE table, `client.ASSUMED_ENDPOINTS`; the system setting `endpoints` renames any of
+  them (a key not in the table is a config error), so an operator holding Winstore's documentation
+  corrects a name without a release. The sandbox implements exactly this surface.
+* Stock into Winstore [U]: `PostStock` (`ASSUMED_ENDPOINTS["stock"]`) takes
+  `<stock><artkey/><warehouse/><amount/></stock>`, the article's absolute level in that warehouse (not
+  a change), and answers like `PostOrderWithStatusCode` (a status code of 400 and up is a refusal; a 404
+  an article Winstore no longer has). That `artkey` is the article key (`ArtKey`, as `GetStock` takes
+  it) and that a level may go below zero (sent as computed: a till sells below zero) are assumed too.
 
 Quirks Koppel handles:
 
@@ -59,7 +71,15 @@ Quirks Koppel handles:
 * Winstore has no customer accounts in its API: an order carries its customer (`customerid`, default
   999999, with the e-mail and invoice address), so booking needs no customer lookup
   (`customer_accounts = False`).
-* No writes of stock, products or customers are known: Winstore takes orders only.
+* Stock is set, never changed by a delta: the level is written into one warehouse, `stock_warehouse`
+  (default: the only entry of `warehouses`; with several or none it must be set, and `koppel config
+  check` says so for an integration writing stock into the system). The article is found by article
+  number, else GTIN: the catalogue (`GetArticleDataChangesByDate` since 2000) is read once and every
+  number and GTIN in it cached a day, so a burst of levels costs one catalogue read; a cached key is
+  checked by its `GetStock` (a 404, or rows naming another article, drop it and the catalogue is read
+  again). The current level is the warehouse's row of `GetStock` (none listed: 0); an unchanged level
+  is not written. Cost: 2 calls (`GetStock` + `PostStock`) for a cached article, 1 when unchanged.
+* No writes of products or customers are known: Winstore takes orders and stock levels only.
 """
 
 from __future__ import annotations
@@ -67,6 +87,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -76,9 +97,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
-from connectors.contract import Canonical, Change, Context, Settings, Source, Target
-from connectors.winstore.client import DUPLICATE_WORDS, WinstoreClient, atom
-from connectors.winstore.errors import WinstoreRequestError
+from connectors.contract import Canonical, Change, Context, Settings, Source, StockRecord, Target
+from connectors.winstore.client import ASSUMED_ENDPOINTS, DUPLICATE_WORDS, WinstoreClient, atom
+from connectors.winstore.errors import WinstoreNotFound, WinstoreRequestError
 from connectors.winstore.normalise import (
     ARTICLE,
     STOCK,
@@ -105,6 +126,9 @@ POSTED_TTL = 90 * 24 * 3600
 FILL_IN_LIMIT = 20
 """More changed articles than this lacking a chosen warehouse: all stock is read in one call, not one per article."""
 STREAMS = {"products": "articles", "stock": "stock"}
+ID_CACHE_TTL = 24 * 3600
+"""How long an article number's (or GTIN's) article key is kept for stock writes."""
+_ENDPOINT = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 
 
 class WinstoreSettings(Settings):
@@ -122,6 +146,20 @@ class WinstoreSettings(Settings):
     timezone: str = "Europe/Amsterdam"
     initial_lookback_seconds: int = Field(default=86400, ge=0)
     overlap_seconds: int = Field(default=300, ge=1)
+    endpoints: dict[str, str] = {}
+    """Names of the assumed endpoints [U] (client.ASSUMED_ENDPOINTS) as this Winstore has them: {"stock": "…"}."""
+    stock_warehouse: int | None = Field(default=None, ge=0)
+    """The warehouse whose stock level Koppel sets (stock into Winstore); default: the one of `warehouses`."""
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, name in value.items():
+            if key not in ASSUMED_ENDPOINTS:
+                raise ValueError(f"unknown key {key!r}; known: {', '.join(ASSUMED_ENDPOINTS)}")
+            if not _ENDPOINT.match(name):
+                raise ValueError(f"{key}: {name[:60]!r} is not an endpoint name (letters, digits, '_', '-', '/')")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -162,7 +200,8 @@ def client(system: System, context: Context) -> WinstoreClient:
     settings_of(system)  # base URL and credentials present, settings valid: else a PermanentError naming them
     assert system.base_url is not None
     username, password = (system.credentials[name].get_secret_value() for name in WinstoreSettings.credentials)
-    return WinstoreClient(context.http, base_url=system.base_url, username=username, password=password)
+    return WinstoreClient(context.http, base_url=system.base_url, username=username, password=password,
+                          endpoints=settings_of(system).endpoints)  # fmt: skip
 
 
 def _client(system: System, context: Context) -> WinstoreClient:
@@ -331,11 +370,12 @@ def _pages(changes: list[tuple[Change, datetime | None]], floor: str) -> Iterato
 
 
 class WinstoreTarget(Target):
-    """Orders booked in Winstore (`PostOrderWithStatusCode`); nothing else (see the module docstring)."""
+    """Orders booked in Winstore (`PostOrderWithStatusCode`) and stock levels set in one warehouse (the
+    assumed `PostStock`); nothing else (see the module docstring)."""
 
     kind = KIND
     title = "Winstore"
-    writes = frozenset({"orders"})
+    writes = frozenset({"orders", "stock"})
     order_modes = ("book",)
     documents = ("order",)
     customer_accounts = False
@@ -416,13 +456,126 @@ class WinstoreTarget(Target):
         wanted = {sku.casefold(): sku for sku in skus}
         if not wanted:
             return {}
-        found: dict[str, str] = {}
+        catalogue = self._catalogue()
+        return {sku: catalogue[folded] for folded, sku in wanted.items() if folded in catalogue}
+
+    def _catalogue(self) -> dict[str, str]:
+        """{article number or GTIN, case-folded: article key} of every article; a number before a GTIN."""
+        numbers: dict[str, str] = {}
+        gtins: dict[str, str] = {}
         for record in self.api.articles_changed(CATALOGUE_SINCE):
             key = article_key(record)
             if key is None:
                 continue
-            for code in (sku_of(record), field(record, "Gtin", "Ean")):
-                asked = wanted.get(str(code).casefold()) if code is not None else None
-                if asked is not None and asked not in found:
-                    found[asked] = key
-        return found
+            number, gtin = sku_of(record), field(record, *ARTICLE["gtin"])
+            if number is not None:
+                numbers.setdefault(str(number).casefold(), key)
+            if gtin is not None:
+                gtins.setdefault(str(gtin).strip().casefold(), key)
+        return gtins | numbers
+
+    # -- stock -------------------------------------------------------------------------------------
+
+    @classmethod
+    def stock_problems(cls, system: System) -> list[str]:
+        settings, _ = WinstoreSettings.validate_system(system)
+        if isinstance(settings, WinstoreSettings) and _stock_warehouse(settings) is None:
+            return [f"{system.id} takes stock into one warehouse: set systems.settings.stock_warehouse "
+                    "(the warehouse number)"]  # fmt: skip
+        return []
+
+    def _stock_ids(self) -> str:
+        return keys.cache(self.system.id, "stock_ids")
+
+    def _warehouse(self) -> int:
+        chosen = _stock_warehouse(settings_of(self.system))
+        if chosen is None:
+            raise PermanentError(f"systems.{self.system.id}.settings.stock_warehouse: required to write stock into "
+                                 "Winstore (the warehouse whose level Koppel sets; settings.warehouses lists "
+                                 "several or none)")  # fmt: skip
+        return chosen
+
+    def find_stock(self, sku: str) -> StockRecord | None:
+        """The article with this article number (or GTIN) and its stock in the `stock_warehouse`, or None.
+        Article key by the cached key first (`GetStock` by key; a 404, or rows naming another article, drop
+        it), else from the catalogue, whose every number and GTIN is cached then (a day)."""
+        warehouse = self._warehouse()
+        redis, cache, folded = self.context.redis, self._stock_ids(), sku.casefold()
+        cached = redis.hget(cache, folded)
+        if cached:
+            key = keys.text(cached)
+            try:
+                rows: list[dict[str, Any]] | None = self.api.stock_by_key(key)
+            except WinstoreNotFound:
+                rows = None
+            if rows is not None and _names(rows, folded):
+                return _stock_record(key, sku, rows, warehouse)
+            redis.hdel(cache, folded)  # deleted, or the number moved to another article: look it up again
+        catalogue = self._catalogue()
+        if catalogue:
+            with redis.pipeline(transaction=False) as pipe:
+                pipe.hset(cache, mapping=catalogue)  # type: ignore[arg-type]
+                pipe.expire(cache, ID_CACHE_TTL)
+                pipe.execute()
+        found = catalogue.get(folded)
+        if found is None:
+            return None
+        return _stock_record(found, sku, self.api.stock_by_key(found), warehouse)
+
+    def stock_change(self, current: StockRecord, fields: Mapping[str, Any]) -> tuple[Any, Any] | None:
+        amount = fields.get("amount")
+        if amount is None:
+            raise PermanentError("the stock mapping gives no amount (the level Winstore is to hold)")
+        if _amount(current.quantity) == _amount(amount):
+            return None
+        return current.quantity, amount
+
+    def write_stock(self, current: StockRecord, fields: Mapping[str, Any]) -> None:
+        """The absolute level through the assumed `stock` endpoint [U]; the mapping's other fields travel as
+        elements of their own after `<artkey>`, `<warehouse>` and `<amount>`."""
+        extra = {k: v for k, v in fields.items() if k not in ("artkey", "warehouse", "amount")}
+        warehouse = current.ref if current.ref is not None else self._warehouse()
+        self.api.post_stock(current.target_id, warehouse, fields["amount"], extra)
+
+    def forget(self, flow: str, key: str) -> bool:
+        if flow == "stock":
+            return bool(self.context.redis.hdel(self._stock_ids(), key.casefold()))
+        return False
+
+
+def _stock_warehouse(settings: WinstoreSettings) -> int | None:
+    """The warehouse stock is written into: `stock_warehouse`, else the only one of `warehouses`."""
+    if settings.stock_warehouse is not None:
+        return settings.stock_warehouse
+    return settings.warehouses[0] if len(settings.warehouses) == 1 else None
+
+
+def _names(rows: Iterable[Mapping[str, Any]], folded: str) -> bool:
+    """Whether stock rows are of the article this number (or GTIN) names; rows naming none are taken as so."""
+    named = False
+    for row in rows:
+        codes = {str(c).strip().casefold() for c in (field(row, *ARTICLE["number"]), field(row, *ARTICLE["gtin"]))
+                 if c is not None}  # fmt: skip
+        if folded in codes:
+            return True
+        named = named or bool(codes)
+    return not named
+
+
+def _amount(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value).strip().replace(",", "."))
+    except ArithmeticError:
+        raise PermanentError(f"stock amount {str(value)[:30]!r} is not a number") from None
+
+
+def _stock_record(key: str, sku: str, rows: Iterable[Mapping[str, Any]], warehouse: int) -> StockRecord:
+    """The article's level in `warehouse` (0 when Winstore lists no stock there)."""
+    row = next((r for r in rows if str(field(r, *STOCK["warehouse"]) or "") == str(warehouse)), None)
+    value = field(row, *STOCK["quantity"]) if row is not None else None
+    level = _amount(value) if value is not None else Decimal(0)
+    assert level is not None
+    quantity: int | float = int(level) if level == level.to_integral_value() else float(level)
+    return StockRecord(key, sku, quantity, None, warehouse)

@@ -19,7 +19,8 @@ record. `field(record, *names)` reads a field by any of its spellings, case and 
 Winstore's field names are not documented publicly (see connectors/winstore/connector.py).
 
 Writing XML: `order_xml` writes the `<order>` document of `PostOrderWithStatusCode` from a mapping's
-payload (nested dicts are elements; the list under `positions` is one `<position>` per entry).
+payload (nested dicts are elements; the list under `positions` is one `<position>` per entry);
+`document_xml` any other document the same way (the `<stock>` level).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 from xml.parsers import expat
 from xml.sax.saxutils import escape
 
-__all__ = ["MalformedBody", "field", "order_xml", "parse_json", "parse_xml", "records"]
+__all__ = ["MalformedBody", "document_xml", "field", "order_xml", "parse_json", "parse_xml", "records"]
 
 
 class MalformedBody(ValueError):
@@ -193,6 +194,16 @@ def order_xml(payload: Mapping[str, Any]) -> bytes:
     parts = ['<?xml version="1.0" encoding="UTF-8"?>', "<order>"]
     _write(parts, payload.items(), "order")
     parts.append("</order>")
+    return "".join(parts).encode("utf-8")
+
+
+def document_xml(root: str, payload: Mapping[str, Any]) -> bytes:
+    """An XML document `<root>` written from a payload as `order_xml` writes the order (e.g. `<stock>`)."""
+    if not _NAME.match(root):
+        raise ValueError(f"{root}: not a name an XML element can have")
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>', f"<{root}>"]
+    _write(parts, payload.items(), root)
+    parts.append(f"</{root}>")
     return "".join(parts).encode("utf-8")
 
 

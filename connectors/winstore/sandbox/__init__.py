@@ -6,7 +6,8 @@ What it reproduces, and what is guessed [U] (nothing public documents Winstore's
 
 * `/iposws/api/osd/`: GetArticleDataChangesByDate?date=, GetStock?type=byArtikelKey&artkey= /
   type=byGtin&gtin=, GetChangedStock?date=, GetChangedStockWithWarehouse?date=&outOfStock=0|1,
-  GetSuppliers, GetArticleDataBySupplierId?id=, POST PostOrderWithStatusCode.
+  GetSuppliers, GetArticleDataBySupplierId?id=, POST PostOrderWithStatusCode; and the assumed [U]
+  POST PostStock (client.ASSUMED_ENDPOINTS).
 * HTTP Basic; anything else → 401 with ASP.NET Web API's "Authorization has been denied for this request."
   and `WWW-Authenticate: Basic`.
 * Answers in JSON, or XML when the Accept header asks for it first (ASP.NET Web API's content
@@ -26,6 +27,12 @@ What it reproduces, and what is guessed [U] (nothing public documents Winstore's
   DOCTYPE is refused. Success: 200 `{"StatusCode": 200, "Message": "Order … imported", "OrderId": n}`;
   refusal: 400 (or 409 for an ordernr it holds already) `{"StatusCode", "Message"}` [U: shape and the
   duplicate rule]. A booked order takes its lines' stock from their branch's warehouse (change dates move).
+* Stock levels [U]: PostStock takes `<stock><artkey/><warehouse/><amount/></stock>` (XML only, else 415),
+  read strictly like the order; it sets the article's absolute level in that warehouse (reservations
+  kept) and moves its change date, so GetChangedStock* report it. Success: 200 `{"StatusCode": 200,
+  "Message"}`; refusal `{"StatusCode", "Message"}`: 404 for an unknown article, 400 for an unknown
+  warehouse (one per branch, and any that holds stock), a missing or unknown element, an amount that
+  is no number (at most 4 decimals; below zero allowed, as a till sells below zero).
 * Control routes (`/sandbox/…`, no auth): `articles` (seed or change articles, with stock per warehouse),
   `stock` (a count or a sale), `suppliers`, `orders` (GET: what was posted), `clock` (time passes), and
   the kit's state, reset, fail (faults), faults and counters.

@@ -29,7 +29,7 @@ from connectors.sandboxkit import (
 )
 from connectors.sandboxkit import sandbox_app as kit_app
 from connectors.sandboxkit.routing import ErrorRenderer
-from connectors.winstore.sandbox.store import OrderRefused, WinstoreStore
+from connectors.winstore.sandbox.store import OrderRefused, StockRefused, WinstoreStore
 
 __all__ = ["PREFIX", "SandboxConfig", "WinstoreSandbox", "create_sandbox", "main"]
 
@@ -128,6 +128,11 @@ def order_refusal(request: Request, exc: OrderRefused) -> Response:
                   status=exc.status)  # fmt: skip
 
 
+def stock_refusal(request: Request, exc: StockRefused) -> Response:
+    return answer(request, {"StatusCode": exc.status, "Message": exc.message}, element="StockResult",
+                  status=exc.status)  # fmt: skip
+
+
 def fault_response(fault: Fault) -> Response:
     message = "Too many requests" if fault.status == 429 else "An error has occurred."
     return JSONResponse({"Message": message}, status_code=fault.status or 503)
@@ -154,7 +159,8 @@ class WebService:
 
     def routes(self) -> list[Route]:
         sb = self.sandbox
-        errors: dict[type[Exception], ErrorRenderer] = {Refusal: refusal, OrderRefused: order_refusal}
+        errors: dict[type[Exception], ErrorRenderer] = {Refusal: refusal, OrderRefused: order_refusal,
+                                                        StockRefused: stock_refusal}  # fmt: skip
         api = Pipeline([sb.counters.step, self.authenticate, sb.faults.step(fault_response)], errors, prefix=PREFIX)
         unrouted = Pipeline([sb.counters.step], errors)
         return [
@@ -165,6 +171,7 @@ class WebService:
             api.route("/GetSuppliers", self.suppliers),
             api.route("/GetArticleDataBySupplierId", self.supplier_articles),
             api.route("/PostOrderWithStatusCode", self.post_order, methods=["POST"]),
+            api.route("/PostStock", self.post_stock, methods=["POST"]),
             unrouted.route("/{path:path}", self.unknown, methods=ALL_METHODS, name="unknown"),
         ]
 
@@ -226,6 +233,16 @@ class WebService:
         order = self.store.book(await request.body())
         result = {"StatusCode": 200, "Message": f"Order {order['ordernr']} imported", "OrderId": order["id"]}
         return answer(request, result, element="OrderResult")
+
+    async def post_stock(self, request: Request) -> Response:
+        """PostStock [U]: `<stock><artkey/><warehouse/><amount/></stock>`, the article's absolute level."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("application/xml", "text/xml"):
+            raise Refusal(415, f"The request entity's media type '{kind}' is not supported for this resource.")
+        artkey, warehouse, entry = self.store.post_stock(await request.body())
+        result = {"StatusCode": 200, "Message": f"Stock of article {artkey} in warehouse {warehouse} set to "
+                  f"{entry.quantity}"}  # fmt: skip
+        return answer(request, result, element="StockResult")
 
     async def unknown(self, request: Request) -> Response:
         raise Refusal(404, f"No HTTP resource was found that matches the request URI '{request.url.path}'.")

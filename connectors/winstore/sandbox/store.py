@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-__all__ = ["ARTICLE_FIELDS", "OrderRefused", "WinstoreStore"]
+__all__ = ["ARTICLE_FIELDS", "OrderRefused", "StockRefused", "WinstoreStore"]
 
 ARTICLE_FIELDS = ("ArtKey", "ArtNr", "Gtin", "Description", "SalesPrice", "VatPercentage", "SupplierId",
                   "SupplierArtNr", "Brand", "Colour", "Active", "ChangeDate")  # fmt: skip
@@ -28,12 +28,22 @@ ORDER_ELEMENTS = frozenset({"ordernr", "orderdate", "customerid", "email", "bran
 ADDRESS_ELEMENTS = frozenset({"fname", "lname", "street", "streetnr", "zip", "city", "country", "countryISO"})
 POSITION_ELEMENTS = frozenset({"product_id", "amount", "single_price", "type", "branch", "reduction"})
 POSITION_TYPES = frozenset({"S"})
+STOCK_ELEMENTS = frozenset({"artkey", "warehouse", "amount"})
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class OrderRefused(Exception):
     """An order document Winstore refuses: `status` (HTTP and status code) and its message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class StockRefused(Exception):
+    """A `<stock>` document Winstore refuses [U]: `status` (HTTP and status code) and its message."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -180,6 +190,27 @@ class WinstoreStore:
         self.orders[number] = order
         return order
 
+    # -- stock levels posted (PostStock [U]) ----------------------------------------------------------
+
+    def warehouses(self) -> set[int]:
+        """The warehouses Winstore knows: one per branch, and any that holds stock."""
+        return set(self.branches) | {w for (_, w) in self.stock}
+
+    def post_stock(self, body: bytes) -> tuple[int, int, StockEntry]:
+        """Set an article's level in a warehouse from a `<stock>` document (its change date moves, so
+        GetChangedStock* report it); (article key, warehouse, entry), or StockRefused naming what is wrong."""
+        values = _document(body, "stock", STOCK_ELEMENTS, StockRefused)
+        artkey = _whole(_required_in(values, "artkey", StockRefused), "artkey", StockRefused)
+        warehouse = _whole(_required_in(values, "warehouse", StockRefused), "warehouse", StockRefused)
+        amount = _required_in(values, "amount", StockRefused)
+        if not re.fullmatch(r"-?\d{1,12}(\.\d{1,4})?", amount):
+            raise StockRefused(400, f"amount {amount[:20]!r} is not a quantity")
+        if artkey not in self.articles:
+            raise StockRefused(404, f"Article {artkey} not found")
+        if warehouse not in self.warehouses():
+            raise StockRefused(400, f"Unknown warehouse {warehouse}")
+        return artkey, warehouse, self.set_stock(artkey, warehouse, amount)
+
     def _article_for(self, product_id: str) -> dict[str, Any] | None:
         if product_id.isdigit() and int(product_id) in self.articles:
             return self.articles[int(product_id)]
@@ -293,3 +324,34 @@ def _money(value: str, what: str) -> Decimal:
     if not re.fullmatch(r"-?\d{1,12}(\.\d{1,4})?", value):
         raise OrderRefused(400, f"{what} {value[:20]!r} is not an amount")
     return Decimal(value)
+
+
+def _document(body: bytes, root: str, known: frozenset[str], refused: type[StockRefused]) -> dict[str, str]:
+    """A flat XML document's elements as text, read strictly (its root, known elements, each once)."""
+    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
+        raise refused(400, "DTDs are not accepted")
+    try:
+        element = ET.fromstring(body)  # noqa: S314 - no DTD (refused above), so no entity expansion
+    except ET.ParseError as exc:
+        raise refused(400, f"The {root} is not well-formed XML: {exc}") from None
+    if element.tag != root:
+        raise refused(400, f"The root element must be {root}, not {element.tag}")
+    values = {child.tag: (child.text or "").strip() for child in element}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise refused(400, f"{root}: unknown element {unknown[0]}")
+    if len(values) != len(element):
+        raise refused(400, f"A {root} element occurs twice")
+    return values
+
+
+def _required_in(values: Mapping[str, str], name: str, refused: type[StockRefused]) -> str:
+    if not values.get(name):
+        raise refused(400, f"{name} is required")
+    return values[name]
+
+
+def _whole(value: str, what: str, refused: type[StockRefused]) -> int:
+    if not re.fullmatch(r"\d{1,12}", value):
+        raise refused(400, f"{what} {value[:20]!r} is not a whole number")
+    return int(value)
