@@ -1,20 +1,26 @@
-"""A whole Koppel on one machine: Redis, both sandboxes, the gateway and workers, wired as in production.
+"""A whole Koppel on one machine: Redis, a pair's sandboxes, the gateway and workers, wired as in production.
 
-The main job (`koppel demo`), the end-to-end tests and `bench/e2e` all run this one stack:
+The main job (`koppel demo`), its other pairs (`--pair`), the end-to-end tests and `bench/e2e` all run
+this one stack; what runs is a pair's description (gateway/pairs.py, default the WooCommerce ⇄ Exact
+Online pair):
 
 * Redis: the given URL, else an embedded `redis-server` of the stack's own (data under `data_dir`),
   emptied at start: Koppel's state there (ledger, caches, tokens) belongs to sandboxes that live
   only as long as the stack, so it must not meet a user's Redis or an earlier run's state.
-* The WooCommerce and Exact Online sandboxes: uvicorn servers on threads of this process.
+* The pair's sandboxes (WooCommerce, Exact Online, Winstore, Business Central): uvicorn servers on
+  threads of this process, reached by system id (`url("bc")`, `control("winstore", "articles", …)`,
+  `calls("exact")`).
 * The gateway (`koppel serve`) and the workers (`koppel worker`): child processes that the kernel
-  stops when this process dies (PR_SET_PDEATHSIG), started from a config file written here with
-  secrets passed only through their environment.
-* The wiring a user does by hand: Koppel authorised at Exact through the OAuth consent flow, Exact's
-  items matching the shop's SKUs (minus `missing_skus`), and WooCommerce webhooks for
-  `order.created` and `order.updated` created through the WooCommerce API, pointing at the gateway.
+  stops when this process dies (PR_SET_PDEATHSIG), started from a config file written here (the
+  pair's systems, endpoints and integrations) with secrets passed only through their environment.
+* The wiring a user does by hand: for the WooCommerce ⇄ Exact pair, Koppel authorised at Exact through
+  the OAuth consent flow, Exact's items matching the shop's SKUs (minus `missing_skus`), and WooCommerce
+  webhooks for `order.created` and `order.updated` created through the WooCommerce API, pointing at
+  the gateway.
 
 Orders are then placed in the shop (`place_orders`): WooCommerce's checkout fires its webhooks, signed
-as WooCommerce signs them, and `settle` waits until the activity log has an outcome for every order.
+as WooCommerce signs them, and `settle` waits until the activity log has an outcome for every order (or
+any record of another integration: `settle(ids, integration=…)`).
 """
 
 from __future__ import annotations
