@@ -108,7 +108,7 @@ def _run(run: Run) -> int:
 
 def _remark(system_id: str) -> str:
     return {"shop": " (an empty shop)", "exact": ", authorised via OAuth",
-            "bc": ", signed in with client credentials at its token endpoint"}.get(system_id, "")  # fmt: skip
+            "bc": ", its token endpoint signing Koppel in (client credentials)"}.get(system_id, "")  # fmt: skip
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,7 @@ from gateway.phases import (
     Run,
     follow,
     report_table,
+    sync_endpoints,
     woo_catalogue,
     woo_customer_moves,
     woo_endpoints,
@@ -460,7 +461,7 @@ WINSTORE_TO_EXACT = Feed(
 EXACT_TO_WINSTORE = Feed(
     "order", "Exact Online", "exact-to-winstore", "winstore", "Winstore", place_exact_orders,
     check=_winstore_orders_check, created="POST PostOrderWithStatusCode",
-    note="the articles read once, the order posted",
+    note="the order posted; Winstore's catalogue read for the article keys",
 )  # fmt: skip
 
 
@@ -496,11 +497,6 @@ def place_bc_orders(stack: Stack, count: int, seed: int) -> list[str]:
     return [str(i) for i in stack.control("bc", "seed", {"entity": "salesOrders", "records": orders})["ids"].values()]
 
 
-def _bc_endpoints(run: Run) -> bool:
-    """`koppel endpoints sync`: Business Central's subscriptions made, through the receiver's handshake."""
-    return woo_endpoints(run)
-
-
 WINSTORE_TO_BC = Feed(
     "article", "Winstore", "winstore-to-bc", "bc", "Business Central", place_articles,
     check=_bc_items_check, created="POST items", note="the article created as an item",
@@ -508,12 +504,12 @@ WINSTORE_TO_BC = Feed(
 BC_TO_WINSTORE = Feed(
     "order", "Business Central", "bc-to-winstore", "winstore", "Winstore", place_bc_orders,
     check=_winstore_orders_check, created="POST PostOrderWithStatusCode",
-    note="the articles read once, the order posted",
+    note="the order posted; Winstore's catalogue read for the article keys",
 )  # fmt: skip
 
 
 PAIRS: dict[str, Pair] = {
-    WOO_EXACT: Pair(
+    WOO_EXACT: Pair(  # its config is built from the stack's options (_woo_exact_config): these name its parts
         WOO_EXACT, "WooCommerce ⇄ Exact Online", (EXACT, SHOP),
         integrations=(Integration(INTEGRATION, ENDPOINT, "exact", ("orders", "products", "customers")),
                       Integration(WRITEBACK, "exact", "shop", ("orders", "stock"))),
@@ -535,7 +531,7 @@ PAIRS: dict[str, Pair] = {
         integrations=(Integration("winstore-to-bc", "winstore", "bc", ("products",)),
                       Integration("bc-to-winstore", BC_HOOKS, "winstore", ("orders",))),
         endpoints=(Endpoint(BC_HOOKS, "businesscentral", "bc", "KOPPEL_STACK_BC_HOOK_SECRET"),),
-        phases=(Phase("subscriptions", _bc_endpoints), feed_phase(WINSTORE_TO_BC), feed_phase(BC_TO_WINSTORE)),
+        phases=(Phase("subscriptions", sync_endpoints), feed_phase(WINSTORE_TO_BC), feed_phase(BC_TO_WINSTORE)),
         feeds=(WINSTORE_TO_BC, BC_TO_WINSTORE), public_url=True,
     ),
 }  # fmt: skip
