@@ -8,7 +8,7 @@
     koppel activity       what an integration did with each event (the activity log)
     koppel endpoints sync create and repair the systems' webhooks for the endpoints (--dry-run: show)
     koppel map ...        preview, diff and reset datamapper mappings
-    koppel demo           the main job on the embedded default: everything started, fed, reported
+    koppel demo           the main job on the embedded default: everything started, fed, reported (--pair)
 
 Exit codes: 0 ok, 1 the work failed, 2 bad usage or configuration.
 """
@@ -284,14 +284,17 @@ def cmd_connectors(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
+    from gateway.pairs import PAIRS
 
     if not 1 <= args.orders <= 5000:
         return _fail(f"--orders must be between 1 and 5000, not {args.orders}")
+    if args.pair not in PAIRS:
+        return _fail(f"--pair {args.pair!r} is not a pair Koppel runs; choose one of {', '.join(PAIRS)}")
     for name in ("connectors", "gateway", "workers", "httpx"):  # the report speaks; logs go to the log files
         logging.getLogger(name).setLevel(logging.WARNING)
     # SIGTERM (a `timeout`, a service manager) stops the demo in order, like Ctrl-C: workers finish their job.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    return run_demo(orders=args.orders, data_dir=Path(args.data_dir))
+    return run_demo(orders=args.orders, data_dir=Path(args.data_dir), pair=args.pair)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,7 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     kinds.set_defaults(func=cmd_connectors)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default and report")
-    demo.add_argument("--orders", type=int, default=25, help="how many orders the shop takes (1-5000, default 25)")
+    demo.add_argument("--orders", type=int, default=25, help="how many orders the shop takes (1-5000, default 25); "
+                      "other pairs: the records each phase enters")
+    demo.add_argument("--pair", default="woocommerce-exactonline",
+                      help="the pair to run: woocommerce-exactonline (the main job, default), winstore-exactonline, "
+                      "winstore-businesscentral")  # fmt: skip
     demo.add_argument(
         "--data-dir", default=".koppel/demo", help="the demo's own Redis data and logs (emptied at each run)"
     )

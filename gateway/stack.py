@@ -1,20 +1,26 @@
-"""A whole Koppel on one machine: Redis, both sandboxes, the gateway and workers, wired as in production.
+"""A whole Koppel on one machine: Redis, a pair's sandboxes, the gateway and workers, wired as in production.
 
-The main job (`koppel demo`), the end-to-end tests and `bench/e2e` all run this one stack:
+The main job (`koppel demo`), its other pairs (`--pair`), the end-to-end tests and `bench/e2e` all run
+this one stack; what runs is a pair's description (gateway/pairs.py, default the WooCommerce ⇄ Exact
+Online pair):
 
 * Redis: the given URL, else an embedded `redis-server` of the stack's own (data under `data_dir`),
   emptied at start: Koppel's state there (ledger, caches, tokens) belongs to sandboxes that live
   only as long as the stack, so it must not meet a user's Redis or an earlier run's state.
-* The WooCommerce and Exact Online sandboxes: uvicorn servers on threads of this process.
+* The pair's sandboxes (WooCommerce, Exact Online, Winstore, Business Central): uvicorn servers on
+  threads of this process, reached by system id (`url("bc")`, `control("winstore", "articles", …)`,
+  `calls("exact")`).
 * The gateway (`koppel serve`) and the workers (`koppel worker`): child processes that the kernel
-  stops when this process dies (PR_SET_PDEATHSIG), started from a config file written here with
-  secrets passed only through their environment.
-* The wiring a user does by hand: Koppel authorised at Exact through the OAuth consent flow, Exact's
-  items matching the shop's SKUs (minus `missing_skus`), and WooCommerce webhooks for
-  `order.created` and `order.updated` created through the WooCommerce API, pointing at the gateway.
+  stops when this process dies (PR_SET_PDEATHSIG), started from a config file written here (the
+  pair's systems, endpoints and integrations) with secrets passed only through their environment.
+* The wiring a user does by hand: for the WooCommerce ⇄ Exact pair, Koppel authorised at Exact through
+  the OAuth consent flow, Exact's items matching the shop's SKUs (minus `missing_skus`), and WooCommerce
+  webhooks for `order.created` and `order.updated` created through the WooCommerce API, pointing at
+  the gateway.
 
 Orders are then placed in the shop (`place_orders`): WooCommerce's checkout fires its webhooks, signed
-as WooCommerce signs them, and `settle` waits until the activity log has an outcome for every order.
+as WooCommerce signs them, and `settle` waits until the activity log has an outcome for every order (or
+any record of another integration: `settle(ids, integration=…)`).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import redis
@@ -46,10 +52,12 @@ from gateway.redisserver import EmbeddedRedis, RedisChoice, die_with_parent, fre
 from workers.pollers import POLL_JOB_PREFIX
 from workers.subscriptions import CHECK_JOB_PREFIX
 
+if TYPE_CHECKING:
+    from gateway.pairs import Pair
+
 INTEGRATION = "webshop-to-exact"
 WRITEBACK = "exact-to-shop"
 ENDPOINT = "webshop"
-EXACT_CLIENT_ID, EXACT_CLIENT_SECRET = "koppel-sandbox", "sandbox-secret"  # the Exact sandbox's registered app
 WOO_KEY, WOO_SECRET = "ck_koppel_stack", "cs_koppel_stack"
 FINAL = frozenset({"created", "updated", "skipped", "failed", "error", "ignored"})
 
@@ -116,6 +124,9 @@ class StackOptions:
     `writeback_poll_seconds`) also brings Exact's stock to the shop."""
     product_filter: str | None = None
     """`pair`: the products flow's `settings.product_filter` (which products travel to Exact)."""
+    poll_seconds: int = 2
+    """The other pairs (gateway/pairs.py): how often their polled systems (Winstore, Exact as a source,
+    Business Central's reconciliation) are read."""
 
 
 @dataclass
@@ -135,12 +146,16 @@ class OrderOutcome:
 class Stack:
     """Start with `with Stack(options) as stack:`; everything started is stopped on exit."""
 
-    def __init__(self, options: StackOptions | None = None) -> None:
+    def __init__(self, options: StackOptions | None = None, pair: Pair | None = None) -> None:
+        from gateway.pairs import PAIRS, WOO_EXACT
+
         self.options = options or StackOptions()
+        self.pair = pair or PAIRS[WOO_EXACT]
+        """What runs: the pair's systems as sandboxes, its endpoints and integrations (gateway/pairs.py)."""
         self.redis: RedisChoice | None = None
         self.redis_url = ""
-        self.woo: LiveServer | None = None
-        self.exact: LiveServer | None = None
+        self.sandboxes: dict[str, LiveServer] = {}
+        """The pair's sandboxes by system id (`shop`, `exact`, `winstore`, `bc`)."""
         self.gateway: subprocess.Popen[bytes] | None = None
         self.gateway_url = ""
         self.gateway_port = 0
@@ -167,10 +182,21 @@ class Stack:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> None:
-        from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
-        from connectors.woocommerce.sandbox import create_sandbox as woo_sandbox
+    @property
+    def woo(self) -> LiveServer | None:
+        """The WooCommerce sandbox (system `shop`), when the pair has one."""
+        return self.sandboxes.get("shop")
 
+    @property
+    def exact(self) -> LiveServer | None:
+        """The Exact Online sandbox (system `exact`), when the pair has one."""
+        return self.sandboxes.get("exact")
+
+    def url(self, system_id: str) -> str:
+        """The address of a system's sandbox (its control routes are under `/sandbox/`)."""
+        return self.sandboxes[system_id].url
+
+    def start(self) -> None:
         opts = self.options
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.started_at = time.time()
@@ -183,42 +209,32 @@ class Stack:
         self._conn = redis.Redis.from_url(self.redis_url)
         if self.redis is not None:
             self._conn.flushall()
-        self.exact = serve(
-            exact_sandbox(per_minute=opts.exact_per_minute, per_day=opts.exact_per_day,
-                          rate_limits=opts.exact_rate_limits),
-            name="Exact Online sandbox",
-        )  # fmt: skip
-        self.woo = serve(
-            woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=not opts.pair,
-                        checkout_update=opts.checkout_update),
-            name="WooCommerce sandbox",
-        )  # fmt: skip
-        self.env = {
-            "KOPPEL_STACK_WC_SECRET": secrets.token_urlsafe(32),
-            "KOPPEL_STACK_EXACT_SECRET": EXACT_CLIENT_SECRET,
-            "KOPPEL_STACK_WC_KEY": WOO_KEY,
-            "KOPPEL_STACK_WC_CONSUMER_SECRET": WOO_SECRET,
-        }
+        for system in self.pair.systems:
+            self.sandboxes[system.id] = serve(system.app(opts), name=f"{system.title} sandbox")
+        self.env = {name: value for system in self.pair.systems for name, value in system.secrets.items()}
+        self.env |= {name: secrets.token_urlsafe(32) for name in self.pair.webhook_secrets}
         self.gateway_port = free_port()
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
-        self._write_config()
-        self._connect_exact()
-        self._seed_exact_items()
+        self.config_path.write_text(tomlkit.dumps(self.pair.build_config(self)), encoding="utf-8")
+        for system in self.pair.systems:
+            if system.connect is not None:
+                system.connect(self)
+        if self.pair.prepare is not None:
+            self.pair.prepare(self)
         self._start_gateway()
         for _ in range(opts.workers):
             self.start_worker()
-        if opts.create_webhooks and not opts.pair:  # the pair's are made by `koppel endpoints sync`
-            self._create_webhooks()
+        if self.pair.started is not None:
+            self.pair.started(self)
 
     def stop(self) -> None:
         for proc in [*self.workers, *([self.gateway] if self.gateway else [])]:
             _terminate(proc)
         self.workers.clear()
         self.gateway = None
-        for server in (self.woo, self.exact):
-            if server is not None:
-                server.stop()
-        self.woo = self.exact = None
+        for server in self.sandboxes.values():
+            server.stop()
+        self.sandboxes.clear()
         self.http.close()
         if self._conn is not None:
             self._conn.close()
@@ -234,63 +250,6 @@ class Stack:
 
     # -- set-up steps ---------------------------------------------------------------------------
 
-    def _write_config(self) -> None:
-        assert self.exact is not None and self.woo is not None
-        opts = self.options
-        rate_limit: dict[str, Any] = {"per_minute": opts.exact_per_minute, "per_day": opts.exact_per_day}
-        if not opts.exact_rate_limits:
-            rate_limit = {"enabled": False}
-        data: dict[str, Any] = {
-            "gateway": {**opts.gateway, "queue": opts.queue}
-            | ({"public_url": self.gateway_url} if opts.public_url or opts.pair else {}),
-            "endpoints": [{"id": ENDPOINT, "kind": "woocommerce", "secret": "env:KOPPEL_STACK_WC_SECRET",
-                           "system": "shop"}],
-            "systems": [
-                {
-                    "id": "exact",
-                    "kind": "exactonline",
-                    "base_url": self.exact.url,
-                    "settings": {"client_id": EXACT_CLIENT_ID, "redirect_uri": self._redirect_uri(),
-                                 "rate_limit": rate_limit},
-                    "credentials": {"client_secret": "env:KOPPEL_STACK_EXACT_SECRET"},
-                },
-                {
-                    "id": "shop",
-                    "kind": "woocommerce",
-                    "base_url": self.woo.url,
-                    "credentials": {"consumer_key": "env:KOPPEL_STACK_WC_KEY",
-                                    "consumer_secret": "env:KOPPEL_STACK_WC_CONSUMER_SECRET"},
-                    "settings": {"reconcile_interval_seconds": 300 if opts.pair else 0, **opts.shop_settings},
-                },
-            ],
-            "integrations": [
-                {"id": INTEGRATION, "source": ENDPOINT, "target": "exact", "flows": ["orders"],
-                 "settings": dict(opts.settings)},
-            ],
-        }  # fmt: skip
-        if opts.pair:
-            integration = data["integrations"][0]
-            integration["flows"] = ["orders", "products", "customers"]
-            if opts.product_filter:
-                integration["settings"].setdefault("product_filter", opts.product_filter)
-        if opts.writeback_poll_seconds is not None:
-            data["systems"][0]["settings"]["poll_interval_seconds"] = opts.writeback_poll_seconds
-            flows = ["orders", "stock"] if opts.pair else ["orders"]
-            data["integrations"].append({"id": WRITEBACK, "source": "exact", "target": "shop", "flows": flows})
-        self.config_path.write_text(tomlkit.dumps(data), encoding="utf-8")
-
-    def _redirect_uri(self) -> str:
-        return "http://127.0.0.1/oauth/exactonline/callback"  # the sandbox redirects without calling it
-
-    def _connect_exact(self) -> None:
-        """Koppel's OAuth consent flow against the sandbox, which approves at once."""
-        from connectors.exactonline.auth import OAuthApp
-        from connectors.exactonline.sandbox import connect_sandbox
-
-        assert self.exact is not None
-        app = OAuthApp(self.exact.url, EXACT_CLIENT_ID, EXACT_CLIENT_SECRET, self._redirect_uri())
-        connect_sandbox(self.http, app, self.connection, "exact")
-
     def shop_skus(self) -> list[str]:
         """Every SKU the shop sells (variations included), read through the WooCommerce API."""
         client = self.woo_client()
@@ -301,14 +260,6 @@ class Stack:
             elif product.get("sku"):
                 skus.append(product["sku"])
         return skus
-
-    def _seed_exact_items(self) -> None:
-        assert self.exact is not None
-        skus = [] if self.options.pair else [s for s in self.shop_skus() if s not in self.options.missing_skus]
-        if skus:
-            self.http.post(f"{self.exact.url}/sandbox/seed/items", json={"skus": skus}).raise_for_status()
-        services = {"skus": ["SHIPPING", "FEE", "DISCOUNT"], "stock": None}  # the integration's service items
-        self.http.post(f"{self.exact.url}/sandbox/seed/items", json=services).raise_for_status()
 
     def add_exact_items(self, skus: list[str]) -> None:
         assert self.exact is not None
@@ -368,14 +319,6 @@ class Stack:
         proc.kill()
         proc.wait(timeout=10)
         self.workers.remove(proc)
-
-    def _create_webhooks(self) -> None:
-        client = self.woo_client()
-        url = f"{self.gateway_url}/webhooks/{ENDPOINT}"
-        for topic in ("order.created", "order.updated"):
-            hook = client.create_webhook(topic=topic, delivery_url=url, secret=self.env["KOPPEL_STACK_WC_SECRET"])
-            if hook.get("status") != "active":
-                raise RuntimeError(f"the shop's {topic} webhook is {hook.get('status')}, not active")
 
     # -- driving it ---------------------------------------------------------------------------------
 
@@ -459,9 +402,21 @@ class Stack:
         assert self.exact is not None
         return dict(self.http.get(f"{self.exact.url}/sandbox/calls").json())
 
-    def activity(self, since: float | None = None) -> list[Activity]:
-        """The integration's activity log since the stack started (or since `since`, epoch s)."""
-        return ActivityLog(self.connection).entries(INTEGRATION, since=max(since or 0.0, self.started_at))
+    def calls(self, system_id: str) -> dict[str, Any]:
+        """A sandbox's own count of the API calls it answered: `total` and `by_endpoint` (`/sandbox/counters`)."""
+        return dict(self.http.get(f"{self.url(system_id)}/sandbox/counters").raise_for_status().json())
+
+    def control(self, system_id: str, action: str, body: Any = None, method: str = "POST") -> Any:
+        """A sandbox's control route (`/sandbox/<action>`): what a user does in that system; its answer."""
+        response = self.http.request(method, f"{self.url(system_id)}/sandbox/{action}", json=body)
+        return response.raise_for_status().json()
+
+    def activity(self, since: float | None = None, integration: str | None = None) -> list[Activity]:
+        """An integration's activity log (default: the pair's main one) since the stack started (or since
+        `since`, epoch s)."""
+        return ActivityLog(self.connection).entries(
+            integration or self.pair.integration, since=max(since or 0.0, self.started_at)
+        )
 
     def idle(self) -> bool:
         """Nothing left to do: the inbox drained, no event job queued, running or waiting to retry.
@@ -481,11 +436,14 @@ class Stack:
             job_id.startswith((POLL_JOB_PREFIX, CHECK_JOB_PREFIX)) for job_id in ids
         )
 
-    def outcomes(self, order_ids: list[str], *, since: float | None = None) -> dict[str, OrderOutcome]:
-        """What became of each order, from the activity log (from `since`, epoch s, when given)."""
+    def outcomes(
+        self, order_ids: list[str], *, since: float | None = None, integration: str | None = None
+    ) -> dict[str, OrderOutcome]:
+        """What became of each record (an order, an article…: the activity log's resource ids), from an
+        integration's activity log (default: the pair's main one; from `since`, epoch s, when given)."""
         result = {oid: OrderOutcome(oid, "pending") for oid in order_ids}
         rank = {"created": 4, "failed": 3, "error": 3, "skipped": 2, "ignored": 1, "updated": 4}
-        for entry in self.activity(since):
+        for entry in self.activity(since, integration):
             outcome = result.get(entry.resource_id)
             if outcome is None:
                 continue
@@ -509,6 +467,7 @@ class Stack:
         progress: Callable[[dict[str, OrderOutcome]], None] | None = None,
         since: float | None = None,
         interval: float = 0.1,
+        integration: str | None = None,
     ) -> dict[str, OrderOutcome]:
         """Wait until every order has an outcome and the pipeline is idle (or `timeout` s); the outcomes.
 
@@ -517,7 +476,7 @@ class Stack:
         """
         deadline = time.monotonic() + timeout
         while True:
-            outcomes = self.outcomes(order_ids, since=since)
+            outcomes = self.outcomes(order_ids, since=since, integration=integration)
             decided = sum(o.outcome != "pending" for o in outcomes.values())
             if progress is not None:
                 progress(outcomes)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from bench.e2e.run import batch_figures, cpu_per_order, endpoint_delta, percentile, spread_ms
+from bench.e2e.run import (
+    Batch,
+    batch_figures,
+    cpu_per_order,
+    endpoint_delta,
+    parse_args,
+    percentile,
+    problems_of,
+    run_stack,
+    spread_ms,
+)
 from gateway.activity import Activity
 from gateway.stack import OrderOutcome
 
@@ -61,3 +71,40 @@ def test_cpu_per_order_sums_the_workers() -> None:
     cpu = {"gateway": 10.0, "gateway_main": 8.0, "worker1": 30.0, "worker2": 20.0, "redis": 5.0, "driver": 15.0}
     assert cpu_per_order(cpu, 10.0, 100) == {"workers": 50.0, "gateway": 10.0, "redis": 5.0, "driver": 15.0}
     assert cpu_per_order(cpu, 10.0, 0) == {}
+
+
+def test_a_pair_is_chosen_by_name_and_an_unknown_one_is_refused_naming_the_pairs(capsys) -> None:
+    assert parse_args([]).pair == "woocommerce-exactonline"
+    assert parse_args(["--pair", "winstore-businesscentral"]).pair == "winstore-businesscentral"
+    with pytest.raises(SystemExit):
+        parse_args(["--pair", "bc"])
+    assert "choose one of woocommerce-exactonline, winstore-exactonline, winstore-businesscentral" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_record_the_target_created_twice_is_a_problem_named_in_the_targets_terms() -> None:
+    figures = batch_figures([entry("1", "article.sync", "created", 1.0, 1.5, 2)],
+                            {"1": OrderOutcome("1", "created", calls=2)}, {"1": 0.5})  # fmt: skip
+    batch = Batch("articles steady 1", figures, 4, 4.0, {"GET items": 2, "POST items": 2}, 0.0, 0.0, {},
+                  record="article", target="Business Central", created_endpoint="POST items")  # fmt: skip
+    assert problems_of([batch]) == ["articles steady 1: Business Central received 2 POST items for 1 articles created"]
+    batch.sandbox_by_endpoint["POST items"] = 1
+    assert problems_of([batch]) == []
+
+
+@pytest.mark.integration
+def test_the_business_central_pair_is_measured_in_calls_per_record(tmp_path) -> None:
+    """bench/e2e's stack part (no wrk) on a few records: every feed of the pair, BC's calls counted."""
+    args = parse_args(["--pair", "winstore-businesscentral", "--warmup", "2", "--orders", "3", "--timeout", "120"])
+    batches = run_stack(args, tmp_path)
+    assert [b.name for b in batches] == ["articles cold", "articles steady 1", "orders cold", "orders steady 1"]
+    assert problems_of(batches) == []
+    articles, orders = batches[1], batches[3]
+    assert (articles.target, articles.figures.created, orders.target, orders.figures.created) == (
+        "Business Central", 3, "Winstore", 3)  # fmt: skip
+    # Koppel's count of BC's calls for the articles is what the BC sandbox answered on its items
+    counted = articles.sandbox_by_endpoint
+    assert articles.figures.calls == counted.get("GET items", 0) + counted["POST items"] > 0
+    assert counted["POST items"] == 3 and articles.figures.calls_per_order > 0
+    assert orders.others["bc"] >= 3  # BC read each order it notified

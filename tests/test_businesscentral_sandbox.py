@@ -392,6 +392,20 @@ def test_polled_orders_carry_their_lines_and_customer(bc):
     assert normalised.customer.kind == "person" and normalised.customer.email == "a@x.nl"
 
 
+def test_a_seeded_document_is_numbered_from_its_series_with_its_lines_and_listed_as_stored(bc):
+    customer = next(iter(bc.seed("customers", {"displayName": "Anna", "email": "a@x.nl"}).values()))
+    bc.seed("items", {"number": "DESK-1", "displayName": "Desk", "unitPrice": 100})
+    ids = bc.seed("salesOrders", {"customerId": customer, "salesOrderLines": [
+        {"lineType": "Item", "lineObjectNumber": "DESK-1", "quantity": 2}]}, {"customerId": customer})  # fmt: skip
+    assert list(ids) == ["S-ORD101001", "S-ORD101002"]
+    listed = bc.http.get(f"{bc.url}/sandbox/records", params={"entity": "salesOrders"}).raise_for_status().json()
+    first, second = listed["records"]
+    assert [(line["lineObjectNumber"], line["quantity"]) for line in first["salesOrderLines"]] == [("DESK-1", 2)]
+    assert first["totalAmountExcludingTax"] == 200 and second.get("salesOrderLines", []) == []
+    with pytest.raises(httpx.HTTPStatusError):  # a line of an item BC does not hold: refused, as BC does
+        bc.seed("salesOrders", {"customerId": customer, "salesOrderLines": [{"lineObjectNumber": "NOPE"}]})
+
+
 def test_a_sales_order_notification_is_read_with_its_lines_and_customer(bc):
     customer = next(iter(bc.seed("customers", {"displayName": "Adatum", "email": "a@adatum.example"}).values()))
     bc.seed("items", {"number": "DESK-1", "unitPrice": 100})

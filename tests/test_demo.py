@@ -55,3 +55,48 @@ def test_the_demo_runs_the_whole_pair_reports_it_and_leaves_nothing_running(tmp_
 def test_the_demo_refuses_a_batch_size_out_of_range(capsys):
     assert main(["demo", "--orders", "0"]) == 2
     assert "--orders must be between 1 and 5000" in capsys.readouterr().err
+
+
+def run_pair(pair: str, tmp_path, records: int = 3) -> tuple[int, str]:
+    out = io.StringIO()
+    code = run_demo(orders=records, data_dir=tmp_path, console=Console(file=out, width=160, color_system=None),
+                    pair=pair)  # fmt: skip
+    return code, out.getvalue()
+
+
+def figure(text: str, label: str) -> int:
+    return int(re.search(rf"{re.escape(label)} +(\d+) *\n", text).group(1))
+
+
+@pytest.mark.integration
+def test_the_winstore_exact_pair_publishes_the_catalogue_and_books_exacts_orders_in_winstore(tmp_path):
+    before = children()
+    code, text = run_pair("winstore-exactonline", tmp_path)
+    assert code == 0, text
+    assert "Winstore ⇄ Exact Online" in text and "Exact Online sandbox, authorised via OAuth" in text
+    assert figure(text, "articles entered in Winstore") == 3 and figure(text, "created in Exact Online") == 3
+    assert figure(text, "orders entered in Exact Online") == 3 and figure(text, "created in Winstore") == 3
+    assert re.search(r"Exact Online API calls per article\s+\d+\.\d\d", text), text
+    assert re.search(r"Winstore API calls per order\s+\d+\.\d\d", text), text
+    assert "every order is accounted for" in text
+    assert children() <= before, "the demo left child processes running"
+
+
+@pytest.mark.integration
+def test_the_winstore_business_central_pair_subscribes_publishes_and_books_bcs_orders_in_winstore(tmp_path):
+    before = children()
+    code, text = run_pair("winstore-businesscentral", tmp_path)
+    assert code == 0, text
+    assert "created webhook" in text and "for salesOrders" in text  # BC's subscription, through the handshake
+    assert figure(text, "articles entered in Winstore") == 3 and figure(text, "created in Business Central") == 3
+    assert figure(text, "orders entered in Business Central") == 3 and figure(text, "created in Winstore") == 3
+    assert re.search(r"Business Central API calls per article\s+\d+\.\d\d", text), text
+    assert "every order is accounted for" in text
+    assert children() <= before, "the demo left child processes running"
+
+
+def test_the_demo_names_the_pairs_when_given_one_it_does_not_know(capsys):
+    assert main(["demo", "--pair", "shopify-sap"]) == 2
+    err = capsys.readouterr().err
+    assert "--pair 'shopify-sap' is not a pair Koppel runs" in err
+    assert "woocommerce-exactonline, winstore-exactonline, winstore-businesscentral" in err

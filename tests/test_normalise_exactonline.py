@@ -68,3 +68,12 @@ def test_a_vat_percentage_that_is_not_a_fraction_is_a_normalise_error_naming_the
     payload["d"]["SalesOrderLines"]["results"][0]["VATPercentage"] = 1e14
     with pytest.raises(NormaliseError, match=r"SalesOrderLines\[0\]\.VATPercentage: expected a fraction"):
         normalise_sales_order(payload)
+
+
+def test_a_zero_rated_line_has_its_total_including_vat():
+    """A line on a 0 % VAT code (an export, an item without a sales VAT code) carries VATAmountFC 0."""
+    payload = fixture("exactonline/sales_order.json")
+    line = payload["d"]["SalesOrderLines"]["results"][1]
+    line |= {"VATPercentage": 0, "VATAmountFC": 0}
+    coaster = normalise_sales_order(payload).lines[1]
+    assert coaster.tax_total == 0 and coaster.total_incl == coaster.total_excl is not None

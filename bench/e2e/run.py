@@ -1,6 +1,7 @@
 """bench/e2e driver: orders through the whole stack, beside bench/ingest's no-op ceiling from the same run.
 
-    .venv/bin/python -m bench.e2e [--workers 1] [--orders 500] [--warmup 200] [--batches 1] [--rate 0]
+    .venv/bin/python -m bench.e2e [--pair woocommerce-exactonline] [--workers 1] [--orders 500] [--warmup 200]
+                                  [--batches 1] [--rate 0]
 
 1. The no-op ceiling, exactly as bench/ingest measures it (its code, imported): `bench.ingest.apps:noop_app`
    in its own uvicorn process loaded by wrk (`-t1 -c64`, warm-up, then `--noop-duration` s), then stopped.
@@ -14,6 +15,11 @@
    created), delivery → created latency (p50/p99/max), placement → created, Exact calls per created
    order by Koppel's count and by the Exact sandbox's own, the calls each kind of event cost, CPU.
    Prints a table, writes bench/results/e2e-<UTC timestamp>.json.
+
+`--pair` (gateway/pairs.py) measures another pair instead: each of its feeds in turn (Winstore ⇄ Business
+Central: articles Winstore → BC, then orders BC → Winstore), a cold batch and the measured batches each,
+`--orders` being the records per batch. The calls per record are the target's (Koppel's count and its
+sandbox's), and every other system's sandbox count beside them (BC's reads of the orders it notified).
 
 Exit status 1 when an order was not created (failed, skipped or still pending at the timeout) or
 the run could not measure; 130 when interrupted. Every process started is stopped in a `finally`.
@@ -41,16 +47,13 @@ from typing import Any
 
 from bench.ingest import run as ingest
 from gateway.activity import Activity
+from gateway.pairs import PAIRS, WOO_EXACT, Feed, Pair
 from gateway.redisserver import EmbeddedRedis, free_port
 from gateway.stack import OrderOutcome, Stack, StackOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 WORKDIR_PREFIX = "koppel-bench-e2e-"
-TARGET_CALLS = 1.5
-"""Issue #4 item 6: at most 1.5 Exact calls per synced order in steady state (naive: 4 + lines)."""
-SALES_ORDER_POST = "POST salesorder/SalesOrders"
-"""The sandbox's counter of sales orders received (the integration's default document type)."""
 NOISY_OTHER = 15.0
 """% of a core used by other processes above which a run is called noisy (as bench/ingest does)."""
 
@@ -165,7 +168,7 @@ class Batch:
     name: str
     figures: Figures
     sandbox_calls: int
-    """Exact calls the sandbox answered during the batch (its own counter: token requests included)."""
+    """Target calls the sandbox answered during the batch (its own counter: token requests included)."""
     sandbox_calls_per_order: float
     sandbox_by_endpoint: dict[str, int]
     lines_per_order: float
@@ -176,6 +179,15 @@ class Batch:
     """% of one core over the batch (placing → settled), as bench/ingest's CpuMeter measures it."""
     cpu_ms_per_order: dict[str, float] = field(default_factory=dict)
     """CPU ms per created order of each process (workers summed): less noisy than orders/s on a shared machine."""
+    record: str = "order"
+    target: str = "Exact"
+    """The target system's title: whose calls these are."""
+    created_endpoint: str = ""
+    """The target sandbox's counter of records created (one per record: none booked twice)."""
+    target_calls: float | None = None
+    """The pair's bound on calls per record in steady state, when it has one."""
+    others: dict[str, int] = field(default_factory=dict)
+    """Calls the pair's other sandboxes answered during the batch (system id → calls)."""
 
 
 def cpu_per_order(cpu: dict[str, float], elapsed: float, created: int) -> dict[str, float]:
@@ -188,10 +200,10 @@ def cpu_per_order(cpu: dict[str, float], elapsed: float, created: int) -> dict[s
     return {name: round(10 * value * elapsed / created, 2) for name, value in totals.items()}
 
 
-def place(stack: Stack, count: int, rate: float, seed: int) -> dict[str, float]:
-    """Place `count` orders at once (`rate` 0) or in chunks every 0.1 s at `rate` orders/s; id → placed at."""
+def place(stack: Stack, feed: Feed, count: int, rate: float, seed: int) -> dict[str, float]:
+    """Place `count` records at once (`rate` 0) or in chunks every 0.1 s at `rate` records/s; id → placed at."""
     if rate <= 0:
-        ids = stack.place_orders(count, seed=seed)
+        ids = feed.place(stack, count, seed)
         now = time.time()
         return dict.fromkeys(ids, now)
     placed: dict[str, float] = {}
@@ -202,48 +214,51 @@ def place(stack: Stack, count: int, rate: float, seed: int) -> dict[str, float]:
         delay = start + chunk * per_tick / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        ids = stack.place_orders(min(per_tick, count - len(placed)), seed=seed + len(placed))
+        ids = feed.place(stack, min(per_tick, count - len(placed)), seed + len(placed))
         now = time.time()
         placed.update(dict.fromkeys(ids, now))
     return placed
 
 
 def run_batch(
-    stack: Stack, name: str, count: int, args: argparse.Namespace, seed: int, watch: dict[str, int]
+    stack: Stack, feed: Feed, name: str, count: int, args: argparse.Namespace, seed: int, watch: dict[str, int]
 ) -> tuple[Batch, list[str]]:
-    """Place one batch, wait for it, and measure it; the batch and its order ids."""
-    calls_before = stack.exact_calls()
+    """Place one batch of the feed's records, wait for them, and measure it; the batch and the records' ids."""
+    systems = [system.id for system in stack.pair.systems]
+    calls_before = {system: stack.calls(system) for system in systems}
     since = time.time()
     meter = ingest.CpuMeter(watch)
     started = time.monotonic()
-    placed = place(stack, count, args.rate, seed)
+    placed = place(stack, feed, count, args.rate, seed)
     placing = time.monotonic() - started
-    say(f"{name}: placed {count} orders in {placing:.1f} s; waiting for them")
-    outcomes = stack.settle(list(placed), timeout=args.timeout, since=since, interval=0.5)
+    say(f"{name}: placed {count} {feed.record}s in {placing:.1f} s; waiting for them")
+    outcomes = stack.settle(list(placed), timeout=args.timeout, since=since, interval=0.5, integration=feed.integration)
     cpu = meter.stop()
     elapsed = time.monotonic() - started
     cpu.pop("wrk", None)  # no wrk in this phase
-    calls_after = stack.exact_calls()
-    figures = batch_figures(stack.activity(since), outcomes, placed)
-    sandbox_calls = int(calls_after["total"]) - int(calls_before["total"])
+    calls_after = {system: stack.calls(system) for system in systems}
+    figures = batch_figures(stack.activity(since, feed.integration), outcomes, placed)
+    added = {system: int(calls_after[system]["total"]) - int(calls_before[system]["total"]) for system in systems}
+    sandbox_calls = added.pop(feed.target)
     batch = Batch(
         name=name,
         figures=figures,
         sandbox_calls=sandbox_calls,
         sandbox_calls_per_order=round(sandbox_calls / figures.created, 3) if figures.created else 0.0,
-        sandbox_by_endpoint=endpoint_delta(calls_before["by_endpoint"], calls_after["by_endpoint"]),
+        sandbox_by_endpoint=endpoint_delta(calls_before[feed.target]["by_endpoint"],
+                                           calls_after[feed.target]["by_endpoint"]),
         lines_per_order=0.0,
         placing_s=round(placing, 2),
         cpu=cpu,
         cpu_ms_per_order=cpu_per_order(cpu, elapsed, figures.created),
-    )
-    say(f"{name}: {figures.created}/{count} created, {figures.orders_per_s:g} orders/s")
+        record=feed.record,
+        target=feed.target_title,
+        created_endpoint=feed.created,
+        target_calls=feed.target_calls,
+        others=added,
+    )  # fmt: skip
+    say(f"{name}: {figures.created}/{count} created, {figures.orders_per_s:g} {feed.record}s/s")
     return batch, list(placed)
-
-
-def line_counts(stack: Stack) -> dict[str, int]:
-    """Order id → line items, for every order in the shop (read through the WooCommerce API)."""
-    return {str(order["id"]): len(order.get("line_items", [])) for order in stack.woo_client().orders()}
 
 
 def measure_noop(args: argparse.Namespace, workdir: Path) -> ingest.WrkResult:
@@ -262,28 +277,40 @@ def measure_noop(args: argparse.Namespace, workdir: Path) -> ingest.WrkResult:
 
 
 def run_stack(args: argparse.Namespace, workdir: Path) -> list[Batch]:
-    """Start the stack on its own embedded Redis, run the cold and the measured batches, stop it all."""
+    """Start the stack on its own embedded Redis, run each feed's cold and measured batches, stop it all."""
+    pair: Pair = PAIRS[args.pair]
     embedded = EmbeddedRedis(data_dir=workdir / "redis-data", port=free_port())
     url = embedded.start()
+    runs: list[tuple[Batch, list[str], Feed]] = []
     try:
         options = StackOptions(
             data_dir=workdir / "stack", redis_url=url, exact_rate_limits=False, workers=args.workers,
         )  # fmt: skip
-        say(f"starting the stack: Redis {url}, gateway, {args.workers} worker(s), sandboxes (rate limits off)")
-        with Stack(options) as stack:
+        say(f"starting the stack ({pair.title}): Redis {url}, gateway, {args.workers} worker(s), sandboxes "
+            "(rate limits off)")  # fmt: skip
+        with Stack(options, pair) as stack:
             assert stack.gateway is not None and embedded.process is not None
+            if pair.public_url:
+                stack.sync_endpoints().check_returncode()  # the pair's webhooks (BC's subscriptions)
             watch = {"gateway": stack.gateway.pid, "redis": embedded.process.pid, "driver": os.getpid()}
             watch |= {f"worker{i + 1}": proc.pid for i, proc in enumerate(stack.workers)}
-            runs = [run_batch(stack, "cold", args.warmup, args, 1, watch)]
-            for n in range(args.batches):
-                runs.append(run_batch(stack, f"steady {n + 1}", args.orders, args, 100_000 * (n + 1), watch))
-            lines = line_counts(stack)
-            for batch, ids in runs:
+            for feed in pair.feeds:
+                prefix = "" if len(pair.feeds) == 1 else f"{feed.record}s "
+                batch, ids = run_batch(stack, feed, f"{prefix}cold", args.warmup, args, 1, watch)
+                runs.append((batch, ids, feed))
+                for n in range(args.batches):
+                    seed = 100_000 * (n + 1)
+                    batch, ids = run_batch(stack, feed, f"{prefix}steady {n + 1}", args.orders, args, seed, watch)
+                    runs.append((batch, ids, feed))
+            for batch, ids, feed in runs:
+                if feed.lines is None:
+                    continue
+                lines = feed.lines(stack)
                 counts = [lines[i] for i in ids if i in lines]
                 batch.lines_per_order = round(sum(counts) / len(counts), 2) if counts else 0.0
     finally:
         embedded.stop()
-    return [batch for batch, _ in runs]
+    return [batch for batch, _, _ in runs]
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -296,25 +323,31 @@ def problems_of(batches: list[Batch]) -> list[str]:
         if f.created != f.orders:
             reasons = "; ".join(f"{reason} ({n})" for reason, n in f.reasons.items())
             problems.append(f"{batch.name}: {f.created} of {f.orders} orders created {f.outcomes} {reasons}".strip())
-        posted = batch.sandbox_by_endpoint.get(SALES_ORDER_POST, 0)
+        posted = batch.sandbox_by_endpoint.get(batch.created_endpoint, 0)
         if posted != f.created:  # two workers booking one order (its created and updated events) twice
-            problems.append(f"{batch.name}: Exact received {posted} sales orders for {f.created} orders created")
+            problems.append(f"{batch.name}: {batch.target} received {posted} {batch.created_endpoint} for "
+                            f"{f.created} {batch.record}s created")  # fmt: skip
     return problems
 
 
 def report(
     args: argparse.Namespace, noop: ingest.WrkResult, batches: list[Batch], problems: list[str]
 ) -> dict[str, Any]:
-    steady = [b for b in batches if b.name != "cold"]
-    pacing = "one burst per batch" if args.rate <= 0 else f"placed at {args.rate:g} orders/s"
+    steady = [b for b in batches if not b.name.endswith("cold")]
+    pacing = "one burst per batch" if args.rate <= 0 else f"placed at {args.rate:g} records/s"
+    width = max(10, *(len(b.name) + 1 for b in batches))
+    pair = "" if args.pair == WOO_EXACT else f"{PAIRS[args.pair].title}: "
+    records = "orders" if args.pair == WOO_EXACT else "records"
+    limits = "; Exact sandbox rate limits off" if any(s.kind == "exactonline" for s in PAIRS[args.pair].systems) else ""
     print()
     print(
-        f"bench/e2e: {args.workers} worker(s), cold batch {args.warmup} orders, {args.batches} measured "
-        f"batch(es) of {args.orders} ({pacing}); Exact sandbox rate limits off"
+        f"bench/e2e: {pair}{args.workers} worker(s), cold batch {args.warmup} {records}, {args.batches} measured "
+        f"batch(es) of {args.orders} ({pacing}){limits}"
     )
     head = (
-        f"{'':10}{'orders/s':>9}{'events/s':>9}{'recv→created p50/p99/max ms':>30}"
-        f"{'placed→created p50/p99 ms':>27}{'calls/order':>12}{'sandbox':>9}{'lines':>7}{'other CPU':>10}"
+        f"{'':{width}}{'orders/s' if records == 'orders' else 'recs/s':>9}{'events/s':>9}"
+        f"{'recv→created p50/p99/max ms':>30}{'placed→created p50/p99 ms':>27}"
+        f"{'calls/order' if records == 'orders' else 'calls/rec':>12}{'sandbox':>9}{'lines':>7}{'other CPU':>10}"
     )
     print(head)
     for b in batches:
@@ -322,33 +355,36 @@ def report(
         latency = " / ".join(f"{f.latency_ms[k]:,.0f}" for k in ("p50", "p99", "max"))
         placement = " / ".join(f"{f.placement_ms[k]:,.0f}" for k in ("p50", "p99"))
         print(
-            f"{b.name:10}{f.orders_per_s:>9,.1f}{f.events_per_s:>9,.1f}{latency:>30}{placement:>27}"
+            f"{b.name:{width}}{f.orders_per_s:>9,.1f}{f.events_per_s:>9,.1f}{latency:>30}{placement:>27}"
             f"{f.calls_per_order:>12.3f}{b.sandbox_calls_per_order:>9.3f}{b.lines_per_order:>7.2f}"
             f"{b.cpu.get('other', 0):>9.0f}%"
         )
     noop_cpu = noop.cpu
     print(
-        f"{'no-op':10}{noop.rps:>9,.0f} req/s (bench/ingest's no-op Starlette route, wrk -t1 -c64 "
+        f"{'no-op':{width}}{noop.rps:>9,.0f} req/s (bench/ingest's no-op Starlette route, wrk -t1 -c64 "
         f"-d{noop.duration_s:.0f}s; p50 {noop.p50_ms:.2f} ms, p99 {noop.p99_ms:.2f} ms; "
         f"other processes {noop_cpu.get('other', 0):.0f}% of a core)"
     )
     ratios = {b.name: round(b.figures.orders_per_s / noop.rps, 5) if noop.rps else 0.0 for b in batches}
     for b in steady:
         print(
-            f"ratio {b.name}: {b.figures.orders_per_s:,.1f} orders/s ÷ {noop.rps:,.0f} no-op req/s = "
+            f"ratio {b.name}: {b.figures.orders_per_s:,.1f} {b.record}s/s ÷ {noop.rps:,.0f} no-op req/s = "
             f"{ratios[b.name]:.4f} (1 : {1 / ratios[b.name] if ratios[b.name] else 0:,.0f}); "
             f"{b.figures.events_per_s:,.1f} deliveries/s = {b.figures.events_per_s / noop.rps:.4f}"
         )
     for b in batches:
         f = b.figures
-        naive = 4 + b.lines_per_order
-        met = "MET" if f.calls_per_order <= TARGET_CALLS else "NOT MET"
-        verdict = "" if b.name == "cold" else f" — target ≤ {TARGET_CALLS:g} {met}"
+        naive = f"; naive 4 + {b.lines_per_order:.2f} lines = {4 + b.lines_per_order:.2f}" if b.lines_per_order else ""
+        verdict = ""
+        if b.target_calls is not None and not b.name.endswith("cold"):
+            verdict = f" — target ≤ {b.target_calls:g} {'MET' if f.calls_per_order <= b.target_calls else 'NOT MET'}"
         print(
-            f"Exact calls, {b.name}: {f.calls} by Koppel's count ({f.calls_per_order:.3f} per created order; naive "
-            f"4 + {b.lines_per_order:.2f} lines = {naive:.2f}){verdict}; the sandbox answered {b.sandbox_calls} "
-            f"{b.sandbox_by_endpoint}"
+            f"{b.target} calls, {b.name}: {f.calls} by Koppel's count ({f.calls_per_order:.3f} per created "
+            f"{b.record}{naive}){verdict}; the sandbox answered {b.sandbox_calls} {b.sandbox_by_endpoint}"
         )
+        if b.others:
+            per = {name: round(n / f.created, 3) if f.created else 0.0 for name, n in b.others.items()}
+            print(f"  the other sandboxes answered {b.others} ({per} per created {b.record})")
         print(f"  calls per event (topic outcome calls: events): {f.calls_by_event}")
     for b in batches:
         slow = ", ".join(f"{ms:,.0f} ms at +{at:g} s" for at, ms, _ in b.figures.slowest[:5])
@@ -356,15 +392,15 @@ def report(
     for b in batches:
         f = b.figures
         print(
-            f"{b.name}: {f.created} orders created in {f.window_s:.2f} s from the first delivery received; "
-            f"the shop delivered the batch's {f.events} events over {f.delivered_s:.2f} s "
+            f"{b.name}: {f.created} {b.record}s created in {f.window_s:.2f} s from the first delivery received; "
+            f"the source delivered the batch's {f.events} events over {f.delivered_s:.2f} s "
             f"(placing took {b.placing_s:.2f} s)"
         )
     for b in batches:
         shown = {name: value for name, value in b.cpu.items() if not name.endswith(("_main", "_threads"))}
         cpu = ", ".join(f"{name} {value:.0f}" for name, value in shown.items())
         print(f"CPU % of one core, {b.name}: {cpu}")
-        print(f"  CPU ms per created order: {b.cpu_ms_per_order}")
+        print(f"  CPU ms per created {b.record}: {b.cpu_ms_per_order}")
     noisy = max([noop_cpu.get("other", 0)] + [b.cpu.get("other", 0) for b in batches])
     if noisy > NOISY_OTHER:
         print(f"warning: other processes used up to {noisy:.0f}% of a core during the run; figures are noisy")
@@ -373,6 +409,7 @@ def report(
     return {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": {
+            "pair": args.pair,
             "workers": args.workers,
             "orders": args.orders,
             "warmup": args.warmup,
@@ -385,7 +422,7 @@ def report(
         "noop": asdict(noop),
         "batches": [asdict(b) for b in batches],
         "ratios": ratios,
-        "target_calls_per_order": TARGET_CALLS,
+        "target_calls_per_order": next((b.target_calls for b in batches if b.target_calls is not None), None),
         "problems": problems,
         "ok": not problems,
     }
@@ -400,6 +437,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--pair", default=WOO_EXACT, help=f"the pair to measure: {', '.join(PAIRS)}")
     parser.add_argument("--workers", type=int, default=1, help="`koppel worker` processes")
     parser.add_argument("--orders", type=int, default=500, help="orders per measured batch")
     parser.add_argument("--warmup", type=int, default=200, help="orders in the cold first batch")
@@ -412,6 +450,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers < 1 or args.orders < 1 or args.warmup < 1 or args.batches < 1:
         parser.error("--workers, --orders, --warmup and --batches must be at least 1")
+    if args.pair not in PAIRS:
+        parser.error(f"--pair {args.pair!r} is not a pair Koppel runs; choose one of {', '.join(PAIRS)}")
     if args.rate < 0 or args.noop_duration <= 0 or args.timeout <= 0:
         parser.error("--rate must be >= 0, --noop-duration and --timeout > 0")
     return args

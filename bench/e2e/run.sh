@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/e2e: orders through gateway, queue, workers and the Exact sandbox, beside bench/ingest's no-op ceiling.
-#   [PYTHON=…] bench/e2e/run.sh [--workers 1] [--orders 500] [--warmup 200] [--batches 1] [--rate 0] [--help]
+#   [PYTHON=…] bench/e2e/run.sh [--pair woocommerce-exactonline] [--workers 1] [--orders 500] [--warmup 200] [--batches 1] [--rate 0] [--help]
 # Needs wrk (bench/ingest/run.sh installs it), redis-server and the project's .venv (./run.sh creates them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

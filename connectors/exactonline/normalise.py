@@ -302,7 +302,9 @@ def _line(line: Reader) -> OrderLine:
     unit = line.number("UnitPrice")
     net = line.number("NetPrice")
     amount = line.number("AmountFC")
-    vat = line.number("VATAmountFC") or line.number("VATAmount")
+    vat = line.number("VATAmountFC")
+    if vat is None:  # not `or`: a zero-rated line's 0 is its VAT, not a missing amount
+        vat = line.number("VATAmount")
     fraction = line.number("VATPercentage")
     if fraction is not None and not ZERO <= fraction <= 1:
         raise line.fail("VATPercentage", "expected a fraction between 0 and 1 (0.21 is 21 %)")

@@ -31,8 +31,10 @@ What it reproduces (PLATFORMS.md §3, Microsoft's API v2.0 reference):
 
 Sandbox-only control routes (no auth; bind to localhost): the kit's (`/sandbox/state`, `/sandbox/reset`,
 `POST /sandbox/fail {"status": 429, "times": 2, "retry_after": 1}` — injected 429s and 503s answer in
-BC's shape —, `/sandbox/faults`, `/sandbox/counters`), `POST /sandbox/seed {"entity", "records": […]}`,
-`POST /sandbox/seed/items {"skus": […]}` and `POST /sandbox/change {"entity", "id", "fields"}`: a user's
+BC's shape —, `/sandbox/faults`, `/sandbox/counters`), `POST /sandbox/seed {"entity", "records": […]}` (a
+document's record may carry its lines, added after the header),
+`POST /sandbox/seed/items {"skus": […]}`, `GET /sandbox/records?entity=` (what is stored) and
+`POST /sandbox/change {"entity", "id", "fields"}`: a user's
 change in BC (its time moves; an `inventory` change alone does not move it, as a posting does not).
 
 * Webhooks (`webhooks.py`): `subscriptions` created and renewed only after the notification URL echoed a

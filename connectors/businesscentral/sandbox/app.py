@@ -319,12 +319,26 @@ def control_routes(sb: BusinessCentralSandbox) -> Control:
     control = Control(sb, errors={BCError: bc_error})
 
     async def seed(request: Request) -> Response:
-        """{"entity", "records": [fields…], "company"?}: records created as a user would; their ids by number."""
+        """{"entity", "records": [fields…], "company"?}: records created as a user would; their ids by number.
+        A document's record may hold its lines (`salesOrderLines`…), added after its header as BC's UI does."""
         body = await request_fields(request)
         company = sb.company(body.get("company"))
         entity = str(body.get("entity") or "")
-        created = [sb.store.create(company, entity, dict(fields)) for fields in body.get("records") or []]
+        created = []
+        for given in body.get("records") or []:
+            fields = dict(given)
+            lines = fields.pop(LINES[entity], []) if entity in LINES else []
+            record = sb.store.create(company, entity, fields)
+            for line in lines:
+                sb.store.add_line(company, entity, record["id"], dict(line))
+            created.append(record)
         return JSONResponse({"ids": {str(r.get("number") or r.get("code") or r["id"]): r["id"] for r in created}})
+
+    async def records(request: Request) -> Response:
+        """GET ?entity=items[&company=…]: every record of an entity, as stored (what a user sees in BC)."""
+        company = sb.company(request.query_params.get("company"))
+        table = sb.store.table(company, request.query_params.get("entity", ""))
+        return Response(json.dumps({"records": list(table.values())}, default=str), media_type="application/json")
 
     async def seed_items(request: Request) -> Response:
         """{"skus": [...]}: inventory items with these numbers."""
@@ -375,6 +389,7 @@ def control_routes(sb: BusinessCentralSandbox) -> Control:
     control.route("/clock", clock)
     control.deliveries(sb.notifier.sender)
     control.route("/seed", seed)
+    control.route("/records", records, methods=("GET",))
     control.route("/seed/items", seed_items)
     control.route("/change", change)
     return control

@@ -1,0 +1,550 @@
+"""The pairs `koppel demo --pair` runs, each described once: its systems (as sandboxes), the webhook
+endpoints, the integrations and their flows, and the phases the demo shows — one Stack serves them all.
+
+    woocommerce-exactonline   the main job (default): a shop and Exact Online, every flow of the pair
+    winstore-exactonline      products Winstore → Exact, orders Exact → Winstore
+    winstore-businesscentral  products Winstore → Business Central, orders Business Central → Winstore
+
+A pair names its systems (`SandboxSystem`: how the sandbox starts, the `[[systems]]` entry Koppel gets,
+the secrets passed through the environment, the wiring a user does by hand such as Exact's OAuth
+consent), its `Endpoint`s (webhooks into the gateway: a shop's, Business Central's subscriptions), its
+`Integration`s, and its phases. A phase that follows records through one flow is a `Feed`: how records
+are entered in the source system (as a user there would), which integration takes them, the target whose
+sandbox counts the calls, and a cross-check of what the target holds; `feed_phase` turns it into a
+phase with the same report as the main job's, and bench/e2e measures it (calls per record).
+
+Adding a flow to a pair (say orders Winstore → Business Central):
+
+1. add the flow to the integration (`Integration("winstore-to-bc", "winstore", "bc", ("products", "orders"))`),
+   or a new `Integration`;
+2. write a `Feed` whose `place` enters records in the source's sandbox (its control routes) and
+   returns their ids as the activity log names them, and a `check` reading the target's sandbox;
+3. append `feed_phase(that_feed)` to the pair's `phases` (and the feed to `feeds` for bench/e2e).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import ASGIApp
+
+from gateway.phases import (
+    Run,
+    follow,
+    report_table,
+    sync_endpoints,
+    woo_catalogue,
+    woo_customer_moves,
+    woo_endpoints,
+    woo_missed_webhooks,
+    woo_orders,
+    woo_stock,
+    woo_writeback,
+)
+from gateway.stack import ENDPOINT, INTEGRATION, WOO_KEY, WOO_SECRET, WRITEBACK, OrderOutcome
+
+if TYPE_CHECKING:
+    from gateway.stack import Stack, StackOptions
+
+WOO_EXACT = "woocommerce-exactonline"
+WINSTORE_EXACT = "winstore-exactonline"
+WINSTORE_BC = "winstore-businesscentral"
+
+EXACT_CLIENT_ID, EXACT_CLIENT_SECRET = "koppel-sandbox", "sandbox-secret"  # the Exact sandbox's registered app
+EXACT_REDIRECT = "http://127.0.0.1/oauth/exactonline/callback"  # the sandbox redirects without calling it
+WS_USER, WS_PASSWORD = "koppel", "winstore-stack"
+BC_SECRET = "bc-stack-secret"  # noqa: S105 - the sandbox's own app secret
+BC_HOOKS = "bc-hooks"
+BRANCH = 1
+WAREHOUSE = 1
+
+
+# -- the description ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SandboxSystem:
+    """A system the stack runs as a sandbox (a uvicorn server on a thread) and Koppel's config entry for it."""
+
+    id: str
+    kind: str
+    title: str
+    app: Callable[[StackOptions], ASGIApp]
+    entry: Callable[[Stack], dict[str, Any]]
+    """The `[[systems]]` entry (without `id` and `kind`) once the sandbox runs (`stack.url(id)`)."""
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    """Environment variables the entry names (`env:NAME`): the gateway's and workers' only copy."""
+    connect: Callable[[Stack], None] | None = None
+    """Wiring a user does by hand once the config is written (Exact: the OAuth consent flow)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A webhook endpoint of the gateway (`POST /webhooks/<id>`), for a system's webhooks."""
+
+    id: str
+    kind: str
+    system: str
+    secret: str
+    """The environment variable of its secret (a fresh random one per stack)."""
+
+
+@dataclass(frozen=True)
+class Integration:
+    id: str
+    source: str
+    """A system id (polled) or an endpoint id (webhooks, and the system behind it polled to reconcile)."""
+    target: str
+    flows: tuple[str, ...]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    tables: Mapping[str, Any] = field(default_factory=dict)
+    """The integration's mapping tables (`[integrations.tables.<name>]`), as a user sets them up."""
+
+    def entry(self) -> dict[str, Any]:
+        entry = {"id": self.id, "source": self.source, "target": self.target, "flows": list(self.flows),
+                 "settings": dict(self.settings)}  # fmt: skip
+        return entry | ({"tables": dict(self.tables)} if self.tables else {})
+
+
+@dataclass(frozen=True)
+class Feed:
+    """Records entered in a source system and followed through one flow to its target."""
+
+    record: str
+    """What a record is, singular ("article", "order")."""
+    source_title: str
+    integration: str
+    target: str
+    """The target system's id: its sandbox counts the calls a record costs."""
+    target_title: str
+    place: Callable[[Stack, int, int], list[str]]
+    """(stack, count, seed) → the records' ids as the activity log names them (`resource_id`)."""
+    check: Callable[[Stack, list[str], dict[str, OrderOutcome]], list[str]] | None = None
+    """(stack, ids, their outcomes) → what is wrong with what the target holds of them (booked twice,
+    missing); empty when all is well."""
+    created: str = ""
+    """The target sandbox's counter that one record created adds (bench/e2e: nothing booked twice)."""
+    target_calls: float | None = None
+    """The calls per record the pair must stay within in steady state (bench/e2e's verdict), if any."""
+    lines: Callable[[Stack], dict[str, int]] | None = None
+    """Record id → lines, for bench/e2e's naive cost (4 + lines calls per order)."""
+    note: str = ""
+    """What the calls per record mean (shown beside the figure)."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    run: Callable[[Run], bool]
+    """True when the phase's records are all accounted for."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    title: str
+    systems: tuple[SandboxSystem, ...]
+    integrations: tuple[Integration, ...]
+    phases: tuple[Phase, ...]
+    endpoints: tuple[Endpoint, ...] = ()
+    feeds: tuple[Feed, ...] = ()
+    """What bench/e2e measures, in order (a later feed may need what an earlier one made)."""
+    config: Callable[[Stack], dict[str, Any]] | None = None
+    """The whole config instead of the one built from systems, endpoints and integrations."""
+    prepare: Callable[[Stack], None] | None = None
+    """Before the gateway starts: what the systems hold already (seeded records)."""
+    started: Callable[[Stack], None] | None = None
+    """Once the gateway and workers run (webhooks made by hand)."""
+    public_url: bool = False
+    """Koppel manages the endpoints' webhooks (`koppel endpoints sync`): `[gateway] public_url` is set."""
+
+    @property
+    def integration(self) -> str:
+        """The main integration: the one `Stack.activity` and `Stack.outcomes` read by default."""
+        return self.integrations[0].id
+
+    @property
+    def webhook_secrets(self) -> tuple[str, ...]:
+        return tuple(endpoint.secret for endpoint in self.endpoints)
+
+    def build_config(self, stack: Stack) -> dict[str, Any]:
+        if self.config is not None:
+            return self.config(stack)
+        opts = stack.options
+        gateway = {**opts.gateway, "queue": opts.queue} | ({"public_url": stack.gateway_url} if self.public_url else {})
+        return {
+            "gateway": gateway,
+            "endpoints": [{"id": e.id, "kind": e.kind, "secret": f"env:{e.secret}", "system": e.system}
+                          for e in self.endpoints],
+            "systems": [{"id": s.id, "kind": s.kind, **s.entry(stack)} for s in self.systems],
+            "integrations": [i.entry() for i in self.integrations],
+        }  # fmt: skip
+
+
+def feed_phase(feed: Feed) -> Phase:
+    """A phase that enters records in the source, follows them to the target and reports them."""
+
+    def run(run: Run) -> bool:
+        ids = feed.place(run.stack, run.records, 1)
+        label = f"{len(ids)} {feed.record}s entered in {feed.source_title}"
+        run.console.print()
+        outcomes = follow(run, ids, label, integration=feed.integration, calls=feed.target_title)
+        run.notes[feed.integration] = outcomes
+        problems = feed.check(run.stack, ids, outcomes) if feed.check is not None else []
+        healthy = report_feed(run, feed, outcomes)
+        for problem in problems:
+            run.console.print(f"[red]{problem}[/]")
+        return healthy and not problems
+
+    return Phase(f"{feed.record}s {feed.source_title} → {feed.target_title}", run)
+
+
+def report_feed(run: Run, feed: Feed, outcomes: dict[str, OrderOutcome]) -> bool:
+    counts = Counter(o.outcome for o in outcomes.values())
+    created = [o for o in outcomes.values() if o.outcome == "created"]
+    rows = [
+        (f"{feed.record}s entered in {feed.source_title}", str(len(outcomes)), ""),
+        (f"created in {feed.target_title}", str(counts["created"]), ""),
+        ("skipped", str(counts["skipped"]), ""),
+        ("failed", str(counts["failed"]), "kept in RQ's failed registry"),
+    ]
+    for reason, count in Counter(o.reason for o in outcomes.values() if o.outcome == "failed").most_common():
+        rows.append(("", f"{count} x", reason))
+    if created:
+        per = sum(o.calls for o in created) / len(created)
+        rows.append((f"{feed.target_title} API calls per {feed.record}", f"{per:.2f}", feed.note))
+    report_table(run.console, f"{feed.source_title} → {feed.target_title}", rows)
+    return counts["created"] == len(outcomes)
+
+
+# -- the systems ----------------------------------------------------------------------------------
+
+
+def _woo_app(opts: StackOptions) -> ASGIApp:
+    from connectors.woocommerce.sandbox import create_sandbox
+
+    return create_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=not opts.pair,
+                          checkout_update=opts.checkout_update)  # fmt: skip
+
+
+def _woo_entry(stack: Stack) -> dict[str, Any]:
+    opts = stack.options
+    credentials = {"consumer_key": "env:KOPPEL_STACK_WC_KEY", "consumer_secret": "env:KOPPEL_STACK_WC_CONSUMER_SECRET"}
+    settings = {"reconcile_interval_seconds": 300 if opts.pair else 0, **opts.shop_settings}
+    return {"base_url": stack.url("shop"), "credentials": credentials, "settings": settings}
+
+
+def _exact_app(opts: StackOptions) -> ASGIApp:
+    from connectors.exactonline.sandbox import create_sandbox
+
+    return create_sandbox(per_minute=opts.exact_per_minute, per_day=opts.exact_per_day,
+                          rate_limits=opts.exact_rate_limits)  # fmt: skip
+
+
+def _exact_entry(stack: Stack) -> dict[str, Any]:
+    opts = stack.options
+    rate_limit: dict[str, Any] = {"per_minute": opts.exact_per_minute, "per_day": opts.exact_per_day}
+    if not opts.exact_rate_limits:
+        rate_limit = {"enabled": False}
+    settings: dict[str, Any] = {"client_id": EXACT_CLIENT_ID, "redirect_uri": EXACT_REDIRECT, "rate_limit": rate_limit}
+    poll = opts.writeback_poll_seconds if stack.pair.name == WOO_EXACT else opts.poll_seconds
+    if poll is not None:
+        settings["poll_interval_seconds"] = poll
+    return {"base_url": stack.url("exact"), "settings": settings,
+            "credentials": {"client_secret": "env:KOPPEL_STACK_EXACT_SECRET"}}  # fmt: skip
+
+
+def _connect_exact(stack: Stack) -> None:
+    """Koppel's OAuth consent flow against the sandbox, which approves at once."""
+    from connectors.exactonline.auth import OAuthApp
+    from connectors.exactonline.sandbox import connect_sandbox
+
+    app = OAuthApp(stack.url("exact"), EXACT_CLIENT_ID, EXACT_CLIENT_SECRET, EXACT_REDIRECT)
+    connect_sandbox(stack.http, app, stack.connection, "exact")
+
+
+def _winstore_app(opts: StackOptions) -> ASGIApp:
+    from connectors.winstore.sandbox import create_sandbox
+
+    return create_sandbox(username=WS_USER, password=WS_PASSWORD)
+
+
+def _winstore_entry(stack: Stack) -> dict[str, Any]:
+    from connectors.winstore.sandbox.app import PREFIX
+
+    settings = {"branch": BRANCH, "channel": "koppel", "warehouses": [WAREHOUSE],
+                "poll_interval_seconds": stack.options.poll_seconds}  # fmt: skip
+    credentials = {"username": "env:KOPPEL_STACK_WS_USER", "password": "env:KOPPEL_STACK_WS_PASSWORD"}
+    return {"base_url": stack.url("winstore") + PREFIX, "settings": settings, "credentials": credentials}
+
+
+def _bc_app(opts: StackOptions) -> ASGIApp:
+    from connectors.businesscentral.sandbox import create_sandbox
+
+    # notifications batched for a second (BC waits ~30 s), so the demo's orders arrive promptly
+    return create_sandbox(client_secret=BC_SECRET, batch_seconds=1.0)
+
+
+def _bc_entry(stack: Stack) -> dict[str, Any]:
+    from connectors.businesscentral.sandbox import SandboxConfig
+
+    sandbox, url = SandboxConfig(), stack.url("bc")
+    settings = {"tenant": sandbox.tenant, "client_id": sandbox.client_id, "environment": sandbox.environment,
+                "company": sandbox.companies[0], "login_url": url, "poll_interval_seconds": stack.options.poll_seconds,
+                "reconcile_interval_seconds": 300}  # fmt: skip
+    return {"base_url": url, "settings": settings, "credentials": {"client_secret": "env:KOPPEL_STACK_BC_SECRET"}}
+
+
+SHOP = SandboxSystem("shop", "woocommerce", "WooCommerce", _woo_app, _woo_entry,
+                     {"KOPPEL_STACK_WC_KEY": WOO_KEY, "KOPPEL_STACK_WC_CONSUMER_SECRET": WOO_SECRET})  # fmt: skip
+EXACT = SandboxSystem("exact", "exactonline", "Exact Online", _exact_app, _exact_entry,
+                      {"KOPPEL_STACK_EXACT_SECRET": EXACT_CLIENT_SECRET}, connect=_connect_exact)  # fmt: skip
+WINSTORE = SandboxSystem("winstore", "winstore", "Winstore", _winstore_app, _winstore_entry,
+                         {"KOPPEL_STACK_WS_USER": WS_USER, "KOPPEL_STACK_WS_PASSWORD": WS_PASSWORD})  # fmt: skip
+BC = SandboxSystem("bc", "businesscentral", "Business Central", _bc_app, _bc_entry,
+                   {"KOPPEL_STACK_BC_SECRET": BC_SECRET})  # fmt: skip
+
+
+# -- WooCommerce ⇄ Exact Online: the main job -----------------------------------------------------------
+
+
+def _woo_exact_config(stack: Stack) -> dict[str, Any]:
+    """The options decide what of the pair runs: orders only (the e2e tests and bench, items and webhooks
+    made by hand) or, with `options.pair`, every flow as the main job shows it."""
+    opts = stack.options
+    data: dict[str, Any] = {
+        "gateway": {**opts.gateway, "queue": opts.queue}
+        | ({"public_url": stack.gateway_url} if opts.public_url or opts.pair else {}),
+        "endpoints": [{"id": ENDPOINT, "kind": "woocommerce", "secret": "env:KOPPEL_STACK_WC_SECRET",
+                       "system": "shop"}],
+        "systems": [{"id": s.id, "kind": s.kind, **s.entry(stack)} for s in (EXACT, SHOP)],
+        "integrations": [
+            {"id": INTEGRATION, "source": ENDPOINT, "target": "exact", "flows": ["orders"],
+             "settings": dict(opts.settings)},
+        ],
+    }  # fmt: skip
+    if opts.pair:
+        integration = data["integrations"][0]
+        integration["flows"] = ["orders", "products", "customers"]
+        if opts.product_filter:
+            integration["settings"].setdefault("product_filter", opts.product_filter)
+    if opts.writeback_poll_seconds is not None:
+        flows = ["orders", "stock"] if opts.pair else ["orders"]
+        data["integrations"].append({"id": WRITEBACK, "source": "exact", "target": "shop", "flows": flows})
+    return data
+
+
+def _seed_exact_items(stack: Stack) -> None:
+    """The shop's SKUs as Exact items (not for the whole pair: its products flow makes them), and the
+    integration's service items."""
+    opts = stack.options
+    skus = [] if opts.pair else [s for s in stack.shop_skus() if s not in opts.missing_skus]
+    if skus:
+        stack.add_exact_items(skus)
+    services = {"skus": ["SHIPPING", "FEE", "DISCOUNT"], "stock": None}
+    stack.control("exact", "seed/items", services)
+
+
+def _create_woo_webhooks(stack: Stack) -> None:
+    """The shop's order webhooks made by hand (for the whole pair, `koppel endpoints sync` makes them)."""
+    if not stack.options.create_webhooks or stack.options.pair:
+        return
+    client = stack.woo_client()
+    url = f"{stack.gateway_url}/webhooks/{ENDPOINT}"
+    for topic in ("order.created", "order.updated"):
+        hook = client.create_webhook(topic=topic, delivery_url=url, secret=stack.env["KOPPEL_STACK_WC_SECRET"])
+        if hook.get("status") != "active":
+            raise RuntimeError(f"the shop's {topic} webhook is {hook.get('status')}, not active")
+
+
+def _shop_lines(stack: Stack) -> dict[str, int]:
+    return {str(order["id"]): len(order.get("line_items", [])) for order in stack.woo_client().orders()}
+
+
+SHOP_ORDERS = Feed(
+    "order", "the shop", INTEGRATION, "exact", "Exact Online",
+    place=lambda stack, count, seed: stack.place_orders(count, seed=seed),
+    created="POST salesorder/SalesOrders", target_calls=1.5, lines=_shop_lines,
+    note="1 once the customer is known",
+)  # fmt: skip
+
+
+# -- Winstore: its catalogue, and orders booked in it ------------------------------------------------------------
+
+_GOODS = [("Tasse", "12.10", "21"), ("Koffie 1 kg", "24.90", "9"), ("Theedoek", "6.95", "21"),
+          ("Bonen 500 g", "13.50", "9"), ("Mok", "9.95", "21"), ("Thee 100 g", "5.45", "9")]  # fmt: skip
+
+
+def place_articles(stack: Stack, count: int, seed: int) -> list[str]:
+    """New articles in Winstore (10 in stock each), as a user creates them there; their article keys."""
+    articles = []
+    for n in range(seed, seed + count):
+        name, price, vat = _GOODS[n % len(_GOODS)]
+        articles.append({"ArtNr": f"WS-{n:06d}", "Description": f"{name} {n}", "SalesPrice": price,
+                         "VatPercentage": vat, "Gtin": f"8712345{n:06d}", "stock": {str(WAREHOUSE): 10}})  # fmt: skip
+    done = stack.control("winstore", "articles", {"articles": articles})["articles"]
+    return [str(article["ArtKey"]) for article in done]
+
+
+def winstore_catalogue(stack: Stack) -> dict[str, str]:
+    """Article key → article number of every article in Winstore, read through its web service."""
+    from connectors.winstore.client import WinstoreClient
+    from connectors.winstore.connector import CATALOGUE_SINCE
+    from connectors.winstore.normalise import article_key, sku_of
+    from connectors.winstore.sandbox.app import PREFIX
+
+    client = WinstoreClient(stack.http, base_url=stack.url("winstore") + PREFIX, username=WS_USER, password=WS_PASSWORD)
+    return {str(article_key(a)): str(sku_of(a)) for a in client.articles_changed(CATALOGUE_SINCE)}
+
+
+def _winstore_orders_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    """Every order Koppel created booked exactly once in Winstore, under its order number."""
+    booked = Counter(str(o["ordernr"]) for o in stack.control("winstore", "orders", method="GET")["orders"])
+    numbers = [o.number for o in outcomes.values() if o.outcome == "created"]
+    missing = [n for n in numbers if booked[n] == 0]
+    doubles = [n for n in numbers if booked[n] > 1]
+    return ([f"not in Winstore: {', '.join(missing)}"] if missing else []) + (
+        [f"booked more than once in Winstore: {', '.join(doubles)}"] if doubles else []
+    )
+
+
+# -- Winstore ⇄ Exact Online ----------------------------------------------------------------------------------
+
+
+EXACT_VAT_CODES = {"vat_codes": {"entries": {"21": "2", "9": "1", "0": "0"}}}
+"""Winstore's VAT rates as Exact's VAT codes (the sandbox's, as a Dutch division has them): the items Koppel
+makes carry their sales VAT code, so the orders entered on them in Exact have their VAT."""
+
+
+def _exact_items_check(stack: Stack, keys: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    numbers = [winstore_catalogue(stack)[key] for key in keys]
+    codes = Counter(str(row.get("Code")) for row in stack.exact_rows("logistics/Items"))
+    missing = [n for n in numbers if codes[n] == 0]
+    doubles = [n for n in numbers if codes[n] > 1]
+    return ([f"not an item in Exact: {', '.join(missing)}"] if missing else []) + (
+        [f"more than one Exact item: {', '.join(doubles)}"] if doubles else []
+    )
+
+
+_PEOPLE = [("Bakkerij Jörg B.V.", "inkoop@joerg.example", "Oudegracht 112a", "3511 AX", "Utrecht"),
+           ("Anouk de Vries", "anouk@example.nl", "Utrechtseweg 1", "3811 NA", "Amersfoort"),
+           ("Koffiebar Noord", "info@koffiebarnoord.example", "Vismarkt 3", "9712 CA", "Groningen")]  # fmt: skip
+
+
+def place_exact_orders(stack: Stack, count: int, seed: int) -> list[str]:
+    """Sales orders entered in Exact for its customers, two to three lines of the items Winstore's catalogue
+    made; their order ids."""
+    items = {str(row["Code"]): str(row["ID"]) for row in stack.exact_rows("logistics/Items")}
+    codes = [code for code in winstore_catalogue(stack).values() if code in items]
+    if not codes:
+        raise RuntimeError("Exact has none of Winstore's articles as items: the catalogue phase comes first")
+    accounts = [{"Name": name, "Email": email, "AddressLine1": street, "Postcode": zip_code, "City": city,
+                 "Country": "NL"} for name, email, street, zip_code, city in _PEOPLE]  # fmt: skip
+    made = stack.control("exact", "seed", {"entity": "crm/Accounts", "records": accounts})
+    account_ids = [str(i) for i in made["ids"]]
+    orders = []
+    for n in range(seed, seed + count):
+        lines = [{"Item": items[codes[(n + k) % len(codes)]], "Quantity": 1 + (n + k) % 3,
+                  "UnitPrice": 10.0 + (n + k) % 5} for k in range(2 + n % 2)]  # fmt: skip
+        orders.append({"OrderedBy": account_ids[n % len(account_ids)], "SalesOrderLines": lines})
+    ids = stack.control("exact", "seed", {"entity": "salesorder/SalesOrders", "records": orders})["ids"]
+    return [str(i) for i in ids]
+
+
+WINSTORE_TO_EXACT = Feed(
+    "article", "Winstore", "winstore-to-exact", "exact", "Exact Online", place_articles,
+    check=_exact_items_check, created="POST logistics/Items", note="the article created as an item",
+)  # fmt: skip
+EXACT_TO_WINSTORE = Feed(
+    "order", "Exact Online", "exact-to-winstore", "winstore", "Winstore", place_exact_orders,
+    check=_winstore_orders_check, created="POST PostOrderWithStatusCode",
+    note="the order posted; Winstore's catalogue read for the article keys",
+)  # fmt: skip
+
+
+# -- Winstore ⇄ Business Central ----------------------------------------------------------------------------------
+
+
+def _bc_records(stack: Stack, entity: str) -> list[dict[str, Any]]:
+    return list(stack.control("bc", f"records?entity={entity}", method="GET")["records"])
+
+
+def _bc_items_check(stack: Stack, keys: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    numbers = [winstore_catalogue(stack)[key].upper() for key in keys]
+    held = Counter(str(item["number"]) for item in _bc_records(stack, "items"))
+    missing = [n for n in numbers if held[n] == 0]
+    return [f"not an item in Business Central: {', '.join(missing)}"] if missing else []
+
+
+def place_bc_orders(stack: Stack, count: int, seed: int) -> list[str]:
+    """Sales orders entered in Business Central for its customers, lines of the items Winstore's catalogue
+    made; their ids (BC notifies Koppel of each)."""
+    numbers = {str(item["number"]) for item in _bc_records(stack, "items")}
+    codes = [code.upper() for code in winstore_catalogue(stack).values() if code.upper() in numbers]
+    if not codes:
+        raise RuntimeError("Business Central has none of Winstore's articles as items: the catalogue phase comes first")
+    customers = [{"displayName": name, "email": email, "addressLine1": street, "postalCode": zip_code, "city": city,
+                  "country": "NL"} for name, email, street, zip_code, city in _PEOPLE]  # fmt: skip
+    known = list(stack.control("bc", "seed", {"entity": "customers", "records": customers})["ids"].values())
+    orders = []
+    for n in range(seed, seed + count):
+        lines = [{"lineType": "Item", "lineObjectNumber": codes[(n + k) % len(codes)], "quantity": 1 + (n + k) % 3}
+                 for k in range(2 + n % 2)]  # fmt: skip
+        orders.append({"customerId": known[n % len(known)], "salesOrderLines": lines})
+    return [str(i) for i in stack.control("bc", "seed", {"entity": "salesOrders", "records": orders})["ids"].values()]
+
+
+WINSTORE_TO_BC = Feed(
+    "article", "Winstore", "winstore-to-bc", "bc", "Business Central", place_articles,
+    check=_bc_items_check, created="POST items", note="the article created as an item",
+)  # fmt: skip
+BC_TO_WINSTORE = Feed(
+    "order", "Business Central", "bc-to-winstore", "winstore", "Winstore", place_bc_orders,
+    check=_winstore_orders_check, created="POST PostOrderWithStatusCode",
+    note="the order posted; Winstore's catalogue read for the article keys",
+)  # fmt: skip
+
+
+PAIRS: dict[str, Pair] = {
+    WOO_EXACT: Pair(  # its config is built from the stack's options (_woo_exact_config): these name its parts
+        WOO_EXACT, "WooCommerce ⇄ Exact Online", (EXACT, SHOP),
+        integrations=(Integration(INTEGRATION, ENDPOINT, "exact", ("orders", "products", "customers")),
+                      Integration(WRITEBACK, "exact", "shop", ("orders", "stock"))),
+        endpoints=(Endpoint(ENDPOINT, "woocommerce", "shop", "KOPPEL_STACK_WC_SECRET"),),
+        phases=(Phase("webhooks", woo_endpoints), Phase("catalogue", woo_catalogue), Phase("orders", woo_orders),
+                Phase("customer", woo_customer_moves), Phase("missed webhooks", woo_missed_webhooks),
+                Phase("stock", woo_stock), Phase("order status", woo_writeback)),
+        feeds=(SHOP_ORDERS,), config=_woo_exact_config, prepare=_seed_exact_items, started=_create_woo_webhooks,
+    ),
+    WINSTORE_EXACT: Pair(
+        WINSTORE_EXACT, "Winstore ⇄ Exact Online", (EXACT, WINSTORE),
+        integrations=(Integration("winstore-to-exact", "winstore", "exact", ("products",), tables=EXACT_VAT_CODES),
+                      Integration("exact-to-winstore", "exact", "winstore", ("orders",))),
+        phases=(feed_phase(WINSTORE_TO_EXACT), feed_phase(EXACT_TO_WINSTORE)),
+        feeds=(WINSTORE_TO_EXACT, EXACT_TO_WINSTORE),
+    ),
+    WINSTORE_BC: Pair(
+        WINSTORE_BC, "Winstore ⇄ Business Central", (BC, WINSTORE),
+        integrations=(Integration("winstore-to-bc", "winstore", "bc", ("products",)),
+                      Integration("bc-to-winstore", BC_HOOKS, "winstore", ("orders",))),
+        endpoints=(Endpoint(BC_HOOKS, "businesscentral", "bc", "KOPPEL_STACK_BC_HOOK_SECRET"),),
+        phases=(Phase("subscriptions", sync_endpoints), feed_phase(WINSTORE_TO_BC), feed_phase(BC_TO_WINSTORE)),
+        feeds=(WINSTORE_TO_BC, BC_TO_WINSTORE), public_url=True,
+    ),
+}  # fmt: skip
+"""Every pair `koppel demo --pair` and bench/e2e's `--pair` know, by name."""
+
+
+def pair_named(name: str) -> Pair:
+    """The pair of this name; ValueError with a sentence naming the valid ones."""
+    found = PAIRS.get(name)
+    if found is None:
+        raise ValueError(f"unknown pair {name!r}; the pairs are {', '.join(PAIRS)}")
+    return found
+
+
+__all__ = ["PAIRS", "WINSTORE_BC", "WINSTORE_EXACT", "WOO_EXACT", "Endpoint", "Feed", "Integration", "Pair",
+           "Phase", "SandboxSystem", "feed_phase", "pair_named"]  # fmt: skip
