@@ -6,6 +6,14 @@
     stock_changed_by_warehouse(since)       GET  GetChangedStockWithWarehouse?date=&outOfStock=1
     suppliers() / supplier_articles(id)     GET  GetSuppliers / GetArticleDataBySupplierId?id=
     post_order(payload)                     POST PostOrderWithStatusCode, the XML `<order>` document
+    orders_changed(since)              [U]  GET  GetOrdersByDate?date=<ATOM>
+    customers_changed(since)           [U]  GET  GetCustomerDataChangesByDate?date=<ATOM>
+    post_order_status(ordernr, code)   [U]  POST PostOrderStatus, XML `<order><ordernr/><statuscode/></order>`
+
+The [U] endpoints are not in the public client: their names are assumed (`ASSUMED_ENDPOINTS`, after the known
+API's naming) and a system's `settings.endpoints` overrides a name (`endpoints = {orders = "GetOrders"}`)
+once Winstore's own documentation says otherwise. Their answers are read like the known ones (records
+found however wrapped, fields by any spelling); `PostOrderStatus` is answered like an order post.
 
 Query parameters are joined with `&` as HTTP has it (the public PHP client joins them with `?`, a bug of
 its own, changelog 1.0.8). Dates go out as ATOM (`2026-03-14T13:02:11+00:00`, UTC).
@@ -41,11 +49,19 @@ from connectors.winstore.errors import (
 from connectors.winstore.wire import MalformedBody, field, order_xml, parse_json, parse_xml, records
 from gateway.errors import PermanentError
 
-__all__ = ["DUPLICATE_WORDS", "OrderAnswer", "WinstoreClient", "atom"]
+__all__ = ["ASSUMED_ENDPOINTS", "DUPLICATE_WORDS", "OrderAnswer", "WinstoreClient", "atom"]
 
 XML_TYPES = ("application/xml", "text/xml")
 DUPLICATE_WORDS = ("already exists", "bestaat al", "duplicate")
 """Words in a refusal of an order that say its ordernr is in Winstore already (guessed; see connector.py)."""
+
+ASSUMED_ENDPOINTS: dict[str, str] = {
+    "orders": "GetOrdersByDate",                 # GET ?date=<ATOM>: orders changed since
+    "customers": "GetCustomerDataChangesByDate", # GET ?date=<ATOM>: customers changed since
+    "order_status": "PostOrderStatus",           # POST XML <order><ordernr/><statuscode/></order>
+}
+"""Endpoints Winstore must have (APIcenter sells what they do) whose names are not public [U]: assumed after the
+known API's naming; `settings.endpoints` overrides a name per system."""
 
 
 def atom(moment: datetime) -> str:
@@ -85,9 +101,18 @@ class WinstoreClient(ApiClient):
     auth_advice = "check the system's credentials.username and credentials.password"
 
     def __init__(
-        self, http: httpx.Client, *, base_url: str, username: str, password: str, retry: Retry | None = None, **kw: Any
+        self,
+        http: httpx.Client,
+        *,
+        base_url: str,
+        username: str,
+        password: str,
+        retry: Retry | None = None,
+        endpoints: Mapping[str, str] | None = None,
+        **kw: Any,
     ) -> None:
         super().__init__(http, api_root=base_url, auth=httpx.BasicAuth(username, password), retry=retry, **kw)
+        self.endpoints = {**ASSUMED_ENDPOINTS, **(endpoints or {})}
 
     # -- the kit's hooks ---------------------------------------------------------------------------------
 
@@ -176,7 +201,25 @@ class WinstoreClient(ApiClient):
     def supplier_articles(self, supplier_id: int | str) -> list[dict[str, Any]]:
         return self.get_records("GetArticleDataBySupplierId", {"id": supplier_id})
 
+    def orders_changed(self, since: datetime) -> list[dict[str, Any]]:
+        """Every order changed since `since`, its positions with it [U: `ASSUMED_ENDPOINTS["orders"]`]."""
+        return self.get_records(self.endpoints["orders"], {"date": since})
+
+    def customers_changed(self, since: datetime) -> list[dict[str, Any]]:
+        """Every customer changed since `since` [U: `ASSUMED_ENDPOINTS["customers"]`]."""
+        return self.get_records(self.endpoints["customers"], {"date": since})
+
     # -- orders ------------------------------------------------------------------------------------------
+
+    def post_order_status(self, number: str, code: str) -> OrderAnswer:
+        """Set the status code of the order `number` [U: `ASSUMED_ENDPOINTS["order_status"]`]; the answer is read
+        like an order post's (a status code of 400 and up is a refusal)."""
+        endpoint = self.endpoints["order_status"]
+        try:
+            body = order_xml({"ordernr": number, "statuscode": code})
+        except ValueError as exc:
+            raise WinstoreRequestError(f"POST {endpoint}: the status cannot be sent: {exc}", status=0) from None
+        return self._answer(f"POST {endpoint}", self._send_xml(endpoint, body), number)
 
     def post_order(self, payload: Mapping[str, Any]) -> OrderAnswer:
         """POST the `<order>` document; the answer, or WinstoreRequestError when Winstore refused it."""
@@ -185,8 +228,11 @@ class WinstoreClient(ApiClient):
         except ValueError as exc:
             raise WinstoreRequestError(f"POST PostOrderWithStatusCode: the order cannot be sent: {exc}",
                                        status=0) from None  # fmt: skip
-        where = "POST PostOrderWithStatusCode"
-        response = self._send_xml(where, body)
+        response = self._send_xml("PostOrderWithStatusCode", body)
+        return self._answer("POST PostOrderWithStatusCode", response, str(payload.get("ordernr") or ""))
+
+    def _answer(self, where: str, response: httpx.Response, number: str) -> OrderAnswer:
+        """What Winstore answered to a POST of an order document: its id, or WinstoreRequestError."""
         found = records(self.decode(response, where))
         answer = found[0] if found else {}
         code = str(field(answer, "StatusCode", "Status", "Code", "ResultCode") or "")
@@ -197,11 +243,10 @@ class WinstoreClient(ApiClient):
             text = f"{where}: Winstore answered {response.status_code} with status code {code or '?'}"
             raise WinstoreRequestError(text + (f": {message}" if message else ""), status=int(code) if code.isdigit()
                                        else 422, code=code, message=message)  # fmt: skip
-        number = str(payload.get("ordernr") or "")
         order_id = field(answer, "OrderId", "Id", "OrderNr", "Ordernr")
         return OrderAnswer(str(order_id) if order_id is not None else number, code, message)
 
-    def _send_xml(self, where: str, body: bytes) -> httpx.Response:
+    def _send_xml(self, endpoint: str, body: bytes) -> httpx.Response:
         """POST an XML body through the kit's loop (budget, auth, errors; a POST is never retried in place)."""
-        return self.send("POST", "PostOrderWithStatusCode", json=XmlBody(body),
+        return self.send("POST", endpoint, json=XmlBody(body),
                          headers={"Content-Type": "application/xml"})  # fmt: skip

@@ -77,20 +77,29 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 
 from connectors.contract import Canonical, Change, Context, Settings, Source, Target
-from connectors.winstore.client import DUPLICATE_WORDS, WinstoreClient, atom
+from connectors.winstore.client import ASSUMED_ENDPOINTS, DUPLICATE_WORDS, WinstoreClient, atom
 from connectors.winstore.errors import WinstoreRequestError
 from connectors.winstore.normalise import (
     ARTICLE,
+    DEFAULT_STATUS_NAMES,
+    ORDER,
+    POSITION,
     STOCK,
     article_key,
     change_time,
+    customer_id,
     field,
+    normalise_customer,
+    normalise_order,
     normalise_product,
     normalise_stock,
+    order_number,
+    positions_of,
     sku_of,
 )
 from gateway import keys
 from gateway.config import System
+from gateway.envelope import Envelope
 from gateway.errors import PermanentError
 
 __all__ = ["PAGE_SIZE", "WinstoreSettings", "WinstoreSource", "WinstoreTarget", "client"]
@@ -104,7 +113,10 @@ CATALOGUE_SINCE = datetime(2000, 1, 1, tzinfo=UTC)
 POSTED_TTL = 90 * 24 * 3600
 FILL_IN_LIMIT = 20
 """More changed articles than this lacking a chosen warehouse: all stock is read in one call, not one per article."""
-STREAMS = {"products": "articles", "stock": "stock"}
+STREAMS = {"products": "articles", "stock": "stock", "orders": "orders", "customers": "customers"}
+ORDER_LOOKBACK = timedelta(days=90)
+"""How far back `WinstoreTarget.order_status` reads orders it has not seen in a poll (no read by number)."""
+ARTICLE_CACHE_TTL = 24 * 3600
 
 
 class WinstoreSettings(Settings):
@@ -122,6 +134,25 @@ class WinstoreSettings(Settings):
     timezone: str = "Europe/Amsterdam"
     initial_lookback_seconds: int = Field(default=86400, ge=0)
     overlap_seconds: int = Field(default=300, ge=1)
+    status_names: dict[str, str] = {}
+    """Winstore's order status codes → Koppel's names (pending, processing, completed, cancelled…); empty:
+    normalise.DEFAULT_STATUS_NAMES [U]. Orders travel by these names or their codes (`order_statuses`)."""
+    endpoints: dict[str, str] = {}
+    """Names of Winstore's endpoints that are assumed [U] (client.ASSUMED_ENDPOINTS), corrected per system."""
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(ASSUMED_ENDPOINTS))
+        if unknown:
+            raise ValueError(f"unknown endpoint {unknown[0]!r}; the assumed ones are {', '.join(ASSUMED_ENDPOINTS)}")
+        bad = next((k for k, v in value.items() if not v.strip() or not v.replace("/", "").isidentifier()), None)
+        if bad is not None:
+            raise ValueError(f"{bad}: {value[bad][:40]!r} is not an endpoint name (such as GetOrdersByDate)")
+        return value
+
+    def status_table(self) -> dict[str, str]:
+        return dict(self.status_names) or dict(DEFAULT_STATUS_NAMES)
 
     @field_validator("timezone")
     @classmethod
@@ -159,10 +190,11 @@ def settings_of(system: System) -> WinstoreSettings:
 
 def client(system: System, context: Context) -> WinstoreClient:
     """A client for the system, on the process's shared HTTP client."""
-    settings_of(system)  # base URL and credentials present, settings valid: else a PermanentError naming them
+    settings = settings_of(system)  # base URL and credentials present, settings valid: else a PermanentError
     assert system.base_url is not None
     username, password = (system.credentials[name].get_secret_value() for name in WinstoreSettings.credentials)
-    return WinstoreClient(context.http, base_url=system.base_url, username=username, password=password)
+    return WinstoreClient(context.http, base_url=system.base_url, username=username, password=password,
+                          endpoints=settings.endpoints)  # fmt: skip
 
 
 def _client(system: System, context: Context) -> WinstoreClient:
@@ -174,14 +206,35 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+def _posted(system_id: str) -> str:
+    """ordernr → Winstore's id of every order this connector posted (and Winstore accepted)."""
+    return keys.cache(system_id, "posted_orders")
+
+
+def _posted_origins(system_id: str) -> str:
+    """ordernr → `Order.origin` ("<system id>:<order id>") of the order Koppel posted it from."""
+    return keys.cache(system_id, "posted_origins")
+
+
+def _posted_numbers(system_id: str) -> str:
+    """Winstore's id → ordernr of the orders this connector posted."""
+    return keys.cache(system_id, "posted_numbers")
+
+
+def _statuses(system_id: str) -> str:
+    """ordernr → the status code last seen (a poll, or a status Koppel wrote): Winstore reads no order by number."""
+    return keys.cache(system_id, "order_statuses")
+
+
 class WinstoreSource(Source):
-    """Articles (`products`) and stock (`stock`), polled by date; Winstore gives no orders and no customers."""
+    """Articles (`products`), stock (`stock`), orders (`orders`) and customers (`customers`), polled by date."""
 
     kind = KIND
     title = "Winstore"
-    resources: ClassVar[Mapping[str, str]] = {"article": "products", "stock": "stock"}
+    resources: ClassVar[Mapping[str, str]] = {"article": "products", "stock": "stock", "order": "orders",
+                                              "customer": "customers"}  # fmt: skip
     streams: ClassVar[Mapping[str, str]] = STREAMS
-    booked_statuses: ClassVar[tuple[str, ...]] = ()
+    booked_statuses: ClassVar[tuple[str, ...]] = ("processing", "completed")
 
     def _zone(self) -> str:
         return settings_of(self.system).timezone if self.system is not None else "Europe/Amsterdam"
@@ -190,15 +243,30 @@ class WinstoreSource(Source):
         """`<article key>:<change date>:<digest>`: of the article's fields (products) or of its stock, reserved
         stock and warehouses (stock). The digest tells two changes within one second apart; the date tells
         a stock level reached again (5 → 4 → 5) from the first time it was."""
-        if not isinstance(record, Mapping) or article_key(record) is None or flow not in STREAMS:
+        if not isinstance(record, Mapping) or flow not in STREAMS or _identity(flow, record) is None:
             return None
         return _version(record, self._zone(), flow)
+
+    def read(self, envelope: Envelope, flow: str) -> Any:
+        """The polled record; an order Koppel posted into Winstore gets the origin recorded then (`koppel_origin`,
+        read into `Order.origin`), so it is never booked back into the system it came from."""
+        record = envelope.payload
+        if flow != "orders" or not isinstance(record, Mapping) or self.system is None or self.context is None:
+            return record
+        number = order_number(record)
+        origin = self.context.redis.hget(_posted_origins(self.system.id), number) if number else None
+        return {**record, "koppel_origin": keys.text(origin)} if origin else record
 
     def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
         if flow == "products":
             return normalise_product(record, zone=self._zone())
         if flow == "stock":
             return normalise_stock(record, zone=self._zone())
+        if flow == "orders":
+            names = settings_of(self.system).status_table() if self.system is not None else None
+            return normalise_order(record, zone=self._zone(), status_names=names)
+        if flow == "customers":
+            return normalise_customer(record, zone=self._zone())
         return super().normalise(flow, record, settings)
 
     def changes(self, stream: str, cursor: str | None) -> Iterator[tuple[list[Change], str]]:
@@ -218,13 +286,78 @@ class WinstoreSource(Source):
                 raise PermanentError(f"Winstore poll cursor {cursor!r} is not a date; delete it to restart") from None
             since, floor = parsed - timedelta(seconds=settings.overlap_seconds), cursor
         api = _client(system, self.context)
+        zone = settings.timezone
         if stream == "articles":
-            zone = settings.timezone
             found = [(r, change_time(r, zone)) for r in api.articles_changed(since) if article_key(r)]
             changes = [(self._article_change(r, zone), moment) for r, moment in found]
+        elif stream == "orders":
+            changes = self._order_changes(api, system, settings, since)
+        elif stream == "customers":
+            changes = [(Change("customer", customer_id(r), f"customer.sync:{_version(r, zone, 'customers')}", r),
+                        change_time(r, zone)) for r in api.customers_changed(since) if customer_id(r)]  # fmt: skip
         else:
             changes = self._stock_changes(api, settings, since)
         return _pages(changes, floor)
+
+    def _order_changes(
+        self, api: WinstoreClient, system: System, settings: WinstoreSettings, since: datetime
+    ) -> list[tuple[Change, datetime | None]]:
+        """Orders changed since `since`, less the ones Koppel posted into Winstore itself (recorded as posted, or
+        in the system's own `channel`): those are another system's orders, never booked back as new ones. Each
+        position gets its article's number and VAT percentage when the read lacks them (`_articles`)."""
+        assert self.context is not None
+        zone, redis = settings.timezone, self.context.redis
+        found = [r for r in api.orders_changed(since) if order_number(r)]
+        posted = redis.hmget(_posted(system.id), [str(order_number(r)) for r in found]) if found else []
+        mine = {(settings.channel or "").casefold()} - {""}
+        orders = [r for r, was in zip(found, posted, strict=True)
+                  if not was and str(field(r, *ORDER["channel"]) or "").casefold() not in mine]  # fmt: skip
+        if len(orders) < len(found):
+            log.info("%s: %d order(s) Koppel posted into Winstore left out of the orders stream", system.id,
+                     len(found) - len(orders))  # fmt: skip
+        orders = self._articles(api, system, orders)
+        statuses = {order_number(r): str(field(r, *ORDER["status"])) for r in orders if field(r, *ORDER["status"])}
+        if statuses:
+            with redis.pipeline(transaction=False) as pipe:
+                pipe.hset(_statuses(system.id), mapping=statuses)  # type: ignore[arg-type]
+                pipe.expire(_statuses(system.id), POSTED_TTL)
+                pipe.execute()
+        return [(Change("order", order_number(r), f"order.sync:{_version(r, zone, 'orders')}", r), change_time(r, zone))
+                for r in orders]  # fmt: skip
+
+    def _articles(self, api: WinstoreClient, system: System, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The orders with each position's article number (`artnr`) and VAT percentage (`vat`) where the read
+        lacks them, by its article key (`product_id`): from a day's cache, else one read of the catalogue."""
+        assert self.context is not None
+        wanted = {str(field(p, *POSITION["key"])) for r in orders for p in positions_of(r)
+                  if field(p, *POSITION["key"]) is not None and
+                  (field(p, *POSITION["number"]) is None or field(p, *POSITION["vat"]) is None)}  # fmt: skip
+        if not wanted:
+            return orders
+        cache, redis = keys.cache(system.id, "order_articles"), self.context.redis
+        ordered = sorted(wanted)
+        known = {k: json.loads(keys.text(v)) for k, v in zip(ordered, redis.hmget(cache, ordered), strict=True) if v}
+        if set(ordered) - set(known):
+            catalogue = {key: [sku_of(a), field(a, *ARTICLE["vat"])] for a in api.articles_changed(CATALOGUE_SINCE)
+                         if (key := article_key(a)) is not None}  # fmt: skip
+            if catalogue:
+                with redis.pipeline(transaction=False) as pipe:
+                    pipe.hset(cache, mapping={k: json.dumps(v, default=str) for k, v in catalogue.items()})
+                    pipe.expire(cache, ARTICLE_CACHE_TTL)
+                    pipe.execute()
+            known |= {k: v for k, v in catalogue.items() if k in wanted}
+        out = []
+        for order in orders:
+            positions = []
+            for position in positions_of(order):
+                key = field(position, *POSITION["key"])
+                number, vat = known.get(str(key), [None, None]) if key is not None else [None, None]
+                extra = {"artnr": number} if field(position, *POSITION["number"]) is None and number else {}
+                extra |= {"vat": str(vat)} if field(position, *POSITION["vat"]) is None and vat is not None else {}
+                positions.append({**position, **extra})
+            name = next((n for n in order if n.casefold() in {p.casefold() for p in ORDER["positions"]}), "positions")
+            out.append({**order, name: positions})
+        return out
 
     def _article_change(self, record: dict[str, Any], zone: str) -> Change:
         return Change("article", article_key(record), f"article.sync:{_version(record, zone, 'products')}", record)
@@ -307,10 +440,19 @@ def _stock_change(record: dict[str, Any], zone: str) -> tuple[Change, datetime |
     return change, change_time(record, zone)
 
 
+def _identity(flow: str, record: Mapping[str, Any]) -> str | None:
+    """The record's key in its stream: the article key, the ordernr or the customer id."""
+    if flow == "orders":
+        return order_number(record)
+    if flow == "customers":
+        return customer_id(record)
+    return article_key(record)
+
+
 def _version(record: Mapping[str, Any], zone: str, flow: str) -> str:
     moment = change_time(record, zone)
     digest = _digest(_quantities(record) if flow == "stock" else record)
-    return f"{article_key(record)}:{atom(moment) if moment is not None else '-'}:{digest}"
+    return f"{_identity(flow, record)}:{atom(moment) if moment is not None else '-'}:{digest}"
 
 
 def _pages(changes: list[tuple[Change, datetime | None]], floor: str) -> Iterator[tuple[list[Change], str]]:
@@ -331,12 +473,13 @@ def _pages(changes: list[tuple[Change, datetime | None]], floor: str) -> Iterato
 
 
 class WinstoreTarget(Target):
-    """Orders booked in Winstore (`PostOrderWithStatusCode`); nothing else (see the module docstring)."""
+    """Orders booked in Winstore (`PostOrderWithStatusCode`), and the status of Winstore's own orders written
+    back (`PostOrderStatus` [U]); see the module docstring."""
 
     kind = KIND
     title = "Winstore"
     writes = frozenset({"orders"})
-    order_modes = ("book",)
+    order_modes = ("book", "status")
     documents = ("order",)
     customer_accounts = False
 
@@ -367,7 +510,7 @@ class WinstoreTarget(Target):
         return []
 
     def _posted(self) -> str:
-        return keys.cache(self.system.id, "posted_orders")
+        return _posted(self.system.id)
 
     def references(self, document: str) -> dict[str, Any]:
         """`$context.customer`, `.branch`, `.channel`, `.timezone` for the order document, from the settings."""
@@ -391,6 +534,8 @@ class WinstoreTarget(Target):
         number = str(payload.get("ordernr") or "")
         if not number:
             raise PermanentError("a Winstore order needs its ordernr (the mapping gave none)")
+        origin = str(payload.get("koppel_origin") or "")  # Koppel's own mark (the mapping's), not sent
+        payload = {k: v for k, v in payload.items() if k != "koppel_origin"}
         try:
             answer = self.api.post_order(payload)
         except WinstoreRequestError as exc:
@@ -404,9 +549,74 @@ class WinstoreTarget(Target):
             order_id = answer.order_id
         with self.context.redis.pipeline(transaction=False) as pipe:
             pipe.hset(self._posted(), number, order_id)
-            pipe.expire(self._posted(), POSTED_TTL)
+            pipe.hset(_posted_numbers(self.system.id), order_id, number)
+            if origin:
+                pipe.hset(_posted_origins(self.system.id), number, origin)
+            for key in (self._posted(), _posted_numbers(self.system.id), _posted_origins(self.system.id)):
+                pipe.expire(key, POSTED_TTL)
             pipe.execute()
         return order_id
+
+    # -- statuses ----------------------------------------------------------------------------------
+
+    def _number_of(self, order_id: str) -> str | None:
+        """The ordernr of the order Winstore gave `order_id` when this connector posted it."""
+        redis = self.context.redis
+        found = redis.hget(_posted_numbers(self.system.id), order_id)
+        if found:
+            return keys.text(found)
+        for number, posted in redis.hscan_iter(self._posted()):  # posted before the reverse record was kept
+            if keys.text(posted) == order_id:
+                return keys.text(number)
+        return None
+
+    def order_status(self, reference: str, *, by_id: bool = False) -> tuple[str, str] | None:
+        """(ordernr, status code) of Winstore's order `reference` (`by_id`: the id Winstore gave an order Koppel
+        posted). Winstore reads no order by number: the status the last poll of its orders saw (or Koppel
+        wrote), else the orders changed in the last `ORDER_LOOKBACK`, read once and remembered."""
+        number = self._number_of(reference) if by_id else reference
+        if not number:
+            return None
+        redis, statuses = self.context.redis, _statuses(self.system.id)
+        known = redis.hget(statuses, number)
+        if known is None:
+            lately = self.api.orders_changed(datetime.now(UTC) - ORDER_LOOKBACK)
+            seen = {str(order_number(r)): str(field(r, *ORDER["status"]) or "") for r in lately if order_number(r)}
+            if seen:
+                with redis.pipeline(transaction=False) as pipe:
+                    pipe.hset(statuses, mapping=seen)  # type: ignore[arg-type]
+                    pipe.expire(statuses, POSTED_TTL)
+                    pipe.execute()
+            if number not in seen:
+                return None
+            return number, seen[number]
+        return number, keys.text(known)
+
+    def order_email(self, target_id: str) -> str | None:
+        """The e-mail address of Winstore's order `target_id` (its ordernr), from the orders changed lately."""
+        for record in self.api.orders_changed(datetime.now(UTC) - ORDER_LOOKBACK):
+            if order_number(record) == target_id:
+                email = field(record, *ORDER["email"])
+                return str(email) if email else None
+        return None
+
+    def status_code(self, status: str) -> str:
+        """A status code as it is; one of Koppel's names (`completed`) as the system's status table codes it."""
+        if status.isdigit():
+            return status
+        table = settings_of(self.system).status_table()
+        for code, name in table.items():
+            if name == status:
+                return code
+        raise PermanentError(f"{self.system.id}: Winstore has no status code for {status!r}; name it in "
+                             f"systems.{self.system.id}.settings.status_names (code = name) or map it to a code in "
+                             "the integration's order_statuses table")  # fmt: skip
+
+    def set_order_status(self, target_id: str, status: str) -> None:
+        """`PostOrderStatus` [U] for the ordernr `target_id` (as `order_status` gave it)."""
+        code = self.status_code(status)
+        self.api.post_order_status(target_id, code)
+        self.context.redis.hset(_statuses(self.system.id), target_id, code)
 
     # -- items -------------------------------------------------------------------------------------
 
