@@ -339,8 +339,8 @@ def normalise_customer(record: Any, *, zone: str = DEFAULT_ZONE) -> Customer:
 def _position(position: Mapping[str, Any], index: int, label: str) -> OrderLine:
     where = f"{label}: position {index}"
     quantity = _decimal(field(position, *POSITION["quantity"]), "the amount", where)
-    if quantity is None:
-        raise PermanentError(f"{where}: no amount")
+    if not quantity:
+        raise PermanentError(f"{where}: no amount" if quantity is None else f"{where}: the amount is 0")
     price = _decimal(field(position, *POSITION["price"]), "the single price", where)
     if price is None:
         raise PermanentError(f"{where}: no single price")
