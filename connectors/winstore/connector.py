@@ -1,5 +1,5 @@
-"""Winstore (ACA's retail and till system) as a `Source` (articles and stock, polled by date) and a `Target`
-(orders posted into it), on its web service `…/iposws/api/osd`.
+"""Winstore (ACA's retail and till system) as a `Source` (articles, stock, orders and customers, polled by date)
+and a `Target` (orders posted into it, and the status of its own orders), on its web service `…/iposws/api/osd`.
 
     [[systems]]
     id = "winstore"
@@ -17,6 +17,8 @@
     timezone = "Europe/Amsterdam"               # how Winstore's dates without an offset are read
     initial_lookback_seconds = 86400            # how far back the first poll reads
     overlap_seconds = 300                       # how far behind its cursor each poll starts again
+    status_names = { 0 = "pending", 1 = "processing", 2 = "completed", 9 = "cancelled" }   # [U] the default
+    endpoints = { orders = "GetOrdersByDate" }  # [U] an assumed endpoint's name, corrected
 
 What is known of Winstore's API comes from one public client (the PHP package onetoweb/winstore), not
 from documentation; ../shared/docs/PLATFORMS.md §5. Known [V] from that client: the base URL, HTTP Basic,
@@ -36,6 +38,30 @@ honoured, answers typed by Content-Type. Unverified [U], built as guessed and to
 * `invoice_add/city`: the public client sets a city but never writes it into the document (a bug, by
   the look of it); Koppel sends it.
 * Dates: the `date` parameter is sent as ATOM in UTC; that Winstore honours the offset is assumed.
+* Orders and customers *from* Winstore, and order status *into* it: APIcenter sells these, so the API has
+  them, but their names and shapes are not public. Built against an assumed surface that follows the
+  known API's naming, in one table (`client.ASSUMED_ENDPOINTS`): `GetOrdersByDate?date=` and
+  `GetCustomerDataChangesByDate?date=` (changed since, like the article read) and `PostOrderStatus` (XML
+  `<order><ordernr/><statuscode/></order>`, answered like an order post). `settings.endpoints` overrides
+  a name (keys checked against the table) once Winstore's own documentation says otherwise. Assumed read
+  shapes: an order has the posted `<order>` document's elements (ordernr, orderdate, customerid, email,
+  branch, channel, total, currency, invoice_add{fname, lname, company, street, streetnr, zip, city,
+  country, countryISO, phone}, positions/position{product_id, amount, single_price, type, branch,
+  reduction}) plus `statuscode` and `changedate`; a customer: customerid, company, fname, lname, email,
+  phone, street, streetnr, zip, city, countryISO, changedate. Readers take other spellings too
+  (normalise.py `ORDER`, `POSITION`, `CUSTOMER`).
+* A position's article: the read's `product_id` is the article key (as Koppel posts it). Its SKU is the
+  article number: the position's own `artnr` when the read gives one (the sandbox does), else the
+  connector looks the key up in the catalogue (`GetArticleDataChangesByDate` since 2000, once, cached a
+  day per system) and adds `artnr` and the article's VAT percentage (`vat`) to the record before it
+  becomes an event. Whether Winstore's read names the VAT rate of a position is unknown; without a rate
+  the amounts excl. VAT stay unknown (a target booking excl. VAT then needs one).
+* `reduction` is read as the position's discount in money, VAT included, for the whole position
+  (amount * single_price - reduction is what was paid).
+* Status codes: not public. `normalise.DEFAULT_STATUS_NAMES` (0 pending, 1 processing, 2 completed,
+  9 cancelled) names them, `settings.status_names` replaces the table; a code not in it travels as
+  itself. An integration's `order_statuses` filter takes names or codes (`["2"]`). An order posted
+  through `PostOrderWithStatusCode` starts at 1 in the sandbox.
 
 Quirks Koppel handles:
 
@@ -51,15 +77,26 @@ Quirks Koppel handles:
   reads the others of that article (`GetStock`) when the answer did not bring them — or, for more than
   `FILL_IN_LIMIT` such articles (a stock count), every article's stock in one call. Without
   `warehouses`, the total (`GetChangedStock`).
-* Orders go *into* Winstore only: the API offers no order reading, so Winstore is no source of orders,
-  and no order lookup either. `find_order` answers from what this connector recorded of its own posts
-  (ordernr → id, written the moment Winstore accepted the order); an attempt that died between
-  Winstore's acceptance and that record — or whose answer was lost (a timeout) — is found only if
-  Winstore refuses the repeated ordernr. Exactly-once rests on the flow's ledger and in-flight marker.
-* Winstore has no customer accounts in its API: an order carries its customer (`customerid`, default
+* No order lookup by number: the orders read is by change date only. `find_order` answers from what
+  this connector recorded of its own posts (ordernr → id, written the moment Winstore accepted the order);
+  an attempt that died between Winstore's acceptance and that record — or whose answer was lost (a
+  timeout) — is found only if Winstore refuses the repeated ordernr. Exactly-once rests on the flow's
+  ledger and in-flight marker. `order_status` (the status write-back) answers from the status codes the
+  orders poll last saw (or Koppel last wrote), else from one read of the orders changed in the last
+  `ORDER_LOOKBACK` (90 days); an order older than that is "not a Winstore order".
+* Never in a loop: an order Koppel posted into Winstore (recorded as posted, or in the system's own
+  `channel`) is another system's order, left out of the orders stream; the origin recorded with the post
+  (the mapping's `koppel_origin`, "<system id>:<order id>", stripped before sending) is also put on the
+  order when such an event is read all the same (`Order.origin`), so the orders flow never books it back
+  into the system it came from.
+* Statuses back: `order_modes` is ("book", "status"). An order Winstore gave an ERP gets the ERP's
+  status written back (`PostOrderStatus`) by an integration ERP → Winstore (`order_mode` "status" or
+  "both"); Koppel's names (`completed`) become codes through the status table (`status_code`). An order
+  Koppel booked into Winstore gets its source's later status the same way (Exact cancelled → 9).
+* Winstore keeps no customer accounts Koppel writes: an order carries its customer (`customerid`, default
   999999, with the e-mail and invoice address), so booking needs no customer lookup
-  (`customer_accounts = False`).
-* No writes of stock, products or customers are known: Winstore takes orders only.
+  (`customer_accounts = False`). Customers are read (a company when `company` is filled, else a person).
+* No writes of products or customers are known.
 """
 
 from __future__ import annotations
