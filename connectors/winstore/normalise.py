@@ -1,4 +1,4 @@
-"""Winstore's article and stock records in the canonical model (gateway/model.py).
+"""Winstore's article, stock, order and customer records in the canonical model (gateway/model.py).
 
 Field names are read by any of the spellings in `ARTICLE`/`STOCK` (wire.field: case and underscores
 ignored), because Winstore's are not documented publicly: the first of each list is what the sandbox
@@ -11,6 +11,14 @@ still a simple product); the article's supplier, brand and colour travel as cust
 Prices: Winstore is a till system; its sales price is the consumer price, VAT included (`price_incl`),
 with the article's VAT percentage when it gives one. Dates without an offset are local time in the
 system's `timezone` (default Europe/Amsterdam).
+
+Orders and customers come through assumed endpoints [U] (connectors/winstore/connector.py): an order is a
+till's, prices VAT included (`prices_include_tax`); a position's amounts excl. VAT are derived at its VAT
+rate (`vat`, which the connector adds from the article when the read lacks it), rounded to cents, the tax
+the rest; `reduction` is the position's discount incl. VAT. A position's SKU is its article number (`artnr`).
+The customer (an order's, from `customerid`, `email` and `invoice_add`; or a customer record) is a company
+when a company name is given, its person the contact; else a person. Status codes are named through
+`DEFAULT_STATUS_NAMES` or the system's table, the code kept as `custom_fields["status_code"]`.
 """
 
 from __future__ import annotations
