@@ -210,7 +210,20 @@ def test_an_order_rung_up_in_winstore_is_booked_once_with_its_customer_and_lines
     assert len(env.records(entity)) == 1
 
 
-def test_only_orders_in_a_booked_status_travel_and_the_setting_takes_winstores_codes(env):
+def test_a_reduction_at_the_till_is_a_discount_line_on_the_discount_item(env):
+    env.seed("items", {"number": "DISCOUNT", "displayName": "Korting", "type": "Service"})
+    positions = [{"ArtNr": "KOP-TASSE-BL", "amount": 2, "reduction": "2.42"}, {"ArtNr": "KOP-KOF-1KG", "amount": 1}]
+    env.http.post(f"{env.winstore.url}/sandbox/orders/ring-up",
+                  json={"orders": [{"positions": positions} | ANNA]}).raise_for_status()  # fmt: skip
+    [result] = env.orders()
+    assert result["outcome"] == "created", result
+    [document] = env.records("salesOrders")
+    assert lines_of(document, "salesOrders") == [("KOP-TASSE-BL", 2, Decimal("12.10")),
+                                                 ("KOP-KOF-1KG", 1, Decimal("21.80")),
+                                                 ("DISCOUNT", 1, Decimal("-2.42"))]  # fmt: skip
+
+
+def test_only_orders_in_a_booked_status_travel(env):
     number = env.ring_up(("KOP-TASSE-BL", 1), statuscode="0", **ANNA)  # pending (DEFAULT_STATUS_NAMES)
     [result] = env.orders()
     assert (result["outcome"], result["reason"]) == ("skipped", "status 'pending' is not synced")

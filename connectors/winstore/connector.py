@@ -154,6 +154,9 @@ STREAMS = {"products": "articles", "stock": "stock", "orders": "orders", "custom
 ORDER_LOOKBACK = timedelta(days=90)
 """How far back `WinstoreTarget.order_status` reads orders it has not seen in a poll (no read by number)."""
 ARTICLE_CACHE_TTL = 24 * 3600
+ORDERS_REREAD_SECONDS = 300
+"""After reading the last `ORDER_LOOKBACK` of orders for a status, an order not among them is not read for again
+for this long (the orders poll keeps the statuses it sees meanwhile)."""
 
 
 class WinstoreSettings(Settings):
@@ -610,24 +613,27 @@ class WinstoreTarget(Target):
     def order_status(self, reference: str, *, by_id: bool = False) -> tuple[str, str] | None:
         """(ordernr, status code) of Winstore's order `reference` (`by_id`: the id Winstore gave an order Koppel
         posted). Winstore reads no order by number: the status the last poll of its orders saw (or Koppel
-        wrote), else the orders changed in the last `ORDER_LOOKBACK`, read once and remembered."""
+        wrote), else the orders changed in the last `ORDER_LOOKBACK`, read once and remembered (not read again
+        within `ORDERS_REREAD_SECONDS` for another unknown one)."""
         number = self._number_of(reference) if by_id else reference
         if not number:
             return None
         redis, statuses = self.context.redis, _statuses(self.system.id)
         known = redis.hget(statuses, number)
-        if known is None:
-            lately = self.api.orders_changed(datetime.now(UTC) - ORDER_LOOKBACK)
-            seen = {str(order_number(r)): str(field(r, *ORDER["status"]) or "") for r in lately if order_number(r)}
+        if known is not None:
+            return number, keys.text(known)
+        read_lately = keys.cache(self.system.id, "order_statuses_read")
+        if redis.exists(read_lately):  # every recent order was read a moment ago: this one is not among them
+            return None
+        lately = self.api.orders_changed(datetime.now(UTC) - ORDER_LOOKBACK)
+        seen = {str(order_number(r)): str(field(r, *ORDER["status"]) or "") for r in lately if order_number(r)}
+        with redis.pipeline(transaction=False) as pipe:
             if seen:
-                with redis.pipeline(transaction=False) as pipe:
-                    pipe.hset(statuses, mapping=seen)  # type: ignore[arg-type]
-                    pipe.expire(statuses, POSTED_TTL)
-                    pipe.execute()
-            if number not in seen:
-                return None
-            return number, seen[number]
-        return number, keys.text(known)
+                pipe.hset(statuses, mapping=seen)  # type: ignore[arg-type]
+                pipe.expire(statuses, POSTED_TTL)
+            pipe.set(read_lately, "1", ex=ORDERS_REREAD_SECONDS)
+            pipe.execute()
+        return (number, seen[number]) if number in seen else None
 
     def order_email(self, target_id: str) -> str | None:
         """The e-mail address of Winstore's order `target_id` (its ordernr), from the orders changed lately."""
