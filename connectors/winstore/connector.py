@@ -11,7 +11,7 @@ and a `Target` (orders posted into it, and the status of its own orders), on its
     [systems.settings]
     poll_interval_seconds = 60                  # how often articles and stock are read
     branch = 1                                  # the branch (filiaal) orders are booked on, and their lines
-    channel = "webshop"                         # the order's sales channel
+    channel = "webshop"                         # the sales channel of Koppel's orders (its own: see below)
     default_customer_id = 999999                # Winstore's customer for webshop orders
     warehouses = [1, 2]                         # the warehouses whose stock counts (empty: all, as a total)
     timezone = "Europe/Amsterdam"               # how Winstore's dates without an offset are read
