@@ -356,7 +356,8 @@ class WinstoreSource(Source):
             log.info("%s: %d order(s) Koppel posted into Winstore left out of the orders stream", system.id,
                      len(found) - len(orders))  # fmt: skip
         orders = self._articles(api, system, orders)
-        statuses = {order_number(r): str(field(r, *ORDER["status"])) for r in orders if field(r, *ORDER["status"])}
+        # every order's status (Koppel's own too: their source's status may be written back to them)
+        statuses = {order_number(r): str(field(r, *ORDER["status"])) for r in found if field(r, *ORDER["status"])}
         if statuses:
             with redis.pipeline(transaction=False) as pipe:
                 pipe.hset(_statuses(system.id), mapping=statuses)  # type: ignore[arg-type]
