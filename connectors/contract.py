@@ -416,6 +416,12 @@ class Target:
     def set_order_status(self, target_id: str, status: str) -> None:
         raise self._unsupported("write order statuses")
 
+    def status_code(self, status: str) -> str:
+        """The target's own spelling of a status the write-back wants (the `order_statuses` table's value, or
+        Koppel's default name), as `order_status` reports statuses: compared before writing. Default: as given
+        (Winstore: its status code for Koppel's names)."""
+        return status
+
     # -- customers ---------------------------------------------------------------------------------
 
     def find_customer(self, email: str) -> str | None:

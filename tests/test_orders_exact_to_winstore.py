@@ -4,7 +4,6 @@ and the generic orders flow."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -187,7 +186,9 @@ def test_a_replayed_order_is_skipped_and_a_crash_before_the_ledger_finds_the_pos
     assert first["outcome"] == "created", first
     again = env.replay()
     assert (again["outcome"], again["target_id"], again["calls"]) == ("skipped", first["target_id"], 0)
-    assert again["reason"] == "already in Winstore"
+    # Winstore takes statuses: a booked order's status is written back when it changes something; open does not
+    assert again["reason"] == f"already in Winstore ({first['target_id']}); Exact Online status 12 open changes " \
+        "nothing in Winstore"
     ledger = Ledger(env.conn, "exact-to-winstore", "orders")
     env.conn.hdel(ledger.key, first["number"])  # as if the worker died after the POST, before its ledger entry
     env.conn.hset(ledger.flight, first["number"], "1")
@@ -217,17 +218,19 @@ def test_only_the_configured_exact_statuses_are_booked(env):
     assert len(env.winstore_orders()) == 1
 
 
-def test_a_booked_order_cancelled_in_exact_is_a_warning_naming_the_winstore_order(env, caplog):
+def test_a_booked_order_cancelled_in_exact_is_cancelled_in_winstore(env):
     order_id = env.exact_order([("KOP-TASSE-BL", 1, 10.00)])
     [booked] = env.process_polled()
     env.exact_update(order_id, Status=45)
-    with caplog.at_level(logging.WARNING, logger="koppel.flows.orders"):
-        [result] = env.process_polled()
-    assert (result["outcome"], result["reason"]) == ("skipped", "status 'cancelled' is not synced")
-    [warning] = [r.getMessage() for r in caplog.records if r.name == "koppel.flows.orders"]
-    assert warning == (f"exactonline order {booked['number']} is cancelled, but Koppel booked it in Winstore as "
-                       f"{booked['target_id']} before; cancel that order there by hand")  # fmt: skip
-    assert len(env.winstore_orders()) == 1
+    [result] = env.process_polled()
+    # Koppel's default write-back (cancelled → cancelled) in Winstore's status code (DEFAULT_STATUS_NAMES: 9)
+    assert (result["outcome"], result["target_id"]) == ("updated", booked["number"]), result
+    assert result["reason"] == "status 1 → 9 (Exact Online status 45 cancelled)"
+    [order] = env.winstore_orders()
+    assert order["statuscode"] == "9"
+    assert env.process_polled() == []
+    again = env.replay()
+    assert again["outcome"] == "skipped" and "already 9" in again["reason"], again
 
 
 def test_a_cancelled_exact_order_is_not_booked_by_default(env):
@@ -284,10 +287,8 @@ def test_config_check_accepts_the_pair_and_names_a_missing_branch():
     assert [p for p in registry.config_problems(config) if "branch" in p] == [
         "integrations[0].target: winstore books orders on systems.settings.branch (the branch number); it is not set"
     ]
-    status_only = make_config("http://127.0.0.1:1", "http://127.0.0.1:2", {"order_mode": "status"})
-    assert [p for p in registry.config_problems(status_only) if "order_mode" in p] == [
-        'integrations[0].settings.order_mode: Winstore can only book orders ("book")'
-    ]
+    both = make_config("http://127.0.0.1:1", "http://127.0.0.1:2", {"order_mode": "both"})
+    assert registry.config_problems(both) == []  # Winstore books orders and takes statuses (PostOrderStatus [U])
 
 
 def test_an_exact_customer_without_e_mail_is_booked_on_winstores_customer_all_the_same(env):

@@ -98,10 +98,18 @@ flows = ["products", "stock"]
     assert check(tmp_path, WINSTORE + SHOP + integrations) == 2
     captured = capsys.readouterr()
     out = captured.out + captured.err
-    for problem in ("winstore (winstore) cannot give orders", "winstore (winstore) cannot give customers",
-                    "winstore (winstore) cannot take products"):  # fmt: skip
+    for problem in ("winstore (winstore) cannot take products",):
         assert problem in out
     assert "cannot take stock" not in out
+    assert "winstore (winstore) cannot give" not in out  # orders and customers are read (assumed endpoints)
+
+
+def test_an_endpoint_name_winstore_documents_otherwise_is_a_setting_and_a_typo_is_named(tmp_path, env, capsys):
+    corrected = WINSTORE + 'endpoints = { orders = "GetOrderChangesByDate" }\n'
+    assert check(tmp_path, corrected) == 0
+    assert check(tmp_path, WINSTORE + 'endpoints = { order = "GetOrders" }\n') == 2
+    out = capsys.readouterr()
+    assert "settings.endpoints: unknown key 'order'; known: orders, customers, order_status, stock" in out.out + out.err
 
 
 def test_booking_orders_into_winstore_without_a_branch_is_reported(tmp_path, env, capsys):

@@ -97,6 +97,7 @@ def normalise_sales_order(
         source=SOURCE,
         id=order_id or "",
         number=doc.text("number") or order_id or "",
+        reference=doc.text("externalDocumentNumber"),
         status=(s.lower() if (s := doc.text("status")) else None),
         modified_at=doc.timestamp("lastModifiedDateTime"),
         order_date=doc.date("orderDate"),

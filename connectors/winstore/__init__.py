@@ -1,5 +1,6 @@
-"""Winstore (ACA's retail and till system): its client, `Source` (articles and stock, polled) and `Target`
-(orders), normalisers and sandbox. Quirks and what is unverified: connectors/winstore/connector.py."""
+"""Winstore (ACA's retail and till system): its client, `Source` (articles, stock, orders and customers, polled)
+and `Target` (orders, order statuses), normalisers and sandbox. Quirks and what is unverified:
+connectors/winstore/connector.py."""
 
 from connectors.contract import Connector
 from connectors.winstore.connector import WinstoreSettings, WinstoreSource, WinstoreTarget

@@ -7,10 +7,15 @@
     suppliers() / supplier_articles(id)     GET  GetSuppliers / GetArticleDataBySupplierId?id=
     post_order(payload)                     POST PostOrderWithStatusCode, the XML `<order>` document
     post_stock(artkey, warehouse, amount)   POST PostStock [U], the XML `<stock>` document (an absolute level)
+    orders_changed(since)                   GET  GetOrdersByDate?date=<ATOM> [U]
+    customers_changed(since)                GET  GetCustomerDataChangesByDate?date=<ATOM> [U]
+    post_order_status(ordernr, code)        POST PostOrderStatus [U], XML `<order><ordernr/><statuscode/></order>`
 
 Endpoints beyond the public client are assumed [U] (their names follow the known ones; see
 connectors/winstore/connector.py): they live in `ASSUMED_ENDPOINTS` alone, and the system setting
-`endpoints` renames any of them (`endpoints = { stock = "PostStockLevel" }`) without a release.
+`endpoints` renames any of them (`endpoints = { stock = "PostStockLevel" }`) without a release. Their
+answers are read like the known ones (records found however wrapped, fields by any spelling);
+`PostOrderStatus` is answered like an order post.
 
 Query parameters are joined with `&` as HTTP has it (the public PHP client joins them with `?`, a bug of
 its own, changelog 1.0.8). Dates go out as ATOM (`2026-03-14T13:02:11+00:00`, UTC).
@@ -203,7 +208,25 @@ class WinstoreClient(ApiClient):
     def supplier_articles(self, supplier_id: int | str) -> list[dict[str, Any]]:
         return self.get_records("GetArticleDataBySupplierId", {"id": supplier_id})
 
+    def orders_changed(self, since: datetime) -> list[dict[str, Any]]:
+        """Every order changed since `since`, its positions with it [U: `ASSUMED_ENDPOINTS["orders"]`]."""
+        return self.get_records(self.endpoint("orders"), {"date": since})
+
+    def customers_changed(self, since: datetime) -> list[dict[str, Any]]:
+        """Every customer changed since `since` [U: `ASSUMED_ENDPOINTS["customers"]`]."""
+        return self.get_records(self.endpoint("customers"), {"date": since})
+
     # -- orders ------------------------------------------------------------------------------------------
+
+    def post_order_status(self, number: str, code: str) -> OrderAnswer:
+        """Set the status code of the order `number` [U: `ASSUMED_ENDPOINTS["order_status"]`]; the answer is read
+        like an order post's (a status code of 400 and up is a refusal)."""
+        endpoint = self.endpoint("order_status")
+        try:
+            body = order_xml({"ordernr": number, "statuscode": code})
+        except ValueError as exc:
+            raise WinstoreRequestError(f"POST {endpoint}: the status cannot be sent: {exc}", status=0) from None
+        return _order_answer(*self._post_xml(endpoint, body), number)
 
     def post_order(self, payload: Mapping[str, Any]) -> OrderAnswer:
         """POST the `<order>` document; the answer, or WinstoreRequestError when Winstore refused it."""
@@ -212,10 +235,7 @@ class WinstoreClient(ApiClient):
         except ValueError as exc:
             raise WinstoreRequestError(f"POST PostOrderWithStatusCode: the order cannot be sent: {exc}",
                                        status=0) from None  # fmt: skip
-        answer, code, message = self._post_xml("PostOrderWithStatusCode", body)
-        number = str(payload.get("ordernr") or "")
-        order_id = field(answer, "OrderId", "Id", "OrderNr", "Ordernr")
-        return OrderAnswer(str(order_id) if order_id is not None else number, code, message)
+        return _order_answer(*self._post_xml("PostOrderWithStatusCode", body), str(payload.get("ordernr") or ""))
 
     def _post_xml(self, endpoint: str, body: bytes) -> tuple[dict[str, Any], str, str]:
         """POST an XML document; (the answer's record, its status code, its message), or WinstoreRequestError
@@ -251,3 +271,9 @@ class WinstoreClient(ApiClient):
         except ValueError as exc:
             raise WinstoreRequestError(f"POST {endpoint}: the stock level cannot be sent: {exc}", status=0) from None
         return self._post_xml(endpoint, body)[2]
+
+
+def _order_answer(answer: Mapping[str, Any], code: str, message: str, number: str) -> OrderAnswer:
+    """An accepted order post's answer: the id Winstore gave (else the order number), its code and message."""
+    order_id = field(answer, "OrderId", "Id", "OrderNr", "Ordernr")
+    return OrderAnswer(str(order_id) if order_id is not None else number, code, message)

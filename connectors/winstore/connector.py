@@ -1,5 +1,6 @@
-"""Winstore (ACA's retail and till system) as a `Source` (articles and stock, polled by date) and a `Target`
-(orders posted into it; stock levels set in it), on its web service `…/iposws/api/osd`.
+"""Winstore (ACA's retail and till system) as a `Source` (articles, stock, orders and customers, polled by date)
+and a `Target` (orders posted into it, the status of its own orders, stock levels set in it), on its web
+service `…/iposws/api/osd`.
 
     [[systems]]
     id = "winstore"
@@ -11,14 +12,15 @@
     [systems.settings]
     poll_interval_seconds = 60                  # how often articles and stock are read
     branch = 1                                  # the branch (filiaal) orders are booked on, and their lines
-    channel = "webshop"                         # the order's sales channel
+    channel = "webshop"                         # the sales channel of Koppel's orders (its own: see below)
     default_customer_id = 999999                # Winstore's customer for webshop orders
     warehouses = [1, 2]                         # the warehouses whose stock counts (empty: all, as a total)
     timezone = "Europe/Amsterdam"               # how Winstore's dates without an offset are read
     initial_lookback_seconds = 86400            # how far back the first poll reads
     overlap_seconds = 300                       # how far behind its cursor each poll starts again
     stock_warehouse = 1                         # the warehouse whose level Koppel sets (default: the one of warehouses)
-    endpoints = { stock = "PostStock" }         # assumed endpoints [U] renamed (client.ASSUMED_ENDPOINTS)
+    status_names = { 0 = "pending", 1 = "processing", 2 = "completed", 9 = "cancelled" }   # [U] the default
+    endpoints = { orders = "GetOrdersByDate" }  # [U] an assumed endpoint's name, corrected (client.ASSUMED_ENDPOINTS)
 
 What is known of Winstore's API comes from one public client (the PHP package onetoweb/winstore), not
 from documentation; ../shared/docs/PLATFORMS.md §5. Known [V] from that client: the base URL, HTTP Basic,
@@ -38,11 +40,30 @@ honoured, answers typed by Content-Type. Unverified [U], built as guessed and to
 * `invoice_add/city`: the public client sets a city but never writes it into the document (a bug, by
   the look of it); Koppel sends it.
 * Dates: the `date` parameter is sent as ATOM in UTC; that Winstore honours the offset is assumed.
-* Endpoints the public client does not show — Winstore's API has them (APIcenter sells these flows), but
-  their names and shapes are not public — are built against an assumed surface that follows the known
-  API's naming, in ONE table, `client.ASSUMED_ENDPOINTS`; the system setting `endpoints` renames any of
-  them (a key not in the table is a config error), so an operator holding Winstore's documentation
-  corrects a name without a release. The sandbox implements exactly this surface.
+* Orders and customers *from* Winstore, and order status *into* it: APIcenter sells these, so the API has
+  them, but their names and shapes are not public. Built against an assumed surface that follows the
+  known API's naming, in one table (`client.ASSUMED_ENDPOINTS`): `GetOrdersByDate?date=` and
+  `GetCustomerDataChangesByDate?date=` (changed since, like the article read) and `PostOrderStatus` (XML
+  `<order><ordernr/><statuscode/></order>`, answered like an order post). `settings.endpoints` overrides
+  a name (keys checked against the table) once Winstore's own documentation says otherwise. Assumed read
+  shapes: an order has the posted `<order>` document's elements (ordernr, orderdate, customerid, email,
+  branch, channel, total, currency, invoice_add{fname, lname, company, street, streetnr, zip, city,
+  country, countryISO, phone}, positions/position{product_id, amount, single_price, type, branch,
+  reduction}) plus `statuscode` and `changedate`; a customer: customerid, company, fname, lname, email,
+  phone, street, streetnr, zip, city, countryISO, changedate. Readers take other spellings too
+  (normalise.py `ORDER`, `POSITION`, `CUSTOMER`).
+* A position's article: the read's `product_id` is the article key (as Koppel posts it). Its SKU is the
+  article number: the position's own `artnr` when the read gives one (the sandbox does), else the
+  connector looks the key up in the catalogue (`GetArticleDataChangesByDate` since 2000, once, cached a
+  day per system) and adds `artnr` and the article's VAT percentage (`vat`) to the record before it
+  becomes an event. Whether Winstore's read names the VAT rate of a position is unknown; without a rate
+  the amounts excl. VAT stay unknown (a target booking excl. VAT then needs one).
+* `reduction` is read as the position's discount in money, VAT included, for the whole position
+  (amount * single_price - reduction is what was paid).
+* Status codes: not public. `normalise.DEFAULT_STATUS_NAMES` (0 pending, 1 processing, 2 completed,
+  9 cancelled) names them, `settings.status_names` replaces the table; a code not in it travels as
+  itself. An integration's `order_statuses` filter takes names or codes (`["2"]`). An order posted
+  through `PostOrderWithStatusCode` starts at 1 in the sandbox.
 * Stock into Winstore [U]: `PostStock` (`ASSUMED_ENDPOINTS["stock"]`) takes
   `<stock><artkey/><warehouse/><amount/></stock>`, the article's absolute level in that warehouse (not
   a change), and answers like `PostOrderWithStatusCode` (a status code of 400 and up is a refusal; a 404
@@ -63,14 +84,25 @@ Quirks Koppel handles:
   reads the others of that article (`GetStock`) when the answer did not bring them — or, for more than
   `FILL_IN_LIMIT` such articles (a stock count), every article's stock in one call. Without
   `warehouses`, the total (`GetChangedStock`).
-* Orders go *into* Winstore only: the API offers no order reading, so Winstore is no source of orders,
-  and no order lookup either. `find_order` answers from what this connector recorded of its own posts
-  (ordernr → id, written the moment Winstore accepted the order); an attempt that died between
-  Winstore's acceptance and that record — or whose answer was lost (a timeout) — is found only if
-  Winstore refuses the repeated ordernr. Exactly-once rests on the flow's ledger and in-flight marker.
-* Winstore has no customer accounts in its API: an order carries its customer (`customerid`, default
+* No order lookup by number: the orders read is by change date only. `find_order` answers from what
+  this connector recorded of its own posts (ordernr → id, written the moment Winstore accepted the order);
+  an attempt that died between Winstore's acceptance and that record — or whose answer was lost (a
+  timeout) — is found only if Winstore refuses the repeated ordernr. Exactly-once rests on the flow's
+  ledger and in-flight marker. `order_status` (the status write-back) answers from the status codes the
+  orders poll last saw (or Koppel last wrote), else from one read of the orders changed in the last
+  `ORDER_LOOKBACK` (90 days); an order older than that is "not a Winstore order".
+* Never in a loop: an order Koppel posted into Winstore (recorded as posted, or in the system's own
+  `channel`) is another system's order, left out of the orders stream; the origin recorded with the post
+  (the mapping's `koppel_origin`, "<system id>:<order id>", stripped before sending) is also put on the
+  order when such an event is read all the same (`Order.origin`), so the orders flow never books it back
+  into the system it came from.
+* Statuses back: `order_modes` is ("book", "status"). An order Winstore gave an ERP gets the ERP's
+  status written back (`PostOrderStatus`) by an integration ERP → Winstore (`order_mode` "status" or
+  "both"); Koppel's names (`completed`) become codes through the status table (`status_code`). An order
+  Koppel booked into Winstore gets its source's later status the same way (Exact cancelled → 9).
+* Winstore keeps no customer accounts Koppel writes: an order carries its customer (`customerid`, default
   999999, with the e-mail and invoice address), so booking needs no customer lookup
-  (`customer_accounts = False`).
+  (`customer_accounts = False`). Customers are read (a company when `company` is filled, else a person).
 * Stock is set, never changed by a delta: the level is written into one warehouse, `stock_warehouse`
   (default: the only entry of `warehouses`; with several or none it must be set, and `koppel config
   check` says so for an integration writing stock into the system). The article is found by article
@@ -79,7 +111,7 @@ Quirks Koppel handles:
   checked by its `GetStock` (a 404, or rows naming another article, drop it and the catalogue is read
   again). The current level is the warehouse's row of `GetStock` (none listed: 0); an unchanged level
   is not written. Cost: 2 calls (`GetStock` + `PostStock`) for a cached article, 1 when unchanged.
-* No writes of products or customers are known: Winstore takes orders and stock levels only.
+* No writes of products or customers are known: Winstore takes orders, order statuses and stock levels.
 """
 
 from __future__ import annotations
@@ -102,16 +134,25 @@ from connectors.winstore.client import ASSUMED_ENDPOINTS, DUPLICATE_WORDS, Winst
 from connectors.winstore.errors import WinstoreNotFound, WinstoreRequestError
 from connectors.winstore.normalise import (
     ARTICLE,
+    DEFAULT_STATUS_NAMES,
+    ORDER,
+    POSITION,
     STOCK,
     article_key,
     change_time,
+    customer_id,
     field,
+    normalise_customer,
+    normalise_order,
     normalise_product,
     normalise_stock,
+    order_number,
+    positions_of,
     sku_of,
 )
 from gateway import keys
 from gateway.config import System
+from gateway.envelope import Envelope
 from gateway.errors import PermanentError
 
 __all__ = ["PAGE_SIZE", "WinstoreSettings", "WinstoreSource", "WinstoreTarget", "client"]
@@ -125,10 +166,16 @@ CATALOGUE_SINCE = datetime(2000, 1, 1, tzinfo=UTC)
 POSTED_TTL = 90 * 24 * 3600
 FILL_IN_LIMIT = 20
 """More changed articles than this lacking a chosen warehouse: all stock is read in one call, not one per article."""
-STREAMS = {"products": "articles", "stock": "stock"}
+STREAMS = {"products": "articles", "stock": "stock", "orders": "orders", "customers": "customers"}
 ID_CACHE_TTL = 24 * 3600
 """How long an article number's (or GTIN's) article key is kept for stock writes."""
 _ENDPOINT = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+ORDER_LOOKBACK = timedelta(days=90)
+"""How far back `WinstoreTarget.order_status` reads orders it has not seen in a poll (no read by number)."""
+ARTICLE_CACHE_TTL = 24 * 3600
+ORDERS_REREAD_SECONDS = 300
+"""After reading the last `ORDER_LOOKBACK` of orders for a status, an order not among them is not read for again
+for this long (the orders poll keeps the statuses it sees meanwhile)."""
 
 
 class WinstoreSettings(Settings):
@@ -146,6 +193,9 @@ class WinstoreSettings(Settings):
     timezone: str = "Europe/Amsterdam"
     initial_lookback_seconds: int = Field(default=86400, ge=0)
     overlap_seconds: int = Field(default=300, ge=1)
+    status_names: dict[str, str] = {}
+    """Winstore's order status codes → Koppel's names (pending, processing, completed, cancelled…); empty:
+    normalise.DEFAULT_STATUS_NAMES [U]. Orders travel by these names or their codes (`order_statuses`)."""
     endpoints: dict[str, str] = {}
     """Names of the assumed endpoints [U] (client.ASSUMED_ENDPOINTS) as this Winstore has them: {"stock": "…"}."""
     stock_warehouse: int | None = Field(default=None, ge=0)
@@ -160,6 +210,9 @@ class WinstoreSettings(Settings):
             if not _ENDPOINT.match(name):
                 raise ValueError(f"{key}: {name[:60]!r} is not an endpoint name (letters, digits, '_', '-', '/')")
         return value
+
+    def status_table(self) -> dict[str, str]:
+        return dict(self.status_names) or dict(DEFAULT_STATUS_NAMES)
 
     @field_validator("timezone")
     @classmethod
@@ -197,11 +250,11 @@ def settings_of(system: System) -> WinstoreSettings:
 
 def client(system: System, context: Context) -> WinstoreClient:
     """A client for the system, on the process's shared HTTP client."""
-    settings_of(system)  # base URL and credentials present, settings valid: else a PermanentError naming them
+    settings = settings_of(system)  # base URL and credentials present, settings valid: else a PermanentError
     assert system.base_url is not None
     username, password = (system.credentials[name].get_secret_value() for name in WinstoreSettings.credentials)
     return WinstoreClient(context.http, base_url=system.base_url, username=username, password=password,
-                          endpoints=settings_of(system).endpoints)  # fmt: skip
+                          endpoints=settings.endpoints)  # fmt: skip
 
 
 def _client(system: System, context: Context) -> WinstoreClient:
@@ -213,14 +266,35 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+def _posted(system_id: str) -> str:
+    """ordernr → Winstore's id of every order this connector posted (and Winstore accepted)."""
+    return keys.cache(system_id, "posted_orders")
+
+
+def _posted_origins(system_id: str) -> str:
+    """ordernr → `Order.origin` ("<system id>:<order id>") of the order Koppel posted it from."""
+    return keys.cache(system_id, "posted_origins")
+
+
+def _posted_numbers(system_id: str) -> str:
+    """Winstore's id → ordernr of the orders this connector posted."""
+    return keys.cache(system_id, "posted_numbers")
+
+
+def _statuses(system_id: str) -> str:
+    """ordernr → the status code last seen (a poll, or a status Koppel wrote): Winstore reads no order by number."""
+    return keys.cache(system_id, "order_statuses")
+
+
 class WinstoreSource(Source):
-    """Articles (`products`) and stock (`stock`), polled by date; Winstore gives no orders and no customers."""
+    """Articles (`products`), stock (`stock`), orders (`orders`) and customers (`customers`), polled by date."""
 
     kind = KIND
     title = "Winstore"
-    resources: ClassVar[Mapping[str, str]] = {"article": "products", "stock": "stock"}
+    resources: ClassVar[Mapping[str, str]] = {"article": "products", "stock": "stock", "order": "orders",
+                                              "customer": "customers"}  # fmt: skip
     streams: ClassVar[Mapping[str, str]] = STREAMS
-    booked_statuses: ClassVar[tuple[str, ...]] = ()
+    booked_statuses: ClassVar[tuple[str, ...]] = ("processing", "completed")
 
     def _zone(self) -> str:
         return settings_of(self.system).timezone if self.system is not None else "Europe/Amsterdam"
@@ -229,15 +303,30 @@ class WinstoreSource(Source):
         """`<article key>:<change date>:<digest>`: of the article's fields (products) or of its stock, reserved
         stock and warehouses (stock). The digest tells two changes within one second apart; the date tells
         a stock level reached again (5 → 4 → 5) from the first time it was."""
-        if not isinstance(record, Mapping) or article_key(record) is None or flow not in STREAMS:
+        if not isinstance(record, Mapping) or flow not in STREAMS or _identity(flow, record) is None:
             return None
         return _version(record, self._zone(), flow)
+
+    def read(self, envelope: Envelope, flow: str) -> Any:
+        """The polled record; an order Koppel posted into Winstore gets the origin recorded then (`koppel_origin`,
+        read into `Order.origin`), so it is never booked back into the system it came from."""
+        record = envelope.payload
+        if flow != "orders" or not isinstance(record, Mapping) or self.system is None or self.context is None:
+            return record
+        number = order_number(record)
+        origin = self.context.redis.hget(_posted_origins(self.system.id), number) if number else None
+        return {**record, "koppel_origin": keys.text(origin)} if origin else record
 
     def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
         if flow == "products":
             return normalise_product(record, zone=self._zone())
         if flow == "stock":
             return normalise_stock(record, zone=self._zone())
+        if flow == "orders":
+            names = settings_of(self.system).status_table() if self.system is not None else None
+            return normalise_order(record, zone=self._zone(), status_names=names)
+        if flow == "customers":
+            return normalise_customer(record, zone=self._zone())
         return super().normalise(flow, record, settings)
 
     def changes(self, stream: str, cursor: str | None) -> Iterator[tuple[list[Change], str]]:
@@ -257,13 +346,79 @@ class WinstoreSource(Source):
                 raise PermanentError(f"Winstore poll cursor {cursor!r} is not a date; delete it to restart") from None
             since, floor = parsed - timedelta(seconds=settings.overlap_seconds), cursor
         api = _client(system, self.context)
+        zone = settings.timezone
         if stream == "articles":
-            zone = settings.timezone
             found = [(r, change_time(r, zone)) for r in api.articles_changed(since) if article_key(r)]
             changes = [(self._article_change(r, zone), moment) for r, moment in found]
+        elif stream == "orders":
+            changes = self._order_changes(api, system, settings, since)
+        elif stream == "customers":
+            changes = [(Change("customer", customer_id(r), f"customer.sync:{_version(r, zone, 'customers')}", r),
+                        change_time(r, zone)) for r in api.customers_changed(since) if customer_id(r)]  # fmt: skip
         else:
             changes = self._stock_changes(api, settings, since)
         return _pages(changes, floor)
+
+    def _order_changes(
+        self, api: WinstoreClient, system: System, settings: WinstoreSettings, since: datetime
+    ) -> list[tuple[Change, datetime | None]]:
+        """Orders changed since `since`, less the ones Koppel posted into Winstore itself (recorded as posted, or
+        in the system's own `channel`): those are another system's orders, never booked back as new ones. Each
+        position gets its article's number and VAT percentage when the read lacks them (`_articles`)."""
+        assert self.context is not None
+        zone, redis = settings.timezone, self.context.redis
+        found = [r for r in api.orders_changed(since) if order_number(r)]
+        posted = redis.hmget(_posted(system.id), [str(order_number(r)) for r in found]) if found else []
+        mine = {(settings.channel or "").casefold()} - {""}
+        orders = [r for r, was in zip(found, posted, strict=True)
+                  if not was and str(field(r, *ORDER["channel"]) or "").casefold() not in mine]  # fmt: skip
+        if len(orders) < len(found):
+            log.info("%s: %d order(s) Koppel posted into Winstore left out of the orders stream", system.id,
+                     len(found) - len(orders))  # fmt: skip
+        orders = self._articles(api, system, orders)
+        # every order's status (Koppel's own too: their source's status may be written back to them)
+        statuses = {order_number(r): str(field(r, *ORDER["status"])) for r in found if field(r, *ORDER["status"])}
+        if statuses:
+            with redis.pipeline(transaction=False) as pipe:
+                pipe.hset(_statuses(system.id), mapping=statuses)  # type: ignore[arg-type]
+                pipe.expire(_statuses(system.id), POSTED_TTL)
+                pipe.execute()
+        return [(Change("order", order_number(r), f"order.sync:{_version(r, zone, 'orders')}", r), change_time(r, zone))
+                for r in orders]  # fmt: skip
+
+    def _articles(self, api: WinstoreClient, system: System, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The orders with each position's article number (`artnr`) and VAT percentage (`vat`) where the read
+        lacks them, by its article key (`product_id`): from a day's cache, else one read of the catalogue."""
+        assert self.context is not None
+        wanted = {str(field(p, *POSITION["key"])) for r in orders for p in positions_of(r)
+                  if field(p, *POSITION["key"]) is not None and
+                  (field(p, *POSITION["number"]) is None or field(p, *POSITION["vat"]) is None)}  # fmt: skip
+        if not wanted:
+            return orders
+        cache, redis = keys.cache(system.id, "order_articles"), self.context.redis
+        ordered = sorted(wanted)
+        known = {k: json.loads(keys.text(v)) for k, v in zip(ordered, redis.hmget(cache, ordered), strict=True) if v}
+        if set(ordered) - set(known):
+            catalogue = {key: [sku_of(a), field(a, *ARTICLE["vat"])] for a in api.articles_changed(CATALOGUE_SINCE)
+                         if (key := article_key(a)) is not None}  # fmt: skip
+            if catalogue:
+                with redis.pipeline(transaction=False) as pipe:
+                    pipe.hset(cache, mapping={k: json.dumps(v, default=str) for k, v in catalogue.items()})
+                    pipe.expire(cache, ARTICLE_CACHE_TTL)
+                    pipe.execute()
+            known |= {k: v for k, v in catalogue.items() if k in wanted}
+        out = []
+        for order in orders:
+            positions = []
+            for position in positions_of(order):
+                key = field(position, *POSITION["key"])
+                number, vat = known.get(str(key), [None, None]) if key is not None else [None, None]
+                extra = {"artnr": number} if field(position, *POSITION["number"]) is None and number else {}
+                extra |= {"vat": str(vat)} if field(position, *POSITION["vat"]) is None and vat is not None else {}
+                positions.append({**position, **extra})
+            name = next((n for n in order if n.casefold() in {p.casefold() for p in ORDER["positions"]}), "positions")
+            out.append({**order, name: positions})
+        return out
 
     def _article_change(self, record: dict[str, Any], zone: str) -> Change:
         return Change("article", article_key(record), f"article.sync:{_version(record, zone, 'products')}", record)
@@ -346,10 +501,19 @@ def _stock_change(record: dict[str, Any], zone: str) -> tuple[Change, datetime |
     return change, change_time(record, zone)
 
 
+def _identity(flow: str, record: Mapping[str, Any]) -> str | None:
+    """The record's key in its stream: the article key, the ordernr or the customer id."""
+    if flow == "orders":
+        return order_number(record)
+    if flow == "customers":
+        return customer_id(record)
+    return article_key(record)
+
+
 def _version(record: Mapping[str, Any], zone: str, flow: str) -> str:
     moment = change_time(record, zone)
     digest = _digest(_quantities(record) if flow == "stock" else record)
-    return f"{article_key(record)}:{atom(moment) if moment is not None else '-'}:{digest}"
+    return f"{_identity(flow, record)}:{atom(moment) if moment is not None else '-'}:{digest}"
 
 
 def _pages(changes: list[tuple[Change, datetime | None]], floor: str) -> Iterator[tuple[list[Change], str]]:
@@ -370,13 +534,14 @@ def _pages(changes: list[tuple[Change, datetime | None]], floor: str) -> Iterato
 
 
 class WinstoreTarget(Target):
-    """Orders booked in Winstore (`PostOrderWithStatusCode`) and stock levels set in one warehouse (the
-    assumed `PostStock`); nothing else (see the module docstring)."""
+    """Orders booked in Winstore (`PostOrderWithStatusCode`), the status of Winstore's own orders written
+    back (`PostOrderStatus` [U]), and stock levels set in one warehouse (the assumed `PostStock`); see the
+    module docstring."""
 
     kind = KIND
     title = "Winstore"
     writes = frozenset({"orders", "stock"})
-    order_modes = ("book",)
+    order_modes = ("book", "status")
     documents = ("order",)
     customer_accounts = False
 
@@ -407,7 +572,7 @@ class WinstoreTarget(Target):
         return []
 
     def _posted(self) -> str:
-        return keys.cache(self.system.id, "posted_orders")
+        return _posted(self.system.id)
 
     def references(self, document: str) -> dict[str, Any]:
         """`$context.customer`, `.branch`, `.channel`, `.timezone` for the order document, from the settings."""
@@ -431,6 +596,8 @@ class WinstoreTarget(Target):
         number = str(payload.get("ordernr") or "")
         if not number:
             raise PermanentError("a Winstore order needs its ordernr (the mapping gave none)")
+        origin = str(payload.get("koppel_origin") or "")  # Koppel's own mark (the mapping's), not sent
+        payload = {k: v for k, v in payload.items() if k != "koppel_origin"}
         try:
             answer = self.api.post_order(payload)
         except WinstoreRequestError as exc:
@@ -444,9 +611,77 @@ class WinstoreTarget(Target):
             order_id = answer.order_id
         with self.context.redis.pipeline(transaction=False) as pipe:
             pipe.hset(self._posted(), number, order_id)
-            pipe.expire(self._posted(), POSTED_TTL)
+            pipe.hset(_posted_numbers(self.system.id), order_id, number)
+            if origin:
+                pipe.hset(_posted_origins(self.system.id), number, origin)
+            for key in (self._posted(), _posted_numbers(self.system.id), _posted_origins(self.system.id)):
+                pipe.expire(key, POSTED_TTL)
             pipe.execute()
         return order_id
+
+    # -- statuses ----------------------------------------------------------------------------------
+
+    def _number_of(self, order_id: str) -> str | None:
+        """The ordernr of the order Winstore gave `order_id` when this connector posted it."""
+        redis = self.context.redis
+        found = redis.hget(_posted_numbers(self.system.id), order_id)
+        if found:
+            return keys.text(found)
+        for number, posted in redis.hscan_iter(self._posted()):  # posted before the reverse record was kept
+            if keys.text(posted) == order_id:
+                return keys.text(number)
+        return None
+
+    def order_status(self, reference: str, *, by_id: bool = False) -> tuple[str, str] | None:
+        """(ordernr, status code) of Winstore's order `reference` (`by_id`: the id Winstore gave an order Koppel
+        posted). Winstore reads no order by number: the status the last poll of its orders saw (or Koppel
+        wrote), else the orders changed in the last `ORDER_LOOKBACK`, read once and remembered (not read again
+        within `ORDERS_REREAD_SECONDS` for another unknown one)."""
+        number = self._number_of(reference) if by_id else reference
+        if not number:
+            return None
+        redis, statuses = self.context.redis, _statuses(self.system.id)
+        known = redis.hget(statuses, number)
+        if known is not None:
+            return number, keys.text(known)
+        read_lately = keys.cache(self.system.id, "order_statuses_read")
+        if redis.exists(read_lately):  # every recent order was read a moment ago: this one is not among them
+            return None
+        lately = self.api.orders_changed(datetime.now(UTC) - ORDER_LOOKBACK)
+        seen = {str(order_number(r)): str(field(r, *ORDER["status"]) or "") for r in lately if order_number(r)}
+        with redis.pipeline(transaction=False) as pipe:
+            if seen:
+                pipe.hset(statuses, mapping=seen)  # type: ignore[arg-type]
+                pipe.expire(statuses, POSTED_TTL)
+            pipe.set(read_lately, "1", ex=ORDERS_REREAD_SECONDS)
+            pipe.execute()
+        return (number, seen[number]) if number in seen else None
+
+    def order_email(self, target_id: str) -> str | None:
+        """The e-mail address of Winstore's order `target_id` (its ordernr), from the orders changed lately."""
+        for record in self.api.orders_changed(datetime.now(UTC) - ORDER_LOOKBACK):
+            if order_number(record) == target_id:
+                email = field(record, *ORDER["email"])
+                return str(email) if email else None
+        return None
+
+    def status_code(self, status: str) -> str:
+        """A status code as it is; one of Koppel's names (`completed`) as the system's status table codes it."""
+        if status.isdigit():
+            return status
+        table = settings_of(self.system).status_table()
+        for code, name in table.items():
+            if name == status:
+                return code
+        raise PermanentError(f"{self.system.id}: Winstore has no status code for {status!r}; name it in "
+                             f"systems.{self.system.id}.settings.status_names (code = name) or map it to a code in "
+                             "the integration's order_statuses table")  # fmt: skip
+
+    def set_order_status(self, target_id: str, status: str) -> None:
+        """`PostOrderStatus` [U] for the ordernr `target_id` (as `order_status` gave it)."""
+        code = self.status_code(status)
+        self.api.post_order_status(target_id, code)
+        self.context.redis.hset(_statuses(self.system.id), target_id, code)
 
     # -- items -------------------------------------------------------------------------------------
 

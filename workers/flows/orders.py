@@ -370,6 +370,7 @@ def write_back(work: Work, order: Order, *, found: Any = UNREAD, booked: str | N
     if wanted is None:
         why = f"already in {target.title} ({booked}); " if booked else ""
         return FlowResult("skipped", order.number, booked or "", 0, f"{why}{label} changes nothing in {target.title}")
+    wanted = target.status_code(wanted)
     if not ref:
         return FlowResult("skipped", order.number, calls=0, reason=f"not a {target.title} order (no reference)")
     if not booked and found is UNREAD:

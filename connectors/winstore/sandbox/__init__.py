@@ -7,7 +7,8 @@ What it reproduces, and what is guessed [U] (nothing public documents Winstore's
 * `/iposws/api/osd/`: GetArticleDataChangesByDate?date=, GetStock?type=byArtikelKey&artkey= /
   type=byGtin&gtin=, GetChangedStock?date=, GetChangedStockWithWarehouse?date=&outOfStock=0|1,
   GetSuppliers, GetArticleDataBySupplierId?id=, POST PostOrderWithStatusCode; and the assumed [U]
-  POST PostStock (client.ASSUMED_ENDPOINTS).
+  (client.ASSUMED_ENDPOINTS) GetOrdersByDate?date=, GetCustomerDataChangesByDate?date=, POST
+  PostOrderStatus and POST PostStock.
 * HTTP Basic; anything else → 401 with ASP.NET Web API's "Authorization has been denied for this request."
   and `WWW-Authenticate: Basic`.
 * Answers in JSON, or XML when the Accept header asks for it first (ASP.NET Web API's content
@@ -33,9 +34,19 @@ What it reproduces, and what is guessed [U] (nothing public documents Winstore's
   "Message"}`; refusal `{"StatusCode", "Message"}`: 404 for an unknown article, 400 for an unknown
   warehouse (one per branch, and any that holds stock), a missing or unknown element, an amount that
   is no number (at most 4 decimals; below zero allowed, as a till sells below zero).
+* Orders, customers and statuses [U: the assumed endpoints, connectors/winstore/client.py
+  `ASSUMED_ENDPOINTS`]: `GetOrdersByDate?date=` answers every order changed since (posted ones and those
+  rung up through the control route), in the posted document's elements with `statuscode` and
+  `changedate`, each position's `product_id` the article key and `artnr` its article number (nested
+  `<invoice_add>` and `<positions><position>` in XML); `GetCustomerDataChangesByDate?date=` the customers
+  changed since; `POST PostOrderStatus` (XML `<order><ordernr/><statuscode/></order>`) sets a status
+  code (a whole number; 404 for an unknown ordernr) and moves the order's change date. A posted order
+  starts at status 1, one rung up at 2 unless given.
 * Control routes (`/sandbox/…`, no auth): `articles` (seed or change articles, with stock per warehouse),
-  `stock` (a count or a sale), `suppliers`, `orders` (GET: what was posted), `clock` (time passes), and
-  the kit's state, reset, fail (faults), faults and counters.
+  `stock` (a count or a sale), `suppliers`, `orders` (GET: what was posted), `orders/ring-up` (orders made
+  in Winstore itself: the till, another channel; stock moves), `orders/status` (a user changes a status),
+  `customers` (create or change), `clock` (time passes), and the kit's state, reset, fail (faults),
+  faults and counters.
 """
 
 from connectors.winstore.sandbox.app import create_sandbox

@@ -29,7 +29,7 @@ from connectors.sandboxkit import (
 )
 from connectors.sandboxkit import sandbox_app as kit_app
 from connectors.sandboxkit.routing import ErrorRenderer
-from connectors.winstore.sandbox.store import OrderRefused, StockRefused, WinstoreStore
+from connectors.winstore.sandbox.store import OrderRefused, StockRefused, WinstoreStore, status_of
 
 __all__ = ["PREFIX", "SandboxConfig", "WinstoreSandbox", "create_sandbox", "main"]
 
@@ -54,7 +54,8 @@ class WinstoreSandbox(Sandbox):
 
     def state(self) -> dict[str, Any]:
         return super().state() | {"articles": len(self.store.articles), "stock_rows": len(self.store.stock),
-                                  "orders": len(self.store.orders), "suppliers": len(self.store.suppliers)}  # fmt: skip
+                                  "orders": len(self.store.orders), "suppliers": len(self.store.suppliers),
+                                  "customers": len(self.store.customers)}  # fmt: skip
 
     def reset(self, options: Mapping[str, Any] | None = None) -> None:
         super().reset(options)
@@ -70,6 +71,14 @@ class Refusal(Exception):
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+
+
+async def _xml_body(request: Request) -> bytes:
+    """The body of a POST that takes an XML document; 415 for any other media type."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/xml", "text/xml"):
+        raise Refusal(415, f"The request entity's media type '{kind}' is not supported for this resource.")
+    return await request.body()
 
 
 def wants_xml(request: Request) -> bool:
@@ -89,7 +98,15 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
     return value
+
+
+_ITEM = {"positions": "position"}
+"""A list in a record → the element each entry becomes (an order's positions, as in the posted document)."""
 
 
 def _xml_value(name: str, value: Any) -> str:
@@ -97,6 +114,10 @@ def _xml_value(name: str, value: Any) -> str:
         return f'<{name} i:nil="true"/>'
     if isinstance(value, bool):
         return f"<{name}>{'true' if value else 'false'}</{name}>"
+    if isinstance(value, dict):
+        return f"<{name}>{''.join(_xml_value(k, v) for k, v in value.items())}</{name}>"
+    if isinstance(value, list):
+        return f"<{name}>{''.join(_xml_value(_ITEM.get(name, 'item'), v) for v in value)}</{name}>"
     return f"<{name}>{escape(str(_plain(value)))}</{name}>"
 
 
@@ -172,6 +193,9 @@ class WebService:
             api.route("/GetArticleDataBySupplierId", self.supplier_articles),
             api.route("/PostOrderWithStatusCode", self.post_order, methods=["POST"]),
             api.route("/PostStock", self.post_stock, methods=["POST"]),
+            api.route("/GetOrdersByDate", self.orders_changed),
+            api.route("/GetCustomerDataChangesByDate", self.customers_changed),
+            api.route("/PostOrderStatus", self.post_order_status, methods=["POST"]),
             unrouted.route("/{path:path}", self.unknown, methods=ALL_METHODS, name="unknown"),
         ]
 
@@ -227,22 +251,28 @@ class WebService:
         return answer(request, self.store.articles_of_supplier(supplier), element="Article")
 
     async def post_order(self, request: Request) -> Response:
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind not in ("application/xml", "text/xml"):
-            raise Refusal(415, f"The request entity's media type '{kind}' is not supported for this resource.")
-        order = self.store.book(await request.body())
+        order = self.store.book(await _xml_body(request))
         result = {"StatusCode": 200, "Message": f"Order {order['ordernr']} imported", "OrderId": order["id"]}
         return answer(request, result, element="OrderResult")
 
     async def post_stock(self, request: Request) -> Response:
         """PostStock [U]: `<stock><artkey/><warehouse/><amount/></stock>`, the article's absolute level."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind not in ("application/xml", "text/xml"):
-            raise Refusal(415, f"The request entity's media type '{kind}' is not supported for this resource.")
-        artkey, warehouse, entry = self.store.post_stock(await request.body())
+        artkey, warehouse, entry = self.store.post_stock(await _xml_body(request))
         result = {"StatusCode": 200, "Message": f"Stock of article {artkey} in warehouse {warehouse} set to "
                   f"{entry.quantity}"}  # fmt: skip
         return answer(request, result, element="StockResult")
+
+    async def orders_changed(self, request: Request) -> Response:
+        return answer(request, self.store.orders_since(self._since(request)), element="Order")
+
+    async def customers_changed(self, request: Request) -> Response:
+        return answer(request, self.store.customers_since(self._since(request)), element="Customer")
+
+    async def post_order_status(self, request: Request) -> Response:
+        number, code = status_of(await _xml_body(request))
+        order = self.store.set_status(number, code)
+        result = {"StatusCode": 200, "Message": f"Order {number} status {code}", "OrderId": order["id"]}
+        return answer(request, result, element="OrderResult")
 
     async def unknown(self, request: Request) -> Response:
         raise Refusal(404, f"No HTTP resource was found that matches the request URI '{request.url.path}'.")
@@ -299,6 +329,40 @@ def control_routes(sb: WinstoreSandbox) -> Control:
     control.route("/suppliers", suppliers)
     control.route("/orders", orders, methods=["GET"])
     control.route("/clock", clock)
+
+    async def ring_up(request: Request) -> Response:
+        """{"orders": [{ordernr?, customerid?, email?, channel?, statuscode?, invoice_add?, positions: [{ArtNr or
+        product_id, amount, single_price?, reduction?}]}]}: orders made in Winstore itself (the till, another
+        channel); their stock moves. Default channel "till", status code "2"."""
+        body = await request_fields(request)
+        given = body.get("orders")
+        if not isinstance(given, list) or not all(isinstance(o, dict) for o in given):
+            raise ValueError("orders must be a list of order objects")
+        done = [sb.store.ring_up(fields) for fields in given]
+        return JSONResponse({"orders": [{"ordernr": o["ordernr"], "id": o["id"]} for o in done]})
+
+    async def order_status(request: Request) -> Response:
+        """{"ordernr", "statuscode"}: a user changes an order's status in Winstore."""
+        body = await request_fields(request)
+        try:
+            order = sb.store.set_status(str(body["ordernr"]), str(body["statuscode"]))
+        except OrderRefused as exc:
+            return JSONResponse({"error": exc.message}, exc.status)
+        return JSONResponse({"ordernr": order["ordernr"], "statuscode": order["statuscode"]})
+
+    async def customers(request: Request) -> Response:
+        """{"customers": [{customerid?, company, fname, lname, email, phone, street, streetnr, zip, city,
+        countryISO}]}: created, or changed (by customerid) as a user would; their change dates move."""
+        body = await request_fields(request)
+        given = body.get("customers")
+        if not isinstance(given, list) or not all(isinstance(c, dict) for c in given):
+            raise ValueError("customers must be a list of customer objects")
+        done = [sb.store.upsert_customer(fields) for fields in given]
+        return JSONResponse({"customers": [c["customerid"] for c in done]})
+
+    control.route("/orders/ring-up", ring_up)
+    control.route("/orders/status", order_status)
+    control.route("/customers", customers)
     return control
 
 

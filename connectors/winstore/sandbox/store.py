@@ -1,5 +1,5 @@
-"""The Winstore sandbox's state: articles, stock per warehouse, suppliers, the orders posted, and the rules
-an order document must keep.
+"""The Winstore sandbox's state: articles, stock per warehouse, suppliers, orders (posted, or rung up at
+the till and in other channels) with their status code, customers, and the rules an order document must keep.
 
 Change dates are second-precision local time (the sandbox's `zone`) and move whenever an article's data
 or stock changes — through the control routes (a user in Winstore) or an order booked (its lines take
@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-__all__ = ["ARTICLE_FIELDS", "OrderRefused", "StockRefused", "WinstoreStore"]
+__all__ = ["ARTICLE_FIELDS", "CUSTOMER_FIELDS", "POSTED_STATUS", "OrderRefused", "StockRefused", "WinstoreStore"]
 
 ARTICLE_FIELDS = ("ArtKey", "ArtNr", "Gtin", "Description", "SalesPrice", "VatPercentage", "SupplierId",
                   "SupplierArtNr", "Brand", "Colour", "Active", "ChangeDate")  # fmt: skip
@@ -29,6 +29,12 @@ ADDRESS_ELEMENTS = frozenset({"fname", "lname", "street", "streetnr", "zip", "ci
 POSITION_ELEMENTS = frozenset({"product_id", "amount", "single_price", "type", "branch", "reduction"})
 POSITION_TYPES = frozenset({"S"})
 STOCK_ELEMENTS = frozenset({"artkey", "warehouse", "amount"})
+CUSTOMER_FIELDS = ("customerid", "company", "fname", "lname", "email", "phone", "street", "streetnr", "zip", "city",
+                   "countryISO", "changedate")  # fmt: skip
+"""A customer as the sandbox answers it (the assumed read shape [U], see connectors/winstore/client.py)."""
+READ_ADDRESS = ("fname", "lname", "company", "street", "streetnr", "zip", "city", "country", "countryISO", "phone")
+POSTED_STATUS = "1"
+"""The status code an order posted through the API starts with [U]."""
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -67,8 +73,10 @@ class WinstoreStore:
     stock: dict[tuple[int, int], StockEntry] = field(default_factory=dict)
     suppliers: dict[int, str] = field(default_factory=dict)
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    customers: dict[int, dict[str, Any]] = field(default_factory=dict)
     next_key: int = 1001
     next_order: int = 1
+    next_customer: int = 5001
     offset: float = 0.0
     """Seconds added to the clock (`/sandbox/clock`): time passing between a test's steps."""
 
@@ -180,12 +188,53 @@ class WinstoreStore:
             if article is None:
                 raise OrderRefused(400, f"Position {index}: unknown product {position['product_id']}")
             position["artkey"] = article["ArtKey"]
+        self._take_stock(order)
+        order["id"] = self.next_order
+        order["received"] = self.now().isoformat(sep=" ")
+        order["statuscode"] = POSTED_STATUS
+        order["changedate"] = self.now()
+        self.next_order += 1
+        self.orders[number] = order
+        return order
+
+    def _take_stock(self, order: Mapping[str, Any]) -> None:
         for position in order["positions"]:
             key, warehouse = position["artkey"], position.get("branch") or order["branch"]
             held = self.stock.get((key, warehouse))
             self.set_stock(key, warehouse, (held.quantity if held else Decimal(0)) - position["amount"])
-        order["id"] = self.next_order
-        order["received"] = self.now().isoformat(sep=" ")
+
+    def ring_up(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """An order made in Winstore itself (at the till, or by another channel), as a user would: `positions`
+        name their article by `ArtNr` or `product_id` (key or GTIN); the rest defaults. Stock moves."""
+        unknown = set(fields) - ORDER_ELEMENTS - {"statuscode", "orderdate"}
+        if unknown:
+            raise ValueError(f"unknown order fields: {', '.join(sorted(unknown))}")
+        number = str(fields.get("ordernr") or f"K{self.next_order:06d}")
+        if number in self.orders:
+            raise ValueError(f"order {number} exists already")
+        branch = int(fields.get("branch") or min(self.branches))
+        positions = []
+        for index, given in enumerate(fields.get("positions") or [], 1):
+            article = self.article_by_number(str(given.get("ArtNr") or "")) if given.get("ArtNr") else \
+                self._article_for(str(given.get("product_id") or ""))  # fmt: skip
+            if article is None:
+                raise KeyError(f"position {index}: no article {given.get('ArtNr') or given.get('product_id')!r}")
+            price = _decimal(given.get("single_price", article.get("SalesPrice") or 0), "single_price")
+            position = {"product_id": str(article["ArtKey"]), "artkey": article["ArtKey"],
+                        "amount": int(given.get("amount", 1)), "single_price": price, "type": "S", "branch": branch}
+            if given.get("reduction") is not None:
+                position["reduction"] = _decimal(given["reduction"], "reduction")
+            positions.append(position)
+        if not positions:
+            raise ValueError("an order needs positions")
+        total = sum((p["single_price"] * p["amount"] - p.get("reduction", Decimal(0)) for p in positions), Decimal(0))
+        order = {"ordernr": number, "orderdate": str(fields.get("orderdate") or self.now().isoformat(sep=" ")),
+                 "customerid": int(fields.get("customerid") or 999999), "email": str(fields.get("email") or ""),
+                 "branch": branch, "channel": str(fields.get("channel") or "till"), "total": total,
+                 "currency": str(fields.get("currency") or "EUR"), "invoice_add": dict(fields.get("invoice_add") or {}),
+                 "positions": positions, "id": self.next_order, "statuscode": str(fields.get("statuscode") or "2"),
+                 "changedate": self.now()}  # fmt: skip
+        self._take_stock(order)
         self.next_order += 1
         self.orders[number] = order
         return order
@@ -210,6 +259,64 @@ class WinstoreStore:
         if warehouse not in self.warehouses():
             raise StockRefused(400, f"Unknown warehouse {warehouse}")
         return artkey, warehouse, self.set_stock(artkey, warehouse, amount)
+
+    # -- orders' statuses and reads (the assumed endpoints [U]) ---------------------------------------
+
+    def set_status(self, number: str, code: str) -> dict[str, Any]:
+        """The order's status code changed (through the API, or by a user); its change date moves."""
+        order = self.orders.get(number)
+        if order is None:
+            raise OrderRefused(404, f"Order {number[:50]} not found")
+        if not re.fullmatch(r"\d{1,4}", code):
+            raise OrderRefused(400, f"statuscode {code[:10]!r} is not a status code")
+        order["statuscode"] = code
+        order["changedate"] = self.now()
+        return order
+
+    def orders_since(self, since: datetime) -> list[dict[str, Any]]:
+        """Orders changed since `since`, in the assumed read shape [U]: the posted document's elements, the
+        positions' article key as `product_id` with the article number (`artnr`), `statuscode`, `changedate`."""
+        found = sorted((o for o in self.orders.values() if o["changedate"] >= since), key=lambda o: o["id"])
+        return [self._read_order(o) for o in found]
+
+    def _read_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
+        address = {k: order["invoice_add"].get(k) for k in READ_ADDRESS if order["invoice_add"].get(k) is not None}
+        positions = []
+        for p in order["positions"]:
+            article = self.articles.get(p["artkey"], {})
+            positions.append({"product_id": str(p["artkey"]), "artnr": article.get("ArtNr"), "amount": p["amount"],
+                              "single_price": p["single_price"], "type": p.get("type", "S"),
+                              "branch": p.get("branch", order["branch"]), "reduction": p.get("reduction")})  # fmt: skip
+        return {"ordernr": order["ordernr"], "orderdate": order["orderdate"], "customerid": order["customerid"],
+                "email": order["email"] or None, "branch": order["branch"], "channel": order["channel"] or None,
+                "total": order["total"], "currency": order["currency"], "statuscode": order["statuscode"],
+                "changedate": order["changedate"], "invoice_add": address, "positions": positions}  # fmt: skip
+
+    # -- customers ------------------------------------------------------------------------------------------
+
+    def upsert_customer(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """A customer created (or the one with this `customerid` changed) as a user would; its change date moves."""
+        unknown = set(fields) - (set(CUSTOMER_FIELDS) - {"changedate"})
+        if unknown:
+            raise ValueError(f"unknown customer fields: {', '.join(sorted(unknown))}")
+        if fields.get("customerid") is not None:
+            customer = self.customers.get(int(fields["customerid"]))
+            if customer is None:
+                customer = {name: None for name in CUSTOMER_FIELDS} | {"customerid": int(fields["customerid"])}
+                self.customers[customer["customerid"]] = customer
+        else:
+            customer = {name: None for name in CUSTOMER_FIELDS} | {"customerid": self.next_customer}
+            self.next_customer += 1
+            self.customers[customer["customerid"]] = customer
+        for name, value in fields.items():
+            if name != "customerid":
+                customer[name] = None if value is None else str(value)
+        customer["changedate"] = self.now()
+        return customer
+
+    def customers_since(self, since: datetime) -> list[dict[str, Any]]:
+        found = (c for c in self.customers.values() if c["changedate"] >= since)
+        return sorted(found, key=lambda c: c["customerid"])
 
     def _article_for(self, product_id: str) -> dict[str, Any] | None:
         if product_id.isdigit() and int(product_id) in self.articles:
@@ -299,6 +406,21 @@ def order_of(body: bytes) -> dict[str, Any]:
             entry["reduction"] = _money(values["reduction"], f"position {index} reduction")
         order["positions"].append(entry)
     return order
+
+
+def status_of(body: bytes) -> tuple[str, str]:
+    """(ordernr, statuscode) from `<order><ordernr/><statuscode/></order>` [U], read strictly; OrderRefused."""
+    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
+        raise OrderRefused(400, "DTDs are not accepted")
+    try:
+        root = ET.fromstring(body)  # noqa: S314 - no DTD (refused above), so no entity expansion
+    except ET.ParseError as exc:
+        raise OrderRefused(400, f"The document is not well-formed XML: {exc}") from None
+    if root.tag != "order":
+        raise OrderRefused(400, f"The root element must be order, not {root.tag}")
+    values = {child.tag: (child.text or "").strip() for child in root}
+    _known(values, frozenset({"ordernr", "statuscode"}), "order")
+    return _required(values, "ordernr"), _required(values, "statuscode")
 
 
 def _known(found: Mapping[str, Any], known: frozenset[str], where: str) -> None:

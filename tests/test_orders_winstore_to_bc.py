@@ -1,0 +1,370 @@
+"""Orders and customers Winstore → Business Central, and order statuses Business Central → Winstore: orders rung
+up in Winstore (at the till, or in another channel) polled through the assumed `GetOrdersByDate` [U], booked as
+sales orders or sales invoices; customers polled through `GetCustomerDataChangesByDate` [U]; a released order's
+status written back through `PostOrderStatus` [U]. Both sandboxes over real HTTP (uvicorn), real Redis, the real
+poller and the generic flows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from connectors.businesscentral.sandbox import BusinessCentralSandbox, create_sandbox
+from connectors.winstore.sandbox import create_sandbox as winstore_sandbox
+from connectors.winstore.sandbox.app import PREFIX
+from gateway.activity import ActivityLog
+from gateway.config import Config, parse_config
+from gateway.envelope import Envelope, Event
+from gateway.errors import PermanentError
+from gateway.ingest import JOB_FUNC, make_queue
+from gateway.stack import LiveServer, serve
+from tests.test_businesscentral_sandbox import CONFIG, SECRET, system_entry
+from workers import runtime
+from workers.inbox import pump_for
+from workers.jobs import process_event, run_event
+from workers.pollers import poll
+
+pytestmark = pytest.mark.integration
+
+WS_USER, WS_PASSWORD = "koppel", "winstore-secret"
+ENV = {"BC_SECRET": SECRET, "WS_USER": WS_USER, "WS_PASSWORD": WS_PASSWORD}
+ARTICLES = [
+    {"ArtNr": "KOP-TASSE-BL", "Description": "Tasse blauw", "SalesPrice": "12.10", "VatPercentage": "21",
+     "stock": {"1": 20}},
+    {"ArtNr": "KOP-KOF-1KG", "Description": "Koffie 1 kg", "SalesPrice": "21.80", "VatPercentage": "9",
+     "stock": {"1": 10}},
+    {"ArtNr": "WS-ONLY", "Description": "Alleen in Winstore", "SalesPrice": "5.00", "VatPercentage": "21"},
+]  # fmt: skip
+TO_BC, BACK, CUSTOMERS = "winstore-to-bc", "bc-to-winstore", "winstore-customers-to-bc"
+SETUP_TABLES = {
+    "tax_areas": {"default": "EXPORT", "entries": {"NL": "DOMESTIC", "BE": "EU"}},
+    "payment_terms": {"entries": {"NL": "30 DAYS"}},
+}
+ANNA = {"email": "anna@example.com", "invoice_add": {"fname": "Anna", "lname": "Smit", "street": "Kade",
+        "streetnr": "1", "zip": "2611 AA", "city": "Delft", "countryISO": "NL"}}  # fmt: skip
+
+
+def make_config(bc_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
+    return parse_config(
+        {
+            "systems": [
+                system_entry(bc_url),
+                {"id": "winstore", "kind": "winstore", "base_url": ws_url + PREFIX,
+                 "credentials": {"username": "env:WS_USER", "password": "env:WS_PASSWORD"},
+                 "settings": {"branch": 1, "channel": "webshop"}},
+            ],
+            "integrations": [
+                {"id": TO_BC, "source": "winstore", "target": "bc", "flows": ["orders"],
+                 "settings": {"document_type": "sales_order"} | settings},
+                {"id": BACK, "source": "bc", "target": "winstore", "flows": ["orders"],
+                 "settings": {"order_mode": "status"},
+                 "tables": {"order_statuses": {"entries": {"released": "2"}}}},
+                {"id": CUSTOMERS, "source": "winstore", "target": "bc", "flows": ["customers"],
+                 "tables": SETUP_TABLES},
+            ],
+        },
+        environ=ENV,
+    )  # fmt: skip
+
+
+@dataclass
+class Env:
+    bc_live: LiveServer
+    winstore: LiveServer
+    bc: BusinessCentralSandbox
+    http: httpx.Client
+    conn: redis.Redis
+    rt: runtime.Runtime
+
+    # -- Winstore, as its users change it ----------------------------------------------------------------
+
+    def ring_up(self, *lines: tuple[str, int], **order: Any) -> str:
+        """An order made in Winstore (at the till unless `channel` says otherwise); its ordernr."""
+        positions = [{"ArtNr": sku, "amount": amount} for sku, amount in lines]
+        body = {"orders": [{"positions": positions} | order]}
+        answer = self.http.post(f"{self.winstore.url}/sandbox/orders/ring-up", json=body).raise_for_status()
+        return str(answer.json()["orders"][0]["ordernr"])
+
+    def set_status(self, number: str, code: str) -> None:
+        body = {"ordernr": number, "statuscode": code}
+        self.http.post(f"{self.winstore.url}/sandbox/orders/status", json=body).raise_for_status()
+
+    def advance(self, seconds: int) -> None:
+        self.http.post(f"{self.winstore.url}/sandbox/clock", json={"advance": seconds}).raise_for_status()
+
+    def customer(self, **fields: Any) -> int:
+        answer = self.http.post(f"{self.winstore.url}/sandbox/customers", json={"customers": [fields]})
+        return int(answer.raise_for_status().json()["customers"][0])
+
+    def article_keys(self) -> dict[str, str]:
+        answer = self.http.get(f"{self.winstore.url}{PREFIX}/GetArticleDataChangesByDate",
+                               params={"date": "2000-01-01T00:00:00+00:00"}, auth=(WS_USER, WS_PASSWORD))  # fmt: skip
+        return {a["ArtNr"]: str(a["ArtKey"]) for a in answer.raise_for_status().json()}
+
+    def winstore_orders(self) -> dict[str, dict[str, Any]]:
+        listed = self.http.get(f"{self.winstore.url}/sandbox/orders").raise_for_status().json()["orders"]
+        return {o["ordernr"]: o for o in listed}
+
+    # -- Business Central -----------------------------------------------------------------------------------
+
+    @property
+    def company(self) -> str:
+        return self.bc.company()
+
+    def records(self, entity: str) -> list[dict[str, Any]]:
+        return list(self.bc.store.records[self.company][entity].values())
+
+    def seed(self, entity: str, *records: dict[str, Any]) -> dict[str, str]:
+        answer = self.http.post(f"{self.bc_live.url}/sandbox/seed", json={"entity": entity, "records": list(records)})
+        return answer.raise_for_status().json()["ids"]  # type: ignore[no-any-return]
+
+    def change(self, entity: str, record_id: str, **fields: Any) -> None:
+        body = {"entity": entity, "id": record_id, "fields": fields}
+        self.http.post(f"{self.bc_live.url}/sandbox/change", json=body).raise_for_status()
+
+    # -- Koppel -------------------------------------------------------------------------------------------
+
+    def process(self, system: str, stream: str, integration: str) -> list[dict[str, Any]]:
+        """Poll one stream (the real poller job), then run every queued event; `integration`'s results."""
+        poll(system, stream)
+        pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
+        queue = make_queue(self.conn, self.rt.config.gateway.queue)
+        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
+        events = [job for job in jobs if job is not None and job.func_name == JOB_FUNC]
+        for job in events:
+            queue.remove(job)
+        results = [process_event(job.args[0])["integrations"] for job in events]
+        return [r[integration] for r in results if integration in r]
+
+    def orders(self) -> list[dict[str, Any]]:
+        return self.process("winstore", "orders", TO_BC)
+
+    def run(self, number: str) -> dict[str, Any]:
+        """The Winstore order `number` as read now, run as a replayed event (errors raised, not recorded)."""
+        changes = [c for page, _ in self.rt.source("winstore").changes("orders", None) for c in page]
+        [change] = [c for c in changes if c.resource_id == number]
+        event = Event("order.sync", "order", number, f"k{uuid.uuid4()}", change.record)
+        envelope = Envelope.wrap(event, source="winstore", endpoint="winstore")
+        integration = next(i for i in self.rt.config.integrations if i.id == TO_BC)
+        return run_event(self.rt, integration, envelope).as_dict()
+
+
+@pytest.fixture
+def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    settings = getattr(request, "param", {})
+    bc_app = create_sandbox(CONFIG)
+    bc_live = serve(bc_app, name="Business Central sandbox")
+    winstore = serve(winstore_sandbox(username=WS_USER, password=WS_PASSWORD), name="Winstore sandbox")
+    try:
+        with httpx.Client(timeout=30) as http:
+            http.post(f"{winstore.url}/sandbox/articles", json={"articles": ARTICLES}).raise_for_status()
+            rt = runtime.Runtime(config=make_config(bc_live.url, winstore.url, settings), connection=rconn)
+            monkeypatch.setattr(runtime, "_runtime", rt)
+            try:
+                env = Env(bc_live, winstore, bc_app.state.sandbox, http, rconn, rt)
+                env.seed("items", {"number": "KOP-TASSE-BL", "displayName": "Tasse blauw"},
+                         {"number": "KOP-KOF-1KG", "displayName": "Koffie 1 kg"})  # fmt: skip
+                yield env
+            finally:
+                rt.close()
+    finally:
+        winstore.stop()
+        bc_live.stop()
+
+
+def lines_of(document: dict[str, Any], entity: str) -> list[tuple[str, Decimal, Decimal]]:
+    key = "salesOrderLines" if entity == "salesOrders" else "salesInvoiceLines"
+    return [(line["lineObjectNumber"], Decimal(str(line["quantity"])), Decimal(str(line["unitPrice"])))
+            for line in document[key]]  # fmt: skip
+
+
+# -- orders ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("env", "entity"), [({"document_type": "sales_order"}, "salesOrders"),
+                                             ({"document_type": "sales_invoice"}, "salesInvoices")],
+                         indirect=["env"])  # fmt: skip
+def test_an_order_rung_up_in_winstore_is_booked_once_with_its_customer_and_lines(env, entity):
+    number = env.ring_up(("KOP-TASSE-BL", 2), ("KOP-KOF-1KG", 1), **ANNA)
+    [result] = env.orders()
+    assert (result["outcome"], result["number"], result["account"]) == ("created", number, "created"), result
+    [document] = env.records(entity)
+    assert document["id"] == result["target_id"] and document["externalDocumentNumber"] == number
+    assert document["pricesIncludeTax"] is True  # a till's prices, VAT included
+    assert lines_of(document, entity) == [("KOP-TASSE-BL", 2, Decimal("12.10")), ("KOP-KOF-1KG", 1, Decimal("21.80"))]
+    [customer] = env.records("customers")
+    assert document["customerId"] == customer["id"]
+    assert (customer["type"], customer["displayName"], customer["email"]) == ("Person", "Anna Smit", "anna@example.com")
+    assert (customer["addressLine1"], customer["postalCode"], customer["city"]) == ("Kade 1", "2611 AA", "Delft")
+    env.advance(60)
+    env.set_status(number, "2")  # saved again in Winstore (its change date moves): polled again, skipped by the ledger
+    [again] = env.orders()
+    assert (again["outcome"], again["target_id"], again["calls"]) == ("skipped", result["target_id"], 0), again
+    assert len(env.records(entity)) == 1
+
+
+def test_a_reduction_at_the_till_is_a_discount_line_on_the_discount_item(env):
+    env.seed("items", {"number": "DISCOUNT", "displayName": "Korting", "type": "Service"})
+    positions = [{"ArtNr": "KOP-TASSE-BL", "amount": 2, "reduction": "2.42"}, {"ArtNr": "KOP-KOF-1KG", "amount": 1}]
+    env.http.post(f"{env.winstore.url}/sandbox/orders/ring-up",
+                  json={"orders": [{"positions": positions} | ANNA]}).raise_for_status()  # fmt: skip
+    [result] = env.orders()
+    assert result["outcome"] == "created", result
+    [document] = env.records("salesOrders")
+    assert lines_of(document, "salesOrders") == [("KOP-TASSE-BL", 2, Decimal("12.10")),
+                                                 ("KOP-KOF-1KG", 1, Decimal("21.80")),
+                                                 ("DISCOUNT", 1, Decimal("-2.42"))]  # fmt: skip
+
+
+def test_only_orders_in_a_booked_status_travel(env):
+    number = env.ring_up(("KOP-TASSE-BL", 1), statuscode="0", **ANNA)  # pending (DEFAULT_STATUS_NAMES)
+    [result] = env.orders()
+    assert (result["outcome"], result["reason"]) == ("skipped", "status 'pending' is not synced")
+    env.set_status(number, "1")  # processing: booked by default
+    [booked] = env.orders()
+    assert booked["outcome"] == "created", booked
+    assert len(env.records("salesOrders")) == 1
+
+
+@pytest.mark.parametrize("env", [{"order_statuses": ["2"]}], indirect=True)
+def test_the_status_filter_is_configured_in_winstores_status_codes(env):
+    number = env.ring_up(("KOP-TASSE-BL", 1), statuscode="1", **ANNA)
+    [result] = env.orders()
+    assert (result["outcome"], result["reason"]) == ("skipped", "status 'processing' is not synced")
+    env.set_status(number, "2")
+    [booked] = env.orders()
+    assert booked["outcome"] == "created", booked
+
+
+def test_an_order_already_in_business_central_is_an_error_level_skip(env):
+    number = env.ring_up(("KOP-TASSE-BL", 1), **ANNA)
+    customer = env.seed("customers", {"number": "C1", "displayName": "Anna Smit", "email": "anna@example.com"})["C1"]
+    env.rt.target("bc").create_order("sales_order", {
+        "externalDocumentNumber": number, "customerId": customer,
+        "salesOrderLines": [{"lineType": "Item", "lineObjectNumber": "KOP-TASSE-BL", "quantity": 1}]})  # fmt: skip
+    [document] = env.records("salesOrders")
+    [result] = env.orders()
+    assert (result["outcome"], result["target_id"], result["level"]) == ("skipped", document["id"], "error"), result
+    assert "not booked by Koppel" in result["reason"]
+    assert len(env.records("salesOrders")) == 1
+    [entry] = ActivityLog(env.conn).entries(TO_BC)
+    assert (entry.outcome, entry.level) == ("skipped", "error")
+
+
+def test_a_company_customer_is_created_then_updated_by_e_mail(env):
+    company = {"email": "inkoop@noord.example", "invoice_add": {
+        "company": "Koffiebranderij Noord B.V.", "fname": "Jan", "lname": "Smit", "street": "Markt", "streetnr": "3",
+        "zip": "9711 AA", "city": "Groningen", "countryISO": "NL"}}  # fmt: skip
+    env.ring_up(("KOP-TASSE-BL", 1), **company)
+    [first] = env.orders()
+    assert first["account"] == "created", first
+    [customer] = env.records("customers")
+    assert (customer["type"], customer["displayName"]) == ("Company", "Koffiebranderij Noord B.V.")
+    moved = company | {"invoice_add": company["invoice_add"] | {"street": "Vismarkt", "streetnr": "10"}}
+    env.ring_up(("KOP-KOF-1KG", 1), **moved)
+    [second] = env.orders()
+    assert (second["outcome"], second["account"]) == ("created", "updated"), second
+    [customer] = env.records("customers")  # the same customer, its address updated
+    assert customer["addressLine1"] == "Vismarkt 10"
+    assert {o["customerId"] for o in env.records("salesOrders")} == {customer["id"]}
+
+
+def test_every_article_must_exist_in_business_central_and_a_missing_one_is_named(env):
+    number = env.ring_up(("KOP-TASSE-BL", 1), ("WS-ONLY", 2), **ANNA)
+    with pytest.raises(PermanentError, match=r"SKU\(s\) WS-ONLY do not exist as items in Business Central"):
+        env.run(number)
+    assert env.records("salesOrders") == []
+
+
+@pytest.mark.parametrize("env", [{"default_customer": "KASSA"}], indirect=True)
+def test_with_a_default_customer_every_order_is_booked_on_it(env):
+    ids = env.seed("customers", {"number": "KASSA", "displayName": "Kassaverkopen"})
+    env.ring_up(("KOP-TASSE-BL", 3))  # an anonymous sale at the till: no e-mail, no address
+    [result] = env.orders()
+    assert (result["outcome"], result["account"]) == ("created", "default"), result
+    [document] = env.records("salesOrders")
+    assert document["customerId"] == ids["KASSA"]
+    assert len(env.records("customers")) == 1  # none created
+
+
+def test_an_anonymous_sale_without_a_default_customer_names_the_missing_e_mail(env):
+    number = env.ring_up(("KOP-TASSE-BL", 1))
+    with pytest.raises(PermanentError, match=f"winstore order {number} has no customer e-mail address"):
+        env.run(number)
+
+
+def test_orders_koppel_posted_into_winstore_never_travel_back(env):
+    """An order another system gave Winstore through Koppel (its channel is Winstore's `channel` setting, or it
+    is recorded as posted) is no Winstore order: the orders stream leaves it out."""
+    target = env.rt.target("winstore")
+    key = env.article_keys()["KOP-TASSE-BL"]
+    document = {"ordernr": "WEB-77", "orderdate": "2026-03-14 10:00:00", "customerid": 999999, "branch": 1,
+                "channel": "webshop", "total": "12.10", "currency": "EUR", "koppel_origin": "shop:77",
+                "positions": [{"product_id": key, "amount": 1, "single_price": "12.10", "type": "S"}]}  # fmt: skip
+    target.create_order("order", document)
+    target.create_order("order", document | {"ordernr": "WEB-78", "channel": "other"})
+    assert set(env.winstore_orders()) == {"WEB-77", "WEB-78"}
+    assert env.orders() == []
+    assert env.records("salesOrders") == []
+
+
+def test_a_released_order_gets_its_status_back_in_winstore(env):
+    number = env.ring_up(("KOP-TASSE-BL", 1), statuscode="1", channel="telefoon", **ANNA)
+    [booked] = env.orders()
+    assert booked["outcome"] == "created", booked
+    [open_] = env.process("bc", "salesOrders", BACK)  # open: the table maps only released
+    assert open_["outcome"] == "skipped" and "changes nothing in Winstore" in open_["reason"], open_
+    assert env.winstore_orders()[number]["statuscode"] == "1"
+    env.change("salesOrders", booked["target_id"], status="Released")
+    [back] = env.process("bc", "salesOrders", BACK)
+    assert (back["outcome"], back["target_id"], back["reason"]) == ("updated", number,
+                                                                  "status 1 → 2 (Business Central status released)")
+    assert env.winstore_orders()[number]["statuscode"] == "2"
+    # Winstore's change (its change date moved) is polled: the order is booked already, nothing more happens
+    [again] = env.orders()
+    assert (again["outcome"], again["calls"]) == ("skipped", 0), again
+    assert len(env.records("salesOrders")) == 1
+
+
+# -- customers ---------------------------------------------------------------------------------------------------
+
+
+def seed_setup(env: Env) -> dict[str, str]:
+    ids = {}
+    for entity, codes in (("taxAreas", ["DOMESTIC", "EU", "EXPORT"]), ("paymentTerms", ["30 DAYS"])):
+        env.seed(entity, *({"code": code, "displayName": code.title()} for code in codes))
+        ids |= {f"{entity}:{r['code']}": r["id"] for r in env.records(entity)}
+    return ids
+
+
+def test_winstore_customers_are_created_and_their_addresses_kept_up_to_date(env):
+    ids = seed_setup(env)
+    company = env.customer(company="Bakkerij Jörg B.V.", fname="Jörg", lname="Bakker", email="inkoop@joerg.example",
+                           phone="030-1234567", street="Oudegracht", streetnr="112a", zip="3511 AX", city="Utrecht",
+                           countryISO="NL")  # fmt: skip
+    env.customer(fname="Els", lname="Peeters", email="els@example.be", street="Meir", streetnr="1", zip="2000",
+                 city="Antwerpen", countryISO="BE")  # fmt: skip
+    results = env.process("winstore", "customers", CUSTOMERS)
+    assert sorted(r["outcome"] for r in results) == ["created", "created"], results
+    made = {c["email"]: c for c in env.records("customers")}
+    joerg, els = made["inkoop@joerg.example"], made["els@example.be"]
+    assert (joerg["type"], joerg["displayName"], joerg["addressLine1"], joerg["city"]) == (
+        "Company", "Bakkerij Jörg B.V.", "Oudegracht 112a", "Utrecht")
+    assert (els["type"], els["displayName"], els["country"]) == ("Person", "Els Peeters", "BE")
+    # posting setup from the integration's tables, by billing country
+    assert joerg["taxAreaId"] == ids["taxAreas:DOMESTIC"] and joerg["paymentTermsId"] == ids["paymentTerms:30 DAYS"]
+    assert els["taxAreaId"] == ids["taxAreas:EU"]
+    env.customer(customerid=company, street="Neude", streetnr="5", zip="3512 AD")  # moved, in Winstore
+    [moved] = env.process("winstore", "customers", CUSTOMERS)
+    assert moved["outcome"] == "updated", moved
+    joerg = next(c for c in env.records("customers") if c["email"] == "inkoop@joerg.example")
+    assert (joerg["addressLine1"], joerg["postalCode"], joerg["city"]) == ("Neude 5", "3512 AD", "Utrecht")
+    assert len(env.records("customers")) == 2
+    assert env.process("winstore", "customers", CUSTOMERS) == []  # nothing changed since: nothing queued
