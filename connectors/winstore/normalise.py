@@ -6,7 +6,10 @@ answers, the others are plausible spellings (Dutch ones included) of the same fi
 
 Winstore holds simple products only: a record is always read as one simple product. Variants,
 categories and images a record might carry are not read (a record claiming a type other than simple is
-still a simple product); the article's supplier, brand and colour travel as custom fields.
+still a simple product). The article's descriptive fields travel as `features` under fixed names —
+`supplier`, `supplier_number`, `brand`, `colour`, `group` (the article group) — so a target's mapping
+picks them through mapping tables (`$mapped('features', …)`, `$table(…)`), and as custom fields
+(`winstore_<name>`); its unit of sale is `unit`.
 
 Prices: Winstore is a till system; its sales price is the consumer price, VAT included (`price_incl`),
 with the article's VAT percentage when it gives one. Dates without an offset are local time in the
@@ -45,9 +48,13 @@ ARTICLE: dict[str, tuple[str, ...]] = {
     "supplier_number": ("SupplierArtNr", "LeveranciersArtNr", "SupplierArticleNumber"),
     "brand": ("Brand", "Merk"),
     "colour": ("Colour", "Color", "Kleur"),
+    "group": ("ArticleGroup", "Artikelgroep", "ArticleGroupId", "Group", "Groep", "ProductGroup"),
+    "unit": ("Unit", "Eenheid", "UnitOfMeasure", "SalesUnit"),
     "active": ("Active", "Actief", "Blocked"),
     "changed": ("ChangeDate", "ChangedDate", "LastChanged", "Changed", "ModifiedDate", "Mutatiedatum", "Date"),
 }
+FEATURES = ("supplier", "supplier_number", "brand", "colour", "group")
+"""The article fields read as the product's `features` (under these names)."""
 STOCK: dict[str, tuple[str, ...]] = {
     "warehouse": ("Warehouse", "WarehouseId", "Magazijn", "Branch", "Filiaal"),
     "quantity": ("Stock", "Quantity", "Voorraad", "Qty", "FreeStock"),
@@ -122,11 +129,12 @@ def normalise_product(record: Any, *, zone: str = DEFAULT_ZONE) -> Product:
     sku = sku_of(record)
     if sku is None:
         raise PermanentError(f"{label}: the article has neither an article number nor a GTIN")
-    custom: dict[str, Any] = {}
-    for name in ("supplier", "supplier_number", "brand", "colour"):
+    features: dict[str, str] = {}
+    for name in FEATURES:
         value = field(record, *ARTICLE[name])
-        if value is not None:
-            custom[f"winstore_{name}"] = str(value)
+        if value is not None and str(value).strip():
+            features[name] = str(value).strip()
+    unit = field(record, *ARTICLE["unit"])
     gtin = field(record, *ARTICLE["gtin"])
     name = field(record, *ARTICLE["name"])
     description = field(record, *ARTICLE["long_description"])
@@ -141,8 +149,10 @@ def normalise_product(record: Any, *, zone: str = DEFAULT_ZONE) -> Product:
         ean=str(gtin) if gtin is not None else None,
         description=str(description) if description is not None else None,
         published=_active(record),
+        unit=(str(unit).strip() or None) if unit is not None else None,
+        features=features,
         modified_at=change_time(record, zone),
-        custom_fields=custom,
+        custom_fields={f"winstore_{name}": value for name, value in features.items()},
     ))
 
 
