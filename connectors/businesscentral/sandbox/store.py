@@ -295,6 +295,8 @@ class Store:
             area = self.table(company, "taxAreas").get(record["taxAreaId"])
             record["taxAreaDisplayName"] = area["displayName"] if area else ""
         if entity in LINES:
+            if creating and not record["number"]:  # BC numbers a document from its number series
+                record["number"] = self.next_number(company, entity)
             record["externalDocumentNumber"] = str(record.get("externalDocumentNumber") or "").upper()[:35]
             self._customer_of(company, record)
 
