@@ -38,6 +38,12 @@ def test_descriptive_fields_are_features_under_fixed_names_and_the_unit_is_the_p
     assert normalise_product({"ArtKey": 8, "ArtNr": "KOF-2"}).unit is None
 
 
+def test_a_vat_percentage_reads_without_trailing_zeros_as_tables_key_it():
+    rates = [normalise_product({"ArtKey": 9, "ArtNr": "X", "VatPercentage": given}).tax_rate
+             for given in ("21.00", "9,0", "5.50", 10, "0.00")]  # fmt: skip
+    assert [str(rate) for rate in rates] == ["21", "9", "5.5", "10", "0"]
+
+
 def test_a_record_claiming_variants_categories_or_images_is_still_one_simple_product():
     record = {"ArtKey": 5, "ArtNr": "X-1", "Description": "Shoe", "Type": "variable",
               "Variants": [{"ArtNr": "X-1-42"}], "Categories": ["Shoes"], "Images": ["https://img/x.jpg"]}  # fmt: skip

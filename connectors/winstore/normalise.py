@@ -107,6 +107,13 @@ def _decimal(value: Any, what: str, label: str) -> Decimal | None:
     return number
 
 
+def _rate(rate: Decimal | None) -> Decimal | None:
+    """A VAT percentage without trailing zeros ("21.00" → 21, "5.50" → 5.5): mapping tables are keyed "21"."""
+    if rate is None:
+        return None
+    return rate.quantize(Decimal(1)) if rate == rate.to_integral_value() else rate.normalize()
+
+
 def _label(record: Mapping[str, Any]) -> str:
     return f"winstore article {sku_of(record) or article_key(record) or '?'}"
 
@@ -145,7 +152,7 @@ def normalise_product(record: Any, *, zone: str = DEFAULT_ZONE) -> Product:
         name=str(name) if name is not None else None,
         type="simple",
         price_incl=_decimal(field(record, *ARTICLE["price"]), "the sales price", label),
-        tax_rate=_decimal(field(record, *ARTICLE["vat"]), "the VAT percentage", label),
+        tax_rate=_rate(_decimal(field(record, *ARTICLE["vat"]), "the VAT percentage", label)),
         ean=str(gtin) if gtin is not None else None,
         description=str(description) if description is not None else None,
         published=_active(record),
