@@ -43,6 +43,7 @@ ARTICLES = [
      "stock": {"1": 20}},
     {"ArtNr": "KOP-KOF-1KG", "Description": "Koffie 1 kg", "SalesPrice": "24.90", "VatPercentage": "9",
      "stock": {"1": 10}},
+    {"ArtNr": "VERZEND", "Description": "Verzendkosten", "SalesPrice": "0", "VatPercentage": "21"},
 ]  # fmt: skip
 
 
@@ -198,6 +199,23 @@ def test_prices_entered_incl_vat_in_bc_are_booked_as_entered(env):
     [position] = order["positions"]
     assert (position["amount"], Decimal(position["single_price"]), Decimal(order["total"])) == (
         4, Decimal("24.90"), Decimal("99.60"))  # fmt: skip
+
+
+@pytest.mark.parametrize("env", [{"fee_item": "VERZEND"}], indirect=True)
+def test_a_g_l_account_line_is_a_fee_on_the_fee_article_and_a_comment_line_is_not_sent(env):
+    order_id = env.bc_order([("KOP-TASSE-BL", 1, 10.00, 21)])
+    company, store = env.company, env.sandbox.store
+    store.add_line(company, "salesOrders", order_id, {"lineType": "Account", "lineObjectNumber": "8100",
+                                                      "description": "Verzendkosten", "quantity": 1,
+                                                      "unitPrice": 4.13, "taxPercent": 21})  # fmt: skip
+    store.add_line(company, "salesOrders", order_id, {"lineType": "Comment", "description": "Achterom bezorgen"})
+    [result] = env.process_polled()
+    assert result["outcome"] == "created", result
+    [order] = env.winstore_orders()
+    keys = env.article_keys()
+    positions = sorted((p["product_id"], p["amount"], Decimal(p["single_price"])) for p in order["positions"])
+    assert positions == sorted([(keys["KOP-TASSE-BL"], 1, Decimal("12.10")), (keys["VERZEND"], 1, Decimal("5.00"))])
+    assert Decimal(order["total"]) == Decimal("17.10")
 
 
 def test_a_replayed_order_is_skipped_and_a_crash_before_the_ledger_finds_the_posted_order(env):
