@@ -31,6 +31,18 @@ def test_sales_order_with_the_customer_entity_and_separate_lines():
     assert order.customer.contact.first_name == "René"
 
 
+def test_a_persons_name_in_the_addresses_is_a_name_and_the_external_number_the_reference():
+    payload = fixture("businesscentral/sales_order.json") | {"externalDocumentNumber": "5001"}
+    payload |= {"customerName": "René François", "billToName": "René François", "shipToName": "Anna de Vries"}
+    order = normalise_sales_order(payload, customer=fixture("businesscentral/customer_person.json"))
+    assert order.reference == "5001"
+    billing = order.billing_address
+    assert (billing.company, billing.first_name, billing.last_name) == (None, "René", "François")
+    assert order.shipping_address.company == "Anna de Vries"  # another name: left as BC holds it
+    company = normalise_sales_order(fixture("businesscentral/sales_order.json"))
+    assert company.billing_address.company == "Adatum Corporation" and company.reference is None
+
+
 def test_customers_and_items():
     company = normalise_customer(fixture("businesscentral/customer_company.json"))
     assert company.kind == "company" and company.vat_number == "GB789456278" and company.currency is None

@@ -28,6 +28,22 @@ def test_an_article_is_a_simple_product_with_its_price_incl_vat_and_local_change
                                      "winstore_brand": "Denimco", "winstore_colour": "stone wash"}  # fmt: skip
 
 
+def test_descriptive_fields_are_features_under_fixed_names_and_the_unit_is_the_products():
+    record = {"ArtKey": 7, "ArtNr": "KOF-1", "Description": "Koffie", "SupplierId": 17, "Brand": " Baristo ",
+              "Artikelgroep": "KOFFIE", "Eenheid": "zak", "Colour": ""}  # fmt: skip
+    product = normalise_product(record)
+    assert product.features == {"supplier": "17", "brand": "Baristo", "group": "KOFFIE"}  # an empty field is none
+    assert product.unit == "zak"
+    assert product.custom_fields == {"winstore_supplier": "17", "winstore_brand": "Baristo", "winstore_group": "KOFFIE"}
+    assert normalise_product({"ArtKey": 8, "ArtNr": "KOF-2"}).unit is None
+
+
+def test_a_vat_percentage_reads_without_trailing_zeros_as_tables_key_it():
+    rates = [normalise_product({"ArtKey": 9, "ArtNr": "X", "VatPercentage": given}).tax_rate
+             for given in ("21.00", "9,0", "5.50", 10, "0.00")]  # fmt: skip
+    assert [str(rate) for rate in rates] == ["21", "9", "5.5", "10", "0"]
+
+
 def test_a_record_claiming_variants_categories_or_images_is_still_one_simple_product():
     record = {"ArtKey": 5, "ArtNr": "X-1", "Description": "Shoe", "Type": "variable",
               "Variants": [{"ArtNr": "X-1-42"}], "Categories": ["Shoes"], "Images": ["https://img/x.jpg"]}  # fmt: skip

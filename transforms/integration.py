@@ -126,6 +126,10 @@ def _check_settings(settings: Mapping[str, Any], flows: list[str], prefix: str) 
             problems.append(
                 f"{prefix}.settings.timezone: {str(zone)[:60]!r} is not a time zone (e.g. Europe/Amsterdam)"
             )
+    status = settings.get("product_status")
+    if status is not None and status not in PRODUCT_STATUSES:
+        problems.append(f"{prefix}.settings.product_status: must be one of {', '.join(map(repr, PRODUCT_STATUSES))} "
+                        "(new items created released, or blocked until someone releases them)")  # fmt: skip
     document = settings.get("document_type")
     if document is not None and "orders" in flows:
         known = sorted({d for t in targets_for("orders") for d in documents("orders", t)})
@@ -134,6 +138,8 @@ def _check_settings(settings: Mapping[str, Any], flows: list[str], prefix: str) 
     return problems
 
 
+PRODUCT_STATUSES = ("publish", "draft")
+"""settings.product_status: whether the products flow creates items published (released) or as drafts (blocked)."""
 _BOOL_SETTINGS = ("prices_include_tax", "item_price_includes_tax", "sync_unpublished_products")
 UPDATE_SWITCHES = {"products": "product_update"}
 """flow → the setting whose table switches the update field groups of its mapping on or off."""

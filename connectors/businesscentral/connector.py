@@ -39,6 +39,9 @@ Quirks (PLATFORMS.md §3 and Microsoft's API v2.0 reference):
   `paymentTermsId`, `paymentMethodId`, `shipmentMethodId`. The customers mapping gives codes ({code, table});
   the target looks them up by `code` and caches them a day per system.
 * An order already in BC that Koppel did not book is an error-level skip (`existing_order_level`).
+* Items have no draft state: `blocked` (no sales, no postings) is what the products mapping sets for
+  `settings.product_status = "draft"`. Item categories are codes the item takes as `itemCategoryCode`
+  (created here when missing); base unit and general product posting group are codes BC validates.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ Business Central quirks handled here:
   whether it is a company or a person. Without it the order's customer is read as a company
   named `customerName` with `shipToContact` as its contact.
 - Dates: `orderDate` is a calendar date; `lastModifiedDateTime` is UTC with "Z".
+- `externalDocumentNumber` is the number of the order in the system it came from (Koppel books a shop's
+  or a till's order with it): the order's `reference`, which tells an order Koppel booked into BC from
+  another system from BC's own, so it never travels back.
 """
 
 from __future__ import annotations
@@ -93,6 +96,10 @@ def normalise_sales_order(
             shipping_address=ship_to,
             currency=doc.text("currencyCode"),
         )
+    contact = buyer.contact if buyer.kind == "person" else None
+    person = " ".join(p for p in (contact.first_name, contact.last_name) if p) if contact is not None else ""
+    if person:  # BC writes a person's name where an address has a company's
+        sell_to, bill_to, ship_to = (_personal(a, person) for a in (sell_to, bill_to, ship_to))
     return Order(
         source=SOURCE,
         id=order_id or "",
@@ -233,6 +240,14 @@ def _address(doc: Reader, prefix: str, *, name: str | None) -> Address | None:
     if not address.model_dump(exclude_none=True, exclude={"name", "company"}):
         return None
     return address
+
+
+def _personal(address: Address | None, person: str) -> Address | None:
+    """An address BC names with the customer's (a person's) name: that name as first and last name, no company."""
+    if address is None or (address.company or "").strip().casefold() != person.casefold():
+        return address
+    first, last = _split_name(address.company)
+    return address.model_copy(update={"company": None, "first_name": first, "last_name": last})
 
 
 def _split_name(name: str | None) -> tuple[str | None, str | None]:

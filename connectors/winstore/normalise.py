@@ -6,7 +6,10 @@ answers, the others are plausible spellings (Dutch ones included) of the same fi
 
 Winstore holds simple products only: a record is always read as one simple product. Variants,
 categories and images a record might carry are not read (a record claiming a type other than simple is
-still a simple product); the article's supplier, brand and colour travel as custom fields.
+still a simple product). The article's descriptive fields travel as `features` under fixed names —
+`supplier`, `supplier_number`, `brand`, `colour`, `group` (the article group) — so a target's mapping
+picks them through mapping tables (`$mapped('features', …)`, `$table(…)`), and as custom fields
+(`winstore_<name>`); its unit of sale is `unit`.
 
 Prices: Winstore is a till system; its sales price is the consumer price, VAT included (`price_incl`),
 with the article's VAT percentage when it gives one. Dates without an offset are local time in the
@@ -72,9 +75,13 @@ ARTICLE: dict[str, tuple[str, ...]] = {
     "supplier_number": ("SupplierArtNr", "LeveranciersArtNr", "SupplierArticleNumber"),
     "brand": ("Brand", "Merk"),
     "colour": ("Colour", "Color", "Kleur"),
+    "group": ("ArticleGroup", "Artikelgroep", "ArticleGroupId", "Group", "Groep", "ProductGroup"),
+    "unit": ("Unit", "Eenheid", "UnitOfMeasure", "SalesUnit"),
     "active": ("Active", "Actief", "Blocked"),
     "changed": ("ChangeDate", "ChangedDate", "LastChanged", "Changed", "ModifiedDate", "Mutatiedatum", "Date"),
 }
+FEATURES = ("supplier", "supplier_number", "brand", "colour", "group")
+"""The article fields read as the product's `features` (under these names)."""
 STOCK: dict[str, tuple[str, ...]] = {
     "warehouse": ("Warehouse", "WarehouseId", "Magazijn", "Branch", "Filiaal"),
     "quantity": ("Stock", "Quantity", "Voorraad", "Qty", "FreeStock"),
@@ -127,6 +134,13 @@ def _decimal(value: Any, what: str, label: str) -> Decimal | None:
     return number
 
 
+def _rate(rate: Decimal | None) -> Decimal | None:
+    """A VAT percentage without trailing zeros ("21.00" → 21, "5.50" → 5.5): mapping tables are keyed "21"."""
+    if rate is None:
+        return None
+    return rate.quantize(Decimal(1)) if rate == rate.to_integral_value() else rate.normalize()
+
+
 def _label(record: Mapping[str, Any]) -> str:
     return f"winstore article {sku_of(record) or article_key(record) or '?'}"
 
@@ -149,11 +163,12 @@ def normalise_product(record: Any, *, zone: str = DEFAULT_ZONE) -> Product:
     sku = sku_of(record)
     if sku is None:
         raise PermanentError(f"{label}: the article has neither an article number nor a GTIN")
-    custom: dict[str, Any] = {}
-    for name in ("supplier", "supplier_number", "brand", "colour"):
+    features: dict[str, str] = {}
+    for name in FEATURES:
         value = field(record, *ARTICLE[name])
-        if value is not None:
-            custom[f"winstore_{name}"] = str(value)
+        if value is not None and str(value).strip():
+            features[name] = str(value).strip()
+    unit = field(record, *ARTICLE["unit"])
     gtin = field(record, *ARTICLE["gtin"])
     name = field(record, *ARTICLE["name"])
     description = field(record, *ARTICLE["long_description"])
@@ -164,12 +179,14 @@ def normalise_product(record: Any, *, zone: str = DEFAULT_ZONE) -> Product:
         name=str(name) if name is not None else None,
         type="simple",
         price_incl=_decimal(field(record, *ARTICLE["price"]), "the sales price", label),
-        tax_rate=_decimal(field(record, *ARTICLE["vat"]), "the VAT percentage", label),
+        tax_rate=_rate(_decimal(field(record, *ARTICLE["vat"]), "the VAT percentage", label)),
         ean=str(gtin) if gtin is not None else None,
         description=str(description) if description is not None else None,
         published=_active(record),
+        unit=(str(unit).strip() or None) if unit is not None else None,
+        features=features,
         modified_at=change_time(record, zone),
-        custom_fields=custom,
+        custom_fields={f"winstore_{name}": value for name, value in features.items()},
     ))
 
 

@@ -6,8 +6,8 @@ What an integration does with an order is its `settings.order_mode` (connectors/
 Booking (a target that books orders: an ERP, an accounting package, a shop taking an ERP's orders):
 0. Never in a loop: an order the target made and the source was given (its reference is held for
    it by the ledger of an integration booking the target's orders into the source) gets the status
-   write-back instead; an order Koppel itself made from one of the target's orders (`Order.origin`
-   names the target system) is skipped, naming its origin.
+   write-back instead (skipped, for a target that takes no statuses); an order Koppel itself made from
+   one of the target's orders (`Order.origin` names the target system) is skipped, naming its origin.
 1. Already in the target → skipped and logged; when the target also takes statuses, the status is
    written to the order Koppel booked there. The ledger (workers/ledger.py) holds what Koppel
    booked (source order number → target id); the target is asked (`find_order`) only when a previous
@@ -70,6 +70,11 @@ def run(work: Work) -> FlowResult:
     if mode == "status":
         return write_back(work, order)
     mine, found = _target_order(work, order, ask_target=mode == "both")
+    if mine and "status" not in work.target.order_modes:  # nothing to write back: just never booked back
+        target = work.target.title
+        reason = f"Koppel booked it from {target} order {order.reference}; not booked back into {target}"
+        log.info("%s order %s: %s", order.source, order.number, reason)
+        return FlowResult("skipped", order.number, calls=0, reason=reason)
     if mine:  # the target's own order, booked into the source: never booked back, its status written back
         return write_back(work, order, found=found)
     return book(work, order)
@@ -317,12 +322,12 @@ def _target_order(work: Work, order: Order, *, ask_target: bool) -> tuple[bool, 
     and what the target said of it (`UNREAD` when not asked). A booking integration's ledger decides:
     it holds this order under the reference. Without a ledger entry, `ask_target` asks the target."""
     ref = order.reference
-    if not ref or "status" not in work.target.order_modes:
+    if not ref:
         return False, UNREAD
     booked = _booked_as(work, ref)
     if booked:
         return any(b.lower() == order.id.lower() for b in booked), UNREAD
-    if not ask_target or not _could_be_target_order(work, order):
+    if not ask_target or "status" not in work.target.order_modes or not _could_be_target_order(work, order):
         return False, UNREAD
     found = _find_target_order(work, ref)
     if found is None or not _points_back(work, order, ref, found[0]):

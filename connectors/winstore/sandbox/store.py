@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 __all__ = ["ARTICLE_FIELDS", "CUSTOMER_FIELDS", "POSTED_STATUS", "OrderRefused", "StockRefused", "WinstoreStore"]
 
 ARTICLE_FIELDS = ("ArtKey", "ArtNr", "Gtin", "Description", "SalesPrice", "VatPercentage", "SupplierId",
-                  "SupplierArtNr", "Brand", "Colour", "Active", "ChangeDate")  # fmt: skip
+                  "SupplierArtNr", "Brand", "Colour", "ArticleGroup", "Unit", "Active", "ChangeDate")  # fmt: skip
 """The fields of an article as the sandbox answers them (guessed names, see connectors/winstore/connector.py)."""
 EDITABLE = frozenset(ARTICLE_FIELDS) - {"ArtKey", "ChangeDate"}
 ORDER_ELEMENTS = frozenset({"ordernr", "orderdate", "customerid", "email", "branch", "channel", "total", "currency",
