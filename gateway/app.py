@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -35,18 +36,28 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from connectors import issued, registry
 from gateway.config import Config, Endpoint
-from gateway.errors import BodyTooLarge, MalformedRequest, RedisUnavailable, UnknownEndpoint, WebhookRejected
+from gateway.errors import (
+    BodyTooLarge,
+    MalformedRequest,
+    RedisUnavailable,
+    SignatureRejected,
+    UnknownEndpoint,
+    WebhookRejected,
+)
 from gateway.ingest import Accepted, Draft, Ingestor
 from gateway.metrics import EndpointCounters, Metrics
 from gateway.oauth import CALLBACK_PATH, LEGACY_CALLBACK_PATH, oauth_callback
 from gateway.ops import AdminAuth, dashboard_app
-from handlers import Handler, Incoming, handler_for
+from handlers import Handler, Incoming, Outcome, handler_for
 
 log = logging.getLogger("koppel.gateway")
 
 RETRY_AFTER_SECONDS = 5
 WEBHOOK_PREFIX = "/webhooks/"
+ISSUED_SECRETS_SECONDS = 30.0
+"""How long the receiver trusts its copy of an endpoint's issued webhook secrets (connectors/issued.py)."""
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -224,6 +235,8 @@ class _Target:
     handler: Handler
     counters: EndpointCounters
     cap: int
+    issued: bool = False
+    """Whether the system issues the webhook secrets itself (`Connector.issued_secrets`): read from Redis."""
 
 
 class WebhookReceiver:
@@ -238,6 +251,7 @@ class WebhookReceiver:
         self.ingestor = ingestor
         self.metrics = metrics
         self._targets: dict[str, _Target] = {}  # configured endpoints only: unknown ids are not kept
+        self._issued: dict[str, tuple[float, tuple[str, ...]]] = {}  # endpoint → (read at, secrets)
 
     def _target(self, endpoint_id: str) -> _Target:
         target = self._targets.get(endpoint_id)
@@ -247,8 +261,44 @@ class WebhookReceiver:
                 raise UnknownEndpoint(f"no webhook endpoint {endpoint_id!r} is configured")
             cap = endpoint.max_body_bytes or self.config.gateway.max_body_bytes
             counters = self.metrics.of(endpoint.id, endpoint.kind)
-            target = self._targets[endpoint_id] = _Target(endpoint, handler_for(endpoint.kind), counters, cap)
+            issued = registry.get(endpoint.kind).issued_secrets
+            target = self._targets[endpoint_id] = _Target(endpoint, handler_for(endpoint.kind), counters, cap, issued)
         return target
+
+    async def _issued_secrets(self, endpoint_id: str, *, fresh: bool = False) -> tuple[str, ...] | None:
+        """The secrets the system issued for the endpoint (connectors/issued.py), read again after
+        `ISSUED_SECRETS_SECONDS`, or when `fresh` (a signature that none verified: perhaps a secret rotated
+        a moment ago) at most once a second; None when a fresh read would be no fresher."""
+        now = time.monotonic()
+        held = self._issued.get(endpoint_id)
+        age = now - held[0] if held is not None else None
+        if held is not None and age is not None and (age < ISSUED_SECRETS_SECONDS and not fresh):
+            return held[1]
+        if fresh and age is not None and age < 1.0:
+            return None
+        try:
+            if self.ingestor.async_connection is not None:
+                stored = await self.ingestor.async_connection.hgetall(issued.issued_key(endpoint_id))
+            else:
+                stored = await asyncio.to_thread(self.ingestor.connection.hgetall, issued.issued_key(endpoint_id))
+        except (redis.RedisError, OSError) as exc:
+            raise RedisUnavailable(f"the endpoint's webhook secrets could not be read ({type(exc).__name__})") from None
+        secrets = issued.live(stored, time.time())
+        self._issued[endpoint_id] = (now, secrets)
+        return secrets
+
+    async def _verify(self, target: _Target, incoming: Incoming) -> Outcome:
+        """The handler's outcome, with the issued secrets for a connector whose system issues them."""
+        if not target.issued:
+            return target.handler(incoming, target.endpoint)
+        secrets = await self._issued_secrets(target.endpoint.id)
+        try:
+            return target.handler(replace(incoming, secrets=secrets or ()), target.endpoint)
+        except SignatureRejected:
+            again = await self._issued_secrets(target.endpoint.id, fresh=True)
+            if again is None or again == secrets:
+                raise
+            return target.handler(replace(incoming, secrets=again), target.endpoint)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """As the router's ASGI endpoint (a path the fast path in `Gateway` leaves to the router)."""
@@ -262,7 +312,7 @@ class WebhookReceiver:
             endpoint = target.endpoint
             headers = _headers(scope)
             body = await read_body(headers, receive, target.cap)
-            outcome = target.handler(Incoming(scope["method"], headers, _query(scope), body), endpoint)
+            outcome = await self._verify(target, Incoming(scope["method"], headers, _query(scope), body))
             received_at = datetime.now(UTC)
             drafts = [
                 Draft.wrap(event, source=endpoint.kind, endpoint=endpoint.id, received_at=received_at)
