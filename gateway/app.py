@@ -58,6 +58,8 @@ RETRY_AFTER_SECONDS = 5
 WEBHOOK_PREFIX = "/webhooks/"
 ISSUED_SECRETS_SECONDS = 30.0
 """How long the receiver trusts its copy of an endpoint's issued webhook secrets (connectors/issued.py)."""
+FRESH_READ_SECONDS = 1.0
+"""A signature none of them verifies reads them again (a secret rotated since), at most this often."""
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -252,6 +254,7 @@ class WebhookReceiver:
         self.metrics = metrics
         self._targets: dict[str, _Target] = {}  # configured endpoints only: unknown ids are not kept
         self._issued: dict[str, tuple[float, tuple[str, ...]]] = {}  # endpoint → (read at, secrets)
+        self._refreshed: dict[str, float] = {}  # endpoint → when a refused signature last made it read them
 
     def _target(self, endpoint_id: str) -> _Target:
         target = self._targets.get(endpoint_id)
@@ -268,14 +271,16 @@ class WebhookReceiver:
     async def _issued_secrets(self, endpoint_id: str, *, fresh: bool = False) -> tuple[str, ...] | None:
         """The secrets the system issued for the endpoint (connectors/issued.py), read again after
         `ISSUED_SECRETS_SECONDS`, or when `fresh` (a signature that none verified: perhaps a secret rotated
-        a moment ago) at most once a second; None when a fresh read would be no fresher."""
+        a moment ago) — a fresh read at most once a second, so forged requests cost little; None when a
+        fresh read is not due."""
         now = time.monotonic()
         held = self._issued.get(endpoint_id)
-        age = now - held[0] if held is not None else None
-        if held is not None and age is not None and (age < ISSUED_SECRETS_SECONDS and not fresh):
+        if not fresh and held is not None and now - held[0] < ISSUED_SECRETS_SECONDS:
             return held[1]
-        if fresh and age is not None and age < 1.0:
-            return None
+        if fresh:
+            if now - self._refreshed.get(endpoint_id, -FRESH_READ_SECONDS) < FRESH_READ_SECONDS:
+                return None
+            self._refreshed[endpoint_id] = now
         try:
             if self.ingestor.async_connection is not None:
                 stored = await self.ingestor.async_connection.hgetall(issued.issued_key(endpoint_id))
