@@ -536,6 +536,14 @@ class Webhooks:
         """Extend the subscription's life (Business Central: a PATCH, answered with a new handshake)."""
         raise Unsupported(f"{self.system.kind} system {self.system.id!r} cannot renew webhooks")
 
+    def rotate_secret(self, subscription: Subscription) -> Subscription:
+        """Have the system issue a new signing secret (`koppel endpoints rotate-secret`; Squarespace)."""
+        raise Unsupported(f"{self.system.kind} system {self.system.id!r} cannot rotate webhook secrets")
+
+    def send_test(self, subscription: Subscription) -> int:
+        """Have the system send a test notification (`koppel endpoints test`); the status the receiver answered."""
+        raise Unsupported(f"{self.system.kind} system {self.system.id!r} cannot send test notifications")
+
     def vanished(self, url: str, current: Iterable[Subscription]) -> set[str]:
         """Topics Koppel created a subscription for at `url` that the system no longer holds (it deleted
         them, e.g. after failed deliveries): what they would have delivered since was lost. Default: none

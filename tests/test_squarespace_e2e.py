@@ -177,7 +177,7 @@ def test_a_secret_rotation_loses_no_notification(env):
     hooks = SquarespaceWebhooks(env.rt.config.systems[0], Context(http=env.http, redis=env.conn))
     for sub in hooks.current():
         old = env.http.get(f"{env.sq.url}/sandbox/subscriptions/{sub.id}/secret").json()["secret"]
-        hooks.rotate(sub)
+        hooks.rotate_secret(sub)
     second = env.checkout(seed=5)  # signed with the new secret, which the receiver has not read yet
     deliveries = env.deliveries(2)
     assert [d["status_code"] for d in deliveries] == [202, 202]

@@ -271,7 +271,7 @@ def test_a_rotated_secret_signs_from_then_on_and_the_old_one_verifies_during_its
     hooks = SquarespaceWebhooks(site.system, site.context)
     made = hooks.create("order.create", receiver.url, "ignored", "")
     old = site.http.get(f"{site.live.url}/sandbox/subscriptions/{made.id}/secret").json()["secret"]
-    hooks.rotate(made)
+    hooks.rotate_secret(made)
     new = site.http.get(f"{site.live.url}/sandbox/subscriptions/{made.id}/secret").json()["secret"]
     assert new != old
     site.control("products/seed", skus=["W-2"])

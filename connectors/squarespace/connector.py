@@ -403,7 +403,7 @@ class SquarespaceWebhooks(Webhooks):
     def update(self, subscription: Subscription, *, topic: str, url: str, secret: str, name: str) -> Subscription:
         sub = _subscription(self.site.update_subscription(subscription.id, endpoint_url=url, topics=[topic]))
         if sub.id not in issued.subscriptions(self.context.redis, endpoint_of(url)):
-            self.rotate(sub)  # a subscription Koppel holds no secret for: learn one
+            self.rotate_secret(sub)  # a subscription Koppel holds no secret for: learn one
         self.context.redis.hset(self._known(), f"{url} {topic}", sub.id)
         return sub
 
@@ -428,9 +428,9 @@ class SquarespaceWebhooks(Webhooks):
                 issued.forget(self.context.redis, endpoint_of(url), keys.text(value))
         return gone
 
-    # -- beyond the contract: what an operator asks for --------------------------------------------
+    # -- what an operator asks for (`koppel endpoints rotate-secret`, `koppel endpoints test`) ------
 
-    def rotate(self, subscription: Subscription) -> Subscription:
+    def rotate_secret(self, subscription: Subscription) -> Subscription:
         """A new secret for the subscription, stored for the receiver at once; the old one keeps verifying
         for `secret_grace_seconds` (notifications signed before the rotation)."""
         secret = self.site.rotate_secret(subscription.id)
@@ -439,9 +439,10 @@ class SquarespaceWebhooks(Webhooks):
         log.info("Squarespace webhook %s (%s): secret rotated", subscription.id, subscription.topic)
         return subscription
 
-    def send_test(self, subscription: Subscription, topic: str | None = None) -> int:
-        """Squarespace sends one test notification; the status code Koppel's receiver answered it with."""
-        return self.site.test_notification(subscription.id, topic or subscription.topic.split(",")[0])
+    def send_test(self, subscription: Subscription) -> int:
+        """Squarespace sends one test notification (of the subscription's first topic), never retried; the
+        status code Koppel's receiver answered it with."""
+        return self.site.test_notification(subscription.id, subscription.topic.split(",")[0])
 
 
 def _subscription(record: Mapping[str, Any]) -> Subscription:
