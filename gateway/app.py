@@ -293,9 +293,7 @@ class WebhookReceiver:
         return secrets
 
     async def _verify(self, target: _Target, incoming: Incoming) -> Outcome:
-        """The handler's outcome, with the issued secrets for a connector whose system issues them."""
-        if not target.issued:
-            return target.handler(incoming, target.endpoint)
+        """The handler's outcome for an endpoint whose system issues its secrets: with those secrets."""
         secrets = await self._issued_secrets(target.endpoint.id)
         try:
             return target.handler(replace(incoming, secrets=secrets or ()), target.endpoint)
@@ -317,7 +315,8 @@ class WebhookReceiver:
             endpoint = target.endpoint
             headers = _headers(scope)
             body = await read_body(headers, receive, target.cap)
-            outcome = await self._verify(target, Incoming(scope["method"], headers, _query(scope), body))
+            incoming = Incoming(scope["method"], headers, _query(scope), body)
+            outcome = await self._verify(target, incoming) if target.issued else target.handler(incoming, endpoint)
             received_at = datetime.now(UTC)
             drafts = [
                 Draft.wrap(event, source=endpoint.kind, endpoint=endpoint.id, received_at=received_at)

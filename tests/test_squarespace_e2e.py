@@ -38,7 +38,7 @@ from gateway.stack import LiveServer, serve
 from workers import runtime
 from workers.inbox import pump_for
 from workers.jobs import process_event
-from workers.pollers import poll
+from workers.pollers import poll, polled_streams
 from workers.subscriptions import managed_endpoints, sync_endpoint
 from workers.switches import switch_on, switched_off
 
@@ -157,6 +157,7 @@ def test_a_checkout_is_booked_in_exact_once_through_its_signed_thin_notification
 
 
 def test_a_lost_notification_is_repaired_by_the_reconciliation_poll_and_a_change_seen_twice_runs_once(env):
+    assert polled_streams(env.rt.config) == {"sq": ["orders"]}  # polled although only notifications feed it
     env.sq_control("notifications/drop", count=1)
     lost = env.checkout(seed=2)
     assert env.run_jobs() == []  # nothing arrived

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,7 +32,7 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def notification(order_id: str) -> bytes:
-    return json.dumps({"id": "n-1", "websiteId": "w", "subscriptionId": "s", "topic": "order.create",
+    return json.dumps({"id": f"n-{order_id}", "websiteId": "w", "subscriptionId": "s", "topic": "order.create",
                        "createdOn": "2026-04-22T22:18+00:00", "data": {"orderId": order_id}}).encode()  # fmt: skip
 
 
@@ -43,7 +44,7 @@ def test_a_notification_signed_with_any_secret_of_the_endpoint_verifies(configur
     signer = data.draw(st.sampled_from([configured, *issued_secrets]))
     incoming = Incoming("POST", {"squarespace-signature": case(sign(signer, body))}, {}, body, tuple(issued_secrets))
     [event] = handle(incoming, endpoint(configured)).events
-    assert event.resource_id == order_id and event.delivery_key == "n-1"
+    assert event.resource_id == order_id and event.delivery_key == f"n-{order_id}"
 
 
 @given(configured=hex_secrets, issued_secrets=st.lists(hex_secrets, max_size=4), stranger=hex_secrets,
@@ -99,3 +100,23 @@ def test_a_rotation_keeps_the_old_secret_for_its_grace_only(rconn, grace):
     assert issued.live(stored, 1000.0 + grace + 1) == ("bb" * 32,)
     issued.forget(rconn, "sq", "sub-1")
     assert issued.subscriptions(rconn, "sq") == set()
+
+
+# -- the receiver reads the issued secrets ----------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_the_receiver_verifies_with_issued_secrets_and_reads_a_rotated_one_at_once(http, rconn):
+    def post(order_id: str, secret: str) -> httpx.Response:
+        body = notification(order_id)
+        return http.post("/webhooks/sq", content=body, headers={"Squarespace-Signature": sign(secret, body)})
+
+    issued.remember(rconn, "sq", "sub-1", "c1" * 32)
+    first = post("o-1", "c1" * 32)
+    assert first.status_code == 202 and first.json()["queued"] == 1
+    # Rotated (the receiver holds the old list, read a moment ago): the new secret verifies at once.
+    issued.rotated(rconn, "sq", "sub-1", "d2" * 32, grace=3600)
+    assert post("o-2", "d2" * 32).json()["queued"] == 1
+    assert post("o-3", "c1" * 32).json()["queued"] == 1  # signed before the rotation: in its grace
+    stranger = post("o-4", "e3" * 32)
+    assert stranger.status_code == 401 and "e3" * 32 not in stranger.text
