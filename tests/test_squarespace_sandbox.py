@@ -186,7 +186,7 @@ def test_the_target_finds_variants_by_sku_and_sets_stock_and_fulfils_orders(site
     assert target.stock_change(current, {"quantity": 5}) is None
     assert target.stock_change(current, {"quantity": 8}) == (5, 8)
     target.write_stock(current, {"quantity": 8})
-    target.write_stock(current, {"quantity": 8})  # a replay: the same key, applied once
+    target.write_stock(current, {"quantity": 8})  # a replay: set to the same level again
     again = target.find_stock("T-1")
     assert again is not None and again.quantity == 8
     order_id = site.control("orders", count=1, seed=4, skus=["T-2"])["orders"][0]

@@ -36,15 +36,17 @@ Squarespace quirks (PLATFORMS.md §2; [U] where the public docs are followed unv
   (normalised to lower case); pending and fulfilled orders are booked elsewhere by default.
 * As a target: an order's status is written back by fulfilling it (`POST …/fulfillments`); the API can
   neither cancel nor re-open an order, so those statuses fail naming the fix (do it in the Squarespace
-  admin). Stock is set absolutely (`setFiniteOperations`) with an `Idempotency-Key` derived from the
-  variant and quantity, so a replayed job adjusts once. Items are variants, found by SKU in the inventory.
+  admin). Stock is set absolutely (`setFiniteOperations`), so a replayed write sets the same level again
+  (and the flow reads the level first: one already right is not written); the `Idempotency-Key` the API
+  requires is unique per write — a key derived from the change would make Squarespace drop a later, real
+  change that happens to look the same within its 48 hours. Items are variants, found by SKU in the inventory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -336,14 +338,12 @@ class SquarespaceTarget(Target):
 
     def write_stock(self, current: StockRecord, fields: Mapping[str, Any]) -> None:
         if fields.get("unlimited"):
-            key = _idempotency(current.target_id, "unlimited")
-            self.site.adjust_inventory(key, set_unlimited=[current.target_id])
+            self.site.adjust_inventory(_idempotency(), set_unlimited=[current.target_id])
             return
         quantity = fields.get("quantity")
         if isinstance(quantity, bool) or not isinstance(quantity, int | float):
             raise PermanentError(f"Squarespace stock of {current.sku}: the mapping gave no quantity")
-        key = _idempotency(current.target_id, f"{current.quantity}->{int(quantity)}")
-        self.site.adjust_inventory(key, set_finite={current.target_id: int(quantity)})
+        self.site.adjust_inventory(_idempotency(), set_finite={current.target_id: int(quantity)})
 
     def forget(self, flow: str, key: str) -> bool:
         if flow == "stock":
@@ -358,9 +358,9 @@ def _stock(item: Mapping[str, Any]) -> StockRecord:
                        not unlimited, item)  # fmt: skip
 
 
-def _idempotency(variant_id: str, change: str) -> str:
-    """The same change of the same variant from the same level: one key (≤ 64 characters)."""
-    return "koppel-" + hashlib.sha256(f"{variant_id}:{change}".encode()).hexdigest()[:48]
+def _idempotency() -> str:
+    """A key of its own per write (≤ 64 characters): the client's own retry of one request reuses it."""
+    return f"koppel-{uuid.uuid4().hex}"
 
 
 # -- webhook subscriptions ---------------------------------------------------------------------------
