@@ -7,9 +7,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -19,19 +19,22 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from connectors import issued
-from connectors.contract import Context, Gone
+from connectors import issued, registry
+from connectors.contract import Canonical, Connector, Context, Gone, Source
 from connectors.http import Retry
 from connectors.squarespace.client import SquarespaceClient
 from connectors.squarespace.connector import SquarespaceSource, SquarespaceTarget, SquarespaceWebhooks
 from connectors.squarespace.errors import SquarespaceAuthError, SquarespaceRateLimited, SquarespaceRequestError
 from connectors.squarespace.sandbox import SandboxConfig, create_sandbox
-from gateway.config import Endpoint, System
+from gateway.config import Endpoint, System, parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError, SignatureRejected
+from gateway.model import StockLevel
 from gateway.stack import LiveServer, serve
 from handlers.base import Incoming
 from handlers.squarespace import handle
+from workers import runtime
+from workers.jobs import run_event
 
 pytestmark = pytest.mark.integration
 
@@ -306,3 +309,45 @@ def test_a_subscription_squarespace_deleted_is_known_lost(site, receiver, rconn)
     site.client.delete_subscription(made.id)  # as Squarespace does after failed deliveries
     assert hooks.vanished(receiver.url, hooks.current()) == {"order.update"}
     assert made.id not in issued.subscriptions(rconn, "sq-hooks")
+
+
+# -- stock into Squarespace through the generic stock flow and the connector's own default mapping -----------
+
+
+class StockSource(Source):
+    kind = "stocktest"
+    title = "Stock test"
+    resources: ClassVar[Mapping[str, str]] = {"stock": "stock"}
+
+    def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
+        return StockLevel.model_validate(record)
+
+
+def test_the_stock_flow_sets_a_variants_level_once_with_the_shipped_mapping(site, rconn, monkeypatch):
+    registry.register(Connector(kind="stocktest", title="Stock test", source=StockSource,
+                                handler="tests.contract.test_connectors:no_webhooks"))  # fmt: skip
+    try:
+        site.control("products/seed", skus=["STK-1"], quantity=3)
+        config = parse_config(
+            {"endpoints": [{"id": "erp", "kind": "stocktest", "secret": "env:H"}],
+             "systems": [{"id": "sq", "kind": "squarespace", "base_url": site.live.url,
+                          "credentials": {"api_key": "env:T"}}],
+             "integrations": [{"id": "erp-to-sq", "source": "erp", "target": "sq", "flows": ["stock"]}]},
+            environ={"H": "x", "T": TOKEN}, kinds=registry.kinds(),
+        )  # fmt: skip
+        rt = runtime.Runtime(config=config, connection=rconn)
+        monkeypatch.setattr(runtime, "_runtime", rt)
+        level = {"source": "stocktest", "sku": "stk-1", "on_hand": "12", "available": "11.6"}
+        envelope = Envelope.wrap(Event("stock.updated", "stock", "stk-1", "k-1", level), source="stocktest",
+                                 endpoint="erp")  # fmt: skip
+        try:
+            first = run_event(rt, config.integrations[0], envelope)
+            again = run_event(rt, config.integrations[0], envelope.model_copy(update={"delivery_key": "k-2"}))
+        finally:
+            rt.close()
+    finally:
+        registry.unregister("stocktest")
+    assert (first.outcome, first.reason) == ("updated", "stock 3 → 12")
+    assert again.outcome == "skipped" and again.calls == 1  # read, found right, not written
+    [item] = [i for i in site.client.inventory() if i["sku"] == "STK-1"]
+    assert item["quantity"] == 12
