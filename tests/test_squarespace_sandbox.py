@@ -24,7 +24,12 @@ from connectors.contract import Canonical, Connector, Context, Gone, Source
 from connectors.http import Retry
 from connectors.squarespace.client import SquarespaceClient
 from connectors.squarespace.connector import SquarespaceSource, SquarespaceTarget, SquarespaceWebhooks
-from connectors.squarespace.errors import SquarespaceAuthError, SquarespaceRateLimited, SquarespaceRequestError
+from connectors.squarespace.errors import (
+    SquarespaceAuthError,
+    SquarespaceNotFound,
+    SquarespaceRateLimited,
+    SquarespaceRequestError,
+)
 from connectors.squarespace.sandbox import SandboxConfig, create_sandbox
 from gateway.config import Endpoint, System, parse_config
 from gateway.envelope import Envelope, Event
@@ -351,3 +356,31 @@ def test_the_stock_flow_sets_a_variants_level_once_with_the_shipped_mapping(site
     assert again.outcome == "skipped" and again.calls == 1  # read, found right, not written
     [item] = [i for i in site.client.inventory() if i["sku"] == "STK-1"]
     assert item["quantity"] == 12
+
+
+def test_products_with_their_variants_and_customer_profiles_are_read_as_squarespace_lists_them(site):
+    site.control("products/seed", skus=[f"PR-{n}" for n in range(55)], quantity=4)
+    products = list(site.client.products())
+    assert len(products) == 55 and all(p["variants"][0]["stock"] == {"quantity": 4, "unlimited": False}
+                                       for p in products)  # fmt: skip
+    assert list(site.client.products(product_type="SERVICE")) == []
+    some = site.client.get_products([p["id"] for p in products[:3]] + ["0" * 24])
+    assert [p["id"] for p in some] == [p["id"] for p in products[:3]]
+    site.control("orders", count=2, seed=11, email="Klant@Example.com")
+    [profile] = list(site.client.profiles(email="klant@example.com"))
+    assert profile["isCustomer"] is True and profile["email"] == "Klant@Example.com"
+    assert site.client.get_profiles([profile["id"]]) == [profile]
+    assert len(list(site.client.profiles())) == 1
+
+
+def test_a_variants_sku_and_price_are_updated_and_an_unknown_variant_is_not_found(site):
+    [product_id] = site.control("products/seed", skus=["VAR-1"])["products"]
+    [product] = site.client.get_products([product_id])
+    variant_id = product["variants"][0]["id"]
+    price = {"basePrice": {"value": "19.95", "currency": "EUR"}, "onSale": False,
+             "salePrice": {"value": "0.00", "currency": "EUR"}}  # fmt: skip
+    updated = site.client.update_variant(product_id, variant_id, {"sku": "VAR-1B", "pricing": price})
+    assert updated["sku"] == "VAR-1B" and updated["pricing"]["basePrice"]["value"] == "19.95"
+    assert [i["sku"] for i in site.client.inventory()] == ["VAR-1B"]
+    with pytest.raises(SquarespaceNotFound):
+        site.client.update_variant(product_id, "0" * 24, {"sku": "X"})

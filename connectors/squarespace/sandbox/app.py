@@ -41,6 +41,7 @@ from connectors.squarespace.sandbox.store import (
     Subscription,
     invalid,
     new_id,
+    not_found,
 )
 
 SIGNATURE = "Squarespace-Signature"
@@ -232,6 +233,7 @@ class CommerceAPI:
             r("/1.0/commerce/orders/{id}/fulfillments", self.fulfil, methods=["POST"]),
             r("/v2/commerce/products", self.products),
             r("/v2/commerce/products/{ids}", self.products_by_id),
+            r("/v2/commerce/products/{id}/variants/{variant}", self.update_variant, methods=["POST"]),
             r("/1.0/commerce/inventory", self.inventory),
             r("/1.0/commerce/inventory/adjustments", self.adjust, methods=["POST"]),
             r("/1.0/commerce/inventory/{ids}", self.inventory_by_id),
@@ -292,6 +294,27 @@ class CommerceAPI:
         ids = _ids(request.path_params["ids"])
         found = [self.sb.store.product_view(self.sb.store.products[i]) for i in ids if i in self.sb.store.products]
         return JSONResponse({"products": found})
+
+    async def update_variant(self, request: Request) -> Response:
+        """A variant's `sku`, `pricing` or `attributes` (stock goes through the inventory API)."""
+        product = self.sb.store.products.get(request.path_params["id"])
+        if product is None:
+            raise not_found(f"product {request.path_params['id']}")
+        variant = next((v for v in product["variants"] if v["id"] == request.path_params["variant"]), None)
+        if variant is None:
+            raise not_found(f"variant {request.path_params['variant']}")
+        body = await request_fields(request)
+        unknown = set(body) - {"sku", "pricing", "attributes"}
+        if unknown:
+            raise invalid(f"unknown or read-only field {sorted(unknown)[0]}")
+        if "sku" in body:
+            sku = body["sku"]
+            if not isinstance(sku, str) or not sku:
+                raise invalid("sku must be a non-empty string")
+            variant["sku"] = self.sb.store.inventory[variant["id"]]["sku"] = sku
+        variant.update({k: v for k, v in body.items() if k in ("pricing", "attributes") and isinstance(v, dict)})
+        product["modifiedOn"] = self.sb.store.now()
+        return JSONResponse(variant)
 
     # -- inventory ---------------------------------------------------------------------------------
 
