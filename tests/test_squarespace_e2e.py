@@ -214,6 +214,7 @@ def test_extension_uninstall_switches_the_integration_off_and_tells_the_operator
     [skipped] = env.run_jobs()
     assert skipped["integrations"]["sq-to-exact"]["outcome"] == "skipped"
     assert env.exact_orders() == {}
+    assert poll("sq", "orders")["skipped"] == "every integration sq feeds is switched off"  # no API calls
     assert switch_on(env.conn, "sq-to-exact")
     poll("sq", "orders")
     assert outcomes(env.run_jobs()) == ["created"]
