@@ -65,6 +65,7 @@ from connectors.contract import (
     StockRecord,
     Subscription,
     Target,
+    Unsupported,
     Webhooks,
 )
 from connectors.squarespace.client import API_ROOT, SquarespaceClient, iso, parse_time
@@ -441,8 +442,12 @@ class SquarespaceWebhooks(Webhooks):
 
     def send_test(self, subscription: Subscription) -> int:
         """Squarespace sends one test notification (of the subscription's first topic), never retried; the
-        status code Koppel's receiver answered it with."""
-        return self.site.test_notification(subscription.id, subscription.topic.split(",")[0])
+        status code Koppel's receiver answered it with. Not for `extension.uninstall`: a test of it would
+        switch the integrations off (a test notification looks like a real one [U])."""
+        topic = subscription.topic.split(",")[0]
+        if topic == UNINSTALL:
+            raise Unsupported(f"not tested: a test {UNINSTALL} notification would switch the integrations off")
+        return self.site.test_notification(subscription.id, topic)
 
 
 def _subscription(record: Mapping[str, Any]) -> Subscription:
