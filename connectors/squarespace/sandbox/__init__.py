@@ -23,6 +23,10 @@ What it reproduces (PLATFORMS.md §2):
   subscription's secret is when sent; a failed delivery is retried after each of `retry_delays` (Squarespace:
   for up to 48 hours). A checkout sends `order.create`, a fulfilment `order.update` (`FULFILLED`).
 
+Unverified against the real API and so marked [U]: a 404's error `type` (`NOT_FOUND`), 429 answers
+carrying `Retry-After`, the profiles `filter` syntax, by-id reads leaving unknown ids out, retried
+notifications signed with the secret current when sent, a test notification's body (a random `orderId`).
+
 Control routes besides the kit's (`/sandbox/state`, `reset`, `fail`, `faults`, `counters`, `deliveries
 ?subscription_id=&min=&timeout=`): `POST /sandbox/orders {"count", "seed", "email", "skus"}` (checkouts),
 `POST /sandbox/orders/{id}/update {"update"}` (an admin's change), `POST /sandbox/products/seed {"skus",
