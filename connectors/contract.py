@@ -10,6 +10,7 @@ The four flows (workers/flows/) hold the SPEC's rules once and call only these i
 
     Source  resources   which of its resources (webhook topics, polled streams) feed which flow
             read        the full record behind a (possibly thin) notification
+            lifecycle   (optional) a notification that the system cut Koppel off (an app uninstalled)
             normalise   a record into the canonical model (gateway/model.py)
             changes     what changed in a stream since a cursor (polling)
     Webhooks    (optional) the system's webhook subscriptions, for `koppel endpoints sync`: the topics
@@ -264,6 +265,12 @@ class Source:
             return list(dict.fromkeys(cls.order_documents[d] for d in chosen if d in cls.order_documents))
         stream = cls.streams.get(flow)
         return [stream] if stream else []
+
+    def lifecycle(self, envelope: Envelope) -> str | None:
+        """For a notification about the connection itself rather than a record (Squarespace's
+        `extension.uninstall`: the site removed Koppel's app), why the integrations it feeds are switched
+        off, for the operator; None for every other event (the default)."""
+        return None
 
     def version(self, flow: str, record: Any) -> str | None:
         """The record's identity and version ("<id>:<modification time>") when the system gives one: the
@@ -541,6 +548,14 @@ class Webhooks:
         """Extend the subscription's life (Business Central: a PATCH, answered with a new handshake)."""
         raise Unsupported(f"{self.system.kind} system {self.system.id!r} cannot renew webhooks")
 
+    def rotate_secret(self, subscription: Subscription) -> Subscription:
+        """Have the system issue a new signing secret (`koppel endpoints rotate-secret`; Squarespace)."""
+        raise Unsupported(f"{self.system.kind} system {self.system.id!r} cannot rotate webhook secrets")
+
+    def send_test(self, subscription: Subscription) -> int:
+        """Have the system send a test notification (`koppel endpoints test`); the status the receiver answered."""
+        raise Unsupported(f"{self.system.kind} system {self.system.id!r} cannot send test notifications")
+
     def vanished(self, url: str, current: Iterable[Subscription]) -> set[str]:
         """Topics Koppel created a subscription for at `url` that the system no longer holds (it deleted
         them, e.g. after failed deliveries): what they would have delivered since was lost. Default: none
@@ -572,6 +587,9 @@ class Connector:
     check_endpoint: Callable[[Endpoint], list[str]] | None = None
     mappings: Mapping[str, str] = field(default_factory=dict)
     webhooks: type[Webhooks] | None = None
+    issued_secrets: bool = False
+    """Whether the system issues its webhook secrets itself (Squarespace): the receiver passes the ones Koppel
+    stored (connectors/issued.py) to the handler with each request (`Incoming.secrets`)."""
 
     def __post_init__(self) -> None:
         unknown = (self.source.reads() if self.source else frozenset()) | (self.target.writes if self.target else set())

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -35,18 +36,30 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from connectors import issued, registry
 from gateway.config import Config, Endpoint
-from gateway.errors import BodyTooLarge, MalformedRequest, RedisUnavailable, UnknownEndpoint, WebhookRejected
+from gateway.errors import (
+    BodyTooLarge,
+    MalformedRequest,
+    RedisUnavailable,
+    SignatureRejected,
+    UnknownEndpoint,
+    WebhookRejected,
+)
 from gateway.ingest import Accepted, Draft, Ingestor
 from gateway.metrics import EndpointCounters, Metrics
 from gateway.oauth import CALLBACK_PATH, LEGACY_CALLBACK_PATH, oauth_callback
 from gateway.ops import AdminAuth, dashboard_app
-from handlers import Handler, Incoming, handler_for
+from handlers import Handler, Incoming, Outcome, handler_for
 
 log = logging.getLogger("koppel.gateway")
 
 RETRY_AFTER_SECONDS = 5
 WEBHOOK_PREFIX = "/webhooks/"
+ISSUED_SECRETS_SECONDS = 30.0
+"""How long the receiver trusts its copy of an endpoint's issued webhook secrets (connectors/issued.py)."""
+FRESH_READ_SECONDS = 1.0
+"""A signature none of them verifies reads them again (a secret rotated since), at most this often."""
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -224,6 +237,8 @@ class _Target:
     handler: Handler
     counters: EndpointCounters
     cap: int
+    issued: bool = False
+    """Whether the system issues the webhook secrets itself (`Connector.issued_secrets`): read from Redis."""
 
 
 class WebhookReceiver:
@@ -238,6 +253,8 @@ class WebhookReceiver:
         self.ingestor = ingestor
         self.metrics = metrics
         self._targets: dict[str, _Target] = {}  # configured endpoints only: unknown ids are not kept
+        self._issued: dict[str, tuple[float, tuple[str, ...]]] = {}  # endpoint → (read at, secrets)
+        self._refreshed: dict[str, float] = {}  # endpoint → when a refused signature last made it read them
 
     def _target(self, endpoint_id: str) -> _Target:
         target = self._targets.get(endpoint_id)
@@ -247,8 +264,44 @@ class WebhookReceiver:
                 raise UnknownEndpoint(f"no webhook endpoint {endpoint_id!r} is configured")
             cap = endpoint.max_body_bytes or self.config.gateway.max_body_bytes
             counters = self.metrics.of(endpoint.id, endpoint.kind)
-            target = self._targets[endpoint_id] = _Target(endpoint, handler_for(endpoint.kind), counters, cap)
+            issued = registry.get(endpoint.kind).issued_secrets
+            target = self._targets[endpoint_id] = _Target(endpoint, handler_for(endpoint.kind), counters, cap, issued)
         return target
+
+    async def _issued_secrets(self, endpoint_id: str, *, fresh: bool = False) -> tuple[str, ...] | None:
+        """The secrets the system issued for the endpoint (connectors/issued.py), read again after
+        `ISSUED_SECRETS_SECONDS`, or when `fresh` (a signature that none verified: perhaps a secret rotated
+        a moment ago) — a fresh read at most once a second, so forged requests cost little; None when a
+        fresh read is not due."""
+        now = time.monotonic()
+        held = self._issued.get(endpoint_id)
+        if not fresh and held is not None and now - held[0] < ISSUED_SECRETS_SECONDS:
+            return held[1]
+        if fresh:
+            if now - self._refreshed.get(endpoint_id, -FRESH_READ_SECONDS) < FRESH_READ_SECONDS:
+                return None
+            self._refreshed[endpoint_id] = now
+        try:
+            if self.ingestor.async_connection is not None:
+                stored = await self.ingestor.async_connection.hgetall(issued.issued_key(endpoint_id))
+            else:
+                stored = await asyncio.to_thread(self.ingestor.connection.hgetall, issued.issued_key(endpoint_id))
+        except (redis.RedisError, OSError) as exc:
+            raise RedisUnavailable(f"the endpoint's webhook secrets could not be read ({type(exc).__name__})") from None
+        secrets = issued.live(stored, time.time())
+        self._issued[endpoint_id] = (now, secrets)
+        return secrets
+
+    async def _verify(self, target: _Target, incoming: Incoming) -> Outcome:
+        """The handler's outcome for an endpoint whose system issues its secrets: with those secrets."""
+        secrets = await self._issued_secrets(target.endpoint.id)
+        try:
+            return target.handler(replace(incoming, secrets=secrets or ()), target.endpoint)
+        except SignatureRejected:
+            again = await self._issued_secrets(target.endpoint.id, fresh=True)
+            if again is None or again == secrets:
+                raise
+            return target.handler(replace(incoming, secrets=again), target.endpoint)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """As the router's ASGI endpoint (a path the fast path in `Gateway` leaves to the router)."""
@@ -262,7 +315,8 @@ class WebhookReceiver:
             endpoint = target.endpoint
             headers = _headers(scope)
             body = await read_body(headers, receive, target.cap)
-            outcome = target.handler(Incoming(scope["method"], headers, _query(scope), body), endpoint)
+            incoming = Incoming(scope["method"], headers, _query(scope), body)
+            outcome = await self._verify(target, incoming) if target.issued else target.handler(incoming, endpoint)
             received_at = datetime.now(UTC)
             drafts = [
                 Draft.wrap(event, source=endpoint.kind, endpoint=endpoint.id, received_at=received_at)

@@ -7,6 +7,7 @@
     koppel replay         requeue failed jobs: --job ID, --integration ID or --all
     koppel activity       what an integration did with each event (the activity log)
     koppel endpoints sync create and repair the systems' webhooks for the endpoints (--dry-run: show)
+    koppel endpoints rotate-secret ENDPOINT / test ENDPOINT   new webhook secrets / a test notification
     koppel map ...        preview, diff and reset datamapper mappings
     koppel demo           the main job on the embedded default: everything started, fed, reported (--pair)
 
@@ -231,6 +232,52 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_endpoints_hooks(args: argparse.Namespace) -> int:
+    """`koppel endpoints rotate-secret|test ENDPOINT`: every webhook Koppel made for the endpoint gets a new
+    secret from its system, or is sent a test notification (systems that support it: Squarespace)."""
+    import httpx
+    import redis
+
+    from connectors.contract import Context, Unsupported
+    from gateway.errors import KoppelError
+    from workers.subscriptions import managed_endpoints
+
+    config = _load(args)
+    managed = next((m for m in managed_endpoints(config) if m.endpoint.id == args.endpoint), None)
+    url = config.gateway.webhook_url(args.endpoint)
+    if managed is None or url is None:
+        return _fail(f"endpoint {args.endpoint!r} has no webhooks Koppel manages (it must name its system, of a kind "
+                     "with managed webhooks, and feed an enabled integration; [gateway] public_url must be set)")
+    choice = _redis(args)
+    connection = redis.Redis.from_url(choice.url)
+    failures = 0
+    try:
+        with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as http:
+            hooks = managed.webhooks(managed.system, Context(http=http, redis=connection))
+            ours = [sub for sub in hooks.current() if sub.url == url]
+            if not ours:
+                print(f"endpoint {args.endpoint}: no webhook of Koppel's at {url}; run `koppel endpoints sync`")
+                return 1
+            for sub in ours:
+                try:
+                    if args.endpoints_command == "rotate-secret":
+                        hooks.rotate_secret(sub)
+                        print(f"webhook {sub.id} ({sub.topic}): secret rotated; the old one verifies during its grace")
+                    else:
+                        status = hooks.send_test(sub)
+                        print(f"webhook {sub.id} ({sub.topic}): test notification answered {status}")
+                        failures += not 200 <= status < 300
+                except Unsupported as exc:  # this one cannot (or must not) be: said, not a failure
+                    print(f"webhook {sub.id} ({sub.topic}): {exc}")
+                except KoppelError as exc:
+                    print(f"koppel: webhook {sub.id} ({sub.topic}): {exc}", file=sys.stderr)
+                    failures += 1
+    finally:
+        connection.close()
+        choice.stop()
+    return 1 if failures else 0
+
+
 def _print_plan(plan: Plan, *, dry_run: bool) -> None:
     from workers.subscriptions import CHANGES
 
@@ -357,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--endpoint", metavar="ID", help="only this endpoint")
     sync.add_argument("--json", action="store_true", help="as JSON, for scripts")
     sync.set_defaults(func=cmd_endpoints_sync)
+    for name, what in (("rotate-secret", "have the system issue new secrets for the endpoint's webhooks"),
+                       ("test", "have the system send a test notification to each of the endpoint's webhooks")):
+        hooks = with_redis(with_config(endpoints_sub.add_parser(name, help=what)))
+        hooks.add_argument("endpoint", help="the endpoint id in the config")
+        hooks.set_defaults(func=cmd_endpoints_hooks)
 
     kinds = sub.add_parser("connectors", help="list the system kinds Koppel connects: what each gives and takes")
     kinds.add_argument("--json", action="store_true", help="as JSON, for scripts")

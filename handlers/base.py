@@ -23,6 +23,9 @@ class Incoming:
     headers: Mapping[str, str]
     query: Mapping[str, str]
     body: bytes
+    secrets: tuple[str, ...] = ()
+    """Secrets the system issued for this endpoint, as Koppel stored them (connectors/issued.py; only for a
+    connector with `issued_secrets`): each verifies a request as the endpoint's configured secret does."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,12 @@
 
 `Squarespace-Signature` is the hex HMAC-SHA256 of the raw body, keyed with the hex-decoded
 subscription secret (the secret is returned only when the subscription is created or its secret
-rotated). Delivery is at least once for up to 48 hours, unordered: the notification `id` is the
-delivery key. Topics: `order.create`, `order.update` (`data.update` says what changed) and
-`extension.uninstall`.
+rotated). Koppel's own subscriptions' secrets come with the request (`Incoming.secrets`, stored by the
+connector, connectors/issued.py); every secret is tried, each comparison in constant time, so during a
+rotation's grace period the old secret and the new one both verify.
+
+Delivery is at least once for up to 48 hours, unordered: the notification `id` is the delivery key.
+Topics: `order.create`, `order.update` (`data.update` says what changed) and `extension.uninstall`.
 """
 
 from __future__ import annotations
@@ -43,12 +46,27 @@ def _resource_id(resource: str, payload: dict[str, Any]) -> str | None:
     return None  # a topic added after this was written: queued, the worker decides
 
 
+def _secrets(incoming: Incoming, endpoint: Endpoint) -> list[str]:
+    """The endpoint's configured secret (a subscription made by hand), then those Squarespace issued for
+    the subscriptions Koppel made (stored at create and rotation; a rotated-out one during its grace)."""
+    return [endpoint.secret.get_secret_value(), *incoming.secrets]
+
+
+def _signed_with(secret: str, body: bytes, signature: str) -> bool:
+    """Whether `signature` is the hex HMAC-SHA256 of `body` keyed with the hex-decoded `secret` (a secret
+    that is not hex verifies nothing)."""
+    try:
+        key = bytes.fromhex(secret)
+    except ValueError:
+        return False
+    return equal_ignoring_case(hmac_sha256(key, body).hex(), signature)
+
+
 def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
     signature = header(incoming.headers, SIGNATURE)
     if signature is None or not signature.strip():
         raise SignatureRejected("Squarespace-Signature header is missing", reason="missing_signature")
-    key = bytes.fromhex(endpoint.secret.get_secret_value())  # hex is guaranteed by the config
-    if not equal_ignoring_case(hmac_sha256(key, incoming.body).hex(), signature):
+    if not any(_signed_with(secret, incoming.body, signature) for secret in _secrets(incoming, endpoint)):
         raise SignatureRejected("Squarespace-Signature does not match the body", reason="bad_signature")
 
     payload, payload_json = json_object(incoming.body)

@@ -21,6 +21,7 @@ from workers import runtime
 from workers.flows import Work, flow_function
 from workers.policy import fail_permanently, note_transient, resource_lock
 from workers.pollers import envelope_of
+from workers.switches import switch_off, switched_off
 
 log = logging.getLogger("koppel.worker")
 
@@ -99,6 +100,23 @@ def _run(work: Work, flow: str) -> FlowResult:
     return result
 
 
+def _lifecycle(rt: runtime.Runtime, envelope: Envelope) -> dict[str, Any] | None:
+    """A notification that the system cut Koppel off (`Source.lifecycle`): every integration the endpoint
+    feeds is switched off and the operator told (workers/switches.py); None for any other event."""
+    try:
+        reason = rt.source(envelope.endpoint).lifecycle(envelope)
+    except (KeyError, PermanentError):
+        return None
+    if reason is None:
+        return None
+    job = get_current_job()
+    off = [i.id for i in rt.config.integrations_from(envelope.endpoint)]
+    for integration_id in off:
+        switch_off(rt.connection, integration_id, reason, topic=envelope.topic, job_id=job.id if job else "")
+    return {"endpoint": envelope.endpoint, "topic": envelope.topic, "resource_id": envelope.resource_id,
+            "switched_off": off, "reason": reason}  # fmt: skip
+
+
 def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
     """Run the event through its flow for every integration its endpoint (or polled system) feeds.
 
@@ -114,6 +132,10 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
         raise error from None
     rt = runtime.current()
     flow = flow_of(envelope)
+    if flow is None:
+        cut_off = _lifecycle(rt, envelope)
+        if cut_off is not None:
+            return cut_off
     integrations = [i for i in rt.config.integrations_from(envelope.endpoint) if flow in i.flows]
     if integrations and envelope.resource_id is None:
         fanned = _collection(rt, envelope)
@@ -152,6 +174,11 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
 
     for integration in integrations:
         assert flow is not None
+        off = switched_off(rt.connection, integration.id)
+        if off is not None:
+            summary["integrations"][integration.id] = {"outcome": "skipped", "reason": f"switched off: {off}"}
+            note(integration.id, "skipped", reason=f"switched off: {off}")
+            continue
         try:
             with resource_lock(
                 rt.connection, integration.id, envelope.resource, envelope.resource_id or "-",

@@ -53,6 +53,7 @@ from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError, TransientError
 from gateway.ingest import Accepted, Ingestor, make_queue
 from workers import runtime
+from workers.switches import switched_off
 
 log = logging.getLogger("koppel.pollers")
 
@@ -219,7 +220,11 @@ def poll(system_id: str, stream: str) -> dict[str, Any]:
     interval = poll_interval(rt.config, system)
     job = get_current_job()
     try:
-        summary = _read(rt, rt.source(system_id), system_id, stream)
+        fed = [i.id for i in rt.config.integrations_from(system_id) if i.enabled]
+        if fed and all(switched_off(rt.connection, integration) for integration in fed):
+            summary: dict[str, Any] = {"skipped": f"every integration {system_id} feeds is switched off"}
+        else:
+            summary = _read(rt, rt.source(system_id), system_id, stream)
     finally:
         try:
             queue = make_queue(rt.connection, rt.config.gateway.queue)

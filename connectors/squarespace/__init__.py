@@ -1,16 +1,28 @@
-"""Squarespace (Commerce API 1.0): its webhook notifications and `normalise` of its order JSON.
+"""Squarespace (Commerce APIs): the site's client (client.py), its `Source`, `Target` and Koppel-owned webhook
+subscriptions (connector.py), the order normaliser (normalise.py), the notifications' verifier
+(handlers/squarespace.py) and a sandbox (sandbox/). Squarespace issues webhook secrets itself: the
+receiver reads the ones Koppel stored (connectors/issued.py)."""
 
-Notifications carry only the order id: reading the order needs the Commerce API client, which is
-not built yet, so an order notification fails naming that (issue: Squarespace connector)."""
-
-from collections.abc import Mapping
-from typing import Any, ClassVar
-
-from connectors.contract import Canonical, Connector, Source
-from connectors.squarespace.normalise import normalise_order
+from connectors.contract import Connector
+from connectors.squarespace.connector import (
+    SquarespaceSettings,
+    SquarespaceSource,
+    SquarespaceTarget,
+    SquarespaceWebhooks,
+)
 from gateway.config import Endpoint
-from gateway.envelope import Envelope
-from gateway.errors import PermanentError
+
+STOCK_MAPPING = """\
+# Default mapping: canonical stock level -> Squarespace inventory of a variant
+# (POST /1.0/commerce/inventory/adjustments, setFiniteOperations). Quantity sent: available.
+description = "Squarespace inventory (an absolute quantity per variant, found by SKU)"
+resource = "inventory"
+record = "stock"
+default = true
+
+[fields]
+quantity = { _expr = "$round(available, 0)", _type = "integer", _required = true }
+"""
 
 
 def _check_endpoint(endpoint: Endpoint) -> list[str]:
@@ -21,33 +33,18 @@ def _check_endpoint(endpoint: Endpoint) -> list[str]:
     return []
 
 
-class SquarespaceSource(Source):
-    kind = "squarespace"
-    title = "Squarespace"
-    resources: ClassVar[dict[str, str]] = {"order": "orders"}
-
-    def read(self, envelope: Envelope, flow: str) -> Any:
-        payload = envelope.payload if isinstance(envelope.payload, dict) else {}
-        data = payload.get("data")
-        if isinstance(data, dict) and "lineItems" in data:
-            return data  # a full order (as the API returns it)
-        raise PermanentError(
-            f"Squarespace order {envelope.resource_id}: the notification names the order only, and Koppel has no "
-            "Squarespace API client yet to read it"
-        )
-
-    def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
-        if flow == "orders":
-            return normalise_order(record)
-        return super().normalise(flow, record, settings)
-
-
 CONNECTOR = Connector(
     kind="squarespace",
     title="Squarespace",
+    settings=SquarespaceSettings,
     source=SquarespaceSource,
+    target=SquarespaceTarget,
     handler="handlers.squarespace:handle",
+    sandbox="connectors.squarespace.sandbox.harness:HARNESS",
     check_endpoint=_check_endpoint,
+    mappings={"stock/stock": STOCK_MAPPING},
+    webhooks=SquarespaceWebhooks,
+    issued_secrets=True,
 )
 
 __all__ = ["CONNECTOR"]

@@ -327,8 +327,9 @@ def test_the_sandbox_webhooks_verify_with_the_handler(sandboxed):
         return PlainTextResponse("ok")
 
     receiver = serve(Starlette(routes=[Route("/hook", capture, methods=["POST"])]), name="receiver")
+    secret = "c0ffee5ec3e7"  # hex: a Squarespace secret is (its key is the hex-decoded secret)
     try:
-        expected = sandboxed.harness.webhooks(sandboxed.live.url, sandboxed.http, f"{receiver.url}/hook", "whs3cr3t")
+        expected = sandboxed.harness.webhooks(sandboxed.live.url, sandboxed.http, f"{receiver.url}/hook", secret)
         deadline = time.monotonic() + 15
         while len(received) < expected and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -336,7 +337,7 @@ def test_the_sandbox_webhooks_verify_with_the_handler(sandboxed):
         receiver.stop()
     assert len(received) >= expected
     endpoint = Endpoint.model_validate(
-        {"id": "hooks", "kind": sandboxed.kind, "secret": "env:HOOK"}, context={"environ": {"HOOK": "whs3cr3t"}}
+        {"id": "hooks", "kind": sandboxed.kind, "secret": "env:HOOK"}, context={"environ": {"HOOK": secret}}
     )
     source = connector(sandboxed.kind).source
     handler = handler_for(sandboxed.kind)

@@ -1,0 +1,3 @@
+from connectors.squarespace.sandbox.app import main
+
+main()

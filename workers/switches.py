@@ -1,0 +1,59 @@
+"""Integrations a system switched off at run time, and the hook that tells the operator.
+
+A source may say that the system cut Koppel off (`Source.lifecycle`: Squarespace's `extension.uninstall`).
+The worker then switches off every integration the notification's endpoint feeds — events for them are
+skipped, naming why, until the operator switches them on again — and tells the operator: one warning log
+line and an activity entry per integration, then every function in `OPERATOR_NOTICES` (the notification
+system of a later issue plugs in there).
+
+    koppel:cache:{integration}:switched_off     why, as the source said it (no expiry)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import redis
+
+from gateway import keys
+from gateway.activity import Activity, ActivityLog
+
+log = logging.getLogger("koppel.switches")
+
+Notice = Callable[[str, str], None]
+OPERATOR_NOTICES: list[Notice] = []
+"""Called with (integration id, message) after an integration was switched off."""
+
+__all__ = ["OPERATOR_NOTICES", "switch_off", "switch_on", "switched_off"]
+
+
+def _key(integration_id: str) -> str:
+    return keys.cache(integration_id, "switched_off")
+
+
+def switched_off(connection: redis.Redis, integration_id: str) -> str | None:
+    """Why the integration is switched off, or None."""
+    raw = connection.get(_key(integration_id))
+    return keys.text(raw) if raw is not None else None
+
+
+def switch_on(connection: redis.Redis, integration_id: str) -> bool:
+    """Switch the integration on again; whether it was off."""
+    return bool(connection.delete(_key(integration_id)))
+
+
+def switch_off(connection: redis.Redis, integration_id: str, reason: str, *, topic: str = "", job_id: str = "") -> None:
+    """Switch the integration off and notify the operator (log, activity, `OPERATOR_NOTICES`)."""
+    connection.set(_key(integration_id), reason)
+    log.warning("integration %s switched off: %s", integration_id, reason)
+    now = time.time()
+    ActivityLog(connection).record(Activity(integration=integration_id, flow="", topic=topic, resource_id="",
+                                            outcome="skipped", received_at=now, done_at=now, job_id=job_id,
+                                            reason=f"switched off: {reason}", level="error"))  # fmt: skip
+    for notice in OPERATOR_NOTICES:
+        try:
+            notice(integration_id, reason)
+        except Exception:  # a failing notifier must not undo the switch
+            log.exception("integration %s: an operator notice failed", integration_id)
