@@ -182,19 +182,25 @@ class AsperionClient(ApiClient):
 
     def page(self, resource: str, params: Mapping[str, object] | None = None, *, number: int = 1) -> list[Record]:
         """One page of a resource's list."""
+        return self._page(resource, params, number)[0]
+
+    def _page(self, resource: str, params: Mapping[str, object] | None, number: int) -> tuple[list[Record], bool]:
+        """(page `number`, whether a page may follow): not after a short page, nor past `totalCount`."""
         path = RESOURCES[resource]
         query = {**(params or {}), QUERY["page"]: number, QUERY["page_size"]: self.page_size}
-        rows, _ = rows_of(self.request("GET", path, params=query), f"GET {path}")
-        return rows
+        rows, total = rows_of(self.request("GET", path, params=query), f"GET {path}")
+        more = len(rows) >= self.page_size and (total is None or number * self.page_size < total)
+        return rows, more
 
     def pages(self, resource: str, params: Mapping[str, object] | None = None) -> Iterator[list[Record]]:
-        """Every page of a list, until a short (or empty) page."""
-        number = 1
+        """Every page of a list, until a short (or empty) page or the total count."""
+        number, previous = 1, None
         while True:
-            rows = self.page(resource, params, number=number)
+            rows, more = self._page(resource, params, number)
+            previous = _not_repeated(rows, previous, resource, number)
             if rows:
                 yield rows
-            if len(rows) < self.page_size:
+            if not more:
                 return
             number += 1
 
@@ -211,13 +217,14 @@ class AsperionClient(ApiClient):
     ) -> Iterator[list[Record]]:  # fmt: skip
         """Pages of the records modified at or after `since`, oldest first, keyset-paged on the modification
         date (module docstring); a record may come twice (on both sides of a page's edge)."""
-        floor, number = since, 1
+        floor, number, previous = since, 1, None
         while True:
             query = {**(params or {}), QUERY["since"]: query_date(floor), QUERY["order"]: "modifiedDate"}
-            rows = self.page(resource, query, number=number)
+            rows, more = self._page(resource, query, number)
+            previous = _not_repeated(rows, previous, resource, number)
             if rows:
                 yield rows
-            if len(rows) < self.page_size:
+            if not more:
                 return
             moments = [m for m in (modified(r) for r in rows) if m is not None]
             newest = max(moments) if moments else None
@@ -249,6 +256,16 @@ class AsperionClient(ApiClient):
         body = {k: v for k, v in merged(current, changes).items() if k.lower() not in READ_ONLY}
         answer = self.request("PUT", f"{RESOURCES[resource]}/{record_id}", json=body)
         return answer if isinstance(answer, dict) else {**current, **body}
+
+
+def _not_repeated(rows: list[Record], previous: list[str] | None, resource: str, number: int) -> list[str]:
+    """The page's ids; AsperionResponseError when they are the page before's (the API ignored the paging
+    parameters: reading on would never end)."""
+    ids = [str(id_of(r)) for r in rows]
+    if ids and ids == previous:
+        raise AsperionResponseError(f"GET {RESOURCES[resource]}: page {number} repeats the page before; the API "
+                                    "ignores the paging parameters (client.QUERY names them)")  # fmt: skip
+    return ids
 
 
 def merged(current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
