@@ -198,13 +198,14 @@ def test_a_decimal_goes_out_as_its_exact_digits(client):
 
 @respx.mock
 def test_an_update_reads_the_record_and_puts_it_back_whole_without_read_only_fields(client):
-    current = {"id": 5, "code": "A", "description": "Old", "currentStock": 3, "modifiedDate": "x",
+    current = {"id": 5, "code": "A", "description": "Old", "currentStock": 3, "modifiedDate": "x", "price": 9.95,
                "address": {"street": "Oud", "city": "Utrecht"}}  # fmt: skip
     respx.get(f"{API}/v1/relations/5").mock(return_value=httpx.Response(200, json=current))
     put = respx.put(f"{API}/v1/relations/5").mock(return_value=httpx.Response(200, json={}))
     client.update("relations", "5", {"Description": "New", "address": {"street": "Nieuw"}})
     sent = json.loads(put.calls.last.request.content)
-    assert sent == {"code": "A", "description": "New", "address": {"street": "Nieuw", "city": "Utrecht"}}
+    assert sent == {"code": "A", "description": "New", "price": 9.95, "address": {"street": "Nieuw", "city": "Utrecht"}}
+    assert b'"price":9.95' in put.calls.last.request.content  # a number read goes back as the same digits
 
 
 @respx.mock

@@ -33,6 +33,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -252,7 +253,7 @@ class AsperionClient(ApiClient):
 
     def update(self, resource: str, record_id: str, changes: Mapping[str, Any]) -> Record:
         """Read the record, put `changes` over it (nested objects merged) and PUT it back whole."""
-        current = self.get(resource, record_id)
+        current = exact_numbers(self.get(resource, record_id))
         body = {k: v for k, v in merged(current, changes).items() if k.lower() not in READ_ONLY}
         answer = self.request("PUT", f"{RESOURCES[resource]}/{record_id}", json=body)
         return answer if isinstance(answer, dict) else {**current, **body}
@@ -266,6 +267,18 @@ def _not_repeated(rows: list[Record], previous: list[str] | None, resource: str,
         raise AsperionResponseError(f"GET {RESOURCES[resource]}: page {number} repeats the page before; the API "
                                     "ignores the paging parameters (client.QUERY names them)")  # fmt: skip
     return ids
+
+
+def exact_numbers(value: Any) -> Any:
+    """`value` with every float (a JSON number as read) a Decimal of its shortest repr: what Asperion answered
+    goes back unchanged, and Koppel's payloads never carry floats."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: exact_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [exact_numbers(v) for v in value]
+    return value
 
 
 def merged(current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
