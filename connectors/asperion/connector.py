@@ -18,7 +18,7 @@ financial mutations; relations; articles), on its REST API.
 
 Connect once with `koppel connect asperion` (OAuth2 authorization code; auth.py). Known and unverified parts
 of the API: client.py (resources, paging, filters, errors) and normalise.py (field names); every assumption
-is marked [U] there and in docs/connectors/asperion.md. Quirks Koppel handles:
+is marked [U] there and in docs/configuration.md (Asperion). Quirks Koppel handles:
 
 * No webhooks are documented: every stream is polled by modification date (`modifiedSince`, keyset-paged,
   client.py). A modification date may be committed after a later one was read, so each poll starts
