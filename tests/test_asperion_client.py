@@ -242,6 +242,9 @@ def test_changes_are_read_keyset_by_modification_date(client):
         [{"id": 1, "modifiedDate": stamp(1)}, {"id": 2, "modifiedDate": stamp(2)}],
         [{"id": 2, "modifiedDate": stamp(2)}, {"id": 3, "modifiedDate": stamp(2)}],  # all at the floor: by page
         [{"id": 4, "modifiedDate": stamp(5)}],
+        # read by page number: read again (pages 1 and 2) until nothing new turns up
+        [{"id": 2, "modifiedDate": stamp(2)}, {"id": 3, "modifiedDate": stamp(2)}],
+        [{"id": 4, "modifiedDate": stamp(5)}],
     ]
     route = respx.get(f"{API}/v1/articles").mock(side_effect=[httpx.Response(200, json={"data": a}) for a in answers])
     since = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
@@ -253,7 +256,8 @@ def test_changes_are_read_keyset_by_modification_date(client):
     assert [[r["id"] for r in page] for page in pages] == [[1, 2], [2, 3], [4]]
     params = [dict(c.request.url.params) for c in route.calls]
     assert [(p["modifiedSince"], p["page"]) for p in params] == [
-        ("2026-12-01T10:00:00.000Z", "1"), ("2026-12-01T10:02:00.000Z", "1"), ("2026-12-01T10:02:00.000Z", "2")]
+        ("2026-12-01T10:00:00.000Z", "1"), ("2026-12-01T10:02:00.000Z", "1"), ("2026-12-01T10:02:00.000Z", "2"),
+        ("2026-12-01T10:02:00.000Z", "1"), ("2026-12-01T10:02:00.000Z", "2")]
     assert all(p["orderBy"] == "modifiedDate" and p["ActiveState"] == "All" for p in params)
 
 

@@ -103,7 +103,7 @@ def test_a_document_line_without_a_quantity_is_refused_naming_the_line():
 # -- parsers: properties ------------------------------------------------------------------------------------------
 
 moments = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1),
-                       timezones=st.sampled_from([UTC, timezone(timedelta(hours=2)), AMSTERDAM]))  # fmt: skip
+                       timezones=st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5))]))
 
 
 @given(moments)
@@ -173,3 +173,52 @@ def test_list_answers_give_their_records_in_any_envelope(rows, key, total):
 def test_anything_else_is_a_bad_response(body):
     with pytest.raises(AsperionResponseError):
         rows_of(body, "GET x")
+
+
+# -- keyset reading of changes: every record is read, however dates and pages fall -------------------------------
+
+
+def serve_changes(rows: list[dict], edits: dict[int, int], state: dict[str, bool]):
+    """A fake Asperion list of `rows` ({id, minute}): `modifiedSince` inclusive, sorted by date then id, paged;
+    `edits` moves record id → a later minute the first time page 2 of any read is asked (an edit mid-read)."""
+    import httpx
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        params = request.url.params
+        if int(params["page"]) == 2 and not state["edited"]:
+            state["edited"] = True
+            for row in rows:
+                if row["id"] in edits:
+                    row["minute"] = edits[row["id"]]
+        since = datetime.fromisoformat(params["modifiedSince"].replace("Z", "+00:00"))
+        picked = sorted((r for r in rows if BASE + timedelta(minutes=r["minute"]) >= since),
+                        key=lambda r: (r["minute"], r["id"]))  # fmt: skip
+        size, page = int(params["pageSize"]), int(params["page"])
+        chunk = picked[(page - 1) * size : page * size]
+        data = [{"id": r["id"], "modifiedDate": (BASE + timedelta(minutes=r["minute"])).isoformat()} for r in chunk]
+        return httpx.Response(200, json={"data": data, "totalCount": len(picked)})
+
+    return handler
+
+
+BASE = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+
+
+@given(st.lists(st.integers(0, 20), min_size=0, max_size=40), st.integers(1, 7),
+       st.dictionaries(st.integers(0, 39), st.integers(21, 30), max_size=3))  # fmt: skip
+def test_a_keyset_read_finds_every_record_even_one_edited_during_the_read(minutes, size, edits):
+    import httpx
+
+    from connectors.asperion.client import AsperionClient
+
+    rows = [{"id": n, "minute": m} for n, m in enumerate(minutes)]
+    state = {"edited": False}
+    with httpx.Client(transport=httpx.MockTransport(serve_changes(rows, edits, state))) as http:
+        api = AsperionClient(http, base_url="https://api.example", tenant_id="1", page_size=size)
+        read = [r for page in api.changed("articles", BASE, lambda r: datetime.fromisoformat(r["modifiedDate"]))
+                for r in page]  # fmt: skip
+    assert {r["id"] for r in read} == {r["id"] for r in rows}
+    edited = [r["id"] for r in rows if r["id"] in edits] if state["edited"] else []
+    last_seen = {r["id"]: r["modifiedDate"] for r in read}
+    for ident in edited:  # an edit made during the read (it moved the record to the end) is read too
+        assert last_seen[ident] == (BASE + timedelta(minutes=edits[ident])).isoformat()

@@ -24,11 +24,14 @@ table changes when the real names differ:
 
 Reading changes is keyset-paged on the modification date: each request asks `modifiedSince` the newest date
 read so far (page 1 again), so a record edited during the read moves behind the reader instead of shifting
-the pages under it; only a page whose records all share one date is followed by page number.
+the pages under it. Only a page whose records all share one date is followed by page number; such a group is
+read again afterwards until a pass finds nothing new (an edit during the read moves the group's later records
+forward, past a page edge).
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -54,7 +57,9 @@ from gateway.payload import dumps
 API_URL = "https://api.asperion.nl"
 SANDBOX_API_URL = "https://api-sandbox.asperion.nl"
 MAX_PAGE_SIZE = 100
+READ_AGAIN_PASSES = 3
 Record = dict[str, Any]
+log = logging.getLogger(__name__)
 
 RESOURCES: dict[str, str] = {
     "articles": "v1/articles",                        # [D]
@@ -219,20 +224,48 @@ class AsperionClient(ApiClient):
         """Pages of the records modified at or after `since`, oldest first, keyset-paged on the modification
         date (module docstring); a record may come twice (on both sides of a page's edge)."""
         floor, number, previous = since, 1, None
+        seen: set[str] = set()
         while True:
             query = {**(params or {}), QUERY["since"]: query_date(floor), QUERY["order"]: "modifiedDate"}
             rows, more = self._page(resource, query, number)
             previous = _not_repeated(rows, previous, resource, number)
+            seen.update(str(id_of(r)) for r in rows)
             if rows:
                 yield rows
-            if not more:
-                return
             moments = [m for m in (modified(r) for r in rows) if m is not None]
             newest = max(moments) if moments else None
-            if newest is not None and newest > floor:
-                floor, number = newest, 1
+            moving = more and newest is not None and newest > floor
+            if number > 1 and (moving or not more):
+                yield from self._read_again(resource, query, number, seen)
+            if not more:
+                return
+            if moving:
+                assert newest is not None
+                floor, number, previous = newest, 1, None  # a new query: its page 1 may start with the same records
             else:
                 number += 1
+
+    def _read_again(
+        self, resource: str, query: Mapping[str, object], pages: int, seen: set[str]
+    ) -> Iterator[list[Record]]:
+        """Pages 1..`pages` of a query that was read by page number (a page's records all shared one date), read
+        again until a pass finds no record not `seen`: a record edited meanwhile left the group and moved the
+        rest forward, so one of them may have slipped past a page edge unread."""
+        for _ in range(READ_AGAIN_PASSES):
+            found = False
+            for number in range(1, pages + 1):
+                rows, more = self._page(resource, query, number)
+                new = [r for r in rows if str(id_of(r)) not in seen]
+                seen.update(str(id_of(r)) for r in new)
+                if new:
+                    found = True
+                    yield new
+                if not more:
+                    break
+            if not found:
+                return
+        log.warning("%s: records kept moving while %s was read; the next poll's overlap reads them",
+                    self.system, RESOURCES[resource])  # fmt: skip
 
     def get(self, resource: str, record_id: str) -> Record:
         path = f"{RESOURCES[resource]}/{record_id}"
