@@ -279,3 +279,24 @@ def test_merged_keeps_the_records_spelling_and_merges_nested_objects():
     current = {"Code": "A", "address": {"city": "X", "street": "Y"}}
     changes = {"code": "B", "address": {"city": "Z"}, "new": 1}
     assert merged(current, changes) == {"Code": "B", "address": {"city": "Z", "street": "Y"}, "new": 1}
+
+
+def test_config_check_names_what_an_asperion_system_lacks():
+    from connectors import registry
+    from gateway.config import parse_config
+
+    config = parse_config({"systems": [
+        {"id": "books", "kind": "asperion", "settings": {"timezone": "Mars/Base", "tenant_header": "Tenant"}},
+        {"id": "ok", "kind": "asperion", "credentials": {"client_secret": "env:S"},
+         "settings": {"client_id": "c", "tenant_id": "1001"}},
+    ]}, environ={"S": "x"}, kinds=registry.kinds())  # fmt: skip
+    problems = registry.config_problems(config)
+    text = "\n".join(problems)
+    assert "systems[0] (books).credentials.client_secret: required" in text
+    assert "settings.timezone: unknown time zone 'Mars/Base'" in text
+    assert "settings.tenant_header" in text
+    assert not [p for p in problems if "(ok)" in p]
+    fixed = parse_config({"systems": [{"id": "b", "kind": "asperion", "credentials": {"client_secret": "env:S"}}]},
+                         environ={"S": "x"}, kinds=registry.kinds())  # fmt: skip
+    found = "\n".join(registry.config_problems(fixed))
+    assert "settings.client_id: required" in found and "settings.tenant_id: required" in found
