@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
 from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
 from connectors.winstore.sandbox import create_sandbox as winstore_sandbox
 from connectors.winstore.sandbox.app import PREFIX
-from gateway.config import Config
+from gateway.config import Config, parse_config
 from gateway.ingest import JOB_FUNC, make_queue
 from gateway.stack import LiveServer, serve
 from workers import runtime
@@ -74,7 +75,13 @@ def installed(config: Config, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
         rt.close()
 
 
-# -- [[systems]] entries -------------------------------------------------------------------------------------
+# -- configuration ---------------------------------------------------------------------------------------------
+
+
+def pair_config(systems: list[dict[str, Any]], integrations: list[dict[str, Any]]) -> Config:
+    """A configuration of these systems and integrations, its secrets read from ENV."""
+    return parse_config({"systems": systems, "integrations": integrations}, environ=ENV)
+
 
 
 def exact_system(url: str, **settings: Any) -> dict[str, Any]:
@@ -147,3 +154,30 @@ def winstore_article_keys(http: httpx.Client, live: LiveServer) -> dict[str, str
     auth = (WS_USER, WS_PASSWORD)
     answer = http.get(f"{live.url}{PREFIX}/GetArticleDataChangesByDate", params=SINCE_ALWAYS, auth=auth)
     return {a["ArtNr"]: str(a["ArtKey"]) for a in answer.raise_for_status().json()}
+
+
+# -- what a pair test holds ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ExactWinstore:
+    """The served Exact and Winstore sandboxes (with Exact's state), an HTTP client, Redis and the runtime."""
+
+    exact: LiveServer
+    winstore: LiveServer
+    sandbox: ExactSandbox
+    http: httpx.Client
+    conn: redis.Redis
+    rt: runtime.Runtime
+
+
+@dataclass
+class BCWinstore:
+    """The served Business Central and Winstore sandboxes (with BC's state), an HTTP client, Redis and the runtime."""
+
+    bc: LiveServer
+    winstore: LiveServer
+    sandbox: BusinessCentralSandbox
+    http: httpx.Client
+    conn: redis.Redis
+    rt: runtime.Runtime

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -15,23 +14,21 @@ import pytest
 import redis
 
 from connectors import registry
-from connectors.exactonline.sandbox import ExactSandbox
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
-from gateway.stack import LiveServer
 from tests.pairs_support import (
-    ENV,
+    ExactWinstore,
     authorise_exact,
     exact_served,
     exact_system,
     installed,
+    pair_config,
     run_polled,
     winstore_article_keys,
     winstore_served,
     winstore_system,
 )
-from workers import runtime
 from workers.jobs import run_event
 from workers.ledger import Ledger
 
@@ -48,27 +45,16 @@ ARTICLES = [
 
 
 def make_config(exact_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return parse_config(
-        {
-            "systems": [exact_system(exact_url), winstore_system(ws_url, branch=1, channel="exact")],
-            "integrations": [
-                {"id": "exact-to-winstore", "source": "exact", "target": "winstore", "flows": ["orders"],
-                 "settings": settings},
-            ],
-        },
-        environ=ENV,
+    return pair_config(
+        [exact_system(exact_url), winstore_system(ws_url, branch=1, channel="exact")],
+        [
+            {"id": "exact-to-winstore", "source": "exact", "target": "winstore", "flows": ["orders"],
+             "settings": settings},
+        ],
     )  # fmt: skip
 
 
-@dataclass
-class Env:
-    exact: LiveServer
-    winstore: LiveServer
-    sandbox: ExactSandbox
-    http: httpx.Client
-    conn: redis.Redis
-    rt: runtime.Runtime
-
+class Env(ExactWinstore):
     def control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.http.post(f"{self.exact.url}/sandbox/{action}", json=body).raise_for_status().json()
 

@@ -15,21 +15,19 @@ import httpx
 import pytest
 import redis
 
-from connectors.exactonline.sandbox import ExactSandbox
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.envelope import Envelope, Event
-from gateway.stack import LiveServer
 from tests.pairs_support import (
-    ENV,
+    ExactWinstore,
     authorise_exact,
     exact_served,
     exact_system,
     installed,
+    pair_config,
     run_polled,
     winstore_served,
     winstore_system,
 )
-from workers import runtime
 from workers.jobs import run_event
 
 pytestmark = pytest.mark.integration
@@ -53,29 +51,20 @@ ANNA = {"email": "anna@example.com", "invoice_add": {"fname": "Anna", "lname": "
 
 
 def make_config(exact_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return parse_config(
-        {
-            "systems": [exact_system(exact_url), winstore_system(ws_url, branch=1, channel="exact")],
-            "integrations": [
-                {"id": TO_EXACT, "source": "winstore", "target": "exact", "flows": ["orders"],
-                 "settings": {"document_type": "sales_order"} | settings,
-                 "tables": {"revenue_accounts": {"default": "8000"}}},
-                {"id": FROM_EXACT, "source": "exact", "target": "winstore", "flows": ["orders"],
-                 "settings": {"order_mode": "both"}},
-            ],
-        },
-        environ=ENV,
+    return pair_config(
+        [exact_system(exact_url), winstore_system(ws_url, branch=1, channel="exact")],
+        [
+            {"id": TO_EXACT, "source": "winstore", "target": "exact", "flows": ["orders"],
+             "settings": {"document_type": "sales_order"} | settings,
+             "tables": {"revenue_accounts": {"default": "8000"}}},
+            {"id": FROM_EXACT, "source": "exact", "target": "winstore", "flows": ["orders"],
+             "settings": {"order_mode": "both"}},
+        ],
     )  # fmt: skip
 
 
 @dataclass
-class Env:
-    exact: LiveServer
-    winstore: LiveServer
-    sandbox: ExactSandbox
-    http: httpx.Client
-    conn: redis.Redis
-    rt: runtime.Runtime
+class Env(ExactWinstore):
     items: dict[str, str]
 
     def ring_up(self, *lines: tuple[str, int], **order: Any) -> str:

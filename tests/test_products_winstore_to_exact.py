@@ -6,7 +6,6 @@ VAT rate, brand, article group and unit reach Exact through mapping tables."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -14,20 +13,18 @@ import pytest
 import redis
 
 from connectors import registry
-from connectors.exactonline.sandbox import ExactSandbox
-from gateway.config import Config, parse_config
-from gateway.stack import LiveServer
+from gateway.config import Config
 from tests.pairs_support import (
-    ENV,
+    ExactWinstore,
     authorise_exact,
     exact_served,
     exact_system,
     installed,
+    pair_config,
     run_polled,
     winstore_served,
     winstore_system,
 )
-from workers import runtime
 
 pytestmark = pytest.mark.integration
 
@@ -45,27 +42,16 @@ COFFEE = {"ArtNr": "KOP-KOF-1KG", "Description": "Koffie 1 kg", "SalesPrice": "2
 
 
 def make_config(exact_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return parse_config(
-        {
-            "systems": [exact_system(exact_url, rate_limit={"enabled": False}), winstore_system(ws_url)],
-            "integrations": [
-                {"id": INTEGRATION, "source": "winstore", "target": "exact", "flows": ["products"],
-                 "settings": settings, "tables": TABLES},
-            ],
-        },
-        environ=ENV,
+    return pair_config(
+        [exact_system(exact_url, rate_limit={"enabled": False}), winstore_system(ws_url)],
+        [
+            {"id": INTEGRATION, "source": "winstore", "target": "exact", "flows": ["products"],
+             "settings": settings, "tables": TABLES},
+        ],
     )  # fmt: skip
 
 
-@dataclass
-class Env:
-    exact: LiveServer
-    winstore: LiveServer
-    sandbox: ExactSandbox
-    http: httpx.Client
-    conn: redis.Redis
-    rt: runtime.Runtime
-
+class Env(ExactWinstore):
     def article(self, **fields: Any) -> None:
         """An article created or changed in Winstore (found by ArtNr)."""
         self.http.post(f"{self.winstore.url}/sandbox/articles", json={"articles": [fields]}).raise_for_status()
