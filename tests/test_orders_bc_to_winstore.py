@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -17,22 +16,20 @@ import redis
 
 from connectors import registry
 from connectors.businesscentral.connector import BusinessCentralSource
-from connectors.businesscentral.sandbox import BusinessCentralSandbox
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
-from gateway.stack import LiveServer
 from tests.pairs_support import (
-    ENV,
+    BCWinstore,
     bc_served,
     bc_system,
     installed,
+    pair_config,
     run_polled,
     winstore_article_keys,
     winstore_served,
     winstore_system,
 )
-from workers import runtime
 from workers.jobs import run_event
 from workers.ledger import Ledger
 
@@ -49,26 +46,15 @@ ARTICLES = [
 
 
 def make_config(bc_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return parse_config(
-        {
-            "systems": [bc_system(bc_url), winstore_system(ws_url, branch=1, channel="bc")],
-            "integrations": [
-                {"id": INTEGRATION, "source": "bc", "target": "winstore", "flows": ["orders"], "settings": settings},
-            ],
-        },
-        environ=ENV,
+    return pair_config(
+        [bc_system(bc_url), winstore_system(ws_url, branch=1, channel="bc")],
+        [
+            {"id": INTEGRATION, "source": "bc", "target": "winstore", "flows": ["orders"], "settings": settings},
+        ],
     )  # fmt: skip
 
 
-@dataclass
-class Env:
-    bc: LiveServer
-    winstore: LiveServer
-    sandbox: BusinessCentralSandbox
-    http: httpx.Client
-    conn: redis.Redis
-    rt: runtime.Runtime
-
+class Env(BCWinstore):
     @property
     def company(self) -> str:
         return self.sandbox.company()

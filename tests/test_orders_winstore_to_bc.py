@@ -18,15 +18,15 @@ import redis
 
 from connectors.businesscentral.sandbox import BusinessCentralSandbox
 from gateway.activity import ActivityLog
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from gateway.stack import LiveServer
 from tests.pairs_support import (
-    ENV,
     bc_served,
     bc_system,
     installed,
+    pair_config,
     run_polled,
     winstore_article_keys,
     winstore_served,
@@ -55,20 +55,17 @@ ANNA = {"email": "anna@example.com", "invoice_add": {"fname": "Anna", "lname": "
 
 
 def make_config(bc_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return parse_config(
-        {
-            "systems": [bc_system(bc_url), winstore_system(ws_url, branch=1, channel="webshop")],
-            "integrations": [
-                {"id": TO_BC, "source": "winstore", "target": "bc", "flows": ["orders"],
-                 "settings": {"document_type": "sales_order"} | settings},
-                {"id": BACK, "source": "bc", "target": "winstore", "flows": ["orders"],
-                 "settings": {"order_mode": "status"},
-                 "tables": {"order_statuses": {"entries": {"released": "2"}}}},
-                {"id": CUSTOMERS, "source": "winstore", "target": "bc", "flows": ["customers"],
-                 "tables": SETUP_TABLES},
-            ],
-        },
-        environ=ENV,
+    return pair_config(
+        [bc_system(bc_url), winstore_system(ws_url, branch=1, channel="webshop")],
+        [
+            {"id": TO_BC, "source": "winstore", "target": "bc", "flows": ["orders"],
+             "settings": {"document_type": "sales_order"} | settings},
+            {"id": BACK, "source": "bc", "target": "winstore", "flows": ["orders"],
+             "settings": {"order_mode": "status"},
+             "tables": {"order_statuses": {"entries": {"released": "2"}}}},
+            {"id": CUSTOMERS, "source": "winstore", "target": "bc", "flows": ["customers"],
+             "tables": SETUP_TABLES},
+        ],
     )  # fmt: skip
 
 

@@ -6,7 +6,6 @@ through mapping tables, an unchanged article costing no write."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -14,13 +13,19 @@ import pytest
 import redis
 
 from connectors import registry
-from connectors.businesscentral.sandbox import BusinessCentralSandbox
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.errors import PermanentError
-from gateway.stack import LiveServer
-from tests.pairs_support import ENV, bc_served, bc_system, installed, run_polled, winstore_served, winstore_system
+from tests.pairs_support import (
+    BCWinstore,
+    bc_served,
+    bc_system,
+    installed,
+    pair_config,
+    run_polled,
+    winstore_served,
+    winstore_system,
+)
 from transforms import validate_integration
-from workers import runtime
 
 pytestmark = pytest.mark.integration
 
@@ -37,27 +42,16 @@ COFFEE = {"ArtNr": "kop-kof-1kg", "Description": "Koffie 1 kg", "SalesPrice": "2
 
 
 def make_config(bc_url: str, ws_url: str, settings: dict[str, Any], tables: dict[str, Any]) -> Config:
-    return parse_config(
-        {
-            "systems": [bc_system(bc_url), winstore_system(ws_url)],
-            "integrations": [
-                {"id": INTEGRATION, "source": "winstore", "target": "bc", "flows": ["products"],
-                 "settings": settings, "tables": tables},
-            ],
-        },
-        environ=ENV,
+    return pair_config(
+        [bc_system(bc_url), winstore_system(ws_url)],
+        [
+            {"id": INTEGRATION, "source": "winstore", "target": "bc", "flows": ["products"],
+             "settings": settings, "tables": tables},
+        ],
     )  # fmt: skip
 
 
-@dataclass
-class Env:
-    bc: LiveServer
-    winstore: LiveServer
-    sandbox: BusinessCentralSandbox
-    http: httpx.Client
-    conn: redis.Redis
-    rt: runtime.Runtime
-
+class Env(BCWinstore):
     def article(self, **fields: Any) -> None:
         """An article created or changed in Winstore (found by ArtNr)."""
         body = {"articles": [fields]}

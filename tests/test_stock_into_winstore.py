@@ -15,11 +15,10 @@ import redis
 
 from connectors import registry
 from connectors.winstore.sandbox.app import PREFIX
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.errors import PermanentError
 from gateway.stack import LiveServer
 from tests.pairs_support import (
-    ENV,
     WS_PASSWORD,
     WS_USER,
     authorise_exact,
@@ -28,6 +27,7 @@ from tests.pairs_support import (
     exact_served,
     exact_system,
     installed,
+    pair_config,
     run_polled,
     winstore_article_keys,
     winstore_served,
@@ -48,20 +48,17 @@ ARTICLES = [
 
 
 def make_config(urls: dict[str, str], winstore: dict[str, Any], integration: dict[str, Any]) -> Config:
-    return parse_config(
-        {
-            "systems": [
-                bc_system(urls["bc"]),
-                exact_system(urls["exact"]),
-                winstore_system(urls["winstore"], **WAREHOUSES | winstore),
-            ],
-            "integrations": [
-                {"id": "bc-to-winstore", "source": "bc", "target": "winstore", "flows": ["stock"]} | integration,
-                {"id": "exact-to-winstore", "source": "exact", "target": "winstore", "flows": ["stock"]}
-                | integration,
-            ],
-        },
-        environ=ENV,
+    return pair_config(
+        [
+            bc_system(urls["bc"]),
+            exact_system(urls["exact"]),
+            winstore_system(urls["winstore"], **WAREHOUSES | winstore),
+        ],
+        [
+            {"id": "bc-to-winstore", "source": "bc", "target": "winstore", "flows": ["stock"]} | integration,
+            {"id": "exact-to-winstore", "source": "exact", "target": "winstore", "flows": ["stock"]}
+            | integration,
+        ],
     )  # fmt: skip
 
 
