@@ -4,10 +4,10 @@ as the poller and worker run it (`run_polled`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -36,6 +36,8 @@ ENV = {"EXACT_CLIENT_SECRET": EXACT_CLIENT_SECRET, "WS_USER": WS_USER, "WS_PASSW
        "BC_SECRET": BC_SECRET}  # fmt: skip
 """The environment the entries below read their secrets from."""
 SINCE_ALWAYS = {"date": "2000-01-01T00:00:00+00:00"}
+Urls = Callable[[str, str], Config]
+"""A test's configuration from the two sandboxes' URLs."""
 
 
 # -- running jobs as the worker does -----------------------------------------------------------------------
@@ -181,3 +183,34 @@ class BCWinstore:
     http: httpx.Client
     conn: redis.Redis
     rt: runtime.Runtime
+
+
+EW = TypeVar("EW", bound=ExactWinstore)
+BW = TypeVar("BW", bound=BCWinstore)
+
+
+@contextmanager
+def exact_and_winstore(env: type[EW], config: Urls, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+                       articles: Sequence[dict[str, Any]] = ()) -> Iterator[EW]:  # fmt: skip
+    """Both sandboxes served (Winstore holding `articles`), Koppel's runtime installed and authorised on Exact."""
+    with (
+        exact_served() as (exact, sandbox),
+        winstore_served(articles) as winstore,
+        httpx.Client(timeout=10) as http,
+        installed(config(exact.url, winstore.url), conn, monkeypatch) as rt,
+    ):
+        authorise_exact(http, exact, conn)
+        yield env(exact, winstore, sandbox, http, conn, rt)
+
+
+@contextmanager
+def bc_and_winstore(env: type[BW], config: Urls, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+                    articles: Sequence[dict[str, Any]] = ()) -> Iterator[BW]:  # fmt: skip
+    """Both sandboxes served (Winstore holding `articles`) and Koppel's runtime installed."""
+    with (
+        bc_served() as (bc, sandbox),
+        winstore_served(articles) as winstore,
+        httpx.Client(timeout=10) as http,
+        installed(config(bc.url, winstore.url), conn, monkeypatch) as rt,
+    ):
+        yield env(bc, winstore, sandbox, http, conn, rt)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
@@ -19,14 +19,11 @@ from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from tests.pairs_support import (
     ExactWinstore,
-    authorise_exact,
-    exact_served,
+    exact_and_winstore,
     exact_system,
-    installed,
     pair_config,
     run_polled,
     winstore_article_keys,
-    winstore_served,
     winstore_system,
 )
 from workers.jobs import run_event
@@ -101,11 +98,9 @@ class Env(ExactWinstore):
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     settings = getattr(request, "param", {})
-    with exact_served() as (exact, sandbox), winstore_served(ARTICLES) as winstore, httpx.Client(timeout=10) as http:
-        config = make_config(exact.url, winstore.url, settings)
-        with installed(config, rconn, monkeypatch) as rt:
-            authorise_exact(http, exact, rconn)
-            yield Env(exact, winstore, sandbox, http, rconn, rt)
+    config = partial(make_config, settings=settings)
+    with exact_and_winstore(Env, config, rconn, monkeypatch, ARTICLES) as env:
+        yield env
 
 
 def test_an_exact_sales_order_is_booked_once_in_winstore_with_its_lines_prices_and_address(env):

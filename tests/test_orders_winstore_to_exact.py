@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
@@ -19,13 +19,10 @@ from gateway.config import Config
 from gateway.envelope import Envelope, Event
 from tests.pairs_support import (
     ExactWinstore,
-    authorise_exact,
-    exact_served,
+    exact_and_winstore,
     exact_system,
-    installed,
     pair_config,
     run_polled,
-    winstore_served,
     winstore_system,
 )
 from workers.jobs import run_event
@@ -65,7 +62,8 @@ def make_config(exact_url: str, ws_url: str, settings: dict[str, Any]) -> Config
 
 @dataclass
 class Env(ExactWinstore):
-    items: dict[str, str]
+    items: dict[str, str] = field(default_factory=dict)
+    """{item code: ID} of the articles' items seeded in Exact."""
 
     def ring_up(self, *lines: tuple[str, int], **order: Any) -> str:
         positions = [{"ArtNr": sku, "amount": amount} for sku, amount in lines]
@@ -111,13 +109,10 @@ class Env(ExactWinstore):
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     settings = getattr(request, "param", {})
-    with exact_served() as (exact, sandbox), winstore_served(ARTICLES) as winstore, httpx.Client(timeout=10) as http:
-        config = make_config(exact.url, winstore.url, settings)
-        with installed(config, rconn, monkeypatch) as rt:
-            authorise_exact(http, exact, rconn)
-            skus = [a["ArtNr"] for a in ARTICLES]
-            items = http.post(f"{exact.url}/sandbox/seed/items", json={"skus": skus}).raise_for_status().json()
-            yield Env(exact, winstore, sandbox, http, rconn, rt, items["items"])
+    with exact_and_winstore(Env, partial(make_config, settings=settings), rconn, monkeypatch, ARTICLES) as env:
+        skus = [a["ArtNr"] for a in ARTICLES]
+        env.items = env.control("seed/items", {"skus": skus})["items"]
+        yield env
 
 
 @pytest.mark.parametrize("env", [pytest.param({"document_type": d}, id=d) for d in DOCUMENTS], indirect=True)

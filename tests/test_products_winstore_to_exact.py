@@ -6,9 +6,9 @@ VAT rate, brand, article group and unit reach Exact through mapping tables."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
@@ -16,13 +16,10 @@ from connectors import registry
 from gateway.config import Config
 from tests.pairs_support import (
     ExactWinstore,
-    authorise_exact,
-    exact_served,
+    exact_and_winstore,
     exact_system,
-    installed,
     pair_config,
     run_polled,
-    winstore_served,
     winstore_system,
 )
 
@@ -74,14 +71,8 @@ class Env(ExactWinstore):
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     settings = getattr(request, "param", {})
-    with (
-        exact_served() as (exact, sandbox),
-        winstore_served() as winstore,
-        httpx.Client(timeout=10) as http,
-        installed(make_config(exact.url, winstore.url, settings), rconn, monkeypatch) as rt,
-    ):
-        authorise_exact(http, exact, rconn)
-        yield Env(exact, winstore, sandbox, http, rconn, rt)
+    with exact_and_winstore(Env, partial(make_config, settings=settings), rconn, monkeypatch) as env:
+        yield env
 
 
 def test_an_article_becomes_an_item_with_its_price_excl_vat_vat_code_and_features(env):
