@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
@@ -21,13 +20,11 @@ from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from tests.pairs_support import (
     BCWinstore,
-    bc_served,
+    bc_and_winstore,
     bc_system,
-    installed,
     pair_config,
     run_polled,
     winstore_article_keys,
-    winstore_served,
     winstore_system,
 )
 from workers.jobs import run_event
@@ -101,13 +98,8 @@ class Env(BCWinstore):
 
 
 def _env(rconn: redis.Redis, monkeypatch: pytest.MonkeyPatch, config: Any) -> Iterator[Env]:
-    with (
-        bc_served() as (bc, sandbox),
-        winstore_served(ARTICLES) as winstore,
-        httpx.Client(timeout=10) as http,
-        installed(config(bc.url, winstore.url), rconn, monkeypatch) as rt,
-    ):
-        yield Env(bc, winstore, sandbox, http, rconn, rt)
+    with bc_and_winstore(Env, config, rconn, monkeypatch, ARTICLES) as env:
+        yield env
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ through mapping tables, an unchanged article costing no write."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
@@ -17,12 +17,10 @@ from gateway.config import Config
 from gateway.errors import PermanentError
 from tests.pairs_support import (
     BCWinstore,
-    bc_served,
+    bc_and_winstore,
     bc_system,
-    installed,
     pair_config,
     run_polled,
-    winstore_served,
     winstore_system,
 )
 from transforms import validate_integration
@@ -81,10 +79,9 @@ class Env(BCWinstore):
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     given = getattr(request, "param", {})
-    with bc_served() as (bc, sandbox), winstore_served() as winstore, httpx.Client(timeout=10) as http:
-        config = make_config(bc.url, winstore.url, given.get("settings", {}), given.get("tables", TABLES))
-        with installed(config, rconn, monkeypatch) as rt:
-            yield Env(bc, winstore, sandbox, http, rconn, rt)
+    config = partial(make_config, settings=given.get("settings", {}), tables=given.get("tables", TABLES))
+    with bc_and_winstore(Env, config, rconn, monkeypatch) as env:
+        yield env
 
 
 def test_an_article_becomes_an_item_with_its_group_brand_unit_and_posting_group_from_tables(env):
