@@ -5,7 +5,7 @@ as the poller and worker run it (`run_polled`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -187,30 +187,33 @@ class BCWinstore:
 
 EW = TypeVar("EW", bound=ExactWinstore)
 BW = TypeVar("BW", bound=BCWinstore)
+P = TypeVar("P", bound=ExactWinstore | BCWinstore)
+
+
+@contextmanager
+def _pair(env: type[P], first: AbstractContextManager[tuple[LiveServer, Any]], config: Urls, conn: redis.Redis,
+          monkeypatch: pytest.MonkeyPatch, articles: Sequence[dict[str, Any]]) -> Iterator[P]:  # fmt: skip
+    with (
+        first as (live, sandbox),
+        winstore_served(articles) as winstore,
+        httpx.Client(timeout=10) as http,
+        installed(config(live.url, winstore.url), conn, monkeypatch) as rt,
+    ):
+        yield env(live, winstore, sandbox, http, conn, rt)
 
 
 @contextmanager
 def exact_and_winstore(env: type[EW], config: Urls, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch,
                        articles: Sequence[dict[str, Any]] = ()) -> Iterator[EW]:  # fmt: skip
     """Both sandboxes served (Winstore holding `articles`), Koppel's runtime installed and authorised on Exact."""
-    with (
-        exact_served() as (exact, sandbox),
-        winstore_served(articles) as winstore,
-        httpx.Client(timeout=10) as http,
-        installed(config(exact.url, winstore.url), conn, monkeypatch) as rt,
-    ):
-        authorise_exact(http, exact, conn)
-        yield env(exact, winstore, sandbox, http, conn, rt)
+    with _pair(env, exact_served(), config, conn, monkeypatch, articles) as pair:
+        authorise_exact(pair.http, pair.exact, conn)
+        yield pair
 
 
 @contextmanager
 def bc_and_winstore(env: type[BW], config: Urls, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch,
                     articles: Sequence[dict[str, Any]] = ()) -> Iterator[BW]:  # fmt: skip
     """Both sandboxes served (Winstore holding `articles`) and Koppel's runtime installed."""
-    with (
-        bc_served() as (bc, sandbox),
-        winstore_served(articles) as winstore,
-        httpx.Client(timeout=10) as http,
-        installed(config(bc.url, winstore.url), conn, monkeypatch) as rt,
-    ):
-        yield env(bc, winstore, sandbox, http, conn, rt)
+    with _pair(env, bc_served(), config, conn, monkeypatch, articles) as pair:
+        yield pair
