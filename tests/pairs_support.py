@@ -85,7 +85,6 @@ def pair_config(systems: list[dict[str, Any]], integrations: list[dict[str, Any]
     return parse_config({"systems": systems, "integrations": integrations}, environ=ENV)
 
 
-
 def exact_system(url: str, **settings: Any) -> dict[str, Any]:
     """The Exact Online sandbox as system `exact` (authorise it with `authorise_exact`)."""
     return {"id": "exact", "kind": "exactonline", "base_url": url,

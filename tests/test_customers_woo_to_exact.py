@@ -26,15 +26,14 @@ from gateway.config import parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from gateway.stack import LiveServer, serve
-from tests.pairs_support import ENV as PAIRS_ENV
-from tests.pairs_support import authorise_exact, exact_served, exact_system
+from tests import pairs_support as pairs
 from workers import runtime
 from workers.jobs import run_event
 
 pytestmark = pytest.mark.integration
 
 WOO_KEY, WOO_SECRET = "ck_customers", "cs_customers"
-ENV = PAIRS_ENV | {"WC_SECRET": "s", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET}
+ENV = pairs.ENV | {"WC_SECRET": "s", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET}
 TABLES = {
     "vat_codes": {"default": "2", "entries": {"BE:vat": "7", "BE": "2", "21": "2", "9": "1"}},
     "revenue_accounts": {"default": "8000", "entries": {"BE": "8010", "US": "8020"}},
@@ -98,14 +97,14 @@ class Env:
 def env(rconn: redis.Redis, request: pytest.FixtureRequest) -> Iterator[Env]:
     """`tables` by indirect parametrisation (default TABLES)."""
     tables = getattr(request, "param", {}).get("tables", TABLES)
-    with exact_served() as (exact, sandbox):
+    with pairs.exact_served() as (exact, sandbox):
         woo = serve(woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET), name="shop")
         try:
             with httpx.Client(timeout=10) as http:
                 config = parse_config(
                     {
                         "endpoints": [{"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
-                        "systems": [exact_system(exact.url)],
+                        "systems": [pairs.exact_system(exact.url)],
                         "integrations": [
                             {"id": "shop-customers", "source": "shop", "target": "exact", "flows": ["customers"],
                              "tables": tables}
@@ -114,7 +113,7 @@ def env(rconn: redis.Redis, request: pytest.FixtureRequest) -> Iterator[Env]:
                     environ=ENV,
                 )  # fmt: skip
                 rt = runtime.Runtime(config=config, connection=rconn)
-                authorise_exact(http, exact, rconn)
+                pairs.authorise_exact(http, exact, rconn)
                 shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
                 e = Env(exact, woo, sandbox, http, rconn, rt, shop)
                 e.seed("crm/AccountClassifications", {"Code": "B2B", "Description": "Zakelijk"},

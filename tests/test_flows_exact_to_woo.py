@@ -25,8 +25,7 @@ from gateway.errors import PermanentError, TransientError
 from gateway.stack import LiveServer, serve
 from handlers.base import Incoming
 from handlers.exactonline import handle as handle_exact
-from tests.pairs_support import ENV as PAIRS_ENV
-from tests.pairs_support import authorise_exact, exact_served, exact_system, installed, run_polled
+from tests import pairs_support as pairs
 from workers import runtime
 from workers.jobs import process_event, run_event
 from workers.ledger import Ledger
@@ -35,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 DIVISION = 1234567
 WOO_KEY, WOO_SECRET = "ck_flows", "cs_flows"
-ENV = PAIRS_ENV | {"WC_SECRET": "s", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET,
+ENV = pairs.ENV | {"WC_SECRET": "s", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET,
                   "EXACT_HOOK_SECRET": "hook-secret"}  # fmt: skip
 
 
@@ -47,7 +46,7 @@ def make_config(exact_url: str, woo_url: str, settings: dict[str, Any], tables: 
                 {"id": "exact-hooks", "kind": "exactonline", "secret": "env:EXACT_HOOK_SECRET", "system": "exact"},
             ],
             "systems": [
-                exact_system(exact_url),
+                pairs.exact_system(exact_url),
                 {
                     "id": "shop",
                     "kind": "woocommerce",
@@ -155,19 +154,19 @@ class Env:
 
     def process_polled(self, entity: str) -> list[dict[str, Any]]:
         """Poll Exact (the real poller job), then run every queued `process_event` job."""
-        return run_polled(self.conn, self.rt, "exact", entity)
+        return pairs.run_polled(self.conn, self.rt, "exact", entity)
 
 
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     given = getattr(request, "param", {})
-    with exact_served() as (exact, sandbox):
+    with pairs.exact_served() as (exact, sandbox):
         woo = serve(woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=True), name="shop")
         try:
             with httpx.Client(timeout=10) as http:
                 config = make_config(exact.url, woo.url, given.get("settings", {}), given.get("tables", {}))
-                with installed(config, rconn, monkeypatch) as rt:  # what `koppel worker` installs
-                    authorise_exact(http, exact, rconn)
+                with pairs.installed(config, rconn, monkeypatch) as rt:  # what `koppel worker` installs
+                    pairs.authorise_exact(http, exact, rconn)
                     shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
                     yield Env(exact, woo, sandbox, http, rconn, rt, shop)
         finally:

@@ -24,15 +24,14 @@ from gateway.config import parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from gateway.stack import LiveServer, serve
-from tests.pairs_support import ENV as PAIRS_ENV
-from tests.pairs_support import authorise_exact, exact_served, exact_system
+from tests import pairs_support as pairs
 from workers import runtime
 from workers.jobs import run_event
 
 pytestmark = pytest.mark.integration
 
 WOO_KEY, WOO_SECRET = "ck_details", "cs_details"
-ENV = PAIRS_ENV | {"WC_SECRET": "s"}
+ENV = pairs.ENV | {"WC_SECRET": "s"}
 FIXTURES = Path(__file__).parent / "fixtures" / "woocommerce"
 COUPON_ORDER = json.loads((FIXTURES / "order_company_coupon.json").read_text())
 SERVICE = ["SHIPPING", "FEE", "DISCOUNT"]
@@ -88,11 +87,11 @@ class Env:
 def env(rconn: redis.Redis, request: pytest.FixtureRequest) -> Iterator[Env]:
     """`settings` and `tables` (default TABLES) by indirect parametrisation."""
     given = getattr(request, "param", {})
-    with exact_served() as (exact, sandbox):
+    with pairs.exact_served() as (exact, sandbox):
         woo = serve(woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=True), name="shop")
         try:
             with httpx.Client(timeout=10) as http:
-                system = exact_system(exact.url)
+                system = pairs.exact_system(exact.url)
                 integration = {"id": "shop-to-exact", "source": "shop", "target": "exact", "flows": ["orders"],
                                "settings": given.get("settings", {}),
                                "tables": given.get("tables", TABLES)}  # fmt: skip
@@ -105,7 +104,7 @@ def env(rconn: redis.Redis, request: pytest.FixtureRequest) -> Iterator[Env]:
                     environ=ENV,
                 )
                 rt = runtime.Runtime(config=config, connection=rconn)
-                authorise_exact(http, exact, rconn)
+                pairs.authorise_exact(http, exact, rconn)
                 shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
                 e = Env(exact, woo, sandbox, http, rt, shop)
                 skus = [line["sku"] for line in COUPON_ORDER["line_items"]] + SERVICE

@@ -27,8 +27,7 @@ from gateway.config import Config, parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from gateway.stack import LiveServer, serve
-from tests.pairs_support import ENV as PAIRS_ENV
-from tests.pairs_support import authorise_exact, exact_served, exact_system, installed, run_polled
+from tests import pairs_support as pairs
 from workers import runtime
 from workers.jobs import run_event
 from workers.ledger import Ledger
@@ -38,7 +37,7 @@ pytestmark = pytest.mark.integration
 
 DIVISION = 1234567
 WOO_KEY, WOO_SECRET = "ck_orders", "cs_orders"
-ENV = PAIRS_ENV | {"WC_SECRET": "s", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET,
+ENV = pairs.ENV | {"WC_SECRET": "s", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET,
                   "EXACT_HOOK_SECRET": "hook-secret"}  # fmt: skip
 SKUS = [s["sku"] for s in CATALOGUE if "attribute" not in s] + ["KOP-TS-S", "KOP-TS-M", "KOP-TS-L", "KOP-TS-XL",
         "KOP-MOK-ROOD", "KOP-MOK-GROEN", "KOP-MOK-CREME", "SHIPPING", "FEE", "DISCOUNT"]  # fmt: skip
@@ -50,7 +49,7 @@ def make_config(exact_url: str, woo_url: str, to_shop: dict[str, Any], to_exact:
         {
             "endpoints": [{"id": "webhooks", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
             "systems": [
-                exact_system(exact_url),
+                pairs.exact_system(exact_url),
                 {"id": "shop", "kind": "woocommerce", "base_url": woo_url,
                  "credentials": {"consumer_key": "env:WC_KEY", "consumer_secret": "env:WC_CONSUMER_SECRET"}},
             ],
@@ -103,7 +102,7 @@ class Env:
 
     def process_polled(self, stream: str = "SalesOrderHeaders") -> list[dict[str, Any]]:
         """Poll Exact (the real poller job), then run every queued `process_event` job: exact-to-shop results."""
-        return run_polled(self.conn, self.rt, "exact", stream, "exact-to-shop")
+        return pairs.run_polled(self.conn, self.rt, "exact", stream, "exact-to-shop")
 
     def shop_event(self, order: dict[str, Any], topic: str = "order.created") -> dict[str, Any]:
         """A shop order's webhook through the WooCommerce → Exact integration's flow."""
@@ -123,14 +122,14 @@ class Env:
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     given = getattr(request, "param", {})
-    with exact_served() as (exact, sandbox):
+    with pairs.exact_served() as (exact, sandbox):
         woo = serve(woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=True), name="shop")
         try:
             with httpx.Client(timeout=10) as http:
                 to_shop = {"order_mode": "both"} | given.get("settings", {})
                 config = make_config(exact.url, woo.url, to_shop, given.get("to_exact", {}), given.get("tables", {}))
-                with installed(config, rconn, monkeypatch) as rt:
-                    authorise_exact(http, exact, rconn)
+                with pairs.installed(config, rconn, monkeypatch) as rt:
+                    pairs.authorise_exact(http, exact, rconn)
                     shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
                     yield Env(exact, woo, sandbox, http, rconn, rt, shop)
         finally:

@@ -25,8 +25,7 @@ from connectors.woocommerce.sandbox import seed
 from gateway.config import parse_config
 from gateway.envelope import Envelope, Event
 from gateway.stack import LiveServer, serve
-from tests.pairs_support import ENV as PAIRS_ENV
-from tests.pairs_support import authorise_exact, exact_served, exact_system, installed
+from tests import pairs_support as pairs
 from workers import runtime
 from workers.jobs import run_event
 
@@ -34,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 DIVISION = 1234567
 WOO_KEY, WOO_SECRET = "ck_products", "cs_products"
-ENV = PAIRS_ENV | {"WC_SECRET": "s", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET}
+ENV = pairs.ENV | {"WC_SECRET": "s", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET}
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
@@ -119,7 +118,7 @@ def make_config(exact_url: str, woo_url: str, settings: dict[str, Any], tables: 
         {
             "endpoints": [{"id": "webhooks", "kind": "woocommerce", "secret": "env:WC_SECRET", "system": "shop"}],
             "systems": [
-                exact_system(exact_url, picture_max_bytes=2000, rate_limit={"enabled": False}),
+                pairs.exact_system(exact_url, picture_max_bytes=2000, rate_limit={"enabled": False}),
                 {"id": "shop", "kind": "woocommerce", "base_url": woo_url,
                  "credentials": {"consumer_key": "env:WC_KEY", "consumer_secret": "env:WC_CONSUMER_SECRET"}},
             ],
@@ -135,14 +134,14 @@ def make_config(exact_url: str, woo_url: str, settings: dict[str, Any], tables: 
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     given = getattr(request, "param", {})
-    with exact_served() as (exact, sandbox):
+    with pairs.exact_served() as (exact, sandbox):
         woo_app = woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
         woo = serve(woo_app, name="shop")
         try:
             with httpx.Client(timeout=10) as http:
                 config = make_config(exact.url, woo.url, given.get("settings", {}), given.get("tables", TABLES))
-                with installed(config, rconn, monkeypatch) as rt:
-                    authorise_exact(http, exact, rconn)
+                with pairs.installed(config, rconn, monkeypatch) as rt:
+                    pairs.authorise_exact(http, exact, rconn)
                     shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
                     yield Env(exact, woo, sandbox, woo_app.state.sandbox, http, rconn, rt, shop)
         finally:

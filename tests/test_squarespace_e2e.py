@@ -31,8 +31,7 @@ from gateway.app import create_app
 from gateway.config import Config, parse_config
 from gateway.redisserver import free_port
 from gateway.stack import LiveServer, serve
-from tests.pairs_support import ENV as PAIRS_ENV
-from tests.pairs_support import authorise_exact, exact_served, exact_system, installed, run_jobs
+from tests import pairs_support as pairs
 from workers import runtime
 from workers.pollers import poll, polled_streams
 from workers.subscriptions import managed_endpoints, sync_endpoint
@@ -46,7 +45,7 @@ INCLUSIVE_PRICES = {"SalesOrderLines": {"products": {"UnitPrice": "unit_price_in
                                         "shipping": {"UnitPrice": "total_incl"}}}
 """Squarespace's prices include tax, and its normaliser leaves the net ones unset: the Squarespace → Exact
 mapping is another issue's (#11); here the order is booked at its inclusive prices."""
-ENV = PAIRS_ENV | {"SQ_TOKEN": TOKEN, "SQ_HOOK": "00" * 32}
+ENV = pairs.ENV | {"SQ_TOKEN": TOKEN, "SQ_HOOK": "00" * 32}
 
 
 def make_config(sq_url: str, exact_url: str, gateway_url: str) -> Config:
@@ -57,7 +56,7 @@ def make_config(sq_url: str, exact_url: str, gateway_url: str) -> Config:
             "systems": [
                 {"id": "sq", "kind": "squarespace", "base_url": sq_url, "credentials": {"api_key": "env:SQ_TOKEN"},
                  "settings": {"initial_lookback_seconds": 3600}},
-                exact_system(exact_url),
+                pairs.exact_system(exact_url),
             ],
             "integrations": [{"id": "sq-to-exact", "source": "sq-hooks", "target": "exact", "flows": ["orders"],
                               "mappings": {"orders": {"exactonline": INCLUSIVE_PRICES}}}],
@@ -89,7 +88,7 @@ class Env:
 
     def run_jobs(self) -> list[dict[str, Any]]:
         """The inbox pumped into jobs, and every queued event job run as a worker runs it."""
-        return run_jobs(self.conn, self.rt)
+        return pairs.run_jobs(self.conn, self.rt)
 
     def exact_orders(self) -> dict[str, int]:
         state = self.http.get(f"{self.exact.url}/sandbox/state").raise_for_status().json()
@@ -104,16 +103,16 @@ class Env:
 def env(rconn: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     sq = serve(squarespace_sandbox(retry_delays=(0.3, 0.6, 1.2)), name="Squarespace sandbox")
     try:
-        with exact_served() as (exact, _):
+        with pairs.exact_served() as (exact, _):
             port = free_port()
             config = make_config(sq.url, exact.url, f"http://127.0.0.1:{port}")
             gateway = serve(create_app(config, redis_url), port=port, name="gateway")
             try:
-                with httpx.Client(timeout=20) as http, installed(config, rconn, monkeypatch) as rt:
+                with httpx.Client(timeout=20) as http, pairs.installed(config, rconn, monkeypatch) as rt:
                     http.post(f"{exact.url}/sandbox/seed/items", json={"skus": [*SKUS, "SHIPPING"]}).raise_for_status()
                     body = {"skus": SKUS, "quantity": 100}
                     http.post(f"{sq.url}/sandbox/products/seed", json=body).raise_for_status()
-                    authorise_exact(http, exact, rconn)
+                    pairs.authorise_exact(http, exact, rconn)
                     [managed] = managed_endpoints(config)
                     plan = sync_endpoint(config, managed, rt.context(), connection=rconn)
                     assert sorted(a.topic for a in plan.actions) == ["extension.uninstall", "order.create",
