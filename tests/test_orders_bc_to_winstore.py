@@ -18,15 +18,7 @@ from connectors.businesscentral.connector import BusinessCentralSource
 from gateway.config import Config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
-from tests.pairs_support import (
-    BCWinstore,
-    bc_and_winstore,
-    bc_system,
-    pair_config,
-    run_polled,
-    winstore_article_keys,
-    winstore_system,
-)
+from tests import pairs_support as pairs
 from workers.jobs import run_event
 from workers.ledger import Ledger
 
@@ -43,15 +35,15 @@ ARTICLES = [
 
 
 def make_config(bc_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return pair_config(
-        [bc_system(bc_url), winstore_system(ws_url, branch=1, channel="bc")],
+    return pairs.pair_config(
+        [pairs.bc_system(bc_url), pairs.winstore_system(ws_url, branch=1, channel="bc")],
         [
             {"id": INTEGRATION, "source": "bc", "target": "winstore", "flows": ["orders"], "settings": settings},
         ],
     )  # fmt: skip
 
 
-class Env(BCWinstore):
+class Env(pairs.BCWinstore):
     @property
     def company(self) -> str:
         return self.sandbox.company()
@@ -77,7 +69,7 @@ class Env(BCWinstore):
 
     def process_polled(self) -> list[dict[str, Any]]:
         """Poll BC's sales orders (the real poller job), then run every queued `process_event` job."""
-        return run_polled(self.conn, self.rt, "bc", "salesOrders", INTEGRATION)
+        return pairs.run_polled(self.conn, self.rt, "bc", "salesOrders", INTEGRATION)
 
     def replay(self, order_id: str) -> dict[str, Any]:
         """The BC order, as read through the API, as a replayed job (no version: never "processed already")."""
@@ -94,11 +86,11 @@ class Env(BCWinstore):
         return list(self.http.get(f"{self.winstore.url}/sandbox/orders").raise_for_status().json()["orders"])
 
     def article_keys(self) -> dict[str, str]:
-        return winstore_article_keys(self.http, self.winstore)
+        return pairs.winstore_article_keys(self.http, self.winstore)
 
 
 def _env(rconn: redis.Redis, monkeypatch: pytest.MonkeyPatch, config: Any) -> Iterator[Env]:
-    with bc_and_winstore(Env, config, rconn, monkeypatch, ARTICLES) as env:
+    with pairs.bc_and_winstore(Env, config, rconn, monkeypatch, ARTICLES) as env:
         yield env
 
 

@@ -17,15 +17,7 @@ from connectors import registry
 from gateway.config import Config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
-from tests.pairs_support import (
-    ExactWinstore,
-    exact_and_winstore,
-    exact_system,
-    pair_config,
-    run_polled,
-    winstore_article_keys,
-    winstore_system,
-)
+from tests import pairs_support as pairs
 from workers.jobs import run_event
 from workers.ledger import Ledger
 
@@ -42,8 +34,8 @@ ARTICLES = [
 
 
 def make_config(exact_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return pair_config(
-        [exact_system(exact_url), winstore_system(ws_url, branch=1, channel="exact")],
+    return pairs.pair_config(
+        [pairs.exact_system(exact_url), pairs.winstore_system(ws_url, branch=1, channel="exact")],
         [
             {"id": "exact-to-winstore", "source": "exact", "target": "winstore", "flows": ["orders"],
              "settings": settings},
@@ -51,7 +43,7 @@ def make_config(exact_url: str, ws_url: str, settings: dict[str, Any]) -> Config
     )  # fmt: skip
 
 
-class Env(ExactWinstore):
+class Env(pairs.ExactWinstore):
     def control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.http.post(f"{self.exact.url}/sandbox/{action}", json=body).raise_for_status().json()
 
@@ -77,7 +69,7 @@ class Env(ExactWinstore):
 
     def process_polled(self) -> list[dict[str, Any]]:
         """Poll Exact's sales orders (the real poller job), then run every queued `process_event` job."""
-        return run_polled(self.conn, self.rt, "exact", "SalesOrderHeaders", "exact-to-winstore")
+        return pairs.run_polled(self.conn, self.rt, "exact", "SalesOrderHeaders", "exact-to-winstore")
 
     def replay(self) -> dict[str, Any]:
         """The Exact order's header as a replayed job (no version: never "processed already")."""
@@ -92,14 +84,14 @@ class Env(ExactWinstore):
         return list(self.http.get(f"{self.winstore.url}/sandbox/orders").raise_for_status().json()["orders"])
 
     def article_keys(self) -> dict[str, str]:
-        return winstore_article_keys(self.http, self.winstore)
+        return pairs.winstore_article_keys(self.http, self.winstore)
 
 
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     settings = getattr(request, "param", {})
     config = partial(make_config, settings=settings)
-    with exact_and_winstore(Env, config, rconn, monkeypatch, ARTICLES) as env:
+    with pairs.exact_and_winstore(Env, config, rconn, monkeypatch, ARTICLES) as env:
         yield env
 
 

@@ -22,16 +22,7 @@ from gateway.config import Config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from gateway.stack import LiveServer
-from tests.pairs_support import (
-    bc_served,
-    bc_system,
-    installed,
-    pair_config,
-    run_polled,
-    winstore_article_keys,
-    winstore_served,
-    winstore_system,
-)
+from tests import pairs_support as pairs
 from tests.test_businesscentral_sandbox import CONFIG
 from workers import runtime
 from workers.jobs import run_event
@@ -55,8 +46,8 @@ ANNA = {"email": "anna@example.com", "invoice_add": {"fname": "Anna", "lname": "
 
 
 def make_config(bc_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return pair_config(
-        [bc_system(bc_url), winstore_system(ws_url, branch=1, channel="webshop")],
+    return pairs.pair_config(
+        [pairs.bc_system(bc_url), pairs.winstore_system(ws_url, branch=1, channel="webshop")],
         [
             {"id": TO_BC, "source": "winstore", "target": "bc", "flows": ["orders"],
              "settings": {"document_type": "sales_order"} | settings},
@@ -99,7 +90,7 @@ class Env:
         return int(answer.raise_for_status().json()["customers"][0])
 
     def article_keys(self) -> dict[str, str]:
-        return winstore_article_keys(self.http, self.winstore)
+        return pairs.winstore_article_keys(self.http, self.winstore)
 
     def winstore_orders(self) -> dict[str, dict[str, Any]]:
         listed = self.http.get(f"{self.winstore.url}/sandbox/orders").raise_for_status().json()["orders"]
@@ -126,7 +117,7 @@ class Env:
 
     def process(self, system: str, stream: str, integration: str) -> list[dict[str, Any]]:
         """Poll one stream (the real poller job), then run every queued event; `integration`'s results."""
-        return run_polled(self.conn, self.rt, system, stream, integration, reached_only=True)
+        return pairs.run_polled(self.conn, self.rt, system, stream, integration, reached_only=True)
 
     def orders(self) -> list[dict[str, Any]]:
         return self.process("winstore", "orders", TO_BC)
@@ -145,10 +136,10 @@ class Env:
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     settings = getattr(request, "param", {})
     with (
-        bc_served(page_size=CONFIG.page_size) as (bc_live, bc),
-        winstore_served(ARTICLES) as winstore,
+        pairs.bc_served(page_size=CONFIG.page_size) as (bc_live, bc),
+        pairs.winstore_served(ARTICLES) as winstore,
         httpx.Client(timeout=30) as http,
-        installed(make_config(bc_live.url, winstore.url, settings), rconn, monkeypatch) as rt,
+        pairs.installed(make_config(bc_live.url, winstore.url, settings), rconn, monkeypatch) as rt,
     ):
         env = Env(bc_live, winstore, bc, http, rconn, rt)
         env.seed("items", {"number": "KOP-TASSE-BL", "displayName": "Tasse blauw"},

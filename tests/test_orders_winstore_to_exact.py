@@ -17,14 +17,7 @@ import redis
 
 from gateway.config import Config
 from gateway.envelope import Envelope, Event
-from tests.pairs_support import (
-    ExactWinstore,
-    exact_and_winstore,
-    exact_system,
-    pair_config,
-    run_polled,
-    winstore_system,
-)
+from tests import pairs_support as pairs
 from workers.jobs import run_event
 
 pytestmark = pytest.mark.integration
@@ -48,8 +41,8 @@ ANNA = {"email": "anna@example.com", "invoice_add": {"fname": "Anna", "lname": "
 
 
 def make_config(exact_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return pair_config(
-        [exact_system(exact_url), winstore_system(ws_url, branch=1, channel="exact")],
+    return pairs.pair_config(
+        [pairs.exact_system(exact_url), pairs.winstore_system(ws_url, branch=1, channel="exact")],
         [
             {"id": TO_EXACT, "source": "winstore", "target": "exact", "flows": ["orders"],
              "settings": {"document_type": "sales_order"} | settings,
@@ -61,7 +54,7 @@ def make_config(exact_url: str, ws_url: str, settings: dict[str, Any]) -> Config
 
 
 @dataclass
-class Env(ExactWinstore):
+class Env(pairs.ExactWinstore):
     items: dict[str, str] = field(default_factory=dict)
     """{item code: ID} of the articles' items seeded in Exact."""
 
@@ -93,7 +86,7 @@ class Env(ExactWinstore):
         return sorted((r for r in self.rows(line_path) if r.get(key) == record[key]), key=lambda r: r["LineNumber"])
 
     def process(self, system: str, stream: str, integration: str) -> list[dict[str, Any]]:
-        return run_polled(self.conn, self.rt, system, stream, integration, reached_only=True)
+        return pairs.run_polled(self.conn, self.rt, system, stream, integration, reached_only=True)
 
     def orders(self) -> list[dict[str, Any]]:
         return self.process("winstore", "orders", TO_EXACT)
@@ -109,7 +102,7 @@ class Env(ExactWinstore):
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     settings = getattr(request, "param", {})
-    with exact_and_winstore(Env, partial(make_config, settings=settings), rconn, monkeypatch, ARTICLES) as env:
+    with pairs.exact_and_winstore(Env, partial(make_config, settings=settings), rconn, monkeypatch, ARTICLES) as env:
         skus = [a["ArtNr"] for a in ARTICLES]
         env.items = env.control("seed/items", {"skus": skus})["items"]
         yield env

@@ -15,14 +15,7 @@ import redis
 from connectors import registry
 from gateway.config import Config
 from gateway.errors import PermanentError
-from tests.pairs_support import (
-    BCWinstore,
-    bc_and_winstore,
-    bc_system,
-    pair_config,
-    run_polled,
-    winstore_system,
-)
+from tests import pairs_support as pairs
 from transforms import validate_integration
 
 pytestmark = pytest.mark.integration
@@ -40,8 +33,8 @@ COFFEE = {"ArtNr": "kop-kof-1kg", "Description": "Koffie 1 kg", "SalesPrice": "2
 
 
 def make_config(bc_url: str, ws_url: str, settings: dict[str, Any], tables: dict[str, Any]) -> Config:
-    return pair_config(
-        [bc_system(bc_url), winstore_system(ws_url)],
+    return pairs.pair_config(
+        [pairs.bc_system(bc_url), pairs.winstore_system(ws_url)],
         [
             {"id": INTEGRATION, "source": "winstore", "target": "bc", "flows": ["products"],
              "settings": settings, "tables": tables},
@@ -49,7 +42,7 @@ def make_config(bc_url: str, ws_url: str, settings: dict[str, Any], tables: dict
     )  # fmt: skip
 
 
-class Env(BCWinstore):
+class Env(pairs.BCWinstore):
     def article(self, **fields: Any) -> None:
         """An article created or changed in Winstore (found by ArtNr)."""
         body = {"articles": [fields]}
@@ -57,7 +50,7 @@ class Env(BCWinstore):
 
     def process_polled(self) -> list[dict[str, Any]]:
         """Poll Winstore's articles (the real poller job), then run every queued `process_event` job."""
-        return run_polled(self.conn, self.rt, "winstore", "articles", INTEGRATION)
+        return pairs.run_polled(self.conn, self.rt, "winstore", "articles", INTEGRATION)
 
     def items(self) -> dict[str, dict[str, Any]]:
         company = self.sandbox.company()
@@ -80,7 +73,7 @@ class Env(BCWinstore):
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     given = getattr(request, "param", {})
     config = partial(make_config, settings=given.get("settings", {}), tables=given.get("tables", TABLES))
-    with bc_and_winstore(Env, config, rconn, monkeypatch) as env:
+    with pairs.bc_and_winstore(Env, config, rconn, monkeypatch) as env:
         yield env
 
 

@@ -14,14 +14,7 @@ import redis
 
 from connectors import registry
 from gateway.config import Config
-from tests.pairs_support import (
-    ExactWinstore,
-    exact_and_winstore,
-    exact_system,
-    pair_config,
-    run_polled,
-    winstore_system,
-)
+from tests import pairs_support as pairs
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +32,8 @@ COFFEE = {"ArtNr": "KOP-KOF-1KG", "Description": "Koffie 1 kg", "SalesPrice": "2
 
 
 def make_config(exact_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return pair_config(
-        [exact_system(exact_url, rate_limit={"enabled": False}), winstore_system(ws_url)],
+    return pairs.pair_config(
+        [pairs.exact_system(exact_url, rate_limit={"enabled": False}), pairs.winstore_system(ws_url)],
         [
             {"id": INTEGRATION, "source": "winstore", "target": "exact", "flows": ["products"],
              "settings": settings, "tables": TABLES},
@@ -48,14 +41,14 @@ def make_config(exact_url: str, ws_url: str, settings: dict[str, Any]) -> Config
     )  # fmt: skip
 
 
-class Env(ExactWinstore):
+class Env(pairs.ExactWinstore):
     def article(self, **fields: Any) -> None:
         """An article created or changed in Winstore (found by ArtNr)."""
         self.http.post(f"{self.winstore.url}/sandbox/articles", json={"articles": [fields]}).raise_for_status()
 
     def process_polled(self) -> list[dict[str, Any]]:
         """Poll Winstore's articles (the real poller job), then run every queued `process_event` job."""
-        return run_polled(self.conn, self.rt, "winstore", "articles", INTEGRATION)
+        return pairs.run_polled(self.conn, self.rt, "winstore", "articles", INTEGRATION)
 
     def items(self) -> dict[str, dict[str, Any]]:
         return {r["Code"]: r for r in self.sandbox.store.rows(DIVISION, "logistics/Items")}
@@ -71,7 +64,7 @@ class Env(ExactWinstore):
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     settings = getattr(request, "param", {})
-    with exact_and_winstore(Env, partial(make_config, settings=settings), rconn, monkeypatch) as env:
+    with pairs.exact_and_winstore(Env, partial(make_config, settings=settings), rconn, monkeypatch) as env:
         yield env
 
 

@@ -18,21 +18,7 @@ from connectors.winstore.sandbox.app import PREFIX
 from gateway.config import Config
 from gateway.errors import PermanentError
 from gateway.stack import LiveServer
-from tests.pairs_support import (
-    WS_PASSWORD,
-    WS_USER,
-    authorise_exact,
-    bc_served,
-    bc_system,
-    exact_served,
-    exact_system,
-    installed,
-    pair_config,
-    run_polled,
-    winstore_article_keys,
-    winstore_served,
-    winstore_system,
-)
+from tests import pairs_support as pairs
 from workers import runtime
 
 pytestmark = pytest.mark.integration
@@ -48,11 +34,11 @@ ARTICLES = [
 
 
 def make_config(urls: dict[str, str], winstore: dict[str, Any], integration: dict[str, Any]) -> Config:
-    return pair_config(
+    return pairs.pair_config(
         [
-            bc_system(urls["bc"]),
-            exact_system(urls["exact"]),
-            winstore_system(urls["winstore"], **WAREHOUSES | winstore),
+            pairs.bc_system(urls["bc"]),
+            pairs.exact_system(urls["exact"]),
+            pairs.winstore_system(urls["winstore"], **WAREHOUSES | winstore),
         ],
         [
             {"id": "bc-to-winstore", "source": "bc", "target": "winstore", "flows": ["stock"]} | integration,
@@ -95,15 +81,15 @@ class Env:
         """Poll the system's stock (the real poller job), then run every queued `process_event` job; the
         integration's result of each."""
         stream = {"bc": "itemInventory", "exact": "StockPositions"}[system]
-        return run_polled(self.conn, self.rt, system, stream, INTEGRATION[system])
+        return pairs.run_polled(self.conn, self.rt, system, stream, INTEGRATION[system])
 
     def by_sku(self, system: str) -> dict[str, dict[str, Any]]:
         return {r["number"]: r for r in self.process_polled(system)}
 
     def winstore_stock(self, sku: str) -> dict[int, str]:
         """{warehouse: level} of the article, as Winstore's GetStock answers."""
-        auth = (WS_USER, WS_PASSWORD)
-        key = winstore_article_keys(self.http, self.winstore)[sku]
+        auth = (pairs.WS_USER, pairs.WS_PASSWORD)
+        key = pairs.winstore_article_keys(self.http, self.winstore)[sku]
         rows = self.http.get(f"{self.winstore.url}{PREFIX}/GetStock", params={"type": "byArtikelKey", "artkey": key},
                              auth=auth).raise_for_status().json()  # fmt: skip
         return {row["Warehouse"]: row["Stock"] for row in rows}
@@ -117,15 +103,15 @@ class Env:
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     given = getattr(request, "param", {})
     with (
-        bc_served() as (bc, _),
-        exact_served() as (exact, _),
-        winstore_served(ARTICLES) as winstore,
+        pairs.bc_served() as (bc, _),
+        pairs.exact_served() as (exact, _),
+        pairs.winstore_served(ARTICLES) as winstore,
         httpx.Client(timeout=10) as http,
     ):
         urls = {"bc": bc.url, "exact": exact.url, "winstore": winstore.url}
         config = make_config(urls, given.get("winstore", {}), given.get("integration", {}))
-        with installed(config, rconn, monkeypatch) as rt:
-            authorise_exact(http, exact, rconn)
+        with pairs.installed(config, rconn, monkeypatch) as rt:
+            pairs.authorise_exact(http, exact, rconn)
             yield Env(bc, exact, winstore, http, rconn, rt)
 
 
