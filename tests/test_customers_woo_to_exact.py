@@ -17,9 +17,7 @@ import httpx
 import pytest
 import redis
 
-from connectors.exactonline.auth import OAuthApp
-from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
-from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
+from connectors.exactonline.sandbox import ExactSandbox
 from connectors.woocommerce.client import WooCommerceClient
 from connectors.woocommerce.normalise import normalise_customer
 from connectors.woocommerce.sandbox import create_sandbox as woo_sandbox
@@ -28,14 +26,14 @@ from gateway.config import parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from gateway.stack import LiveServer, serve
+from tests import pairs_support as pairs
 from workers import runtime
 from workers.jobs import run_event
 
 pytestmark = pytest.mark.integration
 
-REDIRECT = "https://koppel.example/oauth/exact/callback"
 WOO_KEY, WOO_SECRET = "ck_customers", "cs_customers"
-ENV = {"WC_SECRET": "s", "EXACT_CLIENT_SECRET": "sandbox-secret", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET}
+ENV = pairs.ENV | {"WC_SECRET": "s", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET}
 TABLES = {
     "vat_codes": {"default": "2", "entries": {"BE:vat": "7", "BE": "2", "21": "2", "9": "1"}},
     "revenue_accounts": {"default": "8000", "entries": {"BE": "8010", "US": "8020"}},
@@ -99,43 +97,33 @@ class Env:
 def env(rconn: redis.Redis, request: pytest.FixtureRequest) -> Iterator[Env]:
     """`tables` by indirect parametrisation (default TABLES)."""
     tables = getattr(request, "param", {}).get("tables", TABLES)
-    exact_app = exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False)
-    exact = serve(exact_app, name="Exact Online sandbox")
-    woo = serve(woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET), name="shop")
-    try:
-        with httpx.Client(timeout=10) as http:
-            config = parse_config(
-                {
-                    "endpoints": [{"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
-                    "systems": [
-                        {
-                            "id": "exact",
-                            "kind": "exactonline",
-                            "base_url": exact.url,
-                            "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-                            "settings": {"client_id": "koppel-sandbox"},
-                        }
-                    ],
-                    "integrations": [
-                        {"id": "shop-customers", "source": "shop", "target": "exact", "flows": ["customers"],
-                         "tables": tables}
-                    ],
-                },
-                environ=ENV,
-            )
-            rt = runtime.Runtime(config=config, connection=rconn)
-            connect_sandbox(http, OAuthApp(exact.url, "koppel-sandbox", "sandbox-secret", REDIRECT), rconn, "exact")
-            shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
-            e = Env(exact, woo, exact_app.state.sandbox, http, rconn, rt, shop)
-            e.seed("crm/AccountClassifications", {"Code": "B2B", "Description": "Zakelijk"},
-                   {"Code": "B2C", "Description": "Particulier"})  # fmt: skip
-            try:
-                yield e
-            finally:
-                rt.close()
-    finally:
-        woo.stop()
-        exact.stop()
+    with pairs.exact_served() as (exact, sandbox):
+        woo = serve(woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET), name="shop")
+        try:
+            with httpx.Client(timeout=10) as http:
+                config = parse_config(
+                    {
+                        "endpoints": [{"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
+                        "systems": [pairs.exact_system(exact.url)],
+                        "integrations": [
+                            {"id": "shop-customers", "source": "shop", "target": "exact", "flows": ["customers"],
+                             "tables": tables}
+                        ],
+                    },
+                    environ=ENV,
+                )  # fmt: skip
+                rt = runtime.Runtime(config=config, connection=rconn)
+                pairs.authorise_exact(http, exact, rconn)
+                shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
+                e = Env(exact, woo, sandbox, http, rconn, rt, shop)
+                e.seed("crm/AccountClassifications", {"Code": "B2B", "Description": "Zakelijk"},
+                       {"Code": "B2C", "Description": "Particulier"})  # fmt: skip
+                try:
+                    yield e
+                finally:
+                    rt.close()
+        finally:
+            woo.stop()
 
 
 def new_customer(env: Env, **fields: Any) -> dict[str, Any]:

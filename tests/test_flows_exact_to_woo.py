@@ -15,32 +15,27 @@ import httpx
 import pytest
 import redis
 
-from connectors.exactonline.auth import OAuthApp
-from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
-from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
+from connectors.exactonline.sandbox import ExactSandbox
 from connectors.woocommerce.client import Stock, WooCommerceClient
 from connectors.woocommerce.sandbox import create_sandbox as woo_sandbox
 from gateway.activity import ActivityLog
 from gateway.config import Config, parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError, TransientError
-from gateway.ingest import JOB_FUNC, make_queue
 from gateway.stack import LiveServer, serve
 from handlers.base import Incoming
 from handlers.exactonline import handle as handle_exact
+from tests import pairs_support as pairs
 from workers import runtime
-from workers.inbox import pump_for
 from workers.jobs import process_event, run_event
 from workers.ledger import Ledger
-from workers.pollers import poll
 
 pytestmark = pytest.mark.integration
 
 DIVISION = 1234567
-REDIRECT = "https://koppel.example/oauth/exact/callback"
 WOO_KEY, WOO_SECRET = "ck_flows", "cs_flows"
-ENV = {"WC_SECRET": "s", "EXACT_CLIENT_SECRET": "sandbox-secret", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET,
-       "EXACT_HOOK_SECRET": "hook-secret"}  # fmt: skip
+ENV = pairs.ENV | {"WC_SECRET": "s", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET,
+                  "EXACT_HOOK_SECRET": "hook-secret"}  # fmt: skip
 
 
 def make_config(exact_url: str, woo_url: str, settings: dict[str, Any], tables: dict[str, Any]) -> Config:
@@ -51,13 +46,7 @@ def make_config(exact_url: str, woo_url: str, settings: dict[str, Any], tables: 
                 {"id": "exact-hooks", "kind": "exactonline", "secret": "env:EXACT_HOOK_SECRET", "system": "exact"},
             ],
             "systems": [
-                {
-                    "id": "exact",
-                    "kind": "exactonline",
-                    "base_url": exact_url,
-                    "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-                    "settings": {"client_id": "koppel-sandbox"},
-                },
+                pairs.exact_system(exact_url),
                 {
                     "id": "shop",
                     "kind": "woocommerce",
@@ -165,36 +154,23 @@ class Env:
 
     def process_polled(self, entity: str) -> list[dict[str, Any]]:
         """Poll Exact (the real poller job), then run every queued `process_event` job."""
-        poll("exact", entity)
-        pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
-        queue = make_queue(self.conn, self.rt.config.gateway.queue)
-        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
-        events = [job for job in jobs if job is not None and job.func_name == JOB_FUNC]
-        for job in events:
-            queue.remove(job)
-        return [process_event(job.args[0]) for job in events]
+        return pairs.run_polled(self.conn, self.rt, "exact", entity)
 
 
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     given = getattr(request, "param", {})
-    exact_app = exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False)
-    exact = serve(exact_app, name="Exact Online sandbox")
-    woo = serve(woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=True), name="shop")
-    try:
-        with httpx.Client(timeout=10) as http:
-            config = make_config(exact.url, woo.url, given.get("settings", {}), given.get("tables", {}))
-            rt = runtime.Runtime(config=config, connection=rconn)
-            monkeypatch.setattr(runtime, "_runtime", rt)  # what `koppel worker` installs
-            connect_sandbox(http, OAuthApp(exact.url, "koppel-sandbox", "sandbox-secret", REDIRECT), rconn, "exact")
-            shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
-            try:
-                yield Env(exact, woo, exact_app.state.sandbox, http, rconn, rt, shop)
-            finally:
-                rt.close()
-    finally:
-        woo.stop()
-        exact.stop()
+    with pairs.exact_served() as (exact, sandbox):
+        woo = serve(woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=True), name="shop")
+        try:
+            with httpx.Client(timeout=10) as http:
+                config = make_config(exact.url, woo.url, given.get("settings", {}), given.get("tables", {}))
+                with pairs.installed(config, rconn, monkeypatch) as rt:  # what `koppel worker` installs
+                    pairs.authorise_exact(http, exact, rconn)
+                    shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
+                    yield Env(exact, woo, sandbox, http, rconn, rt, shop)
+        finally:
+            woo.stop()
 
 
 # -- order status ----------------------------------------------------------------------------------------

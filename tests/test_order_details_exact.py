@@ -17,23 +17,21 @@ import httpx
 import pytest
 import redis
 
-from connectors.exactonline.auth import OAuthApp
-from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
-from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
+from connectors.exactonline.sandbox import ExactSandbox
 from connectors.woocommerce.client import WooCommerceClient
 from connectors.woocommerce.sandbox import create_sandbox as woo_sandbox
 from gateway.config import parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from gateway.stack import LiveServer, serve
+from tests import pairs_support as pairs
 from workers import runtime
 from workers.jobs import run_event
 
 pytestmark = pytest.mark.integration
 
-REDIRECT = "https://koppel.example/oauth/exact/callback"
 WOO_KEY, WOO_SECRET = "ck_details", "cs_details"
-ENV = {"WC_SECRET": "s", "EXACT_CLIENT_SECRET": "sandbox-secret"}
+ENV = pairs.ENV | {"WC_SECRET": "s"}
 FIXTURES = Path(__file__).parent / "fixtures" / "woocommerce"
 COUPON_ORDER = json.loads((FIXTURES / "order_company_coupon.json").read_text())
 SERVICE = ["SHIPPING", "FEE", "DISCOUNT"]
@@ -89,42 +87,39 @@ class Env:
 def env(rconn: redis.Redis, request: pytest.FixtureRequest) -> Iterator[Env]:
     """`settings` and `tables` (default TABLES) by indirect parametrisation."""
     given = getattr(request, "param", {})
-    exact_app = exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False)
-    exact = serve(exact_app, name="Exact Online sandbox")
-    woo = serve(woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=True), name="shop")
-    try:
-        with httpx.Client(timeout=10) as http:
-            system = {"id": "exact", "kind": "exactonline", "base_url": exact.url,
-                      "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-                      "settings": {"client_id": "koppel-sandbox"}}  # fmt: skip
-            integration = {"id": "shop-to-exact", "source": "shop", "target": "exact", "flows": ["orders"],
-                           "settings": given.get("settings", {}), "tables": given.get("tables", TABLES)}  # fmt: skip
-            config = parse_config(
-                {
-                    "endpoints": [{"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
-                    "systems": [system],
-                    "integrations": [integration],
-                },
-                environ=ENV,
-            )
-            rt = runtime.Runtime(config=config, connection=rconn)
-            connect_sandbox(http, OAuthApp(exact.url, "koppel-sandbox", "sandbox-secret", REDIRECT), rconn, "exact")
-            shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
-            e = Env(exact, woo, exact_app.state.sandbox, http, rt, shop)
-            skus = [line["sku"] for line in COUPON_ORDER["line_items"]] + SERVICE
-            http.post(f"{exact.url}/sandbox/seed/items", json={"skus": sorted(set(skus))}).raise_for_status()
-            e.seed("sales/ShippingMethods", {"Code": "PNL", "Description": "PostNL"},
-                   {"Code": "AFH", "Description": "Afhalen"})  # fmt: skip
-            e.seed("hrm/Costcenters", {"Code": "WEB", "Description": "Webwinkel", "Active": True},
-                   {"Code": "LOG", "Description": "Logistiek", "Active": True})  # fmt: skip
-            e.seed("hrm/Costunits", {"Code": "BAKKERS", "Description": "Bakkerijbenodigdheden"})
-            try:
-                yield e
-            finally:
-                rt.close()
-    finally:
-        woo.stop()
-        exact.stop()
+    with pairs.exact_served() as (exact, sandbox):
+        woo = serve(woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=True), name="shop")
+        try:
+            with httpx.Client(timeout=10) as http:
+                system = pairs.exact_system(exact.url)
+                integration = {"id": "shop-to-exact", "source": "shop", "target": "exact", "flows": ["orders"],
+                               "settings": given.get("settings", {}),
+                               "tables": given.get("tables", TABLES)}  # fmt: skip
+                config = parse_config(
+                    {
+                        "endpoints": [{"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
+                        "systems": [system],
+                        "integrations": [integration],
+                    },
+                    environ=ENV,
+                )
+                rt = runtime.Runtime(config=config, connection=rconn)
+                pairs.authorise_exact(http, exact, rconn)
+                shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
+                e = Env(exact, woo, sandbox, http, rt, shop)
+                skus = [line["sku"] for line in COUPON_ORDER["line_items"]] + SERVICE
+                http.post(f"{exact.url}/sandbox/seed/items", json={"skus": sorted(set(skus))}).raise_for_status()
+                e.seed("sales/ShippingMethods", {"Code": "PNL", "Description": "PostNL"},
+                       {"Code": "AFH", "Description": "Afhalen"})  # fmt: skip
+                e.seed("hrm/Costcenters", {"Code": "WEB", "Description": "Webwinkel", "Active": True},
+                       {"Code": "LOG", "Description": "Logistiek", "Active": True})  # fmt: skip
+                e.seed("hrm/Costunits", {"Code": "BAKKERS", "Description": "Bakkerijbenodigdheden"})
+                try:
+                    yield e
+                finally:
+                    rt.close()
+        finally:
+            woo.stop()
 
 
 def coupon_order(number: int, **changes: Any) -> dict[str, Any]:

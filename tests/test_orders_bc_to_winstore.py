@@ -7,36 +7,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
 from connectors import registry
 from connectors.businesscentral.connector import BusinessCentralSource
-from connectors.businesscentral.sandbox import BusinessCentralSandbox, SandboxConfig
-from connectors.businesscentral.sandbox import create_sandbox as bc_sandbox
-from connectors.winstore.sandbox import create_sandbox as winstore_sandbox
-from connectors.winstore.sandbox.app import PREFIX
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
-from gateway.ingest import JOB_FUNC, make_queue
-from gateway.stack import LiveServer, serve
-from workers import runtime
-from workers.inbox import pump_for
-from workers.jobs import process_event, run_event
+from tests import pairs_support as pairs
+from workers.jobs import run_event
 from workers.ledger import Ledger
-from workers.pollers import poll
 
 pytestmark = pytest.mark.integration
 
-BC_SECRET = "bc-orders-secret"
-WS_USER, WS_PASSWORD = "koppel", "winstore-secret"
-ENV = {"BC_SECRET": BC_SECRET, "WS_USER": WS_USER, "WS_PASSWORD": WS_PASSWORD}
 INTEGRATION = "bc-to-winstore"
 ARTICLES = [
     {"ArtNr": "KOP-TASSE-BL", "Description": "Tasse blauw", "SalesPrice": "12.10", "VatPercentage": "21",
@@ -48,35 +35,15 @@ ARTICLES = [
 
 
 def make_config(bc_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    sandbox = SandboxConfig()
-    return parse_config(
-        {
-            "systems": [
-                {"id": "bc", "kind": "businesscentral", "base_url": bc_url,
-                 "credentials": {"client_secret": "env:BC_SECRET"},
-                 "settings": {"tenant": sandbox.tenant, "client_id": sandbox.client_id, "company": "CRONUS NL",
-                              "login_url": bc_url}},
-                {"id": "winstore", "kind": "winstore", "base_url": ws_url + PREFIX,
-                 "credentials": {"username": "env:WS_USER", "password": "env:WS_PASSWORD"},
-                 "settings": {"branch": 1, "channel": "bc"}},
-            ],
-            "integrations": [
-                {"id": INTEGRATION, "source": "bc", "target": "winstore", "flows": ["orders"], "settings": settings},
-            ],
-        },
-        environ=ENV,
+    return pairs.pair_config(
+        [pairs.bc_system(bc_url), pairs.winstore_system(ws_url, branch=1, channel="bc")],
+        [
+            {"id": INTEGRATION, "source": "bc", "target": "winstore", "flows": ["orders"], "settings": settings},
+        ],
     )  # fmt: skip
 
 
-@dataclass
-class Env:
-    bc: LiveServer
-    winstore: LiveServer
-    sandbox: BusinessCentralSandbox
-    http: httpx.Client
-    conn: redis.Redis
-    rt: runtime.Runtime
-
+class Env(pairs.BCWinstore):
     @property
     def company(self) -> str:
         return self.sandbox.company()
@@ -102,14 +69,7 @@ class Env:
 
     def process_polled(self) -> list[dict[str, Any]]:
         """Poll BC's sales orders (the real poller job), then run every queued `process_event` job."""
-        poll("bc", "salesOrders")
-        pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
-        queue = make_queue(self.conn, self.rt.config.gateway.queue)
-        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
-        events = [job for job in jobs if job is not None and job.func_name == JOB_FUNC]
-        for job in events:
-            queue.remove(job)
-        return [process_event(job.args[0])["integrations"][INTEGRATION] for job in events]
+        return pairs.run_polled(self.conn, self.rt, "bc", "salesOrders", INTEGRATION)
 
     def replay(self, order_id: str) -> dict[str, Any]:
         """The BC order, as read through the API, as a replayed job (no version: never "processed already")."""
@@ -126,27 +86,12 @@ class Env:
         return list(self.http.get(f"{self.winstore.url}/sandbox/orders").raise_for_status().json()["orders"])
 
     def article_keys(self) -> dict[str, str]:
-        answer = self.http.get(f"{self.winstore.url}{PREFIX}/GetArticleDataChangesByDate",
-                               params={"date": "2000-01-01T00:00:00+00:00"}, auth=(WS_USER, WS_PASSWORD))  # fmt: skip
-        return {a["ArtNr"]: str(a["ArtKey"]) for a in answer.raise_for_status().json()}
+        return pairs.winstore_article_keys(self.http, self.winstore)
 
 
 def _env(rconn: redis.Redis, monkeypatch: pytest.MonkeyPatch, config: Any) -> Iterator[Env]:
-    bc_app = bc_sandbox(client_secret=BC_SECRET)
-    bc = serve(bc_app, name="Business Central sandbox")
-    winstore = serve(winstore_sandbox(username=WS_USER, password=WS_PASSWORD), name="Winstore sandbox")
-    try:
-        with httpx.Client(timeout=10) as http:
-            http.post(f"{winstore.url}/sandbox/articles", json={"articles": ARTICLES}).raise_for_status()
-            rt = runtime.Runtime(config=config(bc.url, winstore.url), connection=rconn)
-            monkeypatch.setattr(runtime, "_runtime", rt)
-            try:
-                yield Env(bc, winstore, bc_app.state.sandbox, http, rconn, rt)
-            finally:
-                rt.close()
-    finally:
-        winstore.stop()
-        bc.stop()
+    with pairs.bc_and_winstore(Env, config, rconn, monkeypatch, ARTICLES) as env:
+        yield env
 
 
 @pytest.fixture

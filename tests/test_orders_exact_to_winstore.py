@@ -6,37 +6,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
 from connectors import registry
-from connectors.exactonline.auth import OAuthApp
-from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
-from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
-from connectors.winstore.sandbox import create_sandbox as winstore_sandbox
-from connectors.winstore.sandbox.app import PREFIX
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
-from gateway.ingest import JOB_FUNC, make_queue
-from gateway.stack import LiveServer, serve
-from workers import runtime
-from workers.inbox import pump_for
-from workers.jobs import process_event, run_event
+from tests import pairs_support as pairs
+from workers.jobs import run_event
 from workers.ledger import Ledger
-from workers.pollers import poll
 
 pytestmark = pytest.mark.integration
 
 DIVISION = 1234567
-REDIRECT = "https://koppel.example/oauth/exact/callback"
-WS_USER, WS_PASSWORD = "koppel", "winstore-secret"
-ENV = {"EXACT_CLIENT_SECRET": "sandbox-secret", "WS_USER": WS_USER, "WS_PASSWORD": WS_PASSWORD}
 ARTICLES = [
     {"ArtNr": "KOP-TASSE-BL", "Description": "Tasse blauw", "SalesPrice": "12.10", "Gtin": "8712345000017",
      "VatPercentage": "21", "stock": {"1": 20}},
@@ -47,34 +34,16 @@ ARTICLES = [
 
 
 def make_config(exact_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return parse_config(
-        {
-            "systems": [
-                {"id": "exact", "kind": "exactonline", "base_url": exact_url,
-                 "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-                 "settings": {"client_id": "koppel-sandbox"}},
-                {"id": "winstore", "kind": "winstore", "base_url": ws_url + PREFIX,
-                 "credentials": {"username": "env:WS_USER", "password": "env:WS_PASSWORD"},
-                 "settings": {"branch": 1, "channel": "exact"}},
-            ],
-            "integrations": [
-                {"id": "exact-to-winstore", "source": "exact", "target": "winstore", "flows": ["orders"],
-                 "settings": settings},
-            ],
-        },
-        environ=ENV,
+    return pairs.pair_config(
+        [pairs.exact_system(exact_url), pairs.winstore_system(ws_url, branch=1, channel="exact")],
+        [
+            {"id": "exact-to-winstore", "source": "exact", "target": "winstore", "flows": ["orders"],
+             "settings": settings},
+        ],
     )  # fmt: skip
 
 
-@dataclass
-class Env:
-    exact: LiveServer
-    winstore: LiveServer
-    sandbox: ExactSandbox
-    http: httpx.Client
-    conn: redis.Redis
-    rt: runtime.Runtime
-
+class Env(pairs.ExactWinstore):
     def control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.http.post(f"{self.exact.url}/sandbox/{action}", json=body).raise_for_status().json()
 
@@ -100,14 +69,7 @@ class Env:
 
     def process_polled(self) -> list[dict[str, Any]]:
         """Poll Exact's sales orders (the real poller job), then run every queued `process_event` job."""
-        poll("exact", "SalesOrderHeaders")
-        pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
-        queue = make_queue(self.conn, self.rt.config.gateway.queue)
-        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
-        events = [job for job in jobs if job is not None and job.func_name == JOB_FUNC]
-        for job in events:
-            queue.remove(job)
-        return [process_event(job.args[0])["integrations"]["exact-to-winstore"] for job in events]
+        return pairs.run_polled(self.conn, self.rt, "exact", "SalesOrderHeaders", "exact-to-winstore")
 
     def replay(self) -> dict[str, Any]:
         """The Exact order's header as a replayed job (no version: never "processed already")."""
@@ -122,30 +84,15 @@ class Env:
         return list(self.http.get(f"{self.winstore.url}/sandbox/orders").raise_for_status().json()["orders"])
 
     def article_keys(self) -> dict[str, str]:
-        answer = self.http.get(f"{self.winstore.url}{PREFIX}/GetArticleDataChangesByDate",
-                               params={"date": "2000-01-01T00:00:00+00:00"}, auth=(WS_USER, WS_PASSWORD))  # fmt: skip
-        return {a["ArtNr"]: str(a["ArtKey"]) for a in answer.raise_for_status().json()}
+        return pairs.winstore_article_keys(self.http, self.winstore)
 
 
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     settings = getattr(request, "param", {})
-    exact_app = exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False)
-    exact = serve(exact_app, name="Exact Online sandbox")
-    winstore = serve(winstore_sandbox(username=WS_USER, password=WS_PASSWORD), name="Winstore sandbox")
-    try:
-        with httpx.Client(timeout=10) as http:
-            http.post(f"{winstore.url}/sandbox/articles", json={"articles": ARTICLES}).raise_for_status()
-            rt = runtime.Runtime(config=make_config(exact.url, winstore.url, settings), connection=rconn)
-            monkeypatch.setattr(runtime, "_runtime", rt)
-            connect_sandbox(http, OAuthApp(exact.url, "koppel-sandbox", "sandbox-secret", REDIRECT), rconn, "exact")
-            try:
-                yield Env(exact, winstore, exact_app.state.sandbox, http, rconn, rt)
-            finally:
-                rt.close()
-    finally:
-        winstore.stop()
-        exact.stop()
+    config = partial(make_config, settings=settings)
+    with pairs.exact_and_winstore(Env, config, rconn, monkeypatch, ARTICLES) as env:
+        yield env
 
 
 def test_an_exact_sales_order_is_booked_once_in_winstore_with_its_lines_prices_and_address(env):

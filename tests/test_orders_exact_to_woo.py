@@ -16,10 +16,8 @@ import pytest
 import redis
 
 from connectors import registry
-from connectors.exactonline.auth import OAuthApp
 from connectors.exactonline.normalise import normalise_sales_invoice
-from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
-from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
+from connectors.exactonline.sandbox import ExactSandbox
 from connectors.woocommerce.client import WooCommerceClient
 from connectors.woocommerce.errors import WooCommerceRequestError
 from connectors.woocommerce.normalise import normalise_order
@@ -28,34 +26,30 @@ from connectors.woocommerce.sandbox.seed import CATALOGUE
 from gateway.config import Config, parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
-from gateway.ingest import JOB_FUNC, make_queue
 from gateway.stack import LiveServer, serve
+from tests import pairs_support as pairs
 from workers import runtime
-from workers.inbox import pump_for
-from workers.jobs import process_event, run_event
+from workers.jobs import run_event
 from workers.ledger import Ledger
-from workers.pollers import poll, polled_streams
+from workers.pollers import polled_streams
 
 pytestmark = pytest.mark.integration
 
 DIVISION = 1234567
-REDIRECT = "https://koppel.example/oauth/exact/callback"
 WOO_KEY, WOO_SECRET = "ck_orders", "cs_orders"
-ENV = {"WC_SECRET": "s", "EXACT_CLIENT_SECRET": "sandbox-secret", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET,
-       "EXACT_HOOK_SECRET": "hook-secret"}  # fmt: skip
+ENV = pairs.ENV | {"WC_SECRET": "s", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET,
+                  "EXACT_HOOK_SECRET": "hook-secret"}  # fmt: skip
 SKUS = [s["sku"] for s in CATALOGUE if "attribute" not in s] + ["KOP-TS-S", "KOP-TS-M", "KOP-TS-L", "KOP-TS-XL",
         "KOP-MOK-ROOD", "KOP-MOK-GROEN", "KOP-MOK-CREME", "SHIPPING", "FEE", "DISCOUNT"]  # fmt: skip
 
 
 def make_config(exact_url: str, woo_url: str, to_shop: dict[str, Any], to_exact: dict[str, Any],
                 tables: dict[str, Any]) -> Config:  # fmt: skip
-    exact = {"id": "exact", "kind": "exactonline", "base_url": exact_url,
-             "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"}, "settings": {"client_id": "koppel-sandbox"}}
     return parse_config(
         {
             "endpoints": [{"id": "webhooks", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
             "systems": [
-                exact,
+                pairs.exact_system(exact_url),
                 {"id": "shop", "kind": "woocommerce", "base_url": woo_url,
                  "credentials": {"consumer_key": "env:WC_KEY", "consumer_secret": "env:WC_CONSUMER_SECRET"}},
             ],
@@ -108,14 +102,7 @@ class Env:
 
     def process_polled(self, stream: str = "SalesOrderHeaders") -> list[dict[str, Any]]:
         """Poll Exact (the real poller job), then run every queued `process_event` job: exact-to-shop results."""
-        poll("exact", stream)
-        pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
-        queue = make_queue(self.conn, self.rt.config.gateway.queue)
-        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
-        events = [job for job in jobs if job is not None and job.func_name == JOB_FUNC]
-        for job in events:
-            queue.remove(job)
-        return [process_event(job.args[0])["integrations"]["exact-to-shop"] for job in events]
+        return pairs.run_polled(self.conn, self.rt, "exact", stream, "exact-to-shop")
 
     def shop_event(self, order: dict[str, Any], topic: str = "order.created") -> dict[str, Any]:
         """A shop order's webhook through the WooCommerce → Exact integration's flow."""
@@ -135,24 +122,18 @@ class Env:
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     given = getattr(request, "param", {})
-    exact_app = exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False)
-    exact = serve(exact_app, name="Exact Online sandbox")
-    woo = serve(woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=True), name="shop")
-    try:
-        with httpx.Client(timeout=10) as http:
-            to_shop = {"order_mode": "both"} | given.get("settings", {})
-            config = make_config(exact.url, woo.url, to_shop, given.get("to_exact", {}), given.get("tables", {}))
-            rt = runtime.Runtime(config=config, connection=rconn)
-            monkeypatch.setattr(runtime, "_runtime", rt)
-            connect_sandbox(http, OAuthApp(exact.url, "koppel-sandbox", "sandbox-secret", REDIRECT), rconn, "exact")
-            shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
-            try:
-                yield Env(exact, woo, exact_app.state.sandbox, http, rconn, rt, shop)
-            finally:
-                rt.close()
-    finally:
-        woo.stop()
-        exact.stop()
+    with pairs.exact_served() as (exact, sandbox):
+        woo = serve(woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET, seed_products=True), name="shop")
+        try:
+            with httpx.Client(timeout=10) as http:
+                to_shop = {"order_mode": "both"} | given.get("settings", {})
+                config = make_config(exact.url, woo.url, to_shop, given.get("to_exact", {}), given.get("tables", {}))
+                with pairs.installed(config, rconn, monkeypatch) as rt:
+                    pairs.authorise_exact(http, exact, rconn)
+                    shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
+                    yield Env(exact, woo, sandbox, http, rconn, rt, shop)
+        finally:
+            woo.stop()
 
 
 def meta(order: dict[str, Any], key: str) -> Any:

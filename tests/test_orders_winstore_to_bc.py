@@ -16,25 +16,19 @@ import httpx
 import pytest
 import redis
 
-from connectors.businesscentral.sandbox import BusinessCentralSandbox, create_sandbox
-from connectors.winstore.sandbox import create_sandbox as winstore_sandbox
-from connectors.winstore.sandbox.app import PREFIX
+from connectors.businesscentral.sandbox import BusinessCentralSandbox
 from gateway.activity import ActivityLog
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
-from gateway.ingest import JOB_FUNC, make_queue
-from gateway.stack import LiveServer, serve
-from tests.test_businesscentral_sandbox import CONFIG, SECRET, system_entry
+from gateway.stack import LiveServer
+from tests import pairs_support as pairs
+from tests.test_businesscentral_sandbox import CONFIG
 from workers import runtime
-from workers.inbox import pump_for
-from workers.jobs import process_event, run_event
-from workers.pollers import poll
+from workers.jobs import run_event
 
 pytestmark = pytest.mark.integration
 
-WS_USER, WS_PASSWORD = "koppel", "winstore-secret"
-ENV = {"BC_SECRET": SECRET, "WS_USER": WS_USER, "WS_PASSWORD": WS_PASSWORD}
 ARTICLES = [
     {"ArtNr": "KOP-TASSE-BL", "Description": "Tasse blauw", "SalesPrice": "12.10", "VatPercentage": "21",
      "stock": {"1": 20}},
@@ -52,25 +46,17 @@ ANNA = {"email": "anna@example.com", "invoice_add": {"fname": "Anna", "lname": "
 
 
 def make_config(bc_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return parse_config(
-        {
-            "systems": [
-                system_entry(bc_url),
-                {"id": "winstore", "kind": "winstore", "base_url": ws_url + PREFIX,
-                 "credentials": {"username": "env:WS_USER", "password": "env:WS_PASSWORD"},
-                 "settings": {"branch": 1, "channel": "webshop"}},
-            ],
-            "integrations": [
-                {"id": TO_BC, "source": "winstore", "target": "bc", "flows": ["orders"],
-                 "settings": {"document_type": "sales_order"} | settings},
-                {"id": BACK, "source": "bc", "target": "winstore", "flows": ["orders"],
-                 "settings": {"order_mode": "status"},
-                 "tables": {"order_statuses": {"entries": {"released": "2"}}}},
-                {"id": CUSTOMERS, "source": "winstore", "target": "bc", "flows": ["customers"],
-                 "tables": SETUP_TABLES},
-            ],
-        },
-        environ=ENV,
+    return pairs.pair_config(
+        [pairs.bc_system(bc_url), pairs.winstore_system(ws_url, branch=1, channel="webshop")],
+        [
+            {"id": TO_BC, "source": "winstore", "target": "bc", "flows": ["orders"],
+             "settings": {"document_type": "sales_order"} | settings},
+            {"id": BACK, "source": "bc", "target": "winstore", "flows": ["orders"],
+             "settings": {"order_mode": "status"},
+             "tables": {"order_statuses": {"entries": {"released": "2"}}}},
+            {"id": CUSTOMERS, "source": "winstore", "target": "bc", "flows": ["customers"],
+             "tables": SETUP_TABLES},
+        ],
     )  # fmt: skip
 
 
@@ -104,9 +90,7 @@ class Env:
         return int(answer.raise_for_status().json()["customers"][0])
 
     def article_keys(self) -> dict[str, str]:
-        answer = self.http.get(f"{self.winstore.url}{PREFIX}/GetArticleDataChangesByDate",
-                               params={"date": "2000-01-01T00:00:00+00:00"}, auth=(WS_USER, WS_PASSWORD))  # fmt: skip
-        return {a["ArtNr"]: str(a["ArtKey"]) for a in answer.raise_for_status().json()}
+        return pairs.winstore_article_keys(self.http, self.winstore)
 
     def winstore_orders(self) -> dict[str, dict[str, Any]]:
         listed = self.http.get(f"{self.winstore.url}/sandbox/orders").raise_for_status().json()["orders"]
@@ -133,15 +117,7 @@ class Env:
 
     def process(self, system: str, stream: str, integration: str) -> list[dict[str, Any]]:
         """Poll one stream (the real poller job), then run every queued event; `integration`'s results."""
-        poll(system, stream)
-        pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
-        queue = make_queue(self.conn, self.rt.config.gateway.queue)
-        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
-        events = [job for job in jobs if job is not None and job.func_name == JOB_FUNC]
-        for job in events:
-            queue.remove(job)
-        results = [process_event(job.args[0])["integrations"] for job in events]
-        return [r[integration] for r in results if integration in r]
+        return pairs.run_polled(self.conn, self.rt, system, stream, integration, reached_only=True)
 
     def orders(self) -> list[dict[str, Any]]:
         return self.process("winstore", "orders", TO_BC)
@@ -159,24 +135,16 @@ class Env:
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     settings = getattr(request, "param", {})
-    bc_app = create_sandbox(CONFIG)
-    bc_live = serve(bc_app, name="Business Central sandbox")
-    winstore = serve(winstore_sandbox(username=WS_USER, password=WS_PASSWORD), name="Winstore sandbox")
-    try:
-        with httpx.Client(timeout=30) as http:
-            http.post(f"{winstore.url}/sandbox/articles", json={"articles": ARTICLES}).raise_for_status()
-            rt = runtime.Runtime(config=make_config(bc_live.url, winstore.url, settings), connection=rconn)
-            monkeypatch.setattr(runtime, "_runtime", rt)
-            try:
-                env = Env(bc_live, winstore, bc_app.state.sandbox, http, rconn, rt)
-                env.seed("items", {"number": "KOP-TASSE-BL", "displayName": "Tasse blauw"},
-                         {"number": "KOP-KOF-1KG", "displayName": "Koffie 1 kg"})  # fmt: skip
-                yield env
-            finally:
-                rt.close()
-    finally:
-        winstore.stop()
-        bc_live.stop()
+    with (
+        pairs.bc_served(page_size=CONFIG.page_size) as (bc_live, bc),
+        pairs.winstore_served(ARTICLES) as winstore,
+        httpx.Client(timeout=30) as http,
+        pairs.installed(make_config(bc_live.url, winstore.url, settings), rconn, monkeypatch) as rt,
+    ):
+        env = Env(bc_live, winstore, bc, http, rconn, rt)
+        env.seed("items", {"number": "KOP-TASSE-BL", "displayName": "Tasse blauw"},
+                 {"number": "KOP-KOF-1KG", "displayName": "Koffie 1 kg"})  # fmt: skip
+        yield env
 
 
 def lines_of(document: dict[str, Any], entity: str) -> list[tuple[str, Decimal, Decimal]]:

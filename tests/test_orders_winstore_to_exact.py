@@ -7,34 +7,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
-from connectors.exactonline.auth import OAuthApp
-from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
-from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
-from connectors.winstore.sandbox import create_sandbox as winstore_sandbox
-from connectors.winstore.sandbox.app import PREFIX
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.envelope import Envelope, Event
-from gateway.ingest import JOB_FUNC, make_queue
-from gateway.stack import LiveServer, serve
-from workers import runtime
-from workers.inbox import pump_for
-from workers.jobs import process_event, run_event
-from workers.pollers import poll
+from tests import pairs_support as pairs
+from workers.jobs import run_event
 
 pytestmark = pytest.mark.integration
 
 DIVISION = 1234567
-REDIRECT = "https://koppel.example/oauth/exact/callback"
-WS_USER, WS_PASSWORD = "koppel", "winstore-secret"
-ENV = {"EXACT_CLIENT_SECRET": "sandbox-secret", "WS_USER": WS_USER, "WS_PASSWORD": WS_PASSWORD}
 TO_EXACT, FROM_EXACT = "winstore-to-exact", "exact-to-winstore"
 ARTICLES = [
     {"ArtNr": "KOP-TASSE-BL", "Description": "Tasse blauw", "SalesPrice": "12.10", "VatPercentage": "21",
@@ -53,37 +41,22 @@ ANNA = {"email": "anna@example.com", "invoice_add": {"fname": "Anna", "lname": "
 
 
 def make_config(exact_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return parse_config(
-        {
-            "systems": [
-                {"id": "exact", "kind": "exactonline", "base_url": exact_url,
-                 "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-                 "settings": {"client_id": "koppel-sandbox"}},
-                {"id": "winstore", "kind": "winstore", "base_url": ws_url + PREFIX,
-                 "credentials": {"username": "env:WS_USER", "password": "env:WS_PASSWORD"},
-                 "settings": {"branch": 1, "channel": "exact"}},
-            ],
-            "integrations": [
-                {"id": TO_EXACT, "source": "winstore", "target": "exact", "flows": ["orders"],
-                 "settings": {"document_type": "sales_order"} | settings,
-                 "tables": {"revenue_accounts": {"default": "8000"}}},
-                {"id": FROM_EXACT, "source": "exact", "target": "winstore", "flows": ["orders"],
-                 "settings": {"order_mode": "both"}},
-            ],
-        },
-        environ=ENV,
+    return pairs.pair_config(
+        [pairs.exact_system(exact_url), pairs.winstore_system(ws_url, branch=1, channel="exact")],
+        [
+            {"id": TO_EXACT, "source": "winstore", "target": "exact", "flows": ["orders"],
+             "settings": {"document_type": "sales_order"} | settings,
+             "tables": {"revenue_accounts": {"default": "8000"}}},
+            {"id": FROM_EXACT, "source": "exact", "target": "winstore", "flows": ["orders"],
+             "settings": {"order_mode": "both"}},
+        ],
     )  # fmt: skip
 
 
 @dataclass
-class Env:
-    exact: LiveServer
-    winstore: LiveServer
-    sandbox: ExactSandbox
-    http: httpx.Client
-    conn: redis.Redis
-    rt: runtime.Runtime
-    items: dict[str, str]
+class Env(pairs.ExactWinstore):
+    items: dict[str, str] = field(default_factory=dict)
+    """{item code: ID} of the articles' items seeded in Exact."""
 
     def ring_up(self, *lines: tuple[str, int], **order: Any) -> str:
         positions = [{"ArtNr": sku, "amount": amount} for sku, amount in lines]
@@ -113,15 +86,7 @@ class Env:
         return sorted((r for r in self.rows(line_path) if r.get(key) == record[key]), key=lambda r: r["LineNumber"])
 
     def process(self, system: str, stream: str, integration: str) -> list[dict[str, Any]]:
-        poll(system, stream)
-        pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
-        queue = make_queue(self.conn, self.rt.config.gateway.queue)
-        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
-        events = [job for job in jobs if job is not None and job.func_name == JOB_FUNC]
-        for job in events:
-            queue.remove(job)
-        results = [process_event(job.args[0])["integrations"] for job in events]
-        return [r[integration] for r in results if integration in r]
+        return pairs.run_polled(self.conn, self.rt, system, stream, integration, reached_only=True)
 
     def orders(self) -> list[dict[str, Any]]:
         return self.process("winstore", "orders", TO_EXACT)
@@ -137,24 +102,10 @@ class Env:
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     settings = getattr(request, "param", {})
-    exact_app = exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False)
-    exact = serve(exact_app, name="Exact Online sandbox")
-    winstore = serve(winstore_sandbox(username=WS_USER, password=WS_PASSWORD), name="Winstore sandbox")
-    try:
-        with httpx.Client(timeout=10) as http:
-            http.post(f"{winstore.url}/sandbox/articles", json={"articles": ARTICLES}).raise_for_status()
-            rt = runtime.Runtime(config=make_config(exact.url, winstore.url, settings), connection=rconn)
-            monkeypatch.setattr(runtime, "_runtime", rt)
-            connect_sandbox(http, OAuthApp(exact.url, "koppel-sandbox", "sandbox-secret", REDIRECT), rconn, "exact")
-            skus = [a["ArtNr"] for a in ARTICLES]
-            items = http.post(f"{exact.url}/sandbox/seed/items", json={"skus": skus}).raise_for_status().json()
-            try:
-                yield Env(exact, winstore, exact_app.state.sandbox, http, rconn, rt, items["items"])
-            finally:
-                rt.close()
-    finally:
-        winstore.stop()
-        exact.stop()
+    with pairs.exact_and_winstore(Env, partial(make_config, settings=settings), rconn, monkeypatch, ARTICLES) as env:
+        skus = [a["ArtNr"] for a in ARTICLES]
+        env.items = env.control("seed/items", {"skus": skus})["items"]
+        yield env
 
 
 @pytest.mark.parametrize("env", [pytest.param({"document_type": d}, id=d) for d in DOCUMENTS], indirect=True)

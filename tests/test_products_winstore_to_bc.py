@@ -6,33 +6,20 @@ through mapping tables, an unchanged article costing no write."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
 from connectors import registry
-from connectors.businesscentral.sandbox import BusinessCentralSandbox, SandboxConfig
-from connectors.businesscentral.sandbox import create_sandbox as bc_sandbox
-from connectors.winstore.sandbox import create_sandbox as winstore_sandbox
-from connectors.winstore.sandbox.app import PREFIX
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.errors import PermanentError
-from gateway.ingest import JOB_FUNC, make_queue
-from gateway.stack import LiveServer, serve
+from tests import pairs_support as pairs
 from transforms import validate_integration
-from workers import runtime
-from workers.inbox import pump_for
-from workers.jobs import process_event
-from workers.pollers import poll
 
 pytestmark = pytest.mark.integration
 
-BC_SECRET = "bc-products-secret"
-WS_USER, WS_PASSWORD = "koppel", "winstore-secret"
-ENV = {"BC_SECRET": BC_SECRET, "WS_USER": WS_USER, "WS_PASSWORD": WS_PASSWORD}
 INTEGRATION = "winstore-to-bc"
 TABLES = {
     "features": {"entries": {"group": "itemCategory", "brand": "displayName2"}},
@@ -46,35 +33,16 @@ COFFEE = {"ArtNr": "kop-kof-1kg", "Description": "Koffie 1 kg", "SalesPrice": "2
 
 
 def make_config(bc_url: str, ws_url: str, settings: dict[str, Any], tables: dict[str, Any]) -> Config:
-    sandbox = SandboxConfig()
-    return parse_config(
-        {
-            "systems": [
-                {"id": "bc", "kind": "businesscentral", "base_url": bc_url,
-                 "credentials": {"client_secret": "env:BC_SECRET"},
-                 "settings": {"tenant": sandbox.tenant, "client_id": sandbox.client_id, "company": "CRONUS NL",
-                              "login_url": bc_url}},
-                {"id": "winstore", "kind": "winstore", "base_url": ws_url + PREFIX,
-                 "credentials": {"username": "env:WS_USER", "password": "env:WS_PASSWORD"}},
-            ],
-            "integrations": [
-                {"id": INTEGRATION, "source": "winstore", "target": "bc", "flows": ["products"],
-                 "settings": settings, "tables": tables},
-            ],
-        },
-        environ=ENV,
+    return pairs.pair_config(
+        [pairs.bc_system(bc_url), pairs.winstore_system(ws_url)],
+        [
+            {"id": INTEGRATION, "source": "winstore", "target": "bc", "flows": ["products"],
+             "settings": settings, "tables": tables},
+        ],
     )  # fmt: skip
 
 
-@dataclass
-class Env:
-    bc: LiveServer
-    winstore: LiveServer
-    sandbox: BusinessCentralSandbox
-    http: httpx.Client
-    conn: redis.Redis
-    rt: runtime.Runtime
-
+class Env(pairs.BCWinstore):
     def article(self, **fields: Any) -> None:
         """An article created or changed in Winstore (found by ArtNr)."""
         body = {"articles": [fields]}
@@ -82,14 +50,7 @@ class Env:
 
     def process_polled(self) -> list[dict[str, Any]]:
         """Poll Winstore's articles (the real poller job), then run every queued `process_event` job."""
-        poll("winstore", "articles")
-        pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
-        queue = make_queue(self.conn, self.rt.config.gateway.queue)
-        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
-        events = [job for job in jobs if job is not None and job.func_name == JOB_FUNC]
-        for job in events:
-            queue.remove(job)
-        return [process_event(job.args[0])["integrations"][INTEGRATION] for job in events]
+        return pairs.run_polled(self.conn, self.rt, "winstore", "articles", INTEGRATION)
 
     def items(self) -> dict[str, dict[str, Any]]:
         company = self.sandbox.company()
@@ -111,21 +72,9 @@ class Env:
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     given = getattr(request, "param", {})
-    bc_app = bc_sandbox(client_secret=BC_SECRET)
-    bc = serve(bc_app, name="Business Central sandbox")
-    winstore = serve(winstore_sandbox(username=WS_USER, password=WS_PASSWORD), name="Winstore sandbox")
-    try:
-        with httpx.Client(timeout=10) as http:
-            config = make_config(bc.url, winstore.url, given.get("settings", {}), given.get("tables", TABLES))
-            rt = runtime.Runtime(config=config, connection=rconn)
-            monkeypatch.setattr(runtime, "_runtime", rt)
-            try:
-                yield Env(bc, winstore, bc_app.state.sandbox, http, rconn, rt)
-            finally:
-                rt.close()
-    finally:
-        winstore.stop()
-        bc.stop()
+    config = partial(make_config, settings=given.get("settings", {}), tables=given.get("tables", TABLES))
+    with pairs.bc_and_winstore(Env, config, rconn, monkeypatch) as env:
+        yield env
 
 
 def test_an_article_becomes_an_item_with_its_group_brand_unit_and_posting_group_from_tables(env):

@@ -6,33 +6,19 @@ VAT rate, brand, article group and unit reach Exact through mapping tables."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
 from connectors import registry
-from connectors.exactonline.auth import OAuthApp
-from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
-from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
-from connectors.winstore.sandbox import create_sandbox as winstore_sandbox
-from connectors.winstore.sandbox.app import PREFIX
-from gateway.config import Config, parse_config
-from gateway.ingest import JOB_FUNC, make_queue
-from gateway.stack import LiveServer, serve
-from workers import runtime
-from workers.inbox import pump_for
-from workers.jobs import process_event
-from workers.pollers import poll
+from gateway.config import Config
+from tests import pairs_support as pairs
 
 pytestmark = pytest.mark.integration
 
 DIVISION = 1234567
-REDIRECT = "https://koppel.example/oauth/exact/callback"
-WS_USER, WS_PASSWORD = "koppel", "winstore-secret"
-ENV = {"EXACT_CLIENT_SECRET": "sandbox-secret", "WS_USER": WS_USER, "WS_PASSWORD": WS_PASSWORD}
 INTEGRATION = "winstore-to-exact"
 TABLES = {
     "vat_codes": {"entries": {"21": "2", "9": "1"}},
@@ -46,47 +32,23 @@ COFFEE = {"ArtNr": "KOP-KOF-1KG", "Description": "Koffie 1 kg", "SalesPrice": "2
 
 
 def make_config(exact_url: str, ws_url: str, settings: dict[str, Any]) -> Config:
-    return parse_config(
-        {
-            "systems": [
-                {"id": "exact", "kind": "exactonline", "base_url": exact_url,
-                 "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-                 "settings": {"client_id": "koppel-sandbox", "rate_limit": {"enabled": False}}},
-                {"id": "winstore", "kind": "winstore", "base_url": ws_url + PREFIX,
-                 "credentials": {"username": "env:WS_USER", "password": "env:WS_PASSWORD"}},
-            ],
-            "integrations": [
-                {"id": INTEGRATION, "source": "winstore", "target": "exact", "flows": ["products"],
-                 "settings": settings, "tables": TABLES},
-            ],
-        },
-        environ=ENV,
+    return pairs.pair_config(
+        [pairs.exact_system(exact_url, rate_limit={"enabled": False}), pairs.winstore_system(ws_url)],
+        [
+            {"id": INTEGRATION, "source": "winstore", "target": "exact", "flows": ["products"],
+             "settings": settings, "tables": TABLES},
+        ],
     )  # fmt: skip
 
 
-@dataclass
-class Env:
-    exact: LiveServer
-    winstore: LiveServer
-    sandbox: ExactSandbox
-    http: httpx.Client
-    conn: redis.Redis
-    rt: runtime.Runtime
-
+class Env(pairs.ExactWinstore):
     def article(self, **fields: Any) -> None:
         """An article created or changed in Winstore (found by ArtNr)."""
         self.http.post(f"{self.winstore.url}/sandbox/articles", json={"articles": [fields]}).raise_for_status()
 
     def process_polled(self) -> list[dict[str, Any]]:
         """Poll Winstore's articles (the real poller job), then run every queued `process_event` job."""
-        poll("winstore", "articles")
-        pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
-        queue = make_queue(self.conn, self.rt.config.gateway.queue)
-        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
-        events = [job for job in jobs if job is not None and job.func_name == JOB_FUNC]
-        for job in events:
-            queue.remove(job)
-        return [process_event(job.args[0])["integrations"][INTEGRATION] for job in events]
+        return pairs.run_polled(self.conn, self.rt, "winstore", "articles", INTEGRATION)
 
     def items(self) -> dict[str, dict[str, Any]]:
         return {r["Code"]: r for r in self.sandbox.store.rows(DIVISION, "logistics/Items")}
@@ -102,21 +64,8 @@ class Env:
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     settings = getattr(request, "param", {})
-    exact_app = exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False)
-    exact = serve(exact_app, name="Exact Online sandbox")
-    winstore = serve(winstore_sandbox(username=WS_USER, password=WS_PASSWORD), name="Winstore sandbox")
-    try:
-        with httpx.Client(timeout=10) as http:
-            rt = runtime.Runtime(config=make_config(exact.url, winstore.url, settings), connection=rconn)
-            monkeypatch.setattr(runtime, "_runtime", rt)
-            connect_sandbox(http, OAuthApp(exact.url, "koppel-sandbox", "sandbox-secret", REDIRECT), rconn, "exact")
-            try:
-                yield Env(exact, winstore, exact_app.state.sandbox, http, rconn, rt)
-            finally:
-                rt.close()
-    finally:
-        winstore.stop()
-        exact.stop()
+    with pairs.exact_and_winstore(Env, partial(make_config, settings=settings), rconn, monkeypatch) as env:
+        yield env
 
 
 def test_an_article_becomes_an_item_with_its_price_excl_vat_vat_code_and_features(env):

@@ -17,9 +17,7 @@ import httpx
 import pytest
 import redis
 
-from connectors.exactonline.auth import OAuthApp
-from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
-from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
+from connectors.exactonline.sandbox import ExactSandbox
 from connectors.exactonline.sandbox.entities import SPECS
 from connectors.woocommerce.client import WooCommerceClient
 from connectors.woocommerce.sandbox import create_sandbox as woo_sandbox
@@ -27,15 +25,15 @@ from connectors.woocommerce.sandbox import seed
 from gateway.config import parse_config
 from gateway.envelope import Envelope, Event
 from gateway.stack import LiveServer, serve
+from tests import pairs_support as pairs
 from workers import runtime
 from workers.jobs import run_event
 
 pytestmark = pytest.mark.integration
 
 DIVISION = 1234567
-REDIRECT = "https://koppel.example/oauth/exact/callback"
 WOO_KEY, WOO_SECRET = "ck_products", "cs_products"
-ENV = {"WC_SECRET": "s", "EXACT_CLIENT_SECRET": "sandbox-secret", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET}
+ENV = pairs.ENV | {"WC_SECRET": "s", "WC_KEY": WOO_KEY, "WC_CONSUMER_SECRET": WOO_SECRET}
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
@@ -120,10 +118,7 @@ def make_config(exact_url: str, woo_url: str, settings: dict[str, Any], tables: 
         {
             "endpoints": [{"id": "webhooks", "kind": "woocommerce", "secret": "env:WC_SECRET", "system": "shop"}],
             "systems": [
-                {"id": "exact", "kind": "exactonline", "base_url": exact_url,
-                 "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-                 "settings": {"client_id": "koppel-sandbox", "picture_max_bytes": 2000,
-                              "rate_limit": {"enabled": False}}},
+                pairs.exact_system(exact_url, picture_max_bytes=2000, rate_limit={"enabled": False}),
                 {"id": "shop", "kind": "woocommerce", "base_url": woo_url,
                  "credentials": {"consumer_key": "env:WC_KEY", "consumer_secret": "env:WC_CONSUMER_SECRET"}},
             ],
@@ -139,24 +134,18 @@ def make_config(exact_url: str, woo_url: str, settings: dict[str, Any], tables: 
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     given = getattr(request, "param", {})
-    exact_app = exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False)
-    exact = serve(exact_app, name="Exact Online sandbox")
-    woo_app = woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
-    woo = serve(woo_app, name="shop")
-    try:
-        with httpx.Client(timeout=10) as http:
-            config = make_config(exact.url, woo.url, given.get("settings", {}), given.get("tables", TABLES))
-            rt = runtime.Runtime(config=config, connection=rconn)
-            monkeypatch.setattr(runtime, "_runtime", rt)
-            connect_sandbox(http, OAuthApp(exact.url, "koppel-sandbox", "sandbox-secret", REDIRECT), rconn, "exact")
-            shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
-            try:
-                yield Env(exact, woo, exact_app.state.sandbox, woo_app.state.sandbox, http, rconn, rt, shop)
-            finally:
-                rt.close()
-    finally:
-        woo.stop()
-        exact.stop()
+    with pairs.exact_served() as (exact, sandbox):
+        woo_app = woo_sandbox(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
+        woo = serve(woo_app, name="shop")
+        try:
+            with httpx.Client(timeout=10) as http:
+                config = make_config(exact.url, woo.url, given.get("settings", {}), given.get("tables", TABLES))
+                with pairs.installed(config, rconn, monkeypatch) as rt:
+                    pairs.authorise_exact(http, exact, rconn)
+                    shop = WooCommerceClient(http, base_url=woo.url, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
+                    yield Env(exact, woo, sandbox, woo_app.state.sandbox, http, rconn, rt, shop)
+        finally:
+            woo.stop()
 
 
 def simple(env: Env, **fields: Any) -> dict[str, Any]:

@@ -24,34 +24,28 @@ import pytest
 import redis
 
 from connectors.contract import Context
-from connectors.exactonline.auth import OAuthApp
-from connectors.exactonline.sandbox import connect_sandbox
-from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
 from connectors.squarespace.connector import SquarespaceWebhooks
 from connectors.squarespace.sandbox import create_sandbox as squarespace_sandbox
 from gateway.activity import ActivityLog
 from gateway.app import create_app
 from gateway.config import Config, parse_config
-from gateway.ingest import JOB_FUNC, make_queue
 from gateway.redisserver import free_port
 from gateway.stack import LiveServer, serve
+from tests import pairs_support as pairs
 from workers import runtime
-from workers.inbox import pump_for
-from workers.jobs import process_event
 from workers.pollers import poll, polled_streams
 from workers.subscriptions import managed_endpoints, sync_endpoint
 from workers.switches import switch_on, switched_off
 
 pytestmark = pytest.mark.integration
 
-REDIRECT = "https://koppel.example/oauth/exact/callback"
 TOKEN = "sq_oauth_token"
 SKUS = ["SQ-MOK-1", "SQ-THEE-2"]
 INCLUSIVE_PRICES = {"SalesOrderLines": {"products": {"UnitPrice": "unit_price_incl"},
                                         "shipping": {"UnitPrice": "total_incl"}}}
 """Squarespace's prices include tax, and its normaliser leaves the net ones unset: the Squarespace → Exact
 mapping is another issue's (#11); here the order is booked at its inclusive prices."""
-ENV = {"EXACT_CLIENT_SECRET": "sandbox-secret", "SQ_TOKEN": TOKEN, "SQ_HOOK": "00" * 32}
+ENV = pairs.ENV | {"SQ_TOKEN": TOKEN, "SQ_HOOK": "00" * 32}
 
 
 def make_config(sq_url: str, exact_url: str, gateway_url: str) -> Config:
@@ -62,9 +56,7 @@ def make_config(sq_url: str, exact_url: str, gateway_url: str) -> Config:
             "systems": [
                 {"id": "sq", "kind": "squarespace", "base_url": sq_url, "credentials": {"api_key": "env:SQ_TOKEN"},
                  "settings": {"initial_lookback_seconds": 3600}},
-                {"id": "exact", "kind": "exactonline", "base_url": exact_url,
-                 "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-                 "settings": {"client_id": "koppel-sandbox"}},
+                pairs.exact_system(exact_url),
             ],
             "integrations": [{"id": "sq-to-exact", "source": "sq-hooks", "target": "exact", "flows": ["orders"],
                               "mappings": {"orders": {"exactonline": INCLUSIVE_PRICES}}}],
@@ -96,13 +88,7 @@ class Env:
 
     def run_jobs(self) -> list[dict[str, Any]]:
         """The inbox pumped into jobs, and every queued event job run as a worker runs it."""
-        pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
-        queue = make_queue(self.conn, self.rt.config.gateway.queue)
-        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
-        events = [job for job in jobs if job is not None and job.func_name == JOB_FUNC]
-        for job in events:
-            queue.remove(job)
-        return [process_event(job.args[0]) for job in events]
+        return pairs.run_jobs(self.conn, self.rt)
 
     def exact_orders(self) -> dict[str, int]:
         state = self.http.get(f"{self.exact.url}/sandbox/state").raise_for_status().json()
@@ -116,27 +102,25 @@ class Env:
 @pytest.fixture
 def env(rconn: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     sq = serve(squarespace_sandbox(retry_delays=(0.3, 0.6, 1.2)), name="Squarespace sandbox")
-    exact = serve(exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False), name="Exact Online sandbox")
-    port = free_port()
-    config = make_config(sq.url, exact.url, f"http://127.0.0.1:{port}")
-    gateway = serve(create_app(config, redis_url), port=port, name="gateway")
     try:
-        with httpx.Client(timeout=20) as http:
-            http.post(f"{exact.url}/sandbox/seed/items", json={"skus": [*SKUS, "SHIPPING"]}).raise_for_status()
-            http.post(f"{sq.url}/sandbox/products/seed", json={"skus": SKUS, "quantity": 100}).raise_for_status()
-            rt = runtime.Runtime(config=config, connection=rconn)
-            monkeypatch.setattr(runtime, "_runtime", rt)
-            connect_sandbox(http, OAuthApp(exact.url, "koppel-sandbox", "sandbox-secret", REDIRECT), rconn, "exact")
-            [managed] = managed_endpoints(config)
-            plan = sync_endpoint(config, managed, rt.context(), connection=rconn)
-            assert sorted(a.topic for a in plan.actions) == ["extension.uninstall", "order.create", "order.update"]
+        with pairs.exact_served() as (exact, _):
+            port = free_port()
+            config = make_config(sq.url, exact.url, f"http://127.0.0.1:{port}")
+            gateway = serve(create_app(config, redis_url), port=port, name="gateway")
             try:
-                yield Env(sq, exact, gateway, http, rconn, rt)
+                with httpx.Client(timeout=20) as http, pairs.installed(config, rconn, monkeypatch) as rt:
+                    http.post(f"{exact.url}/sandbox/seed/items", json={"skus": [*SKUS, "SHIPPING"]}).raise_for_status()
+                    body = {"skus": SKUS, "quantity": 100}
+                    http.post(f"{sq.url}/sandbox/products/seed", json=body).raise_for_status()
+                    pairs.authorise_exact(http, exact, rconn)
+                    [managed] = managed_endpoints(config)
+                    plan = sync_endpoint(config, managed, rt.context(), connection=rconn)
+                    assert sorted(a.topic for a in plan.actions) == ["extension.uninstall", "order.create",
+                                                                     "order.update"]  # fmt: skip
+                    yield Env(sq, exact, gateway, http, rconn, rt)
             finally:
-                rt.close()
+                gateway.stop()
     finally:
-        gateway.stop()
-        exact.stop()
         sq.stop()
 
 

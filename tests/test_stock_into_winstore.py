@@ -14,30 +14,17 @@ import pytest
 import redis
 
 from connectors import registry
-from connectors.businesscentral.sandbox import SandboxConfig as BCConfig
-from connectors.businesscentral.sandbox import create_sandbox as bc_sandbox
-from connectors.exactonline.auth import OAuthApp
-from connectors.exactonline.sandbox import connect_sandbox
-from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
-from connectors.winstore.sandbox import create_sandbox as winstore_sandbox
 from connectors.winstore.sandbox.app import PREFIX
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.errors import PermanentError
-from gateway.ingest import JOB_FUNC, make_queue
-from gateway.stack import LiveServer, serve
+from gateway.stack import LiveServer
+from tests import pairs_support as pairs
 from workers import runtime
-from workers.inbox import pump_for
-from workers.jobs import process_event
-from workers.pollers import poll
 
 pytestmark = pytest.mark.integration
 
-REDIRECT = "https://koppel.example/oauth/exact/callback"
-WS_USER, WS_PASSWORD = "koppel", "winstore-secret"
-BC_SECRET = "bc-secret"
-ENV = {"EXACT_CLIENT_SECRET": "sandbox-secret", "WS_USER": WS_USER, "WS_PASSWORD": WS_PASSWORD,
-       "BC_SECRET": BC_SECRET}  # fmt: skip
 INTEGRATION = {"bc": "bc-to-winstore", "exact": "exact-to-winstore"}
+WAREHOUSES = {"branch": 1, "warehouses": [1, 2], "stock_warehouse": 1}
 ARTICLES = [
     {"ArtNr": "KOP-TASSE-BL", "Description": "Tasse blauw", "SalesPrice": "12.10", "stock": {"1": 5, "2": 3}},
     {"ArtNr": "KOP-KOF-1KG", "Description": "Koffie 1 kg", "SalesPrice": "24.90", "stock": {"1": 4}},
@@ -47,28 +34,17 @@ ARTICLES = [
 
 
 def make_config(urls: dict[str, str], winstore: dict[str, Any], integration: dict[str, Any]) -> Config:
-    bc = BCConfig()
-    return parse_config(
-        {
-            "systems": [
-                {"id": "bc", "kind": "businesscentral", "base_url": urls["bc"],
-                 "credentials": {"client_secret": "env:BC_SECRET"},
-                 "settings": {"tenant": bc.tenant, "client_id": bc.client_id, "company": "CRONUS NL",
-                              "login_url": urls["bc"]}},
-                {"id": "exact", "kind": "exactonline", "base_url": urls["exact"],
-                 "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-                 "settings": {"client_id": "koppel-sandbox"}},
-                {"id": "winstore", "kind": "winstore", "base_url": urls["winstore"] + PREFIX,
-                 "credentials": {"username": "env:WS_USER", "password": "env:WS_PASSWORD"},
-                 "settings": {"branch": 1, "warehouses": [1, 2], "stock_warehouse": 1} | winstore},
-            ],
-            "integrations": [
-                {"id": "bc-to-winstore", "source": "bc", "target": "winstore", "flows": ["stock"]} | integration,
-                {"id": "exact-to-winstore", "source": "exact", "target": "winstore", "flows": ["stock"]}
-                | integration,
-            ],
-        },
-        environ=ENV,
+    return pairs.pair_config(
+        [
+            pairs.bc_system(urls["bc"]),
+            pairs.exact_system(urls["exact"]),
+            pairs.winstore_system(urls["winstore"], **WAREHOUSES | winstore),
+        ],
+        [
+            {"id": "bc-to-winstore", "source": "bc", "target": "winstore", "flows": ["stock"]} | integration,
+            {"id": "exact-to-winstore", "source": "exact", "target": "winstore", "flows": ["stock"]}
+            | integration,
+        ],
     )  # fmt: skip
 
 
@@ -104,25 +80,16 @@ class Env:
     def process_polled(self, system: str) -> list[dict[str, Any]]:
         """Poll the system's stock (the real poller job), then run every queued `process_event` job; the
         integration's result of each."""
-        poll(system, {"bc": "itemInventory", "exact": "StockPositions"}[system])
-        pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
-        queue = make_queue(self.conn, self.rt.config.gateway.queue)
-        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
-        events = [job for job in jobs if job is not None and job.func_name == JOB_FUNC]
-        for job in events:
-            queue.remove(job)
-        return [process_event(job.args[0])["integrations"][INTEGRATION[system]] for job in events]
+        stream = {"bc": "itemInventory", "exact": "StockPositions"}[system]
+        return pairs.run_polled(self.conn, self.rt, system, stream, INTEGRATION[system])
 
     def by_sku(self, system: str) -> dict[str, dict[str, Any]]:
         return {r["number"]: r for r in self.process_polled(system)}
 
     def winstore_stock(self, sku: str) -> dict[int, str]:
         """{warehouse: level} of the article, as Winstore's GetStock answers."""
-        auth = (WS_USER, WS_PASSWORD)
-        since = {"date": "2000-01-01T00:00:00+00:00"}
-        articles = self.http.get(f"{self.winstore.url}{PREFIX}/GetArticleDataChangesByDate", params=since,
-                                 auth=auth).raise_for_status().json()  # fmt: skip
-        [key] = [a["ArtKey"] for a in articles if a["ArtNr"] == sku]
+        auth = (pairs.WS_USER, pairs.WS_PASSWORD)
+        key = pairs.winstore_article_keys(self.http, self.winstore)[sku]
         rows = self.http.get(f"{self.winstore.url}{PREFIX}/GetStock", params={"type": "byArtikelKey", "artkey": key},
                              auth=auth).raise_for_status().json()  # fmt: skip
         return {row["Warehouse"]: row["Stock"] for row in rows}
@@ -135,25 +102,17 @@ class Env:
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     given = getattr(request, "param", {})
-    bc = serve(bc_sandbox(client_secret=BC_SECRET), name="Business Central sandbox")
-    exact = serve(exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False), name="Exact Online sandbox")
-    winstore = serve(winstore_sandbox(username=WS_USER, password=WS_PASSWORD), name="Winstore sandbox")
-    try:
-        with httpx.Client(timeout=10) as http:
-            http.post(f"{winstore.url}/sandbox/articles", json={"articles": ARTICLES}).raise_for_status()
-            urls = {"bc": bc.url, "exact": exact.url, "winstore": winstore.url}
-            config = make_config(urls, given.get("winstore", {}), given.get("integration", {}))
-            rt = runtime.Runtime(config=config, connection=rconn)
-            monkeypatch.setattr(runtime, "_runtime", rt)
-            connect_sandbox(http, OAuthApp(exact.url, "koppel-sandbox", "sandbox-secret", REDIRECT), rconn, "exact")
-            try:
-                yield Env(bc, exact, winstore, http, rconn, rt)
-            finally:
-                rt.close()
-    finally:
-        winstore.stop()
-        exact.stop()
-        bc.stop()
+    with (
+        pairs.bc_served() as (bc, _),
+        pairs.exact_served() as (exact, _),
+        pairs.winstore_served(ARTICLES) as winstore,
+        httpx.Client(timeout=10) as http,
+    ):
+        urls = {"bc": bc.url, "exact": exact.url, "winstore": winstore.url}
+        config = make_config(urls, given.get("winstore", {}), given.get("integration", {}))
+        with pairs.installed(config, rconn, monkeypatch) as rt:
+            pairs.authorise_exact(http, exact, rconn)
+            yield Env(bc, exact, winstore, http, rconn, rt)
 
 
 # -- Business Central → Winstore ----------------------------------------------------------------------------
