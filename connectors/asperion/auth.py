@@ -87,16 +87,10 @@ def authorize_url(app: OAuthApp, state: str) -> str:
     return tokens.consent_url(url, app.client_id, app.redirect_uri, state, scope=app.scope)
 
 
-def exchange_code(http: httpx.Client, app: OAuthApp, code: str, *, clock: Callable[[], float] = time.time) -> Tokens:
-    """Trade the single-use code of the consent's redirect for the first token pair."""
-    return ENDPOINT.exchange(http, app, code, clock=clock)
-
-
-def refresh_tokens(
-    http: httpx.Client, app: OAuthApp, refresh_token: str, *, clock: Callable[[], float] = time.time
-) -> Tokens:
-    """Spend a refresh token for a new pair (prefer `AsperionAuth.refresh`, which holds the lock)."""
-    return ENDPOINT.refresh(http, app, refresh_token, clock=clock)
+exchange_code = ENDPOINT.exchange
+"""Trade the single-use authorisation code of the consent's redirect for the first token pair."""
+refresh_tokens = ENDPOINT.refresh
+"""Spend a refresh token for a new pair; prefer `AsperionAuth.refresh`, which holds the lock."""
 
 
 def store_authorization(

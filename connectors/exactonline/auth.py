@@ -90,16 +90,10 @@ class OAuthApp:
         return f"{self.base_url.rstrip('/')}/api/oauth2/token"
 
 
-def exchange_code(http: httpx.Client, app: OAuthApp, code: str, *, clock: Callable[[], float] = time.time) -> Tokens:
-    """Trade the single-use authorisation code from the redirect for the first token pair."""
-    return ENDPOINT.exchange(http, app, code, clock=clock)
-
-
-def refresh_tokens(
-    http: httpx.Client, app: OAuthApp, refresh_token: str, *, clock: Callable[[], float] = time.time
-) -> Tokens:
-    """Spend a refresh token (it dies, and so do all older ones) for a new pair. Prefer ExactAuth.refresh."""
-    return ENDPOINT.refresh(http, app, refresh_token, clock=clock)
+exchange_code = ENDPOINT.exchange
+"""Trade the single-use authorisation code of the consent's redirect for the first token pair."""
+refresh_tokens = ENDPOINT.refresh
+"""Spend a refresh token (it dies, and all older ones) for a new pair; prefer `ExactAuth.refresh` (it locks)."""
 
 
 class TokenStore(tokens.TokenStore):
