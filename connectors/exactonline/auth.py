@@ -15,8 +15,9 @@ Quirks this module is built around:
 The token handling itself (the grants, the store, the lock, the refreshing auth) is connectors/tokens.py;
 this module names Exact's endpoints, errors and the quirks above. Tokens live in Redis as JSON under one key
 per system id, next to the division `current/Me` named. They never appear in logs, reprs or exception
-messages. A refresh that reached Exact but whose answer was lost (timeout, crash before
-the store) cannot be repaired: the old refresh token is dead, and the set-up must be run again.
+messages. A refresh that reached Exact but whose answer was lost (timeout, crash before the store) cannot
+be repaired: the old refresh token is dead, and `koppel connect <system>` must be run again. A 429 from the
+token endpoint is a refused grant here (`throttling_is_transient=False`), as it has been since the start.
 """
 
 from __future__ import annotations
