@@ -1,4 +1,4 @@
-"""OAuth2 authorization-code consent for any connector that uses it (Exact Online today).
+"""OAuth2 authorization-code consent for any connector that uses it (Exact Online and Asperion today).
 
     koppel connect <system-id>               prints the system's consent URL
     GET /oauth/{system-id}/callback          where the system sends the browser back; stores the tokens
@@ -6,7 +6,7 @@
 A connector that uses the flow names a `CodeFlow` subclass in its `Connector(oauth=...)`. The
 `state` Koppel sends is signed (itsdangerous, time-limited) with the gateway's admin token and names
 the system, so a callback only completes a consent this Koppel started, for the system it was started
-for. Tokens go to Redis, never to logs or answers.
+for. Tokens go to Redis (connectors/tokens.py, which also refreshes them), never to logs or answers.
 """
 
 from __future__ import annotations

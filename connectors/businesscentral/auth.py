@@ -8,7 +8,8 @@
 No consent flow and no refresh token: a new token is simply asked for. One token per system is cached
 in Redis (`koppel:cache:{system}:bc_token`, expiring with the token) so every worker shares it, and is
 replaced `REFRESH_MARGIN` seconds before it expires; a 401 from BC is answered by one new token and one
-retry of the request (`ClientCredentialsAuth`), after which the kit raises `BusinessCentralAuthError`.
+retry of the request (`ClientCredentialsAuth`, on connectors/tokens.py's `BearerAuth`), after which the kit
+raises `BusinessCentralAuthError`.
 
 Entra ID refuses with `{"error", "error_description": "AADSTS7000215: Invalid client secret …",
 "error_codes": [7000215]}`; the AADSTS codes an operator meets are mapped to a message naming the fix
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,9 @@ import httpx
 import redis
 
 from connectors.businesscentral.errors import BusinessCentralAuthError, BusinessCentralUnavailable
-from connectors.http import read_json
+from connectors.tokens import AUTH_RETRY as AUTH_RETRY
+from connectors.tokens import TOKEN_TIMEOUT as TOKEN_TIMEOUT
+from connectors.tokens import BearerAuth, post_form
 from gateway import keys
 
 log = logging.getLogger("koppel.businesscentral")
@@ -37,9 +40,6 @@ LOGIN_URL = "https://login.microsoftonline.com"
 SCOPE = "https://api.businesscentral.dynamics.com/.default"
 REFRESH_MARGIN = 300.0
 """Seconds before its expiry a cached token is replaced (Entra ID tokens live about an hour)."""
-TOKEN_TIMEOUT = 20.0
-AUTH_RETRY = "koppel_bc_auth_retry"
-"""The request extension set when a request was sent again with a new token (the kit counts it)."""
 
 AADSTS_ADVICE: dict[str, str] = {
     "7000215": "the client secret is wrong: set credentials.client_secret to the secret's value (not its id)",
@@ -110,16 +110,8 @@ def request_token(http: httpx.Client, app: App, clock: Callable[[], float] = tim
     form = {"grant_type": "client_credentials", "client_id": app.client_id, "client_secret": app.client_secret,
             "scope": app.scope}  # fmt: skip
     started = clock()
-    try:
-        response = http.post(app.token_url, data=form, headers={"Accept": "application/json"}, timeout=TOKEN_TIMEOUT)
-    except httpx.TransportError as exc:
-        raise BusinessCentralUnavailable(f"token endpoint: {type(exc).__name__}") from None
-    try:
-        body = read_json(response.content)
-    except ValueError:
-        body = None
-    if response.status_code >= 500 or response.status_code == 429:
-        raise BusinessCentralUnavailable(f"token endpoint answered {response.status_code}", status=response.status_code)
+    response, body = post_form(http, app.token_url, form, where="Business Central token endpoint",
+                               grant="client_credentials", unavailable=BusinessCentralUnavailable)  # fmt: skip
     if response.status_code != 200:
         raise token_error(body, response.status_code)
     if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
@@ -159,8 +151,9 @@ class TokenCache:
             self.conn.delete(self.key)
 
 
-class ClientCredentialsAuth(httpx.Auth):
-    """Bearer auth with a cached client-credentials token; a 401 gets one new token and one retry."""
+class ClientCredentialsAuth(BearerAuth):
+    """Bearer auth with a cached client-credentials token; a 401 gets one new token and one retry
+    (connectors/tokens.py)."""
 
     def __init__(
         self,
@@ -206,19 +199,6 @@ class ClientCredentialsAuth(httpx.Auth):
         if self._local is not None and self._local[0] == token:
             self._local = None
 
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.token()
-        request.headers["Authorization"] = f"Bearer {token}"
-        response = yield request
-        if response.status_code != 401:
-            return
-        self.forget(token)
-        request.headers["Authorization"] = f"Bearer {self.renew()}"
-        request.extensions = {**request.extensions, AUTH_RETRY: True}
-        yield request
-
-    async def async_auth_flow(  # pragma: no cover - guard only
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        raise RuntimeError("ClientCredentialsAuth is synchronous (it uses Redis); use it with httpx.Client")
-        yield request
+    def renewed(self, refused: str) -> str:
+        self.forget(refused)
+        return self.renew()

@@ -62,6 +62,7 @@ from connectors.exactonline.odata import (
 )
 from connectors.exactonline.ratelimit import Limits, RateLimiter
 from connectors.http import ApiClient, Retry, read_json
+from connectors.tokens import AUTH_RETRY
 
 
 class ExactClient(ApiClient):
@@ -83,7 +84,7 @@ class ExactClient(ApiClient):
     not_found_error = ExactNotFound
     auth_error = ExactAuthError
     bad_response_error = ExactResponseError
-    auth_retry_extension = "koppel_exact_auth_retry"
+    auth_retry_extension = AUTH_RETRY
     code_in_messages = False
     auth_advice = "the access token was refused even after a refresh: run the Exact Online authorisation again"
 

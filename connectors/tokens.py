@@ -1,0 +1,364 @@
+"""OAuth2 bearer tokens, written once for every connector that signs in with them.
+
+    Tokens           an access token, its refresh token and its expiry (the tokens kept out of reprs)
+    TokenEndpoint    one system's token endpoint: the grants posted to it and how its answers are read;
+                     a connector makes one, naming its errors and its words (connectors/exactonline/auth.py,
+                     connectors/asperion/auth.py)
+    TokenStore       one system's tokens as JSON in Redis (`koppel:exact:tokens:{system}`, the OAuth token
+                     namespace), and the lock that serialises their refresh
+    BearerAuth       httpx auth: a bearer token on every request; a 401 gets one new token and one retry
+    RefreshingAuth   BearerAuth for authorization-code tokens: refreshed when less than `refresh_margin`
+                     seconds are left, and once after a 401
+
+Refresh tokens may be single use (a rotating refresh token dies when spent). Two workers refreshing at
+once would leave one holding a dead token, so a refresh holds the system's Redis lock and re-reads the
+stored tokens under it: when another worker refreshed meanwhile, those are used and nothing is spent.
+
+A refused grant (a revoked or spent refresh token, a used code) is the system's AuthFailed naming
+`koppel connect <system>`. Tokens, codes and client secrets never reach logs, reprs or messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncGenerator, Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+from urllib.parse import urlencode
+
+import httpx
+import redis
+from redis.exceptions import LockError
+
+from connectors.http import read_json
+from gateway import keys
+from gateway.errors import AuthFailed, BadResponse, TransientError, Unavailable
+
+log = logging.getLogger(__name__)
+
+TOKEN_TIMEOUT = 20.0
+"""Seconds a token request may take; the refresh lock's timeout (60 s) is well above it."""
+AUTH_RETRY = "koppel_auth_retry"
+"""The request extension set on a request sent again with a new token (the HTTP kit counts it)."""
+
+__all__ = [
+    "AUTH_RETRY",
+    "TOKEN_TIMEOUT",
+    "App",
+    "BearerAuth",
+    "RefreshingAuth",
+    "TokenEndpoint",
+    "TokenStore",
+    "Tokens",
+    "consent_url",
+    "post_form",
+]
+
+
+class App(Protocol):
+    """An app registered at a system (a connector's `OAuthApp`)."""
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def client_secret(self) -> str: ...
+
+    @property
+    def redirect_uri(self) -> str: ...
+
+    @property
+    def token_url(self) -> str: ...
+
+
+def consent_url(url: str, client_id: str, redirect_uri: str, state: str, *, scope: str | None = None) -> str:
+    """`url` (the system's consent page) asking for an authorization code, which comes back with `state`."""
+    query = {"client_id": client_id, "redirect_uri": redirect_uri, "response_type": "code"}
+    if scope is not None:
+        query["scope"] = scope
+    return f"{url}?{urlencode({**query, 'state': state})}"
+
+
+@dataclass(frozen=True)
+class Tokens:
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_at: float
+    """Epoch seconds at which the access token stops working."""
+    obtained_at: float = 0.0
+
+    def seconds_left(self, now: float) -> float:
+        return self.expires_at - now
+
+    def to_json(self) -> str:
+        return json.dumps({"access_token": self.access_token, "refresh_token": self.refresh_token,
+                           "expires_at": self.expires_at, "obtained_at": self.obtained_at})  # fmt: skip
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Tokens:
+        data = json.loads(raw)
+        return cls(str(data["access_token"]), str(data["refresh_token"]), float(data["expires_at"]),
+                   float(data.get("obtained_at", 0)))  # fmt: skip
+
+
+def post_form(
+    http: httpx.Client, url: str, form: dict[str, str], *, where: str, grant: str,
+    unavailable: type[Unavailable], throttling_is_transient: bool = True,
+) -> tuple[httpx.Response, Any]:  # fmt: skip
+    """POST a grant to a token endpoint: its answer and the answer's JSON (None when empty or not JSON).
+
+    Unreachable, 5xx and (unless `throttling_is_transient` is off) 429 raise `unavailable`, naming `where`.
+    """
+    try:
+        response = http.post(url, data=form, headers={"Accept": "application/json"}, timeout=TOKEN_TIMEOUT)
+    except httpx.TransportError as exc:
+        raise unavailable(f"{where} unreachable ({type(exc).__name__}) during {grant}") from None
+    status = response.status_code
+    if status >= 500 or (status == 429 and throttling_is_transient):
+        raise unavailable(f"{where} answered {status} to {grant}", status=status)
+    try:
+        body = read_json(response.content)
+    except ValueError:
+        body = None
+    return response, body
+
+
+@dataclass(frozen=True)
+class TokenEndpoint:
+    """A system's OAuth2 token endpoint (authorization code and refresh grants): what differs between
+    systems is named here, the grants and the reading of answers are shared."""
+
+    title: str
+    """The system as an operator knows it ("Exact Online"), in messages."""
+    where: str
+    """The endpoint in messages about reaching it ("Asperion identity server")."""
+    unavailable: type[Unavailable]
+    refused: type[AuthFailed]
+    malformed: type[BadResponse]
+    busy: type[TransientError]
+    """Raised when the refresh lock stays held elsewhere (and for a refresh refused as too early)."""
+    lacking: str = "access_token/refresh_token/expires_in"
+    """What a malformed answer lacks, as its message says."""
+    default_lifetime: float | None = None
+    """Seconds an access token lives when the answer has no `expires_in`; None: the answer must say."""
+    early_refusal: str | None = None
+    """Text of a 401 refusing a refresh as too early (Exact: "not expired"): `busy` is raised, and a
+    refresh made only because expiry is near keeps the current token."""
+    throttling_is_transient: bool = True
+
+    def reconnect(self, system_id: str | None) -> str:
+        """The fix for a missing or refused authorisation."""
+        if system_id:
+            return f"run `koppel connect {system_id}` and approve in the browser"
+        return f"run `koppel connect` for the {self.title} system again"
+
+    def exchange(
+        self, http: httpx.Client, app: App, code: str, *, clock: Callable[[], float] = time.time,
+        system_id: str | None = None,
+    ) -> Tokens:  # fmt: skip
+        """Trade the single-use code of the consent's redirect for the first token pair."""
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": app.redirect_uri}
+        return self._grant(http, app, form, clock, system_id)
+
+    def refresh(
+        self, http: httpx.Client, app: App, refresh_token: str, *, clock: Callable[[], float] = time.time,
+        system_id: str | None = None,
+    ) -> Tokens:  # fmt: skip
+        """Spend a refresh token for a new pair (prefer `RefreshingAuth.refresh`, which holds the lock)."""
+        return self._grant(http, app, {"grant_type": "refresh_token", "refresh_token": refresh_token}, clock, system_id)
+
+    def authorise(
+        self, http: httpx.Client, app: App, store: TokenStore, code: str, *, clock: Callable[[], float] = time.time
+    ) -> Tokens:
+        """The consent's last step: trade `code` for tokens and store them in place of any earlier ones."""
+        tokens = self.exchange(http, app, code, clock=clock, system_id=store.system_id)
+        store.replace(tokens)
+        log.info("%s system %s: authorised; access token valid for %.0f s", self.title, store.system_id,
+                 tokens.seconds_left(clock()))  # fmt: skip
+        return tokens
+
+    def _grant(
+        self, http: httpx.Client, app: App, form: dict[str, str], clock: Callable[[], float], system_id: str | None
+    ) -> Tokens:
+        grant = form["grant_type"]
+        form = {**form, "client_id": app.client_id, "client_secret": app.client_secret}
+        response, body = post_form(
+            http, app.token_url, form, where=self.where, grant=grant, unavailable=self.unavailable,
+            throttling_is_transient=self.throttling_is_transient,
+        )  # fmt: skip
+        status = response.status_code
+        if self.early_refusal is not None and status == 401 and self.early_refusal in response.text.lower():
+            raise self.busy(f"{self.title} refused the refresh: access token not expired yet")
+        if status >= 400:
+            error = re.sub(r"[^a-z_]", "", str(body.get("error", "")))[:40] if isinstance(body, dict) else ""
+            raise self.refused(f"{self.title} refused the {grant} grant ({status} {error or 'error'}): "
+                               f"{self.reconnect(system_id)}")  # fmt: skip
+        try:
+            lifetime = body.get("expires_in", self.default_lifetime)
+            access, refresh = str(body["access_token"]), str(body["refresh_token"])
+            if lifetime is None:
+                raise ValueError("no expires_in")
+            expires_in = float(str(lifetime))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise self.malformed(f"{self.title}'s token answer to {grant} lacks {self.lacking}") from None
+        now = clock()
+        return Tokens(access, refresh, now + expires_in, now)
+
+
+class TokenStore:
+    """The tokens of one system, as JSON in Redis, plus the lock that serialises their refresh."""
+
+    def __init__(self, conn: redis.Redis, system_id: str, *, namespace: str = keys.TOKENS) -> None:
+        self.conn = conn
+        self.system_id = system_id
+        self.key = f"{namespace}:{system_id}"
+        self.lock_key = f"{self.key}:lock"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.system_id!r})"
+
+    def load(self) -> Tokens | None:
+        raw = self.conn.get(self.key)
+        if raw is None:
+            return None
+        try:
+            return Tokens.from_json(raw)
+        except (ValueError, KeyError, TypeError):
+            log.error("system %s: its stored OAuth tokens are unreadable; run `koppel connect %s` again",
+                      self.system_id, self.system_id)  # fmt: skip
+            return None
+
+    def save(self, tokens: Tokens) -> None:
+        self.conn.set(self.key, tokens.to_json())
+
+    def replace(self, tokens: Tokens) -> None:
+        """A new consent's tokens (a subclass forgets here what belonged to the earlier one)."""
+        self.save(tokens)
+
+    def delete(self) -> None:
+        self.conn.delete(self.key)
+
+    def lock(self, timeout: float, blocking_timeout: float) -> redis.lock.Lock:
+        # redis-py leaves Redis.lock unannotated
+        found: redis.lock.Lock = self.conn.lock(self.lock_key, timeout=timeout, blocking_timeout=blocking_timeout,
+                                                sleep=0.05)  # fmt: skip
+        return found
+
+
+class BearerAuth(httpx.Auth):
+    """httpx auth sending `Authorization: Bearer <token()>`. A 401 gets one new token (`renewed`) and one
+    retry, marked with the `AUTH_RETRY` extension (the HTTP kit counts it and raises its auth error when the
+    retry is refused too). Synchronous only: the tokens live in Redis."""
+
+    def token(self) -> str:
+        """A token to send."""
+        raise NotImplementedError
+
+    def renewed(self, refused: str) -> str:
+        """A new token in place of `refused`, which the API answered 401 to."""
+        raise NotImplementedError
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.token()
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code != 401:
+            return
+        request.headers["Authorization"] = f"Bearer {self.renewed(token)}"
+        request.extensions = {**request.extensions, AUTH_RETRY: True}
+        yield request
+
+    async def async_auth_flow(  # pragma: no cover - guard only
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        raise RuntimeError(f"{type(self).__name__} is synchronous (it uses Redis); use it with httpx.Client")
+        yield request
+
+
+class RefreshingAuth(BearerAuth):
+    """Bearer auth for one system's authorization-code tokens: refreshed before they expire and once after
+    a 401, under the system's Redis lock (see the module docstring). A connector subclasses it, naming its
+    `endpoint` and `default_margin`."""
+
+    endpoint: ClassVar[TokenEndpoint]
+    default_margin: ClassVar[float] = 60.0
+
+    def __init__(
+        self,
+        store: TokenStore,
+        app: App,
+        http: httpx.Client,
+        *,
+        refresh_margin: float | None = None,
+        lock_timeout: float = 60.0,
+        lock_wait: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.app = app
+        self.http = http
+        self.refresh_margin = self.default_margin if refresh_margin is None else refresh_margin
+        self.lock_timeout = lock_timeout
+        self.lock_wait = lock_wait
+        self.clock = clock
+        self.refreshes = 0
+        """Refreshes this instance made at the system (not counting ones it found done by others)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.store.system_id!r})"
+
+    def _stored(self) -> Tokens:
+        tokens = self.store.load()
+        if tokens is None:
+            system = self.store.system_id
+            raise self.endpoint.refused(f"no {self.endpoint.title} authorisation for system {system!r}: complete "
+                                        f"the authorisation first ({self.endpoint.reconnect(system)})")  # fmt: skip
+        return tokens
+
+    def _expiring(self, tokens: Tokens) -> bool:
+        return tokens.seconds_left(self.clock()) < self.refresh_margin
+
+    def access_token(self) -> str:
+        """A usable access token, refreshed first when less than `refresh_margin` seconds are left."""
+        tokens = self._stored()
+        return (self.refresh(stale=tokens.access_token) if self._expiring(tokens) else tokens).access_token
+
+    def token(self) -> str:
+        return self.access_token()
+
+    def renewed(self, refused: str) -> str:
+        return self.refresh(stale=refused, rejected=True).access_token
+
+    def refresh(self, *, stale: str, rejected: bool = False) -> Tokens:
+        """Stored tokens newer than `stale`, refreshing at the system only if no other worker did.
+
+        `rejected` says the API answered 401 to `stale` (rather than "it is about to expire").
+        """
+        system = self.store.system_id
+        lock = self.store.lock(self.lock_timeout, self.lock_wait)
+        if not lock.acquire():
+            raise self.endpoint.busy(f"{self.endpoint.title} system {system}: token refresh lock busy "
+                                     f"for {self.lock_wait:.0f} s")  # fmt: skip
+        try:
+            tokens = self._stored()
+            if tokens.access_token != stale and not self._expiring(tokens):
+                return tokens  # another worker refreshed while this one waited for the lock
+            try:
+                fresh = self.endpoint.refresh(self.http, self.app, tokens.refresh_token, clock=self.clock,
+                                              system_id=system)  # fmt: skip
+            except self.endpoint.busy:
+                if rejected or self.endpoint.early_refusal is None:
+                    raise
+                return tokens  # refused as too early: the current token still works
+            self.store.save(fresh)
+            self.refreshes += 1
+            log.info("%s system %s: access token refreshed; valid for %.0f s", self.endpoint.title, system,
+                     fresh.seconds_left(self.clock()))  # fmt: skip
+            return fresh
+        finally:
+            with contextlib.suppress(LockError):
+                lock.release()
