@@ -107,18 +107,18 @@ class Tokens:
 
 def post_form(
     http: httpx.Client, url: str, form: dict[str, str], *, where: str, grant: str,
-    unavailable: type[Unavailable], throttling_is_transient: bool = True,
+    unavailable: type[Unavailable],
 ) -> tuple[httpx.Response, Any]:  # fmt: skip
     """POST a grant to a token endpoint: its answer and the answer's JSON (None when empty or not JSON).
 
-    Unreachable, 5xx and (unless `throttling_is_transient` is off) 429 raise `unavailable`, naming `where`.
+    Unreachable, 5xx and 429 (a rate limit spends no grant) raise `unavailable`, naming `where`.
     """
     try:
         response = http.post(url, data=form, headers={"Accept": "application/json"}, timeout=TOKEN_TIMEOUT)
     except httpx.TransportError as exc:
         raise unavailable(f"{where} unreachable ({type(exc).__name__}) during {grant}") from None
     status = response.status_code
-    if status >= 500 or (status == 429 and throttling_is_transient):
+    if status >= 500 or status == 429:
         raise unavailable(f"{where} answered {status} to {grant}", status=status)
     try:
         body = read_json(response.content)
@@ -148,7 +148,6 @@ class TokenEndpoint:
     early_refusal: str | None = None
     """Text of a 401 refusing a refresh as too early (Exact: "not expired"): `busy` is raised, and a
     refresh made only because expiry is near keeps the current token."""
-    throttling_is_transient: bool = True
 
     def reconnect(self, system_id: str | None) -> str:
         """The fix for a missing or refused authorisation."""
@@ -188,7 +187,6 @@ class TokenEndpoint:
         form = {**form, "client_id": app.client_id, "client_secret": app.client_secret}
         response, body = post_form(
             http, app.token_url, form, where=self.where, grant=grant, unavailable=self.unavailable,
-            throttling_is_transient=self.throttling_is_transient,
         )  # fmt: skip
         status = response.status_code
         if self.early_refusal is not None and status == 401 and self.early_refusal in response.text.lower():

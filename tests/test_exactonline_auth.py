@@ -161,6 +161,8 @@ def test_token_endpoint_failures_are_classified_without_secrets(clock):
     with pytest.raises(ExactUnavailable) as unavailable:
         refresh_tokens(answer(503, {}), APP, "refresh-SECRET-1", clock=clock)
     assert isinstance(unavailable.value, TransientError)
+    with pytest.raises(ExactUnavailable):  # rate-limited: nothing was spent, the same refresh token works later
+        refresh_tokens(answer(429, {}), APP, "refresh-SECRET-1", clock=clock)
     with pytest.raises(TokenRefreshBusy):
         refresh_tokens(answer(401, {"error_description": "Access token not expired"}), APP, "r", clock=clock)
     with pytest.raises(ExactResponseError):

@@ -44,8 +44,6 @@ ENDPOINT = TokenEndpoint(title="Toy", where="Toy token endpoint", unavailable=To
 EARLY = TokenEndpoint(title="Toy", where="Toy token endpoint", unavailable=ToyUnavailable, refused=ToyRefused,
                       malformed=ToyMalformed, busy=ToyBusy, early_refusal="not expired")  # fmt: skip
 
-NO_THROTTLING = TokenEndpoint(title="Toy", where="Toy token endpoint", unavailable=ToyUnavailable, refused=ToyRefused,
-                              malformed=ToyMalformed, busy=ToyBusy, throttling_is_transient=False)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -302,7 +300,6 @@ def test_the_code_is_traded_with_the_app_and_replaces_the_stored_tokens(http, st
     [
         (httpx.Response(503), ENDPOINT, ToyUnavailable),
         (httpx.Response(429), ENDPOINT, ToyUnavailable),
-        (httpx.Response(429), NO_THROTTLING, ToyRefused),
         (httpx.Response(200, json={"access_token": "a", "expires_in": 60}), ENDPOINT, ToyMalformed),
         (httpx.Response(200, json={"access_token": "a", "refresh_token": "r"}), ENDPOINT, ToyMalformed),
         (httpx.Response(200, json={"access_token": "a", "refresh_token": "r", "expires_in": "?"}), ENDPOINT,

@@ -17,7 +17,8 @@ this module names Exact's endpoints, errors and the quirks above. Tokens live in
 per system id, next to the division `current/Me` named. They never appear in logs, reprs or exception
 messages. A refresh that reached Exact but whose answer was lost (timeout, crash before the store) cannot
 be repaired: the old refresh token is dead, and `koppel connect <system>` must be run again. A 429 from the
-token endpoint is a refused grant here (`throttling_is_transient=False`), as it has been since the start.
+token endpoint (Exact's per-minute limits cover it too) spent nothing: it is transient, retried later with
+the same refresh token, not a consent to redo.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ ENDPOINT = tokens.TokenEndpoint(
     malformed=ExactResponseError,
     busy=TokenRefreshBusy,
     early_refusal="not expired",  # 401 "Access token not expired" to a refresh before ~9 min 30 s
-    throttling_is_transient=False,  # a 429 from the token endpoint is a refused grant, as it always was here
 )
 """Exact's token endpoint: `expires_in` required (it comes as a string), single-use rotating refresh tokens."""
 
