@@ -2,21 +2,28 @@
 endpoints, the integrations and their flows, and the phases the demo shows — one Stack serves them all.
 
     woocommerce-exactonline   the main job (default): a shop and Exact Online, every flow of the pair
-    winstore-exactonline      products Winstore → Exact, orders Exact → Winstore
-    winstore-businesscentral  products Winstore → Business Central, orders Business Central → Winstore
+    winstore-exactonline      products and orders Winstore → Exact; orders, order status (of Winstore's
+                              orders delivered in Exact) and stock Exact → Winstore
+    winstore-businesscentral  products, customers and orders Winstore → Business Central; order status
+                              (of Winstore's orders released in BC), orders and stock BC → Winstore
+
+Phases run in the order their data needs: the articles exist in the ERP before orders of them are
+booked, and Winstore's orders are in the ERP before their status is changed there.
 
 A pair names its systems (`SandboxSystem`: how the sandbox starts, the `[[systems]]` entry Koppel gets,
 the secrets passed through the environment, the wiring a user does by hand such as Exact's OAuth
 consent), its `Endpoint`s (webhooks into the gateway: a shop's, Business Central's subscriptions), its
 `Integration`s, and its phases. A phase that follows records through one flow is a `Feed`: how records
 are entered in the source system (as a user there would), which integration takes them, the target whose
-sandbox counts the calls, and a cross-check of what the target holds; `feed_phase` turns it into a
-phase with the same report as the main job's, and bench/e2e measures it (calls per record).
+sandbox counts the calls, the outcome each record should get (created; updated for a status or a stock
+level), and a cross-check of what the target holds; `feed_phase` turns it into a phase with the same
+report as the main job's, and bench/e2e measures it (calls per record; feeds whose records are created).
 
-Adding a flow to a pair (say orders Winstore → Business Central):
+Adding a flow to a pair (as orders Winstore → Business Central was):
 
 1. add the flow to the integration (`Integration("winstore-to-bc", "winstore", "bc", ("products", "orders"))`),
-   or a new `Integration`;
+   or a new `Integration` (also when its records' ids could be mistaken for another flow's in one activity
+   log: Winstore's customer ids and article keys are both numbers, so customers have their own);
 2. write a `Feed` whose `place` enters records in the source's sandbox (its control routes) and
    returns their ids as the activity log names them, and a `check` reading the target's sandbox;
 3. append `feed_phase(that_feed)` to the pair's `phases` (and the feed to `feeds` for bench/e2e).
@@ -62,6 +69,7 @@ BC_HOOKS = "bc-hooks"
 BRANCH = 1
 WAREHOUSE = 1
 COMPLETED = "2"  # Winstore's status code of a completed order (normalise.DEFAULT_STATUS_NAMES)
+EXACT_POLL_SECONDS = 10  # Exact polled as a source (orders, stock) when its rate limits are on, as in the demo
 SAMPLE = 10  # the records a status or stock phase of the demo changes at most
 WINSTORE_CHANNEL = "koppel"  # the sales channel of the orders Koppel posts into Winstore
 
@@ -277,6 +285,9 @@ def _exact_entry(stack: Stack) -> dict[str, Any]:
         rate_limit = {"enabled": False}
     settings: dict[str, Any] = {"client_id": EXACT_CLIENT_ID, "redirect_uri": EXACT_REDIRECT, "rate_limit": rate_limit}
     poll = opts.writeback_poll_seconds if stack.pair.name == WOO_EXACT else opts.poll_seconds
+    if stack.pair.name != WOO_EXACT and opts.exact_rate_limits:
+        # each poll of a stream is a call of Exact's 60 a minute: two streams every 2 s would spend them all
+        poll = max(poll or 0, EXACT_POLL_SECONDS)
     if poll is not None:
         settings["poll_interval_seconds"] = poll
     return {"base_url": stack.url("exact"), "settings": settings,
@@ -758,7 +769,7 @@ WINSTORE_CUSTOMERS_TO_BC = Feed(
 WINSTORE_ORDERS_TO_BC = Feed(
     "order", "Winstore", "winstore-to-bc", "bc", "Business Central", place_winstore_orders_for_bc,
     check=_bc_orders_check, created="POST salesOrders", entered="rung up in",
-    note="header, then a call per line",
+    note="a lookup (in BC already?), the header, a call per line",
 )  # fmt: skip
 BC_STATUS_TO_WINSTORE = Feed(
     "order", "Business Central", "bc-to-winstore", "winstore", "Winstore", release_winstores_orders,
