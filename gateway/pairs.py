@@ -517,12 +517,7 @@ def stock_check(stack: Stack, wanted: dict[str, int]) -> list[str]:
 def _winstore_orders_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
     """Every order Koppel created booked exactly once in Winstore, under its order number."""
     booked = Counter(str(o["ordernr"]) for o in stack.control("winstore", "orders", method="GET")["orders"])
-    numbers = [o.number for o in outcomes.values() if o.outcome == "created"]
-    missing = [n for n in numbers if booked[n] == 0]
-    doubles = [n for n in numbers if booked[n] > 1]
-    return ([f"not in Winstore: {', '.join(missing)}"] if missing else []) + (
-        [f"booked more than once in Winstore: {', '.join(doubles)}"] if doubles else []
-    )
+    return booked_once([o.number for o in outcomes.values() if o.outcome == "created"], booked, "Winstore")
 
 
 # -- Winstore ⇄ Exact Online ----------------------------------------------------------------------------------
