@@ -298,3 +298,18 @@ def test_an_exact_customer_without_e_mail_is_booked_on_winstores_customer_all_th
     [order] = env.winstore_orders()
     assert (order["customerid"], order["email"]) == (999999, "")
     assert (order["invoice_add"]["fname"], order["invoice_add"]["lname"]) == ("Jan", "Smit")
+
+
+def test_winstores_article_map_is_read_once_for_many_orders(env):
+    """Winstore finds articles by key or GTIN only: the catalogue read for the first order serves the next
+    ones, also for SKUs none of them had before (the flow's own item cache holds only those it asked for)."""
+    env.exact_order([("KOP-TASSE-BL", 1, 10.00)])
+    [first] = env.process_polled()
+    env.exact_order([("KOP-KOF-1KG", 1, 20.00)])
+    [second] = env.process_polled()
+    assert (first["outcome"], second["outcome"]) == ("created", "created")
+    assert (first["calls"], second["calls"]) == (2, 1)  # catalogue + POST, then the POST alone
+    # a booking Winstore refuses drops the map: the retry reads the catalogue again
+    target = env.rt.target("winstore")
+    assert target.forget("orders", "order") and target.find_items(["KOP-TASSE-BL"]) == {
+        "KOP-TASSE-BL": env.article_keys()["KOP-TASSE-BL"]}  # fmt: skip

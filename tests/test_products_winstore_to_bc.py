@@ -19,6 +19,7 @@ from connectors.businesscentral.sandbox import create_sandbox as bc_sandbox
 from connectors.winstore.sandbox import create_sandbox as winstore_sandbox
 from connectors.winstore.sandbox.app import PREFIX
 from gateway.config import Config, parse_config
+from gateway.errors import PermanentError
 from gateway.ingest import JOB_FUNC, make_queue
 from gateway.stack import LiveServer, serve
 from transforms import validate_integration
@@ -151,6 +152,17 @@ def test_an_article_without_group_or_unit_leaves_those_to_bc(env):
     assert (item["itemCategoryCode"], item["baseUnitOfMeasureCode"]) == ("", "PCS")  # BC's template values
     assert item["generalProductPostingGroupCode"] == "RETAIL"  # 21 %, the sandbox's default VAT rate
     assert env.categories() == {}
+
+
+def test_an_article_number_longer_than_a_bc_item_number_fails_naming_it_rather_than_being_cut(env):
+    env.article(ArtNr="KOP-KOFFIE-ESPRESSO-1KG", Description="Espresso 1 kg", SalesPrice="26.90")  # 23 characters
+    with pytest.raises(PermanentError) as failed:
+        env.process_polled()
+    assert str(failed.value) == (
+        "winstore product KOP-KOFFIE-ESPRESSO-1KG: cannot be mapped with winstore-to-bc: products -> "
+        "businesscentral (item); number: SKU KOP-KOFFIE-ESPRESSO-1KG is longer than the 20 characters of a "
+        "Business Central item number: shorten it in the source, or map number to a code of your own")
+    assert env.items() == {}  # not "KOP-KOFFIE-ESPRESSO-" (another 23-character number would be the same item)
 
 
 def test_a_changed_article_updates_the_item_but_not_what_bc_keeps_by_default(env):

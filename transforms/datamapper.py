@@ -176,7 +176,7 @@ def _evaluate(
     except PASSED_THROUGH:
         raise
     except (ExpressionError, FunctionError) as exc:
-        problems.append(FieldProblem(path, expr.source, str(exc)))
+        problems.append(FieldProblem(path, _source(expr.source, exc), str(exc)))
     except Exception as exc:  # a transform function failing unexpectedly is still this field's problem
         problems.append(FieldProblem(path, expr.source, f"failed ({exc.__class__.__name__})"))
     return _FAILED
@@ -200,6 +200,11 @@ def _join(path: str | tuple[str, int], name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
+def _source(source: str, exc: BaseException) -> str | None:
+    """The expression shown with a field's problem; none for the mapping's own `$error(message)`."""
+    return None if getattr(exc, "raised", False) else source
+
+
 def _generate(group: _Group) -> Callable[[Any, Mapping[str, Any], Any, list[FieldProblem]], dict[str, Any]]:
     """One straight-line function per group: each field evaluated (a one-step path inline, the
     engine when the fast closure answers SLOW), converted to its `_type` and checked in turn, with
@@ -210,6 +215,7 @@ def _generate(group: _Group) -> Callable[[Any, Mapping[str, Any], Any, list[Fiel
         "FunctionError": FunctionError,
         "PASSED_THROUGH": PASSED_THROUGH,
         "FieldProblem": FieldProblem,
+        "_source": _source,
         "join": _join,
         "child": _apply_child,
         "str": str,
@@ -233,6 +239,7 @@ def _generate(group: _Group) -> Callable[[Any, Mapping[str, Any], Any, list[Fiel
         namespace[f"c{position}"] = child.convert
         namespace[f"s{position}"] = child.expr.source
         problem = f"problems.append(FieldProblem(join(path, n{position}), s{position}, "
+        raised = f"problems.append(FieldProblem(join(path, n{position}), _source(s{position}, exc), "
         lines.append("    try:")
         inline = field_code(
             child.expr.ast, namespace, "value", slow="value = SLOW", indent="        ", key=f"p{position}"
@@ -250,7 +257,7 @@ def _generate(group: _Group) -> Callable[[Any, Mapping[str, Any], Any, list[Fiel
         lines.append("    except PASSED_THROUGH:")
         lines.append("        raise")
         lines.append("    except (ExpressionError, FunctionError, ValueError) as exc:")
-        lines.append(f"        {problem}str(exc)))")
+        lines.append(f"        {raised}str(exc)))")
         lines.append("    except Exception as exc:  # a transform function failing unexpectedly")
         lines.append(f"        {problem}f'failed ({{exc.__class__.__name__}})'))")
         lines.append("    else:")

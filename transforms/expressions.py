@@ -70,6 +70,15 @@ _HINTS = {
 class ExpressionError(Exception):
     """An expression does not compile, or failed while evaluating; the message is for the user."""
 
+    raised = False
+    """True for the mapping's own `$error(message)`: the message says it all, the expression need not be shown."""
+
+
+class RaisedError(ExpressionError):
+    """`$error(message)` in a mapping: a record the mapping refuses, in the mapping's words."""
+
+    raised = True
+
 
 def _engine_message(exc: JException) -> str:
     message = str(exc)
@@ -247,6 +256,8 @@ class Expression:
         except PASSED_THROUGH:
             raise
         except JException as exc:
+            if getattr(exc, "error", "") == "D3137":  # $error(message)
+                raise RaisedError(str(exc)) from None
             raise ExpressionError(_engine_message(exc)) from None
         except RecursionError:
             raise ExpressionError("the expression nests or recurses too deeply") from None

@@ -168,7 +168,7 @@ FILL_IN_LIMIT = 20
 """More changed articles than this lacking a chosen warehouse: all stock is read in one call, not one per article."""
 STREAMS = {"products": "articles", "stock": "stock", "orders": "orders", "customers": "customers"}
 ID_CACHE_TTL = 24 * 3600
-"""How long an article number's (or GTIN's) article key is kept for stock writes."""
+"""How long the map of article numbers (and GTINs) to article keys is kept, for orders and stock written."""
 _ENDPOINT = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 ORDER_LOOKBACK = timedelta(days=90)
 """How far back `WinstoreTarget.order_status` reads orders it has not seen in a poll (no read by number)."""
@@ -687,12 +687,29 @@ class WinstoreTarget(Target):
 
     def find_items(self, skus: Iterable[str]) -> dict[str, str]:
         """{sku: article key} by article number (or GTIN): Winstore looks articles up by key or GTIN only, so
-        the catalogue is read once (`GetArticleDataChangesByDate` since 2000) for any number of SKUs."""
+        the catalogue is read (`GetArticleDataChangesByDate` since 2000) and every number and GTIN in it kept
+        a day (`_articles_by_number`); SKUs all found there cost no call. A booking Winstore refuses drops
+        that map (`forget`), so a renumbered or deleted article is looked up afresh."""
         wanted = {sku.casefold(): sku for sku in skus}
         if not wanted:
             return {}
+        folded = sorted(wanted)
+        held = self.context.redis.hmget(self._article_ids(), folded)
+        catalogue = {f: keys.text(v) for f, v in zip(folded, held, strict=True) if v}
+        if len(catalogue) < len(folded):
+            catalogue = self._articles_by_number()
+        return {sku: catalogue[f] for f, sku in wanted.items() if f in catalogue}
+
+    def _articles_by_number(self) -> dict[str, str]:
+        """The catalogue read (`_catalogue`) and kept a day: {article number or GTIN, case-folded: key}."""
         catalogue = self._catalogue()
-        return {sku: catalogue[folded] for folded, sku in wanted.items() if folded in catalogue}
+        if catalogue:
+            with self.context.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self._article_ids())
+                pipe.hset(self._article_ids(), mapping=catalogue)  # type: ignore[arg-type]
+                pipe.expire(self._article_ids(), ID_CACHE_TTL)
+                pipe.execute()
+        return catalogue
 
     def _catalogue(self) -> dict[str, str]:
         """{article number or GTIN, case-folded: article key} of every article; a number before a GTIN."""
@@ -719,8 +736,8 @@ class WinstoreTarget(Target):
                     "(the warehouse number)"]  # fmt: skip
         return []
 
-    def _stock_ids(self) -> str:
-        return keys.cache(self.system.id, "stock_ids")
+    def _article_ids(self) -> str:
+        return keys.cache(self.system.id, "article_ids")
 
     def _warehouse(self) -> int:
         chosen = _stock_warehouse(settings_of(self.system))
@@ -735,7 +752,7 @@ class WinstoreTarget(Target):
         Article key by the cached key first (`GetStock` by key; a 404, or rows naming another article, drop
         it), else from the catalogue, whose every number and GTIN is cached then (a day)."""
         warehouse = self._warehouse()
-        redis, cache, folded = self.context.redis, self._stock_ids(), sku.casefold()
+        redis, cache, folded = self.context.redis, self._article_ids(), sku.casefold()
         cached = redis.hget(cache, folded)
         if cached:
             key = keys.text(cached)
@@ -746,13 +763,7 @@ class WinstoreTarget(Target):
             if rows is not None and _names(rows, folded):
                 return _stock_record(key, sku, rows, warehouse)
             redis.hdel(cache, folded)  # deleted, or the number moved to another article: look it up again
-        catalogue = self._catalogue()
-        if catalogue:
-            with redis.pipeline(transaction=False) as pipe:
-                pipe.hset(cache, mapping=catalogue)  # type: ignore[arg-type]
-                pipe.expire(cache, ID_CACHE_TTL)
-                pipe.execute()
-        found = catalogue.get(folded)
+        found = self._articles_by_number().get(folded)
         if found is None:
             return None
         return _stock_record(found, sku, self.api.stock_by_key(found), warehouse)
@@ -774,7 +785,9 @@ class WinstoreTarget(Target):
 
     def forget(self, flow: str, key: str) -> bool:
         if flow == "stock":
-            return bool(self.context.redis.hdel(self._stock_ids(), key.casefold()))
+            return bool(self.context.redis.hdel(self._article_ids(), key.casefold()))
+        if flow == "orders":  # a booking refused: an article key the map holds may be stale
+            return bool(self.context.redis.delete(self._article_ids()))
         return False
 
 

@@ -1,0 +1,3 @@
+from connectors.asperion.sandbox.app import main
+
+main()
