@@ -614,7 +614,7 @@ WINSTORE_TO_EXACT = Feed(
 EXACT_TO_WINSTORE = Feed(
     "order", "Exact Online", "exact-to-winstore", "winstore", "Winstore", place_exact_orders,
     check=_winstore_orders_check, created="POST PostOrderWithStatusCode",
-    note="the order posted; Winstore's catalogue read for the article keys",
+    note="the order posted; a catalogue read when the article map is not cached",
 )  # fmt: skip
 WINSTORE_ORDERS_TO_EXACT = Feed(
     "order", "Winstore", "winstore-to-exact", "exact", "Exact Online", place_winstore_orders_for_exact,
@@ -629,7 +629,7 @@ EXACT_STATUS_TO_WINSTORE = Feed(
 EXACT_STOCK_TO_WINSTORE = Feed(
     "stock level", "Exact Online", "exact-to-winstore", "winstore", "Winstore", count_exact_stock,
     check=_exact_stock_check, expect="updated", entered="counted in", name="stock Exact Online → Winstore",
-    most=SAMPLE, note="GetStock + PostStock (the first also reads the catalogue)",
+    most=SAMPLE, note="GetStock + PostStock; a catalogue read when the article map is not cached",
 )  # fmt: skip
 
 
@@ -755,7 +755,7 @@ WINSTORE_TO_BC = Feed(
 BC_TO_WINSTORE = Feed(
     "order", "Business Central", "bc-to-winstore", "winstore", "Winstore", place_bc_orders,
     check=_winstore_orders_check, created="POST PostOrderWithStatusCode",
-    note="the order posted; Winstore's catalogue read for the article keys",
+    note="the order posted; a catalogue read when the article map is not cached",
 )  # fmt: skip
 WINSTORE_CUSTOMERS_TO_BC = Feed(
     "customer", "Winstore", "winstore-customers-to-bc", "bc", "Business Central", place_customers,
@@ -775,7 +775,7 @@ BC_STATUS_TO_WINSTORE = Feed(
 BC_STOCK_TO_WINSTORE = Feed(
     "stock level", "Business Central", "bc-stock-to-winstore", "winstore", "Winstore", post_bc_inventory,
     check=_bc_stock_check, expect="updated", entered="posted in", most=SAMPLE, name="stock Business Central → Winstore",
-    note="GetStock + PostStock (the first also reads the catalogue)",
+    note="GetStock + PostStock; a catalogue read when the article map is not cached",
 )  # fmt: skip
 
 
