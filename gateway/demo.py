@@ -24,12 +24,16 @@ flow. Then:
 8. Stock is counted in Exact and a few orders delivered there; the Sync API poller brings the stock
    and the `completed` status back to the shop (the `exact-to-shop` integration).
 
-`--pair winstore-exactonline`: Winstore's catalogue becomes Exact items (Winstore polled), then sales
-orders entered in Exact are booked in Winstore (Exact's Sync API polled). `--pair winstore-businesscentral`:
-`koppel endpoints sync` makes Business Central's subscriptions (the receiver answers BC's handshake),
-Winstore's catalogue becomes BC items, then sales orders entered in BC reach Winstore through BC's
-notifications. Each phase reports what was entered, created, skipped and failed (with reasons), the
-target's API calls per record, and a cross-check in the target's sandbox.
+`--pair winstore-exactonline`: Winstore's catalogue becomes Exact items (Winstore polled), orders rung up
+in Winstore are booked in Exact, sales orders entered in Exact are booked in Winstore (Exact's Sync API
+polled), Winstore's orders delivered in Exact get status completed in Winstore, and a stock count in Exact
+becomes Winstore's level. `--pair winstore-businesscentral`: `koppel endpoints sync` makes Business
+Central's subscriptions (the receiver answers BC's handshake), Winstore's catalogue becomes BC items,
+Winstore's customers BC customers, orders rung up in Winstore BC sales orders; some of those are released
+in BC and Winstore's status follows, sales orders entered in BC reach Winstore through BC's
+notifications, and inventory posted in BC becomes Winstore's level. Each phase reports what was entered,
+created, updated, skipped and failed (with reasons), the target's API calls per record, and a
+cross-check in the target's sandbox (gateway/pairs.py describes the pairs).
 
 Everything started is stopped at the end (and by the kernel if this process is killed).
 """

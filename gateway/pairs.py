@@ -2,21 +2,28 @@
 endpoints, the integrations and their flows, and the phases the demo shows — one Stack serves them all.
 
     woocommerce-exactonline   the main job (default): a shop and Exact Online, every flow of the pair
-    winstore-exactonline      products Winstore → Exact, orders Exact → Winstore
-    winstore-businesscentral  products Winstore → Business Central, orders Business Central → Winstore
+    winstore-exactonline      products and orders Winstore → Exact; orders, order status (of Winstore's
+                              orders delivered in Exact) and stock Exact → Winstore
+    winstore-businesscentral  products, customers and orders Winstore → Business Central; order status
+                              (of Winstore's orders released in BC), orders and stock BC → Winstore
+
+Phases run in the order their data needs: the articles exist in the ERP before orders of them are
+booked, and Winstore's orders are in the ERP before their status is changed there.
 
 A pair names its systems (`SandboxSystem`: how the sandbox starts, the `[[systems]]` entry Koppel gets,
 the secrets passed through the environment, the wiring a user does by hand such as Exact's OAuth
 consent), its `Endpoint`s (webhooks into the gateway: a shop's, Business Central's subscriptions), its
 `Integration`s, and its phases. A phase that follows records through one flow is a `Feed`: how records
 are entered in the source system (as a user there would), which integration takes them, the target whose
-sandbox counts the calls, and a cross-check of what the target holds; `feed_phase` turns it into a
-phase with the same report as the main job's, and bench/e2e measures it (calls per record).
+sandbox counts the calls, the outcome each record should get (created; updated for a status or a stock
+level), and a cross-check of what the target holds; `feed_phase` turns it into a phase with the same
+report as the main job's, and bench/e2e measures it (calls per record; feeds whose records are created).
 
-Adding a flow to a pair (say orders Winstore → Business Central):
+Adding a flow to a pair (as orders Winstore → Business Central was):
 
 1. add the flow to the integration (`Integration("winstore-to-bc", "winstore", "bc", ("products", "orders"))`),
-   or a new `Integration`;
+   or a new `Integration` (also when its records' ids could be mistaken for another flow's in one activity
+   log: Winstore's customer ids and article keys are both numbers, so customers have their own);
 2. write a `Feed` whose `place` enters records in the source's sandbox (its control routes) and
    returns their ids as the activity log names them, and a `check` reading the target's sandbox;
 3. append `feed_phase(that_feed)` to the pair's `phases` (and the feed to `feeds` for bench/e2e).
@@ -24,6 +31,7 @@ Adding a flow to a pair (say orders Winstore → Business Central):
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +68,10 @@ BC_SECRET = "bc-stack-secret"  # noqa: S105 - the sandbox's own app secret
 BC_HOOKS = "bc-hooks"
 BRANCH = 1
 WAREHOUSE = 1
+COMPLETED = "2"  # Winstore's status code of a completed order (normalise.DEFAULT_STATUS_NAMES)
+EXACT_POLL_SECONDS = 10  # Exact polled as a source (orders, stock) when its rate limits are on, as in the demo
+SAMPLE = 10  # the records a status or stock phase of the demo changes at most
+WINSTORE_CHANNEL = "koppel"  # the sales channel of the orders Koppel posts into Winstore
 
 
 # -- the description ------------------------------------------------------------------------------
@@ -133,6 +145,18 @@ class Feed:
     """Record id → lines, for bench/e2e's naive cost (4 + lines calls per order)."""
     note: str = ""
     """What the calls per record mean (shown beside the figure)."""
+    expect: str = "created"
+    """The outcome each record should get ("updated": a status written back, a stock level set)."""
+    entered: str = "entered in"
+    """How records come to be in the source, for the labels ("orders released in Business Central")."""
+    name: str = ""
+    """The phase's name (default "<record>s <source> → <target>")."""
+    most: int | None = None
+    """The demo's phase enters at most this many records (a sample: some orders released)."""
+
+    @property
+    def title(self) -> str:
+        return self.name or f"{self.record}s {self.source_title} → {self.target_title}"
 
 
 @dataclass(frozen=True)
@@ -188,10 +212,12 @@ def feed_phase(feed: Feed) -> Phase:
     """A phase that enters records in the source, follows them to the target and reports them."""
 
     def run(run: Run) -> bool:
-        ids = feed.place(run.stack, run.records, 1)
-        label = f"{len(ids)} {feed.record}s entered in {feed.source_title}"
+        since = time.time()  # what the records went through before (a stock level's earlier changes) is not theirs
+        count = run.records if feed.most is None else min(run.records, feed.most)
+        ids = feed.place(run.stack, count, 1)
+        label = f"{len(ids)} {feed.record}s {feed.entered} {feed.source_title}"
         run.console.print()
-        outcomes = follow(run, ids, label, integration=feed.integration, calls=feed.target_title)
+        outcomes = follow(run, ids, label, integration=feed.integration, calls=feed.target_title, since=since)
         run.notes[feed.integration] = outcomes
         problems = feed.check(run.stack, ids, outcomes) if feed.check is not None else []
         healthy = report_feed(run, feed, outcomes)
@@ -199,25 +225,33 @@ def feed_phase(feed: Feed) -> Phase:
             run.console.print(f"[red]{problem}[/]")
         return healthy and not problems
 
-    return Phase(f"{feed.record}s {feed.source_title} → {feed.target_title}", run)
+    return Phase(feed.title, run)
 
 
 def report_feed(run: Run, feed: Feed, outcomes: dict[str, OrderOutcome]) -> bool:
+    """The feed's table: records entered, what became of them (with the reasons of those skipped or failed),
+    the target's calls per record; True when every record got the outcome the feed expects."""
     counts = Counter(o.outcome for o in outcomes.values())
-    created = [o for o in outcomes.values() if o.outcome == "created"]
     rows = [
-        (f"{feed.record}s entered in {feed.source_title}", str(len(outcomes)), ""),
+        (f"{feed.record}s {feed.entered} {feed.source_title}", str(len(outcomes)), ""),
         (f"created in {feed.target_title}", str(counts["created"]), ""),
+        (f"updated in {feed.target_title}", str(counts["updated"]), ""),
         ("skipped", str(counts["skipped"]), ""),
-        ("failed", str(counts["failed"]), "kept in RQ's failed registry"),
     ]
-    for reason, count in Counter(o.reason for o in outcomes.values() if o.outcome == "failed").most_common():
-        rows.append(("", f"{count} x", reason))
-    if created:
-        per = sum(o.calls for o in created) / len(created)
+    rows += _reasons(outcomes, "skipped")
+    rows.append(("failed", str(counts["failed"]), "kept in RQ's failed registry"))
+    rows += _reasons(outcomes, "failed")
+    done = [o for o in outcomes.values() if o.outcome == feed.expect]
+    if done:
+        per = sum(o.calls for o in done) / len(done)
         rows.append((f"{feed.target_title} API calls per {feed.record}", f"{per:.2f}", feed.note))
-    report_table(run.console, f"{feed.source_title} → {feed.target_title}", rows)
-    return counts["created"] == len(outcomes)
+    report_table(run.console, feed.title, rows)
+    return counts[feed.expect] == len(outcomes)
+
+
+def _reasons(outcomes: dict[str, OrderOutcome], outcome: str) -> list[tuple[str, str, str]]:
+    found = Counter(o.reason for o in outcomes.values() if o.outcome == outcome)
+    return [("", f"{count} x", reason) for reason, count in found.most_common()]
 
 
 # -- the systems ----------------------------------------------------------------------------------
@@ -251,6 +285,9 @@ def _exact_entry(stack: Stack) -> dict[str, Any]:
         rate_limit = {"enabled": False}
     settings: dict[str, Any] = {"client_id": EXACT_CLIENT_ID, "redirect_uri": EXACT_REDIRECT, "rate_limit": rate_limit}
     poll = opts.writeback_poll_seconds if stack.pair.name == WOO_EXACT else opts.poll_seconds
+    if stack.pair.name != WOO_EXACT and opts.exact_rate_limits:
+        # each poll of a stream is a call of Exact's 60 a minute: two streams every 2 s would spend them all
+        poll = max(poll or 0, EXACT_POLL_SECONDS)
     if poll is not None:
         settings["poll_interval_seconds"] = poll
     return {"base_url": stack.url("exact"), "settings": settings,
@@ -275,7 +312,7 @@ def _winstore_app(opts: StackOptions) -> ASGIApp:
 def _winstore_entry(stack: Stack) -> dict[str, Any]:
     from connectors.winstore.sandbox.app import PREFIX
 
-    settings = {"branch": BRANCH, "channel": "koppel", "warehouses": [WAREHOUSE],
+    settings = {"branch": BRANCH, "channel": WINSTORE_CHANNEL, "warehouses": [WAREHOUSE],
                 "poll_interval_seconds": stack.options.poll_seconds}  # fmt: skip
     credentials = {"username": "env:KOPPEL_STACK_WS_USER", "password": "env:KOPPEL_STACK_WS_PASSWORD"}
     return {"base_url": stack.url("winstore") + PREFIX, "settings": settings, "credentials": credentials}
@@ -389,26 +426,98 @@ def place_articles(stack: Stack, count: int, seed: int) -> list[str]:
     return [str(article["ArtKey"]) for article in done]
 
 
-def winstore_catalogue(stack: Stack) -> dict[str, str]:
-    """Article key → article number of every article in Winstore, read through its web service."""
+def winstore_client(stack: Stack) -> Any:
+    """A client of the Winstore sandbox's web service, as Koppel's connector reads it."""
     from connectors.winstore.client import WinstoreClient
-    from connectors.winstore.connector import CATALOGUE_SINCE
-    from connectors.winstore.normalise import article_key, sku_of
     from connectors.winstore.sandbox.app import PREFIX
 
-    client = WinstoreClient(stack.http, base_url=stack.url("winstore") + PREFIX, username=WS_USER, password=WS_PASSWORD)
-    return {str(article_key(a)): str(sku_of(a)) for a in client.articles_changed(CATALOGUE_SINCE)}
+    return WinstoreClient(stack.http, base_url=stack.url("winstore") + PREFIX, username=WS_USER, password=WS_PASSWORD)
+
+
+def winstore_catalogue(stack: Stack) -> dict[str, str]:
+    """Article key → article number of every article in Winstore, read through its web service."""
+    from connectors.winstore.connector import CATALOGUE_SINCE
+    from connectors.winstore.normalise import article_key, sku_of
+
+    return {str(article_key(a)): str(sku_of(a)) for a in winstore_client(stack).articles_changed(CATALOGUE_SINCE)}
+
+
+def winstore_levels(stack: Stack, numbers: list[str]) -> dict[str, int | None]:
+    """Article number → its stock in Winstore's warehouse `WAREHOUSE` (None: no row), read through GetStock."""
+    keys = {number.upper(): key for key, number in winstore_catalogue(stack).items()}
+    client, levels = winstore_client(stack), {}
+    for number in numbers:
+        rows = client.stock_by_key(keys[number.upper()]) if number.upper() in keys else []
+        level = next((row.get("Stock") for row in rows if str(row.get("Warehouse")) == str(WAREHOUSE)), None)
+        levels[number] = None if level is None else round(float(level))
+    return levels
+
+
+def winstore_own_orders(stack: Stack) -> dict[str, str]:
+    """Order number → status code of the orders made in Winstore itself (not those Koppel posted into it)."""
+    orders = stack.control("winstore", "orders", method="GET")["orders"]
+    return {str(o["ordernr"]): str(o["statuscode"]) for o in orders if o.get("channel") != WINSTORE_CHANNEL}
+
+
+_BUYERS = [
+    {"email": "inkoop@joerg.example", "invoice_add": {"company": "Bakkerij Jörg B.V.", "fname": "Jörg",
+     "lname": "Bakker", "street": "Oudegracht", "streetnr": "112a", "zip": "3511 AX", "city": "Utrecht",
+     "countryISO": "NL"}},
+    {"email": "anouk@example.nl", "invoice_add": {"fname": "Anouk", "lname": "de Vries", "street": "Utrechtseweg",
+     "streetnr": "1", "zip": "3811 NA", "city": "Amersfoort", "countryISO": "NL"}},
+    {"email": "els@example.be", "invoice_add": {"fname": "Els", "lname": "Peeters", "street": "Meir", "streetnr": "1",
+     "zip": "2000", "city": "Antwerpen", "countryISO": "BE"}},
+]  # fmt: skip
+"""Who buys at Winstore's till and by phone: a company and two people, known to the ERP after their first order."""
+
+
+def ring_up(stack: Stack, numbers: list[str], count: int, seed: int) -> list[str]:
+    """Orders made in Winstore (at the till, or taken by phone), one to three lines of these article numbers,
+    status 1 (processing: booked, and later completed by the ERP); their order numbers."""
+    orders = []
+    for n in range(seed, seed + count):
+        lines = [{"ArtNr": numbers[(n + k) % len(numbers)], "amount": 1 + (n + k) % 3} for k in range(1 + n % 3)]
+        channel = "till" if n % 2 else "telefoon"
+        orders.append({"positions": lines, "statuscode": "1", "channel": channel, **_BUYERS[n % len(_BUYERS)]})
+    done = stack.control("winstore", "orders/ring-up", {"orders": orders})["orders"]
+    return [str(order["ordernr"]) for order in done]
+
+
+def _in_target(stack: Stack, held: set[str], target: str) -> list[str]:
+    """The article numbers of Winstore's catalogue the target holds as items (the catalogue phase made them)."""
+    numbers = [number for number in winstore_catalogue(stack).values() if number.upper() in held]
+    if not numbers:
+        raise RuntimeError(f"{target} has none of Winstore's articles as items: the catalogue phase comes first")
+    return numbers
+
+
+def booked_once(numbers: list[str], refs: Counter[str], target: str) -> list[str]:
+    """What is wrong with these order numbers' documents in a target (by their reference there)."""
+    missing = [n for n in numbers if refs[n] == 0]
+    doubles = [n for n in numbers if refs[n] > 1]
+    return ([f"not in {target}: {', '.join(missing)}"] if missing else []) + (
+        [f"booked more than once in {target}: {', '.join(doubles)}"] if doubles else []
+    )
+
+
+def status_back_check(stack: Stack, numbers: list[str], code: str) -> list[str]:
+    """The Winstore orders whose ERP orders changed now have status `code` in Winstore."""
+    statuses = winstore_own_orders(stack)
+    wrong = [f"{n} ({statuses.get(n, 'missing')})" for n in numbers if statuses.get(n) != code]
+    return [f"Winstore orders without status {code}: {', '.join(wrong)}"] if wrong else []
+
+
+def stock_check(stack: Stack, wanted: dict[str, int]) -> list[str]:
+    """Winstore's levels of these article numbers are what the ERP has available."""
+    levels = winstore_levels(stack, list(wanted))
+    wrong = [f"{n} ({levels[n]}, not {level})" for n, level in wanted.items() if levels[n] != level]
+    return [f"Winstore's stock differs: {', '.join(wrong)}"] if wrong else []
 
 
 def _winstore_orders_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
     """Every order Koppel created booked exactly once in Winstore, under its order number."""
     booked = Counter(str(o["ordernr"]) for o in stack.control("winstore", "orders", method="GET")["orders"])
-    numbers = [o.number for o in outcomes.values() if o.outcome == "created"]
-    missing = [n for n in numbers if booked[n] == 0]
-    doubles = [n for n in numbers if booked[n] > 1]
-    return ([f"not in Winstore: {', '.join(missing)}"] if missing else []) + (
-        [f"booked more than once in Winstore: {', '.join(doubles)}"] if doubles else []
-    )
+    return booked_once([o.number for o in outcomes.values() if o.outcome == "created"], booked, "Winstore")
 
 
 # -- Winstore ⇄ Exact Online ----------------------------------------------------------------------------------
@@ -454,6 +563,50 @@ def place_exact_orders(stack: Stack, count: int, seed: int) -> list[str]:
     return [str(i) for i in ids]
 
 
+def place_winstore_orders_for_exact(stack: Stack, count: int, seed: int) -> list[str]:
+    """Orders made in Winstore of the articles Exact holds as items; their order numbers."""
+    codes = {str(row.get("Code")).upper() for row in stack.exact_rows("logistics/Items")}
+    return ring_up(stack, _in_target(stack, codes, "Exact Online"), count, seed)
+
+
+def _exact_orders_check(stack: Stack, numbers: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    """Every Winstore order one Exact sales order (its YourRef the order number)."""
+    refs = Counter(str(row.get("YourRef")) for row in stack.exact_rows("salesorder/SalesOrders"))
+    return booked_once(numbers, refs, "Exact Online")
+
+
+def deliver_winstores_orders(stack: Stack, count: int, seed: int) -> list[str]:
+    """Sales orders in Exact that came from Winstore, delivered there (status 21) as a person in Exact would;
+    their order ids."""
+    own = winstore_own_orders(stack)
+    open_ = [row for row in stack.exact_rows("salesorder/SalesOrders")
+             if str(row.get("YourRef")) in own and row.get("Status") != 21][:count]  # fmt: skip
+    if not open_:
+        raise RuntimeError("Exact holds no open order from Winstore: the Winstore orders phase comes first")
+    stack.deliver_in_exact([str(row["YourRef"]) for row in open_])
+    return [str(row["OrderID"]) for row in open_]
+
+
+def _exact_status_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    refs = {str(row["OrderID"]): str(row.get("YourRef")) for row in stack.exact_rows("salesorder/SalesOrders")}
+    return status_back_check(stack, [refs[i] for i in ids], COMPLETED)
+
+
+def count_exact_stock(stack: Stack, count: int, seed: int) -> list[str]:
+    """A stock count in Exact of items made from Winstore's articles; their stock positions' ids."""
+    codes = _in_target(stack, {str(row.get("Code")).upper() for row in stack.exact_rows("logistics/Items")},
+                       "Exact Online")[:count]  # fmt: skip
+    for n, code in enumerate(codes, seed):
+        stack.set_exact_stock(code, 20 + n % 30)
+    positions = {str(row.get("ItemCode")): str(row["ID"]) for row in stack.exact_rows("inventory/StockPositions")}
+    return [positions[code] for code in codes]
+
+
+def _exact_stock_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    rows = {str(row["ID"]): row for row in stack.exact_rows("inventory/StockPositions")}
+    return stock_check(stack, {str(rows[i]["ItemCode"]): round(float(rows[i]["FreeStock"])) for i in ids})
+
+
 WINSTORE_TO_EXACT = Feed(
     "article", "Winstore", "winstore-to-exact", "exact", "Exact Online", place_articles,
     check=_exact_items_check, created="POST logistics/Items", note="the article created as an item",
@@ -461,7 +614,22 @@ WINSTORE_TO_EXACT = Feed(
 EXACT_TO_WINSTORE = Feed(
     "order", "Exact Online", "exact-to-winstore", "winstore", "Winstore", place_exact_orders,
     check=_winstore_orders_check, created="POST PostOrderWithStatusCode",
-    note="the order posted; Winstore's catalogue read for the article keys",
+    note="the order posted; a catalogue read when the article map is not cached",
+)  # fmt: skip
+WINSTORE_ORDERS_TO_EXACT = Feed(
+    "order", "Winstore", "winstore-to-exact", "exact", "Exact Online", place_winstore_orders_for_exact,
+    check=_exact_orders_check, created="POST salesorder/SalesOrders", entered="rung up in",
+    note="1 once the customer is known",
+)  # fmt: skip
+EXACT_STATUS_TO_WINSTORE = Feed(
+    "order", "Exact Online", "exact-to-winstore", "winstore", "Winstore", deliver_winstores_orders,
+    check=_exact_status_check, expect="updated", entered="delivered in", name="order status Exact Online → Winstore",
+    most=SAMPLE, note="the status posted (Winstore's status read from the orders poll)",
+)  # fmt: skip
+EXACT_STOCK_TO_WINSTORE = Feed(
+    "stock level", "Exact Online", "exact-to-winstore", "winstore", "Winstore", count_exact_stock,
+    check=_exact_stock_check, expect="updated", entered="counted in", name="stock Exact Online → Winstore",
+    most=SAMPLE, note="GetStock + PostStock; a catalogue read when the article map is not cached",
 )  # fmt: skip
 
 
@@ -497,6 +665,89 @@ def place_bc_orders(stack: Stack, count: int, seed: int) -> list[str]:
     return [str(i) for i in stack.control("bc", "seed", {"entity": "salesOrders", "records": orders})["ids"].values()]
 
 
+BC_SETUP = {"taxAreas": ["DOMESTIC", "EU", "EXPORT"], "paymentTerms": ["30 DAYS"]}
+"""The posting setup codes Business Central has (CRONUS-like), which the integrations' tables name."""
+BC_TABLES = {
+    "tax_areas": {"default": "EXPORT", "entries": {"NL": "DOMESTIC", "BE": "EU"}},
+    "payment_terms": {"entries": {"NL": "30 DAYS"}},
+}
+"""A customer's tax area (VAT business posting group) and payment terms by billing country, as a user sets them up."""
+
+
+def _seed_bc_setup(stack: Stack) -> None:
+    for entity, codes in BC_SETUP.items():
+        records = [{"code": code, "displayName": code.title()} for code in codes]
+        stack.control("bc", "seed", {"entity": entity, "records": records})
+
+
+def place_customers(stack: Stack, count: int, seed: int) -> list[str]:
+    """Customers created in Winstore (every third a company, every fourth in Belgium); their customer ids."""
+    customers = []
+    for n in range(seed, seed + count):
+        name = _GOODS[n % len(_GOODS)][0]
+        belgian = n % 4 == 0
+        person = {"fname": "Sanne" if n % 2 else "Daan", "lname": f"Klant {n}", "email": f"klant{n}@example.nl",
+                  "phone": f"030-{n:07d}", "street": "Meir" if belgian else "Neude", "streetnr": str(1 + n % 90),
+                  "zip": "2000" if belgian else "3512 AD", "city": "Antwerpen" if belgian else "Utrecht",
+                  "countryISO": "BE" if belgian else "NL"}  # fmt: skip
+        customers.append(person | ({"company": f"{name.split()[0]}handel {n} B.V."} if n % 3 == 0 else {}))
+    return [str(i) for i in stack.control("winstore", "customers", {"customers": customers})["customers"]]
+
+
+def _bc_customers_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    """Every Winstore customer one BC customer (by e-mail), with its city."""
+    from connectors.winstore.connector import CATALOGUE_SINCE
+
+    given = {str(c["customerid"]): c for c in winstore_client(stack).customers_changed(CATALOGUE_SINCE)}
+    held = Counter((str(c.get("email")).lower(), c.get("city")) for c in _bc_records(stack, "customers"))
+    wrong = [i for i in ids if held[(str(given[i]["email"]).lower(), given[i]["city"])] != 1]
+    return [f"not one Business Central customer with their address: {', '.join(wrong)}"] if wrong else []
+
+
+def place_winstore_orders_for_bc(stack: Stack, count: int, seed: int) -> list[str]:
+    """Orders made in Winstore of the articles Business Central holds as items; their order numbers."""
+    held = {str(item["number"]) for item in _bc_records(stack, "items")}
+    return ring_up(stack, _in_target(stack, held, "Business Central"), count, seed)
+
+
+def _bc_orders_check(stack: Stack, numbers: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    """Every Winstore order one BC sales order (its external document number the order number)."""
+    refs = Counter(str(o.get("externalDocumentNumber")) for o in _bc_records(stack, "salesOrders"))
+    return booked_once(numbers, refs, "Business Central")
+
+
+def release_winstores_orders(stack: Stack, count: int, seed: int) -> list[str]:
+    """Sales orders in Business Central that came from Winstore, released there as a user would; their ids
+    (BC notifies Koppel of each)."""
+    own = winstore_own_orders(stack)
+    open_ = [o for o in _bc_records(stack, "salesOrders")
+             if str(o.get("externalDocumentNumber")) in own and o.get("status") != "Released"][:count]  # fmt: skip
+    if not open_:
+        raise RuntimeError("Business Central holds no open order from Winstore: the Winstore orders phase comes first")
+    for order in open_:
+        stack.control("bc", "change", {"entity": "salesOrders", "id": order["id"], "fields": {"status": "Released"}})
+    return [str(order["id"]) for order in open_]
+
+
+def _bc_status_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    refs = {str(o["id"]): str(o.get("externalDocumentNumber")) for o in _bc_records(stack, "salesOrders")}
+    return status_back_check(stack, [refs[i] for i in ids], COMPLETED)
+
+
+def post_bc_inventory(stack: Stack, count: int, seed: int) -> list[str]:
+    """Inventory posted in Business Central for items made from Winstore's articles (a count); their item ids."""
+    items = {str(item["number"]): str(item["id"]) for item in _bc_records(stack, "items")}
+    numbers = [n.upper() for n in _in_target(stack, set(items), "Business Central")][:count]
+    for n, number in enumerate(numbers, seed):
+        stack.control("bc", "change", {"entity": "items", "id": items[number], "fields": {"inventory": 20 + n % 30}})
+    return [items[number] for number in numbers]
+
+
+def _bc_stock_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    items = {str(item["id"]): item for item in _bc_records(stack, "items")}
+    return stock_check(stack, {str(items[i]["number"]): round(float(items[i]["inventory"])) for i in ids})
+
+
 WINSTORE_TO_BC = Feed(
     "article", "Winstore", "winstore-to-bc", "bc", "Business Central", place_articles,
     check=_bc_items_check, created="POST items", note="the article created as an item",
@@ -504,7 +755,27 @@ WINSTORE_TO_BC = Feed(
 BC_TO_WINSTORE = Feed(
     "order", "Business Central", "bc-to-winstore", "winstore", "Winstore", place_bc_orders,
     check=_winstore_orders_check, created="POST PostOrderWithStatusCode",
-    note="the order posted; Winstore's catalogue read for the article keys",
+    note="the order posted; a catalogue read when the article map is not cached",
+)  # fmt: skip
+WINSTORE_CUSTOMERS_TO_BC = Feed(
+    "customer", "Winstore", "winstore-customers-to-bc", "bc", "Business Central", place_customers,
+    check=_bc_customers_check, created="POST customers", note="looked up by e-mail, then created",
+)  # fmt: skip
+WINSTORE_ORDERS_TO_BC = Feed(
+    "order", "Winstore", "winstore-to-bc", "bc", "Business Central", place_winstore_orders_for_bc,
+    check=_bc_orders_check, created="POST salesOrders", entered="rung up in",
+    note="a lookup (in BC already?), the header, a call per line",
+)  # fmt: skip
+BC_STATUS_TO_WINSTORE = Feed(
+    "order", "Business Central", "bc-to-winstore", "winstore", "Winstore", release_winstores_orders,
+    check=_bc_status_check, expect="updated", entered="released in", most=SAMPLE,
+    name="order status Business Central → Winstore",
+    note="the status posted (Winstore's status read from the orders poll)",
+)  # fmt: skip
+BC_STOCK_TO_WINSTORE = Feed(
+    "stock level", "Business Central", "bc-stock-to-winstore", "winstore", "Winstore", post_bc_inventory,
+    check=_bc_stock_check, expect="updated", entered="posted in", most=SAMPLE, name="stock Business Central → Winstore",
+    note="GetStock + PostStock; a catalogue read when the article map is not cached",
 )  # fmt: skip
 
 
@@ -521,18 +792,27 @@ PAIRS: dict[str, Pair] = {
     ),
     WINSTORE_EXACT: Pair(
         WINSTORE_EXACT, "Winstore ⇄ Exact Online", (EXACT, WINSTORE),
-        integrations=(Integration("winstore-to-exact", "winstore", "exact", ("products",), tables=EXACT_VAT_CODES),
-                      Integration("exact-to-winstore", "exact", "winstore", ("orders",))),
-        phases=(feed_phase(WINSTORE_TO_EXACT), feed_phase(EXACT_TO_WINSTORE)),
-        feeds=(WINSTORE_TO_EXACT, EXACT_TO_WINSTORE),
+        integrations=(Integration("winstore-to-exact", "winstore", "exact", ("products", "orders"),
+                                  tables=EXACT_VAT_CODES),
+                      Integration("exact-to-winstore", "exact", "winstore", ("orders", "stock"),
+                                  settings={"order_mode": "both"})),
+        phases=(feed_phase(WINSTORE_TO_EXACT), feed_phase(WINSTORE_ORDERS_TO_EXACT), feed_phase(EXACT_TO_WINSTORE),
+                feed_phase(EXACT_STATUS_TO_WINSTORE), feed_phase(EXACT_STOCK_TO_WINSTORE)),
+        feeds=(WINSTORE_TO_EXACT, WINSTORE_ORDERS_TO_EXACT, EXACT_TO_WINSTORE),
     ),
     WINSTORE_BC: Pair(
         WINSTORE_BC, "Winstore ⇄ Business Central", (BC, WINSTORE),
-        integrations=(Integration("winstore-to-bc", "winstore", "bc", ("products",)),
-                      Integration("bc-to-winstore", BC_HOOKS, "winstore", ("orders",))),
+        integrations=(Integration("winstore-to-bc", "winstore", "bc", ("products", "orders"), tables=BC_TABLES),
+                      Integration("winstore-customers-to-bc", "winstore", "bc", ("customers",), tables=BC_TABLES),
+                      Integration("bc-to-winstore", BC_HOOKS, "winstore", ("orders",), settings={"order_mode": "both"},
+                                  tables={"order_statuses": {"entries": {"released": COMPLETED}}}),
+                      Integration("bc-stock-to-winstore", "bc", "winstore", ("stock",))),
         endpoints=(Endpoint(BC_HOOKS, "businesscentral", "bc", "KOPPEL_STACK_BC_HOOK_SECRET"),),
-        phases=(Phase("subscriptions", sync_endpoints), feed_phase(WINSTORE_TO_BC), feed_phase(BC_TO_WINSTORE)),
-        feeds=(WINSTORE_TO_BC, BC_TO_WINSTORE), public_url=True,
+        phases=(Phase("subscriptions", sync_endpoints), feed_phase(WINSTORE_TO_BC),
+                feed_phase(WINSTORE_CUSTOMERS_TO_BC), feed_phase(WINSTORE_ORDERS_TO_BC),
+                feed_phase(BC_STATUS_TO_WINSTORE), feed_phase(BC_TO_WINSTORE), feed_phase(BC_STOCK_TO_WINSTORE)),
+        feeds=(WINSTORE_TO_BC, WINSTORE_CUSTOMERS_TO_BC, WINSTORE_ORDERS_TO_BC, BC_TO_WINSTORE), public_url=True,
+        prepare=_seed_bc_setup,
     ),
 }  # fmt: skip
 """Every pair `koppel demo --pair` and bench/e2e's `--pair` know, by name."""

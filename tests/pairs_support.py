@@ -33,7 +33,7 @@ EXACT_CLIENT_ID, EXACT_CLIENT_SECRET = "koppel-sandbox", "sandbox-secret"
 WS_USER, WS_PASSWORD = "koppel", "winstore-secret"
 BC_SECRET = "bc-pairs-secret"
 ENV = {"EXACT_CLIENT_SECRET": EXACT_CLIENT_SECRET, "WS_USER": WS_USER, "WS_PASSWORD": WS_PASSWORD,
-       "BC_SECRET": BC_SECRET}  # fmt: skip
+       "BC_SECRET": BC_SECRET, "BC_HOOK_SECRET": "bc-hook-secret"}  # fmt: skip
 """The environment the entries below read their secrets from."""
 SINCE_ALWAYS = {"date": "2000-01-01T00:00:00+00:00"}
 Urls = Callable[[str, str], Config]
@@ -80,9 +80,11 @@ def installed(config: Config, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
 # -- configuration ---------------------------------------------------------------------------------------------
 
 
-def pair_config(systems: list[dict[str, Any]], integrations: list[dict[str, Any]]) -> Config:
-    """A configuration of these systems and integrations, its secrets read from ENV."""
-    return parse_config({"systems": systems, "integrations": integrations}, environ=ENV)
+def pair_config(
+    systems: list[dict[str, Any]], integrations: list[dict[str, Any]], endpoints: list[dict[str, Any]] | None = None
+) -> Config:
+    """A configuration of these systems, integrations (and webhook endpoints), its secrets read from ENV."""
+    return parse_config({"endpoints": endpoints or [], "systems": systems, "integrations": integrations}, environ=ENV)
 
 
 def exact_system(url: str, **settings: Any) -> dict[str, Any]:

@@ -64,33 +64,65 @@ def run_pair(pair: str, tmp_path, records: int = 3) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def figure(text: str, label: str) -> int:
-    return int(re.search(rf"{re.escape(label)} +(\d+) *\n", text).group(1))
+def report(text: str, title: str) -> str:
+    """The report table of the phase titled `title`: its title line, then its rows (indented) up to a blank line."""
+    found = re.search(rf"^{re.escape(title)} *\n((?: .+\n)+)", text, re.MULTILINE)
+    assert found, f"no report titled {title!r} in:\n{text}"
+    return found.group(1)
+
+
+def figure(table: str, label: str) -> str:
+    found = re.search(rf"^ *{re.escape(label)} +(\d+(?:\.\d\d)?)(?: |$)", table, re.MULTILINE)
+    assert found, f"no {label!r} in:\n{table}"
+    return found.group(1)
+
+
+def accounted(text: str, title: str, entered: str, outcome: str, count: int) -> str:
+    """The phase's table, asserting `count` records entered, all of them `outcome`, none skipped or failed."""
+    table = report(text, title)
+    target = title.split(" → ")[-1]
+    assert figure(table, entered) == str(count), table
+    assert figure(table, f"{outcome} in {target}") == str(count), table
+    assert figure(table, "skipped") == "0" and figure(table, "failed") == "0", table
+    return table
 
 
 @pytest.mark.integration
-def test_the_winstore_exact_pair_publishes_the_catalogue_and_books_exacts_orders_in_winstore(tmp_path):
+def test_the_winstore_exact_pair_runs_every_flow_of_the_pair(tmp_path):
     before = children()
     code, text = run_pair("winstore-exactonline", tmp_path)
     assert code == 0, text
     assert "Winstore ⇄ Exact Online" in text and "Exact Online sandbox, authorised via OAuth" in text
-    assert figure(text, "articles entered in Winstore") == 3 and figure(text, "created in Exact Online") == 3
-    assert figure(text, "orders entered in Exact Online") == 3 and figure(text, "created in Winstore") == 3
-    assert re.search(r"Exact Online API calls per article\s+\d+\.\d\d", text), text
-    assert re.search(r"Winstore API calls per order\s+\d+\.\d\d", text), text
+    articles = accounted(text, "articles Winstore → Exact Online", "articles entered in Winstore", "created", 3)
+    assert re.search(r"Exact Online API calls per article +\d+\.\d\d", articles), articles
+    orders = accounted(text, "orders Winstore → Exact Online", "orders rung up in Winstore", "created", 3)
+    assert re.search(r"Exact Online API calls per order +\d+\.\d\d", orders), orders
+    back = accounted(text, "orders Exact Online → Winstore", "orders entered in Exact Online", "created", 3)
+    assert re.search(r"Winstore API calls per order +\d+\.\d\d", back), back
+    accounted(text, "order status Exact Online → Winstore", "orders delivered in Exact Online", "updated", 3)
+    stock = accounted(text, "stock Exact Online → Winstore", "stock levels counted in Exact Online", "updated", 3)
+    assert re.search(r"Winstore API calls per stock level +\d+\.\d\d", stock), stock
+    assert "not in" not in text and "differs" not in text and "without status" not in text  # the cross-checks
     assert "every order is accounted for" in text
     assert children() <= before, "the demo left child processes running"
 
 
 @pytest.mark.integration
-def test_the_winstore_business_central_pair_subscribes_publishes_and_books_bcs_orders_in_winstore(tmp_path):
+def test_the_winstore_business_central_pair_runs_every_flow_of_the_pair(tmp_path):
     before = children()
     code, text = run_pair("winstore-businesscentral", tmp_path)
     assert code == 0, text
     assert "created webhook" in text and "for salesOrders" in text  # BC's subscription, through the handshake
-    assert figure(text, "articles entered in Winstore") == 3 and figure(text, "created in Business Central") == 3
-    assert figure(text, "orders entered in Business Central") == 3 and figure(text, "created in Winstore") == 3
-    assert re.search(r"Business Central API calls per article\s+\d+\.\d\d", text), text
+    articles = accounted(text, "articles Winstore → Business Central", "articles entered in Winstore", "created", 3)
+    assert re.search(r"Business Central API calls per article +\d+\.\d\d", articles), articles
+    customers = accounted(text, "customers Winstore → Business Central", "customers entered in Winstore", "created", 3)
+    assert re.search(r"Business Central API calls per customer +\d+\.\d\d", customers), customers
+    orders = accounted(text, "orders Winstore → Business Central", "orders rung up in Winstore", "created", 3)
+    assert re.search(r"Business Central API calls per order +\d+\.\d\d", orders), orders
+    accounted(text, "order status Business Central → Winstore", "orders released in Business Central", "updated", 3)
+    accounted(text, "orders Business Central → Winstore", "orders entered in Business Central", "created", 3)
+    accounted(text, "stock Business Central → Winstore", "stock levels posted in Business Central", "updated", 3)
+    assert "not in" not in text and "differs" not in text and "without status" not in text  # the cross-checks
     assert "every order is accounted for" in text
     assert children() <= before, "the demo left child processes running"
 

@@ -17,9 +17,11 @@
    Prints a table, writes bench/results/e2e-<UTC timestamp>.json.
 
 `--pair` (gateway/pairs.py) measures another pair instead: each of its feeds in turn (Winstore ⇄ Business
-Central: articles Winstore → BC, then orders BC → Winstore), a cold batch and the measured batches each,
-`--orders` being the records per batch. The calls per record are the target's (Koppel's count and its
-sandbox's), and every other system's sandbox count beside them (BC's reads of the orders it notified).
+Central: articles Winstore → BC, customers Winstore → BC, orders Winstore → BC, then orders BC → Winstore),
+a cold batch and the measured batches each, `--orders` being the records per batch; a batch is named by
+its records and target ("orders → Business Central steady 1"). The calls per record are the target's
+(Koppel's count and its sandbox's), and every other system's sandbox count beside them (BC's reads of the
+orders it notified).
 
 Exit status 1 when an order was not created (failed, skipped or still pending at the timeout) or
 the run could not measure; 130 when interrupted. Every process started is stopped in a `finally`.
@@ -295,7 +297,7 @@ def run_stack(args: argparse.Namespace, workdir: Path) -> list[Batch]:
             watch = {"gateway": stack.gateway.pid, "redis": embedded.process.pid, "driver": os.getpid()}
             watch |= {f"worker{i + 1}": proc.pid for i, proc in enumerate(stack.workers)}
             for feed in pair.feeds:
-                prefix = "" if len(pair.feeds) == 1 else f"{feed.record}s "
+                prefix = "" if len(pair.feeds) == 1 else f"{feed.record}s → {feed.target_title} "
                 batch, ids = run_batch(stack, feed, f"{prefix}cold", args.warmup, args, 1, watch)
                 runs.append((batch, ids, feed))
                 for n in range(args.batches):

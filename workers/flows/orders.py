@@ -283,15 +283,19 @@ def target_status(work: Work, code: str, status: str | None) -> str | None:
 def _booking_ledgers(work: Work) -> list[str]:
     """The integrations that book this target's orders into this integration's source, whatever document
     type they book (sales orders, invoices): their ledgers say which source document a target order
-    number became (`settings.shop_integration` names one)."""
+    number became (`settings.shop_integration` names one). This integration's source may be an endpoint (the
+    source's webhooks): those integrations book into the system behind it."""
     named = work.settings.get("shop_integration")
     if named:
         return [str(named)]
     config = work.runtime.config
+    source = work.integration.source
+    endpoint = config.endpoint(source)
+    sources = {source, endpoint.system} if endpoint is not None and endpoint.system else {source}
     found = []
     for other in config.integrations:
         from_target = config.source_kind(other.source) == work.target.kind
-        if from_target and other.target == work.integration.source and "orders" in other.flows:
+        if from_target and other.target in sources and "orders" in other.flows:
             found.append(other.id)
     return found
 
