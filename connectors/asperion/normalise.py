@@ -97,6 +97,7 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     "total_incl": ("totalInclVat", "amountInclVat", "totalAmount"),
     "payment_method": ("paymentMethod", "paymentCondition"),
     "remarks": ("remarks", "notes", "memo"),
+    "origin": ("koppel_origin",),
 }
 COMPANY_TYPES = frozenset({"company", "organisation", "organization", "business", "bedrijf", "zakelijk", "b2b"})
 PERSON_TYPES = frozenset({"person", "private", "particulier", "consumer", "b2c", "individual"})
@@ -366,7 +367,7 @@ def normalise_document(record: Any, *, zone: str = DEFAULT_ZONE) -> Order:
         billing_address=address_of(value(record, "address")) or customer.billing_address,
         shipping_address=delivery or customer.shipping_address, lines=lines,
         payment_method=text(record, "payment_method"), total_excl=excl, tax_total=vat, total_incl=incl,
-        notes=[remarks] if remarks else [],
+        notes=[remarks] if remarks else [], origin=text(record, "origin"),
         custom_fields={"status_code": text(record, "status")} if text(record, "status") else {},
     ))  # fmt: skip
 
