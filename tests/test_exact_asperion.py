@@ -22,6 +22,7 @@ from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
 from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
 from gateway import keys
 from gateway.config import Config, parse_config
+from gateway.errors import PermanentError
 from gateway.ingest import JOB_FUNC, make_queue
 from gateway.stack import LiveServer, serve
 from workers import runtime
@@ -104,8 +105,9 @@ class Env:
         return str(next(r["ID"] for r in self.exact_rows(path) if r["Code"] == code))
 
     def account(self, **fields: Any) -> str:
-        record = {"Name": "Bakkerij De Korenaar B.V.", "Email": "inkoop@korenaar.example", "VATNumber": "NL001234567B01",
-                  "AddressLine1": "Molenstraat 12", "Postcode": "3511 AB", "City": "Utrecht", "Country": "NL"} | fields
+        record = {"Name": "Bakkerij De Korenaar B.V.", "Email": "inkoop@korenaar.example",
+                  "VATNumber": "NL001234567B01", "AddressLine1": "Molenstraat 12", "Postcode": "3511 AB",
+                  "City": "Utrecht", "Country": "NL"} | fields
         return str(self.exact_control("seed", {"entity": "crm/Accounts", "records": [record]})["ids"][0])  # fmt: skip
 
     def exact_order(self, lines: list[tuple[str, int, float]], account: str | None = None, **header: Any) -> str:
@@ -200,12 +202,12 @@ def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.
 
 
 def seed_items(env: Env) -> list[str]:
-    [group] = env.exact_control("seed", {"entity": "logistics/ItemGroups",
-                                         "records": [{"Code": "SERVIES", "Description": "Servies"}]})["ids"]  # fmt: skip
-    items = [{"Code": "EX-BORD", "Description": "Bord wit", "ExtraDescription": "Bord, 27 cm", "StandardSalesPrice": 6.5,
-              "IsStockItem": True, "Barcode": "8712345000024", "ItemGroup": group, "PictureName": "bord.png",
-              "Picture": "iVBORw0KGgo="},
-             {"Code": "EX-GRAVEREN", "Description": "Graveren", "StandardSalesPrice": 12, "IsStockItem": False}]  # fmt: skip
+    groups = {"entity": "logistics/ItemGroups", "records": [{"Code": "SERVIES", "Description": "Servies"}]}
+    [group] = env.exact_control("seed", groups)["ids"]
+    items = [{"Code": "EX-BORD", "Description": "Bord wit", "ExtraDescription": "Bord, 27 cm",
+              "StandardSalesPrice": 6.5, "IsStockItem": True, "Barcode": "8712345000024", "ItemGroup": group,
+              "PictureName": "bord.png", "Picture": "iVBORw0KGgo="},
+             {"Code": "EX-GRAVEREN", "Description": "Graveren", "StandardSalesPrice": 12, "IsStockItem": False}]
     return list(env.exact_control("seed", {"entity": "logistics/Items", "records": items})["ids"])
 
 
@@ -240,3 +242,142 @@ def test_update_switches_keep_what_is_switched_off(env: Env) -> None:
     after = env.articles()["EX-BORD"]
     assert after["description"] == "Bord wit 27 cm"  # description: on
     assert Decimal(str(after["salesPrice"])) == Decimal("7.95")  # prices: off in settings.product_update
+
+
+# -- customers Asperion → Exact --------------------------------------------------------------------------------
+
+BE_COMPANY = {"companyName": "Brouwerij Ünal BV", "firstName": "Zoë", "lastName": "Peeters",
+              "email": "inkoop@unal.example", "vatNumber": "BE0123456789",
+              "address": {"street": "Wetstraat", "houseNumber": "16", "postalCode": "1000", "city": "Brussel",
+                          "countryCode": "BE"}}  # fmt: skip
+NL_PERSON = {"relationType": "Person", "companyName": None, "firstName": "Jan", "lastName": "Jansen",
+             "email": "jan@example.nl", "vatNumber": None,
+             "address": {"street": "Dorpsstraat", "houseNumber": "3", "postalCode": "1234 AB", "city": "Ergens",
+                         "countryCode": "NL"}}  # fmt: skip
+
+
+def test_relations_become_accounts_company_or_person_with_the_tables_per_country(env: Env) -> None:
+    env.relation(**BE_COMPANY)
+    env.relation(**NL_PERSON)
+    results = env.process_polled("asperion", "relations", "customers")
+    assert sorted(r["outcome"] for r in results) == ["created", "created"], results
+    company = env.exact_account("inkoop@unal.example")
+    assert (company["Name"], company["VATNumber"], company["Country"]) == ("Brouwerij Ünal BV", "BE0123456789", "BE")
+    assert company["AddressLine1"] == "Wetstraat 16"
+    assert company["SalesVATCode"] == "7"  # vat_codes "BE:vat": a Belgian company with a VAT number
+    assert company["GLAccountSales"] == env.code_id("financial/GLAccounts", "8010")  # revenue_accounts "BE"
+    assert company["Classification1"] == env.code_id("crm/AccountClassifications", "B2B")
+    [contact] = [c for c in env.exact_rows("crm/Contacts") if c.get("Account") == company["ID"]]
+    assert (contact["FirstName"], contact["LastName"]) == ("Zoë", "Peeters")
+    person = env.exact_account("jan@example.nl")
+    assert person["Name"] == "Jan Jansen"
+    assert person["SalesVATCode"] == "2"  # the table's default row
+    assert person["GLAccountSales"] == env.code_id("financial/GLAccounts", "8000")
+    assert person["Classification1"] == env.code_id("crm/AccountClassifications", "B2C")
+    assert not [c for c in env.exact_rows("crm/Contacts") if c.get("Account") == person["ID"]]
+
+
+def test_a_relation_changed_elsewhere_than_its_address_costs_nothing_and_a_new_address_is_written(env: Env) -> None:
+    relation = env.relation(**BE_COMPANY)
+    env.process_polled("asperion", "relations", "customers")
+    account = env.exact_account("inkoop@unal.example")
+    env.exact_control("update", {"entity": "crm/Accounts", "id": account["ID"],
+                                 "fields": {"Name": "Brouwerij Ünal (Brussel)"}})  # a bookkeeper's edit  # fmt: skip
+    # an edit in Asperion Koppel does not carry (remarks): the addresses and fields compare equal, nothing is sent
+    env.asperion_control("update", {"resource": "relations", "id": relation["id"], "fields": {"remarks": "VIP"}})
+    [same] = env.process_polled("asperion", "relations", "customers")
+    assert (same["outcome"], same["calls"]) == ("skipped", 0), same
+    # the relation moves: its new address is written, the bookkeeper's name survives
+    moved = {**BE_COMPANY["address"], "street": "Kaai", "houseNumber": "7", "postalCode": "2000", "city": "Antwerpen"}
+    env.asperion_control("update", {"resource": "relations", "id": relation["id"], "fields": {"address": moved}})
+    [result] = env.process_polled("asperion", "relations", "customers")
+    assert result["outcome"] == "updated", result
+    after = env.exact_account("inkoop@unal.example")
+    assert (after["AddressLine1"], after["Postcode"], after["City"]) == ("Kaai 7", "2000", "Antwerpen")
+    assert after["Name"] == "Brouwerij Ünal (Brussel)" and after["ID"] == account["ID"]  # one account, updated
+
+
+# -- orders Exact → Asperion -----------------------------------------------------------------------------------
+
+ASPERION_DOCUMENTS = {"sales_order": "salesorders", "sales_invoice": "salesinvoices",
+                      "financial_mutation": "financialmutations"}  # fmt: skip
+
+
+def exact_orders(env: Env) -> list[dict[str, Any]]:
+    return env.process_polled("exact", "SalesOrderHeaders", "exact-orders")
+
+
+@pytest.mark.parametrize("env", [pytest.param({"exact-orders": {"document_type": d}}, id=d)
+                                 for d in ASPERION_DOCUMENTS], indirect=True)  # fmt: skip
+def test_an_exact_order_is_booked_once_as_each_asperion_document_type(env: Env) -> None:
+    document = env.rt.config.integrations[2].settings["document_type"]
+    order_id = env.exact_order([("EX-MUG", 2, 7.5), ("EX-KOFFIE", 1, 12.0), ("SHIPPING", 1, 4.95)])
+    [result] = exact_orders(env)
+    assert (result["outcome"], result["document"]) == ("created", document), result
+    [booked] = env.records(ASPERION_DOCUMENTS[document])
+    assert str(booked["id"]) == result["target_id"] and booked["reference"] == result["number"]
+    [relation] = env.records("relations")  # the customer, found by e-mail: created, a company (a VAT number)
+    assert (relation["email"], relation["relationType"]) == ("inkoop@korenaar.example", "Company")
+    assert booked["relationId"] == relation["id"]
+    lines = sorted(booked["lines"], key=lambda line: -Decimal(str(line.get("amount") or line["lineTotalExclVat"])))
+    if document == "financial_mutation":  # revenue on the ledger account of the country, no articles
+        assert [(line["ledgerAccount"], Decimal(str(line["amount"]))) for line in lines] == [
+            ("8000", Decimal("15")), ("8000", Decimal("12")), ("8000", Decimal("4.95"))]
+    else:  # articles by code; the shipping line on the SHIPPING service article
+        articles = {a["id"]: a["code"] for a in env.records("articles")}
+        assert [(articles[line["articleId"]], line["quantity"], Decimal(str(line["unitPrice"]))) for line in lines] == [
+            ("EX-MUG", 2, Decimal("7.5")), ("EX-KOFFIE", 1, Decimal("12")), ("SHIPPING", 1, Decimal("4.95"))]
+    # tables: VAT code by country and rate, cost centre by SKU else country, cost unit by country
+    assert [line.get("vatCode") for line in lines] == ["HOOG", "HOOG", "HOOG"]
+    assert [line.get("costCenter") for line in lines] == ["CC-SERVIES", "CC-NL", "CC-NL"]
+    assert [line.get("costUnit") for line in lines] == ["KD-WEB", "KD-WEB", "KD-WEB"]
+    assert "koppel_origin" not in booked  # kept by Koppel, never sent
+    assert exact_orders(env) == []  # polled again: nothing new
+    # changed in Exact: a new version of the order, which is in Asperion already: skipped, never booked twice
+    env.exact_control("update", {"entity": "salesorder/SalesOrders", "id": order_id, "fields": {"Remarks": "snel"}})
+    [again] = exact_orders(env)
+    assert again["outcome"] == "skipped" and again["reason"] == "already in Asperion", again
+    assert len(env.records(ASPERION_DOCUMENTS[document])) == 1
+
+
+def test_the_customer_is_found_by_e_mail_and_a_person_is_a_person(env: Env) -> None:
+    existing = env.relation(email="jan@example.nl", relationType="Person", companyName=None, vatNumber=None)
+    person = env.account(Name="Piet Pieters", Email="piet@example.nl", VATNumber=None)
+    env.exact_order([("EX-MUG", 1, 7.5)], account=person)
+    env.exact_order([("EX-MUG", 1, 7.5)], account=env.account(Name="Jan Jansen", Email="jan@example.nl",
+                                                                VATNumber=None))  # fmt: skip
+    results = exact_orders(env)
+    assert [r["outcome"] for r in results] == ["created", "created"], results
+    relations = {r["email"]: r for r in env.records("relations")}
+    assert relations["piet@example.nl"]["relationType"] == "Person"
+    assert (relations["piet@example.nl"]["firstName"], relations["piet@example.nl"]["lastName"]) == ("Piet", "Pieters")
+    assert len(relations) == 2  # jan@example.nl was there: found, not made again
+    by_relation = {o["relationId"] for o in env.records("salesorders")}
+    assert by_relation == {relations["piet@example.nl"]["id"], existing["id"]}
+
+
+@pytest.mark.parametrize("env", [{"exact-orders": {"default_debtor": "WEBSHOP"}}], indirect=True)
+def test_with_a_default_debtor_every_order_is_booked_on_it(env: Env) -> None:
+    debtor = env.relation(code="WEBSHOP", companyName="Webwinkel", email="boekhouding@example.nl")
+    env.exact_order([("EX-MUG", 1, 7.5)])
+    [result] = exact_orders(env)
+    assert result["outcome"] == "created", result
+    [order] = env.records("salesorders")
+    assert order["relationId"] == debtor["id"] and len(env.records("relations")) == 1
+
+
+def test_an_item_asperion_lacks_fails_the_order_naming_it(env: Env) -> None:
+    env.exact_order([("EX-MUG", 1, 7.5), ("EX-ONLY", 1, 3.0)])
+    with pytest.raises(PermanentError, match=r"SKU\(s\) EX-ONLY do not exist as items in Asperion"):
+        exact_orders(env)
+    assert env.records("salesorders") == []
+
+
+@pytest.mark.parametrize("env", [{"exact-orders": {"order_statuses": ["complete"]}}], indirect=True)
+def test_only_the_configured_exact_statuses_are_booked_into_asperion(env: Env) -> None:
+    order_id = env.exact_order([("EX-MUG", 1, 7.5)])
+    [open_] = exact_orders(env)
+    assert (open_["outcome"], open_["reason"]) == ("skipped", "status 'open' is not synced")
+    env.exact_control("update", {"entity": "salesorder/SalesOrders", "id": order_id, "fields": {"Status": 21}})
+    [done] = exact_orders(env)
+    assert done["outcome"] == "created", done

@@ -53,7 +53,7 @@ from connectors.exactonline.normalise import (
     normalise_sales_order,
     normalise_stock_position,
 )
-from connectors.exactonline.odata import Guid, eq, iso_dates, pad_code
+from connectors.exactonline.odata import Guid, Record, eq, iso_dates, pad_code
 from connectors.exactonline.ratelimit import Limits
 from connectors.exactonline.sync import (
     SyncAccounts,
