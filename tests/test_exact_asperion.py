@@ -381,3 +381,119 @@ def test_only_the_configured_exact_statuses_are_booked_into_asperion(env: Env) -
     env.exact_control("update", {"entity": "salesorder/SalesOrders", "id": order_id, "fields": {"Status": 21}})
     [done] = exact_orders(env)
     assert done["outcome"] == "created", done
+
+
+# -- orders Asperion → Exact -----------------------------------------------------------------------------------
+
+EXACT_DOCUMENTS: dict[str, tuple[str, str, str]] = {
+    "sales_order": ("salesorder/SalesOrders", "OrderID", "salesorder/SalesOrderLines"),
+    "sales_invoice": ("salesinvoice/SalesInvoices", "InvoiceID", "salesinvoice/SalesInvoiceLines"),
+    "direct_invoice": ("salesinvoice/SalesInvoices", "InvoiceID", "salesinvoice/SalesInvoiceLines"),
+    "sales_entry": ("salesentry/SalesEntries", "EntryID", "salesentry/SalesEntryLines"),
+}
+
+
+def asperion_orders(env: Env, stream: str = "salesorders") -> list[dict[str, Any]]:
+    return env.process_polled("asperion", stream, "asperion-orders")
+
+
+def booked_in_exact(env: Env, document: str, number: str) -> list[dict[str, Any]]:
+    path, _, _ = EXACT_DOCUMENTS[document]
+    found = [r for r in env.exact_rows(path) if r.get("YourRef") == number]
+    if path == "salesinvoice/SalesInvoices":
+        found = [r for r in found if (r["Type"] == 8023) == (document == "direct_invoice")]
+    return found
+
+
+@pytest.mark.parametrize("env", [pytest.param({"asperion-orders": {"document_type": d}}, id=d)
+                                 for d in EXACT_DOCUMENTS], indirect=True)  # fmt: skip
+def test_an_asperion_order_is_booked_once_as_each_exact_document_type(env: Env) -> None:
+    document = env.rt.config.integrations[3].settings["document_type"]
+    order = env.asperion_order([("EX-MUG", 2, 7.5), ("EX-KOFFIE", 1, 12.0)])
+    [result] = asperion_orders(env)
+    assert (result["outcome"], result["document"], result["number"]) == ("created", document,
+                                                                       order["orderNumber"]), result  # fmt: skip
+    [booked] = booked_in_exact(env, document, order["orderNumber"])
+    _, key, line_path = EXACT_DOCUMENTS[document]
+    assert booked[key] == result["target_id"]
+    lines = sorted((r for r in env.exact_rows(line_path) if r.get(key) == booked[key]), key=lambda r: r["LineNumber"])
+    account = env.exact_account("inkoop@korenaar.example")  # the relation by e-mail: a company account, created
+    assert booked["Customer" if document == "sales_entry" else "OrderedBy"] == account["ID"]
+    assert account["Name"] == "Bakkerij De Korenaar B.V."
+    if document == "sales_entry":  # revenue on G/L accounts (revenue_accounts: NL 8000), no items
+        assert sorted(Decimal(str(line["AmountFC"])) for line in lines) == [Decimal("12"), Decimal("15")]
+        assert {line["GLAccount"] for line in lines} == {env.code_id("financial/GLAccounts", "8000")}
+    else:
+        assert sorted((line["ItemCode"], line["Quantity"], Decimal(str(line["UnitPrice"]))) for line in lines) == [
+            ("EX-KOFFIE", 1, Decimal("12")), ("EX-MUG", 2, Decimal("7.5"))]
+    by_sku = {line.get("ItemCode") or Decimal(str(line["AmountFC"])): line for line in lines}
+    mug = by_sku.get("EX-MUG") or by_sku[Decimal("15")]
+    assert mug.get("CostCenter") == "CC-SERVIES" and mug.get("CostUnit") == "KD-WEB"  # cost_centres by SKU
+    assert mug.get("VATCode") == "2"  # vat_codes by rate: 21 → 2
+    assert all(booked_in_exact(env, other, order["orderNumber"]) == [] for other in EXACT_DOCUMENTS
+               if other != document)  # fmt: skip
+    assert asperion_orders(env) == []  # nothing new
+    env.asperion_control("update", {"resource": "salesorders", "id": order["id"], "fields": {"remarks": "x"}})
+    [again] = asperion_orders(env)
+    assert again["outcome"] == "skipped" and again["reason"] == "already in Exact Online", again
+
+
+@pytest.mark.parametrize("env", [{"asperion-orders": {"order_documents": ["sales_invoice"],
+                                                      "document_type": "sales_invoice"}}], indirect=True)  # fmt: skip
+def test_asperion_sales_invoices_are_read_when_chosen(env: Env) -> None:
+    invoice = env.asperion_order([("EX-MUG", 1, 7.5)], resource="salesinvoices")
+    [result] = asperion_orders(env, "salesinvoices")
+    assert result["outcome"] == "created", result
+    assert len(booked_in_exact(env, "sales_invoice", invoice["invoiceNumber"])) == 1
+
+
+@pytest.mark.parametrize("env", [{"asperion-orders": {"order_statuses": ["approved"],
+                                                      "default_debtor": "DEB-WEB"}}], indirect=True)  # fmt: skip
+def test_asperion_status_filter_default_debtor_and_missing_items(env: Env) -> None:
+    [debtor] = env.exact_control("seed", {"entity": "crm/Accounts", "records": [
+        {"Code": "DEB-WEB", "Name": "Webwinkel debiteur", "Status": "C"}]})["ids"]  # fmt: skip
+    order = env.asperion_order([("EX-MUG", 1, 7.5)])
+    [open_] = asperion_orders(env)
+    assert (open_["outcome"], open_["reason"]) == ("skipped", "status 'open' is not synced")
+    env.asperion_control("update", {"resource": "salesorders", "id": order["id"], "fields": {"status": "Approved"}})
+    [booked] = asperion_orders(env)
+    assert booked["outcome"] == "created", booked
+    [in_exact] = booked_in_exact(env, "sales_order", order["orderNumber"])
+    assert in_exact["OrderedBy"] == debtor  # the default debtor, no account made for the relation
+    assert [a for a in env.exact_rows("crm/Accounts") if a.get("Email") == "inkoop@korenaar.example"] == []
+    env.seeded("articles", {"code": "AS-ONLY", "description": "Alleen in Asperion"})
+    env.asperion_order([("AS-ONLY", 1, 2.0)], status="Approved")
+    with pytest.raises(PermanentError, match=r"SKU\(s\) AS-ONLY do not exist as items in Exact Online"):
+        asperion_orders(env)
+
+
+# -- the loop guard --------------------------------------------------------------------------------------------
+
+
+def test_an_order_booked_from_exact_into_asperion_never_travels_back(env: Env) -> None:
+    order_id = env.exact_order([("EX-MUG", 1, 7.5)])
+    [booked] = exact_orders(env)
+    assert booked["outcome"] == "created", booked
+    [back] = asperion_orders(env)  # the Asperion sales order Koppel made, polled
+    assert back["outcome"] == "skipped", back
+    assert back["reason"] == f"Koppel booked it from Exact Online order {booked['number']}; not booked back into " \
+                             "Exact Online"  # the booking integration's ledger holds it
+    # without the ledger (lost, or another integration booked it), the document's recorded origin stops it
+    env.conn.delete(keys.ledger("exact-orders", "orders"))
+    env.asperion_control("update", {"resource": "salesorders", "id": int(booked["target_id"]),
+                                    "fields": {"remarks": "gewijzigd"}})  # fmt: skip
+    [again] = asperion_orders(env)
+    assert again["outcome"] == "skipped", again
+    assert again["reason"] == f"Koppel made it from Exact Online order {order_id} (exact:{order_id}); not booked back"
+    assert len(env.exact_rows("salesorder/SalesOrders")) == 1  # only the original
+
+
+def test_an_order_booked_from_asperion_into_exact_never_travels_back(env: Env) -> None:
+    order = env.asperion_order([("EX-MUG", 1, 7.5)])
+    [booked] = asperion_orders(env)
+    assert booked["outcome"] == "created", booked
+    [back] = exact_orders(env)  # the Exact sales order Koppel made, polled
+    assert back["outcome"] == "skipped", back
+    assert back["reason"] == f"Koppel booked it from Asperion order {order['orderNumber']}; not booked back into " \
+                             "Asperion"
+    assert len(env.records("salesorders")) == 1
