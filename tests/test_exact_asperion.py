@@ -14,6 +14,7 @@ import httpx
 import pytest
 import redis
 
+from connectors import registry
 from connectors.asperion.auth import OAuthApp as AsperionApp
 from connectors.asperion.sandbox import connect_sandbox as connect_asperion
 from connectors.asperion.sandbox import create_sandbox as asperion_sandbox
@@ -25,6 +26,7 @@ from gateway.config import Config, parse_config
 from gateway.errors import PermanentError
 from gateway.ingest import JOB_FUNC, make_queue
 from gateway.stack import LiveServer, serve
+from transforms import validate_integration
 from workers import runtime
 from workers.inbox import pump_for
 from workers.jobs import process_event
@@ -38,7 +40,7 @@ ENV = {"EXACT_CLIENT_SECRET": "sandbox-secret", "ASPERION_SECRET": "asperion-san
 SKUS = ["EX-MUG", "EX-KOFFIE"]
 ORDER_TABLES = {
     "vat_codes": {"default": "HOOG", "entries": {"NL:21": "HOOG", "9": "LAAG"}},
-    "payment_methods": {"entries": {"IDEAL": "iDEAL"}},
+    "payment_methods": {"entries": {"00": "iDEAL"}},
     "shipping_methods": {"entries": {"POST": "PostNL"}},
     "cost_centres": {"entries": {"EX-MUG": "CC-SERVIES", "NL": "CC-NL"}},
     "cost_units": {"entries": {"NL": "KD-WEB"}},
@@ -311,7 +313,8 @@ def exact_orders(env: Env) -> list[dict[str, Any]]:
                                  for d in ASPERION_DOCUMENTS], indirect=True)  # fmt: skip
 def test_an_exact_order_is_booked_once_as_each_asperion_document_type(env: Env) -> None:
     document = env.rt.config.integrations[2].settings["document_type"]
-    order_id = env.exact_order([("EX-MUG", 2, 7.5), ("EX-KOFFIE", 1, 12.0), ("SHIPPING", 1, 4.95)])
+    order_id = env.exact_order([("EX-MUG", 2, 7.5), ("EX-KOFFIE", 1, 12.0), ("SHIPPING", 1, 4.95)],
+                               PaymentCondition="00", ShippingMethodCode="POST")
     [result] = exact_orders(env)
     assert (result["outcome"], result["document"]) == ("created", document), result
     [booked] = env.records(ASPERION_DOCUMENTS[document])
@@ -319,7 +322,7 @@ def test_an_exact_order_is_booked_once_as_each_asperion_document_type(env: Env) 
     [relation] = env.records("relations")  # the customer, found by e-mail: created, a company (a VAT number)
     assert (relation["email"], relation["relationType"]) == ("inkoop@korenaar.example", "Company")
     assert booked["relationId"] == relation["id"]
-    lines = sorted(booked["lines"], key=lambda line: -Decimal(str(line.get("amount") or line["lineTotalExclVat"])))
+    lines = booked["lines"]  # in Exact's line order
     if document == "financial_mutation":  # revenue on the ledger account of the country, no articles
         assert [(line["ledgerAccount"], Decimal(str(line["amount"]))) for line in lines] == [
             ("8000", Decimal("15")), ("8000", Decimal("12")), ("8000", Decimal("4.95"))]
@@ -331,6 +334,9 @@ def test_an_exact_order_is_booked_once_as_each_asperion_document_type(env: Env) 
     assert [line.get("vatCode") for line in lines] == ["HOOG", "HOOG", "HOOG"]
     assert [line.get("costCenter") for line in lines] == ["CC-SERVIES", "CC-NL", "CC-NL"]
     assert [line.get("costUnit") for line in lines] == ["KD-WEB", "KD-WEB", "KD-WEB"]
+    if document != "financial_mutation":  # tables payment_methods and (sales orders) shipping_methods
+        assert booked["paymentMethod"] == "iDEAL"
+        assert booked.get("shippingMethod") == ("PostNL" if document == "sales_order" else None)
     assert "koppel_origin" not in booked  # kept by Koppel, never sent
     assert exact_orders(env) == []  # polled again: nothing new
     # changed in Exact: a new version of the order, which is in Asperion already: skipped, never booked twice
@@ -497,3 +503,27 @@ def test_an_order_booked_from_asperion_into_exact_never_travels_back(env: Env) -
     assert back["reason"] == f"Koppel booked it from Asperion order {order['orderNumber']}; not booked back into " \
                              "Asperion"
     assert len(env.records("salesorders")) == 1
+
+
+def config_check(settings: dict[str, dict[str, Any]]) -> list[str]:
+    """What `koppel config check` says of the pair with these settings."""
+    config = make_config("http://127.0.0.1:1", "http://127.0.0.1:2", settings)
+    problems = registry.config_problems(config)
+    for index, integration in enumerate(config.integrations):
+        target = config.system(integration.target)
+        problems += validate_integration(integration, index, target_kind=target.kind if target else None)
+    return problems
+
+
+def test_config_check_accepts_the_pair_and_names_a_wrong_document_or_update_group() -> None:
+    settings: dict[str, dict[str, Any]] = {
+        "products": {"product_update": {"prices": False, "image": True}},
+        "exact-orders": {"document_type": "financial_mutation"},
+        "asperion-orders": {"document_type": "sales_entry", "order_documents": ["sales_order", "sales_invoice"]},
+    }
+    assert config_check(settings) == []
+    problems = config_check({"products": {"product_update": {"picture": False}},
+                             "exact-orders": {"document_type": "sales_entry"}})  # fmt: skip
+    assert any("product_update.picture: unknown field group" in p and "image" in p for p in problems), problems
+    assert "integrations[2].settings.document_type: Asperion books sales_order, sales_invoice, financial_mutation" \
+        in problems, problems

@@ -242,7 +242,8 @@ class ExactSource(Source):
         if not isinstance(lines, list):
             lines = client.query(SalesOrderLines, filter=eq("OrderID", Guid(str(record["OrderID"]))),
                                  select=_LINE_SELECT)  # fmt: skip
-        expanded = {**record, "SalesOrderLines": [iso_dates(line) for line in lines]}
+        lines = sorted(lines, key=lambda line: (line.get("LineNumber") is None, line.get("LineNumber") or 0))
+        expanded = {**record, "SalesOrderLines": [iso_dates(line) for line in lines]}  # in Exact's line order
         if record.get("OrderedBy") and ACCOUNT_KEY not in record:
             try:
                 account = client.get(Accounts, str(record["OrderedBy"]), select=_ACCOUNT_SELECT)
