@@ -358,6 +358,8 @@ def test_the_customer_is_found_by_e_mail_and_a_person_is_a_person(env: Env) -> N
     assert relations["piet@example.nl"]["relationType"] == "Person"
     assert (relations["piet@example.nl"]["firstName"], relations["piet@example.nl"]["lastName"]) == ("Piet", "Pieters")
     assert len(relations) == 2  # jan@example.nl was there: found, not made again
+    jan = relations["jan@example.nl"]  # and updated to what Exact's account says of him
+    assert (jan["id"], jan["firstName"], jan["lastName"]) == (existing["id"], "Jan", "Jansen")
     by_relation = {o["relationId"] for o in env.records("salesorders")}
     assert by_relation == {relations["piet@example.nl"]["id"], existing["id"]}
 
@@ -446,11 +448,18 @@ def test_an_asperion_order_is_booked_once_as_each_exact_document_type(env: Env) 
 
 @pytest.mark.parametrize("env", [{"asperion-orders": {"order_documents": ["sales_invoice"],
                                                       "document_type": "sales_invoice"}}], indirect=True)  # fmt: skip
-def test_asperion_sales_invoices_are_read_when_chosen(env: Env) -> None:
-    invoice = env.asperion_order([("EX-MUG", 1, 7.5)], resource="salesinvoices")
+def test_asperion_sales_invoices_are_read_when_chosen_and_a_person_updates_the_account(env: Env) -> None:
+    [known] = env.exact_control("seed", {"entity": "crm/Accounts", "records": [
+        {"Name": "J. Jansen", "Email": "jan@example.nl", "AddressLine1": "Oude weg 1", "City": "Elders",
+         "Country": "NL", "Status": "C"}]})["ids"]  # fmt: skip
+    invoice = env.asperion_order([("EX-MUG", 1, 7.5)], resource="salesinvoices", relation=env.relation(**NL_PERSON))
     [result] = asperion_orders(env, "salesinvoices")
     assert result["outcome"] == "created", result
-    assert len(booked_in_exact(env, "sales_invoice", invoice["invoiceNumber"])) == 1
+    [booked] = booked_in_exact(env, "sales_invoice", invoice["invoiceNumber"])
+    assert booked["OrderedBy"] == known  # found by e-mail, and updated from the relation (addresses differ)
+    account = env.exact_account("jan@example.nl")
+    assert (account["Name"], account["AddressLine1"], account["City"]) == ("Jan Jansen", "Dorpsstraat 3", "Ergens")
+    assert not [c for c in env.exact_rows("crm/Contacts") if c.get("Account") == known]  # a person: no contact
 
 
 @pytest.mark.parametrize("env", [{"asperion-orders": {"order_statuses": ["approved"],
