@@ -259,7 +259,9 @@ NL_PERSON = {"relationType": "Person", "companyName": None, "firstName": "Jan", 
 
 
 def test_relations_become_accounts_company_or_person_with_the_tables_per_country(env: Env) -> None:
-    env.relation(**BE_COMPANY)
+    delivery = {"street": "Kaai", "houseNumber": "7", "houseNumberAddition": "B", "postalCode": "2000",
+                "city": "Antwerpen", "countryCode": "BE"}  # fmt: skip
+    env.relation(**BE_COMPANY, deliveryAddress=delivery)
     env.relation(**NL_PERSON)
     results = env.process_polled("asperion", "relations", "customers")
     assert sorted(r["outcome"] for r in results) == ["created", "created"], results
@@ -271,12 +273,15 @@ def test_relations_become_accounts_company_or_person_with_the_tables_per_country
     assert company["Classification1"] == env.code_id("crm/AccountClassifications", "B2B")
     [contact] = [c for c in env.exact_rows("crm/Contacts") if c.get("Account") == company["ID"]]
     assert (contact["FirstName"], contact["LastName"]) == ("Zoë", "Peeters")
+    [address] = [a for a in env.exact_rows("crm/Addresses") if a.get("Account") == company["ID"]]
+    assert (address["AddressLine1"], address["City"], address["Main"]) == ("Kaai 7 B", "Antwerpen", True)
     person = env.exact_account("jan@example.nl")
     assert person["Name"] == "Jan Jansen"
     assert person["SalesVATCode"] == "2"  # the table's default row
     assert person["GLAccountSales"] == env.code_id("financial/GLAccounts", "8000")
     assert person["Classification1"] == env.code_id("crm/AccountClassifications", "B2C")
     assert not [c for c in env.exact_rows("crm/Contacts") if c.get("Account") == person["ID"]]
+    assert not [a for a in env.exact_rows("crm/Addresses") if a.get("Account") == person["ID"]]  # one address
 
 
 def test_a_relation_changed_elsewhere_than_its_address_costs_nothing_and_a_new_address_is_written(env: Env) -> None:

@@ -13,7 +13,8 @@ named in PLATFORMS.md §5 they are assumed [U]. Every field is read by any of th
 * Sales orders (`SalesOrderWithLines`) and sales invoices: lines with quantity, unit price (excl. VAT unless
   the document's `pricesIncludeVat`), discount percentage and VAT percentage; the line total is the one
   Asperion gives, else derived. The customer is the document's relation, embedded by `Source.expand` under
-  `relation` (its e-mail is what other systems find the customer by). Status names are lower-cased.
+  `relation` (its e-mail is what other systems find the customer by). Status names are lower-cased. A
+  document Koppel made carries `koppel_origin` (added by `AsperionSource.read`), read into `Order.origin`.
 * Dates: ISO 8601; without an offset they are wall-clock time in the system's `timezone` (Europe/Amsterdam);
   .NET's seven fractional digits are cut to six.
 """
