@@ -183,7 +183,9 @@ class ExactSource(Source):
     """Exact tells of changes through the Sync API (`Timestamp` cursor per division and stream, read by
     the pollers) and through webhooks, whose notifications are thin (topic, action, key): the record is
     read through the REST API. Both paths carry `Modified`, the record's version: a change reached
-    both ways is processed once."""
+    both ways is processed once. The Sync (and Bulk) API's Items have no sales price: each polled page
+    of items gets its `StandardSalesPrice` from logistics/Items (`_with_sales_prices`, one request per
+    20 items)."""
 
     kind = KIND
     title = "Exact Online"
