@@ -5,6 +5,7 @@ document type, with the rules of every order flow and the loop guard between the
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,13 +24,14 @@ from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
 from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
 from gateway import keys
 from gateway.config import Config, parse_config
+from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from gateway.ingest import JOB_FUNC, make_queue
 from gateway.stack import LiveServer, serve
 from transforms import validate_integration
 from workers import runtime
 from workers.inbox import pump_for
-from workers.jobs import process_event
+from workers.jobs import process_event, run_event
 from workers.pollers import poll
 
 pytestmark = pytest.mark.integration
@@ -229,6 +231,18 @@ def test_exact_items_become_articles_with_price_group_picture_and_type(env: Env)
     assert (bord["isStockArticle"], graveren["isStockArticle"]) == (True, False)  # a non-stock item: a service
     assert "imageUrl" not in graveren and graveren.get("articleGroupCode") is None
     assert env.process_polled("exact", "Items", "products") == []  # nothing new: nothing sent
+
+
+def test_an_items_webhook_is_read_through_the_api_with_price_group_and_picture(env: Env) -> None:
+    [bord, _] = seed_items(env)
+    event = Event("Items.Update", "Items", bord, f"k{uuid.uuid4()}",
+                  {"Topic": "Items", "Action": "Update", "Division": env.sandbox.config.divisions[0], "Key": bord})
+    envelope = Envelope.wrap(event, source="exactonline", endpoint="exact")
+    result = run_event(env.rt, env.rt.config.integrations[0], envelope).as_dict()
+    assert result["outcome"] == "created", result
+    article = env.articles()["EX-BORD"]
+    assert Decimal(str(article["salesPrice"])) == Decimal("6.5") and article["articleGroupCode"] == "SERVIES"
+    assert article["imageUrl"].startswith(f"{env.exact.url}/docs/ItemPicture/")
 
 
 @pytest.mark.parametrize("env", [{"products": {"product_update": {"prices": False}}}], indirect=True)

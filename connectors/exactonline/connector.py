@@ -175,7 +175,8 @@ _READS: dict[str, tuple[str, type[Endpoint], tuple[str, ...]]] = {
         "AmountFC", "Modified",
     )),
     "accounts": ("customers", Accounts, Accounts.select),
-    "items": ("products", Items, (*Items.select, "Modified")),
+    "items": ("products", Items, (*Items.select, "StandardSalesPrice", "ExtraDescription", "Notes", "ItemGroupCode",
+                                  "ItemGroupDescription", "PictureUrl", "Modified")),
 }  # fmt: skip
 
 
