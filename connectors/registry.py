@@ -151,6 +151,9 @@ def _order_problems(
     problems = [f"{where}.order_mode: {problem}"] if problem else []
     discount_problem = target.discount_lines_problem(integration.settings.get("discount_lines")) if target else None
     problems += [f"{where}.discount_lines: {discount_problem}"] if discount_problem else []
+    document = integration.settings.get("document_type")
+    if target is not None and isinstance(document, str) and document not in target.documents:
+        problems.append(f"{where}.document_type: {target.title or target.kind} books {', '.join(target.documents)}")
     if source is None or not source.order_documents or target is None or "status" not in target.order_modes:
         return problems
     chosen = integration.settings.get("order_documents")

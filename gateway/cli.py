@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "other pairs: the records each phase enters (default 10)")
     demo.add_argument("--pair", default="woocommerce-exactonline",
                       help="the pair to run: woocommerce-exactonline (the main job, default), winstore-exactonline, "
-                      "winstore-businesscentral")  # fmt: skip
+                      "winstore-businesscentral, exactonline-asperion")  # fmt: skip
     demo.add_argument(
         "--data-dir", default=".koppel/demo", help="the demo's own Redis data and logs (emptied at each run)"
     )

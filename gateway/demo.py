@@ -111,7 +111,7 @@ def _run(run: Run) -> int:
 
 
 def _remark(system_id: str) -> str:
-    return {"shop": " (an empty shop)", "exact": ", authorised via OAuth",
+    return {"shop": " (an empty shop)", "exact": ", authorised via OAuth", "asperion": ", authorised via OAuth",
             "bc": ", its token endpoint signing Koppel in (client credentials)"}.get(system_id, "")  # fmt: skip
 
 

@@ -6,6 +6,7 @@ endpoints, the integrations and their flows, and the phases the demo shows — o
                               orders delivered in Exact) and stock Exact → Winstore
     winstore-businesscentral  products, customers and orders Winstore → Business Central; order status
                               (of Winstore's orders released in BC), orders and stock BC → Winstore
+    exactonline-asperion      products and orders Exact → Asperion, orders Asperion → Exact
 
 Phases run in the order their data needs: the articles exist in the ERP before orders of them are
 booked, and Winstore's orders are in the ERP before their status is changed there.
@@ -60,12 +61,15 @@ if TYPE_CHECKING:
 WOO_EXACT = "woocommerce-exactonline"
 WINSTORE_EXACT = "winstore-exactonline"
 WINSTORE_BC = "winstore-businesscentral"
+EXACT_ASPERION = "exactonline-asperion"
 
 EXACT_CLIENT_ID, EXACT_CLIENT_SECRET = "koppel-sandbox", "sandbox-secret"  # the Exact sandbox's registered app
 EXACT_REDIRECT = "http://127.0.0.1/oauth/exactonline/callback"  # the sandbox redirects without calling it
 WS_USER, WS_PASSWORD = "koppel", "winstore-stack"
 BC_SECRET = "bc-stack-secret"  # noqa: S105 - the sandbox's own app secret
 BC_HOOKS = "bc-hooks"
+ASPERION_REDIRECT = "https://koppel.example/oauth/asperion/callback"  # the sandbox redirects without calling it
+ASPERION_SECRET = "asperion-sandbox-secret"  # noqa: S105 - the Asperion sandbox's registered app secret
 BRANCH = 1
 WAREHOUSE = 1
 COMPLETED = "2"  # Winstore's status code of a completed order (normalise.DEFAULT_STATUS_NAMES)
@@ -335,6 +339,31 @@ def _bc_entry(stack: Stack) -> dict[str, Any]:
     return {"base_url": url, "settings": settings, "credentials": {"client_secret": "env:KOPPEL_STACK_BC_SECRET"}}
 
 
+def _asperion_app(opts: StackOptions) -> ASGIApp:
+    from connectors.asperion.sandbox import create_sandbox
+
+    return create_sandbox()
+
+
+def _asperion_entry(stack: Stack) -> dict[str, Any]:
+    from connectors.asperion.sandbox import SandboxConfig
+
+    url, sandbox = stack.url("asperion"), SandboxConfig()
+    settings = {"client_id": sandbox.client_id, "redirect_uri": ASPERION_REDIRECT, "tenant_id": sandbox.tenants[0],
+                "identity_url": url, "poll_interval_seconds": stack.options.poll_seconds}  # fmt: skip
+    return {"base_url": url, "settings": settings, "credentials": {"client_secret": "env:KOPPEL_STACK_ASPERION_SECRET"}}
+
+
+def _connect_asperion(stack: Stack) -> None:
+    """Koppel's OAuth consent flow against the sandbox (`koppel connect asperion`), which approves at once."""
+    from connectors.asperion.auth import OAuthApp
+    from connectors.asperion.sandbox import SandboxConfig, connect_sandbox
+
+    sandbox = SandboxConfig()
+    app = OAuthApp(stack.url("asperion"), sandbox.client_id, sandbox.client_secret, ASPERION_REDIRECT)
+    connect_sandbox(stack.http, app, stack.connection, "asperion")
+
+
 SHOP = SandboxSystem("shop", "woocommerce", "WooCommerce", _woo_app, _woo_entry,
                      {"KOPPEL_STACK_WC_KEY": WOO_KEY, "KOPPEL_STACK_WC_CONSUMER_SECRET": WOO_SECRET})  # fmt: skip
 EXACT = SandboxSystem("exact", "exactonline", "Exact Online", _exact_app, _exact_entry,
@@ -343,6 +372,8 @@ WINSTORE = SandboxSystem("winstore", "winstore", "Winstore", _winstore_app, _win
                          {"KOPPEL_STACK_WS_USER": WS_USER, "KOPPEL_STACK_WS_PASSWORD": WS_PASSWORD})  # fmt: skip
 BC = SandboxSystem("bc", "businesscentral", "Business Central", _bc_app, _bc_entry,
                    {"KOPPEL_STACK_BC_SECRET": BC_SECRET})  # fmt: skip
+ASPERION = SandboxSystem("asperion", "asperion", "Asperion", _asperion_app, _asperion_entry,
+                         {"KOPPEL_STACK_ASPERION_SECRET": ASPERION_SECRET}, connect=_connect_asperion)  # fmt: skip
 
 
 # -- WooCommerce ⇄ Exact Online: the main job -----------------------------------------------------------
@@ -779,6 +810,115 @@ BC_STOCK_TO_WINSTORE = Feed(
 )  # fmt: skip
 
 
+# -- Exact Online ⇄ Asperion ----------------------------------------------------------------------------------
+
+
+def _asperion_records(stack: Stack, resource: str) -> list[dict[str, Any]]:
+    return list(stack.control("asperion", f"records?resource={resource}", method="GET")["records"])
+
+
+def place_exact_items(stack: Stack, count: int, seed: int) -> list[str]:
+    """New items in Exact (stock items at 21 %, every third a service), as a user creates them there; their ids."""
+    items = []
+    for n in range(seed, seed + count):
+        name, price, _ = _GOODS[n % len(_GOODS)]
+        items.append({"Code": f"EX-{n:06d}", "Description": f"{name} {n}", "StandardSalesPrice": float(price),
+                      "SalesVatCode": "2", "IsStockItem": n % 3 != 0, "Barcode": f"8712346{n:06d}"})  # fmt: skip
+    return [str(i) for i in stack.control("exact", "seed", {"entity": "logistics/Items", "records": items})["ids"]]
+
+
+def _asperion_articles_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    codes = {str(row["ID"]): str(row["Code"]) for row in stack.exact_rows("logistics/Items")}
+    held = Counter(str(a["code"]) for a in _asperion_records(stack, "articles"))
+    missing = [codes[i] for i in ids if held[codes[i]] == 0]
+    doubles = [codes[i] for i in ids if held[codes[i]] > 1]
+    return ([f"not an article in Asperion: {', '.join(missing)}"] if missing else []) + (
+        [f"more than one Asperion article: {', '.join(doubles)}"] if doubles else []
+    )
+
+
+def _shared_codes(stack: Stack) -> list[str]:
+    """The item codes that are both Exact items and Asperion articles (the products phase made them)."""
+    articles = {str(a["code"]) for a in _asperion_records(stack, "articles")}
+    codes = [str(row["Code"]) for row in stack.exact_rows("logistics/Items") if str(row["Code"]) in articles]
+    if not codes:
+        raise RuntimeError("Asperion has none of Exact's items as articles: the products phase comes first")
+    return codes
+
+
+def place_exact_orders_for_asperion(stack: Stack, count: int, seed: int) -> list[str]:
+    """Sales orders entered in Exact for its customers, on the items Asperion has as articles; their ids."""
+    items = {str(row["Code"]): str(row["ID"]) for row in stack.exact_rows("logistics/Items")}
+    codes = _shared_codes(stack)
+    accounts = [{"Name": name, "Email": email, "AddressLine1": street, "Postcode": zip_code, "City": city,
+                 "Country": "NL"} for name, email, street, zip_code, city in _PEOPLE]  # fmt: skip
+    made = stack.control("exact", "seed", {"entity": "crm/Accounts", "records": accounts})
+    account_ids = [str(i) for i in made["ids"]]
+    orders = []
+    for n in range(seed, seed + count):
+        lines = [{"Item": items[codes[(n + k) % len(codes)]], "Quantity": 1 + (n + k) % 3,
+                  "UnitPrice": 10.0 + (n + k) % 5} for k in range(2 + n % 2)]  # fmt: skip
+        orders.append({"OrderedBy": account_ids[n % len(account_ids)], "SalesOrderLines": lines})
+    ids = stack.control("exact", "seed", {"entity": "salesorder/SalesOrders", "records": orders})["ids"]
+    return [str(i) for i in ids]
+
+
+def _asperion_orders_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    """Every order Koppel created booked exactly once in Asperion, under its reference (Exact's number)."""
+    booked = Counter(str(o.get("reference")) for o in _asperion_records(stack, "salesorders"))
+    numbers = [o.number for o in outcomes.values() if o.outcome == "created"]
+    missing = [n for n in numbers if booked[n] == 0]
+    doubles = [n for n in numbers if booked[n] > 1]
+    return ([f"not in Asperion: {', '.join(missing)}"] if missing else []) + (
+        [f"booked more than once in Asperion: {', '.join(doubles)}"] if doubles else []
+    )
+
+
+_KINDS = ("Company", "Person", "Company")
+"""Asperion's relation type of each of `_PEOPLE`."""
+
+
+def place_asperion_orders(stack: Stack, count: int, seed: int) -> list[str]:
+    """Sales orders entered in Asperion for new relations (companies and people), on articles Exact has as
+    items; their ids."""
+    codes = _shared_codes(stack)
+    relations = []
+    for (name, email, street, zip_code, city), kind in zip(_PEOPLE, _KINDS, strict=True):
+        rest, _, number = street.rpartition(" ")
+        first, _, last = name.partition(" ")
+        person = {"firstName": first, "lastName": last} if kind == "Person" else {"companyName": name}
+        address = {"street": rest, "houseNumber": number, "postalCode": zip_code, "city": city, "countryCode": "NL"}
+        relations.append({"relationType": kind, "email": f"asperion.{email}", "address": address, **person})
+    relation_ids = stack.control("asperion", "seed", {"resource": "relations", "records": relations})["ids"]
+    orders = []
+    for n in range(seed, seed + count):
+        lines = [{"articleCode": codes[(n + k) % len(codes)], "quantity": 1 + (n + k) % 3,
+                  "unitPrice": 10.0 + (n + k) % 5, "vatPercentage": 21} for k in range(2 + n % 2)]  # fmt: skip
+        orders.append({"relationId": relation_ids[n % len(relation_ids)], "lines": lines})
+    return [str(i) for i in stack.control("asperion", "seed", {"resource": "salesorders", "records": orders})["ids"]]
+
+
+def _asperions_orders_in_exact(stack: Stack, ids: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    """Every order Koppel created booked exactly once in Exact, under its reference (YourRef)."""
+    booked = Counter(str(o.get("YourRef")) for o in stack.exact_rows("salesorder/SalesOrders"))
+    return booked_once([o.number for o in outcomes.values() if o.outcome == "created"], booked, "Exact Online")
+
+
+EXACT_TO_ASPERION_PRODUCTS = Feed(
+    "item", "Exact Online", "exact-to-asperion-products", "asperion", "Asperion", place_exact_items,
+    check=_asperion_articles_check, created="POST articles",
+    note="the article looked up by code, then created",
+)  # fmt: skip
+EXACT_TO_ASPERION_ORDERS = Feed(
+    "order", "Exact Online", "exact-to-asperion-orders", "asperion", "Asperion", place_exact_orders_for_asperion,
+    check=_asperion_orders_check, created="POST salesorderwithlines", note="1 once the relation is known",
+)  # fmt: skip
+ASPERION_TO_EXACT_ORDERS = Feed(
+    "order", "Asperion", "asperion-to-exact-orders", "exact", "Exact Online", place_asperion_orders,
+    check=_asperions_orders_in_exact, created="POST salesorder/SalesOrders", note="1 once the account is known",
+)  # fmt: skip
+
+
 PAIRS: dict[str, Pair] = {
     WOO_EXACT: Pair(  # its config is built from the stack's options (_woo_exact_config): these name its parts
         WOO_EXACT, "WooCommerce ⇄ Exact Online", (EXACT, SHOP),
@@ -814,6 +954,16 @@ PAIRS: dict[str, Pair] = {
         feeds=(WINSTORE_TO_BC, WINSTORE_CUSTOMERS_TO_BC, WINSTORE_ORDERS_TO_BC, BC_TO_WINSTORE), public_url=True,
         prepare=_seed_bc_setup,
     ),
+    EXACT_ASPERION: Pair(
+        EXACT_ASPERION, "Exact Online ⇄ Asperion", (EXACT, ASPERION),
+        integrations=(Integration("exact-to-asperion-products", "exact", "asperion", ("products",)),
+                      Integration("exact-to-asperion-orders", "exact", "asperion", ("orders",)),
+                      Integration("asperion-to-exact-orders", "asperion", "exact", ("orders",),
+                                  tables={"vat_codes": {"entries": {"21": "2", "9": "1"}}})),
+        phases=(feed_phase(EXACT_TO_ASPERION_PRODUCTS), feed_phase(EXACT_TO_ASPERION_ORDERS),
+                feed_phase(ASPERION_TO_EXACT_ORDERS)),
+        feeds=(EXACT_TO_ASPERION_PRODUCTS, EXACT_TO_ASPERION_ORDERS, ASPERION_TO_EXACT_ORDERS),
+    ),
 }  # fmt: skip
 """Every pair `koppel demo --pair` and bench/e2e's `--pair` know, by name."""
 
@@ -826,5 +976,5 @@ def pair_named(name: str) -> Pair:
     return found
 
 
-__all__ = ["PAIRS", "WINSTORE_BC", "WINSTORE_EXACT", "WOO_EXACT", "Endpoint", "Feed", "Integration", "Pair",
-           "Phase", "SandboxSystem", "feed_phase", "pair_named"]  # fmt: skip
+__all__ = ["EXACT_ASPERION", "PAIRS", "WINSTORE_BC", "WINSTORE_EXACT", "WOO_EXACT", "Endpoint", "Feed", "Integration",
+           "Pair", "Phase", "SandboxSystem", "feed_phase", "pair_named"]  # fmt: skip

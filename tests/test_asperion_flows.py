@@ -119,7 +119,8 @@ def test_exact_items_become_asperion_articles_once_and_a_change_updates_them(env
     assert (mug["description"], mug["ean"]) == ("Mok blauw", "8712345000017")
     assert mug["isStockArticle"] is True and articles["EX-INSTALL"]["isStockArticle"] is False
     assert mug["currentStock"] == 0  # read only in Asperion: never written
-    # Exact's Items sync stream carries no sales price, so none is sent: a price set in Asperion survives updates
+    # the sales price is read from logistics/Items (the Sync API's Items carry none)
+    assert Decimal(str(mug["salesPrice"])) == Decimal("7.5")
     env.asperion_control("update", {"resource": "articles", "id": mug["id"], "fields": {"salesPrice": 9.95}})
     # the item is renamed in Exact: the article is updated, not created again
     renamed = {"entity": "logistics/Items", "id": ids[0], "fields": {"Description": "Mok donkerblauw"}}
@@ -128,7 +129,8 @@ def test_exact_items_become_asperion_articles_once_and_a_change_updates_them(env
     assert [r["outcome"] for r in again] == ["updated"], again
     after = env.articles()
     assert len(after) == 2 and after["EX-MUG"]["description"] == "Mok donkerblauw"
-    assert after["EX-MUG"]["id"] == mug["id"] and Decimal(str(after["EX-MUG"]["salesPrice"])) == Decimal("9.95")
+    # Exact's price is the one that counts (settings.product_update.prices switches that off)
+    assert after["EX-MUG"]["id"] == mug["id"] and Decimal(str(after["EX-MUG"]["salesPrice"])) == Decimal("7.5")
 
 
 def test_asperion_relations_become_exact_accounts_company_or_person(env):

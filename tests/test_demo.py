@@ -127,6 +127,20 @@ def test_the_winstore_business_central_pair_runs_every_flow_of_the_pair(tmp_path
     assert children() <= before, "the demo left child processes running"
 
 
+@pytest.mark.integration
+def test_the_exact_asperion_pair_publishes_exacts_items_and_books_orders_both_ways(tmp_path):
+    before = children()
+    code, text = run_pair("exactonline-asperion", tmp_path)
+    assert code == 0, text
+    assert "Exact Online ⇄ Asperion" in text and "Asperion sandbox, authorised via OAuth" in text
+    assert figure(text, "items entered in Exact Online") == "3" and figure(text, "created in Asperion") == "3"
+    assert figure(text, "orders entered in Exact Online") == "3"
+    assert figure(text, "orders entered in Asperion") == "3" and figure(text, "created in Exact Online") == "3"
+    assert re.search(r"Asperion API calls per order\s+\d+\.\d\d", text), text
+    assert "every order is accounted for" in text
+    assert children() <= before, "the demo left child processes running"
+
+
 def test_the_demo_names_the_pairs_when_given_one_it_does_not_know(capsys):
     assert main(["demo", "--pair", "shopify-sap"]) == 2
     err = capsys.readouterr().err

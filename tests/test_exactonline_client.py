@@ -134,6 +134,24 @@ def test_item_ids_for_many_codes_in_one_or_filter_per_chunk(api, client):
     assert found["SKU-4"] == "id-4" and len(found) == 25
 
 
+def test_item_sales_prices_are_read_by_id_in_one_or_filter_per_chunk(api, client):
+    ids = [f"00000000-0000-0000-0000-{i:012d}" for i in range(25)]
+    seen: list[dict[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.url.params))
+        asked = [i for i in ids if f"guid'{i}'" in seen[-1]["$filter"]]
+        return httpx.Response(200, json=R.page([{"ID": i.upper(), "StandardSalesPrice": 1.5} for i in asked
+                                                if not i.endswith("7")]))  # fmt: skip
+
+    api.get("logistics/Items").mock(side_effect=answer)
+    prices = client.item_sales_prices([*ids, ids[0]])
+    assert len(seen) == 2 and seen[0]["$select"] == "ID,StandardSalesPrice"  # 25 distinct ids, 20 per request
+    assert seen[0]["$filter"].startswith(f"(ID eq guid'{ids[0]}' or ") and seen[0]["$filter"].count(" or ") == 19
+    assert prices[ids[3]] == 1.5 and ids[7] not in prices  # keys lower-cased; an item gone meanwhile has none
+    assert len(prices) == 23
+
+
 def test_5xx_is_retried_with_jittered_backoff_then_succeeds(api, client, clock):
     api.get("vat/VATCodes").mock(side_effect=[
         httpx.Response(503), httpx.Response(500), httpx.Response(200, json=R.page([{"Code": "2"}])),

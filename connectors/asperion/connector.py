@@ -34,6 +34,10 @@ is marked [U] there and in docs/configuration.md (Asperion). Quirks Koppel handl
 * Documents are matched on `reference` (the source's order number): `find_order` looks it up per document
   type. A sales order's or invoice's customer is its relation (`relationId`), read by `expand` when the
   document is booked elsewhere.
+* No field of a document is known to hold where Koppel made it from: the mapping's `koppel_origin`
+  ("<system id>:<order id>") is stripped before sending and kept in Redis per document (`ORIGINS`); a
+  polled document Koppel made gets it back (`Order.origin`), so the orders flow never books it back into
+  the system it came from (the booking integration's ledger says the same while it is there).
 """
 
 from __future__ import annotations
@@ -63,7 +67,9 @@ from connectors.asperion.normalise import (
 )
 from connectors.contract import Canonical, Change, Context, Settings, Source, Target
 from connectors.oauth import CodeFlow
+from gateway import keys
 from gateway.config import System
+from gateway.envelope import Envelope
 from gateway.errors import PermanentError
 
 __all__ = ["AsperionCodeFlow", "AsperionSettings", "AsperionSource", "AsperionTarget", "asperion_client"]
@@ -79,6 +85,13 @@ FIND_MANY_ONE_BY_ONE = 5
 """Up to this many codes are looked up one filter each; more read the catalogue's pages once."""
 DOCUMENTS: dict[str, str] = {"sales_order": "salesorders", "sales_invoice": "salesinvoices",
                              "financial_mutation": "financialmutations"}  # fmt: skip
+ORIGIN_FIELD = "koppel_origin"
+"""The mapping's field for `$id('origin')`: kept by Koppel, never sent to Asperion."""
+
+
+def _origins(system_id: str) -> str:
+    """Redis hash "<resource>:<document id>" → the origin of the order Koppel made the document from."""
+    return keys.cache(system_id, "origins")
 
 
 class AsperionSettings(Settings):
@@ -194,6 +207,17 @@ class AsperionSource(Source):
             return None
         return f"{id_of(record)}:{_moment(record, self._zone())}"
 
+    def read(self, envelope: Envelope, flow: str) -> Any:
+        """The polled record; a document Koppel made from another system's order gets that origin back
+        (`koppel_origin`, read into `Order.origin`)."""
+        record = envelope.payload
+        if flow != "orders" or not isinstance(record, Mapping) or self.system is None or self.context is None:
+            return record
+        resource = STREAMS.get(envelope.resource, envelope.resource).lower()
+        ident = id_of(record)
+        origin = self.context.redis.hget(_origins(self.system.id), f"{resource}:{ident}") if ident else None
+        return {**record, ORIGIN_FIELD: keys.text(origin)} if origin else record
+
     def expand(self, flow: str, record: Any) -> Any:
         """A sales order or invoice with its relation (one call) under `relation`, when it has none embedded."""
         if flow != "orders" or not isinstance(record, dict) or isinstance(record.get(RELATION_KEY), Mapping):
@@ -289,7 +313,13 @@ class AsperionTarget(Target):
         return id_of(found[0]) if found else None
 
     def create_order(self, document: str, payload: Mapping[str, Any]) -> str:
-        return str(id_of(self.api.create(DOCUMENTS[document], payload)))
+        """The document, without `koppel_origin`, which is kept per document id (`read` gives it back)."""
+        origin = payload.get(ORIGIN_FIELD)
+        body = {k: v for k, v in payload.items() if k != ORIGIN_FIELD}
+        created = str(id_of(self.api.create(DOCUMENTS[document], body)))
+        if origin:
+            self.context.redis.hset(_origins(self.system.id), f"{DOCUMENTS[document]}:{created}", str(origin))
+        return created
 
     def references(self, document: str) -> dict[str, Any]:
         """`$context.journal` for financial mutations (settings.journal), when set."""

@@ -13,7 +13,8 @@ named in PLATFORMS.md §5 they are assumed [U]. Every field is read by any of th
 * Sales orders (`SalesOrderWithLines`) and sales invoices: lines with quantity, unit price (excl. VAT unless
   the document's `pricesIncludeVat`), discount percentage and VAT percentage; the line total is the one
   Asperion gives, else derived. The customer is the document's relation, embedded by `Source.expand` under
-  `relation` (its e-mail is what other systems find the customer by). Status names are lower-cased.
+  `relation` (its e-mail is what other systems find the customer by). Status names are lower-cased. A
+  document Koppel made carries `koppel_origin` (added by `AsperionSource.read`), read into `Order.origin`.
 * Dates: ISO 8601; without an offset they are wall-clock time in the system's `timezone` (Europe/Amsterdam);
   .NET's seven fractional digits are cut to six.
 """
@@ -97,6 +98,7 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     "total_incl": ("totalInclVat", "amountInclVat", "totalAmount"),
     "payment_method": ("paymentMethod", "paymentCondition"),
     "remarks": ("remarks", "notes", "memo"),
+    "origin": ("koppel_origin",),
 }
 COMPANY_TYPES = frozenset({"company", "organisation", "organization", "business", "bedrijf", "zakelijk", "b2b"})
 PERSON_TYPES = frozenset({"person", "private", "particulier", "consumer", "b2c", "individual"})
@@ -366,7 +368,7 @@ def normalise_document(record: Any, *, zone: str = DEFAULT_ZONE) -> Order:
         billing_address=address_of(value(record, "address")) or customer.billing_address,
         shipping_address=delivery or customer.shipping_address, lines=lines,
         payment_method=text(record, "payment_method"), total_excl=excl, tax_total=vat, total_incl=incl,
-        notes=[remarks] if remarks else [],
+        notes=[remarks] if remarks else [], origin=text(record, "origin"),
         custom_fields={"status_code": text(record, "status")} if text(record, "status") else {},
     ))  # fmt: skip
 

@@ -51,6 +51,7 @@ from connectors.exactonline.errors import (
 )
 from connectors.exactonline.odata import (
     EXACT_TZ,
+    Guid,
     Record,
     any_of,
     encode,
@@ -295,6 +296,19 @@ class ExactClient(ApiClient):
                 for record in page:
                     for asked in wanted.get(str(record.get("Code", "")).strip().casefold(), []):
                         found.setdefault(asked, str(record["ID"]))
+        return found
+
+    def item_sales_prices(self, item_ids: Iterable[str]) -> dict[str, Any]:
+        """{item ID: StandardSalesPrice} from logistics/Items, one request per `item_chunk` ids (an `or`
+        filter). The Sync and Bulk Items endpoints carry no sales price; the REST entity does."""
+        distinct = list(dict.fromkeys(str(i) for i in item_ids if i))
+        found: dict[str, Any] = {}
+        for start in range(0, len(distinct), self.item_chunk):
+            chunk = [Guid(i) for i in distinct[start : start + self.item_chunk]]
+            params = {"$filter": any_of("ID", chunk), "$select": "ID,StandardSalesPrice"}
+            for page in self.iter_pages(Items.path, params):
+                for record in page:
+                    found[str(record["ID"]).lower()] = record.get("StandardSalesPrice")
         return found
 
     def find_sales_order_by_your_ref(self, your_ref: str) -> Record | None:

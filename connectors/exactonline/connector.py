@@ -53,7 +53,7 @@ from connectors.exactonline.normalise import (
     normalise_sales_order,
     normalise_stock_position,
 )
-from connectors.exactonline.odata import Guid, eq, iso_dates, pad_code
+from connectors.exactonline.odata import Guid, Record, eq, iso_dates, pad_code
 from connectors.exactonline.ratelimit import Limits
 from connectors.exactonline.sync import (
     SyncAccounts,
@@ -175,7 +175,8 @@ _READS: dict[str, tuple[str, type[Endpoint], tuple[str, ...]]] = {
         "AmountFC", "Modified",
     )),
     "accounts": ("customers", Accounts, Accounts.select),
-    "items": ("products", Items, (*Items.select, "Modified")),
+    "items": ("products", Items, (*Items.select, "StandardSalesPrice", "ExtraDescription", "Notes", "ItemGroupCode",
+                                  "ItemGroupDescription", "PictureUrl", "Modified")),
 }  # fmt: skip
 
 
@@ -183,7 +184,9 @@ class ExactSource(Source):
     """Exact tells of changes through the Sync API (`Timestamp` cursor per division and stream, read by
     the pollers) and through webhooks, whose notifications are thin (topic, action, key): the record is
     read through the REST API. Both paths carry `Modified`, the record's version: a change reached
-    both ways is processed once."""
+    both ways is processed once. The Sync (and Bulk) API's Items have no sales price: each polled page
+    of items gets its `StandardSalesPrice` from logistics/Items (`_with_sales_prices`, one request per
+    20 items)."""
 
     kind = KIND
     title = "Exact Online"
@@ -242,7 +245,8 @@ class ExactSource(Source):
         if not isinstance(lines, list):
             lines = client.query(SalesOrderLines, filter=eq("OrderID", Guid(str(record["OrderID"]))),
                                  select=_LINE_SELECT)  # fmt: skip
-        expanded = {**record, "SalesOrderLines": [iso_dates(line) for line in lines]}
+        lines = sorted(lines, key=lambda line: (line.get("LineNumber") is None, line.get("LineNumber") or 0))
+        expanded = {**record, "SalesOrderLines": [iso_dates(line) for line in lines]}  # in Exact's line order
         if record.get("OrderedBy") and ACCOUNT_KEY not in record:
             try:
                 account = client.get(Accounts, str(record["OrderedBy"]), select=_ACCOUNT_SELECT)
@@ -298,6 +302,8 @@ class ExactSource(Source):
         client = self.client()
         division = client.division
         for page, page_cursor in SyncReader(client, STREAMS[stream]).read_since(int(cursor or 0)):
+            if stream == "Items":
+                _with_sales_prices(client, page)
             changes: dict[str, Change] = {}
             for record in page:
                 record_id = record.get("InvoiceID") or record.get("ID") or record.get("OrderID")
@@ -308,6 +314,16 @@ class ExactSource(Source):
                 changes[resource_id or key] = Change(stream, resource_id, key, iso_dates(record))
             yield list(changes.values()), str(page_cursor)
 
+
+
+def _with_sales_prices(client: ExactClient, page: list[Record]) -> None:
+    """The page's items with their `StandardSalesPrice` (the Sync API's Items have none): one REST read per
+    `item_chunk` items. An item the REST read no longer finds (deleted meanwhile) keeps none."""
+    prices = client.item_sales_prices(str(r["ID"]) for r in page if r.get("ID") and "StandardSalesPrice" not in r)
+    for record in page:
+        key = str(record.get("ID") or "").lower()
+        if key in prices and "StandardSalesPrice" not in record:
+            record["StandardSalesPrice"] = prices[key]
 
 
 ACCOUNT_KEY = "OrderedBy@Account"

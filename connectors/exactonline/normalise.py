@@ -246,13 +246,16 @@ def normalise_account(payload: Mapping[str, Any], contacts: Iterable[Mapping[str
 
 
 def normalise_item(payload: Mapping[str, Any]) -> Product:
-    """An Exact Item as a `Product`: stock items are simple products, others virtual."""
+    """An Exact Item as a `Product`: stock items are simple products, others virtual. Exact has no
+    variants (an item is one sellable article), so none are made. The item group is the category (its
+    code, lower-cased, the slug); the picture's URL the one image."""
     payload = _unwrap(payload)
     doc = Reader(payload, SOURCE, "product")
     item_id = doc.ident("ID")
     doc = Reader(payload, SOURCE, "product", item_id)
     stock_item = bool(doc.boolean("IsStockItem", default=True))
-    group = doc.text("ItemGroupDescription") or doc.text("ItemGroupCode")
+    group_code = doc.text("ItemGroupCode")
+    group = doc.text("ItemGroupDescription") or group_code
     picture = doc.text("PictureUrl")
     return Product(
         source=SOURCE,
@@ -266,6 +269,7 @@ def normalise_item(payload: Mapping[str, Any]) -> Product:
         description=doc.text("Notes"),
         short_description=doc.text("ExtraDescription"),
         categories=[group] if group else [],
+        category_slugs=[group_code.lower()] if group_code else [],
         images=[picture] if picture else [],
         published=bool(doc.boolean("IsSalesItem", default=True)),
         unit=doc.text("Unit"),

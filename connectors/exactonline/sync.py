@@ -78,20 +78,16 @@ class SyncAccounts(SyncStream):
 
 
 class SyncItems(SyncStream):
+    """Items with their group, picture and texts. No sales price: neither this endpoint nor
+    bulk/Logistics/Items has one, so the source reads `StandardSalesPrice` from logistics/Items per page
+    (connector.py, `ExactSource.changes`)."""
+
     path = "sync/Logistics/Items"
     entity_type = 9
     select = (
-        "Timestamp",
-        "ID",
-        "Code",
-        "Description",
-        "IsSalesItem",
-        "IsStockItem",
-        "SalesVatCode",
-        "Unit",
-        "Barcode",
-        "Modified",
-    )
+        "Timestamp", "ID", "Code", "Description", "ExtraDescription", "Notes", "IsSalesItem", "IsStockItem",
+        "SalesVatCode", "Unit", "Barcode", "ItemGroupCode", "ItemGroupDescription", "PictureUrl", "Modified",
+    )  # fmt: skip
 
 
 class SyncStockPositions(SyncStream):
