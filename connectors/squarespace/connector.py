@@ -13,6 +13,9 @@ poll), a `Target` (order fulfilment and stock written back) and its Koppel-owned
     webhook_check_seconds = 900               # how often the worker checks the site's subscriptions
     secret_grace_seconds = 172800             # how long a rotated-out secret still verifies
     notify_customer = false                   # fulfilment e-mails the customer
+    [systems.settings.tax_rates]              # the VAT rates the site charges (percent): by SKU, country, default;
+    default = "21"                            # without them, the one rate an order's totals imply
+    "SQ-BOOK" = "9"
 
     [[endpoints]]
     id = "sq-hooks"
@@ -49,7 +52,8 @@ import logging
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -100,6 +104,9 @@ class SquarespaceSettings(Settings):
     """How long a subscription's rotated-out secret still verifies (Squarespace retries for up to 48 h)."""
     notify_customer: bool = False
     """Whether fulfilling an order e-mails the customer (Squarespace's `shouldSendNotification`)."""
+    tax_rates: dict[str, Annotated[Decimal, Field(ge=0, le=100)]] = {}
+    """VAT rates (percent) the site charges, by SKU, then shipping country, then "default": Squarespace gives
+    an order's tax only in total (connectors/squarespace/normalise.py)."""
 
     def reconcile_interval(self) -> int:
         return self.reconcile_interval_seconds
@@ -194,7 +201,8 @@ class SquarespaceSource(Source):
 
     def normalise(self, flow: str, record: Any, settings: Mapping[str, Any] | None = None) -> Canonical:
         if flow == "orders":
-            return normalise_order(record)
+            rates = settings_of(self.system).tax_rates if self.system is not None else None
+            return normalise_order(record, tax_rates=rates)
         return super().normalise(flow, record, settings)
 
     def lifecycle(self, envelope: Envelope) -> str | None:
