@@ -7,11 +7,12 @@ Squarespace quirks handled here:
   of each amount (product lines, shipping, discounts) is the site's rate as the system's `tax_rates`
   table says (by SKU, then the shipping country, then `default`: the rates the site charges); without
   an entry, the one rate the order's totals imply (`taxTotal` of `grandTotal`: a European VAT rate,
-  `VAT_RATES`, that gives that tax within the amounts' rounding). Each amount is split at its rate, rounded to the cent per amount; the
-  cents the rounding leaves against `taxTotal` go to the largest amount, so the lines add up to what the
-  customer paid and the VAT Squarespace charged, to the cent. Rates that cannot give `taxTotal` within
-  that rounding are a `NormaliseError` naming the setting; an order whose amounts have no rate (mixed
-  rates, no table) keeps its amounts as given and no split.
+  `VAT_RATES`, that gives that tax within the amounts' rounding). Each amount is split at its rate,
+  rounded to the cent per amount; the cents the rounding leaves against `taxTotal` go to the largest
+  amount, so the lines add up to what the customer paid and the VAT Squarespace charged, to the cent.
+  Rates that cannot give `taxTotal` within that rounding (half a cent per amount) are a `NormaliseError`
+  naming the setting; an order whose amounts have no rate (mixed rates, no table) keeps its amounts as
+  given, unsplit (a mapping that needs net amounts then fails naming the field).
 - `discountLines` are order-level (not in `unitPricePaid`): a discount of goods at one rate has that
   rate; over several rates it is split in proportion to the goods at each rate (one discount per rate).
 - `orderNumber` is what the customer sees; `id` is the API id. Empty arrays may arrive as null.
@@ -43,8 +44,11 @@ from gateway.model import (
 SOURCE = "squarespace"
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
-VAT_RATES = tuple(Decimal(r) for r in """0 2.1 2.5 2.6 3 3.8 4 5 5.5 6 7 7.7 8 8.1 9 10 12 13 13.5 14 15 16 17 18
-19 20 21 22 23 24 25 25.5 27""".split())
+VAT_RATES = tuple(
+    Decimal(rate)
+    for rate in ("0", "2.1", "2.5", "2.6", "3", "3.8", "4", "5", "5.5", "6", "7", "7.7", "8", "8.1", "9", "10", "12",
+                 "13", "13.5", "14", "15", "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "25.5", "27")
+)  # fmt: skip
 """The VAT rates of the EU, the UK, Norway and Switzerland: the one rate an order's totals imply is one of them."""
 
 __all__ = ["normalise_order"]
