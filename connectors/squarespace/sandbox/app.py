@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 from starlette.applications import Starlette
@@ -423,15 +424,23 @@ def control_routes(sb: SquarespaceSandbox) -> Control:
     control.deliveries(sb.sender, subscription_id=str)
 
     async def place_orders(request: Request) -> Response:
-        """{"count", "seed", "email", "skus"}: checkouts, each notified (`order.create`)."""
+        """{"count", "seed", "email", "skus", "promo": {"code", "percent"}, "tax_rate"}: checkouts, each notified
+        (`order.create`)."""
         body = await request_fields(request)
         count = int(body.get("count", 1))
         if not 1 <= count <= 1000:
             raise invalid("count must be 1..1000")
         rng = random.Random(body.get("seed"))  # noqa: S311 - sample data, not secrets
         skus = body.get("skus")
-        placed = [sb.store.place_order(rng, email=body.get("email"), skus=list(skus) if skus else None)
-                  for _ in range(count)]  # fmt: skip
+        promo = body.get("promo")
+        if promo is not None and not isinstance(promo, dict):
+            raise invalid("promo must be an object {code, percent}")
+        try:
+            rate = Decimal(str(body.get("tax_rate", 21)))
+        except ArithmeticError:
+            raise invalid("tax_rate must be a number") from None
+        placed = [sb.store.place_order(rng, email=body.get("email"), skus=list(skus) if skus else None, promo=promo,
+                                       tax_rate=rate) for _ in range(count)]  # fmt: skip
         for order in placed:
             sb.notify("order.create", {"orderId": order["id"]})
         return JSONResponse({"orders": [o["id"] for o in placed], "numbers": [o["orderNumber"] for o in placed]})

@@ -125,10 +125,13 @@ class Store:
     # -- orders --------------------------------------------------------------------------------------
 
     def place_order(
-        self, rng: random.Random, *, email: str | None = None, skus: list[str] | None = None
+        self, rng: random.Random, *, email: str | None = None, skus: list[str] | None = None,
+        promo: Mapping[str, Any] | None = None, tax_rate: Decimal = Decimal(21),
     ) -> dict[str, Any]:
         """A checkout: an order of one to three variants (`skus`, else random ones), paid, PENDING; the stock
-        taken from the inventory; the customer's profile made or updated."""
+        taken from the inventory; the customer's profile made or updated. Prices include tax at `tax_rate`
+        (one rate, as a European site charges it); `promo` {"code", "percent"} takes that percentage off the
+        subtotal as an order-level discount line."""  # fmt: skip
         chosen: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for sku in skus or []:
             found = self.variant(sku)
@@ -159,16 +162,22 @@ class Store:
             if stock is not None and not stock["isUnlimited"]:
                 stock["quantity"] = max(0, stock["quantity"] - quantity)
         shipping = Decimal("4.95")
-        grand = subtotal + shipping
-        tax = (grand * Decimal(21) / Decimal(121)).quantize(Decimal("0.01"))
+        discount, discount_lines = Decimal(0), []
+        if promo:
+            discount = (subtotal * Decimal(str(promo.get("percent", 10))) / 100).quantize(Decimal("0.01"))
+            code = str(promo.get("code") or "PROMO")
+            discount_lines.append({"description": f"{promo.get('percent', 10)}% off", "name": code,
+                                   "amount": money(discount), "promoCode": code})  # fmt: skip
+        grand = subtotal + shipping - discount
+        tax = (grand * tax_rate / (100 + tax_rate)).quantize(Decimal("0.01"))
         now = self.now()
         order: dict[str, Any] = {
             "id": new_id(), "orderNumber": str(self.next_number), "createdOn": now, "modifiedOn": now,
             "channel": "web", "testmode": False, "customerEmail": email, "customerId": self._profile(email, address),
             "billingAddress": address, "shippingAddress": dict(address), "fulfillmentStatus": "PENDING",
             "lineItems": lines, "internalNotes": [], "shippingLines": [{"method": "PostNL", "amount": money(shipping)}],
-            "discountLines": [], "formSubmission": None, "fulfillments": [], "subtotal": money(subtotal),
-            "shippingTotal": money(shipping), "discountTotal": money("0"), "taxTotal": money(tax),
+            "discountLines": discount_lines, "formSubmission": None, "fulfillments": [], "subtotal": money(subtotal),
+            "shippingTotal": money(shipping), "discountTotal": money(discount), "taxTotal": money(tax),
             "refundedTotal": money("0"), "grandTotal": money(grand), "channelName": "Squarespace",
             "externalOrderReference": None, "fulfilledOn": None, "priceTaxInterpretation": "INCLUSIVE",
         }  # fmt: skip
