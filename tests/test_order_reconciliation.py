@@ -21,6 +21,7 @@ How a target books decides what can be checked:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -32,6 +33,7 @@ import pytest
 from connectors import registry
 from connectors.asperion.normalise import normalise_document
 from connectors.businesscentral.normalise import normalise_sales_order as normalise_bc
+from connectors.businesscentral.sandbox.store import Store as BCStore
 from connectors.exactonline.normalise import normalise_sales_order as normalise_exact
 from connectors.squarespace.normalise import normalise_order as normalise_squarespace
 from connectors.winstore.normalise import normalise_order as normalise_winstore
@@ -212,3 +214,24 @@ def test_the_payload_reconciles_with_the_source_orders_total(source: str, name: 
     assert abs(basis + vat - total_incl) <= slack + VAT_ROUNDING * len(lines), (
         f"{where}: lines with the VAT the target computes {basis + vat} != the source's {total_incl}"
     )
+
+
+@pytest.mark.parametrize(("document", "entity", "lines_key"), [("sales_order", "salesOrders", "salesOrderLines"),
+                                                               ("sales_invoice", "salesInvoices", "salesInvoiceLines")])
+def test_a_squarespace_promotion_reaches_business_centrals_totals(document: str, entity: str, lines_key: str):
+    """The Business Central sandbox's own arithmetic (header, then lines, as the connector writes them) gives
+    the Squarespace order's totals to the cent: the promotion is a line of its own, nothing is lost."""
+    store = BCStore(lambda: 1_800_000_000.0)
+    company = store.add_company("CRONUS")["id"]
+    items = {sku: store.create(company, "items", {"number": sku, "displayName": sku})["id"]
+             for sku in ("SQ-CANDLE-L", "SQ-CARD", "SHIPPING", "DISCOUNT")}  # fmt: skip
+    customer = store.create(company, "customers", {"displayName": "Marie Dupont"})["id"]
+    order = separate_discounts(_order("squarespace", "order.json"), from_lines=False)
+    mapping = build_mapping(integration(settings={"document_type": document}), "orders", "businesscentral")
+    payload = json.loads(json.dumps(mapping.apply(order, {"account": customer, "items": items}), default=str))
+    header = store.create(company, entity, {k: v for k, v in payload.items() if k != lines_key})
+    for line in payload[lines_key]:
+        store.add_line(company, entity, header["id"], line)
+    booked = store.get(company, entity, header["id"])
+    assert len(booked[lines_key]) == 4 and _d(booked[lines_key][-1]["unitPrice"]) == Decimal("-3.90")
+    assert (_d(booked["totalAmountIncludingTax"]), _d(booked["totalTaxAmount"])) == (order.total_incl, order.tax_total)
