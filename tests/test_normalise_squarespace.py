@@ -76,3 +76,10 @@ def test_an_order_without_tax_books_at_zero_and_mixed_rates_without_a_table_keep
     order = normalise_order(payload)
     assert order.lines[0].tax_rate is None and order.lines[0].total_excl is None
     assert order.lines[0].total_incl == Decimal("29.00")
+
+
+def test_the_payment_the_connector_read_is_the_payment_method():
+    payload = fixture("squarespace/order.json") | {"koppel_payment": {"provider": "PAYPAL", "card": None}}
+    order = normalise_order(payload)
+    assert (order.payment_method, order.payment_method_title) == ("paypal", "Paypal")
+    assert normalise_order(fixture("squarespace/order.json")).payment_method is None  # not read: no method

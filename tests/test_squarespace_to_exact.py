@@ -7,7 +7,7 @@ Squarespace's prices include VAT and it gives the tax only in total: the order r
 with the VAT code of each line's rate (table `vat_codes`) and the promotion as a discount line of its own,
 and Exact's amounts add up to what the customer paid. Also: the status filter, an order seen again
 (skipped), the customer found by e-mail or created, the default debtor, a SKU Exact lacks, and the payment
-condition from its table."""
+condition from its table by the payment's provider (read from the Transactions API)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ DOCUMENTS: dict[str, tuple[str, str, str]] = {
 TABLES = {
     "vat_codes": {"entries": {"21": "2", "9": "1", "0": "0"}},
     "revenue_accounts": {"default": "8000"},
-    "payment_conditions": {"default": "00"},  # Squarespace orders are paid at checkout
+    "payment_conditions": {"entries": {"stripe": "00", "paypal": "14"}, "default": "30"},  # by payment provider
 }
 CENT = Decimal("0.01")
 
@@ -189,7 +189,7 @@ def test_a_squarespace_order_is_booked_at_net_prices_with_vat_codes_and_its_prom
         assert sum((_d(line["VATAmountFC"]) for line in lines), Decimal(0)) == tax
         assert _d(discount["AmountFC"]) < 0 and "LENTE10" in discount["Description"]
         return
-    assert booked["PaymentCondition"] == "00"  # table payment_conditions (default: paid at checkout)
+    assert booked["PaymentCondition"] == "00"  # paid through Stripe (the Transactions API): table payment_conditions
     for line, item in zip(goods, order["lineItems"], strict=True):  # unit prices excl. VAT, not Squarespace's
         assert line["ItemCode"] == item["sku"] and line["Quantity"] == item["quantity"]
         paid = _d(item["unitPricePaid"]["value"]) * item["quantity"]
@@ -209,7 +209,7 @@ def test_a_squarespace_order_is_booked_at_net_prices_with_vat_codes_and_its_prom
 
 @pytest.mark.parametrize("env", [{"order_statuses": ["fulfilled"]}], indirect=True)
 def test_only_the_configured_statuses_travel(env):
-    order = env.checkout(2, SKUS[:1])
+    order = env.checkout(2, SKUS[:1], payment={"provider": "PAYPAL"})
     env.deliveries(1)
     [pending] = env.run_jobs()
     assert (pending["outcome"], pending["reason"]) == ("skipped", "status 'pending' is not synced")
@@ -218,7 +218,8 @@ def test_only_the_configured_statuses_travel(env):
     env.deliveries(2)
     [fulfilled] = env.run_jobs()
     assert fulfilled["outcome"] == "created", fulfilled
-    assert len(env.booked(order["orderNumber"])) == 1
+    [booked] = env.booked(order["orderNumber"])
+    assert booked["PaymentCondition"] == "14"  # paid through PayPal
 
 
 def test_the_customer_is_found_by_e_mail_or_created_once_and_updated(env):

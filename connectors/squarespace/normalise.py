@@ -17,6 +17,9 @@ Squarespace quirks handled here:
   rate; over several rates it is split in proportion to the goods at each rate (one discount per rate).
 - `orderNumber` is what the customer sees; `id` is the API id. Empty arrays may arrive as null.
 - There is no company field on an address: Squarespace customers are persons.
+- The order holds no payment method: the connector reads the payment's `provider` (SQUARESPACE, STRIPE,
+  PAYPAL, SQUARE) and card type from the Transactions API into `koppel_payment`; the provider in lower
+  case is `payment_method` (what the payment tables are keyed on).
 """
 
 from __future__ import annotations
@@ -125,6 +128,9 @@ def normalise_order(payload: Mapping[str, Any], *, tax_rates: Mapping[str, Decim
         if value is not None:
             custom[label] = value
     fulfillment = doc.text("fulfillmentStatus")
+    payment = doc.obj("koppel_payment")  # the connector's, from the Transactions API
+    provider = payment.text("provider") if payment else None
+    card = payment.text("card") if payment else None
     return Order(
         source=SOURCE,
         id=order_id or "",
@@ -135,6 +141,8 @@ def normalise_order(payload: Mapping[str, Any], *, tax_rates: Mapping[str, Decim
         paid_at=doc.timestamp("createdOn"),
         currency=currency,
         prices_include_tax=inclusive,
+        payment_method=provider.lower() if provider else None,
+        payment_method_title=" ".join(p for p in (provider.title() if provider else None, card) if p) or None,
         customer=customer,
         billing_address=billing,
         shipping_address=shipping or billing,

@@ -76,6 +76,8 @@ class Store:
     inventory: dict[str, dict[str, Any]] = field(default_factory=dict)
     """variant id → {variantId, sku, descriptor, isUnlimited, quantity}."""
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Transaction documents (the Transactions API): one per order, an id of its own, `salesOrderId`."""
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     adjustments: dict[str, str] = field(default_factory=dict)
     """Idempotency-Key → a digest of the body it came with."""
@@ -127,11 +129,13 @@ class Store:
     def place_order(
         self, rng: random.Random, *, email: str | None = None, skus: list[str] | None = None,
         promo: Mapping[str, Any] | None = None, tax_rate: Decimal = Decimal(21),
+        payment: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A checkout: an order of one to three variants (`skus`, else random ones), paid, PENDING; the stock
         taken from the inventory; the customer's profile made or updated. Prices include tax at `tax_rate`
         (one rate, as a European site charges it); `promo` {"code", "percent"} takes that percentage off the
-        subtotal as an order-level discount line."""  # fmt: skip
+        subtotal as an order-level discount line. The payment (`payment` {"provider", "card"}, default Stripe, a
+        Visa card) is a transaction document of its own."""  # fmt: skip
         chosen: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for sku in skus or []:
             found = self.variant(sku)
@@ -183,6 +187,20 @@ class Store:
         }  # fmt: skip
         self.next_number += 1
         self.orders[order["id"]] = order
+        paid = {"provider": "STRIPE", "card": "VISA"} | dict(payment or {})
+        document_id = new_id()
+        self.transactions[document_id] = {
+            "id": document_id, "createdOn": now, "modifiedOn": now, "customerEmail": email,
+            "salesOrderId": order["id"], "voided": False, "totalSales": money(subtotal - discount),
+            "totalNetSales": money(subtotal - discount), "totalNetShipping": money(shipping), "totalTaxes": money(tax),
+            "total": money(grand), "totalNetPayment": money(grand), "salesLineItems": [], "discounts": [],
+            "shippingLineItems": [], "paymentGatewayError": None,
+            "payments": [{"id": new_id(), "amount": money(grand), "refundedAmount": money("0"),
+                          "netAmount": money(grand), "creditCardType": paid.get("card"),
+                          "provider": str(paid["provider"]).upper(), "refunds": [], "processingFees": [],
+                          "giftCardId": None, "paidOn": now, "externalTransactionId": f"ch_{new_id()}",
+                          "externalTransactionProperties": [], "externalCustomerId": None}],
+        }  # fmt: skip
         return order
 
     def order(self, order_id: str) -> dict[str, Any]:
