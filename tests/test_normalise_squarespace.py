@@ -11,6 +11,9 @@ from tests.mapping_support import fixture
 def test_tax_inclusive_order_keeps_only_what_squarespace_says():
     order = normalise_order(fixture("squarespace/order.json"))
     assert (order.id, order.number, order.status) == ("585d498fdee9f31a60284a37", "1042", "pending")
+    assert order.custom_fields["status_code"] == "PENDING"
+    cancelled = normalise_order(fixture("squarespace/order.json") | {"fulfillmentStatus": "CANCELED"})
+    assert (cancelled.status, cancelled.custom_fields["status_code"]) == ("cancelled", "CANCELED")
     assert order.created_at == datetime(2026, 3, 14, 21, 3, 11, 372000, tzinfo=UTC)
     assert order.prices_include_tax and order.currency == "EUR"
     assert order.customer.kind == "person" and order.customer.email == "marie.dupont@example.be"

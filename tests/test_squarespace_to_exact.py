@@ -11,6 +11,7 @@ condition from its table by the payment's provider (read from the Transactions A
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -208,7 +209,7 @@ def test_a_squarespace_order_is_booked_at_net_prices_with_vat_codes_and_its_prom
 
 
 @pytest.mark.parametrize("env", [{"order_statuses": ["fulfilled"]}], indirect=True)
-def test_only_the_configured_statuses_travel(env):
+def test_only_the_configured_statuses_travel(env, caplog):
     order = env.checkout(2, SKUS[:1], payment={"provider": "PAYPAL"})
     env.deliveries(1)
     [pending] = env.run_jobs()
@@ -220,6 +221,12 @@ def test_only_the_configured_statuses_travel(env):
     assert fulfilled["outcome"] == "created", fulfilled
     [booked] = env.booked(order["orderNumber"])
     assert booked["PaymentCondition"] == "14"  # paid through PayPal
+    env.update(order["id"], "CANCELED")  # cancelled in Squarespace after Koppel booked it
+    env.deliveries(3)
+    with caplog.at_level(logging.WARNING, logger="koppel.flows.orders"):
+        [cancelled] = env.run_jobs()
+    assert (cancelled["outcome"], cancelled["reason"]) == ("skipped", "status 'cancelled' is not synced")
+    assert "cancel that order there by hand" in caplog.text and booked["OrderID"] in caplog.text
 
 
 def test_the_customer_is_found_by_e_mail_or_created_once_and_updated(env):

@@ -15,6 +15,8 @@ Squarespace quirks handled here:
   given, unsplit (a mapping that needs net amounts then fails naming the field).
 - `discountLines` are order-level (not in `unitPricePaid`): a discount of goods at one rate has that
   rate; over several rates it is split in proportion to the goods at each rate (one discount per rate).
+- `fulfillmentStatus` PENDING, FULFILLED, CANCELED is the status `pending`, `fulfilled`, `cancelled`
+  (Koppel's spelling), the code itself `custom_fields.status_code` (`order_statuses` may name either).
 - `orderNumber` is what the customer sees; `id` is the API id. Empty arrays may arrive as null.
 - There is no company field on an address: Squarespace customers are persons.
 - The order holds no payment method: the connector reads the payment's `provider` (SQUARESPACE, STRIPE,
@@ -54,6 +56,10 @@ VAT_RATES = tuple(
 )  # fmt: skip
 """The VAT rates of the EU, the UK, Norway and Switzerland: the one rate an order's totals imply is one of them."""
 
+STATUS_NAMES = {"canceled": "cancelled"}
+"""`fulfillmentStatus` in lower case is the status, Koppel's spelling where it has one (a booked order cancelled
+since is then noticed by the orders flow); Squarespace's own code is `custom_fields.status_code`."""
+
 __all__ = ["normalise_order"]
 
 
@@ -77,7 +83,7 @@ def normalise_order(payload: Mapping[str, Any], *, tax_rates: Mapping[str, Decim
     if not ships and (shipping_total := _money(doc, "shippingTotal")):
         ships.append((None, _Amount(shipping_total)))
     offs = [(item, _money(item, "amount") or ZERO) for item in doc.objects("discountLines")]
-    _rate_goods_and_shipping(doc, goods, [a for _, a in ships], offs, tax_rates or {}, country, grand, tax)
+    _rate_goods_and_shipping(goods, [a for _, a in ships], offs, tax_rates or {}, country, grand, tax)
     discounts: list[tuple[Reader, _Amount]] = []
     for item, amount in offs:
         discounts += [(item, part) for part in _discount_parts(amount, goods)]
@@ -128,6 +134,8 @@ def normalise_order(payload: Mapping[str, Any], *, tax_rates: Mapping[str, Decim
         if value is not None:
             custom[label] = value
     fulfillment = doc.text("fulfillmentStatus")
+    if fulfillment:
+        custom["status_code"] = fulfillment.upper()
     payment = doc.obj("koppel_payment")  # the connector's, from the Transactions API
     provider = payment.text("provider") if payment else None
     card = payment.text("card") if payment else None
@@ -135,7 +143,7 @@ def normalise_order(payload: Mapping[str, Any], *, tax_rates: Mapping[str, Decim
         source=SOURCE,
         id=order_id or "",
         number=doc.text("orderNumber") or order_id or "",
-        status=fulfillment.lower() if fulfillment else None,
+        status=STATUS_NAMES.get(fulfillment.lower(), fulfillment.lower()) if fulfillment else None,
         created_at=doc.timestamp("createdOn"),
         modified_at=doc.timestamp("modifiedOn"),
         paid_at=doc.timestamp("createdOn"),
@@ -186,7 +194,7 @@ def _line_total(item: Reader) -> Decimal | None:
 
 
 def _rate_goods_and_shipping(
-    doc: Reader, goods: list[_Amount], ships: list[_Amount], offs: list[tuple[Reader, Decimal]],
+    goods: list[_Amount], ships: list[_Amount], offs: list[tuple[Reader, Decimal]],
     table: Mapping[str, Decimal], country: str | None, grand: Decimal | None, tax: Decimal | None,
 ) -> None:  # fmt: skip
     """Each product and shipping amount's VAT rate: the table's (SKU, country, default), else the order's one."""
