@@ -126,7 +126,8 @@ def test_show_prints_the_effective_mapping_as_toml(config, capsys):
     assert code == 0
     parsed = tomllib.loads(out)["integrations"]["mappings"]["orders"]["exactonline"]
     assert parsed["Description"] == "'Shop ' & number"
-    assert parsed["SalesOrderLines"]["shipping"]["_each"] == "shipping_lines"
+    shipping = "shipping_lines[$exists(total_excl) or $exists(total_incl)]"
+    assert parsed["SalesOrderLines"]["shipping"]["_each"] == shipping
 
 
 def test_reset_removes_the_override_and_keeps_everything_else(config, capsys):

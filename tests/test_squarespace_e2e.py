@@ -6,7 +6,8 @@ made (`koppel endpoints sync`: workers/subscriptions.py); the receiver verifies 
 Squarespace issued, the worker reads the full order (`Source.read`) and books it in Exact. A lost
 notification is repaired by the reconciliation poll, a rotated secret loses nothing, and
 `extension.uninstall` switches the integration off. (What the order looks like in Exact — net amounts, VAT,
-discounts — is another issue's: here it is booked once, under its Squarespace number.)
+discounts, document types, customers — is tests/test_squarespace_to_exact.py's: here it is booked once, under
+its Squarespace number, with the default mapping.)
 """
 
 from __future__ import annotations
@@ -41,10 +42,6 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "sq_oauth_token"
 SKUS = ["SQ-MOK-1", "SQ-THEE-2"]
-INCLUSIVE_PRICES = {"SalesOrderLines": {"products": {"UnitPrice": "unit_price_incl"},
-                                        "shipping": {"UnitPrice": "total_incl"}}}
-"""Squarespace's prices include tax, and its normaliser leaves the net ones unset: the Squarespace → Exact
-mapping is another issue's (#11); here the order is booked at its inclusive prices."""
 ENV = pairs.ENV | {"SQ_TOKEN": TOKEN, "SQ_HOOK": "00" * 32}
 
 
@@ -58,8 +55,7 @@ def make_config(sq_url: str, exact_url: str, gateway_url: str) -> Config:
                  "settings": {"initial_lookback_seconds": 3600}},
                 pairs.exact_system(exact_url),
             ],
-            "integrations": [{"id": "sq-to-exact", "source": "sq-hooks", "target": "exact", "flows": ["orders"],
-                              "mappings": {"orders": {"exactonline": INCLUSIVE_PRICES}}}],
+            "integrations": [{"id": "sq-to-exact", "source": "sq-hooks", "target": "exact", "flows": ["orders"]}],
         },
         environ=ENV,
     )  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -384,3 +385,25 @@ def test_a_variants_sku_and_price_are_updated_and_an_unknown_variant_is_not_foun
     assert [i["sku"] for i in site.client.inventory()] == ["VAR-1B"]
     with pytest.raises(SquarespaceNotFound):
         site.client.update_variant(product_id, "0" * 24, {"sku": "X"})
+
+
+def test_an_orders_payment_is_read_from_its_transaction_document_and_a_refusal_books_without_it(site, caplog):
+    site.control("products/seed", skus=["R-1"])
+    site.control("orders", count=2, seed=7)  # other orders' documents are passed over
+    order_id = site.control("orders", count=1, seed=8, payment={"provider": "PAYPAL"})["orders"][0]
+    source = SquarespaceSource(site.system, site.context)
+    polled = site.client.get_order(order_id)  # as the reconciliation poll hands it over: the order itself
+    envelope = Envelope.wrap(Event("order.sync", "order", order_id, "k1", polled), source="squarespace",
+                             endpoint="sq-hooks")  # fmt: skip
+    order = source.read(envelope, "orders")
+    assert order["koppel_payment"] == {"provider": "PAYPAL", "card": "VISA"}
+    assert source.normalise("orders", order).payment_method == "paypal"
+    site.control("fail", status=401, times=1)  # a token without the Transactions permission
+    with caplog.at_level(logging.WARNING, logger="koppel.squarespace"):
+        refused = source.read(envelope, "orders")
+    assert "koppel_payment" not in refused and refused["id"] == order_id
+    assert "give the token the Transactions permission" in caplog.text
+    off = SquarespaceSource(make_system(site.live.url, read_payments=False), site.context)
+    calls = site.http.get(f"{site.live.url}/sandbox/counters").json()
+    assert "koppel_payment" not in off.read(envelope, "orders")
+    assert site.http.get(f"{site.live.url}/sandbox/counters").json() == calls  # not asked

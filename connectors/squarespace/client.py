@@ -45,6 +45,7 @@ MAX_IDS = 50
 """Ids a by-id read takes at once (inventory, profiles, products)."""
 IDEMPOTENCY_KEY_MAX = 64
 ORDERS = "1.0/commerce/orders"
+TRANSACTIONS = "1.0/commerce/transactions"
 PRODUCTS = "v2/commerce/products"
 INVENTORY = "1.0/commerce/inventory"
 PROFILES = "1.0/profiles"
@@ -151,6 +152,12 @@ class SquarespaceClient(ApiClient):
         if fulfillment_status:
             params["fulfillmentStatus"] = fulfillment_status.upper()
         return self.pages(ORDERS, "result", params)
+
+    def transactions(self, *, modified_after: datetime, modified_before: datetime | None = None) -> Pages:
+        """Pages of transaction documents (payments and refunds, one document per order, its own id; the order's
+        is `salesOrderId`) modified in the window."""
+        params = {"modifiedAfter": iso(modified_after), "modifiedBefore": iso(modified_before or datetime.now(UTC))}
+        return self.pages(TRANSACTIONS, "documents", params)
 
     def fulfil_order(self, order_id: str, *, shipments: Iterable[Mapping[str, Any]] = (),
                      notify: bool = False) -> None:  # fmt: skip

@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 from starlette.applications import Starlette
@@ -231,6 +232,7 @@ class CommerceAPI:
             r("/1.0/commerce/orders", self.orders),
             r("/1.0/commerce/orders/{id}", self.order),
             r("/1.0/commerce/orders/{id}/fulfillments", self.fulfil, methods=["POST"]),
+            r("/1.0/commerce/transactions", self.transactions),
             r("/v2/commerce/products", self.products),
             r("/v2/commerce/products/{ids}", self.products_by_id),
             r("/v2/commerce/products/{id}/variants/{variant}", self.update_variant, methods=["POST"]),
@@ -270,6 +272,18 @@ class CommerceAPI:
 
     async def order(self, request: Request) -> Response:
         return JSONResponse(self.sb.store.order(request.path_params["id"]))
+
+    async def transactions(self, request: Request) -> Response:
+        """Transaction documents modified in a window (both bounds optional), oldest first, cursor-paged."""
+        filters = _cursor_filters(request)
+        if filters is None:
+            query = request.query_params
+            filters = {"after": _time(query.get("modifiedAfter")), "before": _time(query.get("modifiedBefore"))}
+        rows = [d for d in self.sb.store.transactions.values()
+                if (filters["after"] is None or filters["after"] < d["modifiedOn"])
+                and (filters["before"] is None or d["modifiedOn"] <= filters["before"])]  # fmt: skip
+        rows.sort(key=lambda d: (d["modifiedOn"], d["id"]))
+        return _paged(self.sb, request, rows, "documents", filters)
 
     async def fulfil(self, request: Request) -> Response:
         body = await request_fields(request)
@@ -423,15 +437,25 @@ def control_routes(sb: SquarespaceSandbox) -> Control:
     control.deliveries(sb.sender, subscription_id=str)
 
     async def place_orders(request: Request) -> Response:
-        """{"count", "seed", "email", "skus"}: checkouts, each notified (`order.create`)."""
+        """{"count", "seed", "email", "skus", "promo": {"code", "percent"}, "tax_rate", "payment": {"provider",
+        "card"}}: checkouts, each notified (`order.create`)."""
         body = await request_fields(request)
         count = int(body.get("count", 1))
         if not 1 <= count <= 1000:
             raise invalid("count must be 1..1000")
         rng = random.Random(body.get("seed"))  # noqa: S311 - sample data, not secrets
         skus = body.get("skus")
-        placed = [sb.store.place_order(rng, email=body.get("email"), skus=list(skus) if skus else None)
-                  for _ in range(count)]  # fmt: skip
+        promo, payment = body.get("promo"), body.get("payment")
+        if promo is not None and not isinstance(promo, dict):
+            raise invalid("promo must be an object {code, percent}")
+        if payment is not None and not (isinstance(payment, dict) and payment.get("provider")):
+            raise invalid("payment must be an object {provider, card}")
+        try:
+            rate = Decimal(str(body.get("tax_rate", 21)))
+        except ArithmeticError:
+            raise invalid("tax_rate must be a number") from None
+        placed = [sb.store.place_order(rng, email=body.get("email"), skus=list(skus) if skus else None, promo=promo,
+                                       tax_rate=rate, payment=payment) for _ in range(count)]  # fmt: skip
         for order in placed:
             sb.notify("order.create", {"orderId": order["id"]})
         return JSONResponse({"orders": [o["id"] for o in placed], "numbers": [o["orderNumber"] for o in placed]})

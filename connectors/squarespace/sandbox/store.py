@@ -76,6 +76,8 @@ class Store:
     inventory: dict[str, dict[str, Any]] = field(default_factory=dict)
     """variant id → {variantId, sku, descriptor, isUnlimited, quantity}."""
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Transaction documents (the Transactions API): one per order, an id of its own, `salesOrderId`."""
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     adjustments: dict[str, str] = field(default_factory=dict)
     """Idempotency-Key → a digest of the body it came with."""
@@ -125,10 +127,15 @@ class Store:
     # -- orders --------------------------------------------------------------------------------------
 
     def place_order(
-        self, rng: random.Random, *, email: str | None = None, skus: list[str] | None = None
+        self, rng: random.Random, *, email: str | None = None, skus: list[str] | None = None,
+        promo: Mapping[str, Any] | None = None, tax_rate: Decimal = Decimal(21),
+        payment: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A checkout: an order of one to three variants (`skus`, else random ones), paid, PENDING; the stock
-        taken from the inventory; the customer's profile made or updated."""
+        taken from the inventory; the customer's profile made or updated. Prices include tax at `tax_rate`
+        (one rate, as a European site charges it); `promo` {"code", "percent"} takes that percentage off the
+        subtotal as an order-level discount line. The payment (`payment` {"provider", "card"}, default Stripe, a
+        Visa card) is a transaction document of its own."""  # fmt: skip
         chosen: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for sku in skus or []:
             found = self.variant(sku)
@@ -159,21 +166,41 @@ class Store:
             if stock is not None and not stock["isUnlimited"]:
                 stock["quantity"] = max(0, stock["quantity"] - quantity)
         shipping = Decimal("4.95")
-        grand = subtotal + shipping
-        tax = (grand * Decimal(21) / Decimal(121)).quantize(Decimal("0.01"))
+        discount, discount_lines = Decimal(0), []
+        if promo:
+            discount = (subtotal * Decimal(str(promo.get("percent", 10))) / 100).quantize(Decimal("0.01"))
+            code = str(promo.get("code") or "PROMO")
+            discount_lines.append({"description": f"{promo.get('percent', 10)}% off", "name": code,
+                                   "amount": money(discount), "promoCode": code})  # fmt: skip
+        grand = subtotal + shipping - discount
+        tax = (grand * tax_rate / (100 + tax_rate)).quantize(Decimal("0.01"))
         now = self.now()
         order: dict[str, Any] = {
             "id": new_id(), "orderNumber": str(self.next_number), "createdOn": now, "modifiedOn": now,
             "channel": "web", "testmode": False, "customerEmail": email, "customerId": self._profile(email, address),
             "billingAddress": address, "shippingAddress": dict(address), "fulfillmentStatus": "PENDING",
             "lineItems": lines, "internalNotes": [], "shippingLines": [{"method": "PostNL", "amount": money(shipping)}],
-            "discountLines": [], "formSubmission": None, "fulfillments": [], "subtotal": money(subtotal),
-            "shippingTotal": money(shipping), "discountTotal": money("0"), "taxTotal": money(tax),
+            "discountLines": discount_lines, "formSubmission": None, "fulfillments": [], "subtotal": money(subtotal),
+            "shippingTotal": money(shipping), "discountTotal": money(discount), "taxTotal": money(tax),
             "refundedTotal": money("0"), "grandTotal": money(grand), "channelName": "Squarespace",
             "externalOrderReference": None, "fulfilledOn": None, "priceTaxInterpretation": "INCLUSIVE",
         }  # fmt: skip
         self.next_number += 1
         self.orders[order["id"]] = order
+        paid = {"provider": "STRIPE", "card": "VISA"} | dict(payment or {})
+        document_id = new_id()
+        self.transactions[document_id] = {
+            "id": document_id, "createdOn": now, "modifiedOn": now, "customerEmail": email,
+            "salesOrderId": order["id"], "voided": False, "totalSales": money(subtotal - discount),
+            "totalNetSales": money(subtotal - discount), "totalNetShipping": money(shipping), "totalTaxes": money(tax),
+            "total": money(grand), "totalNetPayment": money(grand), "salesLineItems": [], "discounts": [],
+            "shippingLineItems": [], "paymentGatewayError": None,
+            "payments": [{"id": new_id(), "amount": money(grand), "refundedAmount": money("0"),
+                          "netAmount": money(grand), "creditCardType": paid.get("card"),
+                          "provider": str(paid["provider"]).upper(), "refunds": [], "processingFees": [],
+                          "giftCardId": None, "paidOn": now, "externalTransactionId": f"ch_{new_id()}",
+                          "externalTransactionProperties": [], "externalCustomerId": None}],
+        }  # fmt: skip
         return order
 
     def order(self, order_id: str) -> dict[str, Any]:
