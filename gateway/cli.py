@@ -8,6 +8,7 @@
     koppel activity       what an integration did with each event (the activity log)
     koppel endpoints sync create and repair the systems' webhooks for the endpoints (--dry-run: show)
     koppel endpoints rotate-secret ENDPOINT / test ENDPOINT   new webhook secrets / a test notification
+    koppel integrations   the integrations, and which a system switched off (`on ID` switches one on again)
     koppel map ...        preview, diff and reset datamapper mappings
     koppel demo           the main job on the embedded default: everything started, fed, reported (--pair)
 
@@ -310,6 +311,37 @@ def connectors_table() -> list[dict[str, object]]:
     return rows
 
 
+def cmd_integrations(args: argparse.Namespace) -> int:
+    import redis
+
+    from workers.switches import switch_on, switched_off
+
+    if args.action == "on" and not args.integration:
+        return _fail("koppel integrations on: name the integration to switch on")
+    args.on = args.integration if args.action == "on" else None
+    config = _load(args)
+    known = {i.id: i for i in config.integrations}
+    if args.on is not None and args.on not in known:
+        return _fail(f"no integration {args.on!r} in the config; it has {', '.join(known) or 'none'}")
+    choice = _redis(args)
+    try:
+        connection = redis.Redis.from_url(choice.url)
+        if args.on is not None:
+            was = switched_off(connection, args.on)
+            switch_on(connection, args.on)
+            print(f"{args.on}: switched on" + (f" (it was off: {was})" if was else " (it was not off)"))
+            return 0
+        for integration in config.integrations:
+            off = switched_off(connection, integration.id)
+            state = f"switched off: {off}" if off else ("on" if integration.enabled else "disabled in the config")
+            flows = ", ".join(integration.flows)
+            print(f"{integration.id}  {integration.source} → {integration.target}  [{flows}]  {state}")
+        connection.close()
+    finally:
+        choice.stop()
+    return 0
+
+
 def cmd_connectors(args: argparse.Namespace) -> int:
     import json
 
@@ -411,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
         hooks = with_redis(with_config(endpoints_sub.add_parser(name, help=what)))
         hooks.add_argument("endpoint", help="the endpoint id in the config")
         hooks.set_defaults(func=cmd_endpoints_hooks)
+
+    integrations = with_redis(with_config(sub.add_parser(
+        "integrations", help="list the integrations and which a system switched off; `on ID` switches one on",
+    )))  # fmt: skip
+    integrations.add_argument("action", nargs="?", choices=["on"], help="on: switch the integration on again")
+    integrations.add_argument("integration", nargs="?", help="the integration id (with `on`)")
+    integrations.set_defaults(func=cmd_integrations)
 
     kinds = sub.add_parser("connectors", help="list the system kinds Koppel connects: what each gives and takes")
     kinds.add_argument("--json", action="store_true", help="as JSON, for scripts")

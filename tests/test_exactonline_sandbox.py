@@ -211,8 +211,8 @@ def test_workers_sharing_the_budget_never_exceed_the_limit(rconn):
 
 
 def test_a_429_storm_is_absorbed_without_loss(rconn):
-    # 30×: a simulated minute is 2 s, so the first burst (8 threads released at once) lands in one window even
-    # on a loaded machine; at 120× (0.5 s) it could straddle two windows and meet no 429 at all
+    # 30x: a simulated minute is 2 s, so the first burst (8 threads released at once) lands in one window even
+    # on a loaded machine; at 120x (0.5 s) it could straddle two windows and meet no 429 at all
     with start(rconn, ScaledClock(speed=30), token_lifetime=86_400) as env:
         env.authorise()
         client = env.client(Limits(max_wait=3600))  # learns Exact's 60/min from the current/Me answer

@@ -20,6 +20,7 @@ from connectors import issued
 from connectors.squarespace.sandbox import SandboxConfig, create_sandbox
 from gateway import cli
 from gateway.stack import LiveServer, serve
+from workers.switches import switch_off, switched_off
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +106,23 @@ def test_sync_test_and_rotate_through_the_command_line(servers, env, tmp_path, c
         assert entry["previous"] == json.loads(before[field])["secret"] != entry["secret"]
     code, out, err = run(capsys, "endpoints", "test", "nope", "--config", config)
     assert code != 0 and "no webhooks Koppel manages" in err
+
+
+def test_integrations_lists_what_a_system_switched_off_and_on_switches_it_back(servers, env, tmp_path, capsys,
+                                                                               rconn: redis.Redis):  # fmt: skip
+    site, receiver = servers
+    config = str(write_config(tmp_path / "k.toml", site.url, receiver.url))
+    switch_off(rconn, "hooks-to-sq", "Squarespace: the extension was uninstalled")
+    code, out, err = run(capsys, "integrations", "--config", config)
+    assert code == 0, err
+    assert out == "hooks-to-sq  sq-hooks → sq-stock  [orders]  switched off: Squarespace: the extension was " \
+        "uninstalled\n"
+    code, out, err = run(capsys, "integrations", "on", "hooks-to-sq", "--config", config)
+    assert (code, out) == (0, "hooks-to-sq: switched on (it was off: Squarespace: the extension was uninstalled)\n")
+    assert switched_off(rconn, "hooks-to-sq") is None
+    code, out, _ = run(capsys, "integrations", "--config", config)
+    assert out.endswith("[orders]  on\n")
+    code, _, err = run(capsys, "integrations", "on", "nope", "--config", config)
+    assert code == 2 and "no integration 'nope' in the config; it has hooks-to-sq" in err
+    code, _, err = run(capsys, "integrations", "on", "--config", config)
+    assert code == 2 and "name the integration to switch on" in err

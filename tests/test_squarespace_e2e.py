@@ -35,7 +35,7 @@ from gateway.stack import LiveServer, serve
 from tests import pairs_support as pairs
 from workers import runtime
 from workers.pollers import poll, polled_streams
-from workers.subscriptions import managed_endpoints, sync_endpoint
+from workers.subscriptions import check, managed_endpoints, sync_endpoint
 from workers.switches import switch_on, switched_off
 
 pytestmark = pytest.mark.integration
@@ -195,6 +195,7 @@ def test_extension_uninstall_switches_the_integration_off_and_tells_the_operator
     assert skipped["integrations"]["sq-to-exact"]["outcome"] == "skipped"
     assert env.exact_orders() == {}
     assert poll("sq", "orders")["skipped"] == "every integration sq feeds is switched off"  # no API calls
+    assert check("sq-hooks")["skipped"] == "every integration sq-hooks feeds is switched off"  # nor webhook checks
     assert switch_on(env.conn, "sq-to-exact")
     poll("sq", "orders")
     assert outcomes(env.run_jobs()) == ["created"]

@@ -53,7 +53,7 @@ from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError, TransientError
 from gateway.ingest import Accepted, Ingestor, make_queue
 from workers import runtime
-from workers.switches import switched_off
+from workers.switches import all_off
 
 log = logging.getLogger("koppel.pollers")
 
@@ -220,8 +220,7 @@ def poll(system_id: str, stream: str) -> dict[str, Any]:
     interval = poll_interval(rt.config, system)
     job = get_current_job()
     try:
-        fed = [i.id for i in rt.config.integrations_from(system_id) if i.enabled]
-        if fed and all(switched_off(rt.connection, integration) for integration in fed):
+        if all_off(rt.connection, rt.config, system_id):
             summary: dict[str, Any] = {"skipped": f"every integration {system_id} feeds is switched off"}
         else:
             summary = _read(rt, rt.source(system_id), system_id, stream)

@@ -48,6 +48,7 @@ from gateway.errors import ConfigError, KoppelError, PermanentError
 from gateway.ingest import make_queue
 from workers import runtime
 from workers.pollers import poll_now, polled_streams, schedule_chain
+from workers.switches import all_off
 
 log = logging.getLogger("koppel.subscriptions")
 
@@ -323,7 +324,12 @@ def check(endpoint_id: str) -> dict[str, Any]:
         raise PermanentError(f"endpoint {endpoint_id!r} has no webhooks Koppel manages in this config")
     job = get_current_job()
     try:
-        result = sync_endpoint(rt.config, managed, rt.context(), connection=rt.connection)
+        if all_off(rt.connection, rt.config, endpoint_id):  # the system cut Koppel off: its API would refuse
+            log.info("endpoint %s: webhook check skipped: every integration it feeds is switched off "
+                     "(`koppel integrations on ID` once the system is connected again)", endpoint_id)  # fmt: skip
+            summary: dict[str, Any] = {"skipped": f"every integration {endpoint_id} feeds is switched off"}
+        else:
+            summary = sync_endpoint(rt.config, managed, rt.context(), connection=rt.connection).as_dict()
     except KoppelError as exc:
         log.warning("endpoint %s: webhook check failed: %s", endpoint_id, exc)
         raise
@@ -333,7 +339,7 @@ def check(endpoint_id: str) -> dict[str, Any]:
         except Exception:  # never hide the check's own outcome behind a scheduling failure
             log.exception("endpoint %s: scheduling the next webhook check failed", endpoint_id)
             next_id = None
-    return result.as_dict() | {"next_check": next_id}
+    return summary | {"next_check": next_id}
 
 
 __all__ = [

@@ -7,6 +7,9 @@ line and an activity entry per integration, then every function in `OPERATOR_NOT
 system of a later issue plugs in there).
 
     koppel:cache:{integration}:switched_off     why, as the source said it (no expiry)
+
+`koppel integrations` lists them; `koppel integrations on ID` switches one on again (after the system was
+connected again, e.g. the extension reinstalled).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import redis
 
 from gateway import keys
 from gateway.activity import Activity, ActivityLog
+from gateway.config import Config
 
 log = logging.getLogger("koppel.switches")
 
@@ -26,7 +30,7 @@ Notice = Callable[[str, str], None]
 OPERATOR_NOTICES: list[Notice] = []
 """Called with (integration id, message) after an integration was switched off."""
 
-__all__ = ["OPERATOR_NOTICES", "switch_off", "switch_on", "switched_off"]
+__all__ = ["OPERATOR_NOTICES", "all_off", "switch_off", "switch_on", "switched_off"]
 
 
 def _key(integration_id: str) -> str:
@@ -37,6 +41,13 @@ def switched_off(connection: redis.Redis, integration_id: str) -> str | None:
     """Why the integration is switched off, or None."""
     raw = connection.get(_key(integration_id))
     return keys.text(raw) if raw is not None else None
+
+
+def all_off(connection: redis.Redis, config: Config, source_id: str) -> bool:
+    """Whether every enabled integration the endpoint or system `source_id` feeds is switched off (and it
+    feeds some): nothing is to be read from it, nor its webhooks kept, until the operator switches one on."""
+    fed = [i.id for i in config.integrations_from(source_id) if i.enabled]
+    return bool(fed) and all(switched_off(connection, integration) for integration in fed)
 
 
 def switch_on(connection: redis.Redis, integration_id: str) -> bool:
