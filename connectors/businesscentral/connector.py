@@ -362,8 +362,15 @@ class BusinessCentralTarget(Target):
         return f"{noun} {number} (id {target_id})" if number else f"{noun} {target_id}"
 
     def create_order(self, document: str, payload: Mapping[str, Any]) -> str:
-        """The header, then its lines one by one; a line refused deletes the header and fails naming it."""
+        """The header, then its lines one by one, each priced on the basis BC gave the header (see
+        `priced_line`); a line refused, or lacking the price its document needs, deletes the header and fails
+        naming it."""
         path, lines_key = _DOCUMENTS[document]
+        if PRICES_INCLUDE_TAX in payload:
+            raise PermanentError(f"Business Central {path}: the mapping sends {PRICES_INCLUDE_TAX}, which Business "
+                                 "Central sets from the customer's Prices Including VAT (read-only through the API): "
+                                 f"leave it out, and give each line {UNIT_PRICE} (excl. VAT) and {UNIT_PRICE_INCL} "
+                                 "(incl. VAT)")  # fmt: skip
         header = {k: _plain(v) for k, v in payload.items() if k != lines_key}
         lines = payload.get(lines_key) or []
         if not isinstance(lines, list) or not lines:
@@ -371,11 +378,16 @@ class BusinessCentralTarget(Target):
         created = self.bc.create(path, header)
         document_id = str(created["id"])
         try:
-            for number, line in enumerate(lines, start=1):
+            incl = created.get(PRICES_INCLUDE_TAX)
+            if not isinstance(incl, bool):  # BC answers a POST with the whole record; read it if not
+                incl = bool(self.bc.get(path, document_id, select=("id", PRICES_INCLUDE_TAX)).get(PRICES_INCLUDE_TAX))
+            customer = str(created.get("customerNumber") or created.get("customerId") or "")
+            priced = [priced_line(line, incl, f"{lines_key}[{n}]", customer) for n, line in enumerate(lines, start=1)]
+            for number, line in enumerate(priced, start=1):
                 try:
-                    self.bc.create(f"{path}({document_id})/{lines_key}", _plain(line))
+                    self.bc.create(f"{path}({document_id})/{lines_key}", line)
                 except BusinessCentralRequestError as exc:
-                    sku = line.get("lineObjectNumber") if isinstance(line, Mapping) else None
+                    sku = line.get("lineObjectNumber")
                     raise BusinessCentralRequestError(
                         f"{lines_key}[{number}]{f' ({sku})' if sku else ''}: {exc}", status=exc.status, code=exc.code,
                         message=exc.message,
@@ -538,6 +550,41 @@ class BusinessCentralTarget(Target):
         if flow == "products":
             return bool(self.context.redis.delete(keys.cache(self.system.id, "bc_item_categories")))
         return False
+
+
+PRICES_INCLUDE_TAX = "pricesIncludeTax"
+UNIT_PRICE = "unitPrice"
+UNIT_PRICE_INCL = "unitPriceIncludingTax"
+"""A document line's unit price incl. VAT, given by the mapping beside `unitPrice` (excl. VAT); Koppel's own
+key, never sent: `priced_line` sends the one the document's `pricesIncludeTax` asks for as `unitPrice`."""
+
+
+def priced_line(line: Any, prices_include_tax: bool, label: str = "line", customer: str = "") -> dict[str, Any]:
+    """A mapped document line as BC takes it on a document whose `pricesIncludeTax` is `prices_include_tax`:
+    `unitPrice` the mapping's price incl. VAT (`unitPriceIncludingTax`) or excl. VAT (`unitPrice`) accordingly,
+    the Koppel-only key removed. A line giving neither is sent without a price (BC takes the item's). A line
+    giving only the other price fails permanently, naming the customer setting that decided."""
+    if not isinstance(line, Mapping):
+        raise PermanentError(f"Business Central {label}: a line must be an object, got {type(line).__name__}")
+    body = {k: _plain(v) for k, v in line.items() if k not in (UNIT_PRICE, UNIT_PRICE_INCL)}
+    net, gross = line.get(UNIT_PRICE), line.get(UNIT_PRICE_INCL)
+    if net is None and gross is None:
+        return body
+    wanted, given = (gross, "incl.") if prices_include_tax else (net, "excl.")
+    if wanted is None:
+        sku = line.get("lineObjectNumber")
+        whose = f"customer {customer}" if customer else "the customer"
+        setting = "on" if prices_include_tax else "off"
+        other = "excl." if prices_include_tax else "incl."
+        raise PermanentError(
+            f"Business Central {label}{f' ({sku})' if sku else ''}: {whose} has Prices Including VAT {setting}, so "
+            f"the line needs its unit price {given} VAT, and the order gives it only {other} VAT: switch Prices "
+            f"Including VAT {'off' if prices_include_tax else 'on'} on the customer card in Business Central (or in "
+            f"the customer template), or map {UNIT_PRICE_INCL if prices_include_tax else UNIT_PRICE} from the "
+            "order's prices"
+        )  # fmt: skip
+    body[UNIT_PRICE] = _plain(wanted)
+    return body
 
 
 _CUSTOMER_REFERENCES: dict[str, tuple[str, str]] = {
