@@ -572,16 +572,15 @@ def priced_line(line: Any, prices_include_tax: bool, label: str = "line", custom
         return body
     wanted, given = (gross, "incl.") if prices_include_tax else (net, "excl.")
     if wanted is None:
-        sku = line.get("lineObjectNumber")
+        name = line.get("lineObjectNumber") or line.get("description")
         whose = f"customer {customer}" if customer else "the customer"
-        setting = "on" if prices_include_tax else "off"
-        other = "excl." if prices_include_tax else "incl."
+        other, switch = ("excl.", "off") if prices_include_tax else ("incl.", "on")
+        key = UNIT_PRICE_INCL if prices_include_tax else UNIT_PRICE
         raise PermanentError(
-            f"Business Central {label}{f' ({sku})' if sku else ''}: {whose} has Prices Including VAT {setting}, so "
-            f"the line needs its unit price {given} VAT, and the order gives it only {other} VAT: switch Prices "
-            f"Including VAT {'off' if prices_include_tax else 'on'} on the customer card in Business Central (or in "
-            f"the customer template), or map {UNIT_PRICE_INCL if prices_include_tax else UNIT_PRICE} from the "
-            "order's prices"
+            f"Business Central {label}{f' ({name})' if name else ''}: {whose} has Prices Including VAT "
+            f"{'on' if prices_include_tax else 'off'}, so the line needs its unit price {given} VAT, and the order "
+            f"gives it only {other} VAT: switch {switch} Prices Including VAT on the customer card in Business Central "
+            f"(or in its customer template), or give the lines a price {given} VAT ({key} in the mapping)"
         )  # fmt: skip
     body[UNIT_PRICE] = _plain(wanted)
     return body
