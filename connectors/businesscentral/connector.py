@@ -19,6 +19,14 @@ Quirks (PLATFORMS.md §3 and Microsoft's API v2.0 reference):
   line (`salesOrders({id})/salesOrderLines`): the standard API documents only that; a deep insert is
   documented for custom APIs only. A line refused deletes the header again, so no half document stays;
   `find_order` (asked only after an attempt that may have written) deletes a header without lines.
+* Prices on documents [V: Microsoft's API v2.0 pages "APIV2 - Sales Orders" / "APIV2 - Sales Invoices" in
+  BCApps declare `pricesIncludeTax` (Rec."Prices Including VAT") `Editable = false`]: BC sets it from the
+  customer's "Prices Including VAT" (customer card or template; not in v2.0's customer), so Koppel cannot
+  choose it. The header is POSTed without it; BC's answer says which basis the document has, and each line's
+  `unitPrice` is the mapping's price excl. VAT (`unitPrice`) or incl. VAT (`unitPriceIncludingTax`, Koppel's
+  own key, never sent) accordingly. A line lacking the price its document needs fails the order naming the
+  customer setting (the header deleted again); a mapping that still sends `pricesIncludeTax` fails before any
+  write. (Items' `priceIncludesTax` is writable and is sent as the products mapping says.)
 * Documents are matched on `externalDocumentNumber` (the source's order number, at most 35 characters; a
   Code field, which BC stores upper-case). BC's `$filter` compares text as stored (Code fields upper-case,
   e-mail addresses as typed): numbers are asked for upper-cased, an e-mail as given and in lower case.
