@@ -9,6 +9,7 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -239,6 +240,82 @@ def test_an_order_is_booked_header_then_lines_with_totals_once(bc, rconn, monkey
     [customer] = bc.records("customers")
     assert booked["customerId"] == customer["id"] and customer["email"] == "anna@example.com"
     assert bc.target.find_order(document, "WEB-1001") == first.target_id
+
+
+GROSS_AND_NET = ORDER.model_copy(update={"number": "WEB-1005", "lines": [
+    OrderLine(sku="DESK-1", name="Desk", quantity="2", unit_price_excl="99.99", net_unit_price_excl="99.99",
+              unit_price_incl="120.99", net_unit_price_incl="120.99", total_excl="199.98", tax_total="42.00",
+              total_incl="241.98", tax_rate="21"),
+    OrderLine(sku="CHAIR-2", name="Chair", quantity="3", unit_price_excl="45.8716", net_unit_price_excl="45.8716",
+              unit_price_incl="50.00", net_unit_price_incl="50.00", total_excl="137.61", tax_total="12.39",
+              total_incl="150.00", tax_rate="9")],
+    "total_excl": Decimal("342.59"), "tax_total": Decimal("55.44"), "total_incl": Decimal("398.03")})  # fmt: skip
+"""A shop's order giving prices both excl. and incl. VAT (the chair at 9%), shipping 5.00 + 1.05."""
+
+
+@pytest.mark.parametrize("incl", [False, True], ids=["customer-excl-vat", "customer-incl-vat"])
+def test_the_customers_prices_including_vat_decide_the_unit_prices_and_the_document_totals_the_order(
+    bc, rconn, monkeypatch, canonical_source, incl
+):
+    """BC sets a document's pricesIncludeTax from the customer card (read-only through the API): the connector
+    sends each line's price on that basis, so BC's total on that basis is the order's to the cent; the other
+    side is BC's VAT, computed per rate on the rate's total (the shop computed it per line from its gross
+    prices): within a cent per rate."""
+    ids = bc.seed("items", {"number": "DESK-1"}, {"number": "CHAIR-2"}, {"number": "SHIPPING", "type": "Service"})
+    bc.change("items", ids["CHAIR-2"], _taxPercent=9)  # the chair's VAT posting setup in BC
+    bc.seed("customers", {"number": "ANNA", "displayName": "Anna BV", "email": "anna@example.com",
+                          "pricesIncludingVat": incl})  # fmt: skip
+    result = book(bc, rconn, monkeypatch, "sales_order", GROSS_AND_NET)
+    assert result.outcome == "created"
+    [booked] = bc.records("salesOrders")
+    assert booked["pricesIncludeTax"] is incl
+    prices = [120.99, 50, 6.05] if incl else [99.99, 45.8716, 5]
+    assert [line["unitPrice"] for line in booked["salesOrderLines"]] == prices
+    excl = (Decimal(str(booked["totalAmountExcludingTax"])), GROSS_AND_NET.total_excl)
+    gross = (Decimal(str(booked["totalAmountIncludingTax"])), GROSS_AND_NET.total_incl)
+    (on_basis, paid), (computed, source) = (gross, excl) if incl else (excl, gross)
+    assert on_basis == paid
+    assert source is not None and abs(computed - source) <= Decimal("0.02")  # two VAT rates
+
+
+def test_an_order_priced_incl_vat_only_fails_for_a_customer_booking_excl_vat_naming_the_setting(
+    bc, rconn, monkeypatch, canonical_source
+):
+    bc.seed("items", {"number": "DESK-1"})
+    bc.seed("customers", {"displayName": "Anna BV", "email": "anna@example.com"})  # Prices Including VAT: off
+    till = ORDER.model_copy(update={"number": "TILL-9", "shipping_lines": [], "lines": [
+        OrderLine(sku="DESK-1", name="Desk", quantity="1", unit_price_incl="121.00", net_unit_price_incl="121.00",
+                  total_incl="121.00")]})  # fmt: skip
+    named = (r"salesOrderLines\[1\] \(Desk\): customer \d+ has Prices Including VAT off, so the line needs its unit "
+             r"price excl\. VAT, and the order gives it only incl\. VAT: switch on Prices Including VAT on the "
+             r"customer card in Business Central \(or in its customer template\), or give the lines a price excl\. VAT "
+             r"\(unitPrice in the mapping\)")  # fmt: skip
+    with pytest.raises(PermanentError, match=named):
+        book(bc, rconn, monkeypatch, "sales_order", till)
+    assert bc.records("salesOrders") == []  # the header is deleted again
+
+
+def test_the_sandbox_refuses_pricesincludetax_on_a_document_as_read_only(bc):
+    ids = bc.seed("customers", {"displayName": "Anna BV"})
+    client = bc.target.bc
+    with pytest.raises(BusinessCentralRequestError, match="The property 'pricesIncludeTax' is read-only") as refused:
+        client.create("salesOrders", {"customerId": next(iter(ids.values())), "pricesIncludeTax": True})
+    assert (refused.value.status, refused.value.code) == (400, "BadRequest")
+    assert bc.records("salesOrders") == []
+    order = client.create("salesOrders", {"customerId": next(iter(ids.values()))})
+    with pytest.raises(BusinessCentralRequestError, match="read-only"):
+        client.patch("salesOrders", order["id"], {"pricesIncludeTax": True}, etag=order["@odata.etag"])
+    assert order["pricesIncludeTax"] is False and bc.records("salesOrders")[0]["pricesIncludeTax"] is False
+
+
+def test_a_mapping_sending_pricesincludetax_fails_before_anything_is_written(bc):
+    ids = bc.seed("customers", {"displayName": "Anna BV"})
+    payload = {"externalDocumentNumber": "WEB-4", "customerId": next(iter(ids.values())), "pricesIncludeTax": True,
+               "salesOrderLines": [{"lineType": "Item", "lineObjectNumber": "DESK-1", "quantity": 1, "unitPrice": 10}]}
+    with pytest.raises(PermanentError, match="the mapping sends pricesIncludeTax, which Business Central sets from the "
+                                             "customer's Prices Including VAT"):
+        bc.target.create_order("sales_order", payload)
+    assert bc.records("salesOrders") == []
 
 
 def test_the_companys_own_currency_is_empty_and_a_foreign_one_named(bc, rconn, monkeypatch, canonical_source):

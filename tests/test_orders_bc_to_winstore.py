@@ -48,14 +48,18 @@ class Env(pairs.BCWinstore):
     def company(self) -> str:
         return self.sandbox.company()
 
-    def customer(self, **fields: Any) -> str:
+    def customer(self, prices_including_vat: bool = False, **fields: Any) -> str:
+        """A customer made in BC; `prices_including_vat` its card's Prices Including VAT."""
         record = {"displayName": "Bakkerij Jörg B.V.", "email": "inkoop@joerg.example",
                   "addressLine1": "Oudegracht 112a", "postalCode": "3511 AX", "city": "Utrecht",
                   "country": "NL"} | fields  # fmt: skip
-        return str(self.sandbox.store.create(self.company, "customers", record)["id"])
+        made = self.sandbox.store.create(self.company, "customers", record)
+        self.sandbox.store.change(self.company, "customers", made["id"], {"pricesIncludingVat": prices_including_vat})
+        return str(made["id"])
 
     def bc_order(self, lines: list[tuple[str, int, float, int]], customer: str | None = None, **header: Any) -> str:
-        """A sales order entered in BC; lines are (item number, quantity, unit price excl. VAT, VAT percent)."""
+        """A sales order entered in BC; lines are (item number, quantity, unit price, VAT percent): the price
+        excl. VAT, or incl. for a customer with Prices Including VAT."""
         store = self.sandbox.store
         known = {r["number"] for r in store.records[self.company]["items"].values()}
         for number in dict.fromkeys(n for n, _, _, _ in lines):
@@ -137,7 +141,7 @@ def test_a_person_is_named_by_first_and_last_name(env):
 
 
 def test_prices_entered_incl_vat_in_bc_are_booked_as_entered(env):
-    env.bc_order([("KOP-KOF-1KG", 4, 24.90, 9)], pricesIncludeTax=True)
+    env.bc_order([("KOP-KOF-1KG", 4, 24.90, 9)], customer=env.customer(prices_including_vat=True))
     [result] = env.process_polled()
     assert result["outcome"] == "created", result
     [order] = env.winstore_orders()

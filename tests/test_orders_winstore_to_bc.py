@@ -149,8 +149,9 @@ def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.
         pairs.installed(make_config(bc_live.url, winstore.url, settings), rconn, monkeypatch) as rt,
     ):
         env = Env(bc_live, winstore, bc, http, rconn, rt)
-        env.seed("items", {"number": "KOP-TASSE-BL", "displayName": "Tasse blauw"},
-                 {"number": "KOP-KOF-1KG", "displayName": "Koffie 1 kg"})  # fmt: skip
+        ids = env.seed("items", {"number": "KOP-TASSE-BL", "displayName": "Tasse blauw"},
+                       {"number": "KOP-KOF-1KG", "displayName": "Koffie 1 kg"})  # fmt: skip
+        env.change("items", ids["KOP-KOF-1KG"], _taxPercent=9)  # its VAT posting setup in BC: the low rate
         yield env
 
 
@@ -172,8 +173,10 @@ def test_an_order_rung_up_in_winstore_is_booked_once_with_its_customer_and_lines
     assert (result["outcome"], result["number"], result["account"]) == ("created", number, "created"), result
     [document] = env.records(entity)
     assert document["id"] == result["target_id"] and document["externalDocumentNumber"] == number
-    assert document["pricesIncludeTax"] is True  # a till's prices, VAT included
-    assert lines_of(document, entity) == [("KOP-TASSE-BL", 2, Decimal("12.10")), ("KOP-KOF-1KG", 1, Decimal("21.80"))]
+    # a new customer books excl. VAT (the template's Prices Including VAT, off): the till's prices less VAT
+    assert document["pricesIncludeTax"] is False
+    assert lines_of(document, entity) == [("KOP-TASSE-BL", 2, Decimal("10.00")), ("KOP-KOF-1KG", 1, Decimal("20.00"))]
+    assert Decimal(str(document["totalAmountIncludingTax"])) == Decimal(env.winstore_orders()[number]["total"])
     [customer] = env.records("customers")
     assert document["customerId"] == customer["id"]
     assert (customer["type"], customer["displayName"], customer["email"]) == ("Person", "Anna Smit", "anna@example.com")
@@ -185,17 +188,44 @@ def test_an_order_rung_up_in_winstore_is_booked_once_with_its_customer_and_lines
     assert len(env.records(entity)) == 1
 
 
-def test_a_reduction_at_the_till_is_a_discount_line_on_the_discount_item(env):
+@pytest.mark.parametrize("incl", [False, True], ids=["customer-excl-vat", "customer-incl-vat"])
+def test_a_customer_with_prices_including_vat_gets_the_tills_prices_and_the_document_totals_the_order(env, incl):
+    """BC sets the document's pricesIncludeTax from the customer card (read-only through the API): Koppel sends
+    the unit prices on that basis, and BC's document totals what was paid at the till either way."""
+    env.seed("customers", {"number": "ANNA", "displayName": "Anna Smit", "email": "anna@example.com",
+                           "pricesIncludingVat": incl})  # fmt: skip
+    number = env.ring_up(("KOP-TASSE-BL", 2), ("KOP-KOF-1KG", 1), **ANNA)
+    [result] = env.orders()
+    assert (result["outcome"], result["account"]) == ("created", "updated"), result
+    [document] = env.records("salesOrders")
+    assert document["pricesIncludeTax"] is incl
+    prices = ("12.10", "21.80") if incl else ("10.00", "20.00")
+    assert lines_of(document, "salesOrders") == [("KOP-TASSE-BL", 2, Decimal(prices[0])),
+                                                 ("KOP-KOF-1KG", 1, Decimal(prices[1]))]  # fmt: skip
+    paid = Decimal(env.winstore_orders()[number]["total"])
+    assert paid == Decimal("46.00")
+    assert Decimal(str(document["totalAmountIncludingTax"])) == paid
+    assert Decimal(str(document["totalAmountExcludingTax"])) == Decimal("40.00")
+
+
+@pytest.mark.parametrize("incl", [False, True], ids=["customer-excl-vat", "customer-incl-vat"])
+def test_a_reduction_at_the_till_is_a_discount_line_on_the_discount_item(env, incl):
     env.seed("items", {"number": "DISCOUNT", "displayName": "Korting", "type": "Service"})
+    env.seed("customers", {"number": "ANNA", "displayName": "Anna Smit", "email": "anna@example.com",
+                           "pricesIncludingVat": incl})  # fmt: skip
     positions = [{"ArtNr": "KOP-TASSE-BL", "amount": 2, "reduction": "2.42"}, {"ArtNr": "KOP-KOF-1KG", "amount": 1}]
-    env.http.post(f"{env.winstore.url}/sandbox/orders/ring-up",
-                  json={"orders": [{"positions": positions} | ANNA]}).raise_for_status()  # fmt: skip
+    answer = env.http.post(f"{env.winstore.url}/sandbox/orders/ring-up",
+                           json={"orders": [{"positions": positions} | ANNA]}).raise_for_status()  # fmt: skip
+    number = str(answer.json()["orders"][0]["ordernr"])
     [result] = env.orders()
     assert result["outcome"] == "created", result
     [document] = env.records("salesOrders")
-    assert lines_of(document, "salesOrders") == [("KOP-TASSE-BL", 2, Decimal("12.10")),
-                                                 ("KOP-KOF-1KG", 1, Decimal("21.80")),
-                                                 ("DISCOUNT", 1, Decimal("-2.42"))]  # fmt: skip
+    prices = ("12.10", "21.80", "-2.42") if incl else ("10.00", "20.00", "-2.00")
+    assert lines_of(document, "salesOrders") == [("KOP-TASSE-BL", 2, Decimal(prices[0])),
+                                                 ("KOP-KOF-1KG", 1, Decimal(prices[1])),
+                                                 ("DISCOUNT", 1, Decimal(prices[2]))]  # fmt: skip
+    paid = Decimal(env.winstore_orders()[number]["total"])
+    assert Decimal(str(document["totalAmountIncludingTax"])) == paid == Decimal("43.58")
 
 
 def test_only_orders_in_a_booked_status_travel(env):

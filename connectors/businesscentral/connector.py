@@ -19,6 +19,14 @@ Quirks (PLATFORMS.md §3 and Microsoft's API v2.0 reference):
   line (`salesOrders({id})/salesOrderLines`): the standard API documents only that; a deep insert is
   documented for custom APIs only. A line refused deletes the header again, so no half document stays;
   `find_order` (asked only after an attempt that may have written) deletes a header without lines.
+* Prices on documents [V: Microsoft's API v2.0 pages "APIV2 - Sales Orders" / "APIV2 - Sales Invoices" in
+  BCApps declare `pricesIncludeTax` (Rec."Prices Including VAT") `Editable = false`]: BC sets it from the
+  customer's "Prices Including VAT" (customer card or template; not in v2.0's customer), so Koppel cannot
+  choose it. The header is POSTed without it; BC's answer says which basis the document has, and each line's
+  `unitPrice` is the mapping's price excl. VAT (`unitPrice`) or incl. VAT (`unitPriceIncludingTax`, Koppel's
+  own key, never sent) accordingly. A line lacking the price its document needs fails the order naming the
+  customer setting (the header deleted again); a mapping that still sends `pricesIncludeTax` fails before any
+  write. (Items' `priceIncludesTax` is writable and is sent as the products mapping says.)
 * Documents are matched on `externalDocumentNumber` (the source's order number, at most 35 characters; a
   Code field, which BC stores upper-case). BC's `$filter` compares text as stored (Code fields upper-case,
   e-mail addresses as typed): numbers are asked for upper-cased, an e-mail as given and in lower case.
@@ -362,8 +370,15 @@ class BusinessCentralTarget(Target):
         return f"{noun} {number} (id {target_id})" if number else f"{noun} {target_id}"
 
     def create_order(self, document: str, payload: Mapping[str, Any]) -> str:
-        """The header, then its lines one by one; a line refused deletes the header and fails naming it."""
+        """The header, then its lines one by one, each priced on the basis BC gave the header (see
+        `priced_line`); a line refused, or lacking the price its document needs, deletes the header and fails
+        naming it."""
         path, lines_key = _DOCUMENTS[document]
+        if PRICES_INCLUDE_TAX in payload:
+            raise PermanentError(f"Business Central {path}: the mapping sends {PRICES_INCLUDE_TAX}, which Business "
+                                 "Central sets from the customer's Prices Including VAT (read-only through the API): "
+                                 f"leave it out, and give each line {UNIT_PRICE} (excl. VAT) and {UNIT_PRICE_INCL} "
+                                 "(incl. VAT)")  # fmt: skip
         header = {k: _plain(v) for k, v in payload.items() if k != lines_key}
         lines = payload.get(lines_key) or []
         if not isinstance(lines, list) or not lines:
@@ -371,11 +386,16 @@ class BusinessCentralTarget(Target):
         created = self.bc.create(path, header)
         document_id = str(created["id"])
         try:
-            for number, line in enumerate(lines, start=1):
+            incl = created.get(PRICES_INCLUDE_TAX)
+            if not isinstance(incl, bool):  # BC answers a POST with the whole record; read it if not
+                incl = bool(self.bc.get(path, document_id, select=("id", PRICES_INCLUDE_TAX)).get(PRICES_INCLUDE_TAX))
+            customer = str(created.get("customerNumber") or created.get("customerId") or "")
+            priced = [priced_line(line, incl, f"{lines_key}[{n}]", customer) for n, line in enumerate(lines, start=1)]
+            for number, line in enumerate(priced, start=1):
                 try:
-                    self.bc.create(f"{path}({document_id})/{lines_key}", _plain(line))
+                    self.bc.create(f"{path}({document_id})/{lines_key}", line)
                 except BusinessCentralRequestError as exc:
-                    sku = line.get("lineObjectNumber") if isinstance(line, Mapping) else None
+                    sku = line.get("lineObjectNumber")
                     raise BusinessCentralRequestError(
                         f"{lines_key}[{number}]{f' ({sku})' if sku else ''}: {exc}", status=exc.status, code=exc.code,
                         message=exc.message,
@@ -538,6 +558,40 @@ class BusinessCentralTarget(Target):
         if flow == "products":
             return bool(self.context.redis.delete(keys.cache(self.system.id, "bc_item_categories")))
         return False
+
+
+PRICES_INCLUDE_TAX = "pricesIncludeTax"
+UNIT_PRICE = "unitPrice"
+UNIT_PRICE_INCL = "unitPriceIncludingTax"
+"""A document line's unit price incl. VAT, given by the mapping beside `unitPrice` (excl. VAT); Koppel's own
+key, never sent: `priced_line` sends the one the document's `pricesIncludeTax` asks for as `unitPrice`."""
+
+
+def priced_line(line: Any, prices_include_tax: bool, label: str = "line", customer: str = "") -> dict[str, Any]:
+    """A mapped document line as BC takes it on a document whose `pricesIncludeTax` is `prices_include_tax`:
+    `unitPrice` the mapping's price incl. VAT (`unitPriceIncludingTax`) or excl. VAT (`unitPrice`) accordingly,
+    the Koppel-only key removed. A line giving neither is sent without a price (BC takes the item's). A line
+    giving only the other price fails permanently, naming the customer setting that decided."""
+    if not isinstance(line, Mapping):
+        raise PermanentError(f"Business Central {label}: a line must be an object, got {type(line).__name__}")
+    body = {k: _plain(v) for k, v in line.items() if k not in (UNIT_PRICE, UNIT_PRICE_INCL)}
+    net, gross = line.get(UNIT_PRICE), line.get(UNIT_PRICE_INCL)
+    if net is None and gross is None:
+        return body
+    wanted, given = (gross, "incl.") if prices_include_tax else (net, "excl.")
+    if wanted is None:
+        name = line.get("lineObjectNumber") or line.get("description")
+        whose = f"customer {customer}" if customer else "the customer"
+        other, switch = ("excl.", "off") if prices_include_tax else ("incl.", "on")
+        key = UNIT_PRICE_INCL if prices_include_tax else UNIT_PRICE
+        raise PermanentError(
+            f"Business Central {label}{f' ({name})' if name else ''}: {whose} has Prices Including VAT "
+            f"{'on' if prices_include_tax else 'off'}, so the line needs its unit price {given} VAT, and the order "
+            f"gives it only {other} VAT: switch {switch} Prices Including VAT on the customer card in Business Central "
+            f"(or in its customer template), or give the lines a price {given} VAT ({key} in the mapping)"
+        )  # fmt: skip
+    body[UNIT_PRICE] = _plain(wanted)
+    return body
 
 
 _CUSTOMER_REFERENCES: dict[str, tuple[str, str]] = {

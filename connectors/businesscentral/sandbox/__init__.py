@@ -14,6 +14,13 @@ What it reproduces (PLATFORMS.md §3, Microsoft's API v2.0 reference):
   because Koppel does not rely on it). Item and customer numbers are upper-cased codes of at most 20
   characters and unique; a document needs an existing customer (`customerId` or `customerNumber`); a
   `currencyCode` must be a foreign currency the company knows (`currencies`; its own is empty, as in BC).
+  A document's `pricesIncludeTax` is read-only (Microsoft's API pages: `Editable = false`): a POST or PATCH
+  carrying it is refused 400 `BadRequest` "The property 'pricesIncludeTax' is read-only." [U: real BC may
+  instead ignore the value; Koppel never sends it]; it is copied from the customer's "Prices Including VAT",
+  a customer-card setting not in API v2.0 (kept beside the customer; `prices_including_vat` in SandboxConfig
+  is the customer template's, default false), set through the control routes. Line amounts follow it, with
+  the VAT computed on the running total of the document's lines at the same rate [U: as BC's sales lines
+  do]; a line's VAT rate is its item's `_taxPercent` (sandbox-only, set by `/sandbox/change`; default 21).
   The setup lists taxAreas, paymentTerms, paymentMethods and shipmentMethods (upper-cased unique `code`,
   `$filter=code eq '…'`); a customer's `taxAreaId`, `paymentTermsId`, `paymentMethodId`, `shipmentMethodId`
   must name one of them (BC's "does not exist" otherwise) and `taxAreaDisplayName` follows its tax area.
@@ -33,9 +40,11 @@ Sandbox-only control routes (no auth; bind to localhost): the kit's (`/sandbox/s
 `POST /sandbox/fail {"status": 429, "times": 2, "retry_after": 1}` — injected 429s and 503s answer in
 BC's shape —, `/sandbox/faults`, `/sandbox/counters`), `POST /sandbox/seed {"entity", "records": […]}` (a
 document's record may carry its lines, added after the header),
-`POST /sandbox/seed/items {"skus": […]}`, `GET /sandbox/records?entity=` (what is stored) and
-`POST /sandbox/change {"entity", "id", "fields"}`: a user's
-change in BC (its time moves; an `inventory` change alone does not move it, as a posting does not).
+`POST /sandbox/seed/items {"skus": […]}`, `GET /sandbox/records?entity=` (what is stored; customers with
+their card's `pricesIncludingVat`) and `POST /sandbox/change {"entity", "id", "fields"}`: a user's
+change in BC (its time moves; an `inventory` change alone does not move it, as a posting does not). A
+customer's seeded record or change may carry `pricesIncludingVat` (the card's Prices Including VAT), a
+seeded document `pricesIncludeTax` (BC's UI lets a user change it on the document).
 
 * Webhooks (`webhooks.py`): `subscriptions` created and renewed only after the notification URL echoed a
   `validationToken`, three-day expiry on the sandbox clock, batched notifications with the clientState,

@@ -19,7 +19,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connectors.businesscentral.sandbox.store import LINES, BCError, Record, Store, parse_filter, select
+from connectors.businesscentral.sandbox.store import (
+    CARD_PRICES_INCLUDING_VAT,
+    LINES,
+    BCError,
+    Record,
+    Store,
+    parse_filter,
+    select,
+)
 from connectors.businesscentral.sandbox.webhooks import Notifier
 from connectors.sandboxkit import ALL_METHODS, BearerTokens, Control, Fault, Pipeline, Sandbox, request_fields
 from connectors.sandboxkit import sandbox_app as kit_app
@@ -42,6 +50,8 @@ class SandboxConfig:
     token_lifetime: int = 3599
     currencies: tuple[str, ...] = ("GBP", "USD")
     """Foreign currencies the companies know; their own (EUR) is an empty `currencyCode`, as in BC."""
+    prices_including_vat: bool = False
+    """The customer template's "Prices Including VAT": what a customer created through the API gets."""
     subscription_lifetime: float = 3 * 86400
     """Seconds a webhook subscription lives unless renewed (BC: three days)."""
     handshake_timeout: float = 5.0
@@ -62,7 +72,7 @@ class BusinessCentralSandbox(Sandbox):
         clock = self.clock
         self.config = config
         self.tokens = BearerTokens(clock)
-        self.store = Store(clock, config.currencies)
+        self.store = Store(clock, config.currencies, template_prices_including_vat=config.prices_including_vat)
         self.token_requests = 0
         for name in config.companies:
             self.store.add_company(name)
@@ -91,7 +101,9 @@ class BusinessCentralSandbox(Sandbox):
     def reset(self, options: Mapping[str, Any] | None = None) -> None:
         super().reset(options)
         self.tokens.clear()
-        self.store = Store(self.clock, self.config.currencies)
+        self.store = Store(
+            self.clock, self.config.currencies, template_prices_including_vat=self.config.prices_including_vat
+        )
         self.token_requests = 0
         for name in self.config.companies:
             self.store.add_company(name)
@@ -320,7 +332,9 @@ def control_routes(sb: BusinessCentralSandbox) -> Control:
 
     async def seed(request: Request) -> Response:
         """{"entity", "records": [fields…], "company"?}: records created as a user would; their ids by number.
-        A document's record may hold its lines (`salesOrderLines`…), added after its header as BC's UI does."""
+        A customer's record may hold the card's `pricesIncludingVat`; a document's its `pricesIncludeTax`
+        (else its customer's, as the API gives it) and its lines (`salesOrderLines`…), added after its header
+        as BC's UI does."""
         body = await request_fields(request)
         company = sb.company(body.get("company"))
         entity = str(body.get("entity") or "")
@@ -328,17 +342,25 @@ def control_routes(sb: BusinessCentralSandbox) -> Control:
         for given in body.get("records") or []:
             fields = dict(given)
             lines = fields.pop(LINES[entity], []) if entity in LINES else []
+            users = {k: fields.pop(k) for k in (CARD_PRICES_INCLUDING_VAT, "pricesIncludeTax") if k in fields}
             record = sb.store.create(company, entity, fields)
+            if users:  # what the UI lets a user set and the API does not
+                record = sb.store.change(company, entity, record["id"], users)
             for line in lines:
                 sb.store.add_line(company, entity, record["id"], dict(line))
             created.append(record)
         return JSONResponse({"ids": {str(r.get("number") or r.get("code") or r["id"]): r["id"] for r in created}})
 
     async def records(request: Request) -> Response:
-        """GET ?entity=items[&company=…]: every record of an entity, as stored (what a user sees in BC)."""
+        """GET ?entity=items[&company=…]: every record of an entity, as stored (what a user sees in BC); a
+        customer with its card's `pricesIncludingVat`."""
         company = sb.company(request.query_params.get("company"))
-        table = sb.store.table(company, request.query_params.get("entity", ""))
-        return Response(json.dumps({"records": list(table.values())}, default=str), media_type="application/json")
+        entity = request.query_params.get("entity", "")
+        listed = list(sb.store.table(company, entity).values())
+        if entity == "customers":
+            listed = [r | {CARD_PRICES_INCLUDING_VAT: sb.store.prices_including_vat.get((company, r["id"]), False)}
+                      for r in listed]  # fmt: skip
+        return Response(json.dumps({"records": listed}, default=str), media_type="application/json")
 
     async def seed_items(request: Request) -> Response:
         """{"skus": [...]}: inventory items with these numbers."""
@@ -350,7 +372,7 @@ def control_routes(sb: BusinessCentralSandbox) -> Control:
 
     async def change(request: Request) -> Response:
         """{"entity", "id", "fields"}: a user's change in BC (`lastModifiedDateTime` moves; an `inventory`
-        posting alone does not, as in BC)."""
+        posting alone does not, as in BC). A customer's fields may hold the card's `pricesIncludingVat`."""
         body = await request_fields(request)
         company = sb.company(body.get("company"))
         record = sb.store.change(company, str(body["entity"]), str(body["id"]), dict(body.get("fields") or {}))

@@ -4,6 +4,11 @@ Every write gives the record a new `@odata.etag` (W/"…", from a counter the sa
 `lastModifiedDateTime` on the sandbox clock, strictly later than the previous write's (millisecond
 precision, as BC stores it). Documents compute their totals from their lines; lines of item type take
 the item's number, description and price when the line does not say.
+
+A customer's "Prices Including VAT" (a field of BC's customer card, not of API v2.0's customer) is kept
+beside the record (`prices_including_vat`, default the customer template's): a document created for the
+customer takes it as its `pricesIncludeTax`, which the API cannot write (read-only in Microsoft's API pages),
+and its lines' amounts follow it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 Record = dict[str, Any]
@@ -28,6 +33,8 @@ CUSTOMER_REFERENCES = {"taxAreaId": "taxAreas", "paymentTermsId": "paymentTerms"
                        "shipmentMethodId": "shipmentMethods"}  # fmt: skip
 """A customer's references to setup lists, by id (as API v2.0 takes them; NIL: none)."""
 LINES = {"salesOrders": "salesOrderLines", "salesInvoices": "salesInvoiceLines"}
+CARD_PRICES_INCLUDING_VAT = "pricesIncludingVat"
+"""The customer card's "Prices Including VAT" as the control routes name it (not a field of API v2.0)."""
 NIL = "00000000-0000-0000-0000-000000000000"
 
 
@@ -44,8 +51,15 @@ def not_found(entity: str) -> BCError:
 
 
 class Store:
-    def __init__(self, clock: Callable[[], float], currencies: Iterable[str] = ("GBP", "USD")) -> None:
+    def __init__(
+        self, clock: Callable[[], float], currencies: Iterable[str] = ("GBP", "USD"), *,
+        template_prices_including_vat: bool = False,
+    ) -> None:  # fmt: skip
         self.clock = clock
+        self.template_prices_including_vat = template_prices_including_vat
+        """The customer template's "Prices Including VAT", which a customer created through the API takes."""
+        self.prices_including_vat: dict[tuple[str, str], bool] = {}
+        """(company, customer id) → the customer card's "Prices Including VAT" (not in API v2.0's customer)."""
         self.currencies = frozenset(currencies)
         """Currencies besides the company's own, which BC writes as an empty `currencyCode`."""
         self.companies: dict[str, Record] = {}
@@ -121,6 +135,8 @@ class Store:
         if record["id"] in table:
             raise BCError(400, "Internal_EntityWithSameKeyExists", f"The record in table {entity} already exists.")
         table[record["id"]] = self.touch(record)
+        if entity == "customers":
+            self.prices_including_vat[(company, record["id"])] = self.template_prices_including_vat
         if entity in LINES:
             self._totals(company, entity, record)
         self._changed(company, entity, record, "created")
@@ -139,11 +155,15 @@ class Store:
         return record
 
     def change(self, company: str, entity: str, record_id: str, fields: Mapping[str, Any]) -> Record:
-        """A change a user makes in BC (no ETag asked; read-only fields such as `inventory` writable).
-        Inventory postings do not move the item's ETag or time, as in BC."""
+        """A change a user makes in BC (no ETag asked; read-only fields such as `inventory` writable; a
+        customer's `pricesIncludingVat` is its card's setting). Inventory postings do not move the item's ETag
+        or time, as in BC."""
         record = self.get(company, entity, record_id)
         only_inventory = set(fields) <= {"inventory"}
-        record.update(copy.deepcopy(dict(fields)))
+        fields = dict(fields)
+        if entity == "customers" and CARD_PRICES_INCLUDING_VAT in fields:
+            self.prices_including_vat[(company, record["id"])] = bool(fields.pop(CARD_PRICES_INCLUDING_VAT))
+        record.update(copy.deepcopy(fields))
         if not only_inventory:
             self.touch(record)
             self._changed(company, entity, record, "updated")
@@ -174,7 +194,8 @@ class Store:
             line["taxPercent"] = fields.get("taxPercent", item.get("_taxPercent", 21))
         elif line["lineType"] not in ("Comment", "Account", "Resource", "Fixed Asset", "Charge"):
             raise BCError(400, "BadRequest", f'The value "{line["lineType"]}" is not a valid lineType.')
-        _line_amounts(line, bool(document.get("pricesIncludeTax")))
+        same_rate = [other for other in lines if other["taxPercent"] == line["taxPercent"]]
+        _line_amounts(line, bool(document.get("pricesIncludeTax")), same_rate)
         lines.append(line)
         self.touch(document)
         self._totals(company, entity, document)
@@ -234,7 +255,10 @@ class Store:
 
     _READ_ONLY = frozenset({"id", "@odata.etag", "lastModifiedDateTime", "inventory", "totalAmountExcludingTax",
                             "totalTaxAmount", "totalAmountIncludingTax", "status", "customerName",
-                            "taxAreaDisplayName"})  # fmt: skip
+                            "taxAreaDisplayName", "pricesIncludeTax"})  # fmt: skip
+    """Fields the API refuses to write. A document's `pricesIncludeTax` is `Editable = false` in Microsoft's
+    API pages (it follows the customer); BC's answer to a write of it is assumed [U] to be this refusal (it
+    may instead ignore the value): Koppel never sends it."""
 
     def _apply(self, company: str, entity: str, record: Record, fields: Mapping[str, Any], *, creating: bool) -> None:
         unknown = [k for k in fields if k not in record and k not in ("id",) and k != LINES.get(entity)]
@@ -298,9 +322,11 @@ class Store:
             if creating and not record["number"]:  # BC numbers a document from its number series (S-ORD101001)
                 record["number"] = self.next_number(company, entity)
             record["externalDocumentNumber"] = str(record.get("externalDocumentNumber") or "").upper()[:35]
-            self._customer_of(company, record)
+            customer_set = creating or bool({"customerId", "customerNumber"} & set(fields))
+            self._customer_of(company, record, validate=customer_set)
 
-    def _customer_of(self, company: str, document: Record) -> None:
+    def _customer_of(self, company: str, document: Record, *, validate: bool) -> None:
+        """The document's customer's fields copied; `validate` (the customer set): its Prices Including VAT too."""
         customers = self.table(company, "customers")
         customer = None
         if document.get("customerId") and document["customerId"] != NIL:
@@ -312,6 +338,9 @@ class Store:
         if customer is None:
             raise BCError(400, "Internal_RecordNotFound", "The Customer does not exist. Identification fields and "
                                                           "values: No.=''")  # fmt: skip
+        if validate:  # BC copies the card's setting when the customer is set
+            card = self.prices_including_vat.get((company, customer["id"]), self.template_prices_including_vat)
+            document["pricesIncludeTax"] = card
         document["customerId"], document["customerNumber"] = customer["id"], customer["number"]
         document["customerName"] = customer["displayName"]
         document["billToName"] = document["billToName"] or customer["displayName"]
@@ -346,17 +375,22 @@ class Store:
         document["totalAmountIncludingTax"] = float(excl + tax)
 
 
-def _line_amounts(line: Record, prices_include_tax: bool) -> None:
+def _line_amounts(line: Record, prices_include_tax: bool, before: list[Record]) -> None:
+    """The line's amounts excl. and incl. VAT. As BC's sales lines do [U], the VAT is computed on the running
+    total of the document's lines at the same VAT rate (`before`): the document's VAT per rate is that of the
+    rate's total, whatever the rounding of single lines."""
     cent = Decimal("0.01")
     quantity, price = Decimal(str(line["quantity"])), Decimal(str(line["unitPrice"]))
     rate = Decimal(str(line["taxPercent"])) / 100
-    gross = (quantity * price - Decimal(str(line["discountAmount"]))).quantize(cent)
+    gross = (quantity * price - Decimal(str(line["discountAmount"]))).quantize(cent, ROUND_HALF_UP)
+    total_excl = sum((Decimal(str(ln["amountExcludingTax"])) for ln in before), Decimal(0))
+    total_incl = sum((Decimal(str(ln["amountIncludingTax"])) for ln in before), Decimal(0))
     if prices_include_tax:
         incl = gross
-        excl = (incl / (1 + rate)).quantize(cent)
+        excl = ((total_incl + incl) / (1 + rate)).quantize(cent, ROUND_HALF_UP) - total_excl
     else:
         excl = gross
-        incl = (excl * (1 + rate)).quantize(cent)
+        incl = (total_excl + excl + ((total_excl + excl) * rate).quantize(cent, ROUND_HALF_UP)) - total_incl
     line["amountExcludingTax"], line["amountIncludingTax"] = float(excl), float(incl)
     line["totalTaxAmount"] = float(incl - excl)
 
