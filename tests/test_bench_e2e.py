@@ -110,4 +110,6 @@ def test_the_business_central_pair_is_measured_in_calls_per_record(tmp_path) -> 
     assert articles.sandbox_by_endpoint["POST items"] == 3 and articles.figures.calls_per_order >= 1
     assert customers.sandbox_by_endpoint["POST customers"] == 3 and customers.figures.calls_per_order >= 1
     assert orders.sandbox_by_endpoint["POST salesOrders"] == 3 and orders.figures.calls_per_order >= 1
-    assert back.others["bc"] >= 3  # BC read each order it notified
+    # BC's orders were read after its notifications: one read per order, or fewer when BC's batch came as a
+    # `collection` notification (re-read by lastModifiedDateTime, paged) — which of the two is BC's timing
+    assert back.others["bc"] >= 1
