@@ -594,13 +594,17 @@ def config_check(settings: dict[str, dict[str, Any]]) -> list[str]:
 
 def test_config_check_accepts_the_pair_and_names_a_wrong_document_or_update_group() -> None:
     settings: dict[str, dict[str, Any]] = {
-        "products": {"product_update": {"prices": False, "image": True}},
+        "products": {"product_update": {"prices": False, "image": True, "attributes": False}},
         "exact-orders": {"document_type": "financial_mutation"},
+        "exact-system": {"item_attributes": {"Class_01": "Kleur", "FreeBoolField_05": "Vegan"}},
         "asperion-orders": {"document_type": "sales_entry", "order_documents": ["sales_order", "sales_invoice"]},
     }
     assert config_check(settings) == []
     problems = config_check({"products": {"product_update": {"picture": False}},
-                             "exact-orders": {"document_type": "sales_entry"}})  # fmt: skip
+                             "exact-orders": {"document_type": "sales_entry"},
+                             "exact-system": {"item_attributes": {"FreeTextField_11": "x"}}})  # fmt: skip
+    assert any(p.startswith("systems[0] (exact).settings.item_attributes: unknown Exact item field 'FreeTextField_11'")
+               for p in problems), problems
     assert any("product_update.picture: unknown field group" in p and "image" in p for p in problems), problems
     assert "integrations[2].settings.document_type: Asperion books sales_order, sales_invoice, financial_mutation" \
         in problems, problems
