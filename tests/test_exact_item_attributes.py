@@ -47,6 +47,11 @@ def test_free_fields_travel_only_when_named_each_read_as_text() -> None:
     ]  # FreeBoolField_02 is null: left out
 
 
+def test_fields_given_one_name_make_one_attribute_with_their_values() -> None:
+    names = {"Class_01": "Kleur", "FreeTextField_03": "Kleur"}
+    assert attributes(names, Class_01="WIT", FreeTextField_03="Gebroken wit") == [("Kleur", ["WIT", "Gebroken wit"])]
+
+
 def test_a_free_field_of_the_wrong_type_is_a_normalise_error_naming_it() -> None:
     with pytest.raises(NormaliseError, match="FreeNumberField_01"):
         normalise_item({"d": ITEM | {"FreeNumberField_01": "veel"}}, attribute_names={"FreeNumberField_01": "N"})
@@ -70,10 +75,11 @@ def test_any_item_fields_give_attributes_or_a_normalise_error(fields: dict[str, 
     except NormaliseError as exc:
         assert exc.field in fields  # names the field it could not read
         return
+    assert len({a.name for a in found}) == len(found)  # one attribute per name
     for attribute in found:
-        assert attribute.name.strip() and len(attribute.values) == 1 and attribute.values[0]
+        assert attribute.name.strip() and attribute.values and all(attribute.values)
     named = [f for f in FREE_FIELDS if names.get(f, "").strip() and fields.get(f) is not None]
-    assert len(found) <= len([c for c in ITEM_CLASSES if fields.get(c) is not None]) + len(named)
+    assert sum(len(a.values) for a in found) <= len([c for c in ITEM_CLASSES if fields.get(c) is not None]) + len(named)
 
 
 def product(**fields: Any) -> Any:

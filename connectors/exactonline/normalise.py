@@ -300,17 +300,16 @@ def item_attributes(doc: Reader, names: Mapping[str, str]) -> list[Attribute]:
     """The item's classes and named free fields as attributes, in Exact's field order. `names` maps a field
     (`Class_03`, `FreeTextField_01`) to the attribute's name: a class not named is "Class 3", one named ""
     is left out; a free field travels only when named. Values as text: numbers as Exact sent them, yes/no
-    fields "true"/"false" (an unset one, null, is left out), dates YYYY-MM-DD."""
-    found: list[Attribute] = []
+    fields "true"/"false" (an unset one, null, is left out), dates YYYY-MM-DD. Fields given one name make one
+    attribute with their values."""
+    found: dict[str, list[str]] = {}
     for field in ITEM_ATTRIBUTE_FIELDS:
         default = f"Class {int(field[-2:])}" if field in ITEM_CLASSES else ""
         name = names.get(field, default).strip()
-        if not name:
-            continue
-        value = _attribute_value(doc, field)
-        if value is not None:
-            found.append(Attribute(name=name, values=[value], variation=False))
-    return found
+        value = _attribute_value(doc, field) if name else None
+        if name and value is not None:
+            found.setdefault(name, []).append(value)
+    return [Attribute(name=name, values=values, variation=False) for name, values in found.items()]
 
 
 def _attribute_value(doc: Reader, field: str) -> str | None:
