@@ -51,10 +51,11 @@ def test_an_inactive_service_article_is_an_unpublished_virtual_product_priced_in
 
 def test_an_articles_properties_are_its_attributes_and_a_wrong_shape_is_refused_naming_the_article():
     product = normalise_article({"code": "EX-BORD", "description": "Bord", "properties": [
-        {"name": "Kleur", "value": "Wit"}, {"name": "Maten", "value": ["27", "30"]}, {"name": "Leeg", "value": ""},
+        {"name": "Kleur", "value": "Wit"}, {"name": "Maten", "value": ["27", 30]}, {"name": "Leeg", "value": ""},
+        {"name": "Vegan", "value": True}, {"name": "Genest", "value": {"a": 1}},
         {"value": "zonder naam"}]})  # fmt: skip
     assert [(a.name, a.values, a.variation) for a in product.attributes] == [
-        ("Kleur", ["Wit"], False), ("Maten", ["27", "30"], False)]
+        ("Kleur", ["Wit"], False), ("Maten", ["27", "30"], False), ("Vegan", ["true"], False)]
     assert normalise_article({"code": "X", "description": "x"}).attributes == []
     with pytest.raises(PermanentError, match="asperion article X: properties must be a list"):
         normalise_article({"code": "X", "description": "x", "properties": {"Kleur": "Wit"}})

@@ -232,7 +232,9 @@ def _properties(raw: Any, label: str) -> list[Attribute]:
         if not isinstance(entry, Mapping):
             raise PermanentError(f"{label}: a property must be a {{name, value}} record, not {type(entry).__name__}")
         name, given = text(entry, "name"), value(entry, "value")
-        values = [str(v).strip() for v in (given if isinstance(given, list) else [given]) if v is not None]
+        given = given if isinstance(given, list) else [given]
+        values = [("true" if v else "false") if isinstance(v, bool) else str(v).strip() for v in given
+                  if v is not None and not isinstance(v, dict | list)]  # fmt: skip
         if name and any(values):
             found.append(Attribute(name=name, values=[v for v in values if v]))
     return found
