@@ -49,6 +49,20 @@ def test_an_inactive_service_article_is_an_unpublished_virtual_product_priced_in
     assert product.price_incl == Decimal("65.00") and product.price_excl is None
 
 
+def test_an_articles_properties_are_its_attributes_and_a_wrong_shape_is_refused_naming_the_article():
+    product = normalise_article({"code": "EX-BORD", "description": "Bord", "properties": [
+        {"name": "Kleur", "value": "Wit"}, {"name": "Maten", "value": ["27", 30]}, {"name": "Leeg", "value": ""},
+        {"name": "Vegan", "value": True}, {"name": "Genest", "value": {"a": 1}},
+        {"value": "zonder naam"}]})  # fmt: skip
+    assert [(a.name, a.values, a.variation) for a in product.attributes] == [
+        ("Kleur", ["Wit"], False), ("Maten", ["27", "30"], False), ("Vegan", ["true"], False)]
+    assert normalise_article({"code": "X", "description": "x"}).attributes == []
+    with pytest.raises(PermanentError, match="asperion article X: properties must be a list"):
+        normalise_article({"code": "X", "description": "x", "properties": {"Kleur": "Wit"}})
+    with pytest.raises(PermanentError, match="asperion article X: a property must be"):
+        normalise_article({"code": "X", "description": "x", "properties": ["Wit"]})
+
+
 def test_an_article_without_a_code_is_refused_naming_it():
     with pytest.raises(PermanentError, match="asperion article 7: the article has no code"):
         normalise_article({"id": 7, "description": "x"})

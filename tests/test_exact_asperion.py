@@ -67,7 +67,7 @@ def make_config(exact_url: str, asperion_url: str, settings: dict[str, dict[str,
             "systems": [
                 {"id": "exact", "kind": "exactonline", "base_url": exact_url,
                  "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-                 "settings": {"client_id": "koppel-sandbox"}},
+                 "settings": {"client_id": "koppel-sandbox", **settings.get("exact-system", {})}},
                 {"id": "asperion", "kind": "asperion", "base_url": asperion_url,
                  "credentials": {"client_secret": "env:ASPERION_SECRET"},
                  "settings": {"client_id": "koppel-sandbox", "tenant_id": "1001", "identity_url": asperion_url,
@@ -171,7 +171,7 @@ class Env:
 
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    """Settings per integration id by indirect parametrisation."""
+    """Settings per integration id by indirect parametrisation ("exact-system": the Exact system's)."""
     settings = getattr(request, "param", {})
     exact_app = exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False)
     exact = serve(exact_app, name="Exact Online sandbox")
@@ -258,6 +258,55 @@ def test_update_switches_keep_what_is_switched_off(env: Env) -> None:
     after = env.articles()["EX-BORD"]
     assert after["description"] == "Bord wit 27 cm"  # description: on
     assert Decimal(str(after["salesPrice"])) == Decimal("7.95")  # prices: off in settings.product_update
+
+
+NAMED = {"exact-system": {"item_attributes": {"Class_01": "Kleur", "Class_03": "", "FreeTextField_01": "Materiaal",
+                                              "FreeBoolField_01": "Vaatwasserbestendig"}}}  # fmt: skip
+CLASSES = {"Class_01": "WIT", "Class_02": "A", "Class_03": "INTERN", "FreeTextField_01": "Porselein",
+           "FreeTextField_02": "niet genoemd", "FreeBoolField_01": True}  # fmt: skip
+
+
+@pytest.mark.parametrize("env", [NAMED], indirect=True)
+def test_item_classes_and_named_free_fields_become_the_articles_properties_and_follow_changes(env: Env) -> None:
+    [bord, _] = seed_items(env)
+    env.exact_control("update", {"entity": "logistics/Items", "id": bord, "fields": CLASSES})
+    [created] = [r for r in env.process_polled("exact", "Items", "products") if r["number"] == "EX-BORD"]
+    assert created["outcome"] == "created", created
+    # Class_03 named "" and the unnamed free text field stay behind; Class_02 has no name: "Class 2"
+    assert env.articles()["EX-BORD"]["properties"] == [
+        {"name": "Kleur", "value": "WIT"}, {"name": "Class 2", "value": "A"},
+        {"name": "Materiaal", "value": "Porselein"}, {"name": "Vaatwasserbestendig", "value": "true"},
+    ]  # fmt: skip
+    env.exact_control("update", {"entity": "logistics/Items", "id": bord,
+                                 "fields": {"Class_01": "ZWART", "Class_02": None}})  # fmt: skip
+    # the change told by a webhook: the item read through the REST API carries the same fields
+    event = Event("Items.Update", "Items", bord, f"k{uuid.uuid4()}",
+                  {"Topic": "Items", "Action": "Update", "Division": env.sandbox.config.divisions[0], "Key": bord})
+    envelope = Envelope.wrap(event, source="exactonline", endpoint="exact")
+    result = run_event(env.rt, env.rt.config.integrations[0], envelope).as_dict()
+    assert result["outcome"] == "updated", result
+    assert env.articles()["EX-BORD"]["properties"] == [
+        {"name": "Kleur", "value": "ZWART"}, {"name": "Materiaal", "value": "Porselein"},
+        {"name": "Vaatwasserbestendig", "value": "true"},
+    ]  # fmt: skip
+    assert [r["outcome"] for r in env.process_polled("exact", "Items", "products")] == ["skipped"]  # seen already
+
+
+@pytest.mark.parametrize("env", [NAMED | {"products": {"product_update": {"attributes": False}}}], indirect=True)
+def test_with_the_attributes_switch_off_an_update_keeps_asperions_properties(env: Env) -> None:
+    [bord, _] = seed_items(env)
+    env.exact_control("update", {"entity": "logistics/Items", "id": bord, "fields": CLASSES})
+    env.process_polled("exact", "Items", "products")
+    article = env.articles()["EX-BORD"]
+    assert article["properties"][0] == {"name": "Kleur", "value": "WIT"}  # a create writes every field
+    mine = [{"name": "Kleur", "value": "Gebroken wit"}]
+    env.asperion_control("update", {"resource": "articles", "id": article["id"], "fields": {"properties": mine}})
+    env.exact_control("update", {"entity": "logistics/Items", "id": bord,
+                                 "fields": {"Class_01": "ZWART", "Description": "Bord wit 27 cm"}})  # fmt: skip
+    [result] = env.process_polled("exact", "Items", "products")
+    assert result["outcome"] == "updated", result
+    after = env.articles()["EX-BORD"]
+    assert after["description"] == "Bord wit 27 cm" and after["properties"] == mine
 
 
 # -- customers Asperion → Exact --------------------------------------------------------------------------------
@@ -545,13 +594,17 @@ def config_check(settings: dict[str, dict[str, Any]]) -> list[str]:
 
 def test_config_check_accepts_the_pair_and_names_a_wrong_document_or_update_group() -> None:
     settings: dict[str, dict[str, Any]] = {
-        "products": {"product_update": {"prices": False, "image": True}},
+        "products": {"product_update": {"prices": False, "image": True, "attributes": False}},
         "exact-orders": {"document_type": "financial_mutation"},
+        "exact-system": {"item_attributes": {"Class_01": "Kleur", "FreeBoolField_05": "Vegan"}},
         "asperion-orders": {"document_type": "sales_entry", "order_documents": ["sales_order", "sales_invoice"]},
     }
     assert config_check(settings) == []
     problems = config_check({"products": {"product_update": {"picture": False}},
-                             "exact-orders": {"document_type": "sales_entry"}})  # fmt: skip
+                             "exact-orders": {"document_type": "sales_entry"},
+                             "exact-system": {"item_attributes": {"FreeTextField_11": "x"}}})  # fmt: skip
+    assert any(p.startswith("systems[0] (exact).settings.item_attributes: unknown Exact item field 'FreeTextField_11'")
+               for p in problems), problems
     assert any("product_update.picture: unknown field group" in p and "image" in p for p in problems), problems
     assert "integrations[2].settings.document_type: Asperion books sales_order, sales_invoice, financial_mutation" \
         in problems, problems

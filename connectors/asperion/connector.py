@@ -29,6 +29,9 @@ is marked [U] there and in docs/configuration.md (Asperion). Quirks Koppel handl
   elsewhere) and never created a second time.
 * `currentStock` is read only: Asperion is no stock target. The stock stream reads articles by modification
   date, on the assumption [U] that a stock mutation changes an article's modification date (the sandbox's does).
+* An article's attributes are its `properties`, a list of {name, value} [U]: no public page names the field
+  (the default mapping sends a product's attributes there, in the update group `attributes`; the sandbox keeps
+  what it is sent).
 * Relations are customers and suppliers: a relation marked `isCustomer = false` [U] is left out of the
   customers stream.
 * Documents are matched on `reference` (the source's order number): `find_order` looks it up per document

@@ -6,7 +6,8 @@ named in PLATFORMS.md §5 they are assumed [U]. Every field is read by any of th
 
 * Articles: one simple product each (`type = virtual` for a service article, not stock-managed); the sales
   price is excl. VAT unless the article says `salesPriceIncludesVat` [U]; an inactive article is unpublished.
-  `currentStock` is read only: it feeds the stock flow, never a write.
+  `currentStock` is read only: it feeds the stock flow, never a write. Its `properties` [U: no public page
+  names a field for an article's properties], a list of {name, value}, are its (non-variation) attributes.
 * Relations: a company when `relationType` says so (Company/Organisation/Business/Bedrijf/Zakelijk), or,
   without a type, when it has a company name; else a person. Its address is `address`, its delivery
   address `deliveryAddress`.
@@ -31,7 +32,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ValidationError
 
 from gateway.errors import PermanentError
-from gateway.model import Address, Customer, Order, OrderLine, Person, Product, StockLevel
+from gateway.model import Address, Attribute, Customer, Order, OrderLine, Person, Product, StockLevel
 
 KIND = "asperion"
 DEFAULT_ZONE = "Europe/Amsterdam"
@@ -55,6 +56,7 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     "active": ("isActive", "active", "activeState"),
     "stock": ("currentStock", "stock", "voorraad"),
     "stock_article": ("isStockArticle", "stockManaged", "manageStock"),
+    "properties": ("properties", "attributes", "kenmerken"),
     "article_type": ("articleType", "type"),
     "modified": ("modifiedDate", "modifiedOn", "lastModified", "dateModified", "modified"),
     "created": ("createdDate", "createdOn", "created"),
@@ -214,9 +216,28 @@ def normalise_article(record: Any, *, zone: str = DEFAULT_ZONE) -> Product:
         ean=text(record, "ean"), description=text(record, "long_description"), unit=text(record, "unit"),
         published=flag(value(record, "active")) is not False,
         stock_quantity=amount(value(record, "stock"), "the current stock", label),
-        manage_stock=not virtual,
+        manage_stock=not virtual, attributes=_properties(value(record, "properties"), label),
         modified_at=parse_date(value(record, "modified"), zone), custom_fields=custom,
     ))  # fmt: skip
+
+
+def _properties(raw: Any, label: str) -> list[Attribute]:
+    """An article's `properties` [U]: {name, value} each (a value may be a list); unnamed or empty ones skipped."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise PermanentError(f"{label}: properties must be a list of {{name, value}}, not {type(raw).__name__}")
+    found: list[Attribute] = []
+    for entry in raw:
+        if not isinstance(entry, Mapping):
+            raise PermanentError(f"{label}: a property must be a {{name, value}} record, not {type(entry).__name__}")
+        name, given = text(entry, "name"), value(entry, "value")
+        given = given if isinstance(given, list) else [given]
+        values = [("true" if v else "false") if isinstance(v, bool) else str(v).strip() for v in given
+                  if v is not None and not isinstance(v, dict | list)]  # fmt: skip
+        if name and any(values):
+            found.append(Attribute(name=name, values=[v for v in values if v]))
+    return found
 
 
 def normalise_stock(record: Any, *, zone: str = DEFAULT_ZONE) -> StockLevel:

@@ -12,9 +12,17 @@
     poll_interval_seconds = 60
     warehouse = "1"                               # direct invoices: the warehouse code (default: the main one)
     picture_max_bytes = 5000000                   # products: the largest image sent as an item's picture
+    item_attributes = { Class_01 = "Colour", Class_02 = "", FreeTextField_01 = "Material" }
+                                                  # products from Exact: attribute names (below)
     rate_limit = { per_minute = 60, per_day = 5000 }
     [systems.credentials]
     client_secret = "env:EXACT_CLIENT_SECRET"
+
+Item attributes (products from Exact): every item class (`Class_01`…`Class_10`) that is set travels as a
+non-variation attribute named "Class 1"… or as `item_attributes` names it ("" leaves it out); a free field
+(`FreeTextField_01`…, `FreeNumberField_…`, `FreeBoolField_…`, `FreeDateField_…`) only when named there.
+Both are read with the item (the Sync API's and the REST read's `$select`), at no extra call; the value is
+the class property's code, not its description (normalise.py). Exact has no item variants.
 
 Dates: Exact's `/Date(ms)/` are wall-clock milliseconds in Amsterdam time (odata.parse_date). The
 client parses them on every response; `normalise` reads records only in that one shape.
@@ -28,7 +36,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors.contract import Canonical, Change, Context, Gone, NotBookable, Settings, Source, Target
 from connectors.exactonline import auth
@@ -47,6 +55,7 @@ from connectors.exactonline.endpoints import (
 )
 from connectors.exactonline.errors import ExactNotFound, ExactRequestError
 from connectors.exactonline.normalise import (
+    ITEM_ATTRIBUTE_FIELDS,
     normalise_account,
     normalise_item,
     normalise_sales_invoice,
@@ -106,6 +115,20 @@ class ExactSettings(Settings):
     rate_limit: RateLimit = RateLimit()
     picture_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
     """The largest product image sent to Exact as an item's picture."""
+    item_attributes: dict[str, str] = {}
+    """Products from Exact: an item field (`Class_01`, `FreeTextField_03`) → the attribute's name; "" leaves
+    a class out. Classes not named are "Class 1"…; free fields not named do not travel."""
+
+    @field_validator("item_attributes")
+    @classmethod
+    def _known_item_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(k for k in value if k not in ITEM_ATTRIBUTE_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown Exact item field {', '.join(map(repr, unknown))}; known: Class_01…Class_10, "
+                "FreeTextField_01…_10, FreeNumberField_01…_08, FreeBoolField_01…_05, FreeDateField_01…_05"
+            )
+        return value
 
     def check(self, system: System) -> list[str]:
         if not (self.client_id or "client_id" in system.credentials):
@@ -176,7 +199,7 @@ _READS: dict[str, tuple[str, type[Endpoint], tuple[str, ...]]] = {
     )),
     "accounts": ("customers", Accounts, Accounts.select),
     "items": ("products", Items, (*Items.select, "StandardSalesPrice", "ExtraDescription", "Notes", "ItemGroupCode",
-                                  "ItemGroupDescription", "PictureUrl", "Modified")),
+                                  "ItemGroupDescription", "PictureUrl", "Modified", *ITEM_ATTRIBUTE_FIELDS)),
 }  # fmt: skip
 
 
@@ -288,7 +311,8 @@ class ExactSource(Source):
         if flow == "customers":
             return normalise_account(record)
         if flow == "products":
-            return normalise_item(record)
+            names = settings_of(self.system).item_attributes if self.system is not None else {}
+            return normalise_item(record, attribute_names=names)
         if flow == "stock":
             return normalise_stock_position(record)
         return super().normalise(flow, record, settings)

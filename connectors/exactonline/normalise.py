@@ -25,6 +25,7 @@ from typing import Any
 from connectors.exactonline.odata import iso_dates, parse_dates
 from gateway.model import (
     Address,
+    Attribute,
     Customer,
     CustomFields,
     Order,
@@ -45,7 +46,21 @@ ORDER_STATUS = {"12": "open", "20": "partial", "21": "complete", "45": "cancelle
 INVOICE_STATUS = {"10": "draft", "20": "open", "50": "complete"}
 CREDIT_NOTES = ("8021", "8024")
 
+ITEM_CLASSES = tuple(f"Class_{n:02d}" for n in range(1, 11))
+FREE_FIELDS = (
+    *(f"FreeTextField_{n:02d}" for n in range(1, 11)),
+    *(f"FreeNumberField_{n:02d}" for n in range(1, 9)),
+    *(f"FreeBoolField_{n:02d}" for n in range(1, 6)),
+    *(f"FreeDateField_{n:02d}" for n in range(1, 6)),
+)
+ITEM_ATTRIBUTE_FIELDS = (*ITEM_CLASSES, *FREE_FIELDS)
+"""An Exact item's properties that can become attributes (logistics/Items and its Sync API both carry them)."""
+
 __all__ = [
+    "FREE_FIELDS",
+    "ITEM_ATTRIBUTE_FIELDS",
+    "ITEM_CLASSES",
+    "item_attributes",
     "normalise_account",
     "normalise_item",
     "normalise_sales_invoice",
@@ -245,10 +260,11 @@ def normalise_account(payload: Mapping[str, Any], contacts: Iterable[Mapping[str
     )
 
 
-def normalise_item(payload: Mapping[str, Any]) -> Product:
+def normalise_item(payload: Mapping[str, Any], *, attribute_names: Mapping[str, str] | None = None) -> Product:
     """An Exact Item as a `Product`: stock items are simple products, others virtual. Exact has no
     variants (an item is one sellable article), so none are made. The item group is the category (its
-    code, lower-cased, the slug); the picture's URL the one image."""
+    code, lower-cased, the slug); the picture's URL the one image; item classes and named free fields the
+    attributes (`item_attributes`)."""
     payload = _unwrap(payload)
     doc = Reader(payload, SOURCE, "product")
     item_id = doc.ident("ID")
@@ -271,12 +287,42 @@ def normalise_item(payload: Mapping[str, Any]) -> Product:
         categories=[group] if group else [],
         category_slugs=[group_code.lower()] if group_code else [],
         images=[picture] if picture else [],
+        attributes=item_attributes(doc, attribute_names or {}),
         published=bool(doc.boolean("IsSalesItem", default=True)),
         unit=doc.text("Unit"),
         stock_quantity=doc.number("Stock"),
         manage_stock=stock_item,
         modified_at=doc.timestamp("Modified"),
     )
+
+
+def item_attributes(doc: Reader, names: Mapping[str, str]) -> list[Attribute]:
+    """The item's classes and named free fields as attributes, in Exact's field order. `names` maps a field
+    (`Class_03`, `FreeTextField_01`) to the attribute's name: a class not named is "Class 3", one named ""
+    is left out; a free field travels only when named. Values as text: numbers as Exact sent them, yes/no
+    fields "true"/"false" (an unset one, null, is left out), dates YYYY-MM-DD. Fields given one name make one
+    attribute with their values."""
+    found: dict[str, list[str]] = {}
+    for field in ITEM_ATTRIBUTE_FIELDS:
+        default = f"Class {int(field[-2:])}" if field in ITEM_CLASSES else ""
+        name = names.get(field, default).strip()
+        value = _attribute_value(doc, field) if name else None
+        if name and value is not None:
+            found.setdefault(name, []).append(value)
+    return [Attribute(name=name, values=values, variation=False) for name, values in found.items()]
+
+
+def _attribute_value(doc: Reader, field: str) -> str | None:
+    if field.startswith("FreeNumberField"):
+        number = doc.number(field)
+        return format(plain(number), "f") if number is not None else None
+    if field.startswith("FreeBoolField"):
+        flag = doc.boolean(field)
+        return None if flag is None else "true" if flag else "false"
+    if field.startswith("FreeDateField"):
+        day = doc.date(field)
+        return day.isoformat() if day is not None else None
+    return doc.text(field)
 
 
 def normalise_stock_position(payload: Mapping[str, Any]) -> StockLevel:

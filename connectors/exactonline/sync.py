@@ -19,6 +19,7 @@ from typing import ClassVar
 
 from connectors.exactonline.client import ExactClient
 from connectors.exactonline.endpoints import Endpoint
+from connectors.exactonline.normalise import ITEM_ATTRIBUTE_FIELDS
 from connectors.exactonline.odata import Record, as_timestamp, timestamp_after
 
 
@@ -78,15 +79,16 @@ class SyncAccounts(SyncStream):
 
 
 class SyncItems(SyncStream):
-    """Items with their group, picture and texts. No sales price: neither this endpoint nor
-    bulk/Logistics/Items has one, so the source reads `StandardSalesPrice` from logistics/Items per page
-    (connector.py, `ExactSource.changes`)."""
+    """Items with their group, picture, texts, item classes and free fields (the attributes). No sales
+    price: neither this endpoint nor bulk/Logistics/Items has one, so the source reads `StandardSalesPrice`
+    from logistics/Items per page (connector.py, `ExactSource.changes`)."""
 
     path = "sync/Logistics/Items"
     entity_type = 9
     select = (
         "Timestamp", "ID", "Code", "Description", "ExtraDescription", "Notes", "IsSalesItem", "IsStockItem",
         "SalesVatCode", "Unit", "Barcode", "ItemGroupCode", "ItemGroupDescription", "PictureUrl", "Modified",
+        *ITEM_ATTRIBUTE_FIELDS,
     )  # fmt: skip
 
 

@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.exactonline.normalise import ITEM_ATTRIBUTE_FIELDS
+
 Record = dict[str, Any]
 ChangeHook = Callable[[int, str, str, str], None]
 """(division, entity path, "Create" | "Update" | "Delete", the record's key)"""
@@ -113,7 +115,7 @@ SPECS: dict[str, Spec] = {
             "ID",
             "Code Description ExtraDescription Notes IsSalesItem IsStockItem SalesVatCode Unit Barcode "
             "StandardSalesPrice ItemGroup ItemGroupCode ItemGroupDescription Picture PictureName PictureUrl "
-            "PictureThumbnailUrl " + " ".join(f"FreeTextField_{n:02d}" for n in range(1, 11)),
+            "PictureThumbnailUrl " + " ".join(ITEM_ATTRIBUTE_FIELDS),
             "Item",
             required=("Code", "Description"),
             references={"ItemGroup": "logistics/ItemGroups"},
