@@ -112,7 +112,8 @@ def _run(run: Run) -> int:
 
 def _remark(system_id: str) -> str:
     return {"shop": " (an empty shop)", "exact": ", authorised via OAuth", "asperion": ", authorised via OAuth",
-            "bc": ", its token endpoint signing Koppel in (client credentials)"}.get(system_id, "")  # fmt: skip
+            "bc": ", its token endpoint signing Koppel in (client credentials)",
+            "sq": " (a site with the shop's products; Koppel's OAuth token)"}.get(system_id, "")  # fmt: skip
 
 
 if __name__ == "__main__":  # pragma: no cover
