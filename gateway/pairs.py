@@ -7,9 +7,15 @@ endpoints, the integrations and their flows, and the phases the demo shows — o
     winstore-businesscentral  products, customers and orders Winstore → Business Central; order status
                               (of Winstore's orders released in BC), orders and stock BC → Winstore
     exactonline-asperion      products and orders Exact → Asperion, orders Asperion → Exact
+    squarespace-exactonline   orders Squarespace → Exact (signed notifications to the subscriptions
+                              `koppel endpoints sync` makes; lost ones found by the reconciliation poll),
+                              order status (of the orders delivered in Exact) back to Squarespace
 
 Phases run in the order their data needs: the articles exist in the ERP before orders of them are
 booked, and Winstore's orders are in the ERP before their status is changed there.
+
+A phase that must not see what earlier phases started (a poll's first reading of the records it is to
+change) waits for it first (`Feed.ready`).
 
 A pair names its systems (`SandboxSystem`: how the sandbox starts, the `[[systems]]` entry Koppel gets,
 the secrets passed through the environment, the wiring a user does by hand such as Exact's OAuth
@@ -107,7 +113,7 @@ class Endpoint:
     kind: str
     system: str
     secret: str
-    """The environment variable of its secret (a fresh random one per stack)."""
+    """The environment variable of its secret (a fresh random one per stack, hex: Squarespace requires it)."""
 
 
 @dataclass(frozen=True)
@@ -1064,7 +1070,7 @@ def _sq_fulfilled_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderO
 SQ_ORDERS_TO_EXACT = Feed(
     "order", "Squarespace", SQ_TO_EXACT, "exact", "Exact Online", place_sq_orders,
     check=_sq_orders_check, created="POST salesorder/SalesOrders", entered="placed at the checkout of",
-    lines=_sq_lines, note="1 once the customer is known",
+    lines=_sq_lines, note="the order; the account too when it is new or the checkout's name differs",
 )  # fmt: skip
 SQ_MISSED_TO_EXACT = Feed(
     "order", "Squarespace", SQ_TO_EXACT, "exact", "Exact Online", place_sq_orders_unnotified,
