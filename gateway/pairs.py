@@ -1070,7 +1070,7 @@ def _sq_fulfilled_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderO
 SQ_ORDERS_TO_EXACT = Feed(
     "order", "Squarespace", SQ_TO_EXACT, "exact", "Exact Online", place_sq_orders,
     check=_sq_orders_check, created="POST salesorder/SalesOrders", entered="placed at the checkout of",
-    lines=_sq_lines, note="the order; the account too when it is new or the checkout's name differs",
+    lines=_sq_lines, note="the order; the account too when it is new or renamed",
 )  # fmt: skip
 SQ_MISSED_TO_EXACT = Feed(
     "order", "Squarespace", SQ_TO_EXACT, "exact", "Exact Online", place_sq_orders_unnotified,
