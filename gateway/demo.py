@@ -31,7 +31,10 @@ becomes Winstore's level. `--pair winstore-businesscentral`: `koppel endpoints s
 Central's subscriptions (the receiver answers BC's handshake), Winstore's catalogue becomes BC items,
 Winstore's customers BC customers, orders rung up in Winstore BC sales orders; some of those are released
 in BC and Winstore's status follows, sales orders entered in BC reach Winstore through BC's
-notifications, and inventory posted in BC becomes Winstore's level. Each phase reports what was entered,
+notifications, and inventory posted in BC becomes Winstore's level. `--pair squarespace-exactonline`:
+`koppel endpoints sync` makes Squarespace's webhook subscriptions, checkouts become Exact sales orders at
+net prices with VAT codes, checkouts whose notifications are lost are found by the reconciliation poll,
+and orders delivered in Exact are fulfilled in Squarespace. Each phase reports what was entered,
 created, updated, skipped and failed (with reasons), the target's API calls per record, and a
 cross-check in the target's sandbox (gateway/pairs.py describes the pairs).
 
@@ -112,7 +115,8 @@ def _run(run: Run) -> int:
 
 def _remark(system_id: str) -> str:
     return {"shop": " (an empty shop)", "exact": ", authorised via OAuth", "asperion": ", authorised via OAuth",
-            "bc": ", its token endpoint signing Koppel in (client credentials)"}.get(system_id, "")  # fmt: skip
+            "bc": ", its token endpoint signing Koppel in (client credentials)",
+            "sq": " (a site with the shop's products; Koppel's OAuth token)"}.get(system_id, "")  # fmt: skip
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,9 +7,15 @@ endpoints, the integrations and their flows, and the phases the demo shows — o
     winstore-businesscentral  products, customers and orders Winstore → Business Central; order status
                               (of Winstore's orders released in BC), orders and stock BC → Winstore
     exactonline-asperion      products and orders Exact → Asperion, orders Asperion → Exact
+    squarespace-exactonline   orders Squarespace → Exact (signed notifications to the subscriptions
+                              `koppel endpoints sync` makes; lost ones found by the reconciliation poll),
+                              order status (of the orders delivered in Exact) back to Squarespace
 
 Phases run in the order their data needs: the articles exist in the ERP before orders of them are
 booked, and Winstore's orders are in the ERP before their status is changed there.
+
+A phase that must not see what earlier phases started (a poll's first reading of the records it is to
+change) waits for it first (`Feed.ready`).
 
 A pair names its systems (`SandboxSystem`: how the sandbox starts, the `[[systems]]` entry Koppel gets,
 the secrets passed through the environment, the wiring a user does by hand such as Exact's OAuth
@@ -36,6 +42,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp
@@ -62,6 +69,7 @@ WOO_EXACT = "woocommerce-exactonline"
 WINSTORE_EXACT = "winstore-exactonline"
 WINSTORE_BC = "winstore-businesscentral"
 EXACT_ASPERION = "exactonline-asperion"
+SQ_EXACT = "squarespace-exactonline"
 
 EXACT_CLIENT_ID, EXACT_CLIENT_SECRET = "koppel-sandbox", "sandbox-secret"  # the Exact sandbox's registered app
 EXACT_REDIRECT = "http://127.0.0.1/oauth/exactonline/callback"  # the sandbox redirects without calling it
@@ -105,7 +113,7 @@ class Endpoint:
     kind: str
     system: str
     secret: str
-    """The environment variable of its secret (a fresh random one per stack)."""
+    """The environment variable of its secret (a fresh random one per stack, hex: Squarespace requires it)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,9 @@ class Feed:
     """The phase's name (default "<record>s <source> → <target>")."""
     most: int | None = None
     """The demo's phase enters at most this many records (a sample: some orders released)."""
+    ready: Callable[[Stack], None] | None = None
+    """Before the records are entered: waits until what earlier phases did has been seen (a poll's first
+    reading of records this phase changes is not this phase's outcome)."""
 
     @property
     def title(self) -> str:
@@ -216,6 +227,8 @@ def feed_phase(feed: Feed) -> Phase:
     """A phase that enters records in the source, follows them to the target and reports them."""
 
     def run(run: Run) -> bool:
+        if feed.ready is not None:
+            feed.ready(run.stack)
         since = time.time()  # what the records went through before (a stock level's earlier changes) is not theirs
         count = run.records if feed.most is None else min(run.records, feed.most)
         ids = feed.place(run.stack, count, 1)
@@ -919,6 +932,160 @@ ASPERION_TO_EXACT_ORDERS = Feed(
 )  # fmt: skip
 
 
+# -- Squarespace → Exact Online ----------------------------------------------------------------------------------
+
+SQ_HOOKS = "sq-hooks"
+SQ_TO_EXACT = "sq-to-exact"
+EXACT_TO_SQ = "exact-to-sq"
+SQ_TOKEN = "sq_oauth_token"  # noqa: S105 - the sandbox's own OAuth token (webhook subscriptions need one)
+SQ_GOODS = {"SQ-MOK-1": "12.50", "SQ-THEE-2": "8.95", "SQ-BOEK-3": "19.99"}
+"""The shop's SKUs and their prices (incl. VAT); the book is sold at 9 %, the rest at 21 %."""
+SQ_BOOKS = ("SQ-BOEK-3",)
+SQ_VAT_CODES = {"21": "2", "9": "1", "0": "0"}
+"""Exact's VAT code of each rate (table `vat_codes`), as a user sets it up."""
+PROMO = {"code": "LENTE10", "percent": 10}
+CENT = Decimal("0.01")
+
+
+def _sq_app(opts: StackOptions) -> ASGIApp:
+    from connectors.squarespace.sandbox import create_sandbox
+
+    return create_sandbox(oauth_token=SQ_TOKEN)
+
+
+def _sq_entry(stack: Stack) -> dict[str, Any]:
+    # the reconciliation poll as often as the demo polls (production: every 5 minutes)
+    settings = {"reconcile_interval_seconds": stack.options.poll_seconds}
+    return {"base_url": stack.url("sq"), "credentials": {"api_key": "env:KOPPEL_STACK_SQ_TOKEN"}, "settings": settings}
+
+
+SQUARESPACE = SandboxSystem("sq", "squarespace", "Squarespace", _sq_app, _sq_entry,
+                            {"KOPPEL_STACK_SQ_TOKEN": SQ_TOKEN})  # fmt: skip
+
+
+def _seed_sq_shop(stack: Stack) -> None:
+    """The shop's products in Squarespace, and the same SKUs as items in Exact (as the user has them), with
+    the service items the default order mapping books shipping and promotions on."""
+    for sku, price in SQ_GOODS.items():
+        stack.control("sq", "products/seed", {"skus": [sku], "quantity": 500, "price": price})
+    stack.control("exact", "seed/items", {"skus": list(SQ_GOODS)})
+    stack.control("exact", "seed/items", {"skus": ["SHIPPING", "DISCOUNT"], "stock": None})
+
+
+def sq_client(stack: Stack) -> Any:
+    """A client of the Squarespace sandbox's Commerce API, as Koppel's connector reads it."""
+    from connectors.squarespace.client import SquarespaceClient
+
+    return SquarespaceClient(stack.http, token=SQ_TOKEN, api_root=stack.url("sq"))
+
+
+def place_sq_orders(stack: Stack, count: int, seed: int) -> list[str]:
+    """Checkouts in Squarespace by three customers: every third order a book (9 % VAT), the others mugs and
+    tea (21 %), every second with the promotion code; their order ids (Squarespace notifies Koppel of each)."""
+    ids = []
+    for n in range(seed, seed + count):
+        book = n % 3 == 0
+        skus = list(SQ_BOOKS) if book else [sku for sku in SQ_GOODS if sku not in SQ_BOOKS][: 1 + n % 2]
+        body = {"count": 1, "seed": n, "skus": skus, "tax_rate": 9 if book else 21,
+                "email": f"klant{n % 3}@example.nl"} | ({"promo": PROMO} if n % 2 == 0 else {})  # fmt: skip
+        ids += [str(i) for i in stack.control("sq", "orders", body)["orders"]]
+    return ids
+
+
+def place_sq_orders_unnotified(stack: Stack, count: int, seed: int) -> list[str]:
+    """Checkouts whose notifications Squarespace never sends (lost): only the reconciliation poll finds them."""
+    stack.control("sq", "notifications/drop", {"count": count})
+    return place_sq_orders(stack, count, seed + 100)
+
+
+def _sq_orders_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    """Every Squarespace order one Exact sales order (YourRef its number), its lines at net prices adding up to
+    the grand total less the tax (within half a cent a line: Exact rounds each line), each line the VAT code
+    of the order's rate."""
+    site = sq_client(stack)
+    given = {i: site.get_order(i) for i in ids}
+    orders = stack.exact_rows("salesorder/SalesOrders")
+    refs = Counter(str(o.get("YourRef")) for o in orders)
+    problems = booked_once([str(o["orderNumber"]) for o in given.values()], refs, "Exact Online")
+    by_ref = {str(o.get("YourRef")): str(o["OrderID"]) for o in orders}
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for line in stack.exact_rows("salesorder/SalesOrderLines"):
+        lines.setdefault(str(line.get("OrderID")), []).append(line)
+    off, codes = [], []
+    for order in given.values():
+        booked = lines.get(by_ref.get(str(order["orderNumber"]), ""), [])
+        if not booked:
+            continue
+        net = sum((Decimal(str(line["AmountFC"])) for line in booked), Decimal(0))
+        paid = Decimal(order["grandTotal"]["value"]) - Decimal(order["taxTotal"]["value"])
+        if abs(net - paid) > CENT * len(booked) / 2:
+            off.append(f"{order['orderNumber']} ({net} ≠ {paid})")
+        rate = "9" if all(item["sku"] in SQ_BOOKS for item in order["lineItems"]) else "21"
+        if {str(line.get("VATCode")) for line in booked} != {SQ_VAT_CODES[rate]}:
+            codes.append(str(order["orderNumber"]))
+    if off:
+        problems.append(f"net total in Exact differs from Squarespace's total less tax: {', '.join(off)}")
+    if codes:
+        problems.append(f"a line without the VAT code of its rate: {', '.join(codes)}")
+    return problems
+
+
+def _sq_lines(stack: Stack) -> dict[str, int]:
+    return {str(o["id"]): len(o.get("lineItems") or []) for page, _ in sq_client(stack).orders() for o in page}
+
+
+def _seen_by_exacts_poll(stack: Stack) -> None:
+    """Wait (a minute at most) until Exact's poll has read every sales order booked from Squarespace: their
+    first reading (open: nothing to write back) is not the status phase's."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen = {entry.resource_id for entry in stack.activity(integration=EXACT_TO_SQ)}
+        if all(str(row["OrderID"]) in seen for row in stack.exact_rows("salesorder/SalesOrders")) and stack.idle():
+            return
+        time.sleep(0.3)
+
+
+def deliver_sq_orders(stack: Stack, count: int, seed: int) -> list[str]:
+    """Sales orders in Exact that came from Squarespace, delivered there (status 21) as a person in Exact
+    would; their order ids."""
+    numbers = {str(o["orderNumber"]) for page, _ in sq_client(stack).orders() for o in page}
+    open_ = [row for row in stack.exact_rows("salesorder/SalesOrders")
+             if str(row.get("YourRef")) in numbers and row.get("Status") != 21][:count]  # fmt: skip
+    if not open_:
+        raise RuntimeError("Exact holds no open order from Squarespace: the orders phase comes first")
+    stack.deliver_in_exact([str(row["YourRef"]) for row in open_])
+    return [str(row["OrderID"]) for row in open_]
+
+
+def _sq_fulfilled_check(stack: Stack, ids: list[str], outcomes: dict[str, OrderOutcome]) -> list[str]:
+    """The Squarespace orders whose Exact orders were delivered are fulfilled in Squarespace."""
+    refs = {str(row["OrderID"]): str(row.get("YourRef")) for row in stack.exact_rows("salesorder/SalesOrders")}
+    wanted = {refs[i] for i in ids}
+    statuses = {str(o["orderNumber"]): o.get("fulfillmentStatus") for page, _ in sq_client(stack).orders()
+                for o in page if str(o["orderNumber"]) in wanted}  # fmt: skip
+    unfulfilled = sorted(n for n in wanted if statuses.get(n) != "FULFILLED")
+    return [f"not fulfilled in Squarespace: {', '.join(unfulfilled)}"] if unfulfilled else []
+
+
+SQ_ORDERS_TO_EXACT = Feed(
+    "order", "Squarespace", SQ_TO_EXACT, "exact", "Exact Online", place_sq_orders,
+    check=_sq_orders_check, created="POST salesorder/SalesOrders", entered="placed at the checkout of",
+    lines=_sq_lines, note="the order; the account too when it is new or renamed",
+)  # fmt: skip
+SQ_MISSED_TO_EXACT = Feed(
+    "order", "Squarespace", SQ_TO_EXACT, "exact", "Exact Online", place_sq_orders_unnotified,
+    check=_sq_orders_check, created="POST salesorder/SalesOrders", entered="placed, notification lost, in",
+    name="missed notifications Squarespace → Exact Online", most=2,
+    note="found by the reconciliation poll (Squarespace's orders read by modifiedOn)",
+)  # fmt: skip
+EXACT_STATUS_TO_SQ = Feed(
+    "order", "Exact Online", EXACT_TO_SQ, "sq", "Squarespace", deliver_sq_orders,
+    check=_sq_fulfilled_check, expect="updated", entered="delivered in", most=SAMPLE,
+    name="order status Exact Online → Squarespace", ready=_seen_by_exacts_poll,
+    note="the order found by its number, then fulfilled",
+)  # fmt: skip
+
+
 PAIRS: dict[str, Pair] = {
     WOO_EXACT: Pair(  # its config is built from the stack's options (_woo_exact_config): these name its parts
         WOO_EXACT, "WooCommerce ⇄ Exact Online", (EXACT, SHOP),
@@ -964,6 +1131,16 @@ PAIRS: dict[str, Pair] = {
                 feed_phase(ASPERION_TO_EXACT_ORDERS)),
         feeds=(EXACT_TO_ASPERION_PRODUCTS, EXACT_TO_ASPERION_ORDERS, ASPERION_TO_EXACT_ORDERS),
     ),
+    SQ_EXACT: Pair(
+        SQ_EXACT, "Squarespace → Exact Online", (EXACT, SQUARESPACE),
+        integrations=(Integration(SQ_TO_EXACT, SQ_HOOKS, "exact", ("orders",),
+                                  tables={"vat_codes": {"entries": SQ_VAT_CODES}}),
+                      Integration(EXACT_TO_SQ, "exact", "sq", ("orders",))),
+        endpoints=(Endpoint(SQ_HOOKS, "squarespace", "sq", "KOPPEL_STACK_SQ_HOOK_SECRET"),),
+        phases=(Phase("subscriptions", sync_endpoints), feed_phase(SQ_ORDERS_TO_EXACT), feed_phase(SQ_MISSED_TO_EXACT),
+                feed_phase(EXACT_STATUS_TO_SQ)),
+        feeds=(SQ_ORDERS_TO_EXACT,), public_url=True, prepare=_seed_sq_shop,
+    ),
 }  # fmt: skip
 """Every pair `koppel demo --pair` and bench/e2e's `--pair` know, by name."""
 
@@ -976,5 +1153,5 @@ def pair_named(name: str) -> Pair:
     return found
 
 
-__all__ = ["EXACT_ASPERION", "PAIRS", "WINSTORE_BC", "WINSTORE_EXACT", "WOO_EXACT", "Endpoint", "Feed", "Integration",
-           "Pair", "Phase", "SandboxSystem", "feed_phase", "pair_named"]  # fmt: skip
+__all__ = ["EXACT_ASPERION", "PAIRS", "SQ_EXACT", "WINSTORE_BC", "WINSTORE_EXACT", "WOO_EXACT", "Endpoint", "Feed",
+           "Integration", "Pair", "Phase", "SandboxSystem", "feed_phase", "pair_named"]  # fmt: skip

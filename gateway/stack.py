@@ -212,7 +212,7 @@ class Stack:
         for system in self.pair.systems:
             self.sandboxes[system.id] = serve(system.app(opts), name=f"{system.title} sandbox")
         self.env = {name: value for system in self.pair.systems for name, value in system.secrets.items()}
-        self.env |= {name: secrets.token_urlsafe(32) for name in self.pair.webhook_secrets}
+        self.env |= {name: secrets.token_hex(32) for name in self.pair.webhook_secrets}  # hex: Squarespace needs it
         self.gateway_port = free_port()
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
         self.config_path.write_text(tomlkit.dumps(self.pair.build_config(self)), encoding="utf-8")

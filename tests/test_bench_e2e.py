@@ -113,3 +113,17 @@ def test_the_business_central_pair_is_measured_in_calls_per_record(tmp_path) -> 
     # BC's orders were read after its notifications: one read per order, or fewer when BC's batch came as a
     # `collection` notification (re-read by lastModifiedDateTime, paged) — which of the two is BC's timing
     assert back.others["bc"] >= 1
+
+
+@pytest.mark.integration
+def test_the_squarespace_pair_is_measured_in_exact_calls_per_order(tmp_path) -> None:
+    """Checkouts in Squarespace, notified through the subscriptions `endpoints sync` made, booked in Exact."""
+    args = parse_args(["--pair", "squarespace-exactonline", "--warmup", "2", "--orders", "3", "--timeout", "120"])
+    batches = run_stack(args, tmp_path)
+    assert [b.name for b in batches] == ["cold", "steady 1"]  # one feed: batches named as the main job's
+    assert problems_of(batches) == []
+    steady = batches[1]
+    assert (steady.target, steady.record, steady.figures.created) == ("Exact Online", "order", 3)
+    assert steady.sandbox_by_endpoint["POST salesorder/SalesOrders"] == 3 and steady.figures.calls_per_order >= 1
+    assert steady.others["sq"] >= 3  # each order read from Squarespace (its notification carries the id only)
+    assert steady.lines_per_order >= 1

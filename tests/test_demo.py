@@ -141,8 +141,32 @@ def test_the_exact_asperion_pair_publishes_exacts_items_and_books_orders_both_wa
     assert children() <= before, "the demo left child processes running"
 
 
+@pytest.mark.integration
+def test_the_squarespace_exact_pair_books_checkouts_repairs_a_lost_notification_and_fulfils_back(tmp_path):
+    before = children()
+    code, text = run_pair("squarespace-exactonline", tmp_path)
+    assert code == 0, text
+    assert "Squarespace → Exact Online" in text and "Exact Online sandbox, authorised via OAuth" in text
+    assert text.count("created webhook") == 3 and "for order.create" in text  # koppel endpoints sync
+    orders = accounted(text, "orders Squarespace → Exact Online", "orders placed at the checkout of Squarespace",
+                       "created", 3)  # fmt: skip
+    assert re.search(r"Exact Online API calls per order +\d+\.\d\d", orders), orders
+    accounted(text, "missed notifications Squarespace → Exact Online",
+              "orders placed, notification lost, in Squarespace", "created", 2)  # fmt: skip
+    status = accounted(text, "order status Exact Online → Squarespace", "orders delivered in Exact Online",
+                       "updated", 3)  # fmt: skip
+    assert re.search(r"Squarespace API calls per order +\d+\.\d\d", status), status
+    assert "not in" not in text and "differs" not in text and "not fulfilled" not in text  # the cross-checks
+    assert "VAT code" not in text
+    assert "every order is accounted for" in text
+    assert children() <= before, "the demo left child processes running"
+
+
 def test_the_demo_names_the_pairs_when_given_one_it_does_not_know(capsys):
     assert main(["demo", "--pair", "shopify-sap"]) == 2
     err = capsys.readouterr().err
     assert "--pair 'shopify-sap' is not a pair Koppel runs" in err
-    assert "woocommerce-exactonline, winstore-exactonline, winstore-businesscentral" in err
+    assert (
+        "woocommerce-exactonline, winstore-exactonline, winstore-businesscentral, exactonline-asperion, "
+        "squarespace-exactonline"
+    ) in err
