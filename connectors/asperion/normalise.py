@@ -25,12 +25,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ValidationError
 
+from connectors.readers import decimal_of, iso_time
 from gateway.errors import PermanentError
 from gateway.model import Address, Attribute, Customer, Order, OrderLine, Person, Product, StockLevel
 
@@ -132,13 +133,9 @@ def parse_date(raw: Any, zone: str = DEFAULT_ZONE) -> datetime | None:
     if not isinstance(raw, str) or not raw.strip() or len(raw) > 40:
         return None
     candidate = _FRACTION.sub(r"\1", raw.strip().replace(" ", "T", 1))
-    if candidate.endswith(("Z", "z")):
-        candidate = candidate[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(candidate)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=ZoneInfo(zone))
+    if candidate.endswith("z"):
+        candidate = candidate[:-1] + "Z"
+    return iso_time(candidate, zone)
 
 
 def amount(raw: Any, what: str, label: str) -> Decimal | None:
@@ -147,11 +144,8 @@ def amount(raw: Any, what: str, label: str) -> Decimal | None:
         return None
     if isinstance(raw, bool):
         raise PermanentError(f"{label}: {what} is a boolean, not a number")
-    try:
-        number = Decimal(repr(raw)) if isinstance(raw, float) else Decimal(str(raw).strip().replace(",", "."))
-    except InvalidOperation:
-        raise PermanentError(f"{label}: {what} {str(raw)[:30]!r} is not a number") from None
-    if not number.is_finite():
+    number = decimal_of(raw)
+    if number is None:
         raise PermanentError(f"{label}: {what} {str(raw)[:30]!r} is not a number")
     return number
 

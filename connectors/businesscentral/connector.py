@@ -75,6 +75,7 @@ from connectors.businesscentral.normalise import (
 )
 from connectors.contract import Canonical, Change, Context, Gone, Settings, Source, Target
 from connectors.pictures import DEFAULT_MAX_BYTES, Pictures
+from connectors.readers import iso_time
 from gateway import keys
 from gateway.config import System
 from gateway.envelope import Envelope
@@ -299,11 +300,10 @@ class BusinessCentralSource(Source):
 
 
 def _parse_time(text: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise PermanentError(f"Business Central cursor {text!r} is not a date-time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    parsed = iso_time(text)
+    if parsed is None:
+        raise PermanentError(f"Business Central cursor {text!r} is not a date-time")
+    return parsed
 
 
 def _odata_time(moment: datetime) -> str:

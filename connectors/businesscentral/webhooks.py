@@ -24,6 +24,7 @@ from connectors.businesscentral.client import BusinessCentralClient
 from connectors.businesscentral.connector import bc_client, settings_of
 from connectors.businesscentral.errors import BusinessCentralNotFound, BusinessCentralResponseError
 from connectors.contract import Subscription, Webhooks
+from connectors.readers import iso_time
 from gateway import keys
 from gateway.config import Endpoint
 from gateway.errors import PermanentError
@@ -36,11 +37,7 @@ TOPICS: dict[str, str] = {"orders": "salesOrders", "customers": "customers", "pr
 def _time(text: Any) -> datetime | None:
     if not isinstance(text, str) or not text:
         return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return iso_time(text)
 
 
 def check_endpoint(endpoint: Endpoint) -> list[str]:

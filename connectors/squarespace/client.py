@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import httpx
 
 from connectors.http import ApiClient, Retry
+from connectors.readers import iso_time
 from connectors.squarespace.errors import (
     SquarespaceAuthError,
     SquarespaceNotFound,
@@ -66,11 +67,7 @@ def parse_time(value: Any) -> datetime | None:
     """A Squarespace timestamp ("2026-03-14T13:02:11.123Z", or without seconds as in webhook examples)."""
     if not isinstance(value, str) or not value:
         return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return iso_time(value)
 
 
 class SquarespaceClient(ApiClient):

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
+from connectors.readers import decimal_of, iso_time
 from connectors.winstore.wire import field as any_field
 from gateway.errors import PermanentError
 from gateway.model import Address, Customer, Order, OrderLine, Person, Product, StockLevel, per_unit
@@ -114,22 +115,14 @@ def change_time(record: Mapping[str, Any], zone: str = DEFAULT_ZONE) -> datetime
     value = field(record, *ARTICLE["changed"])
     if value is None:
         return None
-    text = str(value).strip().replace(" ", "T", 1)
-    try:
-        moment = datetime.fromisoformat(text.removesuffix("Z") + ("+00:00" if text.endswith("Z") else ""))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=ZoneInfo(zone))
+    return iso_time(str(value).strip().replace(" ", "T", 1), zone)
 
 
 def _decimal(value: Any, what: str, label: str) -> Decimal | None:
     if value is None or value == "":
         return None
-    try:
-        number = Decimal(str(value).strip().replace(",", "."))
-    except InvalidOperation:
-        raise PermanentError(f"{label}: {what} {str(value)[:30]!r} is not a number") from None
-    if not number.is_finite():
+    number = decimal_of(value)
+    if number is None:
         raise PermanentError(f"{label}: {what} {str(value)[:30]!r} is not a number")
     return number
 
