@@ -204,3 +204,13 @@ def test_activity_shows_a_failed_entrys_job_id_which_replay_takes(config_file, r
     assert main(["replay", "--config", config_file, "--job", shown[0]]) == 0
     assert "requeued 1 failed job(s)" in capsys.readouterr().out
     assert Queue("koppel", connection=rconn, serializer=JSONSerializer).job_ids == shown
+
+
+def test_metrics_count_the_failed_jobs_of_koppels_queue(ops, rconn):
+    assert 'koppel_jobs_failed{queue="koppel"} 0.0' in ops.get("/metrics").text
+    job_id = failed_job(rconn)
+    text = ops.get("/metrics").text
+    assert "# TYPE koppel_jobs_failed gauge" in text
+    assert 'koppel_jobs_failed{queue="koppel"} 1.0' in text
+    Queue("koppel", connection=rconn, serializer=JSONSerializer).failed_job_registry.requeue(job_id)
+    assert 'koppel_jobs_failed{queue="koppel"} 0.0' in ops.get("/metrics").text  # replayed: no longer failed
