@@ -148,7 +148,9 @@ def create_app(config: Config, redis_url: str) -> Gateway:
         async_connection=async_redis_client(redis_url),
     )
     metrics = Metrics(
-        lambda: {settings.queue: ingestor.queue_depth()}, lambda: {settings.queue: ingestor.inbox_depth()}
+        lambda: {settings.queue: ingestor.queue_depth()},
+        lambda: {settings.queue: ingestor.inbox_depth()},
+        lambda: {settings.queue: ingestor.failed_count()},
     )
 
     async def healthz(request: Request) -> Response:

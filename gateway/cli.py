@@ -5,7 +5,7 @@
     koppel config check   validate the config file; every problem with its key path
     koppel connect        start OAuth consent for an Exact Online system (prints the URL)
     koppel replay         requeue failed jobs: --job ID, --integration ID or --all
-    koppel activity       what an integration did with each event (the activity log)
+    koppel activity       what an integration did with each event, with its job id (the activity log)
     koppel endpoints sync create and repair the systems' webhooks for the endpoints (--dry-run: show)
     koppel endpoints rotate-secret ENDPOINT / test ENDPOINT   new webhook secrets / a test notification
     koppel integrations   the integrations, and which a system switched off (`on ID` switches one on again)
@@ -148,13 +148,14 @@ def cmd_activity(args: argparse.Namespace) -> int:
         entries = [e for e in entries if e.outcome == args.outcome]
     entries = entries[-args.limit :]
     table = Table(title=f"{args.integration}: the last {len(entries)} event(s) of {args.since:g} minute(s)")
-    for column in ("received (UTC)", "topic", "resource", "number", "outcome", "target id", "calls", "took", "reason"):
-        table.add_column(column, overflow="fold")
+    columns = ("received (UTC)", "topic", "resource", "number", "outcome", "target id", "calls", "took", "reason")
+    for column in (*columns, "job"):  # "job": the RQ job id, the one `koppel replay --job ID` takes for a failed entry
+        table.add_column(column, overflow="fold", min_width=32 if column == "job" else None)  # ids stay whole
     for e in entries:
         received = datetime.fromtimestamp(e.received_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         outcome = f"{e.outcome} ({e.level})" if e.level else e.outcome  # "skipped (error)": an error-level skip
         table.add_row(received, e.topic, e.resource_id, e.number, outcome, e.target_id, str(e.calls),
-                      f"{e.latency:.2f}s", e.reason)  # fmt: skip
+                      f"{e.latency:.2f}s", e.reason, e.job_id)  # fmt: skip
     Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)  # piped: no folding
     return 0
 

@@ -253,6 +253,11 @@ class Ingestor:
     def queue_depth(self) -> int:
         return make_queue(self.connection, self.queue_name).count
 
+    def failed_count(self) -> int:
+        """Jobs in RQ's failed registry of the queue (what `koppel replay` requeues). A read only: ZCARD,
+        not the registry's `count`, which first purges expired entries (a write, at every scrape)."""
+        return int(self.connection.zcard(make_queue(self.connection, self.queue_name).failed_job_registry.key))
+
 
 def _accepted(job_ids: list[str], replies: list[Any]) -> list[Accepted]:
     return [

@@ -78,8 +78,13 @@ class EndpointCounters:
 
 class Metrics:
     def __init__(
-        self, queue_depth: Callable[[], dict[str, int]], inbox_depth: Callable[[], dict[str, int]] | None = None
+        self,
+        queue_depth: Callable[[], dict[str, int]],
+        inbox_depth: Callable[[], dict[str, int]] | None = None,
+        failed: Callable[[], dict[str, int]] | None = None,
     ) -> None:
+        """`queue_depth`, `inbox_depth` and `failed` are read from Redis when /metrics is scraped, never
+        on the receiver's request path."""
         self._endpoints: dict[tuple[str, str], EndpointCounters] = {}
         self.registry = CollectorRegistry()
         self.received = Counts("koppel_webhooks_received", "Webhook requests received", ["endpoint", "kind"])
@@ -95,6 +100,9 @@ class Metrics:
             self.registry.register(
                 _Depth("koppel_inbox_depth", "Accepted events not yet made jobs (inbox stream length)", inbox_depth)
             )
+        if failed is not None:
+            documentation = "Jobs in the queue's failed registry (koppel replay requeues them)"
+            self.registry.register(_Depth("koppel_jobs_failed", documentation, failed))
 
     def of(self, endpoint: str, kind: str) -> EndpointCounters:
         counters = self._endpoints.get((endpoint, kind))

@@ -174,3 +174,43 @@ def test_activity_shows_an_error_level_skip(config_file, rconn, capsys):
 def test_activity_of_an_unknown_integration_is_a_usage_error(config_file, capsys):
     assert main(["activity", "--config", config_file, "--integration", "nope"]) == 2
     assert "no integration 'nope'" in capsys.readouterr().err
+
+
+def test_activity_shows_a_failed_entrys_job_id_which_replay_takes(config_file, rconn, redis_url, capsys, monkeypatch):
+    """The id in `koppel activity` is the one `koppel replay --job ID` takes: no detour via rq-dashboard."""
+    import re
+    import time
+
+    from gateway.envelope import Envelope, Event
+    from gateway.errors import PermanentError
+    from gateway.ingest import Ingestor
+    from workers import flows
+    from workers.inbox import InboxPump
+    from workers.worker import run_worker
+
+    def missing_sku(work):
+        raise PermanentError("SKU(s) KOP-9 do not exist in Exact Online; create them there, then replay")
+
+    flows.flow_function("orders")  # load built-ins first, then override
+    monkeypatch.setitem(flows.FLOWS, "orders", missing_sku)
+    envelope = Envelope.wrap(Event("order.created", "order", "ord-D44", f"k-{time.time_ns()}", {"id": 44}),
+                             source="woocommerce", endpoint="shop")  # fmt: skip
+    Ingestor(rconn).store([envelope])
+    InboxPump(rconn, "koppel").drain(timeout=10)
+    run_worker(make_config(), redis_url, burst=True)
+    assert main(["activity", "--config", config_file, "--integration", "shop-to-exact", "--outcome", "failed"]) == 0
+    shown = re.findall(r"\b[0-9a-f]{32}\b", capsys.readouterr().out)
+    assert len(shown) == 1
+    assert main(["replay", "--config", config_file, "--job", shown[0]]) == 0
+    assert "requeued 1 failed job(s)" in capsys.readouterr().out
+    assert Queue("koppel", connection=rconn, serializer=JSONSerializer).job_ids == shown
+
+
+def test_metrics_count_the_failed_jobs_of_koppels_queue(ops, rconn):
+    assert 'koppel_jobs_failed{queue="koppel"} 0.0' in ops.get("/metrics").text
+    job_id = failed_job(rconn)
+    text = ops.get("/metrics").text
+    assert "# TYPE koppel_jobs_failed gauge" in text
+    assert 'koppel_jobs_failed{queue="koppel"} 1.0' in text
+    Queue("koppel", connection=rconn, serializer=JSONSerializer).failed_job_registry.requeue(job_id)
+    assert 'koppel_jobs_failed{queue="koppel"} 0.0' in ops.get("/metrics").text  # replayed: no longer failed

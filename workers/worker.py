@@ -56,13 +56,9 @@ HEARTBEAT_SLACK = 1.0
 (seconds) since the last one is not sent: RQ's work loop beats 5 times per job, twice back to back."""
 
 
-class KoppelWorker(SimpleWorker):
-    """A SimpleWorker whose running job keeps beating (see the module docstring), and whose own
-    heartbeat and idle writes cost one Redis round trip per job instead of eight (`heartbeat`)."""
-
-    _expires_at = -math.inf
-    """When the worker key expires by the last heartbeat this worker sent (monotonic clock)."""
-    _state_written_at = -math.inf
+class QuietWorker(Worker):
+    """RQ's worker, whose expected failures are the job's one log line without RQ's traceback: as is, the
+    forking worker of `koppel worker --fork` (a process per job); `KoppelWorker` builds on it."""
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """An expected failure (a PermanentError: a missing SKU, a system not connected) was logged by the
@@ -72,6 +68,15 @@ class KoppelWorker(SimpleWorker):
             call_exception_handlers(self._exc_handlers, job, *exc_info)
             return
         super().handle_exception(job, *exc_info)
+
+
+class KoppelWorker(QuietWorker, SimpleWorker):
+    """A SimpleWorker whose running job keeps beating (see the module docstring), and whose own
+    heartbeat and idle writes cost one Redis round trip per job instead of eight (`heartbeat`)."""
+
+    _expires_at = -math.inf
+    """When the worker key expires by the last heartbeat this worker sent (monotonic clock)."""
+    _state_written_at = -math.inf
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return 3 * int(self.job_monitoring_interval)
@@ -158,7 +163,7 @@ def run_worker(
     rt = runtime.Runtime(config=config, connection=connection)
     runtime.install(rt)
     queue = make_queue(connection, config.gateway.queue)
-    worker_class = Worker if fork else KoppelWorker
+    worker_class = QuietWorker if fork else KoppelWorker
     global _guard
     if _guard is None or _guard.parent != os.getpid():
         _guard = _SchedulerGuard()
