@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from gateway.errors import ConfigError
 GOOD = """
 [gateway]
 max_body_bytes = 262144
+admin_token = "env:KOPPEL_TEST_ADMIN"
 
 [[endpoints]]
 id = "shop"
@@ -27,6 +29,7 @@ id = "exact"
 kind = "exactonline"
 [systems.settings]
 client_id = "koppel-app"
+redirect_uri = "https://koppel.example/oauth/exact/callback"
 [systems.credentials]
 client_secret = "env:KOPPEL_TEST_EXACT"
 
@@ -64,6 +67,7 @@ flows = ["invoices"]
 def env(monkeypatch):
     monkeypatch.setenv("KOPPEL_TEST_WC", "wc-secret-value")
     monkeypatch.setenv("KOPPEL_TEST_EXACT", "exact-secret-value")
+    monkeypatch.setenv("KOPPEL_TEST_ADMIN", "admin-token-value")
     monkeypatch.delenv("KOPPEL_TEST_UNSET", raising=False)
 
 
@@ -213,3 +217,37 @@ def test_a_woocommerce_target_over_plain_http_is_rejected(tmp_path, env, capsys)
     text = GOOD + SHOP_TARGET.replace("https://shop.example", "http://shop.example")
     assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
     assert "systems[1] (webshop).base_url: WooCommerce base_url http://shop.example" in capsys.readouterr().err
+
+
+def readme_config() -> str:
+    """The TOML example under the README's "A minimal config"."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("A minimal config"):]
+    start = section.index("```toml\n") + len("```toml\n")
+    return section[start:section.index("```", start)]
+
+
+def test_the_readmes_minimal_config_passes_config_check(tmp_path, monkeypatch, capsys):
+    text = readme_config()
+    names = re.findall(r'"env:([A-Za-z_][A-Za-z0-9_]*)"', text)
+    assert names  # the example takes its secrets from the environment
+    for name in names:
+        monkeypatch.setenv(name, f"value-of-{name.lower()}")
+    assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 0, capsys.readouterr().err
+
+
+def test_an_oauth_system_without_redirect_uri_or_admin_token_cannot_work(tmp_path, env, capsys):
+    text = GOOD.replace('admin_token = "env:KOPPEL_TEST_ADMIN"\n', "").replace(
+        'redirect_uri = "https://koppel.example/oauth/exact/callback"\n', ""
+    )
+    assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
+    err = capsys.readouterr().err
+    assert "systems[0] (exact).settings.redirect_uri: required" in err
+    assert "/oauth/exact/callback" in err
+    assert "gateway.admin_token: required by systems[0] (exact)" in err
+
+
+def test_a_string_where_a_list_belongs_is_reported_with_its_key_path(tmp_path, env, capsys):
+    text = GOOD.replace('flows = ["orders", "customers"]', 'flows = "orders"')
+    assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
+    assert "integrations[0].flows: Input should be a valid list" in capsys.readouterr().err
