@@ -251,3 +251,56 @@ def test_a_string_where_a_list_belongs_is_reported_with_its_key_path(tmp_path, e
     text = GOOD.replace('flows = ["orders", "customers"]', 'flows = "orders"')
     assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
     assert "integrations[0].flows: Input should be a valid list" in capsys.readouterr().err
+
+
+SEVERAL_STAGES = """
+[gateway]
+max_body_bytes = 10
+
+[[endpoints]]
+id = "shop"
+kind = "woocommerce"
+secret = "env:KOPPEL_TEST_WC"
+
+[[systems]]
+id = "broken"
+kind = "magento"
+
+[[systems]]
+id = "exact"
+kind = "exactonline"
+[systems.credentials]
+client_secret = "env:KOPPEL_TEST_EXACT"
+
+[[integrations]]
+id = "strings"
+source = "shop"
+target = "exact"
+flows = "orders"
+
+[[integrations]]
+id = "shop-to-exact"
+source = "shop"
+target = "exact"
+flows = ["orders"]
+[integrations.settings]
+order_mode = "teleport"
+[integrations.mappings.orders.exactonline]
+Description = "number &"
+"""
+
+
+def test_problems_of_every_stage_are_listed_in_one_run_with_the_files_key_paths(tmp_path, env, capsys):
+    assert main(["config", "check", "--config", str(write(tmp_path, SEVERAL_STAGES))]) == 2
+    err = capsys.readouterr().err
+    for line in (
+        "gateway.max_body_bytes:",  # the file's structure
+        "systems[0].kind: unknown kind 'magento'",
+        "integrations[0].flows: Input should be a valid list",
+        "systems[1] (exact).settings.client_id: required",  # a system's settings, through its connector
+        "gateway.admin_token: required by systems[1] (exact)",
+        "integrations[1].settings.order_mode:",  # the integration against its systems
+        "integrations[1].mappings.orders.exactonline.Description: does not compile",  # its mappings
+    ):
+        assert line in err
+    assert "7 problem(s)" in err
