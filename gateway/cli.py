@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from workers.subscriptions import Plan
 
 
+DEMO_DATA_DIR = ".koppel/demo"  # relative to the working directory: the repository under run.sh
+
+
 def _fail(message: str, code: int = 2) -> int:
     print(f"koppel: {message}", file=sys.stderr)
     return code
@@ -380,7 +383,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     # SIGTERM (a `timeout`, a service manager) stops the demo in order, like Ctrl-C: workers finish their job.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    return run_demo(orders=args.orders, data_dir=Path(args.data_dir), pair=args.pair)
+    return run_demo(orders=args.orders, data_dir=Path(args.data_dir or DEMO_DATA_DIR), pair=args.pair)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -467,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the pair to run: woocommerce-exactonline (the main job, default), winstore-exactonline, "
                       "winstore-businesscentral, exactonline-asperion")  # fmt: skip
     demo.add_argument(
-        "--data-dir", default=".koppel/demo", help="the demo's own Redis data and logs (emptied at each run)"
+        "--data-dir", help=f"the demo's own Redis data and logs (emptied at each run; default {DEMO_DATA_DIR})"
     )
     demo.set_defaults(func=cmd_demo)
 
@@ -475,6 +478,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     mapcli.register(sub)
     return parser
+
+
+CALLER_DIR = "KOPPEL_CALLER_DIR"
+"""Set by run.sh, which runs Koppel from the repository: the directory the user called it from."""
+
+_PATH_ARGUMENTS = ("config", "input", "context", "data_dir")
+
+
+def _from_caller(args: argparse.Namespace) -> None:
+    """Resolve the relative paths the user gave (options and $KOPPEL_CONFIG) from the caller's directory
+    when run.sh says where that is. The variable is consumed: processes Koppel starts get absolute paths."""
+    caller = os.environ.pop(CALLER_DIR, None)
+    if not caller:
+        return
+    for name in _PATH_ARGUMENTS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            setattr(args, name, str(Path(caller) / value))
+    configured = os.environ.get("KOPPEL_CONFIG")
+    if configured and not Path(configured).is_absolute():
+        os.environ["KOPPEL_CONFIG"] = str(Path(caller) / configured)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -485,6 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise, and URLs can carry ids
     parser = build_parser()
     args = parser.parse_args(argv)
+    _from_caller(args)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

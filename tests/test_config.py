@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -304,3 +306,32 @@ def test_problems_of_every_stage_are_listed_in_one_run_with_the_files_key_paths(
     ):
         assert line in err
     assert "7 problem(s)" in err
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(
+    not (REPO / ".venv" / "bin" / "koppel").exists() or shutil.which("redis-server") is None,
+    reason="run.sh would install its environment first",
+)
+def test_run_sh_resolves_a_relative_config_from_where_it_is_called(tmp_path, env):
+    write(tmp_path, GOOD)
+    run_sh = [str(REPO / "run.sh"), "config", "check"]
+    by_option = subprocess.run([*run_sh, "--config", "koppel.toml"], cwd=tmp_path, capture_output=True, text=True,
+                               check=False)  # fmt: skip
+    assert by_option.returncode == 0, by_option.stderr
+    assert "config ok" in by_option.stdout
+    by_variable = subprocess.run(run_sh, cwd=tmp_path, env={**os.environ, "KOPPEL_CONFIG": "koppel.toml"},
+                                 capture_output=True, text=True, check=False)  # fmt: skip
+    assert by_variable.returncode == 0, by_variable.stderr
+
+
+def test_relative_paths_resolve_from_the_callers_directory_the_variable_names(tmp_path, env, monkeypatch, capsys):
+    write(tmp_path, GOOD)
+    monkeypatch.chdir(REPO)  # where run.sh runs Koppel
+    monkeypatch.setenv("KOPPEL_CALLER_DIR", str(tmp_path))
+    assert main(["config", "check", "--config", "koppel.toml"]) == 0
+    assert "KOPPEL_CALLER_DIR" not in os.environ  # consumed: processes Koppel starts get absolute paths
+    assert main(["config", "check", "--config", "koppel.toml"]) == 2  # without it, from the working directory
+    assert "koppel.toml: no such file" in capsys.readouterr().err
