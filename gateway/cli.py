@@ -2,7 +2,7 @@
 
     koppel serve          the webhook receiver (uvicorn)
     koppel worker         an RQ worker on Koppel's queue (non-forking, scheduler on)
-    koppel config check   validate the config file; every problem with its key path
+    koppel config check   validate the config file (PATH or --config); every problem with its key path
     koppel connect        start OAuth consent for an Exact Online system (prints the URL)
     koppel replay         requeue failed jobs: --job ID, --integration ID or --all
     koppel activity       what an integration did with each event (the activity log)
@@ -60,7 +60,9 @@ def _redis(args: argparse.Namespace) -> RedisChoice:
 def cmd_config_check(args: argparse.Namespace) -> int:
     from transforms import validate_integration
 
-    path = config_path(args.config)
+    if args.file and args.config:
+        return _fail("give the config file once: as PATH or as --config PATH")
+    path = config_path(args.file or args.config)
     if path is None:
         raise ConfigError(["no config file: pass --config PATH or set KOPPEL_CONFIG"], source="koppel")
     # Every problem in one run: the file's structure and references, then, on the parts that are sound,
@@ -416,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="work with the config file")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     check = with_config(config_sub.add_parser("check", help="validate the config; list every problem"))
+    check.add_argument("file", nargs="?", metavar="PATH", help="the config file (instead of --config)")
     check.set_defaults(func=cmd_config_check)
 
     replay = with_redis(with_config(sub.add_parser("replay", help="requeue failed jobs")))
@@ -483,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
 CALLER_DIR = "KOPPEL_CALLER_DIR"
 """Set by run.sh, which runs Koppel from the repository: the directory the user called it from."""
 
-_PATH_ARGUMENTS = ("config", "input", "context", "data_dir")
+_PATH_ARGUMENTS = ("config", "file", "input", "context", "data_dir")
 
 
 def _from_caller(args: argparse.Namespace) -> None:

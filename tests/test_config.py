@@ -322,6 +322,8 @@ def test_run_sh_resolves_a_relative_config_from_where_it_is_called(tmp_path, env
                                check=False)  # fmt: skip
     assert by_option.returncode == 0, by_option.stderr
     assert "config ok" in by_option.stdout
+    positional = subprocess.run([*run_sh, "koppel.toml"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert positional.returncode == 0, positional.stderr
     by_variable = subprocess.run(run_sh, cwd=tmp_path, env={**os.environ, "KOPPEL_CONFIG": "koppel.toml"},
                                  capture_output=True, text=True, check=False)  # fmt: skip
     assert by_variable.returncode == 0, by_variable.stderr
