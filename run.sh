@@ -5,6 +5,9 @@
 #   ./run.sh <cmd>    any other `koppel` command, e.g. ./run.sh serve, ./run.sh config check
 # Installs what it needs on first use: python3-venv and redis-server (Debian), then a .venv.
 set -euo pipefail
+# Koppel runs from the repository; relative paths the user gives (--config, $KOPPEL_CONFIG, --input,
+# --data-dir) resolve from where they called run.sh (see gateway/cli.py `_from_caller`).
+export KOPPEL_CALLER_DIR="$PWD"
 cd "$(dirname "$0")"
 
 say() { printf 'run.sh: %s\n' "$*" >&2; }
@@ -39,7 +42,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 case "${1:-demo}" in
-  test) shift; exec .venv/bin/python -m pytest "$@" ;;
+  test) shift; unset KOPPEL_CALLER_DIR; exec .venv/bin/python -m pytest "$@" ;;
   demo) [ $# -gt 0 ] && shift; exec .venv/bin/koppel demo "$@" ;;
   -*) exec .venv/bin/koppel demo "$@" ;;  # ./run.sh --orders 50: options of the main job
   *) exec .venv/bin/koppel "$@" ;;

@@ -113,14 +113,23 @@ def config_problems(config: Config) -> list[str]:
     the target cannot write. One "key.path: message" line per problem."""
     problems: list[str] = []
     known = kinds()
+    consent: list[str] = []  # the systems connected by OAuth consent
     for index, endpoint in enumerate(config.endpoints):
         problems += _endpoint_problems(config, index, endpoint, known)
     for index, system in enumerate(config.systems):
         if system.kind not in known:
             problems.append(f"systems[{index}].kind: unknown kind {system.kind!r}; known: {', '.join(known)}")
             continue
-        _, found = get(system.kind).settings.validate_system(system)
+        connector = get(system.kind)
+        settings, found = connector.settings.validate_system(system)
         problems += [f"systems[{index}] ({system.id}).{p}" for p in found]
+        if connector.oauth is not None and settings is not None:
+            problems += _consent_problems(index, system, connector, settled=not found)
+            consent.append(f"systems[{index}] ({system.id})")
+    if consent and config.gateway.admin_token is None:
+        problems.append(
+            f"gateway.admin_token: required by {', '.join(consent)}: it signs the OAuth consent's state (env:NAME)"
+        )
     for index, integration in enumerate(config.integrations):
         source_kind = _kind_of(config, integration.source)
         target = config.system(integration.target)
@@ -138,6 +147,22 @@ def config_problems(config: Config) -> list[str]:
         target_class = get(target.kind).target
         if "stock" in integration.flows and "stock" in writes and target_class is not None:
             problems += [f"integrations[{index}].target: {p}" for p in target_class.stock_problems(target)]
+    return problems
+
+
+def _consent_problems(index: int, system: System, connector: Connector, *, settled: bool) -> list[str]:
+    """A system connected by OAuth consent needs the callback's URL (and the gateway the admin token that
+    signs the consent's state): without them `koppel connect` cannot work. `settled`: the system's settings have no
+    problem (only then can the flow read its redirect URI)."""
+    assert connector.oauth is not None
+    from connectors.oauth import callback_path
+
+    problems: list[str] = []
+    if settled and not connector.oauth().redirect_uri(system):
+        problems.append(
+            f"systems[{index}] ({system.id}).settings.redirect_uri: required (the gateway's URL ending in "
+            f"{callback_path(system.id)}, as registered for the app at {connector.title})"
+        )
     return problems
 
 

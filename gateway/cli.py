@@ -2,7 +2,7 @@
 
     koppel serve          the webhook receiver (uvicorn)
     koppel worker         an RQ worker on Koppel's queue (non-forking, scheduler on)
-    koppel config check   validate the config file; every problem with its key path
+    koppel config check   validate the config file (PATH or --config); every problem with its key path
     koppel connect        start OAuth consent for an Exact Online system (prints the URL)
     koppel replay         requeue failed jobs: --job ID, --integration ID or --all
     koppel activity       what an integration did with each event, with its job id (the activity log)
@@ -28,12 +28,15 @@ from typing import TYPE_CHECKING
 
 from connectors import registry
 from gateway.activity import OUTCOMES
-from gateway.config import Config, config_path
+from gateway.config import Config, check_config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
 from gateway.redisserver import RedisChoice, resolve_redis
 
 if TYPE_CHECKING:
     from workers.subscriptions import Plan
+
+
+DEMO_DATA_DIR = ".koppel/demo"  # relative to the working directory: the repository under run.sh
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -57,15 +60,22 @@ def _redis(args: argparse.Namespace) -> RedisChoice:
 def cmd_config_check(args: argparse.Namespace) -> int:
     from transforms import validate_integration
 
-    path = config_path(args.config)
+    if args.file and args.config:
+        return _fail("give the config file once: as PATH or as --config PATH")
+    path = config_path(args.file or args.config)
     if path is None:
         raise ConfigError(["no config file: pass --config PATH or set KOPPEL_CONFIG"], source="koppel")
-    config = registry.load(path)
-    problems = registry.config_problems(config)
-    for index, integration in enumerate(config.integrations):
-        target = config.system(integration.target)
-        problems.extend(validate_integration(integration, index, target_kind=target.kind if target else None))
-    if problems:
+    # Every problem in one run: the file's structure and references, then, on the parts that are sound,
+    # the connectors' checks (settings, flows, order settings) and the mappings'.
+    checked = check_config(path, kinds=registry.kinds())
+    config, problems = checked.config, list(checked.problems)
+    if config is not None:
+        found = registry.config_problems(config)
+        for index, integration in enumerate(config.integrations):
+            target = config.system(integration.target)
+            found.extend(validate_integration(integration, index, target_kind=target.kind if target else None))
+        problems += checked.renumber(found)
+    if problems or config is None:
         raise ConfigError(problems, source=str(path))
     print(
         f"config ok: {len(config.endpoints)} endpoint(s), {len(config.systems)} system(s), "
@@ -376,7 +386,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     # SIGTERM (a `timeout`, a service manager) stops the demo in order, like Ctrl-C: workers finish their job.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    return run_demo(orders=args.orders, data_dir=Path(args.data_dir), pair=args.pair)
+    return run_demo(orders=args.orders, data_dir=Path(args.data_dir or DEMO_DATA_DIR), pair=args.pair)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -409,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="work with the config file")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     check = with_config(config_sub.add_parser("check", help="validate the config; list every problem"))
+    check.add_argument("file", nargs="?", metavar="PATH", help="the config file (instead of --config)")
     check.set_defaults(func=cmd_config_check)
 
     replay = with_redis(with_config(sub.add_parser("replay", help="requeue failed jobs")))
@@ -463,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the pair to run: woocommerce-exactonline (the main job, default), winstore-exactonline, "
                       "winstore-businesscentral, exactonline-asperion")  # fmt: skip
     demo.add_argument(
-        "--data-dir", default=".koppel/demo", help="the demo's own Redis data and logs (emptied at each run)"
+        "--data-dir", help=f"the demo's own Redis data and logs (emptied at each run; default {DEMO_DATA_DIR})"
     )
     demo.set_defaults(func=cmd_demo)
 
@@ -471,6 +482,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     mapcli.register(sub)
     return parser
+
+
+CALLER_DIR = "KOPPEL_CALLER_DIR"
+"""Set by run.sh, which runs Koppel from the repository: the directory the user called it from."""
+
+_PATH_ARGUMENTS = ("config", "file", "input", "context", "data_dir")
+
+
+def _from_caller(args: argparse.Namespace) -> None:
+    """Resolve the relative paths the user gave (options and $KOPPEL_CONFIG) from the caller's directory
+    when run.sh says where that is. The variable is consumed: processes Koppel starts get absolute paths."""
+    caller = os.environ.pop(CALLER_DIR, None)
+    if not caller:
+        return
+    for name in _PATH_ARGUMENTS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            setattr(args, name, str(Path(caller) / value))
+    configured = os.environ.get("KOPPEL_CONFIG")
+    if configured and not Path(configured).is_absolute():
+        os.environ["KOPPEL_CONFIG"] = str(Path(caller) / configured)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -481,6 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise, and URLs can carry ids
     parser = build_parser()
     args = parser.parse_args(argv)
+    _from_caller(args)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

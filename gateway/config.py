@@ -37,6 +37,7 @@ import os
 import re
 import tomllib
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -291,11 +292,7 @@ def parse_config(
         raise ConfigError(_format(exc), source=source) from None
 
 
-def load_config(
-    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None, kinds: Collection[str] | None = None
-) -> Config:
-    """Read and validate a TOML config file."""
-    file = Path(path)
+def _read_toml(file: Path) -> dict[str, Any]:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -303,10 +300,83 @@ def load_config(
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{file}: cannot be read ({exc.__class__.__name__})"], source=str(file)) from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{file}: not valid TOML: {exc}"], source=str(file)) from None
-    return parse_config(data, environ=environ, source=str(file), kinds=kinds)
+
+
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None, kinds: Collection[str] | None = None
+) -> Config:
+    """Read and validate a TOML config file."""
+    file = Path(path)
+    return parse_config(_read_toml(file), environ=environ, source=str(file), kinds=kinds)
+
+
+_SECTIONS: dict[str, type[_Model]] = {"endpoints": Endpoint, "systems": System, "integrations": Integration}
+_ITEM = re.compile(r"\b(endpoints|systems|integrations)\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `check_config` found: the file's structural problems, and a config of its sound parts
+    (None when the file cannot be read) for the checks that go further."""
+
+    config: Config | None
+    problems: list[str]
+    # Per section, the file's index of each item `config` kept (items with problems are left out).
+    indices: dict[str, list[int]]
+
+    def renumber(self, problems: list[str]) -> list[str]:
+        """Problems found in `config` with their key paths as in the file."""
+
+        def index(match: re.Match[str]) -> str:
+            kept = self.indices.get(match.group(1), [])
+            position = int(match.group(2))
+            return f"{match.group(1)}[{kept[position] if position < len(kept) else position}]"
+
+        return [_ITEM.sub(index, problem) for problem in problems]
+
+
+def check_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None, kinds: Collection[str] | None = None
+) -> Checked:
+    """Every problem `load_config` finds, and, when the file parses, a config of the gateway settings and
+    items that are sound on their own, so that the connectors' and mappings' checks still run on them:
+    `koppel config check` reports all it can in one run."""
+    file = Path(path)
+    try:
+        data = _read_toml(file)
+    except ConfigError as exc:
+        return Checked(None, exc.problems, {})
+    try:
+        config = parse_config(data, environ=environ, source=str(file), kinds=kinds)
+    except ConfigError as exc:
+        problems = exc.problems
+    else:
+        return Checked(config, [], {section: list(range(len(getattr(config, section)))) for section in _SECTIONS})
+    context = {"environ": os.environ if environ is None else environ, "kinds": kinds}
+    kept: dict[str, list[Any]] = {}
+    indices: dict[str, list[int]] = {}
+    for section, model in _SECTIONS.items():
+        items = data.get(section)
+        kept[section], indices[section] = [], []
+        for index, item in enumerate(items if isinstance(items, list) else []):
+            try:
+                kept[section].append(model.model_validate(item, context=context))
+            except ValidationError:
+                continue  # reported above
+            indices[section].append(index)
+    try:
+        gateway = GatewaySettings.model_validate(data.get("gateway", {}), context=context)
+    except ValidationError:
+        gateway = GatewaySettings()
+    # Not validated as a whole: its references may be broken (reported above); later checks skip those.
+    salvaged = Config.model_construct(
+        gateway=gateway, endpoints=kept["endpoints"], systems=kept["systems"], integrations=kept["integrations"]
+    )
+    salvaged._endpoints_by_id = {e.id: e for e in salvaged.endpoints}
+    return Checked(salvaged, problems, indices)
 
 
 def config_path(explicit: str | None = None) -> Path | None:

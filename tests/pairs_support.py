@@ -33,7 +33,7 @@ EXACT_CLIENT_ID, EXACT_CLIENT_SECRET = "koppel-sandbox", "sandbox-secret"
 WS_USER, WS_PASSWORD = "koppel", "winstore-secret"
 BC_SECRET = "bc-pairs-secret"
 ENV = {"EXACT_CLIENT_SECRET": EXACT_CLIENT_SECRET, "WS_USER": WS_USER, "WS_PASSWORD": WS_PASSWORD,
-       "BC_SECRET": BC_SECRET, "BC_HOOK_SECRET": "bc-hook-secret"}  # fmt: skip
+       "BC_SECRET": BC_SECRET, "BC_HOOK_SECRET": "bc-hook-secret", "ADMIN_TOKEN": "pairs-admin-token"}  # fmt: skip
 """The environment the entries below read their secrets from."""
 SINCE_ALWAYS = {"date": "2000-01-01T00:00:00+00:00"}
 Urls = Callable[[str, str], Config]
@@ -84,14 +84,16 @@ def pair_config(
     systems: list[dict[str, Any]], integrations: list[dict[str, Any]], endpoints: list[dict[str, Any]] | None = None
 ) -> Config:
     """A configuration of these systems, integrations (and webhook endpoints), its secrets read from ENV."""
-    return parse_config({"endpoints": endpoints or [], "systems": systems, "integrations": integrations}, environ=ENV)
+    return parse_config({"gateway": {"admin_token": "env:ADMIN_TOKEN"},  # signs OAuth consents' state
+                         "endpoints": endpoints or [], "systems": systems, "integrations": integrations},
+                        environ=ENV)  # fmt: skip
 
 
 def exact_system(url: str, **settings: Any) -> dict[str, Any]:
     """The Exact Online sandbox as system `exact` (authorise it with `authorise_exact`)."""
     return {"id": "exact", "kind": "exactonline", "base_url": url,
             "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-            "settings": {"client_id": EXACT_CLIENT_ID} | settings}  # fmt: skip
+            "settings": {"client_id": EXACT_CLIENT_ID, "redirect_uri": REDIRECT} | settings}  # fmt: skip
 
 
 def winstore_system(url: str, **settings: Any) -> dict[str, Any]:

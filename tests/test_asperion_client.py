@@ -288,8 +288,8 @@ def test_config_check_names_what_an_asperion_system_lacks():
     config = parse_config({"systems": [
         {"id": "books", "kind": "asperion", "settings": {"timezone": "Mars/Base", "tenant_header": "Tenant"}},
         {"id": "ok", "kind": "asperion", "credentials": {"client_secret": "env:S"},
-         "settings": {"client_id": "c", "tenant_id": "1001"}},
-    ]}, environ={"S": "x"}, kinds=registry.kinds())  # fmt: skip
+         "settings": {"client_id": "c", "tenant_id": "1001", "redirect_uri": "https://k.example/oauth/ok/callback"}},
+    ], "gateway": {"admin_token": "env:S"}}, environ={"S": "x"}, kinds=registry.kinds())  # fmt: skip
     problems = registry.config_problems(config)
     text = "\n".join(problems)
     assert "systems[0] (books).credentials.client_secret: required" in text

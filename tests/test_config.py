@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +19,7 @@ from gateway.errors import ConfigError
 GOOD = """
 [gateway]
 max_body_bytes = 262144
+admin_token = "env:KOPPEL_TEST_ADMIN"
 
 [[endpoints]]
 id = "shop"
@@ -27,6 +31,7 @@ id = "exact"
 kind = "exactonline"
 [systems.settings]
 client_id = "koppel-app"
+redirect_uri = "https://koppel.example/oauth/exact/callback"
 [systems.credentials]
 client_secret = "env:KOPPEL_TEST_EXACT"
 
@@ -64,6 +69,7 @@ flows = ["invoices"]
 def env(monkeypatch):
     monkeypatch.setenv("KOPPEL_TEST_WC", "wc-secret-value")
     monkeypatch.setenv("KOPPEL_TEST_EXACT", "exact-secret-value")
+    monkeypatch.setenv("KOPPEL_TEST_ADMIN", "admin-token-value")
     monkeypatch.delenv("KOPPEL_TEST_UNSET", raising=False)
 
 
@@ -213,3 +219,121 @@ def test_a_woocommerce_target_over_plain_http_is_rejected(tmp_path, env, capsys)
     text = GOOD + SHOP_TARGET.replace("https://shop.example", "http://shop.example")
     assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
     assert "systems[1] (webshop).base_url: WooCommerce base_url http://shop.example" in capsys.readouterr().err
+
+
+def readme_config() -> str:
+    """The TOML example under the README's "A minimal config"."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("A minimal config"):]
+    start = section.index("```toml\n") + len("```toml\n")
+    return section[start:section.index("```", start)]
+
+
+def test_the_readmes_minimal_config_passes_config_check(tmp_path, monkeypatch, capsys):
+    text = readme_config()
+    names = re.findall(r'"env:([A-Za-z_][A-Za-z0-9_]*)"', text)
+    assert names  # the example takes its secrets from the environment
+    for name in names:
+        monkeypatch.setenv(name, f"value-of-{name.lower()}")
+    assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 0, capsys.readouterr().err
+
+
+def test_an_oauth_system_without_redirect_uri_or_admin_token_cannot_work(tmp_path, env, capsys):
+    text = GOOD.replace('admin_token = "env:KOPPEL_TEST_ADMIN"\n', "").replace(
+        'redirect_uri = "https://koppel.example/oauth/exact/callback"\n', ""
+    )
+    assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
+    err = capsys.readouterr().err
+    assert "systems[0] (exact).settings.redirect_uri: required" in err
+    assert "/oauth/exact/callback" in err
+    assert "gateway.admin_token: required by systems[0] (exact)" in err
+
+
+def test_a_string_where_a_list_belongs_is_reported_with_its_key_path(tmp_path, env, capsys):
+    text = GOOD.replace('flows = ["orders", "customers"]', 'flows = "orders"')
+    assert main(["config", "check", "--config", str(write(tmp_path, text))]) == 2
+    assert "integrations[0].flows: Input should be a valid list" in capsys.readouterr().err
+
+
+SEVERAL_STAGES = """
+[gateway]
+max_body_bytes = 10
+
+[[endpoints]]
+id = "shop"
+kind = "woocommerce"
+secret = "env:KOPPEL_TEST_WC"
+
+[[systems]]
+id = "broken"
+kind = "magento"
+
+[[systems]]
+id = "exact"
+kind = "exactonline"
+[systems.credentials]
+client_secret = "env:KOPPEL_TEST_EXACT"
+
+[[integrations]]
+id = "strings"
+source = "shop"
+target = "exact"
+flows = "orders"
+
+[[integrations]]
+id = "shop-to-exact"
+source = "shop"
+target = "exact"
+flows = ["orders"]
+[integrations.settings]
+order_mode = "teleport"
+[integrations.mappings.orders.exactonline]
+Description = "number &"
+"""
+
+
+def test_problems_of_every_stage_are_listed_in_one_run_with_the_files_key_paths(tmp_path, env, capsys):
+    assert main(["config", "check", "--config", str(write(tmp_path, SEVERAL_STAGES))]) == 2
+    err = capsys.readouterr().err
+    for line in (
+        "gateway.max_body_bytes:",  # the file's structure
+        "systems[0].kind: unknown kind 'magento'",
+        "integrations[0].flows: Input should be a valid list",
+        "systems[1] (exact).settings.client_id: required",  # a system's settings, through its connector
+        "gateway.admin_token: required by systems[1] (exact)",
+        "integrations[1].settings.order_mode:",  # the integration against its systems
+        "integrations[1].mappings.orders.exactonline.Description: does not compile",  # its mappings
+    ):
+        assert line in err
+    assert "7 problem(s)" in err
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(
+    not (REPO / ".venv" / "bin" / "koppel").exists() or shutil.which("redis-server") is None,
+    reason="run.sh would install its environment first",
+)
+def test_run_sh_resolves_a_relative_config_from_where_it_is_called(tmp_path, env):
+    write(tmp_path, GOOD)
+    run_sh = [str(REPO / "run.sh"), "config", "check"]
+    by_option = subprocess.run([*run_sh, "--config", "koppel.toml"], cwd=tmp_path, capture_output=True, text=True,
+                               check=False)  # fmt: skip
+    assert by_option.returncode == 0, by_option.stderr
+    assert "config ok" in by_option.stdout
+    positional = subprocess.run([*run_sh, "koppel.toml"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert positional.returncode == 0, positional.stderr
+    by_variable = subprocess.run(run_sh, cwd=tmp_path, env={**os.environ, "KOPPEL_CONFIG": "koppel.toml"},
+                                 capture_output=True, text=True, check=False)  # fmt: skip
+    assert by_variable.returncode == 0, by_variable.stderr
+
+
+def test_relative_paths_resolve_from_the_callers_directory_the_variable_names(tmp_path, env, monkeypatch, capsys):
+    write(tmp_path, GOOD)
+    monkeypatch.chdir(REPO)  # where run.sh runs Koppel
+    monkeypatch.setenv("KOPPEL_CALLER_DIR", str(tmp_path))
+    assert main(["config", "check", "--config", "koppel.toml"]) == 0
+    assert "KOPPEL_CALLER_DIR" not in os.environ  # consumed: processes Koppel starts get absolute paths
+    assert main(["config", "check", "--config", "koppel.toml"]) == 2  # without it, from the working directory
+    assert "koppel.toml: no such file" in capsys.readouterr().err

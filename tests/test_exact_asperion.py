@@ -64,10 +64,12 @@ def make_config(exact_url: str, asperion_url: str, settings: dict[str, dict[str,
 
     return parse_config(
         {
+            "gateway": {"admin_token": "env:EXACT_CLIENT_SECRET"},  # signs the OAuth consents' state
             "systems": [
                 {"id": "exact", "kind": "exactonline", "base_url": exact_url,
                  "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-                 "settings": {"client_id": "koppel-sandbox", **settings.get("exact-system", {})}},
+                 "settings": {"client_id": "koppel-sandbox", "redirect_uri": "https://koppel.example/oauth/exact/callback",
+                              **settings.get("exact-system", {})}},
                 {"id": "asperion", "kind": "asperion", "base_url": asperion_url,
                  "credentials": {"client_secret": "env:ASPERION_SECRET"},
                  "settings": {"client_id": "koppel-sandbox", "tenant_id": "1001", "identity_url": asperion_url,

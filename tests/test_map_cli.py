@@ -10,6 +10,9 @@ from tests.mapping_support import FIXTURES
 
 CONFIG = """\
 # Koppel: shop to Exact
+[gateway]
+admin_token = "env:KOPPEL_TEST_UNSET_SECRET"
+
 [[endpoints]]
 id = "shop"                      # the WooCommerce shop
 kind = "woocommerce"
@@ -20,6 +23,7 @@ id = "exact"
 kind = "exactonline"
 [systems.settings]
 client_id = "koppel-app"
+redirect_uri = "https://koppel.example/oauth/exact/callback"
 [systems.credentials]
 client_secret = "env:KOPPEL_TEST_UNSET_SECRET"
 

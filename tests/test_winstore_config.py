@@ -127,6 +127,9 @@ flows = ["orders"]
 
 
 STOCK_INTO_WINSTORE = """
+[gateway]
+admin_token = "env:KOPPEL_TEST_WS_PASSWORD"
+
 [[systems]]
 id = "exact"
 kind = "exactonline"
@@ -134,6 +137,7 @@ kind = "exactonline"
 client_secret = "env:KOPPEL_TEST_WS_PASSWORD"
 [systems.settings]
 client_id = "koppel"
+redirect_uri = "https://koppel.example/oauth/exact/callback"
 
 [[integrations]]
 id = "exact-to-winstore"
