@@ -13,6 +13,9 @@ import httpx
 import pytest
 import redis
 
+from connectors.asperion.auth import OAuthApp as AsperionApp
+from connectors.asperion.sandbox import connect_sandbox as connect_asperion
+from connectors.asperion.sandbox import create_sandbox as asperion_sandbox
 from connectors.businesscentral.sandbox import BusinessCentralSandbox, SandboxConfig
 from connectors.businesscentral.sandbox import create_sandbox as bc_sandbox
 from connectors.exactonline.auth import OAuthApp
@@ -32,8 +35,11 @@ REDIRECT = "https://koppel.example/oauth/exact/callback"
 EXACT_CLIENT_ID, EXACT_CLIENT_SECRET = "koppel-sandbox", "sandbox-secret"
 WS_USER, WS_PASSWORD = "koppel", "winstore-secret"
 BC_SECRET = "bc-pairs-secret"
+ASPERION_REDIRECT = "https://koppel.example/oauth/asperion/callback"
+ASPERION_CLIENT_ID, ASPERION_SECRET = "koppel-sandbox", "asperion-sandbox-secret"  # the Asperion sandbox's app
 ENV = {"EXACT_CLIENT_SECRET": EXACT_CLIENT_SECRET, "WS_USER": WS_USER, "WS_PASSWORD": WS_PASSWORD,
-       "BC_SECRET": BC_SECRET, "BC_HOOK_SECRET": "bc-hook-secret", "ADMIN_TOKEN": "pairs-admin-token"}  # fmt: skip
+       "ASPERION_SECRET": ASPERION_SECRET, "BC_SECRET": BC_SECRET, "BC_HOOK_SECRET": "bc-hook-secret",
+       "ADMIN_TOKEN": "pairs-admin-token"}  # fmt: skip
 """The environment the entries below read their secrets from."""
 SINCE_ALWAYS = {"date": "2000-01-01T00:00:00+00:00"}
 Urls = Callable[[str, str], Config]
@@ -103,6 +109,14 @@ def winstore_system(url: str, **settings: Any) -> dict[str, Any]:
     return entry | ({"settings": settings} if settings else {})
 
 
+def asperion_system(url: str, **settings: Any) -> dict[str, Any]:
+    """The Asperion sandbox (its identity server too, tenant 1001) as system `asperion` (`authorise_asperion`)."""
+    return {"id": "asperion", "kind": "asperion", "base_url": url,
+            "credentials": {"client_secret": "env:ASPERION_SECRET"},
+            "settings": {"client_id": ASPERION_CLIENT_ID, "tenant_id": "1001", "identity_url": url,
+                         "redirect_uri": ASPERION_REDIRECT} | settings}  # fmt: skip
+
+
 def bc_system(url: str, **settings: Any) -> dict[str, Any]:
     """The Business Central sandbox (default tenant and app, company CRONUS NL) as system `bc`."""
     sandbox = SandboxConfig()
@@ -128,6 +142,21 @@ def exact_served() -> Iterator[tuple[LiveServer, ExactSandbox]]:
 def authorise_exact(http: httpx.Client, live: LiveServer, conn: redis.Redis, system: str = "exact") -> None:
     """Koppel's system `system` authorised on the Exact sandbox (the OAuth consent, as an admin gives it)."""
     connect_sandbox(http, OAuthApp(live.url, EXACT_CLIENT_ID, EXACT_CLIENT_SECRET, REDIRECT), conn, system)
+
+
+@contextmanager
+def asperion_served() -> Iterator[LiveServer]:
+    """The Asperion sandbox (API and identity server) over HTTP."""
+    live = serve(asperion_sandbox(), name="Asperion sandbox")
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+def authorise_asperion(http: httpx.Client, live: LiveServer, conn: redis.Redis, system: str = "asperion") -> None:
+    """Koppel's system `system` authorised on the Asperion sandbox (the OAuth consent, as an admin gives it)."""
+    connect_asperion(http, AsperionApp(live.url, ASPERION_CLIENT_ID, ASPERION_SECRET, ASPERION_REDIRECT), conn, system)
 
 
 @contextmanager
@@ -220,3 +249,50 @@ def bc_and_winstore(env: type[BW], config: Urls, conn: redis.Redis, monkeypatch:
     """Both sandboxes served (Winstore holding `articles`) and Koppel's runtime installed."""
     with _pair(env, bc_served(), config, conn, monkeypatch, articles) as pair:
         yield pair
+
+
+@dataclass
+class ExactAsperion:
+    """The served Exact and Asperion sandboxes (with Exact's state), an HTTP client, Redis and the runtime."""
+
+    exact: LiveServer
+    asperion: LiveServer
+    sandbox: ExactSandbox
+    http: httpx.Client
+    conn: redis.Redis
+    rt: runtime.Runtime
+
+    def exact_control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.http.post(f"{self.exact.url}/sandbox/{action}", json=body).raise_for_status().json()
+
+    def asperion_control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.http.post(f"{self.asperion.url}/sandbox/{action}", json=body).raise_for_status().json()
+
+    def records(self, resource: str) -> list[dict[str, Any]]:
+        """What the Asperion sandbox holds of `resource` (articles, relations, salesorders…)."""
+        answer = self.http.get(f"{self.asperion.url}/sandbox/records", params={"resource": resource})
+        return list(answer.raise_for_status().json()["records"])
+
+    def articles(self) -> dict[str, dict[str, Any]]:
+        return {a["code"]: a for a in self.records("articles")}
+
+    def process_polled(self, system: str, stream: str, integration: str) -> list[dict[str, Any]]:
+        """Poll a stream (the real poller job), then run every queued job: each event's result for `integration`."""
+        return run_polled(self.conn, self.rt, system, stream, integration)
+
+
+EA = TypeVar("EA", bound=ExactAsperion)
+
+
+@contextmanager
+def exact_and_asperion(env: type[EA], config: Urls, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[EA]:
+    """Both sandboxes served, Koppel's runtime installed and authorised on both (two OAuth consents)."""
+    with (
+        exact_served() as (exact, sandbox),
+        asperion_served() as asperion,
+        httpx.Client(timeout=10) as http,
+        installed(config(exact.url, asperion.url), conn, monkeypatch) as rt,
+    ):
+        authorise_exact(http, exact, conn)
+        authorise_asperion(http, asperion, conn)
+        yield env(exact, asperion, sandbox, http, conn, rt)

@@ -5,105 +5,32 @@ customers Asperion → Exact Online (a company relation and a person become acco
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
-import httpx
 import pytest
 import redis
 
-from connectors.asperion.auth import OAuthApp as AsperionApp
-from connectors.asperion.sandbox import connect_sandbox as connect_asperion
-from connectors.asperion.sandbox import create_sandbox as asperion_sandbox
-from connectors.exactonline.auth import OAuthApp
-from connectors.exactonline.sandbox import connect_sandbox
-from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
-from gateway.config import Config, parse_config
-from gateway.ingest import JOB_FUNC, make_queue
-from gateway.stack import LiveServer, serve
-from workers import runtime
-from workers.inbox import pump_for
-from workers.jobs import process_event
-from workers.pollers import poll
+from gateway.config import Config
+from tests import pairs_support as pairs
 
 pytestmark = pytest.mark.integration
 
-REDIRECT = "https://koppel.example/oauth/exact/callback"
-ASPERION_REDIRECT = "https://koppel.example/oauth/asperion/callback"
-ENV = {"EXACT_CLIENT_SECRET": "sandbox-secret", "ASPERION_SECRET": "asperion-sandbox-secret"}
-
 
 def make_config(exact_url: str, asperion_url: str) -> Config:
-    return parse_config(
-        {
-            "systems": [
-                {"id": "exact", "kind": "exactonline", "base_url": exact_url,
-                 "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-                 "settings": {"client_id": "koppel-sandbox"}},
-                {"id": "asperion", "kind": "asperion", "base_url": asperion_url,
-                 "credentials": {"client_secret": "env:ASPERION_SECRET"},
-                 "settings": {"client_id": "koppel-sandbox", "tenant_id": "1001", "identity_url": asperion_url,
-                              "redirect_uri": ASPERION_REDIRECT}},
-            ],
-            "integrations": [
-                {"id": "exact-to-asperion", "source": "exact", "target": "asperion", "flows": ["products"],
-                 "settings": {}},
-                {"id": "asperion-to-exact", "source": "asperion", "target": "exact", "flows": ["customers"]},
-            ],
-        },
-        environ=ENV,
+    return pairs.pair_config(
+        [pairs.exact_system(exact_url), pairs.asperion_system(asperion_url)],
+        [
+            {"id": "exact-to-asperion", "source": "exact", "target": "asperion", "flows": ["products"],
+             "settings": {}},
+            {"id": "asperion-to-exact", "source": "asperion", "target": "exact", "flows": ["customers"]},
+        ],
     )  # fmt: skip
 
 
-@dataclass
-class Env:
-    exact: LiveServer
-    asperion: LiveServer
-    http: httpx.Client
-    conn: redis.Redis
-    rt: runtime.Runtime
-
-    def exact_control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.http.post(f"{self.exact.url}/sandbox/{action}", json=body).raise_for_status().json()
-
-    def asperion_control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.http.post(f"{self.asperion.url}/sandbox/{action}", json=body).raise_for_status().json()
-
-    def articles(self) -> dict[str, dict[str, Any]]:
-        answer = self.http.get(f"{self.asperion.url}/sandbox/records", params={"resource": "articles"})
-        return {a["code"]: a for a in answer.raise_for_status().json()["records"]}
-
-    def process_polled(self, system: str, stream: str, integration: str) -> list[dict[str, Any]]:
-        """Poll a stream (the real poller job), then run every queued `process_event` job."""
-        poll(system, stream)
-        pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
-        queue = make_queue(self.conn, self.rt.config.gateway.queue)
-        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
-        events = [job for job in jobs if job is not None and job.func_name == JOB_FUNC]
-        for job in events:
-            queue.remove(job)
-        return [process_event(job.args[0])["integrations"][integration] for job in events]
-
-
 @pytest.fixture
-def env(rconn: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    exact = serve(exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False), name="Exact Online sandbox")
-    asperion = serve(asperion_sandbox(), name="Asperion sandbox")
-    try:
-        with httpx.Client(timeout=10) as http:
-            rt = runtime.Runtime(config=make_config(exact.url, asperion.url), connection=rconn)
-            monkeypatch.setattr(runtime, "_runtime", rt)
-            connect_sandbox(http, OAuthApp(exact.url, "koppel-sandbox", "sandbox-secret", REDIRECT), rconn, "exact")
-            app = AsperionApp(asperion.url, "koppel-sandbox", "asperion-sandbox-secret", ASPERION_REDIRECT)
-            connect_asperion(http, app, rconn, "asperion")
-            try:
-                yield Env(exact, asperion, http, rconn, rt)
-            finally:
-                rt.close()
-    finally:
-        asperion.stop()
-        exact.stop()
+def env(rconn: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[pairs.ExactAsperion]:
+    with pairs.exact_and_asperion(pairs.ExactAsperion, make_config, rconn, monkeypatch) as e:
+        yield e
 
 
 def test_exact_items_become_asperion_articles_once_and_a_change_updates_them(env):

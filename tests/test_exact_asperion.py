@@ -7,38 +7,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
 from connectors import registry
-from connectors.asperion.auth import OAuthApp as AsperionApp
-from connectors.asperion.sandbox import connect_sandbox as connect_asperion
-from connectors.asperion.sandbox import create_sandbox as asperion_sandbox
-from connectors.exactonline.auth import OAuthApp
-from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
-from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
 from gateway import keys
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
-from gateway.ingest import JOB_FUNC, make_queue
-from gateway.stack import LiveServer, serve
+from tests import pairs_support as pairs
 from transforms import validate_integration
-from workers import runtime
-from workers.inbox import pump_for
-from workers.jobs import process_event, run_event
-from workers.pollers import poll
+from workers.jobs import run_event
 
 pytestmark = pytest.mark.integration
 
-REDIRECT = "https://koppel.example/oauth/exact/callback"
-ASPERION_REDIRECT = "https://koppel.example/oauth/asperion/callback"
-ENV = {"EXACT_CLIENT_SECRET": "sandbox-secret", "ASPERION_SECRET": "asperion-sandbox-secret"}
 SKUS = ["EX-MUG", "EX-KOFFIE"]
 ORDER_TABLES = {
     "vat_codes": {"default": "HOOG", "entries": {"NL:21": "HOOG", "9": "LAAG"}},
@@ -62,43 +47,19 @@ def make_config(exact_url: str, asperion_url: str, settings: dict[str, dict[str,
         return {"id": ident, "source": source, "target": target, "flows": [flow],
                 "settings": settings.get(ident, {}), "tables": tables}  # fmt: skip
 
-    return parse_config(
-        {
-            "gateway": {"admin_token": "env:EXACT_CLIENT_SECRET"},  # signs the OAuth consents' state
-            "systems": [
-                {"id": "exact", "kind": "exactonline", "base_url": exact_url,
-                 "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
-                 "settings": {"client_id": "koppel-sandbox", "redirect_uri": "https://koppel.example/oauth/exact/callback",
-                              **settings.get("exact-system", {})}},
-                {"id": "asperion", "kind": "asperion", "base_url": asperion_url,
-                 "credentials": {"client_secret": "env:ASPERION_SECRET"},
-                 "settings": {"client_id": "koppel-sandbox", "tenant_id": "1001", "identity_url": asperion_url,
-                              "redirect_uri": ASPERION_REDIRECT}},
-            ],
-            "integrations": [
-                integration("products", "exact", "asperion", "products", {"article_groups": {"entries": {}}}),
-                integration("customers", "asperion", "exact", "customers", EXACT_TABLES),
-                integration("exact-orders", "exact", "asperion", "orders", ORDER_TABLES),
-                integration("asperion-orders", "asperion", "exact", "orders", EXACT_TABLES),
-            ],
-        },
-        environ=ENV,
+    return pairs.pair_config(
+        [pairs.exact_system(exact_url, **settings.get("exact-system", {})), pairs.asperion_system(asperion_url)],
+        [
+            integration("products", "exact", "asperion", "products", {"article_groups": {"entries": {}}}),
+            integration("customers", "asperion", "exact", "customers", EXACT_TABLES),
+            integration("exact-orders", "exact", "asperion", "orders", ORDER_TABLES),
+            integration("asperion-orders", "asperion", "exact", "orders", EXACT_TABLES),
+        ],
     )  # fmt: skip
 
 
-@dataclass
-class Env:
-    exact: LiveServer
-    asperion: LiveServer
-    sandbox: ExactSandbox
-    http: httpx.Client
-    conn: redis.Redis
-    rt: runtime.Runtime
-
+class Env(pairs.ExactAsperion):
     # -- Exact ---------------------------------------------------------------------------------------------
-
-    def exact_control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.http.post(f"{self.exact.url}/sandbox/{action}", json=body).raise_for_status().json()
 
     def exact_rows(self, path: str) -> list[dict[str, Any]]:
         return self.sandbox.store.rows(self.sandbox.config.divisions[0], path)
@@ -126,16 +87,6 @@ class Env:
 
     # -- Asperion ------------------------------------------------------------------------------------------
 
-    def asperion_control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.http.post(f"{self.asperion.url}/sandbox/{action}", json=body).raise_for_status().json()
-
-    def records(self, resource: str) -> list[dict[str, Any]]:
-        answer = self.http.get(f"{self.asperion.url}/sandbox/records", params={"resource": resource})
-        return list(answer.raise_for_status().json()["records"])
-
-    def articles(self) -> dict[str, dict[str, Any]]:
-        return {a["code"]: a for a in self.records("articles")}
-
     def relation(self, **fields: Any) -> dict[str, Any]:
         record = {"relationType": "Company", "companyName": "Bakkerij De Korenaar B.V.", "firstName": "Els",
                   "lastName": "de Vries", "email": "inkoop@korenaar.example", "vatNumber": "NL001234567B01",
@@ -157,51 +108,22 @@ class Env:
         [ident] = self.asperion_control("seed", {"resource": resource, "records": [record]})["ids"]
         return next(r for r in self.records(resource) if r["id"] == ident)
 
-    # -- Koppel --------------------------------------------------------------------------------------------
-
-    def process_polled(self, system: str, stream: str, integration: str) -> list[dict[str, Any]]:
-        """Poll a stream (the real poller job), then run every queued `process_event` job."""
-        poll(system, stream)
-        pump_for(self.conn, self.rt.config.gateway).drain(timeout=10)
-        queue = make_queue(self.conn, self.rt.config.gateway.queue)
-        jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
-        events = [job for job in jobs if job is not None and job.func_name == JOB_FUNC]
-        for job in events:
-            queue.remove(job)
-        return [process_event(job.args[0])["integrations"][integration] for job in events]
-
 
 @pytest.fixture
 def env(rconn: redis.Redis, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     """Settings per integration id by indirect parametrisation ("exact-system": the Exact system's)."""
     settings = getattr(request, "param", {})
-    exact_app = exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False)
-    exact = serve(exact_app, name="Exact Online sandbox")
-    asperion = serve(asperion_sandbox(), name="Asperion sandbox")
-    try:
-        with httpx.Client(timeout=10) as http:
-            rt = runtime.Runtime(config=make_config(exact.url, asperion.url, settings), connection=rconn)
-            monkeypatch.setattr(runtime, "_runtime", rt)
-            connect_sandbox(http, OAuthApp(exact.url, "koppel-sandbox", "sandbox-secret", REDIRECT), rconn, "exact")
-            app = AsperionApp(asperion.url, "koppel-sandbox", "asperion-sandbox-secret", ASPERION_REDIRECT)
-            connect_asperion(http, app, rconn, "asperion")
-            e = Env(exact, asperion, exact_app.state.sandbox, http, rconn, rt)
-            articles = [{"code": s, "description": s, "salesPrice": 1, "isStockArticle": s != "SHIPPING"}
-                        for s in (*SKUS, "SHIPPING")]  # fmt: skip
-            e.asperion_control("seed/articles", {"articles": articles})
-            e.exact_control("seed/items", {"skus": SKUS})
-            e.exact_control("seed/items", {"skus": ["SHIPPING"], "stock": None})
-            e.exact_control("seed", {"entity": "crm/AccountClassifications", "records": [
-                {"Code": "B2B", "Description": "Zakelijk"}, {"Code": "B2C", "Description": "Particulier"}]})
-            e.exact_control("seed", {"entity": "hrm/Costcenters", "records": [{"Code": "CC-SERVIES"}]})
-            e.exact_control("seed", {"entity": "hrm/Costunits", "records": [{"Code": "KD-WEB"}]})
-            try:
-                yield e
-            finally:
-                rt.close()
-    finally:
-        asperion.stop()
-        exact.stop()
+    with pairs.exact_and_asperion(Env, lambda e, a: make_config(e, a, settings), rconn, monkeypatch) as e:
+        articles = [{"code": s, "description": s, "salesPrice": 1, "isStockArticle": s != "SHIPPING"}
+                    for s in (*SKUS, "SHIPPING")]  # fmt: skip
+        e.asperion_control("seed/articles", {"articles": articles})
+        e.exact_control("seed/items", {"skus": SKUS})
+        e.exact_control("seed/items", {"skus": ["SHIPPING"], "stock": None})
+        e.exact_control("seed", {"entity": "crm/AccountClassifications", "records": [
+            {"Code": "B2B", "Description": "Zakelijk"}, {"Code": "B2C", "Description": "Particulier"}]})
+        e.exact_control("seed", {"entity": "hrm/Costcenters", "records": [{"Code": "CC-SERVIES"}]})
+        e.exact_control("seed", {"entity": "hrm/Costunits", "records": [{"Code": "KD-WEB"}]})
+        yield e
 
 
 # -- products Exact → Asperion ---------------------------------------------------------------------------------
