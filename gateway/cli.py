@@ -3,7 +3,7 @@
     koppel serve          the webhook receiver (uvicorn)
     koppel worker         an RQ worker on Koppel's queue (non-forking, scheduler on)
     koppel config check   validate the config file (PATH or --config); every problem with its key path
-    koppel connect        start OAuth consent for an Exact Online system (prints the URL)
+    koppel connect        start OAuth consent for a system (Exact Online, Asperion; prints the URL)
     koppel replay         requeue failed jobs: --job ID, --integration ID or --all
     koppel activity       what an integration did with each event, with its job id (the activity log)
     koppel endpoints sync create and repair the systems' webhooks for the endpoints (--dry-run: show)
