@@ -2,6 +2,7 @@
 
     koppel serve          the webhook receiver (uvicorn)
     koppel worker         an RQ worker on Koppel's queue (non-forking, scheduler on)
+    koppel init [PATH]    write a config file step by step (the pair, its flows, settings; --yes for scripts)
     koppel config check   validate the config file (PATH or --config); every problem with its key path
     koppel connect        start OAuth consent for a system (Exact Online, Asperion; prints the URL)
     koppel replay         requeue failed jobs: --job ID, --integration ID or --all
@@ -469,8 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
-    from gateway import mapcli
+    from gateway import initcli, mapcli
 
+    initcli.register(sub)
     mapcli.register(sub)
     return parser
 

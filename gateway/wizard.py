@@ -229,7 +229,7 @@ class Step:
             if default is None:
                 if self.optional:
                     return None
-                raise Invalid(f"an answer is needed: {self.help or self.question}")
+                raise Invalid("an answer is needed (there is no default)")
             text = default
         return _PARSERS[self.kind](self, text, answers)
 
@@ -462,12 +462,21 @@ def applicable(answers: Answers) -> list[Step]:
     """The steps that apply with these answers, up to the first that is not answered yet (which may decide
     whether later ones apply)."""
     found = []
-    for step in STEPS:
+    for step in _in_order(answers):
         if step.applies(answers):
             found.append(step)
             if step.key not in answers:
                 break
     return found
+
+
+def _in_order(answers: Answers) -> list[Step]:
+    """The steps in the order they are asked: the pair's, the gateway's, then each system's in the pair's order."""
+    pair = pair_of(answers)
+    if pair is None:
+        return list(STEPS)
+    rank = {system: number for number, system in enumerate(pair.systems, 1)}
+    return sorted(STEPS, key=lambda step: rank.get(step.key.partition(".")[0], 0))
 
 
 def next_step(answers: Answers) -> Step | None:
@@ -522,7 +531,7 @@ def check(text: str, answers: Answers, environ: Mapping[str, str] | None = None)
 # -- the file -------------------------------------------------------------------------------------------
 
 
-def _env(name: object) -> str:
+def _ref(name: object) -> str:
     return f"env:{name}"
 
 
@@ -540,7 +549,7 @@ def render(answers: Answers) -> str:
 
     gateway = tomlkit.table()
     gateway.add("public_url", _noted(public_url, "where the systems reach this gateway (webhooks, OAuth callbacks)"))
-    gateway.add("admin_token", _noted(_env(answers["gateway.admin_token"]), "protects /ops/rq/, signs OAuth consent"))
+    gateway.add("admin_token", _noted(_ref(answers["gateway.admin_token"]), "protects /ops/rq/, signs OAuth consent"))
     doc.add("gateway", gateway)
 
     hooks = webhook_sources(answers)
@@ -548,12 +557,13 @@ def render(answers: Answers) -> str:
         endpoints = tomlkit.aot()
         for system in hooks:
             entry = tomlkit.table()
-            entry.add(tomlkit.comment(f"{title(system)}'s webhooks arrive at {public_url}/webhooks/{endpoint_id(system)}"
-                                      " (`koppel endpoints sync` makes them)"))  # fmt: skip
+            url = f"{public_url}/webhooks/{endpoint_id(system)}"
+            made = "`koppel endpoints sync` makes them"
+            entry.add(tomlkit.comment(f"{title(system)}'s webhooks arrive at {url} ({made})"))
             entry.add("id", endpoint_id(system))
             entry.add("kind", SYSTEM_KINDS[system])
             entry.add("system", system)
-            entry.add("secret", _env(answers[f"{system}.webhook_secret"]))
+            entry.add("secret", _ref(answers[f"{system}.webhook_secret"]))
             endpoints.append(entry)
         doc.add("endpoints", endpoints)
 
@@ -613,7 +623,7 @@ def _system(system: str, answers: Answers, public_url: str) -> Table:
     names = {"woocommerce": ("consumer_key", "consumer_secret"), "winstore": ("username", "password"),
              "squarespace": ("api_key",)}.get(kind, ("client_secret",))  # fmt: skip
     for name in names:
-        credentials.add(name, _env(given(name)))
+        credentials.add(name, _ref(given(name)))
     if kind in ("exactonline", "asperion", "businesscentral"):
         settings.add("client_id", given("client_id"))
     if is_oauth(system):
