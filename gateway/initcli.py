@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway import wizard
 from gateway.wizard import Answers, Invalid, Step
@@ -150,16 +151,23 @@ def _confirm(question: str, read: Callable[[str], str]) -> bool:
 
 
 def _write(path: Path, text: str, *, force: bool) -> None:
-    """Write the file whole (a temporary file renamed), never over an existing one unless `force`."""
-    temporary = path.with_name(f".{path.name}.koppel-init")
-    temporary.write_text(text, encoding="utf-8")
-    try:
-        if force:
+    """Write the file whole: over an existing one only with `force` (a temporary file renamed over it)."""
+    if force:
+        temporary = path.with_name(f".{path.name}.koppel-init")
+        try:
+            temporary.write_text(text, encoding="utf-8")
             os.replace(temporary, path)
-        else:
-            os.link(temporary, path)  # fails when the file appeared meanwhile
-    finally:
-        temporary.unlink(missing_ok=True)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return
+    try:
+        with path.open("x", encoding="utf-8") as file:  # FileExistsError: it appeared meanwhile
+            file.write(text)
+    except FileExistsError:
+        raise
+    except OSError:
+        path.unlink(missing_ok=True)  # no half-written file
+        raise
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -222,6 +230,10 @@ def _next_steps(path: Path, answers: Answers, problems: list[str], read: Callabl
             print(f"  {problem}")
     else:
         print("\nconfig check: config ok")
+    public = urlsplit(str(answers["gateway.public_url"])).hostname or ""
+    if wizard.webhook_sources(answers) and (public in ("localhost", "::1") or public.startswith("127.")):
+        print(f"\nNote: the systems deliver webhooks to {answers['gateway.public_url']}; a system on the internet "
+              "cannot reach this machine's loopback address: give the gateway's public URL (koppel init --force).")
     commands = [(f"Start {wizard.title(system)}'s OAuth consent now (the gateway must be serving at its public URL "
                  "to receive the callback)", ["connect", system, "--config", str(path)])
                 for system in wizard.oauth_systems(answers)]  # fmt: skip

@@ -10,6 +10,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import httpx
 import pytest
 
 from connectors import registry
@@ -337,3 +338,45 @@ def test_run_sh_init_writes_the_file_where_it_is_called_from(tmp_path, env):
     check = subprocess.run([str(REPO / "run.sh"), "config", "check", "my.toml"], cwd=tmp_path, capture_output=True,
                            text=True, check=False)  # fmt: skip
     assert check.returncode == 0, check.stderr
+
+
+# -- what the wizard runs when asked to -------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_accepted_endpoints_sync_makes_the_shops_webhooks_in_process(tmp_path, env, monkeypatch, capsys, redis_url):
+    from connectors.woocommerce.client import WooCommerceClient
+    from connectors.woocommerce.sandbox import create_sandbox
+    from gateway.stack import serve
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    live = serve(create_sandbox(consumer_key=ENV["WC_CONSUMER_KEY"], consumer_secret=ENV["WC_CONSUMER_SECRET"]))
+    try:
+        stdin(monkeypatch, "https://koppel.example", *[""] * 7, "n", "y")  # defaults; no consent; webhooks: yes
+        path = tmp_path / "koppel.toml"
+        argv = ["init", str(path), "--pair", "woocommerce-exactonline", "--flows", "orders",
+                "--set", f"shop.base_url={live.url}", "--set", "exact.client_id=app"]  # fmt: skip
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert f"koppel connect exact --config {path}" in out  # declined: printed
+        assert "endpoint shop-hooks → https://koppel.example/webhooks/shop-hooks" in out  # accepted: run
+        with httpx.Client(timeout=10) as http:
+            shop = WooCommerceClient(http, base_url=live.url, consumer_key=ENV["WC_CONSUMER_KEY"],
+                                     consumer_secret=ENV["WC_CONSUMER_SECRET"])  # fmt: skip
+            hooks = {hook["topic"]: hook["delivery_url"] for hook in shop.webhooks()}
+        assert hooks == {topic: "https://koppel.example/webhooks/shop-hooks" for topic in ("order.created",
+                                                                                          "order.updated")}
+    finally:
+        live.stop()
+
+
+def test_a_loopback_public_url_with_webhook_sources_is_pointed_out(tmp_path, env, capsys):
+    path = tmp_path / "koppel.toml"
+    for pair, pointed_out in (("squarespace-exactonline", True), ("exactonline-asperion", False)):  # no webhooks
+        assert main(["init", str(path), "--force", "--pair", pair, "--yes", *required(pair)]) == 0
+        assert ("cannot reach this machine's loopback address" in capsys.readouterr().out) is pointed_out
+
+
+def test_a_missing_directory_is_refused(tmp_path, env, capsys):
+    assert main(["init", str(tmp_path / "nowhere" / "k.toml"), "--yes"]) == 2
+    assert "is not a directory; create it first" in capsys.readouterr().err
