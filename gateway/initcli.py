@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -114,10 +115,19 @@ def _read(step: Step, answers: Answers, read: Callable[[str], str]) -> str:
     return raw
 
 
+class Foreign(Exception):
+    """Answers given (--set) for steps the chosen pair does not have."""
+
+
 def _interview(given: dict[str, str], read: Callable[[str], str]) -> Answers:
     """Every step, each given answer taken (asked when invalid), the others asked until valid."""
     answers: Answers = {}
     while (step := wizard.next_step(answers)) is not None:
+        pair = wizard.pair_of(answers)
+        if pair is not None:  # said as soon as the pair is known, not after every question
+            foreign = [key for key in given if key.partition(".")[0] in set(wizard.SYSTEM_KINDS) - set(pair.systems)]
+            if foreign:
+                raise Foreign(f"--set {', '.join(foreign)}: not asked for {pair.name}; nothing written")
         if step.key in given:
             try:
                 answers[step.key] = step.parse(given.pop(step.key), answers)
@@ -196,6 +206,8 @@ def cmd_init(args: argparse.Namespace) -> int:
             answers = _interview(given, read)
         except Aborted:
             return _fail("stopped; nothing written", 1)
+        except Foreign as exc:
+            return _fail(str(exc))
         asked = {step.key for step in wizard.applicable(answers)}
         if set(given) - asked:
             return _fail(f"--set {', '.join(sorted(set(given) - asked))}: not asked in this set-up; nothing written")
@@ -225,7 +237,8 @@ def _next_steps(path: Path, answers: Answers, problems: list[str], read: Callabl
     for name, what in names.items():
         print(f"  {name:<24} {what}{'' if name in unset else '  (set)'}")
     if problems:
-        print(f"\nSet {'them' if unset else 'what is missing'}, then check the file: {launcher} config check {path}")
+        check = shlex.join([launcher, "config", "check", str(path)])
+        print(f"\nSet {'them' if unset else 'what is missing'}, then check the file: {check}")
         for problem in problems:
             print(f"  {problem}")
     else:
@@ -246,7 +259,7 @@ def _next_steps(path: Path, answers: Answers, problems: list[str], read: Callabl
 
     print("\nNext:")
     for what, argv in commands:
-        command = f"{launcher} {' '.join(argv)}"
+        command = shlex.join([launcher, *argv])
         if read is not None and not problems and _confirm(f"{what} ({command})?", read):
             code = main(argv)
             if code:

@@ -287,6 +287,14 @@ def test_ctrl_c_stops_and_writes_nothing(tmp_path, env, monkeypatch, capsys):
     assert not path.exists()
 
 
+def test_answers_given_for_another_pair_are_refused_once_the_pair_is_chosen(tmp_path, env, monkeypatch, capsys):
+    stdin(monkeypatch, "4")  # exactonline-asperion; nothing else is asked
+    path = tmp_path / "koppel.toml"
+    assert main(["init", str(path), "--set", "shop.base_url=https://shop.example"]) == 2
+    assert "--set shop.base_url: not asked for exactonline-asperion" in capsys.readouterr().err
+    assert not path.exists()
+
+
 def test_given_answers_are_not_asked(tmp_path, env, monkeypatch, capsys):
     stdin(monkeypatch, "", "", "", "", "", "", "n")  # public URL, admin token, the shop's three, Exact's URL
     path = tmp_path / "koppel.toml"
