@@ -506,12 +506,13 @@ def complete(given: Mapping[str, str]) -> tuple[Answers, list[str]]:
 
 
 PLACEHOLDER = "0123456789abcdef" * 4
-"""What `check` gives an environment variable that is not set yet (hex: Squarespace's secrets are)."""
+"""What `check` gives each environment variable the file names (hex: Squarespace's secrets are)."""
 
 
 def check(text: str, answers: Answers, environ: Mapping[str, str] | None = None) -> list[str]:
-    """What `koppel config check` says of this file's text (gateway.checks), the environment variables it
-    names that are not set counting as set: the file is checked before the user has set them."""
+    """What `koppel config check` says of this file's text (gateway.checks), with a stand-in value for each
+    environment variable it names: the file is checked, not the environment (which the user may set later;
+    `koppel init` checks it again, as it is, once the file is written)."""
     import os
     import tempfile
     from pathlib import Path
@@ -519,8 +520,7 @@ def check(text: str, answers: Answers, environ: Mapping[str, str] | None = None)
     from gateway.checks import check_file
 
     env = dict(os.environ if environ is None else environ)
-    for name in env_names(answers):
-        env.setdefault(name, PLACEHOLDER)
+    env.update(dict.fromkeys(env_names(answers), PLACEHOLDER))
     with tempfile.TemporaryDirectory(prefix="koppel-init-") as folder:
         path = Path(folder) / "koppel.toml"
         path.write_text(text, encoding="utf-8")

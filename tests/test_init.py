@@ -247,6 +247,16 @@ def test_accepted_consent_runs_koppel_connect_in_process(tmp_path, env, monkeypa
     assert f"./run.sh endpoints sync --config {path}" in out
 
 
+def test_a_variable_set_to_a_bad_value_is_reported_after_the_file_is_written(tmp_path, env, monkeypatch, capsys):
+    monkeypatch.setenv("SQ_HOOK_SECRET", "not hex")  # the environment's problem, not the answers'
+    path = tmp_path / "koppel.toml"
+    pair = "squarespace-exactonline"
+    assert main(["init", str(path), "--pair", pair, "--yes", *required(pair)]) == 0
+    out = capsys.readouterr().out
+    assert "endpoints[0].secret: a Squarespace webhook secret is hex" in out
+    assert path.exists()
+
+
 def test_with_variables_unset_the_file_is_written_and_says_what_to_set(tmp_path, no_env, monkeypatch, capsys):
     path = tmp_path / "koppel.toml"
     argv = ["init", str(path), "--pair", "winstore-exactonline", "--flows", "orders"]
