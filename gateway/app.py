@@ -38,6 +38,7 @@ from starlette.types import Receive, Scope, Send
 
 from connectors import issued, registry
 from gateway.config import Config, Endpoint
+from gateway.console import console_app
 from gateway.errors import (
     BodyTooLarge,
     MalformedRequest,
@@ -209,6 +210,7 @@ def create_app(config: Config, redis_url: str) -> Gateway:
             Route(LEGACY_CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
             Route(CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
             Mount("/ops", app=AdminAuth(dashboard_app(redis_url), settings.admin_token)),
+            Mount("/console", app=console_app(config, connection)),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},

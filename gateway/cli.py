@@ -2,6 +2,7 @@
 
     koppel serve          the webhook receiver (uvicorn)
     koppel worker         an RQ worker on Koppel's queue (non-forking, scheduler on)
+    koppel init [PATH]    write a config file step by step (the pair, its flows, settings; --yes for scripts)
     koppel config check   validate the config file (PATH or --config); every problem with its key path
     koppel connect        start OAuth consent for a system (Exact Online, Asperion; prints the URL)
     koppel replay         requeue failed jobs: --job ID, --integration ID or --all
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from connectors import registry
 from gateway.activity import OUTCOMES
-from gateway.config import Config, check_config, config_path
+from gateway.config import Config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
 from gateway.redisserver import RedisChoice, resolve_redis
 
@@ -58,23 +59,14 @@ def _redis(args: argparse.Namespace) -> RedisChoice:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from transforms import validate_integration
+    from gateway.checks import check_file
 
     if args.file and args.config:
         return _fail("give the config file once: as PATH or as --config PATH")
     path = config_path(args.file or args.config)
     if path is None:
         raise ConfigError(["no config file: pass --config PATH or set KOPPEL_CONFIG"], source="koppel")
-    # Every problem in one run: the file's structure and references, then, on the parts that are sound,
-    # the connectors' checks (settings, flows, order settings) and the mappings'.
-    checked = check_config(path, kinds=registry.kinds())
-    config, problems = checked.config, list(checked.problems)
-    if config is not None:
-        found = registry.config_problems(config)
-        for index, integration in enumerate(config.integrations):
-            target = config.system(integration.target)
-            found.extend(validate_integration(integration, index, target_kind=target.kind if target else None))
-        problems += checked.renumber(found)
+    config, problems = check_file(path)
     if problems or config is None:
         raise ConfigError(problems, source=str(path))
     print(
@@ -478,8 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
-    from gateway import mapcli
+    from gateway import initcli, mapcli
 
+    initcli.register(sub)
     mapcli.register(sub)
     return parser
 
