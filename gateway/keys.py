@@ -7,6 +7,8 @@
     koppel:inflight:{integration}:{flow}        HASH    stable keys whose write may have reached the target
     koppel:cache:{scope}:{name}                 HASH    looked-up ids (e-mail → customer, SKU → item, …)
     koppel:cache:{scope}:{name}:{key}           STRING  a negative answer remembered for a while
+    koppel:snapshot:{integration}:{job id}      STRING  an event's payload as the flow saw it (JSON), TTL
+                                                        `[retention] payloads`
     koppel:lock:{part}:…                        STRING  a lock (one resource, one poll)
     koppel:cursor:{system}:{stream}             STRING  a poller's cursor (never moves backwards)
     koppel:exact:tokens:{system}                STRING  OAuth tokens of a system (never logged)
@@ -24,6 +26,7 @@ PREFIX = "koppel:"
 DEDUPE = PREFIX + "dedupe:"
 INBOX = PREFIX + "inbox:"
 ACTIVITY = PREFIX + "activity:"
+SNAPSHOT = PREFIX + "snapshot:"
 TOKENS = PREFIX + "exact:tokens"
 RATELIMIT = PREFIX + "exact:ratelimit"
 
@@ -38,6 +41,10 @@ def inbox(queue: str) -> str:
 
 def activity(integration: str) -> str:
     return f"{ACTIVITY}{integration}"
+
+
+def snapshot(integration: str, job_id: str) -> str:
+    return f"{SNAPSHOT}{integration}:{job_id}"
 
 
 def ledger(integration: str, flow: str) -> str:
@@ -69,4 +76,7 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-__all__ = ["RATELIMIT", "TOKENS", "cache", "cursor", "dedupe", "in_flight", "inbox", "ledger", "lock", "text"]
+__all__ = [
+    "ACTIVITY", "RATELIMIT", "SNAPSHOT", "TOKENS", "cache", "cursor", "dedupe", "in_flight", "inbox", "ledger", "lock",
+    "snapshot", "text",
+]  # fmt: skip
