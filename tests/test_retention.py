@@ -129,11 +129,12 @@ def ended_job(rconn, order_id: int, email: str, status: str, *, ended: datetime)
 
 
 def activity(rconn, resource_id: str, *, job_id: str = "", flow: str = "orders", target_id: str = "",
-             at: float | None = None) -> str:  # fmt: skip
+             number: str = "", at: float | None = None) -> str:  # fmt: skip
     """An activity entry (at `at`, epoch s: its stream id says when it was logged)."""
     at = time.time() if at is None else at
     entry = Activity(integration=INTEGRATION, flow=flow, topic="order.created", resource_id=resource_id,
-                     outcome="created", received_at=at, done_at=at, job_id=job_id, target_id=target_id)  # fmt: skip
+                     outcome="created", received_at=at, done_at=at, job_id=job_id, target_id=target_id,
+                     number=number)  # fmt: skip
     entry_id = f"{int(at * 1000)}-{len(rconn.xrange(keys.activity(INTEGRATION)) or [])}"
     return rconn.xadd(keys.activity(INTEGRATION), entry.fields(), id=entry_id).decode()
 
@@ -217,6 +218,7 @@ def held(rconn):
         "done": activity(rconn, "302", job_id=done),
         "snapshot": activity(rconn, "305", job_id="job-305"),
         "customer": activity(rconn, "c-9", flow="customers", target_id="acc-jane"),
+        "named": activity(rconn, "c-8", flow="customers", number=JANE),  # older versions took it as the number
         "john": activity(rconn, "303", job_id=other),
     }
     [waiting] = Ingestor(rconn, queue_name=QUEUE).store([envelope(306, JANE)])
@@ -233,7 +235,7 @@ def test_forget_removes_what_koppel_holds_about_the_address_and_reports_it(confi
     assert "payload snapshots: removed 1" in out and keys.snapshot(INTEGRATION, "job-305") in out
     assert f"failed jobs: removed 1\n    {held['failed']}" in out
     assert f"finished jobs: removed 1\n    {held['done']}" in out
-    assert "activity entries: removed 5" in out
+    assert "activity entries: removed 6" in out
     assert "inbox entry" in out and held["waiting"] in out and "not removed: 1 event(s) not yet processed" in out
     assert JOHN not in out and "Jane" not in out.replace(JANE.lower(), "")  # no one else's data, no other data
 
@@ -258,7 +260,7 @@ def test_forget_dry_run_shows_what_would_go_and_removes_nothing(config_file, rco
     assert main(["forget", "--email", JANE, "--dry-run", "--config", config_file()]) == 0
     out = capsys.readouterr().out
     assert "(dry run: nothing removed)" in out
-    assert "cached ids: would remove 4" in out and "activity entries: would remove 5" in out
+    assert "cached ids: would remove 4" in out and "activity entries: would remove 6" in out
     assert f"failed jobs: would remove 1\n    {held['failed']}" in out
     assert {key: rconn.type(key) for key in rconn.scan_iter("*")} == before
     assert (rconn.xlen(keys.activity(INTEGRATION)), rconn.hlen(keys.cache(INTEGRATION, "customers"))) == counts

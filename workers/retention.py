@@ -30,6 +30,7 @@ from typing import Any
 import redis
 from rq import Queue
 from rq.job import Job
+from rq.utils import str_to_date
 
 from gateway import keys
 from gateway.activity import Activity
@@ -117,12 +118,11 @@ def purge(connection: redis.Redis, config: Config, *, now: float | None = None, 
         (report.jobs, queue.finished_job_registry, retention.jobs),
         (report.failed_jobs, queue.failed_job_registry, retention.failed_jobs),
     ):
-        for job in _jobs(connection, queue, registry.get_job_ids(cleanup=False)):
-            ended = job.ended_at or job.created_at
-            if ended is not None and ended.timestamp() < now - keep:
-                job.delete(remove_from_queue=False)
-                kind.removed += 1
-                kind.items.append(job.id)
+        old = _ended_before(connection, registry.get_job_ids(cleanup=False), now - keep)
+        for job in _jobs(connection, queue, old):
+            job.delete(remove_from_queue=False)
+            kind.removed += 1
+            kind.items.append(job.id)
     stream, before = inbox_key(config.gateway.queue), f"{int((now - retention.inbox) * 1000)}"
     waiting = [keys.text(entry_id) for entry_id, _ in connection.xrange(stream, "-", before, BATCH) or [] if entry_id]
     if waiting:
@@ -253,7 +253,7 @@ def forget(connection: redis.Redis, config: Config, email: str, *, dry_run: bool
     for entry_id, fields in _stream(connection, inbox_key(config.gateway.queue)):
         if mentions.search(keys.text(fields.get(b"e", b"")).lower()):
             report.waiting.append(f"inbox entry {entry_id} (job {keys.text(fields.get(b'id', b''))})")
-    _forget_activity(connection, config, report, found, dry_run)
+    _forget_activity(connection, config, report, found, mentions, dry_run)
     return report
 
 
@@ -323,9 +323,9 @@ def _note_event(found: _Found, job: Job, envelope: dict[str, Any]) -> None:
 
 
 def _forget_activity(connection: redis.Redis, config: Config, report: ForgetReport, found: _Found,
-                     dry_run: bool) -> None:  # fmt: skip
-    """Entries of the events that carried the address (their jobs, their records), and of the person's
-    customer record in a target."""
+                     mentions: re.Pattern[str], dry_run: bool) -> None:  # fmt: skip
+    """Entries of the events that carried the address (their jobs, their records), of the person's customer
+    record in a target, and any that mention the address (older versions took it as a customer's number)."""
     records: dict[str, set[str]] = {}  # integration → resource ids of those events
     for endpoint, resource_id in found.resources:
         for fed in config.integrations_from(endpoint):
@@ -340,6 +340,7 @@ def _forget_activity(connection: redis.Redis, config: Config, report: ForgetRepo
                 entry.job_id in found.job_ids
                 or (entry.resource_id and entry.resource_id in ours)
                 or (entry.target_id and entry.target_id in found.target_ids and entry.flow == "customers")
+                or mentions.search(" ".join((entry.number, entry.resource_id, entry.reason)).lower())
             ):
                 matched.append(entry_id)
         if matched:
@@ -367,6 +368,24 @@ def _stream(connection: redis.Redis, key: str) -> Iterator[tuple[str, dict[bytes
         if len(entries) < BATCH or entries[-1][0] is None:
             return
         start = "(" + keys.text(entries[-1][0])
+
+
+def _ended_before(connection: redis.Redis, ids: list[str], moment: float) -> list[str]:
+    """The jobs among `ids` that ended (or, never started, were made) before `moment` (epoch s): one field
+    read per job, not the whole job with its payload."""
+    old: list[str] = []
+    for at in range(0, len(ids), BATCH):
+        chunk = ids[at : at + BATCH]
+        with connection.pipeline(transaction=False) as pipe:
+            for job_id in chunk:
+                pipe.hmget(Job.key_for(job_id), "ended_at", "created_at")
+            for job_id, (ended, created) in zip(chunk, pipe.execute(), strict=True):
+                try:
+                    if (ended or created) and str_to_date(ended or created).timestamp() < moment:
+                        old.append(job_id)
+                except ValueError:  # not a time RQ wrote: left to RQ's own clean-up
+                    continue
+    return old
 
 
 def _jobs(connection: redis.Redis, queue: Queue, ids: Iterable[str]) -> Iterator[Job]:
