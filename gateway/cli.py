@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -582,11 +583,23 @@ def _from_caller(args: argparse.Namespace) -> None:
         os.environ["KOPPEL_CONFIG"] = str(Path(caller) / configured)
 
 
+_EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+class RedactingFormatter(logging.Formatter):
+    """Koppel's log lines with every e-mail address masked, tracebacks included. Log lines name records by
+    ids and numbers; this is the last line of defence for a system's error text or an exception that
+    quotes one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _EMAIL.sub("<e-mail>", super().format(record))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     level = os.environ.get("KOPPEL_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise, and URLs can carry ids
     parser = build_parser()
     args = parser.parse_args(argv)

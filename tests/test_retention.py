@@ -4,6 +4,8 @@ purge), `koppel forget --email`. Real Redis, real RQ jobs, the CLI's `main`."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -280,3 +282,25 @@ def test_forget_refuses_a_malformed_address(config_file, rconn, held, capsys, ad
     assert main(["forget", "--email", address, "--config", config_file()]) == 2
     assert "--email: not an e-mail address" in capsys.readouterr().err
     assert len(activity_ids(rconn)) == len(held["entries"])
+
+
+# -- logs ---------------------------------------------------------------------------------------------------
+
+
+def test_koppel_log_lines_mask_email_addresses_also_in_tracebacks():
+    """The last line of defence: a system's error text or an exception that quotes an address (the flows'
+    own lines name records by ids and numbers: tests/test_privacy_e2e.py)."""
+    code = (
+        "import logging, sys\n"
+        "from gateway.cli import main\n"
+        "main(['connectors', '--json'])\n"
+        "log = logging.getLogger('koppel.test')\n"
+        f"log.warning('customer %s rejected', {JANE!r})\n"
+        "try:\n"
+        f"    raise ValueError('Exact says: {JOHN} exists')\n"
+        "except ValueError:\n"
+        "    log.exception('failed')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "customer <e-mail> rejected" in done.stderr and "ValueError: Exact says: <e-mail> exists" in done.stderr
+    assert JANE not in done.stderr and JOHN not in done.stderr
