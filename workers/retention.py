@@ -106,11 +106,11 @@ def purge(connection: redis.Redis, config: Config, *, now: float | None = None, 
             report.activity.items.append(f"{key}: {removed}")
         if connection.ttl(key) == -1:  # a stream with no expiry (written by hand, or PERSISTed)
             connection.expire(key, retention.activity)
-    for key in _scan(connection, keys.SNAPSHOT + "*"):
-        ttl = int(connection.ttl(key))
-        if ttl == -1 or ttl > retention.payloads:
-            connection.expire(key, retention.payloads)
-            report.payloads.items.append(key)
+    for chunk in _chunks(_scan(connection, keys.SNAPSHOT + "*")):
+        too_long = [key for key, ttl in zip(chunk, _each(connection, "ttl", chunk), strict=True)
+                    if ttl == -1 or ttl > retention.payloads]  # fmt: skip
+        _each(connection, "expire", too_long, retention.payloads)
+        report.payloads.items += too_long
     if report.payloads.items:
         report.payloads.note = f"{len(report.payloads.items)} kept longer than the retention now expire within it"
     queue = make_queue(connection, config.gateway.queue)
@@ -140,26 +140,13 @@ def purge(connection: redis.Redis, config: Config, *, now: float | None = None, 
 def untimed_keys(connection: redis.Redis) -> dict[str, int]:
     """How many of Koppel's keys carry no expiry, per family (`koppel:<family>:…`)."""
     found: dict[str, int] = {}
-    batch: list[str] = []
-
-    def flush() -> None:
-        with connection.pipeline(transaction=False) as pipe:
-            for key in batch:
-                pipe.ttl(key)
-            for key, ttl in zip(batch, pipe.execute(), strict=True):
-                if ttl == -1:
-                    family = key.split(":")[1]
-                    found[family] = found.get(family, 0) + 1
-        batch.clear()
-
-    for key in _scan(connection, keys.PREFIX + "*"):
-        if key.startswith(keys.DEDUPE):  # every delivery's mark, always with its TTL
-            continue
-        batch.append(key)
-        if len(batch) >= BATCH:
-            flush()
-    if batch:
-        flush()
+    # Every delivery's mark always has its TTL: not asked one by one.
+    ours = (key for key in _scan(connection, keys.PREFIX + "*") if not key.startswith(keys.DEDUPE))
+    for chunk in _chunks(ours):
+        for key, ttl in zip(chunk, _each(connection, "ttl", chunk), strict=True):
+            if ttl == -1:
+                family = key.split(":")[1]
+                found[family] = found.get(family, 0) + 1
     return dict(sorted(found.items()))
 
 
@@ -242,13 +229,13 @@ def forget(connection: redis.Redis, config: Config, email: str, *, dry_run: bool
     mentions = _mentions(needle)
     _forget_cached(connection, needle, report, found, dry_run)
     _forget_jobs(connection, config, mentions, report, found, dry_run)
-    for key in _scan(connection, keys.SNAPSHOT + "*"):
-        value = connection.get(key)
-        if value is not None and mentions.search(keys.text(value).lower()):
-            found.job_ids.add(key.rpartition(":")[2])
-            report.payloads.items.append(key)
-            if not dry_run:
-                connection.delete(key)
+    for chunk in _chunks(_scan(connection, keys.SNAPSHOT + "*")):
+        for key, value in zip(chunk, connection.mget(chunk), strict=True):
+            if value is not None and mentions.search(keys.text(value).lower()):
+                found.job_ids.add(key.rpartition(":")[2])
+                report.payloads.items.append(key)
+                if not dry_run:
+                    connection.delete(key)
     report.payloads.removed = len(report.payloads.items)
     for entry_id, fields in _stream(connection, inbox_key(config.gateway.queue)):
         if mentions.search(keys.text(fields.get(b"e", b"")).lower()):
@@ -356,6 +343,25 @@ def _forget_activity(connection: redis.Redis, config: Config, report: ForgetRepo
 def _scan(connection: redis.Redis, match: str, type_: str | None = None) -> Iterator[str]:
     for key in connection.scan_iter(match=match, count=1000, _type=type_):
         yield keys.text(key)
+
+
+def _chunks(items: Iterable[str]) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == BATCH:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _each(connection: redis.Redis, command: str, keys_: list[str], *args: Any) -> list[Any]:
+    """One command per key, in one round trip; the replies."""
+    with connection.pipeline(transaction=False) as pipe:
+        for key in keys_:
+            getattr(pipe, command)(key, *args)
+        return list(pipe.execute())
 
 
 def _stream(connection: redis.Redis, key: str) -> Iterator[tuple[str, dict[bytes | str, bytes | str]]]:
