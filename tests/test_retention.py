@@ -21,7 +21,7 @@ from gateway.envelope import Envelope, Event
 from gateway.ingest import JOB_FUNC, Ingestor, make_queue
 from tests.samples import SECRETS
 from workers.inbox import pump_for
-from workers.retention import PURGE_LOCK
+from workers.retention import PURGE_LOCK, PurgeLoop
 from workers.worker import run_worker
 
 DAY = 86400
@@ -193,6 +193,21 @@ def test_a_worker_purges_at_start_and_one_worker_of_many_per_interval(config_fil
     activity(rconn, "202", at=old + 1)  # the next worker within the interval leaves the purge to its turn
     run_worker(config, redis_url, burst=True)
     assert len(activity_ids(rconn)) == 1
+
+
+def test_a_running_worker_s_purge_loop_purges_at_once_and_stops_when_told(config_file, rconn):
+    config = load_config(config_file('activity = "1d"'))
+    activity(rconn, "203", at=(datetime.now(UTC) - timedelta(days=2)).timestamp())
+    loop = PurgeLoop(rconn, config, worker="w1").start()
+    try:
+        deadline = time.monotonic() + 10
+        while activity_ids(rconn) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert activity_ids(rconn) == []
+        assert rconn.get(PURGE_LOCK) == b"w1"
+    finally:
+        loop.close()
+    assert not loop.thread.is_alive()
 
 
 # -- koppel forget --------------------------------------------------------------------------------------
