@@ -4,6 +4,9 @@
     max_body_bytes = 1048576
     public_url = "https://koppel.example"   # where the systems reach the receiver (webhook subscriptions)
 
+    [retention]                    # optional; how long each kind of data is kept (`RetentionSettings`)
+    activity = "30d"
+
     [[endpoints]]                  # where webhooks arrive: POST /webhooks/{id}
     id = "shop"
     kind = "woocommerce"           # a registered connector kind (`koppel connectors` lists them)
@@ -99,7 +102,7 @@ class GatewaySettings(_Model):
     queue: str = Field(default="koppel", pattern=r"^[a-z0-9_-]{1,64}$")
     # Largest number of events written to Redis in one round trip by the receiver.
     enqueue_batch_max: int = Field(default=256, ge=1, le=10_000)
-    # How long an event's job result and failure are kept (seconds).
+    # Older names of `[retention]` jobs / failed_jobs (moved there when given; read by `pump_for` without it).
     result_ttl_seconds: int = Field(default=24 * 3600, ge=0)
     failure_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     # Transient failures are retried with jittered exponential backoff: base * 2^n seconds, capped.
