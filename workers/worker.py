@@ -163,7 +163,7 @@ def run_worker(
 ) -> bool:
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
     connection = redis.Redis.from_url(redis_url, health_check_interval=30)
-    rt = runtime.Runtime(config=config, connection=connection)
+    rt = runtime.Runtime(config=config, connection=connection, snapshot_ttl=config.retention.payloads)
     runtime.install(rt)
     queue = make_queue(connection, config.gateway.queue)
     worker_class = QuietWorker if fork else KoppelWorker
