@@ -188,6 +188,8 @@ def create_app(config: Config, redis_url: str) -> Gateway:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await ingestor.start()
+        endpoints = ", ".join(f"{e.id} ({e.kind})" for e in config.endpoints) or "none"
+        log.info("webhooks at %s{endpoint}: %s; events go to queue %s", WEBHOOK_PREFIX, endpoints, settings.queue)
         gc.collect()
         gc.freeze()  # start-up objects leave the collector's view: full collections stay short (p99)
         try:

@@ -93,7 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     choice = _redis(args)
     try:
         app = create_app(config, choice.url)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+        # log_config=None: uvicorn's own lines (start-up, errors) go where Koppel's go, in Koppel's format.
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, log_config=None)
     finally:
         choice.stop()
     return 0
@@ -474,7 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the pair to run: woocommerce-exactonline (the main job, default), winstore-exactonline, "
                       "winstore-businesscentral, exactonline-asperion")  # fmt: skip
     demo.add_argument(
-        "--data-dir", help=f"the demo's own Redis data and logs (emptied at each run; default {DEMO_DATA_DIR})"
+        "--data-dir",
+        help="the demo's own Redis data, config and logs: what an earlier demo put there is removed at "
+        f"start, anything else stays (default {DEMO_DATA_DIR})",
     )
     demo.set_defaults(func=cmd_demo)
 
