@@ -151,6 +151,7 @@ def create_app(config: Config, redis_url: str) -> Gateway:
         lambda: {settings.queue: ingestor.queue_depth()},
         lambda: {settings.queue: ingestor.inbox_depth()},
         lambda: {settings.queue: ingestor.failed_count()},
+        lambda: {settings.queue: ingestor.inbox_oldest_age()},
     )
 
     async def healthz(request: Request) -> Response:

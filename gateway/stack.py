@@ -569,7 +569,9 @@ class Stack:
                 remaining, reset = state.get(prefix + b"rem"), state.get(prefix + b"reset")
                 if remaining is None or reset is None or int(remaining) > 0 or float(reset) <= now_ms:
                     continue
-                found.append(f"Exact's {window} API budget used up, resets in {(float(reset) - now_ms) / 1000:.0f} s")
+                seconds = (float(reset) - now_ms) / 1000
+                when = f"in {seconds:.0f} s" if seconds >= 1 else "now"
+                found.append(f"Exact's {window} API budget used up, resets {when}")
         return found
 
     def outcomes(
