@@ -22,7 +22,8 @@ Online pair):
 
 Orders are then placed in the shop (`place_orders`): WooCommerce's checkout fires its webhooks, signed
 as WooCommerce signs them, and `settle` waits until the activity log has an outcome for every order (or
-any record of another integration: `settle(ids, integration=…)`).
+any record of another integration: `settle(ids, integration=…)`) and nothing is left to do (`backlog`:
+the inbox, the queue, jobs a worker took but has not started, running, waiting to retry).
 """
 
 from __future__ import annotations
