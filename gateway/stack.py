@@ -213,6 +213,24 @@ def clear_data_dir(data_dir: Path, *, redis_too: bool = True) -> list[Path]:
     return removed
 
 
+def budget_waits(connection: redis.Redis, now: float | None = None) -> list[str]:
+    """Exact divisions whose API budget is used up, each with the seconds to its reset, as the shared
+    budget in Redis says (connectors/exactonline/ratelimit.py): "Exact's minutely API budget used up,
+    resets in 41 s"."""
+    found: list[str] = []
+    now_ms = (time.time() if now is None else now) * 1000
+    for key in sorted(connection.scan_iter(match=f"{keys.RATELIMIT}:*", count=100)):
+        state = connection.hgetall(key)
+        for prefix, window in ((b"m", "minutely"), (b"d", "daily")):
+            remaining, reset = state.get(prefix + b"rem"), state.get(prefix + b"reset")
+            if remaining is None or reset is None or int(remaining) > 0 or float(reset) <= now_ms:
+                continue
+            seconds = (float(reset) - now_ms) / 1000
+            when = f"in {seconds:.0f} s" if seconds >= 1 else "now"
+            found.append(f"Exact's {window} API budget used up, resets {when}")
+    return found
+
+
 def outcomes_of(record_ids: list[str], entries: list[Activity]) -> dict[str, OrderOutcome]:
     """What became of each record, from activity log entries in the log's order (`OrderOutcome.outcome`)."""
     result = {oid: OrderOutcome(oid, "pending") for oid in record_ids}
@@ -560,20 +578,8 @@ class Stack:
         return backlog(self.connection, self.options.queue)
 
     def waits(self) -> list[str]:
-        """What the workers wait for besides work: an Exact division whose API budget is used up, with
-        the seconds to its reset (read from the shared budget in Redis)."""
-        found: list[str] = []
-        now_ms = time.time() * 1000
-        for key in sorted(self.connection.scan_iter(match=f"{keys.RATELIMIT}:*", count=100)):
-            state = self.connection.hgetall(key)
-            for prefix, window in ((b"m", "minutely"), (b"d", "daily")):
-                remaining, reset = state.get(prefix + b"rem"), state.get(prefix + b"reset")
-                if remaining is None or reset is None or int(remaining) > 0 or float(reset) <= now_ms:
-                    continue
-                seconds = (float(reset) - now_ms) / 1000
-                when = f"in {seconds:.0f} s" if seconds >= 1 else "now"
-                found.append(f"Exact's {window} API budget used up, resets {when}")
-        return found
+        """What the workers wait for besides work (`budget_waits`)."""
+        return budget_waits(self.connection)
 
     def outcomes(
         self, order_ids: list[str], *, since: float | None = None, integration: str | None = None
@@ -638,5 +644,5 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
 
 __all__ = [
     "INTEGRATION", "WRITEBACK", "Backlog", "LiveServer", "OrderOutcome", "Stack", "StackOptions", "backlog",
-    "clear_data_dir", "outcomes_of", "serve",
+    "budget_waits", "clear_data_dir", "outcomes_of", "serve",
 ]  # fmt: skip

@@ -15,9 +15,10 @@ from rq.job import JobStatus
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
+from connectors.exactonline.ratelimit import Limits, RateLimiter
 from gateway.activity import Activity
 from gateway.ingest import inbox_key, make_queue
-from gateway.stack import MARKER, Backlog, backlog, clear_data_dir, outcomes_of
+from gateway.stack import MARKER, Backlog, backlog, budget_waits, clear_data_dir, outcomes_of
 from workers.pollers import POLL_JOB_PREFIX
 
 QUEUE = "koppel-test"
@@ -123,3 +124,13 @@ def test_a_directory_with_redis_data_no_demo_made_is_refused_and_left_alone(tmp_
     with pytest.raises(RuntimeError, match="holds Redis data that no demo put there"):
         clear_data_dir(tmp_path)
     assert (tmp_path / "redis/dump.rdb").read_text() == "a Koppel's own data"
+
+
+def test_a_used_up_exact_budget_is_named_with_the_time_to_its_reset(rconn):
+    clock = [1_000_000.0]
+    limiter = RateLimiter(rconn, 42, Limits(per_minute=2, per_day=100), clock=lambda: clock[0], sleep=lambda _: None)
+    limiter.acquire()
+    assert budget_waits(rconn, now=clock[0]) == []  # a call left this minute
+    limiter.acquire()
+    assert budget_waits(rconn, now=clock[0] + 19.2) == ["Exact's minutely API budget used up, resets in 41 s"]
+    assert budget_waits(rconn, now=clock[0] + 60) == []  # the window has reset
