@@ -558,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "other pairs: the records each phase enters (default 10)")
     demo.add_argument("--pair", default="woocommerce-exactonline",
                       help="the pair to run: woocommerce-exactonline (the main job, default), winstore-exactonline, "
-                      "winstore-businesscentral, exactonline-asperion")  # fmt: skip
+                      "winstore-businesscentral, exactonline-asperion, squarespace-exactonline")  # fmt: skip
     demo.add_argument(
         "--data-dir",
         help="the demo's own Redis data, config and logs: what an earlier demo put there is removed at "
