@@ -152,6 +152,7 @@ def create_app(config: Config, redis_url: str) -> Gateway:
         lambda: {settings.queue: ingestor.queue_depth()},
         lambda: {settings.queue: ingestor.inbox_depth()},
         lambda: {settings.queue: ingestor.failed_count()},
+        lambda: {settings.queue: ingestor.inbox_oldest_age()},
     )
 
     async def healthz(request: Request) -> Response:
@@ -189,6 +190,8 @@ def create_app(config: Config, redis_url: str) -> Gateway:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await ingestor.start()
+        endpoints = ", ".join(f"{e.id} ({e.kind})" for e in config.endpoints) or "none"
+        log.info("webhooks at %s{endpoint}: %s; events go to queue %s", WEBHOOK_PREFIX, endpoints, settings.queue)
         gc.collect()
         gc.freeze()  # start-up objects leave the collector's view: full collections stay short (p99)
         try:

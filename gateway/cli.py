@@ -9,6 +9,7 @@
     koppel activity       what an integration did with each event, with its job id (the activity log)
     koppel purge          remove now what `[retention]` no longer allows (the workers also do, on a schedule)
     koppel forget         remove what Koppel holds about a person: --email ADDRESS (--dry-run: show)
+    koppel inbox          accepted events no worker has made jobs yet, with the job ids the gateway answered
     koppel endpoints sync create and repair the systems' webhooks for the endpoints (--dry-run: show)
     koppel endpoints rotate-secret ENDPOINT / test ENDPOINT   new webhook secrets / a test notification
     koppel integrations   the integrations, and which a system switched off (`on ID` switches one on again)
@@ -37,6 +38,8 @@ from gateway.errors import ConfigError, EmbeddedRedisError
 from gateway.redisserver import RedisChoice, resolve_redis
 
 if TYPE_CHECKING:
+    from redis import Redis
+
     from workers.subscriptions import Plan
 
 
@@ -88,7 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     choice = _redis(args)
     try:
         app = create_app(config, choice.url)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+        # log_config=None: uvicorn's own lines (start-up, errors) go where Koppel's go, in Koppel's format.
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, log_config=None)
     finally:
         choice.stop()
     return 0
@@ -119,12 +123,86 @@ def cmd_replay(args: argparse.Namespace) -> int:
         connection = redis.Redis.from_url(choice.url)
         ids = args.job or failed_job_ids(connection, config, args.integration)
         result = replay(connection, config, ids)
+        why = {job_id: _not_failed(connection, config.gateway.queue, job_id) for job_id in result.missing}
+        connection.close()
     finally:
         choice.stop()
     print(f"requeued {len(result.requeued)} failed job(s)")
     for job_id in result.missing:
-        print(f"koppel: job {job_id} is not in the failed registry (finished, expired or unknown)", file=sys.stderr)
+        print(f"koppel: job {job_id} is not in the failed registry: {why[job_id]}", file=sys.stderr)
     return 1 if result.missing else 0
+
+
+def _not_failed(connection: Redis, queue: str, job_id: str) -> str:
+    """Where a job id that is not a failed job is: still in the inbox (no worker has made it a job yet),
+    an RQ job in another state, or nowhere."""
+    from gateway.ingest import find_in_inbox, make_queue
+
+    entry = find_in_inbox(connection, queue, job_id)
+    if entry is not None:
+        return (f"it is in the inbox, accepted at {entry.received_at} ({entry.endpoint} {entry.topic} "
+                f"{entry.resource_id}), not yet a job: a running `koppel worker` makes it one "
+                "(`koppel inbox` lists them)")  # fmt: skip
+    job = make_queue(connection, queue).fetch_job(job_id)
+    if job is None:
+        return "no such job (finished and expired, or unknown)"
+    status = job.get_status()
+    return f"it is {status.value if status else 'unknown'}, not failed"
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    """Accepted events that no worker has made RQ jobs yet, with the job ids the gateway's answers named."""
+    import json
+    from datetime import UTC, datetime
+
+    import redis
+    from rich.console import Console
+    from rich.table import Table
+    from rq import Worker
+
+    from gateway.ingest import find_in_inbox, inbox_view, make_queue
+
+    config = _load(args)
+    if args.limit <= 0:
+        return _fail("--limit must be a positive number")
+    queue = config.gateway.queue
+    choice = _redis(args)
+    try:
+        connection = redis.Redis.from_url(choice.url)
+        if args.job:
+            found = find_in_inbox(connection, queue, args.job)
+            view = inbox_view(connection, queue, limit=1)
+            entries = [found] if found else []
+        else:
+            view = inbox_view(connection, queue, limit=args.limit)
+            entries = view.entries
+        workers = Worker.count(queue=make_queue(connection, queue))
+        connection.close()
+    finally:
+        choice.stop()
+    if args.json:
+        print(json.dumps({"queue": queue, "depth": view.depth, "oldest_age_seconds": round(view.oldest_age, 3),
+                          "workers": workers, "entries": [e.as_dict() for e in entries]}, indent=2))  # fmt: skip
+        return 0 if entries or not args.job else 1
+    if args.job and not entries:
+        return _fail(f"job {args.job} is not in the inbox of queue {queue}: a worker made it an RQ job already "
+                     "(`koppel activity`, rq-dashboard), or no delivery was answered with it", code=1)  # fmt: skip
+    print(f"inbox of queue {queue}: {view.depth} accepted event(s) not yet jobs"
+          + (f", the oldest stored {view.oldest_age:.0f} s ago" if view.depth else ""))  # fmt: skip
+    if view.depth and not workers:
+        print("no worker runs on this queue: start `koppel worker`; its pump makes each one an RQ job under the job "
+              "id listed (the id the gateway's answer named)")  # fmt: skip
+    if not entries:
+        return 0
+    title = None if args.job or len(entries) == view.depth else f"the oldest {len(entries)} of {view.depth}"
+    table = Table(title=title, title_justify="left")
+    for column in ("received (UTC)", "endpoint", "topic", "resource", "state", "job"):
+        table.add_column(column, overflow="fold", min_width=32 if column == "job" else None)
+    for e in entries:
+        stored = datetime.fromtimestamp(e.stored_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(stored, e.endpoint, e.topic, e.resource_id, "taken by a pump" if e.taken else "waiting", e.job_id)
+    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+    return 0
 
 
 def cmd_activity(args: argparse.Namespace) -> int:
@@ -487,6 +565,14 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every failed job")
     replay.set_defaults(func=cmd_replay)
 
+    inbox = with_redis(with_config(sub.add_parser(
+        "inbox", help="accepted events no worker has made jobs yet, with their job ids (the gateway's answers)",
+    )))  # fmt: skip
+    inbox.add_argument("--job", metavar="ID", help="only this job id (exit 1 when it is not in the inbox)")
+    inbox.add_argument("--limit", type=int, default=50, help="at most this many, the oldest (default 50)")
+    inbox.add_argument("--json", action="store_true", help="as JSON, for scripts")
+    inbox.set_defaults(func=cmd_inbox)
+
     activity = with_redis(with_config(sub.add_parser("activity", help="show an integration's activity log")))
     activity.add_argument("--integration", required=True, metavar="ID", help="the integration id")
     activity.add_argument("--since", type=float, default=60.0, metavar="MINUTES", help="how far back (default 60)")
@@ -542,9 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "other pairs: the records each phase enters (default 10)")
     demo.add_argument("--pair", default="woocommerce-exactonline",
                       help="the pair to run: woocommerce-exactonline (the main job, default), winstore-exactonline, "
-                      "winstore-businesscentral, exactonline-asperion")  # fmt: skip
+                      "winstore-businesscentral, exactonline-asperion, squarespace-exactonline")  # fmt: skip
     demo.add_argument(
-        "--data-dir", help=f"the demo's own Redis data and logs (emptied at each run; default {DEMO_DATA_DIR})"
+        "--data-dir",
+        help="the demo's own Redis data, config and logs: what an earlier demo put there is removed at "
+        f"start, anything else stays (default {DEMO_DATA_DIR})",
     )
     demo.set_defaults(func=cmd_demo)
 

@@ -4,7 +4,8 @@ with `--pair`, another pair Koppel is sold for, on its sandboxes, with the same 
 The main job (`--pair woocommerce-exactonline`, the default):
 
 Everything runs on this machine (gateway/stack.py): an embedded Redis of the demo's own (data in
-`<data dir>/redis`, emptied at start: the sandboxes start empty too), the WooCommerce and Exact
+`<data dir>/redis`; what an earlier run left in the data dir is removed at start: the sandboxes start
+empty too), the WooCommerce and Exact
 Online sandboxes, the gateway and a worker. Koppel is authorised at Exact through its OAuth consent
 flow. Then:
 

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -250,6 +252,10 @@ class Ingestor:
     def inbox_depth(self) -> int:
         return int(self.connection.xlen(self._stream))
 
+    def inbox_oldest_age(self) -> float:
+        """Seconds the oldest accepted event has waited for a worker to make it a job (0: none waits)."""
+        return inbox_oldest_age(self.connection, self.queue_name)
+
     def queue_depth(self) -> int:
         return make_queue(self.connection, self.queue_name).count
 
@@ -257,6 +263,122 @@ class Ingestor:
         """Jobs in RQ's failed registry of the queue (what `koppel replay` requeues). A read only: ZCARD,
         not the registry's `count`, which first purges expired entries (a write, at every scrape)."""
         return int(self.connection.zcard(make_queue(self.connection, self.queue_name).failed_job_registry.key))
+
+
+# -- what operators see of the inbox ------------------------------------------------------------
+
+PUMP_GROUP = "koppel-pump"
+"""The consumer group of the workers' inbox pumps (workers/inbox.py)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """An accepted event not yet an RQ job: its job id (the one the 2xx answer named) and what it is.
+    Only ids and times: the envelope's payload stays in Redis."""
+
+    job_id: str
+    endpoint: str
+    topic: str
+    resource_id: str
+    received_at: str
+    """When the gateway received it (ISO 8601, UTC)."""
+    stored_at: float
+    """When it entered the inbox (epoch s, from the stream entry's id)."""
+    taken: bool
+    """A worker's pump has read it and is making it a job (or died doing so: another one reclaims it)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class InboxView:
+    depth: int
+    """Entries in the inbox (accepted events not yet jobs)."""
+    oldest_age: float
+    """Seconds since the oldest entry was stored; 0 when the inbox is empty."""
+    entries: list[InboxEntry]
+    """The oldest ones, up to the limit asked for."""
+
+
+def _xrange(connection: redis.Redis, stream: str, start: str, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """XRANGE from `start` to the end, up to `count` entries (deleted entries' empty fields left out)."""
+    rows: Any = connection.xrange(stream, min=start, count=count)
+    return [(entry_id, fields) for entry_id, fields in rows or [] if fields]
+
+
+def _entry_time(entry_id: bytes | str) -> float:
+    return int(keys.text(entry_id).split("-", 1)[0]) / 1000
+
+
+def _last_delivered(connection: redis.Redis, stream: str) -> tuple[int, int]:
+    """The id of the last entry the pumps' group has read, as a comparable pair ((0, 0): none, or no group)."""
+    try:
+        groups = connection.xinfo_groups(stream)
+    except redis.ResponseError:  # no stream yet
+        return (0, 0)
+    for group in groups:
+        if keys.text(group["name"]) == PUMP_GROUP:
+            return _id_pair(group["last-delivered-id"])
+    return (0, 0)
+
+
+def _id_pair(entry_id: bytes | str) -> tuple[int, int]:
+    ms, _, seq = keys.text(entry_id).partition("-")
+    return (int(ms), int(seq or 0))
+
+
+def _inbox_entry(entry_id: bytes, fields: dict[bytes, bytes], delivered: tuple[int, int]) -> InboxEntry:
+    try:
+        envelope = json.loads(fields[b"e"])
+    except (KeyError, ValueError):
+        envelope = {}
+    return InboxEntry(
+        job_id=keys.text(fields.get(b"id", b"")),
+        endpoint=str(envelope.get("endpoint") or ""),
+        topic=str(envelope.get("topic") or ""),
+        resource_id=str(envelope.get("resource_id") or ""),
+        received_at=str(envelope.get("received_at") or ""),
+        stored_at=_entry_time(entry_id),
+        taken=_id_pair(entry_id) <= delivered,
+    )
+
+
+def inbox_view(connection: redis.Redis, queue_name: str, limit: int = 50, *, now: float | None = None) -> InboxView:
+    """The inbox of a queue as an operator sees it: its depth, the age of its oldest entry and its oldest
+    `limit` entries (read only: XLEN, XRANGE, XINFO GROUPS)."""
+    stream = inbox_key(queue_name)
+    depth = int(connection.xlen(stream))
+    rows = _xrange(connection, stream, "-", max(limit, 1)) if depth else []
+    delivered = _last_delivered(connection, stream) if rows else (0, 0)
+    entries = [_inbox_entry(entry_id, fields, delivered) for entry_id, fields in rows]
+    moment = time.time() if now is None else now
+    oldest = max(0.0, moment - entries[0].stored_at) if entries else 0.0
+    return InboxView(depth, oldest, entries[:limit])
+
+
+def find_in_inbox(connection: redis.Redis, queue_name: str, job_id: str, page: int = 1000) -> InboxEntry | None:
+    """The inbox entry of a job id a 2xx answer named, while no worker has made it a job yet (else None).
+    Scans the stream in pages: an operator's look-up, not for a request path."""
+    stream = inbox_key(queue_name)
+    start = "-"
+    wanted = job_id.encode()
+    while True:
+        rows: Any = connection.xrange(stream, min=start, count=page)  # deleted entries too: paging goes on
+        for entry_id, fields in rows or []:
+            if fields and fields.get(b"id") == wanted:
+                return _inbox_entry(entry_id, fields, _last_delivered(connection, stream))
+        if len(rows or []) < page:
+            return None
+        start = "(" + keys.text(rows[-1][0])
+
+
+def inbox_oldest_age(connection: redis.Redis, queue_name: str, *, now: float | None = None) -> float:
+    """Seconds since the oldest inbox entry was stored (0 when empty): grows while no worker pumps."""
+    rows = _xrange(connection, inbox_key(queue_name), "-", 1)
+    if not rows:
+        return 0.0
+    return max(0.0, (time.time() if now is None else now) - _entry_time(rows[0][0]))
 
 
 def _accepted(job_ids: list[str], replies: list[Any]) -> list[Accepted]:

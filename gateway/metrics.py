@@ -17,7 +17,9 @@ from prometheus_client.registry import Collector
 
 
 class _Depth(Collector):
-    def __init__(self, name: str, documentation: str, depth: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self, name: str, documentation: str, depth: Callable[[], dict[str, int]] | Callable[[], dict[str, float]]
+    ) -> None:
         self._name = name
         self._documentation = documentation
         self._depth = depth
@@ -82,9 +84,10 @@ class Metrics:
         queue_depth: Callable[[], dict[str, int]],
         inbox_depth: Callable[[], dict[str, int]] | None = None,
         failed: Callable[[], dict[str, int]] | None = None,
+        inbox_age: Callable[[], dict[str, float]] | None = None,
     ) -> None:
-        """`queue_depth`, `inbox_depth` and `failed` are read from Redis when /metrics is scraped, never
-        on the receiver's request path."""
+        """`queue_depth`, `inbox_depth`, `failed` and `inbox_age` are read from Redis when /metrics is
+        scraped, never on the receiver's request path."""
         self._endpoints: dict[tuple[str, str], EndpointCounters] = {}
         self.registry = CollectorRegistry()
         self.received = Counts("koppel_webhooks_received", "Webhook requests received", ["endpoint", "kind"])
@@ -100,6 +103,10 @@ class Metrics:
             self.registry.register(
                 _Depth("koppel_inbox_depth", "Accepted events not yet made jobs (inbox stream length)", inbox_depth)
             )
+        if inbox_age is not None:
+            documentation = ("Seconds the oldest accepted event has waited in the inbox for a worker to make it a job "
+                             "(grows while no worker runs; `koppel inbox` lists them)")  # fmt: skip
+            self.registry.register(_Depth("koppel_inbox_oldest_seconds", documentation, inbox_age))
         if failed is not None:
             documentation = "Jobs in the queue's failed registry (koppel replay requeues them)"
             self.registry.register(_Depth("koppel_jobs_failed", documentation, failed))

@@ -56,21 +56,38 @@ def report_table(console: Console, title: str, rows: Iterable[tuple[str, str, st
 def follow(
     run: Run, ids: list[str], label: str, *, integration: str | None = None, calls: str = "", since: float | None = None
 ) -> dict[str, OrderOutcome]:
-    """A progress bar over the records' outcomes (and the target's calls, titled `calls`) until all are decided."""
+    """A progress bar over the records' outcomes (and the target's calls, titled `calls`) until all are decided
+    and the pipeline is idle; beside it what is still being waited for: the jobs left (queued, running,
+    waiting to retry) and a target's used-up API budget, named with the time to its reset."""
     columns = (TextColumn("{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn(f"{{task.fields[calls]}} {calls} calls" if calls else ""))  # fmt: skip
+               TimeElapsedColumn(), TextColumn(f"{{task.fields[calls]}} {calls} calls" if calls else ""),
+               TextColumn("[dim]{task.fields[waiting]}"))  # fmt: skip
+    stack = run.stack
     with Progress(*columns, console=run.console, transient=False) as progress:
-        task = progress.add_task(label, total=len(ids), calls=0)
+        task = progress.add_task(label, total=len(ids), calls=0, waiting="")
+        looked = 0.0
 
         def update(outcomes: dict[str, OrderOutcome]) -> None:
+            nonlocal looked
             done = sum(o.outcome != "pending" for o in outcomes.values())
             progress.update(task, completed=done, calls=sum(o.calls for o in outcomes.values()))
+            if time.monotonic() - looked >= 0.5:  # what is left, twice a second
+                looked = time.monotonic()
+                progress.update(task, waiting=waiting_for(stack))
 
-        outcomes = run.stack.settle(ids, timeout=300, progress=update, since=since, integration=integration)
+        outcomes = stack.settle(ids, timeout=300, progress=update, since=since, integration=integration)
+        progress.update(task, waiting="")
     pending = [o.order_id for o in outcomes.values() if o.outcome == "pending"]
     if pending:
         raise RuntimeError(f"{len(pending)} record(s) had no outcome after 5 minutes: {', '.join(pending[:5])}")
     return outcomes
+
+
+def waiting_for(stack: Stack) -> str:
+    """What the pipeline is still busy with, for a progress bar: "waiting: 3 queued, 1 running; Exact's
+    minutely API budget used up, resets in 41 s"; empty when nothing is left."""
+    jobs = stack.backlog().describe()
+    return f"waiting: {'; '.join([jobs, *stack.waits()])}" if jobs else ""
 
 
 def sync_endpoints(run: Run) -> bool:
@@ -103,12 +120,21 @@ def woo_orders(run: Run) -> bool:
     console.print(f"\nAdding {MISSING_SKU} as an item in Exact, then replaying the failed jobs "
                   f"(koppel replay --integration {INTEGRATION})…")  # fmt: skip
     config = stack.config()
+    since = time.time()  # the replay's outcomes only: the failures before it are what it repairs
     result = replay(stack.connection, config, failed_job_ids(stack.connection, config, INTEGRATION))
-    console.print(f"requeued {len(result.requeued)} failed job(s)")
-    again = _follow(stack, [o.order_id for o in failed], "replayed orders", console)
+    console.print(f"requeued {len(result.requeued)} failed job(s): one per delivery, "
+                  f"{_per_order(len(result.requeued), len(failed))} of the {len(failed)} failed order(s)")  # fmt: skip
+    again = _follow(stack, [o.order_id for o in failed], "replayed orders", console, since=since)
     booked = sum(o.outcome == "created" for o in again.values())
-    console.print(f"after the replay: {booked} of {len(failed)} booked in Exact")
+    console.print(f"after the replay: {booked} of {len(failed)} order(s) booked in Exact, one sales order each")
     return healthy and booked == len(failed) and _one_order_each(stack, placed, console)
+
+
+def _per_order(jobs: int, orders: int) -> str:
+    """How the failed jobs relate to the failed orders: "2 each (order.created and order.updated)"."""
+    if jobs == 2 * orders:
+        return "2 each (order.created and order.updated)"
+    return f"{jobs / orders:.1f} on average" if orders else "none"
 
 
 def woo_writeback(run: Run) -> bool:
@@ -217,18 +243,25 @@ def _follow(
 
 
 def _report(stack: Stack, placed: list[str], outcomes: dict[str, OrderOutcome], console: Console) -> bool:
+    """The batch per order (what became of it) and per delivery (each order arrives twice: WooCommerce
+    sends order.created and then order.updated; each delivery is one job, so a failed order is two
+    failed jobs)."""
     deliveries = [d for d in stack.deliveries() if str(d["resource_id"]) in set(placed)]
     accepted = sum(d["success"] for d in deliveries)
     counts = Counter(o.outcome for o in outcomes.values())
     created = [o for o in outcomes.values() if o.outcome == "created"]
     calls = sum(o.calls for o in created)
+    config = stack.config()
+    failed_jobs = len(failed_job_ids(stack.connection, config, INTEGRATION)) if counts["failed"] else 0
+    per_order = f"{len(deliveries) / len(placed):g} per order: order.created + order.updated" if placed else ""
     rows = [
         ("orders placed in the shop", str(len(placed)), ""),
-        ("webhook deliveries accepted", f"{accepted}/{len(deliveries)}", "order.created + order.updated"),
-        ("created in Exact", str(counts["created"]), ""),
-        ("skipped", str(counts["skipped"]), "status not synced / already in Exact"),
-        ("failed", str(counts["failed"]), "kept in RQ's failed registry"),
-    ]
+        ("webhook deliveries accepted", f"{accepted}/{len(deliveries)}", per_order),
+        ("orders created in Exact", str(counts["created"]), "one sales order each"),
+        ("orders skipped", str(counts["skipped"]), "status not synced / already in Exact"),
+        ("orders failed", str(counts["failed"]),
+         f"their {failed_jobs} deliveries' jobs kept in RQ's failed registry" if counts["failed"] else ""),
+    ]  # fmt: skip
     for reason, count in Counter(o.reason for o in outcomes.values() if o.outcome == "failed").most_common():
         rows.append(("", f"{count} x", reason))
     if created:
@@ -290,5 +323,3 @@ def _receiver_checks(stack: Stack, console: Console) -> bool:
         f"  the same delivery with a tampered body     {forged.status_code}  {forged.json().get('error', '')}"
     )
     return repeat.json().get("duplicates") == 1 and forged.status_code == 401
-
-

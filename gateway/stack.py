@@ -6,7 +6,9 @@ Online pair):
 
 * Redis: the given URL, else an embedded `redis-server` of the stack's own (data under `data_dir`),
   emptied at start: Koppel's state there (ledger, caches, tokens) belongs to sandboxes that live
-  only as long as the stack, so it must not meet a user's Redis or an earlier run's state.
+  only as long as the stack, so it must not meet a user's Redis or an earlier run's state. What an
+  earlier stack left in `data_dir` (its Redis files, logs and config) is removed at start
+  (`clear_data_dir`); anything else there stays.
 * The pair's sandboxes (WooCommerce, Exact Online, Winstore, Business Central): uvicorn servers on
   threads of this process, reached by system id (`url("bc")`, `control("winstore", "articles", …)`,
   `calls("exact")`).
@@ -20,13 +22,15 @@ Online pair):
 
 Orders are then placed in the shop (`place_orders`): WooCommerce's checkout fires its webhooks, signed
 as WooCommerce signs them, and `settle` waits until the activity log has an outcome for every order (or
-any record of another integration: `settle(ids, integration=…)`).
+any record of another integration: `settle(ids, integration=…)`) and nothing is left to do (`backlog`:
+the inbox, the queue, jobs a worker took but has not started, running, waiting to retry).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,10 +45,11 @@ import httpx
 import redis
 import tomlkit
 import uvicorn
-from rq.registry import StartedJobRegistry
+from rq.job import Job
 from starlette.types import ASGIApp
 
 from connectors import registry
+from gateway import keys
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Config
 from gateway.ingest import inbox_key, make_queue
@@ -135,7 +140,9 @@ class StackOptions:
 class OrderOutcome:
     order_id: str
     outcome: str
-    """created / skipped / failed / pending: what became of the order (its most decisive event)."""
+    """created / skipped / failed / pending: what became of the order. Each delivery (job) counts with its
+    latest outcome (a failed job replayed and booked is booked), and of those the most decisive counts:
+    created or updated, then failed, skipped, ignored."""
     number: str = ""
     target_id: str = ""
     reason: str = ""
@@ -143,6 +150,148 @@ class OrderOutcome:
     calls: int = 0
     latency: float | None = None
     """Seconds from the gateway's receipt of the creating delivery to the order's POST at Exact."""
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The event jobs not done yet, by where they are; the pollers' own jobs (always one scheduled, queued
+    or running while a source is polled) and the webhook checks left out."""
+
+    inbox: int = 0
+    """Accepted events no worker has made a job of yet (the inbox stream)."""
+    queued: int = 0
+    dequeued: int = 0
+    """Taken off the queue by a worker, not started yet (RQ's intermediate queue)."""
+    running: int = 0
+    scheduled: int = 0
+    """Waiting to be retried (RQ's scheduled registry)."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.inbox or self.queued or self.dequeued or self.running or self.scheduled)
+
+    def describe(self) -> str:
+        """E.g. "3 queued, 1 running, 2 waiting to retry"; empty when nothing is left."""
+        parts = [(self.inbox, "in the inbox"), (self.queued, "queued"), (self.dequeued, "taken by a worker"),
+                 (self.running, "running"), (self.scheduled, "waiting to retry")]  # fmt: skip
+        return ", ".join(f"{count} {where}" for count, where in parts if count)
+
+
+MARKER = ".koppel-stack"
+"""The file that marks a directory as a stack's data directory (a `koppel demo --data-dir`)."""
+_MADE = ("stack.toml", "logs/gateway.log", "logs/worker-*.log", "redis/appendonlydir", "redis/dump.rdb",
+         "redis/temp-*.rdb", "redis/redis.log")  # fmt: skip
+"""What a stack puts in its data directory (the embedded Redis's files under `redis/`)."""
+
+
+def clear_data_dir(data_dir: Path, *, redis_too: bool = True) -> list[Path]:
+    """Remove what an earlier stack left in `data_dir` (`_MADE`; the embedded Redis's files only with
+    `redis_too`), so each run starts empty, as its sandboxes do; anything else there stays. The paths removed.
+
+    A directory with Redis data but neither the marker nor a stack's config is not a stack's (a Koppel's own
+    `.koppel`, say): RuntimeError, nothing removed.
+    """
+    redis_dir = data_dir / "redis"
+    ours = (data_dir / MARKER).exists() or (data_dir / "stack.toml").exists()
+    if redis_too and not ours and redis_dir.is_dir() and any(redis_dir.iterdir()):
+        raise RuntimeError(
+            f"{data_dir} holds Redis data that no demo put there (no {MARKER}): give --data-dir a new or "
+            "empty directory, or one an earlier demo used"
+        )
+    removed: list[Path] = []
+    for pattern in _MADE:
+        if pattern.startswith("redis/") and not redis_too:
+            continue
+        for path in sorted(data_dir.glob(pattern)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker = data_dir / MARKER
+    if not marker.exists():
+        marker.write_text("koppel demo's data directory: what it puts here is removed at each run\n", encoding="utf-8")
+    return removed
+
+
+def budget_waits(connection: redis.Redis, now: float | None = None) -> list[str]:
+    """Exact divisions whose API budget is used up, each with the seconds to its reset, as the shared
+    budget in Redis says (connectors/exactonline/ratelimit.py): "Exact's minutely API budget used up,
+    resets in 41 s"."""
+    found: list[str] = []
+    now_ms = (time.time() if now is None else now) * 1000
+    for key in sorted(connection.scan_iter(match=f"{keys.RATELIMIT}:*", count=100)):
+        state = connection.hgetall(key)
+        for prefix, window in ((b"m", "minutely"), (b"d", "daily")):
+            remaining, reset = state.get(prefix + b"rem"), state.get(prefix + b"reset")
+            if remaining is None or reset is None or int(remaining) > 0 or float(reset) <= now_ms:
+                continue
+            seconds = (float(reset) - now_ms) / 1000
+            when = f"in {seconds:.0f} s" if seconds >= 1 else "now"
+            found.append(f"Exact's {window} API budget used up, resets {when}")
+    return found
+
+
+def outcomes_of(record_ids: list[str], entries: list[Activity]) -> dict[str, OrderOutcome]:
+    """What became of each record, from activity log entries in the log's order (`OrderOutcome.outcome`)."""
+    result = {oid: OrderOutcome(oid, "pending") for oid in record_ids}
+    rank = {"created": 4, "updated": 4, "failed": 3, "error": 3, "skipped": 2, "ignored": 1}
+    latest: dict[tuple[str, str], tuple[int, Activity]] = {}  # per record and delivery (job): its last final entry
+    for index, entry in enumerate(entries):
+        outcome = result.get(entry.resource_id)
+        if outcome is None:
+            continue
+        outcome.calls += entry.calls
+        if entry.outcome in FINAL:
+            outcome.events += 1
+            latest[(entry.resource_id, entry.job_id)] = (index, entry)  # a replayed job's replaces its old
+    for _, entry in sorted(latest.values(), key=lambda found: found[0]):  # of equal rank, the later decides
+        outcome = result[entry.resource_id]
+        if rank.get(entry.outcome, 0) >= rank.get(outcome.outcome, 0):
+            outcome.outcome = entry.outcome if entry.outcome != "error" else "failed"
+            outcome.number = entry.number or outcome.number
+            outcome.target_id = entry.target_id or outcome.target_id
+            outcome.reason = entry.reason
+            if entry.outcome == "created":
+                outcome.latency = entry.latency
+    return result
+
+
+def backlog(connection: redis.Redis, queue_name: str) -> Backlog:
+    """What is left of a queue's event jobs, read in one MULTI (a job moving on is counted once, not lost
+    between two reads). Only looks: RQ's `count` would also clean the registries up, handing a dead
+    worker's job back from here instead of from the workers' own maintenance.
+
+    A job a worker took off the queue sits in RQ's intermediate queue until the worker starts it (in
+    neither the queue nor the StartedJobRegistry): it counts while its status is still `queued`. When its
+    worker died there, the registry maintenance of the other workers (every three heartbeats) fails or
+    retries it after a minute, so it does not count forever.
+    """
+    queue = make_queue(connection, queue_name)
+    started, scheduled = queue.started_job_registry, queue.scheduled_job_registry
+    with connection.pipeline(transaction=True) as pipe:
+        pipe.xlen(inbox_key(queue_name))
+        pipe.lrange(queue.key, 0, -1)
+        pipe.lrange(queue.intermediate_queue_key, 0, -1)
+        pipe.zrange(started.key, 0, -1)
+        pipe.zrange(scheduled.key, 0, -1)
+        inbox, waiting, taken, running, retrying = pipe.execute()
+
+    def events(ids: list[str]) -> set[str]:
+        return {job_id for job_id in ids if not job_id.startswith((POLL_JOB_PREFIX, CHECK_JOB_PREFIX))}
+
+    running_ids = events([started.parse_job_id(entry) for entry in running])
+    taken_ids = events([keys.text(job_id) for job_id in taken]) - running_ids
+    if taken_ids:  # a multi-queue worker leaves its jobs there until maintenance: only those not started count
+        with connection.pipeline(transaction=False) as pipe:
+            for job_id in taken_ids:
+                pipe.hget(Job.key_for(job_id), "status")
+            statuses = pipe.execute()
+        taken_ids = {job_id for job_id, status in zip(taken_ids, statuses, strict=True) if status == b"queued"}
+    waiting_ids = events([keys.text(job_id) for job_id in waiting]) - taken_ids - running_ids
+    return Backlog(int(inbox), len(waiting_ids), len(taken_ids), len(running_ids),
+                   len(events([keys.text(job_id) for job_id in retrying])))  # fmt: skip
 
 
 class Stack:
@@ -200,6 +349,7 @@ class Stack:
 
     def start(self) -> None:
         opts = self.options
+        clear_data_dir(opts.data_dir, redis_too=not opts.redis_url)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.started_at = time.time()
         if opts.redis_url:
@@ -282,8 +432,8 @@ class Stack:
 
     def _start_gateway(self) -> None:
         self.gateway = _spawn(
-            ["serve", "--config", str(self.config_path), "--port", str(self.gateway_port), "--log-level", "warning"],
-            self._environ(),
+            ["serve", "--config", str(self.config_path), "--port", str(self.gateway_port), "--log-level", "info"],
+            {**self._environ(), "KOPPEL_LOG_LEVEL": "INFO"},  # start-up, each refused delivery, errors: no access log
             self.log_dir / "gateway.log",
         )
         deadline = time.monotonic() + 30
@@ -421,45 +571,24 @@ class Stack:
         )
 
     def idle(self) -> bool:
-        """Nothing left to do: the inbox drained, no event job queued, running or waiting to retry.
+        """Nothing left to do: the inbox drained, no event job queued, taken by a worker, running or
+        waiting to retry (`backlog`)."""
+        return self.backlog().empty
 
-        The pollers' own jobs (always one scheduled, queued or running while an Exact source is
-        polled) and the webhook checks do not count. Only looks: RQ's `count` would also clean the
-        registries up, handing a dead worker's job back from here instead of from the workers' own
-        maintenance.
-        """
-        queue = make_queue(self.connection, self.options.queue)
-        ids = [
-            *queue.get_job_ids(),
-            *StartedJobRegistry(queue=queue).get_job_ids(cleanup=False),
-            *queue.scheduled_job_registry.get_job_ids(cleanup=False),
-        ]
-        return self.connection.xlen(inbox_key(self.options.queue)) == 0 and all(
-            job_id.startswith((POLL_JOB_PREFIX, CHECK_JOB_PREFIX)) for job_id in ids
-        )
+    def backlog(self) -> Backlog:
+        """The event jobs not done yet, by where they are (`backlog` of the stack's queue)."""
+        return backlog(self.connection, self.options.queue)
+
+    def waits(self) -> list[str]:
+        """What the workers wait for besides work (`budget_waits`)."""
+        return budget_waits(self.connection)
 
     def outcomes(
         self, order_ids: list[str], *, since: float | None = None, integration: str | None = None
     ) -> dict[str, OrderOutcome]:
         """What became of each record (an order, an article…: the activity log's resource ids), from an
         integration's activity log (default: the pair's main one; from `since`, epoch s, when given)."""
-        result = {oid: OrderOutcome(oid, "pending") for oid in order_ids}
-        rank = {"created": 4, "failed": 3, "error": 3, "skipped": 2, "ignored": 1, "updated": 4}
-        for entry in self.activity(since, integration):
-            outcome = result.get(entry.resource_id)
-            if outcome is None:
-                continue
-            outcome.calls += entry.calls
-            if entry.outcome in FINAL:
-                outcome.events += 1
-            if rank.get(entry.outcome, 0) >= rank.get(outcome.outcome, 0):
-                outcome.outcome = entry.outcome if entry.outcome != "error" else "failed"
-                outcome.number = entry.number or outcome.number
-                outcome.target_id = entry.target_id or outcome.target_id
-                outcome.reason = entry.reason
-                if entry.outcome == "created":
-                    outcome.latency = entry.latency
-        return result
+        return outcomes_of(order_ids, self.activity(since, integration))
 
     def settle(
         self,
@@ -515,4 +644,7 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
         proc.wait()
 
 
-__all__ = ["INTEGRATION", "WRITEBACK", "LiveServer", "OrderOutcome", "Stack", "StackOptions", "serve"]
+__all__ = [
+    "INTEGRATION", "WRITEBACK", "Backlog", "LiveServer", "OrderOutcome", "Stack", "StackOptions", "backlog",
+    "budget_waits", "clear_data_dir", "outcomes_of", "serve",
+]  # fmt: skip

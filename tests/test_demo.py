@@ -34,14 +34,18 @@ def test_the_demo_runs_the_whole_pair_reports_it_and_leaves_nothing_running(tmp_
     text = out.getvalue()
     assert code == 0, text
     placed = int(re.search(r"orders placed in the shop\s+(\d+)", text).group(1))
-    created = int(re.search(r"created in Exact\s+(\d+)", text).group(1))
-    failed = int(re.search(r"failed\s+(\d+)", text).group(1))
+    created = int(re.search(r"orders created in Exact\s+(\d+)", text).group(1))
+    failed = int(re.search(r"orders failed\s+(\d+)", text).group(1))
     assert placed == 6 and created + failed == 6
-    assert "webhook deliveries accepted  12/12" in text
+    # Per order and per delivery: each order is delivered twice, so a failed order is two failed jobs.
+    assert re.search(r"webhook deliveries accepted +12/12 +2 per order: order.created \+ order.updated", text), text
     assert "1 duplicate, no second job" in text and "401  bad_signature" in text
     if failed:
         assert "KOP-BON-25 do not exist as items in Exact Online" in text
-        assert f"after the replay: {failed} of {failed} booked in Exact" in text
+        assert f"their {2 * failed} deliveries' jobs kept in RQ's failed registry" in text
+        assert f"requeued {2 * failed} failed job(s): one per delivery, 2 each (order.created and order.updated) of " \
+               f"the {failed} failed order(s)" in text  # fmt: skip
+        assert f"after the replay: {failed} of {failed} order(s) booked in Exact" in text
     assert "created webhook" in text and "for product.created" in text  # koppel endpoints sync
     assert "12 of the shop's 13 SKUs are now items in Exact" in text and ": KOP-BON-25" in text
     assert "now says: Utrecht" in text  # the customer's move reached the Exact account
@@ -50,6 +54,29 @@ def test_the_demo_runs_the_whole_pair_reports_it_and_leaves_nothing_running(tmp_
     assert re.search(r"(\d) of \1 shop orders now 'completed'", text), text  # written back via the poller
     assert "every order is accounted for" in text
     assert children() <= before, "the demo left child processes running"
+    # The gateway's log: its start, the refused delivery (one line, no payload), and no access log.
+    log = (tmp_path / "logs" / "gateway.log").read_text()
+    assert "Application startup complete" in log and "webhooks at /webhooks/{endpoint}: webshop (woocommerce)" in log
+    refused = [line for line in log.splitlines() if "rejected" in line]
+    assert len(refused) == 1 and "bad_signature request to endpoint webshop" in refused[0], log
+    assert "@" not in log and "billing" not in log and "POST /webhooks" not in log, log
+
+
+@pytest.mark.integration
+def test_the_main_job_runs_twice_on_the_same_data_directory(tmp_path):
+    """A second run finds the first one's Redis files, logs and config, removes them and starts empty; a file
+    of the user's in the directory stays."""
+    (tmp_path / "notes.txt").write_text("mine")
+    for run in (1, 2):
+        out = io.StringIO()
+        code = run_demo(orders=3, data_dir=tmp_path, console=Console(file=out, width=120, color_system=None))
+        text = out.getvalue()
+        assert code == 0, f"run {run}:\n{text}"
+        assert "every order is accounted for" in text
+        assert re.search(r"orders placed in the shop +3\b", text), text
+        assert re.search(r"webhook deliveries accepted +6/6\b", text), text  # this run's orders only
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "logs" / "gateway.log").read_text().count("Application startup complete") == 1
 
 
 def test_the_demo_refuses_a_batch_size_out_of_range(capsys):

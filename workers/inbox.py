@@ -34,12 +34,12 @@ from rq import Queue, Retry
 from rq.job import Job
 
 from gateway.config import GatewaySettings, RetentionSettings
-from gateway.ingest import JOB_FUNC, inbox_key, job_description, make_queue
+from gateway.ingest import JOB_FUNC, PUMP_GROUP, inbox_key, job_description, make_queue
 from workers.policy import retry_schedule
 
 log = logging.getLogger("koppel.inbox")
 
-GROUP = "koppel-pump"
+GROUP = PUMP_GROUP
 BATCH = 256
 BLOCK_MS = 1000
 CLAIM_IDLE_MS = 30_000
