@@ -18,12 +18,14 @@ ContextVar, so threads and jobs never mix). Nothing is noted when no recorder is
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import redis
@@ -48,6 +50,7 @@ __all__ = [
     "note_record",
     "note_request",
     "recording",
+    "to_json",
 ]
 
 
@@ -140,6 +143,24 @@ def note_request(system: str, method: str, path: str, status: int, body: bytes |
         )
 
 
+def _numbers(value: Any) -> Any:
+    """`value` with floats as Decimals (`payload.dumps` takes exact numbers only) and NaN or infinities as text."""
+    if isinstance(value, float):
+        return Decimal(repr(value)) if math.isfinite(value) else repr(value)
+    if isinstance(value, Decimal) and not value.is_finite():
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _numbers(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_numbers(v) for v in value]
+    return value
+
+
+def to_json(value: Any, *, indent: int | None = None) -> str:
+    """JSON text of a snapshot's part: Decimals and floats with the digits they have; anything else as text."""
+    return dumps(_numbers(value), indent=indent, default=str)
+
+
 class SnapshotStore:
     """Snapshots in Redis, each expiring after `ttl` seconds (the payload retention)."""
 
@@ -149,10 +170,7 @@ class SnapshotStore:
 
     def save(self, recorder: Recorder) -> None:
         data = recorder.as_dict()
-        try:
-            text = dumps(data, default=str)  # exact Decimals
-        except (TypeError, ValueError):  # floats (as a source sent them), NaN: as `json` writes them
-            text = json.dumps(data, default=str, ensure_ascii=False)
+        text = to_json(data)
         self.connection.set(keys.snapshot(recorder.integration, recorder.job_id), text, ex=self.ttl)
 
     def load(self, integration: str, job_id: str) -> dict[str, Any] | None:

@@ -38,7 +38,6 @@ from gateway.console.session import COOKIE, Sessions
 from gateway.errors import KoppelError
 from gateway.model import NormaliseError
 from gateway.oauth import consent_url
-from gateway.payload import dumps
 from gateway.replay import replay
 from transforms.errors import MappingError, MappingSpecError
 from transforms.integration import effective_mapping
@@ -79,10 +78,7 @@ def _ago(epoch: float | None) -> str:
 
 
 def _json(value: Any) -> str:
-    try:
-        return dumps(value, indent=2, default=str)
-    except (TypeError, ValueError):  # floats as a source sent them
-        return json.dumps(value, indent=2, default=str, ensure_ascii=False)
+    return snapshots.to_json(value, indent=2)
 
 
 templates.env.filters["when"] = _when

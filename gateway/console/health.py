@@ -124,7 +124,8 @@ def health(connection: redis.Redis, config: Config) -> list[Health]:
 
 def _reason(job: Job) -> str:
     """The last line of the job's failure (the exception's message), without the traceback."""
-    info = job.exc_info or ""
+    result = job.latest_result()
+    info = (result.exc_string if result is not None else None) or ""
     lines = [line for line in info.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
 
