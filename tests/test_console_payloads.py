@@ -173,6 +173,10 @@ def test_replay_with_the_current_mapping_shows_the_difference_first(env):
     assert 'form id="confirm-replay"' in page.text
     queue = make_queue(env.conn, "koppel")
     assert job_id in queue.failed_job_registry.get_job_ids()  # looking changed nothing
+    env.conn.delete(keys.snapshot("shop-to-exact", job_id))  # expired: the event's payload is the input
+    bare = html.unescape(env.console.get(f"/console/integrations/shop-to-exact/failed/{job_id}/remap").text)
+    assert "the event's payload is the input" in bare and "nothing to compare with" in bare
+    assert '"Description": "Console 7306"' in bare  # what the current mapping makes of it
     confirmed = env.console.post(f"/console/integrations/shop-to-exact/failed/{job_id}/replay",
                                  data={"csrf": env.csrf(page.text), "mapping": "current"})  # fmt: skip
     assert confirmed.status_code == 200 and "queued again with the current mapping" in confirmed.text

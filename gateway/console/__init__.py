@@ -35,6 +35,7 @@ from gateway.activity import ActivityLog
 from gateway.config import FLOWS, Config, Integration
 from gateway.console.health import failed_job, failed_jobs, health, oauth_systems
 from gateway.console.session import COOKIE, Sessions
+from gateway.envelope import Envelope
 from gateway.errors import KoppelError
 from gateway.model import NormaliseError
 from gateway.oauth import consent_url
@@ -42,6 +43,7 @@ from gateway.replay import replay
 from transforms.errors import MappingError, MappingSpecError
 from transforms.integration import effective_mapping
 from transforms.spec import render_toml
+from workers.jobs import flow_of
 from workers.switches import switch_off, switch_on
 
 __all__ = ["console_app"]
@@ -313,6 +315,14 @@ def _preview_error(exc: Exception) -> str:
 PREVIEW_ERRORS = (mapview.Unpreviewable, MappingSpecError, MappingError, NormaliseError, KoppelError)
 
 
+def _flow_of(envelope: dict[str, Any]) -> str:
+    """The flow a queued event feeds ("" when the job's argument is no envelope)."""
+    try:
+        return flow_of(Envelope.model_validate(envelope)) or ""
+    except ValueError:
+        return ""
+
+
 def remap(console: Console, integration: Integration, job_id: str, show: bool) -> dict[str, Any]:
     """What replaying a failed job with the current mapping would change: the original attempt's mapped
     payload against the current mapping's, for the same input (the snapshot's record, else the event)."""
@@ -321,7 +331,7 @@ def remap(console: Console, integration: Integration, job_id: str, show: bool) -
         raise HTTPException(404, f"{integration.id} has no failed job {job_id!r} (replayed already, or expired)")
     snap = console.snapshots.load(integration.id, job_id) or {}
     envelope = job.envelope or {}
-    flow = snap.get("flow") or ""
+    flow = snap.get("flow") or _flow_of(envelope)
     notes: list[str] = []
     record = snap.get("record")
     if record is None:
@@ -336,7 +346,7 @@ def remap(console: Console, integration: Integration, job_id: str, show: bool) -
     current: Any = None
     error = ""
     if not flow:
-        error = "this job's snapshot does not say which flow it ran (no snapshot kept)"
+        error = "this job's event feeds no flow Koppel knows"
     else:
         try:
             current = mapview.preview(console.config, integration, flow, record,
