@@ -86,6 +86,8 @@ def _json(value: Any) -> str:
 templates.env.filters["when"] = _when
 templates.env.filters["ago"] = _ago
 templates.env.filters["json"] = _json
+templates.env.filters["scrub"] = lambda text, show=False: text if show else snapshots.mask(text)
+"""Free text (a failure's reason) with e-mail addresses masked, unless `show`."""
 
 
 class SecurityHeaders:
