@@ -11,6 +11,7 @@
     koppel:cursor:{system}:{stream}             STRING  a poller's cursor (never moves backwards)
     koppel:snapshot:{integration}:{job}         STRING  a handled job's payloads (JSON), TTL payload retention
     koppel:polled:{system}:{stream}             STRING  when a poller last read the stream (epoch s)
+    koppel:console:ended:{session}              STRING  a web console session logged out, TTL its max age
     koppel:exact:tokens:{system}                STRING  OAuth tokens of a system (never logged)
     koppel:exact:ratelimit:{division}           …       Exact's shared API budget per division
 (The two `exact:` names date from when Exact was the only OAuth system; kept so that stored
@@ -74,6 +75,10 @@ def polled(system: str, stream: str) -> str:
     return f"{PREFIX}polled:{system}:{stream}"
 
 
+def console_ended(session: str) -> str:
+    return f"{PREFIX}console:ended:{session}"
+
+
 def text(value: bytes | str) -> str:
     """A value read back from Redis as text (redis-py types replies `bytes | str`: it depends on
     `decode_responses`, which Koppel leaves off)."""
@@ -81,6 +86,6 @@ def text(value: bytes | str) -> str:
 
 
 __all__ = [
-    "RATELIMIT", "SNAPSHOT", "TOKENS", "cache", "cursor", "dedupe", "in_flight", "inbox", "ledger", "lock", "polled",
-    "snapshot", "text",
+    "RATELIMIT", "SNAPSHOT", "TOKENS", "cache", "console_ended", "cursor", "dedupe", "in_flight", "inbox", "ledger",
+    "lock", "polled", "snapshot", "text",
 ]

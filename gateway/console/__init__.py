@@ -30,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import mapview, snapshots
+from gateway import keys, mapview, snapshots
 from gateway.activity import ActivityLog
 from gateway.config import FLOWS, Config, Integration
 from gateway.console.health import failed_job, failed_jobs, health, oauth_systems
@@ -164,6 +164,16 @@ class Console:
 
     # -- access ---------------------------------------------------------------------------------------
 
+    async def session_of(self, request: Request) -> str | None:
+        """The request's session id: its cookie genuine, not expired, and not logged out."""
+        if self.sessions is None:
+            return None
+        session = self.sessions.session_id(request.cookies.get(COOKIE))
+        if session is None:
+            return None
+        ended = await asyncio.to_thread(self.connection.exists, keys.console_ended(session))
+        return None if ended else session
+
     def guard(self, handler: Handler, *, post: bool = False) -> Callable[[Request], Awaitable[Response]]:
         """The endpoint: no admin token → how to set one; no session → the login page (GET) or 401
         (POST); a POST without its session's CSRF token → 403."""
@@ -171,7 +181,7 @@ class Console:
         async def endpoint(request: Request) -> Response:
             if self.sessions is None:
                 return _no_token(self, request)
-            session = self.sessions.session_id(request.cookies.get(COOKIE))
+            session = await self.session_of(request)
             if session is None:
                 if not post:
                     return RedirectResponse(f"{request.scope.get('root_path', '')}/login", 303)
@@ -221,6 +231,9 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request, console: Console, form: Form, session: str) -> Response:
+    """End the session: the cookie is deleted, and the session refused from now on (a copy of the cookie too)."""
+    assert console.sessions is not None
+    await asyncio.to_thread(console.connection.set, keys.console_ended(session), "1", ex=console.sessions.max_age)
     base = request.scope.get("root_path", "")
     response = RedirectResponse(f"{base}/login", 303)
     response.delete_cookie(COOKIE, path=base or "/", httponly=True, samesite="strict",
