@@ -35,6 +35,7 @@ from gateway.activity import ActivityLog
 from gateway.config import FLOWS, Config, Integration
 from gateway.console.health import failed_job, failed_jobs, health, oauth_systems
 from gateway.console.session import COOKIE, Sessions
+from gateway.console.setup import setup
 from gateway.envelope import Envelope
 from gateway.errors import KoppelError
 from gateway.model import NormaliseError
@@ -487,6 +488,8 @@ def console_app(config: Config, connection: redis.Redis, *, snapshot_ttl: int = 
         Route("/integrations/{integration}/mappings/{flow}", g(mapping), methods=["GET"]),
         Route("/integrations/{integration}/mappings/{flow}", g(mapping, post=True), methods=["POST"]),
         Route("/connect/{system}", g(connect, post=True), methods=["POST"]),
+        Route("/setup", g(setup), methods=["GET"]),
+        Route("/setup", g(setup, post=True), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
