@@ -42,7 +42,7 @@ from gateway.model import NormaliseError
 from gateway.oauth import consent_url
 from gateway.replay import replay
 from transforms.errors import MappingError, MappingSpecError
-from transforms.integration import effective_mapping
+from transforms.integration import build_mapping, effective_mapping
 from transforms.spec import render_toml
 from workers.jobs import flow_of
 from workers.switches import switch_off, switch_on
@@ -417,6 +417,11 @@ def mapping_view(console: Console, integration: Integration, flow: str, raw_inpu
         out["toml"] = render_toml(effective.spec, f"integrations.mappings.{flow}.{target_kind}")
         out["description"] = effective.default.description
         out["diff"] = mapview.diff_lines(integration, flow, target_kind, tofile=f"{integration.id} mappings.{flow}")
+    except MappingSpecError as exc:
+        out["error"] = _preview_error(exc)
+        return out
+    try:
+        build_mapping(integration, flow, target_kind)  # compiles every expression: names what does not
     except MappingSpecError as exc:
         out["error"] = _preview_error(exc)
         return out
