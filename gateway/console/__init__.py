@@ -116,9 +116,9 @@ class Form(dict[str, str]):
 
 async def read_form(request: Request) -> Form:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = b""
+    body = bytearray()
     async for chunk in request.stream():
-        body += chunk
+        body.extend(chunk)
         if len(body) > FORM_LIMIT:
             raise HTTPException(413, f"the form is over the console's limit of {FORM_LIMIT} bytes")
     if not body:
