@@ -254,9 +254,9 @@ def polled_config() -> Config:
 
 
 def test_the_integrations_page_shows_when_each_polled_stream_was_last_read(redis_url, rconn):
-    from workers.pollers import polled_key
+    from workers.pollers import note_polled
 
-    rconn.set(polled_key("exact", "4242", "SalesOrders"), str(time.time() - 300))
+    note_polled(rconn, "exact", "4242", "SalesOrders", at=time.time() - 300)
     live = serve(create_app(polled_config(), redis_url))
     try:
         with httpx.Client(base_url=live.url, timeout=10) as client:
