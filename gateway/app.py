@@ -1,4 +1,5 @@
-"""The Starlette receiver: POST /webhooks/{endpoint_id}, /healthz, /readyz, /metrics, /ops/rq/ (admin).
+"""The Starlette receiver: POST /webhooks/{endpoint_id}, /healthz, /readyz, /metrics, /ops/rq/ and the web console
+/console/ (admin).
 
 The path of a webhook: find the endpoint (404) → read the raw body under the endpoint's cap (413)
 → the kind's handler verifies the signature on the raw bytes (401), answers handshakes, and splits

@@ -18,12 +18,14 @@ ContextVar, so threads and jobs never mix). Nothing is noted when no recorder is
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import redis
@@ -43,11 +45,13 @@ __all__ = [
     "Recorder",
     "SnapshotStore",
     "current",
+    "floats",
     "mask",
     "note_mapped",
     "note_record",
     "note_request",
     "recording",
+    "to_json",
 ]
 
 
@@ -102,11 +106,13 @@ def note_record(record: Any) -> None:
         recorder.record = record
 
 
-def note_mapped(flow: str, payload: Any, context: Any = None) -> None:
-    """What a mapping produced (and the run-time ids it was given)."""
+def note_mapped(flow: str, payload: Any, context: Any = None, mapping_input: Any = None) -> None:
+    """What a mapping produced, from which input (the canonical record as the flow gave it to the mapping,
+    after the flow's own steps, as mapping data: transforms.inputs) and the run-time ids it was given."""
     recorder = _current.get()
     if recorder is not None:
-        recorder.mapped.append({"flow": flow, "payload": payload, "context": context})
+        entry = {"flow": flow, "payload": payload, "context": context}
+        recorder.mapped.append(entry if mapping_input is None else entry | {"input": mapping_input})
 
 
 def _body(content: bytes | None, limit: int) -> Any:
@@ -140,6 +146,36 @@ def note_request(system: str, method: str, path: str, status: int, body: bytes |
         )
 
 
+def _numbers(value: Any) -> Any:
+    """`value` with floats as Decimals (`payload.dumps` takes exact numbers only) and NaN or infinities as text."""
+    if isinstance(value, float):
+        return Decimal(repr(value)) if math.isfinite(value) else repr(value)
+    if isinstance(value, Decimal) and not value.is_finite():
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _numbers(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_numbers(v) for v in value]
+    return value
+
+
+def floats(value: Any) -> Any:
+    """`value` as read with `json.loads` alone: Decimals as floats (for a source record or a mapping input,
+    which held floats; a loaded snapshot has Decimals so that payloads keep their digits)."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [floats(v) for v in value]
+    return value
+
+
+def to_json(value: Any, *, indent: int | None = None) -> str:
+    """JSON text of a snapshot's part: Decimals and floats with the digits they have; anything else as text."""
+    return dumps(_numbers(value), indent=indent, default=str)
+
+
 class SnapshotStore:
     """Snapshots in Redis, each expiring after `ttl` seconds (the payload retention)."""
 
@@ -149,10 +185,7 @@ class SnapshotStore:
 
     def save(self, recorder: Recorder) -> None:
         data = recorder.as_dict()
-        try:
-            text = dumps(data, default=str)  # exact Decimals
-        except (TypeError, ValueError):  # floats (as a source sent them), NaN: as `json` writes them
-            text = json.dumps(data, default=str, ensure_ascii=False)
+        text = to_json(data)
         self.connection.set(keys.snapshot(recorder.integration, recorder.job_id), text, ex=self.ttl)
 
     def load(self, integration: str, job_id: str) -> dict[str, Any] | None:
@@ -160,7 +193,7 @@ class SnapshotStore:
         if raw is None:
             return None
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_float=Decimal)  # numbers with the digits they were written with
         except ValueError:
             return None
         return data if isinstance(data, dict) else None
@@ -175,7 +208,7 @@ class SnapshotStore:
             if raw is None:
                 continue
             try:
-                data = json.loads(raw)
+                data = json.loads(raw, parse_float=Decimal)
             except ValueError:
                 continue
             if isinstance(data, dict):
@@ -199,7 +232,7 @@ MASK = "•••"
 def _masked_value(value: Any) -> Any:
     if isinstance(value, str):
         return MASK if value else value
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         return MASK
     return mask(value, all_personal=True)
 

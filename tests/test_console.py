@@ -6,6 +6,7 @@ stable markup docs/console.md lists (ids, names and data- attributes).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
@@ -25,7 +26,7 @@ TOKEN = SECRETS["ADMIN_TOKEN"]
 ENV = SECRETS | {"EXACT_CLIENT_SECRET": "exact-secret"}
 
 
-def console_config(**gateway: object) -> Config:
+def console_config(*, mappings: dict | None = None, **gateway: object) -> Config:
     """A WooCommerce shop (endpoint `shop`) feeding Exact (`exact`), and the admin token (unless overridden)."""
     return parse_config(
         {
@@ -33,7 +34,8 @@ def console_config(**gateway: object) -> Config:
             "endpoints": [{"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
             "systems": [{"id": "exact", "kind": "exactonline", "settings": {"client_id": "koppel-app"},
                          "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"}}],
-            "integrations": [{"id": "shop-to-exact", "source": "shop", "target": "exact", "flows": ["orders"]}],
+            "integrations": [{"id": "shop-to-exact", "source": "shop", "target": "exact", "flows": ["orders"],
+                              "mappings": mappings or {}}],
         },
         environ=ENV,
     )  # fmt: skip
@@ -95,8 +97,11 @@ def test_login_sets_a_strict_httponly_session_cookie_and_logout_ends_it(anon):
     page = anon.get("/console/")
     assert page.status_code == 200
     assert '<table id="integrations">' in page.text
+    kept = anon.cookies[COOKIE]
     out = anon.post("/console/logout", data={"csrf": csrf_of(page.text)})
     assert out.status_code == 303 and out.headers["location"] == "/console/login"
+    assert anon.get("/console/").status_code == 303
+    anon.cookies.set(COOKIE, kept)  # a copy of the cookie is no good after the logout either
     assert anon.get("/console/").status_code == 303
 
 
@@ -229,3 +234,76 @@ def test_the_connect_button_starts_the_consent_or_says_what_is_missing(console):
     assert response.status_code == 400
     assert "redirect_uri" in response.text  # the sample config's Exact system has none
     assert console.post("/console/connect/shop", data={"csrf": csrf}).status_code == 404
+
+
+def polled_config() -> Config:
+    """Exact polled for orders that go to a WooCommerce shop, Exact's consent redirect configured."""
+    return parse_config(
+        {
+            "gateway": {"admin_token": "env:ADMIN_TOKEN"},
+            "systems": [
+                {"id": "exact", "kind": "exactonline", "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
+                 "settings": {"client_id": "koppel-app", "redirect_uri": "https://koppel.example/oauth/exact/callback"}},
+                {"id": "shop", "kind": "woocommerce", "base_url": "https://shop.example",
+                 "credentials": {"consumer_key": "env:WC_KEY", "consumer_secret": "env:WC_SECRET"}},
+            ],
+            "integrations": [{"id": "exact-to-shop", "source": "exact", "target": "shop", "flows": ["orders"]}],
+        },
+        environ=ENV | {"WC_KEY": "ck"},
+    )  # fmt: skip
+
+
+def test_the_integrations_page_shows_when_each_polled_stream_was_last_read(redis_url, rconn):
+    from workers.pollers import note_polled
+
+    note_polled(rconn, "exact", "4242", "SalesOrders", at=time.time() - 300)
+    live = serve(create_app(polled_config(), redis_url))
+    try:
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            client.post("/console/login", data={"token": TOKEN})
+            row = row_of(client.get("/console/").text, "exact-to-shop")
+            assert re.search(r'class="polls">4242:SalesOrders: <span title="[^"]+">5 min ago</span>', row), row
+            consent = client.post("/console/connect/exact", data={"csrf": csrf_of(client.get("/console/").text)})
+            assert consent.status_code == 303
+            assert consent.headers["location"].startswith("https://start.exactonline.nl/api/oauth2/auth?")
+            assert "redirect_uri=https%3A%2F%2Fkoppel.example%2Foauth%2Fexact%2Fcallback" in consent.headers["location"]
+    finally:
+        live.stop()
+
+
+def test_over_https_the_session_cookie_is_secure(redis_url):
+    app = create_app(console_config(), redis_url)
+
+    async def main() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://koppel.example") as client:
+            return await client.post("/console/login", data={"token": TOKEN}), await client.get("/console/")
+
+    login, page = asyncio.run(main())
+    assert login.status_code == 303
+    assert "Secure" in login.headers["set-cookie"] and "Path=/console" in login.headers["set-cookie"]
+    assert page.status_code == 200 and "<h1>Integrations</h1>" in page.text
+
+
+def test_the_mapping_page_names_what_is_wrong(redis_url):
+    broken = {"orders": {"exactonline": {"Description": "$left('x' &"}}}
+    for config, path in ((console_config(mappings=broken), "mappings/orders"), (console_config(), "mappings/orders")):
+        live = serve(create_app(config, redis_url))
+        try:
+            with httpx.Client(base_url=live.url, timeout=10) as client:
+                client.post("/console/login", data={"token": TOKEN})
+                page = client.get(f"/console/integrations/shop-to-exact/{path}")
+                assert page.status_code == 200
+                if config.integrations[0].mappings:
+                    assert 'id="error"' in page.text and "the mapping does not compile" in page.text
+                    assert "Description" in page.text and 'id="mapping-diff"' in page.text
+                    assert 'form id="preview"' not in page.text
+                    continue
+                assert 'id="mapping-diff-none"' in page.text and 'id="output"' not in page.text  # no sample yet
+                posted = client.post(f"/console/integrations/shop-to-exact/{path}",
+                                     data={"csrf": csrf_of(page.text), "input": '{"id": "not an order"}'})  # fmt: skip
+                assert posted.status_code == 200
+                assert 'id="preview-error"' in posted.text
+                assert "cannot be mapped: SalesOrderLines: is required" in posted.text
+        finally:
+            live.stop()

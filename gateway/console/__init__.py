@@ -30,20 +30,21 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import mapview, snapshots
+from gateway import keys, mapview, snapshots
 from gateway.activity import ActivityLog
 from gateway.config import FLOWS, Config, Integration
 from gateway.console.health import failed_job, failed_jobs, health, oauth_systems
 from gateway.console.session import COOKIE, Sessions
 from gateway.console.setup import setup
+from gateway.envelope import Envelope
 from gateway.errors import KoppelError
 from gateway.model import NormaliseError
 from gateway.oauth import consent_url
-from gateway.payload import dumps
 from gateway.replay import replay
 from transforms.errors import MappingError, MappingSpecError
-from transforms.integration import effective_mapping
+from transforms.integration import build_mapping, effective_mapping
 from transforms.spec import render_toml
+from workers.jobs import flow_of
 from workers.switches import switch_off, switch_on
 
 __all__ = ["console_app"]
@@ -80,15 +81,14 @@ def _ago(epoch: float | None) -> str:
 
 
 def _json(value: Any) -> str:
-    try:
-        return dumps(value, indent=2, default=str)
-    except (TypeError, ValueError):  # floats as a source sent them
-        return json.dumps(value, indent=2, default=str, ensure_ascii=False)
+    return snapshots.to_json(value, indent=2)
 
 
 templates.env.filters["when"] = _when
 templates.env.filters["ago"] = _ago
 templates.env.filters["json"] = _json
+templates.env.filters["scrub"] = lambda text, show=False: text if show else snapshots.mask(text)
+"""Free text (a failure's reason) with e-mail addresses masked, unless `show`."""
 
 
 class SecurityHeaders:
@@ -116,9 +116,9 @@ class Form(dict[str, str]):
 
 async def read_form(request: Request) -> Form:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = b""
+    body = bytearray()
     async for chunk in request.stream():
-        body += chunk
+        body.extend(chunk)
         if len(body) > FORM_LIMIT:
             raise HTTPException(413, f"the form is over the console's limit of {FORM_LIMIT} bytes")
     if not body:
@@ -165,6 +165,16 @@ class Console:
 
     # -- access ---------------------------------------------------------------------------------------
 
+    async def session_of(self, request: Request) -> str | None:
+        """The request's session id: its cookie genuine, not expired, and not logged out."""
+        if self.sessions is None:
+            return None
+        session = self.sessions.session_id(request.cookies.get(COOKIE))
+        if session is None:
+            return None
+        ended = await asyncio.to_thread(self.connection.exists, keys.console_ended(session))
+        return None if ended else session
+
     def guard(self, handler: Handler, *, post: bool = False) -> Callable[[Request], Awaitable[Response]]:
         """The endpoint: no admin token → how to set one; no session → the login page (GET) or 401
         (POST); a POST without its session's CSRF token → 403."""
@@ -172,7 +182,7 @@ class Console:
         async def endpoint(request: Request) -> Response:
             if self.sessions is None:
                 return _no_token(self, request)
-            session = self.sessions.session_id(request.cookies.get(COOKIE))
+            session = await self.session_of(request)
             if session is None:
                 if not post:
                     return RedirectResponse(f"{request.scope.get('root_path', '')}/login", 303)
@@ -222,6 +232,9 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request, console: Console, form: Form, session: str) -> Response:
+    """End the session: the cookie is deleted, and the session refused from now on (a copy of the cookie too)."""
+    assert console.sessions is not None
+    await asyncio.to_thread(console.connection.set, keys.console_ended(session), "1", ex=console.sessions.max_age)
     base = request.scope.get("root_path", "")
     response = RedirectResponse(f"{base}/login", 303)
     response.delete_cookie(COOKIE, path=base or "/", httponly=True, samesite="strict",
@@ -318,34 +331,52 @@ def _preview_error(exc: Exception) -> str:
 PREVIEW_ERRORS = (mapview.Unpreviewable, MappingSpecError, MappingError, NormaliseError, KoppelError)
 
 
+def _flow_of(envelope: dict[str, Any]) -> str:
+    """The flow a queued event feeds ("" when the job's argument is no envelope)."""
+    try:
+        return flow_of(Envelope.model_validate(envelope)) or ""
+    except ValueError:
+        return ""
+
+
 def remap(console: Console, integration: Integration, job_id: str, show: bool) -> dict[str, Any]:
     """What replaying a failed job with the current mapping would change: the original attempt's mapped
-    payload against the current mapping's, for the same input (the snapshot's record, else the event)."""
+    payload against what the current mapping makes of the same input (the mapping input the snapshot kept;
+    else the record read, else the event's payload, through the normaliser)."""
     job = failed_job(console.connection, console.config, integration.id, job_id)
     if job is None:
         raise HTTPException(404, f"{integration.id} has no failed job {job_id!r} (replayed already, or expired)")
     snap = console.snapshots.load(integration.id, job_id) or {}
     envelope = job.envelope or {}
-    flow = snap.get("flow") or ""
+    flow = snap.get("flow") or _flow_of(envelope)
     notes: list[str] = []
-    record = snap.get("record")
-    if record is None:
-        record = envelope.get("payload")
-        notes.append("The original attempt did not read the record (or its snapshot expired): "
-                     "the event's payload is the input.")  # fmt: skip
     mapped = [m for m in snap.get("mapped", []) if isinstance(m, dict) and m.get("flow") == flow]
     original = mapped[-1] if mapped else None
-    if original is None:
-        notes.append("The original attempt did not get as far as the mapping: nothing to compare with.")
-    context = original.get("context") if original else None
+    context = snapshots.floats(original.get("context")) if original else None
+    context = context if isinstance(context, dict) else None
+    given = snapshots.floats(original.get("input")) if original else None
+    record = snapshots.floats(snap.get("record"))
     current: Any = None
     error = ""
+    if original is None:
+        notes.append("The original attempt did not get as far as the mapping: nothing to compare with.")
     if not flow:
-        error = "this job's snapshot does not say which flow it ran (no snapshot kept)"
-    else:
+        error = "this job's event feeds no flow Koppel knows"
+    elif isinstance(given, dict):  # the very input the original mapping had
         try:
-            current = mapview.preview(console.config, integration, flow, record,
-                                      context if isinstance(context, dict) else None)  # fmt: skip
+            _, target_kind = mapview.kinds(console.config, integration)
+            current = mapview.remap(integration, flow, target_kind, given, context)
+        except PREVIEW_ERRORS as exc:
+            error = _preview_error(exc)
+    else:
+        if record is None:
+            record = envelope.get("payload")
+            notes.append("The original attempt did not read the record (or its snapshot expired): "
+                         "the event's payload is the input.")  # fmt: skip
+        else:
+            notes.append("The record as read is the input: steps the flow takes before mapping are not in it.")
+        try:
+            current = mapview.preview(console.config, integration, flow, record, context)
         except PREVIEW_ERRORS as exc:
             error = _preview_error(exc)
     before = _masked(original["payload"], show) if original else None
@@ -386,6 +417,11 @@ def mapping_view(console: Console, integration: Integration, flow: str, raw_inpu
         out["toml"] = render_toml(effective.spec, f"integrations.mappings.{flow}.{target_kind}")
         out["description"] = effective.default.description
         out["diff"] = mapview.diff_lines(integration, flow, target_kind, tofile=f"{integration.id} mappings.{flow}")
+    except MappingSpecError as exc:
+        out["error"] = _preview_error(exc)
+        return out
+    try:
+        build_mapping(integration, flow, target_kind)  # compiles every expression: names what does not
     except MappingSpecError as exc:
         out["error"] = _preview_error(exc)
         return out
