@@ -587,6 +587,9 @@ class Connector:
     check_endpoint: Callable[[Endpoint], list[str]] | None = None
     mappings: Mapping[str, str] = field(default_factory=dict)
     webhooks: type[Webhooks] | None = None
+    budget: Callable[[System, redis.Redis], dict[str, int] | None] | None = None
+    """What is left of the system's shared API budget, when it tracks one (Exact): {"minute": left,
+    "minute_limit": …, "day": …, "day_limit": …}; None when nothing is known yet (the web console shows it)."""
     issued_secrets: bool = False
     """Whether the system issues its webhook secrets itself (Squarespace): the receiver passes the ones Koppel
     stored (connectors/issued.py) to the handler with each request (`Incoming.secrets`)."""

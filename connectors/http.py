@@ -57,6 +57,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from gateway import snapshots
 from gateway.errors import (
     AuthFailed,
     BadResponse,
@@ -296,6 +297,7 @@ class ApiClient:
                     continue
                 # The httpx error holds the request and its Authorization header: not kept as the cause.
                 raise self.unavailable_error(f"{where}: {type(exc).__name__} after {attempt} attempt(s)") from None
+            snapshots.note_request(self.system, method, label, response.status_code, content, response.content)
             if self.auth_retry_extension and response.request.extensions.get(self.auth_retry_extension):
                 self._count(method, label)
             self.last_headers = response.headers

@@ -98,5 +98,15 @@ class ActivityLog:
         entries = self.connection.xrange(keys.activity(integration), start, "+", count) or []
         return [Activity.parse(raw) for _, raw in entries if raw is not None]
 
+    def recent(self, integration: str, count: int = 100) -> list[Activity]:
+        """The integration's last `count` entries, newest first."""
+        entries = self.connection.xrevrange(keys.activity(integration), "+", "-", count) or []
+        return [Activity.parse(raw) for _, raw in entries if raw is not None]
+
+    def latest(self, integration: str) -> Activity | None:
+        """The integration's last entry, if any."""
+        found = self.recent(integration, 1)
+        return found[0] if found else None
+
 
 __all__ = ["OUTCOMES", "Activity", "ActivityLog", "epoch"]

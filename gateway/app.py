@@ -1,4 +1,5 @@
-"""The Starlette receiver: POST /webhooks/{endpoint_id}, /healthz, /readyz, /metrics, /ops/rq/ (admin).
+"""The Starlette receiver: POST /webhooks/{endpoint_id}, /healthz, /readyz, /metrics, /ops/rq/ and the web console
+/console/ (admin).
 
 The path of a webhook: find the endpoint (404) → read the raw body under the endpoint's cap (413)
 → the kind's handler verifies the signature on the raw bytes (401), answers handshakes, and splits
@@ -38,6 +39,7 @@ from starlette.types import Receive, Scope, Send
 
 from connectors import issued, registry
 from gateway.config import Config, Endpoint
+from gateway.console import console_app
 from gateway.errors import (
     BodyTooLarge,
     MalformedRequest,
@@ -209,6 +211,7 @@ def create_app(config: Config, redis_url: str) -> Gateway:
             Route(LEGACY_CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
             Route(CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
             Mount("/ops", app=AdminAuth(dashboard_app(redis_url), settings.admin_token)),
+            Mount("/console", app=console_app(config, connection)),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},

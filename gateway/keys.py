@@ -9,6 +9,8 @@
     koppel:cache:{scope}:{name}:{key}           STRING  a negative answer remembered for a while
     koppel:lock:{part}:…                        STRING  a lock (one resource, one poll)
     koppel:cursor:{system}:{stream}             STRING  a poller's cursor (never moves backwards)
+    koppel:snapshot:{integration}:{job}         STRING  a handled job's payloads (JSON), TTL payload retention
+    koppel:polled:{system}:{stream}             STRING  when a poller last read the stream (epoch s)
     koppel:exact:tokens:{system}                STRING  OAuth tokens of a system (never logged)
     koppel:exact:ratelimit:{division}           …       Exact's shared API budget per division
 (The two `exact:` names date from when Exact was the only OAuth system; kept so that stored
@@ -61,6 +63,15 @@ def cursor(system: str, stream: str) -> str:
     return f"{PREFIX}cursor:{system}:{stream}"
 
 
+SNAPSHOT = PREFIX + "snapshot:"
+
+
+def snapshot(integration: str, job_id: str) -> str:
+    return f"{SNAPSHOT}{integration}:{job_id}"
+
+
+def polled(system: str, stream: str) -> str:
+    return f"{PREFIX}polled:{system}:{stream}"
 
 
 def text(value: bytes | str) -> str:
@@ -69,4 +80,7 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-__all__ = ["RATELIMIT", "TOKENS", "cache", "cursor", "dedupe", "in_flight", "inbox", "ledger", "lock", "text"]
+__all__ = [
+    "RATELIMIT", "SNAPSHOT", "TOKENS", "cache", "cursor", "dedupe", "in_flight", "inbox", "ledger", "lock", "polled",
+    "snapshot", "text",
+]

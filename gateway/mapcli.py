@@ -14,7 +14,6 @@ config's secrets: `env:` references that are not set are filled with a stand-in.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import sys
@@ -22,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from connectors import registry
+from gateway import mapview
 from gateway.config import FLOWS, Config, Integration, config_path, load_config
 from gateway.errors import ConfigError
 from gateway.model import NormaliseError
@@ -30,7 +29,7 @@ from gateway.payload import dumps
 from transforms.configfile import ResetRefused, remove_override
 from transforms.errors import MappingError, MappingSpecError
 from transforms.integration import build_mapping, effective_mapping
-from transforms.spec import flatten, render_toml
+from transforms.spec import render_toml
 
 __all__ = ["register"]
 
@@ -70,11 +69,7 @@ def _integration(config: Config, integration_id: str) -> tuple[int, Integration]
 
 
 def _kinds(config: Config, integration: Integration) -> tuple[str, str]:
-    endpoint = config.endpoint(integration.source)
-    source = endpoint or config.system(integration.source)
-    target = config.system(integration.target)
-    assert source is not None and target is not None  # the config validator guarantees both
-    return source.kind, target.kind
+    return mapview.kinds(config, integration)
 
 
 def _flow(integration: Integration, flow: str) -> str:
@@ -97,13 +92,9 @@ def _read_json(path: str, what: str) -> Any:
 def _normaliser(source_kind: str, flow: str) -> Callable[..., Any]:
     """The source connector's `normalise` for the flow (no system: map commands contact none)."""
     try:
-        source = registry.get(source_kind).source
-    except KeyError as exc:
-        raise _Usage(str(exc).strip('"')) from None
-    if source is None or flow not in source.reads():
-        raise _Usage(f"Koppel cannot read {flow} from a {source_kind} source")
-    reader = source(None, None)
-    return lambda record, settings: reader.normalise(flow, record, settings)
+        return mapview.normaliser(source_kind, flow)
+    except mapview.Unpreviewable as exc:
+        raise _Usage(str(exc)) from None
 
 
 def _spec_errors(exc: MappingSpecError, index: int, flow: str, target: str) -> int:
@@ -162,26 +153,17 @@ def cmd_diff(args: argparse.Namespace) -> int:
     _, target_kind = _kinds(config, integration)
     changed = False
     for flow in _flows_with_targets(integration, target_kind, args.flow):
+        tofile = f"{path} integrations[{index}] ({integration.id}) mappings.{flow}.{target_kind}"
         try:
-            effective = effective_mapping(integration, flow, target_kind)
+            lines = mapview.diff_lines(integration, flow, target_kind, tofile=tofile)
         except MappingSpecError as exc:
-            if exc.problems and exc.problems[0][1].startswith("Koppel has no"):
+            if not mapview.has_default(exc):
                 continue
             return _spec_errors(exc, index, flow, target_kind)
-        if not effective.override:
+        if lines is None:
             continue
         changed = True
-        old = [f"{p} = {v}\n" for p, v in flatten(effective.default.spec)]
-        new = [f"{p} = {v}\n" for p, v in flatten(effective.spec)]
-        sys.stdout.writelines(
-            difflib.unified_diff(
-                old,
-                new,
-                fromfile=f"default {effective.name}",
-                tofile=f"{path} integrations[{index}] ({integration.id}) mappings.{flow}.{target_kind}",
-                n=1,
-            )
-        )
+        sys.stdout.writelines(lines)
     if not changed:
         which = f"the {args.flow} flow" if args.flow else "any flow"
         print(f"integration {integration.id!r} uses the default mapping for {which}: no overrides")

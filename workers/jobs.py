@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +13,7 @@ from rq import get_current_job
 
 from connectors import registry
 from connectors.contract import FlowResult, Gone
-from gateway import keys
+from gateway import keys, snapshots
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Integration
 from gateway.envelope import Envelope
@@ -117,6 +119,20 @@ def _lifecycle(rt: runtime.Runtime, envelope: Envelope) -> dict[str, Any] | None
             "switched_off": off, "reason": reason}  # fmt: skip
 
 
+@contextmanager
+def _kept(rt: runtime.Runtime, recorder: snapshots.Recorder) -> Iterator[None]:
+    """Store the job's payload snapshot when the work inside ends, however it ends (never failing the job)."""
+    try:
+        yield
+    finally:
+        if recorder.job_id:
+            try:
+                snapshots.SnapshotStore(rt.connection, rt.snapshot_ttl).save(recorder)
+            except Exception as exc:  # Redis unreachable, a payload JSON cannot hold: the job's outcome stands
+                log.warning("job %s: its payload snapshot could not be stored (%s)", recorder.job_id,
+                            type(exc).__name__)  # fmt: skip
+
+
 def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
     """Run the event through its flow for every integration its endpoint (or polled system) feeds.
 
@@ -180,9 +196,13 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
             note(integration.id, "skipped", reason=f"switched off: {off}")
             continue
         try:
-            with resource_lock(
-                rt.connection, integration.id, envelope.resource, envelope.resource_id or "-",
-                hold=3 * rt.config.gateway.worker_heartbeat_seconds,
+            with (
+                snapshots.recording(integration.id, job.id if job else "", flow=flow, received=envelope.payload) as rec,
+                _kept(rt, rec),
+                resource_lock(
+                    rt.connection, integration.id, envelope.resource, envelope.resource_id or "-",
+                    hold=3 * rt.config.gateway.worker_heartbeat_seconds,
+                ),
             ):  # fmt: skip
                 result = run_event(rt, integration, envelope)
         except PermanentError as error:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -122,6 +123,11 @@ def cursor_key(system_id: str, scope: str, stream: str) -> str:
     return keys.cursor(system_id, f"{scope}:{stream}" if scope else stream)
 
 
+def polled_key(system_id: str, scope: str, stream: str) -> str:
+    """Where the time of the stream's last complete poll is kept (epoch seconds, for the web console)."""
+    return keys.polled(system_id, f"{scope}:{stream}" if scope else stream)
+
+
 def read_cursor(connection: redis.Redis, key: str) -> str | None:
     raw = connection.get(key)
     return keys.text(raw) if raw is not None else None
@@ -203,6 +209,7 @@ def _read(rt: runtime.Runtime, source: Source, system_id: str, stream: str) -> d
                 lock.reacquire()
             except LockError as exc:
                 raise TransientError(f"poll of {system_id} {stream}: lost the poll lock; stopping") from exc
+        rt.connection.set(polled_key(system_id, scope, stream), str(time.time()))  # the console's "last poll"
         log.info("poll %s %s %s: %d records, %d queued", system_id, scope, stream, records, queued)
         counts = {"pages": pages, "records": records, "queued": queued, "duplicates": records - queued}
         return summary | counts | {"cursor": cursor}

@@ -16,6 +16,7 @@ import redis
 
 from connectors import registry
 from connectors.contract import Context, Source, Target
+from gateway import snapshots
 from gateway.config import Config
 from gateway.errors import PermanentError
 from transforms.registry import add_default
@@ -27,6 +28,8 @@ T = TypeVar("T")
 class Runtime:
     config: Config
     connection: redis.Redis
+    snapshot_ttl: int = snapshots.DEFAULT_TTL
+    """How long a job's payload snapshot is kept (seconds): the payload retention."""
     # Per-process objects jobs reuse: API clients, compiled mappings (an httpx client is costly to create).
     cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)

@@ -2,7 +2,7 @@
 `Target`, normalisers and a sandbox."""
 
 from connectors.contract import Connector
-from connectors.exactonline.connector import ExactCodeFlow, ExactSettings, ExactSource, ExactTarget
+from connectors.exactonline.connector import ExactCodeFlow, ExactSettings, ExactSource, ExactTarget, budget_left
 
 CONNECTOR = Connector(
     kind="exactonline",
@@ -12,6 +12,7 @@ CONNECTOR = Connector(
     target=ExactTarget,
     handler="handlers.exactonline:handle",
     oauth=ExactCodeFlow,
+    budget=budget_left,
     sandbox="connectors.exactonline.sandbox.harness:HARNESS",
 )
 

@@ -31,11 +31,13 @@ client parses them on every response; `normalise` reads records only in that one
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
+import redis
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors.contract import Canonical, Change, Context, Gone, NotBookable, Settings, Source, Target
@@ -63,7 +65,7 @@ from connectors.exactonline.normalise import (
     normalise_stock_position,
 )
 from connectors.exactonline.odata import Guid, Record, eq, iso_dates, pad_code
-from connectors.exactonline.ratelimit import Limits
+from connectors.exactonline.ratelimit import Limits, RateLimiter
 from connectors.exactonline.sync import (
     SyncAccounts,
     SyncItems,
@@ -144,6 +146,27 @@ def settings_of(system: System) -> ExactSettings:
     found = ExactSettings.of(system)
     assert isinstance(found, ExactSettings)
     return found
+
+
+def budget_left(system: System, conn: redis.Redis) -> dict[str, int] | None:
+    """The calls left in the division's shared budget this minute and today (`Connector.budget`); a window
+    whose reset has passed is whole again. None when the division is not known yet (no consent)."""
+    settings = settings_of(system)
+    division = settings.division or auth.TokenStore(conn, system.id).load_division()
+    if division is None:
+        return None
+    limits = settings.limits()
+    state = RateLimiter(conn, division, limits).snapshot()
+    now_ms = time.time() * 1000
+    out: dict[str, int] = {}
+    for prefix, name, configured in (("m", "minute", limits.per_minute), ("d", "day", limits.per_day)):
+        served = state.get(f"{prefix}slimit")
+        limit = min(configured, served) if isinstance(served, int) and configured else configured
+        remaining, reset = state.get(f"{prefix}rem"), state.get(f"{prefix}reset")
+        fresh = isinstance(remaining, int) and isinstance(reset, int) and reset > now_ms
+        out[name] = min(int(remaining), limit) if fresh else limit  # type: ignore[arg-type]
+        out[f"{name}_limit"] = limit
+    return out
 
 
 def oauth_app(system: System) -> auth.OAuthApp:

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from connectors.contract import Canonical, FlowResult, Source, Target
+from gateway import snapshots
 from gateway.config import Integration
 from gateway.envelope import Envelope
 from transforms import CompiledMapping, build_mapping
@@ -54,6 +55,7 @@ class Work:
         """The full record behind the event (read through the source once)."""
         if self._record is None:
             self._record = self.source.read(self.envelope, flow)
+            snapshots.note_record(self._record)
         return self._record
 
     def record(self, flow: str, *, expanded: bool = False) -> Canonical:
@@ -72,6 +74,12 @@ class Work:
         return self.runtime.cached(
             f"mapping:{integration.id}:{flow}:{kind}", lambda: build_mapping(integration, flow, kind)
         )
+
+    def mapped(self, flow: str, record: Any, context: dict[str, Any] | None = None, *, label: str) -> dict[str, Any]:
+        """The integration's mapping for `flow` applied to `record` (noted in the job's payload snapshot)."""
+        payload = self.mapping(flow).apply(record, context, label=label)
+        snapshots.note_mapped(flow, payload, context)
+        return payload
 
     def tables(self) -> dict[str, MappingTable]:
         """The integration's mapping tables (`[integrations.tables.*]`), parsed once per process."""

@@ -111,7 +111,7 @@ def resolve(
     email = (debtor.email or customer.email or "").strip().lower()
     if not email:
         raise PermanentError(f"{label} has no customer e-mail address to find the customer by")
-    payload = work.mapping("customers").apply(customer, {"account": "<account>"}, label=f"customer of {label}")
+    payload = work.mapped("customers", customer, {"account": "<account>"}, label=f"customer of {label}")
     fingerprint = hashlib.sha256(dumps(payload).encode()).hexdigest()[:16]
     if cached is UNREAD:
         cached = connection.hget(key, email)

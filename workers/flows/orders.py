@@ -221,7 +221,7 @@ def book(work: Work, order: Order) -> FlowResult:
                 work, codes, cached=(cached_items[0] if codes else []) if first else customers.UNREAD
             )
             context |= {"items": item_ids, **target.references(document)}
-            payload = work.mapping("orders").apply(order, context, label=label)
+            payload = work.mapped("orders", order, context, label=label)
             try:
                 writing = True
                 target_id = target.create_order(document, payload)

@@ -120,7 +120,7 @@ def _write(work: Work, record: Product, known: dict[str, str]) -> tuple[str, str
     Koppel last sent for this item."""
     sku = record.sku or ""
     target, connection, key = work.target, work.connection, item_cache(work)
-    payload = work.mapping("products").apply(record, label=f"{work.envelope.source} product {sku}")
+    payload = work.mapped("products", record, label=f"{work.envelope.source} product {sku}")
     item_id = known.get(sku)
     if item_id is not None:
         update = _update_fields(work, payload)

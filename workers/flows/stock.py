@@ -34,7 +34,7 @@ def run(work: Work) -> FlowResult:
     if warehouse is not None and str(warehouse) != (level.location or ""):
         reason = f"warehouse {level.location or '(none)'} is not the shop's warehouse {warehouse}"
         return FlowResult("skipped", sku, calls=0, reason=reason)
-    fields = work.mapping("stock").apply(level, label=f"{work.envelope.source} stock of SKU {sku}")
+    fields = work.mapped("stock", level, label=f"{work.envelope.source} stock of SKU {sku}")
     before = target.calls
     missing = keys.cache(target.system.id, "no-sku", sku.casefold())
     for attempt in (1, 2):

@@ -1,0 +1,479 @@
+"""The web console at /console/: integrations with their health, activity with payloads, failed work
+with replay, mappings with previews, OAuth consent buttons. Server-rendered (Jinja2), plain forms.
+
+Security: the operator logs in with the gateway's admin token (`gateway.admin_token`) and gets a
+signed, expiring session cookie (HttpOnly, SameSite=Strict, Secure over https; console/session.py).
+Every state-changing request is a POST carrying the session's CSRF token (403 otherwise); GET never
+changes state. Every answer carries CSP `default-src 'self'`, X-Frame-Options DENY, nosniff and a
+Referrer-Policy. Personal data in payloads is masked unless the operator asks to see it (?pii=show).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import redis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import mapview, snapshots
+from gateway.activity import ActivityLog
+from gateway.config import FLOWS, Config, Integration
+from gateway.console.health import failed_job, failed_jobs, health, oauth_systems
+from gateway.console.session import COOKIE, Sessions
+from gateway.envelope import Envelope
+from gateway.errors import KoppelError
+from gateway.model import NormaliseError
+from gateway.oauth import consent_url
+from gateway.replay import replay
+from transforms.errors import MappingError, MappingSpecError
+from transforms.integration import effective_mapping
+from transforms.spec import render_toml
+from workers.jobs import flow_of
+from workers.switches import switch_off, switch_on
+
+__all__ = ["console_app"]
+
+HERE = Path(__file__).parent
+FORM_LIMIT = 1024 * 1024
+"""The largest form body the console reads (a record pasted for a preview)."""
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'; base-uri 'self'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cache-control", b"no-store"),
+]
+SWITCH_REASON = "switched off by an operator in the web console"
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+def _when(epoch: float | None) -> str:
+    if not epoch:
+        return "never"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _ago(epoch: float | None) -> str:
+    if not epoch:
+        return "never"
+    seconds = max(0, int(time.time() - epoch))
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def _json(value: Any) -> str:
+    return snapshots.to_json(value, indent=2)
+
+
+templates.env.filters["when"] = _when
+templates.env.filters["ago"] = _ago
+templates.env.filters["json"] = _json
+
+
+class SecurityHeaders:
+    """ASGI middleware: the console's security headers on every answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class Form(dict[str, str]):
+    """A urlencoded form body; the first value of a repeated name wins."""
+
+
+async def read_form(request: Request) -> Form:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT:
+            raise HTTPException(413, f"the form is over the console's limit of {FORM_LIMIT} bytes")
+    if not body:
+        return Form()
+    if kind != "application/x-www-form-urlencoded":
+        raise HTTPException(415, "the console takes forms as application/x-www-form-urlencoded")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        raise HTTPException(400, "the form body is not valid urlencoded UTF-8") from None
+    return Form(reversed(pairs))
+
+
+Handler = Callable[[Request, "Console", Form, str], Awaitable[Response]]
+
+
+class Console:
+    """The console's state: config, Redis connection, sessions, payload snapshots."""
+
+    def __init__(self, config: Config, connection: redis.Redis, *, snapshot_ttl: int = snapshots.DEFAULT_TTL) -> None:
+        self.config = config
+        self.connection = connection
+        token = config.gateway.admin_token
+        self.sessions = Sessions(token) if token is not None else None
+        self.snapshots = snapshots.SnapshotStore(connection, snapshot_ttl)
+        self.activity = ActivityLog(connection)
+
+    # -- rendering ---------------------------------------------------------------------------------
+
+    def page(self, request: Request, name: str, status: int = 200, *, session: str = "", **context: Any) -> Response:
+        base = request.scope.get("root_path", "").rstrip("/")
+        csrf = self.sessions.csrf_token(session) if self.sessions is not None and session else ""
+        values = {"base": base, "csrf": csrf, "logged_in": bool(session), **context}
+        return templates.TemplateResponse(request, name, values, status_code=status)
+
+    def message(self, request: Request, status: int, title: str, text: str, *, session: str = "") -> Response:
+        return self.page(request, "message.html", status, session=session, title=title, text=text)
+
+    def integration(self, integration_id: str) -> Integration:
+        found = next((i for i in self.config.integrations if i.id == integration_id), None)
+        if found is None:
+            raise HTTPException(404, f"there is no integration {integration_id!r} in the config")
+        return found
+
+    # -- access ---------------------------------------------------------------------------------------
+
+    def guard(self, handler: Handler, *, post: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        """The endpoint: no admin token → how to set one; no session → the login page (GET) or 401
+        (POST); a POST without its session's CSRF token → 403."""
+
+        async def endpoint(request: Request) -> Response:
+            if self.sessions is None:
+                return _no_token(self, request)
+            session = self.sessions.session_id(request.cookies.get(COOKIE))
+            if session is None:
+                if not post:
+                    return RedirectResponse(f"{request.scope.get('root_path', '')}/login", 303)
+                return self.message(request, 401, "Log in first",
+                                    "Your console session is missing or expired. Log in again and retry.")  # fmt: skip
+            form = await read_form(request) if post else Form()
+            if post and not self.sessions.csrf_ok(session, form.get("csrf")):
+                return self.message(
+                    request, 403, "Refused: the form's CSRF token is missing or wrong",
+                    "Nothing was changed. Reload the page (it carries a fresh token) and submit the form again.",
+                    session=session,
+                )  # fmt: skip
+            return await handler(request, self, form, session)
+
+        return endpoint
+
+
+def _no_token(console: Console, request: Request) -> Response:
+    return console.page(request, "no_token.html", 403, title="The console needs an admin token")
+
+
+# -- login ----------------------------------------------------------------------------------------------
+
+
+async def login_page(request: Request) -> Response:
+    console: Console = request.app.state.console
+    if console.sessions is None:
+        return _no_token(console, request)
+    return console.page(request, "login.html", title="Log in")
+
+
+async def login(request: Request) -> Response:
+    console: Console = request.app.state.console
+    if console.sessions is None:
+        return _no_token(console, request)
+    form = await read_form(request)
+    if not console.sessions.token_matches(form.get("token", "")):
+        wrong = "That is not the gateway's admin token (gateway.admin_token). Try again."
+        return console.page(request, "login.html", 401, title="Log in", error=wrong)
+    base = request.scope.get("root_path", "")
+    response = RedirectResponse(f"{base}/", 303)
+    response.set_cookie(
+        COOKIE, console.sessions.issue(), max_age=console.sessions.max_age, path=base or "/",
+        httponly=True, samesite="strict", secure=request.url.scheme == "https",
+    )  # fmt: skip
+    return response
+
+
+async def logout(request: Request, console: Console, form: Form, session: str) -> Response:
+    base = request.scope.get("root_path", "")
+    response = RedirectResponse(f"{base}/login", 303)
+    response.delete_cookie(COOKIE, path=base or "/", httponly=True, samesite="strict",
+                           secure=request.url.scheme == "https")  # fmt: skip
+    return response
+
+
+# -- integrations ----------------------------------------------------------------------------------------
+
+
+async def integrations(request: Request, console: Console, form: Form, session: str) -> Response:
+    rows = await asyncio.to_thread(health, console.connection, console.config)
+    return console.page(request, "integrations.html", session=session, title="Integrations", rows=rows)
+
+
+async def switch(request: Request, console: Console, form: Form, session: str) -> Response:
+    integration = console.integration(request.path_params["integration"])
+    wanted = form.get("switch", "")
+    if wanted == "off":
+        await asyncio.to_thread(switch_off, console.connection, integration.id, SWITCH_REASON)
+    elif wanted == "on":
+        await asyncio.to_thread(switch_on, console.connection, integration.id)
+    else:
+        return console.message(request, 400, "Unknown switch",
+                               f"switch must be 'on' or 'off', not {wanted!r}.", session=session)  # fmt: skip
+    return RedirectResponse(f"{request.scope.get('root_path', '')}/", 303)
+
+
+def _show_pii(request: Request) -> bool:
+    return request.query_params.get("pii") == "show"
+
+
+def _masked(data: Any, show: bool) -> Any:
+    return data if show else snapshots.mask(data)
+
+
+async def activity(request: Request, console: Console, form: Form, session: str) -> Response:
+    integration = console.integration(request.path_params["integration"])
+    show = _show_pii(request)
+
+    def read() -> list[tuple[Any, dict[str, Any] | None]]:
+        entries = console.activity.recent(integration.id, 100)
+        found = console.snapshots.load_many(integration.id, [e.job_id for e in entries])
+        return [(e, _masked(found[e.job_id], show) if e.job_id in found else None) for e in entries]
+
+    rows = await asyncio.to_thread(read)
+    return console.page(request, "activity.html", session=session, title=f"Activity of {integration.id}",
+                        integration=integration, rows=rows, show_pii=show)  # fmt: skip
+
+
+# -- failed work and replays ---------------------------------------------------------------------------------
+
+
+async def failed(request: Request, console: Console, form: Form, session: str) -> Response:
+    integration = console.integration(request.path_params["integration"])
+    jobs = await asyncio.to_thread(failed_jobs, console.connection, console.config, integration.id)
+    return console.page(request, "failed.html", session=session, title=f"Failed work of {integration.id}",
+                        integration=integration, jobs=jobs)  # fmt: skip
+
+
+async def replay_job(request: Request, console: Console, form: Form, session: str) -> Response:
+    integration = console.integration(request.path_params["integration"])
+    job_id = request.path_params["job"]
+    job = await asyncio.to_thread(failed_job, console.connection, console.config, integration.id, job_id)
+    if job is None:
+        return console.message(request, 404, "No such failed job",
+                               f"{integration.id} has no failed job {job_id!r} (replayed already, or expired).",
+                               session=session)  # fmt: skip
+    result = await asyncio.to_thread(replay, console.connection, console.config, [job_id])
+    title = "Replayed" if result.requeued else "Not replayed"
+    how = " with the current mapping" if form.get("mapping") == "current" else ""
+    text = (f"Job {job_id} is queued again{how}; its outcome will show in the activity."
+            if result.requeued else f"Job {job_id} could not be queued again (it is no longer failed).")  # fmt: skip
+    return console.page(request, "message.html", session=session, title=title, text=text, integration=integration)
+
+
+def _diff(before: Any, after: Any, before_name: str, after_name: str) -> list[str]:
+    old = _json(before).splitlines(keepends=True)
+    new = _json(after).splitlines(keepends=True)
+    return [line if line.endswith("\n") else line + "\n"
+            for line in difflib.unified_diff(old, new, fromfile=before_name, tofile=after_name)]  # fmt: skip
+
+
+def _preview_error(exc: Exception) -> str:
+    if isinstance(exc, MappingError):
+        return f"{exc.record} cannot be mapped: " + "; ".join(exc.lines())
+    if isinstance(exc, MappingSpecError):
+        return "the mapping does not compile: " + "; ".join(f"{p or '(mapping)'}: {r}" for p, r in exc.problems)
+    if isinstance(exc, NormaliseError):
+        return f"the record is not one Koppel can read: {exc}"
+    return str(exc)
+
+
+PREVIEW_ERRORS = (mapview.Unpreviewable, MappingSpecError, MappingError, NormaliseError, KoppelError)
+
+
+def _flow_of(envelope: dict[str, Any]) -> str:
+    """The flow a queued event feeds ("" when the job's argument is no envelope)."""
+    try:
+        return flow_of(Envelope.model_validate(envelope)) or ""
+    except ValueError:
+        return ""
+
+
+def remap(console: Console, integration: Integration, job_id: str, show: bool) -> dict[str, Any]:
+    """What replaying a failed job with the current mapping would change: the original attempt's mapped
+    payload against the current mapping's, for the same input (the snapshot's record, else the event)."""
+    job = failed_job(console.connection, console.config, integration.id, job_id)
+    if job is None:
+        raise HTTPException(404, f"{integration.id} has no failed job {job_id!r} (replayed already, or expired)")
+    snap = console.snapshots.load(integration.id, job_id) or {}
+    envelope = job.envelope or {}
+    flow = snap.get("flow") or _flow_of(envelope)
+    notes: list[str] = []
+    record = snap.get("record")
+    if record is None:
+        record = envelope.get("payload")
+        notes.append("The original attempt did not read the record (or its snapshot expired): "
+                     "the event's payload is the input.")  # fmt: skip
+    mapped = [m for m in snap.get("mapped", []) if isinstance(m, dict) and m.get("flow") == flow]
+    original = mapped[-1] if mapped else None
+    if original is None:
+        notes.append("The original attempt did not get as far as the mapping: nothing to compare with.")
+    context = original.get("context") if original else None
+    current: Any = None
+    error = ""
+    if not flow:
+        error = "this job's event feeds no flow Koppel knows"
+    else:
+        try:
+            current = mapview.preview(console.config, integration, flow, record,
+                                      context if isinstance(context, dict) else None)  # fmt: skip
+        except PREVIEW_ERRORS as exc:
+            error = _preview_error(exc)
+    before = _masked(original["payload"], show) if original else None
+    after = _masked(current, show) if current is not None else None
+    lines = _diff(before, after, "original attempt", "current mapping") if original and current is not None else []
+    return {"job": job, "flow": flow, "notes": notes, "error": error, "before": before, "after": after,
+            "diff": lines, "sent": _masked(snap.get("requests", []), show)}  # fmt: skip
+
+
+async def remap_page(request: Request, console: Console, form: Form, session: str) -> Response:
+    integration = console.integration(request.path_params["integration"])
+    show = _show_pii(request)
+    found = await asyncio.to_thread(remap, console, integration, request.path_params["job"], show)
+    return console.page(request, "remap.html", session=session, title="Replay with the current mapping",
+                        integration=integration, show_pii=show, **found)  # fmt: skip
+
+
+# -- mappings -----------------------------------------------------------------------------------------------
+
+
+def _sample(console: Console, integration: Integration, flow: str) -> Any:
+    """The latest record this integration's flow read (from the payload snapshots), or None."""
+    for entry in console.activity.recent(integration.id, 200):
+        if entry.flow != flow or not entry.job_id:
+            continue
+        snap = console.snapshots.load(integration.id, entry.job_id)
+        if snap and snap.get("record") is not None:
+            return snap["record"]
+    return None
+
+
+def mapping_view(console: Console, integration: Integration, flow: str, raw_input: str | None) -> dict[str, Any]:
+    _, target_kind = mapview.kinds(console.config, integration)
+    out: dict[str, Any] = {"flow": flow, "target_kind": target_kind, "toml": "", "diff": None, "error": "",
+                           "input": raw_input or "", "output": None, "preview_error": ""}  # fmt: skip
+    try:
+        effective = effective_mapping(integration, flow, target_kind)
+        out["toml"] = render_toml(effective.spec, f"integrations.mappings.{flow}.{target_kind}")
+        out["description"] = effective.default.description
+        out["diff"] = mapview.diff_lines(integration, flow, target_kind, tofile=f"{integration.id} mappings.{flow}")
+    except MappingSpecError as exc:
+        out["error"] = _preview_error(exc)
+        return out
+    if raw_input is None:
+        sample = _sample(console, integration, flow)
+        if sample is None:
+            return out
+        out["input"] = _json(sample)
+        out["sampled"] = True
+    try:
+        record = json.loads(out["input"])
+    except ValueError as exc:
+        out["preview_error"] = f"the input is not JSON: {exc}"
+        return out
+    try:
+        out["output"] = mapview.preview(console.config, integration, flow, record)
+    except PREVIEW_ERRORS as exc:
+        out["preview_error"] = _preview_error(exc)
+    return out
+
+
+async def mapping(request: Request, console: Console, form: Form, session: str) -> Response:
+    integration = console.integration(request.path_params["integration"])
+    flow = request.path_params["flow"]
+    if flow not in FLOWS or flow not in integration.flows:
+        raise HTTPException(404, f"integration {integration.id!r} does not run a {flow!r} flow "
+                                 f"(flows: {', '.join(integration.flows)})")  # fmt: skip
+    raw = form.get("input") if request.method == "POST" else None
+    found = await asyncio.to_thread(mapping_view, console, integration, flow, raw)
+    return console.page(request, "mapping.html", session=session, title=f"Mapping of {integration.id}: {flow}",
+                        integration=integration, **found)  # fmt: skip
+
+
+# -- OAuth consent ---------------------------------------------------------------------------------------------
+
+
+async def connect(request: Request, console: Console, form: Form, session: str) -> Response:
+    system_id = request.path_params["system"]
+    if not any(system_id in [s.id for s in oauth_systems(console.config, i)] for i in console.config.integrations):
+        return console.message(request, 404, "Nothing to connect",
+                               f"{system_id!r} is not a system of an integration that needs consent.",
+                               session=session)  # fmt: skip
+    try:
+        url = consent_url(console.config, system_id)
+    except KoppelError as exc:
+        return console.message(request, 400, "Cannot start the consent", str(exc), session=session)
+    return RedirectResponse(url, 303)
+
+
+# -- the app ----------------------------------------------------------------------------------------------------
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    console: Console = request.app.state.console
+    titles = {404: "Not found", 405: "Method not allowed", 413: "Too large", 415: "Unsupported form", 400: "Bad form"}
+    text = str(exc.detail) if exc.status_code != 404 or exc.detail != "Not Found" else f"no page {request.url.path}"
+    if exc.status_code == 405:
+        text = f"{request.method} is not allowed here (forms that change something are POSTed)"
+    session = console.sessions.session_id(request.cookies.get(COOKIE)) if console.sessions else None
+    return console.message(request, exc.status_code, titles.get(exc.status_code, "Error"), text,
+                           session=session or "")  # fmt: skip
+
+
+def console_app(config: Config, connection: redis.Redis, *, snapshot_ttl: int = snapshots.DEFAULT_TTL) -> ASGIApp:
+    """The console's ASGI app, to be mounted at /console."""
+    console = Console(config, connection, snapshot_ttl=snapshot_ttl)
+    g = console.guard
+    routes = [
+        Route("/", g(integrations), methods=["GET"]),
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", g(logout, post=True), methods=["POST"]),
+        Route("/integrations/{integration}", g(activity), methods=["GET"]),
+        Route("/integrations/{integration}/switch", g(switch, post=True), methods=["POST"]),
+        Route("/integrations/{integration}/failed", g(failed), methods=["GET"]),
+        Route("/integrations/{integration}/failed/{job}/replay", g(replay_job, post=True), methods=["POST"]),
+        Route("/integrations/{integration}/failed/{job}/remap", g(remap_page), methods=["GET"]),
+        Route("/integrations/{integration}/mappings/{flow}", g(mapping), methods=["GET"]),
+        Route("/integrations/{integration}/mappings/{flow}", g(mapping, post=True), methods=["POST"]),
+        Route("/connect/{system}", g(connect, post=True), methods=["POST"]),
+        Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.console = console
+    return SecurityHeaders(app)

@@ -1,0 +1,281 @@
+"""The web console (/console/): login sessions, CSRF, security headers, integrations and their switch.
+
+Over real HTTP (the gateway served by uvicorn) against a real Redis; pages are read through the
+stable markup docs/console.md lists (ids, names and data- attributes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import httpx
+import pytest
+from itsdangerous import URLSafeTimedSerializer
+
+from gateway.app import create_app
+from gateway.config import Config, parse_config
+from gateway.console.session import COOKIE, Sessions
+from tests.conftest import SECRETS, serve
+from workers.switches import switch_off, switched_off
+
+pytestmark = pytest.mark.integration
+
+TOKEN = SECRETS["ADMIN_TOKEN"]
+ENV = SECRETS | {"EXACT_CLIENT_SECRET": "exact-secret"}
+
+
+def console_config(**gateway: object) -> Config:
+    """A WooCommerce shop (endpoint `shop`) feeding Exact (`exact`), and the admin token (unless overridden)."""
+    return parse_config(
+        {
+            "gateway": {"admin_token": "env:ADMIN_TOKEN", **gateway},
+            "endpoints": [{"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
+            "systems": [{"id": "exact", "kind": "exactonline", "settings": {"client_id": "koppel-app"},
+                         "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"}}],
+            "integrations": [{"id": "shop-to-exact", "source": "shop", "target": "exact", "flows": ["orders"]}],
+        },
+        environ=ENV,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def live(redis_url):
+    server = serve(create_app(console_config(), redis_url))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def anon(live):
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def console(live):
+    """A client logged in to the console."""
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        response = client.post("/console/login", data={"token": TOKEN})
+        assert response.status_code == 303, response.text
+        yield client
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
+def row_of(page: str, integration: str = "shop-to-exact") -> str:
+    found = re.search(rf'<tr data-integration="{integration}"[^>]*>(.*?)</tr>', page, re.S)
+    assert found, f"no row for {integration}"
+    return found.group(0)
+
+
+# -- login --------------------------------------------------------------------------------------------
+
+
+def test_pages_send_to_the_login_form_without_a_session(anon):
+    response = anon.get("/console/")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login"
+    login = anon.get("/console/login")
+    assert login.status_code == 200
+    assert '<form id="login"' in login.text and 'name="token"' in login.text
+
+
+def test_login_sets_a_strict_httponly_session_cookie_and_logout_ends_it(anon):
+    response = anon.post("/console/login", data={"token": TOKEN})
+    assert response.status_code == 303 and response.headers["location"] == "/console/"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=28800" in cookie
+    assert "Secure" not in cookie  # plain http here; Secure over https
+    page = anon.get("/console/")
+    assert page.status_code == 200
+    assert '<table id="integrations">' in page.text
+    out = anon.post("/console/logout", data={"csrf": csrf_of(page.text)})
+    assert out.status_code == 303 and out.headers["location"] == "/console/login"
+    assert anon.get("/console/").status_code == 303
+
+
+def test_a_wrong_token_is_refused_with_a_clear_page(anon):
+    response = anon.post("/console/login", data={"token": "not-the-token"})
+    assert response.status_code == 401
+    assert "not the gateway&#39;s admin token" in response.text
+    assert COOKIE not in response.headers.get("set-cookie", "")
+
+
+def test_without_an_admin_token_the_console_says_how_to_set_one(redis_url):
+    live = serve(create_app(console_config(admin_token=None), redis_url))
+    try:
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            for response in (client.get("/console/"), client.get("/console/login"),
+                             client.post("/console/login", data={"token": "x"})):  # fmt: skip
+                assert response.status_code == 403
+                assert "admin_token" in response.text and 'id="no-token"' in response.text
+    finally:
+        live.stop()
+
+
+@pytest.mark.parametrize("cookie", ["tampered", "expired", "other-key", "garbage"])
+def test_a_tampered_or_expired_session_is_not_accepted(anon, cookie):
+    sessions = Sessions(console_config().gateway.admin_token)
+    value = sessions.issue()
+    if cookie == "tampered":
+        value = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
+    elif cookie == "expired":
+        signer = sessions._sessions
+        value = signer.dumps({"sid": "old"})
+        real_time = time.time
+        try:
+            time.time = lambda: real_time() - 9 * 3600  # type: ignore[assignment]
+            value = signer.dumps({"sid": "old"})
+        finally:
+            time.time = real_time  # type: ignore[assignment]
+    elif cookie == "other-key":
+        value = URLSafeTimedSerializer("guessed", salt="koppel-console-session").dumps({"sid": "x"})
+    else:
+        value = "not.a.cookie"
+    anon.cookies.set(COOKIE, value)
+    assert anon.get("/console/").status_code == 303
+    refused = anon.post("/console/integrations/shop-to-exact/switch", data={"switch": "off", "csrf": "x"})
+    assert refused.status_code == 401
+
+
+def test_console_pages_carry_the_security_headers(console, anon):
+    for response in (console.get("/console/"), anon.get("/console/login"), console.get("/console/nowhere")):
+        headers = response.headers
+        assert headers["content-security-policy"].startswith("default-src 'self'")
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "same-origin"
+    assert console.get("/console/nowhere").status_code == 404
+
+
+# -- CSRF and state changes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("csrf", [None, "", "wrong", "other-session"])
+def test_a_post_without_its_sessions_csrf_token_is_refused(console, rconn, csrf):
+    data = {"switch": "off"}
+    if csrf == "other-session":
+        sessions = Sessions(console_config().gateway.admin_token)
+        data["csrf"] = sessions.csrf_token("another-session-id")
+    elif csrf is not None:
+        data["csrf"] = csrf
+    response = console.post("/console/integrations/shop-to-exact/switch", data=data)
+    assert response.status_code == 403
+    assert "CSRF token is missing or wrong" in response.text
+    assert switched_off(rconn, "shop-to-exact") is None
+
+
+def test_the_switch_turns_an_integration_off_and_on(console, rconn):
+    page = console.get("/console/")
+    assert 'data-state="on"' in row_of(page.text)
+    assert 'name="switch" value="off"' in row_of(page.text)
+    off = console.post("/console/integrations/shop-to-exact/switch", data={"switch": "off", "csrf": csrf_of(page.text)})
+    assert off.status_code == 303
+    assert switched_off(rconn, "shop-to-exact") == "switched off by an operator in the web console"
+    page = console.get("/console/")
+    row = row_of(page.text)
+    assert 'data-state="off"' in row and 'name="switch" value="on"' in row
+    on = console.post("/console/integrations/shop-to-exact/switch", data={"switch": "on", "csrf": csrf_of(page.text)})
+    assert on.status_code == 303
+    assert switched_off(rconn, "shop-to-exact") is None
+
+
+def test_an_unknown_switch_value_or_integration_is_a_clear_error(console, rconn):
+    csrf = csrf_of(console.get("/console/").text)
+    bad = console.post("/console/integrations/shop-to-exact/switch", data={"switch": "maybe", "csrf": csrf})
+    assert bad.status_code == 400 and "must be" in bad.text
+    unknown = console.post("/console/integrations/nope/switch", data={"switch": "off", "csrf": csrf})
+    assert unknown.status_code == 404 and "no integration" in unknown.text
+
+
+def test_get_never_changes_state(console, rconn):
+    before = sorted(rconn.keys("*"))
+    for path in ["/console/integrations/shop-to-exact/switch?switch=off", "/console/logout",
+                 "/console/connect/exact", "/console/integrations/shop-to-exact/failed/x/replay"]:  # fmt: skip
+        assert console.get(path).status_code == 405
+    for path in ["/console/", "/console/integrations/shop-to-exact", "/console/integrations/shop-to-exact/failed",
+                 "/console/integrations/shop-to-exact/mappings/orders"]:  # fmt: skip
+        assert console.get(path).status_code == 200
+    assert sorted(rconn.keys("*")) == before
+    assert switched_off(rconn, "shop-to-exact") is None
+
+
+# -- the integrations page --------------------------------------------------------------------------------
+
+
+def test_the_integrations_page_shows_health(console, rconn):
+    switch_off(rconn, "shop-to-exact", "the shop uninstalled Koppel")
+    rconn.hset("koppel:exact:ratelimit:4242", mapping={"mrem": 17, "mreset": int(time.time() * 1000) + 30_000,
+                                                        "drem": 4000, "dreset": int(time.time() * 1000) + 3_600_000})
+    rconn.set("koppel:exact:tokens:exact:division", "4242")
+    page = console.get("/console/").text
+    row = row_of(page)
+    assert "the shop uninstalled Koppel" in row
+    assert "none yet" not in row and "(skipped)" in row  # the switch logged an activity entry
+    assert "exact: 17/60 this minute, 4000/5000 today" in row
+    assert 'name="connect" value="exact"' in row  # Exact needs consent
+    assert re.search(r'class="failures"><a [^>]*>0</a>', row)
+
+
+def test_the_connect_button_starts_the_consent_or_says_what_is_missing(console):
+    csrf = csrf_of(console.get("/console/").text)
+    response = console.post("/console/connect/exact", data={"csrf": csrf})
+    assert response.status_code == 400
+    assert "redirect_uri" in response.text  # the sample config's Exact system has none
+    assert console.post("/console/connect/shop", data={"csrf": csrf}).status_code == 404
+
+
+def polled_config() -> Config:
+    """Exact polled for orders that go to a WooCommerce shop, Exact's consent redirect configured."""
+    return parse_config(
+        {
+            "gateway": {"admin_token": "env:ADMIN_TOKEN"},
+            "systems": [
+                {"id": "exact", "kind": "exactonline", "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"},
+                 "settings": {"client_id": "koppel-app", "redirect_uri": "https://koppel.example/oauth/exact/callback"}},
+                {"id": "shop", "kind": "woocommerce", "base_url": "https://shop.example",
+                 "credentials": {"consumer_key": "env:WC_KEY", "consumer_secret": "env:WC_SECRET"}},
+            ],
+            "integrations": [{"id": "exact-to-shop", "source": "exact", "target": "shop", "flows": ["orders"]}],
+        },
+        environ=ENV | {"WC_KEY": "ck"},
+    )  # fmt: skip
+
+
+def test_the_integrations_page_shows_when_each_polled_stream_was_last_read(redis_url, rconn):
+    from workers.pollers import polled_key
+
+    rconn.set(polled_key("exact", "4242", "SalesOrders"), str(time.time() - 300))
+    live = serve(create_app(polled_config(), redis_url))
+    try:
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            client.post("/console/login", data={"token": TOKEN})
+            row = row_of(client.get("/console/").text, "exact-to-shop")
+            assert re.search(r'class="polls">4242:SalesOrders: <span title="[^"]+">5 min ago</span>', row), row
+            consent = client.post("/console/connect/exact", data={"csrf": csrf_of(client.get("/console/").text)})
+            assert consent.status_code == 303
+            assert consent.headers["location"].startswith("https://start.exactonline.nl/api/oauth2/auth?")
+            assert "redirect_uri=https%3A%2F%2Fkoppel.example%2Foauth%2Fexact%2Fcallback" in consent.headers["location"]
+    finally:
+        live.stop()
+
+
+def test_over_https_the_session_cookie_is_secure(redis_url):
+    app = create_app(console_config(), redis_url)
+
+    async def main() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://koppel.example") as client:
+            return await client.post("/console/login", data={"token": TOKEN}), await client.get("/console/")
+
+    login, page = asyncio.run(main())
+    assert login.status_code == 303
+    assert "Secure" in login.headers["set-cookie"] and "Path=/console" in login.headers["set-cookie"]
+    assert page.status_code == 200 and "<h1>Integrations</h1>" in page.text
