@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -121,7 +121,9 @@ class Browser:
 
     def wait(self, condition: Callable[[Any], Any], what: str) -> Any:
         try:
-            return WebDriverWait(self.driver, WAIT_SECONDS).until(condition)
+            return WebDriverWait(self.driver, WAIT_SECONDS, ignored_exceptions=[StaleElementReferenceException]).until(
+                condition
+            )
         except TimeoutException:
             raise AssertionError(f"the page at {self.path} never showed {what}:\n{self.text[:2000]}") from None
 
@@ -137,7 +139,14 @@ class Browser:
         field.send_keys(value)
 
     def click(self, css: str) -> None:
+        """Click what stays on this page (a <details> summary)."""
         self.find(css).click()
+
+    def follow(self, css: str) -> None:
+        """Click a link or a form's button, and wait until the page it loads has replaced this one."""
+        old = self.driver.find_element(By.TAG_NAME, "html")
+        self.find(css).click()
+        self.wait(expected_conditions.staleness_of(old), f"a new page after clicking {css}")
 
 
 def browser_at(request: pytest.FixtureRequest, driver: webdriver.Chrome, base_url: str) -> Iterator[Browser]:
