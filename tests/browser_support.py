@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -119,11 +119,12 @@ class Browser:
     def absent(self, css: str) -> bool:
         return not self.driver.find_elements(By.CSS_SELECTOR, css)
 
-    def wait(self, condition: Callable[[Any], Any], what: str) -> Any:
+    def wait(
+        self, condition: Callable[[Any], Any], what: str, ignored: type[Exception] = StaleElementReferenceException
+    ) -> Any:
+        """`condition`'s first true value, tried until WAIT_SECONDS are up (exceptions of type `ignored`: not yet)."""
         try:
-            return WebDriverWait(self.driver, WAIT_SECONDS, ignored_exceptions=[StaleElementReferenceException]).until(
-                condition
-            )
+            return WebDriverWait(self.driver, WAIT_SECONDS, ignored_exceptions=[ignored]).until(condition)
         except TimeoutException:
             raise AssertionError(f"the page at {self.path} never showed {what}:\n{self.text[:2000]}") from None
 
@@ -143,10 +144,14 @@ class Browser:
         self.find(css).click()
 
     def follow(self, css: str) -> None:
-        """Click a link or a form's button, and wait until the page it loads has replaced this one."""
-        old = self.driver.find_element(By.TAG_NAME, "html")
-        self.find(css).click()
-        self.wait(expected_conditions.staleness_of(old), f"a new page after clicking {css}")
+        """Click a link or a form's button, and wait until the page it loads has replaced this one (a mark left
+        on this page's window is gone, the new document loaded)."""
+        element = self.find(css)
+        self.driver.execute_script("window.koppelLeft = true")
+        element.click()
+        script = "return window.koppelLeft === undefined && document.readyState === 'complete'"
+        # While the document is swapped, chromedriver may answer with errors of its own: try again.
+        self.wait(lambda driver: driver.execute_script(script), f"a new page after clicking {css}", WebDriverException)
 
 
 def browser_at(request: pytest.FixtureRequest, driver: webdriver.Chrome, base_url: str) -> Iterator[Browser]:
