@@ -9,6 +9,7 @@ set -euo pipefail
 # Koppel runs from the repository; relative paths the user gives (--config, $KOPPEL_CONFIG, --input,
 # --data-dir) resolve from where they called run.sh (see gateway/cli.py `_from_caller`).
 export KOPPEL_CALLER_DIR="$PWD"
+export KOPPEL_LAUNCHER="$0"  # the commands Koppel prints for the user to run (koppel init) start with it
 cd "$(dirname "$0")"
 
 say() { printf 'run.sh: %s\n' "$*" >&2; }

@@ -7,8 +7,9 @@ id, the target API calls it cost, and a human-readable reason. Never payload dat
 personal data: an entry names records by their ids and numbers only (GDPR: the SPEC keeps logs
 for a limited time and payloads not beyond processing).
 
-Entries older than the retention (default 14 days) are trimmed as new ones arrive (XADD MINID,
-approximate), and an integration's stream expires when nothing was logged for that long.
+Entries older than the retention (`[retention] activity`, default 30 days) are trimmed as new ones
+arrive (XADD MINID, approximate), exactly by the purge (workers/retention.py), and an integration's
+stream expires when nothing was logged for that long.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import redis
 
 from gateway import keys
 
-DEFAULT_RETENTION = 14 * 24 * 3600
+DEFAULT_RETENTION = 30 * 24 * 3600
+"""`[retention] activity`'s default (gateway/config.py)."""
 OUTCOMES = frozenset({"created", "updated", "skipped", "failed", "retrying", "error", "ignored"})
 
 

@@ -211,7 +211,7 @@ def create_app(config: Config, redis_url: str) -> Gateway:
             Route(LEGACY_CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
             Route(CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
             Mount("/ops", app=AdminAuth(dashboard_app(redis_url), settings.admin_token)),
-            Mount("/console", app=console_app(config, connection)),
+            Mount("/console", app=console_app(config, connection, snapshot_ttl=config.retention.payloads)),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},

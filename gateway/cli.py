@@ -2,10 +2,13 @@
 
     koppel serve          the webhook receiver (uvicorn)
     koppel worker         an RQ worker on Koppel's queue (non-forking, scheduler on)
+    koppel init [PATH]    write a config file step by step (the pair, its flows, settings; --yes for scripts)
     koppel config check   validate the config file (PATH or --config); every problem with its key path
     koppel connect        start OAuth consent for a system (Exact Online, Asperion; prints the URL)
     koppel replay         requeue failed jobs: --job ID, --integration ID or --all
     koppel activity       what an integration did with each event, with its job id (the activity log)
+    koppel purge          remove now what `[retention]` no longer allows (the workers also do, on a schedule)
+    koppel forget         remove what Koppel holds about a person: --email ADDRESS (--dry-run: show)
     koppel endpoints sync create and repair the systems' webhooks for the endpoints (--dry-run: show)
     koppel endpoints rotate-secret ENDPOINT / test ENDPOINT   new webhook secrets / a test notification
     koppel integrations   the integrations, and which a system switched off (`on ID` switches one on again)
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from connectors import registry
 from gateway.activity import OUTCOMES
-from gateway.config import Config, check_config, config_path
+from gateway.config import Config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
 from gateway.redisserver import RedisChoice, resolve_redis
 
@@ -58,23 +62,14 @@ def _redis(args: argparse.Namespace) -> RedisChoice:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from transforms import validate_integration
+    from gateway.checks import check_file
 
     if args.file and args.config:
         return _fail("give the config file once: as PATH or as --config PATH")
     path = config_path(args.file or args.config)
     if path is None:
         raise ConfigError(["no config file: pass --config PATH or set KOPPEL_CONFIG"], source="koppel")
-    # Every problem in one run: the file's structure and references, then, on the parts that are sound,
-    # the connectors' checks (settings, flows, order settings) and the mappings'.
-    checked = check_config(path, kinds=registry.kinds())
-    config, problems = checked.config, list(checked.problems)
-    if config is not None:
-        found = registry.config_problems(config)
-        for index, integration in enumerate(config.integrations):
-            target = config.system(integration.target)
-            found.extend(validate_integration(integration, index, target_kind=target.kind if target else None))
-        problems += checked.renumber(found)
+    config, problems = check_file(path)
     if problems or config is None:
         raise ConfigError(problems, source=str(path))
     print(
@@ -167,6 +162,69 @@ def cmd_activity(args: argparse.Namespace) -> int:
         table.add_row(received, e.topic, e.resource_id, e.number, outcome, e.target_id, str(e.calls),
                       f"{e.latency:.2f}s", e.reason, e.job_id)  # fmt: skip
     Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)  # piped: no folding
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    import redis
+
+    from workers.retention import UNTIMED, purge
+
+    config = _load(args)
+    choice = _redis(args)
+    try:
+        connection = redis.Redis.from_url(choice.url)
+        report = purge(connection, config, audit=True)
+        connection.close()
+    finally:
+        choice.stop()
+    days = {name: f"{getattr(config.retention, name) / 86400:g}d" for name in ("activity", "payloads", "jobs",
+                                                                                 "failed_jobs", "inbox")}  # fmt: skip
+    print("purge by [retention]:")
+    print(f"  activity entries older than {days['activity']}: {report.activity.removed} removed"
+          + "".join(f"\n    {item}" for item in report.activity.items))  # fmt: skip
+    payloads = report.payloads.note or "none kept longer than the retention"
+    print(f"  payload snapshots older than {days['payloads']}: expire by their TTL; {payloads}")
+    print(f"  finished jobs older than {days['jobs']}: {report.jobs.removed} removed")
+    print(f"  failed jobs older than {days['failed_jobs']}: {report.failed_jobs.removed} removed")
+    inbox = report.inbox.note or f"no event waiting longer than {days['inbox']}"
+    print(f"  inbox: {inbox}")
+    if report.untimed:
+        print("  kept without an expiry (no personal data):")
+        for family, count in report.untimed.items():
+            print(f"    {family}: {count} key(s): {UNTIMED.get(family, 'not a family Koppel knows; look at it')}")
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    import redis
+
+    from workers.retention import forget, valid_email
+
+    address = args.email.strip()
+    if not valid_email(address):
+        return _fail("--email: not an e-mail address (expected name@domain, e.g. jan@example.nl)")
+    config = _load(args)
+    choice = _redis(args)
+    try:
+        connection = redis.Redis.from_url(choice.url)
+        report = forget(connection, config, address, dry_run=args.dry_run)
+        connection.close()
+    finally:
+        choice.stop()
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"forget {report.email}{' (dry run: nothing removed)' if args.dry_run else ''}:")
+    for title, kind in (("cached ids", report.cached), ("payload snapshots", report.payloads),
+                        ("failed jobs", report.failed_jobs), ("finished jobs", report.jobs),
+                        ("activity entries", report.activity)):  # fmt: skip
+        print(f"  {title}: {verb} {kind.removed}" + "".join(f"\n    {item}" for item in kind.items))
+    if report.waiting:
+        print(f"  not removed: {len(report.waiting)} event(s) not yet processed carry the address; they are kept "
+              "so that nothing is lost: run this again once they are processed")
+        for item in report.waiting:
+            print(f"    {item}")
+    print("  kept: the ledgers (record numbers and target ids, no personal data: nothing is written twice); "
+          "the person's records in the connected systems are theirs to erase")
     return 0
 
 
@@ -436,6 +494,18 @@ def build_parser() -> argparse.ArgumentParser:
     activity.add_argument("--limit", type=int, default=200, help="at most this many, the newest (default 200)")
     activity.set_defaults(func=cmd_activity)
 
+    purge = with_redis(with_config(sub.add_parser(
+        "purge", help="remove now what [retention] no longer allows; report what was removed per kind",
+    )))  # fmt: skip
+    purge.set_defaults(func=cmd_purge)
+
+    forget = with_redis(with_config(sub.add_parser(
+        "forget", help="remove what Koppel holds about a person (GDPR erasure); report what was removed",
+    )))  # fmt: skip
+    forget.add_argument("--email", required=True, metavar="ADDRESS", help="the person's e-mail address")
+    forget.add_argument("--dry-run", action="store_true", help="show what would be removed; remove nothing")
+    forget.set_defaults(func=cmd_forget)
+
     connect = with_config(sub.add_parser("connect", help="start OAuth consent for a system (Exact Online, ...)"))
     connect.add_argument("system", help="the system id in the config")
     connect.add_argument("--system", dest="legacy_system", help=argparse.SUPPRESS)  # `connect exactonline --system X`
@@ -478,8 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
-    from gateway import mapcli
+    from gateway import initcli, mapcli
 
+    initcli.register(sub)
     mapcli.register(sub)
     return parser
 
@@ -505,11 +576,23 @@ def _from_caller(args: argparse.Namespace) -> None:
         os.environ["KOPPEL_CONFIG"] = str(Path(caller) / configured)
 
 
+_EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+class RedactingFormatter(logging.Formatter):
+    """Koppel's log lines with every e-mail address masked, tracebacks included. Log lines name records by
+    ids and numbers; this is the last line of defence for a system's error text or an exception that
+    quotes one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _EMAIL.sub("<e-mail>", super().format(record))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     level = os.environ.get("KOPPEL_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise, and URLs can carry ids
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -4,6 +4,9 @@
     max_body_bytes = 1048576
     public_url = "https://koppel.example"   # where the systems reach the receiver (webhook subscriptions)
 
+    [retention]                    # optional; how long each kind of data is kept (`RetentionSettings`)
+    activity = "30d"
+
     [[endpoints]]                  # where webhooks arrive: POST /webhooks/{id}
     id = "shop"
     kind = "woocommerce"           # a registered connector kind (`koppel connectors` lists them)
@@ -36,7 +39,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -99,7 +102,7 @@ class GatewaySettings(_Model):
     queue: str = Field(default="koppel", pattern=r"^[a-z0-9_-]{1,64}$")
     # Largest number of events written to Redis in one round trip by the receiver.
     enqueue_batch_max: int = Field(default=256, ge=1, le=10_000)
-    # How long an event's job result and failure are kept (seconds).
+    # Older names of `[retention]` jobs / failed_jobs (moved there when given; read by `pump_for` without it).
     result_ttl_seconds: int = Field(default=24 * 3600, ge=0)
     failure_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     # Transient failures are retried with jittered exponential backoff: base * 2^n seconds, capped.
@@ -129,6 +132,52 @@ def _public_url(value: str) -> str:
 
 
 PublicURL = Annotated[str, AfterValidator(_public_url)]
+
+_DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhd]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> int:
+    """Seconds from "14d", "12h", "30m", "45s" or a number of seconds (an int or its digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError('must be a duration such as "30d", "12h", "30m", "45s" or a number of seconds')
+    return int(match.group(1)) * _UNIT[match.group(2)]
+
+
+def _at_least(minimum: int, what: str) -> Callable[[object], int]:
+    def check(value: object) -> int:
+        seconds = parse_duration(value)
+        if seconds < minimum:
+            raise ValueError(f"must be at least {what}")
+        return seconds
+
+    return check
+
+
+Duration = Annotated[int, BeforeValidator(_at_least(0, "0"))]
+"""Seconds, written "30d", "12h", "30m", "45s" or as a number of seconds."""
+Hours = Annotated[int, BeforeValidator(_at_least(3600, "1h"))]
+Minutes = Annotated[int, BeforeValidator(_at_least(60, "1m"))]
+
+
+class RetentionSettings(_Model):
+    """How long Koppel keeps each kind of data, in seconds. `koppel purge` and the workers' scheduled
+    purge enforce it (workers/retention.py)."""
+
+    activity: Hours = 30 * 86400
+    payloads: Minutes = 7 * 86400
+    jobs: Duration = 86400
+    """Finished jobs (their arguments hold the event's payload); 0: dropped as they finish."""
+    failed_jobs: Minutes = 30 * 86400
+    inbox: Hours = 7 * 86400
+    """Events waiting this long are reported by the purge; an event is never dropped before its job exists."""
+    purge_interval: Minutes = 3600
+
+
+_LEGACY_JOB_TTLS = {"result_ttl_seconds": "jobs", "failure_ttl_seconds": "failed_jobs"}
 
 
 def _known_kind(value: str, info: ValidationInfo) -> str:
@@ -175,10 +224,18 @@ class Integration(_Model):
 
 class Config(_Model):
     gateway: GatewaySettings = GatewaySettings()
+    retention: RetentionSettings = RetentionSettings()
     endpoints: list[Endpoint] = []
     systems: list[System] = []
     integrations: list[Integration] = []
     _endpoints_by_id: dict[str, Endpoint] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _job_ttls(cls, data: Any) -> Any:
+        """`[gateway]`'s result_ttl_seconds / failure_ttl_seconds, older names of `[retention]`'s jobs /
+        failed_jobs, still work: they become those (both given: a problem)."""
+        return _retention_of(data)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -248,6 +305,26 @@ class Config(_Model):
     def linked_endpoints(self, system_id: str) -> list[Endpoint]:
         """The endpoints whose webhooks the system sends (`system = ...` names it)."""
         return [e for e in self.endpoints if e.system == system_id]
+
+
+def _retention_of(data: Any) -> Any:
+    """`data` with `[gateway]`'s old job TTL keys moved to `[retention]` (see `Config._job_ttls`)."""
+    if not isinstance(data, Mapping):
+        return data
+    gateway, retention = data.get("gateway"), data.get("retention", {})
+    if not isinstance(gateway, Mapping) or not isinstance(retention, Mapping):
+        return data
+    moved = {new: gateway[old] for old, new in _LEGACY_JOB_TTLS.items() if old in gateway}
+    both = [
+        f"gateway.{old}: the old name of retention.{new}, which is given too (keep only retention.{new})"
+        for old, new in _LEGACY_JOB_TTLS.items()
+        if old in gateway and new in retention
+    ]
+    if both:
+        raise ValueError("; ".join(both))
+    if not moved:
+        return data
+    return {**data, "retention": {**retention, **moved}}
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -371,10 +448,15 @@ def check_config(
         gateway = GatewaySettings.model_validate(data.get("gateway", {}), context=context)
     except ValidationError:
         gateway = GatewaySettings()
+    try:
+        retention = RetentionSettings.model_validate(_retention_of(data).get("retention", {}))
+    except (ValidationError, ValueError, AttributeError):
+        retention = RetentionSettings()
     # Not validated as a whole: its references may be broken (reported above); later checks skip those.
     salvaged = Config.model_construct(
-        gateway=gateway, endpoints=kept["endpoints"], systems=kept["systems"], integrations=kept["integrations"]
-    )
+        gateway=gateway, retention=retention, endpoints=kept["endpoints"], systems=kept["systems"],
+        integrations=kept["integrations"],
+    )  # fmt: skip
     salvaged._endpoints_by_id = {e.id: e for e in salvaged.endpoints}
     return Checked(salvaged, problems, indices)
 

@@ -7,10 +7,12 @@
     koppel:inflight:{integration}:{flow}        HASH    stable keys whose write may have reached the target
     koppel:cache:{scope}:{name}                 HASH    looked-up ids (e-mail → customer, SKU → item, …)
     koppel:cache:{scope}:{name}:{key}           STRING  a negative answer remembered for a while
+    koppel:snapshot:{integration}:{job id}      STRING  an event's payload as the flow saw it (JSON), TTL
+                                                        `[retention] payloads`
     koppel:lock:{part}:…                        STRING  a lock (one resource, one poll)
     koppel:cursor:{system}:{stream}             STRING  a poller's cursor (never moves backwards)
-    koppel:snapshot:{integration}:{job}         STRING  a handled job's payloads (JSON), TTL payload retention
     koppel:polled:{system}:{stream}             STRING  when a poller last read the stream (epoch s)
+    koppel:console:ended:{session}              STRING  a web console session logged out, TTL its max age
     koppel:exact:tokens:{system}                STRING  OAuth tokens of a system (never logged)
     koppel:exact:ratelimit:{division}           …       Exact's shared API budget per division
 (The two `exact:` names date from when Exact was the only OAuth system; kept so that stored
@@ -26,6 +28,7 @@ PREFIX = "koppel:"
 DEDUPE = PREFIX + "dedupe:"
 INBOX = PREFIX + "inbox:"
 ACTIVITY = PREFIX + "activity:"
+SNAPSHOT = PREFIX + "snapshot:"
 TOKENS = PREFIX + "exact:tokens"
 RATELIMIT = PREFIX + "exact:ratelimit"
 
@@ -40,6 +43,10 @@ def inbox(queue: str) -> str:
 
 def activity(integration: str) -> str:
     return f"{ACTIVITY}{integration}"
+
+
+def snapshot(integration: str, job_id: str) -> str:
+    return f"{SNAPSHOT}{integration}:{job_id}"
 
 
 def ledger(integration: str, flow: str) -> str:
@@ -63,15 +70,12 @@ def cursor(system: str, stream: str) -> str:
     return f"{PREFIX}cursor:{system}:{stream}"
 
 
-SNAPSHOT = PREFIX + "snapshot:"
-
-
-def snapshot(integration: str, job_id: str) -> str:
-    return f"{SNAPSHOT}{integration}:{job_id}"
-
-
 def polled(system: str, stream: str) -> str:
     return f"{PREFIX}polled:{system}:{stream}"
+
+
+def console_ended(session: str) -> str:
+    return f"{PREFIX}console:ended:{session}"
 
 
 def text(value: bytes | str) -> str:
@@ -81,6 +85,6 @@ def text(value: bytes | str) -> str:
 
 
 __all__ = [
-    "RATELIMIT", "SNAPSHOT", "TOKENS", "cache", "cursor", "dedupe", "in_flight", "inbox", "ledger", "lock", "polled",
-    "snapshot", "text",
-]
+    "ACTIVITY", "RATELIMIT", "SNAPSHOT", "TOKENS", "cache", "console_ended", "cursor", "dedupe", "in_flight", "inbox",
+    "ledger", "lock", "polled", "snapshot", "text",
+]  # fmt: skip

@@ -127,6 +127,8 @@ class StackOptions:
     poll_seconds: int = 2
     """The other pairs (gateway/pairs.py): how often their polled systems (Winstore, Exact as a source,
     Business Central's reconciliation) are read."""
+    log_level: str = "WARNING"
+    """`KOPPEL_LOG_LEVEL` of the gateway and workers (their logs: `log_dir`)."""
 
 
 @dataclass
@@ -276,7 +278,7 @@ class Stack:
         return registry.load(self.config_path, environ=self.env)
 
     def _environ(self) -> dict[str, str]:
-        return {**os.environ, **self.env, "REDIS_URL": self.redis_url, "KOPPEL_LOG_LEVEL": "WARNING"}
+        return {**os.environ, **self.env, "REDIS_URL": self.redis_url, "KOPPEL_LOG_LEVEL": self.options.log_level}
 
     def _start_gateway(self) -> None:
         self.gateway = _spawn(

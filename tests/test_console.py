@@ -96,8 +96,11 @@ def test_login_sets_a_strict_httponly_session_cookie_and_logout_ends_it(anon):
     page = anon.get("/console/")
     assert page.status_code == 200
     assert '<table id="integrations">' in page.text
+    kept = anon.cookies[COOKIE]
     out = anon.post("/console/logout", data={"csrf": csrf_of(page.text)})
     assert out.status_code == 303 and out.headers["location"] == "/console/login"
+    assert anon.get("/console/").status_code == 303
+    anon.cookies.set(COOKIE, kept)  # a copy of the cookie is no good after the logout either
     assert anon.get("/console/").status_code == 303
 
 

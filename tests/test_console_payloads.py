@@ -25,6 +25,7 @@ from gateway.envelope import Envelope, Event
 from gateway.ingest import JOB_FUNC, make_queue
 from gateway.stack import LiveServer, serve
 from tests import pairs_support as pairs
+from workers import runtime
 
 pytestmark = pytest.mark.integration
 
@@ -111,10 +112,10 @@ def snapshot_row(page: str, job_id: str) -> str:
     return found.group(1)
 
 
-def test_a_handled_job_keeps_a_payload_snapshot_with_a_ttl(env):
+def test_a_handled_job_keeps_a_payload_snapshot_for_the_payload_retention(env):
     job_id = env.order(7101)
     key = keys.snapshot("shop-to-exact", job_id)
-    assert 0 < env.conn.ttl(key) <= 7 * 24 * 3600
+    assert 6 * 24 * 3600 < env.conn.ttl(key) <= 7 * 24 * 3600  # the default: 7 days
     snapshot = json.loads(env.conn.get(key))
     assert snapshot["flow"] == "orders" and snapshot["job_id"] == job_id
     assert snapshot["received"]["billing"]["email"] == EMAIL
@@ -125,6 +126,8 @@ def test_a_handled_job_keeps_a_payload_snapshot_with_a_ttl(env):
     assert posts[0]["body"]["YourRef"] == "7101"
     assert {r["system"] for r in snapshot["requests"]} == {"Exact"}
     assert "Authorization" not in json.dumps(snapshot) and "Bearer" not in json.dumps(snapshot)
+    runtime.current().snapshot_ttl = 600  # the retention the worker is given
+    assert 0 < env.conn.ttl(keys.snapshot("shop-to-exact", env.order(7102))) <= 600
 
 
 def test_activity_shows_what_came_in_and_went_out_with_personal_data_masked(env):

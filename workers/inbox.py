@@ -33,7 +33,7 @@ from redis.exceptions import ResponseError, WatchError
 from rq import Queue, Retry
 from rq.job import Job
 
-from gateway.config import GatewaySettings
+from gateway.config import GatewaySettings, RetentionSettings
 from gateway.ingest import JOB_FUNC, inbox_key, job_description, make_queue
 from workers.policy import retry_schedule
 
@@ -195,8 +195,11 @@ class InboxPump:
         return thread, stop
 
 
-def pump_for(connection: redis.Redis, settings: GatewaySettings, **kwargs: Any) -> InboxPump:
-    """The pump of the configured queue, with the configured TTLs and retry schedule (`GatewaySettings`)."""
+def pump_for(
+    connection: redis.Redis, settings: GatewaySettings, retention: RetentionSettings | None = None, **kwargs: Any
+) -> InboxPump:
+    """The pump of the configured queue, with the configured retry schedule (`GatewaySettings`) and job
+    TTLs (`[retention]` jobs and failed_jobs; without it, `[gateway]`'s older names of them)."""
 
     def retry() -> Retry:
         return retry_schedule(settings.retry_attempts, settings.retry_base_seconds, settings.retry_cap_seconds)
@@ -205,7 +208,7 @@ def pump_for(connection: redis.Redis, settings: GatewaySettings, **kwargs: Any) 
         connection,
         settings.queue,
         retry_factory=retry if settings.retry_attempts else None,
-        result_ttl=settings.result_ttl_seconds,
-        failure_ttl=settings.failure_ttl_seconds,
+        result_ttl=retention.jobs if retention else settings.result_ttl_seconds,
+        failure_ttl=retention.failed_jobs if retention else settings.failure_ttl_seconds,
         **kwargs,
     )

@@ -166,7 +166,7 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
     }
     if not integrations:
         summary["outcome"] = "no integration takes this event"
-    activity = ActivityLog(rt.connection)
+    activity = ActivityLog(rt.connection, rt.config.retention.activity)
     job = get_current_job()
 
     def note(integration_id: str, outcome: str, result: FlowResult | None = None, reason: str = "") -> None:

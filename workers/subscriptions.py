@@ -221,7 +221,7 @@ def _note(connection: redis.Redis | None, config: Config, managed: Managed, acti
     flow = _flow_of(managed.endpoint.kind, action.topic) or ""
     now = time.time()
     job = get_current_job()
-    activity = ActivityLog(connection)
+    activity = ActivityLog(connection, config.retention.activity)
     for integration in config.integrations_from(managed.endpoint.id):
         if flow and flow not in integration.flows:
             continue

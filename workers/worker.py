@@ -6,7 +6,9 @@ job its own process (isolation from leaks and crashes, at that cost).
 
 Every worker also runs the inbox pump (workers/inbox.py) on a daemon thread: the gateway only
 stores accepted events in the inbox stream, and the pumps, one consumer group, make their RQ jobs.
-A burst worker drains the inbox first, then works the queue until it is empty.
+A burst worker drains the inbox first, then works the queue until it is empty. And every worker purges
+what `[retention]` no longer allows (workers/retention.py): at start, then every `purge_interval` (one
+worker of many per interval).
 
 A worker that dies mid-job (SIGKILL, OOM, a pulled plug) is noticed by RQ's own abandoned-job
 handling: its job stays in the StartedJobRegistry until the job's heartbeat expires, and the next
@@ -46,6 +48,7 @@ from gateway.redisserver import die_with_parent
 from workers import keepalive, runtime
 from workers.inbox import pump_for
 from workers.pollers import schedule_polls
+from workers.retention import PurgeLoop
 from workers.subscriptions import schedule_checks
 
 log = logging.getLogger("koppel.worker")
@@ -160,7 +163,7 @@ def run_worker(
 ) -> bool:
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
     connection = redis.Redis.from_url(redis_url, health_check_interval=30)
-    rt = runtime.Runtime(config=config, connection=connection)
+    rt = runtime.Runtime(config=config, connection=connection, snapshot_ttl=config.retention.payloads)
     runtime.install(rt)
     queue = make_queue(connection, config.gateway.queue)
     worker_class = QuietWorker if fork else KoppelWorker
@@ -173,16 +176,20 @@ def run_worker(
         [queue], connection=connection, serializer=JSONSerializer,
         **worker_timing(config.gateway.worker_heartbeat_seconds),
     )  # fmt: skip
-    pump = pump_for(connection, config.gateway)
+    pump = pump_for(connection, config.gateway, config.retention)
+    purger = PurgeLoop(connection, config, worker=worker.name)  # [retention], enforced (workers/retention.py)
     try:
         if burst:
+            purger.once()
             pump.drain()
             return worker.work(burst=True, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
         thread, stop = pump.start()
+        purger.start()
         try:
             return worker.work(burst=False, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
         finally:
             stop.set()
+            purger.close()
             thread.join(timeout=5)
     finally:  # an in-process (burst) worker leaves no sockets open: its own, the runtime's, the scheduler's
         scheduler_connection = getattr(worker.scheduler, "_connection", None) if worker.scheduler else None

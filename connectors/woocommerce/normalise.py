@@ -167,9 +167,10 @@ def normalise_customer(payload: Mapping[str, Any]) -> Customer:
         first_name=doc.text("first_name"),
         last_name=doc.text("last_name"),
     )
+    # No `number`: WooCommerce customers have none, and the login name (often the person's name) is personal
+    # data that would reach the activity log and the worker's log lines as the customer's number.
     return customer.model_copy(
         update={
-            "number": doc.text("username"),
             "created_at": doc.timestamp("date_created_gmt") or doc.timestamp("date_created"),
             "modified_at": doc.timestamp("date_modified_gmt") or doc.timestamp("date_modified"),
             "classification": doc.text("role"),

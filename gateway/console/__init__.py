@@ -30,11 +30,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import mapview, snapshots
+from gateway import keys, mapview, snapshots
 from gateway.activity import ActivityLog
 from gateway.config import FLOWS, Config, Integration
 from gateway.console.health import failed_job, failed_jobs, health, oauth_systems
 from gateway.console.session import COOKIE, Sessions
+from gateway.console.setup import setup
 from gateway.envelope import Envelope
 from gateway.errors import KoppelError
 from gateway.model import NormaliseError
@@ -86,6 +87,8 @@ def _json(value: Any) -> str:
 templates.env.filters["when"] = _when
 templates.env.filters["ago"] = _ago
 templates.env.filters["json"] = _json
+templates.env.filters["scrub"] = lambda text, show=False: text if show else snapshots.mask(text)
+"""Free text (a failure's reason) with e-mail addresses masked, unless `show`."""
 
 
 class SecurityHeaders:
@@ -162,6 +165,16 @@ class Console:
 
     # -- access ---------------------------------------------------------------------------------------
 
+    async def session_of(self, request: Request) -> str | None:
+        """The request's session id: its cookie genuine, not expired, and not logged out."""
+        if self.sessions is None:
+            return None
+        session = self.sessions.session_id(request.cookies.get(COOKIE))
+        if session is None:
+            return None
+        ended = await asyncio.to_thread(self.connection.exists, keys.console_ended(session))
+        return None if ended else session
+
     def guard(self, handler: Handler, *, post: bool = False) -> Callable[[Request], Awaitable[Response]]:
         """The endpoint: no admin token → how to set one; no session → the login page (GET) or 401
         (POST); a POST without its session's CSRF token → 403."""
@@ -169,7 +182,7 @@ class Console:
         async def endpoint(request: Request) -> Response:
             if self.sessions is None:
                 return _no_token(self, request)
-            session = self.sessions.session_id(request.cookies.get(COOKIE))
+            session = await self.session_of(request)
             if session is None:
                 if not post:
                     return RedirectResponse(f"{request.scope.get('root_path', '')}/login", 303)
@@ -219,6 +232,9 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request, console: Console, form: Form, session: str) -> Response:
+    """End the session: the cookie is deleted, and the session refused from now on (a copy of the cookie too)."""
+    assert console.sessions is not None
+    await asyncio.to_thread(console.connection.set, keys.console_ended(session), "1", ex=console.sessions.max_age)
     base = request.scope.get("root_path", "")
     response = RedirectResponse(f"{base}/login", 303)
     response.delete_cookie(COOKIE, path=base or "/", httponly=True, samesite="strict",
@@ -472,6 +488,8 @@ def console_app(config: Config, connection: redis.Redis, *, snapshot_ttl: int = 
         Route("/integrations/{integration}/mappings/{flow}", g(mapping), methods=["GET"]),
         Route("/integrations/{integration}/mappings/{flow}", g(mapping, post=True), methods=["POST"]),
         Route("/connect/{system}", g(connect, post=True), methods=["POST"]),
+        Route("/setup", g(setup), methods=["GET"]),
+        Route("/setup", g(setup, post=True), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

@@ -154,9 +154,9 @@ def resolve(
 def run(work: Work) -> FlowResult:
     customer = work.record("customers")
     assert isinstance(customer, Customer)
-    number = customer.number or customer.id or customer.email or ""
+    number = customer.number or customer.id or ""  # never the e-mail address: it is personal data
     before = work.target.calls
-    label = f"{work.envelope.source} customer {number}"
+    label = f"{work.envelope.source} customer {number or '(no id)'}"
     target_id, how = resolve(work, customer, label=label, flow="customers")
     outcome: Outcome = "created" if how == "created" else "updated" if how == "updated" else "skipped"
     reason = ""
