@@ -27,6 +27,8 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
+from tests.conftest import PHASE_REPORTS
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 """Debian's `chromium` and `chromium-driver` packages (`./run.sh test` installs them)."""
@@ -170,7 +172,3 @@ def browser_at(request: pytest.FixtureRequest, driver: webdriver.Chrome, base_ur
     report = request.node.stash.get(PHASE_REPORTS, {}).get("call")
     if report is not None and report.failed:
         browser.shot("failed")
-
-
-PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
-"""Each test's reports by phase (setup, call, teardown), stored by tests/conftest.py's report hook."""

@@ -91,13 +91,16 @@ def tmp_data(tmp_path: Path) -> Path:
     return tmp_path
 
 
+PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+"""Each test's reports by phase (setup, call, teardown), for fixtures that act on a failure (the browser
+tests' screenshot, tests/browser_support.py)."""
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Each test's reports by phase, for fixtures that act on a failure (the browser tests' screenshot)."""
-    from tests.browser_support import PHASE_REPORTS
-
+    """Each test's reports by phase, in its stash under PHASE_REPORTS."""
     report: pytest.TestReport = yield
     item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
     return report
