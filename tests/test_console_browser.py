@@ -117,6 +117,11 @@ def test_login_refuses_a_wrong_token_and_logout_ends_the_session(browser):
     browser.find("form#login")  # the session is gone
     assert browser.path == "/console/login"
     browser.shot("logged-out")
+    browser.driver.add_cookie(cookie)  # a copy of the cookie, kept from before the logout
+    assert browser.driver.get_cookie("koppel_console") == cookie
+    browser.open("/console/")
+    browser.find("form#login")  # ended for good
+    assert browser.path == "/console/login"
 
 
 def test_integrations_show_their_health_and_switch_off_and_on(browser, env):
