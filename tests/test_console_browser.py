@@ -1,6 +1,7 @@
 """The web console in a real browser (Debian's headless Chromium), used as an operator uses it: log in, read
 the integrations' health, switch one off and on, read an integration's activity and payloads, replay failed
-work (also with the current mapping, after its diff), log out; and a cross-site form post refused.
+work (also with the current mapping, after its diff), log out; a cross-site form post refused; the set-up
+wizard walked to a config that passes the check.
 
 Behind the console: a real gateway (uvicorn), real Redis, and jobs run by RQ's worker code that book
 WooCommerce orders in the Exact Online sandbox over HTTP (tests/test_console_payloads.py's `Env`). Pages are
@@ -15,11 +16,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import redis
+from selenium.webdriver.common.by import By
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from gateway import wizard
 from gateway.app import create_app
 from gateway.config import Config, parse_config
 from gateway.ingest import make_queue
@@ -256,3 +259,59 @@ def test_a_form_posted_from_another_site_without_the_csrf_token_is_refused(brows
     assert switched_off(env.conn, SHOP) is None
     browser.open("/console/")
     assert browser.find(row(browser, SHOP)).get_attribute("data-state") == "on"
+
+
+@pytest.fixture
+def bare_browser(request: pytest.FixtureRequest, chromium_driver, redis_url: str) -> Iterator[Browser]:
+    """The browser at a gateway with nothing configured but the admin token."""
+    config = parse_config({"gateway": {"admin_token": "env:ADMIN_TOKEN"}}, environ=pairs.ENV)
+    gateway = serve(create_app(config, redis_url), name="gateway")
+    try:
+        yield from browser_at(request, chromium_driver, gateway.url)
+    finally:
+        gateway.stop()
+
+
+def test_the_setup_wizard_walks_to_a_config_that_passes_the_check(bare_browser):
+    browser = bare_browser
+    browser.open("/console/setup")
+    browser.find("form#login")  # needs a session, as every console page
+    browser.fill("form#login input[name=token]", TOKEN)
+    browser.follow("form#login button[name=login]")
+    browser.open("/console/setup")
+    browser.find("form#setup")
+    browser.shot("first-step")
+    given = {"pair": "squarespace-exactonline", "gateway.public_url": "https://koppel.example",
+             "exact.client_id": "exact-app"}  # fmt: skip
+    flows = {"flows": {"orders"}, "flows_back": {"orders", "stock"}}
+    refused = False
+    for _ in range(40):
+        if not browser.absent("pre#setup-toml"):
+            break
+        key = browser.driver.find_element(By.CSS_SELECTOR, "form#setup input[name=step]").get_attribute("value")
+        if key == "pair":
+            browser.click(f'form#setup input[name=value][value="{given["pair"]}"]')
+        elif key in flows:
+            for box in browser.all('form#setup input[type=checkbox][name^="flow."]'):
+                if box.is_selected() != (box.get_attribute("name").removeprefix("flow.") in flows[key]):
+                    box.click()
+        elif key == "gateway.public_url" and not refused:
+            browser.fill("form#setup input[name=value]", "koppel.example")
+            browser.follow("form#setup button[name=next]")
+            assert "is not an absolute http(s) URL" in browser.find("#error").text
+            browser.shot("refused-answer")
+            refused = True
+            continue
+        elif key in given:
+            browser.fill("form#setup input[name=value]", given[key])
+        browser.follow("form#setup button[name=next]")
+        assert browser.absent("#error"), browser.find("#error").text
+    assert refused
+    assert browser.find("#setup-ok")
+    expected, problems = wizard.complete({**given, "flows": "orders", "flows_back": "orders, stock"})
+    assert not problems
+    assert browser.find("pre#setup-toml").text.strip() == wizard.render(expected).strip()
+    commands = browser.find("pre#setup-commands").text
+    assert "koppel connect exact --config koppel.toml" in commands
+    assert "koppel endpoints sync --config koppel.toml" in commands
+    browser.shot("finished")
