@@ -11,7 +11,7 @@
                                                         `[retention] payloads`
     koppel:lock:{part}:…                        STRING  a lock (one resource, one poll)
     koppel:cursor:{system}:{stream}             STRING  a poller's cursor (never moves backwards)
-    koppel:polled:{system}:{stream}             STRING  when a poller last read the stream (epoch s)
+    koppel:polled:{system}                      HASH    [scope:]stream → when a poller last read it (epoch s)
     koppel:console:ended:{session}              STRING  a web console session logged out, TTL its max age
     koppel:exact:tokens:{system}                STRING  OAuth tokens of a system (never logged)
     koppel:exact:ratelimit:{division}           …       Exact's shared API budget per division
@@ -70,8 +70,8 @@ def cursor(system: str, stream: str) -> str:
     return f"{PREFIX}cursor:{system}:{stream}"
 
 
-def polled(system: str, stream: str) -> str:
-    return f"{PREFIX}polled:{system}:{stream}"
+def polled(system: str) -> str:
+    return f"{PREFIX}polled:{system}"
 
 
 def console_ended(session: str) -> str:

@@ -17,7 +17,7 @@ from transforms.errors import MappingSpecError
 from transforms.integration import build_mapping, effective_mapping
 from transforms.spec import flatten
 
-__all__ = ["Unpreviewable", "diff_lines", "has_default", "kinds", "normaliser", "preview"]
+__all__ = ["Unpreviewable", "diff_lines", "has_default", "kinds", "normaliser", "preview", "remap"]
 
 
 class Unpreviewable(Exception):
@@ -56,6 +56,16 @@ def preview(
     normalise = normaliser(source_kind, flow)
     mapping = build_mapping(integration, flow, target_kind)
     return mapping.apply(normalise(record, integration.settings), context, placeholders=context is None)
+
+
+def remap(
+    integration: Integration, flow: str, target_kind: str, mapping_input: Mapping[str, Any],
+    context: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The current mapping applied to a mapping input as a flow built it (a payload snapshot's): the same
+    input exactly, the flow's own steps included. Ids not in `context` show as <placeholders>."""
+    mapping = build_mapping(integration, flow, target_kind)
+    return mapping.apply(mapping_input, context, placeholders=True)
 
 
 def diff_lines(integration: Integration, flow: str, target_kind: str, *, tofile: str) -> list[str] | None:

@@ -45,6 +45,7 @@ __all__ = [
     "Recorder",
     "SnapshotStore",
     "current",
+    "floats",
     "mask",
     "note_mapped",
     "note_record",
@@ -105,11 +106,13 @@ def note_record(record: Any) -> None:
         recorder.record = record
 
 
-def note_mapped(flow: str, payload: Any, context: Any = None) -> None:
-    """What a mapping produced (and the run-time ids it was given)."""
+def note_mapped(flow: str, payload: Any, context: Any = None, mapping_input: Any = None) -> None:
+    """What a mapping produced, from which input (the canonical record as the flow gave it to the mapping,
+    after the flow's own steps, as mapping data: transforms.inputs) and the run-time ids it was given."""
     recorder = _current.get()
     if recorder is not None:
-        recorder.mapped.append({"flow": flow, "payload": payload, "context": context})
+        entry = {"flow": flow, "payload": payload, "context": context}
+        recorder.mapped.append(entry if mapping_input is None else entry | {"input": mapping_input})
 
 
 def _body(content: bytes | None, limit: int) -> Any:
@@ -156,6 +159,18 @@ def _numbers(value: Any) -> Any:
     return value
 
 
+def floats(value: Any) -> Any:
+    """`value` as read with `json.loads` alone: Decimals as floats (for a source record or a mapping input,
+    which held floats; a loaded snapshot has Decimals so that payloads keep their digits)."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [floats(v) for v in value]
+    return value
+
+
 def to_json(value: Any, *, indent: int | None = None) -> str:
     """JSON text of a snapshot's part: Decimals and floats with the digits they have; anything else as text."""
     return dumps(_numbers(value), indent=indent, default=str)
@@ -178,7 +193,7 @@ class SnapshotStore:
         if raw is None:
             return None
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_float=Decimal)  # numbers with the digits they were written with
         except ValueError:
             return None
         return data if isinstance(data, dict) else None
@@ -193,7 +208,7 @@ class SnapshotStore:
             if raw is None:
                 continue
             try:
-                data = json.loads(raw)
+                data = json.loads(raw, parse_float=Decimal)
             except ValueError:
                 continue
             if isinstance(data, dict):
@@ -217,7 +232,7 @@ MASK = "•••"
 def _masked_value(value: Any) -> Any:
     if isinstance(value, str):
         return MASK if value else value
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         return MASK
     return mask(value, all_personal=True)
 

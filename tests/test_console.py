@@ -26,7 +26,7 @@ TOKEN = SECRETS["ADMIN_TOKEN"]
 ENV = SECRETS | {"EXACT_CLIENT_SECRET": "exact-secret"}
 
 
-def console_config(**gateway: object) -> Config:
+def console_config(*, mappings: dict | None = None, **gateway: object) -> Config:
     """A WooCommerce shop (endpoint `shop`) feeding Exact (`exact`), and the admin token (unless overridden)."""
     return parse_config(
         {
@@ -34,7 +34,8 @@ def console_config(**gateway: object) -> Config:
             "endpoints": [{"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
             "systems": [{"id": "exact", "kind": "exactonline", "settings": {"client_id": "koppel-app"},
                          "credentials": {"client_secret": "env:EXACT_CLIENT_SECRET"}}],
-            "integrations": [{"id": "shop-to-exact", "source": "shop", "target": "exact", "flows": ["orders"]}],
+            "integrations": [{"id": "shop-to-exact", "source": "shop", "target": "exact", "flows": ["orders"],
+                              "mappings": mappings or {}}],
         },
         environ=ENV,
     )  # fmt: skip
@@ -253,9 +254,9 @@ def polled_config() -> Config:
 
 
 def test_the_integrations_page_shows_when_each_polled_stream_was_last_read(redis_url, rconn):
-    from workers.pollers import polled_key
+    from workers.pollers import note_polled
 
-    rconn.set(polled_key("exact", "4242", "SalesOrders"), str(time.time() - 300))
+    note_polled(rconn, "exact", "4242", "SalesOrders", at=time.time() - 300)
     live = serve(create_app(polled_config(), redis_url))
     try:
         with httpx.Client(base_url=live.url, timeout=10) as client:
@@ -282,3 +283,27 @@ def test_over_https_the_session_cookie_is_secure(redis_url):
     assert login.status_code == 303
     assert "Secure" in login.headers["set-cookie"] and "Path=/console" in login.headers["set-cookie"]
     assert page.status_code == 200 and "<h1>Integrations</h1>" in page.text
+
+
+def test_the_mapping_page_names_what_is_wrong(redis_url):
+    broken = {"orders": {"exactonline": {"Description": "$left('x' &"}}}
+    for config, path in ((console_config(mappings=broken), "mappings/orders"), (console_config(), "mappings/orders")):
+        live = serve(create_app(config, redis_url))
+        try:
+            with httpx.Client(base_url=live.url, timeout=10) as client:
+                client.post("/console/login", data={"token": TOKEN})
+                page = client.get(f"/console/integrations/shop-to-exact/{path}")
+                assert page.status_code == 200
+                if config.integrations[0].mappings:
+                    assert 'id="error"' in page.text and "the mapping does not compile" in page.text
+                    assert "Description" in page.text and 'id="mapping-diff"' in page.text
+                    assert 'form id="preview"' not in page.text
+                    continue
+                assert 'id="mapping-diff-none"' in page.text and 'id="output"' not in page.text  # no sample yet
+                posted = client.post(f"/console/integrations/shop-to-exact/{path}",
+                                     data={"csrf": csrf_of(page.text), "input": '{"id": "not an order"}'})  # fmt: skip
+                assert posted.status_code == 200
+                assert 'id="preview-error"' in posted.text
+                assert "cannot be mapped: SalesOrderLines: is required" in posted.text
+        finally:
+            live.stop()

@@ -20,7 +20,7 @@ from gateway.ingest import JOB_FUNC
 from tests.conftest import LiveServer, serve
 from workers import pollers, runtime
 from workers.inbox import pump_for
-from workers.pollers import cursor_key, poll, poll_job_ids, read_cursor, schedule_polls
+from workers.pollers import cursor_key, last_polls, poll, poll_job_ids, read_cursor, schedule_polls
 from workers.worker import run_worker
 
 pytestmark = pytest.mark.integration
@@ -129,9 +129,12 @@ def test_a_poll_without_changes_queues_nothing_and_keeps_the_cursor(env):
     env.seed_orders("WC-1")
     poll(SYSTEM, "SalesOrderHeaders")
     cursor = env.cursor()
+    before = time.time()
     result = poll(SYSTEM, "SalesOrderHeaders")
     assert (result["records"], result["queued"], result["cursor"]) == (0, 0, str(cursor))
     assert env.cursor() == cursor and len(env.event_jobs()) == 1
+    polled = last_polls(env.conn, SYSTEM)[f"{DIVISION}:SalesOrderHeaders"]  # also with nothing new
+    assert before <= polled <= time.time()  # the web console's "last poll"
     env.seed_orders("WC-2")  # a later change is picked up from the cursor, the earlier one not again
     result = poll(SYSTEM, "SalesOrderHeaders")
     assert (result["records"], result["queued"]) == (1, 1) and env.cursor() > cursor

@@ -123,9 +123,20 @@ def cursor_key(system_id: str, scope: str, stream: str) -> str:
     return keys.cursor(system_id, f"{scope}:{stream}" if scope else stream)
 
 
-def polled_key(system_id: str, scope: str, stream: str) -> str:
-    """Where the time of the stream's last complete poll is kept (epoch seconds, for the web console)."""
-    return keys.polled(system_id, f"{scope}:{stream}" if scope else stream)
+def note_polled(connection: redis.Redis, system_id: str, scope: str, stream: str, at: float | None = None) -> None:
+    """Remember when the stream was last read in full (the web console's "last poll")."""
+    connection.hset(keys.polled(system_id), f"{scope}:{stream}" if scope else stream, str(at or time.time()))
+
+
+def last_polls(connection: redis.Redis, system_id: str) -> dict[str, float]:
+    """{"[scope:]stream": when it was last read in full (epoch s)} of a polled system."""
+    found: dict[str, float] = {}
+    for name, value in connection.hgetall(keys.polled(system_id)).items():
+        try:
+            found[keys.text(name)] = float(keys.text(value))
+        except ValueError:
+            continue
+    return found
 
 
 def read_cursor(connection: redis.Redis, key: str) -> str | None:
@@ -209,7 +220,7 @@ def _read(rt: runtime.Runtime, source: Source, system_id: str, stream: str) -> d
                 lock.reacquire()
             except LockError as exc:
                 raise TransientError(f"poll of {system_id} {stream}: lost the poll lock; stopping") from exc
-        rt.connection.set(polled_key(system_id, scope, stream), str(time.time()))  # the console's "last poll"
+        note_polled(rt.connection, system_id, scope, stream)
         log.info("poll %s %s %s: %d records, %d queued", system_id, scope, stream, records, queued)
         counts = {"pages": pages, "records": records, "queued": queued, "duplicates": records - queued}
         return summary | counts | {"cursor": cursor}

@@ -42,7 +42,7 @@ from gateway.model import NormaliseError
 from gateway.oauth import consent_url
 from gateway.replay import replay
 from transforms.errors import MappingError, MappingSpecError
-from transforms.integration import effective_mapping
+from transforms.integration import build_mapping, effective_mapping
 from transforms.spec import render_toml
 from workers.jobs import flow_of
 from workers.switches import switch_off, switch_on
@@ -116,9 +116,9 @@ class Form(dict[str, str]):
 
 async def read_form(request: Request) -> Form:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = b""
+    body = bytearray()
     async for chunk in request.stream():
-        body += chunk
+        body.extend(chunk)
         if len(body) > FORM_LIMIT:
             raise HTTPException(413, f"the form is over the console's limit of {FORM_LIMIT} bytes")
     if not body:
@@ -341,7 +341,8 @@ def _flow_of(envelope: dict[str, Any]) -> str:
 
 def remap(console: Console, integration: Integration, job_id: str, show: bool) -> dict[str, Any]:
     """What replaying a failed job with the current mapping would change: the original attempt's mapped
-    payload against the current mapping's, for the same input (the snapshot's record, else the event)."""
+    payload against what the current mapping makes of the same input (the mapping input the snapshot kept;
+    else the record read, else the event's payload, through the normaliser)."""
     job = failed_job(console.connection, console.config, integration.id, job_id)
     if job is None:
         raise HTTPException(404, f"{integration.id} has no failed job {job_id!r} (replayed already, or expired)")
@@ -349,24 +350,33 @@ def remap(console: Console, integration: Integration, job_id: str, show: bool) -
     envelope = job.envelope or {}
     flow = snap.get("flow") or _flow_of(envelope)
     notes: list[str] = []
-    record = snap.get("record")
-    if record is None:
-        record = envelope.get("payload")
-        notes.append("The original attempt did not read the record (or its snapshot expired): "
-                     "the event's payload is the input.")  # fmt: skip
     mapped = [m for m in snap.get("mapped", []) if isinstance(m, dict) and m.get("flow") == flow]
     original = mapped[-1] if mapped else None
-    if original is None:
-        notes.append("The original attempt did not get as far as the mapping: nothing to compare with.")
-    context = original.get("context") if original else None
+    context = snapshots.floats(original.get("context")) if original else None
+    context = context if isinstance(context, dict) else None
+    given = snapshots.floats(original.get("input")) if original else None
+    record = snapshots.floats(snap.get("record"))
     current: Any = None
     error = ""
+    if original is None:
+        notes.append("The original attempt did not get as far as the mapping: nothing to compare with.")
     if not flow:
         error = "this job's event feeds no flow Koppel knows"
-    else:
+    elif isinstance(given, dict):  # the very input the original mapping had
         try:
-            current = mapview.preview(console.config, integration, flow, record,
-                                      context if isinstance(context, dict) else None)  # fmt: skip
+            _, target_kind = mapview.kinds(console.config, integration)
+            current = mapview.remap(integration, flow, target_kind, given, context)
+        except PREVIEW_ERRORS as exc:
+            error = _preview_error(exc)
+    else:
+        if record is None:
+            record = envelope.get("payload")
+            notes.append("The original attempt did not read the record (or its snapshot expired): "
+                         "the event's payload is the input.")  # fmt: skip
+        else:
+            notes.append("The record as read is the input: steps the flow takes before mapping are not in it.")
+        try:
+            current = mapview.preview(console.config, integration, flow, record, context)
         except PREVIEW_ERRORS as exc:
             error = _preview_error(exc)
     before = _masked(original["payload"], show) if original else None
@@ -407,6 +417,11 @@ def mapping_view(console: Console, integration: Integration, flow: str, raw_inpu
         out["toml"] = render_toml(effective.spec, f"integrations.mappings.{flow}.{target_kind}")
         out["description"] = effective.default.description
         out["diff"] = mapview.diff_lines(integration, flow, target_kind, tofile=f"{integration.id} mappings.{flow}")
+    except MappingSpecError as exc:
+        out["error"] = _preview_error(exc)
+        return out
+    try:
+        build_mapping(integration, flow, target_kind)  # compiles every expression: names what does not
     except MappingSpecError as exc:
         out["error"] = _preview_error(exc)
         return out

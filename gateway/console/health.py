@@ -10,12 +10,12 @@ import redis
 from rq.job import Job
 
 from connectors import registry
-from gateway import keys
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Config, Integration, System
 from gateway.errors import KoppelError
 from gateway.ingest import make_queue
 from gateway.replay import failed_job_ids
+from workers.pollers import last_polls
 from workers.switches import switched_off
 
 __all__ = ["Budget", "FailedJob", "Health", "Poll", "failed_jobs", "health", "oauth_systems"]
@@ -89,18 +89,7 @@ def _polls(connection: redis.Redis, config: Config, integration: Integration) ->
     system = config.system(integration.source) or config.api_system(integration.source)
     if system is None:
         return []
-    prefix = keys.polled(system.id, "")
-    found: list[Poll] = []
-    for key in connection.scan_iter(match=keys.polled(system.id, "*"), count=200):
-        raw = connection.get(key)
-        if raw is None:
-            continue
-        try:
-            at = float(keys.text(raw))
-        except ValueError:
-            continue
-        found.append(Poll(system.id, keys.text(key)[len(prefix) :], at))
-    return sorted(found, key=lambda poll: poll.stream)
+    return [Poll(system.id, stream, at) for stream, at in sorted(last_polls(connection, system.id).items())]
 
 
 def health(connection: redis.Redis, config: Config) -> list[Health]:

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from pydantic import BaseModel
 
 from connectors.contract import Canonical, FlowResult, Source, Target
 from gateway import snapshots
 from gateway.config import Integration
 from gateway.envelope import Envelope
 from transforms import CompiledMapping, build_mapping
+from transforms.inputs import mapping_input
 from transforms.integration import tables_of
 from transforms.tables import MappingTable
 from workers.runtime import Runtime
@@ -78,7 +80,9 @@ class Work:
     def mapped(self, flow: str, record: Any, context: dict[str, Any] | None = None, *, label: str) -> dict[str, Any]:
         """The integration's mapping for `flow` applied to `record` (noted in the job's payload snapshot)."""
         payload = self.mapping(flow).apply(record, context, label=label)
-        snapshots.note_mapped(flow, payload, context)
+        if snapshots.current() is not None:  # the input, whole: a later mapping may read other fields
+            given = mapping_input(record, self.settings) if isinstance(record, BaseModel) else record
+            snapshots.note_mapped(flow, payload, context, given)
         return payload
 
     def tables(self) -> dict[str, MappingTable]:
