@@ -196,9 +196,9 @@ def test_failed_work_is_replayed_and_replayed_with_the_current_mapping_after_its
     browser.driver.refresh()
     assert browser.absent(f'table#failed tr[data-job="{again}"]')
     browser.follow(f'table#failed tr[data-job="{remapped}"] a.remap')
-    diff = browser.find("pre#diff").text
-    assert '-  "Description": "Webshop order 8203"' in diff
-    assert '+  "Description": "Console 8203"' in diff
+    diff = browser.find("pre#diff").text.splitlines()
+    changed = [line for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert changed == ['-  "Description": "Webshop order 8203",', '+  "Description": "Console 8203",']  # nothing else
     assert EMAIL not in browser.driver.page_source
     assert remapped in queue.failed_job_registry.get_job_ids()  # looking changed nothing
     browser.shot("diff")
@@ -207,21 +207,6 @@ def test_failed_work_is_replayed_and_replayed_with_the_current_mapping_after_its
     assert "queued again with the current mapping" in browser.find("#message").text
     assert remapped in queue.job_ids and remapped not in queue.failed_job_registry.get_job_ids()
     browser.shot("replayed-with-current-mapping")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="console bug: the current mapping's preview books the coupon into the unit prices and writes 4.00 "
-    "where the worker booked discount lines and 4.0, so the diff shows changes no mapping change made",
-)
-def test_the_replay_diff_shows_only_what_the_mapping_change_changed(browser, env):
-    remapped = env.failed_after_mapping(8305)
-    log_in(browser)
-    browser.open(f"/console/integrations/{SHOP}/failed/{remapped}/remap")
-    lines = browser.find("pre#diff").text.splitlines()
-    browser.shot("diff")
-    changed = [line for line in lines if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    assert changed == ['-  "Description": "Webshop order 8305",', '+  "Description": "Console 8305",']
 
 
 @pytest.fixture
