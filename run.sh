@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Koppel quick start.
 #   ./run.sh          run Koppel's main job (the demo) on the embedded default; ./run.sh --orders 50
-#   ./run.sh test     run the whole test suite
+#   ./run.sh test     run the whole test suite (installs Debian's chromium and chromium-driver for the
+#                     console's browser tests, tests/test_console_browser.py)
 #   ./run.sh <cmd>    any other `koppel` command, e.g. ./run.sh serve, ./run.sh config check
 # Installs what it needs on first use: python3-venv and redis-server (Debian), then a .venv.
 set -euo pipefail
@@ -42,8 +43,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+browser_install() {
+  # The console's browser tests drive Debian's headless Chromium through its chromedriver (selenium never
+  # downloads a browser). Installed here, so they run, never skip, under `./run.sh test` and so in CI.
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then apt_install chromium chromium-driver; fi
+  export KOPPEL_BROWSER_REQUIRED=1
+}
+
 case "${1:-demo}" in
-  test) shift; unset KOPPEL_CALLER_DIR; exec .venv/bin/python -m pytest "$@" ;;
+  test) shift; unset KOPPEL_CALLER_DIR; browser_install; exec .venv/bin/python -m pytest "$@" ;;
   demo) [ $# -gt 0 ] && shift; exec .venv/bin/koppel demo "$@" ;;
   -*) exec .venv/bin/koppel demo "$@" ;;  # ./run.sh --orders 50: options of the main job
   *) exec .venv/bin/koppel "$@" ;;

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import httpx
@@ -89,3 +89,18 @@ def http(gateway: LiveServer) -> Iterator[httpx.Client]:
 @pytest.fixture
 def tmp_data(tmp_path: Path) -> Path:
     return tmp_path
+
+
+PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+"""Each test's reports by phase (setup, call, teardown), for fixtures that act on a failure (the browser
+tests' screenshot, tests/browser_support.py)."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Each test's reports by phase, in its stash under PHASE_REPORTS."""
+    report: pytest.TestReport = yield
+    item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
+    return report
