@@ -9,6 +9,12 @@
     koppel:cache:{scope}:{name}:{key}           STRING  a negative answer remembered for a while
     koppel:lock:{part}:…                        STRING  a lock (one resource, one poll)
     koppel:cursor:{system}:{stream}             STRING  a poller's cursor (never moves backwards)
+    koppel:notify:open                          ZSET    notification groups collecting (→ first seen)
+    koppel:notify:group:{id}                    HASH    one group: kind, scope, reason, fix, count, times
+    koppel:notify:group:{id}:examples           LIST    the first few record ids of a group
+    koppel:notify:sent:{id}                     STRING  a group was sent: not again before it expires
+    koppel:notify:outbox                        ZSET    messages whose delivery failed (→ next try)
+    koppel:notify:poll:{system}:{stream}        HASH    a poll stream's last success and failure
     koppel:exact:tokens:{system}                STRING  OAuth tokens of a system (never logged)
     koppel:exact:ratelimit:{division}           …       Exact's shared API budget per division
 (The two `exact:` names date from when Exact was the only OAuth system; kept so that stored
@@ -63,10 +69,14 @@ def cursor(system: str, stream: str) -> str:
 
 
 
+def notify(*parts: str) -> str:
+    return PREFIX + "notify:" + ":".join(parts)
+
+
 def text(value: bytes | str) -> str:
     """A value read back from Redis as text (redis-py types replies `bytes | str`: it depends on
     `decode_responses`, which Koppel leaves off)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
-__all__ = ["RATELIMIT", "TOKENS", "cache", "cursor", "dedupe", "in_flight", "inbox", "ledger", "lock", "text"]
+__all__ = ["RATELIMIT", "TOKENS", "cache", "cursor", "dedupe", "in_flight", "inbox", "ledger", "lock", "notify", "text"]

@@ -42,6 +42,7 @@ from rq import get_current_job
 
 from connectors import registry
 from connectors.contract import Context, Subscription, Webhooks
+from gateway import notify
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Config, Endpoint, System
 from gateway.errors import ConfigError, KoppelError, PermanentError
@@ -232,6 +233,35 @@ def _note(connection: redis.Redis | None, config: Config, managed: Managed, acti
         ))  # fmt: skip
 
 
+def _notify(connection: redis.Redis | None, config: Config, managed: Managed, action: Action, failed: str) -> None:
+    """Tell the operator (gateway/notify.py) about a webhook the system disabled or deleted (deliveries
+    were lost) and about a subscription about to expire that could not be renewed."""
+    if connection is None:
+        return
+    system, endpoint = managed.system.id, managed.endpoint.id
+    sync = f"`koppel endpoints sync --endpoint {endpoint}`"
+    if action.kind == "renew" and failed:
+        kind, reason = "subscription_expiring", f"endpoint {endpoint}: {failed}"
+        fix = f"fix the cause named, then run {sync}; once it expires, {system} sends no more notifications"
+    elif action.lost and action.kind in ("enable", "create"):  # disabled, or deleted (a lost create)
+        hook = f"webhook {action.subscription.id}" if action.subscription else "the webhook"
+        kind = "webhook_disabled"
+        reason = f"{system} disabled {hook} ({action.topic}) of endpoint {endpoint} after failed deliveries"
+        if action.kind == "create":
+            reason = f"{system} deleted the webhook for {action.topic} of endpoint {endpoint} after failed deliveries"
+        if failed:
+            reason += f"; Koppel could not restore it: {failed}"
+            fix = f"make {config.gateway.public_url or 'the gateway'} reachable from {system}, then run {sync}"
+        else:
+            fix = (f"Koppel restored it and polls {system} for what was missed; if it happens again, check that "
+                   f"{config.gateway.public_url or 'the gateway'} is reachable from {system} and answers 2xx")
+    else:
+        return
+    for integration in config.integrations_from(endpoint):
+        if integration.notify is not None:
+            notify.record(connection, kind, reason, integration=integration.id, fix=fix)
+
+
 def _apply_one(hooks: Webhooks, managed: Managed, plan_: Plan, action: Action) -> tuple[str, str]:
     """Run one change; (what was done, the subscription id)."""
     secret = managed.endpoint.secret.get_secret_value()
@@ -273,7 +303,12 @@ def sync_endpoint(
         return result
     lost = False
     for action in result.changes:
-        done, hook_id = _apply_one(hooks, managed, result, action)
+        try:
+            done, hook_id = _apply_one(hooks, managed, result, action)
+        except KoppelError as exc:
+            _notify(connection, config, managed, action, f"{action.describe()} failed: {exc}")
+            raise
+        _notify(connection, config, managed, action, "")
         result.done.append(done)
         lost |= action.lost
         log.info("endpoint %s: %s", managed.endpoint.id, done)
