@@ -279,7 +279,8 @@ class Dispatcher:
             told = self.recipients(peek.scope, peek.subject, peek.kind) if peek is not None else []
             if peek is not None and told:
                 window = min(i.notify.window_seconds for i in told if i.notify is not None)
-                if peek.first + window > now or self.connection.exists(notify.sent_key(gid)):
+                until = self.connection.get(notify.sent_key(gid))
+                if peek.first + window > now or (until is not None and float(keys.text(until)) > now):
                     continue  # still collecting, or the same problem was sent a short while ago
             taken = self._take(keys=[notify.OPEN, notify.group_key(gid), notify.examples_key(gid)], args=[gid])
             if not taken or not told:
@@ -291,7 +292,7 @@ class Dispatcher:
             if group is None:
                 continue
             repeat = min(i.notify.repeat_seconds for i in told if i.notify is not None)
-            self.connection.set(notify.sent_key(gid), repr(now), ex=repeat)
+            self.connection.set(notify.sent_key(gid), repr(now + repeat), ex=repeat)  # not again until then
             for integration in told:
                 title, body = render(group, integration, self.config)
                 for position in range(len(integration.notify.urls) if integration.notify else 0):
