@@ -134,7 +134,7 @@ def send(url: str, title: str, body: str) -> str | None:
         target = apprise.Apprise()
         target.add(plugin)
         try:
-            delivered = bool(target.notify(body=body, title=title))
+            delivered = bool(target.notify(body=body, title=title, body_format=apprise.NotifyFormat.TEXT))
         except Exception as exc:  # a plugin's bug must not end the dispatch
             return f"apprise failed ({type(exc).__name__})"
     if delivered:
@@ -191,12 +191,12 @@ def render(group: notify.Group, integration: Integration, config: Config) -> tup
         more = group.count - len(group.examples)
         tail = f" and {more} more" if more > 0 and group.kind == "failure" else ""
         lines.append(f"Records: {', '.join(group.examples)}{tail}")
+    first, last = _when(group.first), _when(group.last)
     if group.count > 1 and group.kind != "failure":
-        lines.append(f"Seen {group.count} times from {_when(group.first)} to {_when(group.last)}.")
+        lines.append(f"Seen {group.count} times " + (f"from {first} to {last}." if last != first else f"at {first}."))
     else:
-        lines.append(f"First seen {_when(group.first)}" + (f", last {_when(group.last)}." if group.last > group.first
-                                                           else "."))  # fmt: skip
-    fix = group.fix
+        lines.append(f"First seen {first}" + (f", last {last}." if last != first else "."))
+    fix = group.fix.replace("--integration ID`", f"--integration {integration.id}`")
     if group.kind == "failure" and config.gateway.public_url and "/console/" in fix:
         fix = fix.replace("/console/", f"{config.gateway.public_url}/console/", 1)
     if fix:
