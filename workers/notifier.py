@@ -265,7 +265,7 @@ class Dispatcher:
                 notify.record(
                     self.connection, "poller_stalled", f"stream {stream} has had no successful poll since {since}",
                     system=system_id, now=now,
-                    fix=(f"the last poll failed: {error}. " if error else "no poll ran: is a `koppel worker` running? ")
+                    fix=(f"the last poll failed: {error}. " if error else "no poll ran since: its schedule stopped. ")
                     + "Polls resume by themselves once the cause is fixed; a worker (re)start schedules a stopped one.",
                 )  # fmt: skip
         return stalled
