@@ -15,6 +15,7 @@
     koppel:notify:sent:{id}                     STRING  a group was sent: not again before it expires
     koppel:notify:outbox                        ZSET    messages whose delivery failed (→ next try)
     koppel:notify:poll:{system}:{stream}        HASH    a poll stream's last success and failure
+    koppel:notify:expiry:{endpoint}             HASH    topic → when its subscription expires (last check)
     koppel:exact:tokens:{system}                STRING  OAuth tokens of a system (never logged)
     koppel:exact:ratelimit:{division}           …       Exact's shared API budget per division
 (The two `exact:` names date from when Exact was the only OAuth system; kept so that stored

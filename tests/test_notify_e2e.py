@@ -26,6 +26,7 @@ from connectors.woocommerce.client import WooCommerceClient
 from connectors.woocommerce.sandbox import create_sandbox
 from gateway.config import Config, parse_config
 from gateway.envelope import Envelope, Event
+from gateway.errors import KoppelError
 from gateway.ingest import Ingestor, make_queue
 from gateway.redisserver import free_port
 from gateway.replay import failed_job_ids
@@ -204,3 +205,50 @@ def test_a_webhook_the_shop_disabled_is_reported_once_restored(rconn, monkeypatc
         assert disabled in body
         assert "Koppel restored it and polls shop for what was missed" in body
         assert HOOK_SECRET not in body and SECRET not in body
+
+
+def test_a_business_central_subscription_about_to_expire_that_cannot_be_renewed_is_reported(
+    tmp_path, redis_url, rconn, monkeypatch, mailbox, receiver
+):
+    import tomlkit
+
+    from connectors import registry
+    from connectors.businesscentral.sandbox import create_sandbox as bc_sandbox
+    from gateway.app import create_app
+    from tests.test_businesscentral_webhooks import BC_SECRET, write_config
+
+    monkeypatch.setenv("T_HOOK", "bc-notify-client-state")
+    monkeypatch.setenv("T_BC", BC_SECRET)
+    monkeypatch.setenv("T_KEY", KEY)
+    monkeypatch.setenv("T_SECRET", SECRET)
+    bc = serve(bc_sandbox(client_secret=BC_SECRET), name="bc sandbox")
+    port = free_port()
+    path = write_config(tmp_path / "koppel.toml", bc.url, "http://127.0.0.1:9", f"http://127.0.0.1:{port}")
+    data = tomlkit.parse(path.read_text())
+    data["integrations"][0]["notify"] = {"urls": [mailbox.url, receiver.url], "window_seconds": 0}  # type: ignore[index]
+    path.write_text(tomlkit.dumps(data))
+    config = registry.load(path)
+    gateway = serve(create_app(config, redis_url), port=port, name="gateway")  # answers BC's handshake
+    try:
+        with httpx.Client(timeout=10) as http, installed(config, rconn, monkeypatch):
+            # made two and a half days ago: it expires within a day, so the next check renews it
+            http.post(f"{bc.url}/sandbox/clock", json={"offset": -2.5 * 86400}).raise_for_status()
+            check("bc-hooks")
+            http.post(f"{bc.url}/sandbox/clock", json={"offset": 0}).raise_for_status()
+            gateway.stop()  # the renewal's handshake cannot reach the gateway: BC refuses to renew
+            with pytest.raises(KoppelError, match="did not answer the validation request"):
+                check("bc-hooks")
+            dispatch()
+    finally:
+        gateway.stop()
+        bc.stop()
+
+    [(subject, text)] = mailbox.texts()
+    [post] = receiver.posts
+    assert subject == post["title"]
+    assert subject == "Koppel bc-to-shop: a webhook subscription of integration bc-to-shop is about to expire"
+    for body in (text, post["message"]):
+        assert "endpoint bc-hooks: the webhook subscription for customers expires at " in body
+        assert "and was not renewed" in body and "`koppel endpoints sync --endpoint bc-hooks`" in body
+        assert "did not answer the validation request" in body
+        assert "bc-notify-client-state" not in body
