@@ -292,3 +292,28 @@ def test_a_polled_stream_without_success_for_too_long_is_a_stalled_poller(rconn,
     [(_, title, body)] = [m for m in recorder.sent if f"stream {stream} " in m[2]]
     assert "polling exact stopped advancing" in title
     assert f"stream {stream} has had no successful poll since" in body and "Exact answered 503" in body
+
+
+def test_an_integration_the_system_switched_off_is_a_consent_notification(rconn, clock):
+    from workers.switches import switch_off
+
+    config = make({"urls": ["json://127.0.0.1:9/a"], "window_seconds": 0})
+    switch_off(rconn, "shop-exact", "Squarespace: the extension was uninstalled")
+    run, recorder = dispatcher(rconn, config, clock)
+    clock.now = 4_000_000_000.0  # after the real time the switch was recorded at
+    assert run.run().sent == 1
+    _, title, body = recorder.sent[0]
+    assert title == "Koppel shop-exact: integration shop-exact needs its system connected again"
+    assert "the integration was switched off: Squarespace: the extension was uninstalled" in body
+    assert "`koppel integrations on shop-exact`" in body
+
+
+def test_the_worker_keeps_one_dispatch_scheduled_only_when_an_integration_has_notifications(rconn):
+    from gateway.ingest import make_queue
+    from workers.notifier import JOB_IDS, schedule_dispatch
+
+    assert schedule_dispatch(rconn, make()) is None
+    config = make({"urls": ["json://127.0.0.1:9/a"]})
+    assert schedule_dispatch(rconn, config) == JOB_IDS[0]
+    assert schedule_dispatch(rconn, config) is None  # a second worker starting: nothing more
+    assert make_queue(rconn, "koppel").scheduled_job_registry.get_job_ids() == [JOB_IDS[0]]

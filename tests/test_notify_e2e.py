@@ -5,6 +5,7 @@ server (apprise `mailto://`, no TLS) and at a local HTTP receiver (apprise `json
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -252,3 +253,22 @@ def test_a_business_central_subscription_about_to_expire_that_cannot_be_renewed_
         assert "and was not renewed" in body and "`koppel endpoints sync --endpoint bc-hooks`" in body
         assert "did not answer the validation request" in body
         assert "bc-notify-client-state" not in body
+
+
+def test_an_unreachable_receiver_is_one_log_line_without_the_urls_secret_and_kept_for_later(rconn, caplog):
+    from gateway import notify
+    from workers.notifier import Dispatcher
+
+    url = f"json://koppel:pa55-in-url@127.0.0.1:{free_port()}/notify"  # nothing listens there
+    config = shop_to_exact("http://127.0.0.1:9", [url], ["failure"])
+    notify.record(rconn, "failure", "a reason", integration="shop-exact", item="order 1", noun="order")
+    with caplog.at_level(logging.DEBUG):
+        outcome = Dispatcher(rconn, config).run()
+    assert outcome.failed == 1 and outcome.sent == 0
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    line = warnings[0].getMessage()
+    assert line.startswith("integration shop-exact: notify.urls[0] (JSON): failure message not delivered (")
+    assert "next try in 60 s" in line
+    assert "pa55-in-url" not in caplog.text
+    assert rconn.zcard("koppel:notify:outbox") == 1

@@ -175,7 +175,8 @@ def headline(group: notify.Group, integration: Integration) -> str:
     subject = group.subject
     return {
         "failure": f"{_plural(group.noun, group.count)} failed for integration {integration.id}",
-        "consent": f"system {subject} must be connected again (integration {integration.id} uses it)",
+        "consent": f"system {subject} must be connected again (integration {integration.id} uses it)"
+        if group.scope == "system" else f"integration {integration.id} needs its system connected again",
         "poller_stalled": f"polling {subject} stopped advancing (integration {integration.id} reads it)",
         "webhook_disabled": f"a webhook integration {integration.id} receives was disabled by the source",
         "subscription_expiring": f"a webhook subscription of integration {integration.id} is about to expire",
