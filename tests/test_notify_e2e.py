@@ -272,3 +272,36 @@ def test_an_unreachable_receiver_is_one_log_line_without_the_urls_secret_and_kep
     assert "next try in 60 s" in line
     assert "pa55-in-url" not in caplog.text
     assert rconn.zcard("koppel:notify:outbox") == 1
+
+
+def test_a_poller_whose_polls_fail_for_too_long_is_reported_with_its_last_error(rconn, monkeypatch, mailbox, receiver):
+    from workers.notifier import Dispatcher
+    from workers.pollers import poll, polled_streams
+
+    with exact_served() as (live, _sandbox), httpx.Client(timeout=10) as http:
+        authorise_exact(http, live, rconn)
+        config = parse_config({
+            "systems": [exact_system(live.url),
+                        {"id": "shop", "kind": "woocommerce", "credentials": {"key": "env:WC_SECRET"}}],
+            "integrations": [{"id": "exact-shop", "source": "exact", "target": "shop", "flows": ["orders"],
+                              "notify": {"urls": [mailbox.url, receiver.url], "events": ["poller_stalled"],
+                                         "window_seconds": 0, "poller_stalled_seconds": 600}}],
+        }, environ=SECRETS | ENV)  # fmt: skip
+        stream = polled_streams(config)["exact"][0]
+        with installed(config, rconn, monkeypatch):
+            Dispatcher(rconn, config).run()  # starts watching
+            assert "pages" in poll("exact", stream)  # a good poll (nothing new to read)
+            TokenStore(rconn, "exact").delete()  # then the authorisation is gone: every poll fails
+            with pytest.raises(KoppelError, match="no Exact Online authorisation"):
+                poll("exact", stream)
+            assert Dispatcher(rconn, config, clock=lambda: time.time() + 300).run().stalled == 0
+            later = Dispatcher(rconn, config, clock=lambda: time.time() + 601).run()
+    assert later.stalled == 1 and later.sent == 2
+    [(subject, text)] = mailbox.texts()
+    [post] = receiver.posts
+    assert subject == post["title"]
+    assert subject == "Koppel exact-shop: polling exact stopped advancing (integration exact-shop reads it)"
+    for body in (text, post["message"]):
+        assert f"stream {stream} has had no successful poll since " in body
+        assert "the last poll failed: no Exact Online authorisation for system 'exact'" in body
+        assert "koppel connect exact" in body
