@@ -305,3 +305,24 @@ def test_a_poller_whose_polls_fail_for_too_long_is_reported_with_its_last_error(
         assert f"stream {stream} has had no successful poll since " in body
         assert "the last poll failed: no Exact Online authorisation for system 'exact'" in body
         assert "koppel connect exact" in body
+
+
+def test_orders_whose_retries_ran_out_are_one_failure_message(rconn, redis_url, mailbox, receiver):
+    with exact_served() as (live, _sandbox), httpx.Client(timeout=10) as http:
+        authorise_exact(http, live, rconn)  # then Exact cannot be reached any more
+    config = parse_config({
+        "gateway": {"retry_attempts": 0},
+        "endpoints": [{"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
+        "systems": [exact_system(live.url)],
+        "integrations": [{"id": "shop-exact", "source": "shop", "target": "exact", "flows": ["orders"],
+                          "notify": {"urls": [mailbox.url, receiver.url], "window_seconds": 0}}],
+    }, environ=SECRETS | ENV)  # fmt: skip
+    deliver_orders(rconn, 6001, 6002)
+    run_worker(config, redis_url, burst=True)
+    run_dispatch_job(rconn, config, redis_url)
+    [(subject, text)] = mailbox.texts()
+    [post] = receiver.posts
+    assert subject == post["title"] == "Koppel shop-exact: 2 orders failed for integration shop-exact"
+    for body in (text, post["message"]):
+        assert "(retries exhausted)" in body and "Records: order 6001, order 6002" in body
+        assert "jorg@example.com" not in body
