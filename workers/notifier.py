@@ -88,7 +88,7 @@ def _load() -> ModuleType:
 def _quiet() -> Iterator[list[str]]:
     """apprise's own log lines kept out of Koppel's log (they can name recipients): its warnings are
     collected and go into Koppel's one line."""
-    apprise = _load()
+    _load()
     logger = logging.getLogger("apprise")
     collected: list[str] = []
 
@@ -108,8 +108,8 @@ def _quiet() -> Iterator[list[str]]:
             yield collected
     finally:
         logger.removeHandler(handler)
-        logger.propagate, logger.level = propagate, level
-    del apprise
+        logger.propagate = propagate
+        logger.setLevel(level)
 
 
 def _plugin(url: str) -> Any:
