@@ -35,7 +35,7 @@ import redis
 from redis.exceptions import LockError
 
 from connectors.http import read_json
-from gateway import keys
+from gateway import keys, notify
 from gateway.errors import AuthFailed, BadResponse, TransientError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -313,9 +313,17 @@ class RefreshingAuth(BearerAuth):
         tokens = self.store.load()
         if tokens is None:
             system = self.store.system_id
+            self._notify(f"no {self.endpoint.title} authorisation is stored for it")
             raise self.endpoint.refused(f"no {self.endpoint.title} authorisation for system {system!r}: complete "
                                         f"the authorisation first ({self.endpoint.reconnect(system)})")  # fmt: skip
         return tokens
+
+    def _notify(self, reason: str) -> None:
+        """Tell the operator (gateway/notify.py) that the system must be connected again."""
+        system = self.store.system_id
+        notify.record(self.store.conn, "consent", reason, system=system,
+                      fix=f"{self.endpoint.reconnect(system)}; then replay what failed meanwhile "
+                          "(`koppel replay --integration ID`)")  # fmt: skip
 
     def _expiring(self, tokens: Tokens) -> bool:
         return tokens.seconds_left(self.clock()) < self.refresh_margin
@@ -348,6 +356,9 @@ class RefreshingAuth(BearerAuth):
             try:
                 fresh = self.endpoint.refresh(self.http, self.app, tokens.refresh_token, clock=self.clock,
                                               system_id=system)  # fmt: skip
+            except self.endpoint.refused as refused:
+                self._notify(str(refused).partition(": run ")[0])
+                raise
             except self.endpoint.busy:
                 if rejected or self.endpoint.early_refusal is None:
                     raise

@@ -27,6 +27,10 @@ def check_file(
             target = config.system(integration.target)
             found.extend(validate_integration(integration, index, target_kind=target.kind if target else None))
         problems += checked.renumber(found)
+        if any(i.notify is not None for i in config.integrations):
+            from workers.notifier import url_problems
+
+            problems += checked.renumber(url_problems(config))
     return config, problems
 
 

@@ -42,7 +42,7 @@ import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -90,6 +90,25 @@ def _resolve_secret(value: object, info: ValidationInfo) -> SecretStr:
 
 Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
 """A secret given as `env:NAME` in the file and resolved from the environment."""
+
+
+def _notify_url(value: object, info: ValidationInfo) -> SecretStr:
+    """An apprise URL as written, or `env:NAME` read from the environment; kept secret either way (URLs
+    carry passwords and tokens). Whether apprise understands it is `koppel config check`'s (workers/notifier.py)."""
+    if isinstance(value, str) and value.startswith("env:"):
+        return _resolve_secret(value, info)
+    if not isinstance(value, str):
+        raise ValueError("must be an apprise URL (mailto://..., json://..., slack://...) or env:NAME")
+    if not value.strip():
+        raise ValueError("is empty: give an apprise URL or env:NAME")
+    return SecretStr(value.strip())
+
+
+NotifyURL = Annotated[SecretStr, BeforeValidator(_notify_url)]
+
+NotifyEvent = Literal["failure", "poller_stalled", "consent", "webhook_disabled", "subscription_expiring", "budget_low"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
+"""What an integration's `[integrations.notify]` can be told about (docs/notifications.md)."""
 
 
 class _Model(BaseModel):
@@ -210,6 +229,19 @@ class System(_Model):
     settings: dict[str, Any] = {}
 
 
+class Notify(_Model):
+    """Where and when an integration's problems are sent (docs/notifications.md)."""
+
+    urls: list[NotifyURL] = Field(min_length=1)
+    events: list[NotifyEvent] = Field(default=list(NOTIFY_EVENTS), min_length=1)
+    # Problems of one kind and reason are collected this long after the first, then sent as one message.
+    window_seconds: int = Field(default=300, ge=0, le=24 * 3600)
+    # The same problem is sent again at most this often (with what came in meanwhile): no message a minute.
+    repeat_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # A poll that has not succeeded for this long is a poller that stopped advancing.
+    poller_stalled_seconds: int = Field(default=1800, ge=60)
+
+
 class Integration(_Model):
     id: str = Field(pattern=_ID)
     source: str
@@ -220,6 +252,7 @@ class Integration(_Model):
     # Datamapper overrides per flow and mapping tables (validated by transforms/).
     mappings: dict[str, Any] = {}
     tables: dict[str, Any] = {}
+    notify: Notify | None = None
 
 
 class Config(_Model):

@@ -11,6 +11,13 @@
                                                         `[retention] payloads`
     koppel:lock:{part}:…                        STRING  a lock (one resource, one poll)
     koppel:cursor:{system}:{stream}             STRING  a poller's cursor (never moves backwards)
+    koppel:notify:open                          ZSET    notification groups collecting (→ first seen)
+    koppel:notify:group:{id}                    HASH    one group: kind, scope, reason, fix, count, times
+    koppel:notify:group:{id}:examples           LIST    the first few record ids of a group
+    koppel:notify:sent:{id}                     STRING  a group was sent: not again before it expires
+    koppel:notify:outbox                        ZSET    messages whose delivery failed (→ next try)
+    koppel:notify:poll:{system}:{stream}        HASH    a poll stream's last success and failure
+    koppel:notify:expiry:{endpoint}             HASH    topic → when its subscription expires (last check)
     koppel:polled:{system}                      HASH    [scope:]stream → when a poller last read it (epoch s)
     koppel:console:ended:{session}              STRING  a web console session logged out, TTL its max age
     koppel:exact:tokens:{system}                STRING  OAuth tokens of a system (never logged)
@@ -78,6 +85,10 @@ def console_ended(session: str) -> str:
     return f"{PREFIX}console:ended:{session}"
 
 
+def notify(*parts: str) -> str:
+    return PREFIX + "notify:" + ":".join(parts)
+
+
 def text(value: bytes | str) -> str:
     """A value read back from Redis as text (redis-py types replies `bytes | str`: it depends on
     `decode_responses`, which Koppel leaves off)."""
@@ -86,5 +97,5 @@ def text(value: bytes | str) -> str:
 
 __all__ = [
     "ACTIVITY", "RATELIMIT", "SNAPSHOT", "TOKENS", "cache", "console_ended", "cursor", "dedupe", "in_flight", "inbox",
-    "ledger", "lock", "polled", "snapshot", "text",
+    "ledger", "lock", "notify", "polled", "snapshot", "text",
 ]  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from rq import get_current_job
 
 from connectors import registry
 from connectors.contract import FlowResult, Gone
-from gateway import keys, snapshots
+from gateway import keys, notify, snapshots
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Integration
 from gateway.envelope import Envelope
@@ -28,6 +29,8 @@ from workers.switches import switch_off, switched_off
 log = logging.getLogger("koppel.worker")
 
 SEEN_TTL = 7 * 24 * 3600
+NOUNS = {"orders": "order", "customers": "customer", "products": "product", "stock": "stock level"}
+"""What a flow's records are called in a failure notification."""
 
 
 def flow_of(envelope: Envelope) -> str | None:
@@ -133,6 +136,22 @@ def _kept(rt: runtime.Runtime, recorder: snapshots.Recorder) -> Iterator[None]:
                             type(exc).__name__)  # fmt: skip
 
 
+def notify_failure(rt: runtime.Runtime, integration: Integration, envelope: Envelope, flow: str | None,
+                   reason: str) -> None:  # fmt: skip
+    """Record a permanent failure for the integration's notifications (gateway/notify.py): grouped by its
+    reason, with the record's own id taken out of it so that one cause failing many records is one group."""
+    if integration.notify is None:
+        return
+    noun = NOUNS.get(flow or "", envelope.resource or "record")
+    ident = envelope.resource_id or ""
+    if len(ident) >= 2:
+        reason = re.sub(rf"(?<![\w-]){re.escape(ident)}(?![\w-])", "…", reason)
+    fix = (f"fix the cause, then replay the failed jobs: `koppel replay --integration {integration.id}` "
+           f"(or the console page /console/integrations/{integration.id}/failed)")  # fmt: skip
+    notify.record(rt.connection, "failure", reason, integration=integration.id, item=f"{noun} {ident or '(no id)'}",
+                  noun=noun, fix=fix)  # fmt: skip
+
+
 def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
     """Run the event through its flow for every integration its endpoint (or polled system) feeds.
 
@@ -208,16 +227,22 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
         except PermanentError as error:
             fail_permanently(error)
             note(integration.id, "failed", reason=str(error))
+            notify_failure(rt, integration, envelope, flow, str(error))
             log.warning("event %s %s: permanent failure: %s", envelope.topic, envelope.resource_id, error)
             raise
         except TransientError as error:
             note_transient(error)
             final = job is not None and not job.retries_left  # RQ retries only while some are left
             note(integration.id, "failed" if final else "retrying", reason=str(error))
+            if final:
+                notify_failure(rt, integration, envelope, flow, f"{error} (retries exhausted)")
             log.info("event %s %s: will retry: %s", envelope.topic, envelope.resource_id, error)
             raise
         except Exception as error:
             note(integration.id, "error", reason=f"unexpected {type(error).__name__}; see the job's traceback")
+            if job is not None and not job.retries_left:
+                notify_failure(rt, integration, envelope, flow,
+                               f"unexpected {type(error).__name__}; see the failed job's traceback")  # fmt: skip
             raise
         summary["integrations"][integration.id] = result.as_dict()
         note(integration.id, result.outcome, result)

@@ -48,10 +48,10 @@ from rq.job import JobStatus
 
 from connectors import registry
 from connectors.contract import Change, Source
-from gateway import keys
+from gateway import keys, notify
 from gateway.config import Config, System
 from gateway.envelope import Envelope, Event
-from gateway.errors import PermanentError, TransientError
+from gateway.errors import KoppelError, PermanentError, TransientError
 from gateway.ingest import Accepted, Ingestor, make_queue
 from workers import runtime
 from workers.switches import all_off
@@ -242,6 +242,13 @@ def poll(system_id: str, stream: str) -> dict[str, Any]:
             summary: dict[str, Any] = {"skipped": f"every integration {system_id} feeds is switched off"}
         else:
             summary = _read(rt, rt.source(system_id), system_id, stream)
+    except Exception as exc:  # the stall check (workers/notifier.py) names the last failure
+        error = str(exc) if isinstance(exc, KoppelError) else f"unexpected {type(exc).__name__}"
+        notify.poll_health(rt.connection, system_id, stream, error=error)
+        raise
+    else:
+        if "pages" in summary or "every integration" in str(summary.get("skipped", "")):
+            notify.poll_health(rt.connection, system_id, stream, error=None)
     finally:
         try:
             queue = make_queue(rt.connection, rt.config.gateway.queue)

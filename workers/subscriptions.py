@@ -35,6 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import redis
@@ -42,6 +43,7 @@ from rq import get_current_job
 
 from connectors import registry
 from connectors.contract import Context, Subscription, Webhooks
+from gateway import keys, notify
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Config, Endpoint, System
 from gateway.errors import ConfigError, KoppelError, PermanentError
@@ -232,28 +234,106 @@ def _note(connection: redis.Redis | None, config: Config, managed: Managed, acti
         ))  # fmt: skip
 
 
-def _apply_one(hooks: Webhooks, managed: Managed, plan_: Plan, action: Action) -> tuple[str, str]:
-    """Run one change; (what was done, the subscription id)."""
+def _notify(connection: redis.Redis | None, config: Config, managed: Managed, action: Action, failed: str) -> None:
+    """Tell the operator (gateway/notify.py) about a webhook the system disabled or deleted (deliveries
+    were lost) and about a subscription about to expire that could not be renewed."""
+    if connection is None:
+        return
+    system, endpoint = managed.system.id, managed.endpoint.id
+    sync = f"`koppel endpoints sync --endpoint {endpoint}`"
+    if action.kind == "renew" and failed and action.subscription is not None:
+        _expiring(connection, config, managed, action.topic, action.subscription.expires, failed)
+        return
+    if action.lost and action.kind in ("enable", "create"):  # disabled, or deleted (a lost create)
+        hook = f"webhook {action.subscription.id}" if action.subscription else "the webhook"
+        kind = "webhook_disabled"
+        reason = f"{system} disabled {hook} ({action.topic}) of endpoint {endpoint} after failed deliveries"
+        if action.kind == "create":
+            reason = f"{system} deleted the webhook for {action.topic} of endpoint {endpoint} after failed deliveries"
+        if failed:
+            reason += f"; Koppel could not restore it: {failed}"
+            fix = f"make {config.gateway.public_url or 'the gateway'} reachable from {system}, then run {sync}"
+        else:
+            fix = (f"Koppel restored it and polls {system} for what was missed; if it happens again, check that "
+                   f"{config.gateway.public_url or 'the gateway'} is reachable from {system} and answers 2xx")
+    else:
+        return
+    for integration in config.integrations_from(endpoint):
+        if integration.notify is not None:
+            notify.record(connection, kind, reason, integration=integration.id, fix=fix)
+
+
+EXPIRY_WARNING = 86400
+"""A subscription that expires within this many seconds while the webhook check fails is reported."""
+
+
+def _expiring(connection: redis.Redis, config: Config, managed: Managed, topic: str, expires: datetime | None,
+              failed: str) -> None:  # fmt: skip
+    """Tell the operator that a subscription about to expire was not renewed (the renewal, or the whole
+    webhook check, failed)."""
+    system, endpoint = managed.system.id, managed.endpoint.id
+    when = f"at {expires:%Y-%m-%d %H:%M} UTC" if expires else "soon"
+    reason = f"endpoint {endpoint}: the webhook subscription for {topic} expires {when} and was not renewed"
+    fix = (f"{failed.rstrip('.')}. Fix that, then run `koppel endpoints sync --endpoint {endpoint}` (or wait for "
+           f"the next check); once it expires, {system} sends no more notifications for {topic}")  # fmt: skip
+    for integration in config.integrations_from(endpoint):
+        if integration.notify is not None:
+            notify.record(connection, "subscription_expiring", reason, integration=integration.id, fix=fix)
+
+
+def _expiries_key(endpoint_id: str) -> str:
+    return keys.notify("expiry", endpoint_id)
+
+
+def _remember_expiries(connection: redis.Redis, endpoint_id: str, expiries: dict[str, datetime]) -> None:
+    """The expiry of each subscription after a sync, for a later check that cannot reach the system."""
+    key = _expiries_key(endpoint_id)
+    with connection.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        if expiries:
+            pipe.hset(key, mapping={topic: repr(when.timestamp()) for topic, when in expiries.items()})
+            pipe.expire(key, 30 * 86400)
+        pipe.execute()
+
+
+def _unrenewed(connection: redis.Redis, config: Config, managed: Managed, error: Exception) -> None:
+    """After a failed check: report every subscription known to expire within `EXPIRY_WARNING` s."""
+    if not any(i.notify is not None for i in config.integrations_from(managed.endpoint.id)):
+        return
+    try:
+        known = connection.hgetall(_expiries_key(managed.endpoint.id))
+        for field, value in known.items():
+            expires = datetime.fromtimestamp(float(keys.text(value)), UTC)
+            if (expires - datetime.now(UTC)).total_seconds() <= EXPIRY_WARNING:
+                _expiring(connection, config, managed, keys.text(field), expires,
+                          f"the webhook check failed: {error}")  # fmt: skip
+    except (redis.RedisError, ValueError) as exc:
+        log.warning("endpoint %s: subscription expiries not read (%s)", managed.endpoint.id, type(exc).__name__)
+
+
+def _apply_one(hooks: Webhooks, managed: Managed, plan_: Plan, action: Action) -> tuple[str, str, datetime | None]:
+    """Run one change; (what was done, the subscription id, when the subscription now expires if it does)."""
     secret = managed.endpoint.secret.get_secret_value()
     name = subscription_name(hooks.prefix, managed.endpoint.id, action.topic)
     sub = action.subscription
     if action.kind == "create":
         made = hooks.create(action.topic, plan_.url, secret, name)
         why = f" ({action.reason})" if action.lost else ""
-        return f"created webhook {made.id} for {action.topic} → {plan_.url}{why}", made.id
+        return f"created webhook {made.id} for {action.topic} → {plan_.url}{why}", made.id, made.expires
     assert sub is not None
     if action.kind == "update":
-        hooks.update(sub, topic=action.topic, url=plan_.url, secret=secret, name=name)
-        return f"repaired webhook {sub.id} ({action.topic}): {action.reason}; now → {plan_.url}, active", sub.id
+        made = hooks.update(sub, topic=action.topic, url=plan_.url, secret=secret, name=name)
+        return (f"repaired webhook {sub.id} ({action.topic}): {action.reason}; now → {plan_.url}, active", sub.id,
+                made.expires)  # fmt: skip
     if action.kind == "renew":
         renewed = hooks.renew(sub, secret)
         until = f" until {renewed.expires:%Y-%m-%d %H:%M} UTC" if renewed.expires else ""
-        return f"renewed webhook {sub.id} ({action.topic}){until}: {action.reason}", sub.id
+        return f"renewed webhook {sub.id} ({action.topic}){until}: {action.reason}", sub.id, renewed.expires
     if action.kind == "enable":
-        hooks.enable(sub, secret)
-        return f"re-activated webhook {sub.id} ({action.topic}): {action.reason}", sub.id
+        enabled = hooks.enable(sub, secret)
+        return f"re-activated webhook {sub.id} ({action.topic}): {action.reason}", sub.id, enabled.expires
     hooks.delete(sub)
-    return f"deleted webhook {sub.id} ({sub.topic}): {action.reason}", sub.id
+    return f"deleted webhook {sub.id} ({sub.topic}): {action.reason}", sub.id, None
 
 
 def sync_endpoint(
@@ -272,12 +352,23 @@ def sync_endpoint(
     if dry_run:
         return result
     lost = False
+    expiries = {a.topic: a.subscription.expires for a in result.actions
+                if a.kind == "keep" and a.subscription is not None and a.subscription.expires is not None}  # fmt: skip
     for action in result.changes:
-        done, hook_id = _apply_one(hooks, managed, result, action)
+        try:
+            done, hook_id, expires = _apply_one(hooks, managed, result, action)
+        except KoppelError as exc:
+            _notify(connection, config, managed, action, f"{action.describe()} failed: {exc}")
+            raise
+        _notify(connection, config, managed, action, "")
+        if expires is not None and action.kind != "delete":
+            expiries[action.topic] = expires
         result.done.append(done)
         lost |= action.lost
         log.info("endpoint %s: %s", managed.endpoint.id, done)
         _note(connection, config, managed, action, done, hook_id)
+    if connection is not None:
+        _remember_expiries(connection, managed.endpoint.id, expiries)
     if lost and connection is not None and managed.system.id in polled_streams(config):
         result.polls = poll_now(connection, config, managed.system.id)
     return result
@@ -332,6 +423,7 @@ def check(endpoint_id: str) -> dict[str, Any]:
             summary = sync_endpoint(rt.config, managed, rt.context(), connection=rt.connection).as_dict()
     except KoppelError as exc:
         log.warning("endpoint %s: webhook check failed: %s", endpoint_id, exc)
+        _unrenewed(rt.connection, rt.config, managed, exc)
         raise
     finally:
         try:

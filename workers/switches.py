@@ -3,8 +3,8 @@
 A source may say that the system cut Koppel off (`Source.lifecycle`: Squarespace's `extension.uninstall`).
 The worker then switches off every integration the notification's endpoint feeds — events for them are
 skipped, naming why, until the operator switches them on again — and tells the operator: one warning log
-line and an activity entry per integration, then every function in `OPERATOR_NOTICES` (the notification
-system of a later issue plugs in there).
+line and an activity entry per integration, a `consent` notification (gateway/notify.py: sent when the
+integration has `[integrations.notify]`), then every function in `OPERATOR_NOTICES`.
 
     koppel:cache:{integration}:switched_off     why, as the source said it (no expiry)
 
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import redis
 
-from gateway import keys
+from gateway import keys, notify
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Config
 
@@ -56,13 +56,16 @@ def switch_on(connection: redis.Redis, integration_id: str) -> bool:
 
 
 def switch_off(connection: redis.Redis, integration_id: str, reason: str, *, topic: str = "", job_id: str = "") -> None:
-    """Switch the integration off and notify the operator (log, activity, `OPERATOR_NOTICES`)."""
+    """Switch the integration off and notify the operator (log, activity, notification, `OPERATOR_NOTICES`)."""
     connection.set(_key(integration_id), reason)
     log.warning("integration %s switched off: %s", integration_id, reason)
     now = time.time()
     ActivityLog(connection).record(Activity(integration=integration_id, flow="", topic=topic, resource_id="",
                                             outcome="skipped", received_at=now, done_at=now, job_id=job_id,
                                             reason=f"switched off: {reason}", level="error"))  # fmt: skip
+    notify.record(connection, "consent", f"the integration was switched off: {reason}", integration=integration_id,
+                  fix=f"connect the system again, then switch the integration on: `koppel integrations on "
+                      f"{integration_id}`")  # fmt: skip
     for notice in OPERATOR_NOTICES:
         try:
             notice(integration_id, reason)

@@ -47,6 +47,7 @@ from gateway.ingest import make_queue
 from gateway.redisserver import die_with_parent
 from workers import keepalive, runtime
 from workers.inbox import pump_for
+from workers.notifier import schedule_dispatch
 from workers.pollers import schedule_polls
 from workers.retention import PurgeLoop
 from workers.subscriptions import schedule_checks
@@ -172,6 +173,7 @@ def run_worker(
         _guard = _SchedulerGuard()
     schedule_polls(connection, config)  # sources without push (Exact Sync API) are polled on a schedule
     schedule_checks(connection, config)  # and the webhooks Koppel manages are checked on one
+    schedule_dispatch(connection, config)  # and notifications are sent (when an integration asks for them)
     worker = worker_class(
         [queue], connection=connection, serializer=JSONSerializer,
         **worker_timing(config.gateway.worker_heartbeat_seconds),

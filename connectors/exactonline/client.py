@@ -138,7 +138,8 @@ class ExactClient(ApiClient):
         client = cls(http, base_url=app.base_url, division=division, auth=auth, clock=clock, **options)
         if division is None:
             store.save_division(client.division)
-        client.limiter = RateLimiter(conn, client.division, limits or Limits(), clock=clock, sleep=client.sleep)
+        client.limiter = RateLimiter(conn, client.division, limits or Limits(), clock=clock, sleep=client.sleep,
+                                     system_id=system_id)  # fmt: skip
         if client.last_headers is not None:
             client.limiter.observe(client.last_headers)  # the current/Me call spent budget too
         return client

@@ -38,12 +38,17 @@ from typing import Any
 import redis
 
 from connectors.exactonline.errors import RateLimited
-from gateway import keys
+from gateway import keys, notify
 
 log = logging.getLogger(__name__)
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
+LOW_BUDGET = 0.1
+"""Share of the daily budget left below which the operator is told (gateway/notify.py `budget_low`)."""
+LOW_BUDGET_EVERY = 60.0
+"""Seconds between two such records by one process (every call below the mark would otherwise write one)."""
+_told_at: dict[str, float] = {}
 
 _ACQUIRE = """
 local key, now = KEYS[1], tonumber(ARGV[1])
@@ -173,9 +178,12 @@ class RateLimiter:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
+        system_id: str | None = None,
     ) -> None:
         self.conn = conn
         self.division = str(division)
+        self.system_id = system_id
+        """The system whose budget this is: named when it runs low (without, nobody is told)."""
         self.limits = limits or Limits()
         if conn is None and self.limits.enabled:
             raise ValueError("a shared rate limit needs Redis; pass Limits.off() to run without one")
@@ -259,6 +267,26 @@ class RateLimiter:
                     -1 if window.reset_ms is None else window.reset_ms,
                 ]
         self._observe(keys=[self.key], args=args)
+        if daily is not None:
+            self._low(daily)
+
+    def _low(self, daily: Window) -> None:
+        """Record a `budget_low` notification when less than `LOW_BUDGET` of the daily calls are left."""
+        if self.conn is None or self.system_id is None or not daily.limit or daily.remaining is None:
+            return
+        if daily.remaining > daily.limit * LOW_BUDGET:
+            return
+        now = self.clock()
+        if now - _told_at.get(self.key, -LOW_BUDGET_EVERY) < LOW_BUDGET_EVERY:
+            return
+        _told_at[self.key] = now
+        reset = f" until {time.strftime('%H:%M', time.gmtime(daily.reset_ms / 1000))} UTC" if daily.reset_ms else ""
+        notify.record(
+            self.conn, "budget_low", f"Exact Online division {self.division} has used over "
+            f"{100 - LOW_BUDGET * 100:.0f}% of its {daily.limit} daily API calls", system=self.system_id,
+            fix=f"{daily.remaining} calls are left{reset}; when none are, syncs wait for the reset. Poll less often "
+            "(poll_interval_seconds), or ask Exact for a higher limit",
+        )  # fmt: skip
 
     def throttled(self, headers: Mapping[str, str], *, deadline: float | None = None) -> None:
         """Exact answered 429: mark the exhausted window until its reset so every worker waits.
