@@ -29,6 +29,7 @@ import logging
 import math
 import multiprocessing.util
 import os
+import threading
 import time
 from typing import Any
 
@@ -60,9 +61,39 @@ HEARTBEAT_SLACK = 1.0
 (seconds) since the last one is not sent: RQ's work loop beats 5 times per job, twice back to back."""
 
 
+PUBSUB_WAKEUP = 1.0
+"""Seconds the worker's command listener (RQ's pubsub thread) waits for a message before it looks again
+whether the worker is stopping (RQ: 60). A message (`rq.command`: shutdown, kill-horse, stop-job) is
+handled as soon as it arrives all the same."""
+
+
 class QuietWorker(Worker):
     """RQ's worker, whose expected failures are the job's one log line without RQ's traceback: as is, the
-    forking worker of `koppel worker --fork` (a process per job); `KoppelWorker` builds on it."""
+    forking worker of `koppel worker --fork` (a process per job); `KoppelWorker` builds on it. Its command
+    listener stops at once when the worker does (`unsubscribe`)."""
+
+    def subscribe(self) -> None:
+        """RQ's: the worker's command channel, listened to on a daemon thread, waking every `PUBSUB_WAKEUP` s."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ declares it None
+            sleep_time=PUBSUB_WAKEUP, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+
+    def unsubscribe(self) -> None:
+        """RQ's, but the listener is told to stop before the UNSUBSCRIBE whose reply wakes it, so it leaves
+        on that reply.
+
+        RQ sends UNSUBSCRIBE and then stops the thread, which redis-py (8) waits for. When the listener read
+        the reply before the stop, it went back to waiting for a subscription, its `sleep_time`: a worker's
+        return (a burst worker's, or a worker's on SIGTERM) waited up to 60 s with RQ's. Lowering the flag
+        takes redis-py's private `_running` (its `stop()` would wait for the listener here);
+        `PUBSUB_WAKEUP` bounds the wait should that ever change.
+        """
+        running = getattr(self.pubsub_thread, "_running", None)
+        if isinstance(running, threading.Event):
+            running.clear()
+        super().unsubscribe()  # type: ignore[no-untyped-call]
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """An expected failure (a PermanentError: a missing SKU, a system not connected) was logged by the
