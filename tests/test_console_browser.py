@@ -4,7 +4,7 @@ work (also with the current mapping, after its diff), log out; a cross-site form
 wizard walked to a config that passes the check.
 
 Behind the console: a real gateway (uvicorn), real Redis, and jobs run by RQ's worker code that book
-WooCommerce orders in the Exact Online sandbox over HTTP (tests/test_console_payloads.py's `Env`). Pages are
+WooCommerce orders in the Exact Online sandbox over HTTP (tests/console_support.py's `Env`). Pages are
 read through the stable markup docs/console.md lists. Screenshots of every step, and of a failure:
 .koppel/artifacts/screenshots/<test>-<step>.png (tests/browser_support.py).
 """
@@ -30,8 +30,8 @@ from gateway.stack import serve
 from tests import browser_support
 from tests import pairs_support as pairs
 from tests.browser_support import Browser, browser_at
+from tests.console_support import CHANGED, EMAIL, SKUS, Env, config_for
 from tests.samples import SECRETS
-from tests.test_console_payloads import CHANGED, EMAIL, SKUS, Env, config_for
 from workers.switches import switched_off
 
 pytestmark = pytest.mark.integration
