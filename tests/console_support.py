@@ -83,3 +83,29 @@ class Env:
         found = re.search(r'name="csrf" value="([^"]+)"', page)
         assert found
         return found.group(1)
+
+
+class SandboxRefused(Exception):
+    """What `fail_with_reason` raises: its failure line starts with this class's full module path."""
+
+
+def fail_with_reason(envelope: dict[str, Any], reason: str) -> None:
+    """A job function (run by RQ's worker code) that fails with `reason`."""
+    raise SandboxRefused(reason)
+
+
+def failed_jobs(conn: redis.Redis, count: int, *, endpoint: str = "shop", first: int = 8201) -> list[str]:
+    """`count` failed jobs of WooCommerce order events (`order.created <n>`, numbers from `first`) from
+    `endpoint`, failed by RQ's worker code: their ids."""
+    queue: Queue = make_queue(conn, "koppel")
+    worker = SimpleWorker([queue], connection=conn, serializer=JSONSerializer)
+    jobs = []
+    for number in range(first, first + count):
+        payload = {"id": number, "number": str(number), "billing": {"email": EMAIL}}
+        event = Event("order.created", "order", str(number), f"f{number}", payload)
+        envelope = Envelope.wrap(event, source="woocommerce", endpoint=endpoint).model_dump(mode="json")
+        job = queue.enqueue(fail_with_reason, envelope, f"GET crm/Accounts: Exact answered 400 for {EMAIL}",
+                            meta={"endpoint": endpoint})  # fmt: skip
+        worker.execute_job(job, queue)  # the worker's own job execution (to the failed registry), no work loop
+        jobs.append(str(job.id))
+    return jobs
