@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -10,6 +11,9 @@ from rq.job import Job
 
 from gateway.config import Config
 from gateway.ingest import make_queue
+
+META_BATCH = 1000
+"""Jobs' meta read per pipelined round trip."""
 
 
 @dataclass
@@ -20,15 +24,18 @@ class ReplayResult:
 
 def failed_ids_by_endpoint(connection: redis.Redis, config: Config) -> dict[str, list[str]]:
     """Every failed job id grouped by the endpoint its event came from (the job's `meta["endpoint"]`; "" when
-    it names none), oldest failure first (the order a replay keeps). One pass: the registry's ids, then one
-    pipelined HGET of each job's meta (not its arguments: a failed job's event payload can be large)."""
+    it names none), in the registry's order (by expiry, to the second: oldest failure first). One pass: the
+    registry's ids, then pipelined HGETs of each job's meta (not its arguments: an event payload can be large)."""
     queue = make_queue(connection, config.gateway.queue)
-    ids: list[str] = queue.failed_job_registry.get_job_ids()  # scored by expiry: oldest first
-    pipeline = connection.pipeline(transaction=False)
-    for job_id in ids:
-        pipeline.hget(Job.key_for(job_id), "meta")
+    ids: list[str] = queue.failed_job_registry.get_job_ids()
+    metas: list[Any] = []
+    for start in range(0, len(ids), META_BATCH):
+        with connection.pipeline(transaction=False) as pipeline:
+            for job_id in ids[start : start + META_BATCH]:
+                pipeline.hget(Job.key_for(job_id), "meta")
+            metas += pipeline.execute()
     grouped: dict[str, list[str]] = {}
-    for job_id, raw in zip(ids, pipeline.execute(), strict=True):
+    for job_id, raw in zip(ids, metas, strict=True):
         try:
             meta = queue.serializer.loads(raw) if raw else {}
         except ValueError:  # meta another program wrote: it names no endpoint
