@@ -237,7 +237,8 @@ def failed_page(connection: redis.Redis, config: Config, integration: Integratio
     page = min(max(page, 1), pages)
     chosen = ids[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     jobs = Job.fetch_many(chosen, connection=connection, serializer=queue.serializer)
-    return FailedPage([_failed(job) for job in jobs if job is not None], len(ids), page, pages)
+    found = sorted((_failed(job) for job in jobs if job is not None), key=lambda j: j.failed_at or 0, reverse=True)
+    return FailedPage(found, len(ids), page, pages)
 
 
 def failed_job(connection: redis.Redis, config: Config, integration: str, job_id: str) -> FailedJob | None:
