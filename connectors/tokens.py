@@ -215,6 +215,8 @@ class TokenStore:
         self.system_id = system_id
         self.key = f"{namespace}:{system_id}"
         self.lock_key = f"{self.key}:lock"
+        self.failed_key = f"{self.key}:refresh_failed"
+        """Why (and when) the system last refused a refresh; gone once tokens are saved again."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.system_id!r})"
@@ -231,14 +233,30 @@ class TokenStore:
             return None
 
     def save(self, tokens: Tokens) -> None:
-        self.conn.set(self.key, tokens.to_json())
+        with self.conn.pipeline(transaction=False) as pipe:
+            pipe.set(self.key, tokens.to_json())
+            pipe.delete(self.failed_key)
+            pipe.execute()
+
+    def note_refresh_refused(self, reason: str, *, at: float | None = None) -> None:
+        """The system refused a refresh (the operator must consent again): kept for the console to show."""
+        self.conn.set(self.failed_key, json.dumps({"at": time.time() if at is None else at, "reason": reason}))
+
+    def refresh_refused(self) -> tuple[float, str] | None:
+        """When and why the system last refused a refresh of the stored tokens, or None."""
+        raw = self.conn.get(self.failed_key)
+        try:
+            data = json.loads(raw) if raw is not None else None
+            return (float(data["at"]), str(data["reason"])) if data is not None else None
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def replace(self, tokens: Tokens) -> None:
         """A new consent's tokens (a subclass forgets here what belonged to the earlier one)."""
         self.save(tokens)
 
     def delete(self) -> None:
-        self.conn.delete(self.key)
+        self.conn.delete(self.key, self.failed_key)
 
     def lock(self, timeout: float, blocking_timeout: float) -> redis.lock.Lock:
         # redis-py leaves Redis.lock unannotated
@@ -363,6 +381,9 @@ class RefreshingAuth(BearerAuth):
                 if rejected or self.endpoint.early_refusal is None:
                     raise
                 return tokens  # refused as too early: the current token still works
+            except self.endpoint.refused as exc:
+                self.store.note_refresh_refused(str(exc), at=self.clock())
+                raise
             self.store.save(fresh)
             self.refreshes += 1
             log.info("%s system %s: access token refreshed; valid for %.0f s", self.endpoint.title, system,

@@ -21,6 +21,8 @@
     koppel:polled:{system}                      HASH    [scope:]stream → when a poller last read it (epoch s)
     koppel:console:ended:{session}              STRING  a web console session logged out, TTL its max age
     koppel:exact:tokens:{system}                STRING  OAuth tokens of a system (never logged)
+    koppel:exact:tokens:{system}:refresh_failed STRING  when and why the system refused a refresh (JSON), gone
+                                                        once tokens are saved again (the console shows it)
     koppel:exact:ratelimit:{division}           …       Exact's shared API budget per division
 (The two `exact:` names date from when Exact was the only OAuth system; kept so that stored
 authorisations and budgets survive upgrades.)

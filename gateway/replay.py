@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -11,6 +12,9 @@ from rq.job import Job
 from gateway.config import Config
 from gateway.ingest import make_queue
 
+META_BATCH = 1000
+"""Jobs' meta read per pipelined round trip."""
+
 
 @dataclass
 class ReplayResult:
@@ -18,15 +22,37 @@ class ReplayResult:
     missing: list[str] = field(default_factory=list)
 
 
-def failed_job_ids(connection: redis.Redis, config: Config, integration: str | None = None) -> list[str]:
-    """Failed job ids, optionally only those whose event came from the integration's source."""
+def failed_ids_by_endpoint(connection: redis.Redis, config: Config) -> dict[str, list[str]]:
+    """Every failed job id grouped by the endpoint its event came from (the job's `meta["endpoint"]`; "" when
+    it names none), in the registry's order (by expiry, to the second: oldest failure first). One pass: the
+    registry's ids, then pipelined HGETs of each job's meta (not its arguments: an event payload can be large)."""
     queue = make_queue(connection, config.gateway.queue)
-    ids: list[str] = queue.failed_job_registry.get_job_ids()  # rq leaves the property unannotated
+    ids: list[str] = queue.failed_job_registry.get_job_ids()
+    metas: list[Any] = []
+    for start in range(0, len(ids), META_BATCH):
+        with connection.pipeline(transaction=False) as pipeline:
+            for job_id in ids[start : start + META_BATCH]:
+                pipeline.hget(Job.key_for(job_id), "meta")
+            metas += pipeline.execute()
+    grouped: dict[str, list[str]] = {}
+    for job_id, raw in zip(ids, metas, strict=True):
+        try:
+            meta = queue.serializer.loads(raw) if raw else {}
+        except ValueError:  # meta another program wrote: it names no endpoint
+            meta = {}
+        endpoint = meta.get("endpoint") if isinstance(meta, dict) else None
+        grouped.setdefault(endpoint if isinstance(endpoint, str) else "", []).append(job_id)
+    return grouped
+
+
+def failed_job_ids(connection: redis.Redis, config: Config, integration: str | None = None) -> list[str]:
+    """Failed job ids (oldest failure first), optionally only those whose event came from the integration's
+    source."""
     if integration is None:
-        return ids
+        queue = make_queue(connection, config.gateway.queue)
+        return list(queue.failed_job_registry.get_job_ids())
     source = next(i.source for i in config.integrations if i.id == integration)
-    jobs = Job.fetch_many(ids, connection=connection, serializer=queue.serializer)
-    return [job.id for job in jobs if job is not None and job.meta.get("endpoint") == source]
+    return failed_ids_by_endpoint(connection, config).get(source, [])
 
 
 def replay(connection: redis.Redis, config: Config, job_ids: list[str]) -> ReplayResult:

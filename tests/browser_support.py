@@ -136,6 +136,21 @@ class Browser:
         self.wait(expected_conditions.text_to_be_present_in_element(located, text), f"{text!r} in {css}")
         return self.find(css)
 
+    def lines(self, css: str) -> int:
+        """How many lines the text of the element `css` takes as laid out (1: it does not wrap)."""
+        script = """
+            const range = document.createRange(); range.selectNodeContents(arguments[0]);
+            return new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top))).size;
+        """
+        count: int = self.driver.execute_script(script, self.find(css))
+        return count
+
+    def width(self, css: str) -> int:
+        return int(self.find(css).size["width"])
+
+    def height(self, css: str) -> int:
+        return int(self.find(css).size["height"])
+
     def fill(self, css: str, value: str) -> None:
         field = self.find(css)
         field.clear()

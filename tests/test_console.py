@@ -13,11 +13,16 @@ import time
 import httpx
 import pytest
 from itsdangerous import URLSafeTimedSerializer
+from rq import Worker
 
+from connectors.tokens import Tokens, TokenStore
+from gateway.activity import Activity, ActivityLog
 from gateway.app import create_app
 from gateway.config import Config, parse_config
 from gateway.console.session import COOKIE, Sessions
+from gateway.ingest import make_queue
 from tests.conftest import SECRETS, serve
+from tests.console_support import EMAIL, failed_jobs
 from workers.switches import switch_off, switched_off
 
 pytestmark = pytest.mark.integration
@@ -216,15 +221,23 @@ def test_get_never_changes_state(console, rconn):
 
 def test_the_integrations_page_shows_health(console, rconn):
     switch_off(rconn, "shop-to-exact", "the shop uninstalled Koppel")
-    rconn.hset("koppel:exact:ratelimit:4242", mapping={"mrem": 17, "mreset": int(time.time() * 1000) + 30_000,
-                                                        "drem": 4000, "dreset": int(time.time() * 1000) + 3_600_000})
+    rconn.hset(
+        "koppel:exact:ratelimit:4242",
+        mapping={
+            "mrem": 17,
+            "mreset": int(time.time() * 1000) + 30_000,
+            "drem": 4000,
+            "dreset": int(time.time() * 1000) + 3_600_000,
+        },
+    )
     rconn.set("koppel:exact:tokens:exact:division", "4242")
     page = console.get("/console/").text
     row = row_of(page)
     assert "the shop uninstalled Koppel" in row
-    assert "none yet" not in row and "(skipped)" in row  # the switch logged an activity entry
+    assert "none yet" in row  # the switch's own activity entry is no event
     assert "exact: 17/60 this minute, 4000/5000 today" in row
-    assert 'name="connect" value="exact"' in row  # Exact needs consent
+    assert 'name="connect" value="exact"' in row and "Connect exact" in row  # Exact needs consent
+    assert '<div class="connection" data-system="exact" data-connection="consent needed">' in row
     assert re.search(r'class="failures"><a [^>]*>0</a>', row)
 
 
@@ -262,7 +275,7 @@ def test_the_integrations_page_shows_when_each_polled_stream_was_last_read(redis
         with httpx.Client(base_url=live.url, timeout=10) as client:
             client.post("/console/login", data={"token": TOKEN})
             row = row_of(client.get("/console/").text, "exact-to-shop")
-            assert re.search(r'class="polls">4242:SalesOrders: <span title="[^"]+">5 min ago</span>', row), row
+            assert re.search(r'class="polls">4242:SalesOrders: <span [^>]*title="[^"]+">5 min ago</span>', row), row
             consent = client.post("/console/connect/exact", data={"csrf": csrf_of(client.get("/console/").text)})
             assert consent.status_code == 303
             assert consent.headers["location"].startswith("https://start.exactonline.nl/api/oauth2/auth?")
@@ -307,3 +320,105 @@ def test_the_mapping_page_names_what_is_wrong(redis_url):
                 assert "cannot be mapped: SalesOrderLines: is required" in posted.text
         finally:
             live.stop()
+
+
+def test_the_last_event_is_the_last_one_handled_not_the_switchs_marker(console, rconn):
+    now = time.time()
+    log = ActivityLog(rconn)
+    log.record(Activity("shop-to-exact", "orders", "order.created", "8203", "created", now - 120, now - 120,
+                        number="8203", target_id="guid-1"))  # fmt: skip
+    switch_off(rconn, "shop-to-exact", "the shop uninstalled Koppel")
+    cell = re.search(r'<td class="last-event">(.*?)</td>', row_of(console.get("/console/").text), re.S)
+    assert cell and "2 min ago" in cell.group(1) and ">created<" in cell.group(1)
+    assert "order.created 8203 (#8203)" in cell.group(1)
+    log.record(Activity("shop-to-exact", "orders", "order.created", "8204", "skipped", now, now,
+                        reason="switched off: the shop uninstalled Koppel"))  # fmt: skip
+    cell = re.search(r'<td class="last-event">(.*?)</td>', row_of(console.get("/console/").text), re.S)
+    assert cell and "skipped (switched off)" in cell.group(1) and "order.created 8204" in cell.group(1)
+
+
+def test_the_connection_shows_whether_the_system_is_authorised(console, rconn):
+    def connection() -> str:
+        found = re.search(r'<div class="connection" data-system="exact" data-connection="([^"]+)">(.*?)</div>',
+                          row_of(console.get("/console/").text), re.S)  # fmt: skip
+        assert found
+        return found.group(1) + " | " + " ".join(found.group(2).split())
+
+    assert connection().startswith('consent needed | exact: <span class="off">consent needed</span>')
+    assert "Connect exact</button>" in connection()
+    store = TokenStore(rconn, "exact")
+    store.save(Tokens("access-SECRET", "refresh-SECRET", time.time() + 600, time.time() - 3 * 3600))
+    shown = connection()
+    assert shown.startswith("connected | ") and "since 3 h ago" in shown and "Reconnect exact</button>" in shown
+    store.note_refresh_refused("Exact Online refused the refresh_token grant (400 invalid_grant)", at=time.time() - 60)
+    shown = connection()
+    assert shown.startswith("refresh failing | ") and "token refresh failing" in shown and "since 1 min ago" in shown
+    assert "invalid_grant" in shown and "Reconnect exact</button>" in shown
+    assert "SECRET" not in console.get("/console/").text
+
+
+def test_failed_work_names_the_event_and_the_reason_readably(console, rconn):
+    (job_id,) = failed_jobs(rconn, 1)
+    page = console.get("/console/integrations/shop-to-exact/failed").text
+    row = re.search(rf'<tr data-job="{job_id}">(.*?)</tr>', page, re.S)
+    assert row, page
+    assert '<span class="topic">order.created 8201 (#8201)</span>' in row.group(1)
+    assert "from shop" in row.group(1)
+    reason = re.search(r'<td class="reason" title="([^"]*)">(.*?)</td>', row.group(1), re.S)
+    assert reason and reason.group(2).startswith("SandboxRefused: GET crm/Accounts: Exact answered 400 for ")
+    assert reason.group(1).startswith("tests.console_support.SandboxRefused: ")  # the full name on hover
+    assert "process_event" not in page and "fail_with_reason(" not in page and EMAIL not in page
+    remap = console.get(f"/console/integrations/shop-to-exact/failed/{job_id}/remap").text
+    assert '<span class="event">order.created 8201 (#8201)</span> from shop' in remap
+    assert "SandboxRefused: GET crm/Accounts" in remap and EMAIL not in remap
+
+
+def test_failed_work_is_counted_in_one_pass_and_paged(console, rconn):
+    shop = failed_jobs(rconn, 53)
+    other = failed_jobs(rconn, 2, endpoint="elsewhere", first=9001)  # another endpoint's: not this integration's
+    assert re.search(r'class="failures"><a [^>]*>53</a>', row_of(console.get("/console/").text))
+    first = console.get("/console/integrations/shop-to-exact/failed").text
+    second = console.get("/console/integrations/shop-to-exact/failed?page=2").text
+    listed = [re.findall(r'<tr data-job="([^"]+)">', page) for page in (first, second)]
+    assert [len(ids) for ids in listed] == [50, 3]
+    assert sorted(listed[0] + listed[1]) == sorted(shop) and not set(other) & set(listed[0] + listed[1])
+    assert "53 failed job(s), newest first: page 1 of 2" in first and 'rel="next" href="?page=2"' in first
+    assert 'rel="prev" href="?page=1"' in second and 'rel="next"' not in second
+    assert (
+        re.findall(r'<tr data-job="([^"]+)">', console.get("/console/integrations/shop-to-exact/failed?page=9").text)
+        == listed[1]
+    )
+    for wrong in ("0", "x", "-1", "²", "1" * 40):
+        response = console.get(f"/console/integrations/shop-to-exact/failed?page={wrong}")
+        assert response.status_code == 400 and "page must be a page number" in response.text
+
+
+def test_the_inbox_backlog_shows_with_a_warning_while_no_worker_runs(console, rconn):
+    panel = re.compile(
+        r'<section id="inbox" class="([^"]*)" data-depth="(\d+)" data-workers="(\d+)">(.*?)</section>', re.S
+    )
+    found = panel.search(console.get("/console/").text)
+    assert found and found.group(2, 3) == ("0", "0") and "empty" in found.group(4)
+    assert 'id="no-worker"' in found.group(4) and "koppel worker" in found.group(4)
+    for n in range(2):
+        rconn.xadd("koppel:inbox:koppel", {"id": f"job-{n}", "e": '{"endpoint": "shop", "topic": "order.created"}'},
+                   id=f"{int((time.time() - 600) * 1000) + n}-0")  # fmt: skip
+    found = panel.search(console.get("/console/").text)
+    assert found and found.group(1) == "panel warn" and found.group(2) == "2"
+    assert "2 accepted event(s) not yet jobs" in found.group(4) and '<span id="inbox-age">10 min</span>' in found.group(
+        4
+    )
+    assert "the accepted events wait" in found.group(4)
+    worker = Worker([make_queue(rconn, "koppel")], connection=rconn)
+    worker.register_birth()
+    try:
+        found = panel.search(console.get("/console/").text)
+        assert found and found.group(1) == "panel" and found.group(3) == "1" and 'id="no-worker"' not in found.group(4)
+    finally:
+        worker.register_death()
+
+
+def test_every_logged_in_page_links_the_setup_wizard(console, anon):
+    for path in ("/console/", "/console/integrations/shop-to-exact", "/console/setup"):
+        assert '<a id="nav-setup" href="/console/setup">' in console.get(path).text
+    assert 'id="nav-setup"' not in anon.get("/console/login").text

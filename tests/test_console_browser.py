@@ -4,7 +4,7 @@ work (also with the current mapping, after its diff), log out; a cross-site form
 wizard walked to a config that passes the check.
 
 Behind the console: a real gateway (uvicorn), real Redis, and jobs run by RQ's worker code that book
-WooCommerce orders in the Exact Online sandbox over HTTP (tests/test_console_payloads.py's `Env`). Pages are
+WooCommerce orders in the Exact Online sandbox over HTTP (tests/console_support.py's `Env`). Pages are
 read through the stable markup docs/console.md lists. Screenshots of every step, and of a failure:
 .koppel/artifacts/screenshots/<test>-<step>.png (tests/browser_support.py).
 """
@@ -30,8 +30,8 @@ from gateway.stack import serve
 from tests import browser_support
 from tests import pairs_support as pairs
 from tests.browser_support import Browser, browser_at
+from tests.console_support import CHANGED, EMAIL, SKUS, Env, config_for
 from tests.samples import SECRETS
-from tests.test_console_payloads import CHANGED, EMAIL, SKUS, Env, config_for
 from workers.switches import switched_off
 
 pytestmark = pytest.mark.integration
@@ -98,6 +98,7 @@ def test_login_refuses_a_wrong_token_and_logout_ends_the_session(browser):
     browser.open("/console/")
     browser.find("form#login")  # no session: the login form
     assert browser.path == "/console/login"
+    header = browser.height("header#top")
     browser.shot("login")
     browser.fill("form#login input[name=token]", "not-the-token")
     browser.follow("form#login button[name=login]")
@@ -111,6 +112,7 @@ def test_login_refuses_a_wrong_token_and_logout_ends_the_session(browser):
     cookie = browser.driver.get_cookie("koppel_console")
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert TOKEN not in browser.driver.page_source
+    assert browser.height("header#top") == header  # the same header, logged in or not
     browser.shot("logged-in")
 
     browser.follow("form#logout button[name=logout]")
@@ -132,11 +134,17 @@ def test_integrations_show_their_health_and_switch_off_and_on(browser, env):
     log_in(browser)
     shop, squarespace = row(browser, SHOP), row(browser, SQUARESPACE)
     assert browser.find(shop).get_attribute("data-state") == "on"
-    assert "(created)" in browser.find(f"{shop} td.last-event").text
+    assert "created" in browser.find(f"{shop} td.last-event").text
+    assert "order.created 8101 (#8101)" in browser.find(f"{shop} td.last-event").text
     assert browser.find(f"{shop} td.failures a").text == "0"
     assert "exact:" in browser.find(f"{shop} td.budget").text  # Exact's rate budget left
     assert browser.find(f"{squarespace} td.last-event").text == "none yet"
-    assert [b.text for b in browser.all(f"{shop} td.consent button[name=connect]")] == ["Connect exact"]
+    assert browser.find(f"{shop} .connection").get_attribute("data-connection") == "connected"  # authorised
+    assert [b.text for b in browser.all(f"{shop} td.consent button[name=connect]")] == ["Reconnect exact"]
+    for cell in (f"{shop} td.switch button", f"{shop} td.consent button", f"{shop} td.last-event span[title]"):
+        assert browser.lines(cell) == 1, f"{cell} wraps"
+    assert browser.find("section#inbox").get_attribute("data-depth") == "0"
+    assert "No worker runs" in browser.find("#no-worker").text  # the test runs jobs without a worker process
     browser.shot("integrations")
 
     browser.follow(f"{shop} form.switch button[name=switch][value=off]")
@@ -184,7 +192,9 @@ def test_failed_work_is_replayed_and_replayed_with_the_current_mapping_after_its
     assert browser.find(f"{row(browser, SHOP)} td.failures a").text == "2"
     browser.follow(f"{row(browser, SHOP)} td.failures a")
     browser.find(f'table#failed tr[data-job="{again}"]')
-    assert browser.find(f'table#failed tr[data-job="{remapped}"] td.reason').text
+    assert browser.find(f'table#failed tr[data-job="{remapped}"] td.reason').text.startswith("ExactRequestError: ")
+    assert browser.find(f'table#failed tr[data-job="{again}"] td.event .topic').text == "order.created 8204 (#8204)"
+    assert browser.lines(f'table#failed tr[data-job="{again}"] td.when') == 1
     browser.shot("failed-work")
 
     browser.follow(f'table#failed tr[data-job="{again}"] form.replay button[name=replay]')
@@ -263,7 +273,7 @@ def test_the_setup_wizard_walks_to_a_config_that_passes_the_check(bare_browser):
     browser.find("form#login")  # needs a session, as every console page
     browser.fill("form#login input[name=token]", TOKEN)
     browser.follow("form#login button[name=login]")
-    browser.open("/console/setup")
+    browser.follow("#console-nav a#nav-setup")  # the wizard is in every page's navigation
     browser.find("form#setup")
     browser.shot("first-step")
     given = {"pair": "squarespace-exactonline", "gateway.public_url": "https://koppel.example",
@@ -281,6 +291,7 @@ def test_the_setup_wizard_walks_to_a_config_that_passes_the_check(bare_browser):
                 if box.is_selected() != (box.get_attribute("name").removeprefix("flow.") in flows[key]):
                     box.click()
         elif key == "gateway.public_url" and not refused:
+            assert browser.width("form#setup input#value") >= 600  # room for a URL
             browser.fill("form#setup input[name=value]", "koppel.example")
             browser.follow("form#setup button[name=next]")
             assert "is not an absolute http(s) URL" in browser.find("#error").text

@@ -8,87 +8,20 @@ import html
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import redis
-from rq import Queue, SimpleWorker
-from rq.serializers import JSONSerializer
 
 from gateway import keys
 from gateway.app import create_app
-from gateway.config import Config, parse_config
-from gateway.envelope import Envelope, Event
-from gateway.ingest import JOB_FUNC, make_queue
-from gateway.stack import LiveServer, serve
+from gateway.ingest import make_queue
+from gateway.stack import serve
 from tests import pairs_support as pairs
+from tests.console_support import CHANGED, EMAIL, ORDER, SKUS, Env, config_for
 from workers import runtime
 
 pytestmark = pytest.mark.integration
-
-ORDER = json.loads((Path(__file__).parent / "fixtures" / "woocommerce" / "order_company_coupon.json").read_text())
-SKUS = ["MEEL-SPELT-5", "BAK-PROFI-R40", "OVEN-HS", "SHIPPING", "FEE", "DISCOUNT"]
-EMAIL = ORDER["billing"]["email"]
-CHANGED = {"orders": {"exactonline": {"Description": "$left('Console ' & number, 60)"}}}
-"""The console's (current) mapping override; the worker ran with the default mapping."""
-
-
-def config_for(exact_url: str, *, mappings: dict[str, Any] | None = None) -> Config:
-    integration = {"id": "shop-to-exact", "source": "shop", "target": "exact", "flows": ["orders"]}
-    return parse_config(
-        {
-            "gateway": {"admin_token": "env:ADMIN_TOKEN"},
-            "endpoints": [{"id": "shop", "kind": "woocommerce", "secret": "env:WC_SECRET"}],
-            "systems": [pairs.exact_system(exact_url)],
-            "integrations": [integration | ({"mappings": mappings} if mappings else {})],
-        },
-        environ=pairs.ENV | {"WC_SECRET": "s"},
-    )
-
-
-@dataclass
-class Env:
-    exact: LiveServer
-    console: httpx.Client
-    http: httpx.Client
-    conn: redis.Redis
-    redis_url: str
-    worker_config: Config
-
-    def order(self, number: int) -> str:
-        """Queue a WooCommerce order event and run the worker until the queue is empty; the job id."""
-        payload = copy.deepcopy(ORDER)
-        payload["id"], payload["number"] = number, str(number)
-        event = Event("order.created", "order", str(number), f"k{number}", payload)
-        envelope = Envelope.wrap(event, source="woocommerce", endpoint="shop")
-        queue: Queue = make_queue(self.conn, "koppel")
-        job = queue.enqueue(JOB_FUNC, envelope.model_dump(mode="json"), meta={"endpoint": "shop"})
-        # The worker's own job execution (failures to the failed registry), without its work loop.
-        worker = SimpleWorker([queue], connection=self.conn, serializer=JSONSerializer)
-        worker.execute_job(job, queue)
-        return str(job.id)
-
-    def failed_after_mapping(self, number: int) -> str:
-        """An order Exact refuses once it was mapped (its POST answered 400), failed: the job id. Two orders
-        before it: the first creates the customer, the second shows which request is the order's POST."""
-        self.order(number - 2)
-        probe = json.loads(self.conn.get(keys.snapshot("shop-to-exact", self.order(number - 1))))
-        before = next(i for i, r in enumerate(probe["requests"]) if r["method"] == "POST")
-        fail = f"{self.exact.url}/sandbox/fail"
-        if before:
-            self.http.post(fail, json={"delay": 0.001, "times": before}).raise_for_status()  # passes them on
-        self.http.post(fail, json={"status": 400, "times": 50}).raise_for_status()  # the POST, and the retry's lookups
-        job_id = self.order(number)
-        assert job_id in make_queue(self.conn, "koppel").failed_job_registry.get_job_ids()
-        return job_id
-
-    def csrf(self, page: str) -> str:
-        found = re.search(r'name="csrf" value="([^"]+)"', page)
-        assert found
-        return found.group(1)
 
 
 @pytest.fixture

@@ -279,3 +279,18 @@ def test_tokens_never_reach_logs_or_errors(http, store, exact, clock, caplog):
     text = caplog.text + str(caught.value) + repr(caught.value) + repr(store.load())
     assert "refreshed" in caplog.text
     assert not [s for s in secrets if s in text]
+
+
+def test_a_refused_refresh_is_noted_for_the_console_until_tokens_are_saved_again(http, store, exact, clock):
+    store.save(Tokens("access-token-1", "refresh-token-0", clock() - 1, clock()))  # a dead refresh token
+    assert store.refresh_refused() is None
+    with pytest.raises(ExactAuthError):
+        ExactAuth(store, APP, http, clock=clock).access_token()
+    noted = store.refresh_refused()
+    assert noted is not None and noted[0] == clock() and "invalid_grant" in noted[1] and "koppel connect" in noted[1]
+    assert "refresh-token-0" not in noted[1]
+    stored(store, clock)  # a new consent (or a refresh that worked) saves tokens: the note is gone
+    assert store.refresh_refused() is None
+    store.note_refresh_refused("x")
+    store.delete()
+    assert store.refresh_refused() is None

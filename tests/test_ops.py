@@ -123,6 +123,23 @@ def test_replay_by_integration_takes_only_its_jobs(config_file, rconn, capsys):
     assert shop_job in queue.failed_job_registry.get_job_ids()
 
 
+def test_failed_jobs_are_grouped_by_endpoint_in_one_pass(rconn, monkeypatch):
+    from rq.job import Job
+
+    from gateway import replay
+    from tests.console_support import failed_jobs
+
+    monkeypatch.setattr(replay, "META_BATCH", 2)  # several pipelined rounds
+    shop = failed_jobs(rconn, 3)
+    sq = failed_jobs(rconn, 2, endpoint="sq", first=9001)
+    odd = failed_jobs(rconn, 2, endpoint="x", first=9101)
+    rconn.hset(Job.key_for(odd[0]), "meta", "not json")  # meta another program wrote
+    rconn.hdel(Job.key_for(odd[1]), "meta")
+    grouped = replay.failed_ids_by_endpoint(rconn, make_config())
+    assert {endpoint: sorted(ids) for endpoint, ids in grouped.items()} == {"shop": sorted(shop), "sq": sorted(sq),
+                                                                            "": sorted(odd)}  # fmt: skip
+
+
 def test_replay_all(config_file, rconn):
     ids = {failed_job(rconn, "shop"), failed_job(rconn, "sq")}
     assert main(["replay", "--config", config_file, "--all"]) == 0

@@ -111,7 +111,7 @@ class TokenStore(tokens.TokenStore):
         self.conn.delete(self.division_key)
 
     def delete(self) -> None:
-        self.conn.delete(self.key, self.division_key)
+        self.conn.delete(self.key, self.division_key, self.failed_key)
 
     def load_division(self) -> int | None:
         """The division `current/Me` named for this authorisation, cached so workers ask Exact only once."""

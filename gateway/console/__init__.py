@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import keys, mapview, snapshots
 from gateway.activity import ActivityLog
 from gateway.config import FLOWS, Config, Integration
-from gateway.console.health import failed_job, failed_jobs, health, oauth_systems
+from gateway.console.health import backlog, failed_job, failed_page, health, oauth_systems
 from gateway.console.session import COOKIE, Sessions
 from gateway.console.setup import setup
 from gateway.envelope import Envelope
@@ -70,14 +70,19 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _span(seconds: float) -> str:
+    """A duration as an operator reads it: "3 min", "2 h"."""
+    whole = max(0, int(seconds))
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if whole >= size:
+            return f"{whole // size} {unit}"
+    return f"{whole} s"
+
+
 def _ago(epoch: float | None) -> str:
     if not epoch:
         return "never"
-    seconds = max(0, int(time.time() - epoch))
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{seconds} s ago"
+    return f"{_span(time.time() - epoch)} ago"
 
 
 def _json(value: Any) -> str:
@@ -86,6 +91,7 @@ def _json(value: Any) -> str:
 
 templates.env.filters["when"] = _when
 templates.env.filters["ago"] = _ago
+templates.env.filters["span"] = _span
 templates.env.filters["json"] = _json
 templates.env.filters["scrub"] = lambda text, show=False: text if show else snapshots.mask(text)
 """Free text (a failure's reason) with e-mail addresses masked, unless `show`."""
@@ -247,7 +253,9 @@ async def logout(request: Request, console: Console, form: Form, session: str) -
 
 async def integrations(request: Request, console: Console, form: Form, session: str) -> Response:
     rows = await asyncio.to_thread(health, console.connection, console.config)
-    return console.page(request, "integrations.html", session=session, title="Integrations", rows=rows)
+    inbox = await asyncio.to_thread(backlog, console.connection, console.config)
+    return console.page(request, "integrations.html", session=session, title="Integrations", rows=rows,
+                        inbox=inbox)  # fmt: skip
 
 
 async def switch(request: Request, console: Console, form: Form, session: str) -> Response:
@@ -290,9 +298,12 @@ async def activity(request: Request, console: Console, form: Form, session: str)
 
 async def failed(request: Request, console: Console, form: Form, session: str) -> Response:
     integration = console.integration(request.path_params["integration"])
-    jobs = await asyncio.to_thread(failed_jobs, console.connection, console.config, integration.id)
+    asked = request.query_params.get("page", "1")
+    if not (asked.isascii() and asked.isdigit() and len(asked) < 10) or int(asked) < 1:
+        raise HTTPException(400, f"page must be a page number (1, 2, …), not {asked!r}")
+    found = await asyncio.to_thread(failed_page, console.connection, console.config, integration, int(asked))
     return console.page(request, "failed.html", session=session, title=f"Failed work of {integration.id}",
-                        integration=integration, jobs=jobs)  # fmt: skip
+                        integration=integration, found=found, jobs=found.jobs)  # fmt: skip
 
 
 async def replay_job(request: Request, console: Console, form: Form, session: str) -> Response:
