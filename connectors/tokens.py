@@ -375,15 +375,13 @@ class RefreshingAuth(BearerAuth):
                 fresh = self.endpoint.refresh(self.http, self.app, tokens.refresh_token, clock=self.clock,
                                               system_id=system)  # fmt: skip
             except self.endpoint.refused as refused:
+                self.store.note_refresh_refused(str(refused), at=self.clock())
                 self._notify(str(refused).partition(": run ")[0])
                 raise
             except self.endpoint.busy:
                 if rejected or self.endpoint.early_refusal is None:
                     raise
                 return tokens  # refused as too early: the current token still works
-            except self.endpoint.refused as exc:
-                self.store.note_refresh_refused(str(exc), at=self.clock())
-                raise
             self.store.save(fresh)
             self.refreshes += 1
             log.info("%s system %s: access token refreshed; valid for %.0f s", self.endpoint.title, system,
