@@ -16,9 +16,12 @@
     koppel:notify:group:{id}:examples           LIST    the first few record ids of a group
     koppel:notify:sent:{id}                     STRING  a group was sent: not again before it expires
     koppel:notify:outbox                        ZSET    messages whose delivery failed (→ next try)
-    koppel:notify:poll:{system}:{stream}        HASH    a poll stream's last success and failure
     koppel:notify:expiry:{endpoint}             HASH    topic → when its subscription expires (last check)
-    koppel:polled:{system}                      HASH    [scope:]stream → when a poller last read it (epoch s)
+    koppel:polled:{system}                      HASH    per polled stream, fields `{stream}:…`: when a poll
+                                                        last read it in full (`read`, of `scope`; the
+                                                        console's "last poll"), last success (`ok`) and
+                                                        failure (`failed`, `error`), when the notifier's
+                                                        stall check began watching it (`watched`)
     koppel:console:ended:{session}              STRING  a web console session logged out, TTL its max age
     koppel:exact:tokens:{system}                STRING  OAuth tokens of a system (never logged)
     koppel:exact:tokens:{system}:refresh_failed STRING  when and why the system refused a refresh (JSON), gone

@@ -36,7 +36,7 @@ GROUP_TTL = 7 * 24 * 3600
 """A group nobody sends (no integration is told about it) is forgotten after this long."""
 OPEN = keys.notify("open")
 
-__all__ = ["EXAMPLES", "NOTIFY_EVENTS", "Group", "group_id", "integrations_of", "poll_health", "record"]
+__all__ = ["EXAMPLES", "NOTIFY_EVENTS", "Group", "group_id", "integrations_of", "record"]
 
 
 def group_id(scope: Scope, subject: str, kind: str, reason: str) -> str:
@@ -97,21 +97,6 @@ def record(
             pipe.execute()
     except redis.RedisError as exc:
         log.warning("%s %s: notification not recorded (Redis: %s)", scope, subject, type(exc).__name__)
-
-
-def poll_key(system_id: str, stream: str) -> str:
-    return keys.notify("poll", system_id, stream)
-
-
-def poll_health(connection: redis.Redis, system_id: str, stream: str, *, error: str | None) -> None:
-    """A poll's outcome (workers/pollers.py), for the dispatcher's stall check; never raises."""
-    now = repr(time.time())
-    fields = {"ok_at": now} if error is None else {"failed_at": now, "error": error[:300]}
-    try:
-        connection.hset(poll_key(system_id, stream), mapping=fields)  # type: ignore[arg-type]  # as above
-        connection.expire(poll_key(system_id, stream), GROUP_TTL)
-    except redis.RedisError as exc:
-        log.warning("poll %s %s: health not recorded (Redis: %s)", system_id, stream, type(exc).__name__)
 
 
 @dataclass(frozen=True)

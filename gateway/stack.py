@@ -60,7 +60,7 @@ from workers.subscriptions import CHECK_JOB_PREFIX
 if TYPE_CHECKING:
     from gateway.pairs import Pair
 
-INTEGRATION = "webshop-to-exact"
+INTEGRATION = "shop-to-exact"
 WRITEBACK = "exact-to-shop"
 ENDPOINT = "webshop"
 WOO_KEY, WOO_SECRET = "ck_koppel_stack", "cs_koppel_stack"

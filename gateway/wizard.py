@@ -11,9 +11,11 @@ them), the flows in each direction, the gateway's public URL and admin token, an
 base URLs, ids, and its credentials as environment variable NAMES (the file says `env:NAME`; the secrets
 stay in the environment). Which steps apply depends on the answers before them (`Step.applies`).
 
-A pair's integrations follow its demo (gateway/pairs.py): the same ids, sources and targets, and a system
-whose webhooks feed Koppel (WooCommerce, Business Central, Squarespace) is an `[[endpoints]]` entry that
-`koppel endpoints sync` makes the webhooks for.
+A pair's integrations are its demo's (gateway/pairs.py `PAIRS`: ids, sources and targets, flows, settings,
+tables but those of the user's own codes), with a note each and the few flows the wizard offers beyond the
+demo (`EXTRA_FLOWS`). A system whose webhooks feed Koppel (the demo's integration is fed by an endpoint:
+WooCommerce, Business Central, Squarespace) is an `[[endpoints]]` entry that `koppel endpoints sync` makes
+the webhooks for.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tomlkit.items import Table
 from connectors import registry
 from connectors.oauth import callback_path
 from gateway.config import FLOWS
+from gateway.pairs import PAIRS, Pair
 
 Answers = dict[str, Any]
 """Step key → parsed answer (str, int, list of str or int, or None for an optional step left blank)."""
@@ -44,7 +47,7 @@ class Invalid(ValueError):
 
 @dataclass(frozen=True)
 class Link:
-    """An integration of a pair: its flows from one system to the other (as the demo has it)."""
+    """An integration of a pair: its flows from one system to the other (the demo's, `_spec`)."""
 
     id: str
     source: str
@@ -71,50 +74,52 @@ class PairSpec:
         return [flow for flow in FLOWS if flow in found]
 
 
-SYSTEM_KINDS = {"shop": "woocommerce", "exact": "exactonline", "winstore": "winstore", "bc": "businesscentral",
-                "asperion": "asperion", "sq": "squarespace"}  # fmt: skip
-"""The id the wizard gives each kind's system (a pair has one system of each of its two kinds)."""
-
-PAIR_SPECS: dict[str, PairSpec] = {
-    spec.name: spec
-    for spec in (
-        PairSpec("woocommerce-exactonline", "WooCommerce ⇄ Exact Online", ("shop", "exact"), (
-            Link("shop-to-exact", "shop", "exact", ("orders", "products", "customers"), webhooks=True,
-                 note="the shop's orders booked in Exact; its products and customers as items and accounts"),
-            Link("exact-to-shop", "exact", "shop", ("orders", "stock"),
-                 note="the status of the shop's orders (delivered in Exact) and Exact's stock back to the shop"),
-        )),
-        PairSpec("winstore-exactonline", "Winstore ⇄ Exact Online", ("winstore", "exact"), (
-            Link("winstore-to-exact", "winstore", "exact", ("products", "orders"),
-                 note="Winstore's articles as Exact items; its own orders booked in Exact"),
-            Link("exact-to-winstore", "exact", "winstore", ("orders", "stock"), settings={"order_mode": "both"},
-                 note="Exact's orders booked in Winstore, the status of Winstore's orders written back, and stock"),
-        )),
-        PairSpec("winstore-businesscentral", "Winstore ⇄ Business Central", ("winstore", "bc"), (
-            Link("winstore-to-bc", "winstore", "bc", ("products", "orders"),
-                 note="Winstore's articles as BC items; its own orders booked in BC"),
-            Link("winstore-customers-to-bc", "winstore", "bc", ("customers",),
-                 note="customers apart: Winstore's customer ids and article keys are both numbers"),
-            Link("bc-to-winstore", "bc", "winstore", ("orders",), webhooks=True, settings={"order_mode": "both"},
-                 tables={"order_statuses": {"entries": {"released": "2"}}},
-                 note="BC's orders booked in Winstore; an order of Winstore's released in BC completes it there"),
-            Link("bc-stock-to-winstore", "bc", "winstore", ("stock",), note="BC's inventory, polled"),
-        )),
-        PairSpec("exactonline-asperion", "Exact Online ⇄ Asperion", ("exact", "asperion"), (
-            Link("exact-to-asperion-products", "exact", "asperion", ("products",),
-                 note="Exact's items as Asperion articles"),
-            Link("exact-to-asperion-orders", "exact", "asperion", ("orders",), note="Exact's orders in Asperion"),
-            Link("asperion-to-exact-orders", "asperion", "exact", ("orders",), note="Asperion's orders in Exact"),
-        )),
-        PairSpec("squarespace-exactonline", "Squarespace ⇄ Exact Online", ("sq", "exact"), (
-            Link("sq-to-exact", "sq", "exact", ("orders",), webhooks=True,
-                 note="Squarespace's orders booked in Exact (notifications, and a poll for missed ones)"),
-            Link("exact-to-sq", "exact", "sq", ("orders", "stock"),
-                 note="orders delivered in Exact fulfilled in Squarespace, and Exact's stock"),
-        )),
-    )
+NOTES = {
+    "shop-to-exact": "the shop's orders booked in Exact; its products and customers as items and accounts",
+    "exact-to-shop": "the status of the shop's orders (delivered in Exact) and Exact's stock back to the shop",
+    "winstore-to-exact": "Winstore's articles as Exact items; its own orders booked in Exact",
+    "exact-to-winstore": "Exact's orders booked in Winstore, the status of Winstore's orders written back, and stock",
+    "winstore-to-bc": "Winstore's articles as BC items; its own orders booked in BC",
+    "winstore-customers-to-bc": "customers apart: Winstore's customer ids and article keys are both numbers",
+    "bc-to-winstore": "BC's orders booked in Winstore; an order of Winstore's released in BC completes it there",
+    "bc-stock-to-winstore": "BC's inventory, polled",
+    "exact-to-asperion-products": "Exact's items as Asperion articles",
+    "exact-to-asperion-orders": "Exact's orders in Asperion",
+    "asperion-to-exact-orders": "Asperion's orders in Exact",
+    "sq-to-exact": "Squarespace's orders booked in Exact (notifications, and a poll for missed ones)",
+    "exact-to-sq": "orders delivered in Exact fulfilled in Squarespace, and Exact's stock",
 }  # fmt: skip
-"""Every pair `koppel init` sets up, by the name `koppel demo --pair` knows it by."""
+"""What each integration of the pairs (gateway/pairs.py) does, as the file's comment says it."""
+
+EXTRA_FLOWS = {"exact-to-sq": ("stock",)}
+"""Flows the wizard offers beyond the demo's integrations (the demo leaves them out to stay short)."""
+
+OWN_CODES = frozenset({"vat_codes", "tax_areas", "payment_terms"})
+"""Mapping tables of codes each administration sets up itself (the demo's are its sandboxes'): the file
+leaves them to the user (its closing comment says where)."""
+
+
+def _spec(pair: Pair) -> PairSpec:
+    """A pair of the demo as the wizard sets it up: its systems in the order of the pair's name (flows
+    "there" from the first); an integration the demo feeds through an endpoint is fed by its system's webhooks."""
+    kinds = pair.name.split("-")
+    ids = {system.kind: system.id for system in pair.systems}
+    endpoints = {endpoint.id: endpoint.system for endpoint in pair.endpoints}
+    links = tuple(
+        Link(i.id, endpoints.get(i.source, i.source), i.target, i.flows + EXTRA_FLOWS.get(i.id, ()),
+             webhooks=i.source in endpoints, settings=i.settings, note=NOTES.get(i.id, ""),
+             tables={name: table for name, table in i.tables.items() if name not in OWN_CODES})
+        for i in pair.integrations
+    )  # fmt: skip
+    title = " ⇄ ".join(registry.get(kind).title for kind in kinds)
+    return PairSpec(pair.name, title, (ids[kinds[0]], ids[kinds[1]]), links)
+
+
+SYSTEM_KINDS = {system.id: system.kind for pair in PAIRS.values() for system in pair.systems}
+"""The id the wizard gives each kind's system (the demo's: a pair has one system of each of its two kinds)."""
+
+PAIR_SPECS: dict[str, PairSpec] = {name: _spec(pair) for name, pair in PAIRS.items()}
+"""Every pair `koppel init` sets up, by the name `koppel demo --pair` knows it by (gateway/pairs.py's `PAIRS`)."""
 
 
 def endpoint_id(system: str) -> str:
@@ -639,6 +644,7 @@ def _system(system: str, answers: Answers, public_url: str) -> Table:
     return entry
 
 
-__all__ = ["PAIR_SPECS", "STEPS", "SYSTEM_KINDS", "Answers", "Choice", "Invalid", "Link", "PairSpec", "Step",
-           "applicable", "check", "complete", "direction_flows", "endpoint_id", "env_names", "integrations", "is_oauth",
-           "next_step", "oauth_systems", "question", "render", "step_named", "title", "webhook_sources"]  # fmt: skip
+__all__ = ["EXTRA_FLOWS", "NOTES", "OWN_CODES", "PAIR_SPECS", "STEPS", "SYSTEM_KINDS", "Answers", "Choice", "Invalid",
+           "Link", "PairSpec", "Step", "applicable", "check", "complete", "direction_flows", "endpoint_id", "env_names",
+           "integrations", "is_oauth", "next_step", "oauth_systems", "question", "render", "step_named", "title",
+           "webhook_sources"]  # fmt: skip

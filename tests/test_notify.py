@@ -15,6 +15,7 @@ from gateway.cli import main
 from gateway.config import Config, parse_config
 from gateway.errors import ConfigError
 from workers.notifier import RETRY_ATTEMPTS, Dispatcher, url_problems
+from workers.pollers import note_poll_outcome, polled_streams, stream_polls
 
 ENV = {"WC": "wc-secret", "HOOK_URL": "json://koppel:hook-pa55@127.0.0.1:9/in", "EXACT_SECRET": "exact-secret"}
 T0 = 1_800_000_000.0
@@ -280,11 +281,10 @@ def test_a_polled_stream_without_success_for_too_long_is_a_stalled_poller(rconn,
     }, environ=ENV)  # fmt: skip
     run, recorder = dispatcher(rconn, config, clock)
     assert run.run().stalled == 0  # watching starts now
-    streams = list(rconn.scan_iter("koppel:notify:poll:exact:*"))
-    assert streams
-    stream = streams[0].decode().rsplit(":", 1)[1]
+    [stream, *_] = polled_streams(config)["exact"]
+    assert stream_polls(rconn, "exact")[stream].watched == clock.now
     clock.now += 300
-    rconn.hset(notify.poll_key("exact", stream), mapping={"failed_at": repr(clock.now), "error": "Exact answered 503"})
+    note_poll_outcome(rconn, "exact", stream, error="Exact answered 503", at=clock.now)
     assert run.run().stalled == 0
     clock.now += 301
     outcome = run.run()

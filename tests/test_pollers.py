@@ -20,7 +20,7 @@ from gateway.ingest import JOB_FUNC
 from tests.conftest import LiveServer, serve
 from workers import pollers, runtime
 from workers.inbox import pump_for
-from workers.pollers import cursor_key, last_polls, poll, poll_job_ids, read_cursor, schedule_polls
+from workers.pollers import cursor_key, last_polls, poll, poll_job_ids, read_cursor, schedule_polls, stream_polls
 from workers.worker import run_worker
 
 pytestmark = pytest.mark.integration
@@ -154,9 +154,13 @@ def test_a_crash_before_the_cursor_is_saved_rereads_the_page_without_duplicate_j
     assert len(env.event_jobs()) == 3  # the page was stored...
     assert env.cursor() == 0  # ...but its cursor was not
     assert len(env.queue.scheduled_job_registry.get_job_ids()) == 1  # a failed poll still schedules the next
+    failed = stream_polls(env.conn, SYSTEM)["SalesOrderHeaders"]  # for the notifier's stall check
+    assert failed.failed > 0 and failed.error == "unexpected RuntimeError" and failed.ok == failed.read == 0
 
     result = poll(SYSTEM, "SalesOrderHeaders")
     assert (result["records"], result["queued"], result["duplicates"]) == (3, 0, 3)
+    done = stream_polls(env.conn, SYSTEM)["SalesOrderHeaders"]
+    assert done.ok == done.read >= done.failed and done.scope == str(DIVISION)
     assert len(env.event_jobs()) == 3
     assert env.cursor() == int(result["cursor"]) > 0
     assert poll(SYSTEM, "SalesOrderHeaders")["records"] == 0

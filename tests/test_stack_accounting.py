@@ -25,7 +25,7 @@ QUEUE = "koppel-test"
 
 
 def entry(resource_id: str, outcome: str, job_id: str, at: float, reason: str = "") -> Activity:
-    return Activity("webshop-to-exact", "orders", "order.created", resource_id, outcome, at - 1, at, number=resource_id,
+    return Activity("shop-to-exact", "orders", "order.created", resource_id, outcome, at - 1, at, number=resource_id,
                     reason=reason, job_id=job_id, target_id="so-1" if outcome == "created" else "")  # fmt: skip
 
 

@@ -38,7 +38,7 @@ from gateway import keys, notify
 from gateway.config import Config, Integration
 from gateway.ingest import make_queue
 from workers import runtime
-from workers.pollers import polled_streams, schedule_chain
+from workers.pollers import StreamPolls, polled_streams, schedule_chain, stream_polls
 
 log = logging.getLogger("koppel.notify")
 
@@ -253,15 +253,14 @@ class Dispatcher:
             if not told:
                 continue
             limit = min(i.notify.poller_stalled_seconds for i in told if i.notify is not None)
+            polls = stream_polls(self.connection, system_id, watch=streams, now=now)
             for stream in streams:
-                key = notify.poll_key(system_id, stream)
-                self.connection.hsetnx(key, "watched_since", repr(now))
-                raw = {keys.text(k): keys.text(v) for k, v in self.connection.hgetall(key).items()}
-                good = max(float(raw.get("ok_at", 0) or 0), float(raw.get("watched_since", now)))
+                seen = polls.get(stream, StreamPolls(watched=now))
+                good = max(seen.ok, seen.watched)
                 if now - good <= limit:
                     continue
                 stalled += 1
-                error = raw.get("error", "") if float(raw.get("failed_at", 0) or 0) > good else ""
+                error = seen.error if seen.failed > good else ""
                 since = _when(good)
                 notify.record(
                     self.connection, "poller_stalled", f"stream {stream} has had no successful poll since {since}",

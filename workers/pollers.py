@@ -37,6 +37,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,7 +49,7 @@ from rq.job import JobStatus
 
 from connectors import registry
 from connectors.contract import Change, Source
-from gateway import keys, notify
+from gateway import keys
 from gateway.config import Config, System
 from gateway.envelope import Envelope, Event
 from gateway.errors import KoppelError, PermanentError, TransientError
@@ -123,22 +124,6 @@ def cursor_key(system_id: str, scope: str, stream: str) -> str:
     return keys.cursor(system_id, f"{scope}:{stream}" if scope else stream)
 
 
-def note_polled(connection: redis.Redis, system_id: str, scope: str, stream: str, at: float | None = None) -> None:
-    """Remember when the stream was last read in full (the web console's "last poll")."""
-    connection.hset(keys.polled(system_id), f"{scope}:{stream}" if scope else stream, str(at or time.time()))
-
-
-def last_polls(connection: redis.Redis, system_id: str) -> dict[str, float]:
-    """{"[scope:]stream": when it was last read in full (epoch s)} of a polled system."""
-    found: dict[str, float] = {}
-    for name, value in connection.hgetall(keys.polled(system_id)).items():
-        try:
-            found[keys.text(name)] = float(keys.text(value))
-        except ValueError:
-            continue
-    return found
-
-
 def read_cursor(connection: redis.Redis, key: str) -> str | None:
     raw = connection.get(key)
     return keys.text(raw) if raw is not None else None
@@ -161,6 +146,77 @@ def save_cursor(connection: redis.Redis, key: str, cursor: str) -> str:
                 return cursor
             except WatchError:
                 continue
+
+
+@dataclass(frozen=True)
+class StreamPolls:
+    """What `koppel:polled:{system}` holds of one stream (epoch seconds; 0 = never): `read` when a poll last
+    read it in full (of `scope`; the web console's "last poll"), `ok` its last success (a full read, or
+    skipped because every integration it feeds is switched off), `failed` its last failure and `error`
+    why, `watched` when the notifier's stall check first looked at it."""
+
+    read: float = 0.0
+    scope: str = ""
+    ok: float = 0.0
+    failed: float = 0.0
+    error: str = ""
+    watched: float = 0.0
+
+
+def _field(stream: str, name: str) -> str:
+    return f"{stream}:{name}"
+
+
+def note_polled(connection: redis.Redis, system_id: str, scope: str, stream: str, at: float | None = None) -> None:
+    """The stream was read in full (of `scope`): its last read and its last success."""
+    now = repr(at or time.time())
+    fields = {_field(stream, "read"): now, _field(stream, "scope"): scope, _field(stream, "ok"): now}
+    connection.hset(keys.polled(system_id), mapping=fields)  # type: ignore[arg-type]  # redis-py#2917
+
+
+def note_poll_outcome(connection: redis.Redis, system_id: str, stream: str, *, error: str | None,
+                      at: float | None = None) -> None:  # fmt: skip
+    """A poll's success without a read (nothing to read for) or its failure, for the notifier's stall
+    check (workers/notifier.py); never raises: the poll's own outcome matters more."""
+    now = repr(at or time.time())
+    fields = {_field(stream, "ok"): now} if error is None else {
+        _field(stream, "failed"): now, _field(stream, "error"): error[:300]}  # fmt: skip
+    try:
+        connection.hset(keys.polled(system_id), mapping=fields)  # type: ignore[arg-type]  # as above
+    except redis.RedisError as exc:
+        log.warning("poll %s %s: outcome not recorded (Redis: %s)", system_id, stream, type(exc).__name__)
+
+
+def stream_polls(connection: redis.Redis, system_id: str, *, watch: list[str] | None = None,
+                 now: float | None = None) -> dict[str, StreamPolls]:  # fmt: skip
+    """{stream: StreamPolls} of a polled system. `watch`: streams whose watching starts `now` unless it
+    started before (the notifier's stall check counts from then)."""
+    if watch:
+        with connection.pipeline(transaction=False) as pipe:
+            for stream in watch:
+                pipe.hsetnx(keys.polled(system_id), _field(stream, "watched"), repr(now or time.time()))
+            pipe.execute()
+    raw: dict[str, dict[str, str]] = {}
+    for name, value in connection.hgetall(keys.polled(system_id)).items():
+        stream, _, field_name = keys.text(name).rpartition(":")
+        if stream:
+            raw.setdefault(stream, {})[field_name] = keys.text(value)
+    return {stream: StreamPolls(_time(f, "read"), f.get("scope", ""), _time(f, "ok"), _time(f, "failed"),
+                                f.get("error", ""), _time(f, "watched"))
+            for stream, f in raw.items()}  # fmt: skip
+
+
+def _time(fields: dict[str, str], name: str) -> float:
+    try:
+        return float(fields.get(name) or 0)
+    except ValueError:
+        return 0.0
+
+
+def last_polls(connection: redis.Redis, system_id: str) -> dict[str, float]:
+    """{"[scope:]stream": when it was last read in full (epoch s)} of a polled system."""
+    return {(f"{p.scope}:{stream}" if p.scope else stream): p.read
+            for stream, p in stream_polls(connection, system_id).items() if p.read}  # fmt: skip
 
 
 # -- the job -----------------------------------------------------------------------------------------
@@ -244,11 +300,11 @@ def poll(system_id: str, stream: str) -> dict[str, Any]:
             summary = _read(rt, rt.source(system_id), system_id, stream)
     except Exception as exc:  # the stall check (workers/notifier.py) names the last failure
         error = str(exc) if isinstance(exc, KoppelError) else f"unexpected {type(exc).__name__}"
-        notify.poll_health(rt.connection, system_id, stream, error=error)
+        note_poll_outcome(rt.connection, system_id, stream, error=error)
         raise
     else:
-        if "pages" in summary or "every integration" in str(summary.get("skipped", "")):
-            notify.poll_health(rt.connection, system_id, stream, error=None)
+        if "every integration" in str(summary.get("skipped", "")):  # a full read noted its own success
+            note_poll_outcome(rt.connection, system_id, stream, error=None)
     finally:
         try:
             queue = make_queue(rt.connection, rt.config.gateway.queue)
