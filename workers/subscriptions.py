@@ -341,7 +341,7 @@ HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 """How long an operator's sync (the CLI's, the console's) waits for a system."""
 
 PUBLIC_URL_MISSING = ("gateway.public_url: required to manage webhooks (where systems reach this gateway, "
-                      "e.g. https://koppel.example)")
+                      "e.g. https://koppel.example)")  # fmt: skip
 """What to set when no public URL is configured (`koppel endpoints sync`, the console's Webhooks page)."""
 
 
