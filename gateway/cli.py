@@ -40,8 +40,6 @@ from gateway.redisserver import RedisChoice, resolve_redis
 if TYPE_CHECKING:
     from redis import Redis
 
-    from workers.subscriptions import Plan
-
 
 DEMO_DATA_DIR = ".koppel/demo"  # relative to the working directory: the repository under run.sh
 
@@ -327,13 +325,11 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
     import redis
 
     from connectors.contract import Context
-    from gateway.errors import AuthFailed, KoppelError, TransientError
-    from workers.subscriptions import managed_endpoints, sync_endpoint
+    from workers.subscriptions import HTTP_TIMEOUT, PUBLIC_URL_MISSING, managed_endpoints, plan_lines, sync_all
 
     config = _load(args)
     if config.gateway.public_url is None:
-        problem = "gateway.public_url: required to manage webhooks (where systems reach this gateway, e.g. https://koppel.example)"
-        raise ConfigError([problem], source=str(config_path(args.config)))
+        raise ConfigError([PUBLIC_URL_MISSING], source=str(config_path(args.config)))
     managed = managed_endpoints(config)
     if args.endpoint:
         managed = [m for m in managed if m.endpoint.id == args.endpoint]
@@ -347,37 +343,23 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
     # records nothing (no activity, no polls).
     choice = _redis(args)
     redis_connection = redis.Redis.from_url(choice.url)
-    connection = None if args.dry_run else redis_connection
-    plans: list[Plan] = []
-    failures: list[str] = []
     try:
-        with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as http:
+        with httpx.Client(timeout=HTTP_TIMEOUT) as http:
             context = Context(http=http, redis=redis_connection)
-            for item in managed:
-                try:
-                    plans.append(sync_endpoint(config, item, context, connection=connection, dry_run=args.dry_run))
-                except AuthFailed as exc:  # the connector's message names the fix (keys, write permission)
-                    failures.append(f"endpoint {item.endpoint.id}: {item.system.id} refused Koppel's keys: {exc}")
-                except TransientError as exc:  # unreachable, 5xx, timeouts: where it was looked for, and what to check
-                    failures.append(
-                        f"endpoint {item.endpoint.id}: {item.system.id} could not be reached at "
-                        f"{item.system.base_url}: {exc}; check systems.{item.system.id}.base_url and that the shop "
-                        "answers, then run this again"
-                    )
-                except KoppelError as exc:
-                    failures.append(f"endpoint {item.endpoint.id}: {item.system.id} could not be synced: {exc}")
+            report = sync_all(config, managed, context, connection=None if args.dry_run else redis_connection,
+                              dry_run=args.dry_run)  # fmt: skip
     finally:
         redis_connection.close()
         choice.stop()
     if args.json:
-        print(json.dumps({"dry_run": args.dry_run, "endpoints": [p.as_dict() for p in plans], "failures": failures},
-                         indent=2))  # fmt: skip
+        print(json.dumps({"dry_run": args.dry_run, "endpoints": [p.as_dict() for p in report.plans],
+                          "failures": report.failures}, indent=2))  # fmt: skip
     else:
-        for done in plans:
-            _print_plan(done, dry_run=args.dry_run)
-    for failure in failures:
+        for done in report.plans:
+            print("\n".join(plan_lines(done, dry_run=args.dry_run)))
+    for failure in report.failures:
         print(f"koppel: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    return 1 if report.failures else 0
 
 
 def cmd_endpoints_hooks(args: argparse.Namespace) -> int:
@@ -388,7 +370,7 @@ def cmd_endpoints_hooks(args: argparse.Namespace) -> int:
 
     from connectors.contract import Context, Unsupported
     from gateway.errors import KoppelError
-    from workers.subscriptions import managed_endpoints
+    from workers.subscriptions import HTTP_TIMEOUT, managed_endpoints
 
     config = _load(args)
     managed = next((m for m in managed_endpoints(config) if m.endpoint.id == args.endpoint), None)
@@ -400,7 +382,7 @@ def cmd_endpoints_hooks(args: argparse.Namespace) -> int:
     connection = redis.Redis.from_url(choice.url)
     failures = 0
     try:
-        with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as http:
+        with httpx.Client(timeout=HTTP_TIMEOUT) as http:
             hooks = managed.webhooks(managed.system, Context(http=http, redis=connection))
             ours = [sub for sub in hooks.current() if sub.url == url]
             if not ours:
@@ -424,26 +406,6 @@ def cmd_endpoints_hooks(args: argparse.Namespace) -> int:
         connection.close()
         choice.stop()
     return 1 if failures else 0
-
-
-def _print_plan(plan: Plan, *, dry_run: bool) -> None:
-    from workers.subscriptions import CHANGES
-
-    others = f"; {plan.others} other webhook(s) on {plan.system} left alone" if plan.others else ""
-    print(f"endpoint {plan.endpoint} → {plan.url} (system {plan.system}){others}")
-    if dry_run:
-        for action in plan.actions:
-            print(f"  {'would ' if action.kind in CHANGES else ''}{action.describe()}")
-        print("  in sync: nothing to do" if plan.in_sync else f"  dry run: {len(plan.changes)} change(s) not made")
-        return
-    for action in plan.actions:
-        if action.kind in ("keep", "paused"):
-            print(f"  {action.describe()}")
-    for done in plan.done:
-        print(f"  {done}")
-    for job_id in plan.polls:
-        print(f"  reconciliation poll queued: {job_id}")
-    print("  in sync: nothing to do" if plan.in_sync else f"  done: {len(plan.done)} change(s)")
 
 
 def connectors_table() -> list[dict[str, object]]:

@@ -86,6 +86,7 @@ def test_the_steps_as_forms_make_the_file_koppel_init_makes(console, monkeypatch
     assert toml == wizard.render(expected)
     assert "koppel connect exact --config koppel.toml" in page.text
     assert "koppel endpoints sync --config koppel.toml" in page.text
+    assert re.search(r'<p id="setup-webhooks">.*?<a href="/console/webhooks">Webhooks</a>', page.text)
     download = console.post("/console/setup", data={**form_of(page.text, "setup-download"), "download": "1"})
     assert download.status_code == 200
     assert download.headers["content-disposition"] == 'attachment; filename="koppel.toml"'

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import httpx
 import redis
 from rq import get_current_job
 
@@ -46,7 +47,7 @@ from connectors.contract import Context, Subscription, Webhooks
 from gateway import keys, notify
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Config, Endpoint, System
-from gateway.errors import ConfigError, KoppelError, PermanentError
+from gateway.errors import AuthFailed, ConfigError, KoppelError, PermanentError, TransientError
 from gateway.ingest import make_queue
 from workers import runtime
 from workers.pollers import poll_now, polled_streams, schedule_chain
@@ -336,6 +337,62 @@ def _apply_one(hooks: Webhooks, managed: Managed, plan_: Plan, action: Action) -
     return f"deleted webhook {sub.id} ({sub.topic}): {action.reason}", sub.id, None
 
 
+HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+"""How long an operator's sync (the CLI's, the console's) waits for a system."""
+
+PUBLIC_URL_MISSING = ("gateway.public_url: required to manage webhooks (where systems reach this gateway, "
+                      "e.g. https://koppel.example)")  # fmt: skip
+"""What to set when no public URL is configured (`koppel endpoints sync`, the console's Webhooks page)."""
+
+
+@dataclass
+class SyncReport:
+    """`sync_all`'s outcome: a plan per endpoint reached, and one sentence per endpoint that failed."""
+
+    plans: list[Plan]
+    failures: list[str]
+
+
+def sync_all(
+    config: Config, managed: Iterable[Managed], context: Context, *, connection: redis.Redis | None,
+    dry_run: bool = False,
+) -> SyncReport:  # fmt: skip
+    """`sync_endpoint` for each endpoint; a system that refuses Koppel's keys or cannot be reached is one
+    sentence naming the fix, and the other endpoints are synced still."""
+    report = SyncReport([], [])
+    for item in managed:
+        endpoint, system = item.endpoint.id, item.system.id
+        try:
+            report.plans.append(sync_endpoint(config, item, context, connection=connection, dry_run=dry_run))
+        except AuthFailed as exc:  # the connector's message names the fix (keys, write permission)
+            report.failures.append(f"endpoint {endpoint}: {system} refused Koppel's keys: {exc}")
+        except TransientError as exc:  # unreachable, 5xx, timeouts: where it was looked for, and what to check
+            report.failures.append(
+                f"endpoint {endpoint}: {system} could not be reached at {item.system.base_url}: {exc}; check "
+                f"systems.{system}.base_url and that the shop answers, then run this again"
+            )
+        except KoppelError as exc:
+            report.failures.append(f"endpoint {endpoint}: {system} could not be synced: {exc}")
+    return report
+
+
+def plan_lines(plan_: Plan, *, dry_run: bool) -> list[str]:
+    """A plan as the operator reads it (the CLI prints these lines, the console shows them): what a dry
+    run would do, or what was done."""
+    others = f"; {plan_.others} other webhook(s) on {plan_.system} left alone" if plan_.others else ""
+    lines = [f"endpoint {plan_.endpoint} → {plan_.url} (system {plan_.system}){others}"]
+    if dry_run:
+        lines += [f"  {'would ' if a.kind in CHANGES else ''}{a.describe()}" for a in plan_.actions]
+        pending = f"  dry run: {len(plan_.changes)} change(s) not made"
+        lines.append("  in sync: nothing to do" if plan_.in_sync else pending)
+        return lines
+    lines += [f"  {a.describe()}" for a in plan_.actions if a.kind in ("keep", "paused")]
+    lines += [f"  {done}" for done in plan_.done]
+    lines += [f"  reconciliation poll queued: {job_id}" for job_id in plan_.polls]
+    lines.append("  in sync: nothing to do" if plan_.in_sync else f"  done: {len(plan_.done)} change(s)")
+    return lines
+
+
 def sync_endpoint(
     config: Config, managed: Managed, context: Context, *, connection: redis.Redis | None, dry_run: bool = False
 ) -> Plan:
@@ -344,7 +401,7 @@ def sync_endpoint(
     A KoppelError from the system (unreachable, keys refused) goes up, after what was done is kept."""
     url = config.gateway.webhook_url(managed.endpoint.id)
     if url is None:
-        raise ConfigError(["gateway.public_url: required to manage webhooks (where systems reach this gateway)"])
+        raise ConfigError([PUBLIC_URL_MISSING])
     hooks = managed.webhooks(managed.system, context)
     current = hooks.current()
     result = plan(managed.endpoint.id, managed.system.id, url, hooks.topics(managed.flows), current,
@@ -435,14 +492,19 @@ def check(endpoint_id: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "HTTP_TIMEOUT",
+    "PUBLIC_URL_MISSING",
     "Action",
     "Managed",
     "Plan",
+    "SyncReport",
     "check",
     "check_job_ids",
     "managed_endpoints",
     "plan",
+    "plan_lines",
     "schedule_checks",
     "subscription_name",
+    "sync_all",
     "sync_endpoint",
 ]

@@ -1,5 +1,6 @@
 """The web console at /console/: integrations with their health, activity with payloads, failed work
-with replay, mappings with previews, OAuth consent buttons. Server-rendered (Jinja2), plain forms.
+with replay, mappings with previews, OAuth consent buttons, the systems' webhooks synced. Server-rendered
+(Jinja2), plain forms.
 
 Security: the operator logs in with the gateway's admin token (`gateway.admin_token`) and gets a
 signed, expiring session cookie (HttpOnly, SameSite=Strict, Secure over https; console/session.py).
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+import httpx
 import redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from connectors.contract import Context
 from gateway import keys, mapview, snapshots
 from gateway.activity import ActivityLog
 from gateway.config import FLOWS, Config, Integration
@@ -45,6 +48,7 @@ from transforms.errors import MappingError, MappingSpecError
 from transforms.integration import build_mapping, effective_mapping
 from transforms.spec import render_toml
 from workers.jobs import flow_of
+from workers.subscriptions import HTTP_TIMEOUT, PUBLIC_URL_MISSING, managed_endpoints, plan_lines, sync_all
 from workers.switches import switch_off, switch_on
 
 __all__ = ["console_app"]
@@ -482,6 +486,41 @@ async def connect(request: Request, console: Console, form: Form, session: str) 
     return RedirectResponse(url, 303)
 
 
+# -- webhooks -----------------------------------------------------------------------------------------------------
+
+
+STATES = {"keep": "in sync", "create": "would create", "enable": "would re-activate", "update": "would repair",
+          "renew": "would renew", "delete": "would delete", "paused": "paused: left so"}  # fmt: skip
+"""A dry run's step per topic, as the Webhooks page names it."""
+
+
+def sync_webhooks(config: Config, connection: redis.Redis, *, dry_run: bool) -> dict[str, Any]:
+    """What `koppel endpoints sync` (with `dry_run`: `--dry-run`) says, for the Webhooks page: each endpoint's
+    plan as the CLI's lines, the failures as its sentences. One HTTP client for the whole operator action."""
+    managed = managed_endpoints(config)
+    out: dict[str, Any] = {"dry_run": dry_run, "plans": [], "failures": [], "missing": "", "managed": len(managed)}
+    if config.gateway.public_url is None:
+        out["missing"] = PUBLIC_URL_MISSING
+        return out
+    if not managed:
+        return out
+    with httpx.Client(timeout=HTTP_TIMEOUT) as http:  # a dry run records nothing: no activity, no polls
+        report = sync_all(config, managed, Context(http=http, redis=connection),
+                          connection=None if dry_run else connection, dry_run=dry_run)  # fmt: skip
+    out["plans"] = [{"plan": p, "lines": plan_lines(p, dry_run=dry_run),
+                     "rows": [(a.topic, a.kind, STATES[a.kind], a.describe()) for a in p.actions]}
+                    for p in report.plans]  # fmt: skip
+    out["failures"] = report.failures
+    return out
+
+
+async def webhooks(request: Request, console: Console, form: Form, session: str) -> Response:
+    """GET: what syncing would do (a dry run); POST: sync, and what was done."""
+    dry_run = request.method != "POST"
+    found = await asyncio.to_thread(sync_webhooks, console.config, console.connection, dry_run=dry_run)
+    return console.page(request, "webhooks.html", session=session, title="Webhooks", **found)
+
+
 # -- the app ----------------------------------------------------------------------------------------------------
 
 
@@ -514,6 +553,8 @@ def console_app(config: Config, connection: redis.Redis, *, snapshot_ttl: int = 
         Route("/integrations/{integration}/mappings/{flow}", g(mapping), methods=["GET"]),
         Route("/integrations/{integration}/mappings/{flow}", g(mapping, post=True), methods=["POST"]),
         Route("/connect/{system}", g(connect, post=True), methods=["POST"]),
+        Route("/webhooks", g(webhooks), methods=["GET"]),
+        Route("/webhooks", g(webhooks, post=True), methods=["POST"]),
         Route("/setup", g(setup), methods=["GET"]),
         Route("/setup", g(setup, post=True), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),

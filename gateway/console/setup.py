@@ -96,7 +96,8 @@ def _view(found: Walk) -> dict[str, Any]:
     if wizard.webhook_sources(answers):
         commands.append("koppel endpoints sync --config koppel.toml")
     values.update(toml=text, problems=wizard.check(text, answers), pair_title=pair.title, commands=commands,
-                  variables=list(wizard.env_names(answers).items()))  # fmt: skip
+                  variables=list(wizard.env_names(answers).items()),
+                  webhooks=bool(wizard.webhook_sources(answers)))  # fmt: skip
     return values
 
 
