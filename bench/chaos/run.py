@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -53,6 +53,7 @@ from rq.registry import FailedJobRegistry
 
 from bench.chaos.report import Experiment, Row, delivery_row, duplicates, exit_status, peak_mb, status_counts, table
 from connectors.woocommerce.wordpress import webhook_signature
+from gateway.config import GatewaySettings
 from gateway.stack import Stack, StackOptions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,14 +85,19 @@ class Sizes:
     replay_orders: int = 60
     replays: int = 20
     crosssite_orders: int = 12
-    slow_s: float = 30.0
-    flood: int = 1000
+    slow_s: float = 40.0
+    """How long slowloris and the slow body dribble before the bench calls them not cut off."""
+    flood: int = 1200
     settle_s: float = 90.0
+    parallel_headers: int = 4
+    limits: dict[str, Any] = field(default_factory=dict)
+    """`[gateway]` request limits set where the gateway knows them (`known_settings`); none: its defaults."""
 
 
 FULL = Sizes()
-SHORT = Sizes(outage_stream_s=10.0, outage_s=5.0, kill_orders=60, kill_window_s=8.0, replay_orders=16, replays=5,
-              crosssite_orders=8, slow_s=12.0, flood=300, settle_s=30.0)  # fmt: skip
+SHORT = Sizes(outage_stream_s=8.0, outage_s=5.0, kill_orders=50, kill_window_s=5.0, replay_orders=16, replays=5,
+              crosssite_orders=8, slow_s=10.0, flood=300, settle_s=20.0, parallel_headers=2,
+              limits={"header_timeout_seconds": 3, "body_timeout_seconds": 3, "max_connections": 200})  # fmt: skip
 
 
 # -- memory ---------------------------------------------------------------------------------------------
@@ -213,11 +219,17 @@ def wait_deliveries_sent(stack: Stack, timeout: float = 20) -> None:
 # -- stacks ---------------------------------------------------------------------------------------------
 
 
+def known_settings(wanted: dict[str, Any]) -> dict[str, Any]:
+    """Those of `wanted` that the gateway's config knows (`[gateway]` refuses unknown names): request limits
+    that a Koppel without them cannot take."""
+    return {name: value for name, value in wanted.items() if name in GatewaySettings.model_fields}
+
+
 @contextmanager
-def stack_for(workdir: Path, name: str, *, workers: int = 2, missing: bool = False) -> Iterator[Stack]:
+def stack_for(workdir: Path, name: str, sizes: Sizes, *, workers: int = 2, missing: bool = False) -> Iterator[Stack]:
+    gateway = {"admin_token": f"env:{ADMIN_ENV}", **known_settings(sizes.limits)}
     options = StackOptions(data_dir=workdir / name, workers=workers, exact_rate_limits=False,
-                           missing_skus=(MISSING_SKU,) if missing else (),
-                           gateway={"admin_token": f"env:{ADMIN_ENV}"})  # fmt: skip
+                           missing_skus=(MISSING_SKU,) if missing else (), gateway=gateway)  # fmt: skip
     started = time.monotonic()
     with Stack(options) as stack:
         say(f"{name}: stack started in {time.monotonic() - started:.1f} s (gateway {stack.gateway_url})")
@@ -587,7 +599,7 @@ def exp_slow(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
     with Sampler(stack, interval=0.02) as sampler:
         time.sleep(0.3)
         baseline = peak_mb(sampler.gateway)
-        for parallel in (1, 4):
+        for parallel in (1, sizes.parallel_headers):
             mark = sampler.mark
             started = time.monotonic()
             with ThreadPoolExecutor(parallel) as pool:
@@ -640,7 +652,9 @@ def exp_slow(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
                                          f"in {took:.1f} s; after: {after}"), mark))  # fmt: skip
         if after != 200:
             exp.broken.append(f"after a flood of {len(opened)} connections /healthz answered {after}")
-    exp.notes.append(f"gateway at rest: {baseline:.0f} MB")
+    limits = known_settings(sizes.limits)
+    shown = ", ".join(f"{k} {v}" for k, v in limits.items()) or "none (the gateway's defaults)"
+    exp.notes.append(f"gateway at rest: {baseline:.0f} MB; request limits set by the bench: {shown}")
 
 
 # -- 6. OAuth state reuse ------------------------------------------------------------------------------
@@ -767,13 +781,15 @@ def run_all(names: list[str], sizes: Sizes, workdir: Path) -> list[Experiment]:
 
     for name in own:
         try:
-            with stack_for(workdir, name, **{k: v for k, v in EXPERIMENTS[name][2].items() if k != "shared"}) as stack:
+            with stack_for(
+                workdir, name, sizes, **{k: v for k, v in EXPERIMENTS[name][2].items() if k != "shared"}
+            ) as stack:
                 attempt(name, stack)
         except RuntimeError as exc:  # the stack did not start
             done.append(Experiment(name, EXPERIMENTS[name][0], error=f"the stack did not start: {exc}"))
     if shared:
         try:
-            with stack_for(workdir, "shared", missing=True) as stack:
+            with stack_for(workdir, "shared", sizes, missing=True) as stack:
                 for name in shared:
                     attempt(name, stack)
         except RuntimeError as exc:
