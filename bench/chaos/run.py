@@ -141,8 +141,8 @@ class Sampler:
 
     def fill(self, row: Row, since: int = 0) -> Row:
         """The row's peak memory from the samples taken since sample number `since`."""
-        row.gateway_mb = peak_mb(self.gateway[since:])
-        row.workers_mb = peak_mb(self.workers[since:])
+        row.gateway_mb = peak_mb(self.gateway[since:] or self.gateway[-1:])  # a case quicker than a sample: the last
+        row.workers_mb = peak_mb(self.workers[since:] or self.workers[-1:])
         return row
 
     @property
