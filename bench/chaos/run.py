@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import redis
@@ -668,9 +668,23 @@ def exp_oauth(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
         """Start the consent in the console as the browser; the authorize URL at Exact (with its state)."""
         page = browser.get(f"{stack.gateway_url}/console/")
         answer = browser.post(f"{stack.gateway_url}/console/connect/exact", data={"csrf": csrf_of(page.text)})
-        if answer.status_code not in (302, 303) or "location" not in answer.headers:
-            raise RuntimeError(f"the console's connect answered {answer.status_code}, not a redirect to Exact")
-        return str(answer.headers["location"])
+        if answer.status_code not in (302, 303, 307) or "location" not in answer.headers:
+            raise RuntimeError(f"the console's connect answered {answer.status_code}, not a redirect")
+        return to_exact(str(answer.headers["location"]))
+
+    def to_exact(location: str) -> str:
+        """Follow the browser's redirects to Exact's authorize URL. A step on another host than Exact's is
+        the gateway's (its public address is the redirect URI's host, which the stack cannot listen on)."""
+        exact = urlsplit(stack.url("exact")).netloc
+        for _ in range(5):
+            step = urlsplit(location)
+            if step.netloc == exact:
+                return location
+            answer = browser.get(f"{stack.gateway_url}{step.path}" + (f"?{step.query}" if step.query else ""))
+            if answer.status_code not in (302, 303, 307) or "location" not in answer.headers:
+                raise RuntimeError(f"{step.path} answered {answer.status_code}, not a redirect on to Exact")
+            location = urljoin(f"{stack.gateway_url}{step.path}", str(answer.headers["location"]))
+        raise RuntimeError("more than 5 redirects before Exact's consent")
 
     def approve(authorize: str) -> str:
         """Exact approves at once; the callback's path and query as the browser would be sent to it."""
@@ -681,16 +695,21 @@ def exp_oauth(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
         return f"{target.path}?{target.query}"
 
     def callback(case: str, path: str, client: httpx.Client, *, refused: bool) -> None:
+        mark = sampler.mark
         answer = client.get(f"{stack.gateway_url}{path}")
         _, acked, server, other = status_counts([answer.status_code])
-        exp.rows.append(Row(case, 1, acked, 0, 0, server, other, note=f"answered {answer.status_code}: "
-                            f"{answer.text.strip()[:90]}"))  # fmt: skip
+        exp.rows.append(sampler.fill(Row(case, 1, acked, 0, 0, server, other, note=f"answered {answer.status_code}: "
+                                         f"{answer.text.strip()[:90]}"), mark))  # fmt: skip
+        if not refused and not acked:
+            raise RuntimeError(f"the consent's first callback answered {answer.status_code}: no consent to reuse")
         if refused and answer.status_code < 400:
             exp.broken.append(f"{case}: answered {answer.status_code}, the tokens replaced")
         if server:
             exp.broken.append(f"{case}: answered {answer.status_code}")
 
+    sampler = Sampler(stack)
     try:
+        sampler.__enter__()
         if not console_login(stack, browser):
             raise RuntimeError("could not log in to the console")
         authorize = consent()
@@ -703,6 +722,7 @@ def exp_oauth(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
         other = approve(consent())
         callback("callback without the browser's cookie", other, stranger, refused=True)
     finally:
+        sampler.__exit__()
         browser.close()
         stranger.close()
 
