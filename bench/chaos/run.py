@@ -31,6 +31,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -393,7 +394,7 @@ def exp_kills(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
         f"{kills} SIGKILLs over {sizes.kill_window_s:g} s, each worker restarted; waited {waited:.0f} s for the "
         f"bookings; orders never booked: {len(never)}",
         f"jobs held by a killed worker: {len(taken)}; done again after (s): "
-        + (f"max {waits[-1]:.1f}, median {waits[len(waits) // 2]:.1f}, over 10 s: {len(slow)}" if waits else "-")
+        + (f"max {waits[-1]:.1f}, median {statistics.median(waits):.1f}, over 10 s: {len(slow)}" if waits else "-")
         + (f"; still not done at the end: {pending}" if pending else ""),
         f"workers that exited on their own: {exits}",
     ]
@@ -517,7 +518,11 @@ def exp_crosssite(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
             settle_all(stack, placed, sizes.settle_s)
         probe("cross-site POST requeue (Bearer)", "POST", f"/ops/rq/requeue/{queue}",
               {**cross, "Authorization": f"Bearer {admin_token()}"})  # fmt: skip
-        if logged_in:
+        if logged_in:  # a browser with a console session (the operator pages' login once #13 is fixed)
+            probe("GET requeue (cookie)", "GET", f"/ops/rq/requeue/{queue}", {}, browser)
+            probe(
+                "cross-site POST empty failed (cookie)", "POST", f"/ops/rq/queue/{queue}/failed/empty", cross, browser
+            )
             integration = stack.pair.integration
             probe("cross-site POST console switch (cookie)", "POST", f"/console/integrations/{integration}/switch",
                   cross, browser)  # fmt: skip
