@@ -311,3 +311,36 @@ def test_the_setup_wizard_walks_to_a_config_that_passes_the_check(bare_browser):
     assert "koppel connect exact --config koppel.toml" in commands
     assert "koppel endpoints sync --config koppel.toml" in commands
     browser.shot("finished")
+
+
+def test_the_queue_dashboard_opens_through_the_console_login_and_works_under_its_csp(browser, env):
+    """rq-dashboard (its inline scripts, underscore's templates, bootstrap) renders under the operator pages'
+    CSP, and its own POST (empty a queue) passes the same-origin check."""
+    queue = make_queue(env.conn, "koppel")
+    parked = queue.enqueue("workers.jobs.process_event", {"not": "an envelope"})
+    browser.open("/ops/rq/")
+    browser.find("form#login")  # no session: the console's login, which then brings the browser back
+    assert browser.path == "/console/login?next=/ops/rq/"
+    browser.fill("form#login input[name=token]", TOKEN)
+    browser.follow("form#login button[name=login]")
+    assert browser.path == "/ops/rq/"
+    queues = browser.wait_for_text("koppel", "table#queues tbody tr[data-role=queue]")  # drawn by the page's scripts
+    assert "Loading" not in browser.find("table#queues").text
+    assert browser.driver.execute_script("return typeof jQuery === 'function' && typeof _ === 'function'")
+    navbar = browser.driver.execute_script(
+        "return getComputedStyle(document.querySelector('#navbar-dashboard')).display")  # fmt: skip
+    assert navbar == "flex"  # bootstrap's stylesheet applies
+    browser.shot("dashboard")
+    assert queues.find_element(By.CSS_SELECTOR, "td").text == "koppel"
+
+    browser.open("/ops/rq/0/view/jobs/koppel/queued/8/asc/1")
+    browser.wait_for_text(parked.id, "table#jobs")
+    browser.click("#empty-btn")
+    browser.wait(lambda driver: driver.find_element(By.ID, "confirmation-modal-yes").is_displayed(), "the modal")
+    browser.click("#confirmation-modal-yes")
+    browser.wait(lambda driver: queue.count == 0, "the queue emptied by the dashboard's own POST")
+    browser.shot("emptied")
+
+    browser.open("/console/")
+    link = browser.find("a#nav-queues")
+    assert link.get_attribute("href").endswith("/ops/rq/")
