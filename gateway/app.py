@@ -51,7 +51,7 @@ from gateway.errors import (
 )
 from gateway.ingest import Accepted, Draft, Ingestor
 from gateway.metrics import EndpointCounters, Metrics
-from gateway.oauth import CALLBACK_PATH, LEGACY_CALLBACK_PATH, oauth_callback
+from gateway.oauth import CALLBACK_PATH, LEGACY_CALLBACK_PATH, START_PATH, oauth_callback, oauth_start
 from gateway.ops import OperatorGuard, dashboard_app
 from handlers import Handler, Incoming, Outcome, handler_for
 
@@ -222,6 +222,7 @@ def create_app(config: Config, redis_url: str) -> Gateway:
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route(LEGACY_CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
             Route(CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
+            Route(START_PATH, oauth_start(config, connection), methods=["GET"]),
             Mount(
                 "/ops",
                 app=OperatorGuard(

@@ -39,7 +39,7 @@ from gateway.console.setup import setup
 from gateway.envelope import Envelope
 from gateway.errors import KoppelError
 from gateway.model import NormaliseError
-from gateway.oauth import consent_url
+from gateway.oauth import start_url
 from gateway.replay import replay
 from transforms.errors import MappingError, MappingSpecError
 from transforms.integration import build_mapping, effective_mapping
@@ -498,7 +498,7 @@ async def connect(request: Request, console: Console, form: Form, session: str) 
                                f"{system_id!r} is not a system of an integration that needs consent.",
                                session=session)  # fmt: skip
     try:
-        url = consent_url(console.config, system_id)
+        url = start_url(console.config, system_id)  # the gateway's start: binds the consent to this browser
     except KoppelError as exc:
         return console.message(request, 400, "Cannot start the consent", str(exc), session=session)
     return RedirectResponse(url, 303)
