@@ -344,3 +344,41 @@ def test_the_queue_dashboard_opens_through_the_console_login_and_works_under_its
     browser.open("/console/")
     link = browser.find("a#nav-queues")
     assert link.get_attribute("href").endswith("/ops/rq/")
+
+
+def test_connect_in_the_console_goes_through_the_gateways_start_and_binds_the_consent_to_this_browser(
+    request: pytest.FixtureRequest, chromium_driver, redis_url: str, rconn: redis.Redis
+):
+    """Connect: the console → the gateway's one-use start (the binding cookie) → Exact's consent → the callback,
+    which stores the tokens because this browser brings the cookie; the same callback again is refused."""
+    from connectors.exactonline.auth import TokenStore
+    from connectors.exactonline.sandbox import create_sandbox
+    from gateway.redisserver import free_port
+
+    exact = serve(create_sandbox(), name="Exact Online sandbox")  # approves at once, any redirect URI
+    port = free_port()
+    system = pairs.exact_system(exact.url, redirect_uri=f"http://127.0.0.1:{port}/oauth/exact/callback")
+    config = parse_config(
+        {"gateway": {"admin_token": "env:ADMIN_TOKEN"}, "endpoints": [{"id": "shop", "kind": "woocommerce",
+         "secret": "env:WC_SECRET"}], "systems": [system],
+         "integrations": [{"id": SHOP, "source": "shop", "target": "exact", "flows": ["orders"]}]},
+        environ=pairs.ENV | {"WC_SECRET": "s"},
+    )  # fmt: skip
+    gateway = serve(create_app(config, redis_url), port=port, name="gateway")
+    try:
+        for browser in browser_at(request, chromium_driver, gateway.url):
+            log_in(browser)
+            browser.follow('form.connect button[name=connect][value="exact"]')
+            assert "Koppel is connected to Exact Online for system 'exact'" in browser.find("body").text
+            callback = browser.driver.current_url
+            assert callback.startswith(f"http://127.0.0.1:{port}/oauth/exact/callback?code=")
+            browser.shot("connected")
+            tokens = TokenStore(rconn, "exact").load()
+            assert tokens is not None
+            assert not [c for c in browser.driver.get_cookies() if c["name"].startswith("koppel_oauth_")]
+            browser.driver.get(callback)  # the same state again
+            assert "completed already" in browser.find("body").text
+            assert TokenStore(rconn, "exact").load() == tokens
+    finally:
+        gateway.stop()
+        exact.stop()
