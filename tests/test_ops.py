@@ -11,6 +11,7 @@ from rq.serializers import JSONSerializer
 
 from gateway.app import create_app
 from gateway.cli import main
+from gateway.errors import ConfigError
 from tests.conftest import SECRETS, make_config, serve
 
 pytestmark = pytest.mark.integration
@@ -192,6 +193,11 @@ def test_operator_routes_are_off_without_an_admin_token(http):
     response = http.get("/ops/rq/", headers=basic("anything"))
     assert response.status_code == 403
     assert "admin_token" in response.json()["message"]
+
+
+def test_metrics_auth_without_an_admin_token_is_a_config_problem():
+    with pytest.raises(ConfigError, match=r"metrics_auth = true needs gateway\.admin_token"):
+        make_config(metrics_auth=True)
 
 
 def test_metrics_are_open_by_default(ops):
