@@ -28,6 +28,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import quote, urlsplit
 
+import redis
 from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -134,7 +135,11 @@ class OperatorGuard:
                 return _refused(401, "unauthorized", "the Bearer token is not the gateway's admin token")
             by_session = False
         else:
-            if await self._session_of(request) is None:
+            try:
+                session = await self._session_of(request)
+            except (redis.RedisError, OSError):
+                return _refused(503, "unavailable", "Redis is unreachable: the session cannot be checked; retry soon")
+            if session is None:
                 if method in SAFE_METHODS:
                     root = scope.get("root_path", "").removesuffix("/ops")
                     return RedirectResponse(f"{root}{LOGIN_PATH}?next={quote(request.url.path, safe='/')}", 303)
@@ -150,8 +155,8 @@ class OperatorGuard:
                 why = "Origin, Sec-Fetch-Site or Referer of another site, or none"
                 return _refused(403, "cross_site", f"refused: a change must come from the gateway's own pages ({why})")
         elif STATE_CHANGING.match(inner):
-            return _refused(405, "method_not_allowed", f"{method} does not change anything here: POST from the "
-                            "dashboard's own page", {"Allow": "POST"})  # fmt: skip
+            return _refused(405, "method_not_allowed", f"{method} cannot change anything: this route takes a POST "
+                            "from the dashboard's own page", {"Allow": "POST"})  # fmt: skip
         return None
 
 
