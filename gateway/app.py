@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -39,7 +40,7 @@ from starlette.types import Receive, Scope, Send
 
 from connectors import issued, registry
 from gateway.config import Config, Endpoint
-from gateway.console import console_app
+from gateway.console import Console, console_app
 from gateway.errors import (
     BodyTooLarge,
     MalformedRequest,
@@ -50,8 +51,8 @@ from gateway.errors import (
 )
 from gateway.ingest import Accepted, Draft, Ingestor
 from gateway.metrics import EndpointCounters, Metrics
-from gateway.oauth import CALLBACK_PATH, LEGACY_CALLBACK_PATH, oauth_callback
-from gateway.ops import AdminAuth, dashboard_app
+from gateway.oauth import CALLBACK_PATH, LEGACY_CALLBACK_PATH, START_PATH, oauth_callback, oauth_start
+from gateway.ops import OperatorGuard, dashboard_app
 from handlers import Handler, Incoming, Outcome, handler_for
 
 log = logging.getLogger("koppel.gateway")
@@ -170,7 +171,14 @@ def create_app(config: Config, redis_url: str) -> Gateway:
             )
         return JSONResponse({"status": "ready", "redis": "ok"})
 
+    admin = settings.admin_token.get_secret_value().encode() if settings.admin_token is not None else b""
+
     async def metrics_endpoint(request: Request) -> Response:
+        if settings.metrics_auth:  # the config requires an admin token with it
+            scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), admin):
+                return _error(401, "unauthorized", "/metrics needs Authorization: Bearer <gateway.admin_token> "
+                              "(gateway.metrics_auth is on)", {"WWW-Authenticate": "Bearer"})  # fmt: skip
         body = await asyncio.to_thread(metrics.render)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -204,6 +212,7 @@ def create_app(config: Config, redis_url: str) -> Gateway:
             connection.close()
 
     receiver = WebhookReceiver(config, ingestor, metrics)
+    console = Console(config, connection, snapshot_ttl=config.retention.payloads)
     app = Gateway(
         receiver,
         routes=[
@@ -213,8 +222,14 @@ def create_app(config: Config, redis_url: str) -> Gateway:
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route(LEGACY_CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
             Route(CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
-            Mount("/ops", app=AdminAuth(dashboard_app(redis_url), settings.admin_token)),
-            Mount("/console", app=console_app(config, connection, snapshot_ttl=config.retention.payloads)),
+            Route(START_PATH, oauth_start(config, connection), methods=["GET"]),
+            Mount(
+                "/ops",
+                app=OperatorGuard(
+                    dashboard_app(redis_url), settings.admin_token, console.session_of, public_url=settings.public_url
+                ),
+            ),
+            Mount("/console", app=console_app(console)),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},

@@ -4,7 +4,7 @@
     koppel worker         an RQ worker on Koppel's queue (non-forking, scheduler on)
     koppel init [PATH]    write a config file step by step (the pair, its flows, settings; --yes for scripts)
     koppel config check   validate the config file (PATH or --config); every problem with its key path
-    koppel connect        start OAuth consent for a system (Exact Online, Asperion; prints the URL)
+    koppel connect        start OAuth consent for a system (Exact Online, Asperion; prints a one-use start URL)
     koppel replay         requeue failed jobs: --job ID, --integration ID or --all
     koppel activity       what an integration did with each event, with its job id (the activity log)
     koppel purge          remove now what `[retention]` no longer allows (the workers also do, on a schedule)
@@ -305,15 +305,17 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
+    from connectors.oauth import TICKET_MAX_AGE
     from gateway.errors import PermanentError
-    from gateway.oauth import consent_url
+    from gateway.oauth import start_url
 
     config = _load(args)
     try:
-        url = consent_url(config, args.legacy_system or args.system)
+        url = start_url(config, args.legacy_system or args.system)
     except PermanentError as exc:
         return _fail(str(exc))
-    print("Open this URL in a browser and approve; the system sends you back to the gateway, which stores the tokens:")
+    print(f"Open this URL (it works once, within {TICKET_MAX_AGE // 60} minutes) in the browser you will approve in; "
+          "the gateway sends you on to the system, which sends you back; the gateway stores the tokens:")  # fmt: skip
     print(url)
     return 0
 

@@ -135,6 +135,14 @@ class GatewaySettings(_Model):
     # The receiver's address as the systems reach it (behind a proxy: the proxy's); webhook subscriptions
     # Koppel manages point at {public_url}/webhooks/{endpoint id}. None: Koppel manages no subscriptions.
     public_url: PublicURL | None = None
+    # /metrics answers only requests carrying `Authorization: Bearer <admin_token>` (needs admin_token).
+    metrics_auth: bool = False
+
+    @model_validator(mode="after")
+    def _metrics_auth_needs_token(self) -> GatewaySettings:
+        if self.metrics_auth and self.admin_token is None:
+            raise ValueError("metrics_auth = true needs gateway.admin_token (the Bearer token /metrics asks for)")
+        return self
 
     def webhook_url(self, endpoint_id: str) -> str | None:
         """Where a system delivers the endpoint's webhooks, or None without a `public_url`."""

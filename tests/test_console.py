@@ -277,9 +277,12 @@ def test_the_integrations_page_shows_when_each_polled_stream_was_last_read(redis
             row = row_of(client.get("/console/").text, "exact-to-shop")
             assert re.search(r'class="polls">4242:SalesOrders: <span [^>]*title="[^"]+">5 min ago</span>', row), row
             consent = client.post("/console/connect/exact", data={"csrf": csrf_of(client.get("/console/").text)})
-            assert consent.status_code == 303
-            assert consent.headers["location"].startswith("https://start.exactonline.nl/api/oauth2/auth?")
-            assert "redirect_uri=https%3A%2F%2Fkoppel.example%2Foauth%2Fexact%2Fcallback" in consent.headers["location"]
+            assert consent.status_code == 303  # through the gateway's start, on the redirect URI's host
+            assert consent.headers["location"].startswith("https://koppel.example/oauth/exact/start?ticket=")
+            start = client.get(consent.headers["location"].replace("https://koppel.example", ""))
+            assert start.status_code == 303 and "koppel_oauth_" in start.headers["set-cookie"]
+            assert start.headers["location"].startswith("https://start.exactonline.nl/api/oauth2/auth?")
+            assert "redirect_uri=https%3A%2F%2Fkoppel.example%2Foauth%2Fexact%2Fcallback" in start.headers["location"]
     finally:
         live.stop()
 
@@ -294,7 +297,7 @@ def test_over_https_the_session_cookie_is_secure(redis_url):
 
     login, page = asyncio.run(main())
     assert login.status_code == 303
-    assert "Secure" in login.headers["set-cookie"] and "Path=/console" in login.headers["set-cookie"]
+    assert "Secure" in login.headers["set-cookie"] and "Path=/;" in login.headers["set-cookie"]  # /ops sees it too
     assert page.status_code == 200 and "<h1>Integrations</h1>" in page.text
 
 
