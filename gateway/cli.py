@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from connectors import registry
+from gateway import vault
 from gateway.activity import OUTCOMES
 from gateway.config import Config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
@@ -489,6 +490,12 @@ def cmd_integrations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret_key(args: argparse.Namespace) -> int:
+    """A new random key for KOPPEL_SECRET_KEY (gateway/vault.py)."""
+    print(vault.new_key())
+    return 0
+
+
 def cmd_connectors(args: argparse.Namespace) -> int:
     import json
 
@@ -618,6 +625,9 @@ def build_parser() -> argparse.ArgumentParser:
     integrations.add_argument("action", nargs="?", choices=["on"], help="on: switch the integration on again")
     integrations.add_argument("integration", nargs="?", help="the integration id (with `on`)")
     integrations.set_defaults(func=cmd_integrations)
+
+    key = sub.add_parser("secret-key", help=f"print a new key for {vault.KEY_VAR} (encrypts stored tokens)")
+    key.set_defaults(func=cmd_secret_key)
 
     kinds = sub.add_parser("connectors", help="list the system kinds Koppel connects: what each gives and takes")
     kinds.add_argument("--json", action="store_true", help="as JSON, for scripts")

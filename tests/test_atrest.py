@@ -1,0 +1,134 @@
+"""Secrets at rest (gateway/vault.py): stored OAuth tokens and issued webhook secrets encrypted with
+KOPPEL_SECRET_KEY, rotated with KOPPEL_SECRET_KEY_PREVIOUS, plain records migrated, a wrong or missing key
+named in one clear error."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from cryptography.fernet import Fernet, InvalidToken
+
+from connectors import issued
+from connectors.exactonline.auth import ENDPOINT, ExactAuth, ExactAuthError, OAuthApp, TokenStore
+from connectors.tokens import Tokens
+from gateway import cli, vault
+
+pytestmark = pytest.mark.integration
+
+KEY = "koppel:exact:tokens:exact"
+TOKENS = Tokens("access-SECRET", "refresh-SECRET", 4_000_000_000.0, 1_000.0)
+APP = OAuthApp("https://start.exactonline.test", "client-id", "client-SECRET", "https://koppel.test/oauth/exact")
+
+
+@pytest.fixture
+def key_a(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    key = vault.new_key()
+    monkeypatch.setenv(vault.KEY_VAR, key)
+    monkeypatch.delenv(vault.PREVIOUS_VAR, raising=False)
+    monkeypatch.setenv("KOPPEL_DATA_DIR", str(tmp_path / "data"))  # no key file there
+    return key
+
+
+def test_stored_tokens_are_not_readable_in_redis_and_open_with_the_key(rconn: redis.Redis, key_a: str):
+    TokenStore(rconn, "exact").save(TOKENS)
+    raw = rconn.get(KEY)
+    assert raw is not None and b"SECRET" not in raw
+    with pytest.raises(ValueError):
+        json.loads(raw)
+    assert json.loads(Fernet(key_a).decrypt(raw))["refresh_token"] == "refresh-SECRET"
+    assert TokenStore(rconn, "exact").load() == TOKENS
+
+
+def test_a_rotated_key_opens_old_records_and_rewrites_them_under_the_new_key(rconn, key_a, monkeypatch):
+    TokenStore(rconn, "exact").save(TOKENS)
+    key_b = vault.new_key()
+    monkeypatch.setenv(vault.KEY_VAR, key_b)
+    monkeypatch.setenv(vault.PREVIOUS_VAR, f"{vault.new_key()}, {key_a}")
+    assert TokenStore(rconn, "exact").load() == TOKENS
+    raw = rconn.get(KEY)
+    assert json.loads(Fernet(key_b).decrypt(raw))["access_token"] == "access-SECRET"
+    with pytest.raises(InvalidToken):
+        Fernet(key_a).decrypt(raw)
+    monkeypatch.delenv(vault.PREVIOUS_VAR)  # the old key can go once every record was read
+    assert TokenStore(rconn, "exact").load() == TOKENS
+
+
+def test_a_plain_json_record_is_read_once_and_written_back_encrypted(rconn, key_a):
+    rconn.set(KEY, TOKENS.to_json())
+    rconn.set(f"{KEY}:division", "42")
+    store = TokenStore(rconn, "exact")
+    assert store.load() == TOKENS
+    raw = rconn.get(KEY)
+    assert b"SECRET" not in raw and json.loads(Fernet(key_a).decrypt(raw)) == json.loads(TOKENS.to_json())
+    assert store.load() == TOKENS and store.load_division() == 42
+
+
+def test_the_migration_does_not_overwrite_tokens_stored_meanwhile(rconn, key_a):
+    plain = TOKENS.to_json()
+    rconn.set(KEY, "newer")  # another worker's refresh, stored between this one's read and its rewrite
+    vault.replace_if_unchanged(rconn, KEY, plain, "sealed")
+    assert rconn.get(KEY) == b"newer"
+
+
+def test_a_wrong_key_is_one_clear_error_naming_both_fixes(rconn, key_a, monkeypatch):
+    TokenStore(rconn, "exact").save(TOKENS)
+    monkeypatch.setenv(vault.KEY_VAR, vault.new_key())
+    with pytest.raises(vault.SecretUnreadable) as caught:
+        TokenStore(rconn, "exact").load()
+    message = str(caught.value)
+    assert "another key" in message and vault.KEY_VAR in message and "koppel connect exact" in message
+    # a worker's API call: the connector's auth error (no retry storm), and the operator is notified
+    auth = ExactAuth(TokenStore(rconn, "exact"), APP, httpx.Client())
+    with pytest.raises(ExactAuthError) as refused:
+        auth.access_token()
+    assert vault.KEY_VAR in str(refused.value) and "access-SECRET" not in str(refused.value)
+
+
+def test_no_key_refuses_to_store_tokens_before_spending_the_code(rconn, monkeypatch, tmp_path):
+    monkeypatch.delenv(vault.KEY_VAR, raising=False)
+    monkeypatch.setenv("KOPPEL_DATA_DIR", str(tmp_path))
+    calls: list[httpx.Request] = []
+    http = httpx.Client(transport=httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(500)))
+    with pytest.raises(vault.SecretKeyMissing) as caught:
+        ENDPOINT.authorise(http, APP, TokenStore(rconn, "exact"), "single-use-code")
+    assert vault.KEY_VAR in str(caught.value) and "koppel secret-key" in str(caught.value)
+    assert calls == [] and rconn.get(KEY) is None
+
+
+def test_a_key_that_is_not_a_fernet_key_is_named(rconn, monkeypatch):
+    monkeypatch.setenv(vault.KEY_VAR, "hunter2")
+    with pytest.raises(vault.SecretUnreadable, match="KOPPEL_SECRET_KEY is not a Fernet key"):
+        TokenStore(rconn, "exact").save(TOKENS)
+
+
+def test_the_data_directory_key_file_is_generated_owner_only_and_used(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    key = vault.ensure_key_file(data)
+    path = data / vault.KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert vault.ensure_key_file(data) == key  # kept, never replaced
+    monkeypatch.delenv(vault.KEY_VAR, raising=False)
+    monkeypatch.setenv("KOPPEL_DATA_DIR", str(data))
+    sealed = vault.vault().seal("x", what="x")
+    assert Fernet(key).decrypt(sealed.encode()) == b"x"
+
+
+def test_issued_webhook_secrets_are_encrypted_and_plain_entries_still_verify(rconn, key_a):
+    issued.remember(rconn, "sq", "sub-1", "whsec-SECRET-1")
+    raw = rconn.hget(issued.issued_key("sq"), "sub-1")
+    assert raw is not None and b"SECRET" not in raw
+    issued.rotated(rconn, "sq", "sub-1", "whsec-SECRET-2", grace=60, now=1000)
+    rconn.hset(issued.issued_key("sq"), "sub-0", json.dumps({"secret": "whsec-PLAIN"}))  # stored before encryption
+    found = issued.live(rconn.hgetall(issued.issued_key("sq")), now=1001)
+    assert set(found) == {"whsec-SECRET-2", "whsec-SECRET-1", "whsec-PLAIN"}
+
+
+def test_secret_key_command_prints_a_usable_key(capsys):
+    assert cli.main(["secret-key"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert Fernet(key).decrypt(Fernet(key).encrypt(b"x")) == b"x"
