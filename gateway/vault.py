@@ -57,7 +57,8 @@ def new_key() -> str:
 
 def private_dir(path: Path) -> Path:
     """`path` (and missing parents) as a directory only its owner can enter: created 0700, or narrowed to 0700."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for missing in reversed([p for p in (path, *path.parents) if not p.exists()]):  # parents 0700 too
+        missing.mkdir(mode=0o700, exist_ok=True)
     with contextlib.suppress(PermissionError):  # not ours: leave it as it is
         if path.stat().st_mode & 0o077:
             path.chmod(0o700)
