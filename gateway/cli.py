@@ -31,12 +31,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import redis
+
 from connectors import registry
 from gateway import vault
 from gateway.activity import OUTCOMES
 from gateway.config import Config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
-from gateway.redisserver import RedisChoice, resolve_redis
+from gateway.redisserver import RedisChoice, redact_urls, resolve_redis
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -48,7 +50,7 @@ DEMO_DATA_DIR = ".koppel/demo"  # relative to the working directory: the reposit
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"koppel: {message}", file=sys.stderr)
+    print(f"koppel: {redact_urls(message)}", file=sys.stderr)
     return code
 
 
@@ -678,20 +680,25 @@ _EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 class RedactingFormatter(logging.Formatter):
-    """Koppel's log lines with every e-mail address masked, tracebacks included. Log lines name records by
-    ids and numbers; this is the last line of defence for a system's error text or an exception that
-    quotes one."""
+    """Koppel's log lines with every e-mail address and every URL's password (a REDIS_URL's) masked,
+    tracebacks included. Log lines name records by ids and numbers; this is the last line of defence for a
+    system's error text or an exception that quotes one."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return _EMAIL.sub("<e-mail>", super().format(record))
+        return _EMAIL.sub("<e-mail>", redact_urls(super().format(record)))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def setup_logging() -> None:
+    """Koppel's log lines on stderr, at KOPPEL_LOG_LEVEL, through `RedactingFormatter`."""
     level = os.environ.get("KOPPEL_LOG_LEVEL", "INFO").upper()
     handler = logging.StreamHandler()
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise, and URLs can carry ids
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     _from_caller(args)
@@ -700,10 +707,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"koppel: {exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {redact_urls(problem)}", file=sys.stderr)
         return 2
     except EmbeddedRedisError as exc:
         return _fail(str(exc), 1)
+    except (redis.ConnectionError, redis.AuthenticationError) as exc:  # one sentence, not a traceback
+        return _fail(f"Redis did not take Koppel's connection ({exc}): check that it runs and REDIS_URL "
+                     "(its address and password)", 1)  # fmt: skip
     except KeyboardInterrupt:
         return 130
 

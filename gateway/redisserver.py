@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -242,6 +243,16 @@ def redact_url(url: str) -> str:
     creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0] if ":" in creds else ""
     return f"{scheme}://{user}:***@{host}"
+
+
+_URL_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^\s/@:]*:)[^\s@/]+@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|sentinel_password)=)[^&\s]+", re.IGNORECASE)
+
+
+def redact_urls(text: str) -> str:
+    """`text` with the password of every URL in it masked (`redis://:***@host`, `?password=***`): log lines
+    and error messages quote a REDIS_URL, an exception that names one, a notification URL."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
 def data_dir() -> Path:

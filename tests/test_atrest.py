@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -132,3 +134,41 @@ def test_secret_key_command_prints_a_usable_key(capsys):
     assert cli.main(["secret-key"]) == 0
     key = capsys.readouterr().out.strip()
     assert Fernet(key).decrypt(Fernet(key).encrypt(b"x")) == b"x"
+
+
+REPO = Path(__file__).resolve().parents[1]
+LOGGING_SCRIPT = """
+import logging
+from gateway.cli import setup_logging
+
+setup_logging()
+log = logging.getLogger("koppel.test")
+log.error("cannot reach %s", "redis://:s3cret-pw@redis.internal:6379/0")
+log.warning("sentinel rediss://koppel:s3cret-pw@localhost/1?password=s3cret-pw answered no")
+try:
+    raise ConnectionError("Redis at redis://koppel:s3cret-pw@localhost:6379/0 refused")
+except ConnectionError:
+    log.exception("worker stopped")
+"""
+
+
+def test_a_redis_password_is_redacted_from_log_lines_and_tracebacks():
+    done = subprocess.run([sys.executable, "-c", LOGGING_SCRIPT], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, check=True)  # fmt: skip
+    err = done.stderr
+    assert "s3cret-pw" not in err, err
+    assert "cannot reach redis://:***@redis.internal:6379/0" in err
+    assert "rediss://koppel:***@localhost/1?password=*** answered no" in err
+    assert "Traceback" in err and "Redis at redis://koppel:***@localhost:6379/0 refused" in err
+
+
+def test_a_redis_refusing_the_password_is_one_sentence_without_it(redis_server, tmp_path, monkeypatch, capsys):
+    wrong = f"redis://:wrong-s3cret@127.0.0.1:{redis_server.port}/0"
+    monkeypatch.setenv("REDIS_URL", wrong)
+    monkeypatch.setenv("WC_SECRET", "x")
+    path = tmp_path / "koppel.toml"
+    path.write_text('[[endpoints]]\nid = "shop"\nkind = "woocommerce"\nsecret = "env:WC_SECRET"\n')
+    assert cli.main(["inbox", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("koppel: Redis did not take Koppel's connection") and "REDIS_URL" in err
+    assert "wrong-s3cret" not in err and "Traceback" not in err
