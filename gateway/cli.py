@@ -67,6 +67,15 @@ def _redis(args: argparse.Namespace) -> RedisChoice:
     return choice
 
 
+def _check_key() -> None:
+    """At the start of `serve` and `worker`: a malformed key stops them (SecretUnreadable); no key is one
+    warning (OAuth tokens are then refused, gateway/vault.py)."""
+    if not vault.vault().can_seal:
+        logging.getLogger("koppel").warning(
+            "no %s set (and no %s in the data directory): OAuth tokens cannot be stored; set it for the gateway "
+            "and every worker (`koppel secret-key` prints a new one)", vault.KEY_VAR, vault.KEY_FILE)
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from gateway.checks import check_file
 
@@ -93,6 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
     choice = _redis(args)
     try:
+        _check_key()
         app = create_app(config, choice.url)
         # log_config=None: uvicorn's own lines (start-up, errors) go where Koppel's go, in Koppel's format.
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, log_config=None)
@@ -107,6 +117,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     config = _load(args)
     choice = _redis(args)
     try:
+        _check_key()
         run_worker(config, choice.url, burst=args.burst, fork=args.fork)
     finally:
         choice.stop()
@@ -711,6 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except EmbeddedRedisError as exc:
         return _fail(str(exc), 1)
+    except vault.SecretUnreadable as exc:  # a malformed KOPPEL_SECRET_KEY
+        return _fail(str(exc), 2)
     except (redis.ConnectionError, redis.AuthenticationError) as exc:  # one sentence, not a traceback
         return _fail(f"Redis did not take Koppel's connection ({exc}): check that it runs and REDIS_URL "
                      "(its address and password)", 1)  # fmt: skip

@@ -172,3 +172,14 @@ def test_a_redis_refusing_the_password_is_one_sentence_without_it(redis_server, 
     err = capsys.readouterr().err
     assert err.startswith("koppel: Redis did not take Koppel's connection") and "REDIS_URL" in err
     assert "wrong-s3cret" not in err and "Traceback" not in err
+
+
+def test_serve_refuses_a_malformed_key_in_one_sentence(redis_url, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(vault.KEY_VAR, "not-a-key")
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("WC_SECRET", "x")
+    path = tmp_path / "koppel.toml"
+    path.write_text('[[endpoints]]\nid = "shop"\nkind = "woocommerce"\nsecret = "env:WC_SECRET"\n')
+    assert cli.main(["serve", "--config", str(path), "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "koppel: KOPPEL_SECRET_KEY is not a Fernet key" in err and "koppel secret-key" in err
