@@ -43,7 +43,8 @@ def failed_job(rconn, endpoint: str = "shop") -> str:
 
 def _url(rconn) -> str:
     kw = rconn.connection_pool.connection_kwargs
-    return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+    password = f":{kw['password']}@" if kw.get("password") else ""  # the embedded Redis's (gateway/redisserver.py)
+    return f"redis://{password}{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
 
 
 @pytest.mark.parametrize(
