@@ -183,3 +183,26 @@ def test_serve_refuses_a_malformed_key_in_one_sentence(redis_url, tmp_path, monk
     assert cli.main(["serve", "--config", str(path), "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert "koppel: KOPPEL_SECRET_KEY is not a Fernet key" in err and "koppel secret-key" in err
+
+
+def test_business_centrals_token_is_cached_encrypted_and_per_worker_without_a_key(rconn, key_a, monkeypatch):
+    from connectors.businesscentral.auth import App, ClientCredentialsAuth, TokenCache
+
+    issued_tokens: list[str] = []
+
+    def token_endpoint(request: httpx.Request) -> httpx.Response:
+        issued_tokens.append(f"bc-access-SECRET-{len(issued_tokens)}")
+        return httpx.Response(200, json={"access_token": issued_tokens[-1], "expires_in": 3600})
+
+    app = App("tenant", "client", "client-SECRET")
+    http = httpx.Client(transport=httpx.MockTransport(token_endpoint))
+    auth = ClientCredentialsAuth(app, http, TokenCache(rconn, "bc"))
+    assert auth.token() == "bc-access-SECRET-0"
+    (key,) = rconn.keys("*bc_token*")
+    assert b"SECRET" not in rconn.get(key)
+    assert ClientCredentialsAuth(app, http, TokenCache(rconn, "bc")).token() == "bc-access-SECRET-0"  # shared
+    rconn.delete(key)
+    monkeypatch.delenv(vault.KEY_VAR)
+    uncached = ClientCredentialsAuth(app, http, TokenCache(rconn, "bc"))
+    assert uncached.token() == uncached.token() == "bc-access-SECRET-1"  # one request, kept by this worker
+    assert rconn.keys("*bc_token*") == [] and len(issued_tokens) == 2
