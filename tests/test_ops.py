@@ -69,6 +69,7 @@ def test_dashboard_works_with_the_admin_token_and_replays_a_failed_job(ops, rcon
     job_id = failed_job(rconn)
     page = ops.get("/ops/rq/", headers=basic(TOKEN))
     assert page.status_code == 200
+    assert rconn.connection_pool.connection_kwargs["password"] not in page.text  # its Redis URL shown masked
     assert "RQ Dashboard" in page.text or "rq" in page.text.lower()
     bearer = {"authorization": f"Bearer {TOKEN}"}
     jobs = ops.get("/ops/rq/0/data/jobs/koppel/failed/10/asc/1.json", headers=bearer)
