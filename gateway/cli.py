@@ -31,11 +31,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import redis
+
 from connectors import registry
+from gateway import vault
 from gateway.activity import OUTCOMES
 from gateway.config import Config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
-from gateway.redisserver import RedisChoice, resolve_redis
+from gateway.redisserver import RedisChoice, redact_urls, resolve_redis
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -45,7 +48,7 @@ DEMO_DATA_DIR = ".koppel/demo"  # relative to the working directory: the reposit
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"koppel: {message}", file=sys.stderr)
+    print(f"koppel: {redact_urls(message)}", file=sys.stderr)
     return code
 
 
@@ -60,6 +63,15 @@ def _redis(args: argparse.Namespace) -> RedisChoice:
     choice = resolve_redis(embedded=True if getattr(args, "embedded_redis", False) else None)
     logging.getLogger("koppel").info("using %s", choice.describe())
     return choice
+
+
+def _check_key() -> None:
+    """At the start of `serve` and `worker`: a malformed key stops them (SecretUnreadable); no key is one
+    warning (OAuth tokens are then refused, gateway/vault.py)."""
+    if not vault.vault().can_seal:
+        logging.getLogger("koppel").warning(
+            "no %s set (and no %s in the data directory): OAuth tokens cannot be stored; set it for the gateway "
+            "and every worker (`koppel secret-key` prints a new one)", vault.KEY_VAR, vault.KEY_FILE)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -88,6 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
     choice = _redis(args)
     try:
+        _check_key()
         app = create_app(config, choice.url)
         # log_config=None: uvicorn's own lines (start-up, errors) go where Koppel's go, in Koppel's format.
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, log_config=None)
@@ -102,6 +115,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     config = _load(args)
     choice = _redis(args)
     try:
+        _check_key()
         run_worker(config, choice.url, burst=args.burst, fork=args.fork)
     finally:
         choice.stop()
@@ -453,6 +467,12 @@ def cmd_integrations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret_key(args: argparse.Namespace) -> int:
+    """A new random key for KOPPEL_SECRET_KEY (gateway/vault.py)."""
+    print(vault.new_key())
+    return 0
+
+
 def cmd_connectors(args: argparse.Namespace) -> int:
     import json
 
@@ -583,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     integrations.add_argument("integration", nargs="?", help="the integration id (with `on`)")
     integrations.set_defaults(func=cmd_integrations)
 
+    key = sub.add_parser("secret-key", help=f"print a new key for {vault.KEY_VAR} (encrypts stored tokens)")
+    key.set_defaults(func=cmd_secret_key)
+
     kinds = sub.add_parser("connectors", help="list the system kinds Koppel connects: what each gives and takes")
     kinds.add_argument("--json", action="store_true", help="as JSON, for scripts")
     kinds.set_defaults(func=cmd_connectors)
@@ -632,20 +655,25 @@ _EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 class RedactingFormatter(logging.Formatter):
-    """Koppel's log lines with every e-mail address masked, tracebacks included. Log lines name records by
-    ids and numbers; this is the last line of defence for a system's error text or an exception that
-    quotes one."""
+    """Koppel's log lines with every e-mail address and every URL's password (a REDIS_URL's) masked,
+    tracebacks included. Log lines name records by ids and numbers; this is the last line of defence for a
+    system's error text or an exception that quotes one."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return _EMAIL.sub("<e-mail>", super().format(record))
+        return _EMAIL.sub("<e-mail>", redact_urls(super().format(record)))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def setup_logging() -> None:
+    """Koppel's log lines on stderr, at KOPPEL_LOG_LEVEL, through `RedactingFormatter`."""
     level = os.environ.get("KOPPEL_LOG_LEVEL", "INFO").upper()
     handler = logging.StreamHandler()
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise, and URLs can carry ids
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     _from_caller(args)
@@ -654,10 +682,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"koppel: {exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {redact_urls(problem)}", file=sys.stderr)
         return 2
     except EmbeddedRedisError as exc:
         return _fail(str(exc), 1)
+    except vault.SecretUnreadable as exc:  # a malformed KOPPEL_SECRET_KEY
+        return _fail(str(exc), 2)
+    except (redis.ConnectionError, redis.AuthenticationError) as exc:  # one sentence, not a traceback
+        return _fail(f"Redis did not take Koppel's connection ({exc}): check that it runs and REDIS_URL "
+                     "(its address and password)", 1)  # fmt: skip
     except KeyboardInterrupt:
         return 130
 

@@ -49,7 +49,7 @@ from rq.job import Job
 from starlette.types import ASGIApp
 
 from connectors import registry
-from gateway import keys
+from gateway import keys, vault
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Config
 from gateway.ingest import inbox_key, make_queue
@@ -208,10 +208,10 @@ def clear_data_dir(data_dir: Path, *, redis_too: bool = True) -> list[Path]:
             else:
                 path.unlink()
             removed.append(path)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    vault.private_dir(data_dir)
     marker = data_dir / MARKER
     if not marker.exists():
-        marker.write_text("koppel demo's data directory: what it puts here is removed at each run\n", encoding="utf-8")
+        vault.private_file(marker, "koppel demo's data directory: what it puts here is removed at each run\n")
     return removed
 
 
@@ -319,6 +319,8 @@ class Stack:
         self.http = httpx.Client(timeout=30, trust_env=False)
         self._conn: redis.Redis | None = None
         self._spawned = 0
+        self._own_key = ""
+        """The key this stack generated into its data directory and put into the environment (none given)."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -350,7 +352,9 @@ class Stack:
     def start(self) -> None:
         opts = self.options
         clear_data_dir(opts.data_dir, redis_too=not opts.redis_url)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        vault.private_dir(self.log_dir)
+        if not os.environ.get(vault.KEY_VAR):  # the stack's own key: tokens are stored encrypted (gateway/vault.py)
+            os.environ[vault.KEY_VAR] = self._own_key = vault.ensure_key_file(opts.data_dir)
         self.started_at = time.time()
         if opts.redis_url:
             self.redis_url = opts.redis_url
@@ -367,7 +371,7 @@ class Stack:
         self.env |= {name: secrets.token_hex(32) for name in self.pair.webhook_secrets}  # hex: Squarespace needs it
         self.gateway_port = free_port()
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
-        self.config_path.write_text(tomlkit.dumps(self.pair.build_config(self)), encoding="utf-8")
+        vault.private_file(self.config_path, tomlkit.dumps(self.pair.build_config(self)))
         for system in self.pair.systems:
             if system.connect is not None:
                 system.connect(self)
@@ -394,6 +398,9 @@ class Stack:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+        if self._own_key and os.environ.get(vault.KEY_VAR) == self._own_key:
+            del os.environ[vault.KEY_VAR]
+        self._own_key = ""
 
     @property
     def connection(self) -> redis.Redis:
@@ -623,7 +630,7 @@ class Stack:
 
 def _spawn(args: list[str], environ: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """`koppel <args>` as a child process, its output written to `log_path`."""
-    with log_path.open("wb") as log:
+    with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as log:  # owner-only
         return subprocess.Popen(  # noqa: S603 - our own CLI
             [sys.executable, "-m", "gateway.cli", *args],
             env=environ,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -17,7 +18,10 @@ from gateway.app import create_app
 from gateway.config import Config
 from gateway.redisserver import EmbeddedRedis, free_port
 from gateway.stack import LiveServer, serve
+from gateway.vault import KEY_VAR, new_key
 from tests.samples import SECRETS, make_config  # noqa: F401 - re-exported for the tests
+
+os.environ.setdefault(KEY_VAR, new_key())  # tokens are stored encrypted (gateway/vault.py); children inherit it
 
 
 def woo_signature(body: bytes, secret: str = "wc&secret-\u00e9") -> str:

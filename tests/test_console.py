@@ -16,6 +16,7 @@ from itsdangerous import URLSafeTimedSerializer
 from rq import Worker
 
 from connectors.tokens import Tokens, TokenStore
+from gateway import vault
 from gateway.activity import Activity, ActivityLog
 from gateway.app import create_app
 from gateway.config import Config, parse_config
@@ -340,7 +341,7 @@ def test_the_last_event_is_the_last_one_handled_not_the_switchs_marker(console, 
     assert cell and "skipped (switched off)" in cell.group(1) and "order.created 8204" in cell.group(1)
 
 
-def test_the_connection_shows_whether_the_system_is_authorised(console, rconn):
+def test_the_connection_shows_whether_the_system_is_authorised(console, rconn, monkeypatch):
     def connection() -> str:
         found = re.search(r'<div class="connection" data-system="exact" data-connection="([^"]+)">(.*?)</div>',
                           row_of(console.get("/console/").text), re.S)  # fmt: skip
@@ -357,7 +358,12 @@ def test_the_connection_shows_whether_the_system_is_authorised(console, rconn):
     shown = connection()
     assert shown.startswith("refresh failing | ") and "token refresh failing" in shown and "since 1 min ago" in shown
     assert "invalid_grant" in shown and "Reconnect exact</button>" in shown
-    assert "SECRET" not in console.get("/console/").text
+    assert "access-SECRET" not in console.get("/console/").text
+    monkeypatch.setenv(vault.KEY_VAR, vault.new_key())  # not the key the tokens were stored with
+    shown = connection()
+    assert shown.startswith('consent needed | exact: <span class="off" title="system exact&#39;s stored OAuth tokens: '
+                            "encrypted with another key than KOPPEL_SECRET_KEY"), shown  # fmt: skip
+    assert "Connect exact</button>" in shown
 
 
 def test_failed_work_names_the_event_and_the_reason_readably(console, rconn):

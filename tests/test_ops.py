@@ -44,7 +44,8 @@ def failed_job(rconn, endpoint: str = "shop") -> str:
 
 def _url(rconn) -> str:
     kw = rconn.connection_pool.connection_kwargs
-    return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+    password = f":{kw['password']}@" if kw.get("password") else ""  # the embedded Redis's (gateway/redisserver.py)
+    return f"redis://{password}{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
 
 
 BEARER = {"authorization": f"Bearer {TOKEN}"}
@@ -168,6 +169,7 @@ def test_dashboard_works_with_the_admin_token_and_replays_a_failed_job(ops, rcon
     job_id = failed_job(rconn)
     page = ops.get("/ops/rq/", headers=BEARER)
     assert page.status_code == 200
+    assert rconn.connection_pool.connection_kwargs["password"] not in page.text  # its Redis URL shown masked
     assert "RQ Dashboard" in page.text or "rq" in page.text.lower()
     jobs = ops.get("/ops/rq/0/data/jobs/koppel/failed/10/asc/1.json", headers=BEARER)
     assert jobs.status_code == 200

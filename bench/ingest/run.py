@@ -53,7 +53,7 @@ from rq.serializers import JSONSerializer
 from bench.ingest.apps import REDIS_URL_ENV
 from bench.ingest.orders import write_requests
 from gateway.ingest import inbox_key
-from gateway.redisserver import EmbeddedRedis, free_port
+from gateway.redisserver import EmbeddedRedis, free_port, redact_url
 from workers.inbox import InboxPump
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -505,7 +505,8 @@ def bench_koppel(args: argparse.Namespace, workdir: Path, prefixes: dict[str, Pa
         server = start_server(args, "koppel", "koppel_app", {REDIS_URL_ENV: url}, workdir, args.server_cpu)
         wait_ready(server, "GET /readyz")
         before = redis_stats(connection)
-        say(f"Koppel gateway (Redis {url}, AOF everysec): warm-up {args.warmup:g} s, then {args.duration:g} s")
+        say(f"Koppel gateway (Redis {redact_url(url)}, AOF everysec): warm-up {args.warmup:g} s, "
+            f"then {args.duration:g} s")
         warmup = run_wrk(args, server.url, args.warmup, prefixes["warmup"])
         server.check_alive()
         if args.profile:
