@@ -299,3 +299,36 @@ def test_the_vat_number_is_read_from_every_meta_key_plugins_store_it_under(key: 
     payload = {"id": 7, "email": "a@b.example", "billing": {"company": "X", "email": "a@b.example"},
                "meta_data": [{"id": 1, "key": key, "value": " NL 8547.03.145.B01 "}]}  # fmt: skip
     assert normalise_customer(payload).vat_number == "NL 8547.03.145.B01"
+
+
+class Killed(BaseException):
+    """The worker process dying: no Koppel error, nothing after it runs."""
+
+
+def test_a_worker_killed_between_the_account_and_its_contact_finishes_the_customer_on_the_retry(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    customer = new_customer(env)
+    client = env.rt.target("exact").exact
+    real = client.create_contact
+
+    def killed(fields: dict[str, Any]) -> Any:
+        monkeypatch.setattr(client, "create_contact", real)
+        raise Killed
+
+    monkeypatch.setattr(client, "create_contact", killed)
+    with pytest.raises(Killed):
+        env.sync(customer, "customer.created")
+    [account] = [a for a in env.rows("crm/Accounts") if a.get("Email") == BILLING["email"]]
+    assert env.of_account("crm/Contacts", account["ID"]) == []  # the account without its contact
+
+    result = env.sync(customer, "customer.created")  # the job again
+    assert (result["outcome"], result["target_id"]) == ("created", account["ID"]), result
+    assert env.account(BILLING["email"])["ID"] == account["ID"]  # still one account
+    [contact] = env.of_account("crm/Contacts", account["ID"])
+    assert (contact["FirstName"], contact["LastName"], contact["Email"]) == ("Zoë", "Peeters", BILLING["email"])
+    [delivery] = env.of_account("crm/Addresses", account["ID"])
+    assert (delivery["Type"], delivery["Main"], delivery["AddressLine1"]) == (4, True, "Kaai 7")
+    again = env.sync(customer)
+    assert (again["outcome"], again["calls"]) == ("skipped", 0)
+    assert len(env.of_account("crm/Contacts", account["ID"])) == 1
