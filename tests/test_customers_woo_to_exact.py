@@ -28,9 +28,9 @@ from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from gateway.stack import LiveServer, serve
 from tests import pairs_support as pairs
-from workers import runtime
+from workers import retention, runtime
 from workers.jobs import process_event, run_event
-from workers.ledger import EARLIER_ATTEMPT
+from workers.ledger import EARLIER_ATTEMPT, email_key
 
 pytestmark = pytest.mark.integration
 
@@ -327,6 +327,10 @@ def test_a_worker_killed_between_the_account_and_its_contact_finishes_the_custom
         process_event(job)
     [account] = [a for a in env.rows("crm/Accounts") if a.get("Email") == BILLING["email"]]
     assert env.of_account("crm/Contacts", account["ID"]) == []
+    flight = keys.in_flight("shop-customers", "customers")
+    assert env.conn.hkeys(flight) == [email_key(BILLING["email"]).encode()]  # a digest, not the address
+    forgotten = retention.forget(env.conn, env.rt.config, BILLING["email"].upper(), dry_run=True)
+    assert flight in forgotten.cached.items  # `koppel forget` finds the mark too
 
     process_event(job)  # RQ runs the job again
     [entry] = ActivityLog(env.conn).entries("shop-customers")

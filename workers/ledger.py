@@ -20,6 +20,7 @@ what the target holds is what its own earlier attempt created.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,6 +32,12 @@ from gateway import keys
 
 EARLIER_ATTEMPT = "created by an earlier attempt that stopped before noting it"
 """The reason of a "created" found by the in-flight lookup (`Ledger.landed`)."""
+
+
+def email_key(email: str) -> str:
+    """A customer's key in the customers flow's in-flight marks: a digest of the (normalised) e-mail
+    address, never the address."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
 
 
 class Ledger:
@@ -98,4 +105,4 @@ class Ledger:
         return True
 
 
-__all__ = ["EARLIER_ATTEMPT", "Ledger"]
+__all__ = ["EARLIER_ATTEMPT", "Ledger", "email_key"]

@@ -35,7 +35,7 @@ from gateway.model import Customer
 from gateway.payload import dumps
 from transforms import decide_debtor
 from workers.flows import Work
-from workers.ledger import EARLIER_ATTEMPT, Ledger
+from workers.ledger import EARLIER_ATTEMPT, Ledger, email_key
 
 log = logging.getLogger("koppel.flows.customers")
 
@@ -132,7 +132,7 @@ def resolve(
     hashes = field_hashes(payload)
     how = ""
     flight = Ledger(connection, work.integration.id, "customers", keep=False)
-    marker = hashlib.sha256(email.encode()).hexdigest()[:32]  # no e-mail address in the marker
+    marker = email_key(email)
     earlier = False
     for attempt in (1, 2):
         if target_id is None:
