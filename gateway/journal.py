@@ -40,6 +40,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
 log = logging.getLogger("koppel.journal")
 
 MAGIC = b"KJ"
@@ -431,3 +434,30 @@ def _close(segment: _Segment) -> None:
             with contextlib.suppress(OSError):
                 os.close(fd)
     segment.fd = segment.done_fd = -1
+
+
+class JournalCollector(Collector):
+    """The journal's gauges and counters for /metrics, read from memory (no file is touched)."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        journal = self._journal
+        yield GaugeMetricFamily(
+            "koppel_journal_in_use",
+            "1 while accepted events wait in the gateway's journal for Redis (new events then follow them there)",
+            value=1 if journal.in_use else 0,
+        )
+        yield GaugeMetricFamily(
+            "koppel_journal_pending_events", "Accepted events in the journal not yet in Redis", value=journal.pending
+        )
+        yield CounterMetricFamily(
+            "koppel_journal_written", "Events journaled (Redis could not take them)", value=journal.written_total
+        )
+        yield CounterMetricFamily(
+            "koppel_journal_drained", "Journaled events stored in Redis by the drain", value=journal.drained_total
+        )
+        yield CounterMetricFamily(
+            "koppel_journal_damaged", "Damaged or torn journal records skipped", value=journal.damaged_total
+        )
