@@ -322,6 +322,10 @@ class WebhookReceiver:
             else:
                 stored = await asyncio.to_thread(self.ingestor.connection.hgetall, issued.issued_key(endpoint_id))
         except (redis.RedisError, OSError) as exc:
+            if held is not None:  # Redis is away: the copy held (asked again later), so the journal can take it
+                if not fresh:
+                    self._issued[endpoint_id] = (now, held[1])
+                return None if fresh else held[1]
             raise RedisUnavailable(f"the endpoint's webhook secrets could not be read ({type(exc).__name__})") from None
         secrets = issued.live(stored, time.time())
         self._issued[endpoint_id] = (now, secrets)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -21,6 +23,7 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
+import gateway.app
 from gateway import keys
 from gateway.app import create_app
 from gateway.envelope import Envelope, Event
@@ -344,3 +347,28 @@ def test_a_gateway_killed_mid_drain_loses_nothing_and_stores_nothing_twice(throw
             if process is not None and process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
                 process.wait(timeout=10)
+
+
+@pytest.mark.integration
+def test_an_endpoint_with_issued_secrets_journals_with_the_copy_it_holds(throwaway_redis, tmp_path, monkeypatch):
+    """Squarespace's issued secrets are read from Redis; while Redis is away the copy held still verifies."""
+    monkeypatch.setattr(gateway.app, "ISSUED_SECRETS_SECONDS", 0.0)  # every request would read them again
+    live = serve(create_app(make_config(journal_dir=str(tmp_path / "journal")), throwaway_redis.url))
+
+    def notification(n: int) -> tuple[bytes, dict[str, str]]:
+        fields = {"id": f"n-{n}", "websiteId": "w", "subscriptionId": "s", "topic": "order.create"}
+        body = json.dumps(fields | {"createdOn": "2026-03-14T13:05:41.512Z", "data": {"orderId": f"o-{n}"}}).encode()
+        signature = hmac.new(bytes.fromhex(SECRETS["SQ_SECRET"]), body, hashlib.sha256).hexdigest()
+        return body, {"content-type": "application/json", "squarespace-signature": signature}
+
+    try:
+        with httpx.Client(base_url=live.url, timeout=15) as http:
+            body, headers = notification(1)
+            assert http.post("/webhooks/sq", content=body, headers=headers).status_code == 202
+            throwaway_redis.stop()
+            body, headers = notification(2)
+            response = http.post("/webhooks/sq", content=body, headers=headers)
+            assert response.status_code == 202
+            assert response.json()["journaled"] is True
+    finally:
+        live.stop()
