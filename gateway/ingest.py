@@ -277,17 +277,20 @@ class Ingestor:
         failures = 0
         while True:
             if not journal.in_use:
+                self._wake.clear()  # before looking: an append from now on wakes the wait below
                 await asyncio.to_thread(journal.adopt_orphans)
                 if not journal.in_use:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), ORPHAN_SCAN_SECONDS)
                     continue
             try:
                 await self.drain_once()
-            except (RedisUnavailable, OSError) as exc:
+            except Exception as exc:  # Redis away (or the disk failing): try again later, never give up
                 if failures == 0:
-                    log.warning("the journal is not drained yet: %s; trying again", exc)
+                    if isinstance(exc, RedisUnavailable | OSError):
+                        log.warning("the journal is not drained yet: %s; trying again", exc)
+                    else:
+                        log.exception("draining the journal failed; trying again")
                 await asyncio.sleep(DRAIN_BACKOFF_SECONDS[min(failures, len(DRAIN_BACKOFF_SECONDS) - 1)])
                 failures += 1
                 continue

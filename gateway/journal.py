@@ -186,7 +186,7 @@ class Journal:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # file I/O too: `close` waits for a read or commit under way
         self._own: _Segment | None = None
         self._orphans: list[_Segment] = []
         self._failing: str | None = None
@@ -304,7 +304,10 @@ class Journal:
             if not segments:
                 return None
             segment = segments[0]
-            chunk = self._read(segment, limit)
+            with self._lock:
+                if segment.fd < 0:
+                    return None  # closed meanwhile (the gateway stops)
+                chunk = self._read(segment, limit)
             if chunk is not None:
                 return chunk
             if not self._finish(segment):
@@ -336,11 +339,13 @@ class Journal:
     def commit(self, chunk: Chunk) -> None:
         """Record durably that the chunk is in Redis; a segment drained to its end is deleted."""
         segment = chunk.segment
-        if segment.done_fd < 0:
-            segment.done_fd = os.open(segment.done_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        os.pwrite(segment.done_fd, _DONE.pack(chunk.end, zlib.crc32(_DONE.pack(chunk.end, 0))), 0)
-        os.fsync(segment.done_fd)
         with self._lock:
+            if segment.fd < 0:
+                return  # closed meanwhile (the gateway stops): the next gateway replays the chunk, recognised
+            if segment.done_fd < 0:
+                segment.done_fd = os.open(segment.done_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.pwrite(segment.done_fd, _DONE.pack(chunk.end, zlib.crc32(_DONE.pack(chunk.end, 0))), 0)
+            os.fsync(segment.done_fd)
             segment.done = chunk.end
             segment.pending = max(0, segment.pending - len(chunk.records))
             self.drained_total += len(chunk.records)
@@ -350,7 +355,7 @@ class Journal:
         """Delete the segment if it is drained to its end: for our own file, `append` (under the same
         lock) has not added anything since, so new events go to Redis again only after all of these."""
         with self._lock:
-            if segment.done < segment.size:
+            if segment.fd < 0 or segment.done < segment.size:
                 return False
             for path in (segment.path, segment.done_path):
                 with contextlib.suppress(FileNotFoundError):
@@ -395,7 +400,11 @@ def _take(path: Path) -> _Segment | None:
         return None
     segment = _Segment(path, fd, own=False, size=size, done=0, pending=0)
     segment.done = min(_read_done(segment.done_path), size)
-    data = os.pread(fd, size - segment.done, segment.done) if size > segment.done else b""
+    try:
+        data = os.pread(fd, size - segment.done, segment.done) if size > segment.done else b""
+    except OSError:
+        os.close(fd)
+        return None
     segment.pending = len(decode(data).records)
     return segment
 
