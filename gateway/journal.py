@@ -277,6 +277,8 @@ class Journal:
         """Take the lock of every journal file no live process holds; returns how many were taken."""
         try:
             entries = sorted(self.directory.glob("*" + SUFFIX))
+            for stale in self.directory.glob("*.new"):  # a process died between creating and naming its file
+                _remove_unheld(stale)
         except OSError:
             return 0
         held = {s.path for s in self._segments()}
@@ -407,6 +409,21 @@ def _take(path: Path) -> _Segment | None:
         return None
     segment.pending = len(decode(data).records)
     return segment
+
+
+def _remove_unheld(path: Path) -> None:
+    """Delete a file no process holds the lock of (an empty journal file that never got its name)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(path)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read_done(path: Path) -> int:

@@ -377,3 +377,32 @@ def test_an_endpoint_with_issued_secrets_journals_with_the_copy_it_holds(throwaw
             assert response.json()["journaled"] is True
     finally:
         live.stop()
+
+
+@pytest.mark.integration
+def test_two_gateways_on_one_journal_dir_each_journal_their_own_and_drain_everything_once(throwaway_redis, tmp_path):
+    server = throwaway_redis
+    directory = tmp_path / "journal"
+    gateways = [serve(create_app(make_config(journal_dir=str(directory)), server.url)) for _ in range(2)]
+    conn = redis.Redis.from_url(server.url)
+    try:
+        server.stop()
+        sent: dict[str, list[str]] = {}
+        for index, live in enumerate(gateways):
+            with httpx.Client(base_url=live.url, timeout=15) as http:
+                for n in range(index * 100 + 1, index * 100 + 21):
+                    response = post(http, n)
+                    assert response.status_code == 202 and response.json()["journaled"] is True
+                    sent.setdefault(live.url, []).append(str(n))
+        assert len(list(directory.glob("*" + SUFFIX))) == 2  # one file per process
+        server.start()
+        wait_for(lambda: not list(directory.glob("*" + SUFFIX)), "both journals drained")
+        stored = [rid for rid, _ in inbox(conn)]
+        assert sorted(stored) == sorted(rid for rids in sent.values() for rid in rids)
+        for rids in sent.values():  # each gateway's events in the order it received them
+            assert [rid for rid in stored if rid in rids] == rids
+        assert dedupe_marks(conn) == 40
+    finally:
+        conn.close()
+        for live in gateways:
+            live.stop()
