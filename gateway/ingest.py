@@ -188,6 +188,8 @@ class Ingestor:
         self._writer = asyncio.create_task(self._run(), name="koppel-ingest-writer")
         if self.journal is not None:
             self._wake = asyncio.Event()
+            # before the first request: journals a stopped gateway left go first, new events behind them
+            await asyncio.to_thread(self.journal.adopt_orphans)
             self._drainer = asyncio.create_task(self._drain_loop(), name="koppel-journal-drain")
 
     async def stop(self) -> None:

@@ -406,3 +406,21 @@ def test_two_gateways_on_one_journal_dir_each_journal_their_own_and_drain_everyt
         conn.close()
         for live in gateways:
             live.stop()
+
+
+@pytest.mark.integration
+def test_a_gateway_started_while_redis_is_down_accepts_and_drains_later(throwaway_redis, tmp_path):
+    server = throwaway_redis
+    server.stop()
+    live = serve(create_app(make_config(journal_dir=str(tmp_path / "journal")), server.url))
+    try:
+        with httpx.Client(base_url=live.url, timeout=15) as http:
+            response = post(http, 5)
+            assert response.status_code == 202 and response.json()["journaled"] is True
+            server.start()
+            wait_for(lambda: http.get("/readyz").json()["status"] == "ready", "the journal drained")
+        conn = redis.Redis.from_url(server.url)
+        assert inbox(conn) == [("5", response.json()["jobs"][0])]
+        conn.close()
+    finally:
+        live.stop()
