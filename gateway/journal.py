@@ -54,6 +54,8 @@ MAX_RECORD = 256 * 1024 * 1024
 READ_WINDOW = 1024 * 1024
 MIN_FREE_BYTES = 1024 * 1024
 """`usable` reports a disk with less free space than this as full."""
+FAILURE_SHOWN_SECONDS = 10.0
+"""`usable` reports a failed append this long, then looks at the directory again (a disk freed up)."""
 SUFFIX = ".journal"
 DONE_SUFFIX = ".journal.done"
 
@@ -165,6 +167,8 @@ class _Segment:
     pending: int
     """Records from `done` to `size` not yet drained (an estimate for an orphan until read)."""
     done_fd: int = -1
+    unsaved: bool = False
+    """A commit could not be saved (said once in the log)."""
 
     @property
     def done_path(self) -> Path:
@@ -190,6 +194,7 @@ class Journal:
         self._own: _Segment | None = None
         self._orphans: list[_Segment] = []
         self._failing: str | None = None
+        self._failed_at = 0.0
         self.written_total = 0
         self.drained_total = 0
         self.damaged_total = 0
@@ -211,7 +216,7 @@ class Journal:
 
     def usable(self) -> str | None:
         """None when the journal can take events; else why not (for /readyz). Reads no file."""
-        if self._failing is not None:
+        if self._failing is not None and time.monotonic() - self._failed_at < FAILURE_SHOWN_SECONDS:
             return self._failing
         probe = self.directory
         while not probe.exists() and probe != probe.parent:
@@ -243,7 +248,9 @@ class Journal:
                 if segment is not None:
                     with contextlib.suppress(OSError):  # undo a partial write; else decoding skips it
                         os.ftruncate(segment.fd, segment.size)
+                    self._own = segment  # a new file stays ours (the drain removes it once drained)
                 self._failing = f"{self.directory} did not take events ({exc.strerror or exc.__class__.__name__})"
+                self._failed_at = time.monotonic()
                 raise JournalUnavailable(exc.errno, self._failing) from exc
             self._own = segment
             segment.size += len(data)
@@ -344,10 +351,16 @@ class Journal:
         with self._lock:
             if segment.fd < 0:
                 return  # closed meanwhile (the gateway stops): the next gateway replays the chunk, recognised
-            if segment.done_fd < 0:
-                segment.done_fd = os.open(segment.done_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            os.pwrite(segment.done_fd, _DONE.pack(chunk.end, zlib.crc32(_DONE.pack(chunk.end, 0))), 0)
-            os.fsync(segment.done_fd)
+            try:
+                if segment.done_fd < 0:
+                    segment.done_fd = os.open(segment.done_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                os.pwrite(segment.done_fd, _DONE.pack(chunk.end, zlib.crc32(_DONE.pack(chunk.end, 0))), 0)
+                os.fsync(segment.done_fd)
+            except OSError as exc:  # a full disk must not stop the drain that frees it: after a crash the
+                # chunk is replayed, and the Lua script recognises what it stored (same keys, same job ids)
+                if not segment.unsaved:
+                    log.warning("%s: progress not saved (%s); draining on", segment.done_path, exc.strerror)
+                segment.unsaved = True
             segment.done = chunk.end
             segment.pending = max(0, segment.pending - len(chunk.records))
             self.drained_total += len(chunk.records)
