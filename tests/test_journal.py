@@ -424,3 +424,41 @@ def test_a_gateway_started_while_redis_is_down_accepts_and_drains_later(throwawa
         conn.close()
     finally:
         live.stop()
+
+
+@pytest.mark.integration
+def test_a_full_journal_disk_with_redis_down_answers_503_and_keeps_what_it_acknowledged(throwaway_redis, tmp_path):
+    """"Full" as the kernel says it for a file size limit (RLIMIT_FSIZE: EFBIG; Python ignores SIGXFSZ):
+    the write cut short is undone, the answer is 503, and every 2xx'd event is drained once."""
+    import resource
+
+    server = throwaway_redis
+    directory = tmp_path / "journal"
+    live = serve(create_app(make_config(journal_dir=str(directory)), server.url))
+    conn = redis.Redis.from_url(server.url)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        with httpx.Client(base_url=live.url, timeout=15) as http:
+            server.stop()
+            first = post(http, 1)
+            assert first.status_code == 202 and first.json()["journaled"] is True
+            (path,) = directory.glob("*" + SUFFIX)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 100, hard))
+            try:
+                refused = post(http, 2)
+                ready = http.get("/readyz")
+            finally:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            assert refused.status_code == 503
+            assert "nothing was queued" in refused.json()["message"]
+            assert ready.status_code == 503
+            assert "did not take events" in ready.json()["journal"]["problem"]
+            third = post(http, 3)  # room again
+            assert third.status_code == 202 and third.json()["journaled"] is True
+            server.start()
+            wait_for(lambda: http.get("/readyz").json()["status"] == "ready", "the journal drained")
+            assert "koppel_journal_damaged_total 0.0" in http.get("/metrics").text  # the cut write was undone
+        assert [rid for rid, _ in inbox(conn)] == ["1", "3"]
+    finally:
+        conn.close()
+        live.stop()
