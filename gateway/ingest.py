@@ -280,7 +280,10 @@ class Ingestor:
         while True:
             if not journal.in_use:
                 self._wake.clear()  # before looking: an append from now on wakes the wait below
-                await asyncio.to_thread(journal.adopt_orphans)
+                try:
+                    await asyncio.to_thread(journal.adopt_orphans)
+                except Exception:  # the drain must go on: the next look may succeed
+                    log.exception("looking for journal files a stopped gateway left failed")
                 if not journal.in_use:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), ORPHAN_SCAN_SECONDS)
