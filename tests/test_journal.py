@@ -462,3 +462,34 @@ def test_a_full_journal_disk_with_redis_down_answers_503_and_keeps_what_it_ackno
     finally:
         conn.close()
         live.stop()
+
+
+@pytest.mark.integration
+def test_uvicorn_workers_each_journal_their_own_file_and_all_is_drained_once(throwaway_redis, tmp_path):
+    server = throwaway_redis
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "KOPPEL_BENCH_REDIS_URL": server.url, "KOPPEL_DATA_DIR": str(tmp_path / "data")}
+    command = [sys.executable, "-m", "uvicorn", "--factory", "bench.ingest.apps:koppel_app", "--workers", "2",
+               "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    with (tmp_path / "uvicorn.log").open("ab") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    directory = tmp_path / "data" / "journal"
+    conn = redis.Redis.from_url(server.url)
+    try:
+        wait_for(lambda: _up(url), "the workers started")
+        server.stop()
+        for n in range(1, 41):
+            with httpx.Client(base_url=url, timeout=15) as http:  # a connection each: spread over the workers
+                response = post(http, n)
+            assert response.status_code == 202 and response.json()["journaled"] is True
+        files = list(directory.glob("*" + SUFFIX))
+        assert 1 <= len(files) <= 2 and len({f.name.split("-")[1] for f in files}) == len(files)  # one per pid
+        server.start()
+        wait_for(lambda: not list(directory.glob("*" + SUFFIX)), "every worker drained its journal")
+        assert sorted(int(rid) for rid, _ in inbox(conn)) == list(range(1, 41))
+        assert dedupe_marks(conn) == 40
+    finally:
+        conn.close()
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
