@@ -246,6 +246,7 @@ def create_app(config: Config, redis_url: str) -> Gateway:
     )
     app.state.config = config
     app.state.ingestor = ingestor
+    app.state.journal = journal
     app.state.metrics = metrics
     return app
 
