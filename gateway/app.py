@@ -3,9 +3,11 @@
 
 The path of a webhook: find the endpoint (404) → read the raw body under the endpoint's cap (413)
 → the kind's handler verifies the signature on the raw bytes (401), answers handshakes, and splits
-the body into events (400) → the ingestor stores them in Redis, deduplicated, in the inbox stream
-(503 with Retry-After when Redis cannot take them) → only then 2xx. The workers' inbox pumps turn
-the inbox entries into RQ jobs, under the job ids the 2xx answer named (workers/inbox.py).
+the body into events (400) → the ingestor stores them in Redis, deduplicated, in the inbox stream,
+or, when Redis cannot take them, in the gateway's local journal (gateway/journal.py; drained into
+Redis once it is back; 503 with Retry-After only when neither can take them) → only then 2xx. The
+workers' inbox pumps turn the inbox entries into RQ jobs, under the job ids the 2xx answer named
+(workers/inbox.py).
 
 That path is plain ASGI (`WebhookReceiver`, put in front of the router by `Gateway`): no Request,
 routing or middleware per webhook, the 2xx JSON rendered as bytes. It cut the gateway's CPU per
@@ -23,6 +25,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -50,9 +53,11 @@ from gateway.errors import (
     WebhookRejected,
 )
 from gateway.ingest import Accepted, Draft, Ingestor
+from gateway.journal import Journal, JournalCollector
 from gateway.metrics import EndpointCounters, Metrics
 from gateway.oauth import CALLBACK_PATH, LEGACY_CALLBACK_PATH, START_PATH, oauth_callback, oauth_start
 from gateway.ops import OperatorGuard, dashboard_app
+from gateway.redisserver import data_dir
 from handlers import Handler, Incoming, Outcome, handler_for
 
 log = logging.getLogger("koppel.gateway")
@@ -139,16 +144,24 @@ def _error(status: int, reason: str, message: str, headers: dict[str, str] | Non
     return JSONResponse({"error": reason, "message": message}, status_code=status, headers=headers)
 
 
+def journal_dir(config: Config) -> Path:
+    """Where the gateway journals events Redis cannot take: `[gateway] journal_dir`, else `<data dir>/journal`."""
+    chosen = config.gateway.journal_dir
+    return Path(chosen) if chosen else data_dir() / "journal"
+
+
 def create_app(config: Config, redis_url: str) -> Gateway:
     """Build the receiver. Nothing happens at import time; Redis is connected in the lifespan."""
     connection = redis_client(redis_url)
     settings = config.gateway
+    journal = Journal(journal_dir(config)) if settings.journal else None
     ingestor = Ingestor(
         connection,
         queue_name=settings.queue,
         dedupe_ttl=settings.dedupe_ttl_seconds,
         batch_max=settings.enqueue_batch_max,
         async_connection=async_redis_client(redis_url),
+        journal=journal,
     )
     metrics = Metrics(
         lambda: {settings.queue: ingestor.queue_depth()},
@@ -156,20 +169,32 @@ def create_app(config: Config, redis_url: str) -> Gateway:
         lambda: {settings.queue: ingestor.failed_count()},
         lambda: {settings.queue: ingestor.inbox_oldest_age()},
     )
+    if journal is not None:
+        metrics.registry.register(JournalCollector(journal))
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        """200 while the gateway accepts webhooks: "ready", "draining" (Redis answers, the journal is
+        being stored in it) or "degraded" (Redis does not answer, the journal takes events meanwhile: still
+        routable, docs/durability.md); 503 "unavailable" when neither can take an event."""
+        body: dict[str, object] = {"status": "ready", "redis": "ok"}
         try:
             await asyncio.to_thread(connection.ping)
         except (redis.RedisError, OSError) as exc:
-            return JSONResponse(
-                {"status": "unavailable", "redis": f"unreachable ({exc.__class__.__name__})"},
-                status_code=503,
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-        return JSONResponse({"status": "ready", "redis": "ok"})
+            body = {"status": "unavailable", "redis": f"unreachable ({exc.__class__.__name__})"}
+        if journal is not None:
+            problem = journal.usable()
+            state: dict[str, object] = {"in_use": journal.in_use, "pending": journal.pending, "writable": not problem}
+            body["journal"] = state if problem is None else state | {"problem": problem}
+            if problem is None and body["status"] == "unavailable":
+                body["status"] = "degraded"  # accepting: events wait in the journal until Redis is back
+            elif journal.in_use and body["status"] == "ready":
+                body["status"] = "draining"  # Redis is back; journaled events are being stored
+        if body["status"] == "unavailable":
+            return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return JSONResponse(body)
 
     admin = settings.admin_token.get_secret_value().encode() if settings.admin_token is not None else b""
 
@@ -236,6 +261,7 @@ def create_app(config: Config, redis_url: str) -> Gateway:
     )
     app.state.config = config
     app.state.ingestor = ingestor
+    app.state.journal = journal
     app.state.metrics = metrics
     return app
 
@@ -249,6 +275,8 @@ def _summary(accepted: list[Accepted]) -> tuple[bytes, int, int]:
     queued, duplicates = len(jobs), len(accepted) - len(jobs)
     listed = ",".join(f'"{job}"' for job in jobs)
     body = f'{{"status":"accepted","queued":{queued},"duplicates":{duplicates},"jobs":[{listed}]}}'
+    if accepted and accepted[0].journaled:  # a batch is journaled whole or not at all
+        body = body[:-1] + ',"journaled":true}'
     return body.encode(), queued, duplicates
 
 
@@ -310,6 +338,10 @@ class WebhookReceiver:
             else:
                 stored = await asyncio.to_thread(self.ingestor.connection.hgetall, issued.issued_key(endpoint_id))
         except (redis.RedisError, OSError) as exc:
+            if held is not None:  # Redis is away: the copy held (asked again later), so the journal can take it
+                if not fresh:
+                    self._issued[endpoint_id] = (now, held[1])
+                return None if fresh else held[1]
             raise RedisUnavailable(f"the endpoint's webhook secrets could not be read ({type(exc).__name__})") from None
         secrets = issued.live(stored, time.time())
         self._issued[endpoint_id] = (now, secrets)

@@ -2,6 +2,7 @@
 
     [gateway]                      # optional; defaults shown in `GatewaySettings`
     max_body_bytes = 1048576
+    journal_dir = "/var/lib/koppel/journal" # where events wait while Redis is down (default .koppel/journal)
     public_url = "https://koppel.example"   # where the systems reach the receiver (webhook subscriptions)
 
     [retention]                    # optional; how long each kind of data is kept (`RetentionSettings`)
@@ -135,6 +136,11 @@ class GatewaySettings(_Model):
     # The receiver's address as the systems reach it (behind a proxy: the proxy's); webhook subscriptions
     # Koppel manages point at {public_url}/webhooks/{endpoint id}. None: Koppel manages no subscriptions.
     public_url: PublicURL | None = None
+    # When Redis cannot take an event, keep it in a local fsync'd journal and still answer 2xx; drained into
+    # Redis once it is back (gateway/journal.py, docs/durability.md). false: answer 503 instead.
+    journal: bool = True
+    # Where (a local disk; each gateway process writes its own file). None: <KOPPEL_DATA_DIR or .koppel>/journal.
+    journal_dir: str | None = Field(default=None, min_length=1)
     # /metrics answers only requests carrying `Authorization: Bearer <admin_token>` (needs admin_token).
     metrics_auth: bool = False
 

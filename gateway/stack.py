@@ -180,8 +180,9 @@ class Backlog:
 MARKER = ".koppel-stack"
 """The file that marks a directory as a stack's data directory (a `koppel demo --data-dir`)."""
 _MADE = ("stack.toml", "logs/gateway.log", "logs/worker-*.log", "redis/appendonlydir", "redis/dump.rdb",
-         "redis/temp-*.rdb", "redis/redis.log")  # fmt: skip
-"""What a stack puts in its data directory (the embedded Redis's files under `redis/`)."""
+         "redis/temp-*.rdb", "redis/redis.log", "journal")  # fmt: skip
+"""What a stack puts in its data directory (the embedded Redis's files under `redis/`; the gateway's journal
+of events Redis could not take, which belongs to that Redis)."""
 
 
 def clear_data_dir(data_dir: Path, *, redis_too: bool = True) -> list[Path]:
@@ -200,7 +201,7 @@ def clear_data_dir(data_dir: Path, *, redis_too: bool = True) -> list[Path]:
         )
     removed: list[Path] = []
     for pattern in _MADE:
-        if pattern.startswith("redis/") and not redis_too:
+        if pattern.startswith(("redis/", "journal")) and not redis_too:
             continue
         for path in sorted(data_dir.glob(pattern)):
             if path.is_dir() and not path.is_symlink():
@@ -435,7 +436,9 @@ class Stack:
         return registry.load(self.config_path, environ=self.env)
 
     def _environ(self) -> dict[str, str]:
-        return {**os.environ, **self.env, "REDIS_URL": self.redis_url, "KOPPEL_LOG_LEVEL": self.options.log_level}
+        # KOPPEL_DATA_DIR: the gateway's journal goes to <data dir>/journal (gateway/journal.py).
+        return {**os.environ, **self.env, "REDIS_URL": self.redis_url, "KOPPEL_LOG_LEVEL": self.options.log_level,
+                "KOPPEL_DATA_DIR": str(self.options.data_dir.resolve())}  # fmt: skip
 
     def _start_gateway(self) -> None:
         self.gateway = _spawn(
