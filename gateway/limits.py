@@ -1,0 +1,240 @@
+"""What a client may make the receiver hold before it is authenticated: the HTTP server `koppel serve` runs.
+
+Webhook signatures are checked on the whole body, so everything before that check is open to anyone who
+can reach the port. uvicorn (kept, design card) bounds none of it with its httptools protocol: a header
+block may grow without end (a 64 MB header cost the gateway 131 MB of memory), and a client that dribbles
+its headers (slowloris) or its body holds a connection for ever. `LimitedHttpToolsProtocol` is uvicorn's
+httptools protocol with these limits added (settings in `[gateway]`, docs/deployment.md):
+
+* The request line and headers together over `max_header_bytes` → 431, the bytes beyond it never parsed.
+* Headers not complete `header_timeout_seconds` after the connection opened (or, on a kept-alive
+  connection, after the next request's first byte) → 408. uvicorn's keep-alive timeout covers the idle
+  time between requests.
+* A body not complete `body_timeout_seconds` after its headers → 408 (the app's `receive` then reports a
+  disconnect). Time the server itself stopped reading because the app had not read yet does not count.
+* More than `max_connections` open connections → 503 with Retry-After for the requests over the limit
+  (after their headers, under the limits above), so a flood is answered, not queued without end.
+
+The answers are written by the protocol itself; the connection is then half-closed and what the client still
+sends is read and dropped for `LINGER_SECONDS` (so it can read the answer rather than meet a reset), then
+closed. A body over an endpoint's cap is the app's to refuse (413, gateway/app.py `read_body`).
+
+The protocol is chosen explicitly (`http=`), so the limits do not depend on which HTTP parser happens to be
+installed; httptools is a declared dependency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httptools
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from gateway.config import GatewaySettings
+
+log = logging.getLogger("koppel.gateway")
+
+LINGER_SECONDS = 2.0
+"""After a refusal, how long what the client still sends is read and dropped before the connection closes."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_header_bytes: int = 16_384
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
+    retry_after: int = 5
+    """Seconds a client refused for too many connections is asked to wait (Retry-After)."""
+
+    @classmethod
+    def of(cls, settings: GatewaySettings) -> Limits:
+        return cls(
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout=settings.header_timeout_seconds,
+            body_timeout=settings.body_timeout_seconds,
+            max_connections=settings.max_connections,
+        )
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing once the protocol has answered and is closing."""
+
+
+def _answer(status: int, message: str, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
+    body = message.encode()
+    head = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}", "content-type: text/plain; charset=utf-8",
+            f"content-length: {len(body)}", "connection: close", *(f"{k}: {v}" for k, v in extra)]  # fmt: skip
+    return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits of the module docstring (`limits`: set by `protocol_for`)."""
+
+    limits: ClassVar[Limits] = Limits()
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._reading_head = True
+        """The current request's headers are not complete yet (or the next request has not begun)."""
+        self._head_bytes = 0
+        self._heads_done = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    # The connection
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # read and dropped until the linger ends
+        self._unset_keepalive_if_required()
+        if not self._reading_head:
+            self._feed(data)
+            return
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        room = self.limits.max_header_bytes - self._head_bytes
+        if len(data) <= room:
+            heads = self._heads_done
+            if self._feed(data) and self._heads_done == heads:
+                self._head_bytes += len(data)
+            return
+        heads = self._heads_done
+        if not self._feed(data[:room]):
+            return
+        if self._heads_done == heads:
+            limit = self.limits.max_header_bytes
+            self._refuse(431, f"the request line and headers are over the server's limit of {limit} bytes")
+            return
+        self._feed(data[room:])
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse `data`; False when the connection is being closed (a refusal, a malformed request)."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._unsupported_upgrade_warning()
+            return False
+        except httptools.HttpParserError:
+            if not self._refused:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+            return False
+        return not self._refused
+
+    # Parser callbacks
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._heads_done += 1
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if len(self.connections) > self.limits.max_connections:
+            log.warning("more than %d connections open: answering 503", self.limits.max_connections)
+            self._refuse(503, "the server is handling too many connections; retry later",
+                         (("retry-after", str(self.limits.retry_after)),))  # fmt: skip
+            raise _Refused
+        super().on_headers_complete()
+        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+
+    def on_message_complete(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        self._reading_head = True
+        self._head_bytes = 0
+        super().on_message_complete()
+
+    # Timers
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or not self._reading_head:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request behind one still being answered: the answer comes first, then the check.
+            self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+            return
+        log.info("request headers not complete after %ss: answering 408", self.limits.header_timeout)
+        self._refuse(408, f"the request headers did not arrive within {self.limits.header_timeout:g} seconds")
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if self.transport.is_closing() or cycle is None or not cycle.more_body:
+            return
+        if self.flow.read_paused and not cycle.response_started:
+            # The server stopped reading because the app has not read what came yet: not the client's delay.
+            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+            return
+        if cycle.response_complete:
+            self.transport.close()  # answered already (a 413, say); the rest of the body is not waited for
+        elif cycle.response_started:
+            cycle.keep_alive = False  # closed once the answer under way is complete
+        else:
+            log.info("request body not complete after %ss: answering 408", self.limits.body_timeout)
+            cycle.disconnected = True  # the app's receive() reports a disconnect; its answer is not sent
+            cycle.message_event.set()
+            self._refuse(408, f"the request body did not arrive within {self.limits.body_timeout:g} seconds")
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+
+    def _refuse(self, status: int, message: str, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        """Answer `status` and close: half-close now, read and drop for `LINGER_SECONDS`, then close."""
+        self._refused = True
+        self._cancel_timers()
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        self.transport.write(_answer(status, message, extra))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+def protocol_for(limits: Limits) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class uvicorn is given (`http=`), with these limits."""
+    return type("KoppelHttpProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
+
+
+def server_config(
+    app: Any, settings: GatewaySettings, *, host: str, port: int, log_level: str = "info"
+) -> uvicorn.Config:
+    """The uvicorn configuration of the receiver: `koppel serve`, the demo stack and the tests all serve so."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=protocol_for(Limits.of(settings)),
+        ws="none",  # the receiver has no WebSocket routes: an upgrade request is answered as plain HTTP
+        lifespan="on",
+        access_log=False,
+        # None: uvicorn's own lines (start-up, errors) go where Koppel's go, in Koppel's format.
+        log_config=None,
+    )
