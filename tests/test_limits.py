@@ -252,3 +252,13 @@ def test_a_64_mb_header_is_431_and_the_server_stays_small(redis_url, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_config_check_names_limits_out_of_range():
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        make_config(max_header_bytes=10, header_timeout_seconds=0, body_timeout_seconds=-1, max_connections=0)
+    message = str(caught.value)
+    for key in ("max_header_bytes", "header_timeout_seconds", "body_timeout_seconds", "max_connections"):
+        assert f"gateway.{key}" in message
