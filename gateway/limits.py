@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -63,6 +64,33 @@ class Limits:
         )
 
 
+class _Throttle:
+    """Lets a log line through at most once per `seconds`; counts the ones held back meanwhile."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last = float("-inf")
+        self.held = 0
+
+    def due(self, now: float) -> int | None:
+        """None: hold this one back; else log it, with the number held back since the last."""
+        if now - self.last < self.seconds:
+            self.held += 1
+            return None
+        held, self.held, self.last = self.held, 0, now
+        return held
+
+
+_LOGS = {status: _Throttle(10.0) for status in (408, 431, 503)}
+"""One line per 10 s at most for each kind of refusal: a flood must not flood the log too."""
+
+
+def _log_refusal(status: int, now: float, level: int, message: str, *args: object) -> None:
+    held = _LOGS[status].due(now)
+    if held is not None:
+        log.log(level, message + "; answering %d (%d more not logged in the last 10 s)", *args, status, held)
+
+
 class _Refused(Exception):
     """Raised from a parser callback to stop parsing once the protocol has answered and is closing."""
 
@@ -72,6 +100,27 @@ def _answer(status: int, message: str, extra: tuple[tuple[str, str], ...] = ()) 
     head = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}", "content-type: text/plain; charset=utf-8",
             f"content-length: {len(body)}", "connection: close", *(f"{k}: {v}" for k, v in extra)]  # fmt: skip
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
+
+
+SWEEP_SECONDS = 1.0
+"""How often the deadlines of a server's connections are checked: the timeouts are this precise."""
+_SWEPT: weakref.WeakSet[ServerState] = weakref.WeakSet()
+"""The servers whose connections a sweep is checking (one sweep per server, while it has connections)."""
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, server_state: ServerState) -> None:
+    """Check every connection's deadlines, then again in `SWEEP_SECONDS` while any connection is open.
+
+    One timer per server instead of timers armed and cancelled per request: the limits cost a request two
+    `loop.time()` reads and a few attribute writes."""
+    now = loop.time()
+    for connection in list(server_state.connections):
+        if isinstance(connection, LimitedHttpToolsProtocol):
+            connection.check_deadlines(now)
+    if server_state.connections:
+        loop.call_later(SWEEP_SECONDS, _sweep, loop, server_state)
+    else:
+        _SWEPT.discard(server_state)
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -91,19 +140,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """The current request's headers are not complete yet (or the next request has not begun)."""
         self._head_bytes = 0
         self._heads_done = 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
+        self._head_deadline: float | None = None
+        self._body_deadline: float | None = None
         self._refused = False
 
     # The connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timers()
-        super().connection_lost(exc)
+        self._head_deadline = self.loop.time() + self.limits.header_timeout
+        if self.server_state not in _SWEPT:
+            _SWEPT.add(self.server_state)
+            self.loop.call_later(SWEEP_SECONDS, _sweep, self.loop, self.server_state)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -112,8 +160,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self._reading_head:
             self._feed(data)
             return
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        if self._head_deadline is None:
+            self._head_deadline = self.loop.time() + self.limits.header_timeout
         room = self.limits.max_header_bytes - self._head_bytes
         if len(data) <= room:
             heads = self._heads_done
@@ -125,6 +173,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._heads_done == heads:
             limit = self.limits.max_header_bytes
+            _log_refusal(431, self.loop.time(), logging.INFO, "request line and headers over %d bytes", limit)
             self._refuse(431, f"the request line and headers are over the server's limit of {limit} bytes")
             return
         self._feed(data[room:])
@@ -148,67 +197,67 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._heads_done += 1
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_deadline = None
         if len(self.connections) > self.limits.max_connections:
-            log.warning("more than %d connections open: answering 503", self.limits.max_connections)
+            _log_refusal(503, self.loop.time(), logging.WARNING, "more than %d connections open ([gateway] "
+                         "max_connections)", self.limits.max_connections)  # fmt: skip
             self._refuse(503, "the server is handling too many connections; retry later",
                          (("retry-after", str(self.limits.retry_after)),))  # fmt: skip
             raise _Refused
         super().on_headers_complete()
-        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+        self._body_deadline = self.loop.time() + self.limits.body_timeout
 
     def on_message_complete(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._body_deadline = None
         self._reading_head = True
         self._head_bytes = 0
         super().on_message_complete()
 
-    # Timers
+    # Deadlines
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self.transport.is_closing() or not self._reading_head:
+    def check_deadlines(self, now: float) -> None:
+        """Answer 408 for headers or a body past its deadline (called by the server's sweep)."""
+        if self._refused or self.transport is None or self.transport.is_closing():
+            return
+        if self._head_deadline is not None and now >= self._head_deadline:
+            self._head_timed_out(now)
+        if self._body_deadline is not None and now >= self._body_deadline:
+            self._body_timed_out(now)
+
+    def _head_timed_out(self, now: float) -> None:
+        self._head_deadline = None
+        if not self._reading_head:
             return
         if self.cycle is not None and not self.cycle.response_complete:
             # A pipelined request behind one still being answered: the answer comes first, then the check.
-            self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+            self._head_deadline = now + self.limits.header_timeout
             return
-        log.info("request headers not complete after %ss: answering 408", self.limits.header_timeout)
+        _log_refusal(408, now, logging.INFO, "request headers not complete after %gs", self.limits.header_timeout)
         self._refuse(408, f"the request headers did not arrive within {self.limits.header_timeout:g} seconds")
 
-    def _body_timed_out(self) -> None:
-        self._body_timer = None
+    def _body_timed_out(self, now: float) -> None:
+        self._body_deadline = None
         cycle = self.cycle
-        if self.transport.is_closing() or cycle is None or not cycle.more_body:
+        if cycle is None or not cycle.more_body:
             return
         if self.flow.read_paused and not cycle.response_started:
             # The server stopped reading because the app has not read what came yet: not the client's delay.
-            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+            self._body_deadline = now + self.limits.body_timeout
             return
         if cycle.response_complete:
             self.transport.close()  # answered already (a 413, say); the rest of the body is not waited for
         elif cycle.response_started:
             cycle.keep_alive = False  # closed once the answer under way is complete
         else:
-            log.info("request body not complete after %ss: answering 408", self.limits.body_timeout)
+            _log_refusal(408, now, logging.INFO, "request body not complete after %gs", self.limits.body_timeout)
             cycle.disconnected = True  # the app's receive() reports a disconnect; its answer is not sent
             cycle.message_event.set()
             self._refuse(408, f"the request body did not arrive within {self.limits.body_timeout:g} seconds")
 
-    def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._body_timer):
-            if timer is not None:
-                timer.cancel()
-        self._head_timer = self._body_timer = None
-
     def _refuse(self, status: int, message: str, extra: tuple[tuple[str, str], ...] = ()) -> None:
         """Answer `status` and close: half-close now, read and drop for `LINGER_SECONDS`, then close."""
         self._refused = True
-        self._cancel_timers()
+        self._head_deadline = self._body_deadline = None
         self._unset_keepalive_if_required()
         self.flow.resume_reading()
         self.transport.write(_answer(status, message, extra))
