@@ -17,7 +17,8 @@ httptools protocol with these limits added (settings in `[gateway]`, docs/deploy
 
 The answers are written by the protocol itself; the connection is then half-closed and what the client still
 sends is read and dropped for `LINGER_SECONDS` (so it can read the answer rather than meet a reset), then
-closed. A body over an endpoint's cap is the app's to refuse (413, gateway/app.py `read_body`).
+closed. A body over an endpoint's cap is the app's to refuse (413, gateway/app.py `read_body`). The deadlines
+are checked by one sweep per server each second (`SWEEP_SECONDS`), not by timers per request.
 
 The protocol is chosen explicitly (`http=`), so the limits do not depend on which HTTP parser happens to be
 installed; httptools is a declared dependency.
