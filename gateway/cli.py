@@ -86,9 +86,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.limits import server_config
+    from gateway.limits import ensure_open_files, server_config
 
     config = _load(args)
+    problem = ensure_open_files(config.gateway.max_connections)
+    if problem:
+        logging.getLogger("koppel").warning(problem)
     choice = _redis(args)
     try:
         app = create_app(config, choice.url)

@@ -267,6 +267,44 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
+HEADROOM_FILES = 64
+"""Open files the process needs besides the receiver's connections (Redis, logs, the journal)."""
+
+
+def open_files_plan(max_connections: int, soft: int, hard: int) -> tuple[int | None, str | None]:
+    """For the open-file limits `soft`/`hard` (-1: unlimited): the soft limit to raise to (None: leave it), and a
+    sentence when even that is below `max_connections` plus `HEADROOM_FILES` (connections past it would fail
+    to be accepted instead of being answered 503)."""
+    wanted = max_connections + HEADROOM_FILES
+    if soft == -1 or soft >= wanted:
+        return None, None
+    raised = wanted if hard == -1 else min(hard, wanted)
+    if raised >= wanted:
+        return raised, None
+    return (raised if raised > soft else None), (
+        f"the open-file limit ({hard}) is below [gateway] max_connections ({max_connections}) plus "
+        f"{HEADROOM_FILES}: connections beyond it fail to be accepted instead of being answered 503; raise it "
+        "(ulimit -n, systemd LimitNOFILE=, docker --ulimit nofile=) or lower max_connections"
+    )
+
+
+def ensure_open_files(max_connections: int) -> str | None:
+    """Raise this process's soft open-file limit as far as `max_connections` needs (up to the hard limit);
+    the sentence of `open_files_plan` when that is not enough, None otherwise or where there are no such limits."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    raise_to, problem = open_files_plan(max_connections, soft, hard)
+    if raise_to is not None:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raise_to, hard))
+        except (OSError, ValueError):
+            return open_files_plan(max_connections, soft, soft)[1]
+    return problem
+
+
 def protocol_for(limits: Limits) -> type[LimitedHttpToolsProtocol]:
     """The protocol class uvicorn is given (`http=`), with these limits."""
     return type("KoppelHttpProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})

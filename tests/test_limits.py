@@ -262,3 +262,14 @@ def test_config_check_names_limits_out_of_range():
     message = str(caught.value)
     for key in ("max_header_bytes", "header_timeout_seconds", "body_timeout_seconds", "max_connections"):
         assert f"gateway.{key}" in message
+
+
+def test_the_open_file_limit_is_raised_for_max_connections_or_named_when_it_cannot_be():
+    from gateway.limits import open_files_plan
+
+    assert open_files_plan(1000, soft=1024, hard=524288) == (1064, None)  # raised within the hard limit
+    assert open_files_plan(1000, soft=4096, hard=4096) == (None, None)
+    assert open_files_plan(1000, soft=-1, hard=-1) == (None, None)
+    raise_to, problem = open_files_plan(1000, soft=256, hard=1024)
+    assert raise_to == 1024
+    assert problem is not None and "max_connections (1000)" in problem and "ulimit -n" in problem

@@ -23,7 +23,9 @@ import time
 from bench.ingest.run import ROOT, own_group_dying_with_us, stop_group
 from gateway.redisserver import free_port
 
-PROTOCOLS = {"stock": "httptools", "koppel": "gateway.limits:LimitedHttpToolsProtocol"}
+PROTOCOLS = {"stock": "gateway.limits:HttpToolsProtocol", "koppel": "gateway.limits:LimitedHttpToolsProtocol"}
+"""`stock` is uvicorn's own class, named through gateway.limits so that both servers import the same modules
+(Koppel's config models and their dependencies: a larger heap makes each garbage collection dearer)."""
 BODY = b'{"id": 1, "status": "processing"}'
 REQUEST = (b"POST /webhooks/shop HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
            b"content-length: %d\r\n\r\n%s" % (len(BODY), BODY))  # fmt: skip
