@@ -96,17 +96,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.limits import ensure_open_files, server_config
 
     config = _load(args)
+    problem = ensure_open_files(config.gateway.max_connections)
+    if problem:
+        logging.getLogger("koppel").warning(problem)
     choice = _redis(args)
     try:
         _check_key()
         app = create_app(config, choice.url)
-        # log_config=None: uvicorn's own lines (start-up, errors) go where Koppel's go, in Koppel's format.
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, log_config=None)
+        # The receiver's limits on headers, read times and connections (gateway/limits.py), as the tests serve it.
+        server = uvicorn.Server(server_config(app, config.gateway, host=args.host, port=args.port,
+                                              log_level=args.log_level))  # fmt: skip
+        server.run()
     finally:
         choice.stop()
-    return 0
+    return 0 if server.started else 1
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

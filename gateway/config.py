@@ -118,6 +118,13 @@ class _Model(BaseModel):
 
 class GatewaySettings(_Model):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    # What a client may make the receiver hold before any signature is checked (gateway/limits.py):
+    # the request line and headers (431 above), the time to send them and the body (408), open connections
+    # (503 with Retry-After above).
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_connections: int = Field(default=1000, ge=1, le=100_000)
     dedupe_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     queue: str = Field(default="koppel", pattern=r"^[a-z0-9_-]{1,64}$")
     # Largest number of events written to Redis in one round trip by the receiver.

@@ -51,8 +51,9 @@ from starlette.types import ASGIApp
 from connectors import registry
 from gateway import keys, vault
 from gateway.activity import Activity, ActivityLog
-from gateway.config import Config
+from gateway.config import Config, GatewaySettings
 from gateway.ingest import inbox_key, make_queue
+from gateway.limits import server_config
 from gateway.redisserver import EmbeddedRedis, RedisChoice, die_with_parent, free_port
 from workers.pollers import POLL_JOB_PREFIX
 from workers.subscriptions import CHECK_JOB_PREFIX
@@ -80,9 +81,16 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
-def serve(app: ASGIApp, port: int | None = None, name: str = "server") -> LiveServer:
+def serve(
+    app: ASGIApp, port: int | None = None, name: str = "server", gateway: GatewaySettings | None = None
+) -> LiveServer:
+    """`app` served on 127.0.0.1; with `gateway`, as `koppel serve` serves the receiver (gateway/limits.py)."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    if gateway is not None:
+        config = server_config(app, gateway, host="127.0.0.1", port=port, log_level="warning")
+    else:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

@@ -84,7 +84,7 @@ def config() -> Config:
 
 @pytest.fixture
 def gateway(config: Config, redis_url: str) -> Iterator[LiveServer]:
-    live = serve(create_app(config, redis_url))
+    live = serve(create_app(config, redis_url), gateway=config.gateway)
     yield live
     live.stop()
 
