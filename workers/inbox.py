@@ -35,6 +35,7 @@ from rq.job import Job
 
 from gateway.config import GatewaySettings, RetentionSettings
 from gateway.ingest import JOB_FUNC, PUMP_GROUP, inbox_key, job_description, make_queue
+from workers.outage import UNREACHABLE, outage
 from workers.policy import retry_schedule
 
 log = logging.getLogger("koppel.inbox")
@@ -176,10 +177,16 @@ class InboxPump:
             time.sleep(0.05)  # another consumer holds entries: wait for it, or until they can be reclaimed
 
     def run(self, stop: threading.Event) -> None:
-        """Pump until `stop` is set (a worker's background thread); survives Redis outages."""
+        """Pump until `stop` is set (a worker's background thread); survives Redis outages: one is noted
+        once for the process (workers/outage.py) and waited out with its backoff."""
         while not stop.is_set():
             try:
                 self.pump_once(block_ms=self.block_ms)
+                outage.ok()
+            except UNREACHABLE as exc:
+                self._group_ready = False
+                outage.failed(exc, "the inbox pump")
+                outage.wait(stop)
             except redis.RedisError as exc:
                 self._group_ready = False
                 log.warning("inbox pump: %s; retrying in 1 s", exc)

@@ -36,6 +36,7 @@ from gateway import keys
 from gateway.activity import Activity
 from gateway.config import Config
 from gateway.ingest import inbox_key, make_queue
+from workers.outage import UNREACHABLE, outage
 
 log = logging.getLogger("koppel.retention")
 
@@ -176,6 +177,8 @@ class PurgeLoop:
     def once(self) -> PurgeReport | None:
         try:
             return purge_due(self.connection, self.config, worker=self.worker)
+        except UNREACHABLE as exc:  # noted once for the process (workers/outage.py)
+            outage.failed(exc, "the purge by [retention]")
         except redis.RedisError as exc:
             log.warning("purge by [retention]: %s; next try in %d s", exc, self.config.retention.purge_interval)
         except Exception:
