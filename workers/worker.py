@@ -10,17 +10,21 @@ A burst worker drains the inbox first, then works the queue until it is empty. A
 what `[retention]` no longer allows (workers/retention.py): at start, then every `purge_interval` (one
 worker of many per interval).
 
-A worker that dies mid-job (SIGKILL, OOM, a pulled plug) is noticed by RQ's own abandoned-job
-handling: its job stays in the StartedJobRegistry until the job's heartbeat expires, and the next
-registry maintenance of any worker retries it (while it has retries left; else it fails with
-AbandonedJobError). RQ's SimpleWorker beats once per job, with a TTL of the job timeout + 60 s, and
-maintenance runs every 10 minutes: a dead worker's order waited up to ~14 minutes. `KoppelWorker`
-renews the heartbeat every `gateway.worker_heartbeat_seconds` (TTL: three beats) while the job runs,
-and maintenance runs every three beats, so the job is retried within seconds of its worker's death.
-The beats come from the process's keepalive thread (workers/keepalive.py), which also renews the
-job's resource lock: no thread is started per job.
-The flows are built for that replay (the order ledger and in-flight marker), and the job's resource
+A worker that dies (SIGKILL, OOM, a pulled plug) leaves its job in RQ's StartedJobRegistry (started) or
+intermediate queue (taken, not started). `KoppelWorker` renews the job's heartbeat every
+`gateway.worker_heartbeat_seconds` while it runs (TTL: three beats), from the process's keepalive thread
+(workers/keepalive.py), which also renews the job's resource lock: no thread is started per job. Every
+beat, one worker's keepalive thread runs Koppel's recovery (workers/recovery.py): a started job whose
+heartbeat expired, or a job taken and not started for three beats, goes back to the front of the queue at
+once, without using up a retry (RQ would retry it on its schedule, or fail it with AbandonedJobError, and
+fails a taken one after a minute); a job whose worker died three times while running it is failed, naming
+that. The flows are built for that replay (the order ledger and in-flight marker), and the job's resource
 lock frees itself as fast (workers/policy.py).
+
+A Redis outage does not end the worker (`QuietWorker`, workers/outage.py): it is logged once when Redis goes
+and once when it is back; the work loop, the inbox pump, the command listener, the scheduler and the
+renewals wait for it with a backoff; a job whose run it cut short goes back to the queue; and the chains of
+scheduled jobs (polls, webhook checks, notification dispatch) are scheduled again when Redis is back.
 """
 
 from __future__ import annotations
