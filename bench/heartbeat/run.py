@@ -8,7 +8,9 @@ beat). For each heartbeat, one `koppel worker` process on a fresh embedded Redis
 
 * idle: Redis commands per second the idle worker sends (`INFO stats` before and after `--idle` s);
 * busy: `--jobs` no-op jobs (`os.getpid`, the worst case: nothing but overhead) queued at once, then worked
-  off; wall time, the worker's CPU per job (/proc), Redis commands per job. Best of `--rounds`.
+  off; wall time, the worker's CPU per job (/proc), Redis commands per job. Best of `--rounds`;
+* recovery: a second worker started, a 3 s job (`time.sleep`) started by one of the two, that one
+  SIGKILLed: seconds until the other starts the job again.
 
 Prints a table with each figure's ratio to the first heartbeat's.
 """
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 
 import redis
-from rq import Queue
+from rq import Queue, Worker
 
 from gateway.ingest import make_queue
 from gateway.redisserver import EmbeddedRedis, free_port
@@ -74,11 +76,34 @@ def measure(beat: int, url: str, workdir: Path, jobs: int, idle: float, rounds: 
                       "commands_per_job": (commands(conn) - before) / jobs}  # fmt: skip
             if not best or result["wall_s"] < best["wall_s"]:
                 best = result
-        return {"idle_commands_per_s": idle_rate, **best}
+        second = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker", "--config", str(config)], env=env)
+        try:
+            recovery = killed_job_back_after(conn, queue, {worker.pid: worker, second.pid: second})
+        finally:
+            second.kill()
+            second.wait()
+        return {"idle_commands_per_s": idle_rate, **best, "recovery_s": recovery}
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        if worker.poll() is None:
+            worker.terminate()
+            worker.wait(timeout=30)
         conn.close()
+
+
+def killed_job_back_after(conn: redis.Redis, queue: Queue, workers: dict[int, subprocess.Popen[bytes]]) -> float:
+    """Seconds from SIGKILLing the worker running a job to another worker starting it again."""
+    while len([w for w in Worker.all(connection=conn) if w.pid in workers]) < len(workers):
+        time.sleep(0.05)
+    job = queue.enqueue("time.sleep", 3)
+    while (name := conn.hget(job.key, "worker_name")) is None or job.get_status(refresh=True) != "started":
+        time.sleep(0.01)
+    (victim,) = [w.pid for w in Worker.all(connection=conn) if w.name == name.decode()]
+    workers[victim].kill()
+    workers[victim].wait()
+    killed = time.monotonic()
+    while conn.hget(job.key, "worker_name") == name or job.get_status(refresh=True) != "started":
+        time.sleep(0.01)
+    return time.monotonic() - killed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     base = results[beats[0]]
     print(f"{args.jobs} no-op jobs per round, best of {args.rounds}; ratios to a {beats[0]} s heartbeat")
-    print(f"{'heartbeat':>9}  {'idle cmd/s':>14}  {'wall s':>14}  {'CPU ms/job':>14}  {'cmd/job':>14}")
+    print(f"{'heartbeat':>9}  {'idle cmd/s':>14}  {'wall s':>14}  {'CPU ms/job':>14}  {'cmd/job':>14}"
+          f"  {'killed job back':>16}")  # fmt: skip
     for beat, r in results.items():
-        cells = [f"{r[k]:7.2f} x{r[k] / base[k]:4.2f}" if base[k] else f"{r[k]:7.2f}"
-                 for k in ("idle_commands_per_s", "wall_s", "cpu_ms_per_job", "commands_per_job")]  # fmt: skip
+        columns = ("idle_commands_per_s", "wall_s", "cpu_ms_per_job", "commands_per_job", "recovery_s")
+        cells = [f"{r[k]:7.2f} x{r[k] / base[k]:4.2f}" if base[k] else f"{r[k]:7.2f}" for k in columns]
         print(f"{beat:>8}s  " + "  ".join(f"{c:>14}" for c in cells))
     return 0
