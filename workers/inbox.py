@@ -4,7 +4,7 @@ The gateway stores an accepted event as an entry of the Redis stream `koppel:inb
 (gateway/ingest.py), with the job id it already answered. Every worker process runs a pump, all
 in one consumer group, so they share the work:
 
-    XAUTOCLAIM  entries idle > 30 s in a dead consumer's hands      (first, each round)
+    XAUTOCLAIM  entries idle > 30 s in a dead consumer's hands      (first, each round; `koppel worker`: 3 beats)
     XREADGROUP  up to 256 new entries (BLOCK 1 s)
     WATCH       rq:job:<id> of the batch; EXISTS → skip jobs made already (defensive)
     MULTI

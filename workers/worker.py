@@ -448,7 +448,8 @@ def run_worker(
         [queue], connection=connection, serializer=JSONSerializer, **worker_timing(heartbeat),
     )  # fmt: skip
     worker.orphan_after = 3 * heartbeat  # as long as a job's heartbeat lives
-    pump = pump_for(connection, config.gateway, config.retention)
+    # A dead worker's pump left what it read pending: reclaimed after three beats (at least 5 s), as its jobs.
+    pump = pump_for(connection, config.gateway, config.retention, claim_idle_ms=max(5_000, 3_000 * heartbeat))
     purger = PurgeLoop(connection, config, worker=worker.name)  # [retention], enforced (workers/retention.py)
     outage.on_back.append(schedule_chains)  # a chain's next job may not have been scheduled while Redis was away
     try:
