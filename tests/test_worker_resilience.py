@@ -22,6 +22,7 @@ from rq.serializers import JSONSerializer
 from gateway.envelope import Envelope, Event
 from gateway.ingest import Ingestor, make_queue
 from gateway.redisserver import EmbeddedRedis, free_port
+from gateway.stack import backlog
 from tests.conftest import SECRETS
 from tests.worker_jobs import FLOW, HOLD, INTEGRATION, TARGET
 from workers.ledger import Ledger
@@ -161,6 +162,22 @@ def test_a_job_whose_worker_is_killed_mid_run_runs_again_on_another_worker_and_w
     finally:
         for worker in workers:
             stop(worker)
+
+
+def test_a_job_a_killed_worker_took_off_the_queue_but_never_started_is_run_by_another(tmp_path, redis_url, rconn):
+    queue = make_queue(rconn, QUEUE)
+    job = queue.enqueue("tests.worker_jobs.write_once", "order-2")  # no retries: RQ would fail it after a minute
+    rconn.lmove(queue.key, queue.intermediate_queue_key)  # a worker's dequeue, and then the worker was killed
+    assert not backlog(rconn, QUEUE).empty, "the stack would call this settled"
+    worker = start_worker(tmp_path, redis_url, tmp_path / "worker.log")
+    try:
+        wait_for("the job run and finished", lambda: status(rconn, job.id) == "finished", [worker])
+        assert rconn.lrange(TARGET, 0, -1) == [b"order-2"]
+        assert rconn.llen(queue.intermediate_queue_key) == 0
+        assert not queue.failed_job_registry.get_job_ids()
+        assert backlog(rconn, QUEUE).empty
+    finally:
+        stop(worker)
 
 
 def abandon(queue: Queue, job: Job, conn: redis.Redis) -> None:
