@@ -233,6 +233,7 @@ class QuietWorker(Worker):
         intermediate-queue clean-up (a minute, then failed) is left out. Right after a Redis outage, nothing
         is done until the live workers beat again. The maintenance lock is released however it ends."""
         if outage.ended_within(self.orphan_after):
+            self.last_cleaned_at = now()  # type: ignore[assignment]  # RQ declares it None
             return
         for queue in self.queues:
             if not queue.acquire_maintenance_lock():
