@@ -173,15 +173,18 @@ class Backlog:
     running: int = 0
     scheduled: int = 0
     """Waiting to be retried (RQ's scheduled registry)."""
+    abandoned: int = 0
+    """Started by a worker that stopped beating (died): waiting to be run again (workers/recovery.py)."""
 
     @property
     def empty(self) -> bool:
-        return not (self.inbox or self.queued or self.dequeued or self.running or self.scheduled)
+        return not (self.inbox or self.queued or self.dequeued or self.running or self.scheduled or self.abandoned)
 
     def describe(self) -> str:
         """E.g. "3 queued, 1 running, 2 waiting to retry"; empty when nothing is left."""
         parts = [(self.inbox, "in the inbox"), (self.queued, "queued"), (self.dequeued, "taken by a worker"),
-                 (self.running, "running"), (self.scheduled, "waiting to retry")]  # fmt: skip
+                 (self.running, "running"), (self.abandoned, "whose worker died, to be run again"),
+                 (self.scheduled, "waiting to retry")]  # fmt: skip
         return ", ".join(f"{count} {where}" for count, where in parts if count)
 
 
@@ -273,9 +276,10 @@ def backlog(connection: redis.Redis, queue_name: str) -> Backlog:
     worker's job back from here instead of from the workers' own maintenance.
 
     A job a worker took off the queue sits in RQ's intermediate queue until the worker starts it (in
-    neither the queue nor the StartedJobRegistry): it counts while its status is still `queued`. When its
-    worker died there, the registry maintenance of the other workers (every three heartbeats) fails or
-    retries it after a minute, so it does not count forever.
+    neither the queue nor the StartedJobRegistry): it counts while its status is still `queued`. A started
+    job whose heartbeat expired (its worker died) counts as `abandoned` until the recovery of the other
+    workers (workers/recovery.py, every heartbeat) queues it again; one whose worker died before starting
+    it counts as taken until the recovery queues it again (three heartbeats later).
     """
     queue = make_queue(connection, queue_name)
     started, scheduled = queue.started_job_registry, queue.scheduled_job_registry
@@ -283,24 +287,27 @@ def backlog(connection: redis.Redis, queue_name: str) -> Backlog:
         pipe.xlen(inbox_key(queue_name))
         pipe.lrange(queue.key, 0, -1)
         pipe.lrange(queue.intermediate_queue_key, 0, -1)
-        pipe.zrange(started.key, 0, -1)
+        pipe.zrange(started.key, 0, -1, withscores=True)
         pipe.zrange(scheduled.key, 0, -1)
-        inbox, waiting, taken, running, retrying = pipe.execute()
+        pipe.time()
+        inbox, waiting, taken, started_entries, retrying, (seconds, micros) = pipe.execute()
 
     def events(ids: list[str]) -> set[str]:
         return {job_id for job_id in ids if not job_id.startswith((POLL_JOB_PREFIX, CHECK_JOB_PREFIX))}
 
-    running_ids = events([started.parse_job_id(entry) for entry in running])
-    taken_ids = events([keys.text(job_id) for job_id in taken]) - running_ids
+    server_now = seconds + micros / 1e6
+    running_ids = events([started.parse_job_id(entry) for entry, expires in started_entries if expires >= server_now])
+    dead_ids = events([started.parse_job_id(entry) for entry, _ in started_entries]) - running_ids
+    taken_ids = events([keys.text(job_id) for job_id in taken]) - running_ids - dead_ids
     if taken_ids:  # a multi-queue worker leaves its jobs there until maintenance: only those not started count
         with connection.pipeline(transaction=False) as pipe:
             for job_id in taken_ids:
                 pipe.hget(Job.key_for(job_id), "status")
             statuses = pipe.execute()
         taken_ids = {job_id for job_id, status in zip(taken_ids, statuses, strict=True) if status == b"queued"}
-    waiting_ids = events([keys.text(job_id) for job_id in waiting]) - taken_ids - running_ids
+    waiting_ids = events([keys.text(job_id) for job_id in waiting]) - taken_ids - running_ids - dead_ids
     return Backlog(int(inbox), len(waiting_ids), len(taken_ids), len(running_ids),
-                   len(events([keys.text(job_id) for job_id in retrying])))  # fmt: skip
+                   len(events([keys.text(job_id) for job_id in retrying])), len(dead_ids))  # fmt: skip
 
 
 class Stack:

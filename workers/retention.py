@@ -37,6 +37,7 @@ from gateway.activity import Activity
 from gateway.config import Config
 from gateway.ingest import inbox_key, make_queue
 from workers.ledger import email_key
+from workers.outage import UNREACHABLE, outage
 
 log = logging.getLogger("koppel.retention")
 
@@ -178,6 +179,8 @@ class PurgeLoop:
     def once(self) -> PurgeReport | None:
         try:
             return purge_due(self.connection, self.config, worker=self.worker)
+        except UNREACHABLE as exc:  # noted once for the process (workers/outage.py)
+            outage.failed(exc, "the purge by [retention]")
         except redis.RedisError as exc:
             log.warning("purge by [retention]: %s; next try in %d s", exc, self.config.retention.purge_interval)
         except Exception:
