@@ -17,12 +17,16 @@ FROM python:3.11-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends redis-server \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --create-home --uid 10001 koppel
+ && useradd --create-home --uid 10001 koppel \
+ && install -d -m 700 -o koppel -g koppel /home/koppel/data
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER koppel
 WORKDIR /home/koppel
 ENV KOPPEL_DATA_DIR=/home/koppel/data PYTHONUNBUFFERED=1
+# Koppel's data on the host, not in the container's writable layer (lost with the container): the embedded
+# Redis's files and the gateway's local journal live under it. Mount a named volume or a host directory here.
+VOLUME ["/home/koppel/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"

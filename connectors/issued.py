@@ -6,7 +6,9 @@ subscription stores the secret here, per endpoint and subscription; the receiver
 the endpoint's live secrets and passes them to the handler with the request (`Incoming.secrets`), beside
 the endpoint's configured secret.
 
-    koppel:cache:{endpoint}:issued_secrets   hash: subscription id → {"secret", "previous", "previous_until"}
+    koppel:cache:{endpoint}:issued_secrets   hash: subscription id → {"secret", "previous", "previous_until"},
+                                             encrypted (gateway/vault.py; an entry stored before that as JSON
+                                             is still read, and written encrypted at its next rotation)
 
 A rotation keeps the old secret as `previous` for `grace` seconds: notifications signed before the
 rotation (still being delivered or retried) verify, while the new secret verifies from the moment it is
@@ -18,13 +20,16 @@ reconciliation poll reads what any notification missed.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import redis
 
-from gateway import keys
+from gateway import keys, vault
+
+log = logging.getLogger(__name__)
 
 __all__ = ["forget", "issued_key", "live", "remember", "rotated", "subscriptions"]
 
@@ -34,16 +39,26 @@ def issued_key(endpoint_id: str) -> str:
 
 
 def _entry(raw: Any) -> dict[str, Any]:
+    """A stored entry (an unreadable one, or one no given key opens, is empty: its secret verifies nothing)."""
     try:
-        value = json.loads(keys.text(raw))
+        text = keys.text(raw) if vault.is_plain(raw) else vault.vault().open(
+            raw, what="a webhook secret the system issued", fix="rotate the subscription's secret")
+        value = json.loads(text)
+    except vault.SecretUnreadable as unreadable:
+        log.error("%s", unreadable)
+        return {}
     except (ValueError, TypeError):
         return {}
     return value if isinstance(value, dict) else {}
 
 
+def _sealed(entry: dict[str, Any]) -> str:
+    return vault.vault().seal(json.dumps(entry), what="the webhook secret the system issued")
+
+
 def remember(connection: redis.Redis, endpoint_id: str, subscription_id: str, secret: str) -> None:
     """The secret of a new subscription (no previous one)."""
-    connection.hset(issued_key(endpoint_id), subscription_id, json.dumps({"secret": secret}))
+    connection.hset(issued_key(endpoint_id), subscription_id, _sealed({"secret": secret}))
 
 
 def rotated(connection: redis.Redis, endpoint_id: str, subscription_id: str, secret: str, *, grace: float,
@@ -54,7 +69,7 @@ def rotated(connection: redis.Redis, endpoint_id: str, subscription_id: str, sec
     entry: dict[str, Any] = {"secret": secret}
     if isinstance(old, str) and old and old != secret:
         entry |= {"previous": old, "previous_until": (time.time() if now is None else now) + grace}
-    connection.hset(key, subscription_id, json.dumps(entry))
+    connection.hset(key, subscription_id, _sealed(entry))
 
 
 def forget(connection: redis.Redis, endpoint_id: str, subscription_id: str) -> None:

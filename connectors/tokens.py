@@ -4,8 +4,8 @@
     TokenEndpoint    one system's token endpoint: the grants posted to it and how its answers are read;
                      a connector makes one, naming its errors and its words (connectors/exactonline/auth.py,
                      connectors/asperion/auth.py)
-    TokenStore       one system's tokens as JSON in Redis (`koppel:exact:tokens:{system}`, the OAuth token
-                     namespace), and the lock that serialises their refresh
+    TokenStore       one system's tokens in Redis, encrypted (gateway/vault.py) at `koppel:exact:tokens:{system}`
+                     (the OAuth token namespace), and the lock that serialises their refresh
     BearerAuth       httpx auth: a bearer token on every request; a 401 gets one new token and one retry
     RefreshingAuth   BearerAuth for authorization-code tokens: refreshed when less than `refresh_margin`
                      seconds are left, and once after a 401
@@ -35,7 +35,7 @@ import redis
 from redis.exceptions import LockError
 
 from connectors.http import read_json
-from gateway import keys, notify
+from gateway import keys, notify, vault
 from gateway.errors import AuthFailed, BadResponse, TransientError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -174,6 +174,7 @@ class TokenEndpoint:
         self, http: httpx.Client, app: App, store: TokenStore, code: str, *, clock: Callable[[], float] = time.time
     ) -> Tokens:
         """The consent's last step: trade `code` for tokens and store them in place of any earlier ones."""
+        store.check_writable()  # before the single-use code is spent
         tokens = self.exchange(http, app, code, clock=clock, system_id=store.system_id)
         store.replace(tokens)
         log.info("%s system %s: authorised; access token valid for %.0f s", self.title, store.system_id,
@@ -208,7 +209,7 @@ class TokenEndpoint:
 
 
 class TokenStore:
-    """The tokens of one system, as JSON in Redis, plus the lock that serialises their refresh."""
+    """The tokens of one system, encrypted in Redis, plus the lock that serialises their refresh."""
 
     def __init__(self, conn: redis.Redis, system_id: str, *, namespace: str = keys.TOKENS) -> None:
         self.conn = conn
@@ -222,19 +223,35 @@ class TokenStore:
         return f"{type(self).__name__}({self.system_id!r})"
 
     def load(self) -> Tokens | None:
+        """The stored tokens, or None. A record stored before encryption (plain JSON) or under an earlier key
+        is written back under the current key; one no given key opens raises SecretUnreadable."""
         raw = self.conn.get(self.key)
         if raw is None:
             return None
+        safe = vault.vault()
+        fix, what = f"run `koppel connect {self.system_id}` again", f"system {self.system_id}'s stored OAuth tokens"
+        plain = vault.is_plain(raw)
+        text = keys.text(raw) if plain else safe.open(raw, what=what, fix=fix)
         try:
-            return Tokens.from_json(raw)
+            tokens = Tokens.from_json(text)
         except (ValueError, KeyError, TypeError):
-            log.error("system %s: its stored OAuth tokens are unreadable; run `koppel connect %s` again",
-                      self.system_id, self.system_id)  # fmt: skip
+            log.error("system %s: its stored OAuth tokens are unreadable; %s", self.system_id, fix)
             return None
+        if safe.can_seal and (plain or not safe.is_current(raw)):
+            vault.replace_if_unchanged(self.conn, self.key, raw, safe.seal(text, what="OAuth tokens"))
+            log.info("system %s: stored OAuth tokens re-encrypted with %s", self.system_id, safe.source)
+        return tokens
+
+    def check_writable(self) -> None:
+        """SecretKeyMissing when tokens could not be stored (no key): checked before a grant spends anything."""
+        if not vault.vault().can_seal:
+            vault.vault().seal("", what=f"system {self.system_id}'s OAuth tokens")
 
     def save(self, tokens: Tokens) -> None:
+        """Store `tokens` encrypted (SecretKeyMissing, naming KOPPEL_SECRET_KEY, when there is no key)."""
+        sealed = vault.vault().seal(tokens.to_json(), what=f"system {self.system_id}'s OAuth tokens")
         with self.conn.pipeline(transaction=False) as pipe:
-            pipe.set(self.key, tokens.to_json())
+            pipe.set(self.key, sealed)
             pipe.delete(self.failed_key)
             pipe.execute()
 
@@ -328,7 +345,11 @@ class RefreshingAuth(BearerAuth):
         return f"{type(self).__name__}({self.store.system_id!r})"
 
     def _stored(self) -> Tokens:
-        tokens = self.store.load()
+        try:
+            tokens = self.store.load()
+        except vault.SecretUnreadable as unreadable:  # a wrong or missing key: as good as no authorisation
+            self._notify(str(unreadable).partition(": set ")[0])
+            raise self.endpoint.refused(str(unreadable)) from None
         if tokens is None:
             system = self.store.system_id
             self._notify(f"no {self.endpoint.title} authorisation is stored for it")
@@ -371,6 +392,7 @@ class RefreshingAuth(BearerAuth):
             tokens = self._stored()
             if tokens.access_token != stale and not self._expiring(tokens):
                 return tokens  # another worker refreshed while this one waited for the lock
+            self.store.check_writable()  # a refresh token spent and its successor not stored: lost for good
             try:
                 fresh = self.endpoint.refresh(self.http, self.app, tokens.refresh_token, clock=self.clock,
                                               system_id=system)  # fmt: skip

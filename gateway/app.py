@@ -3,9 +3,11 @@
 
 The path of a webhook: find the endpoint (404) → read the raw body under the endpoint's cap (413)
 → the kind's handler verifies the signature on the raw bytes (401), answers handshakes, and splits
-the body into events (400) → the ingestor stores them in Redis, deduplicated, in the inbox stream
-(503 with Retry-After when Redis cannot take them) → only then 2xx. The workers' inbox pumps turn
-the inbox entries into RQ jobs, under the job ids the 2xx answer named (workers/inbox.py).
+the body into events (400) → the ingestor stores them in Redis, deduplicated, in the inbox stream,
+or, when Redis cannot take them, in the gateway's local journal (gateway/journal.py; drained into
+Redis once it is back; 503 with Retry-After only when neither can take them) → only then 2xx. The
+workers' inbox pumps turn the inbox entries into RQ jobs, under the job ids the 2xx answer named
+(workers/inbox.py).
 
 That path is plain ASGI (`WebhookReceiver`, put in front of the router by `Gateway`): no Request,
 routing or middleware per webhook, the 2xx JSON rendered as bytes. It cut the gateway's CPU per
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -39,7 +43,7 @@ from starlette.types import Receive, Scope, Send
 
 from connectors import issued, registry
 from gateway.config import Config, Endpoint
-from gateway.console import console_app
+from gateway.console import Console, console_app
 from gateway.errors import (
     BodyTooLarge,
     MalformedRequest,
@@ -49,9 +53,11 @@ from gateway.errors import (
     WebhookRejected,
 )
 from gateway.ingest import Accepted, Draft, Ingestor
+from gateway.journal import Journal, JournalCollector
 from gateway.metrics import EndpointCounters, Metrics
-from gateway.oauth import CALLBACK_PATH, LEGACY_CALLBACK_PATH, oauth_callback
-from gateway.ops import AdminAuth, dashboard_app
+from gateway.oauth import CALLBACK_PATH, LEGACY_CALLBACK_PATH, START_PATH, oauth_callback, oauth_start
+from gateway.ops import OperatorGuard, dashboard_app
+from gateway.redisserver import data_dir
 from handlers import Handler, Incoming, Outcome, handler_for
 
 log = logging.getLogger("koppel.gateway")
@@ -138,16 +144,24 @@ def _error(status: int, reason: str, message: str, headers: dict[str, str] | Non
     return JSONResponse({"error": reason, "message": message}, status_code=status, headers=headers)
 
 
+def journal_dir(config: Config) -> Path:
+    """Where the gateway journals events Redis cannot take: `[gateway] journal_dir`, else `<data dir>/journal`."""
+    chosen = config.gateway.journal_dir
+    return Path(chosen) if chosen else data_dir() / "journal"
+
+
 def create_app(config: Config, redis_url: str) -> Gateway:
     """Build the receiver. Nothing happens at import time; Redis is connected in the lifespan."""
     connection = redis_client(redis_url)
     settings = config.gateway
+    journal = Journal(journal_dir(config)) if settings.journal else None
     ingestor = Ingestor(
         connection,
         queue_name=settings.queue,
         dedupe_ttl=settings.dedupe_ttl_seconds,
         batch_max=settings.enqueue_batch_max,
         async_connection=async_redis_client(redis_url),
+        journal=journal,
     )
     metrics = Metrics(
         lambda: {settings.queue: ingestor.queue_depth()},
@@ -155,22 +169,41 @@ def create_app(config: Config, redis_url: str) -> Gateway:
         lambda: {settings.queue: ingestor.failed_count()},
         lambda: {settings.queue: ingestor.inbox_oldest_age()},
     )
+    if journal is not None:
+        metrics.registry.register(JournalCollector(journal))
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        """200 while the gateway accepts webhooks: "ready", "draining" (Redis answers, the journal is
+        being stored in it) or "degraded" (Redis does not answer, the journal takes events meanwhile: still
+        routable, docs/durability.md); 503 "unavailable" when neither can take an event."""
+        body: dict[str, object] = {"status": "ready", "redis": "ok"}
         try:
             await asyncio.to_thread(connection.ping)
         except (redis.RedisError, OSError) as exc:
-            return JSONResponse(
-                {"status": "unavailable", "redis": f"unreachable ({exc.__class__.__name__})"},
-                status_code=503,
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-        return JSONResponse({"status": "ready", "redis": "ok"})
+            body = {"status": "unavailable", "redis": f"unreachable ({exc.__class__.__name__})"}
+        if journal is not None:
+            problem = journal.usable()
+            state: dict[str, object] = {"in_use": journal.in_use, "pending": journal.pending, "writable": not problem}
+            body["journal"] = state if problem is None else state | {"problem": problem}
+            if problem is None and body["status"] == "unavailable":
+                body["status"] = "degraded"  # accepting: events wait in the journal until Redis is back
+            elif journal.in_use and body["status"] == "ready":
+                body["status"] = "draining"  # Redis is back; journaled events are being stored
+        if body["status"] == "unavailable":
+            return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return JSONResponse(body)
+
+    admin = settings.admin_token.get_secret_value().encode() if settings.admin_token is not None else b""
 
     async def metrics_endpoint(request: Request) -> Response:
+        if settings.metrics_auth:  # the config requires an admin token with it
+            scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), admin):
+                return _error(401, "unauthorized", "/metrics needs Authorization: Bearer <gateway.admin_token> "
+                              "(gateway.metrics_auth is on)", {"WWW-Authenticate": "Bearer"})  # fmt: skip
         body = await asyncio.to_thread(metrics.render)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -204,6 +237,7 @@ def create_app(config: Config, redis_url: str) -> Gateway:
             connection.close()
 
     receiver = WebhookReceiver(config, ingestor, metrics)
+    console = Console(config, connection, snapshot_ttl=config.retention.payloads)
     app = Gateway(
         receiver,
         routes=[
@@ -213,14 +247,21 @@ def create_app(config: Config, redis_url: str) -> Gateway:
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route(LEGACY_CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
             Route(CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
-            Mount("/ops", app=AdminAuth(dashboard_app(redis_url), settings.admin_token)),
-            Mount("/console", app=console_app(config, connection, snapshot_ttl=config.retention.payloads)),
+            Route(START_PATH, oauth_start(config, connection), methods=["GET"]),
+            Mount(
+                "/ops",
+                app=OperatorGuard(
+                    dashboard_app(redis_url), settings.admin_token, console.session_of, public_url=settings.public_url
+                ),
+            ),
+            Mount("/console", app=console_app(console)),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
     )
     app.state.config = config
     app.state.ingestor = ingestor
+    app.state.journal = journal
     app.state.metrics = metrics
     return app
 
@@ -234,6 +275,8 @@ def _summary(accepted: list[Accepted]) -> tuple[bytes, int, int]:
     queued, duplicates = len(jobs), len(accepted) - len(jobs)
     listed = ",".join(f'"{job}"' for job in jobs)
     body = f'{{"status":"accepted","queued":{queued},"duplicates":{duplicates},"jobs":[{listed}]}}'
+    if accepted and accepted[0].journaled:  # a batch is journaled whole or not at all
+        body = body[:-1] + ',"journaled":true}'
     return body.encode(), queued, duplicates
 
 
@@ -295,6 +338,10 @@ class WebhookReceiver:
             else:
                 stored = await asyncio.to_thread(self.ingestor.connection.hgetall, issued.issued_key(endpoint_id))
         except (redis.RedisError, OSError) as exc:
+            if held is not None:  # Redis is away: the copy held (asked again later), so the journal can take it
+                if not fresh:
+                    self._issued[endpoint_id] = (now, held[1])
+                return None if fresh else held[1]
             raise RedisUnavailable(f"the endpoint's webhook secrets could not be read ({type(exc).__name__})") from None
         secrets = issued.live(stored, time.time())
         self._issued[endpoint_id] = (now, secrets)

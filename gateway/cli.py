@@ -4,7 +4,7 @@
     koppel worker         an RQ worker on Koppel's queue (non-forking, scheduler on)
     koppel init [PATH]    write a config file step by step (the pair, its flows, settings; --yes for scripts)
     koppel config check   validate the config file (PATH or --config); every problem with its key path
-    koppel connect        start OAuth consent for a system (Exact Online, Asperion; prints the URL)
+    koppel connect        start OAuth consent for a system (Exact Online, Asperion; prints a one-use start URL)
     koppel replay         requeue failed jobs: --job ID, --integration ID or --all
     koppel activity       what an integration did with each event, with its job id (the activity log)
     koppel purge          remove now what `[retention]` no longer allows (the workers also do, on a schedule)
@@ -31,11 +31,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import redis
+
 from connectors import registry
+from gateway import vault
 from gateway.activity import OUTCOMES
 from gateway.config import Config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
-from gateway.redisserver import RedisChoice, resolve_redis
+from gateway.redisserver import RedisChoice, redact_urls, resolve_redis
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -45,7 +48,7 @@ DEMO_DATA_DIR = ".koppel/demo"  # relative to the working directory: the reposit
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"koppel: {message}", file=sys.stderr)
+    print(f"koppel: {redact_urls(message)}", file=sys.stderr)
     return code
 
 
@@ -60,6 +63,15 @@ def _redis(args: argparse.Namespace) -> RedisChoice:
     choice = resolve_redis(embedded=True if getattr(args, "embedded_redis", False) else None)
     logging.getLogger("koppel").info("using %s", choice.describe())
     return choice
+
+
+def _check_key() -> None:
+    """At the start of `serve` and `worker`: a malformed key stops them (SecretUnreadable); no key is one
+    warning (OAuth tokens are then refused, gateway/vault.py)."""
+    if not vault.vault().can_seal:
+        logging.getLogger("koppel").warning(
+            "no %s set (and no %s in the data directory): OAuth tokens cannot be stored; set it for the gateway "
+            "and every worker (`koppel secret-key` prints a new one)", vault.KEY_VAR, vault.KEY_FILE)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -84,16 +96,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.limits import ensure_open_files, server_config
 
     config = _load(args)
+    problem = ensure_open_files(config.gateway.max_connections)
+    if problem:
+        logging.getLogger("koppel").warning(problem)
     choice = _redis(args)
     try:
+        _check_key()
         app = create_app(config, choice.url)
-        # log_config=None: uvicorn's own lines (start-up, errors) go where Koppel's go, in Koppel's format.
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, log_config=None)
+        # The receiver's limits on headers, read times and connections (gateway/limits.py), as the tests serve it.
+        server = uvicorn.Server(server_config(app, config.gateway, host=args.host, port=args.port,
+                                              log_level=args.log_level))  # fmt: skip
+        server.run()
     finally:
         choice.stop()
-    return 0
+    return 0 if server.started else 1
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -102,6 +121,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     config = _load(args)
     choice = _redis(args)
     try:
+        _check_key()
         run_worker(config, choice.url, burst=args.burst, fork=args.fork)
     finally:
         choice.stop()
@@ -305,15 +325,17 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
+    from connectors.oauth import TICKET_MAX_AGE
     from gateway.errors import PermanentError
-    from gateway.oauth import consent_url
+    from gateway.oauth import start_url
 
     config = _load(args)
     try:
-        url = consent_url(config, args.legacy_system or args.system)
+        url = start_url(config, args.legacy_system or args.system)
     except PermanentError as exc:
         return _fail(str(exc))
-    print("Open this URL in a browser and approve; the system sends you back to the gateway, which stores the tokens:")
+    print(f"Open this URL (it works once, within {TICKET_MAX_AGE // 60} minutes) in the browser you will approve in; "
+          "the gateway sends you on to the system, which sends you back; the gateway stores the tokens:")  # fmt: skip
     print(url)
     return 0
 
@@ -451,6 +473,12 @@ def cmd_integrations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret_key(args: argparse.Namespace) -> int:
+    """A new random key for KOPPEL_SECRET_KEY (gateway/vault.py)."""
+    print(vault.new_key())
+    return 0
+
+
 def cmd_connectors(args: argparse.Namespace) -> int:
     import json
 
@@ -581,6 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     integrations.add_argument("integration", nargs="?", help="the integration id (with `on`)")
     integrations.set_defaults(func=cmd_integrations)
 
+    key = sub.add_parser("secret-key", help=f"print a new key for {vault.KEY_VAR} (encrypts stored tokens)")
+    key.set_defaults(func=cmd_secret_key)
+
     kinds = sub.add_parser("connectors", help="list the system kinds Koppel connects: what each gives and takes")
     kinds.add_argument("--json", action="store_true", help="as JSON, for scripts")
     kinds.set_defaults(func=cmd_connectors)
@@ -630,20 +661,25 @@ _EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 class RedactingFormatter(logging.Formatter):
-    """Koppel's log lines with every e-mail address masked, tracebacks included. Log lines name records by
-    ids and numbers; this is the last line of defence for a system's error text or an exception that
-    quotes one."""
+    """Koppel's log lines with every e-mail address and every URL's password (a REDIS_URL's) masked,
+    tracebacks included. Log lines name records by ids and numbers; this is the last line of defence for a
+    system's error text or an exception that quotes one."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return _EMAIL.sub("<e-mail>", super().format(record))
+        return _EMAIL.sub("<e-mail>", redact_urls(super().format(record)))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def setup_logging() -> None:
+    """Koppel's log lines on stderr, at KOPPEL_LOG_LEVEL, through `RedactingFormatter`."""
     level = os.environ.get("KOPPEL_LOG_LEVEL", "INFO").upper()
     handler = logging.StreamHandler()
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise, and URLs can carry ids
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     _from_caller(args)
@@ -652,10 +688,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"koppel: {exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {redact_urls(problem)}", file=sys.stderr)
         return 2
     except EmbeddedRedisError as exc:
         return _fail(str(exc), 1)
+    except vault.SecretUnreadable as exc:  # a malformed KOPPEL_SECRET_KEY
+        return _fail(str(exc), 2)
+    except (redis.ConnectionError, redis.AuthenticationError) as exc:  # one sentence, not a traceback
+        return _fail(f"Redis did not take Koppel's connection ({exc}): check that it runs and REDIS_URL "
+                     "(its address and password)", 1)  # fmt: skip
     except KeyboardInterrupt:
         return 130
 

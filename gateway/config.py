@@ -2,6 +2,7 @@
 
     [gateway]                      # optional; defaults shown in `GatewaySettings`
     max_body_bytes = 1048576
+    journal_dir = "/var/lib/koppel/journal" # where events wait while Redis is down (default .koppel/journal)
     public_url = "https://koppel.example"   # where the systems reach the receiver (webhook subscriptions)
 
     [retention]                    # optional; how long each kind of data is kept (`RetentionSettings`)
@@ -117,6 +118,13 @@ class _Model(BaseModel):
 
 class GatewaySettings(_Model):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    # What a client may make the receiver hold before any signature is checked (gateway/limits.py):
+    # the request line and headers (431 above), the time to send them and the body (408), open connections
+    # (503 with Retry-After above).
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_connections: int = Field(default=1000, ge=1, le=100_000)
     dedupe_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     queue: str = Field(default="koppel", pattern=r"^[a-z0-9_-]{1,64}$")
     # Largest number of events written to Redis in one round trip by the receiver.
@@ -129,12 +137,26 @@ class GatewaySettings(_Model):
     retry_base_seconds: float = Field(default=5.0, gt=0)
     retry_cap_seconds: float = Field(default=3600.0, gt=0)
     # A worker renews its running job's heartbeat and its resource locks this often; three missed beats
-    # mean it died (SIGKILL, OOM): its job is then retried and its locks free themselves.
-    worker_heartbeat_seconds: int = Field(default=10, ge=1, le=300)
+    # mean it died (SIGKILL, OOM): its job is then run again and its locks free themselves (within ~4 beats).
+    # Shorter costs an idle worker ~2-5 more Redis commands/s and a job nothing measurable (bench/heartbeat).
+    worker_heartbeat_seconds: int = Field(default=2, ge=1, le=300)
     admin_token: Secret | None = None
     # The receiver's address as the systems reach it (behind a proxy: the proxy's); webhook subscriptions
     # Koppel manages point at {public_url}/webhooks/{endpoint id}. None: Koppel manages no subscriptions.
     public_url: PublicURL | None = None
+    # When Redis cannot take an event, keep it in a local fsync'd journal and still answer 2xx; drained into
+    # Redis once it is back (gateway/journal.py, docs/durability.md). false: answer 503 instead.
+    journal: bool = True
+    # Where (a local disk; each gateway process writes its own file). None: <KOPPEL_DATA_DIR or .koppel>/journal.
+    journal_dir: str | None = Field(default=None, min_length=1)
+    # /metrics answers only requests carrying `Authorization: Bearer <admin_token>` (needs admin_token).
+    metrics_auth: bool = False
+
+    @model_validator(mode="after")
+    def _metrics_auth_needs_token(self) -> GatewaySettings:
+        if self.metrics_auth and self.admin_token is None:
+            raise ValueError("metrics_auth = true needs gateway.admin_token (the Bearer token /metrics asks for)")
+        return self
 
     def webhook_url(self, endpoint_id: str) -> str | None:
         """Where a system delivers the endpoint's webhooks, or None without a `public_url`."""

@@ -9,8 +9,13 @@ thread with the sync client, so the event loop never blocks on Redis. Per event:
     if it was new:  XADD koppel:inbox:<queue> * id <job id> e <envelope JSON>
     else:           GET the dedupe key                          → the original job id
 
-So the mark "seen" and the stored event land together or not at all: a failure answers 503, the
-sender retries, and the retry is not mistaken for a duplicate. Job ids are assigned here, so the
+So the mark "seen" and the stored event land together or not at all. When Redis cannot take a batch
+and the ingestor has a `Journal` (gateway/journal.py), the batch goes to the gateway's disk instead,
+fsync'd, under the job ids it was given, and the request is answered 2xx; a drain task stores the
+journal into Redis through the same script once Redis is back (same keys, same job ids: nothing
+twice), and while the journal holds events new ones follow them there, so nothing overtakes. Without
+a journal, or when the disk fails too, the failure answers 503, the sender retries, and the retry is
+not mistaken for a duplicate. Job ids are assigned here, so the
 answer can name them; the inbox pump (workers/inbox.py, run by every worker) turns each inbox
 entry into exactly one RQ job with that id.
 
@@ -43,7 +48,8 @@ from rq.serializers import JSONSerializer
 
 from gateway import keys
 from gateway.envelope import Envelope, Event, dedupe_id_of
-from gateway.errors import RedisUnavailable
+from gateway.errors import MalformedRequest, RedisUnavailable
+from gateway.journal import Journal, JournalUnavailable, Record
 
 log = logging.getLogger("koppel.ingest")
 
@@ -107,7 +113,8 @@ class Draft:
         """`Draft.of(Envelope.wrap(...))` without the model: the receiver's hot path (tests keep them equal).
 
         The payload's JSON text as received (`Event.payload_json`) goes in as it stands: encoding the
-        parsed 3 KB order again cost ~10 µs a request.
+        parsed 3 KB order again cost ~10 µs a request. MalformedRequest for a payload no JSON can carry
+        (the handlers refuse those first: `handlers.signatures.check_nesting`, `unicode_only`).
         """
         head = {
             "source": source,
@@ -124,8 +131,11 @@ class Draft:
                 text = to_json(head | {"payload": event.payload} | tail)
             else:
                 text = b"".join((to_json(head)[:-1], b',"payload":', event.payload_json, b",", to_json(tail)[1:]))
-        except PydanticSerializationError:  # a payload JSON cannot carry: as the model would (and its error)
-            return cls.of(Envelope.wrap(event, source=source, endpoint=endpoint, received_at=received_at))
+        except PydanticSerializationError:  # a payload JSON cannot carry: as the model would
+            try:
+                return cls.of(Envelope.wrap(event, source=source, endpoint=endpoint, received_at=received_at))
+            except PydanticSerializationError:
+                raise MalformedRequest("the body's JSON cannot be stored (nested too deeply, or not Unicode)") from None
         key = keys.dedupe(endpoint, dedupe_id_of(endpoint, event.delivery_key))
         return cls(endpoint, key, text)
 
@@ -136,6 +146,14 @@ class Accepted:
 
     job_id: str
     duplicate: bool
+    journaled: bool = False
+    """Kept in the gateway's journal (Redis was unavailable): stored in Redis once it is back."""
+
+
+DRAIN_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0)
+"""How long the drain task waits after each failed try to store the journal in Redis (the last repeats)."""
+ORPHAN_SCAN_SECONDS = 5.0
+"""How often an idle gateway looks for journal files a stopped gateway left."""
 
 
 @dataclass
@@ -152,8 +170,12 @@ class Ingestor:
     batch_max: int = 256
     # When given, `submit` batches go through this client on the event loop instead of the writer thread.
     async_connection: redis.asyncio.Redis | None = None
+    # When given, batches Redis cannot take are journaled there (and drained later) instead of failing.
+    journal: Journal | None = None
     _pending: asyncio.Queue[_Pending] | None = field(init=False, default=None)
     _writer: asyncio.Task[None] | None = field(init=False, default=None)
+    _drainer: asyncio.Task[None] | None = field(init=False, default=None)
+    _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _executor: ThreadPoolExecutor = field(init=False)
     _stream: str = field(init=False)
 
@@ -168,14 +190,22 @@ class Ingestor:
     async def start(self) -> None:
         self._pending = asyncio.Queue()
         self._writer = asyncio.create_task(self._run(), name="koppel-ingest-writer")
+        if self.journal is not None:
+            self._wake = asyncio.Event()
+            # before the first request: journals a stopped gateway left go first, new events behind them
+            await asyncio.to_thread(self.journal.adopt_orphans)
+            self._drainer = asyncio.create_task(self._drain_loop(), name="koppel-journal-drain")
 
     async def stop(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+        for task in (self._writer, self._drainer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._writer = self._drainer = None
         self._executor.shutdown(wait=True)
+        if self.journal is not None:
+            self.journal.close()
 
     async def submit(self, envelopes: Sequence[Envelope | Draft]) -> list[Accepted]:
         """Store the envelopes durably; raises RedisUnavailable when Redis cannot take them."""
@@ -199,10 +229,13 @@ class Ingestor:
                 count += len(item.drafts)
             flat = [draft for item in batch for draft in item.drafts]
             try:
-                if self._ascript is not None:
-                    results = await self._store_async(flat)
+                if self.journal is not None and self.journal.in_use:  # events wait there: these follow them
+                    try:
+                        results = await self._journal(flat, [new_job_id() for _ in flat])
+                    except JournalUnavailable as failed:  # Redis would let these overtake the journaled ones
+                        raise RedisUnavailable(f"the journal could not take the event ({failed.strerror})") from None
                 else:
-                    results = await loop.run_in_executor(self._executor, self.store, flat)
+                    results = await self._store_or_journal(flat, loop)
             except Exception as error:  # every waiter must hear about it; nothing is half-written
                 if not isinstance(error, RedisUnavailable):
                     log.exception("storing a batch of %d events failed", len(flat))
@@ -217,37 +250,125 @@ class Ingestor:
                     item.future.set_result(results[offset : offset + size])
                 offset += size
 
+    async def _store_or_journal(self, drafts: Sequence[Draft], loop: asyncio.AbstractEventLoop) -> list[Accepted]:
+        job_ids = [new_job_id() for _ in drafts]
+        try:
+            if self._ascript is not None:
+                return await self._store_async(drafts, job_ids)
+            return await loop.run_in_executor(self._executor, self._store, drafts, job_ids)
+        except RedisUnavailable as error:
+            if self.journal is None:
+                raise
+            try:  # the same job ids: had the script run after all, the drain finds them stored
+                return await self._journal(drafts, job_ids)
+            except JournalUnavailable as failed:
+                raise RedisUnavailable(f"{error}, and the journal could not take it ({failed.strerror})") from error
+
+    async def _journal(self, drafts: Sequence[Draft], job_ids: list[str]) -> list[Accepted]:
+        assert self.journal is not None
+        records = [
+            Record(self._stream, job_id, draft.endpoint, draft.dedupe_key, draft.json)
+            for job_id, draft in zip(job_ids, drafts, strict=True)
+        ]
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.journal.append, records)
+        self._wake.set()
+        return [Accepted(job_id, False, True) for job_id in job_ids]
+
+    # -- the journal's drain ----------------------------------------------------------------------
+
+    async def _drain_loop(self) -> None:
+        """Store the journal in Redis whenever it holds events, oldest first; look for orphans when idle."""
+        assert self.journal is not None
+        journal = self.journal
+        failures = 0
+        while True:
+            if not journal.in_use:
+                self._wake.clear()  # before looking: an append from now on wakes the wait below
+                try:
+                    await asyncio.to_thread(journal.adopt_orphans)
+                except Exception:  # the drain must go on: the next look may succeed
+                    log.exception("looking for journal files a stopped gateway left failed")
+                if not journal.in_use:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), ORPHAN_SCAN_SECONDS)
+                    continue
+            try:
+                await self.drain_once()
+            except Exception as exc:  # Redis away (or the disk failing): try again later, never give up
+                if failures == 0:
+                    if isinstance(exc, RedisUnavailable | OSError):
+                        log.warning("the journal is not drained yet: %s; trying again", exc)
+                    else:
+                        log.exception("draining the journal failed; trying again")
+                await asyncio.sleep(DRAIN_BACKOFF_SECONDS[min(failures, len(DRAIN_BACKOFF_SECONDS) - 1)])
+                failures += 1
+                continue
+            if failures:
+                log.info("Redis takes events again: draining the journal")
+            failures = 0
+
+    async def drain_once(self) -> int:
+        """Store the journal's next records in Redis and commit that durably; returns how many (0: none
+        to store now). Raises RedisUnavailable when Redis cannot take them (nothing is committed then)."""
+        assert self.journal is not None
+        chunk = await asyncio.to_thread(self.journal.read, self.batch_max)
+        if chunk is None:
+            return 0
+        start = 0
+        while start < len(chunk.records):  # one script call per inbox stream (a shared journal dir)
+            stream = chunk.records[start].stream
+            end = start
+            while end < len(chunk.records) and chunk.records[end].stream == stream:
+                end += 1
+            group = chunk.records[start:end]
+            drafts = [Draft(r.endpoint, r.dedupe_key, r.json) for r in group]
+            job_ids = [r.job_id for r in group]
+            if self._ascript is not None:
+                await self._store_async(drafts, job_ids, stream)
+            else:
+                await asyncio.get_running_loop().run_in_executor(None, self._store, drafts, job_ids, stream)
+            start = end
+        await asyncio.to_thread(self.journal.commit, chunk)
+        return len(chunk.records)
+
     # -- sync side (runs on the writer thread; usable directly by pollers and tests) ----------
 
     def store(self, envelopes: Sequence[Envelope | Draft]) -> list[Accepted]:
         """One atomic Redis step: mark new deliveries seen and put them in the inbox, under new job ids."""
         if not envelopes:
             return []
-        job_ids, keys, args = self._script_call(_drafts(envelopes))
+        drafts = _drafts(envelopes)
+        return self._store(drafts, [new_job_id() for _ in drafts])
+
+    def _store(self, drafts: Sequence[Draft], job_ids: list[str], stream: str | None = None) -> list[Accepted]:
+        keys, args = self._script_call(drafts, job_ids, stream)
         try:
             replies = self._script(keys=keys, args=args)
         except redis.RedisError as exc:
             raise RedisUnavailable(f"Redis did not store the event ({exc.__class__.__name__})") from exc
         return _accepted(job_ids, replies)
 
-    async def _store_async(self, drafts: Sequence[Draft]) -> list[Accepted]:
+    async def _store_async(
+        self, drafts: Sequence[Draft], job_ids: list[str], stream: str | None = None
+    ) -> list[Accepted]:
         assert self._ascript is not None
-        job_ids, keys, args = self._script_call(drafts)
+        keys, args = self._script_call(drafts, job_ids, stream)
         try:
             replies = await self._ascript(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
             raise RedisUnavailable(f"Redis did not store the event ({exc.__class__.__name__})") from exc
         return _accepted(job_ids, replies)
 
-    def _script_call(self, drafts: Sequence[Draft]) -> tuple[list[str], list[str], list[Any]]:
-        job_ids = [new_job_id() for _ in drafts]
+    def _script_call(
+        self, drafts: Sequence[Draft], job_ids: list[str], stream: str | None
+    ) -> tuple[list[str], list[Any]]:
         keys = [d.dedupe_key for d in drafts]
-        keys.append(self._stream)
+        keys.append(stream or self._stream)
         args: list[Any] = [self.dedupe_ttl]
         for job_id, draft in zip(job_ids, drafts, strict=True):
             args.append(job_id)
             args.append(draft.json)
-        return job_ids, keys, args
+        return keys, args
 
     def inbox_depth(self) -> int:
         return int(self.connection.xlen(self._stream))

@@ -23,6 +23,9 @@
                                                         failure (`failed`, `error`), when the notifier's
                                                         stall check began watching it (`watched`)
     koppel:console:ended:{session}              STRING  a web console session logged out, TTL its max age
+    koppel:oauth:state:{sha256 of state}        STRING  a consent started: sha256 of its browser's cookie nonce,
+                                                        taken (GETDEL) by the one callback that uses it, TTL 600 s
+    koppel:oauth:ticket:{ticket id}             STRING  a start ticket used (one use), TTL the ticket's life
     koppel:exact:tokens:{system}                STRING  OAuth tokens of a system (never logged)
     koppel:exact:tokens:{system}:refresh_failed STRING  when and why the system refused a refresh (JSON), gone
                                                         once tokens are saved again (the console shows it)
@@ -90,6 +93,14 @@ def console_ended(session: str) -> str:
     return f"{PREFIX}console:ended:{session}"
 
 
+def oauth_state(digest: str) -> str:
+    return f"{PREFIX}oauth:state:{digest}"
+
+
+def oauth_ticket(ticket_id: str) -> str:
+    return f"{PREFIX}oauth:ticket:{ticket_id}"
+
+
 def notify(*parts: str) -> str:
     return PREFIX + "notify:" + ":".join(parts)
 
@@ -102,5 +113,5 @@ def text(value: bytes | str) -> str:
 
 __all__ = [
     "ACTIVITY", "RATELIMIT", "SNAPSHOT", "TOKENS", "cache", "console_ended", "cursor", "dedupe", "in_flight", "inbox",
-    "ledger", "lock", "notify", "polled", "snapshot", "text",
+    "ledger", "lock", "notify", "oauth_state", "oauth_ticket", "polled", "snapshot", "text",
 ]  # fmt: skip

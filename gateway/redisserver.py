@@ -6,6 +6,12 @@ Resolution (`resolve_redis`):
 3. Otherwise Koppel starts Debian's `redis-server` as a supervised child process: AOF persistence
    on (fsync every second) plus RDB snapshots, data under `<data dir>/redis`, bound to 127.0.0.1.
 
+The embedded Redis is its owner's only: it requires a password (random, generated once into
+`<data dir>/redis/password`, owner-only, and put into the URL Koppel uses; it is in its config file
+`redis.conf`, never on the command line other users can read), and it runs with umask 077, so its
+append-only and snapshot files are 0600 in a 0700 directory. Step 2 tries the data directory's password
+first, so a second Koppel process finds an embedded Redis that another one started.
+
 No orphan: the child is started with PR_SET_PDEATHSIG, so the kernel sends it SIGTERM when the
 Koppel process dies — even on SIGKILL — and Redis shuts down cleanly (writing its AOF). A normal
 stop sends SHUTDOWN and waits for the process to exit.
@@ -17,17 +23,21 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 import redis
 
+from gateway import vault
 from gateway.errors import EmbeddedRedisError
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -46,8 +56,10 @@ def die_with_parent(parent_pid: int | None = None) -> None:  # pragma: no cover 
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """preexec_fn for the embedded redis-server: die with Koppel, in a process group of its own."""
+    """preexec_fn for the embedded redis-server: die with Koppel, in a process group of its own, creating
+    its files owner-only."""
     die_with_parent()
+    os.umask(0o077)
     # New process group: a Ctrl-C in the terminal goes to Koppel, which then stops Redis in order.
     os.setpgid(0, 0)
 
@@ -76,6 +88,28 @@ def _server_pid(url: str) -> int | None:
         client.close()
 
 
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+PASSWORD_FILE = "password"  # noqa: S105 - a file name
+"""The embedded Redis's password, in its directory (`<data dir>/redis`)."""
+
+
+def embedded_password(data_dir: Path) -> str | None:
+    """The password of the embedded Redis whose data is in `data_dir`, if one was ever started there."""
+    try:
+        return (Path(data_dir) / "redis" / PASSWORD_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def local_url(port: int, password: str | None) -> str:
+    return f"redis://:{quote(password, safe='')}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -90,10 +124,24 @@ class EmbeddedRedis:
     port: int = 6379
     binary: str = "redis-server"
     process: subprocess.Popen[bytes] | None = None
+    password: str = field(default="", repr=False)
+    """Set by `start` (kept in `<data dir>/redis/password`)."""
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL Koppel connects with, password included (`redact_url` before showing it)."""
+        return local_url(self.port, self.password or embedded_password(self.data_dir))
+
+    def _prepare(self, directory: Path) -> Path:
+        """The owner-only directory, its password and the config file holding it: the config's path."""
+        vault.private_dir(Path(self.data_dir))
+        vault.private_dir(directory)
+        self.password = embedded_password(Path(self.data_dir)) or secrets.token_urlsafe(32)
+        vault.private_file(directory / PASSWORD_FILE, f"{self.password}\n")
+        for existing in directory.rglob("*"):  # files an earlier Redis (or Koppel) wrote with wider modes
+            with contextlib.suppress(OSError):
+                existing.chmod(0o700 if existing.is_dir() else 0o600)
+        return vault.private_file(directory / "redis.conf", f"requirepass {self.password}\n")
 
     def start(self, timeout: float = 10.0) -> str:
         executable = shutil.which(self.binary)
@@ -102,12 +150,13 @@ class EmbeddedRedis:
                 "redis-server is not installed: install it (apt-get install redis-server, or ./run.sh does it) "
                 "or set REDIS_URL to a Redis you run"
             )
-        if answers(self.url, timeout=0.2):
+        if _port_taken(self.port):
             raise EmbeddedRedisError(f"cannot start the embedded Redis: port {self.port} is already in use")
         directory = Path(self.data_dir) / "redis"
-        directory.mkdir(parents=True, exist_ok=True)
+        conf = self._prepare(directory)
         args = [
             executable,
+            str(conf.resolve()),  # the password, out of the command line (ps shows that to every user)
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--protected-mode", "yes",
@@ -196,6 +245,16 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
+_URL_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^\s/@:]*:)[^\s@/]+@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|sentinel_password)=)[^&\s]+", re.IGNORECASE)
+
+
+def redact_urls(text: str) -> str:
+    """`text` with the password of every URL in it masked (`redis://:***@host`, `?password=***`): log lines
+    and error messages quote a REDIS_URL, an exception that names one, a notification URL."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
 def data_dir() -> Path:
     return Path(os.environ.get("KOPPEL_DATA_DIR", ".koppel"))
 
@@ -209,12 +268,16 @@ def resolve_redis(*, embedded: bool | None = None, environ: dict[str, str] | Non
     url = env.get("REDIS_URL")
     if url and not embedded:
         return RedisChoice(url=url)
-    if not embedded and answers(DEFAULT_URL):
-        return RedisChoice(url=DEFAULT_URL)
+    directory = Path(env.get("KOPPEL_DATA_DIR", ".koppel"))
+    if not embedded:
+        for candidate in dict.fromkeys((local_url(6379, embedded_password(directory)), DEFAULT_URL)):
+            if answers(candidate):
+                return RedisChoice(url=candidate)
     if embedded is False:
         raise EmbeddedRedisError("no REDIS_URL set and nothing answers on 127.0.0.1:6379")
-    port = int(env.get("KOPPEL_REDIS_PORT", "0")) or (6379 if not answers(DEFAULT_URL) else free_port())
-    server = EmbeddedRedis(data_dir=Path(env.get("KOPPEL_DATA_DIR", ".koppel")), port=port)
+    port = int(env.get("KOPPEL_REDIS_PORT", "0")) or (6379 if not _port_taken(6379) else free_port())
+    server = EmbeddedRedis(data_dir=directory, port=port)
     server.start()
+    vault.ensure_key_file(directory)  # the key stored tokens are encrypted with, when KOPPEL_SECRET_KEY is not set
     logging.getLogger("koppel").info("started %s", RedisChoice(server.url, server).describe())
     return RedisChoice(url=server.url, embedded=server)

@@ -49,10 +49,11 @@ from rq.job import Job
 from starlette.types import ASGIApp
 
 from connectors import registry
-from gateway import keys
+from gateway import keys, vault
 from gateway.activity import Activity, ActivityLog
-from gateway.config import Config
+from gateway.config import Config, GatewaySettings
 from gateway.ingest import inbox_key, make_queue
+from gateway.limits import server_config
 from gateway.redisserver import EmbeddedRedis, RedisChoice, die_with_parent, free_port
 from workers.pollers import POLL_JOB_PREFIX
 from workers.subscriptions import CHECK_JOB_PREFIX
@@ -80,9 +81,16 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
-def serve(app: ASGIApp, port: int | None = None, name: str = "server") -> LiveServer:
+def serve(
+    app: ASGIApp, port: int | None = None, name: str = "server", gateway: GatewaySettings | None = None
+) -> LiveServer:
+    """`app` served on 127.0.0.1; with `gateway`, as `koppel serve` serves the receiver (gateway/limits.py)."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    if gateway is not None:
+        config = server_config(app, gateway, host="127.0.0.1", port=port, log_level="warning")
+    else:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -165,23 +173,27 @@ class Backlog:
     running: int = 0
     scheduled: int = 0
     """Waiting to be retried (RQ's scheduled registry)."""
+    abandoned: int = 0
+    """Started by a worker that stopped beating (died): waiting to be run again (workers/recovery.py)."""
 
     @property
     def empty(self) -> bool:
-        return not (self.inbox or self.queued or self.dequeued or self.running or self.scheduled)
+        return not (self.inbox or self.queued or self.dequeued or self.running or self.scheduled or self.abandoned)
 
     def describe(self) -> str:
         """E.g. "3 queued, 1 running, 2 waiting to retry"; empty when nothing is left."""
         parts = [(self.inbox, "in the inbox"), (self.queued, "queued"), (self.dequeued, "taken by a worker"),
-                 (self.running, "running"), (self.scheduled, "waiting to retry")]  # fmt: skip
+                 (self.running, "running"), (self.abandoned, "whose worker died, to be run again"),
+                 (self.scheduled, "waiting to retry")]  # fmt: skip
         return ", ".join(f"{count} {where}" for count, where in parts if count)
 
 
 MARKER = ".koppel-stack"
 """The file that marks a directory as a stack's data directory (a `koppel demo --data-dir`)."""
 _MADE = ("stack.toml", "logs/gateway.log", "logs/worker-*.log", "redis/appendonlydir", "redis/dump.rdb",
-         "redis/temp-*.rdb", "redis/redis.log")  # fmt: skip
-"""What a stack puts in its data directory (the embedded Redis's files under `redis/`)."""
+         "redis/temp-*.rdb", "redis/redis.log", "journal")  # fmt: skip
+"""What a stack puts in its data directory (the embedded Redis's files under `redis/`; the gateway's journal
+of events Redis could not take, which belongs to that Redis)."""
 
 
 def clear_data_dir(data_dir: Path, *, redis_too: bool = True) -> list[Path]:
@@ -200,7 +212,7 @@ def clear_data_dir(data_dir: Path, *, redis_too: bool = True) -> list[Path]:
         )
     removed: list[Path] = []
     for pattern in _MADE:
-        if pattern.startswith("redis/") and not redis_too:
+        if pattern.startswith(("redis/", "journal")) and not redis_too:
             continue
         for path in sorted(data_dir.glob(pattern)):
             if path.is_dir() and not path.is_symlink():
@@ -208,10 +220,10 @@ def clear_data_dir(data_dir: Path, *, redis_too: bool = True) -> list[Path]:
             else:
                 path.unlink()
             removed.append(path)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    vault.private_dir(data_dir)
     marker = data_dir / MARKER
     if not marker.exists():
-        marker.write_text("koppel demo's data directory: what it puts here is removed at each run\n", encoding="utf-8")
+        vault.private_file(marker, "koppel demo's data directory: what it puts here is removed at each run\n")
     return removed
 
 
@@ -264,9 +276,10 @@ def backlog(connection: redis.Redis, queue_name: str) -> Backlog:
     worker's job back from here instead of from the workers' own maintenance.
 
     A job a worker took off the queue sits in RQ's intermediate queue until the worker starts it (in
-    neither the queue nor the StartedJobRegistry): it counts while its status is still `queued`. When its
-    worker died there, the registry maintenance of the other workers (every three heartbeats) fails or
-    retries it after a minute, so it does not count forever.
+    neither the queue nor the StartedJobRegistry): it counts while its status is still `queued`. A started
+    job whose heartbeat expired (its worker died) counts as `abandoned` until the recovery of the other
+    workers (workers/recovery.py, every heartbeat) queues it again; one whose worker died before starting
+    it counts as taken until the recovery queues it again (three heartbeats later).
     """
     queue = make_queue(connection, queue_name)
     started, scheduled = queue.started_job_registry, queue.scheduled_job_registry
@@ -274,24 +287,27 @@ def backlog(connection: redis.Redis, queue_name: str) -> Backlog:
         pipe.xlen(inbox_key(queue_name))
         pipe.lrange(queue.key, 0, -1)
         pipe.lrange(queue.intermediate_queue_key, 0, -1)
-        pipe.zrange(started.key, 0, -1)
+        pipe.zrange(started.key, 0, -1, withscores=True)
         pipe.zrange(scheduled.key, 0, -1)
-        inbox, waiting, taken, running, retrying = pipe.execute()
+        pipe.time()
+        inbox, waiting, taken, started_entries, retrying, (seconds, micros) = pipe.execute()
 
     def events(ids: list[str]) -> set[str]:
         return {job_id for job_id in ids if not job_id.startswith((POLL_JOB_PREFIX, CHECK_JOB_PREFIX))}
 
-    running_ids = events([started.parse_job_id(entry) for entry in running])
-    taken_ids = events([keys.text(job_id) for job_id in taken]) - running_ids
+    server_now = seconds + micros / 1e6
+    running_ids = events([started.parse_job_id(entry) for entry, expires in started_entries if expires >= server_now])
+    dead_ids = events([started.parse_job_id(entry) for entry, _ in started_entries]) - running_ids
+    taken_ids = events([keys.text(job_id) for job_id in taken]) - running_ids - dead_ids
     if taken_ids:  # a multi-queue worker leaves its jobs there until maintenance: only those not started count
         with connection.pipeline(transaction=False) as pipe:
             for job_id in taken_ids:
                 pipe.hget(Job.key_for(job_id), "status")
             statuses = pipe.execute()
         taken_ids = {job_id for job_id, status in zip(taken_ids, statuses, strict=True) if status == b"queued"}
-    waiting_ids = events([keys.text(job_id) for job_id in waiting]) - taken_ids - running_ids
+    waiting_ids = events([keys.text(job_id) for job_id in waiting]) - taken_ids - running_ids - dead_ids
     return Backlog(int(inbox), len(waiting_ids), len(taken_ids), len(running_ids),
-                   len(events([keys.text(job_id) for job_id in retrying])))  # fmt: skip
+                   len(events([keys.text(job_id) for job_id in retrying])), len(dead_ids))  # fmt: skip
 
 
 class Stack:
@@ -319,6 +335,8 @@ class Stack:
         self.http = httpx.Client(timeout=30, trust_env=False)
         self._conn: redis.Redis | None = None
         self._spawned = 0
+        self._own_key = ""
+        """The key this stack generated into its data directory and put into the environment (none given)."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -350,7 +368,9 @@ class Stack:
     def start(self) -> None:
         opts = self.options
         clear_data_dir(opts.data_dir, redis_too=not opts.redis_url)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        vault.private_dir(self.log_dir)
+        if not os.environ.get(vault.KEY_VAR):  # the stack's own key: tokens are stored encrypted (gateway/vault.py)
+            os.environ[vault.KEY_VAR] = self._own_key = vault.ensure_key_file(opts.data_dir)
         self.started_at = time.time()
         if opts.redis_url:
             self.redis_url = opts.redis_url
@@ -367,7 +387,7 @@ class Stack:
         self.env |= {name: secrets.token_hex(32) for name in self.pair.webhook_secrets}  # hex: Squarespace needs it
         self.gateway_port = free_port()
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
-        self.config_path.write_text(tomlkit.dumps(self.pair.build_config(self)), encoding="utf-8")
+        vault.private_file(self.config_path, tomlkit.dumps(self.pair.build_config(self)))
         for system in self.pair.systems:
             if system.connect is not None:
                 system.connect(self)
@@ -394,6 +414,9 @@ class Stack:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+        if self._own_key and os.environ.get(vault.KEY_VAR) == self._own_key:
+            del os.environ[vault.KEY_VAR]
+        self._own_key = ""
 
     @property
     def connection(self) -> redis.Redis:
@@ -428,7 +451,9 @@ class Stack:
         return registry.load(self.config_path, environ=self.env)
 
     def _environ(self) -> dict[str, str]:
-        return {**os.environ, **self.env, "REDIS_URL": self.redis_url, "KOPPEL_LOG_LEVEL": self.options.log_level}
+        # KOPPEL_DATA_DIR: the gateway's journal goes to <data dir>/journal (gateway/journal.py).
+        return {**os.environ, **self.env, "REDIS_URL": self.redis_url, "KOPPEL_LOG_LEVEL": self.options.log_level,
+                "KOPPEL_DATA_DIR": str(self.options.data_dir.resolve())}  # fmt: skip
 
     def _start_gateway(self) -> None:
         self.gateway = _spawn(
@@ -623,7 +648,7 @@ class Stack:
 
 def _spawn(args: list[str], environ: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """`koppel <args>` as a child process, its output written to `log_path`."""
-    with log_path.open("wb") as log:
+    with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as log:  # owner-only
         return subprocess.Popen(  # noqa: S603 - our own CLI
             [sys.executable, "-m", "gateway.cli", *args],
             env=environ,

@@ -20,7 +20,7 @@ from gateway.config import Endpoint
 from gateway.envelope import Event, body_digest
 from gateway.errors import MalformedRequest, SignatureRejected
 from handlers.base import Incoming, Outcome
-from handlers.signatures import JSON, decode_text, equal_ignoring_case, hmac_sha256, unicode_only, utf8
+from handlers.signatures import JSON, check_nesting, decode_text, equal_ignoring_case, hmac_sha256, unicode_only, utf8
 
 # json's string scanner (_json's, or the pure-Python one without it), typed as typeshed has _json.scanstring.
 scanstring: Callable[[str, int, bool], tuple[str, int]] = _scanstring
@@ -94,6 +94,7 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
     text = decode_text(incoming.body)
     if not text.lstrip(_WHITESPACE).startswith("{"):
         raise MalformedRequest("body is not a JSON object")
+    check_nesting(text)
     try:
         members = _member_spans(text)
     except (ValueError, RecursionError):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
+import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -17,7 +19,14 @@ from gateway.app import create_app
 from gateway.config import Config
 from gateway.redisserver import EmbeddedRedis, free_port
 from gateway.stack import LiveServer, serve
+from gateway.vault import KEY_VAR, new_key
 from tests.samples import SECRETS, make_config  # noqa: F401 - re-exported for the tests
+
+os.environ.setdefault(KEY_VAR, new_key())  # tokens are stored encrypted (gateway/vault.py); children inherit it
+# A gateway that cannot reach its Redis journals to <data dir>/journal and a later one drains what it finds
+# there: the test run gets a data directory of its own, so no test's journal reaches another's Redis (nor the
+# repository's .koppel).
+os.environ.setdefault("KOPPEL_DATA_DIR", tempfile.mkdtemp(prefix="koppel-tests-"))
 
 
 def woo_signature(body: bytes, secret: str = "wc&secret-\u00e9") -> str:
@@ -75,7 +84,7 @@ def config() -> Config:
 
 @pytest.fixture
 def gateway(config: Config, redis_url: str) -> Iterator[LiveServer]:
-    live = serve(create_app(config, redis_url))
+    live = serve(create_app(config, redis_url), gateway=config.gateway)
     yield live
     live.stop()
 

@@ -20,9 +20,7 @@ from tests.conftest import serve
 pytestmark = pytest.mark.integration
 
 
-def test_connect_prints_the_asperion_consent_url_and_the_callback_stores_tokens(
-    tmp_path, redis_url, rconn, monkeypatch, capsys
-):
+def test_connect_prints_a_start_url_and_the_callback_stores_tokens(tmp_path, redis_url, rconn, monkeypatch, capsys):
     monkeypatch.setenv("ADMIN", "admin-token-1")
     monkeypatch.setenv("ASPERION_SECRET", "asperion-sandbox-secret")
     asperion = serve(create_sandbox())
@@ -52,10 +50,14 @@ client_secret = "env:ASPERION_SECRET"
         try:
             assert main(["connect", "books", "--config", str(path)]) == 0
             url = capsys.readouterr().out.strip().splitlines()[-1]
-            assert url.startswith(f"{asperion.url}/connect/authorize?")
-            assert parse_qs(urlsplit(url).query)["scope"] == ["api offline_access"]
+            assert url.startswith(f"http://127.0.0.1:{port}/oauth/books/start?ticket=")
             with httpx.Client(timeout=10, follow_redirects=False) as http:
-                consent = http.get(url)
+                start = http.get(url)  # the gateway binds the consent to this client (a cookie), then on to Asperion
+                assert start.status_code == 303
+                authorize = start.headers["location"]
+                assert authorize.startswith(f"{asperion.url}/connect/authorize?")
+                assert parse_qs(urlsplit(authorize).query)["scope"] == ["api offline_access"]
+                consent = http.get(authorize)
                 assert consent.status_code == 302
                 back = http.get(consent.headers["location"])
                 assert back.status_code == 200, back.text
@@ -66,8 +68,8 @@ client_secret = "env:ASPERION_SECRET"
                 answer = http.get(f"{asperion.url}/v1/articles", headers={
                     "Authorization": f"Bearer {tokens.access_token}", "X-TenantId": "1001"})  # fmt: skip
                 assert answer.status_code == 200
-                again = http.get(consent.headers["location"])  # the code is single use
-                assert again.status_code == 400 and "invalid_grant" in again.text
+                again = http.get(consent.headers["location"])  # the state (and the code) single use
+                assert again.status_code == 400 and "completed already" in again.text
         finally:
             gateway.stop()
     finally:

@@ -16,6 +16,7 @@ from itsdangerous import URLSafeTimedSerializer
 from rq import Worker
 
 from connectors.tokens import Tokens, TokenStore
+from gateway import vault
 from gateway.activity import Activity, ActivityLog
 from gateway.app import create_app
 from gateway.config import Config, parse_config
@@ -277,9 +278,12 @@ def test_the_integrations_page_shows_when_each_polled_stream_was_last_read(redis
             row = row_of(client.get("/console/").text, "exact-to-shop")
             assert re.search(r'class="polls">4242:SalesOrders: <span [^>]*title="[^"]+">5 min ago</span>', row), row
             consent = client.post("/console/connect/exact", data={"csrf": csrf_of(client.get("/console/").text)})
-            assert consent.status_code == 303
-            assert consent.headers["location"].startswith("https://start.exactonline.nl/api/oauth2/auth?")
-            assert "redirect_uri=https%3A%2F%2Fkoppel.example%2Foauth%2Fexact%2Fcallback" in consent.headers["location"]
+            assert consent.status_code == 303  # through the gateway's start, on the redirect URI's host
+            assert consent.headers["location"].startswith("https://koppel.example/oauth/exact/start?ticket=")
+            start = client.get(consent.headers["location"].replace("https://koppel.example", ""))
+            assert start.status_code == 303 and "koppel_oauth_" in start.headers["set-cookie"]
+            assert start.headers["location"].startswith("https://start.exactonline.nl/api/oauth2/auth?")
+            assert "redirect_uri=https%3A%2F%2Fkoppel.example%2Foauth%2Fexact%2Fcallback" in start.headers["location"]
     finally:
         live.stop()
 
@@ -294,7 +298,7 @@ def test_over_https_the_session_cookie_is_secure(redis_url):
 
     login, page = asyncio.run(main())
     assert login.status_code == 303
-    assert "Secure" in login.headers["set-cookie"] and "Path=/console" in login.headers["set-cookie"]
+    assert "Secure" in login.headers["set-cookie"] and "Path=/;" in login.headers["set-cookie"]  # /ops sees it too
     assert page.status_code == 200 and "<h1>Integrations</h1>" in page.text
 
 
@@ -337,7 +341,7 @@ def test_the_last_event_is_the_last_one_handled_not_the_switchs_marker(console, 
     assert cell and "skipped (switched off)" in cell.group(1) and "order.created 8204" in cell.group(1)
 
 
-def test_the_connection_shows_whether_the_system_is_authorised(console, rconn):
+def test_the_connection_shows_whether_the_system_is_authorised(console, rconn, monkeypatch):
     def connection() -> str:
         found = re.search(r'<div class="connection" data-system="exact" data-connection="([^"]+)">(.*?)</div>',
                           row_of(console.get("/console/").text), re.S)  # fmt: skip
@@ -354,7 +358,12 @@ def test_the_connection_shows_whether_the_system_is_authorised(console, rconn):
     shown = connection()
     assert shown.startswith("refresh failing | ") and "token refresh failing" in shown and "since 1 min ago" in shown
     assert "invalid_grant" in shown and "Reconnect exact</button>" in shown
-    assert "SECRET" not in console.get("/console/").text
+    assert "access-SECRET" not in console.get("/console/").text
+    monkeypatch.setenv(vault.KEY_VAR, vault.new_key())  # not the key the tokens were stored with
+    shown = connection()
+    assert shown.startswith('consent needed | exact: <span class="off" title="system exact&#39;s stored OAuth tokens: '
+                            "encrypted with another key than KOPPEL_SECRET_KEY"), shown  # fmt: skip
+    assert "Connect exact</button>" in shown
 
 
 def test_failed_work_names_the_event_and_the_reason_readably(console, rconn):

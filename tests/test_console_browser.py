@@ -311,3 +311,74 @@ def test_the_setup_wizard_walks_to_a_config_that_passes_the_check(bare_browser):
     assert "koppel connect exact --config koppel.toml" in commands
     assert "koppel endpoints sync --config koppel.toml" in commands
     browser.shot("finished")
+
+
+def test_the_queue_dashboard_opens_through_the_console_login_and_works_under_its_csp(browser, env):
+    """rq-dashboard (its inline scripts, underscore's templates, bootstrap) renders under the operator pages'
+    CSP, and its own POST (empty a queue) passes the same-origin check."""
+    queue = make_queue(env.conn, "koppel")
+    parked = queue.enqueue("workers.jobs.process_event", {"not": "an envelope"})
+    browser.open("/ops/rq/")
+    browser.find("form#login")  # no session: the console's login, which then brings the browser back
+    assert browser.path == "/console/login?next=/ops/rq/"
+    browser.fill("form#login input[name=token]", TOKEN)
+    browser.follow("form#login button[name=login]")
+    assert browser.path == "/ops/rq/"
+    queues = browser.wait_for_text("koppel", "table#queues tbody tr[data-role=queue]")  # drawn by the page's scripts
+    assert "Loading" not in browser.find("table#queues").text
+    assert browser.driver.execute_script("return typeof jQuery === 'function' && typeof _ === 'function'")
+    navbar = browser.driver.execute_script(
+        "return getComputedStyle(document.querySelector('#navbar-dashboard')).display")  # fmt: skip
+    assert navbar == "flex"  # bootstrap's stylesheet applies
+    browser.shot("dashboard")
+    assert queues.find_element(By.CSS_SELECTOR, "td").text == "koppel"
+
+    browser.open("/ops/rq/0/view/jobs/koppel/queued/8/asc/1")
+    browser.wait_for_text(parked.id, "table#jobs")
+    browser.click("#empty-btn")
+    browser.wait(lambda driver: driver.find_element(By.ID, "confirmation-modal-yes").is_displayed(), "the modal")
+    browser.click("#confirmation-modal-yes")
+    browser.wait(lambda driver: queue.count == 0, "the queue emptied by the dashboard's own POST")
+    browser.shot("emptied")
+
+    browser.open("/console/")
+    link = browser.find("a#nav-queues")
+    assert link.get_attribute("href").endswith("/ops/rq/")
+
+
+def test_connect_in_the_console_goes_through_the_gateways_start_and_binds_the_consent_to_this_browser(
+    request: pytest.FixtureRequest, chromium_driver, redis_url: str, rconn: redis.Redis
+):
+    """Connect: the console → the gateway's one-use start (the binding cookie) → Exact's consent → the callback,
+    which stores the tokens because this browser brings the cookie; the same callback again is refused."""
+    from connectors.exactonline.auth import TokenStore
+    from connectors.exactonline.sandbox import create_sandbox
+    from gateway.redisserver import free_port
+
+    exact = serve(create_sandbox(), name="Exact Online sandbox")  # approves at once, any redirect URI
+    port = free_port()
+    system = pairs.exact_system(exact.url, redirect_uri=f"http://127.0.0.1:{port}/oauth/exact/callback")
+    config = parse_config(
+        {"gateway": {"admin_token": "env:ADMIN_TOKEN"}, "endpoints": [{"id": "shop", "kind": "woocommerce",
+         "secret": "env:WC_SECRET"}], "systems": [system],
+         "integrations": [{"id": SHOP, "source": "shop", "target": "exact", "flows": ["orders"]}]},
+        environ=pairs.ENV | {"WC_SECRET": "s"},
+    )  # fmt: skip
+    gateway = serve(create_app(config, redis_url), port=port, name="gateway")
+    try:
+        for browser in browser_at(request, chromium_driver, gateway.url):
+            log_in(browser)
+            browser.follow('form.connect button[name=connect][value="exact"]')
+            assert "Koppel is connected to Exact Online for system 'exact'" in browser.find("body").text
+            callback = browser.driver.current_url
+            assert callback.startswith(f"http://127.0.0.1:{port}/oauth/exact/callback?code=")
+            browser.shot("connected")
+            tokens = TokenStore(rconn, "exact").load()
+            assert tokens is not None
+            assert not [c for c in browser.driver.get_cookies() if c["name"].startswith("koppel_oauth_")]
+            browser.driver.get(callback)  # the same state again
+            assert "completed already" in browser.find("body").text
+            assert TokenStore(rconn, "exact").load() == tokens
+    finally:
+        gateway.stop()
+        exact.stop()

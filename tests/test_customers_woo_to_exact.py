@@ -22,13 +22,15 @@ from connectors.woocommerce.client import WooCommerceClient
 from connectors.woocommerce.normalise import normalise_customer
 from connectors.woocommerce.sandbox import create_sandbox as woo_sandbox
 from gateway import keys
+from gateway.activity import ActivityLog
 from gateway.config import parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from gateway.stack import LiveServer, serve
 from tests import pairs_support as pairs
-from workers import runtime
-from workers.jobs import run_event
+from workers import retention, runtime
+from workers.jobs import process_event, run_event
+from workers.ledger import EARLIER_ATTEMPT, email_key
 
 pytestmark = pytest.mark.integration
 
@@ -299,3 +301,76 @@ def test_the_vat_number_is_read_from_every_meta_key_plugins_store_it_under(key: 
     payload = {"id": 7, "email": "a@b.example", "billing": {"company": "X", "email": "a@b.example"},
                "meta_data": [{"id": 1, "key": key, "value": " NL 8547.03.145.B01 "}]}  # fmt: skip
     assert normalise_customer(payload).vat_number == "NL 8547.03.145.B01"
+
+
+class Killed(BaseException):
+    """The worker process dying: no Koppel error, nothing after it runs."""
+
+
+def test_a_worker_killed_between_the_account_and_its_contact_finishes_the_customer_on_the_retry(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    customer = new_customer(env)
+    monkeypatch.setattr(runtime, "_runtime", env.rt)  # as `koppel worker` installs it: jobs find it
+    payload = env.shop.get_customer(int(customer["id"]))
+    event = Event("customer.created", "customer", str(customer["id"]), "k-created", payload)
+    job = Envelope.wrap(event, source="woocommerce", endpoint="shop").model_dump(mode="json")
+    client = env.rt.target("exact").exact
+    real = client.create_contact
+
+    def killed(fields: dict[str, Any]) -> Any:
+        monkeypatch.setattr(client, "create_contact", real)
+        raise Killed  # the account is in Exact; its contact person is not
+
+    monkeypatch.setattr(client, "create_contact", killed)
+    with pytest.raises(Killed):
+        process_event(job)
+    [account] = [a for a in env.rows("crm/Accounts") if a.get("Email") == BILLING["email"]]
+    assert env.of_account("crm/Contacts", account["ID"]) == []
+    flight = keys.in_flight("shop-customers", "customers")
+    assert env.conn.hkeys(flight) == [email_key(BILLING["email"]).encode()]  # a digest, not the address
+    forgotten = retention.forget(env.conn, env.rt.config, BILLING["email"].upper(), dry_run=True)
+    assert flight in forgotten.cached.items  # `koppel forget` finds the mark too
+
+    process_event(job)  # RQ runs the job again
+    [entry] = ActivityLog(env.conn).entries("shop-customers")
+    assert (entry.outcome, entry.target_id, entry.reason) == ("created", account["ID"], EARLIER_ATTEMPT)
+    assert env.account(BILLING["email"])["ID"] == account["ID"]  # still the one account
+    [contact] = env.of_account("crm/Contacts", account["ID"])
+    assert (contact["FirstName"], contact["LastName"], contact["Email"]) == ("Zoë", "Peeters", BILLING["email"])
+    [delivery] = env.of_account("crm/Addresses", account["ID"])
+    assert (delivery["Type"], delivery["Main"], delivery["AddressLine1"]) == (4, True, "Kaai 7")
+    assert not env.conn.exists(keys.in_flight("shop-customers", "customers"))  # settled
+
+    again = env.sync(customer)  # the next change finds it all as Koppel last sent it
+    assert (again["outcome"], again["calls"]) == ("skipped", 0)
+    assert len(env.of_account("crm/Contacts", account["ID"])) == 1
+
+
+def test_a_worker_killed_after_the_contact_person_creates_neither_again(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the account and its contact person, before the delivery address: each found, none twice."""
+    customer = new_customer(env)
+    client = env.rt.target("exact").exact
+    real = client.create
+
+    def killed(endpoint: Any, fields: Any) -> Any:
+        if endpoint.path == "crm/Addresses":
+            monkeypatch.setattr(client, "create", real)
+            raise Killed
+        return real(endpoint, fields)
+
+    monkeypatch.setattr(client, "create", killed)
+    with pytest.raises(Killed):
+        env.sync(customer, "customer.created")
+    account = env.account(BILLING["email"])
+    assert len(env.of_account("crm/Contacts", account["ID"])) == 1
+    assert env.of_account("crm/Addresses", account["ID"]) == []
+
+    result = env.sync(customer, "customer.created")
+    assert (result["outcome"], result["target_id"], result["reason"]) == ("created", account["ID"], EARLIER_ATTEMPT)
+    assert env.account(BILLING["email"])["ID"] == account["ID"]
+    assert len(env.of_account("crm/Contacts", account["ID"])) == 1
+    [delivery] = env.of_account("crm/Addresses", account["ID"])
+    assert (delivery["Main"], delivery["AddressLine1"]) == (True, "Kaai 7")

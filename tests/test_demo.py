@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 
 import pytest
 from rich.console import Console
 
 from gateway.cli import main
 from gateway.demo import run_demo
+from gateway.vault import KEY_VAR
 
 
 def children() -> set[int]:
@@ -59,13 +61,16 @@ def test_the_demo_runs_the_whole_pair_reports_it_and_leaves_nothing_running(tmp_
     assert "Application startup complete" in log and "webhooks at /webhooks/{endpoint}: webshop (woocommerce)" in log
     refused = [line for line in log.splitlines() if "rejected" in line]
     assert len(refused) == 1 and "bad_signature request to endpoint webshop" in refused[0], log
-    assert "@" not in log and "billing" not in log and "POST /webhooks" not in log, log
+    assert not re.search(r"[\w.%+-]+@[\w-]+(\.[\w-]+)+", log), log  # no e-mail address (Redis: redis://:***@…)
+    assert "billing" not in log and "POST /webhooks" not in log, log
 
 
 @pytest.mark.integration
-def test_the_main_job_runs_twice_on_the_same_data_directory(tmp_path):
+def test_the_main_job_runs_twice_on_the_same_data_directory(tmp_path, monkeypatch):
     """A second run finds the first one's Redis files, logs and config, removes them and starts empty; a file
-    of the user's in the directory stays."""
+    of the user's in the directory stays. With no KOPPEL_SECRET_KEY set up, the stack makes its own key; what
+    it writes is its owner's only, and no token is readable in Redis's files."""
+    monkeypatch.delenv(KEY_VAR)
     (tmp_path / "notes.txt").write_text("mine")
     for run in (1, 2):
         out = io.StringIO()
@@ -77,6 +82,14 @@ def test_the_main_job_runs_twice_on_the_same_data_directory(tmp_path):
         assert re.search(r"webhook deliveries accepted +6/6\b", text), text  # this run's orders only
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert (tmp_path / "logs" / "gateway.log").read_text().count("Application startup complete") == 1
+    made = [tmp_path, *(path for path in tmp_path.rglob("*") if path.name != "notes.txt")]
+    assert {"secret.key", "stack.toml", "gateway.log", "dump.rdb", "password"} <= {path.name for path in made}
+    for path in made:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path} is {oct(mode)}"
+    aof = b"".join(path.read_bytes() for path in (tmp_path / "redis" / "appendonlydir").iterdir())
+    assert b"koppel:exact:tokens:exact" in aof and b"refresh_token" not in aof  # stored, encrypted
+    assert KEY_VAR not in os.environ  # the stack's own key went with it
 
 
 def test_the_demo_refuses_a_batch_size_out_of_range(capsys):

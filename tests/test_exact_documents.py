@@ -31,7 +31,7 @@ from tests.conftest import serve
 from transforms import MappingError
 from workers import runtime
 from workers.jobs import run_event
-from workers.ledger import Ledger
+from workers.ledger import EARLIER_ATTEMPT, Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -189,7 +189,8 @@ def test_each_document_type_is_booked_exactly_once(env: Env) -> None:
 
     env.crash_after_write("8101")
     retried = env.run(order(8101))
-    assert retried["outcome"] == "skipped" and retried["target_id"] == first["target_id"]
+    assert (retried["outcome"], retried["reason"]) == ("created", EARLIER_ATTEMPT)  # the first run never said so
+    assert retried["target_id"] == first["target_id"]
     assert retried["calls"] == 1  # the lookup by YourRef, no write
     assert Ledger(env.conn, INTEGRATION, "orders").created("8101") == first["target_id"]
 

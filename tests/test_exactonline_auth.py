@@ -30,6 +30,7 @@ from connectors.exactonline.errors import (
     InvalidState,
     TokenRefreshBusy,
 )
+from gateway import vault
 from gateway.errors import PermanentError, TransientError
 from tests.exactonline_support import ExactResponses, FakeClock
 
@@ -146,7 +147,9 @@ def test_complete_authorization_stores_tokens_for_the_signed_system(http, rconn,
     state = sign_state(STATE_SECRET, "exact-main", clock=clock)
     system = complete_authorization(http, APP, rconn, secret=STATE_SECRET, state=state, code="c", clock=clock)
     assert system == "exact-main"
-    saved = json.loads(rconn.get("koppel:exact:tokens:exact-main"))
+    raw = rconn.get("koppel:exact:tokens:exact-main")
+    assert b"refresh-token-1" not in raw  # encrypted at rest (gateway/vault.py)
+    saved = json.loads(vault.vault().open(raw, what="tokens", fix="-"))
     assert saved["refresh_token"] == "refresh-token-1"
 
 

@@ -234,9 +234,10 @@ def test_logs_carry_no_secret_and_no_payload(http, caplog):
 
 
 def test_redis_down_answers_503_with_retry_after_and_nothing_is_lost_once_it_returns(tmp_path):
+    """Without the journal (`journal = false`; with it: tests/test_journal.py)."""
     server = EmbeddedRedis(data_dir=tmp_path, port=free_port())
     server.start()
-    live = serve(create_app(make_config(), server.url))
+    live = serve(create_app(make_config(journal=False), server.url))
     try:
         with httpx.Client(base_url=live.url, timeout=15) as http:
             before = woo_order(201)

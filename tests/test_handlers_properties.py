@@ -8,8 +8,10 @@ import hashlib
 import hmac
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -20,6 +22,7 @@ from gateway.errors import MalformedRequest, SignatureRejected, WebhookRejected
 from gateway.ingest import Draft
 from handlers import businesscentral, exactonline, squarespace, woocommerce
 from handlers.base import Incoming, Outcome
+from handlers.signatures import MAX_NESTING
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -62,8 +65,25 @@ header_names = (
 )
 headers = st.dictionaries(header_names, any_text, max_size=6)
 queries = st.dictionaries(st.sampled_from(["validationToken", "validationtoken"]) | any_text, any_text, max_size=3)
+
+
+def nested(value: object, depth: int, as_object: bool) -> object:
+    """`value` inside `depth` arrays (or objects)."""
+    for _ in range(depth):
+        value = {"n": value} if as_object else [value]
+    return value
+
+
+# Arrays and objects nested about as deep as a body may be (signatures.MAX_NESTING), and deeper.
+deep_values = st.builds(
+    nested,
+    st.none() | any_text,
+    st.integers(1, 320) | st.sampled_from([MAX_NESTING - 2, MAX_NESTING - 1, MAX_NESTING, MAX_NESTING + 1]),
+    st.booleans(),
+)
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | any_text
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | any_text,
+    scalars | deep_values,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(any_text, children, max_size=4),
     max_leaves=12,
 )
@@ -140,18 +160,25 @@ def encoded(values: st.SearchStrategy) -> st.SearchStrategy[bytes]:
 
 
 def bodies(objects: st.SearchStrategy) -> st.SearchStrategy[bytes]:
-    """Arbitrary bytes, arbitrary JSON, and (most often) JSON objects shaped like the sender's."""
-    return st.binary(max_size=200) | encoded(json_values) | encoded(objects) | encoded(objects)
+    """Arbitrary bytes, arbitrary JSON, and (most often) JSON objects shaped like the sender's, some
+    with a member nested about as deep as a body may be, or deeper."""
+    with_deep = st.builds(lambda obj, deep: obj | {"x": deep} if isinstance(obj, dict) else obj, objects, deep_values)
+    return st.binary(max_size=200) | encoded(json_values) | encoded(objects) | encoded(objects) | encoded(with_deep)
 
 
 def check_total(kind: str, incoming: Incoming) -> Outcome | WebhookRejected:
+    """The handler's outcome or its rejection (400 or 401, naming no secret); an outcome's events can be
+    stored: each becomes an envelope's JSON, as the receiver's next step makes it."""
     try:
-        return HANDLERS[kind](incoming, ENDPOINTS[kind])
+        outcome = HANDLERS[kind](incoming, ENDPOINTS[kind])
     except WebhookRejected as rejected:
         assert rejected.status in (400, 401)
         text = str(rejected)
         assert not any(secret in text for secret in SECRETS), text
         return rejected
+    for event in outcome.events:
+        Draft.wrap(event, source=kind, endpoint=ENDPOINTS[kind].id, received_at=datetime.now(UTC))
+    return outcome
 
 
 def woo_sign(body: bytes) -> str:
@@ -223,7 +250,7 @@ def test_an_envelope_embedding_the_body_reads_as_the_model_encodes_it(kind, data
         reference = Envelope.wrap(event, source=kind, endpoint="e", received_at=now)
         read, expected = json.loads(draft.json), json.loads(Draft.of(reference).json)  # as the inbox pump reads
         assert read | {"received_at": now} == expected | {"received_at": now}  # its "+00:00" is the model's "Z"
-        assert Envelope.model_validate_json(draft.json) == reference
+        assert Envelope.model_validate(read) == reference  # as the worker reads the job's argument
 
 
 @PROPERTY
@@ -310,7 +337,9 @@ def test_businesscentral_rejects_any_changed_client_state(items, data):
     stated = [dict(item, clientState=wrong if i == target else BC_SECRET) for i, item in enumerate(items)]
     body = json.dumps({"value": stated}).encode()
     result = check_total("businesscentral", Incoming("POST", {}, {}, body))
-    if _lone_surrogate(body):  # not Unicode: refused before any item is looked at (400, see test_gateway)
+    if _depth(json.loads(body)) > MAX_NESTING:  # refused before it is parsed (400)
+        assert isinstance(result, MalformedRequest) and "deeper than" in result.message
+    elif _lone_surrogate(body):  # not Unicode: refused before any item is looked at (400, see test_gateway)
         assert isinstance(result, MalformedRequest) and "lone surrogate" in result.message
     else:
         assert isinstance(result, SignatureRejected)
@@ -322,6 +351,76 @@ def _lone_surrogate(body: bytes) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def _depth(value: object) -> int:
+    """How deep arrays and objects nest in `value` (0 for a scalar)."""
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+# --- bodies no envelope could carry are refused with 400, for every kind -----------------------------
+
+
+def signed(kind: str, member: bytes) -> Incoming:
+    """A request of `kind`, validly signed and shaped, with `member` (JSON text) as one more member."""
+    if kind == "woocommerce":
+        body = b'{"id": 7, "x": ' + member + b"}"
+        headers = {"x-wc-webhook-signature": woo_sign(body), "x-wc-webhook-topic": "order.created"}
+        return Incoming("POST", headers, {}, body)
+    if kind == "squarespace":
+        body = b'{"id": "n1", "topic": "order.create", "data": {"orderId": "o1"}, "x": ' + member + b"}"
+        return Incoming("POST", {"squarespace-signature": sq_sign(body)}, {}, body)
+    if kind == "businesscentral":
+        item = b'{"clientState": "%s", "subscriptionId": "s", "resource": "items(1)", "changeType": "updated", "x": '
+        return Incoming("POST", {}, {}, b'{"value": [' + item % BC_SECRET.encode() + member + b"}]}")
+    content = '{"Topic": "Items", "Action": "Update", "Key": "k", "Division": 1, "x": ' + member.decode() + "}"
+    return Incoming("POST", {}, {}, exact_body(content))
+
+
+def depth_of_body(kind: str, member_depth: int) -> int:
+    """How deep a body of `signed(kind, ...)` nests, for a member nested `member_depth` deep."""
+    return member_depth + (3 if kind == "businesscentral" else 2 if kind == "exactonline" else 1)
+
+
+@pytest.mark.parametrize("kind", sorted(HANDLERS))
+@pytest.mark.parametrize("member", [b'"\\ud800"', b'{"\\udfff": 1}', b'["a\\udc00b"]'])
+def test_a_lone_surrogate_in_a_signed_body_is_a_400(kind, member):
+    result = check_total(kind, signed(kind, member))
+    assert isinstance(result, MalformedRequest)
+    assert result.message == "body holds a lone surrogate escape (\\ud800-\\udfff), which is not Unicode"
+
+
+@pytest.mark.parametrize("kind", sorted(HANDLERS))
+@pytest.mark.parametrize("extra", [1, 2, 60, 100_000])
+@pytest.mark.parametrize("as_object", [False, True])
+def test_a_signed_body_nested_deeper_than_the_limit_is_a_400(kind, extra, as_object):
+    depth = MAX_NESTING - depth_of_body(kind, 0) + extra
+    member = b'{"a":' * depth + b"1" + b"}" * depth if as_object else b"[" * depth + b"1" + b"]" * depth
+    result = check_total(kind, signed(kind, member))
+    assert isinstance(result, MalformedRequest)
+    assert result.message == f"body nests arrays and objects deeper than {MAX_NESTING} levels"
+
+
+@pytest.mark.parametrize("kind", sorted(HANDLERS))
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_a_signed_body_nested_to_the_limit_is_accepted(kind, bom):
+    """With a byte order mark the standard parser reads it (pydantic-core's refuses the mark): same limit."""
+    depth = MAX_NESTING - depth_of_body(kind, 0)
+    incoming = signed(kind, b"[" * depth + b"1" + b"]" * depth)
+    if bom and kind == "woocommerce":
+        body = bom + incoming.body
+        incoming = Incoming("POST", {**incoming.headers, "x-wc-webhook-signature": woo_sign(body)}, {}, body)
+    elif bom and kind == "squarespace":
+        body = bom + incoming.body
+        incoming = Incoming("POST", {"squarespace-signature": sq_sign(body)}, {}, body)
+    elif bom:
+        incoming = replace(incoming, body=bom + incoming.body)
+    result = check_total(kind, incoming)
+    assert isinstance(result, Outcome) and len(result.events) == 1
 
 
 # --- wp_specialchars_decode against a literal port ----------------------------------------------------

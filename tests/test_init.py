@@ -236,8 +236,8 @@ def test_accepted_consent_runs_koppel_connect_in_process(tmp_path, env, monkeypa
     path = tmp_path / "koppel.toml"
     assert main(["init", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "Open this URL in a browser" in out
-    assert "https://start.exactonline.nl/api/oauth2/auth?client_id=exact-app" in out
+    assert "Open this URL (it works once" in out
+    assert "https://koppel.example/oauth/exact/start?ticket=" in out  # the gateway sends the browser on to Exact
     assert f"./run.sh endpoints sync --config {path}" in out
 
 

@@ -11,6 +11,7 @@ from rq.serializers import JSONSerializer
 
 from gateway.app import create_app
 from gateway.cli import main
+from gateway.errors import ConfigError
 from tests.conftest import SECRETS, make_config, serve
 
 pytestmark = pytest.mark.integration
@@ -43,48 +44,180 @@ def failed_job(rconn, endpoint: str = "shop") -> str:
 
 def _url(rconn) -> str:
     kw = rconn.connection_pool.connection_kwargs
-    return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+    password = f":{kw['password']}@" if kw.get("password") else ""  # the embedded Redis's (gateway/redisserver.py)
+    return f"redis://{password}{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+
+
+BEARER = {"authorization": f"Bearer {TOKEN}"}
+EVIL = "http://evil.example"
+
+
+def queue_of(rconn) -> Queue:
+    return Queue("koppel", connection=rconn, serializer=JSONSerializer)
+
+
+def log_in(ops: httpx.Client) -> None:
+    """The web console's login: its session cookie (path /) is what a browser brings to /ops."""
+    answer = ops.post("/console/login", data={"token": TOKEN, "next": "/ops/rq/"}, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/ops/rq/"
 
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"authorization": "Bearer wrong"}, basic("wrong"), {"authorization": "Basic !!notbase64"}],
-    ids=["none", "wrong-bearer", "wrong-basic", "garbage"],
+    [{"authorization": "Bearer wrong"}, basic("wrong"), basic(TOKEN), {"authorization": "Basic !!notbase64"}],
+    ids=["wrong-bearer", "wrong-basic", "basic-with-the-token", "garbage"],
 )
-def test_dashboard_refuses_requests_without_the_admin_token(ops, headers):
+def test_dashboard_refuses_requests_without_the_admin_token_or_with_basic(ops, headers):
     response = ops.get("/ops/rq/", headers=headers)
     assert response.status_code == 401
-    assert response.headers["www-authenticate"].startswith("Basic")
+    assert "www-authenticate" not in response.headers  # no Basic prompt a browser would cache
+    assert "/console/login" in response.json()["message"] or "admin token" in response.json()["message"]
 
 
-def test_requeue_all_by_get_is_not_reachable_unauthenticated(ops, rconn):
+def test_a_browser_without_a_session_is_sent_to_the_console_login_and_back(ops):
+    response = ops.get("/ops/rq/", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login?next=/ops/rq/"
+    page = ops.get(response.headers["location"])
+    assert 'name="next" value="/ops/rq/"' in page.text
+    log_in(ops)
+    assert ops.get("/ops/rq/").status_code == 200
+
+
+def test_login_goes_back_only_to_a_path_of_this_gateway(ops):
+    for elsewhere in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
+        answer = ops.post("/console/login", data={"token": TOKEN, "next": elsewhere}, follow_redirects=False)
+        assert answer.headers["location"] == "/console/"
+
+
+def test_requeue_all_by_get_is_refused_even_with_the_admin_token(ops, rconn):
     job_id = failed_job(rconn)
-    assert ops.get("/ops/rq/requeue/koppel").status_code == 401
-    queue = Queue("koppel", connection=rconn, serializer=JSONSerializer)
+    assert ops.get("/ops/rq/requeue/koppel").status_code == 303  # unauthenticated: to the login
+    refused = ops.get("/ops/rq/requeue/koppel", headers=BEARER)
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == "POST"
+    log_in(ops)
+    assert ops.get("/ops/rq/requeue/koppel").status_code == 405
+    assert ops.get("/ops/rq/queue/koppel/failed/empty").status_code == 405
+    assert job_id in queue_of(rconn).failed_job_registry.get_job_ids()
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    ["bearer", "basic", "session"],
+)
+@pytest.mark.parametrize(
+    "origin",
+    [{"origin": EVIL}, {"referer": EVIL + "/page"}, {"sec-fetch-site": "cross-site", "origin": EVIL},
+     {"origin": "null"}],
+    ids=["origin", "referer", "fetch-site", "null-origin"],
+)  # fmt: skip
+def test_a_form_posted_from_another_site_changes_nothing(ops, rconn, credentials, origin):
+    job_id = failed_job(rconn)
+    queue = queue_of(rconn)
+    queued = queue.enqueue("workers.jobs.process_event", {"not": "an envelope"})
+    headers = {**origin, "content-type": "application/x-www-form-urlencoded"}
+    if credentials == "bearer":
+        headers.update(BEARER)
+    elif credentials == "basic":
+        headers.update(basic(TOKEN))
+    else:
+        log_in(ops)
+    for path in ("/ops/rq/queue/koppel/queued/empty", "/ops/rq/requeue/koppel", f"/ops/rq/job/{job_id}/delete"):
+        answer = ops.post(path, headers=headers, content=b"")
+        assert answer.status_code in (401, 403), (path, answer.status_code)
+    assert queued.id in queue.job_ids
     assert job_id in queue.failed_job_registry.get_job_ids()
+
+
+def test_a_session_post_with_no_origin_at_all_is_refused_but_a_same_origin_one_passes(ops, rconn):
+    job_id = failed_job(rconn)
+    log_in(ops)
+    assert ops.post(f"/ops/rq/job/{job_id}/requeue").status_code == 403  # a browser always sends Origin
+    same = ops.post(f"/ops/rq/job/{job_id}/requeue", headers={"origin": str(ops.base_url).rstrip("/"),
+                                                              "sec-fetch-site": "same-origin"})  # fmt: skip
+    assert same.status_code == 200
+    assert job_id in queue_of(rconn).job_ids
+
+
+def test_the_public_url_counts_as_the_gateways_own_origin(redis_url, rconn):
+    config = make_config(admin_token="env:ADMIN_TOKEN", public_url="https://koppel.example")
+    live = serve(create_app(config, redis_url))
+    try:
+        job_id = failed_job(rconn)
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            answer = client.post(
+                f"/ops/rq/job/{job_id}/requeue", headers={**BEARER, "origin": "https://koppel.example"}
+            )
+            assert answer.status_code == 200
+    finally:
+        live.stop()
+
+
+def test_every_operator_answer_carries_the_security_headers(ops):
+    for answer in (ops.get("/ops/rq/", headers=BEARER), ops.get("/ops/rq/", headers=basic("x")),
+                   ops.get("/ops/rq/static/js/jquery-3.5.1.min.js", headers=BEARER),
+                   ops.get("/ops/rq/requeue/koppel", headers=BEARER)):  # fmt: skip
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["referrer-policy"] == "same-origin"
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert "default-src 'self'" in answer.headers["content-security-policy"]
 
 
 def test_dashboard_works_with_the_admin_token_and_replays_a_failed_job(ops, rconn):
     job_id = failed_job(rconn)
-    page = ops.get("/ops/rq/", headers=basic(TOKEN))
+    page = ops.get("/ops/rq/", headers=BEARER)
     assert page.status_code == 200
+    assert rconn.connection_pool.connection_kwargs["password"] not in page.text  # its Redis URL shown masked
     assert "RQ Dashboard" in page.text or "rq" in page.text.lower()
-    bearer = {"authorization": f"Bearer {TOKEN}"}
-    jobs = ops.get("/ops/rq/0/data/jobs/koppel/failed/10/asc/1.json", headers=bearer)
+    jobs = ops.get("/ops/rq/0/data/jobs/koppel/failed/10/asc/1.json", headers=BEARER)
     assert jobs.status_code == 200
     assert job_id in jobs.text
-    detail = ops.get(f"/ops/rq/0/data/job/{job_id}.json", headers=bearer).json()
+    detail = ops.get(f"/ops/rq/0/data/job/{job_id}.json", headers=BEARER).json()
     assert "not a Koppel event envelope" in detail["exc_info"]
-    assert ops.post(f"/ops/rq/job/{job_id}/requeue", headers=bearer).status_code == 200
-    queue = Queue("koppel", connection=rconn, serializer=JSONSerializer)
-    assert job_id not in queue.failed_job_registry.get_job_ids()
-    assert job_id in queue.job_ids
+    assert ops.post(f"/ops/rq/job/{job_id}/requeue", headers=BEARER).status_code == 200
+    assert job_id not in queue_of(rconn).failed_job_registry.get_job_ids()
+    assert job_id in queue_of(rconn).job_ids
+
+
+def test_logging_out_of_the_console_ends_access_to_the_operator_pages(ops):
+    log_in(ops)
+    assert ops.get("/ops/rq/").status_code == 200
+    home = ops.get("/console/")
+    csrf = home.text.split('name="csrf" value="')[1].split('"')[0]
+    assert 'href="/ops/rq/"' in home.text  # the console's menu links the dashboard
+    ops.post("/console/logout", data={"csrf": csrf})
+    assert ops.get("/ops/rq/", follow_redirects=False).status_code == 303
 
 
 def test_operator_routes_are_off_without_an_admin_token(http):
     response = http.get("/ops/rq/", headers=basic("anything"))
     assert response.status_code == 403
     assert "admin_token" in response.json()["message"]
+
+
+def test_metrics_auth_without_an_admin_token_is_a_config_problem():
+    with pytest.raises(ConfigError, match=r"metrics_auth = true needs gateway\.admin_token"):
+        make_config(metrics_auth=True)
+
+
+def test_metrics_are_open_by_default(ops):
+    assert ops.get("/metrics").status_code == 200
+
+
+def test_metrics_behind_the_admin_token_when_switched_on(redis_url):
+    live = serve(create_app(make_config(admin_token="env:ADMIN_TOKEN", metrics_auth=True), redis_url))
+    try:
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            for headers in ({}, {"authorization": "Bearer wrong"}, basic(TOKEN)):
+                refused = client.get("/metrics", headers=headers)
+                assert refused.status_code == 401
+                assert "metrics_auth" in refused.json()["message"]
+                assert "koppel_" not in refused.text
+            assert "koppel_jobs_failed" in client.get("/metrics", headers=BEARER).text
+    finally:
+        live.stop()
 
 
 @pytest.fixture

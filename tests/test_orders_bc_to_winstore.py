@@ -20,7 +20,7 @@ from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from tests import pairs_support as pairs
 from workers.jobs import run_event
-from workers.ledger import Ledger
+from workers.ledger import EARLIER_ATTEMPT, Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -179,7 +179,7 @@ def test_a_replayed_order_is_skipped_and_a_crash_before_the_ledger_finds_the_pos
     env.conn.hdel(ledger.key, first["number"])  # as if the worker died after the POST, before its ledger entry
     env.conn.hset(ledger.flight, first["number"], "1")
     found = env.replay(order_id)
-    assert (found["outcome"], found["target_id"]) == ("skipped", first["target_id"])
+    assert (found["outcome"], found["target_id"], found["reason"]) == ("created", first["target_id"], EARLIER_ATTEMPT)
     assert len(env.winstore_orders()) == 1
 
 

@@ -30,7 +30,7 @@ from gateway.stack import LiveServer, serve
 from tests import pairs_support as pairs
 from workers import runtime
 from workers.jobs import run_event
-from workers.ledger import Ledger
+from workers.ledger import EARLIER_ATTEMPT, Ledger
 from workers.pollers import polled_streams
 
 pytestmark = pytest.mark.integration
@@ -198,8 +198,8 @@ def test_a_crash_between_the_shop_write_and_the_ledger_finds_the_order_instead_o
     env.conn.hdel(ledger.key, number)  # as if the worker died after the POST, before its ledger entry
     env.conn.hset(ledger.flight, number, f"{time.time() - 60:.3f}")
     result = process_all_versions(env)
-    assert (result["outcome"], result["target_id"]) == ("skipped", first["target_id"])
-    assert result["reason"] == "already in WooCommerce"
+    assert (result["outcome"], result["target_id"]) == ("created", first["target_id"])
+    assert result["reason"] == EARLIER_ATTEMPT
     assert ledger.created(number) == first["target_id"] and not ledger.in_flight(number)
     assert len(env.shop_orders()) == 1
 

@@ -17,13 +17,14 @@ from connectors.exactonline.endpoints import Accounts, SalesOrders
 from connectors.exactonline.odata import eq
 from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox, create_sandbox
 from gateway import keys
+from gateway.activity import ActivityLog
 from gateway.config import Config, parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError
 from tests.conftest import LiveServer, serve
 from workers import runtime
-from workers.jobs import run_event
-from workers.ledger import Ledger
+from workers.jobs import process_event, run_event
+from workers.ledger import EARLIER_ATTEMPT, Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +159,7 @@ def test_a_crash_between_post_and_ledger_never_books_twice(env, rconn):
     for seen in rconn.scan_iter(keys.cache("shop-to-exact", "seen:orders", "*")):  # the run never finished
         rconn.delete(seen)
     retry = env.run(order(7005))
-    assert retry["outcome"] == "skipped"
+    assert (retry["outcome"], retry["reason"]) == ("created", EARLIER_ATTEMPT)  # the first run never said so
     assert retry["target_id"] == created["target_id"]
     assert ledger.created("7005") == created["target_id"]
     assert env.in_exact("7005") == 1
@@ -189,3 +190,32 @@ def test_the_ledger_lookup_answers_booked_and_in_flight_at_once(rconn):
     ledger.record("9001", "exact-id")
     assert ledger.lookup("9001") == ("exact-id", False)
     assert (ledger.created("9001"), ledger.in_flight("9001")) == ledger.lookup("9001")
+
+
+class Killed(BaseException):
+    """The worker process dying: no Koppel error, nothing after it runs."""
+
+
+def test_an_order_posted_just_before_the_worker_died_is_logged_created_by_the_retry(env, rconn, monkeypatch):
+    monkeypatch.setattr(runtime, "_runtime", env.rt)  # as `koppel worker` installs it: jobs find it
+    event = Event("order.created", "order", "7020", "k7020", order(7020))
+    job = Envelope.wrap(event, source="woocommerce", endpoint="shop").model_dump(mode="json")
+    record = Ledger.record
+
+    def dies_before_the_ledger(self: Ledger, key: str, target_id: str) -> None:
+        monkeypatch.setattr(Ledger, "record", record)
+        raise Killed  # Exact has the order; the ledger and the activity log never hear of it
+
+    monkeypatch.setattr(Ledger, "record", dies_before_the_ledger)
+    with pytest.raises(Killed):
+        process_event(job)
+    assert env.in_exact("7020") == 1
+    assert ActivityLog(rconn).latest("shop-to-exact") is None
+
+    process_event(job)  # RQ runs the job again
+    [entry] = ActivityLog(rconn).entries("shop-to-exact")
+    [booked] = env.rt.target("exact").exact.query(SalesOrders, filter=eq("YourRef", "7020"))
+    assert (entry.outcome, entry.number, entry.target_id) == ("created", "7020", str(booked["OrderID"]))
+    assert entry.reason == EARLIER_ATTEMPT
+    assert env.in_exact("7020") == 1
+    assert Ledger(rconn, "shop-to-exact", "orders").created("7020") == str(booked["OrderID"])

@@ -28,6 +28,7 @@ from gateway.stack import LiveServer, serve
 from tests import pairs_support as pairs
 from workers import runtime
 from workers.jobs import run_event
+from workers.ledger import EARLIER_ATTEMPT
 
 pytestmark = pytest.mark.integration
 
@@ -412,3 +413,35 @@ def test_an_existing_item_group_is_used(env):
     env.sync(simple(env)["id"])
     assert env.items()["MUG-1"]["ItemGroup"] == group_id
     assert env.groups()["KITCHEN-DINING"]["Description"] == "Keuken"
+
+
+# -- a worker killed after the item's POST -----------------------------------------------------------------
+
+
+class Killed(BaseException):
+    """The worker process dying: no Koppel error, nothing after it runs."""
+
+
+def test_an_item_created_just_before_the_worker_died_is_logged_created_by_the_retry(env, monkeypatch):
+    product = simple(env)
+    target = env.rt.target("exact")
+    real = target.create_product
+
+    def created_then_killed(payload: Any) -> str:
+        monkeypatch.setattr(target, "create_product", real)
+        real(payload)
+        raise Killed  # Exact has the item; Koppel's cache and the activity never hear of it
+
+    monkeypatch.setattr(target, "create_product", created_then_killed)
+    with pytest.raises(Killed):
+        env.sync(product["id"])
+    item = env.items()["MUG-1"]
+
+    retry = env.sync(product["id"])
+    assert (retry["outcome"], retry["target_id"]) == ("created", item["ID"]), retry
+    assert retry["reason"] == EARLIER_ATTEMPT
+    assert [r["ID"] for r in env.sandbox.store.rows(DIVISION, "logistics/Items") if r["Code"] == "MUG-1"] == [
+        item["ID"]]  # fmt: skip
+    assert env.conn.hget("koppel:cache:exact:items", "MUG-1").decode() == item["ID"]
+    again = env.sync(product["id"])
+    assert (again["outcome"], again["calls"]) == ("skipped", 0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -14,7 +16,15 @@ import pytest
 import redis
 
 from gateway.errors import EmbeddedRedisError
-from gateway.redisserver import EmbeddedRedis, answers, free_port, redact_url, resolve_redis
+from gateway.redisserver import (
+    EmbeddedRedis,
+    answers,
+    embedded_password,
+    free_port,
+    local_url,
+    redact_url,
+    resolve_redis,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +92,44 @@ def test_embedded_redis_dies_with_a_killed_parent(tmp_path):
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(child), "redis-server outlived the Koppel process that started it"
-    assert not answers(f"redis://127.0.0.1:{port}/0")
+    assert not answers(local_url(port, embedded_password(tmp_path)))
+
+
+def test_the_embedded_redis_refuses_clients_without_its_password(redis_server):
+    password = embedded_password(redis_server.data_dir)
+    assert password and f":{password}@" in redis_server.url
+    with socket.create_connection(("127.0.0.1", redis_server.port), timeout=5) as anonymous:
+        anonymous.sendall(b"GET koppel:anything\r\n")
+        assert anonymous.recv(100).startswith(b"-NOAUTH Authentication required")
+    guessing = redis.Redis(host="127.0.0.1", port=redis_server.port, password="guessed")
+    with guessing, pytest.raises(redis.AuthenticationError):
+        guessing.ping()
+    assert password not in repr(redis_server)
+    cmdline = Path(f"/proc/{redis_server.process.pid}/cmdline").read_bytes()
+    assert password.encode() not in cmdline  # `ps` shows every user the command line
+
+
+def test_the_embedded_redis_keeps_its_files_owner_only(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    server = EmbeddedRedis(data_dir=data, port=free_port())
+    server.start()
+    try:
+        with redis.Redis.from_url(server.url) as client:
+            client.set("koppel:test", "x")
+            client.bgsave()  # a snapshot file too, beside the append-only ones
+            deadline = time.monotonic() + 10
+            while not (data / "redis" / "dump.rdb").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        server.stop()
+    made = [data, *data.rglob("*")]
+    names = {path.name for path in made}
+    assert {"appendonlydir", "dump.rdb", "redis.log", "password", "redis.conf"} <= names
+    assert any(name.endswith(".aof") for name in names)
+    for path in made:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path} is {oct(mode)}"
 
 
 def test_port_in_use_is_a_clear_error(tmp_path, redis_server):

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from connectors import issued
 from connectors.squarespace.sandbox import SandboxConfig, create_sandbox
-from gateway import cli
+from gateway import cli, vault
 from gateway.stack import LiveServer, serve
 from workers.switches import switch_off, switched_off
 
@@ -101,9 +101,13 @@ def test_sync_test_and_rotate_through_the_command_line(servers, env, tmp_path, c
     assert code == 0, err
     assert out.count("secret rotated") == 3
     after = rconn.hgetall(issued.issued_key("sq-hooks"))
+    def opened(raw: bytes) -> dict:
+        assert b"secret" not in raw  # encrypted at rest (gateway/vault.py)
+        return json.loads(vault.vault().open(raw, what="secret", fix="-"))
+
     for field, raw in after.items():
-        entry = json.loads(raw)
-        assert entry["previous"] == json.loads(before[field])["secret"] != entry["secret"]
+        entry = opened(raw)
+        assert entry["previous"] == opened(before[field])["secret"] != entry["secret"]
     code, out, err = run(capsys, "endpoints", "test", "nope", "--config", config)
     assert code != 0 and "no webhooks Koppel manages" in err
 

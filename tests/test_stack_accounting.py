@@ -7,10 +7,7 @@ has not started (RQ's intermediate queue), and without waiting forever on one wh
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
-from rq import SimpleWorker
 from rq.job import JobStatus
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
@@ -20,6 +17,7 @@ from gateway.activity import Activity
 from gateway.ingest import inbox_key, make_queue
 from gateway.stack import MARKER, Backlog, backlog, budget_waits, clear_data_dir, outcomes_of
 from workers.pollers import POLL_JOB_PREFIX
+from workers.worker import KoppelWorker, worker_timing
 
 QUEUE = "koppel-test"
 
@@ -80,18 +78,32 @@ def test_a_finished_job_left_in_the_intermediate_queue_is_not_work(rconn, queue)
     assert backlog(rconn, QUEUE).empty
 
 
-def test_a_job_whose_worker_was_killed_after_the_dequeue_is_handed_back_not_waited_for(rconn, queue):
+def test_a_job_whose_worker_was_killed_after_the_dequeue_counts_until_it_is_queued_again(rconn, queue):
     queue.enqueue("os.getpid", job_id="orphan")
     Queue.dequeue_any([queue], timeout=None, connection=rconn, serializer=JSONSerializer)  # then the worker dies
     assert backlog(rconn, QUEUE).dequeued == 1
-    # Another worker's registry maintenance notices it; a minute later it fails it (to be replayed).
-    survivor = SimpleWorker([queue], connection=rconn, serializer=JSONSerializer)
+    # Another worker's recovery notices it, and on a later pass (`orphan_after` on) queues it again.
+    survivor = KoppelWorker([queue], connection=rconn, serializer=JSONSerializer, **worker_timing(1))
+    survivor.orphan_after = 0
     survivor.clean_registries()
-    intermediate = queue.intermediate_queue
-    rconn.set(intermediate.get_first_seen_key("orphan"), (datetime.now(UTC) - timedelta(minutes=2)).timestamp())
+    assert backlog(rconn, QUEUE).dequeued == 1
+    rconn.delete(queue.registry_cleaning_key)
     survivor.clean_registries()
-    assert backlog(rconn, QUEUE).empty
-    assert "orphan" in queue.failed_job_registry.get_job_ids()
+    assert backlog(rconn, QUEUE) == Backlog(queued=1)
+    assert queue.get_job_ids() == ["orphan"] and "orphan" not in queue.failed_job_registry.get_job_ids()
+
+
+def test_a_started_job_whose_worker_stopped_beating_is_not_idle_and_is_named(rconn, queue):
+    job = queue.enqueue("os.getpid", job_id="abandoned")
+    Queue.dequeue_any([queue], timeout=None, connection=rconn, serializer=JSONSerializer)
+    dead = KoppelWorker([queue], connection=rconn, serializer=JSONSerializer, **worker_timing(1))
+    execution = dead.prepare_execution(job)
+    dead.prepare_job_execution(job, remove_from_intermediate_queue=True)
+    assert backlog(rconn, QUEUE) == Backlog(running=1)
+    rconn.zadd(queue.started_job_registry.key, {execution.composite_key: 1})  # its heartbeat expired long ago
+    found = backlog(rconn, QUEUE)
+    assert found == Backlog(abandoned=1) and not found.empty
+    assert found.describe() == "1 whose worker died, to be run again"
 
 
 # -- the data directory ------------------------------------------------------------------------------

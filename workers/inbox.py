@@ -4,7 +4,7 @@ The gateway stores an accepted event as an entry of the Redis stream `koppel:inb
 (gateway/ingest.py), with the job id it already answered. Every worker process runs a pump, all
 in one consumer group, so they share the work:
 
-    XAUTOCLAIM  entries idle > 30 s in a dead consumer's hands      (first, each round)
+    XAUTOCLAIM  entries idle > 30 s in a dead consumer's hands      (first, each round; `koppel worker`: 3 beats)
     XREADGROUP  up to 256 new entries (BLOCK 1 s)
     WATCH       rq:job:<id> of the batch; EXISTS → skip jobs made already (defensive)
     MULTI
@@ -35,6 +35,7 @@ from rq.job import Job
 
 from gateway.config import GatewaySettings, RetentionSettings
 from gateway.ingest import JOB_FUNC, PUMP_GROUP, inbox_key, job_description, make_queue
+from workers.outage import UNREACHABLE, outage
 from workers.policy import retry_schedule
 
 log = logging.getLogger("koppel.inbox")
@@ -176,10 +177,16 @@ class InboxPump:
             time.sleep(0.05)  # another consumer holds entries: wait for it, or until they can be reclaimed
 
     def run(self, stop: threading.Event) -> None:
-        """Pump until `stop` is set (a worker's background thread); survives Redis outages."""
+        """Pump until `stop` is set (a worker's background thread); survives Redis outages: one is noted
+        once for the process (workers/outage.py) and waited out with its backoff."""
         while not stop.is_set():
             try:
                 self.pump_once(block_ms=self.block_ms)
+                outage.ok()
+            except UNREACHABLE as exc:
+                self._group_ready = False
+                outage.failed(exc, "the inbox pump")
+                outage.wait(stop)
             except redis.RedisError as exc:
                 self._group_ready = False
                 log.warning("inbox pump: %s; retrying in 1 s", exc)

@@ -9,12 +9,18 @@ Every flow that creates something in a target guards the write with it:
     mark(key)          before the write                (with `also`: cache reads in the same round trip)
     unmark(key)        the attempt failed before its write could reach the target
     record(key, id)    after it: the ledger entry, and the in-flight marker dropped, atomically
+    landed(key, found) the lookup found what the earlier attempt wrote: recorded, and the run reports it
+                       "created" (`EARLIER_ATTEMPT`): that attempt died before it could say so
 
-So a crash anywhere costs at most one lookup, never a second record in the target.
+So a crash anywhere costs at most one lookup, never a second record in the target, and the activity log
+says "created" once for what Koppel created. A flow that keeps no ledger (`keep=False`: customers and
+products, found in the target by e-mail or SKU anyway) uses the in-flight marker alone, to know that
+what the target holds is what its own earlier attempt created.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,14 +30,25 @@ import redis
 
 from gateway import keys
 
+EARLIER_ATTEMPT = "created by an earlier attempt that stopped before noting it"
+"""The reason of a "created" found by the in-flight lookup (`Ledger.landed`)."""
+
+
+def email_key(email: str) -> str:
+    """A customer's key in the customers flow's in-flight marks: a digest of the (normalised) e-mail
+    address, never the address."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+
 
 class Ledger:
     """The ledger of one integration's flow."""
 
-    def __init__(self, connection: redis.Redis, integration: str, flow: str) -> None:
+    def __init__(self, connection: redis.Redis, integration: str, flow: str, *, keep: bool = True) -> None:
         self.connection = connection
         self.key = keys.ledger(integration, flow)
         self.flight = keys.in_flight(integration, flow)
+        self.keep = keep
+        """Whether `record` keeps the target id (the ledger); without, it only drops the in-flight marker."""
 
     def created(self, key: str) -> str | None:
         """The target id recorded for `key`, or None."""
@@ -72,9 +89,20 @@ class Ledger:
     def record(self, key: str, target_id: str) -> None:
         """The write is done: remember its id and drop the in-flight marker, atomically."""
         with self.connection.pipeline() as pipe:
-            pipe.hset(self.key, key, target_id)
+            if self.keep:
+                pipe.hset(self.key, key, target_id)
             pipe.hdel(self.flight, key)
             pipe.execute()
 
+    def landed(self, key: str, found: str | None) -> bool:
+        """After asking the target for what the in-flight attempt at `key` may have written (`found`: the
+        target's id, or None): whether it is there. Then Koppel created it, in an attempt that died before
+        noting it: it is recorded now, and the run reports it "created" (reason `EARLIER_ATTEMPT`), not
+        "skipped" — the attempt that made it never logged anything."""
+        if found is None:
+            return False
+        self.record(key, found)
+        return True
 
-__all__ = ["Ledger"]
+
+__all__ = ["EARLIER_ATTEMPT", "Ledger", "email_key"]

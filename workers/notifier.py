@@ -38,6 +38,7 @@ from gateway import keys, notify
 from gateway.config import Config, Integration
 from gateway.ingest import make_queue
 from workers import runtime
+from workers.outage import UNREACHABLE, outage
 from workers.pollers import StreamPolls, polled_streams, schedule_chain, stream_polls
 
 log = logging.getLogger("koppel.notify")
@@ -368,6 +369,9 @@ def dispatch() -> dict[str, Any]:
     finally:
         try:
             next_id = schedule_dispatch(rt.connection, rt.config, running=job.id if job else None)
+        except UNREACHABLE as exc:  # Redis away: the worker schedules the chain again when it is back
+            outage.failed(exc, "scheduling the next notification dispatch")
+            next_id = None
         except Exception:  # never hide the pass's outcome behind a scheduling failure
             log.exception("notifications: scheduling the next dispatch failed")
             next_id = None

@@ -25,6 +25,7 @@ from rq import Retry, get_current_job
 from gateway import keys
 from gateway.errors import PermanentError, TransientError
 from workers import keepalive
+from workers.outage import UNREACHABLE, outage
 
 log = logging.getLogger("koppel.worker")
 
@@ -84,6 +85,8 @@ def _renew(lock: redis.lock.Lock) -> bool:
     except LockNotOwnedError:
         log.warning("lock %s expired before it was renewed; the work goes on without it", lock.name)
         return False
-    except redis.RedisError as exc:  # Redis briefly away: try again at the next renewal
+    except UNREACHABLE as exc:  # Redis away: noted once for the process; try again at the next renewal
+        outage.failed(exc, f"lock {lock.name}")
+    except redis.RedisError as exc:
         log.warning("lock %s not renewed: %s", lock.name, exc)
     return True

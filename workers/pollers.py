@@ -55,6 +55,7 @@ from gateway.envelope import Envelope, Event
 from gateway.errors import KoppelError, PermanentError, TransientError
 from gateway.ingest import Accepted, Ingestor, make_queue
 from workers import runtime
+from workers.outage import UNREACHABLE, outage
 from workers.switches import all_off
 
 log = logging.getLogger("koppel.pollers")
@@ -309,6 +310,9 @@ def poll(system_id: str, stream: str) -> dict[str, Any]:
         try:
             queue = make_queue(rt.connection, rt.config.gateway.queue)
             next_id = _schedule(queue, system, stream, interval, running=job.id if job else None)
+        except UNREACHABLE as exc:  # Redis away: the worker schedules the chain again when it is back
+            outage.failed(exc, f"scheduling the next poll of {system_id} {stream}")
+            next_id = None
         except Exception:  # never hide the poll's own outcome behind a scheduling failure
             log.exception("poll %s %s: scheduling the next poll failed", system_id, stream)
             next_id = None

@@ -36,6 +36,8 @@ from gateway import keys
 from gateway.activity import Activity
 from gateway.config import Config
 from gateway.ingest import inbox_key, make_queue
+from workers.ledger import email_key
+from workers.outage import UNREACHABLE, outage
 
 log = logging.getLogger("koppel.retention")
 
@@ -46,7 +48,8 @@ _EMAIL = re.compile(r"^[^@\s\"'<>(),;:\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za
 
 UNTIMED = {
     "ledger": "record number → target id of what Koppel wrote: kept, so that nothing is written twice",
-    "inflight": "record numbers whose write may have reached the target: kept until the write is settled",
+    "inflight": "record numbers, SKUs and e-mail digests whose write may have reached the target: kept until the "
+    "write is settled",
     "cursor": "where a poller stands: a position, not data",
     "exact": "OAuth tokens and the Exact division: credentials, never personal data",
     "cache": "ids looked up in the systems (SKU → item, number → order, …), none keyed by a person",
@@ -176,6 +179,8 @@ class PurgeLoop:
     def once(self) -> PurgeReport | None:
         try:
             return purge_due(self.connection, self.config, worker=self.worker)
+        except UNREACHABLE as exc:  # noted once for the process (workers/outage.py)
+            outage.failed(exc, "the purge by [retention]")
         except redis.RedisError as exc:
             log.warning("purge by [retention]: %s; next try in %d s", exc, self.config.retention.purge_interval)
         except Exception:
@@ -275,6 +280,12 @@ def _forget_cached(connection: redis.Redis, needle: str, report: ForgetReport, f
             report.cached.items.append(f"{key} ({len(fields)})")
             if not dry_run:
                 connection.hdel(key, *fields)
+    marker = email_key(needle)
+    for key in _scan(connection, keys.PREFIX + "inflight:*:customers", "hash"):
+        if connection.hexists(key, marker):  # a creation in flight: its digest of the address
+            report.cached.items.append(key)
+            if not dry_run:
+                connection.hdel(key, marker)
     report.cached.removed = len(report.cached.items)
 
 

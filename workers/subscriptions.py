@@ -50,6 +50,7 @@ from gateway.config import Config, Endpoint, System
 from gateway.errors import AuthFailed, ConfigError, KoppelError, PermanentError, TransientError
 from gateway.ingest import make_queue
 from workers import runtime
+from workers.outage import UNREACHABLE, outage
 from workers.pollers import poll_now, polled_streams, schedule_chain
 from workers.switches import all_off
 
@@ -485,6 +486,9 @@ def check(endpoint_id: str) -> dict[str, Any]:
     finally:
         try:
             next_id = _schedule(rt.connection, rt.config, managed, running=job.id if job else None)
+        except UNREACHABLE as exc:  # Redis away: the worker schedules the chain again when it is back
+            outage.failed(exc, f"scheduling the next webhook check of {endpoint_id}")
+            next_id = None
         except Exception:  # never hide the check's own outcome behind a scheduling failure
             log.exception("endpoint %s: scheduling the next webhook check failed", endpoint_id)
             next_id = None

@@ -10,17 +10,21 @@ A burst worker drains the inbox first, then works the queue until it is empty. A
 what `[retention]` no longer allows (workers/retention.py): at start, then every `purge_interval` (one
 worker of many per interval).
 
-A worker that dies mid-job (SIGKILL, OOM, a pulled plug) is noticed by RQ's own abandoned-job
-handling: its job stays in the StartedJobRegistry until the job's heartbeat expires, and the next
-registry maintenance of any worker retries it (while it has retries left; else it fails with
-AbandonedJobError). RQ's SimpleWorker beats once per job, with a TTL of the job timeout + 60 s, and
-maintenance runs every 10 minutes: a dead worker's order waited up to ~14 minutes. `KoppelWorker`
-renews the heartbeat every `gateway.worker_heartbeat_seconds` (TTL: three beats) while the job runs,
-and maintenance runs every three beats, so the job is retried within seconds of its worker's death.
-The beats come from the process's keepalive thread (workers/keepalive.py), which also renews the
-job's resource lock: no thread is started per job.
-The flows are built for that replay (the order ledger and in-flight marker), and the job's resource
+A worker that dies (SIGKILL, OOM, a pulled plug) leaves its job in RQ's StartedJobRegistry (started) or
+intermediate queue (taken, not started). `KoppelWorker` renews the job's heartbeat every
+`gateway.worker_heartbeat_seconds` while it runs (TTL: three beats), from the process's keepalive thread
+(workers/keepalive.py), which also renews the job's resource lock: no thread is started per job. Every
+beat, one worker's keepalive thread runs Koppel's recovery (workers/recovery.py): a started job whose
+heartbeat expired, or a job taken and not started for three beats, goes back to the front of the queue at
+once, without using up a retry (RQ would retry it on its schedule, or fail it with AbandonedJobError, and
+fails a taken one after a minute); a job whose worker died three times while running it is failed, naming
+that. The flows are built for that replay (the order ledger and in-flight marker), and the job's resource
 lock frees itself as fast (workers/policy.py).
+
+A Redis outage does not end the worker (`QuietWorker`, workers/outage.py): it is logged once when Redis goes
+and once when it is back; the work loop, the inbox pump, the command listener, the scheduler and the
+renewals wait for it with a backoff; a job whose run it cut short goes back to the queue; and the chains of
+scheduled jobs (polls, webhook checks, notification dispatch) are scheduled again when Redis is back.
 """
 
 from __future__ import annotations
@@ -34,13 +38,19 @@ import time
 from typing import Any
 
 import redis
-from redis.client import Pipeline
+from redis.client import Pipeline, PubSub, PubSubWorkerThread
 from rq import Queue, SimpleWorker, Worker
+from rq.exceptions import DequeueTimeout
 from rq.executions import Execution
 from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers
-from rq.serializers import JSONSerializer
+from rq.registry import clean_registries
+from rq.scheduler import RQScheduler
+from rq.serializers import JSONSerializer, Serializer
+from rq.timeouts import BaseDeathPenalty
+from rq.utils import now
 from rq.worker import WorkerStatus
+from rq.worker_registration import clean_worker_registry
 
 from gateway.config import Config
 from gateway.errors import PermanentError
@@ -49,7 +59,9 @@ from gateway.redisserver import die_with_parent
 from workers import keepalive, runtime
 from workers.inbox import pump_for
 from workers.notifier import schedule_dispatch
+from workers.outage import UNREACHABLE, Outage, outage
 from workers.pollers import schedule_polls
+from workers.recovery import hand_back, recover, recover_due
 from workers.retention import PurgeLoop
 from workers.subscriptions import schedule_checks
 
@@ -67,10 +79,71 @@ whether the worker is stopping (RQ: 60). A message (`rq.command`: shutdown, kill
 handled as soon as it arrives all the same."""
 
 
+class ResilientQueue(Queue):
+    """RQ's queue, whose blocking dequeue waits out a Redis outage (`workers/outage.py`) instead of letting
+    RQ's work loop log an ERROR per retry: the outage is noted, the backoff slept, and the dequeue ends as
+    a timeout (RQ's loop then beats and dequeues again)."""
+
+    @classmethod
+    def dequeue_any(
+        cls,
+        queues: Any,
+        timeout: int | None,
+        connection: redis.Redis,
+        job_class: type[Job] | None = None,
+        serializer: Serializer | str | None = None,
+        death_penalty_class: type[BaseDeathPenalty] | None = None,
+    ) -> tuple[Job, Queue] | None:
+        try:
+            found = super().dequeue_any(queues, timeout, connection, job_class, serializer, death_penalty_class)
+        except UNREACHABLE as exc:
+            outage.failed(exc, "the work loop")
+            outage.wait()
+            raise DequeueTimeout(timeout, [queue.key for queue in queues]) from None
+        outage.ok()
+        return found
+
+
+class KoppelScheduler(RQScheduler):
+    """RQ's scheduler (a forked child of the worker), which waits out a Redis outage instead of dying with
+    a traceback. Its outage is the worker's, logged there: here it is noted at DEBUG only."""
+
+    def work(self) -> None:
+        quiet = Outage("scheduler", level=logging.DEBUG)
+        while True:
+            try:
+                super().work()  # type: ignore[no-untyped-call]
+                return
+            except UNREACHABLE as exc:
+                quiet.failed(exc)
+                while not self._stop_requested and not quiet.ping(self.connection):
+                    quiet.wait()
+                if self._stop_requested:
+                    return
+
+
 class QuietWorker(Worker):
     """RQ's worker, whose expected failures are the job's one log line without RQ's traceback: as is, the
     forking worker of `koppel worker --fork` (a process per job); `KoppelWorker` builds on it. Its command
-    listener stops at once when the worker does (`unsubscribe`)."""
+    listener stops at once when the worker does (`unsubscribe`).
+
+    It rides out a Redis outage (workers/outage.py: one log line when Redis goes, one when it is back):
+    the work loop waits for Redis before each dequeue (`check_for_suspension`), a dequeue, heartbeat,
+    state write or maintenance that fails for want of Redis is tried again later instead of ending the
+    loop, a job whose run Redis cut short goes back to the queue (workers/recovery.py: `hand_back`), the
+    command listener and the scheduler wait for Redis. A dead worker's job is handed back by Koppel's
+    recovery, not RQ's abandoned-job handling (`clean_registries`)."""
+
+    orphan_after: float = 30.0
+    """Seconds a job may sit taken but not started before it counts as a dead worker's (`run_worker` sets
+    it to the heartbeat TTL)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue_class = ResilientQueue  # its dequeue; set after RQ checked the queues given (any `Queue`)
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return 3 * int(self.job_monitoring_interval)
 
     def subscribe(self) -> None:
         """RQ's: the worker's command channel, listened to on a daemon thread, waking every `PUBSUB_WAKEUP` s."""
@@ -88,12 +161,171 @@ class QuietWorker(Worker):
         the reply before the stop, it went back to waiting for a subscription, its `sleep_time`: a worker's
         return (a burst worker's, or a worker's on SIGTERM) waited up to 60 s with RQ's. Lowering the flag
         takes redis-py's private `_running` (its `stop()` would wait for the listener here);
-        `PUBSUB_WAKEUP` bounds the wait should that ever change.
+        `PUBSUB_WAKEUP` bounds the wait should that ever change. Without Redis, the listener is just stopped.
         """
         running = getattr(self.pubsub_thread, "_running", None)
         if isinstance(running, threading.Event):
             running.clear()
-        super().unsubscribe()  # type: ignore[no-untyped-call]
+        try:
+            super().unsubscribe()  # type: ignore[no-untyped-call]
+        except UNREACHABLE as exc:
+            outage.failed(exc, "the command listener")
+            if self.pubsub_thread is not None:
+                self.pubsub_thread.stop()
+
+    def _pubsub_exception_handler(self, exc: Exception, pubsub: PubSub, pubsub_thread: PubSubWorkerThread) -> None:
+        """RQ's logs an ERROR every 2 s while Redis is away: noted as the outage instead, redis-py then
+        reconnects and subscribes again."""
+        if isinstance(exc, UNREACHABLE):
+            outage.failed(exc, "the command listener")
+            outage.wait()
+            return
+        super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
+
+    def _start_scheduler(
+        self, burst: bool = False, logging_level: str | None = "INFO", date_format: str = "", log_format: str = ""
+    ) -> None:
+        """RQ's, with `KoppelScheduler`: the scheduler's lock taken, it runs in a child (or, in burst mode,
+        moves the due jobs once)."""
+        self.scheduler = KoppelScheduler(
+            self.queues, connection=self.connection, serializer=self.serializer,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            **({"date_format": date_format} if date_format else {}),
+            **({"log_format": log_format} if log_format else {}),
+        )  # fmt: skip
+        self.scheduler.acquire_locks()  # type: ignore[no-untyped-call]
+        if not self.scheduler.acquired_locks:
+            return
+        if not burst:
+            self.scheduler.start()  # type: ignore[no-untyped-call]
+            return
+        try:
+            self.scheduler.register_birth()
+            self.scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
+        finally:
+            self.scheduler.release_locks()  # type: ignore[no-untyped-call]
+            self.scheduler.register_death()
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's, which the work loop calls before each dequeue; while Redis is away, it waits here."""
+        while True:
+            try:
+                super().check_for_suspension(burst)
+            except UNREACHABLE as exc:
+                outage.failed(exc, "the work loop")
+                if self._stop_requested:
+                    return
+                outage.wait()
+                continue
+            outage.ok()
+            return
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's; without Redis it is skipped (tried again at the next turn)."""
+        try:
+            super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
+        except UNREACHABLE as exc:
+            outage.failed(exc, "the registry maintenance")
+
+    def clean_registries(self) -> None:
+        """RQ's maintenance of each queue's registries, but a dead worker's job is handed back by Koppel's
+        recovery (workers/recovery.py) before RQ's registry clean-up could retry or fail it, and RQ's
+        intermediate-queue clean-up (a minute, then failed) is left out. Right after a Redis outage, nothing
+        is done until the live workers beat again. The maintenance lock is released however it ends."""
+        if outage.ended_within(self.orphan_after):
+            self.last_cleaned_at = now()  # type: ignore[assignment]  # RQ declares it None
+            return
+        for queue in self.queues:
+            if not queue.acquire_maintenance_lock():
+                continue
+            try:
+                recover(queue, orphan_after=self.orphan_after)
+                clean_registries(queue, self._exc_handlers)
+                clean_worker_registry(queue)
+            finally:
+                queue.release_maintenance_lock()
+        self.last_cleaned_at = now()  # type: ignore[assignment]  # RQ declares it None
+
+    def recover_dead_workers_jobs(self) -> bool:
+        """One pass of the recovery for each queue (one worker per heartbeat does it): the keepalive thread
+        runs this every heartbeat, whether this worker is busy or not."""
+        if outage.ended_within(self.orphan_after):
+            return True
+        for queue in self.queues:
+            try:
+                recover_due(queue, every=self.job_monitoring_interval, orphan_after=self.orphan_after)
+            except UNREACHABLE as exc:
+                outage.failed(exc, "the recovery of dead workers' jobs")
+        return True
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ's; a beat that cannot reach Redis is skipped (the next one comes)."""
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline=pipeline)
+            return
+        try:
+            super().heartbeat(timeout)
+        except UNREACHABLE as exc:
+            outage.failed(exc, "the worker's heartbeat")
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        if pipeline is not None:
+            super().set_state(state, pipeline=pipeline)
+            return
+        try:
+            super().set_state(state)
+        except UNREACHABLE as exc:
+            outage.failed(exc, "the worker's state")
+
+    def set_shutdown_requested_date(self) -> None:
+        try:
+            super().set_shutdown_requested_date()  # type: ignore[no-untyped-call]
+        except UNREACHABLE as exc:
+            outage.failed(exc, "the worker's shutdown")
+
+    def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
+        """RQ's beat of a running job; without Redis it is skipped (the job goes on, the next beat comes)."""
+        try:
+            super().maintain_heartbeats(job, execution)
+        except UNREACHABLE as exc:
+            outage.failed(exc, f"job {job.id}'s heartbeat")
+        else:
+            outage.ok()
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """The job run (`_execute`); when Redis goes away in the middle of it (the job's own calls, or RQ's
+        recording of its end), the worker waits for Redis and then hands the job back (workers/recovery.py:
+        run again at once, as the flows are exactly-once by their ledger), unless its end was recorded."""
+        try:
+            self._execute(job, queue)
+        except UNREACHABLE as exc:
+            outage.failed(exc, f"job {job.id}")
+            self.executions.clear()
+            while not outage.ping(self.connection):
+                if self._stop_requested:
+                    return  # its heartbeat expires: the recovery of another worker hands it back
+                outage.wait()
+            try:
+                hand_back(queue, job)
+            except UNREACHABLE as again:
+                outage.failed(again, f"job {job.id}")
+            self.set_state(WorkerStatus.IDLE)
+
+    def _execute(self, job: Job, queue: Queue) -> None:
+        super().execute_job(job, queue)
+
+    def teardown(self) -> None:
+        """RQ's (the scheduler stopped, the worker's death registered, the listener stopped), each step
+        done without Redis too."""
+        if self.is_horse:
+            return
+        if self.scheduler:
+            self.stop_scheduler()  # type: ignore[no-untyped-call]
+        try:
+            self.register_death()  # type: ignore[no-untyped-call]
+        except UNREACHABLE as exc:
+            outage.failed(exc, "the worker's sign-off")
+        self.unsubscribe()
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """An expected failure (a PermanentError: a missing SKU, a system not connected) was logged by the
@@ -113,10 +345,7 @@ class KoppelWorker(QuietWorker, SimpleWorker):
     """When the worker key expires by the last heartbeat this worker sent (monotonic clock)."""
     _state_written_at = -math.inf
 
-    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
-        return 3 * int(self.job_monitoring_interval)
-
-    def execute_job(self, job: Job, queue: Queue) -> None:
+    def _execute(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
         # The process's keepalive thread beats while the job runs, and no more once it is done.
         with keepalive.renewing(lambda: self._beat(job, execution), self.job_monitoring_interval, name=f"job {job.id}"):
@@ -144,9 +373,13 @@ class KoppelWorker(QuietWorker, SimpleWorker):
             return
         else:
             self._expires_at = -math.inf  # unknown until the beat is through
-            with self.connection.pipeline(transaction=False) as own:
-                super().heartbeat(timeout, pipeline=own)
-                own.execute()
+            try:
+                with self.connection.pipeline(transaction=False) as own:
+                    super().heartbeat(timeout, pipeline=own)
+                    own.execute()
+            except UNREACHABLE as exc:
+                outage.failed(exc, "the worker's heartbeat")
+                return
         self._expires_at = expires_at
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
@@ -159,8 +392,8 @@ class KoppelWorker(QuietWorker, SimpleWorker):
 
     def _beat(self, job: Job, execution: Execution) -> None:
         try:
-            self.maintain_heartbeats(job, execution)
-        except redis.RedisError as exc:  # Redis briefly away: the next beat tries again
+            self.maintain_heartbeats(job, execution)  # without Redis: the outage noted, the next beat tries again
+        except redis.RedisError as exc:
             log.warning("job %s: heartbeat failed: %s", job.id, exc)
 
 
@@ -195,6 +428,8 @@ def run_worker(
 ) -> bool:
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
     connection = redis.Redis.from_url(redis_url, health_check_interval=30)
+    while not outage.ping(connection):  # started while Redis is away: wait for it (one log line)
+        outage.wait()
     rt = runtime.Runtime(config=config, connection=connection, snapshot_ttl=config.retention.payloads)
     runtime.install(rt)
     queue = make_queue(connection, config.gateway.queue)
@@ -202,15 +437,22 @@ def run_worker(
     global _guard
     if _guard is None or _guard.parent != os.getpid():
         _guard = _SchedulerGuard()
-    schedule_polls(connection, config)  # sources without push (Exact Sync API) are polled on a schedule
-    schedule_checks(connection, config)  # and the webhooks Koppel manages are checked on one
-    schedule_dispatch(connection, config)  # and notifications are sent (when an integration asks for them)
+
+    def schedule_chains() -> None:
+        schedule_polls(connection, config)  # sources without push (Exact Sync API) are polled on a schedule
+        schedule_checks(connection, config)  # and the webhooks Koppel manages are checked on one
+        schedule_dispatch(connection, config)  # and notifications are sent (when an integration asks for them)
+
+    schedule_chains()
+    heartbeat = config.gateway.worker_heartbeat_seconds
     worker = worker_class(
-        [queue], connection=connection, serializer=JSONSerializer,
-        **worker_timing(config.gateway.worker_heartbeat_seconds),
+        [queue], connection=connection, serializer=JSONSerializer, **worker_timing(heartbeat),
     )  # fmt: skip
-    pump = pump_for(connection, config.gateway, config.retention)
+    worker.orphan_after = 3 * heartbeat  # as long as a job's heartbeat lives
+    # A dead worker's pump left what it read pending: reclaimed after three beats (at least 5 s), as its jobs.
+    pump = pump_for(connection, config.gateway, config.retention, claim_idle_ms=max(5_000, 3_000 * heartbeat))
     purger = PurgeLoop(connection, config, worker=worker.name)  # [retention], enforced (workers/retention.py)
+    outage.on_back.append(schedule_chains)  # a chain's next job may not have been scheduled while Redis was away
     try:
         if burst:
             purger.once()
@@ -219,12 +461,14 @@ def run_worker(
         thread, stop = pump.start()
         purger.start()
         try:
-            return worker.work(burst=False, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
+            with keepalive.renewing(worker.recover_dead_workers_jobs, heartbeat, name="recovery of dead workers' jobs"):
+                return worker.work(burst=False, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
         finally:
             stop.set()
             purger.close()
             thread.join(timeout=5)
     finally:  # an in-process (burst) worker leaves no sockets open: its own, the runtime's, the scheduler's
+        outage.on_back.remove(schedule_chains)
         scheduler_connection = getattr(worker.scheduler, "_connection", None) if worker.scheduler else None
         if scheduler_connection is not None:
             scheduler_connection.close()

@@ -50,7 +50,7 @@ from typing import Any
 from bench.ingest import run as ingest
 from gateway.activity import Activity
 from gateway.pairs import PAIRS, WOO_EXACT, Feed, Pair
-from gateway.redisserver import EmbeddedRedis, free_port
+from gateway.redisserver import EmbeddedRedis, free_port, redact_url
 from gateway.stack import OrderOutcome, Stack, StackOptions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -288,7 +288,7 @@ def run_stack(args: argparse.Namespace, workdir: Path) -> list[Batch]:
         options = StackOptions(
             data_dir=workdir / "stack", redis_url=url, exact_rate_limits=False, workers=args.workers,
         )  # fmt: skip
-        say(f"starting the stack ({pair.title}): Redis {url}, gateway, {args.workers} worker(s), sandboxes "
+        say(f"starting the stack ({pair.title}): Redis {redact_url(url)}, gateway, {args.workers} worker(s), sandboxes "
             "(rate limits off)")  # fmt: skip
         with Stack(options, pair) as stack:
             assert stack.gateway is not None and embedded.process is not None

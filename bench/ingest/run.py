@@ -53,7 +53,7 @@ from rq.serializers import JSONSerializer
 from bench.ingest.apps import REDIS_URL_ENV
 from bench.ingest.orders import write_requests
 from gateway.ingest import inbox_key
-from gateway.redisserver import EmbeddedRedis, free_port
+from gateway.redisserver import EmbeddedRedis, free_port, redact_url
 from workers.inbox import InboxPump
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -269,7 +269,13 @@ class Server:
 
 
 def start_server(
-    args: argparse.Namespace, name: str, factory: str, env: dict[str, str], workdir: Path, cpu: int | None
+    args: argparse.Namespace,
+    name: str,
+    factory: str,
+    env: dict[str, str],
+    workdir: Path,
+    cpu: int | None,
+    http: str | None = None,
 ) -> Server:
     port = free_port()
     command = [
@@ -287,7 +293,7 @@ def start_server(
         "--loop",
         args.loop,
         "--http",
-        args.http,
+        http or args.http,
         "--lifespan",
         "on",
         "--no-access-log",
@@ -495,17 +501,21 @@ def bench_noop(args: argparse.Namespace, workdir: Path, prefixes: dict[str, Path
         stop_group(server.process, "no-op server")
 
 
-def bench_koppel(args: argparse.Namespace, workdir: Path, prefixes: dict[str, Path]) -> Koppel:
-    embedded = EmbeddedRedis(data_dir=workdir / "redis-data", port=free_port())
+def bench_koppel(
+    args: argparse.Namespace, workdir: Path, prefixes: dict[str, Path], http: str, name: str = "koppel"
+) -> Koppel:
+    """Koppel's gateway served with the HTTP protocol `http` (a uvicorn --http value), on a fresh Redis."""
+    embedded = EmbeddedRedis(data_dir=workdir / f"redis-data-{name}", port=free_port())
     url = embedded.start()
     connection = redis.Redis.from_url(url)
     server: Server | None = None
     profiler: subprocess.Popen[bytes] | None = None
     try:
-        server = start_server(args, "koppel", "koppel_app", {REDIS_URL_ENV: url}, workdir, args.server_cpu)
+        server = start_server(args, name, "koppel_app", {REDIS_URL_ENV: url}, workdir, args.server_cpu, http)
         wait_ready(server, "GET /readyz")
         before = redis_stats(connection)
-        say(f"Koppel gateway (Redis {url}, AOF everysec): warm-up {args.warmup:g} s, then {args.duration:g} s")
+        say(f"Koppel gateway (--http {http}; Redis {redact_url(url)}, AOF everysec): "
+            f"warm-up {args.warmup:g} s, then {args.duration:g} s")
         warmup = run_wrk(args, server.url, args.warmup, prefixes["warmup"])
         server.check_alive()
         if args.profile:
@@ -700,6 +710,37 @@ def report(args: argparse.Namespace, noop: WrkResult, koppel: Koppel, problems: 
     return result
 
 
+def cpu_per_request_us(koppel: Koppel) -> float:
+    """The server's CPU (`cpu.server`, % of a core) per answered request in the measured run, in µs."""
+    return koppel.run.cpu.get("server", 0) / 100 / koppel.run.rps * 1e6 if koppel.run.rps else 0.0
+
+
+def compare(args: argparse.Namespace, koppel: Koppel, other: Koppel, problems: list[str]) -> dict[str, Any]:
+    """The gateway's figures under `--koppel-http` against a second run under `--compare-http`."""
+    mine, theirs = cpu_per_request_us(koppel), cpu_per_request_us(other)
+    print(
+        f"\nKoppel --http {args.koppel_http}: {koppel.run.rps:,.0f} req/s, p99 {koppel.run.p99_ms:.1f} ms, "
+        f"{mine:.0f} µs CPU/req (other processes {koppel.run.cpu.get('other', 0):.0f} %)"
+    )
+    print(
+        f"Koppel --http {args.compare_http}: {other.run.rps:,.0f} req/s, p99 {other.run.p99_ms:.1f} ms, "
+        f"{theirs:.0f} µs CPU/req (other processes {other.run.cpu.get('other', 0):.0f} %)"
+    )
+    ratio = mine / theirs if theirs else 0.0
+    print(f"CPU per request {args.koppel_http} / {args.compare_http}: {ratio:.3f}")
+    for problem in problems:
+        print(f"FAILED (--compare-http run): {problem}")
+    return {
+        "koppel_http": args.koppel_http,
+        "compare_http": args.compare_http,
+        "cpu_per_request_us": mine,
+        "compare_cpu_per_request_us": theirs,
+        "cpu_ratio": ratio,
+        "run": asdict(other.run),
+        "problems": problems,
+    }
+
+
 def print_profile(profile: dict[str, Any], mode: str) -> None:
     what = "the thread holding the GIL" if mode == "gil" else "every active thread"
     print(f"\nprofile of the gateway under load (py-spy: {what}; {profile['samples']:,} samples; % of all samples)")
@@ -721,6 +762,10 @@ def resolved_http(http: str) -> str:
     return http
 
 
+KOPPEL_HTTP = "gateway.limits:LimitedHttpToolsProtocol"
+"""The protocol `koppel serve` runs (gateway/limits.py: uvicorn's httptools protocol with request limits)."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/ingest/run.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument("-t", "--threads", type=int, default=1, help="wrk threads (default 1)")
@@ -734,7 +779,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="req/s the request files are sized for (default 15000); a Koppel run that exhausts them fails",
     )
     parser.add_argument("--loop", default="auto", help="uvicorn --loop for both servers (default auto: uvloop)")
-    parser.add_argument("--http", default="auto", help="uvicorn --http for both servers (default auto: httptools)")
+    parser.add_argument("--http", default="auto", help="uvicorn --http of the no-op server (default auto: httptools)")
+    parser.add_argument(
+        "--koppel-http",
+        default=KOPPEL_HTTP,
+        help=f"uvicorn --http of Koppel's gateway (default {KOPPEL_HTTP}, as `koppel serve` serves it)",
+    )
+    parser.add_argument(
+        "--compare-http",
+        metavar="HTTP",
+        help="also load Koppel served with this uvicorn --http (e.g. httptools: uvicorn's stock protocol, without "
+        "Koppel's request limits) and report the CPU per request of the two",
+    )
     parser.add_argument(
         "--no-pin",
         dest="pin",
@@ -794,9 +850,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prefixes = generate(workdir, args)
         _, noop = bench_noop(args, workdir, prefixes)
-        koppel = bench_koppel(args, workdir, prefixes)
+        koppel = bench_koppel(args, workdir, prefixes, args.koppel_http)
         problems = check(noop, koppel)
         result = report(args, noop, koppel, problems)
+        if args.compare_http:
+            other = bench_koppel(args, workdir, prefixes, args.compare_http, "koppel-compare")
+            compared = check(noop, other)
+            problems += [f"--compare-http run: {problem}" for problem in compared]
+            result["compare"] = compare(args, koppel, other, compared)
+            result["problems"], result["ok"] = problems, not problems
         args.results.mkdir(parents=True, exist_ok=True)
         out = args.results / f"ingest-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")

@@ -32,7 +32,7 @@ from connectors.businesscentral.errors import BusinessCentralAuthError, Business
 from connectors.tokens import AUTH_RETRY as AUTH_RETRY
 from connectors.tokens import TOKEN_TIMEOUT as TOKEN_TIMEOUT
 from connectors.tokens import BearerAuth, post_form
-from gateway import keys
+from gateway import keys, vault
 
 log = logging.getLogger("koppel.businesscentral")
 
@@ -134,15 +134,20 @@ class TokenCache:
         raw = self.conn.get(self.key)
         if not raw:
             return None
-        try:
-            data = json.loads(raw)
+        try:  # a plain (older) or unopenable entry is no token: a new one is fetched and stored encrypted
+            data = json.loads(vault.vault().open(raw, what="the cached token", fix="wait"))
             return str(data["access_token"]), float(data["expires_at"])
-        except (ValueError, KeyError, TypeError):
+        except (vault.SecretUnreadable, ValueError, KeyError, TypeError):
             return None
 
     def save(self, token: str, expires_at: float, now: float) -> None:
         ttl = max(1, int(expires_at - now))
-        self.conn.set(self.key, json.dumps({"access_token": token, "expires_at": expires_at}), ex=ttl)
+        safe = vault.vault()
+        if not safe.can_seal:  # no key (KOPPEL_SECRET_KEY): each worker keeps its token to itself
+            return
+        sealed = safe.seal(json.dumps({"access_token": token, "expires_at": expires_at}),
+                           what="Business Central's access token")  # fmt: skip
+        self.conn.set(self.key, sealed, ex=ttl)
 
     def drop(self, token: str) -> None:
         """Forget `token` (refused by BC), unless another worker has replaced it already."""
@@ -179,7 +184,7 @@ class ClientCredentialsAuth(BearerAuth):
     def token(self) -> str:
         """A token with more than `margin` seconds left: cached, else a new one."""
         now = self.clock()
-        found = self.cache.load() if self.cache is not None else self._local
+        found = (self.cache.load() if self.cache is not None else None) or self._local  # uncached: no key
         if found is not None and found[1] - now > self.margin:
             return found[0]
         return self.renew()

@@ -42,7 +42,7 @@ from gateway.console.setup import setup
 from gateway.envelope import Envelope
 from gateway.errors import KoppelError
 from gateway.model import NormaliseError
-from gateway.oauth import consent_url
+from gateway.oauth import start_url
 from gateway.replay import replay
 from transforms.errors import MappingError, MappingSpecError
 from transforms.integration import build_mapping, effective_mapping
@@ -51,7 +51,7 @@ from workers.jobs import flow_of
 from workers.subscriptions import HTTP_TIMEOUT, PUBLIC_URL_MISSING, managed_endpoints, plan_lines, sync_all
 from workers.switches import switch_off, switch_on
 
-__all__ = ["console_app"]
+__all__ = ["Console", "console_app"]
 
 HERE = Path(__file__).parent
 FORM_LIMIT = 1024 * 1024
@@ -161,7 +161,8 @@ class Console:
     def page(self, request: Request, name: str, status: int = 200, *, session: str = "", **context: Any) -> Response:
         base = request.scope.get("root_path", "").rstrip("/")
         csrf = self.sessions.csrf_token(session) if self.sessions is not None and session else ""
-        values = {"base": base, "csrf": csrf, "logged_in": bool(session), **context}
+        ops = _site_root(request) + "/ops"
+        values = {"base": base, "ops": ops, "csrf": csrf, "logged_in": bool(session), **context}
         return templates.TemplateResponse(request, name, values, status_code=status)
 
     def message(self, request: Request, status: int, title: str, text: str, *, session: str = "") -> Response:
@@ -221,7 +222,27 @@ async def login_page(request: Request) -> Response:
     console: Console = request.app.state.console
     if console.sessions is None:
         return _no_token(console, request)
-    return console.page(request, "login.html", title="Log in")
+    return console.page(request, "login.html", title="Log in", next_path=_next_path(request.query_params.get("next")))
+
+
+def _site_root(request: Request) -> str:
+    """The gateway's root path as the browser sees it (the console is mounted at /console)."""
+    return str(request.scope.get("root_path", "")).rstrip("/").removesuffix("/console")
+
+
+def _next_path(asked: str | None) -> str:
+    """Where to go after logging in: a path on this gateway (the operator pages send the browser here
+    with ?next=/ops/rq/), never another site; "" for the console's home."""
+    if not asked or not asked.startswith("/") or asked.startswith("//") or "\\" in asked:
+        return ""
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in asked):
+        return ""
+    return asked
+
+
+def cookie_path(request: Request) -> str:
+    """The session cookie's path: the whole gateway, so that the operator pages (/ops) see the session too."""
+    return _site_root(request) or "/"
 
 
 async def login(request: Request) -> Response:
@@ -229,13 +250,14 @@ async def login(request: Request) -> Response:
     if console.sessions is None:
         return _no_token(console, request)
     form = await read_form(request)
+    after = _next_path(form.get("next"))
     if not console.sessions.token_matches(form.get("token", "")):
         wrong = "That is not the gateway's admin token (gateway.admin_token). Try again."
-        return console.page(request, "login.html", 401, title="Log in", error=wrong)
+        return console.page(request, "login.html", 401, title="Log in", error=wrong, next_path=after)
     base = request.scope.get("root_path", "")
-    response = RedirectResponse(f"{base}/", 303)
+    response = RedirectResponse(after or f"{base}/", 303)
     response.set_cookie(
-        COOKIE, console.sessions.issue(), max_age=console.sessions.max_age, path=base or "/",
+        COOKIE, console.sessions.issue(), max_age=console.sessions.max_age, path=cookie_path(request),
         httponly=True, samesite="strict", secure=request.url.scheme == "https",
     )  # fmt: skip
     return response
@@ -247,7 +269,7 @@ async def logout(request: Request, console: Console, form: Form, session: str) -
     await asyncio.to_thread(console.connection.set, keys.console_ended(session), "1", ex=console.sessions.max_age)
     base = request.scope.get("root_path", "")
     response = RedirectResponse(f"{base}/login", 303)
-    response.delete_cookie(COOKIE, path=base or "/", httponly=True, samesite="strict",
+    response.delete_cookie(COOKIE, path=cookie_path(request), httponly=True, samesite="strict",
                            secure=request.url.scheme == "https")  # fmt: skip
     return response
 
@@ -480,7 +502,7 @@ async def connect(request: Request, console: Console, form: Form, session: str) 
                                f"{system_id!r} is not a system of an integration that needs consent.",
                                session=session)  # fmt: skip
     try:
-        url = consent_url(console.config, system_id)
+        url = start_url(console.config, system_id)  # the gateway's start: binds the consent to this browser
     except KoppelError as exc:
         return console.message(request, 400, "Cannot start the consent", str(exc), session=session)
     return RedirectResponse(url, 303)
@@ -536,9 +558,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                            session=session or "")  # fmt: skip
 
 
-def console_app(config: Config, connection: redis.Redis, *, snapshot_ttl: int = snapshots.DEFAULT_TTL) -> ASGIApp:
-    """The console's ASGI app, to be mounted at /console."""
-    console = Console(config, connection, snapshot_ttl=snapshot_ttl)
+def console_app(console: Console) -> ASGIApp:
+    """The console's ASGI app, to be mounted at /console (its `session_of` also guards the operator pages)."""
     g = console.guard
     routes = [
         Route("/", g(integrations), methods=["GET"]),

@@ -17,6 +17,7 @@ from gateway.config import Config, Integration, System
 from gateway.errors import KoppelError
 from gateway.ingest import InboxView, inbox_view, make_queue
 from gateway.replay import failed_ids_by_endpoint
+from gateway.vault import SecretUnreadable
 from workers.pollers import last_polls
 from workers.switches import switched_off
 
@@ -169,7 +170,11 @@ def _connections(connection: redis.Redis, config: Config, integration: Integrati
     out: list[Connection] = []
     for system in oauth_systems(config, integration):
         store = TokenStore(connection, system.id)
-        tokens = store.load()
+        try:
+            tokens = store.load()
+        except SecretUnreadable as unreadable:  # a wrong or missing KOPPEL_SECRET_KEY
+            out.append(Connection(system, "consent needed", reason=str(unreadable)))
+            continue
         refused = store.refresh_refused() if tokens is not None else None
         if tokens is None:
             out.append(Connection(system, "consent needed"))

@@ -11,6 +11,11 @@
    since (`Target.sync_customer`), so an edit made in the target to a field the shop did not change
    survives. Without that history (a customer found in the target that Koppel did not write) the
    target compares with what it holds.
+4. A creation is marked in flight first (workers/ledger.py, by a hash of the e-mail: no ledger is kept,
+   the target is asked by e-mail anyway). A worker killed inside it — after the company's account and
+   before its contact person, say — leaves the mark: the retry finds the account by e-mail, completes
+   it as an update that compares with what the target holds (the contact person and delivery address
+   are each found or created, once), and reports the customer "created" (how: `CREATED_EARLIER`).
 
 `resolve` serves the orders flow (the order's customer) and `run` the customers flow itself.
 """
@@ -30,6 +35,7 @@ from gateway.model import Customer
 from gateway.payload import dumps
 from transforms import decide_debtor
 from workers.flows import Work
+from workers.ledger import EARLIER_ATTEMPT, Ledger, email_key
 
 log = logging.getLogger("koppel.flows.customers")
 
@@ -38,6 +44,8 @@ SENT_TTL = 400 * 24 * 3600
 """What Koppel last sent per customer (field hashes): kept beyond a year of silence."""
 UNREAD: Any = object()
 """A cache entry not read ahead: `resolve` reads it itself."""
+CREATED_EARLIER = "created earlier"
+"""How `resolve` found a customer that its own earlier attempt created and did not finish or note."""
 
 
 def cache_key(work: Work) -> str:
@@ -93,7 +101,8 @@ def forget(work: Work, customer: Customer) -> bool:
 def resolve(
     work: Work, customer: Customer, *, label: str, cached: Any = UNREAD, flow: str = "orders"
 ) -> tuple[str, str]:
-    """The target's id for this customer, and how it was found: default / cached / updated / created.
+    """The target's id for this customer, and how it was found: default / cached / unchanged / updated / created /
+    `CREATED_EARLIER`.
     `cached`: the customer's cache entry when read ahead. The default debtor applies to orders only."""
     target, connection, key = work.target, work.connection, cache_key(work)
     debtor = decide_debtor(customer, work.settings, flow=flow)
@@ -122,13 +131,18 @@ def resolve(
             return target_id, "cached"
     hashes = field_hashes(payload)
     how = ""
+    flight = Ledger(connection, work.integration.id, "customers", keep=False)
+    marker = email_key(email)
+    earlier = False
     for attempt in (1, 2):
         if target_id is None:
             target_id = target.find_customer(email)
+            earlier = target_id is not None and flight.in_flight(marker)
         if target_id is None:
+            flight.mark(marker)  # kept if this dies: the account may be there without the rest
             target_id, how = target.create_customer(payload), "created"
             break
-        last = _last_sent(work, email, target_id)
+        last = None if earlier else _last_sent(work, email, target_id)
         try:
             wrote = target.sync_customer(target_id, payload, None if last is None else changed_fields(last, hashes))
         except NotFound:
@@ -139,10 +153,15 @@ def resolve(
             connection.hdel(key, email)
             target_id = None
             continue
-        how = "updated" if wrote else "unchanged"
+        how = CREATED_EARLIER if earlier else "updated" if wrote else "unchanged"
         break
     assert target_id is not None
+    if earlier:
+        log.info("%s: %s customer %s was created by an earlier attempt that stopped before noting it; completed",
+                 label, work.target.kind, target_id)  # fmt: skip
     with connection.pipeline(transaction=False) as pipe:
+        if how in ("created", CREATED_EARLIER):
+            pipe.hdel(flight.flight, marker)
         pipe.hset(key, email, f"{target_id}:{fingerprint}")
         pipe.expire(key, CACHE_TTL)
         pipe.hset(sent_key(work), email, json.dumps({"id": target_id, "fields": hashes}, separators=(",", ":")))
@@ -158,8 +177,9 @@ def run(work: Work) -> FlowResult:
     before = work.target.calls
     label = f"{work.envelope.source} customer {number or '(no id)'}"
     target_id, how = resolve(work, customer, label=label, flow="customers")
-    outcome: Outcome = "created" if how == "created" else "updated" if how == "updated" else "skipped"
-    reason = ""
+    created = how in ("created", CREATED_EARLIER)
+    outcome: Outcome = "created" if created else "updated" if how == "updated" else "skipped"
+    reason = EARLIER_ATTEMPT if how == CREATED_EARLIER else ""
     if how == "unchanged":
         reason = f"already as in {work.target.title}"
     elif outcome == "skipped":

@@ -13,7 +13,7 @@ Booking (a target that books orders: an ERP, an accounting package, a shop takin
    booked (source order number → target id); the target is asked (`find_order`) only when a previous
    attempt may have reached it: the order is marked in flight (with the time) before its write, so a
    worker killed between the write and the ledger entry is followed by a lookup, never by a second
-   document.
+   document; the order it finds is logged "created" (by the earlier attempt), as that attempt never was.
 2. Status filter: only orders whose status (canonical name or the source's code) is in
    `settings.order_statuses` travel (default: the source's `booked_statuses`). An order booked before
    and cancelled since, for a target that takes no statuses, is a warning naming the target's order.
@@ -50,7 +50,7 @@ from gateway.errors import PermanentError, Rejected
 from gateway.model import Order, separate_discounts
 from workers.flows import Work, customers
 from workers.flows.customers import UNREAD
-from workers.ledger import Ledger
+from workers.ledger import EARLIER_ATTEMPT, Ledger
 
 log = logging.getLogger("koppel.flows.orders")
 
@@ -186,10 +186,12 @@ def book(work: Work, order: Order) -> FlowResult:
         return FlowResult("skipped", order.number, done, 0, f"already in {target.title}")
     if in_flight:
         existing = target.find_order(document, order.number, since=ledger.marked_at(order.number))
-        if existing is not None:
-            ledger.record(order.number, existing)
-            log.info("order %s was already booked by an earlier attempt (%s); skipped", order.number, existing)
-            return FlowResult("skipped", order.number, existing, target.calls - before, f"already in {target.title}")
+        if ledger.landed(order.number, existing):
+            assert existing is not None
+            log.info("order %s was booked in %s as %s %s by an earlier attempt that stopped before noting it",
+                     order.number, target.kind, document, existing)  # fmt: skip
+            calls = target.calls - before
+            return FlowResult("created", order.number, existing, calls, EARLIER_ATTEMPT, {"document": document})
     elif target.existing_order_level is not None:
         existing = target.find_order(document, order.number)
         if existing is not None:

@@ -18,6 +18,9 @@ else updated.
 6. An update identical to what Koppel last sent for that item (a fingerprint per integration and SKU,
    kept a day) is not sent: a shop saves a product for many reasons (its stock moves with every
    order) and the target's API budget is not spent on them.
+7. A creation is marked in flight first (workers/ledger.py, by SKU; no ledger is kept: the target is
+   asked by SKU anyway): the retry of a worker killed after the target took the item finds it by SKU,
+   updates it, and reports it "created" — the attempt that created it never did.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from transforms.functions import FUNCTIONS
 from transforms.integration import update_switches
 from workers.flows import Work
 from workers.flows.orders import item_cache
+from workers.ledger import EARLIER_ATTEMPT, Ledger
 
 log = logging.getLogger("koppel.flows.products")
 
@@ -115,13 +119,27 @@ def _sent_key(work: Work) -> str:
     return keys.cache(work.integration.id, "products-sent")
 
 
-def _write(work: Work, record: Product, known: dict[str, str]) -> tuple[str, str]:
+def _flight(work: Work) -> Ledger:
+    return Ledger(work.connection, work.integration.id, "products", keep=False)
+
+
+def _write(work: Work, record: Product, known: dict[str, str], earlier: set[str]) -> tuple[str, str]:
     """(outcome, item id) of one item's create-or-update; "unchanged" when the update would send what
-    Koppel last sent for this item."""
+    Koppel last sent for this item; "created earlier" for an item that an earlier attempt (its SKU in
+    `earlier`, marked in flight) created without noting it."""
     sku = record.sku or ""
     target, connection, key = work.target, work.connection, item_cache(work)
     payload = work.mapped("products", record, label=f"{work.envelope.source} product {sku}")
     item_id = known.get(sku)
+    if item_id is not None and sku in earlier:  # what the target holds may be older than this record
+        update = _update_fields(work, payload)
+        try:
+            target.update_product(item_id, update)
+            _remember(work, sku, item_id, f"{item_id}:{hashlib.sha256(dumps(update).encode()).hexdigest()[:16]}")
+            return "created earlier", item_id
+        except NotFound:
+            connection.hdel(key, sku)  # deleted in the target since: create it again
+            item_id = None
     if item_id is not None:
         update = _update_fields(work, payload)
         sent = f"{item_id}:{hashlib.sha256(dumps(update).encode()).hexdigest()[:16]}"
@@ -134,6 +152,7 @@ def _write(work: Work, record: Product, known: dict[str, str]) -> tuple[str, str
             return "updated", item_id
         except NotFound:
             connection.hdel(key, sku)  # deleted in the target since: create it again
+    _flight(work).mark(sku)  # kept if this dies: the target may have the item
     item_id = target.create_product(payload)
     update = _update_fields(work, payload)
     _remember(work, sku, item_id, f"{item_id}:{hashlib.sha256(dumps(update).encode()).hexdigest()[:16]}")
@@ -141,22 +160,30 @@ def _write(work: Work, record: Product, known: dict[str, str]) -> tuple[str, str
 
 
 def _remember(work: Work, sku: str, item_id: str, sent: str) -> None:
-    """The item id in the item cache (orders read it) and what its next update would repeat."""
+    """The item id in the item cache (orders read it) and what its next update would repeat; no longer in
+    flight."""
     with work.connection.pipeline(transaction=False) as pipe:
         pipe.hset(item_cache(work), sku, item_id)
+        pipe.hdel(_flight(work).flight, sku)
         pipe.hset(_sent_key(work), sku, sent)
         pipe.expire(_sent_key(work), SENT_TTL)
         pipe.execute()
 
 
-def _known(work: Work, skus: list[str]) -> dict[str, str]:
-    """SKU → the target's item id, from the item cache, the rest in one lookup."""
-    cached = work.connection.hmget(item_cache(work), skus) if skus else []
+def _known(work: Work, skus: list[str]) -> tuple[dict[str, str], set[str]]:
+    """SKU → the target's item id, from the item cache, the rest in one lookup; and the SKUs whose creation
+    is in flight (read with the cache)."""
+    if not skus:
+        return {}, set()
+    with work.connection.pipeline(transaction=False) as pipe:
+        pipe.hmget(item_cache(work), skus)
+        pipe.hmget(_flight(work).flight, skus)
+        cached, flying = pipe.execute()
     known = {sku: keys.text(value) for sku, value in zip(skus, cached, strict=True) if value}
     missing = [sku for sku in skus if sku not in known]
     if missing:
         known.update(work.target.find_items(missing))
-    return known
+    return known, {sku for sku, mark in zip(skus, flying, strict=True) if mark}
 
 
 def run(work: Work) -> FlowResult:
@@ -180,9 +207,9 @@ def run(work: Work) -> FlowResult:
         reason = left_out[0].split(": ", 1)[1] if len(left_out) == 1 else "; ".join(left_out)
         return FlowResult("skipped", label, reason=reason)
     before = work.target.calls
-    known = _known(work, [item.sku or "" for item in travelling])
-    outcomes = [(item.sku, *_write(work, item, known)) for item in travelling]
-    created = sum(outcome == "created" for _, outcome, _ in outcomes)
+    known, earlier = _known(work, [item.sku or "" for item in travelling])
+    outcomes = [(item.sku, *_write(work, item, known, earlier)) for item in travelling]
+    created = sum(outcome in ("created", "created earlier") for _, outcome, _ in outcomes)
     unchanged = sum(outcome == "unchanged" for _, outcome, _ in outcomes)
     log.info("product %s: %d item(s) written to %s, %d new, %d unchanged", label, len(outcomes) - unchanged,
              work.target.kind, created, unchanged)  # fmt: skip
@@ -192,4 +219,5 @@ def run(work: Work) -> FlowResult:
     parts += [f"{unchanged} unchanged since Koppel last sent them"] if unchanged and len(outcomes) > 1 else []
     parts += ["unchanged since Koppel last sent it"] if unchanged and len(outcomes) == 1 else []
     parts += [f"skipped {'; '.join(left_out)}"] if left_out else []
+    parts += [EARLIER_ATTEMPT] if any(outcome == "created earlier" for _, outcome, _ in outcomes) else []
     return FlowResult(outcome, label, target_ids, work.target.calls - before, ", ".join(parts))
