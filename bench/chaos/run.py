@@ -52,7 +52,7 @@ import redis
 from rq import Queue, Worker
 from rq.registry import FailedJobRegistry
 
-from bench.chaos.report import Experiment, Row, delivery_row, duplicates, exit_status, peak_mb, status_counts, table
+from bench.chaos.report import Experiment, Row, delivery_row, exit_status, peak_mb, status_counts, table
 from connectors.woocommerce.wordpress import webhook_signature
 from gateway.config import GatewaySettings
 from gateway.stack import Stack, StackOptions
@@ -66,6 +66,9 @@ SEED = 4242
 """Orders of this seed include some with `MISSING_SKU` and some without."""
 EVIL = "http://evil.example"
 PAGE = os.sysconf("SC_PAGE_SIZE")
+RERUN_S = 15.0
+"""A job a killed worker held must be done (finished or failed) within this many seconds of the kill: RQ's
+heartbeat and the recovery's ~6 s, plus the job itself on a machine busy restarting workers."""
 STILL_S = 5.0
 """Idle this long with no new booking: what is not booked yet will not be (nothing left to do it)."""
 
@@ -329,7 +332,9 @@ def _by_status(deliveries: list[dict[str, Any]]) -> dict[str, int]:
 def exp_kills(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
     queue = Queue(stack.options.queue, connection=stack.connection)
     taken: dict[str, float] = {}
-    """Job id → when the worker holding it (or one that had just taken it) was killed."""
+    """Job id → when the worker holding it (or one that had just taken it) was last killed."""
+    kills_of: dict[str, int] = {}
+    """Job id → how many of its workers were killed."""
     again: dict[str, float] = {}
     """Job id → seconds from that kill to the job finished or failed."""
     kills = exits = 0
@@ -377,7 +382,8 @@ def exp_kills(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
                 kills += 1
                 killed_at = time.monotonic()
                 for job_id in held:
-                    taken.setdefault(job_id, killed_at)
+                    taken[job_id] = killed_at  # from its latest kill: a job killed again starts over
+                    kills_of[job_id] = kills_of.get(job_id, 0) + 1
                 stack.start_worker()
             tick()
         waited = wait_booked(stack, placed, sizes.settle_s, tick=tick)
@@ -388,13 +394,18 @@ def exp_kills(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
     booked = set(booked_refs(stack))
     never = [oid for oid in placed if oid not in booked]
     waits = sorted(again.values())
-    slow = [w for w in waits if w > 10]
+    slow = [w for w in waits if w > RERUN_S]
     pending = len(taken) - len(again)
     exp.notes += [
         f"{kills} SIGKILLs over {sizes.kill_window_s:g} s, each worker restarted; waited {waited:.0f} s for the "
         f"bookings; orders never booked: {len(never)}",
-        f"jobs held by a killed worker: {len(taken)}; done again after (s): "
-        + (f"max {waits[-1]:.1f}, median {statistics.median(waits):.1f}, over 10 s: {len(slow)}" if waits else "-")
+        f"jobs held by a killed worker: {len(taken)} ({sum(n > 1 for n in kills_of.values())} of them killed "
+        "more than once); done (finished or failed) after their latest kill (s): "
+        + (
+            f"max {waits[-1]:.1f}, median {statistics.median(waits):.1f}, over {RERUN_S:g} s: {len(slow)}"
+            if waits
+            else "-"
+        )
         + (f"; still not done at the end: {pending}" if pending else ""),
         f"workers that exited on their own: {exits}",
     ]
@@ -403,7 +414,7 @@ def exp_kills(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
     if row.dup:
         exp.broken.append(f"{row.dup} order(s) booked twice")
     if slow or pending:
-        exp.broken.append(f"{len(slow) + pending} killed worker's job(s) not run again within 10 s")
+        exp.broken.append(f"{len(slow) + pending} killed worker's job(s) not run again within {RERUN_S:g} s")
 
 
 # -- 3. Replay storm -----------------------------------------------------------------------------------
@@ -877,4 +888,4 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-__all__ = ["EXPERIMENTS", "duplicates", "main"]
+__all__ = ["EXPERIMENTS", "main"]
