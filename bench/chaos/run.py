@@ -207,6 +207,18 @@ def wait_booked(stack: Stack, ids: list[str], timeout: float, *, tick: Callable[
     return time.monotonic() - started
 
 
+def workers_up(stack: Stack, timeout: float = 30) -> None:
+    """Wait until every worker process has registered with RQ (started, not still importing): a worker that
+    starts while Redis is away exits naming it, which is not what the outage experiment is about."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = {proc.pid for proc in stack.workers if proc.poll() is None}
+        if live <= {worker.pid for worker in Worker.all(connection=stack.connection)}:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the workers did not register with RQ within {timeout:g} s")
+
+
 def wait_deliveries_sent(stack: Stack, timeout: float = 20) -> None:
     """Wait until the shop's delivery log stops growing for a second (its queue sent)."""
     deadline = time.monotonic() + timeout
@@ -269,6 +281,7 @@ def exp_redis(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
             embedded.start()
             outage["up"] = time.monotonic()
 
+    workers_up(stack)
     with Sampler(stack) as sampler:
         started = time.monotonic()
         count = round(sizes.outage_stream_s * sizes.rate)
@@ -678,7 +691,9 @@ def exp_slow(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
 
 def exp_oauth(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
     browser = httpx.Client(timeout=30, trust_env=False)
+    """The operator's browser: its cookies (the console session, the consent's own) kept."""
     stranger = httpx.Client(timeout=30, trust_env=False)
+    sampler = Sampler(stack)
 
     def consent() -> str:
         """Start the consent in the console as the browser; the authorize URL at Exact (with its state)."""
@@ -723,9 +738,7 @@ def exp_oauth(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
         if server:
             exp.broken.append(f"{case}: answered {answer.status_code}")
 
-    sampler = Sampler(stack)
-    try:
-        sampler.__enter__()
+    with sampler, browser, stranger:
         if not console_login(stack, browser):
             raise RuntimeError("could not log in to the console")
         authorize = consent()
@@ -737,10 +750,6 @@ def exp_oauth(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
         callback("same state again, new code", again, browser, refused=True)
         other = approve(consent())
         callback("callback without the browser's cookie", other, stranger, refused=True)
-    finally:
-        sampler.__exit__()
-        browser.close()
-        stranger.close()
 
 
 # -- 7. Hostile bodies ---------------------------------------------------------------------------------
