@@ -146,7 +146,11 @@ class QuietWorker(Worker):
         return 3 * int(self.job_monitoring_interval)
 
     def subscribe(self) -> None:
-        """RQ's: the worker's command channel, listened to on a daemon thread, waking every `PUBSUB_WAKEUP` s."""
+        """RQ's: the worker's command channel, listened to on a daemon thread, waking every `PUBSUB_WAKEUP` s.
+
+        SIGTERM/SIGINT are handled (warm shutdown) before the worker is seen listening: RQ installs its handlers
+        only after this, and a SIGTERM in between ended the worker by the default action (exit -15)."""
+        self._install_signal_handlers()  # type: ignore[no-untyped-call]  # RQ leaves it unannotated
         self.pubsub = self.connection.pubsub()
         self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
         self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ declares it None
