@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from connectors import registry
+from gateway import redisclient
 from gateway.activity import OUTCOMES
 from gateway.config import Config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
@@ -60,6 +61,9 @@ def _load(args: argparse.Namespace) -> Config:
 
 def _redis(args: argparse.Namespace) -> RedisChoice:
     choice = resolve_redis(embedded=True if getattr(args, "embedded_redis", False) else None)
+    problem = redisclient.url_problem(choice.url) if choice.embedded is None else None
+    if problem is not None:
+        raise ConfigError([problem], source="REDIS_URL")
     logging.getLogger("koppel").info("using %s", choice.describe())
     return choice
 
@@ -73,6 +77,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     if path is None:
         raise ConfigError(["no config file: pass --config PATH or set KOPPEL_CONFIG"], source="koppel")
     config, problems = check_file(path)
+    redis_url = os.environ.get("REDIS_URL")  # not the file's: what `koppel serve` and `koppel worker` will use
+    problem = redisclient.url_problem(redis_url) if redis_url else None
+    if problem is not None:
+        problems.append(problem)
     if problems or config is None:
         raise ConfigError(problems, source=str(path))
     print(
@@ -111,7 +119,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    import redis
 
     from gateway.replay import failed_job_ids, replay
 
@@ -120,11 +127,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _fail(f"no integration {args.integration!r} in the config")
     choice = _redis(args)
     try:
-        connection = redis.Redis.from_url(choice.url)
+        connection = redisclient.connect(choice.url)
         ids = args.job or failed_job_ids(connection, config, args.integration)
         result = replay(connection, config, ids)
         why = {job_id: _not_failed(connection, config.gateway.queue, job_id) for job_id in result.missing}
-        connection.close()
+        redisclient.close(connection)
     finally:
         choice.stop()
     print(f"requeued {len(result.requeued)} failed job(s)")
@@ -155,7 +162,6 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     import json
     from datetime import UTC, datetime
 
-    import redis
     from rich.console import Console
     from rich.table import Table
     from rq import Worker
@@ -168,7 +174,7 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     queue = config.gateway.queue
     choice = _redis(args)
     try:
-        connection = redis.Redis.from_url(choice.url)
+        connection = redisclient.connect(choice.url)
         if args.job:
             found = find_in_inbox(connection, queue, args.job)
             view = inbox_view(connection, queue, limit=1)
@@ -177,7 +183,7 @@ def cmd_inbox(args: argparse.Namespace) -> int:
             view = inbox_view(connection, queue, limit=args.limit)
             entries = view.entries
         workers = Worker.count(queue=make_queue(connection, queue))
-        connection.close()
+        redisclient.close(connection)
     finally:
         choice.stop()
     if args.json:
@@ -209,7 +215,6 @@ def cmd_activity(args: argparse.Namespace) -> int:
     import time
     from datetime import UTC, datetime
 
-    import redis
     from rich.console import Console
     from rich.table import Table
 
@@ -222,9 +227,9 @@ def cmd_activity(args: argparse.Namespace) -> int:
         return _fail("--since (minutes) and --limit must be positive numbers")
     choice = _redis(args)
     try:
-        connection = redis.Redis.from_url(choice.url)
+        connection = redisclient.connect(choice.url)
         entries = ActivityLog(connection).entries(args.integration, since=time.time() - args.since * 60)
-        connection.close()
+        redisclient.close(connection)
     finally:
         choice.stop()
     if args.outcome:
@@ -244,16 +249,15 @@ def cmd_activity(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    import redis
 
     from workers.retention import UNTIMED, purge
 
     config = _load(args)
     choice = _redis(args)
     try:
-        connection = redis.Redis.from_url(choice.url)
+        connection = redisclient.connect(choice.url)
         report = purge(connection, config, audit=True)
-        connection.close()
+        redisclient.close(connection)
     finally:
         choice.stop()
     days = {name: f"{getattr(config.retention, name) / 86400:g}d" for name in ("activity", "payloads", "jobs",
@@ -275,7 +279,6 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    import redis
 
     from workers.retention import forget, valid_email
 
@@ -285,9 +288,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
     config = _load(args)
     choice = _redis(args)
     try:
-        connection = redis.Redis.from_url(choice.url)
+        connection = redisclient.connect(choice.url)
         report = forget(connection, config, address, dry_run=args.dry_run)
-        connection.close()
+        redisclient.close(connection)
     finally:
         choice.stop()
     verb = "would remove" if args.dry_run else "removed"
@@ -324,7 +327,6 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
     import json
 
     import httpx
-    import redis
 
     from connectors.contract import Context
     from gateway.errors import AuthFailed, KoppelError, TransientError
@@ -346,7 +348,7 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
     # A dry run too uses Koppel's Redis: connectors keep their tokens and ids there (Business Central); it
     # records nothing (no activity, no polls).
     choice = _redis(args)
-    redis_connection = redis.Redis.from_url(choice.url)
+    redis_connection = redisclient.connect(choice.url)
     connection = None if args.dry_run else redis_connection
     plans: list[Plan] = []
     failures: list[str] = []
@@ -367,7 +369,7 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
                 except KoppelError as exc:
                     failures.append(f"endpoint {item.endpoint.id}: {item.system.id} could not be synced: {exc}")
     finally:
-        redis_connection.close()
+        redisclient.close(redis_connection)
         choice.stop()
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "endpoints": [p.as_dict() for p in plans], "failures": failures},
@@ -384,7 +386,6 @@ def cmd_endpoints_hooks(args: argparse.Namespace) -> int:
     """`koppel endpoints rotate-secret|test ENDPOINT`: every webhook Koppel made for the endpoint gets a new
     secret from its system, or is sent a test notification (systems that support it: Squarespace)."""
     import httpx
-    import redis
 
     from connectors.contract import Context, Unsupported
     from gateway.errors import KoppelError
@@ -397,7 +398,7 @@ def cmd_endpoints_hooks(args: argparse.Namespace) -> int:
         return _fail(f"endpoint {args.endpoint!r} has no webhooks Koppel manages (it must name its system, of a kind "
                      "with managed webhooks, and feed an enabled integration; [gateway] public_url must be set)")
     choice = _redis(args)
-    connection = redis.Redis.from_url(choice.url)
+    connection = redisclient.connect(choice.url)
     failures = 0
     try:
         with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as http:
@@ -421,7 +422,7 @@ def cmd_endpoints_hooks(args: argparse.Namespace) -> int:
                     print(f"koppel: webhook {sub.id} ({sub.topic}): {exc}", file=sys.stderr)
                     failures += 1
     finally:
-        connection.close()
+        redisclient.close(connection)
         choice.stop()
     return 1 if failures else 0
 
@@ -459,7 +460,6 @@ def connectors_table() -> list[dict[str, object]]:
 
 
 def cmd_integrations(args: argparse.Namespace) -> int:
-    import redis
 
     from workers.switches import switch_on, switched_off
 
@@ -472,7 +472,7 @@ def cmd_integrations(args: argparse.Namespace) -> int:
         return _fail(f"no integration {args.on!r} in the config; it has {', '.join(known) or 'none'}")
     choice = _redis(args)
     try:
-        connection = redis.Redis.from_url(choice.url)
+        connection = redisclient.connect(choice.url)
         if args.on is not None:
             was = switched_off(connection, args.on)
             switch_on(connection, args.on)
@@ -483,7 +483,7 @@ def cmd_integrations(args: argparse.Namespace) -> int:
             state = f"switched off: {off}" if off else ("on" if integration.enabled else "disabled in the config")
             flows = ", ".join(integration.flows)
             print(f"{integration.id}  {integration.source} → {integration.target}  [{flows}]  {state}")
-        connection.close()
+        redisclient.close(connection)
     finally:
         choice.stop()
     return 0

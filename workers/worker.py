@@ -42,6 +42,7 @@ from rq.job_lifecycle import call_exception_handlers
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
+from gateway import redisclient
 from gateway.config import Config
 from gateway.errors import PermanentError
 from gateway.ingest import make_queue
@@ -194,7 +195,7 @@ def run_worker(
     config: Config, redis_url: str, *, burst: bool = False, fork: bool = False, max_jobs: int | None = None
 ) -> bool:
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
-    connection = redis.Redis.from_url(redis_url, health_check_interval=30)
+    connection = redisclient.connect(redis_url, health_check_interval=30)
     rt = runtime.Runtime(config=config, connection=connection, snapshot_ttl=config.retention.payloads)
     runtime.install(rt)
     queue = make_queue(connection, config.gateway.queue)
@@ -229,4 +230,4 @@ def run_worker(
         if scheduler_connection is not None:
             scheduler_connection.close()
         rt.close()
-        connection.close()
+        redisclient.close(connection)
