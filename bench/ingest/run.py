@@ -8,6 +8,8 @@
    (warm-up, then the measured run), then stops it.
 3. Starts a fresh embedded Redis (AOF everysec + RDB, as in production) on a free port in a temp
    dir, serves `bench.ingest.apps:koppel_app` the same way and loads it with the same requests.
+   With --wait-replicas N, once more with N replicas attached and `[gateway] wait_replicas = N`
+   (Redis WAIT after each batch): CPU per request and p50/p99 with and without, side by side.
 4. Counts the Redis commands per accepted event (the gateway's: dedupe + inbox stream), then
    drains the inbox into RQ jobs as the workers' pumps do (workers/inbox.py, not timed), and checks
    every delivery was answered 2xx and really stored: the RQ queue holds one job per 202 (plus the
@@ -50,7 +52,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from bench.ingest.apps import REDIS_URL_ENV
+from bench.ingest.apps import REDIS_URL_ENV, WAIT_REPLICAS_ENV
 from bench.ingest.orders import write_requests
 from gateway.ingest import inbox_key
 from gateway.redisserver import EmbeddedRedis, free_port
@@ -495,20 +497,46 @@ def bench_noop(args: argparse.Namespace, workdir: Path, prefixes: dict[str, Path
         stop_group(server.process, "no-op server")
 
 
-def bench_koppel(args: argparse.Namespace, workdir: Path, prefixes: dict[str, Path]) -> Koppel:
-    embedded = EmbeddedRedis(data_dir=workdir / "redis-data", port=free_port())
+def start_replicas(count: int, primary_port: int, workdir: Path) -> list[subprocess.Popen[bytes]]:
+    """`count` replicas of the primary (redis-server --replicaof, no persistence of their own), once in sync."""
+    replicas = []
+    for n in range(count):
+        port = free_port()
+        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                   "--dir", str(workdir), "--replicaof", "127.0.0.1", str(primary_port)]  # fmt: skip
+        replicas.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, preexec_fn=own_group_dying_with_us))
+        say(f"replica {n + 1} of the primary on port {port}")
+    primary = redis.Redis(port=primary_port)
+    deadline = time.monotonic() + 30
+    while int(primary.info("replication").get("connected_slaves", 0)) < count:
+        if time.monotonic() > deadline:
+            raise BenchFailure(f"{count} replica(s) did not connect to the primary within 30 s")
+        time.sleep(0.1)
+    primary.close()
+    return replicas
+
+
+def bench_koppel(args: argparse.Namespace, workdir: Path, prefixes: dict[str, Path], wait_replicas: int = 0) -> Koppel:
+    name = f"koppel-wait{wait_replicas}" if wait_replicas else "koppel"
+    embedded = EmbeddedRedis(data_dir=workdir / f"{name}-redis-data", port=free_port())
     url = embedded.start()
     connection = redis.Redis.from_url(url)
     server: Server | None = None
     profiler: subprocess.Popen[bytes] | None = None
+    replicas: list[subprocess.Popen[bytes]] = []
     try:
-        server = start_server(args, "koppel", "koppel_app", {REDIS_URL_ENV: url}, workdir, args.server_cpu)
+        env = {REDIS_URL_ENV: url}
+        if wait_replicas:
+            replicas = start_replicas(wait_replicas, embedded.port, workdir)
+            env[WAIT_REPLICAS_ENV] = str(wait_replicas)
+        server = start_server(args, name, "koppel_app", env, workdir, args.server_cpu)
         wait_ready(server, "GET /readyz")
         before = redis_stats(connection)
-        say(f"Koppel gateway (Redis {url}, AOF everysec): warm-up {args.warmup:g} s, then {args.duration:g} s")
+        how = f", WAIT {wait_replicas} after each batch" if wait_replicas else ""
+        say(f"Koppel gateway (Redis {url}, AOF everysec{how}): warm-up {args.warmup:g} s, then {args.duration:g} s")
         warmup = run_wrk(args, server.url, args.warmup, prefixes["warmup"])
         server.check_alive()
-        if args.profile:
+        if args.profile and not wait_replicas:
             profiler = start_profiler(server.process.pid, args.duration, workdir / "profile.raw", args.profile)
             time.sleep(0.5)  # let py-spy attach
         assert embedded.process is not None
@@ -550,6 +578,8 @@ def bench_koppel(args: argparse.Namespace, workdir: Path, prefixes: dict[str, Pa
             stop_group(profiler, "py-spy")
         if server is not None:
             stop_group(server.process, "Koppel server")
+        for replica in replicas:
+            stop_group(replica, "replica")
         connection.close()
         embedded.stop()
 
@@ -700,6 +730,36 @@ def report(args: argparse.Namespace, noop: WrkResult, koppel: Koppel, problems: 
     return result
 
 
+def cpu_per_request_ms(result: WrkResult) -> float:
+    """The gateway process's CPU time per answered request, in ms (its % of one core over the run / req/s)."""
+    return result.cpu.get("server", 0) / 100 / result.rps * 1000 if result.rps else 0.0
+
+
+def report_wait(replicas: int, koppel: Koppel, waited: Koppel) -> dict[str, Any]:
+    """What the replica acknowledgement costs: the same load with and without WAIT, side by side."""
+    plain, wait = koppel.run, waited.run
+    rows = [("Koppel", plain, koppel), (f"Koppel + WAIT {replicas}", wait, waited)]
+    print(f"\nreplica acknowledgement ([gateway] wait_replicas = {replicas}, {replicas} replica(s) on this machine)")
+    print(f"{'':18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU/req ms':>12}{'Redis CPU %':>12}{'ev/batch':>10}")
+    for name, r, k in rows:
+        print(
+            f"{name:18}{r.rps:>10,.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{cpu_per_request_ms(r):>12.3f}"
+            f"{r.cpu.get('redis', 0):>12.0f}{k.events_per_transaction:>10.1f}"
+        )
+    cpu_ratio = cpu_per_request_ms(wait) / cpu_per_request_ms(plain) if cpu_per_request_ms(plain) else 0.0
+    p50x = wait.p50_ms / plain.p50_ms if plain.p50_ms else 0.0
+    p99x = wait.p99_ms / plain.p99_ms if plain.p99_ms else 0.0
+    rps = wait.rps / plain.rps if plain.rps else 0.0
+    print(f"{'with/without':18}{rps:>9.2f}x{p50x:>8.2f}x{p99x:>8.2f}x{cpu_ratio:>11.2f}x")
+    return {
+        "replicas": replicas,
+        "run": asdict(wait),
+        "events_per_transaction": waited.events_per_transaction,
+        "cpu_per_request_ms": {"without": cpu_per_request_ms(plain), "with": cpu_per_request_ms(wait)},
+        "ratios": {"rps": rps, "p50": p50x, "p99": p99x, "cpu_per_request": cpu_ratio},
+    }
+
+
 def print_profile(profile: dict[str, Any], mode: str) -> None:
     what = "the thread holding the GIL" if mode == "gil" else "every active thread"
     print(f"\nprofile of the gateway under load (py-spy: {what}; {profile['samples']:,} samples; % of all samples)")
@@ -749,6 +809,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="sample the gateway with py-spy during its run: every active thread (all, the default) "
         "or only the thread holding the GIL (gil)",
     )
+    parser.add_argument(
+        "--wait-replicas",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run Koppel with N replicas attached and [gateway] wait_replicas = N (Redis WAIT after each "
+        "batch), and compare CPU per request and latency with the run without",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (request files, logs, Redis data)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write ingest-<timestamp>.json")
     args = parser.parse_args(argv)
@@ -796,7 +864,12 @@ def main(argv: list[str] | None = None) -> int:
         _, noop = bench_noop(args, workdir, prefixes)
         koppel = bench_koppel(args, workdir, prefixes)
         problems = check(noop, koppel)
+        waited = bench_koppel(args, workdir, prefixes, args.wait_replicas) if args.wait_replicas else None
+        if waited is not None:
+            problems += [f"with WAIT: {problem}" for problem in check(noop, waited)]
         result = report(args, noop, koppel, problems)
+        if waited is not None:
+            result["wait_replicas"] = report_wait(args.wait_replicas, koppel, waited)
         args.results.mkdir(parents=True, exist_ok=True)
         out = args.results / f"ingest-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
