@@ -286,3 +286,15 @@ def stored(connection: redis.Redis, order: int, job_id: str | None) -> bool:
     return any(
         b'"id":%d,' % order in fields.get(b"e", b"") for _, fields in connection.xrange(inbox_key(QUEUE))
     )
+
+
+def test_a_command_refuses_a_malformed_redis_url_before_connecting(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "koppel.toml"
+    config.write_text(SHOP)
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REDIS_URL", "redis+sentinel://:hunter2@s1:26379,s2:26379")
+    assert main(["inbox", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "REDIS_URL names no master" in err
+    assert "hunter2" not in err

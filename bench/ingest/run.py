@@ -510,9 +510,13 @@ def start_replicas(count: int, primary_port: int, workdir: Path) -> list[subproc
         say(f"replica {n + 1} of the primary on port {port}")
     primary = redis.Redis(port=primary_port)
     deadline = time.monotonic() + 30
-    while int(primary.info("replication").get("connected_slaves", 0)) < count:
+    def online() -> int:  # replicas done with their initial sync
+        info = primary.info("replication")
+        return sum(1 for key, value in info.items() if key.startswith("slave") and value.get("state") == "online")
+
+    while online() < count:
         if time.monotonic() > deadline:
-            raise BenchFailure(f"{count} replica(s) did not connect to the primary within 30 s")
+            raise BenchFailure(f"{count} replica(s) did not sync with the primary within 30 s")
         time.sleep(0.1)
     primary.close()
     return replicas
