@@ -10,9 +10,11 @@ thread with the sync client, so the event loop never blocks on Redis. Per event:
     else:           GET the dedupe key                          → the original job id
 
 So the mark "seen" and the stored event land together or not at all: a failure answers 503, the
-sender retries, and the retry is not mistaken for a duplicate. Job ids are assigned here, so the
-answer can name them; the inbox pump (workers/inbox.py, run by every worker) turns each inbox
-entry into exactly one RQ job with that id.
+sender retries, and the retry is not mistaken for a duplicate. With `wait_replicas` ([gateway], for Redis
+with replicas: docs/deployment.md) a `WAIT` follows the script in the same pipeline, and a batch the
+replicas did not acknowledge in time counts as not stored (503), though the primary keeps it.
+Job ids are assigned here, so the answer can name them; the inbox pump (workers/inbox.py, run by
+every worker) turns each inbox entry into exactly one RQ job with that id.
 
 Measured by bench/ingest (docs/benchmarks.md): creating the RQ job here cost ~250 µs of the
 gateway's single core per event (of ~500 µs per request in all; an earlier claim of ~0.08 ms per
