@@ -52,6 +52,7 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
+from gateway import redisclient
 from gateway.config import Config
 from gateway.errors import PermanentError
 from gateway.ingest import make_queue
@@ -431,7 +432,7 @@ def run_worker(
     config: Config, redis_url: str, *, burst: bool = False, fork: bool = False, max_jobs: int | None = None
 ) -> bool:
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
-    connection = redis.Redis.from_url(redis_url, health_check_interval=30)
+    connection = redisclient.connect(redis_url, health_check_interval=30)
     while not outage.ping(connection):  # started while Redis is away: wait for it (one log line)
         outage.wait()
     rt = runtime.Runtime(config=config, connection=connection, snapshot_ttl=config.retention.payloads)
@@ -477,4 +478,4 @@ def run_worker(
         if scheduler_connection is not None:
             scheduler_connection.close()
         rt.close()
-        connection.close()
+        redisclient.close(connection)
