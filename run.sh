@@ -2,7 +2,8 @@
 # Koppel quick start.
 #   ./run.sh          run Koppel's main job (the demo) on the embedded default; ./run.sh --orders 50
 #   ./run.sh test     run the whole test suite (installs Debian's chromium and chromium-driver for the
-#                     console's browser tests, tests/test_console_browser.py)
+#                     console's browser tests, tests/test_console_browser.py, and redis-sentinel for
+#                     tests/test_sentinel.py)
 #   ./run.sh <cmd>    any other `koppel` command, e.g. ./run.sh serve, ./run.sh config check
 # Installs what it needs on first use: python3-venv and redis-server (Debian), then a .venv.
 set -euo pipefail
@@ -50,8 +51,13 @@ browser_install() {
   export KOPPEL_BROWSER_REQUIRED=1
 }
 
+sentinel_install() {
+  # tests/test_sentinel.py runs a Redis primary, replicas and three Redis Sentinels (Debian's redis-sentinel).
+  command -v redis-sentinel >/dev/null || apt_install redis-sentinel
+}
+
 case "${1:-demo}" in
-  test) shift; unset KOPPEL_CALLER_DIR; browser_install; exec .venv/bin/python -m pytest "$@" ;;
+  test) shift; unset KOPPEL_CALLER_DIR; browser_install; sentinel_install; exec .venv/bin/python -m pytest "$@" ;;
   demo) [ $# -gt 0 ] && shift; exec .venv/bin/koppel demo "$@" ;;
   -*) exec .venv/bin/koppel demo "$@" ;;  # ./run.sh --orders 50: options of the main job
   *) exec .venv/bin/koppel "$@" ;;

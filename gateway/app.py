@@ -42,6 +42,7 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from connectors import issued, registry
+from gateway import redisclient
 from gateway.config import Config, Endpoint
 from gateway.console import Console, console_app
 from gateway.errors import (
@@ -71,8 +72,9 @@ FRESH_READ_SECONDS = 1.0
 
 
 def redis_client(url: str) -> redis.Redis:
-    """A client that fails fast (so the receiver can answer 503) and survives one dropped connection."""
-    return redis.Redis.from_url(
+    """A client that fails fast (so the receiver can answer 503) and survives one dropped connection (through
+    Sentinel the retry reconnects to the master the sentinels name: a failover is followed)."""
+    return redisclient.connect(
         url,
         socket_timeout=5,
         socket_connect_timeout=2,
@@ -83,7 +85,7 @@ def redis_client(url: str) -> redis.Redis:
 
 def async_redis_client(url: str) -> redis.asyncio.Redis:
     """The event loop's client (the ingestor's batches): fails fast, like `redis_client`."""
-    return redis.asyncio.Redis.from_url(
+    return redisclient.connect_async(
         url,
         socket_timeout=5,
         socket_connect_timeout=2,
@@ -162,6 +164,8 @@ def create_app(config: Config, redis_url: str) -> Gateway:
         batch_max=settings.enqueue_batch_max,
         async_connection=async_redis_client(redis_url),
         journal=journal,
+        wait_replicas=settings.wait_replicas,
+        wait_timeout_ms=settings.wait_timeout_ms,
     )
     metrics = Metrics(
         lambda: {settings.queue: ingestor.queue_depth()},
@@ -233,8 +237,8 @@ def create_app(config: Config, redis_url: str) -> Gateway:
         finally:
             await ingestor.stop()
             if ingestor.async_connection is not None:
-                await ingestor.async_connection.aclose()
-            connection.close()
+                await redisclient.aclose(ingestor.async_connection)
+            redisclient.close(connection)
 
     receiver = WebhookReceiver(config, ingestor, metrics)
     console = Console(config, connection, snapshot_ttl=config.retention.payloads)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from connectors import registry
-from gateway import vault
+from gateway import redisclient, vault
 from gateway.activity import OUTCOMES
 from gateway.config import Config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
@@ -61,6 +61,9 @@ def _load(args: argparse.Namespace) -> Config:
 
 def _redis(args: argparse.Namespace) -> RedisChoice:
     choice = resolve_redis(embedded=True if getattr(args, "embedded_redis", False) else None)
+    problem = redisclient.url_problem(choice.url) if choice.embedded is None else None
+    if problem is not None:
+        raise ConfigError([problem], source="REDIS_URL")
     logging.getLogger("koppel").info("using %s", choice.describe())
     return choice
 
@@ -83,6 +86,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     if path is None:
         raise ConfigError(["no config file: pass --config PATH or set KOPPEL_CONFIG"], source="koppel")
     config, problems = check_file(path)
+    redis_url = os.environ.get("REDIS_URL")  # not the file's: what `koppel serve` and `koppel worker` will use
+    problem = redisclient.url_problem(redis_url) if redis_url else None
+    if problem is not None:
+        problems.append(problem)
     if problems or config is None:
         raise ConfigError(problems, source=str(path))
     print(
@@ -129,7 +136,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    import redis
 
     from gateway.replay import failed_job_ids, replay
 
@@ -138,11 +144,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _fail(f"no integration {args.integration!r} in the config")
     choice = _redis(args)
     try:
-        connection = redis.Redis.from_url(choice.url)
+        connection = redisclient.connect(choice.url)
         ids = args.job or failed_job_ids(connection, config, args.integration)
         result = replay(connection, config, ids)
         why = {job_id: _not_failed(connection, config.gateway.queue, job_id) for job_id in result.missing}
-        connection.close()
+        redisclient.close(connection)
     finally:
         choice.stop()
     print(f"requeued {len(result.requeued)} failed job(s)")
@@ -173,7 +179,6 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     import json
     from datetime import UTC, datetime
 
-    import redis
     from rich.console import Console
     from rich.table import Table
     from rq import Worker
@@ -186,7 +191,7 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     queue = config.gateway.queue
     choice = _redis(args)
     try:
-        connection = redis.Redis.from_url(choice.url)
+        connection = redisclient.connect(choice.url)
         if args.job:
             found = find_in_inbox(connection, queue, args.job)
             view = inbox_view(connection, queue, limit=1)
@@ -195,7 +200,7 @@ def cmd_inbox(args: argparse.Namespace) -> int:
             view = inbox_view(connection, queue, limit=args.limit)
             entries = view.entries
         workers = Worker.count(queue=make_queue(connection, queue))
-        connection.close()
+        redisclient.close(connection)
     finally:
         choice.stop()
     if args.json:
@@ -227,7 +232,6 @@ def cmd_activity(args: argparse.Namespace) -> int:
     import time
     from datetime import UTC, datetime
 
-    import redis
     from rich.console import Console
     from rich.table import Table
 
@@ -240,9 +244,9 @@ def cmd_activity(args: argparse.Namespace) -> int:
         return _fail("--since (minutes) and --limit must be positive numbers")
     choice = _redis(args)
     try:
-        connection = redis.Redis.from_url(choice.url)
+        connection = redisclient.connect(choice.url)
         entries = ActivityLog(connection).entries(args.integration, since=time.time() - args.since * 60)
-        connection.close()
+        redisclient.close(connection)
     finally:
         choice.stop()
     if args.outcome:
@@ -262,16 +266,15 @@ def cmd_activity(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    import redis
 
     from workers.retention import UNTIMED, purge
 
     config = _load(args)
     choice = _redis(args)
     try:
-        connection = redis.Redis.from_url(choice.url)
+        connection = redisclient.connect(choice.url)
         report = purge(connection, config, audit=True)
-        connection.close()
+        redisclient.close(connection)
     finally:
         choice.stop()
     days = {name: f"{getattr(config.retention, name) / 86400:g}d" for name in ("activity", "payloads", "jobs",
@@ -293,7 +296,6 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    import redis
 
     from workers.retention import forget, valid_email
 
@@ -303,9 +305,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
     config = _load(args)
     choice = _redis(args)
     try:
-        connection = redis.Redis.from_url(choice.url)
+        connection = redisclient.connect(choice.url)
         report = forget(connection, config, address, dry_run=args.dry_run)
-        connection.close()
+        redisclient.close(connection)
     finally:
         choice.stop()
     verb = "would remove" if args.dry_run else "removed"
@@ -344,7 +346,6 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
     import json
 
     import httpx
-    import redis
 
     from connectors.contract import Context
     from workers.subscriptions import HTTP_TIMEOUT, PUBLIC_URL_MISSING, managed_endpoints, plan_lines, sync_all
@@ -364,14 +365,14 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
     # A dry run too uses Koppel's Redis: connectors keep their tokens and ids there (Business Central); it
     # records nothing (no activity, no polls).
     choice = _redis(args)
-    redis_connection = redis.Redis.from_url(choice.url)
+    redis_connection = redisclient.connect(choice.url)
     try:
         with httpx.Client(timeout=HTTP_TIMEOUT) as http:
             context = Context(http=http, redis=redis_connection)
             report = sync_all(config, managed, context, connection=None if args.dry_run else redis_connection,
                               dry_run=args.dry_run)  # fmt: skip
     finally:
-        redis_connection.close()
+        redisclient.close(redis_connection)
         choice.stop()
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "endpoints": [p.as_dict() for p in report.plans],
@@ -388,7 +389,6 @@ def cmd_endpoints_hooks(args: argparse.Namespace) -> int:
     """`koppel endpoints rotate-secret|test ENDPOINT`: every webhook Koppel made for the endpoint gets a new
     secret from its system, or is sent a test notification (systems that support it: Squarespace)."""
     import httpx
-    import redis
 
     from connectors.contract import Context, Unsupported
     from gateway.errors import KoppelError
@@ -401,7 +401,7 @@ def cmd_endpoints_hooks(args: argparse.Namespace) -> int:
         return _fail(f"endpoint {args.endpoint!r} has no webhooks Koppel manages (it must name its system, of a kind "
                      "with managed webhooks, and feed an enabled integration; [gateway] public_url must be set)")
     choice = _redis(args)
-    connection = redis.Redis.from_url(choice.url)
+    connection = redisclient.connect(choice.url)
     failures = 0
     try:
         with httpx.Client(timeout=HTTP_TIMEOUT) as http:
@@ -425,7 +425,7 @@ def cmd_endpoints_hooks(args: argparse.Namespace) -> int:
                     print(f"koppel: webhook {sub.id} ({sub.topic}): {exc}", file=sys.stderr)
                     failures += 1
     finally:
-        connection.close()
+        redisclient.close(connection)
         choice.stop()
     return 1 if failures else 0
 
@@ -443,7 +443,6 @@ def connectors_table() -> list[dict[str, object]]:
 
 
 def cmd_integrations(args: argparse.Namespace) -> int:
-    import redis
 
     from workers.switches import switch_on, switched_off
 
@@ -456,7 +455,7 @@ def cmd_integrations(args: argparse.Namespace) -> int:
         return _fail(f"no integration {args.on!r} in the config; it has {', '.join(known) or 'none'}")
     choice = _redis(args)
     try:
-        connection = redis.Redis.from_url(choice.url)
+        connection = redisclient.connect(choice.url)
         if args.on is not None:
             was = switched_off(connection, args.on)
             switch_on(connection, args.on)
@@ -467,7 +466,7 @@ def cmd_integrations(args: argparse.Namespace) -> int:
             state = f"switched off: {off}" if off else ("on" if integration.enabled else "disabled in the config")
             flows = ", ".join(integration.flows)
             print(f"{integration.id}  {integration.source} → {integration.target}  [{flows}]  {state}")
-        connection.close()
+        redisclient.close(connection)
     finally:
         choice.stop()
     return 0

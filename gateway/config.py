@@ -140,6 +140,10 @@ class GatewaySettings(_Model):
     # mean it died (SIGKILL, OOM): its job is then run again and its locks free themselves (within ~4 beats).
     # Shorter costs an idle worker ~2-5 more Redis commands/s and a job nothing measurable (bench/heartbeat).
     worker_heartbeat_seconds: int = Field(default=2, ge=1, le=300)
+    # With Redis replicas (Sentinel, docs/deployment.md): answer a webhook 2xx only once this many replicas
+    # have its events (Redis WAIT), else 503 after wait_timeout_ms. 0: the primary's word is enough.
+    wait_replicas: int = Field(default=0, ge=0, le=16)
+    wait_timeout_ms: int = Field(default=500, ge=1, le=60_000)
     admin_token: Secret | None = None
     # The receiver's address as the systems reach it (behind a proxy: the proxy's); webhook subscriptions
     # Koppel manages point at {public_url}/webhooks/{endpoint id}. None: Koppel manages no subscriptions.

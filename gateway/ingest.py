@@ -18,6 +18,9 @@ a journal, or when the disk fails too, the failure answers 503, the sender retri
 not mistaken for a duplicate. Job ids are assigned here, so the
 answer can name them; the inbox pump (workers/inbox.py, run by every worker) turns each inbox
 entry into exactly one RQ job with that id.
+With `wait_replicas` ([gateway], for Redis with replicas: docs/deployment.md) a `WAIT` follows the
+script in the same pipeline, and a batch the replicas did not acknowledge in time counts as not stored
+(journaled, or 503 without a journal), though the primary keeps it.
 
 Measured by bench/ingest (docs/benchmarks.md): creating the RQ job here cost ~250 µs of the
 gateway's single core per event (of ~500 µs per request in all; an earlier claim of ~0.08 ms per
@@ -43,6 +46,7 @@ from typing import Any
 import redis
 import redis.asyncio
 from pydantic_core import PydanticSerializationError, to_json
+from redis.exceptions import NoScriptError
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -68,6 +72,8 @@ for i = 1, #KEYS - 1 do
     out[i] = 0
   else
     out[i] = redis.call('GET', KEYS[i])
+    -- the same value again: a write, so a WAIT after this script also covers the original delivery
+    redis.call('SET', KEYS[i], out[i], 'XX', 'KEEPTTL')
   end
 end
 return out
@@ -172,6 +178,10 @@ class Ingestor:
     async_connection: redis.asyncio.Redis | None = None
     # When given, batches Redis cannot take are journaled there (and drained later) instead of failing.
     journal: Journal | None = None
+    # Replica acknowledgement ([gateway] wait_replicas): a batch counts as stored only once this many
+    # replicas have it (Redis WAIT, up to `wait_timeout_ms`); else RedisUnavailable. 0: the primary's word.
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 500
     _pending: asyncio.Queue[_Pending] | None = field(init=False, default=None)
     _writer: asyncio.Task[None] | None = field(init=False, default=None)
     _drainer: asyncio.Task[None] | None = field(init=False, default=None)
@@ -343,7 +353,7 @@ class Ingestor:
     def _store(self, drafts: Sequence[Draft], job_ids: list[str], stream: str | None = None) -> list[Accepted]:
         keys, args = self._script_call(drafts, job_ids, stream)
         try:
-            replies = self._script(keys=keys, args=args)
+            replies = self._store_replicated(keys, args) if self.wait_replicas else self._script(keys=keys, args=args)
         except redis.RedisError as exc:
             raise RedisUnavailable(f"Redis did not store the event ({exc.__class__.__name__})") from exc
         return _accepted(job_ids, replies)
@@ -354,10 +364,55 @@ class Ingestor:
         assert self._ascript is not None
         keys, args = self._script_call(drafts, job_ids, stream)
         try:
-            replies = await self._ascript(keys=keys, args=args)
+            if self.wait_replicas:
+                replies = await self._store_replicated_async(keys, args)
+            else:
+                replies = await self._ascript(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
             raise RedisUnavailable(f"Redis did not store the event ({exc.__class__.__name__})") from exc
         return _accepted(job_ids, replies)
+
+    # -- replica acknowledgement ([gateway] wait_replicas) -------------------------------------
+    # WAIT counts the replicas that have every write of ITS connection so far, so it goes in one pipeline
+    # with the script: the same connection, and a retry after a dropped connection (a failover) runs both
+    # again on the new one (the script then finds the events stored, or stores them: no event twice).
+
+    def _store_replicated(self, keys: list[str], args: list[Any]) -> list[Any]:
+        for attempt in (1, 2):
+            with self.connection.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+                pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+                replies, acked = pipe.execute(raise_on_error=False)
+            if isinstance(replies, NoScriptError) and attempt == 1:  # a restarted or new primary
+                self.connection.script_load(_STORE_LUA)
+                continue
+            return self._acknowledged(replies, acked)
+        raise AssertionError("unreachable")
+
+    async def _store_replicated_async(self, keys: list[str], args: list[Any]) -> list[Any]:
+        assert self.async_connection is not None
+        for attempt in (1, 2):
+            async with self.async_connection.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+                pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+                replies, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(replies, NoScriptError) and attempt == 1:
+                await self.async_connection.script_load(_STORE_LUA)
+                continue
+            return self._acknowledged(replies, acked)
+        raise AssertionError("unreachable")
+
+    def _acknowledged(self, replies: Any, acked: Any) -> list[Any]:
+        if isinstance(replies, Exception):
+            raise replies
+        if isinstance(acked, Exception):
+            raise acked
+        if int(acked) < self.wait_replicas:
+            raise RedisUnavailable(
+                f"Redis stored the event, but only {acked} of {self.wait_replicas} replica(s) acknowledged it "
+                f"within {self.wait_timeout_ms} ms ([gateway] wait_replicas)"
+            )
+        return list(replies)
 
     def _script_call(
         self, drafts: Sequence[Draft], job_ids: list[str], stream: str | None

@@ -49,7 +49,7 @@ from rq.job import Job
 from starlette.types import ASGIApp
 
 from connectors import registry
-from gateway import keys, vault
+from gateway import keys, redisclient, vault
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Config, GatewaySettings
 from gateway.ingest import inbox_key, make_queue
@@ -378,7 +378,7 @@ class Stack:
             embedded = EmbeddedRedis(data_dir=opts.data_dir, port=free_port())
             self.redis = RedisChoice(embedded.start(), embedded)
             self.redis_url = self.redis.url
-        self._conn = redis.Redis.from_url(self.redis_url)
+        self._conn = redisclient.connect(self.redis_url)
         if self.redis is not None:
             self._conn.flushall()
         for system in self.pair.systems:

@@ -62,7 +62,10 @@ def _collection(rt: runtime.Runtime, envelope: Envelope) -> dict[str, Any] | Non
     if pages is None:
         return None
     settings = rt.config.gateway
-    ingestor = Ingestor(rt.connection, queue_name=settings.queue, dedupe_ttl=settings.dedupe_ttl_seconds)
+    ingestor = Ingestor(
+        rt.connection, queue_name=settings.queue, dedupe_ttl=settings.dedupe_ttl_seconds,
+        wait_replicas=settings.wait_replicas, wait_timeout_ms=settings.wait_timeout_ms,
+    )  # fmt: skip
     records = queued = 0
     for changes in pages:
         now = datetime.now(UTC)

@@ -237,7 +237,10 @@ def envelope_of(change: Change, *, source: Source, system_id: str, received_at: 
 def _ingestor(rt: runtime.Runtime) -> Ingestor:
     """The gateway's ingestor settings: same dedupe window and inbox as webhooks (the pumps add TTLs and retries)."""
     settings = rt.config.gateway
-    return Ingestor(rt.connection, queue_name=settings.queue, dedupe_ttl=settings.dedupe_ttl_seconds)
+    return Ingestor(
+        rt.connection, queue_name=settings.queue, dedupe_ttl=settings.dedupe_ttl_seconds,
+        wait_replicas=settings.wait_replicas, wait_timeout_ms=settings.wait_timeout_ms,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager

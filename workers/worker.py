@@ -52,6 +52,7 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
+from gateway import redisclient
 from gateway.config import Config
 from gateway.errors import PermanentError
 from gateway.ingest import make_queue
@@ -146,7 +147,11 @@ class QuietWorker(Worker):
         return 3 * int(self.job_monitoring_interval)
 
     def subscribe(self) -> None:
-        """RQ's: the worker's command channel, listened to on a daemon thread, waking every `PUBSUB_WAKEUP` s."""
+        """RQ's: the worker's command channel, listened to on a daemon thread, waking every `PUBSUB_WAKEUP` s.
+
+        SIGTERM/SIGINT are handled (warm shutdown) before the worker is seen listening: RQ installs its handlers
+        only after this, and a SIGTERM in between ended the worker by the default action (exit -15)."""
+        self._install_signal_handlers()  # type: ignore[no-untyped-call]  # RQ leaves it unannotated
         self.pubsub = self.connection.pubsub()
         self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
         self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ declares it None
@@ -427,7 +432,7 @@ def run_worker(
     config: Config, redis_url: str, *, burst: bool = False, fork: bool = False, max_jobs: int | None = None
 ) -> bool:
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
-    connection = redis.Redis.from_url(redis_url, health_check_interval=30)
+    connection = redisclient.connect(redis_url, health_check_interval=30)
     while not outage.ping(connection):  # started while Redis is away: wait for it (one log line)
         outage.wait()
     rt = runtime.Runtime(config=config, connection=connection, snapshot_ttl=config.retention.payloads)
@@ -473,4 +478,4 @@ def run_worker(
         if scheduler_connection is not None:
             scheduler_connection.close()
         rt.close()
-        connection.close()
+        redisclient.close(connection)

@@ -3,7 +3,8 @@
     python -m uvicorn --factory bench.ingest.apps:noop_app   ...   the ceiling
     python -m uvicorn --factory bench.ingest.apps:koppel_app ...   Koppel's gateway
 
-`koppel_app` reads its Redis from KOPPEL_BENCH_REDIS_URL and uses the tests' sample config
+`koppel_app` reads its Redis from KOPPEL_BENCH_REDIS_URL (and `[gateway] wait_replicas` from
+KOPPEL_BENCH_WAIT_REPLICAS) and uses the tests' sample config
 (tests/samples.py: one endpoint of each kind, the tests' secrets).
 """
 
@@ -21,6 +22,8 @@ from gateway.config import Config
 from tests.samples import make_config
 
 REDIS_URL_ENV = "KOPPEL_BENCH_REDIS_URL"
+WAIT_REPLICAS_ENV = "KOPPEL_BENCH_WAIT_REPLICAS"
+"""`[gateway] wait_replicas` for the Koppel app (bench/ingest/run.py --wait-replicas: its second Koppel run)."""
 
 
 def noop_app() -> Starlette:
@@ -34,8 +37,9 @@ def noop_app() -> Starlette:
 
 
 def bench_config() -> Config:
-    """The tests' sample config (tests/samples.py): one endpoint of each kind."""
-    return make_config()
+    """The tests' sample config (tests/samples.py): one endpoint of each kind; `wait_replicas` from the env."""
+    wait = int(os.environ.get(WAIT_REPLICAS_ENV, "0"))
+    return make_config(wait_replicas=wait) if wait else make_config()
 
 
 def koppel_app() -> Starlette:

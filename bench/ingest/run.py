@@ -8,6 +8,8 @@
    (warm-up, then the measured run), then stops it.
 3. Starts a fresh embedded Redis (AOF everysec + RDB, as in production) on a free port in a temp
    dir, serves `bench.ingest.apps:koppel_app` the same way and loads it with the same requests.
+   With --wait-replicas N, once more with N replicas attached and `[gateway] wait_replicas = N`
+   (Redis WAIT after each batch): CPU per request and p50/p99 with and without, side by side.
 4. Counts the Redis commands per accepted event (the gateway's: dedupe + inbox stream), then
    drains the inbox into RQ jobs as the workers' pumps do (workers/inbox.py, not timed), and checks
    every delivery was answered 2xx and really stored: the RQ queue holds one job per 202 (plus the
@@ -50,7 +52,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from bench.ingest.apps import REDIS_URL_ENV
+from bench.ingest.apps import REDIS_URL_ENV, WAIT_REPLICAS_ENV
 from bench.ingest.orders import write_requests
 from gateway.ingest import inbox_key
 from gateway.redisserver import EmbeddedRedis, free_port, redact_url
@@ -460,6 +462,8 @@ class Koppel:
     aof_enabled: bool = False
     sample_job: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] | None = None
+    not_acknowledged: int = 0
+    """With WAIT: deliveries answered 503 because the replicas did not acknowledge their batch in time."""
 
 
 def generate(workdir: Path, args: argparse.Namespace) -> dict[str, Path]:
@@ -501,24 +505,59 @@ def bench_noop(args: argparse.Namespace, workdir: Path, prefixes: dict[str, Path
         stop_group(server.process, "no-op server")
 
 
+def start_replicas(
+    count: int, primary_port: int, workdir: Path, password: str | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """`count` replicas of the primary (redis-server --replicaof, no persistence of their own), once in sync."""
+    replicas = []
+    for n in range(count):
+        port = free_port()
+        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                   "--dir", str(workdir), "--replicaof", "127.0.0.1", str(primary_port)]  # fmt: skip
+        if password:  # the embedded primary asks for its password (gateway/redisserver.py)
+            command += ["--masterauth", password]
+        replicas.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, preexec_fn=own_group_dying_with_us))
+        say(f"replica {n + 1} of the primary on port {port}")
+    primary = redis.Redis(port=primary_port, password=password)
+    deadline = time.monotonic() + 30
+    def online() -> int:  # replicas done with their initial sync
+        info = primary.info("replication")
+        return sum(1 for key, value in info.items() if key.startswith("slave") and value.get("state") == "online")
+
+    while online() < count:
+        if time.monotonic() > deadline:
+            raise BenchFailure(f"{count} replica(s) did not sync with the primary within 30 s")
+        time.sleep(0.1)
+    primary.close()
+    return replicas
+
+
 def bench_koppel(
-    args: argparse.Namespace, workdir: Path, prefixes: dict[str, Path], http: str, name: str = "koppel"
+    args: argparse.Namespace, workdir: Path, prefixes: dict[str, Path], http: str, name: str = "koppel",
+    wait_replicas: int = 0,
 ) -> Koppel:
-    """Koppel's gateway served with the HTTP protocol `http` (a uvicorn --http value), on a fresh Redis."""
+    """Koppel's gateway served with the HTTP protocol `http` (a uvicorn --http value), on a fresh Redis; with
+    `wait_replicas`, that many replicas of it and the gateway WAITing for them after each batch."""
     embedded = EmbeddedRedis(data_dir=workdir / f"redis-data-{name}", port=free_port())
     url = embedded.start()
     connection = redis.Redis.from_url(url)
     server: Server | None = None
     profiler: subprocess.Popen[bytes] | None = None
+    replicas: list[subprocess.Popen[bytes]] = []
     try:
-        server = start_server(args, name, "koppel_app", {REDIS_URL_ENV: url}, workdir, args.server_cpu, http)
+        env = {REDIS_URL_ENV: url}
+        if wait_replicas:
+            replicas = start_replicas(wait_replicas, embedded.port, workdir, embedded.password)
+            env[WAIT_REPLICAS_ENV] = str(wait_replicas)
+        server = start_server(args, name, "koppel_app", env, workdir, args.server_cpu, http)
         wait_ready(server, "GET /readyz")
         before = redis_stats(connection)
-        say(f"Koppel gateway (--http {http}; Redis {redact_url(url)}, AOF everysec): "
+        how = f", WAIT {wait_replicas} after each batch" if wait_replicas else ""
+        say(f"Koppel gateway (--http {http}; Redis {redact_url(url)}, AOF everysec{how}): "
             f"warm-up {args.warmup:g} s, then {args.duration:g} s")
         warmup = run_wrk(args, server.url, args.warmup, prefixes["warmup"])
         server.check_alive()
-        if args.profile:
+        if args.profile and not wait_replicas:
             profiler = start_profiler(server.process.pid, args.duration, workdir / "profile.raw", args.profile)
             time.sleep(0.5)  # let py-spy attach
         assert embedded.process is not None
@@ -560,6 +599,8 @@ def bench_koppel(
             stop_group(profiler, "py-spy")
         if server is not None:
             stop_group(server.process, "Koppel server")
+        for replica in replicas:
+            stop_group(replica, "replica")
         connection.close()
         embedded.stop()
 
@@ -591,8 +632,14 @@ def bench_koppel(
     )
 
 
-def check(noop: WrkResult, koppel: Koppel) -> list[str]:
+def check(noop: WrkResult, koppel: Koppel, *, waited: bool = False) -> list[str]:
+    """What went wrong; with `waited` (the run with WAIT), a 503 is a batch the replicas did not acknowledge
+    in time: its events are stored (the sender's retry would be answered as their duplicate), so it is
+    counted (`not_acknowledged`) rather than failed."""
     problems = []
+    if waited:
+        koppel.not_acknowledged = koppel.warmup.statuses.pop("503", 0) + koppel.run.statuses.pop("503", 0)
+        koppel.metric_rejected -= koppel.not_acknowledged
     for name, result in (("no-op", noop), ("Koppel warm-up", koppel.warmup), ("Koppel", koppel.run)):
         if result.non_2xx:
             problems.append(f"{name}: {result.non_2xx} non-2xx answers {result.statuses}")
@@ -605,7 +652,7 @@ def check(noop: WrkResult, koppel: Koppel) -> list[str]:
             problems.append(f"{name}: the request file ran out and deliveries were re-sent; raise --max-rate")
     # Every 202 is a stored job; the only extra jobs are requests wrk had in flight when it stopped
     # (the gateway stores them and answers a closed connection).
-    extra = koppel.jobs - koppel.answered_202
+    extra = koppel.jobs - koppel.answered_202 - koppel.not_acknowledged
     if not 0 <= extra <= koppel.in_flight:
         problems.append(
             f"Redis holds {koppel.jobs} jobs for {koppel.answered_202} answers 202 "
@@ -619,9 +666,10 @@ def check(noop: WrkResult, koppel: Koppel) -> list[str]:
         problems.append(f"Redis holds {koppel.dedupe_marks} dedupe marks for {koppel.jobs} jobs")
     if not koppel.aof_enabled:
         problems.append("the embedded Redis ran without AOF persistence")
-    if koppel.metric_queued != koppel.jobs:
+    unseen = koppel.jobs - koppel.not_acknowledged - koppel.metric_queued  # with WAIT: 503s wrk did not wait for
+    if (unseen != 0) if not waited else not 0 <= unseen <= koppel.in_flight:
         problems.append(f"the gateway counted {koppel.metric_queued:.0f} queued events, Redis holds {koppel.jobs} jobs")
-    if koppel.metric_duplicates or koppel.metric_rejected:
+    if koppel.metric_duplicates or koppel.metric_rejected > (koppel.in_flight if waited else 0):
         problems.append(
             f"the gateway saw {koppel.metric_duplicates:.0f} duplicates and {koppel.metric_rejected:.0f} rejections"
         )
@@ -741,6 +789,41 @@ def compare(args: argparse.Namespace, koppel: Koppel, other: Koppel, problems: l
     }
 
 
+def cpu_per_request_ms(result: WrkResult) -> float:
+    """The gateway process's CPU time per answered request, in ms (its % of one core over the run / req/s)."""
+    return result.cpu.get("server", 0) / 100 / result.rps * 1000 if result.rps else 0.0
+
+
+def report_wait(replicas: int, koppel: Koppel, waited: Koppel) -> dict[str, Any]:
+    """What the replica acknowledgement costs: the same load with and without WAIT, side by side."""
+    plain, wait = koppel.run, waited.run
+    rows = [("Koppel", plain, koppel), (f"Koppel + WAIT {replicas}", wait, waited)]
+    print(f"\nreplica acknowledgement ([gateway] wait_replicas = {replicas}, {replicas} replica(s) on this machine)")
+    print(f"{'':18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU/req ms':>12}{'Redis CPU %':>12}{'ev/batch':>10}")
+    for name, r, k in rows:
+        print(
+            f"{name:18}{r.rps:>10,.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{cpu_per_request_ms(r):>12.3f}"
+            f"{r.cpu.get('redis', 0):>12.0f}{k.events_per_transaction:>10.1f}"
+        )
+    cpu_ratio = cpu_per_request_ms(wait) / cpu_per_request_ms(plain) if cpu_per_request_ms(plain) else 0.0
+    p50x = wait.p50_ms / plain.p50_ms if plain.p50_ms else 0.0
+    p99x = wait.p99_ms / plain.p99_ms if plain.p99_ms else 0.0
+    rps = wait.rps / plain.rps if plain.rps else 0.0
+    print(f"{'with/without':18}{rps:>9.2f}x{p50x:>8.2f}x{p99x:>8.2f}x{cpu_ratio:>11.2f}x")
+    print(
+        f"not acknowledged by the replica within the timeout (answered 503, stored): {waited.not_acknowledged:,} "
+        f"of {waited.answered_202 + waited.not_acknowledged:,} deliveries"
+    )
+    return {
+        "replicas": replicas,
+        "run": asdict(wait),
+        "events_per_transaction": waited.events_per_transaction,
+        "cpu_per_request_ms": {"without": cpu_per_request_ms(plain), "with": cpu_per_request_ms(wait)},
+        "ratios": {"rps": rps, "p50": p50x, "p99": p99x, "cpu_per_request": cpu_ratio},
+        "not_acknowledged": waited.not_acknowledged,
+    }
+
+
 def print_profile(profile: dict[str, Any], mode: str) -> None:
     what = "the thread holding the GIL" if mode == "gil" else "every active thread"
     print(f"\nprofile of the gateway under load (py-spy: {what}; {profile['samples']:,} samples; % of all samples)")
@@ -805,6 +888,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="sample the gateway with py-spy during its run: every active thread (all, the default) "
         "or only the thread holding the GIL (gil)",
     )
+    parser.add_argument(
+        "--wait-replicas",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run Koppel with N replicas attached and [gateway] wait_replicas = N (Redis WAIT after each "
+        "batch), and compare CPU per request and latency with the run without",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (request files, logs, Redis data)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write ingest-<timestamp>.json")
     args = parser.parse_args(argv)
@@ -852,6 +943,10 @@ def main(argv: list[str] | None = None) -> int:
         _, noop = bench_noop(args, workdir, prefixes)
         koppel = bench_koppel(args, workdir, prefixes, args.koppel_http)
         problems = check(noop, koppel)
+        waited = (bench_koppel(args, workdir, prefixes, args.koppel_http, f"koppel-wait{args.wait_replicas}",
+                               args.wait_replicas) if args.wait_replicas else None)
+        if waited is not None:
+            problems += [f"with WAIT: {problem}" for problem in check(noop, waited, waited=True)]
         result = report(args, noop, koppel, problems)
         if args.compare_http:
             other = bench_koppel(args, workdir, prefixes, args.compare_http, "koppel-compare")
@@ -859,6 +954,8 @@ def main(argv: list[str] | None = None) -> int:
             problems += [f"--compare-http run: {problem}" for problem in compared]
             result["compare"] = compare(args, koppel, other, compared)
             result["problems"], result["ok"] = problems, not problems
+        if waited is not None:
+            result["wait_replicas"] = report_wait(args.wait_replicas, koppel, waited)
         args.results.mkdir(parents=True, exist_ok=True)
         out = args.results / f"ingest-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
