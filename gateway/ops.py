@@ -49,13 +49,30 @@ DASHBOARD_CSP = (
     "img-src 'self' data:; connect-src 'self'; object-src 'none'; form-action 'self'; base-uri 'self'; "
     "frame-ancestors 'none'"
 )
-SECURITY_HEADERS = [
-    (b"content-security-policy", DASHBOARD_CSP.encode()),
-    (b"x-frame-options", b"DENY"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
-    (b"cache-control", b"no-store"),
-]
+def security_headers(csp: bytes) -> list[tuple[bytes, bytes]]:
+    """Every operator page's headers (the console's too): `csp`, no framing, no sniffing, same-origin
+    referrers, nothing cached."""
+    return [
+        (b"content-security-policy", csp),
+        (b"x-frame-options", b"DENY"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+        (b"cache-control", b"no-store"),
+    ]
+
+
+def sending_with(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """`send`, adding `headers` to the response's start."""
+
+    async def with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *headers]
+        await send(message)
+
+    return with_headers
+
+
+SECURITY_HEADERS = security_headers(DASHBOARD_CSP.encode())
 
 SessionCheck = Callable[[Request], Awaitable[str | None]]
 """The web console's session check: the session id of a request's genuine, live cookie, or None."""
@@ -109,11 +126,7 @@ class OperatorGuard:
             await self.app(scope, receive, send)
             return
 
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
-            await send(message)
-
+        with_headers = sending_with(send, SECURITY_HEADERS)
         refusal = await self._check(scope)
         if refusal is not None:
             await refusal(scope, receive, with_headers)

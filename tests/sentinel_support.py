@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from gateway.redisserver import die_with_parent, free_port
+from gateway.redisserver import answers, die_with_parent, free_port
 
 MASTER = "koppel-test"
 DOWN_AFTER_MS = 400
@@ -26,13 +26,7 @@ def _quiet(*args: object) -> None:
 
 
 def _answers(port: int) -> bool:
-    client = redis.Redis(port=port, socket_timeout=0.3, socket_connect_timeout=0.3)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
+    return answers(f"redis://127.0.0.1:{port}/0", timeout=0.3)
 
 
 def sentinel_command() -> list[str]:

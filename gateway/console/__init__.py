@@ -30,7 +30,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connectors.contract import Context
 from gateway import keys, mapview, snapshots
@@ -43,6 +43,7 @@ from gateway.envelope import Envelope
 from gateway.errors import KoppelError
 from gateway.model import NormaliseError
 from gateway.oauth import start_url
+from gateway.ops import security_headers, sending_with
 from gateway.replay import replay
 from transforms.errors import MappingError, MappingSpecError
 from transforms.integration import build_mapping, effective_mapping
@@ -56,13 +57,7 @@ __all__ = ["Console", "console_app"]
 HERE = Path(__file__).parent
 FORM_LIMIT = 1024 * 1024
 """The largest form body the console reads (a record pasted for a preview)."""
-SECURITY_HEADERS = [
-    (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'; base-uri 'self'"),
-    (b"x-frame-options", b"DENY"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
-    (b"cache-control", b"no-store"),
-]
+SECURITY_HEADERS = security_headers(b"default-src 'self'; frame-ancestors 'none'; base-uri 'self'")
 SWITCH_REASON = "switched off by an operator in the web console"
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -112,12 +107,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+        await self.app(scope, receive, sending_with(send, SECURITY_HEADERS))
 
 
 class Form(dict[str, str]):
