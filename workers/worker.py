@@ -146,6 +146,14 @@ class QuietWorker(Worker):
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return 3 * int(self.job_monitoring_interval)
 
+    def _shutdown(self) -> None:
+        """RQ's warm shutdown, which stops an idle worker by raising StopRequested from the signal handler. A
+        SIGTERM landing while the worker forks its scheduler runs that handler inside logging's after-fork
+        hook, which swallows the exception, and the worker idled on: the request is also kept in
+        `_stop_requested`, which the work loop reads each turn (an idle dequeue waits `dequeue_timeout`)."""
+        self._stop_requested = True
+        super()._shutdown()  # type: ignore[no-untyped-call]  # RQ leaves it unannotated
+
     def subscribe(self) -> None:
         """RQ's: the worker's command channel, listened to on a daemon thread, waking every `PUBSUB_WAKEUP` s.
 
