@@ -54,9 +54,10 @@ class WakingLock(redis.lock.Lock):
     lua_try: Script | None = None
     lua_release_wake: Script | None = None
 
-    def __init__(self, connection: redis.Redis, name: str, **kwargs: Any) -> None:
+    def __init__(self, connection: redis.Redis, name: str, *, wake_name: str | None = None, **kwargs: Any) -> None:
+        """`wake_name` is the wake list's key (default `{name}:wake`); kwargs are `Lock`'s."""
         super().__init__(connection, name, **kwargs)
-        self.wake_name = name + ":wake"
+        self.wake_name = wake_name or name + ":wake"
         cls = type(self)
         if cls.lua_try is None:
             cls.lua_try = connection.register_script(_TRY)

@@ -70,7 +70,9 @@ def resource_lock(connection: redis.Redis, *parts: str, hold: float = 30, wait: 
     name = keys.lock(*parts)
     # Not thread-local: the renewing thread must see the token the acquiring thread got.
     # Waiters wake when the holder releases (workers/locks.py), not on redis-py's 100 ms poll.
-    lock = WakingLock(connection, name, timeout=hold, blocking_timeout=wait, thread_local=False)
+    lock = WakingLock(
+        connection, name, wake_name=keys.lock_wake(*parts), timeout=hold, blocking_timeout=wait, thread_local=False
+    )
     if not lock.acquire():
         raise TransientError(f"another job is working on {':'.join(parts)}; retrying later")
     try:
