@@ -10,6 +10,7 @@
     koppel:snapshot:{integration}:{job id}      STRING  an event's payload as the flow saw it (JSON), TTL
                                                         `[retention] payloads`
     koppel:lock:{part}:…                        STRING  a lock (one resource, one poll)
+    koppel:lockwake:{part}:…                    LIST    a resource lock's wake token (≤ 1, short TTL)
     koppel:cursor:{system}:{stream}             STRING  a poller's cursor (never moves backwards)
     koppel:notify:open                          ZSET    notification groups collecting (→ first seen)
     koppel:notify:group:{id}                    HASH    one group: kind, scope, reason, fix, count, times
@@ -79,6 +80,11 @@ def cache(scope: str, name: str, key: str | None = None) -> str:
 
 def lock(*parts: str) -> str:
     return PREFIX + "lock:" + ":".join(parts)
+
+
+def lock_wake(*parts: str) -> str:
+    """The list a released resource lock pushes a token onto, waking one waiter (workers/locks.py)."""
+    return PREFIX + "lockwake:" + ":".join(parts)
 
 
 def cursor(system: str, stream: str) -> str:

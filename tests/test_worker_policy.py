@@ -153,3 +153,13 @@ def test_resource_lock_is_renewed_while_its_work_runs_and_expires_when_its_holde
     assert rconn.set("koppel:lock:i:order:9", "dead-worker-token", px=500)
     with resource_lock(rconn, "i", "order", "9", wait=2):
         pass
+
+
+def test_a_released_resource_locks_wake_token_is_not_another_resources_lock(rconn):
+    # The wake list lives outside the lock namespace: order "10" released leaves its wake token,
+    # which must not look like a held lock for a resource whose id happens to end in "wake".
+    with resource_lock(rconn, "i", "order", "10"):
+        pass
+    assert rconn.llen("koppel:lockwake:i:order:10") == 1
+    with resource_lock(rconn, "i", "order", "10", "wake", wait=0.1):
+        pass

@@ -9,6 +9,7 @@ message kept as `job.meta["reason"]` for the dashboard and `koppel replay`.
 The resource lock lives `hold` seconds and is renewed every third of that while its work runs: live
 work of any length keeps it, and the lock of a worker that died mid-job frees itself within `hold`.
 The renewals are made by the process's keepalive thread (workers/keepalive.py), not a thread per lock.
+A waiting job wakes as soon as the holder releases (workers/locks.py), not on a 100 ms poll.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rq import Retry, get_current_job
 from gateway import keys
 from gateway.errors import PermanentError, TransientError
 from workers import keepalive
+from workers.locks import WakingLock
 from workers.outage import UNREACHABLE, outage
 
 log = logging.getLogger("koppel.worker")
@@ -67,7 +69,10 @@ def resource_lock(connection: redis.Redis, *parts: str, hold: float = 30, wait: 
     """
     name = keys.lock(*parts)
     # Not thread-local: the renewing thread must see the token the acquiring thread got.
-    lock = connection.lock(name, timeout=hold, blocking_timeout=wait, thread_local=False)
+    # Waiters wake when the holder releases (workers/locks.py), not on redis-py's 100 ms poll.
+    lock = WakingLock(
+        connection, name, wake_name=keys.lock_wake(*parts), timeout=hold, blocking_timeout=wait, thread_local=False
+    )
     if not lock.acquire():
         raise TransientError(f"another job is working on {':'.join(parts)}; retrying later")
     try:

@@ -1,0 +1,3 @@
+from bench.lockwait.run import main
+
+raise SystemExit(main())

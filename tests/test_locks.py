@@ -1,0 +1,130 @@
+"""WakingLock against real Redis: exclusion, wake on release, expiry, blocking timeout, bounded wake list."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import LockError, LockNotOwnedError
+from redis.retry import Retry
+
+from workers.locks import WakingLock
+
+
+def _name() -> str:
+    return f"koppel:lock:test:{uuid.uuid4().hex}"
+
+
+def test_mutual_exclusion_under_contention(rconn: redis.Redis) -> None:
+    name = _name()
+    inside: list[int] = []
+    overlaps: list[int] = []
+    done: list[int] = []
+
+    def work(n: int) -> None:
+        for _ in range(10):
+            lock = WakingLock(rconn, name, timeout=30, blocking_timeout=30, thread_local=False)
+            assert lock.acquire()
+            if inside:
+                overlaps.append(n)
+            inside.append(n)
+            rconn.incr(name + ":count")  # a little Redis work inside, so the holders interleave
+            inside.remove(n)
+            lock.release()
+            done.append(n)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == []
+    assert len(done) == 60
+    assert int(rconn.get(name + ":count") or 0) == 60
+    rconn.delete(name + ":count")
+
+
+def test_a_waiter_wakes_on_release_not_on_a_poll(rconn: redis.Redis) -> None:
+    """Lock TTL, blocking time and wake cap are all 60 s: only the release's wake-up can let the
+    waiter in within the (generous) 10 s the test gives it."""
+    name = _name()
+    holder = WakingLock(rconn, name, timeout=60, thread_local=False)
+    assert holder.acquire(blocking=False)
+    waiter = WakingLock(rconn, name, timeout=60, blocking_timeout=60, thread_local=False)
+    waiter.wake_cap = 60
+    got: list[bool] = []
+    blocked = threading.Event()
+
+    def wait() -> None:
+        blocked.set()
+        got.append(waiter.acquire())
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    blocked.wait()
+    # The waiter is blocked on the wake list (or about to be: the wake token waits for it).
+    assert got == []
+    holder.release()
+    thread.join(10)
+    assert got == [True]
+    assert waiter.owned()
+    waiter.release()
+
+
+def test_an_expired_holders_lock_is_taken_after_its_ttl(rconn: redis.Redis) -> None:
+    name = _name()
+    assert rconn.set(name, "dead-worker-token", px=300)  # a holder that died: no release, no wake
+    waiter = WakingLock(rconn, name, timeout=30, blocking_timeout=30, thread_local=False)
+    waiter.wake_cap = 60  # only the lock's PTTL bounds the wait
+    assert waiter.acquire()
+    assert rconn.get(name) == waiter.local.token
+    waiter.release()
+
+
+def test_the_blocking_timeout_still_gives_up(rconn: redis.Redis) -> None:
+    name = _name()
+    holder = WakingLock(rconn, name, timeout=30, thread_local=False)
+    assert holder.acquire()
+    assert not WakingLock(rconn, name, timeout=30, blocking_timeout=0.2).acquire()
+    assert not WakingLock(rconn, name, timeout=30).acquire(blocking=False)
+    holder.release()
+    assert WakingLock(rconn, name, timeout=30).acquire(blocking=False)
+
+
+def test_release_and_renewal_keep_redis_pys_errors(rconn: redis.Redis) -> None:
+    name = _name()
+    lock = WakingLock(rconn, name, timeout=30, thread_local=False)
+    with pytest.raises(LockError):
+        lock.release()  # never acquired
+    assert lock.acquire()
+    assert lock.reacquire()
+    assert 29_000 < rconn.pttl(name) <= 30_000
+    rconn.set(name, "someone-else")  # expired and taken by another worker
+    with pytest.raises(LockNotOwnedError):
+        lock.reacquire()
+    with pytest.raises(LockNotOwnedError):
+        lock.release()
+    assert rconn.get(name) == b"someone-else"  # not ours: left alone
+
+
+def test_the_wake_list_does_not_grow(rconn: redis.Redis) -> None:
+    name = _name()
+    for _ in range(20):
+        lock = WakingLock(rconn, name, timeout=30)
+        assert lock.acquire()
+        lock.release()
+    assert rconn.llen(name + ":wake") == 1
+    assert 0 < rconn.pttl(name + ":wake") <= 5000
+
+
+def test_an_unreachable_redis_raises_a_connection_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    conn = redis.Redis(port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    with pytest.raises(redis.ConnectionError):
+        WakingLock(conn, _name(), timeout=30, blocking_timeout=1).acquire()
