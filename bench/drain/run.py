@@ -77,6 +77,9 @@ class Noop:
     name: str
     jobs: int
     wall_s: float
+    """First job started → last job ended (the jobs' own timestamps)."""
+    work_s: float
+    """The worker's whole `work(burst=True)`, start-up and shut-down included."""
     cpu_s: float
     jobs_per_s: float
     cpu_ms_per_job: float
@@ -178,8 +181,10 @@ def noop_run(redis_url: str, name: str, count: int, cpu: int | None) -> Noop:
     out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     jobs = int(figures["jobs"])
-    result = Noop(name=name, jobs=jobs, wall_s=round(figures["wall_s"], 2), cpu_s=round(figures["cpu_s"], 2),
-                  jobs_per_s=round(jobs / figures["wall_s"], 1) if figures["wall_s"] else 0.0,
+    wall = figures["jobs_wall_s"]
+    result = Noop(name=name, jobs=jobs, wall_s=round(wall, 2), work_s=round(figures["wall_s"], 2),
+                  cpu_s=round(figures["cpu_s"], 2),
+                  jobs_per_s=round(jobs / wall, 1) if wall else 0.0,
                   cpu_ms_per_job=round(1000 * figures["cpu_s"] / jobs, 3) if jobs else 0.0)  # fmt: skip
     say(f"{name}: {jobs} no-op jobs in {result.wall_s:.1f} s, {result.jobs_per_s:g} jobs/s")
     return result
@@ -202,8 +207,9 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Phase], list[Noop
             two = stack.start_worker()
             phases.append(drain_phase(stack, "2 workers", [one, two], args.orders, 200_000, args.timeout))
         cpus = sorted(os.sched_getaffinity(0))
-        noops = [noop_run(url, f"no-op pinned to CPU {cpus[-1]}", args.orders, cpus[-1]),
-                 noop_run(url, "no-op unpinned", args.orders, None)]  # fmt: skip
+        noop_url = url.rsplit("/", 1)[0] + "/1"  # a database of their own: none of Koppel's keys in the way
+        noops = [noop_run(noop_url, f"no-op pinned to CPU {cpus[-1]}", args.orders, cpus[-1]),
+                 noop_run(noop_url, "no-op unpinned", args.orders, None)]  # fmt: skip
     finally:
         embedded.stop()
     return phases, noops
@@ -218,9 +224,9 @@ def report(args: argparse.Namespace, phases: list[Phase], noops: list[Noop]) -> 
     for p in phases:
         print(f"{p.name:24}{p.orders_per_s:>9,.1f}{p.cpu_ms_per_order:>13.2f}{p.cpu_ms_per_event:>13.2f}{p.exact_calls_per_order:>18.3f}"
               f"{p.drain_s:>8.1f}{p.events:>7}{p.fill_s:>7.1f}")  # fmt: skip
-    print(f"{'':24}{'jobs/s':>9}{'CPU ms/job':>13}")
+    print(f"{'':24}{'jobs/s':>9}{'CPU ms/job':>13}{'jobs s':>8}{'work() s':>9}")
     for n in noops:
-        print(f"{n.name:24}{n.jobs_per_s:>9,.1f}{n.cpu_ms_per_job:>13.3f}")
+        print(f"{n.name:24}{n.jobs_per_s:>9,.1f}{n.cpu_ms_per_job:>13.3f}{n.wall_s:>8.2f}{n.work_s:>9.2f}")
     one = phases[0]
     ratios = {f"cpu per order ÷ {n.name} cpu per job": ratio(one.cpu_ms_per_order, n.cpu_ms_per_job) for n in noops}
     ratios["2 workers ÷ 1 worker orders/s"] = ratio(phases[1].orders_per_s, one.orders_per_s)
