@@ -168,14 +168,15 @@ def noop_run(redis_url: str, name: str, count: int, cpu: int | None) -> Noop:
     from redis import Redis
 
     conn = Redis.from_url(redis_url)
-    queue = Queue(NOOP_QUEUE, connection=conn)
+    queue_name = f"{NOOP_QUEUE}-{'unpinned' if cpu is None else f'cpu{cpu}'}"  # its own finished registry
+    queue = Queue(queue_name, connection=conn)
     queue.empty()
     with conn.pipeline() as pipe:
         for _ in range(count):
             queue.enqueue("bench.drain.noop.noop", pipeline=pipe)
         pipe.execute()
     conn.close()
-    command = [sys.executable, "-m", "bench.drain.noop", redis_url, NOOP_QUEUE]
+    command = [sys.executable, "-m", "bench.drain.noop", redis_url, queue_name]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
     out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
