@@ -23,6 +23,14 @@ def noop() -> None:
     """The job: nothing, so that what a worker spends on it is RQ's own lifecycle."""
 
 
+class NoopWorker(SimpleWorker):
+    """RQ's SimpleWorker, its command subscription kept, but not joined at teardown: redis-py's pubsub thread
+    sometimes sleeps ~60 s there (seen in bench/drain), after the last job and outside every figure."""
+
+    def unsubscribe(self) -> None:
+        pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.drain.noop")
     parser.add_argument("redis_url")
@@ -34,7 +42,7 @@ def main() -> None:
     connection = Redis.from_url(args.redis_url)
     queue = Queue(args.queue, connection=connection)
     before = queue.count
-    worker = SimpleWorker([queue], connection=connection)
+    worker = NoopWorker([queue], connection=connection)
     cpu, wall = time.process_time(), time.monotonic()
     worker.work(burst=True, logging_level="WARNING", max_jobs=before)  # no dequeue after the last
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
@@ -42,7 +50,8 @@ def main() -> None:
     starts = [job.started_at for job in jobs if job.started_at]
     ends = [job.ended_at for job in jobs if job.ended_at]
     span = (max(ends) - min(starts)).total_seconds() if starts and ends else wall
-    print(json.dumps({"jobs": before - queue.count, "jobs_wall_s": span, "wall_s": wall, "cpu_s": cpu}))
+    print(json.dumps({"jobs": before - queue.count, "jobs_wall_s": span, "wall_s": wall, "cpu_s": cpu}), flush=True)
+    os._exit(0)  # the subscription's thread is not waited for (NoopWorker)
 
 
 if __name__ == "__main__":
