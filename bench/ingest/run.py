@@ -1,6 +1,6 @@
 """bench/ingest driver: a no-op Starlette route against Koppel's gateway, same uvicorn, same load.
 
-    .venv/bin/python -m bench.ingest.run [-t 1] [-c 64] [-d 10] [--warmup 2] [--profile]
+    .venv/bin/python -m bench.ingest.run [-t 1] [-c 64] [-d 10] [--warmup 2] [--profile] [--rate 2000]
 
 1. Pre-generates distinct, signed WooCommerce order.created deliveries (~3 KB each) into files
    that the wrk script (load.lua) streams, one line per request.
@@ -15,6 +15,10 @@
    every delivery was answered 2xx and really stored: the RQ queue holds one job per 202 (plus the
    requests wrk had in flight when it stopped, which the gateway still stored); prints a table and
    writes bench/results/ingest-*.json.
+
+5. With `--rate R`: the no-op route and Koppel (fresh Redis) again, each offered a fixed R deliveries/s by an
+   open-loop generator (bench/ingest/paced.py): latency percentiles from each request's due time and CPU per
+   request at that rate, in a table after the saturation report (and `paced` in the JSON).
 
 Exit status 1 when anything failed (a non-2xx or socket error, a wrapped request file in the
 Koppel run, a job count that does not match, a server that did not start); the throughput target
