@@ -42,3 +42,11 @@ def test_encoded_request_carries_the_signature_and_exact_length() -> None:
     assert b"X-WC-Webhook-Signature: c2ln" in head
     assert b"Content-Length: 9" in head
     assert head.startswith(b"POST /webhooks/shop HTTP/1.1\r\n")
+
+
+def test_ingest_refuses_a_negative_rate() -> None:
+    from bench.ingest.run import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--rate", "-1"])
+    assert parse_args(["--rate", "2000"]).rate == 2000

@@ -984,6 +984,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.threads < 1 or args.connections < args.threads or args.duration <= 0 or args.warmup <= 0:
         parser.error("need threads >= 1, connections >= threads, duration > 0 and warmup > 0")
+    if args.rate < 0 or args.rate_duration <= 0 or args.rate_connections < 1:
+        parser.error("need --rate >= 0, --rate-duration > 0 and --rate-connections >= 1")
     cpus = sorted(os.sched_getaffinity(0))
     args.pin = args.pin and len(cpus) >= 2
     args.wrk_cpu, args.server_cpu = (cpus[0], cpus[1]) if args.pin else (None, None)
