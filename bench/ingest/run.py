@@ -1,6 +1,6 @@
 """bench/ingest driver: a no-op Starlette route against Koppel's gateway, same uvicorn, same load.
 
-    .venv/bin/python -m bench.ingest.run [-t 1] [-c 64] [-d 10] [--warmup 2] [--profile]
+    .venv/bin/python -m bench.ingest.run [-t 1] [-c 64] [-d 10] [--warmup 2] [--profile] [--rate 2000]
 
 1. Pre-generates distinct, signed WooCommerce order.created deliveries (~3 KB each) into files
    that the wrk script (load.lua) streams, one line per request.
@@ -15,6 +15,10 @@
    every delivery was answered 2xx and really stored: the RQ queue holds one job per 202 (plus the
    requests wrk had in flight when it stopped, which the gateway still stored); prints a table and
    writes bench/results/ingest-*.json.
+
+5. With `--rate R`: the no-op route and Koppel (fresh Redis) again, each offered a fixed R deliveries/s by an
+   open-loop generator (bench/ingest/paced.py): latency percentiles from each request's due time and CPU per
+   request at that rate, in a table after the saturation report (and `paced` in the JSON).
 
 Exit status 1 when anything failed (a non-2xx or socket error, a wrapped request file in the
 Koppel run, a job count that does not match, a server that did not start); the throughput target
@@ -52,8 +56,9 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from bench.ingest import paced
 from bench.ingest.apps import REDIS_URL_ENV, WAIT_REPLICAS_ENV
-from bench.ingest.orders import write_requests
+from bench.ingest.orders import deliveries, write_requests
 from gateway.ingest import inbox_key
 from gateway.redisserver import EmbeddedRedis, free_port, redact_url
 from workers.inbox import InboxPump
@@ -520,6 +525,7 @@ def start_replicas(
         say(f"replica {n + 1} of the primary on port {port}")
     primary = redis.Redis(port=primary_port, password=password)
     deadline = time.monotonic() + 30
+
     def online() -> int:  # replicas done with their initial sync
         info = primary.info("replication")
         return sum(1 for key, value in info.items() if key.startswith("slave") and value.get("state") == "online")
@@ -533,7 +539,11 @@ def start_replicas(
 
 
 def bench_koppel(
-    args: argparse.Namespace, workdir: Path, prefixes: dict[str, Path], http: str, name: str = "koppel",
+    args: argparse.Namespace,
+    workdir: Path,
+    prefixes: dict[str, Path],
+    http: str,
+    name: str = "koppel",
     wait_replicas: int = 0,
 ) -> Koppel:
     """Koppel's gateway served with the HTTP protocol `http` (a uvicorn --http value), on a fresh Redis; with
@@ -553,8 +563,10 @@ def bench_koppel(
         wait_ready(server, "GET /readyz")
         before = redis_stats(connection)
         how = f", WAIT {wait_replicas} after each batch" if wait_replicas else ""
-        say(f"Koppel gateway (--http {http}; Redis {redact_url(url)}, AOF everysec{how}): "
-            f"warm-up {args.warmup:g} s, then {args.duration:g} s")
+        say(
+            f"Koppel gateway (--http {http}; Redis {redact_url(url)}, AOF everysec{how}): "
+            f"warm-up {args.warmup:g} s, then {args.duration:g} s"
+        )
         warmup = run_wrk(args, server.url, args.warmup, prefixes["warmup"])
         server.check_alive()
         if args.profile and not wait_replicas:
@@ -630,6 +642,70 @@ def bench_koppel(
         sample_job=sample,
         profile=profile,
     )
+
+
+def paced_server(
+    args: argparse.Namespace, server: Server, requests: list[bytes], watch: dict[str, int]
+) -> dict[str, Any]:
+    """A 2 s warm-up and the measured `--rate` run against a started server; its figures and CPU."""
+    wait = paced.run_paced(server.url, requests[: int(args.rate * 2)], args.rate, 2, args.rate_connections)
+    server.check_alive()
+    meter = CpuMeter(watch)
+    measured = requests[int(args.rate * 2) :]
+    result = paced.run_paced(server.url, measured, args.rate, args.rate_duration, args.rate_connections)
+    cpu = meter.stop()
+    server.check_alive()
+    served = sum(result.statuses.values())
+    cpu_ms = 10 * cpu.get("server", 0.0) * result.duration_s / served if served else 0.0
+    return asdict(result) | {
+        "warmup_statuses": wait.statuses,
+        "cpu": cpu,
+        "server_cpu_ms_per_request": round(cpu_ms, 4),
+    }
+
+
+def bench_paced(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """`--rate`: the no-op route and Koppel's gateway (fresh Redis), each on a fresh server, offered a fixed
+    rate of distinct deliveries (none a duplicate, ids apart from the saturation runs'); prints a table."""
+    count = int(args.rate * (2 + args.rate_duration)) + 1
+    requests = [paced.encode("127.0.0.1", PATH, signature, body) for signature, body in deliveries(50_000_000, count)]
+    figures: dict[str, Any] = {}
+    server = start_server(args, "noop-paced", "noop_app", {}, workdir, args.server_cpu)
+    try:
+        wait_ready(server, f"POST {PATH}")
+        say(f"no-op Starlette at {args.rate:g} deliveries/s offered: warm-up 2 s, then {args.rate_duration:g} s")
+        figures["noop"] = paced_server(args, server, requests, {"server": server.process.pid})
+    finally:
+        stop_group(server.process, "no-op server")
+    embedded = EmbeddedRedis(data_dir=workdir / "redis-data-paced", port=free_port())
+    url = embedded.start()
+    try:
+        server = start_server(args, "koppel-paced", "koppel_app", {REDIS_URL_ENV: url}, workdir, args.server_cpu,
+                              args.koppel_http)  # fmt: skip
+        try:
+            wait_ready(server, "GET /readyz")
+            say(f"Koppel gateway at {args.rate:g} deliveries/s offered: warm-up 2 s, then {args.rate_duration:g} s")
+            assert embedded.process is not None
+            figures["koppel"] = paced_server(args, server, requests,
+                                             {"server": server.process.pid, "redis": embedded.process.pid})  # fmt: skip
+        finally:
+            stop_group(server.process, "Koppel server")
+    finally:
+        embedded.stop()
+    print()
+    print(f"fixed offered rate {args.rate:g} deliveries/s, {args.rate_duration:g} s, {args.rate_connections} "
+          "connections (open loop, latency from each request's due time: coordinated omission corrected)")  # fmt: skip
+    print(f"{'':8}{'achieved/s':>11}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'max ms':>9}"
+          f"{'lag p99 ms':>11}{'CPU ms/req':>11}  statuses")  # fmt: skip
+    for name, f in figures.items():
+        lat = f["latency_ms"]
+        print(f"{name:8}{f['achieved_rps']:>11,.0f}{lat['p50']:>9.2f}{lat['p90']:>9.2f}{lat['p99']:>9.2f}"
+              f"{lat['p99.9']:>10.2f}{lat['max']:>9.1f}{f['lag_ms']['p99']:>11.2f}"
+              f"{f['server_cpu_ms_per_request']:>11.3f}  {f['statuses']} errors {f['errors']}")  # fmt: skip
+    noop_cpu, koppel_cpu = figures["noop"]["server_cpu_ms_per_request"], figures["koppel"]["server_cpu_ms_per_request"]
+    ratio = round(noop_cpu / koppel_cpu, 2) if koppel_cpu else 0.0
+    print(f"ratio at {args.rate:g}/s: no-op CPU per request ÷ Koppel's = {ratio:.2f}")
+    return figures | {"rate": args.rate, "cpu_ratio_noop_over_koppel": ratio}
 
 
 def check(noop: WrkResult, koppel: Koppel, *, waited: bool = False) -> list[str]:
@@ -896,11 +972,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run Koppel with N replicas attached and [gateway] wait_replicas = N (Redis WAIT after each "
         "batch), and compare CPU per request and latency with the run without",
     )
+    parser.add_argument(
+        "--rate", type=float, default=0, metavar="R",
+        help="also offer R deliveries/s (open loop, bench/ingest/paced.py) to the no-op route and to Koppel, each on "
+        "a fresh server, and report latency percentiles at that rate (0: off)",
+    )  # fmt: skip
+    parser.add_argument("--rate-duration", type=float, default=10, help="measured seconds of the --rate runs")
+    parser.add_argument("--rate-connections", type=int, default=64, help="connections of the --rate generator")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (request files, logs, Redis data)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write ingest-<timestamp>.json")
     args = parser.parse_args(argv)
     if args.threads < 1 or args.connections < args.threads or args.duration <= 0 or args.warmup <= 0:
         parser.error("need threads >= 1, connections >= threads, duration > 0 and warmup > 0")
+    if args.rate < 0 or args.rate_duration <= 0 or args.rate_connections < 1:
+        parser.error("need --rate >= 0, --rate-duration > 0 and --rate-connections >= 1")
     cpus = sorted(os.sched_getaffinity(0))
     args.pin = args.pin and len(cpus) >= 2
     args.wrk_cpu, args.server_cpu = (cpus[0], cpus[1]) if args.pin else (None, None)
@@ -943,11 +1028,18 @@ def main(argv: list[str] | None = None) -> int:
         _, noop = bench_noop(args, workdir, prefixes)
         koppel = bench_koppel(args, workdir, prefixes, args.koppel_http)
         problems = check(noop, koppel)
-        waited = (bench_koppel(args, workdir, prefixes, args.koppel_http, f"koppel-wait{args.wait_replicas}",
-                               args.wait_replicas) if args.wait_replicas else None)
+        waited = (
+            bench_koppel(
+                args, workdir, prefixes, args.koppel_http, f"koppel-wait{args.wait_replicas}", args.wait_replicas
+            )
+            if args.wait_replicas
+            else None
+        )
         if waited is not None:
             problems += [f"with WAIT: {problem}" for problem in check(noop, waited, waited=True)]
         result = report(args, noop, koppel, problems)
+        if args.rate > 0:
+            result["paced"] = bench_paced(args, workdir)
         if args.compare_http:
             other = bench_koppel(args, workdir, prefixes, args.compare_http, "koppel-compare")
             compared = check(noop, other)

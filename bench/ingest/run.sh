@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/ingest: Koppel's webhook ingest against a no-op Starlette route, same uvicorn, loaded by wrk.
-#   bench/ingest/run.sh [-t 1] [-c 64] [-d 10] [--warmup 2] [--profile] [--help]
+#   bench/ingest/run.sh [-t 1] [-c 64] [-d 10] [--warmup 2] [--profile] [--rate 2000] [--help]
 # Installs wrk (Debian package) when missing; needs the project's .venv (./run.sh creates it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

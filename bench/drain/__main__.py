@@ -1,0 +1,5 @@
+import sys
+
+from bench.drain.run import main
+
+sys.exit(main())
