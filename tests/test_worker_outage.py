@@ -45,12 +45,11 @@ def test_a_failing_callback_is_one_line_and_does_not_stop_the_others(caplog):
     assert not any(record.exc_info for record in caplog.records)
 
 
-def test_the_wait_grows_with_the_outage_up_to_its_cap(monkeypatch):
-    outage = Outage("worker")
+def test_the_wait_grows_with_the_outage_up_to_its_cap():
     slept: list[float] = []
-    monkeypatch.setattr("workers.outage.time.sleep", slept.append)
     clock = iter([100.0, 100.0, 104.0, 160.0])
-    monkeypatch.setattr("workers.outage.time.monotonic", lambda: next(clock))
+    # The outage's own clock and sleep: patching the time module would reach other tests' threads.
+    outage = Outage("worker", clock=lambda: next(clock), sleep=slept.append)
     outage.failed(redis.ConnectionError("refused"))  # at 100 s
     outage.wait()  # 0 s into the outage
     outage.wait()  # 4 s

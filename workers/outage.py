@@ -30,9 +30,13 @@ BACKOFF_CAP = 5.0
 class Outage:
     """The Redis outages one process sees (thread-safe)."""
 
-    def __init__(self, name: str = "worker", level: int = logging.WARNING) -> None:
+    def __init__(
+        self, name: str = "worker", level: int = logging.WARNING, *,
+        clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+    ) -> None:  # fmt: skip
         self.name = name
         self.level = level
+        self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self._since: float | None = None  # monotonic time of the outage's first failure
         self._ended_at = -float("inf")  # monotonic time the last outage ended
@@ -47,7 +51,7 @@ class Outage:
         with self._lock:
             if self._since is not None:
                 return
-            self._since = time.monotonic()
+            self._since = self._clock()
         log.log(self.level, "%s: Redis is unreachable (%s%s); waiting for it, work resumes when it is back",
                     self.name, type(exc).__name__, f" in {where}" if where else "")  # fmt: skip
 
@@ -59,7 +63,7 @@ class Outage:
             since, self._since = self._since, None
             if since is None:
                 return
-            self._ended_at = time.monotonic()
+            self._ended_at = self._clock()
         log.log(self.level, "%s: Redis is back after %.1f s", self.name, self._ended_at - since)
         for callback in list(self.on_back):
             try:
@@ -70,17 +74,17 @@ class Outage:
 
     def ended_within(self, seconds: float) -> bool:
         """Redis is away, or came back less than `seconds` ago."""
-        return self._since is not None or time.monotonic() - self._ended_at < seconds
+        return self._since is not None or self._clock() - self._ended_at < seconds
 
     def wait(self, stop: threading.Event | None = None) -> None:
         """Sleep before the next try (see the module docstring)."""
         since = self._since
-        lasted = time.monotonic() - since if since is not None else 0.0
+        lasted = self._clock() - since if since is not None else 0.0
         delay = min(BACKOFF_CAP, max(BACKOFF_FIRST, lasted / 2))
         if stop is not None:
             stop.wait(delay)
         else:
-            time.sleep(delay)
+            self._sleep(delay)
 
     def ping(self, connection: redis.Redis) -> bool:
         """Whether Redis answers now (the outage noted or ended accordingly)."""

@@ -40,7 +40,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline, PubSub, PubSubWorkerThread
 from rq import Queue, SimpleWorker, Worker
-from rq.exceptions import DequeueTimeout
+from rq.exceptions import DequeueTimeout, StopRequested
 from rq.executions import Execution
 from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers
@@ -436,6 +436,17 @@ class _SchedulerGuard:
 _guard: _SchedulerGuard | None = None
 
 
+def _work(worker: Worker, *, burst: bool, max_jobs: int | None) -> bool:
+    """RQ's work loop, scheduler on. A stop asked for while it starts (SIGTERM or RQ's shutdown command after
+    the worker subscribed, before its loop: while it starts the scheduler) raises StopRequested out of RQ's
+    `work`, past its teardown: the worker then stops as it would in the loop, unregistered."""
+    try:
+        return bool(worker.work(burst=burst, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING"))
+    except StopRequested:
+        worker.teardown()
+        return False
+
+
 def run_worker(
     config: Config, redis_url: str, *, burst: bool = False, fork: bool = False, max_jobs: int | None = None
 ) -> bool:
@@ -470,12 +481,12 @@ def run_worker(
         if burst:
             purger.once()
             pump.drain()
-            return worker.work(burst=True, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
+            return _work(worker, burst=True, max_jobs=max_jobs)
         thread, stop = pump.start()
         purger.start()
         try:
             with keepalive.renewing(worker.recover_dead_workers_jobs, heartbeat, name="recovery of dead workers' jobs"):
-                return worker.work(burst=False, with_scheduler=True, max_jobs=max_jobs, logging_level="WARNING")
+                return _work(worker, burst=False, max_jobs=max_jobs)
         finally:
             stop.set()
             purger.close()
