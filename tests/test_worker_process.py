@@ -40,14 +40,16 @@ def start_worker(tmp_path: Path, redis_url: str) -> subprocess.Popen[bytes]:
 
 
 def listening(worker: subprocess.Popen[bytes], rconn: redis.Redis) -> str:
-    """Waits until the worker process listens on its command channel; returns the worker's name."""
+    """Waits until the worker process listens on its command channel and is idle in its loop (its scheduler
+    started: a stop that lands while RQ forks it is a start-up race of RQ's, noted in workers/worker.py);
+    returns the worker's name."""
     deadline = time.monotonic() + 20
     while True:
         assert worker.poll() is None, "the worker exited"
         assert time.monotonic() < deadline, "the worker never listened for commands"
         for rq_worker in Worker.all(connection=rconn):
             [(_, subscribers)] = rconn.pubsub_numsub(rq_worker.pubsub_channel_name)
-            if rq_worker.pid == worker.pid and subscribers:
+            if rq_worker.pid == worker.pid and subscribers and rq_worker.get_state() == "idle":
                 return rq_worker.name
         time.sleep(0.05)
 

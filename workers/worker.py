@@ -271,11 +271,18 @@ class QuietWorker(Worker):
                 outage.failed(exc, "the recovery of dead workers' jobs")
         return True
 
+    def _stop_if_asked(self) -> None:
+        """A stop the signal handler could not raise (see `_shutdown`) is raised at the next beat, which RQ's
+        idle dequeue loop sends before each wait: the idle worker stops within `dequeue_timeout`."""
+        if self._stop_requested and self.get_state() != WorkerStatus.BUSY:
+            raise StopRequested()
+
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         """RQ's; a beat that cannot reach Redis is skipped (the next one comes)."""
         if pipeline is not None:
             super().heartbeat(timeout, pipeline=pipeline)
             return
+        self._stop_if_asked()
         try:
             super().heartbeat(timeout)
         except UNREACHABLE as exc:
@@ -378,6 +385,8 @@ class KoppelWorker(QuietWorker, SimpleWorker):
         (a job's) is never taken for a longer one, so the key never expires sooner than RQ's own beats
         would let it.
         """
+        if pipeline is None:
+            self._stop_if_asked()
         timeout = timeout or self.worker_ttl + 60
         expires_at = time.monotonic() + timeout
         if pipeline is not None:
