@@ -25,25 +25,19 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import re
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
@@ -53,12 +47,11 @@ from rq import Queue, Worker
 from rq.registry import FailedJobRegistry
 
 from bench.chaos.report import Experiment, Row, delivery_row, exit_status, peak_mb, status_counts, table
+from bench.common import RESULTS, run_bench
 from connectors.woocommerce.wordpress import webhook_signature
 from gateway.config import GatewaySettings
 from gateway.stack import Stack, StackOptions
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "bench" / "results"
 ADMIN_ENV = "KOPPEL_CHAOS_ADMIN_TOKEN"
 MISSING_SKU = "KOP-MOK-GROEN"
 """Left out of Exact's items where an experiment needs failed jobs: orders with it fail, naming it."""
@@ -869,32 +862,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     sizes = SHORT if args.short else FULL
     os.environ.setdefault(ADMIN_ENV, base64.urlsafe_b64encode(os.urandom(24)).decode())
-    signal.signal(signal.SIGTERM, _interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="koppel-bench-chaos-"))
-    started = time.monotonic()
-    try:
+    def body(workdir: Path) -> tuple[dict[str, Any], int]:
+        started = time.monotonic()
         experiments = run_all(names, sizes, workdir)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            say(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    total = time.monotonic() - started
-    print("summary: " + ", ".join(f"{e.name} {e.verdict}" for e in experiments) + f" ({total:.0f} s)")
-    args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / f"chaos-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.write_text(json.dumps({"short": args.short, "seconds": round(total, 1), "sizes": asdict(sizes),
-                               "experiments": [asdict(e) | {"verdict": e.verdict} for e in experiments]},
-                              indent=2, ensure_ascii=False) + "\n")  # fmt: skip
-    print(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    return exit_status(experiments, enforce)
+        total = time.monotonic() - started
+        print("summary: " + ", ".join(f"{e.name} {e.verdict}" for e in experiments) + f" ({total:.0f} s)")
+        result = {"short": args.short, "seconds": round(total, 1), "sizes": asdict(sizes),
+                  "experiments": [asdict(e) | {"verdict": e.verdict} for e in experiments]}  # fmt: skip
+        return result, exit_status(experiments, enforce)
 
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    return run_bench("chaos", body, results=args.results, keep=args.keep, say=say, failures=())
 
 
 __all__ = ["EXPERIMENTS", "main"]

@@ -24,27 +24,23 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from rq import Queue
 
-from bench.ingest.run import cpu_seconds, show
+from bench.common import RESULTS, ROOT, run_bench
+from bench.ingest.run import cpu_seconds
 from gateway.ingest import inbox_key
 from gateway.redisserver import EmbeddedRedis, free_port, redact_url
 from gateway.stack import Stack, StackOptions
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "bench" / "results"
 NOOP_QUEUE = "bench-drain-noop"
 
 
@@ -266,30 +262,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="koppel-bench-drain-"))
-    try:
+
+    def body(workdir: Path) -> tuple[dict[str, Any], int]:
         phases, noops = run(args, workdir)
         result = report(args, phases, noops)
-        args.results.mkdir(parents=True, exist_ok=True)
-        out = args.results / f"drain-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        print(f"results: {show(out)}")
-        return 0 if result["ok"] else 1
-    except (RuntimeError, subprocess.CalledProcessError) as failure:
-        print(f"FAILED: {failure}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            say(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        return result, 0 if result["ok"] else 1
+
+    return run_bench("drain", body, results=args.results, keep=args.keep, say=say,
+                     failures=(RuntimeError, subprocess.CalledProcessError))  # fmt: skip

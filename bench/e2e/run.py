@@ -31,22 +31,18 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
 import os
 import platform
-import shutil
-import signal
 import sys
-import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from bench.common import percentile, run_bench
 from bench.ingest import run as ingest
 from gateway.activity import Activity
 from gateway.pairs import PAIRS, WOO_EXACT, Feed, Pair
@@ -65,19 +61,6 @@ def say(message: str) -> None:
 
 
 # -- pure helpers --------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) by linear interpolation between closest ranks; 0.0 for no values."""
-    if not values:
-        return 0.0
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile {q} is not within 0..100")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def spread_ms(seconds: Iterable[float]) -> dict[str, float]:
@@ -459,37 +442,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # run the finally blocks: nothing left running
-    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
-    try:
+
+    def body(workdir: Path) -> tuple[dict[str, Any], int]:
         say(f"no-op ceiling first (bench/ingest's no-op route and wrk, {args.noop_duration:g} s)")
         noop = measure_noop(args, workdir)
         batches = run_stack(args, workdir)
         problems = problems_of(batches)
-        result = report(args, noop, batches, problems)
-        args.results.mkdir(parents=True, exist_ok=True)
-        out = args.results / f"e2e-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        print(f"results: {ingest.show(out)}")
-        return 0 if not problems else 1
-    except (ingest.BenchFailure, RuntimeError) as failure:
-        print(f"FAILED: {failure}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            say(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        return report(args, noop, batches, problems), 0 if not problems else 1
 
+    return run_bench("e2e", body, results=args.results, keep=args.keep, say=say,
+                     failures=(ingest.BenchFailure, RuntimeError), prefix=WORKDIR_PREFIX)  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,23 +13,11 @@ generator's, not the server's.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) by linear interpolation between closest ranks; 0.0 for no values."""
-    if not values:
-        return 0.0
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile {q} is not within 0..100")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+from bench.common import percentile
 
 
 def schedule(rate: float, duration: float) -> list[float]:
