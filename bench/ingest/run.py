@@ -56,6 +56,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from bench.common import show
 from bench.ingest import paced
 from bench.ingest.apps import REDIS_URL_ENV, WAIT_REPLICAS_ENV
 from bench.ingest.orders import deliveries, write_requests
@@ -1007,10 +1008,6 @@ def remove_stale_workdirs() -> None:
         except (OSError, ValueError):  # no pid file, or its driver is gone
             if not (stale / "keep").exists():
                 shutil.rmtree(stale, ignore_errors=True)
-
-
-def show(path: Path) -> str:
-    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
