@@ -71,13 +71,16 @@ for i = 1, #KEYS - 1 do
     redis.call('XADD', stream, '*', 'id', job_id, 'e', ARGV[2 * i + 1])
     out[i] = 0
   else
-    out[i] = redis.call('GET', KEYS[i])
-    -- the same value again: a write, so a WAIT after this script also covers the original delivery
-    redis.call('SET', KEYS[i], out[i], 'XX', 'KEEPTTL')
+    out[i] = redis.call('GET', KEYS[i])%s
   end
 end
 return out
 """
+# With `wait_replicas` a duplicate's mark is written again (the same value): a write, so the WAIT after the
+# script also covers the delivery seen before, whose first write a replica may not have yet. Without
+# replicas to wait for, a duplicate costs no write.
+_STORE_WAITING_LUA = _STORE_LUA % "\n    redis.call('SET', KEYS[i], out[i], 'XX', 'KEEPTTL')"
+_STORE_LUA = _STORE_LUA % ""
 
 
 def dedupe_key(envelope: Envelope) -> str:
@@ -188,12 +191,14 @@ class Ingestor:
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _executor: ThreadPoolExecutor = field(init=False)
     _stream: str = field(init=False)
+    _lua: str = field(init=False)
 
     def __post_init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="koppel-ingest")
         self._stream = inbox_key(self.queue_name)
-        self._script = self.connection.register_script(_STORE_LUA)
-        self._ascript = self.async_connection.register_script(_STORE_LUA) if self.async_connection else None
+        self._lua = _STORE_WAITING_LUA if self.wait_replicas else _STORE_LUA
+        self._script = self.connection.register_script(self._lua)
+        self._ascript = self.async_connection.register_script(self._lua) if self.async_connection else None
 
     # -- async side -------------------------------------------------------------------------
 
@@ -384,7 +389,7 @@ class Ingestor:
                 pipe.wait(self.wait_replicas, self.wait_timeout_ms)
                 replies, acked = pipe.execute(raise_on_error=False)
             if isinstance(replies, NoScriptError) and attempt == 1:  # a restarted or new primary
-                self.connection.script_load(_STORE_LUA)
+                self.connection.script_load(self._lua)
                 continue
             return self._acknowledged(replies, acked)
         raise AssertionError("unreachable")
@@ -397,7 +402,7 @@ class Ingestor:
                 pipe.wait(self.wait_replicas, self.wait_timeout_ms)
                 replies, acked = await pipe.execute(raise_on_error=False)
             if isinstance(replies, NoScriptError) and attempt == 1:
-                await self.async_connection.script_load(_STORE_LUA)
+                await self.async_connection.script_load(self._lua)
                 continue
             return self._acknowledged(replies, acked)
         raise AssertionError("unreachable")
