@@ -55,6 +55,22 @@ def failed_job_ids(connection: redis.Redis, config: Config, integration: str | N
     return failed_ids_by_endpoint(connection, config).get(source, [])
 
 
+def replayable(connection: redis.Redis, config: Config, job_ids: list[str]) -> ReplayResult:
+    """What `replay` would do with these ids, changing nothing: those it would requeue (failed jobs that
+    still exist) and those it would not find."""
+    registry = make_queue(connection, config.gateway.queue).failed_job_registry
+    with connection.pipeline(transaction=False) as pipeline:
+        for job_id in job_ids:
+            pipeline.zscore(registry.key, job_id)
+            pipeline.exists(Job.key_for(job_id))
+        found = pipeline.execute()
+    result = ReplayResult()
+    for index, job_id in enumerate(job_ids):
+        failed = found[2 * index] is not None and found[2 * index + 1]
+        (result.requeued if failed else result.missing).append(job_id)
+    return result
+
+
 def replay(connection: redis.Redis, config: Config, job_ids: list[str]) -> ReplayResult:
     queue = make_queue(connection, config.gateway.queue)
     registry = queue.failed_job_registry
