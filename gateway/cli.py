@@ -5,7 +5,7 @@
     koppel init [PATH]    write a config file step by step (the pair, its flows, settings; --yes for scripts)
     koppel config check   validate the config file (PATH or --config); every problem with its key path
     koppel connect        start OAuth consent for a system (Exact Online, Asperion; prints a one-use start URL)
-    koppel replay         requeue failed jobs: --job ID, --integration ID or --all
+    koppel replay         requeue failed jobs: --job ID, --integration ID or --all (--dry-run: list them)
     koppel activity       what an integration did with each event, with its job id (the activity log)
     koppel purge          remove now what `[retention]` no longer allows (the workers also do, on a schedule)
     koppel forget         remove what Koppel holds about a person: --email ADDRESS (--dry-run: show)
@@ -16,7 +16,8 @@
     koppel map ...        preview, diff and reset datamapper mappings
     koppel demo           the main job on the embedded default: everything started, fed, reported (--pair)
 
-Exit codes: 0 ok, 1 the work failed, 2 bad usage or configuration.
+Exit codes: 0 ok, 1 the work failed, 2 bad usage or configuration. The commands that print tables or lists
+take `--json`: one JSON document on stdout (gateway/jsonout.py, docs/cli-json.md).
 """
 
 from __future__ import annotations
