@@ -96,7 +96,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         problems.append(problem)
     if problems or config is None:
         raise ConfigError(problems, source=str(path))
-    if jsonout.wanted():
+    if args.json:
         ids = {name: [item.id for item in getattr(config, name)] for name in ("endpoints", "systems", "integrations")}
         jsonout.emit({"file": str(path), "problems": [], **ids})
         return 0
@@ -160,7 +160,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     finally:
         choice.stop()
     problem = f"{len(result.missing)} job(s) not in the failed registry" if result.missing else None
-    if jsonout.wanted():
+    if args.json:
         jsonout.emit({"dry_run": args.dry_run, "requeued": result.requeued,
                       "missing": [{"job_id": job_id, "reason": why[job_id]} for job_id in result.missing]}
                      | ({"error": problem} if problem else {}))  # fmt: skip
