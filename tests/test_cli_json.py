@@ -5,6 +5,9 @@ on a real Redis (and the Squarespace sandbox for the webhook commands)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -274,26 +277,39 @@ def test_a_failure_before_any_output_is_an_error_document(config, tmp_path, monk
     assert "hunter2" not in doc["error"] and "hunter2" not in err
 
 
+def test_in_a_process_of_its_own_the_log_lines_go_to_stderr_and_stdout_is_the_document(config, rconn):
+    ActivityLog(rconn).record(Activity(integration=INTEGRATION, flow="orders", topic="order.created",
+                                       resource_id="601", outcome="created", received_at=time.time(),
+                                       done_at=time.time()))  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "activity", "--integration", INTEGRATION, "--json",
+                           "--config", config], capture_output=True, text=True, timeout=60, env=os.environ | {
+                           "KOPPEL_LOG_LEVEL": "INFO"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [e["resource_id"] for e in json.loads(done.stdout)["entries"]] == ["601"]
+    assert "INFO koppel: using" in done.stderr  # the Redis it uses: a log line, not part of the document
+
+
 # -- the systems' webhooks (the Squarespace sandbox) ---------------------------------------------------
 
 
 @pytest.fixture
-def sandbox() -> Iterator[tuple[LiveServer, LiveServer]]:
-    """The Squarespace sandbox, and a receiver that answers its test notifications 202."""
+def sandbox() -> Iterator[tuple[LiveServer, LiveServer, dict[str, int]]]:
+    """The Squarespace sandbox, and a receiver that answers its test notifications with `answer["status"]`."""
+    answer = {"status": 202}
 
     async def hook(request: Request) -> Response:
-        return PlainTextResponse("ok", status_code=202)
+        return PlainTextResponse("ok", status_code=answer["status"])
 
     site = serve(create_sandbox(), name="Squarespace sandbox")
     receiver = serve(Starlette(routes=[Route("/webhooks/sq-hooks", hook, methods=["POST"])]), name="receiver")
-    yield site, receiver
+    yield site, receiver, answer
     receiver.stop()
     site.stop()
 
 
 def test_endpoints_sync_test_and_rotate_secret_give_each_webhook(sandbox, tmp_path, monkeypatch, redis_url, rconn,
                                                                   capsys):  # fmt: skip
-    site, receiver = sandbox
+    site, receiver, answer = sandbox
     for name, value in {"T_HOOK": "ab" * 32, "T_TOKEN": SandboxConfig.oauth_token, "REDIS_URL": redis_url}.items():
         monkeypatch.setenv(name, value)
     config = str(write_config(tmp_path / "k.toml", site.url, receiver.url))
@@ -313,6 +329,11 @@ def test_endpoints_sync_test_and_rotate_secret_give_each_webhook(sandbox, tmp_pa
     outcomes = {hook["topic"]: (hook["outcome"], hook.get("status")) for hook in doc["webhooks"]}
     assert outcomes == {"order.create": ("answered", 202), "order.update": ("answered", 202),
                         "extension.uninstall": ("unsupported", None)}  # fmt: skip
+    answer["status"] = 500  # the receiver fails the test: exit 1, and the document says which and why
+    code, doc, err = run(capsys, "endpoints", "test", "sq-hooks", "--config", config)
+    assert code == 1 and doc["error"] == "2 webhook(s) failed"
+    assert sorted((h["outcome"], h.get("status")) for h in doc["webhooks"]) == [
+        ("failed", 500), ("failed", 500), ("unsupported", None)]  # fmt: skip
     code, doc, _ = run(capsys, "endpoints", "rotate-secret", "sq-hooks", "--config", config)
     assert code == 0 and [hook["outcome"] for hook in doc["webhooks"]] == ["rotated"] * 3
     for raw in rconn.hgetall(issued.issued_key("sq-hooks")).values():
