@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from connectors import registry
-from gateway import jsonout, redisclient, vault
+from gateway import jsonout, redisclient, snapshots, vault
 from gateway.activity import OUTCOMES, Activity
 from gateway.config import Config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
@@ -45,6 +45,9 @@ from gateway.redisserver import RedisChoice, redact_urls, resolve_redis
 if TYPE_CHECKING:
     from redis import Redis
 
+
+SECTIONS = ("endpoints", "systems", "integrations")
+"""The config's lists of objects with ids."""
 
 DEMO_DATA_DIR = ".koppel/demo"  # relative to the working directory: the repository under run.sh
 
@@ -94,11 +97,18 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     problem = redisclient.url_problem(redis_url) if redis_url else None
     if problem is not None:
         problems.append(problem)
+    if args.json:  # as the admin API's validate answers ({"valid", "problems"}), with the file and its ids
+        valid = config is not None and not problems
+        shown = [redact_urls(problem) for problem in problems]
+        document: dict[str, object] = {"valid": valid, "file": str(path), "problems": shown}
+        if config is not None and valid:
+            document |= {name: [item.id for item in getattr(config, name)] for name in SECTIONS}
+        else:
+            document["error"] = f"{path}: {len(problems)} problem(s)"
+        jsonout.emit(document)
     if problems or config is None:
         raise ConfigError(problems, source=str(path))
     if args.json:
-        ids = {name: [item.id for item in getattr(config, name)] for name in ("endpoints", "systems", "integrations")}
-        jsonout.emit({"file": str(path), "problems": [], **ids})
         return 0
     print(
         f"config ok: {len(config.endpoints)} endpoint(s), {len(config.systems)} system(s), "
@@ -160,10 +170,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     finally:
         choice.stop()
     problem = f"{len(result.missing)} job(s) not in the failed registry" if result.missing else None
-    if args.json:
-        jsonout.emit({"dry_run": args.dry_run, "requeued": result.requeued,
-                      "missing": [{"job_id": job_id, "reason": why[job_id]} for job_id in result.missing]}
-                     | ({"error": problem} if problem else {}))  # fmt: skip
+    if args.json:  # the admin API's replay answer ({"requeued", "missing"}), and where each missing one is
+        jsonout.emit({"dry_run": args.dry_run, "requeued": result.requeued, "missing": result.missing,
+                      "reasons": why} | ({"error": problem} if problem else {}))  # fmt: skip
     elif args.dry_run:
         print(f"would requeue {len(result.requeued)} failed job(s) (dry run: nothing requeued)"
               + "".join(f"\n  {job_id}" for job_id in result.requeued))  # fmt: skip
@@ -289,10 +298,10 @@ def cmd_activity(args: argparse.Namespace) -> int:
 
 
 def _activity_json(entry: Activity) -> dict[str, object]:
-    """An activity entry as `koppel activity --json` gives it: its fields, times in ISO 8601 (UTC)."""
-    times = {"received_at": jsonout.iso(entry.received_at), "done_at": jsonout.iso(entry.done_at),
-             "latency_seconds": round(entry.latency, 3)}  # fmt: skip
-    return asdict(entry) | times
+    """An activity entry as `koppel activity --json` gives it: its fields (as the admin API: `latency` in
+    seconds, e-mail addresses in the reason masked), times in ISO 8601 (UTC)."""
+    return asdict(entry) | {"received_at": jsonout.iso(entry.received_at), "done_at": jsonout.iso(entry.done_at),
+                            "latency": round(entry.latency, 3), "reason": snapshots.mask(entry.reason)}
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
