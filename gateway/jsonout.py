@@ -49,21 +49,9 @@ def start(args: argparse.Namespace) -> None:
     _run.set(_Run(wanted=bool(getattr(args, "json", False))))
 
 
-def wanted() -> bool:
-    return _current().wanted
-
-
 def iso(epoch: float) -> str:
     """Epoch seconds as ISO 8601 in UTC (as the envelope's `received_at`)."""
     return datetime.fromtimestamp(epoch, UTC).isoformat()
-
-
-def _encode(value: object) -> Any:
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def emit(document: dict[str, Any] | list[Any]) -> None:
@@ -72,7 +60,7 @@ def emit(document: dict[str, Any] | list[Any]) -> None:
     if run.sent:
         raise RuntimeError("a command prints one JSON document")
     run.sent = True
-    print(json.dumps(document, indent=2, default=_encode))
+    print(json.dumps(document, indent=2))
 
 
 def error(message: str, **extra: Any) -> None:
