@@ -155,7 +155,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
 
-    from gateway.replay import failed_job_ids, replay, replayable
+    from gateway.replay import failed_job_ids, replay
 
     config = _load(args)
     if args.integration and args.integration not in {i.id for i in config.integrations}:
@@ -164,7 +164,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         connection = redisclient.connect(choice.url)
         ids = args.job or failed_job_ids(connection, config, args.integration)
-        result = (replayable if args.dry_run else replay)(connection, config, ids)
+        result = replay(connection, config, ids, dry_run=args.dry_run)
         why = {job_id: _not_failed(connection, config.gateway.queue, job_id) for job_id in result.missing}
         redisclient.close(connection)
     finally:

@@ -223,6 +223,8 @@ def test_replay_dry_run_lists_what_it_would_requeue_and_replay_requeues_it(confi
     listed = "".join(f"\n  {job_id}" for job_id in ids)
     assert capsys.readouterr().out == f"would requeue 2 failed job(s) (dry run: nothing requeued){listed}\n"
     assert registry.get_job_ids() == ids
+    code, doc, _ = run(capsys, "replay", "--job", "gone", "--job", ids[1], "--dry-run", "--config", config)
+    assert (code, doc["requeued"], doc["missing"]) == (1, [ids[1]], ["gone"]) and registry.get_job_ids() == ids
     code, doc, err = run(capsys, "replay", "--job", ids[0], "--job", "gone", "--config", config)
     assert code == 1 and "job gone is not in the failed registry" in err
     assert doc == {"dry_run": False, "requeued": [ids[0]], "missing": ["gone"], "error": "1 job(s) not in the "
