@@ -5,7 +5,7 @@
     koppel init [PATH]    write a config file step by step (the pair, its flows, settings; --yes for scripts)
     koppel config check   validate the config file (PATH or --config); every problem with its key path
     koppel connect        start OAuth consent for a system (Exact Online, Asperion; prints a one-use start URL)
-    koppel replay         requeue failed jobs: --job ID, --integration ID or --all
+    koppel replay         requeue failed jobs: --job ID, --integration ID or --all (--dry-run: list them)
     koppel activity       what an integration did with each event, with its job id (the activity log)
     koppel purge          remove now what `[retention]` no longer allows (the workers also do, on a schedule)
     koppel forget         remove what Koppel holds about a person: --email ADDRESS (--dry-run: show)
@@ -16,7 +16,8 @@
     koppel map ...        preview, diff and reset datamapper mappings
     koppel demo           the main job on the embedded default: everything started, fed, reported (--pair)
 
-Exit codes: 0 ok, 1 the work failed, 2 bad usage or configuration.
+Exit codes: 0 ok, 1 the work failed, 2 bad usage or configuration. The commands that print tables or lists
+take `--json`: one JSON document on stdout (gateway/jsonout.py, docs/cli-json.md).
 """
 
 from __future__ import annotations
@@ -28,14 +29,15 @@ import re
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
 
 from connectors import registry
-from gateway import redisclient, vault
-from gateway.activity import OUTCOMES
+from gateway import jsonout, redisclient, snapshots, vault
+from gateway.activity import OUTCOMES, Activity
 from gateway.config import Config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
 from gateway.redisserver import RedisChoice, redact_urls, resolve_redis
@@ -44,11 +46,16 @@ if TYPE_CHECKING:
     from redis import Redis
 
 
+SECTIONS = ("endpoints", "systems", "integrations")
+"""The config's lists of objects with ids."""
+
 DEMO_DATA_DIR = ".koppel/demo"  # relative to the working directory: the repository under run.sh
 
 
-def _fail(message: str, code: int = 2) -> int:
+def _fail(message: str, code: int = 2, **extra: object) -> int:
+    """The sentence on stderr (and, under `--json`, as the document's `error`); the exit code."""
     print(f"koppel: {redact_urls(message)}", file=sys.stderr)
+    jsonout.error(message, **extra)
     return code
 
 
@@ -90,8 +97,19 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     problem = redisclient.url_problem(redis_url) if redis_url else None
     if problem is not None:
         problems.append(problem)
+    if args.json:  # as the admin API's validate answers ({"valid", "problems"}), with the file and its ids
+        valid = config is not None and not problems
+        shown = [redact_urls(problem) for problem in problems]
+        document: dict[str, object] = {"valid": valid, "file": str(path), "problems": shown}
+        if config is not None and valid:
+            document |= {name: [item.id for item in getattr(config, name)] for name in SECTIONS}
+        else:
+            document["error"] = f"{path}: {len(problems)} problem(s)"
+        jsonout.emit(document)
     if problems or config is None:
         raise ConfigError(problems, source=str(path))
+    if args.json:
+        return 0
     print(
         f"config ok: {len(config.endpoints)} endpoint(s), {len(config.systems)} system(s), "
         f"{len(config.integrations)} integration(s)"
@@ -146,12 +164,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         connection = redisclient.connect(choice.url)
         ids = args.job or failed_job_ids(connection, config, args.integration)
-        result = replay(connection, config, ids)
+        result = replay(connection, config, ids, dry_run=args.dry_run)
         why = {job_id: _not_failed(connection, config.gateway.queue, job_id) for job_id in result.missing}
         redisclient.close(connection)
     finally:
         choice.stop()
-    print(f"requeued {len(result.requeued)} failed job(s)")
+    problem = f"{len(result.missing)} job(s) not in the failed registry" if result.missing else None
+    if args.json:  # the admin API's replay answer ({"requeued", "missing"}), and where each missing one is
+        jsonout.emit({"dry_run": args.dry_run, "requeued": result.requeued, "missing": result.missing,
+                      "reasons": why} | ({"error": problem} if problem else {}))  # fmt: skip
+    elif args.dry_run:
+        print(f"would requeue {len(result.requeued)} failed job(s) (dry run: nothing requeued)"
+              + "".join(f"\n  {job_id}" for job_id in result.requeued))  # fmt: skip
+    else:
+        print(f"requeued {len(result.requeued)} failed job(s)")
     for job_id in result.missing:
         print(f"koppel: job {job_id} is not in the failed registry: {why[job_id]}", file=sys.stderr)
     return 1 if result.missing else 0
@@ -176,7 +202,6 @@ def _not_failed(connection: Redis, queue: str, job_id: str) -> str:
 
 def cmd_inbox(args: argparse.Namespace) -> int:
     """Accepted events that no worker has made RQ jobs yet, with the job ids the gateway's answers named."""
-    import json
     from datetime import UTC, datetime
 
     from rich.console import Console
@@ -203,13 +228,16 @@ def cmd_inbox(args: argparse.Namespace) -> int:
         redisclient.close(connection)
     finally:
         choice.stop()
-    if args.json:
-        print(json.dumps({"queue": queue, "depth": view.depth, "oldest_age_seconds": round(view.oldest_age, 3),
-                          "workers": workers, "entries": [e.as_dict() for e in entries]}, indent=2))  # fmt: skip
-        return 0 if entries or not args.job else 1
+    listed = [e.as_dict() | {"stored_at": jsonout.iso(e.stored_at)} for e in entries]
+    document = {"queue": queue, "depth": view.depth, "oldest_age_seconds": round(view.oldest_age, 3),
+                "workers": workers, "entries": listed}  # fmt: skip
     if args.job and not entries:
         return _fail(f"job {args.job} is not in the inbox of queue {queue}: a worker made it an RQ job already "
-                     "(`koppel activity`, rq-dashboard), or no delivery was answered with it", code=1)  # fmt: skip
+                     "(`koppel activity`, rq-dashboard), or no delivery was answered with it",
+                     1, **document)  # fmt: skip
+    if args.json:
+        jsonout.emit(document)
+        return 0
     print(f"inbox of queue {queue}: {view.depth} accepted event(s) not yet jobs"
           + (f", the oldest stored {view.oldest_age:.0f} s ago" if view.depth else ""))  # fmt: skip
     if view.depth and not workers:
@@ -252,6 +280,10 @@ def cmd_activity(args: argparse.Namespace) -> int:
     if args.outcome:
         entries = [e for e in entries if e.outcome == args.outcome]
     entries = entries[-args.limit :]
+    if args.json:
+        jsonout.emit({"integration": args.integration, "since_minutes": args.since, "outcome": args.outcome,
+                      "entries": [_activity_json(e) for e in entries]})  # fmt: skip
+        return 0
     table = Table(title=f"{args.integration}: the last {len(entries)} event(s) of {args.since:g} minute(s)")
     columns = ("received (UTC)", "topic", "resource", "number", "outcome", "target id", "calls", "took", "reason")
     for column in (*columns, "job"):  # "job": the RQ job id, the one `koppel replay --job ID` takes for a failed entry
@@ -263,6 +295,13 @@ def cmd_activity(args: argparse.Namespace) -> int:
                       f"{e.latency:.2f}s", e.reason, e.job_id)  # fmt: skip
     Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)  # piped: no folding
     return 0
+
+
+def _activity_json(entry: Activity) -> dict[str, object]:
+    """An activity entry as `koppel activity --json` gives it: its fields (as the admin API: `latency` in
+    seconds, e-mail addresses in the reason masked), times in ISO 8601 (UTC)."""
+    return asdict(entry) | {"received_at": jsonout.iso(entry.received_at), "done_at": jsonout.iso(entry.done_at),
+                            "latency": round(entry.latency, 3), "reason": snapshots.mask(entry.reason)}
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -277,6 +316,11 @@ def cmd_purge(args: argparse.Namespace) -> int:
         redisclient.close(connection)
     finally:
         choice.stop()
+    if args.json:
+        jsonout.emit({name: asdict(getattr(report, name)) | {"retention_seconds": getattr(config.retention, name)}
+                      for name in ("activity", "payloads", "jobs", "failed_jobs", "inbox")}
+                     | {"untimed": report.untimed})  # fmt: skip
+        return 0
     days = {name: f"{getattr(config.retention, name) / 86400:g}d" for name in ("activity", "payloads", "jobs",
                                                                                  "failed_jobs", "inbox")}  # fmt: skip
     print("purge by [retention]:")
@@ -310,6 +354,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
         redisclient.close(connection)
     finally:
         choice.stop()
+    if args.json:
+        jsonout.emit(asdict(report) | {"dry_run": args.dry_run})
+        return 0
     verb = "would remove" if args.dry_run else "removed"
     print(f"forget {report.email}{' (dry run: nothing removed)' if args.dry_run else ''}:")
     for title, kind in (("cached ids", report.cached), ("payload snapshots", report.payloads),
@@ -343,8 +390,6 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
 
 def cmd_endpoints_sync(args: argparse.Namespace) -> int:
-    import json
-
     import httpx
 
     from connectors.contract import Context
@@ -360,7 +405,10 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
             return _fail(f"endpoint {args.endpoint!r} has no webhooks Koppel manages (it must name its system, "
                          "of a kind with managed webhooks, and feed an enabled integration)")  # fmt: skip
     if not managed:
-        print('no endpoint has webhooks Koppel manages (an endpoint must name its system: system = "...")')
+        if args.json:
+            jsonout.emit({"dry_run": args.dry_run, "endpoints": [], "failures": []})
+        else:
+            print('no endpoint has webhooks Koppel manages (an endpoint must name its system: system = "...")')
         return 0
     # A dry run too uses Koppel's Redis: connectors keep their tokens and ids there (Business Central); it
     # records nothing (no activity, no polls).
@@ -375,8 +423,9 @@ def cmd_endpoints_sync(args: argparse.Namespace) -> int:
         redisclient.close(redis_connection)
         choice.stop()
     if args.json:
-        print(json.dumps({"dry_run": args.dry_run, "endpoints": [p.as_dict() for p in report.plans],
-                          "failures": report.failures}, indent=2))  # fmt: skip
+        failed = {"error": f"{len(report.failures)} endpoint(s) could not be synced"} if report.failures else {}
+        jsonout.emit({"dry_run": args.dry_run, "endpoints": [p.as_dict() for p in report.plans],
+                      "failures": report.failures} | failed)  # fmt: skip
     else:
         for done in report.plans:
             print("\n".join(plan_lines(done, dry_run=args.dry_run)))
@@ -402,31 +451,43 @@ def cmd_endpoints_hooks(args: argparse.Namespace) -> int:
                      "with managed webhooks, and feed an enabled integration; [gateway] public_url must be set)")
     choice = _redis(args)
     connection = redisclient.connect(choice.url)
-    failures = 0
+    results: list[dict[str, object]] = []
     try:
         with httpx.Client(timeout=HTTP_TIMEOUT) as http:
             hooks = managed.webhooks(managed.system, Context(http=http, redis=connection))
             ours = [sub for sub in hooks.current() if sub.url == url]
             if not ours:
-                print(f"endpoint {args.endpoint}: no webhook of Koppel's at {url}; run `koppel endpoints sync`")
-                return 1
+                return _fail(f"endpoint {args.endpoint}: no webhook of Koppel's at {url}; run `koppel endpoints sync`",
+                             1, endpoint=args.endpoint, url=url, webhooks=[])  # fmt: skip
             for sub in ours:
+                result: dict[str, object] = {"id": sub.id, "topic": sub.topic}
                 try:
                     if args.endpoints_command == "rotate-secret":
                         hooks.rotate_secret(sub)
-                        print(f"webhook {sub.id} ({sub.topic}): secret rotated; the old one verifies during its grace")
+                        result |= {"outcome": "rotated", "message": "secret rotated; the old one verifies during its "
+                                   "grace"}  # fmt: skip
                     else:
                         status = hooks.send_test(sub)
-                        print(f"webhook {sub.id} ({sub.topic}): test notification answered {status}")
-                        failures += not 200 <= status < 300
+                        ok = 200 <= status < 300
+                        result |= {"outcome": "answered" if ok else "failed", "status": status,
+                                   "message": f"test notification answered {status}"}  # fmt: skip
                 except Unsupported as exc:  # this one cannot (or must not) be: said, not a failure
-                    print(f"webhook {sub.id} ({sub.topic}): {exc}")
+                    result |= {"outcome": "unsupported", "message": str(exc)}
                 except KoppelError as exc:
-                    print(f"koppel: webhook {sub.id} ({sub.topic}): {exc}", file=sys.stderr)
-                    failures += 1
+                    result |= {"outcome": "failed", "message": str(exc)}
+                results.append(result)
+                line = f"webhook {sub.id} ({sub.topic}): {result['message']}"
+                if result["outcome"] == "failed" and "status" not in result:
+                    print(f"koppel: {line}", file=sys.stderr)
+                elif not args.json:
+                    print(line)
     finally:
         redisclient.close(connection)
         choice.stop()
+    failures = sum(r["outcome"] == "failed" for r in results)
+    if args.json:
+        failed = {"error": f"{failures} webhook(s) failed"} if failures else {}
+        jsonout.emit({"endpoint": args.endpoint, "url": url, "webhooks": results} | failed)
     return 1 if failures else 0
 
 
@@ -459,16 +520,26 @@ def cmd_integrations(args: argparse.Namespace) -> int:
         if args.on is not None:
             was = switched_off(connection, args.on)
             switch_on(connection, args.on)
-            print(f"{args.on}: switched on" + (f" (it was off: {was})" if was else " (it was not off)"))
+            if args.json:
+                jsonout.emit({"id": args.on, "state": "on", "was_switched_off": was})
+            else:
+                print(f"{args.on}: switched on" + (f" (it was off: {was})" if was else " (it was not off)"))
             return 0
-        for integration in config.integrations:
-            off = switched_off(connection, integration.id)
-            state = f"switched off: {off}" if off else ("on" if integration.enabled else "disabled in the config")
-            flows = ", ".join(integration.flows)
-            print(f"{integration.id}  {integration.source} → {integration.target}  [{flows}]  {state}")
+        rows = [(integration, switched_off(connection, integration.id)) for integration in config.integrations]
         redisclient.close(connection)
     finally:
         choice.stop()
+    if args.json:  # the config's fields; state: "on", "switched_off" (by a system: why) or "disabled" (in the config)
+        jsonout.emit({"integrations": [
+            {"id": i.id, "source": i.source, "target": i.target, "flows": list(i.flows), "enabled": i.enabled,
+             "state": "switched_off" if off else ("on" if i.enabled else "disabled"), "switched_off": off}
+            for i, off in rows
+        ]})  # fmt: skip
+        return 0
+    for integration, off in rows:
+        state = f"switched off: {off}" if off else ("on" if integration.enabled else "disabled in the config")
+        flows = ", ".join(integration.flows)
+        print(f"{integration.id}  {integration.source} → {integration.target}  [{flows}]  {state}")
     return 0
 
 
@@ -479,14 +550,12 @@ def cmd_secret_key(args: argparse.Namespace) -> int:
 
 
 def cmd_connectors(args: argparse.Namespace) -> int:
-    import json
-
     from rich.console import Console
     from rich.table import Table
 
     rows = connectors_table()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        jsonout.emit(rows)
         return 0
     table = Table("kind", "system", "gives", "takes", "polled", "webhooks", "OAuth", "sandbox", box=None)
     for row in rows:
@@ -545,41 +614,41 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     check = with_config(config_sub.add_parser("check", help="validate the config; list every problem"))
     check.add_argument("file", nargs="?", metavar="PATH", help="the config file (instead of --config)")
-    check.set_defaults(func=cmd_config_check)
+    jsonout.add_flag(check).set_defaults(func=cmd_config_check)
 
     replay = with_redis(with_config(sub.add_parser("replay", help="requeue failed jobs")))
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("--job", action="append", metavar="ID", help="a failed job id (repeatable)")
     which.add_argument("--integration", metavar="ID", help="every failed job of this integration")
     which.add_argument("--all", action="store_true", help="every failed job")
-    replay.set_defaults(func=cmd_replay)
+    replay.add_argument("--dry-run", action="store_true", help="show which jobs would be requeued; requeue none")
+    jsonout.add_flag(replay).set_defaults(func=cmd_replay)
 
     inbox = with_redis(with_config(sub.add_parser(
         "inbox", help="accepted events no worker has made jobs yet, with their job ids (the gateway's answers)",
     )))  # fmt: skip
     inbox.add_argument("--job", metavar="ID", help="only this job id (exit 1 when it is not in the inbox)")
     inbox.add_argument("--limit", type=int, default=50, help="at most this many, the oldest (default 50)")
-    inbox.add_argument("--json", action="store_true", help="as JSON, for scripts")
-    inbox.set_defaults(func=cmd_inbox)
+    jsonout.add_flag(inbox).set_defaults(func=cmd_inbox)
 
     activity = with_redis(with_config(sub.add_parser("activity", help="show an integration's activity log")))
     activity.add_argument("--integration", required=True, metavar="ID", help="the integration id")
     activity.add_argument("--since", type=float, default=60.0, metavar="MINUTES", help="how far back (default 60)")
     activity.add_argument("--outcome", choices=sorted(OUTCOMES), help="only events with this outcome")
     activity.add_argument("--limit", type=int, default=200, help="at most this many, the newest (default 200)")
-    activity.set_defaults(func=cmd_activity)
+    jsonout.add_flag(activity).set_defaults(func=cmd_activity)
 
     purge = with_redis(with_config(sub.add_parser(
         "purge", help="remove now what [retention] no longer allows; report what was removed per kind",
     )))  # fmt: skip
-    purge.set_defaults(func=cmd_purge)
+    jsonout.add_flag(purge).set_defaults(func=cmd_purge)
 
     forget = with_redis(with_config(sub.add_parser(
         "forget", help="remove what Koppel holds about a person (GDPR erasure); report what was removed",
     )))  # fmt: skip
     forget.add_argument("--email", required=True, metavar="ADDRESS", help="the person's e-mail address")
     forget.add_argument("--dry-run", action="store_true", help="show what would be removed; remove nothing")
-    forget.set_defaults(func=cmd_forget)
+    jsonout.add_flag(forget).set_defaults(func=cmd_forget)
 
     connect = with_config(sub.add_parser("connect", help="start OAuth consent for a system (Exact Online, ...)"))
     connect.add_argument("system", help="the system id in the config")
@@ -593,27 +662,25 @@ def build_parser() -> argparse.ArgumentParser:
     )))  # fmt: skip
     sync.add_argument("--dry-run", action="store_true", help="show what would be done; change nothing")
     sync.add_argument("--endpoint", metavar="ID", help="only this endpoint")
-    sync.add_argument("--json", action="store_true", help="as JSON, for scripts")
-    sync.set_defaults(func=cmd_endpoints_sync)
+    jsonout.add_flag(sync).set_defaults(func=cmd_endpoints_sync)
     for name, what in (("rotate-secret", "have the system issue new secrets for the endpoint's webhooks"),
                        ("test", "have the system send a test notification to each of the endpoint's webhooks")):
         hooks = with_redis(with_config(endpoints_sub.add_parser(name, help=what)))
         hooks.add_argument("endpoint", help="the endpoint id in the config")
-        hooks.set_defaults(func=cmd_endpoints_hooks)
+        jsonout.add_flag(hooks).set_defaults(func=cmd_endpoints_hooks)
 
     integrations = with_redis(with_config(sub.add_parser(
         "integrations", help="list the integrations and which a system switched off; `on ID` switches one on",
     )))  # fmt: skip
     integrations.add_argument("action", nargs="?", choices=["on"], help="on: switch the integration on again")
     integrations.add_argument("integration", nargs="?", help="the integration id (with `on`)")
-    integrations.set_defaults(func=cmd_integrations)
+    jsonout.add_flag(integrations).set_defaults(func=cmd_integrations)
 
     key = sub.add_parser("secret-key", help=f"print a new key for {vault.KEY_VAR} (encrypts stored tokens)")
     key.set_defaults(func=cmd_secret_key)
 
     kinds = sub.add_parser("connectors", help="list the system kinds Koppel connects: what each gives and takes")
-    kinds.add_argument("--json", action="store_true", help="as JSON, for scripts")
-    kinds.set_defaults(func=cmd_connectors)
+    jsonout.add_flag(kinds).set_defaults(func=cmd_connectors)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default and report")
     demo.add_argument("--orders", type=int, default=None, help="how many orders the shop takes (1-5000, default 25); "
@@ -682,12 +749,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _from_caller(args)
+    jsonout.start(args)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"koppel: {exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {redact_urls(problem)}", file=sys.stderr)
+        jsonout.error(f"{exc.source}: {len(exc.problems)} problem(s)", source=exc.source,
+                      problems=[redact_urls(problem) for problem in exc.problems])  # fmt: skip
         return 2
     except EmbeddedRedisError as exc:
         return _fail(str(exc), 1)

@@ -8,6 +8,7 @@ from typing import Any
 import redis
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
+from rq.registry import FailedJobRegistry
 
 from gateway.config import Config
 from gateway.ingest import make_queue
@@ -55,13 +56,25 @@ def failed_job_ids(connection: redis.Redis, config: Config, integration: str | N
     return failed_ids_by_endpoint(connection, config).get(source, [])
 
 
-def replay(connection: redis.Redis, config: Config, job_ids: list[str]) -> ReplayResult:
+def _requeueable(connection: redis.Redis, registry: FailedJobRegistry, job_id: str) -> None:
+    """What the registry's `requeue` checks, changing nothing: the job exists and is in the failed registry."""
+    if not connection.exists(Job.key_for(job_id)):
+        raise NoSuchJobError(job_id)
+    if connection.zscore(registry.key, job_id) is None:
+        raise InvalidJobOperation(job_id)
+
+
+def replay(connection: redis.Redis, config: Config, job_ids: list[str], *, dry_run: bool = False) -> ReplayResult:
+    """Requeue the failed jobs `job_ids`; with `dry_run`, requeue none: the result says what would be."""
     queue = make_queue(connection, config.gateway.queue)
     registry = queue.failed_job_registry
     result = ReplayResult()
     for job_id in job_ids:
         try:
-            registry.requeue(job_id)
+            if dry_run:
+                _requeueable(connection, registry, job_id)
+            else:
+                registry.requeue(job_id)
         except (NoSuchJobError, InvalidJobOperation):
             result.missing.append(job_id)
         else:
