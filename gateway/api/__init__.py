@@ -244,7 +244,7 @@ def _config_path(request: Request) -> Path:
     if path is None:
         raise DocumentError(503, "no_config_file", "this gateway was started without a config file path (koppel "
                             "serve --config PATH): the admin API has no file to read or change")  # fmt: skip
-    return Path(path)
+    return Path(path).resolve()  # a symlinked file is changed where it lives; the link stays
 
 
 def _running(request: Request) -> Config:
@@ -472,7 +472,7 @@ async def validate(request: Request) -> Response:
         try:
             _apply(loaded, body.change)
         except DocumentError as exc:
-            if exc.status != 422:
+            if exc.status not in (409, 422):  # exists already, still referenced, invalid: the change's problems
                 raise
             return JSONResponse(ValidateResult(valid=False, problems=exc.problems or [exc.message]).model_dump(),
                                 headers=headers)  # fmt: skip
