@@ -194,11 +194,13 @@ def test_items_are_read_from_the_file_with_its_etag_and_secrets_as_references(ap
 
 
 def test_a_literal_secret_written_in_the_file_by_hand_is_never_shown(api, config_file):
-    text = config_file.read_text() + '\n[integrations.notify]\nurls = ["json://user:pa55word@hooks.example/x"]\n'
+    text = config_file.read_text() + '\n[integrations.settings]\nlimit = inf\n'
+    text += '\n[integrations.notify]\nurls = ["json://user:pa55word@hooks.example/x"]\n'
     config_file.write_text(text)
     answer = api.get(f"{PREFIX}/integrations/hooks-to-other")
     assert answer.status_code == 200
     assert "pa55word" not in answer.text and answer.json()["notify"]["urls"] == [document.HIDDEN]
+    assert answer.json()["settings"] == {"limit": "inf"}  # TOML's inf, which JSON has not
 
 
 def test_unknown_routes_and_methods_answer_json(api):
@@ -334,9 +336,10 @@ def test_a_successful_write_is_applied_through_the_gateways_reload_hook(api, con
         (b"[1, 2]", {"content-type": "application/json"}, 422, "invalid_body"),
         (b'{"id": 7, "kind": "woocommerce"}', {"content-type": "application/json"}, 422, "invalid_body"),
         (b"[" * 100_000, {"content-type": "application/json"}, 400, "malformed_json"),
+        (b'{"id": "x", "n": NaN}', {"content-type": "application/json"}, 400, "malformed_json"),
         (b" " * (1024 * 1024 + 1), {"content-type": "application/json"}, 413, "too_large"),
     ],
-    ids=["malformed", "not-utf8", "form", "array", "id-not-a-string", "deep", "too-large"],
+    ids=["malformed", "not-utf8", "form", "array", "id-not-a-string", "deep", "nan", "too-large"],
 )
 def test_bad_bodies_are_clear_errors(api, config_file, content, headers, status, error):
     before = config_file.read_bytes()
@@ -539,3 +542,31 @@ def test_koppel_serve_passes_the_config_path(monkeypatch, config_file):
     assert seen["config_path"] == config_file.resolve()
 
 
+
+
+_json = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+              st.text(max_size=10)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["POST", "PUT", "PATCH"]), section=st.sampled_from(document.SECTIONS),
+       body=st.one_of(_json, st.dictionaries(st.sampled_from(["id", "kind", "secret", "settings", "credentials",
+                                                              "notify", "flows", "source"]), _json)))  # fmt: skip
+def test_no_body_makes_the_api_answer_5xx_or_leave_a_broken_file(api, config_file, method, section, body):
+    path = f"{PREFIX}/{section}" + ("" if method == "POST" else f"/{document.items(tomlkit.parse(config_file.read_text()), section)[0]['id']}")  # noqa: E501
+    answer = api.request(method, path, json=body, headers={"if-match": etag(api)})
+    assert answer.status_code < 500, answer.text
+    assert check_file(config_file)[1] == []
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.dictionaries(st.sampled_from(["gateway", "endpoints", "systems", "integrations", "x"]), _json))
+def test_no_document_makes_validate_answer_5xx(api, body):
+    answer = api.post(f"{PREFIX}/config/validate", json={"document": body})
+    assert answer.status_code in (200, 422), answer.text
+    if answer.status_code == 200:
+        assert answer.json()["valid"] is (answer.json()["problems"] == [])

@@ -217,9 +217,13 @@ async def _json(request: Request, *, empty: Any = None) -> Any:
     if kind != "application/json" and not kind.endswith("+json"):
         raise DocumentError(415, "unsupported_media_type", "the API takes JSON: send Content-Type: application/json")
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise DocumentError(400, "malformed_json", "the body is not valid JSON (UTF-8)") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's json reads NaN and Infinity; JSON has neither
 
 
 async def _object(request: Request, *, empty: Any = None) -> dict[str, Any]:
@@ -383,12 +387,24 @@ def _apply(loaded: _Loaded, change: ProposedChange) -> dict[str, Any] | None:
     new = document.merge_patch(current, change.item) if change.op == "patch" else dict(change.item)
     if not isinstance(new, dict):
         raise DocumentError(422, "invalid_body", "the item must be a JSON object")
+    nulls = document.nulls(new)  # a merge patch's null removes a key; inside a list it is a value
+    if nulls:
+        raise DocumentError(422, "invalid_body", "the item would hold null values", nulls)
     new.setdefault("id", change.id)
     if new["id"] != change.id:
         raise DocumentError(422, "invalid_body", "id: an item's id cannot be changed (create the new one, then "
                             "delete the old one)", ["id: cannot be changed"])  # fmt: skip
     document.replace(doc, section, index, new)
     return new
+
+
+def _edit(loaded: _Loaded, change: ProposedChange) -> dict[str, Any] | None:
+    """`_apply`, a value TOML cannot hold refused (422)."""
+    try:
+        return _apply(loaded, change)
+    except (tomlkit.exceptions.TOMLKitError, ValueError, TypeError) as exc:
+        raise DocumentError(422, "invalid_body", f"the item cannot be written as TOML ({type(exc).__name__})") \
+            from None
 
 
 async def _write(request: Request, change: ProposedChange, *, status: int = 200) -> Response:
@@ -400,7 +416,7 @@ async def _write(request: Request, change: ProposedChange, *, status: int = 200)
     if not document.matches(if_match, loaded.etag):
         raise DocumentError(409, "changed", "the config file changed since your read (its ETag is not the one in "
                             "If-Match); read it again and retry")
-    item = _apply(loaded, change)
+    item = _edit(loaded, change)
     text = tomlkit.dumps(loaded.doc)
     path = loaded.path
     etag = await asyncio.to_thread(document.write_checked, path, text, loaded.etag, lambda f: _check(f, str(path)))
@@ -470,7 +486,7 @@ async def validate(request: Request) -> Response:
         loaded = await _load(request)
         headers["ETag"] = loaded.etag
         try:
-            _apply(loaded, body.change)
+            _edit(loaded, body.change)
         except DocumentError as exc:
             if exc.status not in (409, 422):  # exists already, still referenced, invalid: the change's problems
                 raise
@@ -484,7 +500,11 @@ async def validate(request: Request) -> Response:
         nulls = document.nulls(body.document)
         if nulls:
             return JSONResponse(ValidateResult(valid=False, problems=nulls).model_dump())
-        text = tomlkit.dumps(body.document)
+        try:
+            text = tomlkit.dumps(body.document)
+        except (tomlkit.exceptions.TOMLKitError, ValueError, TypeError) as exc:
+            problem = f"(document): cannot be written as TOML ({type(exc).__name__})"
+            return JSONResponse(ValidateResult(valid=False, problems=[problem]).model_dump())
     else:
         text = cast(str, body.toml)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import re
 import tempfile
@@ -125,11 +126,22 @@ def document_literal_secrets(data: Mapping[str, Any]) -> list[str]:
 
 def redacted(section: Section, item: Mapping[str, Any]) -> dict[str, Any]:
     """A plain copy of the item with every secret that is not an `env:NAME` reference replaced by `HIDDEN`."""
-    copy: dict[str, Any] = plain(item)
+    copy: dict[str, Any] = _finite(plain(item))
     for _, value, assign in _secret_paths(section, copy):
         if not (isinstance(value, str) and ENV_REF.match(value)):
             assign(HIDDEN)
     return copy
+
+
+def _finite(value: Any) -> Any:
+    """`value` with TOML's inf and nan (which JSON has not) as the strings "inf", "-inf", "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def nulls(value: Any, path: str = "") -> list[str]:
