@@ -348,6 +348,16 @@ def test_bad_bodies_are_clear_errors(api, config_file, content, headers, status,
     assert config_file.read_bytes() == before
 
 
+def test_a_file_the_api_cannot_edit_is_said_so(api, config_file):
+    config_file.write_text(config_file.read_text().replace("[[integrations]]", "[integrations]"))
+    item = {"id": "x", "source": "shop-hooks", "target": "other", "flows": ["orders"]}
+    answer = api.post(f"{PREFIX}/integrations", json=item, headers={"if-match": "*"})
+    assert answer.status_code == 409 and "[[integrations]]" in answer.json()["message"]
+    config_file.write_text("[[endpoints]\n")
+    answer = api.get(f"{PREFIX}/endpoints")
+    assert answer.status_code == 409 and "not valid TOML" in answer.json()["message"]
+
+
 def test_without_a_config_path_the_file_calls_say_so(config_file, redis_url):
     with client_for(config_file, redis_url, None) as client:
         client.headers.update(AUTH)

@@ -236,6 +236,9 @@ def _trailing_trivia(table: Table) -> list[Any]:
 def create(doc: TOMLDocument, section: Section, item: Mapping[str, Any]) -> None:
     """Append the item to the section (an array of tables, or an inline array as the file writes it)."""
     found = doc.get(section)
+    if found is not None and not isinstance(found, AoT | Array):
+        raise DocumentError(409, "config_unreadable", f"the config file's {section} is not a list of tables "
+                            f"([[{section}]]): fix it by hand, then retry")  # fmt: skip
     if isinstance(found, Array):
         found.append(_value(item, inline=True))
         return
