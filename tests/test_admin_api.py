@@ -194,7 +194,7 @@ def test_items_are_read_from_the_file_with_its_etag_and_secrets_as_references(ap
 
 
 def test_a_literal_secret_written_in_the_file_by_hand_is_never_shown(api, config_file):
-    text = config_file.read_text() + '\n[integrations.settings]\nlimit = inf\n'
+    text = config_file.read_text() + "\n[integrations.settings]\nlimit = inf\n"
     text += '\n[integrations.notify]\nurls = ["json://user:pa55word@hooks.example/x"]\n'
     config_file.write_text(text)
     answer = api.get(f"{PREFIX}/integrations/hooks-to-other")
@@ -323,8 +323,10 @@ def test_a_successful_write_is_applied_through_the_gateways_reload_hook(api, con
     assert len(calls) == 1 and "shop2" in calls[0]  # called after the file was written
     api.app.state.reload_config = lambda: ["systems[0]: refused"]  # type: ignore[attr-defined]
     answer = api.delete(f"{PREFIX}/endpoints/shop2", headers={"if-match": answer.headers["etag"]})
-    assert answer.status_code == 200 and answer.json()["reload"] == {"status": "refused",
-                                                                     "problems": ["systems[0]: refused"]}
+    assert answer.status_code == 200 and answer.json()["reload"] == {
+        "status": "refused",
+        "problems": ["systems[0]: refused"],
+    }
 
 
 @pytest.mark.parametrize(
@@ -389,7 +391,9 @@ def test_validate_reports_what_config_check_reports_and_changes_nothing(api, con
     answer = api.post(f"{PREFIX}/config/validate", json={"change": change})
     assert answer.json()["valid"] is False and answer.json()["problems"][0].startswith("integrations[1].flows[0]")
     assert answer.headers["etag"] == document.etag_of(before)
-    ok = api.post(f"{PREFIX}/config/validate", json={"change": {**change, "item": {**change["item"], "flows": ["orders"]}}})  # noqa: E501
+    ok = api.post(
+        f"{PREFIX}/config/validate", json={"change": {**change, "item": {**change["item"], "flows": ["orders"]}}}
+    )
     assert ok.json() == {"valid": True, "problems": []}
     broken = api.post(f"{PREFIX}/config/validate", json={"toml": "[[endpoints]\nid = 1"})
     assert broken.json()["valid"] is False and "not valid TOML" in broken.json()["problems"][0]
@@ -459,7 +463,8 @@ def test_endpoints_sync_against_the_woocommerce_sandbox(tmp_path, env, redis_url
             assert done.status_code == 200 and done.json()["failures"] == []
             assert len(done.json()["endpoints"][0]["done"]) == len(plan["actions"])
             assert {h["delivery_url"] for h in sandbox.state.sandbox.store.webhooks.values()} == {
-                "http://127.0.0.1:9/webhooks/shop-hooks"}
+                "http://127.0.0.1:9/webhooks/shop-hooks"
+            }
             assert_no_secret(dry.text + done.text)
             unknown = client.post(f"{PREFIX}/endpoints/sync", json={"endpoint": "nope"})
             assert unknown.status_code == 404
@@ -478,8 +483,11 @@ def test_redis_away_is_a_503_not_a_500(config_file):
 _keys = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
 _scalars = st.one_of(st.integers(-(2**40), 2**40), st.booleans(), st.text(max_size=12),
                      st.floats(allow_nan=False, allow_infinity=False, width=32))  # fmt: skip
-_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(_scalars, max_size=3),
-                                                         st.dictionaries(_keys, inner, max_size=3)), max_leaves=8)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(_scalars, max_size=3), st.dictionaries(_keys, inner, max_size=3)),
+    max_leaves=8,
+)
 _comments = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), max_size=20)
 
 
@@ -518,7 +526,8 @@ def test_an_edit_keeps_every_comment_and_byte_it_does_not_change(settings_, comm
     assert parsed["systems"] == [systems[0], {**systems[1], "settings": new_settings},
                                  {"id": "s9", "kind": "woocommerce", "settings": changed}]  # fmt: skip
     assert parsed["gateway"] == {"queue": "koppel"} and parsed["integrations"] == [
-        {"id": "i", "source": "s0", "target": "s1"}]
+        {"id": "i", "source": "s0", "target": "s1"}
+    ]
     for comment in comments:
         assert tomlkit.comment(comment).as_string().strip() in text
     first = tomlkit.dumps(tomlkit.parse(original)["systems"][0])  # an item not touched stays byte for byte
@@ -552,11 +561,10 @@ def test_koppel_serve_passes_the_config_path(monkeypatch, config_file):
     assert seen["config_path"] == config_file.resolve()
 
 
-
-
 _json = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-              st.text(max_size=10)),
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=10)
+    ),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
     max_leaves=10,
 )
@@ -567,7 +575,9 @@ _json = st.recursive(
        body=st.one_of(_json, st.dictionaries(st.sampled_from(["id", "kind", "secret", "settings", "credentials",
                                                               "notify", "flows", "source"]), _json)))  # fmt: skip
 def test_no_body_makes_the_api_answer_5xx_or_leave_a_broken_file(api, config_file, method, section, body):
-    path = f"{PREFIX}/{section}" + ("" if method == "POST" else f"/{document.items(tomlkit.parse(config_file.read_text()), section)[0]['id']}")  # noqa: E501
+    path = f"{PREFIX}/{section}" + (
+        "" if method == "POST" else f"/{document.items(tomlkit.parse(config_file.read_text()), section)[0]['id']}"
+    )
     answer = api.request(method, path, json=body, headers={"if-match": etag(api)})
     assert answer.status_code < 500, answer.text
     assert check_file(config_file)[1] == []

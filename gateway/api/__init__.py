@@ -284,8 +284,9 @@ def _load_file(path: Path) -> _Loaded:
     except FileNotFoundError:
         raise DocumentError(503, "no_config_file", f"the config file {path} does not exist") from None
     except OSError as exc:
-        raise DocumentError(503, "config_unreadable", f"the config file cannot be read ({type(exc).__name__})") \
-            from None
+        raise DocumentError(
+            503, "config_unreadable", f"the config file cannot be read ({type(exc).__name__})"
+        ) from None
     try:
         return _Loaded(path, document.parse(data.decode("utf-8")), etag)
     except (UnicodeDecodeError, tomlkit.exceptions.TOMLKitError) as exc:
@@ -403,8 +404,7 @@ def _edit(loaded: _Loaded, change: ProposedChange) -> dict[str, Any] | None:
     try:
         return _apply(loaded, change)
     except (tomlkit.exceptions.TOMLKitError, ValueError, TypeError) as exc:
-        raise DocumentError(422, "invalid_body", f"the item cannot be written as TOML ({type(exc).__name__})") \
-            from None
+        raise DocumentError(422, "invalid_body", f"the item cannot be written as TOML ({type(exc).__name__})") from None
 
 
 async def _write(request: Request, change: ProposedChange, *, status: int = 200) -> Response:
@@ -414,8 +414,11 @@ async def _write(request: Request, change: ProposedChange, *, status: int = 200)
                             "config (GET answers carry it): changes are never made blind")  # fmt: skip
     loaded = await _load(request)
     if not document.matches(if_match, loaded.etag):
-        raise DocumentError(409, "changed", "the config file changed since your read (its ETag is not the one in "
-                            "If-Match); read it again and retry")
+        raise DocumentError(
+            409,
+            "changed",
+            "the config file changed since your read (its ETag is not the one in If-Match); read it again and retry",
+        )
     item = _edit(loaded, change)
     text = tomlkit.dumps(loaded.doc)
     path = loaded.path
