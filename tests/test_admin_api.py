@@ -590,3 +590,23 @@ def test_no_document_makes_validate_answer_5xx(api, body):
     assert answer.status_code in (200, 422), answer.text
     if answer.status_code == 200:
         assert answer.json()["valid"] is (answer.json()["problems"] == [])
+
+
+def test_sections_written_as_inline_arrays_are_edited_in_place():
+    doc = document.parse(
+        'endpoints = [\n  {id = "a", kind = "woocommerce", secret = "env:A"},  # the first\n]\n'
+        'systems = [{id = "s", kind = "woocommerce", credentials = {k = "env:K"}}]  # one line\n'
+    )
+    document.create(doc, "endpoints", {"id": "b", "kind": "woocommerce", "secret": "env:B", "x": {"y": [{"z": 1}]}})
+    document.replace(doc, "systems", 0, {"id": "s", "kind": "woocommerce", "credentials": {"k": "env:K2"}})
+    text = tomlkit.dumps(doc)
+    assert "# the first" in text and "# one line" in text and "[[" not in text
+    assert tomllib.loads(text) == {
+        "endpoints": [
+            {"id": "a", "kind": "woocommerce", "secret": "env:A"},
+            {"id": "b", "kind": "woocommerce", "secret": "env:B", "x": {"y": [{"z": 1}]}},
+        ],
+        "systems": [{"id": "s", "kind": "woocommerce", "credentials": {"k": "env:K2"}}],
+    }
+    document.delete(doc, "endpoints", 0)
+    assert [e["id"] for e in tomllib.loads(tomlkit.dumps(doc))["endpoints"]] == ["b"]
