@@ -680,21 +680,22 @@ def _operations() -> list[Operation]:
     ops: list[Operation] = []
     for section in SECTIONS:
         one, model = _SINGULAR[section], _MODELS[section].__name__
+        a_one = f"an {one}" if one[0] in "aeiou" else f"a {one}"
         file_errors = (503,)
         ops += [
             Operation("GET", f"/{section}", _list(section), f"List the {section}", section, response="ItemList",
                       etag=True, errors=file_errors),
-            Operation("POST", f"/{section}", _create(section), f"Create a {one}", section, body=model,
+            Operation("POST", f"/{section}", _create(section), f"Create {a_one}", section, body=model,
                       response="Change", status=201, changes=True, errors=(400, 409, 415, 422, 428, 503), etag=True),
-            Operation("GET", f"/{section}/{{id}}", _read(section), f"Read a {one}", section, response=model,
+            Operation("GET", f"/{section}/{{id}}", _read(section), f"Read {a_one}", section, response=model,
                       etag=True, errors=(404, 503)),
-            Operation("PUT", f"/{section}/{{id}}", _update(section, "replace"), f"Replace a {one}", section,
+            Operation("PUT", f"/{section}/{{id}}", _update(section, "replace"), f"Replace {a_one}", section,
                       body=model, response="Change", changes=True, errors=(400, 404, 409, 415, 422, 428, 503),
                       etag=True),
-            Operation("PATCH", f"/{section}/{{id}}", _update(section, "patch"), f"Change part of a {one} "
+            Operation("PATCH", f"/{section}/{{id}}", _update(section, "patch"), f"Change part of {a_one} "
                       "(JSON Merge Patch, RFC 7396: null removes a key)", section, body="MergePatch",
                       response="Change", changes=True, errors=(400, 404, 409, 415, 422, 428, 503), etag=True),
-            Operation("DELETE", f"/{section}/{{id}}", _delete(section), f"Delete a {one}", section, response="Change",
+            Operation("DELETE", f"/{section}/{{id}}", _delete(section), f"Delete {a_one}", section, response="Change",
                       changes=True, errors=(404, 409, 422, 428, 503), etag=True,
                       notes="409 `referenced` while an integration or endpoint still names it."),
         ]  # fmt: skip
@@ -768,7 +769,8 @@ def openapi() -> dict[str, Any]:
         if op.etag:
             ok["headers"] = {"ETag": {"description": "the config file's ETag", "schema": {"type": "string"}}}
         responses[str(op.status)] = ok
-        for status in sorted({401, 403, *op.errors}):
+        body_errors = (400, 413, 415, 422) if op.body is not None else ()
+        for status in sorted({401, 403, *op.errors, *body_errors}):
             responses[str(status)] = {"description": _ERRORS[status], "content": json_of}
         spec: dict[str, Any] = {"summary": op.summary, "tags": [op.tag], "operationId": _operation_id(op),
                                 "responses": responses}  # fmt: skip
