@@ -25,7 +25,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -298,7 +298,7 @@ async def _load(request: Request) -> _Loaded:
     return await asyncio.to_thread(_load_file, _config_path(request))
 
 
-def _item_id(section: Section, request: Request) -> str:
+def _item_id(request: Request) -> str:
     return str(request.path_params["id"])
 
 
@@ -451,7 +451,7 @@ def _list(section: Section) -> Handler:
 def _read(section: Section) -> Handler:
     async def handler(request: Request) -> Response:
         loaded = await _load(request)
-        index = _find(loaded, section, _item_id(section, request))
+        index = _find(loaded, section, _item_id(request))
         item = document.items(loaded.doc, section)[index]
         return JSONResponse(document.redacted(section, item), headers={"ETag": loaded.etag})
 
@@ -469,7 +469,7 @@ def _create(section: Section) -> Handler:
 def _update(section: Section, op: Literal["replace", "patch"]) -> Handler:
     async def handler(request: Request) -> Response:
         item = await _object(request)
-        change = ProposedChange(op=op, section=section, id=_item_id(section, request), item=item)
+        change = ProposedChange(op=op, section=section, id=_item_id(request), item=item)
         return await _write(request, change)
 
     return handler
@@ -477,7 +477,7 @@ def _update(section: Section, op: Literal["replace", "patch"]) -> Handler:
 
 def _delete(section: Section) -> Handler:
     async def handler(request: Request) -> Response:
-        return await _write(request, ProposedChange(op="delete", section=section, id=_item_id(section, request)))
+        return await _write(request, ProposedChange(op="delete", section=section, id=_item_id(request)))
 
     return handler
 
@@ -673,7 +673,6 @@ class Operation:
     etag: bool = False
     """Its answer carries the file's ETag."""
     notes: str = ""
-    patch: bool = field(default=False)
 
 
 def _operations() -> list[Operation]:
