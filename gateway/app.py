@@ -1,5 +1,5 @@
-"""The Starlette receiver: POST /webhooks/{endpoint_id}, /healthz, /readyz, /metrics, /ops/rq/ and the web console
-/console/ (admin).
+"""The Starlette receiver: POST /webhooks/{endpoint_id}, /healthz, /readyz, /metrics, /ops/rq/, the web console
+/console/ and the admin API /api/v1/ (admin).
 
 The path of a webhook: find the endpoint (404) → read the raw body under the endpoint's cap (413)
 → the kind's handler verifies the signature on the raw bytes (401), answers handshakes, and splits
@@ -43,6 +43,8 @@ from starlette.types import Receive, Scope, Send
 
 from connectors import issued, registry
 from gateway import redisclient
+from gateway.api import PREFIX as API_PREFIX
+from gateway.api import admin_api
 from gateway.config import Config, Endpoint
 from gateway.console import Console, console_app
 from gateway.errors import (
@@ -152,8 +154,9 @@ def journal_dir(config: Config) -> Path:
     return Path(chosen) if chosen else data_dir() / "journal"
 
 
-def create_app(config: Config, redis_url: str) -> Gateway:
-    """Build the receiver. Nothing happens at import time; Redis is connected in the lifespan."""
+def create_app(config: Config, redis_url: str, *, config_path: Path | None = None) -> Gateway:
+    """Build the receiver. Nothing happens at import time; Redis is connected in the lifespan. `config_path`:
+    the file `config` was read from, which the admin API (/api/v1/) reads and changes."""
     connection = redis_client(redis_url)
     settings = config.gateway
     journal = Journal(journal_dir(config)) if settings.journal else None
@@ -259,11 +262,13 @@ def create_app(config: Config, redis_url: str) -> Gateway:
                 ),
             ),
             Mount("/console", app=console_app(console)),
+            Mount(API_PREFIX, app=admin_api()),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
     )
     app.state.config = config
+    app.state.config_path = config_path
     app.state.ingestor = ingestor
     app.state.journal = journal
     app.state.metrics = metrics

@@ -124,13 +124,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.limits import ensure_open_files, server_config
 
     config = _load(args)
+    path = config_path(getattr(args, "config", None))
     problem = ensure_open_files(config.gateway.max_connections)
     if problem:
         logging.getLogger("koppel").warning(problem)
     choice = _redis(args)
     try:
         _check_key()
-        app = create_app(config, choice.url)
+        app = create_app(config, choice.url, config_path=path.resolve() if path else None)
         # The receiver's limits on headers, read times and connections (gateway/limits.py), as the tests serve it.
         server = uvicorn.Server(server_config(app, config.gateway, host=args.host, port=args.port,
                                               log_level=args.log_level))  # fmt: skip
