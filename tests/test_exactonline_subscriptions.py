@@ -21,6 +21,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from connectors import registry
+from connectors.exactonline.auth import TokenStore
 from connectors.exactonline.connector import exact_client
 from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
 from connectors.exactonline.webhooks import WebhookSubscriptions
@@ -255,3 +256,11 @@ def test_a_subscription_exact_dropped_is_made_again_by_the_workers_check_and_the
     assert result["next_check"] is not None
     env.work()
     assert "g@example.com" in [c["email"] for c in env.shop_customers()]
+
+
+def test_without_exacts_consent_the_sync_says_to_connect_and_changes_nothing(env):
+    TokenStore(env.conn, "exact").delete()
+    code, out, err = env.sync("--dry-run")
+    assert code == 1 and out == ""
+    assert "exact refused Koppel's keys" in err and "koppel connect exact" in err, err
+    assert "Traceback" not in err and env.subscriptions() == []
