@@ -3,6 +3,7 @@
 
 from connectors.contract import Connector
 from connectors.exactonline.connector import ExactCodeFlow, ExactSettings, ExactSource, ExactTarget, budget_left
+from connectors.exactonline.webhooks import ExactWebhooks
 
 CONNECTOR = Connector(
     kind="exactonline",
@@ -13,6 +14,7 @@ CONNECTOR = Connector(
     handler="handlers.exactonline:handle",
     oauth=ExactCodeFlow,
     budget=budget_left,
+    webhooks=ExactWebhooks,
     sandbox="connectors.exactonline.sandbox.harness:HARNESS",
 )
 

@@ -15,6 +15,8 @@
     item_attributes = { Class_01 = "Colour", Class_02 = "", FreeTextField_01 = "Material" }
                                                   # products from Exact: attribute names (below)
     rate_limit = { per_minute = 60, per_day = 5000 }
+    webhook_check_seconds = 3600                  # how often the worker checks the webhook subscriptions (0: never)
+    reconcile_interval_seconds = 0                # poll the Sync API although webhooks feed the integrations (0: never)
     [systems.credentials]
     client_secret = "env:EXACT_CLIENT_SECRET"
 
@@ -120,6 +122,11 @@ class ExactSettings(Settings):
     item_attributes: dict[str, str] = {}
     """Products from Exact: an item field (`Class_01`, `FreeTextField_03`) → the attribute's name; "" leaves
     a class out. Classes not named are "Class 1"…; free fields not named do not travel."""
+    webhook_check_seconds: int = Field(default=3600, ge=0)
+    """How often the worker checks the division's webhook subscriptions (webhooks.py; 0: never)."""
+    reconcile_interval_seconds: int = Field(default=0, ge=0)
+    """Seconds between reconciliation polls of the Sync API when only webhooks feed the integrations, to catch
+    notifications Exact gave up on (0: never; then a webhook repair does not poll either)."""
 
     @field_validator("item_attributes")
     @classmethod
@@ -136,6 +143,12 @@ class ExactSettings(Settings):
         if not (self.client_id or "client_id" in system.credentials):
             return ["settings.client_id: required (the app's client id; or credentials.client_id)"]
         return []
+
+    def webhook_check_interval(self) -> int:
+        return self.webhook_check_seconds
+
+    def reconcile_interval(self) -> int:
+        return self.reconcile_interval_seconds
 
     def limits(self) -> Limits:
         """The division's API budget; `enabled = false` only for sandbox benchmarks."""
