@@ -15,7 +15,6 @@ import httpx
 import pytest
 import redis
 import tomlkit
-from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -37,6 +36,7 @@ from gateway.stack import LiveServer, serve
 from workers import runtime
 from workers.inbox import pump_for
 from workers.subscriptions import check, plan
+from workers.worker import KoppelWorker
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +108,7 @@ class Env:
             for _ in range(3):  # a collection's job queues the records' jobs
                 pump_for(self.conn, config.gateway).drain(timeout=10)
                 queue = make_queue(self.conn, config.gateway.queue)
-                SimpleWorker([queue], connection=self.conn, serializer=JSONSerializer).work(burst=True)
+                KoppelWorker([queue], connection=self.conn, serializer=JSONSerializer).work(burst=True)
         finally:
             rt.close()
 
