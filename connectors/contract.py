@@ -75,6 +75,7 @@ __all__ = [
     "Target",
     "Unsupported",
     "Webhooks",
+    "attempt",
 ]
 
 
@@ -481,7 +482,7 @@ class Target:
     def update_products(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Exception | None]:
         """`update_product` for many items at once: per update, None when written, else the error that item
         alone met (a NotFound for an item deleted since). Default: one by one."""
-        return [_attempt(self.update_product, target_id, payload) for target_id, payload in updates]
+        return [attempt(self.update_product, target_id, payload) for target_id, payload in updates]
 
     # -- stock -------------------------------------------------------------------------------------
 
@@ -510,7 +511,7 @@ class Target:
     def write_stocks(self, writes: Sequence[tuple[StockRecord, Mapping[str, Any]]]) -> list[Exception | None]:
         """`write_stock` for many at once: per write, None when written, else the error that record alone met
         (a NotFound for one deleted since). Default: one by one."""
-        return [_attempt(self.write_stock, current, fields) for current, fields in writes]
+        return [attempt(self.write_stock, current, fields) for current, fields in writes]
 
     def forget(self, flow: str, key: str) -> bool:
         """Drop what the target cached about `key` (a record deleted there since); True if anything was.
@@ -637,10 +638,11 @@ class Connector:
         return self.target.writes if self.target else frozenset()
 
 
-def _attempt(write: Callable[..., None], *args: Any) -> Exception | None:
-    """None when `write(*args)` succeeds; the Koppel error it raised otherwise (anything else is a bug: raised)."""
+def attempt(write: Callable[..., Any], *args: Any, **options: Any) -> Exception | None:
+    """None when `write(*args, **options)` succeeds; the Koppel error it raised otherwise (anything else is a bug:
+    raised). For the many-at-once methods' per-record errors."""
     try:
-        write(*args)
+        write(*args, **options)
     except KoppelError as exc:
         return exc
     return None
