@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from pydantic import BaseModel
@@ -42,11 +42,13 @@ __all__ = [
     "finished",
     "flow_function",
     "note_seen",
+    "prepared",
     "seen_before",
     "spread",
 ]
 
 SEEN_TTL = 7 * 24 * 3600
+T = TypeVar("T")
 
 
 @dataclass
@@ -178,6 +180,24 @@ def _unseen(flow: str, works: list[Work], many: BatchFunction) -> Outcomes:
         if isinstance(result, FlowResult):
             note_seen(works[position], seen[position], result)
     return finished(outcomes)
+
+
+def prepared(works: list[Work], prepare: Callable[[Work], T | FlowResult],
+             outcomes: list[FlowResult | Exception | None]) -> dict[int, T]:  # fmt: skip
+    """Each work's `prepare`d part, by position; a result it gives at once (a skip) or an error it meets goes
+    into `outcomes` instead."""
+    found: dict[int, T] = {}
+    for position, work in enumerate(works):
+        try:
+            part = prepare(work)
+        except KoppelError as exc:
+            outcomes[position] = exc
+            continue
+        if isinstance(part, FlowResult):
+            outcomes[position] = part
+        else:
+            found[position] = part
+    return found
 
 
 def finished(outcomes: list[FlowResult | Exception | None]) -> Outcomes:

@@ -40,7 +40,7 @@ from transforms import effective_mapping
 from transforms.expressions import Expression, ExpressionError
 from transforms.functions import FUNCTIONS
 from transforms.integration import update_switches
-from workers.flows import Outcomes, Work, finished, spread
+from workers.flows import Outcomes, Work, finished, prepared, spread
 from workers.flows.orders import item_cache
 from workers.ledger import EARLIER_ATTEMPT, Ledger
 
@@ -237,17 +237,7 @@ def run_many(works: list[Work]) -> Outcomes:
     products (`spread`). Creations (and an item deleted in the target since, created again) go one by one.
     A product whose item fails gets that error; the others are unaffected."""
     outcomes: list[FlowResult | Exception | None] = [None] * len(works)
-    travelling: dict[int, Travelling] = {}
-    for position, work in enumerate(works):
-        try:
-            found = _travelling(work)
-        except KoppelError as exc:
-            outcomes[position] = exc
-            continue
-        if isinstance(found, FlowResult):
-            outcomes[position] = found
-        else:
-            travelling[position] = found
+    travelling = prepared(works, _travelling, outcomes)
     if not travelling:
         return finished(outcomes)
     first = works[next(iter(travelling))]

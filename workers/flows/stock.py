@@ -20,7 +20,7 @@ from connectors.contract import FlowResult, StockRecord
 from gateway import keys
 from gateway.errors import KoppelError, NotFound
 from gateway.model import StockLevel
-from workers.flows import Outcomes, Work, finished, spread
+from workers.flows import Outcomes, Work, finished, prepared, spread
 
 log = logging.getLogger("koppel.flows.stock")
 
@@ -58,17 +58,7 @@ def run_many(works: list[Work]) -> Outcomes:
     (`Target.write_stocks`); those calls are shared out over the records (`spread`). A record deleted in the
     target since it was read goes through `run` alone (looked up again, once)."""
     outcomes: list[FlowResult | Exception | None] = [None] * len(works)
-    wanted: dict[int, Wanted] = {}
-    for position, work in enumerate(works):
-        try:
-            found = _wanted(work)
-        except KoppelError as exc:
-            outcomes[position] = exc
-            continue
-        if isinstance(found, FlowResult):
-            outcomes[position] = found
-        else:
-            wanted[position] = found
+    wanted = prepared(works, _wanted, outcomes)
     if not wanted:
         return finished(outcomes)
     first = works[next(iter(wanted))]
