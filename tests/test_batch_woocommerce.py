@@ -219,3 +219,30 @@ def test_a_record_the_shop_refuses_fails_alone_and_a_deleted_one_is_looked_up_ag
     held = shop.quantities(skus)
     assert held[skus[50]] == 1 and skus[70] not in held
     assert all(held[sku] == n for n, sku in enumerate(skus) if n not in (1, 50, 70))  # n = 1: unchanged, skipped
+
+
+def item(sku: str, name: str, minute: int) -> dict[str, Any]:
+    """A polled Exact item (the record in the event)."""
+    return {"ID": f"id-{sku}", "Code": sku, "Description": name, "StandardSalesPrice": 12.5, "IsStockItem": True,
+            "IsSalesItem": True, "Modified": f"2026-12-04T11:{minute:02d}:00"}  # fmt: skip
+
+
+def test_a_burst_of_product_updates_goes_in_batches_and_an_unchanged_one_costs_nothing(shop):
+    skus = BURST[:130]
+    shop.seed(skus)
+    target = shop.rt.target("shop")
+    many = batch_function("products", "woocommerce")
+    assert many is not None
+    before = target.calls
+    results = many(shop.works("products", [item(sku, f"Nieuw {sku}", 1) for sku in skus]))
+    calls = target.calls - before
+    assert [r.outcome for r in results if isinstance(r, FlowResult)] == ["updated"] * 130
+    assert calls == 5  # the 130 SKUs' ids in 3 lookups (50 a request), their updates in 2 batches
+    assert sum(r.calls or 0 for r in results if isinstance(r, FlowResult)) == calls
+    names = {r["sku"]: r["name"] for r in shop.shop.products(sku=",".join(skus[:100]))}
+    assert names == {sku: f"Nieuw {sku}" for sku in skus[:100]}
+    before = target.calls
+    again = many(shop.works("products", [item(sku, f"Nieuw {sku}", 2) for sku in skus]))  # a new version, same fields
+    assert {(r.outcome, r.reason) for r in again if isinstance(r, FlowResult)} == {
+        ("skipped", "unchanged since Koppel last sent it")}  # fmt: skip
+    assert target.calls == before
