@@ -22,7 +22,7 @@ from connectors.woocommerce.errors import WooCommerceNotFound, WooCommerceReques
 from connectors.woocommerce.sandbox import create_sandbox as woo_sandbox
 from gateway.config import parse_config
 from gateway.envelope import Envelope, Event
-from gateway.errors import PermanentError
+from gateway.errors import PermanentError, TransientError
 from gateway.stack import LiveServer, serve
 from tests import pairs_support as pairs
 from workers import runtime
@@ -246,3 +246,19 @@ def test_a_burst_of_product_updates_goes_in_batches_and_an_unchanged_one_costs_n
     assert {(r.outcome, r.reason) for r in again if isinstance(r, FlowResult)} == {
         ("skipped", "unchanged since Koppel last sent it")}  # fmt: skip
     assert target.calls == before
+
+
+def test_a_lookup_that_fails_fails_the_records_that_needed_it_and_only_those(shop):
+    skus = BURST[:3]
+    shop.seed(skus)
+    many = batch_function("stock", "woocommerce")
+    assert many is not None
+    many(shop.stock_works({"NOT-IN-SHOP": 1}))  # the miss is remembered: no lookup for an hour
+    shop.rt.target("shop").shop.sleep = lambda seconds: None  # the client's in-place retries, without the waiting
+    shop.http.post(f"{shop.live.url}/sandbox/fail", json={"status": 503, "times": 20}).raise_for_status()
+    works = shop.stock_works({"NOT-IN-SHOP": 2} | {sku: 5 for sku in skus})
+    for work in works:
+        work.envelope.payload["Modified"] = "2026-12-04T12:00:00"  # a new version of each
+    outcomes = many(works)
+    assert isinstance(outcomes[0], FlowResult) and (outcomes[0].outcome, outcomes[0].calls) == ("skipped", 0)
+    assert all(isinstance(o, TransientError) and "503" in str(o) for o in outcomes[1:])

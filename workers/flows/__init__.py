@@ -13,7 +13,7 @@ calls as the target allows (WooCommerce: a hundred stock levels in two calls).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ __all__ = [
     "Outcomes",
     "Work",
     "batch_function",
+    "fail",
     "finished",
     "flow_function",
     "note_seen",
@@ -198,6 +199,14 @@ def prepared(works: list[Work], prepare: Callable[[Work], T | FlowResult],
         else:
             found[position] = part
     return found
+
+
+def fail(outcomes: list[FlowResult | Exception | None], positions: Iterable[int],
+         error: Exception) -> list[FlowResult | Exception | None]:  # fmt: skip
+    """`outcomes` with `error` for each record at `positions` (what they all needed failed)."""
+    for position in positions:
+        outcomes[position] = error
+    return outcomes
 
 
 def finished(outcomes: list[FlowResult | Exception | None]) -> Outcomes:

@@ -40,7 +40,7 @@ from transforms import effective_mapping
 from transforms.expressions import Expression, ExpressionError
 from transforms.functions import FUNCTIONS
 from transforms.integration import update_switches
-from workers.flows import Outcomes, Work, finished, prepared, spread
+from workers.flows import Outcomes, Work, fail, finished, prepared, spread
 from workers.flows.orders import item_cache
 from workers.ledger import EARLIER_ATTEMPT, Ledger
 
@@ -242,7 +242,10 @@ def run_many(works: list[Work]) -> Outcomes:
         return finished(outcomes)
     first = works[next(iter(travelling))]
     before = first.target.calls
-    known, earlier = _known(first, [item.sku or "" for _, items, _ in travelling.values() for item in items])
+    try:
+        known, earlier = _known(first, [item.sku or "" for _, items, _ in travelling.values() for item in items])
+    except KoppelError as exc:  # the lookup all of them needed: each product fails with it
+        return finished(fail(outcomes, travelling, exc))
     plans: dict[int, list[_Plan]] = {}
     for position, (_, items, _) in travelling.items():
         try:

@@ -20,7 +20,7 @@ from connectors.contract import FlowResult, StockRecord
 from gateway import keys
 from gateway.errors import KoppelError, NotFound
 from gateway.model import StockLevel
-from workers.flows import Outcomes, Work, finished, prepared, spread
+from workers.flows import Outcomes, Work, fail, finished, prepared, spread
 
 log = logging.getLogger("koppel.flows.stock")
 
@@ -69,9 +69,15 @@ def run_many(works: list[Work]) -> Outcomes:
             pipe.exists(_missing(works[position], sku))
         missing = dict(zip(wanted, pipe.execute(), strict=True))
     looked = [position for position in wanted if not missing[position]]
-    stocks = target.find_stocks([wanted[position][0] for position in looked]) if looked else {}
+    try:
+        stocks = target.find_stocks([wanted[position][0] for position in looked]) if looked else {}
+    except KoppelError as exc:  # the lookup they needed: each record looked up fails with it
+        stocks = {}
+        fail(outcomes, looked, exc)
     writes: dict[int, tuple[StockRecord, Any]] = {}
     for position, (sku, fields) in wanted.items():
+        if outcomes[position] is not None:
+            continue
         current = stocks.get(sku) if position in looked else None
         verdict = _verdict(works[position], sku, current, fields, 0)
         if isinstance(verdict, FlowResult):
