@@ -160,3 +160,38 @@ def test_an_item_bc_refuses_fails_alone(env):
     assert errors[0] is None and errors[2] is None
     assert errors[1] is not None and "400" in str(errors[1]) and "(in a $batch)" in str(errors[1])
     assert [i["displayName"] for i in items(env).values()] == ["A", "Artikel 1", "C"]
+
+
+def test_an_item_changed_in_bc_between_read_and_write_is_written_again_alone_keeping_that_change(env):
+    change(env, ARTICLES[:2])
+    many = batch_function("products", "businesscentral")
+    assert many is not None
+    many(polled_works(env))
+    target = env.rt.target("bc")
+    known = items(env)
+    batch = target.bc.batch
+
+    def changed_meanwhile(requests: Any) -> Any:  # a user saves ART-001 in BC between the read and the PATCH
+        answers = batch(requests)
+        if requests[0][0] == "GET":
+            body = {"entity": "items", "id": known["ART-001"]["id"], "fields": {"displayName2": "from BC"}}
+            env.http.post(f"{env.bc.url}/sandbox/change", json=body).raise_for_status()
+        return answers
+
+    target.bc.batch = changed_meanwhile  # type: ignore[method-assign]
+    errors = target.update_products([(known["ART-000"]["id"], {"displayName": "A"}),
+                                     (known["ART-001"]["id"], {"displayName": "B"})])  # fmt: skip
+    assert errors == [None, None]
+    alone = {k: v for k, v in env.sandbox.counters.by_endpoint().items() if k.endswith(" items({id})")}
+    assert alone == {"GET items({id})": 1, "PATCH items({id})": 1}  # ART-001 read again and PATCHed alone (412)
+    now = items(env)
+    assert (now["ART-000"]["displayName"], now["ART-001"]["displayName"]) == ("A", "B")
+    assert now["ART-001"]["displayName2"] == "from BC"  # only what differed was sent
+
+
+def test_only_targets_that_batch_a_flow_have_a_batch_function():
+    assert batch_function("orders", "woocommerce") is None
+    assert batch_function("customers", "businesscentral") is None
+    assert batch_function("stock", "winstore") is None
+    assert batch_function("stock", "no-such-kind") is None
+    assert batch_function("stock", "woocommerce") is not None and batch_function("products", "woocommerce") is not None
