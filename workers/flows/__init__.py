@@ -160,6 +160,8 @@ def batch_function(flow: str, target_kind: str) -> BatchFunction | None:
 
 def _unseen(flow: str, works: list[Work], many: BatchFunction) -> Outcomes:
     """`many` on the works whose record's version was not processed yet; each version noted once done."""
+    if len({(work.integration.id, id(work.target)) for work in works}) > 1:
+        raise ValueError("a batch takes the works of one integration (one target) only")
     outcomes: list[FlowResult | Exception | None] = [None] * len(works)
     seen: dict[int, tuple[str, str] | None] = {}
     for position, work in enumerate(works):
