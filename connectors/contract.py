@@ -19,6 +19,8 @@ The four flows (workers/flows/) hold the SPEC's rules once and call only these i
             lookups     a record on its stable key (order number, e-mail, customer code, SKU)
             writes      documents, customers, products, stock; idempotent together with the flow's
                         ledger, each returning the target's id; `calls` counts the API calls made
+            batches     (optional) the flows whose lookups and writes it takes many at once
+                        (`find_stocks`, `write_stocks`, `update_products`): a burst costs a few calls
 
 A method a system does not support raises `Unsupported` (a PermanentError naming the system);
 `koppel config check` refuses an integration whose flows the source cannot read or the target cannot
@@ -27,7 +29,7 @@ write, so those are never reached from a valid config.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -38,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.config import FLOWS, Endpoint, System
 from gateway.envelope import Envelope
-from gateway.errors import PermanentError
+from gateway.errors import KoppelError, PermanentError
 from gateway.model import Customer, Order, Product, StockLevel
 
 if TYPE_CHECKING:
@@ -73,6 +75,7 @@ __all__ = [
     "Target",
     "Unsupported",
     "Webhooks",
+    "attempt",
 ]
 
 
@@ -190,11 +193,15 @@ class FlowResult:
     number: str = ""
     target_id: str = ""
     calls: int | None = None
-    """Target API calls made; None when the flow never turned to the target (e.g. a status filter)."""
+    """Target API calls made; None when the flow never turned to the target (e.g. a status filter). For a
+    record written in a batch, its share of the batch's calls (whole numbers: the batch's calls spread over
+    its members, so they add up to what the batch cost)."""
     reason: str = ""
     detail: Mapping[str, str] = field(default_factory=dict)
     level: str = ""
     """`error` for an error-level skip (`Target.existing_order_level`); empty for the outcome's usual level."""
+    batched: int = 0
+    """How many records shared the target calls this one's `calls` are a share of (0: not batched)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The job result's entry: empty fields left out."""
@@ -209,6 +216,8 @@ class FlowResult:
             out["reason"] = self.reason
         if self.level:
             out["level"] = self.level
+        if self.batched:
+            out["batched"] = self.batched
         return out | dict(self.detail)
 
 
@@ -334,6 +343,11 @@ class Target:
     service_items: ClassVar[bool] = True
     """Whether shipping, fee and discount lines are booked as items (an ERP's service items) rather than
     as the target's own kinds of line (a shop's shipping and fee lines)."""
+
+    batches: ClassVar[frozenset[str]] = frozenset()
+    """The flows whose lookups and writes this target takes many at once ("stock": `find_stocks` and
+    `write_stocks`; "products": `update_products`), so a burst of events costs a few calls; for the others
+    each event is written on its own."""
 
     def __init__(self, system: System, context: Context) -> None:
         self.system = system
@@ -465,6 +479,11 @@ class Target:
     def update_product(self, target_id: str, payload: Mapping[str, Any]) -> None:
         raise self._unsupported("update products")
 
+    def update_products(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Exception | None]:
+        """`update_product` for many items at once: per update, None when written, else the error that item
+        alone met (a NotFound for an item deleted since). Default: one by one."""
+        return [attempt(self.update_product, target_id, payload) for target_id, payload in updates]
+
     # -- stock -------------------------------------------------------------------------------------
 
     @classmethod
@@ -482,6 +501,17 @@ class Target:
 
     def write_stock(self, current: StockRecord, fields: Mapping[str, Any]) -> None:
         raise self._unsupported("write stock")
+
+    def find_stocks(self, skus: Sequence[str]) -> dict[str, StockRecord]:
+        """`find_stock` for many SKUs at once: {sku as asked: its stock} for those the target has. Default:
+        one by one."""
+        found = {sku: self.find_stock(sku) for sku in dict.fromkeys(skus)}
+        return {sku: stock for sku, stock in found.items() if stock is not None}
+
+    def write_stocks(self, writes: Sequence[tuple[StockRecord, Mapping[str, Any]]]) -> list[Exception | None]:
+        """`write_stock` for many at once: per write, None when written, else the error that record alone met
+        (a NotFound for one deleted since). Default: one by one."""
+        return [attempt(self.write_stock, current, fields) for current, fields in writes]
 
     def forget(self, flow: str, key: str) -> bool:
         """Drop what the target cached about `key` (a record deleted there since); True if anything was.
@@ -606,6 +636,16 @@ class Connector:
     @property
     def writes(self) -> frozenset[str]:
         return self.target.writes if self.target else frozenset()
+
+
+def attempt(write: Callable[..., Any], *args: Any, **options: Any) -> Exception | None:
+    """None when `write(*args, **options)` succeeds; the Koppel error it raised otherwise (anything else is a bug:
+    raised). For the many-at-once methods' per-record errors."""
+    try:
+        write(*args, **options)
+    except KoppelError as exc:
+        return exc
+    return None
 
 
 def _folded(resources: Mapping[str, str]) -> dict[str, str]:

@@ -61,6 +61,7 @@ from gateway import snapshots
 from gateway.errors import (
     AuthFailed,
     BadResponse,
+    KoppelError,
     NotFound,
     PermanentError,
     RateLimited,
@@ -362,15 +363,29 @@ class ApiClient:
 
     def _answered(self, where: str, response: httpx.Response) -> tuple[str, str, str]:
         """("<where>: <system> answered <status> <code>: <message>", code, message)."""
-        code, message = self.error_fields(response)
+        return self._said(where, response.status_code, *self.error_fields(response))
+
+    def _said(self, where: str, status: int, code: str, message: str) -> tuple[str, str, str]:
         code, message = str(code)[:100], " ".join(str(message).split())[:300]
-        text = f"{where}: {self.system} answered {response.status_code}"
+        text = f"{where}: {self.system} answered {status}"
         text += f" {code}" if code and self.code_in_messages else ""
         return text + (f": {message}" if message else ""), code, message
 
+    def item_error(self, where: str, status: int, code: str, message: str) -> KoppelError:
+        """The error for one request of a batch the system answered alone with `status` (`where` names it):
+        the one that request sent on its own would have raised once the retries were spent."""
+        text, code, message = self._said(where, status, code, message)
+        if status == 429:
+            return self.rate_limited_error(text, retry_after=None, status=status)
+        if status == 408 or (status >= 500 and status not in self.permanent_statuses):
+            return self.unavailable_error(text, status=status, retry_after=None)
+        return self._refusal(status, text, code, message)
+
     def _refused(self, response: httpx.Response, where: str) -> PermanentError:
-        status = response.status_code
         text, code, message = self._answered(where, response)
+        return self._refusal(response.status_code, text, code, message)
+
+    def _refusal(self, status: int, text: str, code: str, message: str) -> PermanentError:
         error: type[PermanentError] = self.rejected_error
         if status in self.auth_statuses:
             error = self.auth_error

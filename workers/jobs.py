@@ -14,21 +14,20 @@ from rq import get_current_job
 
 from connectors import registry
 from connectors.contract import FlowResult, Gone
-from gateway import keys, notify, snapshots
+from gateway import notify, snapshots
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Integration
 from gateway.envelope import Envelope
 from gateway.errors import PermanentError, TransientError
 from gateway.ingest import Ingestor
 from workers import runtime
-from workers.flows import Work, flow_function
+from workers.flows import Work, flow_function, note_seen, seen_before
 from workers.policy import fail_permanently, note_transient, resource_lock
 from workers.pollers import envelope_of
 from workers.switches import switch_off, switched_off
 
 log = logging.getLogger("koppel.worker")
 
-SEEN_TTL = 7 * 24 * 3600
 NOUNS = {"orders": "order", "customers": "customer", "products": "product", "stock": "stock level"}
 """What a flow's records are called in a failure notification."""
 
@@ -40,18 +39,6 @@ def flow_of(envelope: Envelope) -> str | None:
     except KeyError:
         return None
     return source.flow_of(envelope.resource) if source is not None else None
-
-
-def _version_key(work: Work, flow: str) -> tuple[str, str] | None:
-    """(where the record's last processed version is remembered, its version now), when the source
-    versions its records: the same change seen by a webhook and by a poll (two deliveries) is processed
-    once. Only the *last* version counts: a record changed and changed back within the same second (A, B,
-    A again) has A's version twice, and the second A must still be written."""
-    version = work.source.version(flow, work.raw(flow))
-    if not version:
-        return None
-    identity = version.partition(":")[0]
-    return keys.cache(work.integration.id, f"seen:{flow}", identity), version
 
 
 def _collection(rt: runtime.Runtime, envelope: Envelope) -> dict[str, Any] | None:
@@ -92,19 +79,14 @@ def _run(work: Work, flow: str) -> FlowResult:
     """The flow, unless this version of the record was processed already (under the resource lock), or
     the record is gone from the source (skipped, naming it)."""
     try:
-        seen = _version_key(work, flow)
-        done = work.connection.get(seen[0]) if seen is not None else None
-        last, _, written = keys.text(done).partition("\n") if done is not None else ("", "", "")
-        if seen is not None and last == seen[1]:  # "<version>\n<target id>\n<number>" of its first run
-            target_id, _, number = written.partition("\n")
-            return FlowResult("skipped", number=number, target_id=target_id, calls=0,
-                              reason="this version of the record was processed already")  # fmt: skip
+        seen, done = seen_before(work, flow)
+        if done is not None:
+            return done
         result = flow_function(flow)(work)
     except Gone as gone:
         log.info("event %s %s: %s; skipped", work.envelope.topic, work.envelope.resource_id, gone)
         return FlowResult("skipped", calls=0, reason=str(gone))
-    if seen is not None:
-        work.connection.set(seen[0], f"{seen[1]}\n{result.target_id}\n{result.number}", ex=SEEN_TTL)
+    note_seen(work, seen, result)
     return result
 
 

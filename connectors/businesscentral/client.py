@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -41,14 +41,18 @@ from connectors.businesscentral.errors import (
 )
 from connectors.http import ApiClient, Retry, read_json
 from gateway import keys
-from gateway.errors import PermanentError
+from gateway.errors import KoppelError, PermanentError
 
 API_URL = "https://api.businesscentral.dynamics.com"
 COMPANY_TTL = 24 * 3600
 NUMBER_CHUNK = 15
 """Item or customer numbers asked for in one `or` filter (BC's URLs stay well under their limit)."""
+BATCH_LIMIT = 100
+"""Requests in one `$batch` (BC's operational limit)."""
 
 Record = dict[str, Any]
+BatchRequest = tuple[str, str, Mapping[str, Any] | None, Mapping[str, str] | None]
+"""One request of a `$batch`: method, path below the company (`items({id})`), JSON body, headers."""
 
 
 def quote(value: str) -> str:
@@ -275,6 +279,40 @@ class BusinessCentralClient(ApiClient):
         if etag is None:
             etag = _etag(self.get(path, record_id, select=("id",)), path)
         self.send("DELETE", url, headers={"If-Match": etag})
+
+    def batch(self, requests: Sequence[BatchRequest]) -> list[Record | KoppelError]:
+        """`POST $batch` (OData's JSON batch format), `BATCH_LIMIT` requests a call, without `Isolation`: each
+        request stands alone. Per request, in order: its JSON body ({} when empty), or the error BC answered
+        it with (a `BusinessCentralConflict` for a stale ETag, as a request alone would raise). An error of a
+        whole call (5xx, 401) is raised."""
+        out: list[Record | KoppelError] = []
+        for start in range(0, len(requests), BATCH_LIMIT):
+            chunk = requests[start : start + BATCH_LIMIT]
+            body = {"requests": [
+                {"id": str(n), "method": method, "url": f"companies({self.company_id})/{path.lstrip('/')}",
+                 "headers": {"Content-Type": "application/json", **(headers or {})},
+                 **({"body": dict(payload)} if payload is not None else {})}
+                for n, (method, path, payload, headers) in enumerate(chunk)]}  # fmt: skip
+            answer = self.request("POST", f"{self.api_root}/$batch", json=body)
+            responses = answer.get("responses") if isinstance(answer, dict) else None
+            if not isinstance(responses, list):
+                raise BusinessCentralResponseError("POST $batch: the answer holds no `responses`")
+            by_id = {str(r.get("id")): r for r in responses if isinstance(r, dict)}
+            out += [self._answer(method, path, by_id.get(str(n))) for n, (method, path, _, _) in enumerate(chunk)]
+        return out
+
+    def _answer(self, method: str, path: str, response: Mapping[str, Any] | None) -> Record | KoppelError:
+        where = f"{self.where(method, self.url(path))} (in a $batch)"
+        if response is None:
+            return BusinessCentralResponseError(f"{where}: the $batch answer lacks it")
+        status, body = response.get("status"), response.get("body")
+        if not isinstance(status, int):
+            return BusinessCentralResponseError(f"{where}: the $batch answer gives it no status")
+        if status < 300:
+            return body if isinstance(body, dict) else {}
+        error = body.get("error") if isinstance(body, dict) else None
+        error = error if isinstance(error, dict) else {}
+        return self.item_error(where, status, str(error.get("code") or ""), str(error.get("message") or ""))
 
     # -- items -----------------------------------------------------------------------------------------
 

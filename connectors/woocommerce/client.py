@@ -8,12 +8,12 @@ creates, and a create that loses a race to another worker turns into an update.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from connectors.woocommerce.errors import SkuConflict, WooCommerceRequestError
+from connectors.woocommerce.errors import SkuConflict, WooCommerceRequestError, WooCommerceResponseError
 from connectors.woocommerce.rest import (
     API_PATH,
     BATCH_LIMIT,
@@ -24,7 +24,9 @@ from connectors.woocommerce.rest import (
     RestClient,
     Retry,
     gmt,
+    untagged,
 )
+from gateway.errors import KoppelError
 
 ORDER_STATUSES = ("pending", "processing", "on-hold", "completed", "cancelled", "refunded", "failed", "checkout-draft")
 
@@ -170,6 +172,32 @@ class WooCommerceClient(RestClient):
 
     def update_product(self, product_id: int, fields: Mapping[str, Any]) -> Record:
         return self._object("PUT", f"products/{int(product_id)}", json=dict(fields))
+
+    def update_many(self, path: str, updates: Sequence[Mapping[str, Any]]) -> list[Record | KoppelError]:
+        """`POST {path}/batch {"update": [...]}` ("products", "products/{id}/variations"), `BATCH_LIMIT` updates
+        a request; each update (with its "id") answered in order: the record as written, or the error WooCommerce
+        gave that update alone (a NotFound for an id it no longer has). An error of a whole request (5xx, 401)
+        is raised."""
+        out: list[Record | KoppelError] = []
+        for start in range(0, len(updates), BATCH_LIMIT):
+            chunk = updates[start : start + BATCH_LIMIT]
+            answers = self.batch(path, update=chunk).get("update")
+            if not isinstance(answers, list) or len(answers) != len(chunk):
+                raise WooCommerceResponseError(f"{self.where('POST', path + '/batch')}: expected one answer an update")
+            out += [self._batch_item(path, sent, answer) for sent, answer in zip(chunk, answers, strict=True)]
+        return out
+
+    def _batch_item(self, path: str, sent: Mapping[str, Any], answer: Any) -> Record | KoppelError:
+        where = f"{self.where('PUT', path + '/' + str(sent.get('id')))} (in a batch)"
+        if not isinstance(answer, dict):
+            return WooCommerceResponseError(f"{where}: the answer is not an object")
+        error = answer.get("error")
+        if not isinstance(error, dict):
+            return answer
+        data = error.get("data")
+        status = data.get("status") if isinstance(data, dict) else None
+        status = status if isinstance(status, int) else 400
+        return self.item_error(where, status, str(error.get("code") or ""), untagged(str(error.get("message") or "")))
 
     def variations(self, product_id: int, *, per_page: int = MAX_PER_PAGE, **filters: object) -> Iterator[Record]:
         return self.iterate(f"products/{int(product_id)}/variations", filters, per_page=per_page)

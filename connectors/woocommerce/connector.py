@@ -19,7 +19,7 @@ Webhooks: `koppel endpoints sync` and the worker's check manage the shop's webho
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -37,7 +37,7 @@ from connectors.contract import (
     Webhooks,
 )
 from connectors.woocommerce import reconcile
-from connectors.woocommerce.client import Stock, WooCommerceClient
+from connectors.woocommerce.client import BATCH_LIMIT, Stock, WooCommerceClient
 from connectors.woocommerce.errors import WooCommerceConfigError, WooCommerceNotFound
 from connectors.woocommerce.normalise import (
     SOURCE_ORDER_META,
@@ -49,7 +49,7 @@ from connectors.woocommerce.normalise import (
 from gateway import keys
 from gateway.config import System
 from gateway.envelope import Envelope
-from gateway.errors import PermanentError
+from gateway.errors import KoppelError, PermanentError
 
 KIND = "woocommerce"
 ID_CACHE_TTL = 24 * 3600
@@ -173,6 +173,7 @@ class WooCommerceTarget(Target):
     kind = KIND
     title = "WooCommerce"
     writes = frozenset({"orders", "stock", "products", "customers"})
+    batches = frozenset({"stock", "products"})
     order_modes = ("status", "book")
     service_items = False
 
@@ -268,6 +269,26 @@ class WooCommerceTarget(Target):
         else:
             self.shop.update_product(product_id, payload)
 
+    def update_products(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Exception | None]:
+        """Products through `POST /products/batch`, variations through their parent's
+        `/products/{id}/variations/batch`, 100 a request; per update, the error WooCommerce gave it alone."""
+        paths: dict[str, list[int]] = {}  # batch path → positions of its updates
+        bodies: list[dict[str, Any]] = []
+        for position, (target_id, payload) in enumerate(updates):
+            product_id, variation_id = _ids(target_id)
+            path = f"products/{product_id}/variations" if variation_id is not None else "products"
+            paths.setdefault(path, []).append(position)
+            bodies.append({**payload, "id": variation_id if variation_id is not None else product_id})
+        out: list[Exception | None] = [None] * len(updates)
+        for path, positions in paths.items():
+            try:
+                answers: list[Any] = self.shop.update_many(path, [bodies[p] for p in positions])
+            except KoppelError as exc:  # the whole request failed: so did each of its updates
+                answers = [exc] * len(positions)
+            for position, answer in zip(positions, answers, strict=True):
+                out[position] = answer if isinstance(answer, Exception) else None
+        return out
+
     # -- stock -------------------------------------------------------------------------------------
 
     def _id_cache(self) -> str:
@@ -303,6 +324,22 @@ class WooCommerceTarget(Target):
 
     def write_stock(self, current: StockRecord, fields: Mapping[str, Any]) -> None:
         self.update_product(current.target_id, fields)
+
+    def find_stocks(self, skus: Sequence[str]) -> dict[str, StockRecord]:
+        """One `GET /products?sku=a,b,…` a hundred SKUs (variations included), their ids cached as `find_stock`
+        caches them."""
+        records = self.shop.find_products_by_skus(skus, chunk=BATCH_LIMIT)
+        found = {sku: Stock.of(record) for sku, record in records.items()}
+        if found:
+            with self.context.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(self._id_cache(), mapping={s.casefold(): _stock_id(stock).replace("/", ":")
+                                                     for s, stock in found.items()})  # fmt: skip
+                pipe.expire(self._id_cache(), ID_CACHE_TTL)
+                pipe.execute()
+        return {sku: _record(stock) for sku, stock in found.items()}
+
+    def write_stocks(self, writes: Sequence[tuple[StockRecord, Mapping[str, Any]]]) -> list[Exception | None]:
+        return self.update_products([(current.target_id, fields) for current, fields in writes])
 
     def forget(self, flow: str, key: str) -> bool:
         if flow == "stock":

@@ -71,6 +71,11 @@ def gmt(value: DateLike) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S")
 
 
+def untagged(text: str) -> str:
+    """WooCommerce's message without its HTML (some carry links)."""
+    return _TAG.sub("", text)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -173,7 +178,7 @@ class RestClient(ApiClient):
             return "", ""
         if not isinstance(body, dict):
             return "", ""
-        return str(body.get("code") or ""), _TAG.sub("", str(body.get("message") or ""))
+        return str(body.get("code") or ""), untagged(str(body.get("message") or ""))
 
     def rejection(
         self, error: type[PermanentError], text: str, *, status: int, code: str, message: str
@@ -245,4 +250,5 @@ class RestClient(ApiClient):
         return self._object("POST", f"{path.strip('/')}/batch", json={k: v for k, v in body.items() if v})
 
 
-__all__ = ["API_PATH", "BATCH_LIMIT", "MAX_PER_PAGE", "DateLike", "Page", "Record", "RestClient", "Retry", "gmt"]
+__all__ = ["API_PATH", "BATCH_LIMIT", "MAX_PER_PAGE", "DateLike", "Page", "Record", "RestClient", "Retry", "gmt",
+           "untagged"]

@@ -5,28 +5,51 @@ source, applies the SPEC's rules and the integration's mapping, and writes throu
 names no system: what differs between systems is the connectors' business (connectors/contract.py).
 It returns a `FlowResult` (its activity log entry, no payload data), or raises `TransientError` to be
 retried or `PermanentError` to fail.
+
+A flow whose target batches it (`Target.batches`) also takes many events at once (`batch_function`):
+events for different records of one integration, processed with the same rules and as few target
+calls as the target allows (WooCommerce: a hundred stock levels in two calls).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import redis
 from pydantic import BaseModel
 
+from connectors import registry
 from connectors.contract import Canonical, FlowResult, Source, Target
-from gateway import snapshots
+from gateway import keys, snapshots
 from gateway.config import Integration
 from gateway.envelope import Envelope
+from gateway.errors import KoppelError
 from transforms import CompiledMapping, build_mapping
 from transforms.inputs import mapping_input
 from transforms.integration import tables_of
 from transforms.tables import MappingTable
 from workers.runtime import Runtime
 
-__all__ = ["FLOWS", "FlowResult", "Work", "flow_function"]
+__all__ = [
+    "FLOWS",
+    "BatchFunction",
+    "FlowResult",
+    "Outcomes",
+    "Work",
+    "batch_function",
+    "fail",
+    "finished",
+    "flow_function",
+    "note_seen",
+    "prepared",
+    "seen_before",
+    "spread",
+]
+
+SEEN_TTL = 7 * 24 * 3600
+T = TypeVar("T")
 
 
 @dataclass
@@ -91,12 +114,20 @@ class Work:
 
 
 FlowFunction = Callable[[Work], FlowResult]
+Outcomes = list[FlowResult | Exception]
+BatchFunction = Callable[[list[Work]], Outcomes]
 
 
 def _flows() -> dict[str, FlowFunction]:
     from workers.flows import customers, orders, products, stock
 
     return {"orders": orders.run, "customers": customers.run, "products": products.run, "stock": stock.run}
+
+
+def _batched() -> dict[str, BatchFunction]:
+    from workers.flows import products, stock
+
+    return {"products": products.run_many, "stock": stock.run_many}
 
 
 FLOWS: dict[str, FlowFunction] = {}
@@ -106,3 +137,122 @@ def flow_function(flow: str) -> FlowFunction:
     if not FLOWS:
         FLOWS.update(_flows())
     return FLOWS[flow]
+
+
+def batch_function(flow: str, target_kind: str) -> BatchFunction | None:
+    """What processes many events of `flow` into a target of `target_kind` at once, or None when that
+    target does not batch the flow (each event is then processed on its own, by `flow_function`).
+
+    The function takes Works of one integration, each an event for a different record, and returns one
+    outcome per Work in their order: its `FlowResult`, or the error that record alone met (a
+    `PermanentError`, a `TransientError`, or `Gone` for a record deleted from the source), the others'
+    outcomes unaffected. A version of a record processed already is skipped (`seen_before`), as one event
+    alone would be. A record's `calls` are its share of the calls made for all (`spread`)."""
+    try:
+        target = registry.get(target_kind).target
+    except KeyError:
+        return None
+    if target is None or flow not in target.batches:
+        return None
+    many = _batched().get(flow)
+    return None if many is None else lambda works: _unseen(flow, works, many)
+
+
+def _unseen(flow: str, works: list[Work], many: BatchFunction) -> Outcomes:
+    """`many` on the works whose record's version was not processed yet; each version noted once done."""
+    if len({(work.integration.id, id(work.target)) for work in works}) > 1:
+        raise ValueError("a batch takes the works of one integration (one target) only")
+    outcomes: list[FlowResult | Exception | None] = [None] * len(works)
+    seen: dict[int, tuple[str, str] | None] = {}
+    for position, work in enumerate(works):
+        try:
+            seen[position], done = seen_before(work, flow)
+        except KoppelError as exc:  # Gone included: the record could not be read
+            outcomes[position] = exc
+            continue
+        if done is not None:
+            outcomes[position] = done
+            del seen[position]
+    pending = list(seen)
+    try:
+        results = many([works[p] for p in pending]) if pending else []
+    except KoppelError as exc:  # what all of them needed failed (a lookup): each fails with it
+        results = [exc] * len(pending)
+    for position, result in zip(pending, results, strict=True):
+        outcomes[position] = result
+        if isinstance(result, FlowResult):
+            note_seen(works[position], seen[position], result)
+    return finished(outcomes)
+
+
+def prepared(works: list[Work], prepare: Callable[[Work], T | FlowResult],
+             outcomes: list[FlowResult | Exception | None]) -> dict[int, T]:  # fmt: skip
+    """Each work's `prepare`d part, by position; a result it gives at once (a skip) or an error it meets goes
+    into `outcomes` instead."""
+    found: dict[int, T] = {}
+    for position, work in enumerate(works):
+        try:
+            part = prepare(work)
+        except KoppelError as exc:
+            outcomes[position] = exc
+            continue
+        if isinstance(part, FlowResult):
+            outcomes[position] = part
+        else:
+            found[position] = part
+    return found
+
+
+def fail(outcomes: list[FlowResult | Exception | None], positions: Iterable[int],
+         error: Exception) -> list[FlowResult | Exception | None]:  # fmt: skip
+    """`outcomes` with `error` for each record at `positions` (what they all needed failed)."""
+    for position in positions:
+        outcomes[position] = error
+    return outcomes
+
+
+def finished(outcomes: list[FlowResult | Exception | None]) -> Outcomes:
+    """The outcomes, each given (a record left without one is a bug)."""
+    missing = [position for position, outcome in enumerate(outcomes) if outcome is None]
+    if missing:
+        raise AssertionError(f"no outcome for the works at {missing}")
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def seen_before(work: Work, flow: str) -> tuple[tuple[str, str] | None, FlowResult | None]:
+    """(where the record's last processed version is remembered and its version now — None when the source
+    does not version its records —, the skip when this version was processed already): the same change seen
+    by a webhook and by a poll (two deliveries) is processed once. Only the *last* version counts: a record
+    changed and changed back within the same second (A, B, A again) has A's version twice, and the second A
+    must still be written."""
+    version = work.source.version(flow, work.raw(flow))
+    if not version:
+        return None, None
+    seen = keys.cache(work.integration.id, f"seen:{flow}", version.partition(":")[0]), version
+    done = work.connection.get(seen[0])
+    last, _, written = keys.text(done).partition("\n") if done is not None else ("", "", "")
+    if last != version:  # "<version>\n<target id>\n<number>" of its first run
+        return seen, None
+    target_id, _, number = written.partition("\n")
+    return seen, FlowResult("skipped", number=number, target_id=target_id, calls=0,
+                            reason="this version of the record was processed already")  # fmt: skip
+
+
+def note_seen(work: Work, seen: tuple[str, str] | None, result: FlowResult) -> None:
+    """Remember that this version of the record was processed (`seen_before` answers it from now on)."""
+    if seen is not None:
+        work.connection.set(seen[0], f"{seen[1]}\n{result.target_id}\n{result.number}", ex=SEEN_TTL)
+
+
+def spread(outcomes: list[FlowResult | Exception | None], members: Sequence[int], calls: int) -> None:
+    """The `calls` made for the records at `members` together, shared out over those that have a result
+    (in place): whole numbers adding up to `calls`, and each result marked `batched` with how many shared."""
+    shared = [p for p in members if isinstance(outcomes[p], FlowResult)]
+    if not shared:
+        return
+    each, extra = divmod(calls, len(shared))
+    for n, position in enumerate(shared):
+        result = outcomes[position]
+        assert isinstance(result, FlowResult)
+        share = each + (1 if n < extra else 0)
+        outcomes[position] = replace(result, calls=(result.calls or 0) + share, batched=len(shared))

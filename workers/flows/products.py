@@ -27,18 +27,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.contract import FlowResult, Outcome
 from gateway import keys
-from gateway.errors import NotFound, PermanentError
+from gateway.errors import KoppelError, NotFound, PermanentError
 from gateway.model import Product, Variant
 from gateway.payload import dumps
 from transforms import effective_mapping
 from transforms.expressions import Expression, ExpressionError
 from transforms.functions import FUNCTIONS
 from transforms.integration import update_switches
-from workers.flows import Work
+from workers.flows import Outcomes, Work, fail, finished, prepared, spread
 from workers.flows.orders import item_cache
 from workers.ledger import EARLIER_ATTEMPT, Ledger
 
@@ -123,39 +125,67 @@ def _flight(work: Work) -> Ledger:
     return Ledger(work.connection, work.integration.id, "products", keep=False)
 
 
-def _write(work: Work, record: Product, known: dict[str, str], earlier: set[str]) -> tuple[str, str]:
-    """(outcome, item id) of one item's create-or-update; "unchanged" when the update would send what
-    Koppel last sent for this item; "created earlier" for an item that an earlier attempt (its SKU in
-    `earlier`, marked in flight) created without noting it."""
+@dataclass(frozen=True)
+class _Plan:
+    """What writing one item takes: `outcome` "unchanged" (nothing), "updated" or "created earlier" (`update`
+    sent to `item_id`; `sent` its fingerprint), "created" (`payload` created)."""
+
+    sku: str
+    outcome: str
+    payload: dict[str, Any]
+    item_id: str | None = None
+    update: dict[str, Any] = field(default_factory=dict)
+    sent: str = ""
+
+
+def _plan(work: Work, record: Product, known: dict[str, str], earlier: set[str]) -> _Plan:
+    """How the item is written: "unchanged" when the update would send what Koppel last sent for this item;
+    "created earlier" for an item an earlier attempt (its SKU in `earlier`, marked in flight) created without
+    noting it (what the target holds may be older than this record: always updated)."""
     sku = record.sku or ""
-    target, connection, key = work.target, work.connection, item_cache(work)
     payload = work.mapped("products", record, label=f"{work.envelope.source} product {sku}")
     item_id = known.get(sku)
-    if item_id is not None and sku in earlier:  # what the target holds may be older than this record
-        update = _update_fields(work, payload)
-        try:
-            target.update_product(item_id, update)
-            _remember(work, sku, item_id, f"{item_id}:{hashlib.sha256(dumps(update).encode()).hexdigest()[:16]}")
-            return "created earlier", item_id
-        except NotFound:
-            connection.hdel(key, sku)  # deleted in the target since: create it again
-            item_id = None
-    if item_id is not None:
-        update = _update_fields(work, payload)
-        sent = f"{item_id}:{hashlib.sha256(dumps(update).encode()).hexdigest()[:16]}"
-        last = connection.hget(_sent_key(work), sku)
-        if last is not None and keys.text(last) == sent:
-            return "unchanged", item_id
-        try:
-            target.update_product(item_id, update)
-            _remember(work, sku, item_id, sent)
-            return "updated", item_id
-        except NotFound:
-            connection.hdel(key, sku)  # deleted in the target since: create it again
-    _flight(work).mark(sku)  # kept if this dies: the target may have the item
-    item_id = target.create_product(payload)
+    if item_id is None:
+        return _Plan(sku, "created", payload)
     update = _update_fields(work, payload)
-    _remember(work, sku, item_id, f"{item_id}:{hashlib.sha256(dumps(update).encode()).hexdigest()[:16]}")
+    sent = _fingerprint(item_id, update)
+    if sku in earlier:
+        return _Plan(sku, "created earlier", payload, item_id, update, sent)
+    last = work.connection.hget(_sent_key(work), sku)
+    outcome = "unchanged" if last is not None and keys.text(last) == sent else "updated"
+    return _Plan(sku, outcome, payload, item_id, update, sent)
+
+
+def _fingerprint(item_id: str, update: dict[str, Any]) -> str:
+    return f"{item_id}:{hashlib.sha256(dumps(update).encode()).hexdigest()[:16]}"
+
+
+def _write(work: Work, plan: _Plan) -> tuple[str, str]:
+    """(outcome, item id) of the item's create-or-update, as planned; an item deleted in the target since is
+    created again."""
+    if plan.item_id is None or plan.outcome == "unchanged":
+        return (plan.outcome, plan.item_id) if plan.item_id is not None else _create(work, plan)
+    try:
+        work.target.update_product(plan.item_id, plan.update)
+    except NotFound:
+        return _create(work, plan)
+    return _updated(work, plan)
+
+
+def _updated(work: Work, plan: _Plan) -> tuple[str, str]:
+    assert plan.item_id is not None
+    _remember(work, plan.sku, plan.item_id, plan.sent)
+    return plan.outcome, plan.item_id
+
+
+def _create(work: Work, plan: _Plan) -> tuple[str, str]:
+    """Create the item (marked in flight first: kept if this dies, the target may have the item); an id
+    cached for it is dropped (deleted in the target since)."""
+    if plan.item_id is not None:
+        work.connection.hdel(item_cache(work), plan.sku)
+    _flight(work).mark(plan.sku)
+    item_id = work.target.create_product(plan.payload)
+    _remember(work, plan.sku, item_id, _fingerprint(item_id, _update_fields(work, plan.payload)))
     return "created", item_id
 
 
@@ -186,7 +216,76 @@ def _known(work: Work, skus: list[str]) -> tuple[dict[str, str], set[str]]:
     return known, {sku for sku, mark in zip(skus, flying, strict=True) if mark}
 
 
+Travelling = tuple[str, list[Product], list[str]]
+"""A product's label, the items that travel, and why the others do not ("<sku>: <why>")."""
+
+
 def run(work: Work) -> FlowResult:
+    travelling = _travelling(work)
+    if isinstance(travelling, FlowResult):
+        return travelling
+    label, items, left_out = travelling
+    before = work.target.calls
+    known, earlier = _known(work, [item.sku or "" for item in items])
+    outcomes = [(item.sku, *_write(work, _plan(work, item, known, earlier))) for item in items]
+    return _result(work, label, outcomes, left_out, work.target.calls - before)
+
+
+def run_many(works: list[Work]) -> Outcomes:
+    """`run` for the products of many events at once (workers/flows `batch_function`): the items' ids looked up
+    together, their updates written together (`Target.update_products`); those calls are shared out over the
+    products (`spread`). Creations (and an item deleted in the target since, created again) go one by one.
+    A product whose item fails gets that error; the others are unaffected."""
+    outcomes: list[FlowResult | Exception | None] = [None] * len(works)
+    travelling = prepared(works, _travelling, outcomes)
+    if not travelling:
+        return finished(outcomes)
+    first = works[next(iter(travelling))]
+    before = first.target.calls
+    try:
+        known, earlier = _known(first, [item.sku or "" for _, items, _ in travelling.values() for item in items])
+    except KoppelError as exc:  # the lookup all of them needed: each product fails with it
+        return finished(fail(outcomes, travelling, exc))
+    plans: dict[int, list[_Plan]] = {}
+    for position, (_, items, _) in travelling.items():
+        try:
+            plans[position] = [_plan(works[position], item, known, earlier) for item in items]
+        except KoppelError as exc:
+            outcomes[position] = exc
+    updates = [(p, plan) for p, planned in plans.items() for plan in planned
+               if plan.item_id is not None and plan.outcome != "unchanged"]  # fmt: skip
+    errors = first.target.update_products([(plan.item_id or "", plan.update) for _, plan in updates])
+    answered = {(p, plan.sku): error for (p, plan), error in zip(updates, errors, strict=True)}
+    shared = first.target.calls - before
+    for position, planned in plans.items():
+        work, start = works[position], first.target.calls
+        try:
+            written = [(plan.sku, *_written(work, plan, answered, position)) for plan in planned]
+        except KoppelError as exc:
+            outcomes[position] = exc
+            continue
+        label, _, left_out = travelling[position]
+        outcomes[position] = _result(work, label, written, left_out, first.target.calls - start)
+    spread(outcomes, list(travelling), shared)
+    return finished(outcomes)
+
+
+def _written(work: Work, plan: _Plan, answered: Mapping[tuple[int, str], Exception | None],
+             position: int) -> tuple[str, str]:  # fmt: skip
+    """(outcome, item id) of a planned item after the batch: what the batch `answered` for its update, else
+    written now, alone (unchanged, or a creation)."""
+    if (position, plan.sku) not in answered:
+        return _write(work, plan)
+    error = answered[position, plan.sku]
+    if error is None:
+        return _updated(work, plan)
+    if isinstance(error, NotFound):
+        return _create(work, plan)
+    raise error
+
+
+def _travelling(work: Work) -> Travelling | FlowResult:
+    """The product's items that travel, or its skip (no item travels)."""
     product = work.record("products")
     assert isinstance(product, Product)
     label = product.sku or product.id or "(no id)"
@@ -206,9 +305,12 @@ def run(work: Work) -> FlowResult:
     if not travelling:
         reason = left_out[0].split(": ", 1)[1] if len(left_out) == 1 else "; ".join(left_out)
         return FlowResult("skipped", label, reason=reason)
-    before = work.target.calls
-    known, earlier = _known(work, [item.sku or "" for item in travelling])
-    outcomes = [(item.sku, *_write(work, item, known, earlier)) for item in travelling]
+    return label, travelling, left_out
+
+
+def _result(work: Work, label: str, outcomes: Sequence[tuple[str | None, str, str]], left_out: list[str],
+            calls: int) -> FlowResult:  # fmt: skip
+    """The product's activity entry from its items' (sku, outcome, item id)."""
     created = sum(outcome in ("created", "created earlier") for _, outcome, _ in outcomes)
     unchanged = sum(outcome == "unchanged" for _, outcome, _ in outcomes)
     log.info("product %s: %d item(s) written to %s, %d new, %d unchanged", label, len(outcomes) - unchanged,
@@ -220,4 +322,4 @@ def run(work: Work) -> FlowResult:
     parts += ["unchanged since Koppel last sent it"] if unchanged and len(outcomes) == 1 else []
     parts += [f"skipped {'; '.join(left_out)}"] if left_out else []
     parts += [EARLIER_ATTEMPT] if any(outcome == "created earlier" for _, outcome, _ in outcomes) else []
-    return FlowResult(outcome, label, target_ids, work.target.calls - before, ", ".join(parts))
+    return FlowResult(outcome, label, target_ids, calls, ", ".join(parts))

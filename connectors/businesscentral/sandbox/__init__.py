@@ -32,6 +32,9 @@ What it reproduces (PLATFORMS.md §3, Microsoft's API v2.0 reference):
   and DELETE need `If-Match`: none → 400 `BadRequest_InvalidToken` "Could not validate the client concurrency
   token…" (as BC answers, reported in MicrosoftDocs/dynamics365smb-devitpro-pb#813), a stale one → 412
   `Request_EntityChanged`; `*` matches any.
+* `POST $batch` (OData's JSON batch; `Accept: application/json`): each request run as if sent alone, answered
+  by its `id` with its own `status`, `headers` and `body` (an error of one leaves the others; `Isolation:
+  snapshot` is not served); more than 100 requests → 400 [U: the code BC gives]. It counts as one request.
 * Errors `{"error": {"code", "message"}}` (`BadRequest_NotFound`, `Internal_RecordNotFound`,
   `Internal_EntityWithSameKeyExists`, `BadRequest_PropertyNotFound`, …); a missing or expired token →
   401 `Authentication_InvalidCredentials`; an unknown environment → 404.

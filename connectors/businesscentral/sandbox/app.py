@@ -35,6 +35,8 @@ from connectors.sandboxkit.auth import secret_equals
 from connectors.sandboxkit.routing import ErrorRenderer
 
 SCOPE = "https://api.businesscentral.dynamics.com/.default"
+BATCH_LIMIT = 100
+"""Operations one `$batch` takes (BC's operational limits)."""
 _SEGMENT = re.compile(r"^([A-Za-z]+)(?:\(([^)]*)\))?$")
 
 
@@ -174,6 +176,11 @@ class API:
         return None
 
     async def dispatch(self, request: Request) -> Response:
+        if request.path_params["rest"] == "$batch":
+            if request.method != "POST":
+                raise BCError(405, "BadRequest_MethodNotAllowed", f"'{request.method}' requests for '$batch' are not "
+                                                                  "allowed.")  # fmt: skip
+            return await self.batch(request)
         segments = [s for s in request.path_params["rest"].split("/") if s]
         parsed = []
         for segment in segments:
@@ -230,6 +237,50 @@ class API:
                     return Response(status_code=204)
         raise BCError(405 if method not in ALL_METHODS else 400, "BadRequest_MethodNotAllowed",
                       f"'{method}' requests for '{request.path_params['rest']}' are not allowed.")  # fmt: skip
+
+    async def batch(self, request: Request) -> Response:
+        """`POST $batch` in OData's JSON format: each request run as if sent alone (its own status and body, an
+        error of one not stopping the others: no `Isolation: snapshot`), answered by its `id`; over
+        `BATCH_LIMIT` requests is refused whole."""
+        if "application/json" not in request.headers.get("accept", ""):
+            raise BCError(400, "BadRequest", "Only JSON batch answers are served: send Accept: application/json.")
+        requests = (await _body(request)).get("requests")
+        if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
+            raise BCError(400, "BadRequest", "The batch request body must hold a `requests` array of objects.")
+        if len(requests) > BATCH_LIMIT:
+            raise BCError(400, "BadRequest", f"The batch holds {len(requests)} operations; at most {BATCH_LIMIT} are "
+                                             "allowed.")  # fmt: skip
+        ids = [str(r.get("id", "")) for r in requests]
+        if "" in ids or len(set(ids)) != len(ids):
+            raise BCError(400, "BadRequest", "Every request of a batch needs an `id` of its own.")
+        return JSONResponse({"responses": [await self._inner(request, r) for r in requests]})
+
+    async def _inner(self, outer: Request, inner: dict[str, Any]) -> dict[str, Any]:
+        url = str(inner.get("url") or "").lstrip("/")
+        path, _, query = url.partition("?")
+        body = json.dumps(inner["body"]).encode() if "body" in inner else b""
+        headers = {str(k).lower(): str(v) for k, v in (inner.get("headers") or {}).items()}
+        headers.setdefault("authorization", outer.headers.get("authorization", ""))
+        scope = {**outer.scope, "method": str(inner.get("method") or "GET").upper(), "query_string": query.encode(),
+                 "path": f"/v2.0/{outer.path_params['environment']}/api/v2.0/{path}",
+                 "path_params": {"environment": outer.path_params["environment"], "rest": path},
+                 "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}  # fmt: skip
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        request = Request(scope, receive)
+        try:
+            response = await self.dispatch(request)
+        except BCError as exc:
+            response = bc_error(request, exc)
+        answer: dict[str, Any] = {"id": str(inner["id"]), "status": response.status_code,
+                                  "headers": {"content-type": response.headers.get("content-type", "")}}  # fmt: skip
+        if response.body:
+            answer["body"] = json.loads(bytes(response.body))
+            if isinstance(answer["body"], dict) and answer["body"].get("@odata.etag"):
+                answer["headers"]["etag"] = answer["body"]["@odata.etag"]
+        return answer
 
     async def subscriptions(self, request: Request, key: str | None) -> Response:
         notifier, method = self.sb.notifier, request.method

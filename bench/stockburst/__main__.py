@@ -1,0 +1,5 @@
+import sys
+
+from bench.stockburst.run import main
+
+sys.exit(main())

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# bench/stockburst: WooCommerce API calls per product for a burst of stock changes, one event at a time (today's
+# per-event path) beside the same burst through the flows' batch_function, in one run.
+#   [PYTHON=…] bench/stockburst/run.sh [--products 250] [--variable 10] [--group 250] [--help]
+# Needs redis-server and the project's .venv (./run.sh creates them).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+python="${PYTHON:-.venv/bin/python}"
+[ -x "$python" ] || { echo "bench/stockburst: no $python; run ./run.sh once to create .venv" >&2; exit 1; }
+exec "$python" -m bench.stockburst "$@"
