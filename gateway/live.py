@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,8 @@ CHANNEL = "koppel:config:changed"
 
 WATCH_SECONDS = 0.5
 """How often the file is looked at (a stat; read and hashed only when its mtime or size moved)."""
+WATCH_VAR = "KOPPEL_CONFIG_WATCH_SECONDS"
+"""Overrides `WATCH_SECONDS`; 0 turns the file watch off (SIGHUP, announcements and `reload()` still work)."""
 
 LIVE_GATEWAY = frozenset({"max_body_bytes", "public_url"})
 """`[gateway]` settings a running process takes; every other one needs a restart."""
@@ -183,13 +186,16 @@ class Reloader:
 
     def __init__(
         self, path: Path, live: Callable[[], Config], apply: Callable[[Config, Changes], None], check: Check, *,
-        connection: redis.Redis | None = None, name: str = "gateway", interval: float = WATCH_SECONDS,
+        connection: redis.Redis | None = None, name: str = "gateway", interval: float | None = None,
     ) -> None:  # fmt: skip
         self.path = path
         self._live, self._apply, self._check = live, apply, check
         self.connection = connection
         self.name = name
-        self.interval = interval
+        if interval is None:
+            interval = watch_seconds()
+        self.watching = interval > 0
+        self.interval = interval if self.watching else 1.0  # off: how often the thread looks for a stop
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -308,11 +314,25 @@ class Reloader:
                 elif heard:
                     with self._lock:
                         self._reload("announced by another process", announce=False)
-                else:
+                elif self.watching:
                     self._poll()
             except Exception:  # the watch must outlive any one reload
                 log.exception("%s: config reload failed; the running config stays", self.name)
         _closed(pubsub)
+
+
+def watch_seconds() -> float:
+    """The file watch's interval: `KOPPEL_CONFIG_WATCH_SECONDS` when set (0: off), else `WATCH_SECONDS`."""
+    value = os.environ.get(WATCH_VAR, "").strip()
+    if not value:
+        return WATCH_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        log.warning("%s=%r is not a number of seconds; watching the config file every %s s",
+                    WATCH_VAR, value, WATCH_SECONDS)  # fmt: skip
+        return WATCH_SECONDS
+    return max(0.0, seconds)
 
 
 def _closed(pubsub: PubSub | None) -> None:
@@ -336,6 +356,17 @@ def install_sighup(reloader: Reloader) -> bool:
 
 
 __all__ = [
-    "CHANNEL", "LIVE_GATEWAY", "LIVE_RETENTION", "RESTART_ONLY", "Changes", "Check", "ConfigSource",
-    "LiveConfig", "Reloader", "current", "effective", "install_sighup",
+    "CHANNEL",
+    "LIVE_GATEWAY",
+    "LIVE_RETENTION",
+    "RESTART_ONLY",
+    "WATCH_VAR",
+    "Changes",
+    "Check",
+    "ConfigSource",
+    "LiveConfig",
+    "Reloader",
+    "current",
+    "effective",
+    "install_sighup",
 ]  # fmt: skip
