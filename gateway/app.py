@@ -233,9 +233,9 @@ def create_app(config: Config, redis_url: str, *, config_path: Path | None = Non
 
     reloader: Reloader | None = None
     if config_path is not None:
-        from gateway.checks import check_file
+        from gateway.checks import check_parts
 
-        reloader = Reloader(Path(config_path), live, live.swap, check_file, connection=connection, name="gateway")
+        reloader = Reloader(Path(config_path), live, live.swap, check_parts, connection=connection, name="gateway")
 
     def reload_config() -> list[str]:
         if reloader is None:

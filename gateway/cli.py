@@ -135,10 +135,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     choice = _redis(args)
     try:
         _check_key()
-        from gateway.checks import check_file
+        from gateway.checks import check_parts
 
         run_worker(config, choice.url, burst=args.burst, fork=args.fork, config_path=_config_file(args),
-                   check=check_file)  # fmt: skip
+                   check=check_parts)  # fmt: skip
     finally:
         choice.stop()
     return 0

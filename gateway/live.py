@@ -5,7 +5,8 @@ is read once it has settled for one look, so a file caught half-written is not t
 or when asked in-process (`reload()`), and hears the other processes on the Redis channel
 `koppel:config:changed`: a process that applied a new file announces it there, and every other process
 re-reads its own file at once. A file with problems (those `koppel config check` prints) is refused in one
-log line naming them, and the running config stays. A new config is handed whole to the process's
+log line naming them, and the running config stays; a problem the running file had already (a process starts
+without `koppel config check`'s further checks) does not stop a reload. A new config is handed whole to the process's
 `apply` (the gateway swaps its `LiveConfig`; a worker swaps its runtime's between jobs).
 
 Settings a running process cannot change (`RESTART_ONLY`: the queue, the journal, the receiver's limits
@@ -51,8 +52,9 @@ RESTART_ONLY: tuple[str, ...] = tuple(
     + [f"retention.{name}" for name in RetentionSettings.model_fields if name not in LIVE_RETENTION]
 )
 
-Check = Callable[[Path], tuple[Config | None, list[str]]]
-"""Reads and checks a config file: the config, and its problems (`gateway.checks.check_file`)."""
+Check = Callable[[Path], tuple[Config | None, list[str], list[str]]]
+"""Reads and checks a config file (`gateway.checks.check_parts`): the config, the problems of its structure and
+references (always refused), and what the further checks found (refused when the running file had not)."""
 
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 
@@ -203,6 +205,7 @@ class Reloader:
         stat = _look(path)
         self._seen = _Seen(stat, _digest(path))  # the file as the running config was read from it
         self._applied = self._seen.digest
+        self._tolerated = set(check(path)[2])  # what the further checks say of the running file
         self._refused: str | None = None  # the digest of the last file refused (logged once)
         self._restart_told: tuple[str, ...] = ()
 
@@ -217,7 +220,8 @@ class Reloader:
     def _reload(self, why: str, *, announce: bool) -> list[str]:
         digest = _digest(self.path)
         self._seen = _Seen(_look(self.path), digest)
-        config, problems = self._check(self.path)
+        config, structure, further = self._check(self.path)
+        problems = structure + [p for p in further if p not in self._tolerated]
         if problems or config is None:
             problems = problems or [f"{self.path}: cannot be read"]
             if digest != self._refused or why != "file changed":
@@ -226,6 +230,7 @@ class Reloader:
             self._refused = digest
             return problems
         self._refused = None
+        self._tolerated = set(further)
         running = self._live()
         new, changes = effective(running, config)
         self._applied = digest

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from gateway.app import create_app
-from gateway.checks import check_file
+from gateway.checks import check_file, check_parts
 from gateway.config import Config
 from gateway.live import CHANNEL, Changes, LiveConfig, Reloader, effective
 from gateway.stack import serve
@@ -127,7 +127,7 @@ def test_an_unchanged_file_changes_nothing(file: Path) -> None:
 
 def test_reload_applies_a_sound_file_and_refuses_an_invalid_one(file: Path, caplog: pytest.LogCaptureFixture) -> None:
     process = Applied(loaded(file))
-    reloader = Reloader(file, process.live, process.live.swap, check_file, interval=0)
+    reloader = Reloader(file, process.live, process.live.swap, check_parts, interval=0)
 
     assert reloader.reload() == []
     assert process.seen == []  # nothing changed: nothing applied
@@ -155,7 +155,7 @@ def test_reload_applies_a_sound_file_and_refuses_an_invalid_one(file: Path, capl
 
 def test_a_file_that_cannot_be_read_is_refused(file: Path) -> None:
     process = Applied(loaded(file))
-    reloader = Reloader(file, process.live, process.live.swap, check_file, interval=0)
+    reloader = Reloader(file, process.live, process.live.swap, check_parts, interval=0)
     file.unlink()
     [problem] = reloader.reload()
     assert "no such file" in problem
@@ -164,7 +164,7 @@ def test_a_file_that_cannot_be_read_is_refused(file: Path) -> None:
 
 def test_restart_only_settings_are_told_once_and_kept(file: Path, caplog: pytest.LogCaptureFixture) -> None:
     process = Applied(loaded(file))
-    reloader = Reloader(file, process.live, process.live.swap, check_file, interval=0)
+    reloader = Reloader(file, process.live, process.live.swap, check_parts, interval=0)
     write(file, SHOP.replace('queue = "koppel"', 'queue = "other"') + SHOP2)
     with caplog.at_level(logging.INFO, logger="koppel.config"):
         assert reloader.reload() == []
@@ -179,7 +179,7 @@ def test_the_watch_takes_an_edit_skips_a_touch_and_tells_a_refusal_once(
     file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     process = Applied(loaded(file))
-    reloader = Reloader(file, process.live, process.live.swap, check_file, interval=0.05)
+    reloader = Reloader(file, process.live, process.live.swap, check_parts, interval=0.05)
     reloader.start()
     try:
         with caplog.at_level(logging.INFO, logger="koppel.config"):
@@ -201,8 +201,8 @@ def test_another_process_announcing_a_change_makes_this_one_read_its_file_at_onc
     connection = redis.Redis.from_url(redis_url)
     announcer, listener = Applied(loaded(file)), Applied(loaded(file))
     # The listener's own watch looks only every minute: the announcement is what makes it read the file.
-    heard = Reloader(file, listener.live, listener.live.swap, check_file, connection=connection, interval=60)
-    says = Reloader(file, announcer.live, announcer.live.swap, check_file, connection=connection, interval=0)
+    heard = Reloader(file, listener.live, listener.live.swap, check_parts, connection=connection, interval=60)
+    says = Reloader(file, announcer.live, announcer.live.swap, check_parts, connection=connection, interval=0)
     heard.start()
     try:
         wait_for(lambda: connection.pubsub_numsub(CHANNEL)[0][1] >= 1)
@@ -217,7 +217,7 @@ def test_another_process_announcing_a_change_makes_this_one_read_its_file_at_onc
 def test_the_watch_survives_redis_going_away(file: Path) -> None:
     process = Applied(loaded(file))
     gone = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)  # nothing listens there
-    reloader = Reloader(file, process.live, process.live.swap, check_file, connection=gone, interval=0.05)
+    reloader = Reloader(file, process.live, process.live.swap, check_parts, connection=gone, interval=0.05)
     reloader.start()
     try:
         write(file, SHOP + SHOP2)
@@ -294,3 +294,40 @@ def test_reload_config_without_a_config_file_says_so(redis_url: str, file: Path)
     assert app.state.config_path is None
     [problem] = app.state.reload_config()
     assert "without a config file" in problem
+
+
+EXACT = """
+[[systems]]
+id = "exact"
+kind = "exactonline"
+
+[[integrations]]
+id = "shop-to-exact"
+source = "shop"
+target = "exact"
+flows = ["orders"]
+"""
+
+BROKEN_MAPPING = """
+[integrations.mappings.orders.exactonline]
+Description = "$left(("
+"""
+
+
+def test_a_problem_the_running_file_had_already_does_not_stop_a_reload_a_new_one_does(file: Path) -> None:
+    write(file, SHOP + EXACT)
+    _, already = check_file(file)
+    assert already  # `koppel config check` finds more than a process refuses at start (the Exact settings)
+    config, problems = check_parts(file)[0], check_parts(file)[1]
+    assert config is not None and problems == []
+    process = Applied(config)
+    reloader = Reloader(file, process.live, process.live.swap, check_parts, interval=0)
+
+    write(file, SHOP + SHOP2 + EXACT)
+    assert reloader.reload() == []
+    assert process.live.config.endpoint("shop2") is not None
+
+    write(file, SHOP + SHOP2 + EXACT + BROKEN_MAPPING)
+    problems = reloader.reload()
+    assert problems and all(p.startswith("integrations[0].mappings") for p in problems), problems
+    assert process.live.config.integrations[0].mappings == {}
