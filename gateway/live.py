@@ -202,9 +202,10 @@ class Reloader:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        stat = _look(path)
-        self._seen = _Seen(stat, _digest(path))  # the file as the running config was read from it
-        self._applied = self._seen.digest
+        # The file may have changed since the running config was read from it: the first look reads and
+        # compares it (nothing is applied or logged when it gives the running config).
+        self._seen = _Seen(None, None)
+        self._applied: str | None = None
         self._tolerated = set(check(path)[2])  # what the further checks say of the running file
         self._refused: str | None = None  # the digest of the last file refused (logged once)
         self._restart_told: tuple[str, ...] = ()

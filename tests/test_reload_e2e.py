@@ -83,6 +83,8 @@ def test_a_config_changed_under_load_drops_nothing_and_the_new_endpoint_goes_liv
         load = threading.Thread(target=checkout, daemon=True)
         load.start()
         wait_for("the first orders", lambda: len(placed) >= 6, 30)
+        # The gateway and both workers run (with the config as it was): each listens for announcements.
+        wait_for("every process", lambda: stack.connection.pubsub_numsub(CHANNEL)[0][1] >= 3, 30)
 
         # The file rewritten by hand (in place): a second endpoint, and the orders mapping changed.
         document = tomlkit.parse(stack.config_path.read_text())
