@@ -23,11 +23,13 @@ import pytest
 import redis
 import tomlkit
 
+from gateway.ingest import make_queue
 from gateway.live import CHANNEL
 from gateway.redisserver import die_with_parent, free_port
 from gateway.stack import Stack, StackOptions
 from tests.conftest import woo_order, woo_signature
 from tests.samples import SECRETS
+from workers.pollers import poll_job_ids
 
 pytestmark = pytest.mark.integration
 
@@ -139,6 +141,7 @@ def test_a_config_changed_under_load_drops_nothing_and_the_new_endpoint_goes_liv
 SHOP = """
 [gateway]
 queue = "reload-e2e"
+admin_token = "env:ADMIN_TOKEN"
 
 [[endpoints]]
 id = "shop"
@@ -152,6 +155,32 @@ id = "shop2"
 kind = "woocommerce"
 secret = "env:WC_SECRET"
 """
+
+POLLED = """
+[[systems]]
+id = "exact"
+kind = "exactonline"
+[systems.settings]
+client_id = "koppel-test"
+redirect_uri = "http://127.0.0.1/oauth/exactonline/callback"
+[systems.credentials]
+client_secret = "env:EXACT_SECRET"
+
+[[systems]]
+id = "wshop"
+kind = "woocommerce"
+base_url = "http://127.0.0.1:9"
+[systems.credentials]
+consumer_key = "env:WC_SECRET"
+consumer_secret = "env:WC_SECRET"
+
+[[integrations]]
+id = "exact-to-shop"
+source = "exact"
+target = "wshop"
+flows = ["orders"]
+"""
+"""A polled source (Exact's Sync API): the workers schedule its polls once they run this config."""
 
 INVALID = """
 [[endpoints]]
@@ -214,20 +243,25 @@ def deliver(url: str, endpoint: str, order_id: int) -> int:
 
 
 def test_sighup_reloads_the_gateway_which_tells_the_worker_and_an_invalid_file_is_refused(
-    processes: tuple[Path, str, Process, Process],
+    processes: tuple[Path, str, Process, Process], redis_url: str
 ) -> None:
     config, url, gateway, worker = processes
     assert deliver(url, "shop2", 1) == 404
 
-    config.write_text(SHOP + SHOP2)
+    queue = make_queue(redis.Redis.from_url(redis_url), "reload-e2e")
+    polls = poll_job_ids("exact", "SalesOrderHeaders")
+    assert not any(queue.fetch_job(job_id) for job_id in polls)
+
+    config.write_text(SHOP + SHOP2 + POLLED)
     time.sleep(1.5)
     assert deliver(url, "shop2", 2) == 404  # no file watch in these processes: nothing yet
     gateway.hup()
     wait_for("the gateway to take SIGHUP", lambda: deliver(url, "shop2", 3) == 202, 5)
     assert logged(gateway.log, "gateway: config", "reloaded (SIGHUP)", "endpoints added: shop2")
     wait_for("the worker to hear of it", lambda: logged(worker.log, "reloaded (announced by another process)"), 5)
+    wait_for("the new source's polls", lambda: any(queue.fetch_job(job_id) for job_id in polls), 5)
 
-    config.write_text(SHOP + SHOP2 + INVALID)
+    config.write_text(SHOP + SHOP2 + POLLED + INVALID)
     gateway.hup()
     worker.hup()
     wait_for("the gateway's refusal", lambda: logged(gateway.log, "refused (SIGHUP)", "endpoints[2].secret"), 5)
