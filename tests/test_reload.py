@@ -331,3 +331,20 @@ def test_a_problem_the_running_file_had_already_does_not_stop_a_reload_a_new_one
     problems = reloader.reload()
     assert problems and all(p.startswith("integrations[0].mappings") for p in problems), problems
     assert process.live.config.integrations[0].mappings == {}
+
+
+def test_a_poll_or_webhook_check_the_reloaded_config_no_longer_asks_for_ends_its_chain(
+    file: Path, redis_url: str
+) -> None:
+    from workers import pollers, runtime, subscriptions
+
+    connection = redis.Redis.from_url(redis_url)
+    runtime.install(Runtime(config=loaded(file), connection=connection))  # no polled source, no managed webhooks
+    try:
+        assert pollers.poll("exact", "SalesOrderHeaders") == {"ended": "the config no longer polls this stream"}
+        assert "ended" in subscriptions.check("shop")
+        queue_jobs = connection.keys("rq:job:*")
+        assert queue_jobs == []  # no next poll or check scheduled
+    finally:
+        runtime.install(None)  # type: ignore[arg-type]
+        connection.close()
