@@ -464,7 +464,7 @@ def run_worker(
     config_path: Path | None = None, check: Check | None = None,
 ) -> bool:
     """Work the queue until stopped (or, `burst`, until it is empty). With `config_path` and `check` (how
-    the file is checked: `gateway.checks.check_file`), the worker follows that file (gateway/live.py):
+    the file is checked: `gateway.checks.check_parts`), the worker follows that file (gateway/live.py):
     watched, reloaded on SIGHUP and when another process announces a change; the new config is taken
     between jobs, and the polls, webhook checks and notifications it asks for are scheduled."""
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
