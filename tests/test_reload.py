@@ -348,3 +348,38 @@ def test_a_poll_or_webhook_check_the_reloaded_config_no_longer_asks_for_ends_its
     finally:
         runtime.install(None)  # type: ignore[arg-type]
         connection.close()
+
+
+def metrics(url: str) -> str:
+    return httpx.get(f"{url}/metrics", timeout=10).text
+
+
+def test_a_request_in_flight_finishes_with_the_config_it_started_with(
+    gateway_app: tuple[str, Callable[[], list[str]]], file: Path
+) -> None:
+    url, reload_config = gateway_app
+    write(file, SHOP + SHOP2)
+    assert reload_config() == []
+    body = woo_order(7)
+    half = len(body) // 2
+    reloaded = threading.Event()
+
+    def slowly() -> Iterator[bytes]:  # the body's second half is sent once shop2 is gone from the config
+        yield body[:half]
+        assert reloaded.wait(10)
+        yield body[half:]
+
+    answer: list[httpx.Response] = []
+    headers = woo_headers(body) | {"content-length": str(len(body))}
+    sender = threading.Thread(
+        target=lambda: answer.append(httpx.post(f"{url}/webhooks/shop2", content=slowly(), headers=headers, timeout=10))
+    )
+    sender.start()
+    wait_for(lambda: 'koppel_webhooks_received_total{endpoint="shop2",kind="woocommerce"} 1.0' in metrics(url))
+    # Its headers are in: the gateway took shop2's config and waits for the body.
+    write(file, SHOP)
+    assert reload_config() == []
+    reloaded.set()
+    sender.join(10)
+    assert answer[0].status_code == 202  # accepted under the config it started with
+    assert post(url, "shop2", 8).status_code == 404  # the next request reads the new one
