@@ -14,10 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.app import create_app
 from gateway.checks import check_file, check_parts
-from gateway.config import Config
+from gateway.config import Config, parse_config
 from gateway.live import CHANNEL, Changes, LiveConfig, Reloader, effective
 from gateway.stack import serve
 from tests.conftest import woo_headers, woo_order
@@ -383,3 +385,29 @@ def test_a_request_in_flight_finishes_with_the_config_it_started_with(
     sender.join(10)
     assert answer[0].status_code == 202  # accepted under the config it started with
     assert post(url, "shop2", 8).status_code == 404  # the next request reads the new one
+
+
+IDS = st.sampled_from(["a", "b", "c", "d", "e"])
+
+
+def _config(endpoints: dict[str, int]) -> Config:
+    """Endpoints by id, each with a body cap standing for its settings."""
+    data = {"endpoints": [{"id": i, "kind": "woocommerce", "secret": "env:WC_SECRET", "max_body_bytes": cap}
+                          for i, cap in endpoints.items()]}  # fmt: skip
+    return parse_config(data, environ=SECRETS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(IDS, st.sampled_from([2048, 4096])),
+    st.dictionaries(IDS, st.sampled_from([2048, 4096])),
+)
+def test_changes_are_exactly_the_ids_added_removed_and_changed(old: dict[str, int], new: dict[str, int]) -> None:
+    applied, changes = effective(_config(old), _config(new))
+    assert changes.added.get("endpoints", []) == [i for i in new if i not in old]
+    assert changes.removed.get("endpoints", []) == [i for i in old if i not in new]
+    assert changes.changed.get("endpoints", []) == [i for i in new if i in old and old[i] != new[i]]
+    assert changes.empty == (old == new)
+    assert changes.stale() == {i for i in old if i not in new or old[i] != new[i]}
+    assert {e.id: e.max_body_bytes for e in applied.endpoints} == new
+    assert all(applied.endpoint(i) is not None for i in new)
