@@ -308,7 +308,7 @@ class Reloader:
                     pubsub, retry_at = None, time.monotonic() + 5
                     self._wake.wait(self.interval)
                 else:
-                    heard = message is not None and _text(message.get("data")) != self._applied
+                    heard = message is not None and _text(message.get("data")) not in (self._applied, self._refused)
             else:
                 self._wake.wait(self.interval)
             if self._stop.is_set():
