@@ -206,7 +206,11 @@ class Reloader:
         # compares it (nothing is applied or logged when it gives the running config).
         self._seen = _Seen(None, None)
         self._applied: str | None = None
-        self._tolerated = set(check(path)[2])  # what the further checks say of the running file
+        try:
+            self._tolerated = set(check(path)[2])  # what the further checks say of the running file
+        except Exception:  # a check that fails is the reload's to report, not the start's
+            log.exception("%s: config %s could not be checked; the first reload will say why", name, path)
+            self._tolerated = set()
         self._refused: str | None = None  # the digest of the last file refused (logged once)
         self._restart_told: tuple[str, ...] = ()
 
