@@ -57,6 +57,7 @@ from gateway.errors import (
 )
 from gateway.ingest import Accepted, Draft, Ingestor
 from gateway.journal import Journal, JournalCollector
+from gateway.live import Changes, LiveConfig, Reloader, install_sighup
 from gateway.metrics import EndpointCounters, Metrics
 from gateway.oauth import CALLBACK_PATH, LEGACY_CALLBACK_PATH, START_PATH, oauth_callback, oauth_start
 from gateway.ops import OperatorGuard, dashboard_app
@@ -155,9 +156,14 @@ def journal_dir(config: Config) -> Path:
 
 
 def create_app(config: Config, redis_url: str, *, config_path: Path | None = None) -> Gateway:
-    """Build the receiver. Nothing happens at import time; Redis is connected in the lifespan. `config_path`:
-    the file `config` was read from, which the admin API (/api/v1/) reads and changes."""
+    """Build the receiver. Nothing happens at import time; Redis is connected in the lifespan.
+
+    With `config_path` (the file `config` was read from) the gateway follows that file (gateway/live.py):
+    it is watched, reloaded on SIGHUP (when served from the main thread) and by `app.state.reload_config()`,
+    which reads it now and returns its problems (an empty list: applied, or nothing changed). The admin API
+    (/api/v1/, gateway/api) reads and changes that file."""
     connection = redis_client(redis_url)
+    live = LiveConfig(config)
     settings = config.gateway
     journal = Journal(journal_dir(config)) if settings.journal else None
     ingestor = Ingestor(
@@ -228,23 +234,49 @@ def create_app(config: Config, redis_url: str, *, config_path: Path | None = Non
             dict(exc.headers or {}),
         )
 
+    reloader: Reloader | None = None
+    if config_path is not None:
+        from gateway.checks import check_parts
+
+        reloader = Reloader(Path(config_path), live, live.swap, check_parts, connection=connection, name="gateway")
+
+    def reload_config() -> list[str]:
+        if reloader is None:
+            return ["the gateway was started without a config file (create_app's config_path): nothing to reload"]
+        return reloader.reload()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await ingestor.start()
         endpoints = ", ".join(f"{e.id} ({e.kind})" for e in config.endpoints) or "none"
         log.info("webhooks at %s{endpoint}: %s; events go to queue %s", WEBHOOK_PREFIX, endpoints, settings.queue)
+        if reloader is not None:
+            reloader.start()
+            install_sighup(reloader)
         gc.collect()
         gc.freeze()  # start-up objects leave the collector's view: full collections stay short (p99)
         try:
             yield
         finally:
+            if reloader is not None:
+                reloader.stop()
             await ingestor.stop()
             if ingestor.async_connection is not None:
                 await redisclient.aclose(ingestor.async_connection)
             redisclient.close(connection)
 
     receiver = WebhookReceiver(config, ingestor, metrics)
-    console = Console(config, connection, snapshot_ttl=config.retention.payloads)
+    console = Console(live, connection, snapshot_ttl=config.retention.payloads)
+    guard = OperatorGuard(
+        dashboard_app(redis_url), settings.admin_token, console.session_of, public_url=settings.public_url
+    )
+
+    def swapped(new: Config, changes: Changes) -> None:
+        app.state.config = new
+        receiver.swap(new)
+        guard.public_url(new.gateway.public_url)
+
+    live.on_swap(swapped)
     app = Gateway(
         receiver,
         routes=[
@@ -252,15 +284,10 @@ def create_app(config: Config, redis_url: str, *, config_path: Path | None = Non
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
-            Route(LEGACY_CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
-            Route(CALLBACK_PATH, oauth_callback(config, connection), methods=["GET"]),
-            Route(START_PATH, oauth_start(config, connection), methods=["GET"]),
-            Mount(
-                "/ops",
-                app=OperatorGuard(
-                    dashboard_app(redis_url), settings.admin_token, console.session_of, public_url=settings.public_url
-                ),
-            ),
+            Route(LEGACY_CALLBACK_PATH, oauth_callback(live, connection), methods=["GET"]),
+            Route(CALLBACK_PATH, oauth_callback(live, connection), methods=["GET"]),
+            Route(START_PATH, oauth_start(live, connection), methods=["GET"]),
+            Mount("/ops", app=guard),
             Mount("/console", app=console_app(console)),
             Mount(API_PREFIX, app=admin_api()),
         ],
@@ -268,7 +295,9 @@ def create_app(config: Config, redis_url: str, *, config_path: Path | None = Non
         exception_handlers={HTTPException: http_error},
     )
     app.state.config = config
+    app.state.live = live
     app.state.config_path = config_path
+    app.state.reload_config = reload_config
     app.state.ingestor = ingestor
     app.state.journal = journal
     app.state.metrics = metrics
@@ -309,23 +338,35 @@ class WebhookReceiver:
     """
 
     def __init__(self, config: Config, ingestor: Ingestor, metrics: Metrics) -> None:
-        self.config = config
+        # The running config and its endpoints looked up so far (configured ones only: unknown ids are not
+        # kept), swapped as one (`swap`): a request takes both once, and finishes with what it took.
+        self._view: tuple[Config, dict[str, _Target]] = (config, {})
         self.ingestor = ingestor
         self.metrics = metrics
-        self._targets: dict[str, _Target] = {}  # configured endpoints only: unknown ids are not kept
         self._issued: dict[str, tuple[float, tuple[str, ...]]] = {}  # endpoint → (read at, secrets)
         self._refreshed: dict[str, float] = {}  # endpoint → when a refused signature last made it read them
 
+    @property
+    def config(self) -> Config:
+        return self._view[0]
+
+    def swap(self, config: Config) -> None:
+        """Serve `config` from the next request on (a live reload, gateway/live.py); its endpoints are
+        looked up afresh, issued secrets read again."""
+        self._view = (config, {})
+        self._issued, self._refreshed = {}, {}
+
     def _target(self, endpoint_id: str) -> _Target:
-        target = self._targets.get(endpoint_id)
+        config, targets = self._view
+        target = targets.get(endpoint_id)
         if target is None:
-            endpoint = self.config.endpoint(endpoint_id)
+            endpoint = config.endpoint(endpoint_id)
             if endpoint is None:
                 raise UnknownEndpoint(f"no webhook endpoint {endpoint_id!r} is configured")
-            cap = endpoint.max_body_bytes or self.config.gateway.max_body_bytes
+            cap = endpoint.max_body_bytes or config.gateway.max_body_bytes
             counters = self.metrics.of(endpoint.id, endpoint.kind)
             issued = registry.get(endpoint.kind).issued_secrets
-            target = self._targets[endpoint_id] = _Target(endpoint, handler_for(endpoint.kind), counters, cap, issued)
+            target = targets[endpoint_id] = _Target(endpoint, handler_for(endpoint.kind), counters, cap, issued)
         return target
 
     async def _issued_secrets(self, endpoint_id: str, *, fresh: bool = False) -> tuple[str, ...] | None:

@@ -66,6 +66,12 @@ def _load(args: argparse.Namespace) -> Config:
     return registry.load(path)
 
 
+def _config_file(args: argparse.Namespace) -> Path | None:
+    """The config file `_load` read, as an absolute path: the one a live reload reads again (gateway/live.py)."""
+    path = config_path(getattr(args, "config", None))
+    return path.resolve() if path is not None else None
+
+
 def _redis(args: argparse.Namespace) -> RedisChoice:
     choice = resolve_redis(embedded=True if getattr(args, "embedded_redis", False) else None)
     problem = redisclient.url_problem(choice.url) if choice.embedded is None else None
@@ -124,14 +130,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.limits import ensure_open_files, server_config
 
     config = _load(args)
-    path = config_path(getattr(args, "config", None))
     problem = ensure_open_files(config.gateway.max_connections)
     if problem:
         logging.getLogger("koppel").warning(problem)
     choice = _redis(args)
     try:
         _check_key()
-        app = create_app(config, choice.url, config_path=path.resolve() if path else None)
+        app = create_app(config, choice.url, config_path=_config_file(args))
         # The receiver's limits on headers, read times and connections (gateway/limits.py), as the tests serve it.
         server = uvicorn.Server(server_config(app, config.gateway, host=args.host, port=args.port,
                                               log_level=args.log_level))  # fmt: skip
@@ -148,7 +153,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     choice = _redis(args)
     try:
         _check_key()
-        run_worker(config, choice.url, burst=args.burst, fork=args.fork)
+        from gateway.checks import check_parts
+
+        run_worker(config, choice.url, burst=args.burst, fork=args.fork, config_path=_config_file(args),
+                   check=check_parts)  # fmt: skip
     finally:
         choice.stop()
     return 0

@@ -46,6 +46,7 @@ from connectors.oauth import (
 from gateway import keys
 from gateway.config import Config, System
 from gateway.errors import KoppelError, PermanentError
+from gateway.live import ConfigSource, current
 
 CALLBACK_PATH = "/oauth/{system_id}/callback"
 START_PATH = "/oauth/{system_id}/start"
@@ -109,11 +110,12 @@ def _refusal(text: str, status: int = 400) -> Response:
     return PlainTextResponse(f"connecting failed: {text}", status, headers={"Cache-Control": "no-store"})
 
 
-def oauth_start(config: Config, connection: redis.Redis) -> Callable[[Request], Awaitable[Response]]:
+def oauth_start(source: ConfigSource, connection: redis.Redis) -> Callable[[Request], Awaitable[Response]]:
     """The Starlette endpoint of `START_PATH`: a valid, unused ticket for this path's system → a new state
     bound to this browser by a cookie, and a redirect to the system's consent page."""
 
     def begin(ticket: str, path_system: str) -> tuple[str, str, str]:
+        config = current(source)  # the running config (a live reload swaps it, gateway/live.py)
         secret = state_secret(config)
         found = read_ticket(secret, ticket)
         if found.system != path_system:
@@ -146,7 +148,7 @@ def oauth_start(config: Config, connection: redis.Redis) -> Callable[[Request], 
     return start
 
 
-def oauth_callback(config: Config, connection: redis.Redis) -> Callable[[Request], Awaitable[Response]]:
+def oauth_callback(source: ConfigSource, connection: redis.Redis) -> Callable[[Request], Awaitable[Response]]:
     """The Starlette endpoint of `CALLBACK_PATH` (and `LEGACY_CALLBACK_PATH`)."""
 
     def take(state: str, nonce: str | None) -> None:
@@ -167,6 +169,7 @@ def oauth_callback(config: Config, connection: redis.Redis) -> Callable[[Request
             raise InvalidState("this consent was completed already (an OAuth state works once)")
 
     def complete(state: str, code: str, path_system: str | None, nonce: str | None) -> str:
+        config = current(source)
         secret = state_secret(config)
         system_id = verify_state(secret, state)
         if path_system is not None and path_system != system_id:
@@ -194,7 +197,8 @@ def oauth_callback(config: Config, connection: redis.Redis) -> Callable[[Request
             return _refusal(str(exc), 502)
         except (redis.RedisError, OSError):
             return _refusal("the gateway cannot reach Redis now; start the consent again in a moment", 503)
-        title = registry.get(config.system(system_id).kind).title  # type: ignore[union-attr]
+        system = current(source).system(system_id)
+        title = registry.get(system.kind).title if system is not None else system_id
         response = PlainTextResponse(f"Koppel is connected to {title} for system {system_id!r}. You can close this.")
         response.delete_cookie(cookie_name(state), path=_cookie_path(request), httponly=True, samesite="lax",
                                secure=request.url.scheme == "https")  # fmt: skip

@@ -100,6 +100,10 @@ class OperatorGuard:
         self._session_of = session_of
         self._public = _origin_of(public_url) if public_url else None
 
+    def public_url(self, url: str | None) -> None:
+        """The gateway's public address changed (a live reload): same-origin checks name it from now on."""
+        self._public = _origin_of(url) if url else None
+
     def _bearer(self, scope: Scope) -> bytes | None:
         headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", [])
         for name, value in headers:

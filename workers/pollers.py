@@ -291,9 +291,13 @@ def poll(system_id: str, stream: str) -> dict[str, Any]:
 
     Returns a summary (counts and cursor, no record data), or `{"skipped": ...}` when another poll of the
     same system, scope and stream is running. Config errors raise PermanentError and stop the chain
-    (`schedule_polls` restarts it when a worker starts); API errors fail this run, the next still comes.
+    (`schedule_polls` restarts it when a worker starts); API errors fail this run, the next still comes. A
+    stream the config no longer polls (changed by a live reload) ends its chain quietly.
     """
     rt = runtime.current()
+    if stream not in polled_streams(rt.config).get(system_id, []):  # a live reload took it out of the config
+        log.info("poll %s %s: the config no longer polls it; its chain ends", system_id, stream)
+        return {"ended": "the config no longer polls this stream"}
     system = polled_system(rt.config, system_id)
     interval = poll_interval(rt.config, system)
     job = get_current_job()

@@ -2,12 +2,16 @@
 
 `koppel worker` installs it before the work loop starts; RQ job functions read it through
 `current()`. Keeping it per process is what lets jobs reuse one HTTP client and one connection.
+
+A live reload (gateway/live.py) swaps its config between jobs, never during one (`job()` / `swap`), and
+drops the cached objects built from what changed (their keys name the endpoint, system or integration).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,6 +23,7 @@ from connectors.contract import Context, Source, Target
 from gateway import snapshots
 from gateway.config import Config
 from gateway.errors import PermanentError
+from gateway.live import Changes
 from transforms.registry import add_default
 
 T = TypeVar("T")
@@ -33,6 +38,24 @@ class Runtime:
     # Per-process objects jobs reuse: API clients, compiled mappings (an httpx client is costly to create).
     cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _job: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @contextmanager
+    def job(self) -> Iterator[None]:
+        """Held while a job runs: the config is not swapped under it."""
+        with self._job:
+            yield
+
+    def swap(self, config: Config, changes: Changes) -> None:
+        """Run the next jobs with `config` (waits for the running job to end). Cached objects whose key names
+        a changed or removed endpoint, system or integration (or an endpoint linked to such a system) are
+        dropped, to be built again from the new config."""
+        stale = changes.stale()
+        stale |= {e.id for e in self.config.endpoints if e.system in stale}
+        with self._job, self._lock:
+            self.config = config
+            for key in [k for k in self.cache if stale & set(k.split(":")[1:])]:
+                del self.cache[key]
 
     def cached(self, key: str, build: Callable[[], T]) -> T:
         """The process's object under `key`, built once even when threads ask together."""
@@ -89,6 +112,11 @@ _runtime: Runtime | None = None
 def install(runtime: Runtime) -> None:
     global _runtime
     _runtime = runtime
+
+
+def running_job() -> AbstractContextManager[None]:
+    """Held by the worker while a job runs (`Runtime.job`); nothing without an installed runtime."""
+    return _runtime.job() if _runtime is not None else nullcontext()
 
 
 def current() -> Runtime:

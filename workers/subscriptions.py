@@ -47,7 +47,7 @@ from connectors.contract import Context, Subscription, Webhooks
 from gateway import keys, notify
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Config, Endpoint, System
-from gateway.errors import AuthFailed, ConfigError, KoppelError, PermanentError, TransientError
+from gateway.errors import AuthFailed, ConfigError, KoppelError, TransientError
 from gateway.ingest import make_queue
 from workers import runtime
 from workers.outage import UNREACHABLE, outage
@@ -469,8 +469,9 @@ def check(endpoint_id: str) -> dict[str, Any]:
     """RQ job: sync one endpoint's subscriptions, then schedule the next check (also after a failure)."""
     rt = runtime.current()
     managed = next((m for m in managed_endpoints(rt.config) if m.endpoint.id == endpoint_id), None)
-    if managed is None:
-        raise PermanentError(f"endpoint {endpoint_id!r} has no webhooks Koppel manages in this config")
+    if managed is None:  # a live reload took it out of the config (or its system's subscriptions): the chain ends
+        log.info("endpoint %s: the config no longer has webhooks Koppel manages for it; its checks end", endpoint_id)
+        return {"ended": f"endpoint {endpoint_id!r} has no webhooks Koppel manages in this config"}
     job = get_current_job()
     try:
         if all_off(rt.connection, rt.config, endpoint_id):  # the system cut Koppel off: its API would refuse

@@ -35,6 +35,7 @@ import multiprocessing.util
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -56,6 +57,7 @@ from gateway import redisclient
 from gateway.config import Config
 from gateway.errors import PermanentError
 from gateway.ingest import make_queue
+from gateway.live import Changes, Check, Reloader, install_sighup
 from gateway.redisserver import die_with_parent
 from workers import keepalive, runtime
 from workers.inbox import pump_for
@@ -317,7 +319,8 @@ class QuietWorker(Worker):
         recording of its end), the worker waits for Redis and then hands the job back (workers/recovery.py:
         run again at once, as the flows are exactly-once by their ledger), unless its end was recorded."""
         try:
-            self._execute(job, queue)
+            with runtime.running_job():  # a live reload swaps the config between jobs, never during one
+                self._execute(job, queue)
         except UNREACHABLE as exc:
             outage.failed(exc, f"job {job.id}")
             self.executions.clear()
@@ -457,8 +460,13 @@ def _work(worker: Worker, *, burst: bool, max_jobs: int | None) -> bool:
 
 
 def run_worker(
-    config: Config, redis_url: str, *, burst: bool = False, fork: bool = False, max_jobs: int | None = None
+    config: Config, redis_url: str, *, burst: bool = False, fork: bool = False, max_jobs: int | None = None,
+    config_path: Path | None = None, check: Check | None = None,
 ) -> bool:
+    """Work the queue until stopped (or, `burst`, until it is empty). With `config_path` and `check` (how
+    the file is checked: `gateway.checks.check_parts`), the worker follows that file (gateway/live.py):
+    watched, reloaded on SIGHUP and when another process announces a change; the new config is taken
+    between jobs, and the polls, webhook checks and notifications it asks for are scheduled."""
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
     connection = redisclient.connect(redis_url, health_check_interval=30)
     while not outage.ping(connection):  # started while Redis is away: wait for it (one log line)
@@ -472,9 +480,10 @@ def run_worker(
         _guard = _SchedulerGuard()
 
     def schedule_chains() -> None:
-        schedule_polls(connection, config)  # sources without push (Exact Sync API) are polled on a schedule
-        schedule_checks(connection, config)  # and the webhooks Koppel manages are checked on one
-        schedule_dispatch(connection, config)  # and notifications are sent (when an integration asks for them)
+        current = rt.config  # the running config: a live reload swaps it
+        schedule_polls(connection, current)  # sources without push (Exact Sync API) are polled on a schedule
+        schedule_checks(connection, current)  # and the webhooks Koppel manages are checked on one
+        schedule_dispatch(connection, current)  # and notifications are sent (when an integration asks for them)
 
     schedule_chains()
     heartbeat = config.gateway.worker_heartbeat_seconds
@@ -486,6 +495,20 @@ def run_worker(
     pump = pump_for(connection, config.gateway, config.retention, claim_idle_ms=max(5_000, 3_000 * heartbeat))
     purger = PurgeLoop(connection, config, worker=worker.name)  # [retention], enforced (workers/retention.py)
     outage.on_back.append(schedule_chains)  # a chain's next job may not have been scheduled while Redis was away
+
+    def apply(new: Config, changes: Changes) -> None:
+        rt.swap(new, changes)  # after the running job
+        purger.config = new
+        try:
+            schedule_chains()  # a new system's polls, a new endpoint's checks, new notifications
+        except UNREACHABLE as exc:  # scheduled when Redis is back (`on_back`)
+            outage.failed(exc, "scheduling the new config's polls and checks")
+
+    reloader = None
+    if config_path is not None and check is not None and not burst:
+        reloader = Reloader(config_path, lambda: rt.config, apply, check, connection=connection, name="worker")
+        reloader.start()
+        install_sighup(reloader)
     try:
         if burst:
             purger.once()
@@ -501,6 +524,8 @@ def run_worker(
             purger.close()
             thread.join(timeout=5)
     finally:  # an in-process (burst) worker leaves no sockets open: its own, the runtime's, the scheduler's
+        if reloader is not None:
+            reloader.stop()
         outage.on_back.remove(schedule_chains)
         scheduler_connection = getattr(worker.scheduler, "_connection", None) if worker.scheduler else None
         if scheduler_connection is not None:

@@ -5,13 +5,17 @@
 
 `koppel_app` reads its Redis from KOPPEL_BENCH_REDIS_URL (and `[gateway] wait_replicas` from
 KOPPEL_BENCH_WAIT_REPLICAS) and uses the tests' sample config
-(tests/samples.py: one endpoint of each kind, the tests' secrets).
+(tests/samples.py: one endpoint of each kind, the tests' secrets), written to a file it follows as
+`koppel serve` follows its own (gateway/live.py: the file watched twice a second, announcements heard).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
+import tomlkit
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -19,7 +23,7 @@ from starlette.routing import Route
 
 from gateway.app import create_app
 from gateway.config import Config
-from tests.samples import make_config
+from tests.samples import SECRETS, make_config
 
 REDIS_URL_ENV = "KOPPEL_BENCH_REDIS_URL"
 WAIT_REPLICAS_ENV = "KOPPEL_BENCH_WAIT_REPLICAS"
@@ -43,4 +47,19 @@ def bench_config() -> Config:
 
 
 def koppel_app() -> Starlette:
-    return create_app(bench_config(), os.environ[REDIS_URL_ENV])
+    config = bench_config()
+    data = {
+        "gateway": config.gateway.model_dump(exclude_defaults=True),
+        "endpoints": [{"id": e.id, "kind": e.kind, "secret": f"env:{name}"}
+                      for e, name in zip(config.endpoints, ENDPOINT_SECRETS, strict=True)],
+        "systems": [s.model_dump(exclude_defaults=True) for s in config.systems],  # no credentials in the sample
+        "integrations": [i.model_dump(exclude_defaults=True) for i in config.integrations],
+    }  # fmt: skip
+    os.environ.update(SECRETS)
+    path = Path(tempfile.mkdtemp(prefix="koppel-bench-")) / "koppel.toml"
+    path.write_text(tomlkit.dumps(data), encoding="utf-8")
+    return create_app(config, os.environ[REDIS_URL_ENV], config_path=path)
+
+
+ENDPOINT_SECRETS = ("WC_SECRET", "SQ_SECRET", "BC_STATE", "EXACT_SECRET")
+"""The secrets' variables of the sample config's endpoints, in its order (tests/samples.py)."""

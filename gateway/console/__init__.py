@@ -41,6 +41,7 @@ from gateway.console.session import COOKIE, Sessions
 from gateway.console.setup import setup
 from gateway.envelope import Envelope
 from gateway.errors import KoppelError
+from gateway.live import ConfigSource, current
 from gateway.model import NormaliseError
 from gateway.oauth import start_url
 from gateway.ops import security_headers, sending_with
@@ -138,13 +139,19 @@ Handler = Callable[[Request, "Console", Form, str], Awaitable[Response]]
 class Console:
     """The console's state: config, Redis connection, sessions, payload snapshots."""
 
-    def __init__(self, config: Config, connection: redis.Redis, *, snapshot_ttl: int = snapshots.DEFAULT_TTL) -> None:
-        self.config = config
+    def __init__(
+        self, config: ConfigSource, connection: redis.Redis, *, snapshot_ttl: int = snapshots.DEFAULT_TTL
+    ) -> None:
+        self._config = config  # or the gateway's LiveConfig: read per request (gateway/live.py)
         self.connection = connection
-        token = config.gateway.admin_token
+        token = current(config).gateway.admin_token  # restart-only: the sessions are signed with it
         self.sessions = Sessions(token) if token is not None else None
         self.snapshots = snapshots.SnapshotStore(connection, snapshot_ttl)
         self.activity = ActivityLog(connection)
+
+    @property
+    def config(self) -> Config:
+        return current(self._config)
 
     # -- rendering ---------------------------------------------------------------------------------
 
