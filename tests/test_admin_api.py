@@ -219,7 +219,8 @@ def test_a_created_endpoint_is_written_with_the_files_comments_kept(api, config_
     answer = api.post(f"{PREFIX}/endpoints", json=NEW_ENDPOINT, headers={"if-match": tag})
     assert answer.status_code == 201, answer.text
     body = answer.json()
-    assert body["item"] == NEW_ENDPOINT and body["reload"] == {"status": "pending", "problems": []}
+    assert body["item"] == NEW_ENDPOINT and body["reload"] == {"status": "applied", "problems": []}
+    assert api.app.state.config.endpoint("shop2") is not None  # live at once (gateway/live.py)
     assert answer.headers["location"] == f"{PREFIX}/endpoints/shop2"
     text = config_file.read_text()
     assert answer.headers["etag"] == body["etag"] == document.etag_of(text.encode())
