@@ -121,8 +121,8 @@ class Draft:
     def wrap(cls, event: Event, *, source: str, endpoint: str, received_at: datetime) -> Draft:
         """`Draft.of(Envelope.wrap(...))` without the model: the receiver's hot path (tests keep them equal).
 
-        The payload's JSON text as received (`Event.payload_json`) goes in as it stands: encoding the
-        parsed 3 KB order again cost ~10 µs a request. MalformedRequest for a payload no JSON can carry
+        The payload's JSON text as received (`Event.payload_json`) goes in as it stands: the receiver
+        does not parse a 3 KB order whole, nor encode it again. MalformedRequest for a payload no JSON can carry
         (the handlers refuse those first: `handlers.signatures.check_nesting`, `unicode_only`).
         """
         head = {
