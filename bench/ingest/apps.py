@@ -24,6 +24,8 @@ from tests.samples import make_config
 REDIS_URL_ENV = "KOPPEL_BENCH_REDIS_URL"
 WAIT_REPLICAS_ENV = "KOPPEL_BENCH_WAIT_REPLICAS"
 """`[gateway] wait_replicas` for the Koppel app (bench/ingest/run.py --wait-replicas: its second Koppel run)."""
+LINGER_ENV = "KOPPEL_BENCH_LINGER"
+"""`Ingestor.linger` (seconds) for the Koppel app, to compare batching settings (gateway/ingest.py)."""
 
 
 def noop_app() -> Starlette:
@@ -43,4 +45,7 @@ def bench_config() -> Config:
 
 
 def koppel_app() -> Starlette:
-    return create_app(bench_config(), os.environ[REDIS_URL_ENV])
+    app = create_app(bench_config(), os.environ[REDIS_URL_ENV])
+    if LINGER_ENV in os.environ:  # an experiment: the ingestor's batch linger, in seconds
+        app.state.ingestor.linger = float(os.environ[LINGER_ENV])
+    return app
