@@ -180,11 +180,11 @@ def object_members(body: bytes, names: tuple[str, ...]) -> JsonObject:
 
     The whole body is still checked, strictly: pydantic-core's parser (jiter) reads all of it in Rust and
     refuses what `from_json(allow_inf_nan=False)` refuses (the same depth limit too), but turns only the
-    named members into Python objects (~4 µs for a 3 KB WooCommerce order, against ~10 µs for the whole
-    dict and its freeing). What it cannot decide alone goes the way of `json_object` (strict parser, then
-    the standard one after `check_nesting`, which names what is wrong): a body holding the text `NaN` or
-    `Infinity` anywhere (jiter's validator reads those constants; two scans, ~3 µs), and whatever it
-    refuses. MalformedRequest when the body is not a JSON object.
+    named members into Python objects: no dict of the whole body to build and free (docs/benchmarks.md,
+    #14). What it cannot decide alone goes the way of `json_object` (strict parser, then the standard one
+    after `check_nesting`, which names what is wrong): a body holding the text `NaN` or `Infinity` anywhere
+    (jiter's validator accepts those constants), and whatever it refuses. MalformedRequest when the body is
+    not a JSON object.
     """
     if b"NaN" not in body and b"Infinity" not in body:
         try:

@@ -285,7 +285,8 @@ def run_stack(args: argparse.Namespace, workdir: Path, workers: int | None = Non
     feed's cold and measured batches, stop it all."""
     pair: Pair = PAIRS[args.pair]
     workers = workers or args.worker_counts[0]
-    embedded = EmbeddedRedis(data_dir=workdir / "redis-data", port=free_port())
+    # a fresh Redis per stack: the next stack's shop numbers its orders from 1 again
+    embedded = EmbeddedRedis(data_dir=workdir / f"redis-data-{workers}", port=free_port())
     url = embedded.start()
     runs: list[tuple[Batch, list[str], Feed]] = []
     try:
