@@ -165,8 +165,6 @@ class Accepted:
 
 DRAIN_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0)
 """How long the drain task waits after each failed try to store the journal in Redis (the last repeats)."""
-BUSY_SECONDS = 0.005
-"""A batch stored less than this long ago means requests are arriving: the next one lingers (`Ingestor.linger`)."""
 ORPHAN_SCAN_SECONDS = 5.0
 """How often an idle gateway looks for journal files a stopped gateway left."""
 
@@ -191,8 +189,8 @@ class Ingestor:
     # replicas have it (Redis WAIT, up to `wait_timeout_ms`); else RedisUnavailable. 0: the primary's word.
     wait_replicas: int = 0
     wait_timeout_ms: int = 500
-    # While busy (a batch stored less than BUSY_SECONDS ago) a batch waits this long for more requests before
-    # it is written; an idle gateway writes at once. 0: never wait.
+    # While requests arrive side by side (the last batch held several, or more came while it was stored) a batch
+    # waits this long for more before it is written; otherwise it is written at once. 0: never wait.
     linger: float = 0.001
     _pending: asyncio.Queue[_Pending] | None = field(init=False, default=None)
     _writer: asyncio.Task[None] | None = field(init=False, default=None)
@@ -244,13 +242,13 @@ class Ingestor:
     async def _run(self) -> None:
         assert self._pending is not None
         loop = asyncio.get_running_loop()
-        stored_at = -1.0  # when the last batch's store ended (loop time)
+        concurrent = False  # whether the last batch held several requests, or more came while it was stored
         while True:
             batch = [await self._pending.get()]
             count = len(batch[0].drafts)
-            if self.linger and count < self.batch_max and loop.time() - stored_at < BUSY_SECONDS:
-                # Busy: the batch waits a moment for the requests that are arriving (one Redis write for several
-                # instead of one each: the write's system call costs more than a request's own work).
+            if self.linger and concurrent and count < self.batch_max:
+                # Requests arrive side by side: the batch waits a moment for those on their way (one Redis write
+                # for several instead of one each). A sender that waits for each answer never makes it wait.
                 await asyncio.sleep(self.linger)
             while count < self.batch_max and not self._pending.empty():
                 item = self._pending.get_nowait()
@@ -272,7 +270,7 @@ class Ingestor:
                     if not item.future.done():
                         item.future.set_exception(error)
                 continue
-            stored_at = loop.time()
+            concurrent = len(batch) > 1 or not self._pending.empty()
             offset = 0
             for item in batch:
                 size = len(item.drafts)
