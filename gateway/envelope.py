@@ -8,6 +8,7 @@ the RQ job. It never carries credentials: only what the sender sent and where it
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,8 +23,9 @@ class Event:
     `delivery_key` identifies the delivery (not the resource): two deliveries with the same
     key are the same event and only the first becomes a job. `since` is set for "re-read the
     collection" notifications (Business Central `collection` change type). `payload_json` is the
-    payload's JSON text as received, when the handler parsed `payload` from exactly that text
-    with the strict parser (`handlers.signatures.json_object`): the envelope embeds it as it is.
+    payload's JSON text as received, when that text is strict JSON (`handlers.signatures.object_members`):
+    the envelope embeds it as it is, and `payload` may then be None (the receiver reads only the members it
+    needs; `read_payload` parses the text).
     """
 
     topic: str
@@ -33,7 +35,13 @@ class Event:
     payload: Any
     since: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    payload_json: bytes | None = field(default=None, compare=False, repr=False)
+    payload_json: bytes | None = field(default=None, repr=False)
+
+    def read_payload(self) -> Any:
+        """The payload as a value: `payload`, or `payload_json` parsed when only the text was kept."""
+        if self.payload is None and self.payload_json is not None:
+            return json.loads(self.payload_json)
+        return self.payload
 
 
 class Envelope(BaseModel):
@@ -62,7 +70,7 @@ class Envelope(BaseModel):
             resource_id=event.resource_id,
             delivery_key=event.delivery_key,
             received_at=received_at or datetime.now(UTC),
-            payload=event.payload,
+            payload=event.read_payload(),
             since=event.since,
             headers=event.headers,
         )

@@ -60,21 +60,25 @@ log = logging.getLogger("koppel.ingest")
 JOB_FUNC = "workers.jobs.process_event"
 
 # KEYS: the batch's dedupe keys, then the inbox stream. ARGV: ttl, then job id and envelope JSON per event.
-# Returns per event 0 (stored, under the job id it was given) or the job id of the delivery seen before.
+# Returns per event 0 (stored, under the job id it was given) or the job id of the delivery seen before; just
+# 0 when every event was new (the usual batch: one integer to read instead of one per event).
 _STORE_LUA = """
 local stream = KEYS[#KEYS]
 local ttl = ARGV[1]
 local out = {}
+local seen = false
 for i = 1, #KEYS - 1 do
   local job_id = ARGV[2 * i]
   if redis.call('SET', KEYS[i], job_id, 'NX', 'EX', ttl) then
     redis.call('XADD', stream, '*', 'id', job_id, 'e', ARGV[2 * i + 1])
     out[i] = 0
   else
+    seen = true
     out[i] = redis.call('GET', KEYS[i])%s
   end
 end
-return out
+if seen then return out end
+return 0
 """
 # With `wait_replicas` a duplicate's mark is written again (the same value): a write, so the WAIT after the
 # script also covers the delivery seen before, whose first write a replica may not have yet. Without
@@ -121,8 +125,8 @@ class Draft:
     def wrap(cls, event: Event, *, source: str, endpoint: str, received_at: datetime) -> Draft:
         """`Draft.of(Envelope.wrap(...))` without the model: the receiver's hot path (tests keep them equal).
 
-        The payload's JSON text as received (`Event.payload_json`) goes in as it stands: encoding the
-        parsed 3 KB order again cost ~10 µs a request. MalformedRequest for a payload no JSON can carry
+        The payload's JSON text as received (`Event.payload_json`) goes in as it stands: the receiver
+        does not parse a 3 KB order whole, nor encode it again. MalformedRequest for a payload no JSON can carry
         (the handlers refuse those first: `handlers.signatures.check_nesting`, `unicode_only`).
         """
         head = {
@@ -185,6 +189,9 @@ class Ingestor:
     # replicas have it (Redis WAIT, up to `wait_timeout_ms`); else RedisUnavailable. 0: the primary's word.
     wait_replicas: int = 0
     wait_timeout_ms: int = 500
+    # While requests arrive side by side (the last batch held several, or more came while it was stored) a batch
+    # waits this long for more before it is written; otherwise it is written at once. 0: never wait.
+    linger: float = 0.001
     _pending: asyncio.Queue[_Pending] | None = field(init=False, default=None)
     _writer: asyncio.Task[None] | None = field(init=False, default=None)
     _drainer: asyncio.Task[None] | None = field(init=False, default=None)
@@ -235,9 +242,14 @@ class Ingestor:
     async def _run(self) -> None:
         assert self._pending is not None
         loop = asyncio.get_running_loop()
+        concurrent = False  # whether the last batch held several requests, or more came while it was stored
         while True:
             batch = [await self._pending.get()]
             count = len(batch[0].drafts)
+            if self.linger and concurrent and count < self.batch_max:
+                # Requests arrive side by side: the batch waits a moment for those on their way (one Redis write
+                # for several instead of one each). A sender that waits for each answer never makes it wait.
+                await asyncio.sleep(self.linger)
             while count < self.batch_max and not self._pending.empty():
                 item = self._pending.get_nowait()
                 batch.append(item)
@@ -258,6 +270,7 @@ class Ingestor:
                     if not item.future.done():
                         item.future.set_exception(error)
                 continue
+            concurrent = len(batch) > 1 or not self._pending.empty()
             offset = 0
             for item in batch:
                 size = len(item.drafts)
@@ -382,7 +395,7 @@ class Ingestor:
     # with the script: the same connection, and a retry after a dropped connection (a failover) runs both
     # again on the new one (the script then finds the events stored, or stores them: no event twice).
 
-    def _store_replicated(self, keys: list[str], args: list[Any]) -> list[Any]:
+    def _store_replicated(self, keys: list[str], args: list[Any]) -> Any:
         for attempt in (1, 2):
             with self.connection.pipeline(transaction=False) as pipe:
                 pipe.evalsha(self._script.sha, len(keys), *keys, *args)
@@ -394,7 +407,7 @@ class Ingestor:
             return self._acknowledged(replies, acked)
         raise AssertionError("unreachable")
 
-    async def _store_replicated_async(self, keys: list[str], args: list[Any]) -> list[Any]:
+    async def _store_replicated_async(self, keys: list[str], args: list[Any]) -> Any:
         assert self.async_connection is not None
         for attempt in (1, 2):
             async with self.async_connection.pipeline(transaction=False) as pipe:
@@ -407,7 +420,7 @@ class Ingestor:
             return self._acknowledged(replies, acked)
         raise AssertionError("unreachable")
 
-    def _acknowledged(self, replies: Any, acked: Any) -> list[Any]:
+    def _acknowledged(self, replies: Any, acked: Any) -> Any:
         if isinstance(replies, Exception):
             raise replies
         if isinstance(acked, Exception):
@@ -417,7 +430,7 @@ class Ingestor:
                 f"Redis stored the event, but only {acked} of {self.wait_replicas} replica(s) acknowledged it "
                 f"within {self.wait_timeout_ms} ms ([gateway] wait_replicas)"
             )
-        return list(replies)
+        return replies if replies == 0 else list(replies)
 
     def _script_call(
         self, drafts: Sequence[Draft], job_ids: list[str], stream: str | None
@@ -562,7 +575,10 @@ def inbox_oldest_age(connection: redis.Redis, queue_name: str, *, now: float | N
     return max(0.0, (time.time() if now is None else now) - _entry_time(rows[0][0]))
 
 
-def _accepted(job_ids: list[str], replies: list[Any]) -> list[Accepted]:
+def _accepted(job_ids: list[str], replies: list[Any] | int) -> list[Accepted]:
+    if replies == 0:  # the script's answer when every event was new
+        return [Accepted(job_id, False) for job_id in job_ids]
+    assert isinstance(replies, list)
     return [
         Accepted(job_id, False) if reply == 0 else Accepted(reply.decode(), True)
         for job_id, reply in zip(job_ids, replies, strict=True)

@@ -132,5 +132,6 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
         resource_id=key,
         delivery_key=f"{division}:{topic}:{key}:{action}:{when}",
         payload=content,
+        payload_json=raw_content,  # strict JSON (checked above): stored as sent, not encoded again
     )
     return Outcome(events=[event], status=200)

@@ -8,15 +8,17 @@ to match.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
-from pydantic_core import from_json
+from pydantic_core import SchemaValidator, ValidationError, core_schema, from_json
 
 from gateway.errors import MalformedRequest
 
@@ -151,3 +153,46 @@ def json_object(body: bytes) -> tuple[dict[str, Any], bytes | None]:
 
 def load_json_object(body: bytes) -> dict[str, Any]:
     return json_object(body)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class JsonObject:
+    """A body that is one JSON object, read only as far as a handler needs it (`object_members`).
+
+    Exactly one of `text` and `payload` is set: `text` is the body itself when it is strict JSON that any
+    parser reads to the same values (the envelope embeds it as it stands, `Event.payload_json`); `payload`
+    is the whole object parsed, when only the standard parser took the body (a byte order mark, say)."""
+
+    members: dict[str, Any]
+    """The top-level members asked for that the object has, each as `json.loads` reads it."""
+    text: bytes | None
+    payload: dict[str, Any] | None
+
+
+@functools.lru_cache(maxsize=32)
+def _members_validator(names: tuple[str, ...]) -> SchemaValidator:
+    fields = {name: core_schema.typed_dict_field(core_schema.any_schema(), required=False) for name in names}
+    return SchemaValidator(core_schema.typed_dict_schema(fields, extra_behavior="ignore"))
+
+
+def object_members(body: bytes, names: tuple[str, ...]) -> JsonObject:
+    """The top-level members `names` of the JSON object `body`, without building the rest of it.
+
+    The whole body is still checked, strictly: pydantic-core's parser (jiter) reads all of it in Rust and
+    refuses what `from_json(allow_inf_nan=False)` refuses (the same depth limit too), but turns only the
+    named members into Python objects: no dict of the whole body to build and free (docs/benchmarks.md,
+    #14). What it cannot decide alone goes the way of `json_object` (strict parser, then the standard one
+    after `check_nesting`, which names what is wrong): a body holding the text `NaN` or `Infinity` anywhere
+    (jiter's validator accepts those constants), and whatever it refuses. MalformedRequest when the body is
+    not a JSON object.
+    """
+    if b"NaN" not in body and b"Infinity" not in body:
+        try:
+            members: dict[str, Any] = _members_validator(names).validate_json(body)
+        except ValidationError:
+            pass  # not an object, or not strict JSON: decided (and named) below
+        else:
+            return JsonObject(members, body, None)
+    payload, text = json_object(body)
+    members = {name: payload[name] for name in names if name in payload}
+    return JsonObject(members, text, None if text is not None else payload)

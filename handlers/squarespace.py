@@ -18,9 +18,10 @@ from gateway.config import Endpoint
 from gateway.envelope import Event
 from gateway.errors import MalformedRequest, SignatureRejected
 from handlers.base import Incoming, Outcome
-from handlers.signatures import equal_ignoring_case, header, hmac_sha256, json_object
+from handlers.signatures import equal_ignoring_case, header, hmac_sha256, object_members
 
 SIGNATURE = "squarespace-signature"
+_MEMBERS = ("id", "topic", "data", "websiteId")  # what the envelope needs of the body
 
 
 def _text(payload: dict[str, Any], name: str, path: str | None = None) -> str:
@@ -69,7 +70,8 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
     if not any(_signed_with(secret, incoming.body, signature) for secret in _secrets(incoming, endpoint)):
         raise SignatureRejected("Squarespace-Signature does not match the body", reason="bad_signature")
 
-    payload, payload_json = json_object(incoming.body)
+    body = object_members(incoming.body, _MEMBERS)  # the rest of the body is stored as sent
+    payload = body.members
     notification_id = _text(payload, "id")
     topic = _text(payload, "topic")
     resource, dot, event_name = topic.partition(".")
@@ -80,7 +82,7 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
         resource=resource,
         resource_id=_resource_id(resource, payload),
         delivery_key=notification_id,
-        payload=payload,
-        payload_json=payload_json,
+        payload=body.payload,
+        payload_json=body.text,
     )
     return Outcome(events=[event], status=202)

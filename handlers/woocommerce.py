@@ -34,7 +34,7 @@ from gateway.config import Endpoint
 from gateway.envelope import Event, body_digest
 from gateway.errors import MalformedRequest, SignatureRejected
 from handlers.base import Incoming, Outcome
-from handlers.signatures import equal, header, hmac_sha256, json_object, utf8
+from handlers.signatures import equal, header, hmac_sha256, object_members, utf8
 
 SIGNATURE = "x-wc-webhook-signature"
 TOPIC = "x-wc-webhook-topic"
@@ -46,6 +46,7 @@ KEPT_HEADERS = {
 
 _PING_BODY = re.compile(rb"webhook_id=[0-9]{1,20}")
 _PING_MEDIA_TYPE = "application/x-www-form-urlencoded"
+_MEMBERS = ("id", "arg")  # what the envelope needs of the body: the resource id (an action's argument)
 _TOPIC = re.compile(r"([!-\-/-~]+)\.([!-~]+)")  # printable ASCII, the first dot splits
 
 
@@ -108,16 +109,17 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
     topic = match.group(0)
     resource = match.group(1)
 
-    payload, payload_json = json_object(incoming.body)
-    resource_id = _resource_id(resource, payload)
+    # Only the id is read (the dedupe key is topic, id and the body's digest); the body is stored as sent.
+    body = object_members(incoming.body, _MEMBERS)
+    resource_id = _resource_id(resource, body.members)
     kept = {name: value for name, key in KEPT_HEADERS.items() if (value := header(incoming.headers, key))}
     event = Event(
         topic=topic,
         resource=resource,
         resource_id=resource_id,
         delivery_key=f"{topic}:{resource_id or ''}:{body_digest(incoming.body)}",
-        payload=payload,
-        payload_json=payload_json,
+        payload=body.payload,
+        payload_json=body.text,
         headers=kept,
     )
     return Outcome(events=[event], status=202)

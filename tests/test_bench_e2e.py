@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from starlette.applications import Starlette
 
 from bench.e2e.run import (
     Batch,
     batch_figures,
     cpu_per_order,
+    deliver_concurrently,
     endpoint_delta,
     parse_args,
     percentile,
     problems_of,
     run_stack,
     spread_ms,
+    worker_scaling,
 )
+from connectors.woocommerce.sandbox import create_sandbox
 from gateway.activity import Activity
 from gateway.stack import OrderOutcome
+from tests.conftest import serve
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -127,3 +133,38 @@ def test_the_squarespace_pair_is_measured_in_exact_calls_per_order(tmp_path) -> 
     assert steady.sandbox_by_endpoint["POST salesorder/SalesOrders"] == 3 and steady.figures.calls_per_order >= 1
     assert steady.others["sq"] >= 3  # each order read from Squarespace (its notification carries the id only)
     assert steady.lines_per_order >= 1
+
+
+def test_worker_counts_and_the_shop_concurrency_are_parsed_and_checked() -> None:
+    default = parse_args([])
+    assert (default.worker_counts, default.workers, default.shop_concurrency) == ([1], 1, 8)
+    both = parse_args(["--workers", "1,2", "--shop-concurrency", "1"])
+    assert (both.worker_counts, both.workers, both.shop_concurrency) == ([1, 2], 2, 1)
+    for bad in (["--workers", "one"], ["--workers", "1,0"], ["--shop-concurrency", "0"], ["--shop-concurrency", "65"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+def test_scaling_is_each_counts_mean_steady_rate_over_the_first() -> None:
+    def batch(name: str, rate: float) -> Batch:
+        figures = batch_figures([], {}, {})
+        figures.orders_per_s = rate
+        return Batch(name, figures, 0, 0.0, {}, 0.0, 0.0, {})
+
+    steady = [batch("1w steady 1", 30.0), batch("1w steady 2", 40.0), batch("2w steady 1", 63.0)]
+    assert worker_scaling([1, 2], steady) == {"1→2": 1.8}
+    assert worker_scaling([1], steady) == {}
+    assert worker_scaling([1, 2], [batch("2w steady 1", 5.0)]) == {"1→2": 0.0}
+
+
+@pytest.mark.integration
+def test_the_sandboxes_that_send_webhooks_are_set_to_deliver_concurrently() -> None:
+    shop = serve(create_sandbox())
+    plain = serve(Starlette())  # no webhooks: no such route (404), left alone
+    try:
+        with httpx.Client(timeout=10) as http:
+            assert deliver_concurrently(http, [shop.url, plain.url], 6) == [shop.url]
+            assert http.get(f"{shop.url}/sandbox/deliveries/concurrency").json() == {"concurrency": 6}
+    finally:
+        shop.stop()
+        plain.stop()

@@ -62,7 +62,7 @@ def test_accepts_openssl_vector_and_returns_the_order_event():
     assert event.resource == "order"
     assert event.resource_id == "65f2e1a9c3b8d70011aa22bb"
     assert event.delivery_key == "0c9b8f3e-5d2a-4f1b-9e7c-3a6d2b1f0e84"
-    assert event.payload["data"]["update"] == "FULFILLED"
+    assert event.read_payload()["data"]["update"] == "FULFILLED"
 
 
 def test_accepts_upper_case_hex_signature():

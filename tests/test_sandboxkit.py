@@ -556,3 +556,91 @@ def test_the_deliveries_route_waits_for_entries_and_filters_on_a_field(clock):
         await sender.aclose()
 
     run(scenario)
+
+
+class SlowReceiver(Receiver):
+    """A receiver whose answers take `delay` s, counting how many requests it holds at once."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.open = 0
+        self.most_open = 0
+
+    async def hook(self, request: Request) -> Response:
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            await asyncio.sleep(self.delay)
+            return await super().hook(request)
+        finally:
+            self.open -= 1
+
+
+def test_by_default_deliveries_leave_one_at_a_time():
+    receiver = SlowReceiver(0.02)
+
+    async def scenario() -> None:
+        sender = receiver.sender()
+        for n in range(6):
+            sender.schedule(lambda n=n: sender.send("http://receiver/hook", str(n).encode()))
+        assert await sender.log.wait(lambda: len(sender.log.entries()) == 6, timeout=5)
+        await sender.aclose()
+
+    run(scenario)
+    assert receiver.most_open == 1
+    assert [body for _, body, _ in receiver.received] == [str(n).encode() for n in range(6)]
+
+
+def test_with_a_concurrency_several_deliveries_are_in_flight_and_lowering_it_goes_back_to_one():
+    receiver = SlowReceiver(0.05)
+
+    async def scenario() -> None:
+        sender = receiver.sender(concurrency=4)
+        for n in range(12):
+            sender.schedule(lambda n=n: sender.send("http://receiver/hook", str(n).encode()))
+        assert await sender.log.wait(lambda: len(sender.log.entries()) == 12, timeout=5)
+        assert receiver.most_open == 4  # never more than asked
+        sender.concurrency = 1
+        receiver.most_open = 0
+        for n in range(12, 18):
+            sender.schedule(lambda n=n: sender.send("http://receiver/hook", str(n).encode()))
+        assert await sender.log.wait(lambda: len(sender.log.entries()) == 18, timeout=5)
+        await sender.aclose()
+
+    run(scenario)
+    assert sorted(int(body) for _, body, _ in receiver.received) == list(range(18))  # each sent once
+    assert receiver.most_open == 1  # idle runners over the new number stopped at once
+    assert [body for _, body, _ in receiver.received[-6:]] == [str(n).encode() for n in range(12, 18)]  # in order
+
+
+@pytest.mark.parametrize("bad", [0, 65, -1, 2.5, "x", True, None])
+def test_a_concurrency_out_of_range_is_refused(bad):
+    with pytest.raises(ValueError, match="concurrency must be an integer from 1 to 64"):
+        WebhookSender(concurrency=bad)
+
+
+def test_the_concurrency_route_shows_and_sets_it_and_refuses_a_bad_value_with_400(clock):
+    shelf = Shelf(clock)
+    sender = Receiver().sender()
+    control = Control(shelf)
+    control.deliveries(sender)
+    app = sandbox_app(shelf, [control.mount()])
+
+    async def scenario() -> None:
+        async with client(app) as http:
+            assert (await http.get("/sandbox/deliveries/concurrency")).json() == {"concurrency": 1}
+            assert (await http.post("/sandbox/deliveries/concurrency", json={"concurrency": 8})).json() == {
+                "concurrency": 8
+            }
+            assert (await http.post("/sandbox/deliveries/concurrency", data={"concurrency": "3"})).json() == {
+                "concurrency": 3
+            }
+            bad = await http.post("/sandbox/deliveries/concurrency", json={"concurrency": 0})
+            assert (bad.status_code, bad.json()) == (400, {"error": "concurrency must be an integer from 1 to 64"})
+            await http.post("/sandbox/reset")
+            assert (await http.get("/sandbox/deliveries/concurrency")).json() == {"concurrency": 3}
+        await sender.aclose()
+
+    run(scenario)
+    assert sender.concurrency == 3

@@ -3,6 +3,7 @@ app for its webhooks; plus the WordPress/PHP encodings the sandbox signs with.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -390,3 +391,42 @@ def test_signature_matches_an_openssl_vector():
     body = (Path(__file__).parent / "fixtures" / "woocommerce_order_created.json").read_bytes()
     stored = "s3cr&amp;t-&#039;quote&#39;-&lt;x&gt;"
     assert webhook_signature(body, stored) == "h7eeyJusgWpFJ/0hcV6leXIW8ibtPMTpg1AuPjH83lA="
+
+
+@dataclass
+class SlowReceiver(Receiver):
+    """A receiver whose answers take 50 ms, counting the deliveries it holds at once."""
+
+    open: int = 0
+    most_open: int = 0
+
+    async def endpoint(self, request: Request) -> PlainTextResponse:
+        with self.lock:
+            self.open += 1
+            self.most_open = max(self.most_open, self.open)
+        try:
+            await asyncio.sleep(0.05)
+            return await super().endpoint(request)
+        finally:
+            with self.lock:
+                self.open -= 1
+
+
+def test_deliveries_leave_one_at_a_time_unless_the_shop_is_set_to_send_several(client, http, sandbox):
+    recorder = SlowReceiver()
+    live = serve(Starlette(routes=[Route("/hook", recorder.endpoint, methods=["POST"])]))
+    try:
+        hook = client.create_webhook(topic="order.created", delivery_url=f"{live.url}/hook", secret=HOOK_SECRET)
+        first = place(http, sandbox, count=6)
+        deliveries(http, sandbox, hook["id"], 6)
+        assert recorder.most_open == 1  # the default: WooCommerce's one queue runner
+        answer = http.post(f"{sandbox.url}/sandbox/deliveries/concurrency", json={"concurrency": 4})
+        assert answer.json() == {"concurrency": 4}
+        recorder.most_open = 0
+        second = place(http, sandbox, count=12, seed=8)
+        sent = deliveries(http, sandbox, hook["id"], 18)
+        assert 1 < recorder.most_open <= 4
+        assert sorted(d["resource_id"] for d in sent) == sorted(first + second)  # each order delivered once
+        assert all(d["status_code"] == 200 for d in sent)
+    finally:
+        live.stop()

@@ -1,13 +1,16 @@
 """bench/e2e driver: orders through the whole stack, beside bench/ingest's no-op ceiling from the same run.
 
     .venv/bin/python -m bench.e2e [--pair woocommerce-exactonline] [--workers 1] [--orders 500] [--warmup 200]
-                                  [--batches 1] [--rate 0]
+                                  [--batches 1] [--rate 0] [--shop-concurrency 8]
 
 1. The no-op ceiling, exactly as bench/ingest measures it (its code, imported): `bench.ingest.apps:noop_app`
    in its own uvicorn process loaded by wrk (`-t1 -c64`, warm-up, then `--noop-duration` s), then stopped.
 2. The stack (gateway/stack.py) on a fresh embedded Redis (a free port, data in a temp dir): both
    sandboxes on threads of this process, the gateway and `--workers` `koppel worker` processes, Exact's
-   rate limits switched off (the sandbox's and the client's budget), OAuth, items and webhooks set up.
+   rate limits switched off (the sandbox's and the client's budget), OAuth, items and webhooks set up. The
+   sandboxes keep `--shop-concurrency` webhook deliveries in flight at once (1: one at a time, as one
+   WooCommerce queue runner sends them), so the gateway and workers are the limit, not the shop's pace.
+   `--workers 1,2` runs a stack per count, one after the other, and prints the scaling.
 3. A cold batch of `--warmup` orders placed in the shop (Exact knows no customer yet), then
    `--batches` measured batches of `--orders` each; after each, `Stack.settle` waits for every order.
    Orders go in at once (`--rate 0`: a burst; throughput) or at `--rate` orders/s (latency at that load).
@@ -42,8 +45,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bench.common import percentile, run_bench
 from bench.ingest import run as ingest
+from connectors.sandboxkit.webhooks import MAX_CONCURRENCY
 from gateway.activity import Activity
 from gateway.pairs import PAIRS, WOO_EXACT, Feed, Pair
 from gateway.redisserver import EmbeddedRedis, free_port, redact_url
@@ -261,26 +267,44 @@ def measure_noop(args: argparse.Namespace, workdir: Path) -> ingest.WrkResult:
     return run
 
 
-def run_stack(args: argparse.Namespace, workdir: Path) -> list[Batch]:
-    """Start the stack on its own embedded Redis, run each feed's cold and measured batches, stop it all."""
+def deliver_concurrently(http: httpx.Client, urls: Iterable[str], concurrency: int) -> list[str]:
+    """Let each sandbox that sends webhooks keep `concurrency` deliveries in flight
+    (`POST /sandbox/deliveries/concurrency`); the URLs of those that took it (one without webhooks answers 404)."""
+    taken = []
+    for url in urls:
+        answer = http.post(f"{url}/sandbox/deliveries/concurrency", json={"concurrency": concurrency})
+        if answer.status_code == 404:
+            continue
+        answer.raise_for_status()
+        taken.append(url)
+    return taken
+
+
+def run_stack(args: argparse.Namespace, workdir: Path, workers: int | None = None) -> list[Batch]:
+    """Start the stack with `workers` workers (the first of `--workers`) on its own embedded Redis, run each
+    feed's cold and measured batches, stop it all."""
     pair: Pair = PAIRS[args.pair]
-    embedded = EmbeddedRedis(data_dir=workdir / "redis-data", port=free_port())
+    workers = workers or args.worker_counts[0]
+    # a fresh Redis per stack: the next stack's shop numbers its orders from 1 again
+    embedded = EmbeddedRedis(data_dir=workdir / f"redis-data-{workers}", port=free_port())
     url = embedded.start()
     runs: list[tuple[Batch, list[str], Feed]] = []
     try:
         options = StackOptions(
-            data_dir=workdir / "stack", redis_url=url, exact_rate_limits=False, workers=args.workers,
+            data_dir=workdir / f"stack-{workers}", redis_url=url, exact_rate_limits=False, workers=workers,
         )  # fmt: skip
-        say(f"starting the stack ({pair.title}): Redis {redact_url(url)}, gateway, {args.workers} worker(s), sandboxes "
-            "(rate limits off)")  # fmt: skip
+        say(f"starting the stack ({pair.title}): Redis {redact_url(url)}, gateway, {workers} worker(s), sandboxes "
+            f"(rate limits off, {args.shop_concurrency} webhook deliveries in flight at once)")  # fmt: skip
         with Stack(options, pair) as stack:
             assert stack.gateway is not None and embedded.process is not None
+            deliver_concurrently(stack.http, [server.url for server in stack.sandboxes.values()], args.shop_concurrency)
             if pair.public_url:
                 stack.sync_endpoints().check_returncode()  # the pair's webhooks (BC's subscriptions)
             watch = {"gateway": stack.gateway.pid, "redis": embedded.process.pid, "driver": os.getpid()}
             watch |= {f"worker{i + 1}": proc.pid for i, proc in enumerate(stack.workers)}
             for feed in pair.feeds:
                 prefix = "" if len(pair.feeds) == 1 else f"{feed.record}s → {feed.target_title} "
+                prefix = (f"{workers}w " if len(args.worker_counts) > 1 else "") + prefix
                 batch, ids = run_batch(stack, feed, f"{prefix}cold", args.warmup, args, 1, watch)
                 runs.append((batch, ids, feed))
                 for n in range(args.batches):
@@ -315,6 +339,19 @@ def problems_of(batches: list[Batch]) -> list[str]:
     return problems
 
 
+def worker_scaling(counts: list[int], steady: list[Batch]) -> dict[str, float]:
+    """Each worker count's mean steady orders/s ÷ the first count's (`"1→2"`: 2 workers ÷ 1), when several ran."""
+    if len(counts) < 2:
+        return {}
+
+    def mean_rate(workers: int) -> float:
+        rates = [b.figures.orders_per_s for b in steady if b.name.startswith(f"{workers}w ")]
+        return sum(rates) / len(rates) if rates else 0.0
+
+    base = mean_rate(counts[0])
+    return {f"{counts[0]}→{n}": round(mean_rate(n) / base, 3) if base else 0.0 for n in counts[1:]}
+
+
 def report(
     args: argparse.Namespace, noop: ingest.WrkResult, batches: list[Batch], problems: list[str]
 ) -> dict[str, Any]:
@@ -326,8 +363,9 @@ def report(
     limits = "; Exact sandbox rate limits off" if any(s.kind == "exactonline" for s in PAIRS[args.pair].systems) else ""
     print()
     print(
-        f"bench/e2e: {pair}{args.workers} worker(s), cold batch {args.warmup} {records}, {args.batches} measured "
-        f"batch(es) of {args.orders} ({pacing}){limits}"
+        f"bench/e2e: {pair}{' then '.join(map(str, args.worker_counts))} worker(s), cold batch {args.warmup} "
+        f"{records}, {args.batches} measured batch(es) of {args.orders} ({pacing}){limits}; the sandboxes "
+        f"keep {args.shop_concurrency} webhook deliveries in flight at once"
     )
     head = (
         f"{'':{width}}{'orders/s' if records == 'orders' else 'recs/s':>9}{'events/s':>9}"
@@ -386,6 +424,9 @@ def report(
         cpu = ", ".join(f"{name} {value:.0f}" for name, value in shown.items())
         print(f"CPU % of one core, {b.name}: {cpu}")
         print(f"  CPU ms per created {b.record}: {b.cpu_ms_per_order}")
+    scaling = worker_scaling(args.worker_counts, steady)
+    for counts, factor in scaling.items():
+        print(f"scaling, steady orders/s with {counts} workers: x{factor:.2f}")
     noisy = max([noop_cpu.get("other", 0)] + [b.cpu.get("other", 0) for b in batches])
     if noisy > NOISY_OTHER:
         print(f"warning: other processes used up to {noisy:.0f}% of a core during the run; figures are noisy")
@@ -395,7 +436,8 @@ def report(
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": {
             "pair": args.pair,
-            "workers": args.workers,
+            "workers": args.worker_counts,
+            "shop_concurrency": args.shop_concurrency,
             "orders": args.orders,
             "warmup": args.warmup,
             "batches": args.batches,
@@ -407,6 +449,7 @@ def report(
         "noop": asdict(noop),
         "batches": [asdict(b) for b in batches],
         "ratios": ratios,
+        "worker_scaling": scaling,
         "target_calls_per_order": next((b.target_calls for b in batches if b.target_calls is not None), None),
         "problems": problems,
         "ok": not problems,
@@ -423,7 +466,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--pair", default=WOO_EXACT, help=f"the pair to measure: {', '.join(PAIRS)}")
-    parser.add_argument("--workers", type=int, default=1, help="`koppel worker` processes")
+    parser.add_argument("--workers", default="1", help="`koppel worker` processes; a list (1,2) runs a stack per count")
+    parser.add_argument("--shop-concurrency", type=int, default=8,
+                        help="webhook deliveries the sandboxes keep in flight at once (1: one at a time, as "
+                             "WooCommerce's single queue runner)")  # fmt: skip
     parser.add_argument("--orders", type=int, default=500, help="orders per measured batch")
     parser.add_argument("--warmup", type=int, default=200, help="orders in the cold first batch")
     parser.add_argument("--batches", type=int, default=1, help="measured batches after the cold one")
@@ -433,8 +479,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, Redis data)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write e2e-<timestamp>.json")
     args = parser.parse_args(argv)
-    if args.workers < 1 or args.orders < 1 or args.warmup < 1 or args.batches < 1:
+    try:
+        args.worker_counts = [int(part) for part in str(args.workers).split(",")]
+    except ValueError:
+        parser.error(f"--workers {args.workers!r} is not a number or a list of numbers (1,2)")
+    args.workers = max(args.worker_counts)
+    if min(args.worker_counts) < 1 or args.orders < 1 or args.warmup < 1 or args.batches < 1:
         parser.error("--workers, --orders, --warmup and --batches must be at least 1")
+    if not 1 <= args.shop_concurrency <= MAX_CONCURRENCY:
+        parser.error(f"--shop-concurrency must be 1 to {MAX_CONCURRENCY}")
     if args.pair not in PAIRS:
         parser.error(f"--pair {args.pair!r} is not a pair Koppel runs; choose one of {', '.join(PAIRS)}")
     if args.rate < 0 or args.noop_duration <= 0 or args.timeout <= 0:
@@ -448,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(workdir: Path) -> tuple[dict[str, Any], int]:
         say(f"no-op ceiling first (bench/ingest's no-op route and wrk, {args.noop_duration:g} s)")
         noop = measure_noop(args, workdir)
-        batches = run_stack(args, workdir)
+        batches = [batch for workers in args.worker_counts for batch in run_stack(args, workdir, workers)]
         problems = problems_of(batches)
         return report(args, noop, batches, problems), 0 if not problems else 1
 

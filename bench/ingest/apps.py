@@ -28,6 +28,8 @@ from tests.samples import SECRETS, make_config
 REDIS_URL_ENV = "KOPPEL_BENCH_REDIS_URL"
 WAIT_REPLICAS_ENV = "KOPPEL_BENCH_WAIT_REPLICAS"
 """`[gateway] wait_replicas` for the Koppel app (bench/ingest/run.py --wait-replicas: its second Koppel run)."""
+LINGER_ENV = "KOPPEL_BENCH_LINGER"
+"""`Ingestor.linger` (seconds) for the Koppel app, to compare batching settings (gateway/ingest.py)."""
 
 
 def noop_app() -> Starlette:
@@ -58,7 +60,10 @@ def koppel_app() -> Starlette:
     os.environ.update(SECRETS)
     path = Path(tempfile.mkdtemp(prefix="koppel-bench-")) / "koppel.toml"
     path.write_text(tomlkit.dumps(data), encoding="utf-8")
-    return create_app(config, os.environ[REDIS_URL_ENV], config_path=path)
+    app = create_app(config, os.environ[REDIS_URL_ENV], config_path=path)
+    if LINGER_ENV in os.environ:  # an experiment: the ingestor's batch linger, in seconds
+        app.state.ingestor.linger = float(os.environ[LINGER_ENV])
+    return app
 
 
 ENDPOINT_SECRETS = ("WC_SECRET", "SQ_SECRET", "BC_STATE", "EXACT_SECRET")

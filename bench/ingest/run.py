@@ -71,6 +71,9 @@ PATH = "/webhooks/shop"
 QUEUE = "koppel"
 TARGET_RATIO = 0.25
 TARGET_P99_MS = 50.0
+PACED_TARGET_CPU_RATIO = 0.6
+PACED_TARGET_P99_MS = 20.0
+"""Issue #14's targets at a fixed offered rate of 2 000/s: no-op CPU per request ÷ Koppel's, and Koppel's p99."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -706,7 +709,12 @@ def bench_paced(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     noop_cpu, koppel_cpu = figures["noop"]["server_cpu_ms_per_request"], figures["koppel"]["server_cpu_ms_per_request"]
     ratio = round(noop_cpu / koppel_cpu, 2) if koppel_cpu else 0.0
     print(f"ratio at {args.rate:g}/s: no-op CPU per request ÷ Koppel's = {ratio:.2f}")
-    return figures | {"rate": args.rate, "cpu_ratio_noop_over_koppel": ratio}
+    p99 = figures["koppel"]["latency_ms"]["p99"]
+    met = ratio >= PACED_TARGET_CPU_RATIO and p99 < PACED_TARGET_P99_MS
+    verdict = "met" if met else "NOT MET"
+    print(f"target (#14, at 2000/s): CPU ratio >= {PACED_TARGET_CPU_RATIO} with Koppel p99 < "
+          f"{PACED_TARGET_P99_MS:g} ms: {verdict} (ratio {ratio:.2f}, p99 {p99:.1f} ms)")  # fmt: skip
+    return figures | {"rate": args.rate, "cpu_ratio_noop_over_koppel": ratio, "target_met": met}
 
 
 def check(noop: WrkResult, koppel: Koppel, *, waited: bool = False) -> list[str]:

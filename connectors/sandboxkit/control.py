@@ -7,7 +7,9 @@ Every sandbox has
     GET  /sandbox/faults       the faults waiting; DELETE: drop them
     GET  /sandbox/counters     the API calls answered, per method and route
 and, with a webhook sender, `GET /sandbox/deliveries?min=&timeout=&<filter>=` (waits up to `timeout` s,
-at most 30, for `min` entries). A sandbox adds its own (`Control.route`): seeding, changes a person
+at most 30, for `min` entries) and `GET|POST /sandbox/deliveries/concurrency {"concurrency": N}` (how many
+deliveries the sender keeps in flight at once, 1-64; 1, one at a time, unless the sandbox was made otherwise;
+a reset leaves it as it is). A sandbox adds its own (`Control.route`): seeding, changes a person
 makes in the platform's UI. Bad fields answer 400 and unknown routes 404 (405 for a wrong method), in
 the error shape the sandbox gives.
 """
@@ -76,7 +78,19 @@ class Control:
             await sender.log.wait(lambda: len(sender.log.entries(**match)) >= wanted, timeout)
             return JSONResponse({"deliveries": sender.log.entries(**match), "queued": sender.queued})
 
+        async def concurrency(request: Request) -> Response:
+            if request.method == "POST":
+                value: Any = (await request_fields(request)).get("concurrency")
+                if isinstance(value, str) and value.strip().isdigit():  # a form field
+                    value = int(value)
+                try:
+                    sender.concurrency = value  # checked by the setter
+                except ValueError as exc:
+                    return self.error(400, str(exc))
+            return JSONResponse({"concurrency": sender.concurrency})
+
         self.route("/deliveries", listing, methods=["GET"])
+        self.route("/deliveries/concurrency", concurrency, methods=["GET", "POST"])
 
     def mount(self) -> Mount:
         return Mount("/sandbox", routes=[*self.routes, Route("/{rest:path}", self._unknown, methods=ALL_METHODS)])

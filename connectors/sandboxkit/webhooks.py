@@ -6,7 +6,10 @@
   validation handshake: `echoes(token)`). Consecutive failures are counted per `key` (a subscription),
   reset by a success; the platform decides what they cost (WooCommerce disables a webhook).
 * `WebhookSender.schedule(job)`: deliveries leave after the API has answered, one at a time in order, from
-  one task in the server's event loop; `reset()` drops what is queued; `aclose()` at shutdown.
+  one task in the server's event loop; `reset()` drops what is queued; `aclose()` at shutdown. With
+  `concurrency` N (default 1; settable while running, `POST /sandbox/deliveries/concurrency`) N tasks take
+  the jobs in order, so up to N deliveries are in flight at once, as a platform with several queue runners
+  sends them (WooCommerce's Action Scheduler with concurrent batches): a load that is not the sender's pace.
 * `DeliveryLog`: what was sent and how it went, for `GET /sandbox/deliveries`; `wait` lets a test wait
   for deliveries instead of sleeping.
 """
@@ -32,6 +35,8 @@ Signer = Callable[[bytes], Mapping[str, str]]
 """The headers that sign a body."""
 SuccessTest = Callable[[httpx.Response], bool]
 Job = Callable[[], Awaitable[None]]
+MAX_CONCURRENCY = 64
+"""The most deliveries a sender keeps in flight at once (`WebhookSender.concurrency`)."""
 
 
 def hmac_signer(
@@ -121,6 +126,7 @@ class WebhookSender:
         keep: int = 10_000,
         transport: httpx.AsyncBaseTransport | None = None,
         name: str = "sandbox-webhooks",
+        concurrency: int = 1,
     ) -> None:
         self.user_agent = user_agent
         self.timeout = timeout
@@ -133,8 +139,28 @@ class WebhookSender:
         self._failures: Counter[Hashable] = Counter()
         self._generation = 0
         self._queue: asyncio.Queue[tuple[int, Job]] = asyncio.Queue(maxsize=queue_size)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[Any]] = set()
         self._client: httpx.AsyncClient | None = None
+        self._concurrency = 1
+        self.concurrency = concurrency
+
+    @property
+    def concurrency(self) -> int:
+        """How many deliveries may be in flight at once (1: one at a time, strictly in order)."""
+        return self._concurrency
+
+    @concurrency.setter
+    def concurrency(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be an integer from 1 to {MAX_CONCURRENCY}")
+        self._concurrency = value
+        # More runners start with the next scheduled job. Fewer: idle runners over the number stop now (they
+        # hold no job), busy ones once their delivery is done.
+        idle = [task for task in self._tasks if task not in self._busy and not task.done()]
+        for task in idle[: max(0, len(self._tasks) - value)]:
+            task.cancel()
+            self._tasks.remove(task)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -185,10 +211,13 @@ class WebhookSender:
     # -- the background queue -----------------------------------------------------------------------
 
     def schedule(self, job: Job) -> None:
-        """Run `job` after the jobs before it, in the running event loop; asyncio.QueueFull when full."""
+        """Run `job` after the jobs before it (with `concurrency` > 1: started after them), in the running
+        event loop; asyncio.QueueFull when full."""
         self._queue.put_nowait((self._generation, job))
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+        self._tasks = [task for task in self._tasks if not task.done()]
+        loop = asyncio.get_running_loop()
+        while len(self._tasks) < self._concurrency:
+            self._tasks.append(loop.create_task(self._run(), name=self.name))
 
     @property
     def queued(self) -> int:
@@ -196,13 +225,21 @@ class WebhookSender:
 
     async def _run(self) -> None:
         while True:
+            if len(self._tasks) > self._concurrency:  # concurrency lowered while this runner was busy
+                current = asyncio.current_task()
+                self._tasks = [task for task in self._tasks if task is not current]
+                return
             generation, job = await self._queue.get()
+            me = asyncio.current_task()
+            if me is not None:
+                self._busy.add(me)
             try:
                 if generation == self._generation:
                     await job()
             except Exception:  # a sandbox bug must not stop later deliveries
                 log.exception("a webhook delivery of %s failed", self.name)
             finally:
+                self._busy.discard(me)
                 self._queue.task_done()
 
     def reset(self) -> None:
@@ -213,11 +250,13 @@ class WebhookSender:
         self.sent = self.failed = 0
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks, self._tasks = self._tasks, []
+        self._busy.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -28,6 +28,9 @@ class SandboxConfig:
     ping_timeout: float = 5.0
     queue_size: int = 10_000
     seed_products: bool = False
+    delivery_concurrency: int = 1
+    """Webhook deliveries in flight at once (WooCommerce sends one at a time per queue runner; a shop with
+    concurrent Action Scheduler batches sends several): also `POST /sandbox/deliveries/concurrency`."""
 
 
 class WooCommerceSandbox(Sandbox):
@@ -41,7 +44,8 @@ class WooCommerceSandbox(Sandbox):
             self.store.site_url = config.site_url.rstrip("/") + "/"
         agent = f"WooCommerce/{config.shop.wc_version} Hookshot (WordPress/{config.shop.wp_version})"
         sender = WebhookSender(user_agent=agent, timeout=config.delivery_timeout, queue_size=config.queue_size,
-                               name="woocommerce-sandbox-webhooks")  # fmt: skip
+                               name="woocommerce-sandbox-webhooks",
+                               concurrency=config.delivery_concurrency)  # fmt: skip
         self.deliverer = Deliverer(self.store, sender, salt=secrets.token_bytes(32), ping_timeout=config.ping_timeout,
                                    clock=clock)  # fmt: skip
         if config.seed_products:
