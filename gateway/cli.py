@@ -152,6 +152,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     finally:
         choice.stop()
     print(f"requeued {len(result.requeued)} failed job(s)")
+    for job_id, group in result.merged.items():
+        print(f"job {job_id} was merged into job {group} (an event for the same record): {group} was requeued")
     for job_id in result.missing:
         print(f"koppel: job {job_id} is not in the failed registry: {why[job_id]}", file=sys.stderr)
     return 1 if result.missing else 0
@@ -160,8 +162,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _not_failed(connection: Redis, queue: str, job_id: str) -> str:
     """Where a job id that is not a failed job is: still in the inbox (no worker has made it a job yet),
     an RQ job in another state, or nowhere."""
-    from gateway.ingest import find_in_inbox, make_queue
+    from gateway.ingest import find_in_inbox, make_queue, merged_into
 
+    group = merged_into(connection, job_id)
+    if group is not None:
+        job = make_queue(connection, queue).fetch_job(group)
+        status = job.get_status() if job is not None else None
+        return (f"it was merged into job {group} (an event for the same record, run as one job), which is "
+                f"{status.value if status else 'gone (finished and expired)'}")  # fmt: skip
     entry = find_in_inbox(connection, queue, job_id)
     if entry is not None:
         return (f"it is in the inbox, accepted at {entry.received_at} ({entry.endpoint} {entry.topic} "
@@ -183,7 +191,7 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rq import Worker
 
-    from gateway.ingest import find_in_inbox, inbox_view, make_queue
+    from gateway.ingest import find_in_inbox, inbox_view, make_queue, merged_into
 
     config = _load(args)
     if args.limit <= 0:
@@ -192,10 +200,12 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     choice = _redis(args)
     try:
         connection = redisclient.connect(choice.url)
+        group = None
         if args.job:
             found = find_in_inbox(connection, queue, args.job)
             view = inbox_view(connection, queue, limit=1)
             entries = [found] if found else []
+            group = merged_into(connection, args.job) if not found else None
         else:
             view = inbox_view(connection, queue, limit=args.limit)
             entries = view.entries
@@ -205,8 +215,13 @@ def cmd_inbox(args: argparse.Namespace) -> int:
         choice.stop()
     if args.json:
         print(json.dumps({"queue": queue, "depth": view.depth, "oldest_age_seconds": round(view.oldest_age, 3),
-                          "workers": workers, "entries": [e.as_dict() for e in entries]}, indent=2))  # fmt: skip
+                          "workers": workers, "entries": [e.as_dict() for e in entries],
+                          **({"merged_into": group} if group else {})}, indent=2))  # fmt: skip
         return 0 if entries or not args.job else 1
+    if args.job and not entries and group is not None:
+        return _fail(f"job {args.job} is not in the inbox of queue {queue}: a worker merged it into job {group} "
+                     "(an event for the same record waiting beside it; `koppel activity`, rq-dashboard)",
+                     code=1)  # fmt: skip
     if args.job and not entries:
         return _fail(f"job {args.job} is not in the inbox of queue {queue}: a worker made it an RQ job already "
                      "(`koppel activity`, rq-dashboard), or no delivery was answered with it", code=1)  # fmt: skip

@@ -155,12 +155,17 @@ def notify_failure(rt: runtime.Runtime, integration: Integration, envelope: Enve
                   noun=noun, fix=fix)  # fmt: skip
 
 
-def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
+def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run the event through its flow for every integration its endpoint (or polled system) feeds.
 
     Work on one resource of one integration is serialised (a Redis lock), so two events for the
     same order never race. Every outcome, failures included, goes to the integration's activity
     log (gateway/activity.py). Returns a summary kept as the job's result: ids and outcomes, no payload.
+
+    `group`: the events for this record the inbox pump merged into this job (workers/inbox.py), oldest
+    first, each `{"id", "topic", "received_at"}`; the job has the first one's id and `envelope_data` is the
+    latest one's. The record is processed once; the job's activity line is the first event's, and every
+    other gets its own line, "skipped" as merged into this job, once the outcome is final.
     """
     try:
         envelope = Envelope.model_validate(envelope_data)
@@ -190,25 +195,37 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
         summary["outcome"] = "no integration takes this event"
     activity = ActivityLog(rt.connection, rt.config.retention.activity)
     job = get_current_job()
+    job_id = job.id if job is not None else ""
+    first = group[0] if group else {"topic": envelope.topic, "received_at": envelope.received_at.isoformat()}
+    merged = group[1:] if group else []
+    if merged:
+        summary["merged"] = [member["id"] for member in merged]
 
     def note(integration_id: str, outcome: str, result: FlowResult | None = None, reason: str = "") -> None:
-        activity.record(
-            Activity(
-                integration=integration_id,
-                flow=flow or "",
-                topic=envelope.topic,
-                resource_id=envelope.resource_id or "",
-                outcome=outcome,
-                received_at=envelope.received_at.timestamp(),
-                done_at=time.time(),
-                number=result.number if result else "",
-                target_id=result.target_id if result else "",
-                calls=(result.calls or 0) if result else 0,
-                reason=reason or (result.reason if result else ""),
-                job_id=job.id if job is not None else "",
-                level=result.level if result else "",
-            )
-        )
+        done_at = time.time()
+        lines = [Activity(
+            integration=integration_id,
+            flow=flow or "",
+            topic=first["topic"],
+            resource_id=envelope.resource_id or "",
+            outcome=outcome,
+            received_at=datetime.fromisoformat(first["received_at"]).timestamp(),
+            done_at=done_at,
+            number=result.number if result else "",
+            target_id=result.target_id if result else "",
+            calls=(result.calls or 0) if result else 0,
+            reason=reason or (result.reason if result else ""),
+            job_id=job_id,
+            level=result.level if result else "",
+        )]  # fmt: skip
+        if outcome != "retrying":
+            why = f"merged into job {job_id} ({first['topic']}), which ran it with the latest payload: {outcome}"
+            lines += [Activity(integration=integration_id, flow=flow or "", topic=member["topic"],
+                               resource_id=envelope.resource_id or "", outcome="skipped",
+                               received_at=datetime.fromisoformat(member["received_at"]).timestamp(),
+                               done_at=done_at, number=result.number if result else "", reason=why,
+                               job_id=member["id"]) for member in merged]  # fmt: skip
+        activity.record_many(lines)
 
     for integration in integrations:
         assert flow is not None
@@ -219,7 +236,7 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
             continue
         try:
             with (
-                snapshots.recording(integration.id, job.id if job else "", flow=flow, received=envelope.payload) as rec,
+                snapshots.recording(integration.id, job_id, flow=flow, received=envelope.payload) as rec,
                 _kept(rt, rec),
                 resource_lock(
                     rt.connection, integration.id, envelope.resource, envelope.resource_id or "-",
