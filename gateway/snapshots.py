@@ -183,10 +183,11 @@ class SnapshotStore:
         self.connection = connection
         self.ttl = ttl
 
-    def save(self, recorder: Recorder) -> None:
+    def save(self, recorder: Recorder, pipe: redis.client.Pipeline | None = None) -> None:
+        """Store the snapshot (or queue its SET on `pipe`, which the caller executes)."""
         data = recorder.as_dict()
         text = to_json(data)
-        self.connection.set(keys.snapshot(recorder.integration, recorder.job_id), text, ex=self.ttl)
+        (pipe or self.connection).set(keys.snapshot(recorder.integration, recorder.job_id), text, ex=self.ttl)
 
     def load(self, integration: str, job_id: str) -> dict[str, Any] | None:
         raw = self.connection.get(keys.snapshot(integration, job_id))

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.client import Pipeline
 from rq import get_current_job
 
 from connectors import registry
@@ -24,7 +25,7 @@ from workers import runtime
 from workers.flows import Work, flow_function
 from workers.policy import fail_permanently, note_transient, resource_lock
 from workers.pollers import envelope_of
-from workers.switches import switch_off, switched_off
+from workers.switches import switch_off, switch_read
 
 log = logging.getLogger("koppel.worker")
 
@@ -79,16 +80,19 @@ def _collection(rt: runtime.Runtime, envelope: Envelope) -> dict[str, Any] | Non
             "records": records, "queued": queued}  # fmt: skip
 
 
-def run_event(rt: runtime.Runtime, integration: Integration, envelope: Envelope) -> FlowResult:
-    """One event's flow for one integration (what `process_event` runs under the resource lock)."""
+def run_event(
+    rt: runtime.Runtime, integration: Integration, envelope: Envelope, finish: Pipeline | None = None
+) -> FlowResult:
+    """One event's flow for one integration (what `process_event` runs under the resource lock); `finish`:
+    a pipeline sent with the lock's release, where the record's seen version is written (else at once)."""
     flow = flow_of(envelope)
     if flow is None:
         raise PermanentError(f"no flow takes {envelope.source} {envelope.resource} events")
     work = Work(integration, envelope, rt.source(integration.source), rt.target(integration.target), rt)
-    return _run(work, flow)
+    return _run(work, flow, finish)
 
 
-def _run(work: Work, flow: str) -> FlowResult:
+def _run(work: Work, flow: str, finish: Pipeline | None = None) -> FlowResult:
     """The flow, unless this version of the record was processed already (under the resource lock), or
     the record is gone from the source (skipped, naming it)."""
     try:
@@ -104,7 +108,7 @@ def _run(work: Work, flow: str) -> FlowResult:
         log.info("event %s %s: %s; skipped", work.envelope.topic, work.envelope.resource_id, gone)
         return FlowResult("skipped", calls=0, reason=str(gone))
     if seen is not None:
-        work.connection.set(seen[0], f"{seen[1]}\n{result.target_id}\n{result.number}", ex=SEEN_TTL)
+        (finish or work.connection).set(seen[0], f"{seen[1]}\n{result.target_id}\n{result.number}", ex=SEEN_TTL)
     return result
 
 
@@ -125,18 +129,40 @@ def _lifecycle(rt: runtime.Runtime, envelope: Envelope) -> dict[str, Any] | None
             "switched_off": off, "reason": reason}  # fmt: skip
 
 
+class _Kept:
+    """The job's payload snapshot, stored when the work ends, however it ends (never failing the job), unless
+    `queue` put it on the pipeline that ends the work, or found nothing worth keeping."""
+
+    def __init__(self, rt: runtime.Runtime, recorder: snapshots.Recorder) -> None:
+        self.store = snapshots.SnapshotStore(rt.connection, rt.snapshot_ttl)
+        self.recorder = recorder
+        self.done = not recorder.job_id
+
+    def queue(self, pipe: Pipeline, result: FlowResult) -> None:
+        """On `pipe`, unless the event was answered without a call or a mapping (processed already: the
+        snapshot would only repeat the payload the job keeps)."""
+        rec = self.recorder
+        self.done = True
+        if result.outcome == "skipped" and not result.calls and not rec.mapped and not rec.requests:
+            return
+        self.save(pipe)
+
+    def save(self, pipe: Pipeline | None = None) -> None:
+        try:
+            self.store.save(self.recorder, pipe)
+        except Exception as exc:  # Redis unreachable, a payload JSON cannot hold: the job's outcome stands
+            log.warning("job %s: its payload snapshot could not be stored (%s)", self.recorder.job_id,
+                        type(exc).__name__)  # fmt: skip
+
+
 @contextmanager
-def _kept(rt: runtime.Runtime, recorder: snapshots.Recorder) -> Iterator[None]:
-    """Store the job's payload snapshot when the work inside ends, however it ends (never failing the job)."""
+def _kept(rt: runtime.Runtime, recorder: snapshots.Recorder) -> Iterator[_Kept]:
+    kept = _Kept(rt, recorder)
     try:
-        yield
+        yield kept
     finally:
-        if recorder.job_id:
-            try:
-                snapshots.SnapshotStore(rt.connection, rt.snapshot_ttl).save(recorder)
-            except Exception as exc:  # Redis unreachable, a payload JSON cannot hold: the job's outcome stands
-                log.warning("job %s: its payload snapshot could not be stored (%s)", recorder.job_id,
-                            type(exc).__name__)  # fmt: skip
+        if not kept.done:
+            kept.save()
 
 
 def notify_failure(rt: runtime.Runtime, integration: Integration, envelope: Envelope, flow: str | None,
@@ -201,7 +227,8 @@ def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | N
     if merged:
         summary["merged"] = [member["id"] for member in merged]
 
-    def note(integration_id: str, outcome: str, result: FlowResult | None = None, reason: str = "") -> None:
+    def note(integration_id: str, outcome: str, result: FlowResult | None = None, reason: str = "",
+             pipe: Pipeline | None = None) -> None:  # fmt: skip
         done_at = time.time()
         lines = [Activity(
             integration=integration_id,
@@ -225,25 +252,31 @@ def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | N
                                received_at=datetime.fromisoformat(member["received_at"]).timestamp(),
                                done_at=done_at, number=result.number if result else "", reason=why,
                                job_id=member["id"]) for member in merged]  # fmt: skip
-        activity.record_many(lines)
+        activity.record_many(lines, pipe)
 
     for integration in integrations:
         assert flow is not None
-        off = switched_off(rt.connection, integration.id)
-        if off is not None:
-            summary["integrations"][integration.id] = {"outcome": "skipped", "reason": f"switched off: {off}"}
-            note(integration.id, "skipped", reason=f"switched off: {off}")
-            continue
+        # Koppel's own round trips: the switch read with the lock's first try; the seen version, the snapshot
+        # and the activity lines written with its release (`resource_lock`'s `also` and `finish`).
         try:
             with (
                 snapshots.recording(integration.id, job_id, flow=flow, received=envelope.payload) as rec,
-                _kept(rt, rec),
+                _kept(rt, rec) as kept,
                 resource_lock(
                     rt.connection, integration.id, envelope.resource, envelope.resource_id or "-",
-                    hold=3 * rt.config.gateway.worker_heartbeat_seconds,
-                ),
+                    hold=3 * rt.config.gateway.worker_heartbeat_seconds, also=switch_read(integration.id),
+                ) as held,
             ):  # fmt: skip
-                result = run_event(rt, integration, envelope)
+                off = keys.text(held.also[0]) if held.also and held.also[0] is not None else None
+                if off is not None:
+                    kept.done = True  # nothing ran
+                    summary["integrations"][integration.id] = {"outcome": "skipped", "reason": f"switched off: {off}"}
+                    note(integration.id, "skipped", reason=f"switched off: {off}")
+                    continue
+                held.finish = finish = rt.connection.pipeline(transaction=False)
+                result = run_event(rt, integration, envelope, finish)
+                kept.queue(finish, result)
+                note(integration.id, result.outcome, result, pipe=finish)
         except PermanentError as error:
             fail_permanently(error)
             note(integration.id, "failed", reason=str(error))
@@ -265,6 +298,5 @@ def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | N
                                f"unexpected {type(error).__name__}; see the failed job's traceback")  # fmt: skip
             raise
         summary["integrations"][integration.id] = result.as_dict()
-        note(integration.id, result.outcome, result)
     log.info("event %s %s from %s done", envelope.topic, envelope.resource_id or "-", envelope.endpoint)
     return summary
