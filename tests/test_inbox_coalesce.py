@@ -4,10 +4,14 @@ write, with the latest payload; every event keeps its activity line, and the mer
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
+from redis.connection import AbstractConnection
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
@@ -16,8 +20,10 @@ from gateway.activity import ActivityLog
 from gateway.envelope import Envelope, Event
 from gateway.ingest import Ingestor, inbox_key, make_queue, merged_into, resolve_job_id
 from gateway.replay import failed_job_ids, replay
+from gateway.snapshots import SnapshotStore
 from tests import test_orders_exactonline as exact_orders
 from tests.test_orders_exactonline import SKUS, Env, order
+from workers import jobs as jobs_module
 from workers import runtime
 from workers.inbox import GROUP, InboxPump
 from workers.policy import retry_schedule
@@ -182,3 +188,54 @@ def test_the_cli_names_the_job_a_merged_id_went_to(rconn, redis_url, tmp_path, c
     assert cli.main(["replay", "--job", updated.job_id, "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert f"merged into job {created.job_id}" in err and "queued" in err
+
+
+@contextmanager
+def round_trips() -> Iterator[list[int]]:
+    """Count redis-py's round trips (a pipeline is one) made inside."""
+    count = [0]
+    original = AbstractConnection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        count[0] += 1
+        original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        yield count
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+
+
+def test_an_event_answered_by_its_seen_version_costs_no_call_no_snapshot_and_three_round_trips(env, monkeypatch):
+    monkeypatch.setattr(runtime, "_runtime", env.rt)
+    data = event(7104, "order.created", order(7104)).model_dump(mode="json")
+    monkeypatch.setattr(jobs_module, "get_current_job", lambda: SimpleNamespace(id="first", retries_left=1))
+    assert jobs_module.process_event(data)["integrations"]["shop-to-exact"]["outcome"] == "created"
+    monkeypatch.setattr(jobs_module, "get_current_job", lambda: SimpleNamespace(id="again", retries_left=1))
+    before = exact_calls(env)
+    with round_trips() as trips:
+        again = jobs_module.process_event(data)["integrations"]["shop-to-exact"]
+    assert again["outcome"] == "skipped" and again["reason"] == "this version of the record was processed already"
+    assert exact_calls(env) == before  # no target call
+    # the lock's try with the switch read; the seen version; the activity line with the release
+    assert trips[0] == 3
+    store = SnapshotStore(env.conn)
+    assert store.load("shop-to-exact", "first") is not None and store.load("shop-to-exact", "again") is None
+    lines = ActivityLog(env.conn).entries("shop-to-exact")
+    assert [(a.outcome, a.job_id) for a in lines] == [("created", "first"), ("skipped", "again")]
+    assert env.conn.keys(keys.lock("*")) == []  # released
+
+
+def test_a_switched_off_integration_skips_the_event_without_running_it(env, monkeypatch):
+    monkeypatch.setattr(runtime, "_runtime", env.rt)
+    env.conn.set(keys.cache("shop-to-exact", "switched_off"), "the shop uninstalled Koppel")
+    monkeypatch.setattr(jobs_module, "get_current_job", lambda: SimpleNamespace(id="off", retries_left=1))
+    before = exact_calls(env)
+    done = jobs_module.process_event(event(7105, "order.created", order(7105)).model_dump(mode="json"))
+    assert done["integrations"]["shop-to-exact"] == {"outcome": "skipped",
+                                                     "reason": "switched off: the shop uninstalled Koppel"}  # fmt: skip
+    assert exact_calls(env) == before and SnapshotStore(env.conn).load("shop-to-exact", "off") is None
+    [line] = ActivityLog(env.conn).entries("shop-to-exact")
+    assert (line.outcome, line.reason) == ("skipped", "switched off: the shop uninstalled Koppel")
+    assert env.conn.keys(keys.lock("*")) == []

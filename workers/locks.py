@@ -88,8 +88,8 @@ class WakingLock(redis.lock.Lock):
         self.also: list[Any] = []
         while True:
             if also is not None:
-                with self.redis.pipeline(transaction=False) as pipe:
-                    self.lua_try(keys=[self.name, self.wake_name], args=[token_b, ttl_ms], client=pipe)
+                with self.redis.pipeline(transaction=False) as pipe:  # EVAL: a Script would ask SCRIPT EXISTS first
+                    pipe.eval(_TRY, 2, self.name, self.wake_name, token_b, ttl_ms)
                     also(pipe)
                     first, *self.also = pipe.execute()
                 pttl, also = int(first), None
@@ -119,8 +119,7 @@ class WakingLock(redis.lock.Lock):
         if token is None:
             raise redis.exceptions.LockError("Cannot release an unlocked lock", lock_name=self.name)
         self.local.token = None
-        assert self.lua_release_wake is not None
-        self.lua_release_wake(keys=[self.name, self.wake_name], args=[token, WAKE_KEEP_MS], client=pipe)
+        pipe.eval(_RELEASE, 2, self.name, self.wake_name, token, WAKE_KEEP_MS)  # EVAL: no SCRIPT EXISTS first
 
     def do_release(self, expected_token: str) -> None:
         assert self.lua_release_wake is not None
