@@ -50,7 +50,13 @@ from workers.policy import retry_schedule
 log = logging.getLogger("koppel.inbox")
 
 GROUP = PUMP_GROUP
+Group = list[tuple[str, dict[str, Any]]]
+"""The waiting events of one record, oldest first: (job id, envelope)."""
 BATCH = 256
+BATCH_JOB_MAX = 100
+"""Records in one batch job at most (WooCommerce's batch endpoints take 100 items)."""
+BATCH_FUNC = "workers.jobs.process_batch"
+BATCH_PREFIX = "batch-"
 BLOCK_MS = 1000
 CLAIM_IDLE_MS = 30_000
 
@@ -69,6 +75,7 @@ class InboxPump:
         block_ms: int = BLOCK_MS,
         claim_idle_ms: int = CLAIM_IDLE_MS,
         coalesce: bool = True,
+        batchable: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.connection = connection
         self.queue: Queue = make_queue(connection, queue_name)
@@ -82,6 +89,9 @@ class InboxPump:
         self.claim_idle_ms = claim_idle_ms
         self.coalesce = coalesce
         """Whether entries of one batch for the same record become one job (`_groups`)."""
+        self.batchable = batchable
+        """Whether an event's record may be written with other records of its endpoint and resource in one
+        batch job (`workers.jobs.batchable_for`: the flow's target has a batch write); None: never."""
         self._group_ready = False
         self._own_pending = True  # entries this consumer read but did not finish (a restart, an error)
 
@@ -145,14 +155,17 @@ class InboxPump:
                         for (job_id, fields), exists in zip(by_job.items(), made, strict=True)
                         if not exists
                     ]
-                    groups = self._groups(waiting)
+                    made_jobs = self._batches(self._groups(waiting))
                     pipe.multi()
-                    if groups:
-                        self.queue.enqueue_many([self._job_data(group) for group in groups], pipeline=pipe)
-                    alias_ttl = max(self.result_ttl, self.failure_ttl)
-                    for group in groups:
-                        for member_id, _ in group[1:]:
-                            pipe.set(keys.merged(member_id), group[0][0], ex=alias_ttl)
+                    if made_jobs:
+                        self.queue.enqueue_many([self._job_data(*job) if len(job) == 1 else self._batch_data(job)
+                                                 for job in made_jobs], pipeline=pipe)  # fmt: skip
+                    for job in made_jobs:
+                        job_id = _job_id(job)
+                        for group in job:
+                            for member_id, _ in group:
+                                if member_id != job_id:
+                                    pipe.set(keys.merged(member_id), job_id, ex=self.alias_ttl)
                     pipe.xack(self.stream, GROUP, *entry_ids)
                     pipe.xdel(self.stream, *entry_ids)
                     self._execute(pipe)
@@ -162,27 +175,93 @@ class InboxPump:
                 except WatchError:
                     continue
 
-    def _groups(self, waiting: list[tuple[str, dict[str, Any]]]) -> list[list[tuple[str, dict[str, Any]]]]:
+    def _groups(self, waiting: list[tuple[str, dict[str, Any]]]) -> list[Group]:
         """The batch's events as jobs to make, in stream order (a group where its first member was): the
         events for one record (endpoint, resource, resource id) together; events without a record id (a
         collection notification) each alone."""
-        groups: dict[Any, list[tuple[str, dict[str, Any]]]] = {}
+        groups: dict[Any, Group] = {}
         for job_id, envelope in waiting:
             record = envelope.get("resource_id")
             key = (envelope["endpoint"], envelope["resource"], record) if self.coalesce and record else job_id
             groups.setdefault(key, []).append((job_id, envelope))
         return list(groups.values())
 
+    @property
+    def alias_ttl(self) -> int:
+        """A merged event's alias lives as long as the job it went to can be kept."""
+        return max(self.result_ttl, self.failure_ttl)
+
+    def _batches(self, groups: list[Group]) -> list[list[Group]]:
+        """The jobs to make: each a record's group alone, or the groups of several records of one endpoint and
+        resource whose target writes them in a batch (`batchable`; up to `BATCH_JOB_MAX` a job)."""
+        if self.batchable is None:
+            return [[group] for group in groups]
+        jobs: list[list[Group]] = []
+        filling: dict[tuple[str, str], list[Group]] = {}
+        for group in groups:
+            envelope = group[-1][1]
+            if not envelope.get("resource_id") or not self.batchable(envelope):
+                jobs.append([group])
+                continue
+            key = (envelope["endpoint"], envelope["resource"])
+            batch = filling.get(key)
+            if batch is None or len(batch) >= BATCH_JOB_MAX:
+                batch = filling[key] = []
+                jobs.append(batch)
+            batch.append(group)
+        return jobs
+
+    def _batch_data(self, job: list[Group]) -> Any:
+        """One job for the records of `job` (`workers.jobs.process_batch`), under an id of its own (`_job_id`):
+        a record the batch cannot write is queued again under its own first event's id."""
+        members = [{"id": group[0][0], "envelope": group[-1][1], "group": _members(group)} for group in job]
+        first = job[0][0][1]
+        ids = ", ".join(group[0][1]["resource_id"] for group in job[:5]) + (", …" if len(job) > 5 else "")
+        return Queue.prepare_data(
+            BATCH_FUNC,
+            args=(members,),
+            job_id=_job_id(job),
+            description=f"{first['endpoint']} {first['resource']} x{len(job)} as a batch: {ids}",
+            meta={"endpoint": first["endpoint"], "topic": first["topic"], "batch": len(job)},
+            retry=self.retry_factory() if self.retry_factory else None,
+            result_ttl=self.result_ttl,
+            failure_ttl=self.failure_ttl,
+        )
+
+    def enqueue_alone(self, member: dict[str, Any]) -> bool:
+        """Queue a batch job's member (`_batch_data`) as its own job, under its own id (a record the batch could
+        not write: retries, failure and replay are then its own); its merged events' aliases go to it. False
+        when that job exists already (a batch job run again)."""
+        job_id = member["id"]
+        group = [(m["id"], {**member["envelope"], "topic": m["topic"], "received_at": m["received_at"]})
+                 for m in member["group"]]  # fmt: skip
+        group[-1] = (group[-1][0], member["envelope"])
+        with self.connection.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(Job.key_for(job_id))
+                    if pipe.exists(Job.key_for(job_id)):
+                        return False
+                    pipe.multi()
+                    self.queue.enqueue_many([self._job_data(group)], pipeline=pipe)
+                    pipe.delete(keys.merged(job_id))
+                    for other, _ in group[1:]:
+                        pipe.set(keys.merged(other), job_id, ex=self.alias_ttl)
+                    pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+
     def _execute(self, pipe: redis.client.Pipeline) -> None:
         pipe.execute()  # a seam for tests: a crash here leaves the batch pending
 
-    def _job_data(self, group: list[tuple[str, dict[str, Any]]]) -> Any:
+    def _job_data(self, group: Group) -> Any:
         job_id, first = group[0]
         envelope = group[-1][1]  # the latest payload
         kwargs: dict[str, Any] = {}
         description = job_description(first)
         if len(group) > 1:
-            kwargs["group"] = [{"id": i, "topic": e["topic"], "received_at": e["received_at"]} for i, e in group]
+            kwargs["group"] = _members(group)
             description += f" (+{len(group) - 1} merged: {', '.join(e['topic'] for _, e in group[1:])})"
         return Queue.prepare_data(
             JOB_FUNC,
@@ -235,6 +314,17 @@ class InboxPump:
         thread = threading.Thread(target=self.run, args=(stop,), name="koppel-inbox-pump", daemon=True)
         thread.start()
         return thread, stop
+
+
+def _job_id(job: list[Group]) -> str:
+    """A job's id: its first event's; a batch job's, that with `batch-` before it (every event's an alias)."""
+    first = job[0][0][0]
+    return first if len(job) == 1 else f"{BATCH_PREFIX}{first}"
+
+
+def _members(group: Group) -> list[dict[str, Any]]:
+    """What a job keeps of each event of a record's group: its id, topic and receipt."""
+    return [{"id": job_id, "topic": e["topic"], "received_at": e["received_at"]} for job_id, e in group]
 
 
 def pump_for(

@@ -59,6 +59,7 @@ from gateway.ingest import make_queue
 from gateway.redisserver import die_with_parent
 from workers import keepalive, runtime
 from workers.inbox import pump_for
+from workers.jobs import batchable_for
 from workers.notifier import schedule_dispatch
 from workers.outage import UNREACHABLE, Outage, outage
 from workers.pollers import schedule_polls
@@ -483,7 +484,8 @@ def run_worker(
     )  # fmt: skip
     worker.orphan_after = 3 * heartbeat  # as long as a job's heartbeat lives
     # A dead worker's pump left what it read pending: reclaimed after three beats (at least 5 s), as its jobs.
-    pump = pump_for(connection, config.gateway, config.retention, claim_idle_ms=max(5_000, 3_000 * heartbeat))
+    pump = pump_for(connection, config.gateway, config.retention, claim_idle_ms=max(5_000, 3_000 * heartbeat),
+                    batchable=batchable_for(config))  # records a target writes in batches: one job (workers/inbox.py)
     purger = PurgeLoop(connection, config, worker=worker.name)  # [retention], enforced (workers/retention.py)
     outage.on_back.append(schedule_chains)  # a chain's next job may not have been scheduled while Redis was away
     try:

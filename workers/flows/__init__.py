@@ -26,7 +26,7 @@ from transforms.integration import tables_of
 from transforms.tables import MappingTable
 from workers.runtime import Runtime
 
-__all__ = ["FLOWS", "FlowResult", "Work", "flow_function"]
+__all__ = ["FLOWS", "BatchFunction", "FlowResult", "Work", "batch_function", "flow_function"]
 
 
 @dataclass
@@ -106,3 +106,16 @@ def flow_function(flow: str) -> FlowFunction:
     if not FLOWS:
         FLOWS.update(_flows())
     return FLOWS[flow]
+
+
+BatchFunction = Callable[[list[Work]], list[FlowResult | Exception]]
+"""Several records' events of one integration and flow, written together (a target's batch endpoint): one
+result per work, in input order; an Exception for a record the batch could not write (it then runs again
+alone, as its own job)."""
+
+
+def batch_function(flow: str, target_kind: str) -> BatchFunction | None:
+    """The batch write of `flow` into targets of `target_kind`, or None when records go one by one. The inbox
+    pump makes one job of the waiting events of several records of one integration and flow only when this
+    is not None (workers/inbox.py, `workers.jobs.process_batch`), taking every record's lock (sorted)."""
+    return None
