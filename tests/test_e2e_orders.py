@@ -168,7 +168,7 @@ def test_duplicate_deliveries_and_replayed_jobs_create_nothing_twice(stack, plac
     replayed = [
         queue.enqueue(JOB_FUNC, job.args[0])
         for job in finished
-        if job is not None and job.args[0]["topic"] == "order.created" and job.args[0]["resource_id"] in again
+        if job is not None and job.meta["topic"] == "order.created" and job.args[0]["resource_id"] in again
     ]
     assert len(replayed) == len(again)
     wait_for(
