@@ -365,6 +365,7 @@ class KoppelWorker(QuietWorker, SimpleWorker):
     _expires_at = -math.inf
     """When the worker key expires by the last heartbeat this worker sent (monotonic clock)."""
     _state_written_at = -math.inf
+    _suspension_checked_at = -math.inf
 
     def _execute(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
@@ -412,6 +413,14 @@ class KoppelWorker(QuietWorker, SimpleWorker):
             return
         super().set_state(state, pipeline=pipeline)
         self._state_written_at = time.monotonic()
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's (`rq suspend`: a GET before each dequeue), at most once per `HEARTBEAT_SLACK` s while it finds
+        the worker not suspended: back-to-back jobs pay it once a second, not once each."""
+        if time.monotonic() - self._suspension_checked_at < HEARTBEAT_SLACK:
+            return
+        super().check_for_suspension(burst)
+        self._suspension_checked_at = time.monotonic()
 
     def _beat(self, job: Job, execution: Execution) -> None:
         try:

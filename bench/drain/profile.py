@@ -54,14 +54,14 @@ OURS = tuple(f"{ROOT_DIR}/{part}/" for part in ("workers", "gateway", "connector
 
 
 def who(stack: list[traceback.FrameSummary]) -> str:
-    """Who sent a round trip: the innermost frame of Koppel's code, else of RQ's ("rq: <function>")."""
-    for frame in reversed(stack):
+    """Who sent a round trip: the innermost frame of Koppel's code (and of RQ's within it), else of RQ's."""
+    rq = next((f"rq: {frame.name}" for frame in reversed(stack) if "/rq/" in frame.filename), None)
+    for depth, frame in enumerate(reversed(stack)):
         if frame.filename.startswith(OURS):
-            return f"{frame.filename.removeprefix(ROOT_DIR + '/')}:{frame.name}"
-    for frame in reversed(stack):
-        if "/rq/" in frame.filename:
-            return f"rq: {frame.name}"
-    return "other"
+            ours = f"{frame.filename.removeprefix(ROOT_DIR + '/')}:{frame.name}"
+            inner = [f for f in list(reversed(stack))[:depth] if "/rq/" in f.filename]
+            return f"{ours} > rq: {inner[0].name}" if inner else ours
+    return rq or "other"
 
 
 @contextmanager
