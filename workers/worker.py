@@ -106,6 +106,15 @@ class ResilientQueue(Queue):
         return found
 
 
+    def move_dependents_to_ready(
+        self, job: Job, pipeline: Pipeline | None = None, exclude_job_id: str | None = None,
+        refresh_job_status: bool = True,
+    ) -> dict[str, list[str]]:  # fmt: skip
+        """Nothing: Koppel enqueues no job that depends on another (no `depends_on`), and RQ would read the
+        finished job's dependents set after every job (a round trip each)."""
+        return {}
+
+
 class KoppelScheduler(RQScheduler):
     """RQ's scheduler (a forked child of the worker), which waits out a Redis outage instead of dying with
     a traceback. Its outage is the worker's, logged there: here it is noted at DEBUG only."""
