@@ -17,6 +17,7 @@ from rq.serializers import JSONSerializer
 
 from gateway import cli, keys
 from gateway.activity import ActivityLog
+from gateway.console.health import failed_job
 from gateway.envelope import Envelope, Event
 from gateway.ingest import Ingestor, inbox_key, make_queue, merged_into, resolve_job_id
 from gateway.replay import failed_job_ids, replay
@@ -155,6 +156,8 @@ def test_a_failed_group_replays_by_a_merged_id_and_books_once(env, monkeypatch, 
     assert [(a.outcome, a.job_id) for a in lines] == [("failed", created.job_id), ("skipped", updated.job_id)]
     assert "NOT-AN-ITEM" in lines[0].reason and lines[1].reason.endswith(": failed")
     assert failed_job_ids(env.conn, env.rt.config) == [created.job_id]  # one failed job for the record
+    shown = failed_job(env.conn, env.rt.config, "shop-to-exact", updated.job_id)  # the console's failed-job page
+    assert shown is not None and shown.id == created.job_id
 
     env.http.post(f"{env.live.url}/sandbox/seed/items", json={"skus": [*SKUS, "NOT-AN-ITEM"]}).raise_for_status()
     result = replay(env.conn, env.rt.config, [updated.job_id, created.job_id])  # both ids: requeued once
