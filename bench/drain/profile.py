@@ -14,7 +14,8 @@ runs of this tool, not with bench/drain's figures), the Redis round trips it mad
 `send_packed_command` calls: a pipeline is one; by sender: the innermost frame of Koppel's code, else
 RQ's function), the Redis commands it sent (`INFO commandstats` delta) by
 command, and cProfile's top functions by cumulative and own time. Results in bench/results/profile-*.json
-and the raw profile beside it (`python -m pstats`).
+and the raw profile beside it (`python -m pstats`). Last, the answered events once more without
+the profiler: the worker thread's CPU per event beside a no-op RQ job's (bench/drain's no-op child, unpinned).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any
 import redis
 
 from bench.common import RESULTS, run_bench
-from bench.drain.run import fill
+from bench.drain.run import fill, noop_run
 from gateway.redisserver import EmbeddedRedis, free_port
 from gateway.stack import Stack, StackOptions
 
@@ -159,9 +160,27 @@ def body(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], int]:
             results = [drain(stack, "drain", events, args.orders, args.top, workdir)]
             again = answered(stack)
             results.append(drain(stack, "answered", again, again, args.top, workdir))
+            plain = plain_answered(stack)
+            noop = noop_run(url.rsplit("/", 1)[0] + "/1", "no-op unpinned", plain["events"], None)
+            plain["noop_cpu_ms_per_job"] = noop.cpu_ms_per_job
+            plain["ratio_to_noop"] = round(plain["cpu_ms_per_event"] / noop.cpu_ms_per_job, 2)
+            print(f"\n== answered, not profiled: {plain['events']} events, {plain['cpu_ms_per_event']} ms of the "
+                  f"worker thread's CPU each; a no-op RQ job {noop.cpu_ms_per_job} ms: ratio {plain['ratio_to_noop']}")
     finally:
         embedded.stop()
-    return {"orders": args.orders, "runs": results}, 0
+    return {"orders": args.orders, "runs": results, "answered_plain": plain}, 0
+
+
+def plain_answered(stack: Stack) -> dict[str, Any]:
+    """The answered events once more, without cProfile or the round-trip counter: the CPU of the thread that
+    runs the worker (the pump and the jobs; not the keepalive thread, nor this process's sandbox threads)."""
+    from workers.worker import run_worker
+
+    events = answered(stack)
+    cpu = time.thread_time()
+    run_worker(stack.config(), stack.redis_url, burst=True)
+    cpu = time.thread_time() - cpu
+    return {"events": events, "cpu_s": round(cpu, 3), "cpu_ms_per_event": round(1000 * cpu / events, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
