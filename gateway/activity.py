@@ -84,15 +84,27 @@ class ActivityLog:
         self.retention = retention
 
     def record(self, activity: Activity) -> None:
-        if activity.outcome not in OUTCOMES:
-            raise ValueError(f"unknown activity outcome {activity.outcome!r}")
-        key = keys.activity(activity.integration)
+        self.record_many([activity])
+
+    def record_many(self, activities: list[Activity], pipe: redis.client.Pipeline | None = None) -> None:
+        """Log entries in one round trip (or queued on `pipe`, which the caller executes)."""
+        for activity in activities:
+            if activity.outcome not in OUTCOMES:
+                raise ValueError(f"unknown activity outcome {activity.outcome!r}")
         oldest_ms = int((time.time() - self.retention) * 1000)
-        with self.connection.pipeline(transaction=False) as pipe:
-            # redis-py types `fields` as an invariant dict of every encodable type (redis-py#2917).
-            pipe.xadd(key, activity.fields(), minid=oldest_ms, approximate=True)  # type: ignore[arg-type]
-            pipe.expire(key, self.retention)
-            pipe.execute()
+        own = pipe is None
+        target = self.connection.pipeline(transaction=False) if pipe is None else pipe
+        try:
+            for activity in activities:
+                key = keys.activity(activity.integration)
+                # redis-py types `fields` as an invariant dict of every encodable type (redis-py#2917).
+                target.xadd(key, activity.fields(), minid=oldest_ms, approximate=True)  # type: ignore[arg-type]
+                target.expire(key, self.retention)
+            if own:
+                target.execute()
+        finally:
+            if own:
+                target.reset()
 
     def entries(self, integration: str, *, since: float | None = None, count: int | None = None) -> list[Activity]:
         """The integration's entries, oldest first; `since` (epoch s) keeps those logged from then on."""

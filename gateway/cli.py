@@ -181,12 +181,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     problem = f"{len(result.missing)} job(s) not in the failed registry" if result.missing else None
     if args.json:  # the admin API's replay answer ({"requeued", "missing"}), and where each missing one is
         jsonout.emit({"dry_run": args.dry_run, "requeued": result.requeued, "missing": result.missing,
-                      "reasons": why} | ({"error": problem} if problem else {}))  # fmt: skip
+                      "reasons": why, "merged": result.merged} | ({"error": problem} if problem else {}))  # fmt: skip
     elif args.dry_run:
         print(f"would requeue {len(result.requeued)} failed job(s) (dry run: nothing requeued)"
               + "".join(f"\n  {job_id}" for job_id in result.requeued))  # fmt: skip
     else:
         print(f"requeued {len(result.requeued)} failed job(s)")
+    for job_id, group in result.merged.items():
+        print(f"job {job_id} was merged into job {group} (an event for the same record): {group} "
+              + ("would be requeued" if args.dry_run else "was requeued"))  # fmt: skip
     for job_id in result.missing:
         print(f"koppel: job {job_id} is not in the failed registry: {why[job_id]}", file=sys.stderr)
     return 1 if result.missing else 0
@@ -195,8 +198,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _not_failed(connection: Redis, queue: str, job_id: str) -> str:
     """Where a job id that is not a failed job is: still in the inbox (no worker has made it a job yet),
     an RQ job in another state, or nowhere."""
-    from gateway.ingest import find_in_inbox, make_queue
+    from gateway.ingest import find_in_inbox, make_queue, merged_into
 
+    group = merged_into(connection, job_id)
+    if group is not None:
+        job = make_queue(connection, queue).fetch_job(group)
+        status = job.get_status() if job is not None else None
+        return (f"it was merged into job {group} (an event for the same record, run as one job), which is "
+                f"{status.value if status else 'gone (finished and expired)'}")  # fmt: skip
     entry = find_in_inbox(connection, queue, job_id)
     if entry is not None:
         return (f"it is in the inbox, accepted at {entry.received_at} ({entry.endpoint} {entry.topic} "
@@ -217,7 +226,7 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rq import Worker
 
-    from gateway.ingest import find_in_inbox, inbox_view, make_queue
+    from gateway.ingest import find_in_inbox, inbox_view, make_queue, merged_into
 
     config = _load(args)
     if args.limit <= 0:
@@ -226,10 +235,12 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     choice = _redis(args)
     try:
         connection = redisclient.connect(choice.url)
+        group = None
         if args.job:
             found = find_in_inbox(connection, queue, args.job)
             view = inbox_view(connection, queue, limit=1)
             entries = [found] if found else []
+            group = merged_into(connection, args.job) if not found else None
         else:
             view = inbox_view(connection, queue, limit=args.limit)
             entries = view.entries
@@ -239,7 +250,12 @@ def cmd_inbox(args: argparse.Namespace) -> int:
         choice.stop()
     listed = [e.as_dict() | {"stored_at": jsonout.iso(e.stored_at)} for e in entries]
     document = {"queue": queue, "depth": view.depth, "oldest_age_seconds": round(view.oldest_age, 3),
-                "workers": workers, "entries": listed}  # fmt: skip
+                "workers": workers, "entries": listed,
+                **({"merged_into": group} if group else {})}  # fmt: skip
+    if args.job and not entries and group is not None:
+        return _fail(f"job {args.job} is not in the inbox of queue {queue}: a worker merged it into job {group} "
+                     "(an event for the same record waiting beside it; `koppel activity`, rq-dashboard)",
+                     1, **document)  # fmt: skip
     if args.job and not entries:
         return _fail(f"job {args.job} is not in the inbox of queue {queue}: a worker made it an RQ job already "
                      "(`koppel activity`, rq-dashboard), or no delivery was answered with it",

@@ -99,6 +99,18 @@ def new_job_id() -> str:
     return os.urandom(16).hex()
 
 
+def merged_into(connection: redis.Redis, job_id: str) -> str | None:
+    """The job an event's job id was merged into by the inbox pump (workers/inbox.py: events for the same
+    record waiting together run as one job, under the first one's id), or None."""
+    found = connection.get(keys.merged(job_id))
+    return keys.text(found) if found is not None else None
+
+
+def resolve_job_id(connection: redis.Redis, job_id: str) -> str:
+    """The RQ job that runs the event the gateway answered with `job_id`: itself, or the job it was merged into."""
+    return merged_into(connection, job_id) or job_id
+
+
 def make_queue(connection: redis.Redis, name: str) -> Queue:
     """The RQ queue events go to; jobs are JSON so the dashboard can show them and no pickle is loaded."""
     return Queue(name, connection=connection, serializer=JSONSerializer)

@@ -2,6 +2,8 @@
 
     koppel:dedupe:{endpoint}:{sha256}           STRING  a delivery seen (→ its job id), TTL dedupe window
     koppel:inbox:{queue}                        STREAM  accepted events waiting for the pump
+    koppel:merged:{job id}                      STRING  an event the pump merged into another's job (→ that
+                                                        job's id), TTL as the jobs'
     koppel:activity:{integration}               STREAM  the activity log, trimmed by age
     koppel:ledger:{integration}:{flow}          HASH    stable key → target id of what Koppel wrote
     koppel:inflight:{integration}:{flow}        HASH    stable keys whose write may have reached the target
@@ -55,6 +57,10 @@ def dedupe(endpoint: str, digest: str) -> str:
 
 def inbox(queue: str) -> str:
     return f"{INBOX}{queue}"
+
+
+def merged(job_id: str) -> str:
+    return f"{PREFIX}merged:{job_id}"
 
 
 def activity(integration: str) -> str:

@@ -122,7 +122,7 @@ def woo_orders(run: Run) -> bool:
     config = stack.config()
     since = time.time()  # the replay's outcomes only: the failures before it are what it repairs
     result = replay(stack.connection, config, failed_job_ids(stack.connection, config, INTEGRATION))
-    console.print(f"requeued {len(result.requeued)} failed job(s): one per delivery, "
+    console.print(f"requeued {len(result.requeued)} failed job(s): one per delivery or merged pair, "
                   f"{_per_order(len(result.requeued), len(failed))} of the {len(failed)} failed order(s)")  # fmt: skip
     again = _follow(stack, [o.order_id for o in failed], "replayed orders", console, since=since)
     booked = sum(o.outcome == "created" for o in again.values())
@@ -131,10 +131,14 @@ def woo_orders(run: Run) -> bool:
 
 
 def _per_order(jobs: int, orders: int) -> str:
-    """How the failed jobs relate to the failed orders: "2 each (order.created and order.updated)"."""
+    """How the failed jobs relate to the failed orders: "2 each (order.created and order.updated)"; an order's
+    two events that waited in the inbox together are one job (workers/inbox.py)."""
     if jobs == 2 * orders:
         return "2 each (order.created and order.updated)"
-    return f"{jobs / orders:.1f} on average" if orders else "none"
+    if jobs == orders:
+        return "1 each (order.created and order.updated merged into one job)"
+    return f"{jobs / orders:.1f} on average (an order's two events are one job when they waited together)" if orders \
+        else "none"  # fmt: skip
 
 
 def woo_writeback(run: Run) -> bool:
@@ -244,8 +248,8 @@ def _follow(
 
 def _report(stack: Stack, placed: list[str], outcomes: dict[str, OrderOutcome], console: Console) -> bool:
     """The batch per order (what became of it) and per delivery (each order arrives twice: WooCommerce
-    sends order.created and then order.updated; each delivery is one job, so a failed order is two
-    failed jobs)."""
+    sends order.created and then order.updated; each delivery is one job, or both one when they waited in
+    the inbox together, so a failed order is one or two failed jobs)."""
     deliveries = [d for d in stack.deliveries() if str(d["resource_id"]) in set(placed)]
     accepted = sum(d["success"] for d in deliveries)
     counts = Counter(o.outcome for o in outcomes.values())
@@ -260,7 +264,7 @@ def _report(stack: Stack, placed: list[str], outcomes: dict[str, OrderOutcome], 
         ("orders created in Exact", str(counts["created"]), "one sales order each"),
         ("orders skipped", str(counts["skipped"]), "status not synced / already in Exact"),
         ("orders failed", str(counts["failed"]),
-         f"their {failed_jobs} deliveries' jobs kept in RQ's failed registry" if counts["failed"] else ""),
+         f"their {failed_jobs} job(s) kept in RQ's failed registry" if counts["failed"] else ""),
     ]  # fmt: skip
     for reason, count in Counter(o.reason for o in outcomes.values() if o.outcome == "failed").most_common():
         rows.append(("", f"{count} x", reason))

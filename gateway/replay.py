@@ -11,7 +11,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from gateway.config import Config
-from gateway.ingest import make_queue
+from gateway.ingest import make_queue, merged_into
 
 META_BATCH = 1000
 """Jobs' meta read per pipelined round trip."""
@@ -21,6 +21,8 @@ META_BATCH = 1000
 class ReplayResult:
     requeued: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    merged: dict[str, str] = field(default_factory=dict)
+    """A merged event's id given → the id of the job that ran it (workers/inbox.py), which was requeued."""
 
 
 def failed_ids_by_endpoint(connection: redis.Redis, config: Config) -> dict[str, list[str]]:
@@ -65,18 +67,27 @@ def _requeueable(connection: redis.Redis, registry: FailedJobRegistry, job_id: s
 
 
 def replay(connection: redis.Redis, config: Config, job_ids: list[str], *, dry_run: bool = False) -> ReplayResult:
-    """Requeue the failed jobs `job_ids`; with `dry_run`, requeue none: the result says what would be."""
+    """Requeue the failed jobs `job_ids`; with `dry_run`, requeue none: the result says what would be. An id
+    the inbox pump merged into another job's (an event for the same record waiting beside it) requeues that
+    job, once however many of its ids are given."""
     queue = make_queue(connection, config.gateway.queue)
     registry = queue.failed_job_registry
     result = ReplayResult()
     for job_id in job_ids:
+        group = merged_into(connection, job_id)
+        target = group or job_id
+        if group is not None:
+            result.merged[job_id] = group
+        if target in result.requeued:
+            continue
         try:
             if dry_run:
-                _requeueable(connection, registry, job_id)
+                _requeueable(connection, registry, target)
             else:
-                registry.requeue(job_id)
+                registry.requeue(target)
         except (NoSuchJobError, InvalidJobOperation):
+            result.merged.pop(job_id, None)
             result.missing.append(job_id)
         else:
-            result.requeued.append(job_id)
+            result.requeued.append(target)
     return result

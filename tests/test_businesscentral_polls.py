@@ -56,7 +56,7 @@ class Env:
         return self.http.post(f"{self.live.url}/sandbox/{action}", json=body).raise_for_status().json()
 
     def envelopes(self) -> list[dict[str, Any]]:
-        pump_for(self.conn, self.config.gateway).drain(timeout=10)
+        pump_for(self.conn, self.config.gateway, coalesce=False).drain(timeout=10)  # every event's own envelope
         queue = Queue(self.config.gateway.queue, connection=self.conn, serializer=JSONSerializer)
         jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
         return [job.args[0] for job in jobs if job is not None and job.func_name == JOB_FUNC]

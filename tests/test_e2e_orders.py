@@ -142,7 +142,7 @@ def test_the_second_event_of_every_order_is_skipped_as_already_in_exact(stack, p
     for order_id, handled in events.items():
         assert sorted(outcome for outcome, _, _ in handled) == ["created", "skipped"], order_id
         [(reason, calls)] = [(r, c) for o, r, c in handled if o == "skipped"]
-        assert reason in SKIP_REASONS and calls == 0, order_id
+        assert (reason in SKIP_REASONS or reason.startswith("merged into job")) and calls == 0, order_id
 
 
 def test_the_activity_log_has_an_outcome_for_every_delivered_event(stack, placed):
@@ -168,7 +168,7 @@ def test_duplicate_deliveries_and_replayed_jobs_create_nothing_twice(stack, plac
     replayed = [
         queue.enqueue(JOB_FUNC, job.args[0])
         for job in finished
-        if job is not None and job.args[0]["topic"] == "order.created" and job.args[0]["resource_id"] in again
+        if job is not None and job.meta["topic"] == "order.created" and job.args[0]["resource_id"] in again
     ]
     assert len(replayed) == len(again)
     wait_for(

@@ -144,10 +144,15 @@ def test_duplicate_delivery_is_acknowledged_without_a_second_job(http, rconn):
 
 
 def test_a_later_modification_of_the_same_order_is_a_new_event(http, rconn):
+    answers = []
     for modified in ("2026-11-20T10:00:00", "2026-11-20T10:05:00"):
         body = woo_order(106, modified)
-        assert http.post("/webhooks/shop", content=body, headers=woo_headers(body)).status_code == 202
-    assert len(queued_jobs(rconn)) == 2
+        answers.append(http.post("/webhooks/shop", content=body, headers=woo_headers(body)))
+    assert [(a.status_code, a.json()["queued"]) for a in answers] == [(202, 1), (202, 1)]
+    # both waited in the inbox together: one job of the order, with the later payload (workers/inbox.py)
+    [job] = queued_jobs(rconn)
+    assert [m["id"] for m in job.kwargs["group"]] == [a.json()["jobs"][0] for a in answers]
+    assert job.args[0]["payload"]["date_modified_gmt"] == "2026-11-20T10:05:00"
 
 
 def test_concurrent_duplicates_become_exactly_one_job(gateway, rconn):

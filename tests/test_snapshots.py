@@ -8,9 +8,12 @@ from decimal import Decimal
 import httpx
 import pytest
 import respx
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.http import ApiClient
 from gateway import keys, snapshots
+from gateway.payload import dumps
 
 
 class Shop(ApiClient):
@@ -77,3 +80,25 @@ def test_mask_hides_personal_data_and_keeps_ids_amounts_and_statuses():
     assert masked["billing"]["email"] == snapshots.MASK
     assert masked["note"] == f"mail {snapshots.MASK}"
     assert order["billing"]["email"] == "z@example.nl"  # a copy: the original is untouched
+
+
+_leaves = (
+    st.none() | st.booleans() | st.integers() | st.text()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.decimals(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["\x00koppel-number:1", '"\x00koppel-number:2.5', "\x00", "\\u0000"])
+)
+_values = st.recursive(
+    _leaves,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=5) | st.integers() | st.sampled_from(["\x00koppel-number:3"]), inner,
+                      max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_values)
+def test_the_compact_snapshot_json_is_the_exact_encoders_text(value):
+    # the per-event path (the stdlib's C encoder with marked numbers) writes what the exact encoder writes
+    assert snapshots.to_json(value) == dumps(snapshots._numbers(value), default=str)

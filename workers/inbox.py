@@ -1,4 +1,4 @@
-"""The inbox pump: turns each entry of the inbox stream into exactly one RQ job.
+"""The inbox pump: turns the entries of the inbox stream into RQ jobs, each entry exactly once.
 
 The gateway stores an accepted event as an entry of the Redis stream `koppel:inbox:<queue>`
 (gateway/ingest.py), with the job id it already answered. Every worker process runs a pump, all
@@ -6,15 +6,23 @@ in one consumer group, so they share the work:
 
     XAUTOCLAIM  entries idle > 30 s in a dead consumer's hands      (first, each round; `koppel worker`: 3 beats)
     XREADGROUP  up to 256 new entries (BLOCK 1 s)
-    WATCH       rq:job:<id> of the batch; EXISTS → skip jobs made already (defensive)
+    WATCH       rq:job:<id> and koppel:merged:<id> of the batch; EXISTS → skip entries made already (defensive)
     MULTI
       RQ enqueue_many (job hash + queue push, with the pre-assigned id, retry schedule, TTLs)
+      SET koppel:merged:<id> <group job id>  per merged entry (TTL as the jobs')
       XACK + XDEL   the batch's entries
-    EXEC                                                                (retried if a job key changed)
+    EXEC                                                                (retried if a watched key changed)
+
+Entries of one batch for the same record (endpoint, resource, resource id) become one job: WooCommerce
+sends order.created and order.updated for every checkout, and when both wait together the record is
+read, normalised, locked and written once, with the latest payload (`process_event`'s `group`: every
+member's id, topic and receipt, so the activity log still has a line per event). The job has the first
+member's id; each other member's id is an alias of it (`gateway.ingest.merged_into`), so `koppel replay
+--job`, `koppel inbox --job` and the console resolve the id the gateway answered for it.
 
 A pump that dies before EXEC leaves its entries pending: another consumer reclaims them and makes
 the jobs, under the same ids. A slow pump racing the one that reclaimed its entries loses the WATCH
-and then finds the jobs made. So an entry becomes exactly one job.
+and then finds the jobs (or aliases) made. So an entry becomes exactly one job, or one alias of one.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from redis.exceptions import ResponseError, WatchError
 from rq import Queue, Retry
 from rq.job import Job
 
+from gateway import keys
 from gateway.config import GatewaySettings, RetentionSettings
 from gateway.ingest import JOB_FUNC, PUMP_GROUP, inbox_key, job_description, make_queue
 from workers.outage import UNREACHABLE, outage
@@ -41,7 +50,13 @@ from workers.policy import retry_schedule
 log = logging.getLogger("koppel.inbox")
 
 GROUP = PUMP_GROUP
+Group = list[tuple[str, dict[str, Any]]]
+"""The waiting events of one record, oldest first: (job id, envelope)."""
 BATCH = 256
+BATCH_JOB_MAX = 100
+"""Records in one batch job at most (WooCommerce's batch endpoints take 100 items)."""
+BATCH_FUNC = "workers.jobs.process_batch"
+BATCH_PREFIX = "batch-"
 BLOCK_MS = 1000
 CLAIM_IDLE_MS = 30_000
 
@@ -59,6 +74,8 @@ class InboxPump:
         batch: int = BATCH,
         block_ms: int = BLOCK_MS,
         claim_idle_ms: int = CLAIM_IDLE_MS,
+        coalesce: bool = True,
+        batchable: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.connection = connection
         self.queue: Queue = make_queue(connection, queue_name)
@@ -70,6 +87,11 @@ class InboxPump:
         self.batch = batch
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
+        self.coalesce = coalesce
+        """Whether entries of one batch for the same record become one job (`_groups`)."""
+        self.batchable = batchable
+        """Whether an event's record may be written with other records of its endpoint and resource in one
+        batch job (`workers.jobs.batchable_for`: the flow's target has a batch write); None: never."""
         self._group_ready = False
         self._own_pending = True  # entries this consumer read but did not finish (a restart, an error)
 
@@ -117,45 +139,137 @@ class InboxPump:
         return [(entry_id, fields) for entry_id, fields in entries if fields]
 
     def _commit_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
-        by_job = {fields[b"id"].decode(): (entry_id, fields) for entry_id, fields in entries}
+        by_job = {fields[b"id"].decode(): fields for _, fields in entries}  # a repeated id: one job
         entry_ids = [entry_id for entry_id, _ in entries]
-        job_keys = [Job.key_for(job_id) for job_id in by_job]
+        watched = [key for job_id in by_job for key in (Job.key_for(job_id), keys.merged(job_id))]
         with self.connection.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(*job_keys)
+                    pipe.watch(*watched)
                     with self.connection.pipeline(transaction=False) as check:
-                        for key in job_keys:
-                            check.exists(key)
+                        for job_id in by_job:
+                            check.exists(Job.key_for(job_id), keys.merged(job_id))
                         made = check.execute()
-                    datas = [
-                        self._job_data(job_id, fields)
-                        for (job_id, (_, fields)), exists in zip(by_job.items(), made, strict=True)
+                    waiting = [
+                        (job_id, json.loads(fields[b"e"]))
+                        for (job_id, fields), exists in zip(by_job.items(), made, strict=True)
                         if not exists
                     ]
+                    made_jobs = self._batches(self._groups(waiting))
                     pipe.multi()
-                    if datas:
-                        self.queue.enqueue_many(datas, pipeline=pipe)
+                    if made_jobs:
+                        self.queue.enqueue_many([self._job_data(*job) if len(job) == 1 else self._batch_data(job)
+                                                 for job in made_jobs], pipeline=pipe)  # fmt: skip
+                    for job in made_jobs:
+                        job_id = _job_id(job)
+                        for group in job:
+                            for member_id, _ in group:
+                                if member_id != job_id:
+                                    pipe.set(keys.merged(member_id), job_id, ex=self.alias_ttl)
                     pipe.xack(self.stream, GROUP, *entry_ids)
                     pipe.xdel(self.stream, *entry_ids)
                     self._execute(pipe)
-                    if len(datas) < len(by_job):
-                        log.info("inbox: %d entries were jobs already", len(by_job) - len(datas))
+                    if len(waiting) < len(by_job):
+                        log.info("inbox: %d entries were jobs already", len(by_job) - len(waiting))
                     return len(entries)
+                except WatchError:
+                    continue
+
+    def _groups(self, waiting: list[tuple[str, dict[str, Any]]]) -> list[Group]:
+        """The batch's events as jobs to make, in stream order (a group where its first member was): the
+        events for one record (endpoint, resource, resource id) together; events without a record id (a
+        collection notification) each alone."""
+        groups: dict[Any, Group] = {}
+        for job_id, envelope in waiting:
+            record = envelope.get("resource_id")
+            key = (envelope["endpoint"], envelope["resource"], record) if self.coalesce and record else job_id
+            groups.setdefault(key, []).append((job_id, envelope))
+        return list(groups.values())
+
+    @property
+    def alias_ttl(self) -> int:
+        """A merged event's alias lives as long as the job it went to can be kept."""
+        return max(self.result_ttl, self.failure_ttl)
+
+    def _batches(self, groups: list[Group]) -> list[list[Group]]:
+        """The jobs to make: each a record's group alone, or the groups of several records of one endpoint and
+        resource whose target writes them in a batch (`batchable`; up to `BATCH_JOB_MAX` a job)."""
+        if self.batchable is None:
+            return [[group] for group in groups]
+        jobs: list[list[Group]] = []
+        filling: dict[tuple[str, str], list[Group]] = {}
+        for group in groups:
+            envelope = group[-1][1]
+            if not envelope.get("resource_id") or not self.batchable(envelope):
+                jobs.append([group])
+                continue
+            key = (envelope["endpoint"], envelope["resource"])
+            batch = filling.get(key)
+            if batch is None or len(batch) >= BATCH_JOB_MAX:
+                batch = filling[key] = []
+                jobs.append(batch)
+            batch.append(group)
+        return jobs
+
+    def _batch_data(self, job: list[Group]) -> Any:
+        """One job for the records of `job` (`workers.jobs.process_batch`), under an id of its own (`_job_id`):
+        a record the batch cannot write is queued again under its own first event's id."""
+        members = [{"id": group[0][0], "envelope": group[-1][1], "group": _members(group)} for group in job]
+        first = job[0][0][1]
+        ids = ", ".join(group[0][1]["resource_id"] for group in job[:5]) + (", …" if len(job) > 5 else "")
+        return Queue.prepare_data(
+            BATCH_FUNC,
+            args=(members,),
+            job_id=_job_id(job),
+            description=f"{first['endpoint']} {first['resource']} x{len(job)} as a batch: {ids}",
+            meta={"endpoint": first["endpoint"], "topic": first["topic"], "batch": len(job)},
+            retry=self.retry_factory() if self.retry_factory else None,
+            result_ttl=self.result_ttl,
+            failure_ttl=self.failure_ttl,
+        )
+
+    def enqueue_alone(self, member: dict[str, Any]) -> bool:
+        """Queue a batch job's member (`_batch_data`) as its own job, under its own id (a record the batch could
+        not write: retries, failure and replay are then its own); its merged events' aliases go to it. False
+        when that job exists already (a batch job run again)."""
+        job_id = member["id"]
+        group = [(m["id"], {**member["envelope"], "topic": m["topic"], "received_at": m["received_at"]})
+                 for m in member["group"]]  # fmt: skip
+        group[-1] = (group[-1][0], member["envelope"])
+        with self.connection.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(Job.key_for(job_id))
+                    if pipe.exists(Job.key_for(job_id)):
+                        return False
+                    pipe.multi()
+                    self.queue.enqueue_many([self._job_data(group)], pipeline=pipe)
+                    pipe.delete(keys.merged(job_id))
+                    for other, _ in group[1:]:
+                        pipe.set(keys.merged(other), job_id, ex=self.alias_ttl)
+                    pipe.execute()
+                    return True
                 except WatchError:
                     continue
 
     def _execute(self, pipe: redis.client.Pipeline) -> None:
         pipe.execute()  # a seam for tests: a crash here leaves the batch pending
 
-    def _job_data(self, job_id: str, fields: dict[bytes, bytes]) -> Any:
-        envelope = json.loads(fields[b"e"])
+    def _job_data(self, group: Group) -> Any:
+        job_id, first = group[0]
+        envelope = group[-1][1]  # the latest payload
+        kwargs: dict[str, Any] = {}
+        description = job_description(first)
+        if len(group) > 1:
+            kwargs["group"] = _members(group)
+            description += f" (+{len(group) - 1} merged: {', '.join(e['topic'] for _, e in group[1:])})"
         return Queue.prepare_data(
             JOB_FUNC,
             args=(envelope,),
+            kwargs=kwargs or None,
             job_id=job_id,
-            description=job_description(envelope),
-            meta={"endpoint": envelope["endpoint"], "topic": envelope["topic"]},
+            description=description,
+            meta={"endpoint": envelope["endpoint"], "topic": first["topic"]},
             retry=self.retry_factory() if self.retry_factory else None,
             result_ttl=self.result_ttl,
             failure_ttl=self.failure_ttl,
@@ -200,6 +314,17 @@ class InboxPump:
         thread = threading.Thread(target=self.run, args=(stop,), name="koppel-inbox-pump", daemon=True)
         thread.start()
         return thread, stop
+
+
+def _job_id(job: list[Group]) -> str:
+    """A job's id: its first event's; a batch job's, that with `batch-` before it (every event's an alias)."""
+    first = job[0][0][0]
+    return first if len(job) == 1 else f"{BATCH_PREFIX}{first}"
+
+
+def _members(group: Group) -> list[dict[str, Any]]:
+    """What a job keeps of each event of a record's group: its id, topic and receipt."""
+    return [{"id": job_id, "topic": e["topic"], "received_at": e["received_at"]} for job_id, e in group]
 
 
 def pump_for(

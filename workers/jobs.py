@@ -5,26 +5,27 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.client import Pipeline
 from rq import get_current_job
 
 from connectors import registry
 from connectors.contract import FlowResult, Gone
-from gateway import notify, snapshots
+from gateway import keys, notify, snapshots
 from gateway.activity import Activity, ActivityLog
-from gateway.config import Integration
+from gateway.config import Config, Integration
 from gateway.envelope import Envelope
 from gateway.errors import PermanentError, TransientError
 from gateway.ingest import Ingestor
 from workers import runtime
-from workers.flows import Work, flow_function, note_seen, seen_before
+from workers.flows import BatchFunction, Work, batch_function, flow_function, note_seen, seen_before
 from workers.policy import fail_permanently, note_transient, resource_lock
 from workers.pollers import envelope_of
-from workers.switches import switch_off, switched_off
+from workers.switches import switch_off, switch_read
 
 log = logging.getLogger("koppel.worker")
 
@@ -66,28 +67,35 @@ def _collection(rt: runtime.Runtime, envelope: Envelope) -> dict[str, Any] | Non
             "records": records, "queued": queued}  # fmt: skip
 
 
-def run_event(rt: runtime.Runtime, integration: Integration, envelope: Envelope) -> FlowResult:
-    """One event's flow for one integration (what `process_event` runs under the resource lock)."""
+def run_event(
+    rt: runtime.Runtime, integration: Integration, envelope: Envelope, finish: Pipeline | None = None
+) -> FlowResult:
+    """One event's flow for one integration (what `process_event` runs under the resource lock); `finish`:
+    a pipeline sent with the lock's release, where the record's seen version is written (else at once)."""
     flow = flow_of(envelope)
     if flow is None:
         raise PermanentError(f"no flow takes {envelope.source} {envelope.resource} events")
     work = Work(integration, envelope, rt.source(integration.source), rt.target(integration.target), rt)
-    return _run(work, flow)
+    return _run(work, flow, finish)
 
 
-def _run(work: Work, flow: str) -> FlowResult:
+def _run(work: Work, flow: str, finish: Pipeline | None = None) -> FlowResult:
     """The flow, unless this version of the record was processed already (under the resource lock), or
     the record is gone from the source (skipped, naming it)."""
     try:
-        seen, done = seen_before(work, flow)
-        if done is not None:
-            return done
+        seen, answer = seen_before(work, flow)
+        if answer is not None:
+            return answer
         result = flow_function(flow)(work)
     except Gone as gone:
-        log.info("event %s %s: %s; skipped", work.envelope.topic, work.envelope.resource_id, gone)
-        return FlowResult("skipped", calls=0, reason=str(gone))
-    note_seen(work, seen, result)
+        return _gone(work, gone)
+    note_seen(work, seen, result, finish)
     return result
+
+
+def _gone(work: Work, gone: Gone) -> FlowResult:
+    log.info("event %s %s: %s; skipped", work.envelope.topic, work.envelope.resource_id, gone)
+    return FlowResult("skipped", calls=0, reason=str(gone))
 
 
 def _lifecycle(rt: runtime.Runtime, envelope: Envelope) -> dict[str, Any] | None:
@@ -107,18 +115,40 @@ def _lifecycle(rt: runtime.Runtime, envelope: Envelope) -> dict[str, Any] | None
             "switched_off": off, "reason": reason}  # fmt: skip
 
 
+class _Kept:
+    """The job's payload snapshot, stored when the work ends, however it ends (never failing the job), unless
+    `queue` put it on the pipeline that ends the work, or found nothing worth keeping."""
+
+    def __init__(self, rt: runtime.Runtime, recorder: snapshots.Recorder) -> None:
+        self.store = snapshots.SnapshotStore(rt.connection, rt.snapshot_ttl)
+        self.recorder = recorder
+        self.done = not recorder.job_id
+
+    def queue(self, pipe: Pipeline, result: FlowResult) -> None:
+        """On `pipe`, unless the event was answered without a call or a mapping (processed already: the
+        snapshot would only repeat the payload the job keeps)."""
+        rec = self.recorder
+        self.done = True
+        if result.outcome == "skipped" and not result.calls and not rec.mapped and not rec.requests:
+            return
+        self.save(pipe)
+
+    def save(self, pipe: Pipeline | None = None) -> None:
+        try:
+            self.store.save(self.recorder, pipe)
+        except Exception as exc:  # Redis unreachable, a payload JSON cannot hold: the job's outcome stands
+            log.warning("job %s: its payload snapshot could not be stored (%s)", self.recorder.job_id,
+                        type(exc).__name__)  # fmt: skip
+
+
 @contextmanager
-def _kept(rt: runtime.Runtime, recorder: snapshots.Recorder) -> Iterator[None]:
-    """Store the job's payload snapshot when the work inside ends, however it ends (never failing the job)."""
+def _kept(rt: runtime.Runtime, recorder: snapshots.Recorder) -> Iterator[_Kept]:
+    kept = _Kept(rt, recorder)
     try:
-        yield
+        yield kept
     finally:
-        if recorder.job_id:
-            try:
-                snapshots.SnapshotStore(rt.connection, rt.snapshot_ttl).save(recorder)
-            except Exception as exc:  # Redis unreachable, a payload JSON cannot hold: the job's outcome stands
-                log.warning("job %s: its payload snapshot could not be stored (%s)", recorder.job_id,
-                            type(exc).__name__)  # fmt: skip
+        if not kept.done:
+            kept.save()
 
 
 def notify_failure(rt: runtime.Runtime, integration: Integration, envelope: Envelope, flow: str | None,
@@ -137,12 +167,40 @@ def notify_failure(rt: runtime.Runtime, integration: Integration, envelope: Enve
                   noun=noun, fix=fix)  # fmt: skip
 
 
-def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
+def _lines(integration_id: str, flow: str, resource_id: str, events: list[dict[str, Any]], ran_in: str,
+           outcome: str, result: FlowResult | None = None, reason: str = "") -> list[Activity]:  # fmt: skip
+    """The activity lines of a record's events (`events`: id, topic, received_at each, oldest first) that one
+    run of job `ran_in` handled: the first event's with the outcome; once it is final, each other's as
+    skipped, merged into that job."""
+    done_at = time.time()
+    first = events[0]
+    lines = [Activity(
+        integration=integration_id, flow=flow, topic=first["topic"], resource_id=resource_id, outcome=outcome,
+        received_at=datetime.fromisoformat(first["received_at"]).timestamp(), done_at=done_at,
+        number=result.number if result else "", target_id=result.target_id if result else "",
+        calls=(result.calls or 0) if result else 0, reason=reason or (result.reason if result else ""),
+        job_id=first["id"], level=result.level if result else "",
+    )]  # fmt: skip
+    if outcome != "retrying":
+        why = f"merged into job {ran_in} ({first['topic']}), which ran it with the latest payload: {outcome}"
+        lines += [Activity(integration=integration_id, flow=flow, topic=event["topic"], resource_id=resource_id,
+                           outcome="skipped", received_at=datetime.fromisoformat(event["received_at"]).timestamp(),
+                           done_at=done_at, number=result.number if result else "", reason=why, job_id=event["id"])
+                  for event in events[1:]]  # fmt: skip
+    return lines
+
+
+def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run the event through its flow for every integration its endpoint (or polled system) feeds.
 
     Work on one resource of one integration is serialised (a Redis lock), so two events for the
     same order never race. Every outcome, failures included, goes to the integration's activity
     log (gateway/activity.py). Returns a summary kept as the job's result: ids and outcomes, no payload.
+
+    `group`: the events for this record the inbox pump merged into this job (workers/inbox.py), oldest
+    first, each `{"id", "topic", "received_at"}`; the job has the first one's id and `envelope_data` is the
+    latest one's. The record is processed once; the job's activity line is the first event's, and every
+    other gets its own line, "skipped" as merged into this job, once the outcome is final.
     """
     try:
         envelope = Envelope.model_validate(envelope_data)
@@ -172,43 +230,41 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
         summary["outcome"] = "no integration takes this event"
     activity = ActivityLog(rt.connection, rt.config.retention.activity)
     job = get_current_job()
+    job_id = job.id if job is not None else ""
+    first = group[0] if group else {"topic": envelope.topic, "received_at": envelope.received_at.isoformat()}
+    merged = group[1:] if group else []
+    if merged:
+        summary["merged"] = [member["id"] for member in merged]
 
-    def note(integration_id: str, outcome: str, result: FlowResult | None = None, reason: str = "") -> None:
-        activity.record(
-            Activity(
-                integration=integration_id,
-                flow=flow or "",
-                topic=envelope.topic,
-                resource_id=envelope.resource_id or "",
-                outcome=outcome,
-                received_at=envelope.received_at.timestamp(),
-                done_at=time.time(),
-                number=result.number if result else "",
-                target_id=result.target_id if result else "",
-                calls=(result.calls or 0) if result else 0,
-                reason=reason or (result.reason if result else ""),
-                job_id=job.id if job is not None else "",
-                level=result.level if result else "",
-            )
-        )
+    def note(integration_id: str, outcome: str, result: FlowResult | None = None, reason: str = "",
+             pipe: Pipeline | None = None) -> None:  # fmt: skip
+        events = [{**first, "id": job_id}, *merged]
+        activity.record_many(_lines(integration_id, flow or "", envelope.resource_id or "", events, job_id,
+                                    outcome, result, reason), pipe)  # fmt: skip
 
     for integration in integrations:
         assert flow is not None
-        off = switched_off(rt.connection, integration.id)
-        if off is not None:
-            summary["integrations"][integration.id] = {"outcome": "skipped", "reason": f"switched off: {off}"}
-            note(integration.id, "skipped", reason=f"switched off: {off}")
-            continue
+        # Koppel's own round trips: the switch read with the lock's first try; the seen version, the snapshot
+        # and the activity lines written with its release (`resource_lock`'s `also` and `finish`).
         try:
             with (
-                snapshots.recording(integration.id, job.id if job else "", flow=flow, received=envelope.payload) as rec,
-                _kept(rt, rec),
+                snapshots.recording(integration.id, job_id, flow=flow, received=envelope.payload) as rec,
+                _kept(rt, rec) as kept,
                 resource_lock(
                     rt.connection, integration.id, envelope.resource, envelope.resource_id or "-",
-                    hold=3 * rt.config.gateway.worker_heartbeat_seconds,
-                ),
+                    hold=3 * rt.config.gateway.worker_heartbeat_seconds, also=switch_read(integration.id),
+                ) as held,
             ):  # fmt: skip
-                result = run_event(rt, integration, envelope)
+                off = keys.text(held.also[0]) if held.also and held.also[0] is not None else None
+                if off is not None:
+                    kept.done = True  # nothing ran
+                    summary["integrations"][integration.id] = {"outcome": "skipped", "reason": f"switched off: {off}"}
+                    note(integration.id, "skipped", reason=f"switched off: {off}")
+                    continue
+                held.finish = finish = rt.connection.pipeline(transaction=False)
+                result = run_event(rt, integration, envelope, finish)
+                kept.queue(finish, result)
+                note(integration.id, result.outcome, result, pipe=finish)
         except PermanentError as error:
             fail_permanently(error)
             note(integration.id, "failed", reason=str(error))
@@ -230,6 +286,159 @@ def process_event(envelope_data: dict[str, Any]) -> dict[str, Any]:
                                f"unexpected {type(error).__name__}; see the failed job's traceback")  # fmt: skip
             raise
         summary["integrations"][integration.id] = result.as_dict()
-        note(integration.id, result.outcome, result)
     log.info("event %s %s from %s done", envelope.topic, envelope.resource_id or "-", envelope.endpoint)
     return summary
+
+
+def batchable_for(config: Config) -> Callable[[dict[str, Any]], bool]:
+    """For the inbox pump (workers/inbox.py): whether an event (its envelope as queued) may go into a batch job
+    with other records' events of its endpoint and resource: every integration its flow feeds writes into a
+    target with a batch write for that flow (`workers.flows.batch_function`). Answered once per kind of event."""
+    known: dict[tuple[str, str, str], bool] = {}
+
+    def batchable(envelope: dict[str, Any]) -> bool:
+        key = (envelope["endpoint"], envelope["source"], envelope["resource"])
+        if key not in known:
+            known[key] = _batchable(config, *key)
+        return known[key]
+
+    return batchable
+
+
+def _batchable(config: Config, endpoint: str, source_kind: str, resource: str) -> bool:
+    try:
+        source = registry.get(source_kind).source
+    except KeyError:
+        return False
+    flow = source.flow_of(resource) if source is not None else None
+    integrations = [i for i in config.integrations_from(endpoint) if flow in i.flows]
+    if flow is None or not integrations:
+        return False
+    systems = [config.system(i.target) for i in integrations]
+    return all(system is not None and batch_function(flow, system.kind) is not None for system in systems)
+
+
+def process_batch(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several records' events of one endpoint and resource, written with the target's batch write
+    (`workers.flows.batch_function`, called once per integration) under every record's lock (taken in
+    sorted order). `members`: per record its first event's id, its latest envelope and its events
+    (`workers.inbox.InboxPump._batch_data`). A record already processed is answered by its seen version; a
+    record the batch could not write (an Exception in its place) is queued again as its own job under its
+    own id (`InboxPump.enqueue_alone`): its retries, failure and replay are then its own.
+    """
+    from workers.inbox import pump_for
+
+    try:
+        envelopes = [Envelope.model_validate(member["envelope"]) for member in members]
+    except (ValueError, KeyError, TypeError):
+        error = PermanentError("the job's argument is not a list of Koppel event envelopes")
+        fail_permanently(error)
+        raise error from None
+    rt = runtime.current()
+    first = envelopes[0]
+    flow = flow_of(first)
+    job = get_current_job()
+    job_id = job.id if job is not None else members[0]["id"]
+    activity = ActivityLog(rt.connection, rt.config.retention.activity)
+    integrations = [i for i in rt.config.integrations_from(first.endpoint) if flow is not None and flow in i.flows]
+    summary: dict[str, Any] = {"endpoint": first.endpoint, "resource": first.resource, "flow": flow,
+                               "records": [e.resource_id for e in envelopes], "integrations": {}}  # fmt: skip
+    alone: set[int] = set()
+    hold = 3 * rt.config.gateway.worker_heartbeat_seconds
+    order = sorted(range(len(members)), key=lambda index: envelopes[index].resource_id or "")
+    for integration in integrations:
+        assert flow is not None
+        outcomes: dict[str, Any] = {}
+        with ExitStack() as locks:
+            held = [locks.enter_context(resource_lock(rt.connection, integration.id, envelopes[index].resource,
+                                                      envelopes[index].resource_id or "-", hold=hold,
+                                                      also=switch_read(integration.id)))
+                    for index in order]  # fmt: skip
+            off = keys.text(held[0].also[0]) if held[0].also and held[0].also[0] is not None else None
+            if off is not None:
+                for member, envelope in zip(members, envelopes, strict=True):
+                    activity.record_many(_lines(integration.id, flow, envelope.resource_id or "", member["group"],
+                                                job_id, "skipped", reason=f"switched off: {off}"))  # fmt: skip
+                summary["integrations"][integration.id] = {"outcome": "skipped", "reason": f"switched off: {off}"}
+                continue
+            results = _run_batch(rt, integration, envelopes, flow)
+            held[-1].finish = finish = rt.connection.pipeline(transaction=False)  # sent with the last release
+            for index, (member, envelope, (seen, result)) in enumerate(zip(members, envelopes, results, strict=True)):
+                if isinstance(result, Exception):
+                    alone.add(index)
+                    outcomes[envelope.resource_id or ""] = {"outcome": "run alone", "reason": _why(result)}
+                    continue
+                note_seen(Work(integration, envelope, rt.source(integration.source), rt.target(integration.target),
+                               rt), seen, result, finish)  # fmt: skip
+                activity.record_many(_lines(integration.id, flow, envelope.resource_id or "", member["group"],
+                                            job_id, result.outcome, result), finish)  # fmt: skip
+                outcomes[envelope.resource_id or ""] = result.as_dict()
+        summary["integrations"][integration.id] = outcomes
+    if alone:
+        pump = pump_for(rt.connection, rt.config.gateway, rt.config.retention)
+        for index in sorted(alone):
+            queued = pump.enqueue_alone(members[index])
+            log.info("batch job %s: %s %s queued again as its own job %s%s", job_id, first.resource,
+                     envelopes[index].resource_id, members[index]["id"],
+                     "" if queued else " (queued already)")  # fmt: skip
+        summary["alone"] = [members[index]["id"] for index in sorted(alone)]
+    log.info("batch of %d %s events from %s done (%d to run alone)", len(members), first.resource, first.endpoint,
+             len(alone))  # fmt: skip
+    return summary
+
+
+def _why(error: Exception) -> str:
+    return str(error) if isinstance(error, PermanentError | TransientError) else f"unexpected {type(error).__name__}"
+
+
+BatchResult = tuple[tuple[str, str] | None, FlowResult | Exception]
+
+
+def _run_batch(
+    rt: runtime.Runtime, integration: Integration, envelopes: list[Envelope], flow: str
+) -> list[BatchResult]:
+    """Per record (in input order): where its seen version goes, and its result: answered by the seen version,
+    skipped as gone, or the batch write's (an Exception for a record to run alone)."""
+    works = [Work(integration, e, rt.source(integration.source), rt.target(integration.target), rt) for e in envelopes]
+    write = batch_function(flow, works[0].target.kind)
+    if write is not None:  # it answers and notes seen versions itself (workers.flows.batch_function)
+        return [(None, _gone(work, result) if isinstance(result, Gone) else result)
+                for work, result in zip(works, _written(write, works, flow), strict=True)]  # fmt: skip
+    # no batch write for this integration's target (another integration's has one): one by one
+    seens: list[tuple[str, str] | None] = [None] * len(works)
+    results: dict[int, FlowResult | Exception] = {}
+    for index, work in enumerate(works):
+        try:
+            seens[index], answer = seen_before(work, flow)
+        except Gone as gone:
+            answer = _gone(work, gone)
+        except Exception as error:  # reading the record failed: it runs alone, where it fails or retries as its own
+            answer = None
+            results[index] = error
+        if answer is not None:
+            results[index] = answer
+    for index in range(len(works)):
+        if index not in results:
+            results[index] = _one(works[index], flow)
+    return [(seens[index], results[index]) for index in range(len(works))]
+
+
+def _written(write: BatchFunction, works: list[Work], flow: str) -> list[FlowResult | Exception]:
+    """The batch write's results; when it fails as a whole, that error for each record (each then runs alone)."""
+    try:
+        written = write(works)
+        if len(written) != len(works):
+            raise RuntimeError(f"the batch write answered {len(written)} results for {len(works)} records")
+    except (PermanentError, TransientError, RuntimeError) as error:
+        log.warning("batch of %d %s records: %s; each runs alone", len(works), flow, error)
+        return [error] * len(works)
+    return written
+
+
+def _one(work: Work, flow: str) -> FlowResult | Exception:
+    try:
+        return flow_function(flow)(work)
+    except Gone as gone:
+        return _gone(work, gone)
+    except Exception as error:
+        return error

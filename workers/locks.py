@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import LockNotOwnedError
 
@@ -73,16 +75,26 @@ class WakingLock(redis.lock.Lock):
         blocking: bool | None = None,
         blocking_timeout: float | None = None,
         token: str | bytes | None = None,
+        also: Callable[[Pipeline], None] | None = None,
     ) -> bool:
-        """As `Lock.acquire`, but a blocked waiter sleeps on the wake list, not for `sleep`."""
+        """As `Lock.acquire`, but a blocked waiter sleeps on the wake list, not for `sleep`. `also(pipe)`
+        queues commands sent with the first try, in its round trip; their replies are `self.also`."""
         token_b = uuid.uuid4().hex.encode() if token is None else self.redis.get_encoder().encode(token)
         blocking = self.blocking if blocking is None else blocking
         blocking_timeout = self.blocking_timeout if blocking_timeout is None else blocking_timeout
         stop_at = None if blocking_timeout is None else time.monotonic() + blocking_timeout
         ttl_ms = "" if not self.timeout else str(int(self.timeout * 1000))
         assert self.lua_try is not None
+        self.also: list[Any] = []
         while True:
-            pttl = int(self.lua_try(keys=[self.name, self.wake_name], args=[token_b, ttl_ms], client=self.redis))
+            if also is not None:
+                with self.redis.pipeline(transaction=False) as pipe:  # EVAL: a Script would ask SCRIPT EXISTS first
+                    pipe.eval(_TRY, 2, self.name, self.wake_name, token_b, ttl_ms)
+                    also(pipe)
+                    first, *self.also = pipe.execute()
+                pttl, also = int(first), None
+            else:
+                pttl = int(self.lua_try(keys=[self.name, self.wake_name], args=[token_b, ttl_ms], client=self.redis))
             if pttl == -3:
                 self.local.token = token_b
                 return True
@@ -99,6 +111,15 @@ class WakingLock(redis.lock.Lock):
                 continue
             if wait >= 0.001:  # BLPOP's 0 would mean "forever"
                 self.redis.blpop([self.wake_name], timeout=wait)
+
+    def release_in(self, pipe: Pipeline) -> None:
+        """Queue the release on `pipe` (sent with the caller's other commands, after them); the lock is no
+        longer this object's whether or not it was still held."""
+        token = self.local.token
+        if token is None:
+            raise redis.exceptions.LockError("Cannot release an unlocked lock", lock_name=self.name)
+        self.local.token = None
+        pipe.eval(_RELEASE, 2, self.name, self.wake_name, token, WAKE_KEEP_MS)  # EVAL: no SCRIPT EXISTS first
 
     def do_release(self, expected_token: str) -> None:
         assert self.lua_release_wake is not None

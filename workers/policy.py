@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import redis
+from redis.client import Pipeline
 from redis.exceptions import LockError, LockNotOwnedError
 from rq import Retry, get_current_job
 
@@ -58,14 +60,30 @@ def note_transient(error: TransientError) -> None:
     job.save_meta()
 
 
+class Held:
+    """A resource lock held (`resource_lock`): the replies of the commands sent with its first try (`also`),
+    and `finish`, a pipeline whose commands are sent with the release, before it, in one round trip."""
+
+    def __init__(self, also: list[Any]) -> None:
+        self.also = also
+        self.finish: Pipeline | None = None
+
+
 @contextlib.contextmanager
-def resource_lock(connection: redis.Redis, *parts: str, hold: float = 30, wait: float = 10) -> Iterator[None]:
+def resource_lock(
+    connection: redis.Redis, *parts: str, hold: float = 30, wait: float = 10,
+    also: Callable[[Pipeline], None] | None = None,
+) -> Iterator[Held]:  # fmt: skip
     """Serialise work on one resource (e.g. one order of one integration) across all workers.
 
     Two events for the same order (created and updated arriving together) never race: the second
     waits up to `wait` seconds, then retries later as a transient failure. The lock expires `hold`
     seconds after its last renewal; the keepalive thread renews it every `hold / 3` s while the work
     runs, and no more once the block is left (before the lock is released).
+
+    `also(pipe)` queues reads sent with the first try to take the lock (`Held.also`: their replies). When
+    the block ends without an exception and set `Held.finish` (a non-transactional pipeline), its commands
+    are sent with the release, in one round trip; otherwise it is discarded and the lock released alone.
     """
     name = keys.lock(*parts)
     # Not thread-local: the renewing thread must see the token the acquiring thread got.
@@ -73,12 +91,18 @@ def resource_lock(connection: redis.Redis, *parts: str, hold: float = 30, wait: 
     lock = WakingLock(
         connection, name, wake_name=keys.lock_wake(*parts), timeout=hold, blocking_timeout=wait, thread_local=False
     )
-    if not lock.acquire():
+    if not lock.acquire(also=also):
         raise TransientError(f"another job is working on {':'.join(parts)}; retrying later")
+    held = Held(lock.also)
     try:
         with keepalive.renewing(lambda: _renew(lock), hold / 3, name=f"lock {name}"):
-            yield
+            yield held
+        if held.finish is not None:
+            lock.release_in(held.finish)
+            held.finish.execute()
     finally:
+        if held.finish is not None:
+            held.finish.reset()
         with contextlib.suppress(LockError):
             lock.release()
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 import redis
+from redis.client import Pipeline
 
 from gateway import keys, notify
 from gateway.activity import Activity, ActivityLog
@@ -30,7 +31,7 @@ Notice = Callable[[str, str], None]
 OPERATOR_NOTICES: list[Notice] = []
 """Called with (integration id, message) after an integration was switched off."""
 
-__all__ = ["OPERATOR_NOTICES", "all_off", "switch_off", "switch_on", "switched_off"]
+__all__ = ["OPERATOR_NOTICES", "all_off", "switch_off", "switch_on", "switch_read", "switched_off"]
 
 
 def _key(integration_id: str) -> str:
@@ -41,6 +42,15 @@ def switched_off(connection: redis.Redis, integration_id: str) -> str | None:
     """Why the integration is switched off, or None."""
     raw = connection.get(_key(integration_id))
     return keys.text(raw) if raw is not None else None
+
+
+def switch_read(integration_id: str) -> Callable[[Pipeline], None]:
+    """Queues the read `switched_off` makes on a pipeline (its reply: the reason as bytes, or None)."""
+
+    def read(pipe: Pipeline) -> None:
+        pipe.get(_key(integration_id))
+
+    return read
 
 
 def all_off(connection: redis.Redis, config: Config, source_id: str) -> bool:

@@ -61,6 +61,7 @@ from gateway.live import Changes, Check, Reloader, install_sighup
 from gateway.redisserver import die_with_parent
 from workers import keepalive, runtime
 from workers.inbox import pump_for
+from workers.jobs import batchable_for
 from workers.notifier import schedule_dispatch
 from workers.outage import UNREACHABLE, Outage, outage
 from workers.pollers import schedule_polls
@@ -105,6 +106,15 @@ class ResilientQueue(Queue):
             raise DequeueTimeout(timeout, [queue.key for queue in queues]) from None
         outage.ok()
         return found
+
+
+    def move_dependents_to_ready(
+        self, job: Job, pipeline: Pipeline | None = None, exclude_job_id: str | None = None,
+        refresh_job_status: bool = True,
+    ) -> dict[str, list[str]]:  # fmt: skip
+        """Nothing: Koppel enqueues no job that depends on another (no `depends_on`), and RQ would read the
+        finished job's dependents set after every job (a round trip each)."""
+        return {}
 
 
 class KoppelScheduler(RQScheduler):
@@ -367,6 +377,7 @@ class KoppelWorker(QuietWorker, SimpleWorker):
     _expires_at = -math.inf
     """When the worker key expires by the last heartbeat this worker sent (monotonic clock)."""
     _state_written_at = -math.inf
+    _suspension_checked_at = -math.inf
 
     def _execute(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
@@ -414,6 +425,14 @@ class KoppelWorker(QuietWorker, SimpleWorker):
             return
         super().set_state(state, pipeline=pipeline)
         self._state_written_at = time.monotonic()
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's (`rq suspend`: a GET before each dequeue), at most once per `HEARTBEAT_SLACK` s while it finds
+        the worker not suspended: back-to-back jobs pay it once a second, not once each."""
+        if time.monotonic() - self._suspension_checked_at < HEARTBEAT_SLACK:
+            return
+        super().check_for_suspension(burst)
+        self._suspension_checked_at = time.monotonic()
 
     def _beat(self, job: Job, execution: Execution) -> None:
         try:
@@ -492,7 +511,8 @@ def run_worker(
     )  # fmt: skip
     worker.orphan_after = 3 * heartbeat  # as long as a job's heartbeat lives
     # A dead worker's pump left what it read pending: reclaimed after three beats (at least 5 s), as its jobs.
-    pump = pump_for(connection, config.gateway, config.retention, claim_idle_ms=max(5_000, 3_000 * heartbeat))
+    pump = pump_for(connection, config.gateway, config.retention, claim_idle_ms=max(5_000, 3_000 * heartbeat),
+                    batchable=batchable_for(config))  # records a target writes in batches: one job (workers/inbox.py)
     purger = PurgeLoop(connection, config, worker=worker.name)  # [retention], enforced (workers/retention.py)
     outage.on_back.append(schedule_chains)  # a chain's next job may not have been scheduled while Redis was away
 

@@ -15,7 +15,7 @@ from connectors.tokens import TokenStore
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Config, Integration, System
 from gateway.errors import KoppelError
-from gateway.ingest import InboxView, inbox_view, make_queue
+from gateway.ingest import InboxView, inbox_view, make_queue, resolve_job_id
 from gateway.replay import failed_ids_by_endpoint
 from gateway.vault import SecretUnreadable
 from workers.pollers import last_polls
@@ -247,8 +247,10 @@ def failed_page(connection: redis.Redis, config: Config, integration: Integratio
 
 
 def failed_job(connection: redis.Redis, config: Config, integration: str, job_id: str) -> FailedJob | None:
-    """The integration's failed job `job_id`, or None (not failed, or another integration's)."""
+    """The integration's failed job `job_id` (or the failed job it was merged into, workers/inbox.py), or None
+    (not failed, or another integration's)."""
     queue = make_queue(connection, config.gateway.queue)
+    job_id = resolve_job_id(connection, job_id)
     if connection.zscore(queue.failed_job_registry.key, job_id) is None:
         return None
     job = Job.fetch_many([job_id], connection=connection, serializer=queue.serializer)[0]

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import redis
 from pydantic import BaseModel
+from redis.client import Pipeline
 
 from connectors import registry
 from connectors.contract import Canonical, FlowResult, Source, Target
@@ -238,10 +239,11 @@ def seen_before(work: Work, flow: str) -> tuple[tuple[str, str] | None, FlowResu
                             reason="this version of the record was processed already")  # fmt: skip
 
 
-def note_seen(work: Work, seen: tuple[str, str] | None, result: FlowResult) -> None:
-    """Remember that this version of the record was processed (`seen_before` answers it from now on)."""
+def note_seen(work: Work, seen: tuple[str, str] | None, result: FlowResult, finish: Pipeline | None = None) -> None:
+    """Remember that this version of the record was processed (`seen_before` answers it from now on); with
+    `finish`, in that pipeline (sent with the resource lock's release), else at once."""
     if seen is not None:
-        work.connection.set(seen[0], f"{seen[1]}\n{result.target_id}\n{result.number}", ex=SEEN_TTL)
+        (finish or work.connection).set(seen[0], f"{seen[1]}\n{result.target_id}\n{result.number}", ex=SEEN_TTL)
 
 
 def spread(outcomes: list[FlowResult | Exception | None], members: Sequence[int], calls: int) -> None:
