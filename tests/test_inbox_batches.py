@@ -50,7 +50,7 @@ class FakeBatch:
 def batch(monkeypatch: pytest.MonkeyPatch, env: Env) -> Any:
     def install(fake: FakeBatch) -> FakeBatch:
         monkeypatch.setattr(jobs_module, "batch_function",
-                            lambda flow, kind: fake if (flow, kind) == ("orders", "exactonline") else None)  # fmt: skip
+                            lambda flow, kind, **_: fake if (flow, kind) == ("orders", "exactonline") else None)
         monkeypatch.setattr(runtime, "_runtime", env.rt)
         return fake
 

@@ -400,11 +400,6 @@ def _run_batch(
     """Per record (in input order): where its seen version goes, and its result: answered by the seen version,
     skipped as gone, or the batch write's (an Exception for a record to run alone)."""
     works = [Work(integration, e, rt.source(integration.source), rt.target(integration.target), rt) for e in envelopes]
-    write = batch_function(flow, works[0].target.kind)
-    if write is not None:  # it answers and notes seen versions itself (workers.flows.batch_function)
-        return [(None, _gone(work, result) if isinstance(result, Gone) else result)
-                for work, result in zip(works, _written(write, works, flow), strict=True)]  # fmt: skip
-    # no batch write for this integration's target (another integration's has one): one by one
     seens: list[tuple[str, str] | None] = [None] * len(works)
     results: dict[int, FlowResult | Exception] = {}
     for index, work in enumerate(works):
@@ -417,9 +412,18 @@ def _run_batch(
             results[index] = error
         if answer is not None:
             results[index] = answer
-    for index in range(len(works)):
-        if index not in results:
-            results[index] = _one(works[index], flow)
+    pending = [index for index in range(len(works)) if index not in results]
+    if pending:
+        batch = [works[index] for index in pending]
+        # seen versions answered above and noted with the locks' release (`note_seen`)
+        write = batch_function(flow, works[0].target.kind, seen=False)
+        if write is None:  # no batch write for this integration's target (another integration's has one)
+            written: list[FlowResult | Exception] = [_one(work, flow) for work in batch]
+        else:
+            written = _written(write, batch, flow)
+        results.update(zip(pending, [_gone(w, r) if isinstance(r, Gone) else r for w, r in zip(batch, written,
+                                                                                                 strict=True)],
+                           strict=True))  # fmt: skip
     return [(seens[index], results[index]) for index in range(len(works))]
 
 

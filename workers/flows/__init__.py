@@ -140,7 +140,7 @@ def flow_function(flow: str) -> FlowFunction:
     return FLOWS[flow]
 
 
-def batch_function(flow: str, target_kind: str) -> BatchFunction | None:
+def batch_function(flow: str, target_kind: str, *, seen: bool = True) -> BatchFunction | None:
     """What processes many events of `flow` into a target of `target_kind` at once, or None when that
     target does not batch the flow (each event is then processed on its own, by `flow_function`).
 
@@ -148,7 +148,9 @@ def batch_function(flow: str, target_kind: str) -> BatchFunction | None:
     outcome per Work in their order: its `FlowResult`, or the error that record alone met (a
     `PermanentError`, a `TransientError`, or `Gone` for a record deleted from the source), the others'
     outcomes unaffected. A version of a record processed already is skipped (`seen_before`), as one event
-    alone would be. A record's `calls` are its share of the calls made for all (`spread`)."""
+    alone would be — unless `seen` is False: the caller answered seen versions already and notes them
+    (`workers.jobs.process_batch`, with the locks' release). A record's `calls` are its share of the calls
+    made for all (`spread`)."""
     try:
         target = registry.get(target_kind).target
     except KeyError:
@@ -156,7 +158,9 @@ def batch_function(flow: str, target_kind: str) -> BatchFunction | None:
     if target is None or flow not in target.batches:
         return None
     many = _batched().get(flow)
-    return None if many is None else lambda works: _unseen(flow, works, many)
+    if many is None:
+        return None
+    return (lambda works: _unseen(flow, works, many)) if seen else many
 
 
 def _unseen(flow: str, works: list[Work], many: BatchFunction) -> Outcomes:
