@@ -29,6 +29,7 @@ from gateway.redisserver import die_with_parent, free_port
 from gateway.stack import Stack, StackOptions
 from tests.conftest import woo_order, woo_signature
 from tests.samples import SECRETS
+from tests.test_reload import SHOP2
 from workers.pollers import poll_job_ids
 
 pytestmark = pytest.mark.integration
@@ -151,12 +152,6 @@ kind = "woocommerce"
 secret = "env:WC_SECRET"
 """
 
-SHOP2 = """
-[[endpoints]]
-id = "shop2"
-kind = "woocommerce"
-secret = "env:WC_SECRET"
-"""
 
 POLLED = """
 [[systems]]
