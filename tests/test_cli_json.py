@@ -228,7 +228,8 @@ def test_replay_dry_run_lists_what_it_would_requeue_and_replay_requeues_it(confi
     code, doc, err = run(capsys, "replay", "--job", ids[0], "--job", "gone", "--config", config)
     assert code == 1 and "job gone is not in the failed registry" in err
     assert doc == {"dry_run": False, "requeued": [ids[0]], "missing": ["gone"], "error": "1 job(s) not in the "
-                   "failed registry", "reasons": {"gone": "no such job (finished and expired, or unknown)"}, "merged": {}}
+                   "failed registry", "reasons": {"gone": "no such job (finished and expired, or unknown)"},
+                   "merged": {}}
     assert registry.get_job_ids() == [ids[1]] and ids[0] in make_queue(rconn, QUEUE).job_ids
     code, doc, _ = run(capsys, "replay", "--all", "--config", config)
     assert (code, doc) == (0, {"dry_run": False, "requeued": [ids[1]], "missing": [], "reasons": {}, "merged": {}})
