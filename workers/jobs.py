@@ -22,7 +22,15 @@ from gateway.envelope import Envelope
 from gateway.errors import PermanentError, TransientError
 from gateway.ingest import Ingestor
 from workers import runtime
-from workers.flows import BatchFunction, Work, batch_function, flow_function, note_seen, seen_before
+from workers.flows import (
+    BatchFunction,
+    Work,
+    batch_function,
+    flow_function,
+    note_seen,
+    seen_before,
+    seen_many,
+)
 from workers.policy import fail_permanently, note_transient, resource_lock
 from workers.pollers import envelope_of
 from workers.switches import switch_off, switch_read
@@ -402,16 +410,15 @@ def _run_batch(
     works = [Work(integration, e, rt.source(integration.source), rt.target(integration.target), rt) for e in envelopes]
     seens: list[tuple[str, str] | None] = [None] * len(works)
     results: dict[int, FlowResult | Exception] = {}
-    for index, work in enumerate(works):
-        try:
-            seens[index], answer = seen_before(work, flow)
-        except Gone as gone:
-            answer = _gone(work, gone)
-        except Exception as error:  # reading the record failed: it runs alone, where it fails or retries as its own
-            answer = None
-            results[index] = error
-        if answer is not None:
-            results[index] = answer
+    for index, (work, found) in enumerate(zip(works, seen_many(works, flow), strict=True)):  # one round trip
+        if isinstance(found, Gone):
+            results[index] = _gone(work, found)
+        elif isinstance(found, Exception):  # reading the record failed: it runs alone, where it fails or retries
+            results[index] = found
+        else:
+            seens[index], answer = found
+            if answer is not None:
+                results[index] = answer
     pending = [index for index in range(len(works)) if index not in results]
     if pending:
         batch = [works[index] for index in pending]

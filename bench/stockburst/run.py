@@ -15,8 +15,9 @@ called directly and end to end through the poller, the inbox and a worker.
 3. `--through workers` (phase `workers`): a stock count in Exact of every SKU, then the real poller job
    (`workers.pollers.poll`: the Sync API read, the events stored in the inbox) and a real worker
    (`workers.worker.run_worker`, burst: its pump makes the batch jobs, RQ runs them); timed apart (poll,
-   worker) and whole (records/s). Exact's seeded positions are polled and worked once before any phase (the
-   shop holds them already: lookups only), so the ids are cached as in the direct phases.
+   worker) and whole (records/s), with the Redis commands the worker sent per record. Exact's seeded
+   positions are polled and worked once before any phase (the shop holds them already: lookups only), so the
+   ids are cached as in the direct phases.
 4. Per phase: the shop's calls (the sandbox's own counter; in the direct phases also the client's, checked
    against it), calls per product, the sum of the activity's or records' `calls` (the batch's calls spread
    over its records: they must add up), wall time. The ratio one-by-one ÷ batched. Writes
@@ -155,8 +156,10 @@ def through_workers(name: str, cfg: Config, redis_url: str, conn: redis.Redis, e
     served, started = sandbox_calls(), time.perf_counter()
     summary = polled(cfg, conn)
     polled_at = time.perf_counter()
+    commands = int(conn.info("stats")["total_commands_processed"])
     run_worker(cfg, redis_url, burst=True)
     done = time.perf_counter()
+    commands = int(conn.info("stats")["total_commands_processed"]) - commands - 1  # not the INFO itself
     served = sandbox_calls() - served
     lines = [line for line in ActivityLog(conn).entries("exact-to-shop")
              if last is None or (line.done_at, line.job_id) > (last.done_at, last.job_id)]  # fmt: skip
@@ -171,9 +174,11 @@ def through_workers(name: str, cfg: Config, redis_url: str, conn: redis.Redis, e
            "records_calls_sum": sum(line.calls for line in lines), "poll_s": round(polled_at - started, 3),
            "worker_s": round(done - polled_at, 3), "wall_s": round(wall, 3),
            "ms_per_product": round(1000 * wall / products, 3), "records_per_s": round(products / wall, 1),
+           "worker_redis_commands_per_record": round(commands / products, 1),
            "unexpected": wrong[:5], "unexpected_count": len(wrong)}  # fmt: skip
     say(f"{name}: {products} products, {served} calls ({out['calls_per_product']} a product), poll {out['poll_s']} s"
-        f" + worker {out['worker_s']} s = {out['records_per_s']} records/s"
+        f" + worker {out['worker_s']} s = {out['records_per_s']} records/s; the worker's Redis commands a record: "
+        f"{out['worker_redis_commands_per_record']}"
         + (f", {len(wrong)} unexpected" if wrong else ""))  # fmt: skip
     return out
 
