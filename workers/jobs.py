@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ from workers.flows import (
     seen_before,
     seen_many,
 )
-from workers.policy import fail_permanently, note_transient, resource_lock
+from workers.policy import fail_permanently, note_transient, resource_lock, resource_locks
 from workers.pollers import envelope_of
 from workers.switches import switch_off, switch_read
 
@@ -357,12 +357,10 @@ def process_batch(members: list[dict[str, Any]]) -> dict[str, Any]:
     for integration in integrations:
         assert flow is not None
         outcomes: dict[str, Any] = {}
-        with ExitStack() as locks:
-            held = [locks.enter_context(resource_lock(rt.connection, integration.id, envelopes[index].resource,
-                                                      envelopes[index].resource_id or "-", hold=hold,
-                                                      also=switch_read(integration.id)))
-                    for index in order]  # fmt: skip
-            off = keys.text(held[0].also[0]) if held[0].also and held[0].also[0] is not None else None
+        resources = [(integration.id, envelopes[index].resource, envelopes[index].resource_id or "-")
+                     for index in order]  # fmt: skip
+        with resource_locks(rt.connection, resources, hold=hold, also=switch_read(integration.id)) as held:
+            off = keys.text(held.also[0]) if held.also and held.also[0] is not None else None
             if off is not None:
                 for member, envelope in zip(members, envelopes, strict=True):
                     activity.record_many(_lines(integration.id, flow, envelope.resource_id or "", member["group"],
@@ -370,7 +368,7 @@ def process_batch(members: list[dict[str, Any]]) -> dict[str, Any]:
                 summary["integrations"][integration.id] = {"outcome": "skipped", "reason": f"switched off: {off}"}
                 continue
             results = _run_batch(rt, integration, envelopes, flow)
-            held[-1].finish = finish = rt.connection.pipeline(transaction=False)  # sent with the last release
+            held.finish = finish = rt.connection.pipeline(transaction=False)  # sent with the locks' release
             for index, (member, envelope, (seen, result)) in enumerate(zip(members, envelopes, results, strict=True)):
                 if isinstance(result, Exception):
                     alone.add(index)
