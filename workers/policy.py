@@ -137,7 +137,7 @@ def resource_locks(
             alive[:] = [lock for lock in alive if _renew(lock)]
             return bool(alive)
 
-        with keepalive.renewing(renew, hold / 3, name=f"{len(locks)} locks from {locks[0].name}"):
+        with keepalive.renewing(renew, hold / 3, name=f"{len(locks)} locks of a batch"):
             yield held
         if held.finish is not None:
             for lock in locks:
