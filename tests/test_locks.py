@@ -1,4 +1,5 @@
-"""WakingLock against real Redis: exclusion, wake on release, expiry, blocking timeout, bounded wake list."""
+"""WakingLock against real Redis: exclusion, wake on release, expiry, blocking timeout, bounded wake list; a batch
+job's locks (`resource_locks`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import LockError, LockNotOwnedError
 from redis.retry import Retry
 
+from gateway import keys
+from gateway.errors import TransientError
 from workers.locks import WakingLock
+from workers.policy import resource_locks
 
 
 def _name() -> str:
@@ -128,3 +132,33 @@ def test_an_unreachable_redis_raises_a_connection_error() -> None:
     conn = redis.Redis(port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     with pytest.raises(redis.ConnectionError):
         WakingLock(conn, _name(), timeout=30, blocking_timeout=1).acquire()
+
+
+# -- resource_locks: a batch job's locks -----------------------------------------------------------------------
+
+
+def test_a_batchs_locks_are_taken_and_released_together_with_the_commands_sent_beside_them(rconn: redis.Redis) -> None:
+    resources = [("itest", "Stock", f"r{n}") for n in range(50)]
+    rconn.set("itest:switch", "off: test")
+    with resource_locks(rconn, resources, hold=30, also=lambda pipe: pipe.get("itest:switch")) as held:
+        assert held.also == [b"off: test"]
+        assert all(rconn.exists(keys.lock(*parts)) for parts in resources)
+        held.finish = rconn.pipeline(transaction=False)
+        held.finish.set("itest:done", "1")
+    assert rconn.get("itest:done") == b"1" and rconn.exists(*[keys.lock(*parts) for parts in resources]) == 0
+
+
+def test_a_busy_lock_among_them_is_waited_for_in_order_and_one_never_freed_lets_all_go(rconn: redis.Redis) -> None:
+    resources = [("itest", "Stock", f"b{n}") for n in range(3)]
+    busy = WakingLock(rconn, keys.lock(*resources[1]), wake_name=keys.lock_wake(*resources[1]), timeout=30,
+                      thread_local=False)
+    assert busy.acquire()
+    threading.Timer(0.2, busy.release).start()
+    with resource_locks(rconn, resources, hold=30, wait=5):  # woken by the release
+        assert all(rconn.exists(keys.lock(*parts)) for parts in resources)
+    assert busy.acquire()
+    with pytest.raises(TransientError, match="another job is working on itest:Stock:b1"), \
+            resource_locks(rconn, resources, hold=30, wait=0.3):  # fmt: skip
+        pass
+    assert rconn.exists(keys.lock(*resources[0]), keys.lock(*resources[2])) == 0  # none kept by the one that gave up
+    busy.release()

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,8 +22,16 @@ from gateway.envelope import Envelope
 from gateway.errors import PermanentError, TransientError
 from gateway.ingest import Ingestor
 from workers import runtime
-from workers.flows import BatchFunction, Work, batch_function, flow_function, note_seen, seen_before
-from workers.policy import fail_permanently, note_transient, resource_lock
+from workers.flows import (
+    BatchFunction,
+    Work,
+    batch_function,
+    flow_function,
+    note_seen,
+    seen_before,
+    seen_many,
+)
+from workers.policy import fail_permanently, note_transient, resource_lock, resource_locks
 from workers.pollers import envelope_of
 from workers.switches import switch_off, switch_read
 
@@ -349,12 +357,10 @@ def process_batch(members: list[dict[str, Any]]) -> dict[str, Any]:
     for integration in integrations:
         assert flow is not None
         outcomes: dict[str, Any] = {}
-        with ExitStack() as locks:
-            held = [locks.enter_context(resource_lock(rt.connection, integration.id, envelopes[index].resource,
-                                                      envelopes[index].resource_id or "-", hold=hold,
-                                                      also=switch_read(integration.id)))
-                    for index in order]  # fmt: skip
-            off = keys.text(held[0].also[0]) if held[0].also and held[0].also[0] is not None else None
+        resources = [(integration.id, envelopes[index].resource, envelopes[index].resource_id or "-")
+                     for index in order]  # fmt: skip
+        with resource_locks(rt.connection, resources, hold=hold, also=switch_read(integration.id)) as held:
+            off = keys.text(held.also[0]) if held.also and held.also[0] is not None else None
             if off is not None:
                 for member, envelope in zip(members, envelopes, strict=True):
                     activity.record_many(_lines(integration.id, flow, envelope.resource_id or "", member["group"],
@@ -362,7 +368,7 @@ def process_batch(members: list[dict[str, Any]]) -> dict[str, Any]:
                 summary["integrations"][integration.id] = {"outcome": "skipped", "reason": f"switched off: {off}"}
                 continue
             results = _run_batch(rt, integration, envelopes, flow)
-            held[-1].finish = finish = rt.connection.pipeline(transaction=False)  # sent with the last release
+            held.finish = finish = rt.connection.pipeline(transaction=False)  # sent with the locks' release
             for index, (member, envelope, (seen, result)) in enumerate(zip(members, envelopes, results, strict=True)):
                 if isinstance(result, Exception):
                     alone.add(index)
@@ -402,16 +408,15 @@ def _run_batch(
     works = [Work(integration, e, rt.source(integration.source), rt.target(integration.target), rt) for e in envelopes]
     seens: list[tuple[str, str] | None] = [None] * len(works)
     results: dict[int, FlowResult | Exception] = {}
-    for index, work in enumerate(works):
-        try:
-            seens[index], answer = seen_before(work, flow)
-        except Gone as gone:
-            answer = _gone(work, gone)
-        except Exception as error:  # reading the record failed: it runs alone, where it fails or retries as its own
-            answer = None
-            results[index] = error
-        if answer is not None:
-            results[index] = answer
+    for index, (work, found) in enumerate(zip(works, seen_many(works, flow), strict=True)):  # one round trip
+        if isinstance(found, Gone):
+            results[index] = _gone(work, found)
+        elif isinstance(found, Exception):  # reading the record failed: it runs alone, where it fails or retries
+            results[index] = found
+        else:
+            seens[index], answer = found
+            if answer is not None:
+                results[index] = answer
     pending = [index for index in range(len(works)) if index not in results]
     if pending:
         batch = [works[index] for index in pending]

@@ -112,6 +112,20 @@ class WakingLock(redis.lock.Lock):
             if wait >= 0.001:  # BLPOP's 0 would mean "forever"
                 self.redis.blpop([self.wake_name], timeout=wait)
 
+    def try_in(self, pipe: Pipeline) -> bytes:
+        """Queue one try to take the lock, not waiting, on `pipe` (sent with other commands); pass its reply and
+        the token returned to `took`."""
+        token = uuid.uuid4().hex.encode()
+        pipe.eval(_TRY, 2, self.name, self.wake_name, token, "" if not self.timeout else str(int(self.timeout * 1000)))
+        return token
+
+    def took(self, reply: Any, token: bytes) -> bool:
+        """Whether the try `try_in` queued took the lock (it is then this object's)."""
+        if int(reply) != -3:
+            return False
+        self.local.token = token
+        return True
+
     def release_in(self, pipe: Pipeline) -> None:
         """Queue the release on `pipe` (sent with the caller's other commands, after them); the lock is no
         longer this object's whether or not it was still held."""

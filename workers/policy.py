@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -105,6 +105,59 @@ def resource_lock(
             held.finish.reset()
         with contextlib.suppress(LockError):
             lock.release()
+
+
+@contextlib.contextmanager
+def resource_locks(
+    connection: redis.Redis, resources: Sequence[tuple[str, ...]], *, hold: float = 30, wait: float = 10,
+    also: Callable[[Pipeline], None] | None = None,
+) -> Iterator[Held]:  # fmt: skip
+    """`resource_lock` for several resources at once (a batch job's records), in two round trips instead of two
+    per resource: all taken in one (with `also`), all released in one (with `Held.finish`). When another job
+    holds one of them, those taken are let go and each is taken in `resources`' order, waiting as
+    `resource_lock` waits (so two jobs never wait on each other); one not taken within `wait` seconds is a
+    TransientError (retried later)."""
+    locks = [WakingLock(connection, keys.lock(*parts), wake_name=keys.lock_wake(*parts), timeout=hold,
+                        blocking_timeout=wait, thread_local=False) for parts in resources]  # fmt: skip
+    with connection.pipeline(transaction=False) as pipe:
+        tokens = [lock.try_in(pipe) for lock in locks]
+        if also is not None:
+            also(pipe)
+        replies = pipe.execute()
+    held = Held(replies[len(locks) :])
+    try:
+        if not all([lock.took(reply, token) for lock, reply, token in zip(locks, replies, tokens, strict=False)]):
+            _release_all(connection, locks)  # one is busy: each taken in order, waiting for the busy ones
+            for lock, parts in zip(locks, resources, strict=True):
+                if not lock.acquire():
+                    raise TransientError(f"another job is working on {':'.join(parts)}; retrying later")
+        alive = list(locks)
+
+        def renew() -> bool:
+            alive[:] = [lock for lock in alive if _renew(lock)]
+            return bool(alive)
+
+        with keepalive.renewing(renew, hold / 3, name=f"{len(locks)} locks of a batch"):
+            yield held
+        if held.finish is not None:
+            for lock in locks:
+                lock.release_in(held.finish)
+            held.finish.execute()
+    finally:
+        if held.finish is not None:
+            held.finish.reset()
+        with contextlib.suppress(redis.RedisError):
+            _release_all(connection, locks)
+
+
+def _release_all(connection: redis.Redis, locks: list[WakingLock]) -> None:
+    """Release the locks still held by these objects, in one round trip."""
+    mine = [lock for lock in locks if lock.local.token is not None]
+    if mine:
+        with connection.pipeline(transaction=False) as pipe:
+            for lock in mine:
+                lock.release_in(pipe)
+            pipe.execute()
 
 
 def _renew(lock: redis.lock.Lock) -> bool:

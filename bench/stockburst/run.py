@@ -1,28 +1,33 @@
-"""bench/stockburst driver: what a burst of stock changes costs WooCommerce, one event at a time and batched.
+"""bench/stockburst driver: what a burst of stock changes costs WooCommerce, one event at a time and batched,
+called directly and end to end through the poller, the inbox and a worker.
 
-    .venv/bin/python -m bench.stockburst [--products 250] [--variable 10] [--group 250]
+    .venv/bin/python -m bench.stockburst [--products 250] [--variable 10] [--group 250] [--through direct,workers]
 
-1. A fresh embedded Redis and the WooCommerce sandbox over real HTTP (uvicorn), holding `--products` SKUs:
-   simple products, and `--variable` variable products of five variations each among them (a variation is
-   written through its parent's batch). The source is Exact Online's polled stock positions (the record is
-   in the event: reading it costs no call), the target the shop.
-2. Phases, each a new quantity for every SKU (a new version of every record):
+1. A fresh embedded Redis, the WooCommerce sandbox and the Exact Online sandbox over real HTTP (uvicorn). The shop
+   holds `--products` SKUs: simple products, and `--variable` variable products of five variations each among
+   them (a variation is written through its parent's batch). Exact holds an item for each SKU. The source is
+   Exact's polled stock positions (the record is in the event: reading it costs no call), the target the shop.
+2. `--through direct` (phases, each a new quantity for every SKU, a new version of every record):
    `one-by-one` — each event through `workers.jobs.run_event` (the seen check, then the stock flow: a lookup
    by SKU and a PUT); `batched` — the same number of events through `batch_function("stock", "woocommerce")`
    in groups of `--group` (the SKUs' ids are cached by then in both); `batched-unchanged` — the quantities
    the shop holds already (lookups only, nothing written).
-3. Per phase: the shop's calls (the client's counter, checked against the sandbox's own), calls per product,
-   the sum of the records' `calls` (the batch's calls spread over its records: they must add up), wall time.
-   The ratio one-by-one ÷ batched. Writes bench/results/stockburst-<UTC timestamp>.json; exit status 1 when a
-   record did not end as expected.
-
-Not measured here: a burst taken off the inbox by the worker's pump as one group (another change brings the
-grouping; this bench calls `batch_function` directly, as that grouping will).
+3. `--through workers` (phase `workers`): a stock count in Exact of every SKU, then the real poller job
+   (`workers.pollers.poll`: the Sync API read, the events stored in the inbox) and a real worker
+   (`workers.worker.run_worker`, burst: its pump makes the batch jobs, RQ runs them); timed apart (poll,
+   worker) and whole (records/s), with the Redis commands the worker sent per record. Exact's seeded
+   positions are polled and worked once before any phase (the shop holds them already: lookups only), so the
+   ids are cached as in the direct phases.
+4. Per phase: the shop's calls (the sandbox's own counter; in the direct phases also the client's, checked
+   against it), calls per product, the sum of the activity's or records' `calls` (the batch's calls spread
+   over its records: they must add up), wall time. The ratio one-by-one ÷ batched. Writes
+   bench/results/stockburst-<UTC timestamp>.json; exit status 1 when a record did not end as expected.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import uuid
@@ -34,31 +39,43 @@ import redis
 
 from bench.common import RESULTS, run_bench
 from connectors.contract import FlowResult
+from connectors.exactonline.auth import OAuthApp
+from connectors.exactonline.sandbox import ExactSandbox, connect_sandbox
+from connectors.exactonline.sandbox import create_sandbox as exact_sandbox
 from connectors.woocommerce.client import WooCommerceClient
 from connectors.woocommerce.sandbox import create_sandbox
+from gateway.activity import ActivityLog
 from gateway.config import Config, parse_config
 from gateway.envelope import Envelope, Event
+from gateway.ingest import make_queue
 from gateway.redisserver import EmbeddedRedis, free_port
 from gateway.stack import LiveServer, serve
+from gateway.vault import KEY_VAR, new_key
 from workers import runtime
 from workers.flows import Work, batch_function
 from workers.jobs import run_event
+from workers.pollers import poll
+from workers.worker import run_worker
 
 KEY, SECRET = "ck_bench", "cs_bench"
-ENV = {"WC_KEY": KEY, "WC_SECRET": SECRET, "EXACT_SECRET": "bench"}
+EXACT_ID, EXACT_SECRET = "koppel-sandbox", "sandbox-secret"  # the Exact sandbox's app (its defaults)
+REDIRECT = "https://koppel.example/oauth/exact/callback"
+DIVISION = 1234567  # the Exact sandbox's division
+ENV = {"WC_KEY": KEY, "WC_SECRET": SECRET, "EXACT_SECRET": EXACT_SECRET}
 VARIATIONS = 5
+MODES = ("direct", "workers")
 
 
 def say(message: str) -> None:
     print(f"bench/stockburst: {message}", file=sys.stderr, flush=True)
 
 
-def config(shop_url: str) -> Config:
+def config(shop_url: str, exact_url: str) -> Config:
     return parse_config({
         "systems": [
-            {"id": "exact", "kind": "exactonline", "base_url": "http://127.0.0.1:9",  # never called: polled records
+            {"id": "exact", "kind": "exactonline", "base_url": exact_url,  # called by the poller only
              "credentials": {"client_secret": "env:EXACT_SECRET"},
-             "settings": {"client_id": "bench", "redirect_uri": "https://koppel.example/oauth/exact/callback"}},
+             "settings": {"client_id": EXACT_ID, "redirect_uri": REDIRECT}},
             {"id": "shop", "kind": "woocommerce", "base_url": shop_url,
              "credentials": {"consumer_key": "env:WC_KEY", "consumer_secret": "env:WC_SECRET"}},
         ],
@@ -120,14 +137,66 @@ def phase(name: str, rt: runtime.Runtime, sandbox_calls: Any, quantities: dict[s
     return out
 
 
+def polled(cfg: Config, conn: redis.Redis) -> dict[str, Any]:
+    """The poller job of Exact's stock positions, under a runtime of its own (the worker closes the one it ran)."""
+    rt = runtime.Runtime(config=cfg, connection=conn)
+    runtime.install(rt)
+    try:
+        return poll("exact", "StockPositions")
+    finally:
+        rt.close()
+
+
+def through_workers(name: str, cfg: Config, redis_url: str, conn: redis.Redis, exact: ExactSandbox,
+                    sandbox_calls: Any, quantities: dict[str, int], held: Any) -> dict[str, Any]:  # fmt: skip
+    """A stock count in Exact of every SKU, polled and worked end to end (poller, inbox, pump, worker)."""
+    for sku, quantity in quantities.items():
+        exact.store.count_stock(DIVISION, sku, float(quantity))
+    last = ActivityLog(conn).latest("exact-to-shop")
+    served, started = sandbox_calls(), time.perf_counter()
+    summary = polled(cfg, conn)
+    polled_at = time.perf_counter()
+    commands = int(conn.info("stats")["total_commands_processed"])
+    run_worker(cfg, redis_url, burst=True)
+    done = time.perf_counter()
+    commands = int(conn.info("stats")["total_commands_processed"]) - commands - 1  # not the INFO itself
+    served = sandbox_calls() - served
+    lines = [line for line in ActivityLog(conn).entries("exact-to-shop")
+             if last is None or (line.done_at, line.job_id) > (last.done_at, last.job_id)]  # fmt: skip
+    queue = make_queue(conn, cfg.gateway.queue)
+    wrong = [sku for sku, quantity in held(list(quantities)).items() if quantity != quantities[sku]]
+    wrong += [f"{line.number}: {line.outcome}" for line in lines if line.outcome != "updated"]
+    wrong += [f"{len(lines)} activity lines for {len(quantities)} records"] if len(lines) != len(quantities) else []
+    wrong += [f"failed job {job_id}" for job_id in queue.failed_job_registry.get_job_ids()]
+    products, wall = len(quantities), done - started
+    out = {"phase": name, "products": products, "queued": summary.get("queued"), "calls": served,
+           "sandbox_calls": served, "calls_per_product": round(served / products, 4),
+           "records_calls_sum": sum(line.calls for line in lines), "poll_s": round(polled_at - started, 3),
+           "worker_s": round(done - polled_at, 3), "wall_s": round(wall, 3),
+           "ms_per_product": round(1000 * wall / products, 3), "records_per_s": round(products / wall, 1),
+           "worker_redis_commands_per_record": round(commands / products, 1),
+           "unexpected": wrong[:5], "unexpected_count": len(wrong)}  # fmt: skip
+    say(f"{name}: {products} products, {served} calls ({out['calls_per_product']} a product), poll {out['poll_s']} s"
+        f" + worker {out['worker_s']} s = {out['records_per_s']} records/s; the worker's Redis commands a record: "
+        f"{out['worker_redis_commands_per_record']}"
+        + (f", {len(wrong)} unexpected" if wrong else ""))  # fmt: skip
+    return out
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    os.environ.setdefault(KEY_VAR, new_key())  # the Exact tokens are stored encrypted (gateway/vault.py)
     server = EmbeddedRedis(data_dir=workdir / "redis", port=free_port())
     server.start()
     live: LiveServer | None = None
+    exact: LiveServer | None = None
+    phases: list[dict[str, Any]] = []
     try:
         live = serve(create_sandbox(consumer_key=KEY, consumer_secret=SECRET), name="shop")
+        exact_app = exact_sandbox(redirect_uris=(REDIRECT,), rate_limits=False)
+        exact = serve(exact_app, name="Exact Online sandbox")
         conn = redis.Redis.from_url(server.url)
-        rt = runtime.Runtime(config=config(live.url), connection=conn)
+        cfg = config(live.url, exact.url)
+        rt = runtime.Runtime(config=cfg, connection=conn)
         try:
             with httpx.Client(timeout=30) as http:
                 shop = WooCommerceClient(http, base_url=live.url, consumer_key=KEY, consumer_secret=SECRET)
@@ -136,28 +205,46 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 def sandbox_calls() -> int:
                     return int(http.get(f"{live.url}/sandbox/counters").raise_for_status().json()["total"])
 
-                phases = [
-                    phase("one-by-one", rt, sandbox_calls, {s: 10 + n for n, s in enumerate(skus)}, 1, None, "updated"),
-                    phase("batched", rt, sandbox_calls, {s: 20 + n for n, s in enumerate(skus)}, 2, args.group,
-                          "updated"),
-                    phase("batched-unchanged", rt, sandbox_calls, {s: 20 + n for n, s in enumerate(skus)}, 3,
-                          args.group, "skipped"),
-                ]  # fmt: skip
+                def held(wanted: list[str]) -> dict[str, Any]:
+                    found = shop.find_products_by_skus(wanted, chunk=100)
+                    return {sku: found[sku]["stock_quantity"] if sku in found else None for sku in wanted}
+
+                if "workers" in args.through:  # Exact's items, their positions polled and worked once
+                    connect_sandbox(http, OAuthApp(exact.url, EXACT_ID, EXACT_SECRET, REDIRECT), conn, "exact")
+                    exact_app.state.sandbox.store.seed_items(DIVISION, skus, stock=0.0)
+                    polled(cfg, conn)
+                    run_worker(cfg, server.url, burst=True)
+                    runtime.install(rt)
+                if "direct" in args.through:
+                    phases += [
+                        phase("one-by-one", rt, sandbox_calls, {s: 10 + n for n, s in enumerate(skus)}, 1, None,
+                              "updated"),
+                        phase("batched", rt, sandbox_calls, {s: 20 + n for n, s in enumerate(skus)}, 2, args.group,
+                              "updated"),
+                        phase("batched-unchanged", rt, sandbox_calls, {s: 20 + n for n, s in enumerate(skus)}, 3,
+                              args.group, "skipped"),
+                    ]  # fmt: skip
+                if "workers" in args.through:
+                    counted = {s: 30 + n for n, s in enumerate(skus)}
+                    phases.append(through_workers("workers", cfg, server.url, conn, exact_app.state.sandbox,
+                                                  sandbox_calls, counted, held))  # fmt: skip
         finally:
             rt.close()
     finally:
-        if live is not None:
-            live.stop()
+        for server_live in (live, exact):
+            if server_live is not None:
+                server_live.stop()
         server.stop()
-    one, batched = phases[0], phases[1]
-    ratio = round(one["calls"] / batched["calls"], 1) if batched["calls"] else None
+    by_name = {p["phase"]: p for p in phases}
+    one, batched = by_name.get("one-by-one"), by_name.get("batched")
+    ratio = round(one["calls"] / batched["calls"], 1) if one and batched and batched["calls"] else None
     ok = all(p["unexpected_count"] == 0 and p["records_calls_sum"] == p["calls"] for p in phases)
-    say(f"calls per product: one by one {one['calls_per_product']}, batched {batched['calls_per_product']} "
-        f"({ratio} times fewer); target ≤ 0.05")  # fmt: skip
+    if one and batched:
+        say(f"calls per product: one by one {one['calls_per_product']}, batched {batched['calls_per_product']} "
+            f"({ratio} times fewer); target ≤ 0.05")  # fmt: skip
     return {"products": args.products, "variable": args.variable, "variations_each": VARIATIONS, "group": args.group,
-            "phases": phases, "one_by_one_over_batched_calls": ratio, "ok": ok,
-            "target_calls_per_product": 0.05,
-            "measured_through": "batch_function directly (the pump's grouping of events is not on main)"}  # fmt: skip
+            "through": list(args.through), "phases": phases, "one_by_one_over_batched_calls": ratio, "ok": ok,
+            "target_calls_per_product": 0.05}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,9 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variable", type=int, default=10,
                         help=f"variable products among them, {VARIATIONS} variations each (default 10)")
     parser.add_argument("--group", type=int, default=250, help="events a batch_function call takes (default 250)")
+    parser.add_argument("--through", default="direct,workers",
+                        help="direct (batch_function called), workers (poller, inbox, worker) or both, comma-separated "
+                             "(default direct,workers)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (Redis data)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write stockburst-<timestamp>.json")
     args = parser.parse_args(argv)
+    args.through = tuple(mode.strip() for mode in args.through.split(",") if mode.strip())
+    if not args.through or any(mode not in MODES for mode in args.through):
+        parser.error(f"--through takes {' or '.join(MODES)}, comma-separated")
     if args.products < 1 or args.group < 1 or args.variable < 0 or args.variable * VARIATIONS > args.products:
         parser.error("--products and --group must be at least 1, and --variable * 5 at most --products")
 
