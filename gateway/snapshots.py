@@ -189,9 +189,35 @@ class _Unmarkable(Exception):
     """A text that looks like `_MARK`'s: the slow encoder takes the value."""
 
 
+_MARK_JSON = json.dumps(_MARK)[1:-1]
+_EXPONENT = re.compile(r"[0-9]e[-+][0-9]")
+
+
 def _compact(value: Any) -> str:
     """`to_json` without indent, as the stdlib's C encoder writes it (the job's snapshot, per event): every
-    number `_numbers` makes a Decimal becomes a marked text, written back as its digits afterwards."""
+    number `_numbers` makes a Decimal becomes a marked text, written back as its digits afterwards.
+
+    Fast path, no walk in Python: the encoder writes floats itself (`repr`, what `decimal_text` writes for a
+    float without exponent) and hands each Decimal to `default`, which marks it. Anything the fast path cannot
+    vouch for (a non-finite float, a float written with an exponent, a text that holds the mark) takes the walk.
+    """
+    marks = 0
+
+    def default(obj: Any) -> Any:
+        nonlocal marks
+        if isinstance(obj, Decimal):
+            if not obj.is_finite():
+                return str(obj)
+            marks += 1
+            return _MARK + decimal_text(obj)
+        return str(obj)
+
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=default, allow_nan=False)
+    except (ValueError, TypeError):
+        text = ""
+    if text and text.count(_MARK_JSON) == marks and not _EXPONENT.search(text):
+        return _MARKED.sub(r"\1", text) if marks else text
     return _MARKED.sub(r"\1", json.dumps(_marked(value), ensure_ascii=False, separators=(",", ":"), default=str))
 
 
