@@ -190,7 +190,8 @@ class _Unmarkable(Exception):
 
 
 _MARK_JSON = json.dumps(_MARK)[1:-1]
-_EXPONENT = re.compile(r"[0-9]e[-+][0-9]")
+_EXPONENT = re.compile(r"(?<=[:,\[])-?[0-9]+(?:\.[0-9]+)?e[-+][0-9]+(?=[,\]}])")
+"""A float the encoder wrote with an exponent (as a value; a text that looks like one only costs the walk)."""
 
 
 def _compact(value: Any) -> str:
@@ -200,6 +201,8 @@ def _compact(value: Any) -> str:
     Fast path, no walk in Python: the encoder writes floats itself (`repr`, what `decimal_text` writes for a
     float without exponent) and hands each Decimal to `default`, which marks it. Anything the fast path cannot
     vouch for (a non-finite float, a float written with an exponent, a text that holds the mark) takes the walk.
+    Keys are texts or numbers, as in the JSON records and payloads a snapshot holds (the encoder would write a
+    True or None key as `true`/`null` where the walk writes `True`/`None`).
     """
     marks = 0
 
