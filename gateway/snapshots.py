@@ -190,8 +190,22 @@ class _Unmarkable(Exception):
 
 
 _MARK_JSON = json.dumps(_MARK)[1:-1]
-_EXPONENT = re.compile(r"(?<=[:,\[])-?[0-9]+(?:\.[0-9]+)?e[-+][0-9]+(?=[,\]}])")
-"""A float the encoder wrote with an exponent (as a value; a text that looks like one only costs the walk)."""
+_EXPONENT_END = re.compile(r"e[-+][0-9]+[,\]}]")
+"""The end of a number written with an exponent (a literal first: a fast scan of the text)."""
+
+
+def _has_exponent(text: str) -> bool:
+    """Whether the encoder wrote a float with an exponent (`1e-05` as a value; a text that looks like one
+    only costs the walk)."""
+    for match in _EXPONENT_END.finditer(text):
+        start = match.start()
+        while start and text[start - 1] in "0123456789.":
+            start -= 1
+        if start < match.start() and text[start - 1 : start] == "-":
+            start -= 1
+        if start < match.start() and text[start - 1 : start] in (":", ",", "["):
+            return True
+    return False
 
 
 def _compact(value: Any) -> str:
@@ -219,7 +233,7 @@ def _compact(value: Any) -> str:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=default, allow_nan=False)
     except (ValueError, TypeError):
         text = ""
-    if text and text.count(_MARK_JSON) == marks and not _EXPONENT.search(text):
+    if text and text.count(_MARK_JSON) == marks and not _has_exponent(text):
         return _MARKED.sub(r"\1", text) if marks else text
     return _MARKED.sub(r"\1", json.dumps(_marked(value), ensure_ascii=False, separators=(",", ":"), default=str))
 
