@@ -13,8 +13,12 @@
    the drain ÷ orders created. Exact calls per order from the Exact sandbox's own counter.
 3. In the same run, on the same Redis: an RQ `SimpleWorker` (a child process, bench/drain/noop.py) drains
    `--orders` no-op jobs pinned to one CPU and then, a fresh batch, unpinned.
-4. Prints the table and the ratios (Koppel worker CPU per order ÷ no-op job CPU; 2-worker ÷ 1-worker
-   orders/s), writes bench/results/drain-<UTC timestamp>.json. Exit status 1 when an order was not
+4. Over each drain, the CPU of every process taking part (each worker, the gateway, redis-server, the
+   sandboxes' threads of this process, the driver's rest) and the machine's busy CPU (/proc/stat): what the
+   workers could have had (the cores less what everything else used) beside what they used.
+5. Prints the tables and the ratios (Koppel worker CPU per order ÷ no-op job CPU; 2-worker ÷ 1-worker
+   orders/s and orders per worker-CPU-second, twice the latter as the normalised scaling), writes
+   bench/results/drain-<UTC timestamp>.json. Exit status 1 when an order was not
    created or a phase could not be measured.
 """
 
