@@ -189,9 +189,52 @@ class _Unmarkable(Exception):
     """A text that looks like `_MARK`'s: the slow encoder takes the value."""
 
 
+_MARK_JSON = json.dumps(_MARK)[1:-1]
+_EXPONENT_END = re.compile(r"e[-+][0-9]+[,\]}]")
+"""The end of a number written with an exponent (a literal first: a fast scan of the text)."""
+
+
+def _has_exponent(text: str) -> bool:
+    """Whether the encoder wrote a float with an exponent (`1e-05` as a value; a text that looks like one
+    only costs the walk)."""
+    for match in _EXPONENT_END.finditer(text):
+        start = match.start()
+        while start and text[start - 1] in "0123456789.":
+            start -= 1
+        if start < match.start() and text[start - 1 : start] == "-":
+            start -= 1
+        if start < match.start() and text[start - 1 : start] in (":", ",", "["):
+            return True
+    return False
+
+
 def _compact(value: Any) -> str:
     """`to_json` without indent, as the stdlib's C encoder writes it (the job's snapshot, per event): every
-    number `_numbers` makes a Decimal becomes a marked text, written back as its digits afterwards."""
+    number `_numbers` makes a Decimal becomes a marked text, written back as its digits afterwards.
+
+    Fast path, no walk in Python: the encoder writes floats itself (`repr`, what `decimal_text` writes for a
+    float without exponent) and hands each Decimal to `default`, which marks it. Anything the fast path cannot
+    vouch for (a non-finite float, a float written with an exponent, a text that holds the mark) takes the walk.
+    Keys are texts or numbers, as in the JSON records and payloads a snapshot holds (the encoder would write a
+    True or None key as `true`/`null` where the walk writes `True`/`None`).
+    """
+    marks = 0
+
+    def default(obj: Any) -> Any:
+        nonlocal marks
+        if isinstance(obj, Decimal):
+            if not obj.is_finite():
+                return str(obj)
+            marks += 1
+            return _MARK + decimal_text(obj)
+        return str(obj)
+
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=default, allow_nan=False)
+    except (ValueError, TypeError):
+        text = ""
+    if text and text.count(_MARK_JSON) == marks and not _has_exponent(text):
+        return _MARKED.sub(r"\1", text) if marks else text
     return _MARKED.sub(r"\1", json.dumps(_marked(value), ensure_ascii=False, separators=(",", ":"), default=str))
 
 

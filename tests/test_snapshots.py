@@ -87,6 +87,7 @@ _leaves = (
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.decimals(allow_nan=False, allow_infinity=False)
     | st.sampled_from(["\x00koppel-number:1", '"\x00koppel-number:2.5', "\x00", "\\u0000"])
+    | st.sampled_from(["1b65d6b8-1648-473e-8a1e-664c14", ":1e+05,", "[2.5e-07]", "1e-05"])  # exponent look-alikes
 )
 _values = st.recursive(
     _leaves,

@@ -13,8 +13,12 @@
    the drain ÷ orders created. Exact calls per order from the Exact sandbox's own counter.
 3. In the same run, on the same Redis: an RQ `SimpleWorker` (a child process, bench/drain/noop.py) drains
    `--orders` no-op jobs pinned to one CPU and then, a fresh batch, unpinned.
-4. Prints the table and the ratios (Koppel worker CPU per order ÷ no-op job CPU; 2-worker ÷ 1-worker
-   orders/s), writes bench/results/drain-<UTC timestamp>.json. Exit status 1 when an order was not
+4. Over each drain, the CPU of every process taking part (each worker, the gateway, redis-server, the
+   sandboxes' threads of this process, the driver's rest) and the machine's busy CPU (/proc/stat): what the
+   workers could have had (the cores less what everything else used) beside what they used.
+5. Prints the tables and the ratios (Koppel worker CPU per order ÷ no-op job CPU; 2-worker ÷ 1-worker
+   orders/s and orders per worker-CPU-second, twice the latter as the normalised scaling), writes
+   bench/results/drain-<UTC timestamp>.json. Exit status 1 when an order was not
    created or a phase could not be measured.
 """
 
@@ -36,7 +40,7 @@ from typing import Any
 from rq import Queue
 
 from bench.common import RESULTS, ROOT, run_bench
-from bench.ingest.run import cpu_seconds
+from bench.ingest.run import cpu_seconds, machine_busy
 from gateway.ingest import inbox_key
 from gateway.redisserver import EmbeddedRedis, free_port, redact_url
 from gateway.stack import Stack, StackOptions
@@ -66,6 +70,10 @@ class Phase:
     exact_calls: int
     exact_calls_per_order: float
     exact_by_endpoint: dict[str, int]
+    orders_per_worker_cpu_s: float
+    """Orders created per second of worker CPU: what a worker books per core it gets."""
+    cpu: Cpu
+    """Every process's CPU over the drain (SIGCONT → settled) and the machine's."""
 
 
 @dataclass
@@ -79,6 +87,66 @@ class Noop:
     cpu_s: float
     jobs_per_s: float
     cpu_ms_per_job: float
+
+
+def thread_seconds(tid: int) -> float:
+    """CPU seconds (user + system) of one thread of this process."""
+    try:
+        fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Meter:
+    """CPU seconds over one drain of every process taking part, and the machine's busy CPU (/proc/stat).
+
+    `processes` are pids (all their threads); `threads` are threads of this process (the sandboxes run as
+    uvicorn threads here); `driver` is what is left of this process (its main thread polling the activity log).
+    """
+
+    def __init__(self, processes: dict[str, int], threads: dict[str, int]) -> None:
+        self.processes, self.threads = processes, threads
+        self.start = self._read()
+        self.machine = machine_busy()
+        self.time = time.monotonic()
+
+    def _read(self) -> dict[str, float]:
+        out = {name: sum(cpu_seconds(pid).values()) for name, pid in self.processes.items()}
+        out |= {name: thread_seconds(tid) for name, tid in self.threads.items()}
+        out["driver"] = sum(cpu_seconds(os.getpid()).values()) - sum(out[name] for name in self.threads)
+        return out
+
+    def stop(self) -> Cpu:
+        now, (busy, total), elapsed = self._read(), machine_busy(), time.monotonic() - self.time
+        cpus = os.cpu_count() or 1
+        seconds = {name: round(now[name] - self.start[name], 3) for name in now}
+        machine = cpus * (busy - self.machine[0]) / max(1, total - self.machine[1])  # cores busy on average
+        return Cpu(wall_s=round(elapsed, 3), cpus=cpus, machine_pct=round(100 * machine, 1), seconds=seconds,
+                   pct={name: round(100 * value / elapsed, 1) for name, value in seconds.items()})  # fmt: skip
+
+
+@dataclass
+class Cpu:
+    """Where the CPU went over a drain: seconds and % of one core per process (or thread), the machine's busy %."""
+
+    wall_s: float
+    cpus: int
+    machine_pct: float
+    """All CPUs' busy time ÷ wall time, in % of one core (200 % = both cores of a 2-vCPU machine busy)."""
+    seconds: dict[str, float]
+    pct: dict[str, float]
+
+    def workers_pct(self) -> float:
+        return sum(value for name, value in self.pct.items() if name.startswith("worker"))
+
+    def other_pct(self) -> float:
+        """Busy CPU of processes outside the drain (other people's work on the machine)."""
+        return round(max(0.0, self.machine_pct - sum(self.pct.values())), 1)
+
+    def workers_could_have_pct(self) -> float:
+        """The most the workers could have had: the machine's capacity less what everything else used."""
+        return round(100 * self.cpus - (self.machine_pct - self.workers_pct()), 1)
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -123,8 +191,18 @@ def fill(stack: Stack, count: int, seed: int, timeout: float) -> tuple[list[str]
     raise RuntimeError(f"the inbox holds {last} of {expected} deliveries after {timeout:g} s")
 
 
+def wait_drained(stack: Stack, timeout: float, interval: float = 0.2) -> None:
+    """Wait until no event job is left (`Stack.idle`: one MULTI of queue lengths and registries): `settle`,
+    called after it, reads the whole activity log since the drain began on every check, which cost this
+    process ~1 ms of CPU per order in the thread beside the sandboxes (under the Exact sandbox's GIL)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stack.idle():
+        time.sleep(interval)
+
+
 def drain_phase(
-    stack: Stack, name: str, procs: list[subprocess.Popen[bytes]], count: int, seed: int, timeout: float
+    stack: Stack, name: str, procs: list[subprocess.Popen[bytes]], count: int, seed: int, timeout: float,
+    redis_pid: int,
 ) -> Phase:
     """Stop the (idle) workers, fill the inbox with `count` orders, let the workers go and time the drain."""
     wait_quiet(procs)
@@ -134,13 +212,20 @@ def drain_phase(
     try:
         ids, events, fill_s = fill(stack, count, seed, timeout)
     finally:
+        meter = Meter(processes={**{f"worker {i}": proc.pid for i, proc in enumerate(procs, 1)},
+                                 "gateway": stack.gateway.pid if stack.gateway else os.getpid(),
+                                 "redis-server": redis_pid},
+                      threads={f"{system} sandbox": server.thread.native_id or 0
+                               for system, server in stack.sandboxes.items()})  # fmt: skip
         cpu_before = worker_cpu(procs)
         let_go = time.time()
         for proc in procs:
             proc.send_signal(signal.SIGCONT)
     say(f"{name}: {events} deliveries of {count} orders in the inbox after {fill_s:.1f} s; draining")
+    wait_drained(stack, timeout)
     outcomes = stack.settle(ids, timeout=timeout, since=let_go - 1, interval=0.2)
     cpu = worker_cpu(procs) - cpu_before
+    usage = meter.stop()
     calls_after = stack.calls("exact")
     created = [o for o in outcomes.values() if o.outcome == "created"]
     done = max((e.done_at for e in stack.activity(let_go - 1) if e.resource_id in outcomes), default=let_go)
@@ -154,6 +239,7 @@ def drain_phase(
         cpu_ms_per_order=round(1000 * cpu / len(created), 2) if created else 0.0,
         cpu_ms_per_event=round(1000 * cpu / events, 2) if events else 0.0, exact_calls=calls,
         exact_calls_per_order=round(calls / len(created), 3) if created else 0.0, exact_by_endpoint=by_endpoint,
+        orders_per_worker_cpu_s=round(len(created) / cpu, 1) if cpu else 0.0, cpu=usage,
     )  # fmt: skip
     say(f"{name}: {phase.created}/{count} created in {phase.drain_s:.1f} s, {phase.orders_per_s:g} orders/s")
     return phase
@@ -200,9 +286,11 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Phase], list[Noop
             two.send_signal(signal.SIGTERM)
             two.wait(timeout=30)
             stack.workers.remove(two)
-            phases = [drain_phase(stack, "1 worker", [one], args.orders, 100_000, args.timeout)]
+            redis_pid = embedded.process.pid if embedded.process else 0
+            phases = [drain_phase(stack, "1 worker", [one], args.orders, 100_000, args.timeout, redis_pid)]
             two = stack.start_worker()
-            phases.append(drain_phase(stack, "2 workers", [one, two], args.orders, 200_000, args.timeout))
+            phases.append(drain_phase(stack, "2 workers", [one, two], args.orders, 200_000, args.timeout,
+                                      redis_pid))  # fmt: skip
         cpus = sorted(os.sched_getaffinity(0))
         noop_url = url.rsplit("/", 1)[0] + "/1"  # a database of their own: none of Koppel's keys in the way
         noops = [noop_run(noop_url, f"no-op pinned to CPU {cpus[-1]}", args.orders, cpus[-1]),
@@ -224,9 +312,35 @@ def report(args: argparse.Namespace, phases: list[Phase], noops: list[Noop]) -> 
     print(f"{'':24}{'jobs/s':>9}{'CPU ms/job':>13}{'jobs s':>8}{'work() s':>9}")
     for n in noops:
         print(f"{n.name:24}{n.jobs_per_s:>9,.1f}{n.cpu_ms_per_job:>13.3f}{n.wall_s:>8.2f}{n.work_s:>9.2f}")
-    one = phases[0]
+    print()
+    names = sorted(dict.fromkeys(name for p in phases for name in p.cpu.pct), key=lambda n: not n.startswith("worker"))
+    print("CPU over each drain, % of one core (and ms per order):")
+    print(f"{'':24}{'machine':>9}" + "".join(f"{name:>16}" for name in names) + f"{'other':>8}")
+    for p in phases:
+        cells = "".join(f"{p.cpu.pct.get(n, 0):>7.1f} ({1000 * p.cpu.seconds.get(n, 0) / max(1, p.created):>5.2f})"
+                        for n in names)  # fmt: skip
+        print(f"{p.name:24}{p.cpu.machine_pct:>8.1f}%{cells}{p.cpu.other_pct():>7.1f}%")
+    for p in phases:
+        others = {n: v for n, v in p.cpu.pct.items() if not n.startswith("worker") and v >= 5}
+        print(f"{p.name}: machine {p.cpu.machine_pct:.0f} % busy of {100 * p.cpu.cpus} %, "
+              + ", ".join(f"{n} {v:.0f} %" for n, v in others.items())
+              + f", other processes {p.cpu.other_pct():.0f} % ⇒ the workers had at most "
+              f"{p.cpu.workers_could_have_pct() / 100:.2f} cores and used {p.cpu.workers_pct() / 100:.2f}; "
+              f"{p.orders_per_worker_cpu_s:g} orders per worker-CPU-second")  # fmt: skip
+    one, two = phases[0], phases[1]
     ratios = {f"cpu per order ÷ {n.name} cpu per job": ratio(one.cpu_ms_per_order, n.cpu_ms_per_job) for n in noops}
-    ratios["2 workers ÷ 1 worker orders/s"] = ratio(phases[1].orders_per_s, one.orders_per_s)
+    ratios["2 workers ÷ 1 worker orders/s"] = ratio(two.orders_per_s, one.orders_per_s)
+    ratios["2 workers ÷ 1 worker orders per worker-CPU-second"] = ratio(
+        two.orders_per_worker_cpu_s, one.orders_per_worker_cpu_s
+    )
+    # Two workers each given the share of a core the one worker had (its CPU ÷ drain time) drain
+    # 2 * (their orders per CPU-second ÷ its) what it drained: the 2 ÷ 1 figure on a machine with spare cores.
+    ratios["2 ÷ 1 workers normalised (2 * orders per worker-CPU-second ratio)"] = round(
+        2 * ratios["2 workers ÷ 1 worker orders per worker-CPU-second"], 2
+    )
+    ratios["2 workers' cores available ÷ 1 worker's CPU use"] = ratio(
+        two.cpu.workers_could_have_pct(), one.cpu.workers_pct()
+    )
     for name, value in ratios.items():
         print(f"ratio {name}: {value:.2f}")
     for p in phases:

@@ -65,6 +65,7 @@ class Work:
     runtime: Runtime
     _record: Any = field(default=None, repr=False)
     _expanded: Any = field(default=None, repr=False)
+    _normalised: dict[tuple[str, int], Canonical] = field(default_factory=dict, repr=False)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -93,7 +94,12 @@ class Work:
             if self._expanded is None:
                 self._expanded = self.source.expand(flow, raw)
             raw = self._expanded
-        return self.source.normalise(flow, raw, self.integration.settings)
+        # Normalised once per raw record: canonical records are frozen, and a source whose `expand` returns
+        # the record as read (WooCommerce) gives the same record twice (the order flow reads both).
+        key = (flow, id(raw))
+        if key not in self._normalised:
+            self._normalised[key] = self.source.normalise(flow, raw, self.integration.settings)
+        return self._normalised[key]
 
     def mapping(self, flow: str) -> CompiledMapping:
         """The integration's compiled mapping for flow → the target's kind (compiled once per process)."""
