@@ -190,7 +190,7 @@ class _Unmarkable(Exception):
 
 
 _MARK_JSON = json.dumps(_MARK)[1:-1]
-_EXPONENT_END = re.compile(r"e[-+][0-9]+[,\]}]")
+_EXPONENT_END = re.compile(r"e[-+][0-9]+(?:[,\]}]|$)")
 """The end of a number written with an exponent (a literal first: a fast scan of the text)."""
 
 
@@ -203,7 +203,7 @@ def _has_exponent(text: str) -> bool:
             start -= 1
         if start < match.start() and text[start - 1 : start] == "-":
             start -= 1
-        if start < match.start() and text[start - 1 : start] in (":", ",", "["):
+        if start < match.start() and (start == 0 or text[start - 1] in ":,["):  # a value, the whole text included
             return True
     return False
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import httpx
 import pytest
 import respx
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from connectors.http import ApiClient
@@ -100,6 +100,8 @@ _values = st.recursive(
 
 
 @given(_values)
+@example(1e16)  # a whole text that is one number with an exponent
+@example([-2.5e-07])
 def test_the_compact_snapshot_json_is_the_exact_encoders_text(value):
     # the per-event path (the stdlib's C encoder with marked numbers) writes what the exact encoder writes
     assert snapshots.to_json(value) == dumps(snapshots._numbers(value), default=str)
