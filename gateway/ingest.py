@@ -202,12 +202,17 @@ class Ingestor:
     wait_replicas: int = 0
     wait_timeout_ms: int = 500
     # While requests arrive side by side (the last batch held several, or more came while it was stored) a batch
-    # waits this long for more before it is written; otherwise it is written at once. 0: never wait.
-    linger: float = 0.001
+    # waits up to this long for more before it is written; otherwise it is written at once. 0: never wait.
+    # It is written as soon as it holds one request more than the last batch did (`_ready`): at a steady rate
+    # the write happens on an arrival, mostly not on a timer of its own (a wake-up of an idle event loop, dear
+    # on small VMs), and the batches grow to what arrives within `linger`.
+    linger: float = 0.003
     _pending: asyncio.Queue[_Pending] | None = field(init=False, default=None)
     _writer: asyncio.Task[None] | None = field(init=False, default=None)
     _drainer: asyncio.Task[None] | None = field(init=False, default=None)
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _ready: asyncio.Future[None] | None = field(init=False, default=None)
+    _want: int = field(init=False, default=0)
     _executor: ThreadPoolExecutor = field(init=False)
     _stream: str = field(init=False)
     _lua: str = field(init=False)
@@ -249,19 +254,31 @@ class Ingestor:
             raise RuntimeError("Ingestor.start() was not awaited")
         future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
         self._pending.put_nowait(_Pending(_drafts(envelopes), future))
+        ready = self._ready
+        if ready is not None and self._pending.qsize() >= self._want and not ready.done():
+            ready.set_result(None)  # the lingering batch is one bigger than the last one: written now
         return await future
 
     async def _run(self) -> None:
         assert self._pending is not None
         loop = asyncio.get_running_loop()
         concurrent = False  # whether the last batch held several requests, or more came while it was stored
+        last = 1  # requests in the last batch
         while True:
             batch = [await self._pending.get()]
             count = len(batch[0].drafts)
-            if self.linger and concurrent and count < self.batch_max:
-                # Requests arrive side by side: the batch waits a moment for those on their way (one Redis write
-                # for several instead of one each). A sender that waits for each answer never makes it wait.
-                await asyncio.sleep(self.linger)
+            if self.linger and concurrent and count < self.batch_max and self._pending.qsize() < last:
+                # Requests arrive side by side: the batch waits for those on their way (one Redis write for several
+                # instead of one each), until it holds one request more than the last one or `linger` has passed.
+                # A sender that waits for each answer never makes it wait.
+                self._want, ready = last, loop.create_future()
+                self._ready = ready
+                timer = loop.call_later(self.linger, _set_done, ready)
+                try:
+                    await ready
+                finally:
+                    self._ready = None
+                    timer.cancel()
             while count < self.batch_max and not self._pending.empty():
                 item = self._pending.get_nowait()
                 batch.append(item)
@@ -283,6 +300,7 @@ class Ingestor:
                         item.future.set_exception(error)
                 continue
             concurrent = len(batch) > 1 or not self._pending.empty()
+            last = len(batch)
             offset = 0
             for item in batch:
                 size = len(item.drafts)
@@ -585,6 +603,11 @@ def inbox_oldest_age(connection: redis.Redis, queue_name: str, *, now: float | N
     if not rows:
         return 0.0
     return max(0.0, (time.time() if now is None else now) - _entry_time(rows[0][0]))
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _accepted(job_ids: list[str], replies: list[Any] | int) -> list[Accepted]:
