@@ -1,0 +1,102 @@
+"""The ingestor's batch linger (gateway/ingest.py `Ingestor.linger`), against a real Redis.
+
+A batch lingers only while requests arrive side by side, and is written as soon as it holds one request more
+than the last batch did, or when the linger is over. A linger of a minute makes a wrong wait show as a hang
+(caught by `asyncio.wait_for`), not as a timing to assert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis
+import redis.asyncio
+
+from gateway.envelope import Envelope, Event
+from gateway.ingest import Accepted, Draft, Ingestor
+
+HANG = 10.0
+"""Seconds after which a submit counts as stuck in a linger it should not have waited out."""
+
+
+def draft(n: int) -> Draft:
+    event = Event(topic="order.created", resource="order", resource_id=str(n), delivery_key=f"d-{n}", payload={"n": n})
+    return Draft.of(Envelope.wrap(event, source="woocommerce", endpoint="shop"))
+
+
+def scripts_run(conn: redis.Redis) -> int:
+    stats = conn.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def ingestor(redis_url: str, linger: float) -> Ingestor:
+    stored = Ingestor(
+        redis.Redis.from_url(redis_url), async_connection=redis.asyncio.Redis.from_url(redis_url), linger=linger
+    )
+    await stored.start()
+    await stored.submit([draft(-1)])  # the script is loaded (a first EVALSHA may meet NOSCRIPT): counts stay exact
+    return stored
+
+
+async def stop(stored: Ingestor) -> None:
+    await stored.stop()
+    assert stored.async_connection is not None
+    await stored.async_connection.aclose()
+    stored.connection.close()
+
+
+async def submit(stored: Ingestor, n: int) -> list[Accepted]:
+    return await asyncio.wait_for(stored.submit([draft(n)]), HANG)
+
+
+def test_a_sender_that_waits_for_each_answer_never_waits_for_the_linger(redis_url, rconn):
+    async def scenario() -> None:
+        stored = await ingestor(redis_url, linger=60.0)
+        try:
+            before = scripts_run(rconn)
+            for n in range(5):
+                [accepted] = await submit(stored, n)
+                assert not accepted.duplicate
+            assert scripts_run(rconn) - before == 5
+        finally:
+            await stop(stored)
+
+    asyncio.run(scenario())
+    assert rconn.xlen("koppel:inbox:koppel") == 6
+
+
+def test_a_lingering_batch_is_written_once_it_holds_one_request_more_than_the_last(redis_url, rconn):
+    async def scenario() -> None:
+        stored = await ingestor(redis_url, linger=60.0)
+        try:
+            first = await asyncio.gather(*(submit(stored, n) for n in range(3)))  # one batch of 3: side by side
+            before = scripts_run(rconn)
+            waiting = asyncio.ensure_future(submit(stored, 3))
+            await asyncio.sleep(0.05)  # the writer has taken it and lingers for more
+            assert not waiting.done()
+            rest = await asyncio.gather(*(submit(stored, n) for n in (4, 5, 6)))  # 4 in all: one more than the last
+            second = [await waiting, *rest]
+            assert scripts_run(rconn) - before == 1  # the four in one write, long before the minute is over
+        finally:
+            await stop(stored)
+        ids = [a.job_id for batch in (*first, *second) for a in batch]
+        assert len(set(ids)) == 7 and not any(a.duplicate for batch in (*first, *second) for a in batch)
+
+    asyncio.run(scenario())
+    assert rconn.xlen("koppel:inbox:koppel") == 8
+
+
+def test_a_lingering_batch_that_does_not_fill_is_written_when_the_linger_is_over(redis_url, rconn):
+    async def scenario() -> None:
+        stored = await ingestor(redis_url, linger=0.05)
+        try:
+            await asyncio.gather(*(submit(stored, n) for n in range(3)))
+            before = scripts_run(rconn)
+            second = await asyncio.gather(submit(stored, 3), submit(stored, 4))  # 2: fewer than the last batch
+            assert scripts_run(rconn) - before == 1
+            assert len({a.job_id for batch in second for a in batch}) == 2
+        finally:
+            await stop(stored)
+
+    asyncio.run(scenario())
+    assert rconn.xlen("koppel:inbox:koppel") == 6
