@@ -203,9 +203,9 @@ class Ingestor:
     wait_timeout_ms: int = 500
     # While requests arrive side by side (the last batch held several, or more came while it was stored) a batch
     # waits up to this long for more before it is written; otherwise it is written at once. 0: never wait.
-    # It is written as soon as it holds one request more than the last batch did (`_ready`): at a steady rate
-    # the write happens on an arrival, mostly not on a timer of its own (a wake-up of an idle event loop, dear
-    # on small VMs), and the batches grow to what arrives within `linger`.
+    # It is written as soon as it holds as many requests as the last batch did (`_ready`): at a steady rate the
+    # write happens on an arrival, not on a timer of its own (a wake-up of an idle event loop, dear on small
+    # VMs); batches grow by what arrives while one is stored, up to what arrives within `linger`.
     linger: float = 0.003
     _pending: asyncio.Queue[_Pending] | None = field(init=False, default=None)
     _writer: asyncio.Task[None] | None = field(init=False, default=None)
@@ -256,7 +256,7 @@ class Ingestor:
         self._pending.put_nowait(_Pending(_drafts(envelopes), future))
         ready = self._ready
         if ready is not None and self._pending.qsize() >= self._want and not ready.done():
-            ready.set_result(None)  # the lingering batch is one bigger than the last one: written now
+            ready.set_result(None)  # the lingering batch is as big as the last one: written now
         return await future
 
     async def _run(self) -> None:
@@ -267,11 +267,12 @@ class Ingestor:
         while True:
             batch = [await self._pending.get()]
             count = len(batch[0].drafts)
-            if self.linger and concurrent and count < self.batch_max and self._pending.qsize() < last:
+            if self.linger and concurrent and count < self.batch_max and self._pending.qsize() < last - 1:
                 # Requests arrive side by side: the batch waits for those on their way (one Redis write for several
-                # instead of one each), until it holds one request more than the last one or `linger` has passed.
-                # A sender that waits for each answer never makes it wait.
-                self._want, ready = last, loop.create_future()
+                # instead of one each), until it holds as many requests as the last one (more would not come from
+                # senders that all wait for it) or `linger` has passed. A sender that waits for each answer never
+                # makes it wait.
+                self._want, ready = last - 1, loop.create_future()
                 self._ready = ready
                 timer = loop.call_later(self.linger, _set_done, ready)
                 try:
