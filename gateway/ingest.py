@@ -202,17 +202,12 @@ class Ingestor:
     wait_replicas: int = 0
     wait_timeout_ms: int = 500
     # While requests arrive side by side (the last batch held several, or more came while it was stored) a batch
-    # waits up to this long for more before it is written; otherwise it is written at once. 0: never wait.
-    # It is written as soon as it holds as many requests as the last batch did (`_ready`): at a steady rate the
-    # write happens on an arrival, not on a timer of its own (a wake-up of an idle event loop, dear on small
-    # VMs); batches grow by what arrives while one is stored, up to what arrives within `linger`.
-    linger: float = 0.003
+    # waits this long for more before it is written; otherwise it is written at once. 0: never wait.
+    linger: float = 0.001
     _pending: asyncio.Queue[_Pending] | None = field(init=False, default=None)
     _writer: asyncio.Task[None] | None = field(init=False, default=None)
     _drainer: asyncio.Task[None] | None = field(init=False, default=None)
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
-    _ready: asyncio.Future[None] | None = field(init=False, default=None)
-    _want: int = field(init=False, default=0)
     _executor: ThreadPoolExecutor = field(init=False)
     _stream: str = field(init=False)
     _lua: str = field(init=False)
@@ -254,32 +249,19 @@ class Ingestor:
             raise RuntimeError("Ingestor.start() was not awaited")
         future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
         self._pending.put_nowait(_Pending(_drafts(envelopes), future))
-        ready = self._ready
-        if ready is not None and self._pending.qsize() >= self._want and not ready.done():
-            ready.set_result(None)  # the lingering batch is as big as the last one: written now
         return await future
 
     async def _run(self) -> None:
         assert self._pending is not None
         loop = asyncio.get_running_loop()
         concurrent = False  # whether the last batch held several requests, or more came while it was stored
-        last = 1  # requests in the last batch
         while True:
             batch = [await self._pending.get()]
             count = len(batch[0].drafts)
-            if self.linger and concurrent and count < self.batch_max and self._pending.qsize() < last - 1:
-                # Requests arrive side by side: the batch waits for those on their way (one Redis write for several
-                # instead of one each), until it holds as many requests as the last one (more would not come from
-                # senders that all wait for it) or `linger` has passed. A sender that waits for each answer never
-                # makes it wait.
-                self._want, ready = last - 1, loop.create_future()
-                self._ready = ready
-                timer = loop.call_later(self.linger, _set_done, ready)
-                try:
-                    await ready
-                finally:
-                    self._ready = None
-                    timer.cancel()
+            if self.linger and concurrent and count < self.batch_max:
+                # Requests arrive side by side: the batch waits a moment for those on their way (one Redis write
+                # for several instead of one each). A sender that waits for each answer never makes it wait.
+                await asyncio.sleep(self.linger)
             while count < self.batch_max and not self._pending.empty():
                 item = self._pending.get_nowait()
                 batch.append(item)
@@ -301,7 +283,6 @@ class Ingestor:
                         item.future.set_exception(error)
                 continue
             concurrent = len(batch) > 1 or not self._pending.empty()
-            last = len(batch)
             offset = 0
             for item in batch:
                 size = len(item.drafts)
@@ -604,11 +585,6 @@ def inbox_oldest_age(connection: redis.Redis, queue_name: str, *, now: float | N
     if not rows:
         return 0.0
     return max(0.0, (time.time() if now is None else now) - _entry_time(rows[0][0]))
-
-
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _accepted(job_ids: list[str], replies: list[Any] | int) -> list[Accepted]:
