@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis
 
+from bench.stockburst.run import polled
 from connectors.exactonline.sandbox import ExactSandbox
 from connectors.woocommerce.client import WooCommerceClient
 from connectors.woocommerce.sandbox import create_sandbox as woo_sandbox
@@ -22,7 +23,6 @@ from gateway.replay import failed_job_ids, replay
 from gateway.stack import LiveServer, serve
 from tests import pairs_support as pairs
 from workers import runtime
-from workers.pollers import poll
 from workers.worker import run_worker
 
 pytestmark = pytest.mark.integration
@@ -82,15 +82,6 @@ class Env:
         run_worker(config, self.redis_url, burst=True)
         return self.shop_calls() - before
 
-
-def polled(config: Config, conn: redis.Redis) -> dict[str, Any]:
-    """The poller job of Exact's stock positions, under a runtime of its own (a worker closes the one it ran)."""
-    rt = runtime.Runtime(config=config, connection=conn)
-    runtime.install(rt)
-    try:
-        return poll("exact", "StockPositions")
-    finally:
-        rt.close()
 
 
 @pytest.fixture
