@@ -51,6 +51,7 @@ def run_bench(
     say: Callable[[str], None],
     failures: tuple[type[Exception], ...] = (RuntimeError,),
     prefix: str | None = None,
+    beside: Callable[[Path, Path], None] | None = None,
 ) -> int:
     """Run `body(workdir)`, which returns the result to write and the exit status. A `failures` exception
     (the bench could not measure what it claims) is one FAILED line and status 1; an interrupt, 130."""
@@ -62,6 +63,8 @@ def run_bench(
         out = results / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
         out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         print(f"results: {show(out)}")
+        if beside is not None:  # what else the run leaves next to its results (`beside(out, workdir)`)
+            beside(out, workdir)
         return status
     except failures as failure:
         print(f"FAILED: {failure}", file=sys.stderr)
@@ -71,6 +74,7 @@ def run_bench(
         return 130
     finally:
         if keep:
+            (workdir / "keep").touch()  # a stale-directory sweep leaves it
             say(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -47,7 +47,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -56,7 +55,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from bench.common import show
+from bench.common import run_bench, show
 from bench.ingest import paced
 from bench.ingest.apps import REDIS_URL_ENV, WAIT_REPLICAS_ENV
 from bench.ingest.orders import deliveries, write_requests
@@ -1018,17 +1017,12 @@ def remove_stale_workdirs() -> None:
                 shutil.rmtree(stale, ignore_errors=True)
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)  # run the finally blocks: no server left behind
     remove_stale_workdirs()
-    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
-    (workdir / "driver.pid").write_text(str(os.getpid()))
-    try:
+
+    def body(workdir: Path) -> tuple[dict[str, Any], int]:
+        (workdir / "driver.pid").write_text(str(os.getpid()))
         prefixes = generate(workdir, args)
         _, noop = bench_noop(args, workdir, prefixes)
         koppel = bench_koppel(args, workdir, prefixes, args.koppel_http)
@@ -1053,27 +1047,16 @@ def main(argv: list[str] | None = None) -> int:
             result["problems"], result["ok"] = problems, not problems
         if waited is not None:
             result["wait_replicas"] = report_wait(args.wait_replicas, koppel, waited)
-        args.results.mkdir(parents=True, exist_ok=True)
-        out = args.results / f"ingest-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"results: {show(out)}")
+        return result, 0 if not problems else 1
+
+    def profile_stacks(out: Path, workdir: Path) -> None:
         if (workdir / "profile.raw").exists():  # collapsed stacks, for flamegraph.pl or speedscope
             stacks = out.with_suffix(".pyspy.txt")
             shutil.copyfile(workdir / "profile.raw", stacks)
             print(f"profile stacks: {show(stacks)}")
-        return 0 if not problems else 1
-    except BenchFailure as failure:
-        print(f"FAILED: {failure}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            (workdir / "keep").touch()
-            say(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+
+    return run_bench("ingest", body, results=args.results, keep=args.keep, say=say, failures=(BenchFailure,),
+                     prefix=WORKDIR_PREFIX, beside=profile_stacks)  # fmt: skip
 
 
 if __name__ == "__main__":
