@@ -23,13 +23,12 @@ from gateway.errors import PermanentError, TransientError
 from gateway.ingest import Ingestor
 from workers import runtime
 from workers.flows import (
-    BatchFunction,
     Work,
     batch_function,
     flow_function,
     note_seen,
+    run_unseen,
     seen_before,
-    seen_many,
 )
 from workers.policy import fail_permanently, note_transient, resource_lock, resource_locks
 from workers.pollers import envelope_of
@@ -369,13 +368,13 @@ def process_batch(members: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             results = _run_batch(rt, integration, envelopes, flow)
             held.finish = finish = rt.connection.pipeline(transaction=False)  # sent with the locks' release
-            for index, (member, envelope, (seen, result)) in enumerate(zip(members, envelopes, results, strict=True)):
+            for index, (member, envelope, (work, seen, result)) in enumerate(zip(members, envelopes, results,
+                                                                                  strict=True)):
                 if isinstance(result, Exception):
                     alone.add(index)
                     outcomes[envelope.resource_id or ""] = {"outcome": "run alone", "reason": _why(result)}
                     continue
-                note_seen(Work(integration, envelope, rt.source(integration.source), rt.target(integration.target),
-                               rt), seen, result, finish)  # fmt: skip
+                note_seen(work, seen, result, finish)
                 activity.record_many(_lines(integration.id, flow, envelope.resource_id or "", member["group"],
                                             job_id, result.outcome, result), finish)  # fmt: skip
                 outcomes[envelope.resource_id or ""] = result.as_dict()
@@ -397,57 +396,13 @@ def _why(error: Exception) -> str:
     return str(error) if isinstance(error, PermanentError | TransientError) else f"unexpected {type(error).__name__}"
 
 
-BatchResult = tuple[tuple[str, str] | None, FlowResult | Exception]
-
-
 def _run_batch(
     rt: runtime.Runtime, integration: Integration, envelopes: list[Envelope], flow: str
-) -> list[BatchResult]:
-    """Per record (in input order): where its seen version goes, and its result: answered by the seen version,
-    skipped as gone, or the batch write's (an Exception for a record to run alone)."""
+) -> list[tuple[Work, tuple[str, str] | None, FlowResult | Exception]]:
+    """Per record (in input order): its work, where its seen version goes, and its result (`run_unseen`): a
+    record gone from the source is skipped; an Exception marks a record to run alone."""
     works = [Work(integration, e, rt.source(integration.source), rt.target(integration.target), rt) for e in envelopes]
-    seens: list[tuple[str, str] | None] = [None] * len(works)
-    results: dict[int, FlowResult | Exception] = {}
-    for index, (work, found) in enumerate(zip(works, seen_many(works, flow), strict=True)):  # one round trip
-        if isinstance(found, Gone):
-            results[index] = _gone(work, found)
-        elif isinstance(found, Exception):  # reading the record failed: it runs alone, where it fails or retries
-            results[index] = found
-        else:
-            seens[index], answer = found
-            if answer is not None:
-                results[index] = answer
-    pending = [index for index in range(len(works)) if index not in results]
-    if pending:
-        batch = [works[index] for index in pending]
-        # seen versions answered above and noted with the locks' release (`note_seen`)
-        write = batch_function(flow, works[0].target.kind, seen=False)
-        if write is None:  # no batch write for this integration's target (another integration's has one)
-            written: list[FlowResult | Exception] = [_one(work, flow) for work in batch]
-        else:
-            written = _written(write, batch, flow)
-        results.update(zip(pending, [_gone(w, r) if isinstance(r, Gone) else r for w, r in zip(batch, written,
-                                                                                                 strict=True)],
-                           strict=True))  # fmt: skip
-    return [(seens[index], results[index]) for index in range(len(works))]
-
-
-def _written(write: BatchFunction, works: list[Work], flow: str) -> list[FlowResult | Exception]:
-    """The batch write's results; when it fails as a whole, that error for each record (each then runs alone)."""
-    try:
-        written = write(works)
-        if len(written) != len(works):
-            raise RuntimeError(f"the batch write answered {len(written)} results for {len(works)} records")
-    except (PermanentError, TransientError, RuntimeError) as error:
-        log.warning("batch of %d %s records: %s; each runs alone", len(works), flow, error)
-        return [error] * len(works)
-    return written
-
-
-def _one(work: Work, flow: str) -> FlowResult | Exception:
-    try:
-        return flow_function(flow)(work)
-    except Gone as gone:
-        return _gone(work, gone)
-    except Exception as error:
-        return error
+    # seen versions read here and noted with the locks' release: the batch write without its own checks
+    write = batch_function(flow, works[0].target.kind, seen=False)  # None: another integration's target batches
+    return [(work, seen, _gone(work, result) if isinstance(result, Gone) else result)
+            for work, (seen, result) in zip(works, run_unseen(flow, works, write), strict=True)]  # fmt: skip

@@ -13,6 +13,7 @@ calls as the target allows (WooCommerce: a hundred stock levels in two calls).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -45,12 +46,14 @@ __all__ = [
     "flow_function",
     "note_seen",
     "prepared",
+    "run_unseen",
     "seen_before",
     "seen_many",
     "spread",
 ]
 
 SEEN_TTL = 7 * 24 * 3600
+log = logging.getLogger("koppel.worker")
 T = TypeVar("T")
 
 
@@ -174,27 +177,58 @@ def _unseen(flow: str, works: list[Work], many: BatchFunction) -> Outcomes:
     """`many` on the works whose record's version was not processed yet; each version noted once done."""
     if len({(work.integration.id, id(work.target)) for work in works}) > 1:
         raise ValueError("a batch takes the works of one integration (one target) only")
+    ran = run_unseen(flow, works, many)
+    for work, (seen, outcome) in zip(works, ran, strict=True):
+        if isinstance(outcome, FlowResult):
+            note_seen(work, seen, outcome)
+    return [outcome for _, outcome in ran]
+
+
+def run_unseen(
+    flow: str, works: list[Work], many: BatchFunction | None
+) -> list[tuple[tuple[str, str] | None, FlowResult | Exception]]:
+    """Per work, in order: where its record's seen version goes (None: the source does not version it) and its
+    outcome — the skip when that version was processed already (all read in one round trip, `seen_many`), else
+    `many`'s result for it (one call for all the others; without `many`, each flow run alone), or the error
+    its record alone met (reading it, or the write). A write that fails as a whole gives each its error. The
+    caller notes the seen versions of what was written (`note_seen`): at once, or in the pipeline that
+    releases the records' locks (`workers.jobs.process_batch`)."""
+    seens: list[tuple[str, str] | None] = [None] * len(works)
     outcomes: list[FlowResult | Exception | None] = [None] * len(works)
-    seen: dict[int, tuple[str, str] | None] = {}
     for position, found in enumerate(seen_many(works, flow)):
-        if isinstance(found, KoppelError):  # Gone included: the record could not be read
+        if isinstance(found, Exception):  # the record could not be read (Gone included)
             outcomes[position] = found
-        elif isinstance(found, Exception):
-            raise found
-        elif found[1] is not None:
-            outcomes[position] = found[1]
         else:
-            seen[position] = found[0]
-    pending = list(seen)
-    try:
-        results = many([works[p] for p in pending]) if pending else []
-    except KoppelError as exc:  # what all of them needed failed (a lookup): each fails with it
-        results = [exc] * len(pending)
-    for position, result in zip(pending, results, strict=True):
+            seens[position], outcomes[position] = found
+    pending = [position for position, outcome in enumerate(outcomes) if outcome is None]
+    batch = [works[position] for position in pending]
+    if many is None:
+        written: Outcomes = [_alone(flow, work) for work in batch]
+    elif batch:
+        written = _written(flow, batch, many)
+    else:
+        written = []
+    for position, result in zip(pending, written, strict=True):
         outcomes[position] = result
-        if isinstance(result, FlowResult):
-            note_seen(works[position], seen[position], result)
-    return finished(outcomes)
+    return list(zip(seens, finished(outcomes), strict=True))
+
+
+def _written(flow: str, batch: list[Work], many: BatchFunction) -> Outcomes:
+    try:
+        written = many(batch)
+        if len(written) != len(batch):
+            raise RuntimeError(f"the batch write answered {len(written)} results for {len(batch)} records")
+    except (KoppelError, RuntimeError) as error:  # what all of them needed failed (a lookup): each fails with it
+        log.warning("batch of %d %s records: %s; each meets it", len(batch), flow, error)
+        return [error] * len(batch)
+    return written
+
+
+def _alone(flow: str, work: Work) -> FlowResult | Exception:
+    try:
+        return flow_function(flow)(work)
+    except Exception as error:
+        return error
 
 
 def prepared(works: list[Work], prepare: Callable[[Work], T | FlowResult],
