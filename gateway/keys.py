@@ -63,6 +63,12 @@ def merged(job_id: str) -> str:
     return f"{PREFIX}merged:{job_id}"
 
 
+def done(job_id: str) -> str:
+    """An event a worker ran directly from the inbox, without an RQ job (workers/inbox.py): JSON of its
+    outcome, kept as long as a finished job's result."""
+    return f"{PREFIX}done:{job_id}"
+
+
 def activity(integration: str) -> str:
     return f"{ACTIVITY}{integration}"
 
