@@ -140,6 +140,9 @@ class GatewaySettings(_Model):
     # mean it died (SIGKILL, OOM): its job is then run again and its locks free themselves (within ~4 beats).
     # Shorter costs an idle worker ~2-5 more Redis commands/s and a job nothing measurable (bench/heartbeat).
     worker_heartbeat_seconds: int = Field(default=2, ge=1, le=300)
+    # A worker's inbox pump runs a record's waiting events itself, without an RQ job per event (workers/inbox.py);
+    # an event that fails becomes its RQ job (retries, the failed registry, replay). false: every event an RQ job.
+    direct_events: bool = True
     # With Redis replicas (Sentinel, docs/deployment.md): answer a webhook 2xx only once this many replicas
     # have its events (Redis WAIT), else 503 after wait_timeout_ms. 0: the primary's word is enough.
     wait_replicas: int = Field(default=0, ge=0, le=16)
