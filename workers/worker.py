@@ -61,7 +61,7 @@ from gateway.live import Changes, Check, Reloader, install_sighup
 from gateway.redisserver import die_with_parent
 from workers import keepalive, runtime
 from workers.inbox import pump_for
-from workers.jobs import batchable_for
+from workers.jobs import batchable_for, direct_for
 from workers.notifier import schedule_dispatch
 from workers.outage import UNREACHABLE, Outage, outage
 from workers.pollers import schedule_polls
@@ -512,7 +512,8 @@ def run_worker(
     worker.orphan_after = 3 * heartbeat  # as long as a job's heartbeat lives
     # A dead worker's pump left what it read pending: reclaimed after three beats (at least 5 s), as its jobs.
     pump = pump_for(connection, config.gateway, config.retention, claim_idle_ms=max(5_000, 3_000 * heartbeat),
-                    batchable=batchable_for(config))  # records a target writes in batches: one job (workers/inbox.py)
+                    batchable=batchable_for(config),  # records a target writes in batches: one job (workers/inbox.py)
+                    direct=direct_for(rt))  # a record's events run by the pump itself ([gateway] direct_events)
     purger = PurgeLoop(connection, config, worker=worker.name)  # [retention], enforced (workers/retention.py)
     outage.on_back.append(schedule_chains)  # a chain's next job may not have been scheduled while Redis was away
 
@@ -540,9 +541,9 @@ def run_worker(
             with keepalive.renewing(worker.recover_dead_workers_jobs, heartbeat, name="recovery of dead workers' jobs"):
                 return _work(worker, burst=False, max_jobs=max_jobs)
         finally:
-            stop.set()
+            stop.set()  # the pump finishes the record it runs (its lock's wait and its target's calls are bounded)
             purger.close()
-            thread.join(timeout=5)
+            thread.join(timeout=60)
     finally:  # an in-process (burst) worker leaves no sockets open: its own, the runtime's, the scheduler's
         if reloader is not None:
             reloader.stop()
