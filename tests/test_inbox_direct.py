@@ -262,3 +262,24 @@ def test_a_worker_killed_mid_booking_leaves_its_entries_to_another_and_the_order
                 except subprocess.TimeoutExpired:
                     worker.kill()
                     worker.wait()
+
+
+def test_a_worker_told_to_stop_finishes_the_record_it_runs_and_leaves_the_rest_pending(env, tmp_path, redis_url):
+    log = tmp_path / "workers.log"
+    env.http.post(f"{env.live.url}/sandbox/fail", json={"delay": 0.4, "times": 200}).raise_for_status()
+    worker = start_worker(tmp_path, redis_url, env.live.url, log)
+    try:
+        running, waiting = Ingestor(env.conn).store([event(7209, "order.created", order(7209)),
+                                                     event(7210, "order.created", order(7210))])  # fmt: skip
+        wait_for("the booking in flight", lambda: env.conn.hlen(keys.in_flight("shop-to-exact", "orders")) > 0,
+                 [worker], log)  # fmt: skip
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+        assert env.conn.exists(keys.done(running.job_id)) and env.in_exact("7209") == 1  # finished, not cut off
+        assert env.in_exact("7210") == 0 and not env.conn.exists(keys.done(waiting.job_id))
+        [(_, fields)] = env.conn.xrange(STREAM)  # left in the inbox for the next worker
+        assert fields[b"id"].decode() == waiting.job_id
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
