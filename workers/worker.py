@@ -485,7 +485,8 @@ def run_worker(
     """Work the queue until stopped (or, `burst`, until it is empty). With `config_path` and `check` (how
     the file is checked: `gateway.checks.check_parts`), the worker follows that file (gateway/live.py):
     watched, reloaded on SIGHUP and when another process announces a change; the new config is taken
-    between jobs, and the polls, webhook checks and notifications it asks for are scheduled."""
+    between jobs, and the polls, webhook checks and notifications it asks for are scheduled. Returns whether it
+    did any work (a job, or an inbox entry)."""
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
     connection = redisclient.connect(redis_url, health_check_interval=30)
     while not outage.ping(connection):  # started while Redis is away: wait for it (one log line)
@@ -533,8 +534,8 @@ def run_worker(
     try:
         if burst:
             purger.once()
-            pump.drain()
-            return _work(worker, burst=True, max_jobs=max_jobs)
+            drained = pump.drain()  # with direct_events, the records are run here (workers/inbox.py)
+            return _work(worker, burst=True, max_jobs=max_jobs) or drained > 0
         thread, stop = pump.start()
         purger.start()
         try:
