@@ -283,3 +283,33 @@ def test_a_worker_told_to_stop_finishes_the_record_it_runs_and_leaves_the_rest_p
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+def test_two_workers_on_one_records_events_at_once_book_it_once(env, tmp_path, redis_url):
+    log = tmp_path / "workers.log"
+    env.http.post(f"{env.live.url}/sandbox/fail", json={"delay": 1.0, "times": 200}).raise_for_status()
+    workers = [start_worker(tmp_path, redis_url, env.live.url, log) for _ in range(2)]
+    try:
+        [created] = Ingestor(env.conn).store([event(7211, "order.created", order(7211))])
+        wait_for("the booking in flight", lambda: env.conn.hlen(keys.in_flight("shop-to-exact", "orders")) > 0,
+                 workers, log)  # fmt: skip
+        # the busy worker's pump is running the record: the other worker's reads this, and waits for the lock
+        [updated] = Ingestor(env.conn).store([event(7211, "order.updated", order(7211))])
+        wait_for("both events run", lambda: env.conn.exists(keys.done(created.job_id), keys.done(updated.job_id)) == 2,
+                 workers, log)  # fmt: skip
+        first, second = (json.loads(env.conn.get(keys.done(i)) or b"{}") for i in (created.job_id, updated.job_id))
+        assert first["worker"] != second["worker"]
+        assert env.in_exact("7211") == 1
+        lines = ActivityLog(env.conn).entries("shop-to-exact")
+        assert [(a.topic, a.outcome) for a in lines] == [("order.created", "created"), ("order.updated", "skipped")]
+        assert second["result"]["integrations"]["shop-to-exact"]["outcome"] == "skipped"
+        assert inbox_empty(env)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
