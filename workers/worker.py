@@ -521,6 +521,9 @@ def run_worker(
     def apply(new: Config, changes: Changes) -> None:
         rt.swap(new, changes)  # after the running job
         purger.config = new
+        fresh = pump_for(connection, new.gateway, new.retention)  # the next records' retries and TTLs
+        pump.retry_factory, pump.result_ttl, pump.failure_ttl = fresh.retry_factory, fresh.result_ttl, fresh.failure_ttl
+        pump.batchable = batchable_for(new)
         try:
             schedule_chains()  # a new system's polls, a new endpoint's checks, new notifications
         except UNREACHABLE as exc:  # scheduled when Redis is back (`on_back`)
