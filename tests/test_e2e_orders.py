@@ -18,9 +18,12 @@ import pytest
 from rq.job import Job
 
 from connectors.exactonline.ratelimit import RateLimiter
+from gateway import keys
+from gateway.envelope import Envelope, Event
 from gateway.ingest import JOB_FUNC, make_queue
 from gateway.redisserver import EmbeddedRedis, free_port
-from gateway.stack import INTEGRATION, OrderOutcome, Stack, StackOptions
+from gateway.snapshots import SnapshotStore
+from gateway.stack import ENDPOINT, INTEGRATION, OrderOutcome, Stack, StackOptions
 
 pytestmark = pytest.mark.integration
 
@@ -161,15 +164,19 @@ def test_duplicate_deliveries_and_replayed_jobs_create_nothing_twice(stack, plac
     client = stack.woo_client()
     for order_id in again:  # saved again in the shop: WooCommerce fires order.updated once more
         client.update_order(int(order_id), {"customer_note": "leave at the door"})
-    # ... and the jobs of their order.created events are replayed as an operator would (same envelope).
+    # ... and their order.created events are run again as RQ jobs, as an operator's replay would (the payload
+    # the run that booked them received, kept in its snapshot; the workers' pumps ran them without an RQ job).
     queue = make_queue(stack.connection, stack.options.queue)
-    finished = Job.fetch_many(queue.finished_job_registry.get_job_ids(), connection=stack.connection,
-                              serializer=queue.serializer)  # fmt: skip
-    replayed = [
-        queue.enqueue(JOB_FUNC, job.args[0])
-        for job in finished
-        if job is not None and job.meta["topic"] == "order.created" and job.args[0]["resource_id"] in again
-    ]
+    store = SnapshotStore(stack.connection)
+    booked = {e.resource_id: e.job_id for e in stack.activity()
+              if e.topic == "order.created" and e.outcome == "created"}  # fmt: skip
+    replayed = []
+    for order_id in again:
+        snapshot = store.load(INTEGRATION, booked[order_id])
+        assert snapshot is not None and stack.connection.exists(keys.done(booked[order_id]))
+        event = Event("order.created", "order", order_id, f"replay-{order_id}", snapshot["received"])
+        envelope = Envelope.wrap(event, source="woocommerce", endpoint=ENDPOINT)
+        replayed.append(queue.enqueue(JOB_FUNC, envelope.model_dump(mode="json")))
     assert len(replayed) == len(again)
     wait_for(
         "the new deliveries and the replays to be handled",
@@ -182,7 +189,12 @@ def test_duplicate_deliveries_and_replayed_jobs_create_nothing_twice(stack, plac
     assert len(exact_records(stack, "salesorder/SalesOrders")) == ORDERS
 
 
-def test_created_and_updated_of_one_order_processed_concurrently_book_it_once(stack, placed):
+def test_created_and_updated_of_one_order_processed_concurrently_book_it_once(fresh_stack):
+    # As RQ jobs (direct_events off: the path of every retry and replay), whose spans show the two workers at
+    # work on both events of an order at once; a pump's own run of a record keeps no start time (its events
+    # waiting together are one run; tests/test_inbox_direct.py has two workers on one record's events).
+    stack = fresh_stack(workers=2, gateway={**FAST, "direct_events": False}, **UNLIMITED)
+    settled(stack, stack.place_orders(ORDERS, seed=SEED))  # warm: the customers known, the workers' clients open
     order_ids = stack.place_orders(20, seed=SEED + 1000)
     outcomes = settled(stack, order_ids)
     assert Counter(o.outcome for o in outcomes.values()) == {"created": 20}

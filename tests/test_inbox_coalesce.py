@@ -213,9 +213,9 @@ def round_trips() -> Iterator[list[int]]:
 def test_an_event_answered_by_its_seen_version_costs_no_call_no_snapshot_and_three_round_trips(env, monkeypatch):
     monkeypatch.setattr(runtime, "_runtime", env.rt)
     data = event(7104, "order.created", order(7104)).model_dump(mode="json")
-    monkeypatch.setattr(jobs_module, "get_current_job", lambda: SimpleNamespace(id="first", retries_left=1))
+    monkeypatch.setattr(jobs_module, "current_job", lambda: SimpleNamespace(id="first", retries_left=1))
     assert jobs_module.process_event(data)["integrations"]["shop-to-exact"]["outcome"] == "created"
-    monkeypatch.setattr(jobs_module, "get_current_job", lambda: SimpleNamespace(id="again", retries_left=1))
+    monkeypatch.setattr(jobs_module, "current_job", lambda: SimpleNamespace(id="again", retries_left=1))
     before = exact_calls(env)
     with round_trips() as trips:
         again = jobs_module.process_event(data)["integrations"]["shop-to-exact"]
@@ -233,7 +233,7 @@ def test_an_event_answered_by_its_seen_version_costs_no_call_no_snapshot_and_thr
 def test_a_switched_off_integration_skips_the_event_without_running_it(env, monkeypatch):
     monkeypatch.setattr(runtime, "_runtime", env.rt)
     env.conn.set(keys.cache("shop-to-exact", "switched_off"), "the shop uninstalled Koppel")
-    monkeypatch.setattr(jobs_module, "get_current_job", lambda: SimpleNamespace(id="off", retries_left=1))
+    monkeypatch.setattr(jobs_module, "current_job", lambda: SimpleNamespace(id="off", retries_left=1))
     before = exact_calls(env)
     done = jobs_module.process_event(event(7105, "order.created", order(7105)).model_dump(mode="json"))
     assert done["integrations"]["shop-to-exact"] == {"outcome": "skipped",

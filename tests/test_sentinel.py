@@ -9,6 +9,7 @@ acknowledge writes (with one, every batch waits for the old primary to come back
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import httpx
 import pytest
 import redis
 
-from gateway import redisclient
+from gateway import keys, redisclient
 from gateway.app import create_app
 from gateway.cli import main
 from gateway.config import parse_config
@@ -283,12 +284,17 @@ def test_gateway_and_worker_follow_a_failover_and_no_acknowledged_event_is_lost(
 
 
 def done_orders(connection: redis.Redis) -> dict[int, str]:
-    """Order id → the job id of a finished job for it (the job's description: `shop order.created <id>`)."""
+    """Order id → the job id of a finished job for it (the job's description: `shop order.created <id>`), or of
+    the event the worker's inbox pump ran itself (its done record: `[gateway] direct_events`)."""
     done: dict[int, str] = {}
     for key in connection.scan_iter("rq:job:*", count=1000):
         description, status = connection.hmget(key, "description", "status")
         if status == b"finished" and description and description.startswith(b"shop order.created "):
             done[int(description.split()[-1])] = key.decode().removeprefix("rq:job:")
+    for key in connection.scan_iter(keys.done("*"), count=1000):
+        record = json.loads(connection.get(key) or b"{}")
+        if record.get("description", "").startswith("shop order.created ") and record.get("resource_id"):
+            done[int(record["resource_id"])] = record["id"]
     return done
 
 
@@ -304,7 +310,7 @@ def states(connection: redis.Redis, orders: list[int], ids: dict[int, str]) -> d
 
 def stored(connection: redis.Redis, order: int, job_id: str | None) -> bool:
     """Whether an order not yet done is at least in the inbox or a job."""
-    if job_id is not None and connection.exists(f"rq:job:{job_id}"):
+    if job_id is not None and connection.exists(f"rq:job:{job_id}", keys.done(job_id)):
         return True
     return any(
         b'"id":%d,' % order in fields.get(b"e", b"") for _, fields in connection.xrange(inbox_key(QUEUE))

@@ -23,6 +23,14 @@ member's id; each other member's id is an alias of it (`gateway.ingest.merged_in
 A pump that dies before EXEC leaves its entries pending: another consumer reclaims them and makes
 the jobs, under the same ids. A slow pump racing the one that reclaimed its entries loses the WATCH
 and then finds the jobs (or aliases) made. So an entry becomes exactly one job, or one alias of one.
+
+With `direct` (`workers.jobs.direct_for`: `[gateway] direct_events`), a record's group that would be one
+`process_event` job is run by the pump itself, without the job (`_run_direct`): its entries stay pending while
+it runs and are acknowledged on the pipeline that releases the record's lock, with `koppel:done:<id>` (the
+outcome, `done_record`) and the merged events' aliases. A pump killed meanwhile leaves them pending for
+another, and the ledger and seen versions answer what was done; an entry whose done record exists is only
+acknowledged. A run that raises becomes that job, as RQ leaves a job after its first attempt (`_hand_over`).
+Batch jobs and events without a record or a flow stay jobs (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -33,19 +41,25 @@ import os
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from redis.exceptions import ResponseError, WatchError
 from rq import Queue, Retry
-from rq.job import Job
+from rq.job import Job, JobStatus
+from rq.results import Result
 
 from gateway import keys
 from gateway.config import GatewaySettings, RetentionSettings
+from gateway.errors import PermanentError, TransientError
 from gateway.ingest import JOB_FUNC, PUMP_GROUP, inbox_key, job_description, make_queue
+from workers import keepalive, runtime
 from workers.outage import UNREACHABLE, outage
-from workers.policy import retry_schedule
+from workers.policy import DirectRun, retry_schedule, running_direct
 
 log = logging.getLogger("koppel.inbox")
 
@@ -78,6 +92,7 @@ class InboxPump:
         claim_idle_ms: int = CLAIM_IDLE_MS,
         coalesce: bool = True,
         batchable: Callable[[dict[str, Any]], bool] | None = None,
+        direct: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.connection = connection
         self.queue: Queue = make_queue(connection, queue_name)
@@ -94,6 +109,11 @@ class InboxPump:
         self.batchable = batchable
         """Whether an event's record may be written with other records of its endpoint and resource in one
         batch job (`workers.jobs.batchable_for`: the flow's target has a batch write); None: never."""
+        self.direct = direct
+        """Whether a record's group of events (its latest envelope) is run by this pump itself, without an RQ job
+        (`workers.jobs.direct_for`: `[gateway] direct_events`, read per record); None: never (`_run_direct`)."""
+        self.stop: threading.Event | None = None
+        """Set: the pump finishes the record it runs and leaves the rest of its read pending (a worker's stop)."""
         self._group_ready = False
         self._own_pending = True  # entries this consumer read but did not finish (a restart, an error)
 
@@ -141,16 +161,42 @@ class InboxPump:
         return [(entry_id, fields) for entry_id, fields in entries if fields]
 
     def _commit_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        if self.direct is None:
+            return self._enqueue(entries)
+        fields_of = {fields[b"id"].decode(): fields for _, fields in entries}  # a repeated id: one job
+        with self.connection.pipeline(transaction=False) as check:
+            for job_id in fields_of:
+                check.exists(Job.key_for(job_id), keys.merged(job_id), keys.done(job_id))
+            made = check.execute()
+        waiting = [(job_id, json.loads(fields[b"e"]))
+                   for (job_id, fields), exists in zip(fields_of.items(), made, strict=True) if not exists]  # fmt: skip
+        jobs = self._batches(self._groups(waiting))
+        direct = [job[0] for job in jobs if len(job) == 1 and self.direct(job[0][-1][1])]
+        mine = {member_id for group in direct for member_id, _ in group}
+        rest = [(entry_id, fields) for entry_id, fields in entries if fields[b"id"].decode() not in mine]
+        done = self._enqueue(rest) if rest else 0
+        for group in direct:
+            if self.stop is not None and self.stop.is_set():
+                self._own_pending = True  # left pending: read again by this pump, or reclaimed by another
+                break
+            ids = {member_id for member_id, _ in group}
+            entry_ids = [entry_id for entry_id, fields in entries if fields[b"id"].decode() in ids]
+            self._run_direct(group, entry_ids)
+            done += len(entry_ids)
+        return done
+
+    def _enqueue(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        """The entries as RQ jobs (a record's group, or a batch job), acknowledged in the same transaction."""
         by_job = {fields[b"id"].decode(): fields for _, fields in entries}  # a repeated id: one job
         entry_ids = [entry_id for entry_id, _ in entries]
-        watched = [key for job_id in by_job for key in (Job.key_for(job_id), keys.merged(job_id))]
+        watched = [key for job_id in by_job for key in (Job.key_for(job_id), keys.merged(job_id), keys.done(job_id))]
         with self.connection.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(*watched)
                     with self.connection.pipeline(transaction=False) as check:
                         for job_id in by_job:
-                            check.exists(Job.key_for(job_id), keys.merged(job_id))
+                            check.exists(Job.key_for(job_id), keys.merged(job_id), keys.done(job_id))
                         made = check.execute()
                     waiting = [
                         (job_id, json.loads(fields[b"e"]))
@@ -176,6 +222,106 @@ class InboxPump:
                     return len(entries)
                 except WatchError:
                     continue
+
+    # -- a record's events run here, without an RQ job -----------------------------------------
+
+    def _run_direct(self, group: Group, entry_ids: list[bytes]) -> None:
+        """A record's group of events through `process_event`, in this thread, as the first attempt of the job it
+        would be (`_job_data`: its id, its retries). Its entries stay pending while it runs (their idle time kept
+        fresh, so no other pump reclaims them) and are acknowledged with its end: on the pipeline that releases
+        the record's lock, with its outcome's record (`finish_in`). A failure makes the group that RQ job, in the
+        transaction that acknowledges the entries (`_hand_over`): its retries, failure and replay are RQ's. A
+        worker killed meanwhile leaves the entries pending: reclaimed, and the ledger and seen versions answer
+        what was booked."""
+        from workers.jobs import process_event  # the job function (workers.jobs imports this module)
+
+        job_id, _ = group[0]
+        retry = self.retry_factory() if self.retry_factory else None
+        run = DirectRun(job_id, retry.max if retry else None,
+                        finishing=lambda pipe, summary: self.finish_in(pipe, group, entry_ids, summary))  # fmt: skip
+        kwargs = {"group": _members(group)} if len(group) > 1 else {}
+        started = datetime.now(UTC)
+        every = max(0.5, self.claim_idle_ms / 3000)
+        try:
+            with (
+                keepalive.renewing(lambda: self._keep(entry_ids), every, name=f"inbox entries of {job_id}"),
+                runtime.running_job(),
+                running_direct(run),
+            ):
+                summary = process_event(group[-1][1], **kwargs)
+        except UNREACHABLE:
+            self._own_pending = True  # Redis went away: the entries are run again (the ledger answers)
+            raise
+        except Exception as exc:
+            if not isinstance(exc, PermanentError | TransientError):
+                log.error("job %s: unexpected %s (kept as the RQ job's traceback)", job_id, type(exc).__name__,
+                          exc_info=exc)  # fmt: skip
+            self._hand_over(group, entry_ids, run, exc, started)
+            return
+        if not run.finished:  # no lock released with it (no integration, or switched off): sent alone
+            with self.connection.pipeline(transaction=False) as pipe:
+                self.finish_in(pipe, group, entry_ids, summary)
+                pipe.execute()
+
+    def _keep(self, entry_ids: list[bytes]) -> bool:
+        """The entries' idle time set back to 0 (they are worked on: not a dead consumer's to reclaim)."""
+        ids: list[Any] = list(entry_ids)
+        self.connection.xclaim(self.stream, GROUP, self.consumer, 0, ids, justid=True)
+        return True
+
+    def finish_in(self, pipe: Pipeline, group: Group, entry_ids: list[bytes], summary: dict[str, Any]) -> None:
+        """On `pipe`: the direct run's record (`keys.done`, as long as a finished job's result), the merged
+        events' aliases, and the entries' acknowledgement."""
+        job_id = group[0][0]
+        if self.result_ttl:
+            record = done_record(job_id, group, self._description(group), self.consumer, summary)
+            pipe.set(keys.done(job_id), json.dumps(record), ex=self.result_ttl if self.result_ttl > 0 else None)
+        for member_id, _ in group[1:]:
+            pipe.set(keys.merged(member_id), job_id, ex=self.alias_ttl)
+        pipe.xack(self.stream, GROUP, *entry_ids)
+        pipe.xdel(self.stream, *entry_ids)
+
+    def _hand_over(self, group: Group, entry_ids: list[bytes], run: DirectRun, exc: BaseException,
+                   started: datetime) -> None:  # fmt: skip
+        """The failed direct run's group as the RQ job the pump makes of it (`_job_data`), as RQ leaves a job
+        that failed its first attempt: scheduled for its first retry (one retry fewer), or failed with its
+        traceback (no retries left: a PermanentError, or none configured); in one transaction with the entries'
+        acknowledgement and the merged events' aliases."""
+        data = self._job_data(group)
+        job = self.queue.create_job(
+            data.func, args=data.args, kwargs=data.kwargs, job_id=data.job_id, description=data.description,
+            meta=data.meta, retry=data.retry, result_ttl=data.result_ttl, failure_ttl=data.failure_ttl,
+        )  # fmt: skip
+        job.meta.update(run.meta)
+        job.retries_left = run.retries_left
+        ended = datetime.now(UTC)
+        job.enqueued_at, job.started_at, job.ended_at = started, started, ended
+        job.worker_name = self.consumer
+        exc_string = "".join(traceback.format_exception(exc))
+        with self.connection.pipeline() as pipe:
+            pipe.sadd(self.queue.redis_queues_keys, self.queue.key)
+            if job.retries_left:
+                interval = job.get_retry_interval()
+                job.retries_left -= 1
+                if interval:
+                    self.queue.schedule_job(job, ended + timedelta(seconds=interval), pipeline=pipe)
+                else:
+                    self.queue.enqueue_job(job, pipeline=pipe)
+                what = f"scheduled for retry in {interval} s, {job.retries_left} remaining"
+            else:
+                job.set_status(JobStatus.FAILED, pipeline=pipe)
+                job.save(pipeline=pipe)
+                self.queue.failed_job_registry.add(job, ttl=job.failure_ttl, exc_string=exc_string, pipeline=pipe)
+                Result.create_failure(job, job.failure_ttl, exc_string=exc_string, worker_name=self.consumer,
+                                      pipeline=pipe, execution_started_at=started,
+                                      execution_ended_at=ended)  # fmt: skip
+                what = "failed"
+            for member_id, _ in group[1:]:
+                pipe.set(keys.merged(member_id), job.id, ex=self.alias_ttl)
+            pipe.xack(self.stream, GROUP, *entry_ids)
+            pipe.xdel(self.stream, *entry_ids)
+            pipe.execute()
+        log.info("job %s: its direct run failed (%s); now an RQ job, %s", job.id, type(exc).__name__, what)
 
     def _groups(self, waiting: list[tuple[str, dict[str, Any]]]) -> list[Group]:
         """The batch's events as jobs to make, in stream order (a group where its first member was): the
@@ -257,20 +403,25 @@ class InboxPump:
     def _execute(self, pipe: redis.client.Pipeline) -> None:
         pipe.execute()  # a seam for tests: a crash here leaves the batch pending
 
+    @staticmethod
+    def _description(group: Group) -> str:
+        description = job_description(group[0][1])
+        if len(group) > 1:
+            description += f" (+{len(group) - 1} merged: {', '.join(e['topic'] for _, e in group[1:])})"
+        return description
+
     def _job_data(self, group: Group) -> Any:
         job_id, first = group[0]
         envelope = group[-1][1]  # the latest payload
         kwargs: dict[str, Any] = {}
-        description = job_description(first)
         if len(group) > 1:
             kwargs["group"] = _members(group)
-            description += f" (+{len(group) - 1} merged: {', '.join(e['topic'] for _, e in group[1:])})"
         return Queue.prepare_data(
             JOB_FUNC,
             args=(envelope,),
             kwargs=kwargs or None,
             job_id=job_id,
-            description=description,
+            description=self._description(group),
             meta={"endpoint": envelope["endpoint"], "topic": first["topic"]},
             retry=self.retry_factory() if self.retry_factory else None,
             result_ttl=self.result_ttl,
@@ -294,7 +445,9 @@ class InboxPump:
 
     def run(self, stop: threading.Event) -> None:
         """Pump until `stop` is set (a worker's background thread); survives Redis outages: one is noted
-        once for the process (workers/outage.py) and waited out with its backoff."""
+        once for the process (workers/outage.py) and waited out with its backoff. A record the pump runs itself
+        is finished when `stop` is set; the rest of its read is left pending."""
+        self.stop = stop
         while not stop.is_set():
             try:
                 self.pump_once(block_ms=self.block_ms)
@@ -316,6 +469,25 @@ class InboxPump:
         thread = threading.Thread(target=self.run, args=(stop,), name="koppel-inbox-pump", daemon=True)
         thread.start()
         return thread, stop
+
+
+def done_record(job_id: str, group: Group, description: str, worker: str, result: dict[str, Any]) -> dict[str, Any]:
+    """What `koppel:done:<job id>` keeps of a record's events a pump ran without an RQ job: what a finished
+    job would show (its id, description, event, receipt and end, worker, result) and the merged events' ids."""
+    first = group[0][1]
+    return {
+        "id": job_id,
+        "status": "finished",
+        "description": description,
+        "endpoint": first["endpoint"],
+        "topic": first["topic"],
+        "resource_id": first.get("resource_id"),
+        "received_at": first["received_at"],
+        "ended_at": datetime.now(UTC).isoformat(),
+        "worker": worker,
+        "result": result,
+        "merged": [member_id for member_id, _ in group[1:]],
+    }
 
 
 def _job_id(job: list[Group]) -> str:

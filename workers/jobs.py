@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.client import Pipeline
-from rq import get_current_job
 
 from connectors import registry
 from connectors.contract import FlowResult, Gone
@@ -30,7 +29,7 @@ from workers.flows import (
     run_unseen,
     seen_before,
 )
-from workers.policy import fail_permanently, note_transient, resource_lock, resource_locks
+from workers.policy import current_job, direct_run, fail_permanently, note_transient, resource_lock, resource_locks
 from workers.pollers import envelope_of
 from workers.switches import switch_off, switch_read
 
@@ -114,7 +113,7 @@ def _lifecycle(rt: runtime.Runtime, envelope: Envelope) -> dict[str, Any] | None
         return None
     if reason is None:
         return None
-    job = get_current_job()
+    job = current_job()
     off = [i.id for i in rt.config.integrations_from(envelope.endpoint)]
     for integration_id in off:
         switch_off(rt.connection, integration_id, reason, topic=envelope.topic, job_id=job.id if job else "")
@@ -236,7 +235,7 @@ def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | N
     if not integrations:
         summary["outcome"] = "no integration takes this event"
     activity = ActivityLog(rt.connection, rt.config.retention.activity)
-    job = get_current_job()
+    job = current_job()
     job_id = job.id if job is not None else ""
     first = group[0] if group else {"topic": envelope.topic, "received_at": envelope.received_at.isoformat()}
     merged = group[1:] if group else []
@@ -249,7 +248,8 @@ def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | N
         activity.record_many(_lines(integration_id, flow or "", envelope.resource_id or "", events, job_id,
                                     outcome, result, reason), pipe)  # fmt: skip
 
-    for integration in integrations:
+    direct = direct_run()  # the inbox pump's own attempt: its end goes with the last integration's lock release
+    for index, integration in enumerate(integrations):
         assert flow is not None
         # Koppel's own round trips: the switch read with the lock's first try; the seen version, the snapshot
         # and the activity lines written with its release (`resource_lock`'s `also` and `finish`).
@@ -272,6 +272,9 @@ def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | N
                 result = run_event(rt, integration, envelope, finish)
                 kept.queue(finish, result)
                 note(integration.id, result.outcome, result, pipe=finish)
+                summary["integrations"][integration.id] = result.as_dict()
+                if direct is not None and index == len(integrations) - 1:
+                    direct.finish_in(finish, summary)
         except PermanentError as error:
             fail_permanently(error)
             note(integration.id, "failed", reason=str(error))
@@ -292,7 +295,6 @@ def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | N
                 notify_failure(rt, integration, envelope, flow,
                                f"unexpected {type(error).__name__}; see the failed job's traceback")  # fmt: skip
             raise
-        summary["integrations"][integration.id] = result.as_dict()
     log.info("event %s %s from %s done", envelope.topic, envelope.resource_id or "-", envelope.endpoint)
     return summary
 
@@ -310,6 +312,28 @@ def batchable_for(config: Config) -> Callable[[dict[str, Any]], bool]:
         return known[key]
 
     return batchable
+
+
+def direct_for(rt: runtime.Runtime) -> Callable[[dict[str, Any]], bool]:
+    """For the inbox pump (workers/inbox.py): whether a record's events (its latest envelope as queued) are run by
+    the pump itself, without an RQ job: while the running config's `[gateway] direct_events` is on, an event of
+    one record (a resource id) that a flow takes. A collection notification (no record), a lifecycle notification
+    (no flow) and the records of a batch job stay RQ jobs."""
+    flows: dict[tuple[str, str], bool] = {}
+
+    def direct(envelope: dict[str, Any]) -> bool:
+        if not rt.config.gateway.direct_events or not envelope.get("resource_id"):
+            return False
+        key = (envelope["source"], envelope["resource"])
+        if key not in flows:
+            try:
+                source = registry.get(key[0]).source
+            except KeyError:
+                source = None
+            flows[key] = source is not None and source.flow_of(key[1]) is not None
+        return flows[key]
+
+    return direct
 
 
 def _batchable(config: Config, endpoint: str, source_kind: str, resource: str) -> bool:
@@ -344,7 +368,7 @@ def process_batch(members: list[dict[str, Any]]) -> dict[str, Any]:
     rt = runtime.current()
     first = envelopes[0]
     flow = flow_of(first)
-    job = get_current_job()
+    job = current_job()
     job_id = job.id if job is not None else members[0]["id"]
     activity = ActivityLog(rt.connection, rt.config.retention.activity)
     integrations = [i for i in rt.config.integrations_from(first.endpoint) if flow is not None and flow in i.flows]

@@ -18,12 +18,14 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import redis
 from redis.client import Pipeline
 from redis.exceptions import LockError, LockNotOwnedError
 from rq import Retry, get_current_job
+from rq.job import Job
 
 from gateway import keys
 from gateway.errors import PermanentError, TransientError
@@ -42,9 +44,58 @@ def retry_schedule(
     return Retry(max=attempts, interval=intervals)
 
 
+class DirectRun:
+    """An event's first attempt run by the inbox pump itself, without an RQ job (workers/inbox.py): what the job
+    functions read of their running job (`current_job`), so one flow serves both paths. Its id is the job id
+    the event has (and keeps if this attempt fails: the pump then makes that RQ job, with `retries_left` and
+    `meta` as this attempt left them). `finishing`: the pump's commands that end the attempt (the inbox entries'
+    acknowledgement, the outcome's record), queued by `process_event` on the pipeline that releases the
+    record's lock (`resource_lock`'s `finish`) with the summary it returns; `finished` once queued."""
+
+    def __init__(self, job_id: str, retries_left: int | None,
+                 finishing: Callable[[Pipeline, dict[str, Any]], None] | None = None) -> None:  # fmt: skip
+        self.id = job_id
+        self.retries_left = retries_left
+        self.meta: dict[str, Any] = {}
+        self.finishing = finishing
+        self.finished = False
+
+    def save_meta(self) -> None:
+        """Nothing to save: the meta goes with the RQ job made if this attempt fails."""
+
+    def finish_in(self, pipe: Pipeline, summary: dict[str, Any]) -> None:
+        if self.finishing is not None and not self.finished:
+            self.finishing(pipe, summary)
+            self.finished = True
+
+
+_direct: ContextVar[DirectRun | None] = ContextVar("koppel_direct_run", default=None)
+
+
+@contextlib.contextmanager
+def running_direct(run: DirectRun) -> Iterator[DirectRun]:
+    """`run` is the current job (`current_job`) in this thread while the block runs."""
+    token = _direct.set(run)
+    try:
+        yield run
+    finally:
+        _direct.reset(token)
+
+
+def current_job() -> Job | DirectRun | None:
+    """The running job: the inbox pump's direct attempt, else RQ's job (None outside both)."""
+    run = _direct.get()
+    return run if run is not None else get_current_job()
+
+
+def direct_run() -> DirectRun | None:
+    """The inbox pump's direct attempt running in this thread (None in an RQ job)."""
+    return _direct.get()
+
+
 def fail_permanently(error: PermanentError) -> None:
     """Mark the running job as not retryable, with a human-readable reason."""
-    job = get_current_job()
+    job = current_job()
     if job is None:
         return
     job.retries_left = 0
@@ -53,7 +104,7 @@ def fail_permanently(error: PermanentError) -> None:
 
 
 def note_transient(error: TransientError) -> None:
-    job = get_current_job()
+    job = current_job()
     if job is None:
         return
     job.meta["last_error"] = str(error)

@@ -61,7 +61,7 @@ from gateway.live import Changes, Check, Reloader, install_sighup
 from gateway.redisserver import die_with_parent
 from workers import keepalive, runtime
 from workers.inbox import pump_for
-from workers.jobs import batchable_for
+from workers.jobs import batchable_for, direct_for
 from workers.notifier import schedule_dispatch
 from workers.outage import UNREACHABLE, Outage, outage
 from workers.pollers import schedule_polls
@@ -485,7 +485,8 @@ def run_worker(
     """Work the queue until stopped (or, `burst`, until it is empty). With `config_path` and `check` (how
     the file is checked: `gateway.checks.check_parts`), the worker follows that file (gateway/live.py):
     watched, reloaded on SIGHUP and when another process announces a change; the new config is taken
-    between jobs, and the polls, webhook checks and notifications it asks for are scheduled."""
+    between jobs, and the polls, webhook checks and notifications it asks for are scheduled. Returns whether it
+    did any work (a job, or an inbox entry)."""
     # No socket timeout: the worker blocks on the queue for longer than a request would wait.
     connection = redisclient.connect(redis_url, health_check_interval=30)
     while not outage.ping(connection):  # started while Redis is away: wait for it (one log line)
@@ -512,13 +513,17 @@ def run_worker(
     worker.orphan_after = 3 * heartbeat  # as long as a job's heartbeat lives
     # A dead worker's pump left what it read pending: reclaimed after three beats (at least 5 s), as its jobs.
     pump = pump_for(connection, config.gateway, config.retention, claim_idle_ms=max(5_000, 3_000 * heartbeat),
-                    batchable=batchable_for(config))  # records a target writes in batches: one job (workers/inbox.py)
+                    batchable=batchable_for(config),  # records a target writes in batches: one job (workers/inbox.py)
+                    direct=direct_for(rt))  # a record's events run by the pump itself ([gateway] direct_events)
     purger = PurgeLoop(connection, config, worker=worker.name)  # [retention], enforced (workers/retention.py)
     outage.on_back.append(schedule_chains)  # a chain's next job may not have been scheduled while Redis was away
 
     def apply(new: Config, changes: Changes) -> None:
         rt.swap(new, changes)  # after the running job
         purger.config = new
+        fresh = pump_for(connection, new.gateway, new.retention)  # the next records' retries and TTLs
+        pump.retry_factory, pump.result_ttl, pump.failure_ttl = fresh.retry_factory, fresh.result_ttl, fresh.failure_ttl
+        pump.batchable = batchable_for(new)
         try:
             schedule_chains()  # a new system's polls, a new endpoint's checks, new notifications
         except UNREACHABLE as exc:  # scheduled when Redis is back (`on_back`)
@@ -532,17 +537,17 @@ def run_worker(
     try:
         if burst:
             purger.once()
-            pump.drain()
-            return _work(worker, burst=True, max_jobs=max_jobs)
+            drained = pump.drain()  # with direct_events, the records are run here (workers/inbox.py)
+            return _work(worker, burst=True, max_jobs=max_jobs) or drained > 0
         thread, stop = pump.start()
         purger.start()
         try:
             with keepalive.renewing(worker.recover_dead_workers_jobs, heartbeat, name="recovery of dead workers' jobs"):
                 return _work(worker, burst=False, max_jobs=max_jobs)
         finally:
-            stop.set()
+            stop.set()  # the pump finishes the record it runs (its lock's wait and its target's calls are bounded)
             purger.close()
-            thread.join(timeout=5)
+            thread.join(timeout=60)
     finally:  # an in-process (burst) worker leaves no sockets open: its own, the runtime's, the scheduler's
         if reloader is not None:
             reloader.stop()
