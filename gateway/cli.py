@@ -31,7 +31,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import redis
 
@@ -41,10 +40,6 @@ from gateway.activity import OUTCOMES, Activity
 from gateway.config import Config, config_path
 from gateway.errors import ConfigError, EmbeddedRedisError
 from gateway.redisserver import RedisChoice, redact_urls, resolve_redis
-
-if TYPE_CHECKING:
-    from redis import Redis
-
 
 SECTIONS = ("endpoints", "systems", "integrations")
 """The config's lists of objects with ids."""
@@ -164,7 +159,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
 
-    from gateway.replay import failed_job_ids, replay
+    from gateway.replay import failed_job_ids, locate_job, replay
 
     config = _load(args)
     if args.integration and args.integration not in {i.id for i in config.integrations}:
@@ -174,14 +169,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
         connection = redisclient.connect(choice.url)
         ids = args.job or failed_job_ids(connection, config, args.integration)
         result = replay(connection, config, ids, dry_run=args.dry_run)
-        why = {job_id: _not_failed(connection, config.gateway.queue, job_id) for job_id in result.missing}
+        where = {job_id: locate_job(connection, config.gateway.queue, job_id) for job_id in result.missing}
         redisclient.close(connection)
     finally:
         choice.stop()
     problem = f"{len(result.missing)} job(s) not in the failed registry" if result.missing else None
+    why = {job_id: found.sentence() for job_id, found in where.items()}
     if args.json:  # the admin API's replay answer ({"requeued", "missing"}), and where each missing one is
         jsonout.emit({"dry_run": args.dry_run, "requeued": result.requeued, "missing": result.missing,
-                      "reasons": why, "merged": result.merged} | ({"error": problem} if problem else {}))  # fmt: skip
+                      "reasons": why, "where": {job_id: found.as_dict() for job_id, found in where.items()},
+                      "merged": result.merged} | ({"error": problem} if problem else {}))  # fmt: skip
     elif args.dry_run:
         print(f"would requeue {len(result.requeued)} failed job(s) (dry run: nothing requeued)"
               + "".join(f"\n  {job_id}" for job_id in result.requeued))  # fmt: skip
@@ -195,29 +192,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if result.missing else 0
 
 
-def _not_failed(connection: Redis, queue: str, job_id: str) -> str:
-    """Where a job id that is not a failed job is: still in the inbox (no worker has made it a job yet),
-    an RQ job in another state, or nowhere."""
-    from gateway.ingest import find_in_inbox, make_queue, merged_into
-
-    group = merged_into(connection, job_id)
-    if group is not None:
-        job = make_queue(connection, queue).fetch_job(group)
-        status = job.get_status() if job is not None else None
-        return (f"it was merged into job {group} (an event for the same record, run as one job), which is "
-                f"{status.value if status else 'gone (finished and expired)'}")  # fmt: skip
-    entry = find_in_inbox(connection, queue, job_id)
-    if entry is not None:
-        return (f"it is in the inbox, accepted at {entry.received_at} ({entry.endpoint} {entry.topic} "
-                f"{entry.resource_id}), not yet a job: a running `koppel worker` makes it one "
-                "(`koppel inbox` lists them)")  # fmt: skip
-    job = make_queue(connection, queue).fetch_job(job_id)
-    if job is None:
-        return "no such job (finished and expired, or unknown)"
-    status = job.get_status()
-    return f"it is {status.value if status else 'unknown'}, not failed"
-
-
 def cmd_inbox(args: argparse.Namespace) -> int:
     """Accepted events that no worker has made RQ jobs yet, with the job ids the gateway's answers named."""
     from datetime import UTC, datetime
@@ -226,7 +200,8 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rq import Worker
 
-    from gateway.ingest import find_in_inbox, inbox_view, make_queue, merged_into
+    from gateway.ingest import find_in_inbox, inbox_view, make_queue
+    from gateway.replay import JobWhere, locate_job
 
     config = _load(args)
     if args.limit <= 0:
@@ -235,12 +210,12 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     choice = _redis(args)
     try:
         connection = redisclient.connect(choice.url)
-        group = None
+        where: JobWhere | None = None
         if args.job:
             found = find_in_inbox(connection, queue, args.job)
             view = inbox_view(connection, queue, limit=1)
             entries = [found] if found else []
-            group = merged_into(connection, args.job) if not found else None
+            where = locate_job(connection, queue, args.job) if not found else None
         else:
             view = inbox_view(connection, queue, limit=args.limit)
             entries = view.entries
@@ -251,15 +226,22 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     listed = [e.as_dict() | {"stored_at": jsonout.iso(e.stored_at)} for e in entries]
     document = {"queue": queue, "depth": view.depth, "oldest_age_seconds": round(view.oldest_age, 3),
                 "workers": workers, "entries": listed,
-                **({"merged_into": group} if group else {})}  # fmt: skip
-    if args.job and not entries and group is not None:
-        return _fail(f"job {args.job} is not in the inbox of queue {queue}: a worker merged it into job {group} "
-                     "(an event for the same record waiting beside it; `koppel activity`, rq-dashboard)",
-                     1, **document)  # fmt: skip
-    if args.job and not entries:
-        return _fail(f"job {args.job} is not in the inbox of queue {queue}: a worker made it an RQ job already "
-                     "(`koppel activity`, rq-dashboard), or no delivery was answered with it",
-                     1, **document)  # fmt: skip
+                **({"merged_into": where.runs_as} if where and where.merged else {}),
+                **({"job": where.as_dict()} if where else {})}  # fmt: skip
+    if where is not None:
+        known = where.state != "unknown" and not where.direct
+        where_else = " (`koppel activity`, rq-dashboard)" if known else ""
+        if where.merged:
+            why = (f"a worker merged it into job {where.runs_as} (an event for the same record waiting beside it), "
+                   f"which {where.status()}{where_else}")  # fmt: skip
+        elif where.direct:
+            why = f"a worker ran it directly, without an RQ job: it {where.status()}"
+        elif known:
+            why = f"a worker made it an RQ job already, which {where.status()}{where_else}"
+        else:
+            why = ("a worker made it a job already, which finished and expired (`koppel activity`), or no delivery "
+                   "was answered with it")  # fmt: skip
+        return _fail(f"job {args.job} is not in the inbox of queue {queue}: {why}", 1, **document)
     if args.json:
         jsonout.emit(document)
         return 0

@@ -107,8 +107,33 @@ def merged_into(connection: redis.Redis, job_id: str) -> str | None:
 
 
 def resolve_job_id(connection: redis.Redis, job_id: str) -> str:
-    """The RQ job that runs the event the gateway answered with `job_id`: itself, or the job it was merged into."""
+    """The job that runs the event the gateway answered with `job_id`: itself, or the job it was merged into
+    (an RQ job, or a direct event's record: `done_record`)."""
     return merged_into(connection, job_id) or job_id
+
+
+def write_done(pipe: Any, record: dict[str, Any], ttl: int) -> None:
+    """Keep a direct event's outcome (one a worker ran from the inbox without an RQ job, workers/inbox.py)
+    under `koppel:done:<job id>` for `ttl` seconds (`[retention] jobs`, as a finished job's result; 0:
+    not kept, as such a job is dropped). `record`: {"id", "status": "finished", "description", "endpoint",
+    "topic", "resource_id", "received_at", "ended_at" (ISO 8601, UTC), "worker", "result" (process_event's
+    summary: ids and outcomes, never payload data), "merged" (the other ids it ran)}. `pipe`: a pipeline
+    (or a client), so the record can land in the same MULTI as the inbox entry's acknowledgement."""
+    if ttl > 0:
+        pipe.set(keys.done(str(record["id"])), json.dumps(record, separators=(",", ":"), default=str), ex=ttl)
+
+
+def done_record(connection: redis.Redis, job_id: str) -> dict[str, Any] | None:
+    """The outcome `write_done` kept of the direct event `job_id` (not resolving merged ids: `resolve_job_id`
+    first), or None: not run directly, or expired."""
+    raw = connection.get(keys.done(job_id))
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:  # not what write_done writes: as if absent
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def make_queue(connection: redis.Redis, name: str) -> Queue:

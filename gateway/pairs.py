@@ -213,7 +213,7 @@ class Pair:
         if self.config is not None:
             return self.config(stack)
         opts = stack.options
-        gateway = {**opts.gateway, "queue": opts.queue} | ({"public_url": stack.gateway_url} if self.public_url else {})
+        gateway = opts.gateway_settings() | ({"public_url": stack.gateway_url} if self.public_url else {})
         return {
             "gateway": gateway,
             "endpoints": [{"id": e.id, "kind": e.kind, "secret": f"env:{e.secret}", "system": e.system}
@@ -397,7 +397,7 @@ def _woo_exact_config(stack: Stack) -> dict[str, Any]:
     made by hand) or, with `options.pair`, every flow as the main job shows it."""
     opts = stack.options
     data: dict[str, Any] = {
-        "gateway": {**opts.gateway, "queue": opts.queue}
+        "gateway": opts.gateway_settings()
         | ({"public_url": stack.gateway_url} if opts.public_url or opts.pair else {}),
         "endpoints": [{"id": ENDPOINT, "kind": "woocommerce", "secret": "env:KOPPEL_STACK_WC_SECRET",
                        "system": "shop"}],

@@ -142,6 +142,14 @@ class StackOptions:
     Business Central's reconciliation) are read."""
     log_level: str = "WARNING"
     """`KOPPEL_LOG_LEVEL` of the gateway and workers (their logs: `log_dir`)."""
+    direct_events: bool | None = None
+    """`[gateway] direct_events` of the stack's config: the workers run a record's events straight from the
+    inbox (True) or make each an RQ job (False, as bench/drain's RQ path); None: the config's default."""
+
+    def gateway_settings(self) -> dict[str, Any]:
+        """The `[gateway]` table the stack's config gets (before the pair's own additions, such as public_url)."""
+        chosen = {} if self.direct_events is None else {"direct_events": self.direct_events}
+        return {**self.gateway, **chosen, "queue": self.queue}
 
 
 @dataclass

@@ -440,10 +440,11 @@ def test_replay_requeues_failed_jobs(api, config_file, rconn, redis_url):
     assert job.id in queue.failed_job_registry.get_job_ids()
     assert api.get(f"{PREFIX}/integrations/hooks-to-other/health").json()["failed_jobs"] == 1
     answer = api.post(f"{PREFIX}/replay", json={"integration": "hooks-to-other"})
-    assert answer.status_code == 200 and answer.json() == {"requeued": [job.id], "missing": []}
+    assert answer.status_code == 200 and answer.json() == {"requeued": [job.id], "missing": [], "where": {}}
     assert job.id not in queue.failed_job_registry.get_job_ids() and job.id in queue.job_ids
     again = api.post(f"{PREFIX}/replay", json={"jobs": [job.id]})
-    assert again.json() == {"requeued": [], "missing": [job.id]}
+    assert again.json()["requeued"] == [] and again.json()["missing"] == [job.id]
+    assert again.json()["where"][job.id]["state"] == "queued"  # where it is instead: requeued by the first
     assert api.post(f"{PREFIX}/replay", json={"jobs": [job.id], "all": True}).status_code == 422
     assert api.post(f"{PREFIX}/replay", json={"integration": "nope"}).status_code == 404
 

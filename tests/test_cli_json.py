@@ -217,7 +217,8 @@ def test_replay_dry_run_lists_what_it_would_requeue_and_replay_requeues_it(confi
     ids = registry.get_job_ids()  # oldest failure first (to the second; then by id)
     assert set(ids) == made
     code, doc, _ = run(capsys, "replay", "--integration", INTEGRATION, "--dry-run", "--config", config)
-    assert (code, doc) == (0, {"dry_run": True, "requeued": ids, "missing": [], "reasons": {}, "merged": {}})
+    assert (code, doc) == (0, {"dry_run": True, "requeued": ids, "missing": [], "reasons": {}, "where": {},
+                               "merged": {}})  # fmt: skip
     assert registry.get_job_ids() == ids  # a dry run requeues nothing
     assert cli.main(["replay", "--all", "--dry-run", "--config", config]) == 0  # and without --json: a list
     listed = "".join(f"\n  {job_id}" for job_id in ids)
@@ -229,10 +230,13 @@ def test_replay_dry_run_lists_what_it_would_requeue_and_replay_requeues_it(confi
     assert code == 1 and "job gone is not in the failed registry" in err
     assert doc == {"dry_run": False, "requeued": [ids[0]], "missing": ["gone"], "error": "1 job(s) not in the "
                    "failed registry", "reasons": {"gone": "no such job (finished and expired, or unknown)"},
+                   "where": {"gone": {"job_id": "gone", "runs_as": "gone", "state": "unknown", "direct": False,
+                                      "description": "", "ended_at": None, "worker": "", "result": None}},
                    "merged": {}}
     assert registry.get_job_ids() == [ids[1]] and ids[0] in make_queue(rconn, QUEUE).job_ids
     code, doc, _ = run(capsys, "replay", "--all", "--config", config)
-    assert (code, doc) == (0, {"dry_run": False, "requeued": [ids[1]], "missing": [], "reasons": {}, "merged": {}})
+    assert (code, doc) == (0, {"dry_run": False, "requeued": [ids[1]], "missing": [], "reasons": {}, "where": {},
+                               "merged": {}})  # fmt: skip
 
 
 def test_purge_reports_per_kind_with_its_retention(config, rconn, capsys):

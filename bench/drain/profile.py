@@ -4,10 +4,11 @@
 
 The WooCommerce → Exact stack (gateway/stack.py, no worker) fills the inbox through the real gateway with
 `--orders` orders (order.created and order.updated each); then `koppel worker --burst`'s own code
-(`workers.worker.run_worker`) drains it in this process under cProfile ("drain"). Then every event job that
-ran is queued again as a new job of the same event and drained the same way ("answered"): each finds its
-order booked (the ledger or the seen version answers it), as an order.updated does that arrives after its
-order.created was processed.
+(`workers.worker.run_worker`) drains it in this process under cProfile ("drain"). Then each booked
+order's last delivery is put into the inbox again under a new job id (bench/drain's `redeliver`) and drained
+the same way ("answered"): each finds its order booked (the ledger or the seen version answers it), as an
+order.updated does that arrives after its order.created was processed. The stack's default event path
+(`[gateway] direct_events`) is the one profiled.
 
 Printed: per order (and per event) the worker's CPU (under cProfile and the round-trip counter: compare
 runs of this tool, not with bench/drain's figures), the Redis round trips it made (redis-py's
@@ -37,7 +38,7 @@ from typing import Any
 import redis
 
 from bench.common import RESULTS, run_bench
-from bench.drain.run import fill, noop_run
+from bench.drain.run import fill, inbox_events, last_per_record, noop_run, redeliver
 from gateway.redisserver import EmbeddedRedis, free_port
 from gateway.stack import Stack, StackOptions
 
@@ -127,21 +128,11 @@ def drain(stack: Stack, label: str, events: int, orders: int, top: int, workdir:
     return result
 
 
-def answered(stack: Stack) -> int:
-    """Every event job that ran is queued again as a new job of the same event: each finds its record booked
-    (the ledger or the seen version answers it). The jobs queued."""
-    from rq.job import Job
-
-    from gateway.ingest import JOB_FUNC, make_queue
-
-    queue = make_queue(stack.connection, stack.options.queue)
-    ids = [i for i in queue.finished_job_registry.get_job_ids() if not i.startswith(("poll", "check"))]
-    jobs = [j for j in Job.fetch_many(ids, connection=stack.connection, serializer=queue.serializer)
-            if j is not None and j.func_name == JOB_FUNC]  # fmt: skip
-    with stack.connection.pipeline() as pipe:
-        queue.enqueue_many([queue.prepare_data(JOB_FUNC, args=job.args) for job in jobs], pipeline=pipe)
-        pipe.execute()
-    return len(jobs)
+def answered(stack: Stack, booked: list[bytes]) -> int:
+    """Each booked order's last delivery put into the inbox again under a new job id (bench/drain's
+    `redeliver`, on either event path): each finds its record booked (the ledger or the seen version answers
+    it). The events stored."""
+    return redeliver(stack, last_per_record(booked))[1]
 
 
 def body(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], int]:
@@ -157,10 +148,11 @@ def body(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], int]:
 
             run_worker(stack.config(), stack.redis_url, burst=True)  # imports, connections, the first customers
             _, events, _ = fill(stack, args.orders, 100_000, 300)
+            booked = inbox_events(stack)
             results = [drain(stack, "drain", events, args.orders, args.top, workdir)]
-            again = answered(stack)
+            again = answered(stack, booked)
             results.append(drain(stack, "answered", again, again, args.top, workdir))
-            plain = plain_answered(stack)
+            plain = plain_answered(stack, booked)
             noop = noop_run(url.rsplit("/", 1)[0] + "/1", "no-op unpinned", plain["events"], None)
             plain["noop_cpu_ms_per_job"] = noop.cpu_ms_per_job
             plain["ratio_to_noop"] = round(plain["cpu_ms_per_event"] / noop.cpu_ms_per_job, 2)
@@ -171,12 +163,12 @@ def body(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], int]:
     return {"orders": args.orders, "runs": results, "answered_plain": plain}, 0
 
 
-def plain_answered(stack: Stack) -> dict[str, Any]:
+def plain_answered(stack: Stack, booked: list[bytes]) -> dict[str, Any]:
     """The answered events once more, without cProfile or the round-trip counter: the CPU of the thread that
     runs the worker (the pump and the jobs; not the keepalive thread, nor this process's sandbox threads)."""
     from workers.worker import run_worker
 
-    events = answered(stack)
+    events = answered(stack, booked)
     cpu = time.thread_time()
     run_worker(stack.config(), stack.redis_url, burst=True)
     cpu = time.thread_time() - cpu

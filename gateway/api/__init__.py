@@ -46,7 +46,7 @@ from gateway.activity import OUTCOMES, ActivityLog
 from gateway.api import document
 from gateway.api.document import SECTIONS, DocumentError, Section
 from gateway.config import Config, Endpoint, Integration, System
-from gateway.replay import failed_job_ids, replay
+from gateway.replay import failed_job_ids, locate_job, replay
 
 log = logging.getLogger("koppel.api")
 
@@ -140,6 +140,12 @@ class ReplayRequest(_Body):
 class ReplayResult(_Body):
     requeued: list[str]
     missing: list[str] = Field(description="ids not in the failed registry (replayed already, expired, unknown)")
+    where: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per missing id, where it is instead (as `koppel replay --json`): `state` (`inbox`, an RQ "
+        "job's status, `finished`, `unknown`), `direct` (run by a worker straight from the inbox, no RQ job), "
+        "`runs_as` (the job it was merged into, or itself), `description`, `ended_at`, `worker`, `result`",
+    )
 
 
 class SyncRequest(_Body):
@@ -605,7 +611,8 @@ async def replay_failed(request: Request) -> Response:
     def run() -> ReplayResult:
         ids = body.jobs or failed_job_ids(connection, config, body.integration)
         result = replay(connection, config, ids)
-        return ReplayResult(requeued=result.requeued, missing=result.missing)
+        where = {job_id: locate_job(connection, config.gateway.queue, job_id).as_dict() for job_id in result.missing}
+        return ReplayResult(requeued=result.requeued, missing=result.missing, where=where)
 
     result = await asyncio.to_thread(run)
     log.info("admin API: replayed %d failed job(s)", len(result.requeued))

@@ -36,7 +36,7 @@ from connectors.contract import Context
 from gateway import keys, mapview, snapshots
 from gateway.activity import ActivityLog
 from gateway.config import FLOWS, Config, Integration
-from gateway.console.health import backlog, failed_job, failed_page, health, oauth_systems
+from gateway.console.health import backlog, failed_job, failed_page, health, not_failed, oauth_systems
 from gateway.console.session import COOKIE, Sessions
 from gateway.console.setup import setup
 from gateway.envelope import Envelope
@@ -334,9 +334,9 @@ async def replay_job(request: Request, console: Console, form: Form, session: st
     job_id = request.path_params["job"]
     job = await asyncio.to_thread(failed_job, console.connection, console.config, integration.id, job_id)
     if job is None:
-        return console.message(request, 404, "No such failed job",
-                               f"{integration.id} has no failed job {job_id!r} (replayed already, or expired).",
-                               session=session)  # fmt: skip
+        where = await asyncio.to_thread(not_failed, console.connection, console.config, job_id)
+        return console.message(request, 404, "No such failed job", f"{integration.id} has no failed job {job_id!r}: "
+                               f"{where}.", session=session)  # fmt: skip
     result = await asyncio.to_thread(replay, console.connection, console.config, [job_id])
     title = "Replayed" if result.requeued else "Not replayed"
     how = " with the current mapping" if form.get("mapping") == "current" else ""
@@ -379,7 +379,8 @@ def remap(console: Console, integration: Integration, job_id: str, show: bool) -
     else the record read, else the event's payload, through the normaliser)."""
     job = failed_job(console.connection, console.config, integration.id, job_id)
     if job is None:
-        raise HTTPException(404, f"{integration.id} has no failed job {job_id!r} (replayed already, or expired)")
+        where = not_failed(console.connection, console.config, job_id)
+        raise HTTPException(404, f"{integration.id} has no failed job {job_id!r}: {where}")
     snap = console.snapshots.load(integration.id, job_id) or {}
     envelope = job.envelope or {}
     flow = snap.get("flow") or _flow_of(envelope)

@@ -16,13 +16,13 @@ from gateway.activity import Activity, ActivityLog
 from gateway.config import Config, Integration, System
 from gateway.errors import KoppelError
 from gateway.ingest import InboxView, inbox_view, make_queue, resolve_job_id
-from gateway.replay import failed_ids_by_endpoint
+from gateway.replay import failed_ids_by_endpoint, locate_job
 from gateway.vault import SecretUnreadable
 from workers.pollers import last_polls
 from workers.switches import switched_off
 
 __all__ = ["Backlog", "Budget", "Connection", "FailedJob", "FailedPage", "Health", "Poll", "backlog",
-           "failed_job", "failed_page", "health", "oauth_systems"]  # fmt: skip
+           "failed_job", "failed_page", "health", "not_failed", "oauth_systems"]  # fmt: skip
 
 PAGE_SIZE = 50
 """Failed jobs per page of the console's failed work."""
@@ -258,3 +258,12 @@ def failed_job(connection: redis.Redis, config: Config, integration: str, job_id
     if job is None or job.meta.get("endpoint") != source:
         return None
     return _failed(job)
+
+
+def not_failed(connection: redis.Redis, config: Config, job_id: str) -> str:
+    """Where a job id that is not one of an integration's failed jobs is (`gateway.replay.JobWhere`): a direct
+    event (run by a worker from the inbox without an RQ job) shows as finished, with when and what."""
+    where = locate_job(connection, config.gateway.queue, job_id)
+    if where.state == "failed":
+        return "it is another integration's failed job"
+    return where.sentence()
