@@ -27,8 +27,8 @@ and then finds the jobs (or aliases) made. So an entry becomes exactly one job, 
 With `direct` (`workers.jobs.direct_for`: `[gateway] direct_events`), a record's group that would be one
 `process_event` job is run by the pump itself, without the job (`_run_direct`): its entries stay pending while
 it runs and are acknowledged on the pipeline that releases the record's lock, with `koppel:done:<id>` (the
-outcome, `done_record`) and the merged events' aliases. A pump killed meanwhile leaves them pending for
-another, and the ledger and seen versions answer what was done; an entry whose done record exists is only
+outcome, `done_record`, kept by `gateway.ingest.write_done`) and the merged events' aliases. A pump killed
+meanwhile leaves them pending for another, and the ledger and seen versions answer what was done; an entry whose done record exists is only
 acknowledged. A run that raises becomes that job, as RQ leaves a job after its first attempt (`_hand_over`).
 Batch jobs and events without a record or a flow stay jobs (docs/architecture.md).
 """
@@ -56,7 +56,7 @@ from rq.results import Result
 from gateway import keys
 from gateway.config import GatewaySettings, RetentionSettings
 from gateway.errors import PermanentError, TransientError
-from gateway.ingest import JOB_FUNC, PUMP_GROUP, inbox_key, job_description, make_queue
+from gateway.ingest import JOB_FUNC, PUMP_GROUP, inbox_key, job_description, make_queue, write_done
 from workers import keepalive, runtime
 from workers.outage import UNREACHABLE, outage
 from workers.policy import DirectRun, retry_schedule, running_direct
@@ -273,9 +273,7 @@ class InboxPump:
         """On `pipe`: the direct run's record (`keys.done`, as long as a finished job's result), the merged
         events' aliases, and the entries' acknowledgement."""
         job_id = group[0][0]
-        if self.result_ttl:
-            record = done_record(job_id, group, self._description(group), self.consumer, summary)
-            pipe.set(keys.done(job_id), json.dumps(record), ex=self.result_ttl if self.result_ttl > 0 else None)
+        write_done(pipe, done_record(job_id, group, self._description(group), self.consumer, summary), self.result_ttl)
         for member_id, _ in group[1:]:
             pipe.set(keys.merged(member_id), job_id, ex=self.alias_ttl)
         pipe.xack(self.stream, GROUP, *entry_ids)
