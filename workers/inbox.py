@@ -25,13 +25,12 @@ the jobs, under the same ids. A slow pump racing the one that reclaimed its entr
 and then finds the jobs (or aliases) made. So an entry becomes exactly one job, or one alias of one.
 
 With `direct` (`workers.jobs.direct_for`: `[gateway] direct_events`), a record's group that would be one
-`process_event` job is run by the pump itself, without the job (`_run_direct`): its entries stay pending while
-it runs and are acknowledged on the pipeline that releases the record's lock, with `koppel:done:<id>` (the
-outcome, `done_record`, kept by `gateway.ingest.write_done`) and the merged events' aliases. A pump killed
-meanwhile leaves them pending for another, and the ledger and seen versions answer what was done; an entry whose done record exists is only
-acknowledged. A run that raises becomes that job, as RQ leaves a job after its first attempt (`_hand_over`).
-Batch jobs and events without a record or a flow stay jobs (docs/architecture.md).
-"""
+`process_event` job is run by the pump itself, without the job (`_run_direct`): its entries stay pending while it
+runs and are acknowledged on the pipeline that releases the record's lock, with `koppel:done:<id>` (the outcome,
+`done_record`, kept by `gateway.ingest.write_done`) and the merged events' aliases. A pump killed meanwhile leaves
+them pending for another, and the ledger and seen versions answer what was done; an entry whose done record exists
+is only acknowledged. A run that raises becomes that job, as RQ leaves a job after its first attempt
+(`_hand_over`). Batch jobs and events without a record or a flow stay jobs (docs/architecture.md). """
 
 from __future__ import annotations
 
