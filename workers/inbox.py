@@ -30,7 +30,8 @@ runs and are acknowledged on the pipeline that releases the record's lock, with 
 `done_record`, kept by `gateway.ingest.write_done`) and the merged events' aliases. A pump killed meanwhile leaves
 them pending for another, and the ledger and seen versions answer what was done; an entry whose done record exists
 is only acknowledged. A run that raises becomes that job, as RQ leaves a job after its first attempt
-(`_hand_over`). Batch jobs and events without a record or a flow stay jobs (docs/architecture.md). """
+(`_hand_over`). Batch jobs and events without a record or a flow stay jobs (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
