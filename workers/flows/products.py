@@ -304,11 +304,11 @@ class _Notes:
 def _write_many(works: list[Work], pending: list[tuple[int, _Plan]], notes: _Notes) -> dict[Key, Written]:
     """Every planned item written: unchanged ones not at all, updates in one `update_products`, creations (and
     items deleted in the target since) in one `create_products`."""
-    target = works[pending[0][0]].target if pending else None
     written: dict[Key, Written] = {(p, plan.sku): (plan.outcome, plan.item_id) for p, plan in pending
                                    if plan.outcome == "unchanged" and plan.item_id is not None}  # fmt: skip
     updates = [(p, plan) for p, plan in pending if plan.item_id is not None and plan.outcome != "unchanged"]
     creations = [(p, plan) for p, plan in pending if plan.item_id is None]
+    target = works[updates[0][0]].target if updates else None
     errors = target.update_products([(plan.item_id or "", plan.update) for _, plan in updates]) if target else []
     for (position, plan), error in zip(updates, errors, strict=True):
         if error is None:
