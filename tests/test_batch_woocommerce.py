@@ -27,6 +27,7 @@ from connectors.woocommerce.errors import (
 )
 from connectors.woocommerce.sandbox import create_sandbox as woo_sandbox
 from gateway import keys
+from gateway.activity import ActivityLog
 from gateway.config import parse_config
 from gateway.envelope import Envelope, Event
 from gateway.errors import PermanentError, Taken, TransientError
@@ -34,6 +35,7 @@ from gateway.stack import LiveServer, serve
 from tests import pairs_support as pairs
 from workers import runtime
 from workers.flows import Work, batch_function
+from workers.jobs import process_event
 from workers.ledger import EARLIER_ATTEMPT
 
 BASE = "https://shop.example"
@@ -421,3 +423,12 @@ def test_a_creation_the_shop_refuses_fails_only_its_product(shop):
     assert [r.outcome for n, r in enumerate(results) if n != 5 and isinstance(r, FlowResult)] == ["created"] * 9
     assert sorted(shop.shop.find_products_by_skus(NEW[:10], chunk=100)) == sorted(set(NEW[:10]) - {"NEW-005"})
     assert flying(shop) == {}  # refused: nothing was made, no lookup is owed
+
+
+@pytest.mark.parametrize("shop", [REFUSED_CREATE], indirect=True)
+def test_a_failed_events_activity_line_carries_the_calls_its_run_made(shop):
+    [work] = shop.works("products", [item("NEW-005", "Nieuw", 1)])  # alone, as a record a batch sent back runs
+    with pytest.raises(PermanentError, match="stock_quantity"):
+        process_event(work.envelope.model_dump(mode="json"))
+    [line] = ActivityLog(shop.conn).entries("exact-to-shop")
+    assert (line.outcome, line.calls) == ("failed", 3)  # the flow's lookup, the client's by SKU, the refused POST
