@@ -264,10 +264,11 @@ class WooCommerceTarget(Target):
         return _stock_id(Stock.of(self.shop.upsert_product(payload).record))
 
     def create_products(self, payloads: Sequence[Mapping[str, Any]]) -> list[str | Exception]:
-        """`POST /products/batch {"create": [...]}`, 100 a request (the mapping makes every item a simple or
-        variable product: no variation is created); per payload the new item's id, or the error WooCommerce gave
-        it alone (`SkuTaken`: a product or variation holds its SKU). A request that fails whole fails each of its
-        creations — a timeout or 5xx may have made some: the flow's in-flight marks send them to a lookup."""
+        """`POST /products/batch {"create": [...]}`, 100 a request (every item is a product of its own: the
+        default mapping makes a variant a simple product; no variation is created); per payload the new item's
+        id, or the error WooCommerce gave it alone (`SkuTaken`: a product or variation holds its SKU). A request
+        that fails whole fails each of its creations — a timeout or 5xx may have made some: the flow's in-flight
+        marks send them to a lookup."""
         out: list[str | Exception] = []
         for start in range(0, len(payloads), BATCH_LIMIT):
             chunk = payloads[start : start + BATCH_LIMIT]
