@@ -14,7 +14,7 @@ from redis.client import Pipeline
 from rq import get_current_job
 
 from connectors import registry
-from connectors.contract import FlowResult, Gone
+from connectors.contract import FlowResult, Gone, Target
 from gateway import keys, notify, snapshots
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Config, Integration
@@ -83,12 +83,22 @@ def run_event(
     if flow is None:
         raise PermanentError(f"no flow takes {envelope.source} {envelope.resource} events")
     work = Work(integration, envelope, rt.source(integration.source), rt.target(integration.target), rt)
-    before = work.target.calls
+    before = _calls(work.target)
     try:
         return _run(work, flow, finish)
     except KoppelError as error:  # the calls it made before failing go on its activity line (`calls_of`)
-        error.calls = work.target.calls - before
+        after = _calls(work.target) if before is not None else None
+        error.calls = after - before if after is not None and before is not None else None
         raise
+
+
+def _calls(target: Target) -> int | None:
+    """The target's call count; None when its client cannot be built (a system the config leaves incomplete: the
+    flow meets that error itself, if it turns to the target at all)."""
+    try:
+        return target.calls
+    except KoppelError:
+        return None
 
 
 def calls_of(error: BaseException) -> int:
