@@ -20,7 +20,8 @@ The four flows (workers/flows/) hold the SPEC's rules once and call only these i
             writes      documents, customers, products, stock; idempotent together with the flow's
                         ledger, each returning the target's id; `calls` counts the API calls made
             batches     (optional) the flows whose lookups and writes it takes many at once
-                        (`find_stocks`, `write_stocks`, `update_products`): a burst costs a few calls
+                        (`find_stocks`, `write_stocks`, `create_products`, `update_products`): a burst
+                        costs a few calls
 
 A method a system does not support raises `Unsupported` (a PermanentError naming the system);
 `koppel config check` refuses an integration whose flows the source cannot read or the target cannot
@@ -346,8 +347,9 @@ class Target:
 
     batches: ClassVar[frozenset[str]] = frozenset()
     """The flows whose lookups and writes this target takes many at once ("stock": `find_stocks` and
-    `write_stocks`; "products": `update_products`), so a burst of events costs a few calls; for the others
-    each event is written on its own."""
+    `write_stocks`; "products": `update_products` and `create_products` — whose default still creates one by
+    one, for a target without a batch create), so a burst of events costs a few calls; for the others each
+    event is written on its own."""
 
     def __init__(self, system: System, context: Context) -> None:
         self.system = system
@@ -478,6 +480,18 @@ class Target:
 
     def update_product(self, target_id: str, payload: Mapping[str, Any]) -> None:
         raise self._unsupported("update products")
+
+    def create_products(self, payloads: Sequence[Mapping[str, Any]]) -> list[str | Exception]:
+        """`create_product` for many items at once: per payload, in order, the id of the item created, else the
+        error that item alone met — a `Taken` when the target refused it because an item holds its SKU already
+        (the flow then looks that item up and updates it). Default: one by one."""
+        out: list[str | Exception] = []
+        for payload in payloads:
+            try:
+                out.append(self.create_product(payload))
+            except KoppelError as exc:
+                out.append(exc)
+        return out
 
     def update_products(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Exception | None]:
         """`update_product` for many items at once: per update, None when written, else the error that item

@@ -11,7 +11,8 @@
     │                               `.retry_after` seconds when known
     ├── PermanentError              retrying cannot help: the job fails at once with this message
     │   ├── Rejected                a system refused a request (4xx): `.status`, the system's `.code`
-    │   │   └── NotFound            404: no record with that key, or no such route
+    │   │   ├── NotFound            404: no record with that key, or no such route
+    │   │   └── Taken               a create refused: a record holds its stable key already (a SKU)
     │   ├── AuthFailed              credentials refused, or no authorisation stored: someone must
     │   │                           connect the system again (`koppel connect <system>`)
     │   └── BadResponse             a 2xx answer that is not what the system's API promises
@@ -20,6 +21,8 @@
         ├── BodyTooLarge            413  body over the endpoint's cap
         ├── MalformedRequest        400  body or headers cannot be understood
         └── SignatureRejected       401  signature missing or wrong (reason: missing / mismatch)
+
+A KoppelError may carry `.calls`: the target calls made for its record before it (its activity line).
 
 Connector errors subclass these (`ExactNotFound` is a `NotFound`, `WooCommerceUnavailable` an
 `Unavailable`), so flows and the worker decide with one `isinstance` check and name no system.
@@ -31,6 +34,10 @@ from __future__ import annotations
 
 class KoppelError(Exception):
     """Base of every error Koppel raises on purpose."""
+
+    calls: int | None = None
+    """The target API calls made for the record before this error ended its run (None: not counted); the
+    record's activity line shows them (workers/jobs.py sets it where the target's count is known)."""
 
 
 class ConfigError(KoppelError):
@@ -85,6 +92,11 @@ class Rejected(PermanentError):
         self.status = status
         self.code = code
         self.message = message
+
+
+class Taken(Rejected):
+    """A create the system refused because a record already holds its stable key (a SKU another product has):
+    the caller may look that record up and update it instead."""
 
 
 class NotFound(Rejected):

@@ -1,6 +1,7 @@
 """Batched writes into WooCommerce: the client's `POST …/batch` (respx: 100 a request, per-item errors on the
 right record) and `batch_function` on many stock and product events at once against the WooCommerce sandbox
-over real HTTP and real Redis (calls per product, one record's failure isolated, versions seen once)."""
+over real HTTP and real Redis (calls per product, one record's failure isolated, versions seen once; product
+creations in one batch, exactly once when the worker dies before the answer, a taken SKU updated)."""
 
 from __future__ import annotations
 
@@ -18,15 +19,24 @@ import respx
 from connectors.contract import Context, FlowResult
 from connectors.woocommerce.client import WooCommerceClient
 from connectors.woocommerce.connector import WooCommerceTarget
-from connectors.woocommerce.errors import WooCommerceNotFound, WooCommerceRequestError, WooCommerceUnavailable
+from connectors.woocommerce.errors import (
+    SkuTaken,
+    WooCommerceNotFound,
+    WooCommerceRequestError,
+    WooCommerceUnavailable,
+)
 from connectors.woocommerce.sandbox import create_sandbox as woo_sandbox
+from gateway import keys
+from gateway.activity import ActivityLog
 from gateway.config import parse_config
 from gateway.envelope import Envelope, Event
-from gateway.errors import PermanentError, TransientError
+from gateway.errors import PermanentError, Taken, TransientError
 from gateway.stack import LiveServer, serve
 from tests import pairs_support as pairs
 from workers import runtime
 from workers.flows import Work, batch_function
+from workers.jobs import process_event
+from workers.ledger import EARLIER_ATTEMPT
 
 BASE = "https://shop.example"
 API = f"{BASE}/wp-json/wc/v3"
@@ -92,6 +102,43 @@ def test_the_target_sends_variations_to_their_parents_batch_and_maps_errors_to_t
     assert json.loads(variations.calls[0].request.content) == {
         "update": [{"stock_quantity": 2, "id": 11}, {"stock_quantity": 5, "id": 12}]}  # fmt: skip
     assert products.call_count == 1 and gone.call_count >= 1
+
+
+def made(request: httpx.Request, refuse: dict[str, tuple[int, str]]) -> httpx.Response:
+    """WooCommerce's answer to a batch of creations: each product made, or `{"id": 0, "error"}` (sku → refusal)."""
+    out: list[dict[str, Any]] = []
+    for item in json.loads(request.content)["create"]:
+        if item["sku"] in refuse:
+            status, code = refuse[item["sku"]]
+            data = {"status": status, "resource_id": 77, "unique_sku": f"{item['sku']}-1"}
+            out.append({"id": 0, "error": {"code": code, "message": "Invalid or duplicated SKU.", "data": data}})
+        else:
+            out.append({"id": 5000 + int(item["sku"].split("-")[1]), "sku": item["sku"], "type": "simple"})
+    return httpx.Response(200, json={"create": out})
+
+
+def test_creations_go_a_hundred_a_request_each_answer_its_own_a_taken_sku_a_taken(target):
+    refuse = {"NEW-7": (400, "product_invalid_sku"), "NEW-120": (400, "rest_invalid_param")}
+    with respx.mock(base_url=API, assert_all_called=True) as woo:
+        answer = lambda request: made(request, refuse)  # noqa: E731
+        route = woo.post("/products/batch").mock(side_effect=[answer, answer, httpx.Response(503)])
+        results = target.create_products([{"name": f"N{n}", "sku": f"NEW-{n}"} for n in range(250)])
+    assert [len(json.loads(call.request.content)["create"]) for call in route.calls] == [100, 100, 50]
+    assert results[0] == "5000" and results[199] == "5199"
+    taken = results[7]
+    assert isinstance(taken, SkuTaken) and isinstance(taken, Taken) and taken.code == "product_invalid_sku"
+    assert str(taken).startswith("POST products (in a batch): WooCommerce answered 400 product_invalid_sku")
+    assert isinstance(results[120], WooCommerceRequestError) and not isinstance(results[120], Taken)
+    # the third request failed whole (a 5xx: the shop may have made them): each of its creations fails with it
+    assert all(isinstance(r, WooCommerceUnavailable) for r in results[200:])
+
+
+def test_a_duplicate_sku_from_a_single_create_is_a_taken_too(target):
+    with respx.mock(base_url=API, assert_all_called=True) as woo:
+        refusal = {"code": "product_invalid_sku", "message": "Invalid or duplicated SKU.", "data": {"status": 400}}
+        woo.post("/products").mock(return_value=httpx.Response(400, json=refusal))
+        with pytest.raises(SkuTaken):
+            target.shop.create_product({"name": "N", "sku": "NEW-1"})
 
 
 def test_many_skus_are_looked_up_a_hundred_a_request(target):
@@ -237,7 +284,7 @@ def test_a_burst_of_product_updates_goes_in_batches_and_an_unchanged_one_costs_n
     results = many(shop.works("products", [item(sku, f"Nieuw {sku}", 1) for sku in skus]))
     calls = target.calls - before
     assert [r.outcome for r in results if isinstance(r, FlowResult)] == ["updated"] * 130
-    assert calls == 5  # the 130 SKUs' ids in 3 lookups (50 a request), their updates in 2 batches
+    assert calls == 4  # the 130 SKUs' ids in 2 lookups (100 a request), their updates in 2 batches
     assert sum(r.calls or 0 for r in results if isinstance(r, FlowResult)) == calls
     names = {r["sku"]: r["name"] for r in shop.shop.products(sku=",".join(skus[:100]))}
     assert names == {sku: f"Nieuw {sku}" for sku in skus[:100]}
@@ -262,3 +309,126 @@ def test_a_lookup_that_fails_fails_the_records_that_needed_it_and_only_those(sho
     outcomes = many(works)
     assert isinstance(outcomes[0], FlowResult) and (outcomes[0].outcome, outcomes[0].calls) == ("skipped", 0)
     assert all(isinstance(o, TransientError) and "503" in str(o) for o in outcomes[1:])
+
+
+# -- product creations in batches --------------------------------------------------------------------------------
+
+NEW = [f"NEW-{n:03d}" for n in range(100)]
+
+
+def flying(shop: Shop) -> dict[bytes, bytes]:
+    return shop.conn.hgetall(keys.in_flight("exact-to-shop", "products"))
+
+
+def test_a_hundred_new_products_arriving_together_are_created_in_one_call(shop):
+    many = batch_function("products", "woocommerce")
+    assert many is not None
+    target = shop.rt.target("shop")
+    before = target.calls
+    results = many(shop.works("products", [item(sku, f"Nieuw {sku}", 1) for sku in NEW]))
+    assert [r.outcome for r in results if isinstance(r, FlowResult)] == ["created"] * 100
+    assert target.calls - before == 2  # one lookup of the 100 SKUs, one products/batch of 100 creations
+    assert sum(r.calls or 0 for r in results if isinstance(r, FlowResult)) == 2  # spread: they add up
+    assert {r.batched for r in results if isinstance(r, FlowResult)} == {100}
+    held = shop.shop.find_products_by_skus(NEW, chunk=100)
+    assert {sku: (record["name"], str(record["id"])) for sku, record in held.items()} == {
+        sku: (f"Nieuw {sku}", r.target_id) for sku, r in zip(NEW, results, strict=True) if isinstance(r, FlowResult)}
+    assert len(list(shop.shop.products())) == 100
+    assert flying(shop) == {}  # noted with the item cache in one round trip
+    assert shop.conn.hget("koppel:cache:shop:items", NEW[5]) == str(held[NEW[5]]["id"]).encode()
+    before = target.calls  # the next save of the same products sends what the creation sent: nothing
+    again = many(shop.works("products", [item(sku, f"Nieuw {sku}", 2) for sku in NEW]))
+    assert {(r.outcome, r.reason) for r in again if isinstance(r, FlowResult)} == {
+        ("skipped", "unchanged since Koppel last sent it")}  # fmt: skip
+    assert target.calls == before
+
+
+class Killed(BaseException):
+    """The worker process dying: no Koppel error, nothing after it runs."""
+
+
+@pytest.mark.parametrize("reached", [True, False], ids=["after-the-shop-made-them", "before-the-request"])
+def test_a_worker_killed_between_the_in_flight_marks_and_the_batch_answer_creates_nothing_twice(
+    shop, monkeypatch, reached
+):
+    skus = NEW[:30]
+    target = shop.rt.target("shop")
+    real = target.create_products
+
+    def killed(payloads: Any) -> Any:
+        monkeypatch.setattr(target, "create_products", real)
+        if reached:
+            real(payloads)  # the shop made them all; the answer never reaches Koppel
+        raise Killed
+
+    monkeypatch.setattr(target, "create_products", killed)
+    many = batch_function("products", "woocommerce")
+    assert many is not None
+    with pytest.raises(Killed):
+        many(shop.works("products", [item(sku, f"Nieuw {sku}", 1) for sku in skus]))
+    assert sorted(flying(shop)) == [sku.encode() for sku in skus]  # marked before the call, kept by the crash
+    creations: list[int] = []
+
+    def counted(payloads: Any) -> Any:
+        creations.append(len(payloads))
+        return real(payloads)
+
+    monkeypatch.setattr(target, "create_products", counted)
+    retry = many(shop.works("products", [item(sku, f"Nieuw {sku}", 1) for sku in skus]))  # the job run again
+    results = [r for r in retry if isinstance(r, FlowResult)]
+    assert [r.outcome for r in results] == ["created"] * 30
+    assert {r.reason for r in results} == ({EARLIER_ATTEMPT} if reached else {""})
+    assert creations == ([] if reached else [30])  # found by SKU: updated, not made again
+    held = shop.shop.find_products_by_skus(skus, chunk=100)
+    assert len(list(shop.shop.products())) == 30 and len(held) == 30
+    assert [r.target_id for r in results] == [str(held[sku]["id"]) for sku in skus]
+    assert flying(shop) == {}
+
+
+def test_a_sku_the_shop_got_since_the_lookup_is_updated_instead_of_created(shop, monkeypatch):
+    skus = NEW[:10]
+    target = shop.rt.target("shop")
+    real = target.create_products
+
+    def another_writer_first(payloads: Any) -> Any:  # someone made NEW-003 between Koppel's lookup and its batch
+        shop.shop.create_product({"name": "Iemand anders", "sku": skus[3], "regular_price": "2.00"})
+        return real(payloads)
+
+    monkeypatch.setattr(target, "create_products", another_writer_first)
+    many = batch_function("products", "woocommerce")
+    assert many is not None
+    before = target.calls
+    results = many(shop.works("products", [item(sku, f"Nieuw {sku}", 1) for sku in skus]))
+    assert [r.outcome for r in results if isinstance(r, FlowResult)] == ["created"] * 3 + ["updated"] + ["created"] * 6
+    # a lookup, the batch of creations, the taken SKU looked up, its update in a batch
+    assert target.calls - before == 4 == sum(r.calls or 0 for r in results if isinstance(r, FlowResult))
+    held = shop.shop.find_products_by_skus(skus, chunk=100)
+    assert held[skus[3]]["name"] == f"Nieuw {skus[3]}" and results[3].target_id == str(held[skus[3]]["id"])
+    assert len(list(shop.shop.products())) == 10
+    assert flying(shop) == {}
+
+
+REFUSED_CREATE = {"products": {"woocommerce": {"stock_quantity": {
+    "_expr": "sku = 'NEW-005' ? 'lots' : 1", "_type": "any"}}}}  # fmt: skip
+"""A products mapping that sends a word for NEW-005's quantity: the shop refuses that creation (400)."""
+
+
+@pytest.mark.parametrize("shop", [REFUSED_CREATE], indirect=True)
+def test_a_creation_the_shop_refuses_fails_only_its_product(shop):
+    many = batch_function("products", "woocommerce")
+    assert many is not None
+    results = many(shop.works("products", [item(sku, f"Nieuw {sku}", 1) for sku in NEW[:10]]))
+    refused = results[5]
+    assert isinstance(refused, PermanentError) and "400" in str(refused) and "stock_quantity" in str(refused)
+    assert [r.outcome for n, r in enumerate(results) if n != 5 and isinstance(r, FlowResult)] == ["created"] * 9
+    assert sorted(shop.shop.find_products_by_skus(NEW[:10], chunk=100)) == sorted(set(NEW[:10]) - {"NEW-005"})
+    assert flying(shop) == {}  # refused: nothing was made, no lookup is owed
+
+
+@pytest.mark.parametrize("shop", [REFUSED_CREATE], indirect=True)
+def test_a_failed_events_activity_line_carries_the_calls_its_run_made(shop):
+    [work] = shop.works("products", [item("NEW-005", "Nieuw", 1)])  # alone, as a record a batch sent back runs
+    with pytest.raises(PermanentError, match="stock_quantity"):
+        process_event(work.envelope.model_dump(mode="json"))
+    [line] = ActivityLog(shop.conn).entries("exact-to-shop")
+    assert (line.outcome, line.calls) == ("failed", 3)  # the flow's lookup, the client's by SKU, the refused POST

@@ -1,6 +1,7 @@
 """A burst of stock changes end to end (issue #14): Exact Online's polled stock positions through the real
 poller, the inbox, the pump's batch jobs and a real RQ worker (`run_worker`, burst) into the WooCommerce
-sandbox over HTTP. The shop's own counters: at most a twentieth of a call a product, lookups included."""
+sandbox over HTTP. The shop's own counters: at most a twentieth of a call a product, lookups included. The
+same for a burst of Exact items, most of them new to the shop: created in batches, each once."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from gateway.replay import failed_job_ids, replay
 from gateway.stack import LiveServer, serve
 from tests import pairs_support as pairs
 from workers import runtime
+from workers.pollers import poll
 from workers.worker import run_worker
 
 pytestmark = pytest.mark.integration
@@ -38,12 +40,13 @@ REFUSING = {"stock": {"woocommerce": {"stock_quantity": {
 """A stock mapping that sends a word for one SKU's quantity: the shop refuses that item of its batch (400)."""
 
 
-def config(exact_url: str, shop_url: str, mappings: dict[str, Any] | None = None) -> Config:
+def config(exact_url: str, shop_url: str, mappings: dict[str, Any] | None = None, flows: tuple[str, ...] = ("stock",)
+           ) -> Config:  # fmt: skip
     return parse_config({
         "systems": [pairs.exact_system(exact_url),
                     {"id": "shop", "kind": "woocommerce", "base_url": shop_url,
                      "credentials": {"consumer_key": "env:WC_KEY", "consumer_secret": "env:WC_SECRET"}}],
-        "integrations": [{"id": "exact-to-shop", "source": "exact", "target": "shop", "flows": ["stock"],
+        "integrations": [{"id": "exact-to-shop", "source": "exact", "target": "shop", "flows": list(flows),
                           "mappings": mappings or {}}],
     }, environ=ENV)  # fmt: skip
 
@@ -58,8 +61,8 @@ class Env:
     conn: redis.Redis
     redis_url: str
 
-    def config(self, mappings: dict[str, Any] | None = None) -> Config:
-        return config(self.exact.url, self.shop_live.url, mappings)
+    def config(self, mappings: dict[str, Any] | None = None, flows: tuple[str, ...] = ("stock",)) -> Config:
+        return config(self.exact.url, self.shop_live.url, mappings, flows)
 
     def shop_calls(self) -> int:
         return int(self.http.get(f"{self.shop_live.url}/sandbox/counters").raise_for_status().json()["total"])
@@ -141,11 +144,12 @@ def test_an_item_the_shop_refuses_in_the_batch_fails_as_its_own_job_and_replays(
     assert held[REFUSED_SKU] != wanted[REFUSED_SKU]
     lines = [line for line in ActivityLog(env.conn).entries("exact-to-shop")
              if since is None or line.done_at > since.done_at]  # fmt: skip
-    # one line a record; a failed line carries no calls (the flow raised before a result could count them)
-    assert len(lines) == len(SKUS) and sum(line.calls for line in lines) == calls - 2
+    # one line a record; the failed line carries the calls its own job made (they add up)
+    assert len(lines) == len(SKUS) and sum(line.calls for line in lines) == calls
     [failed] = failed_job_ids(env.conn, refusing)
     [refused] = [line for line in lines if line.job_id == failed]
     assert refused.outcome == "failed" and "400" in refused.reason and "stock_quantity" in refused.reason
+    assert refused.calls == 2
     assert {line.outcome for line in lines if line is not refused} == {"updated"}
     assert not failed.startswith("batch-")  # the record's own job, under its own event's id
     job = make_queue(env.conn, "koppel").fetch_job(failed)
@@ -158,3 +162,36 @@ def test_an_item_the_shop_refuses_in_the_batch_fails_as_its_own_job_and_replays(
     assert failed_job_ids(env.conn, fixed) == []
     replayed = [line for line in ActivityLog(env.conn).entries("exact-to-shop") if line.job_id == failed]
     assert [(line.outcome, line.number) for line in replayed] == [("failed", ""), ("updated", REFUSED_SKU)]
+
+
+NEW_SKUS = [f"NEW-{n:03d}" for n in range(250)]
+
+
+def test_a_burst_of_polled_items_new_to_the_shop_is_created_in_batches_each_once(env):
+    products = env.config(flows=("products",))
+    env.sandbox.store.seed_items(DIVISION, NEW_SKUS, stock=0.0)
+    since = ActivityLog(env.conn).latest("exact-to-shop")
+    before = env.shop_calls()
+    rt = runtime.Runtime(config=products, connection=env.conn)
+    runtime.install(rt)
+    try:
+        summary = poll("exact", "Items")  # Exact's 550 items: the shop has 300 of them, 250 are new
+    finally:
+        rt.close()
+    assert summary.get("queued") == len(SKUS) + len(NEW_SKUS), summary
+    run_worker(products, env.redis_url, burst=True)
+    calls = env.shop_calls() - before
+    assert calls / (len(SKUS) + len(NEW_SKUS)) <= 0.05, calls
+    held = env.shop.find_products_by_skus(NEW_SKUS, chunk=100)
+    assert sorted(held) == NEW_SKUS and {held[sku]["name"] for sku in NEW_SKUS[:3]} == {
+        f"Item {sku}" for sku in NEW_SKUS[:3]}  # fmt: skip
+    assert len(list(env.shop.products())) == 1 + (len(SKUS) - len(PARENT_VARIATIONS)) + len(NEW_SKUS)  # each once
+    lines = [line for line in ActivityLog(env.conn).entries("exact-to-shop")
+             if since is None or line.done_at > since.done_at]  # fmt: skip
+    outcomes = {line.number: line.outcome for line in lines}
+    assert {outcomes[sku] for sku in NEW_SKUS} == {"created"} and {outcomes[sku] for sku in SKUS} == {"updated"}
+    assert len(lines) == len(SKUS) + len(NEW_SKUS)
+    assert sum(line.calls for line in lines) == calls  # the batches' calls, creations included, spread
+    assert env.conn.hlen("koppel:inflight:exact-to-shop:products") == 0
+    queue = make_queue(env.conn, "koppel")
+    assert queue.failed_job_registry.get_job_ids() == [] and len(queue) == 0

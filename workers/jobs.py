@@ -13,12 +13,12 @@ from typing import Any
 from redis.client import Pipeline
 
 from connectors import registry
-from connectors.contract import FlowResult, Gone
+from connectors.contract import FlowResult, Gone, Target
 from gateway import keys, notify, snapshots
 from gateway.activity import Activity, ActivityLog
 from gateway.config import Config, Integration
 from gateway.envelope import Envelope
-from gateway.errors import PermanentError, TransientError
+from gateway.errors import KoppelError, PermanentError, TransientError
 from gateway.ingest import Ingestor
 from workers import runtime
 from workers.flows import (
@@ -82,7 +82,27 @@ def run_event(
     if flow is None:
         raise PermanentError(f"no flow takes {envelope.source} {envelope.resource} events")
     work = Work(integration, envelope, rt.source(integration.source), rt.target(integration.target), rt)
-    return _run(work, flow, finish)
+    before = _calls(work.target)
+    try:
+        return _run(work, flow, finish)
+    except KoppelError as error:  # the calls it made before failing go on its activity line (`calls_of`)
+        after = _calls(work.target) if before is not None else None
+        error.calls = after - before if after is not None and before is not None else None
+        raise
+
+
+def _calls(target: Target) -> int | None:
+    """The target's call count; None when its client cannot be built (a system the config leaves incomplete: the
+    flow meets that error itself, if it turns to the target at all)."""
+    try:
+        return target.calls
+    except KoppelError:
+        return None
+
+
+def calls_of(error: BaseException) -> int:
+    """The target calls made for a record before `error` ended its run (`KoppelError.calls`; 0 when uncounted)."""
+    return (error.calls or 0) if isinstance(error, KoppelError) else 0
 
 
 def _run(work: Work, flow: str, finish: Pipeline | None = None) -> FlowResult:
@@ -174,17 +194,18 @@ def notify_failure(rt: runtime.Runtime, integration: Integration, envelope: Enve
 
 
 def _lines(integration_id: str, flow: str, resource_id: str, events: list[dict[str, Any]], ran_in: str,
-           outcome: str, result: FlowResult | None = None, reason: str = "") -> list[Activity]:  # fmt: skip
+           outcome: str, result: FlowResult | None = None, reason: str = "",
+           calls: int = 0) -> list[Activity]:  # fmt: skip
     """The activity lines of a record's events (`events`: id, topic, received_at each, oldest first) that one
     run of job `ran_in` handled: the first event's with the outcome; once it is final, each other's as
-    skipped, merged into that job."""
+    skipped, merged into that job. `calls`: without a result, the target calls made before it failed."""
     done_at = time.time()
     first = events[0]
     lines = [Activity(
         integration=integration_id, flow=flow, topic=first["topic"], resource_id=resource_id, outcome=outcome,
         received_at=datetime.fromisoformat(first["received_at"]).timestamp(), done_at=done_at,
         number=result.number if result else "", target_id=result.target_id if result else "",
-        calls=(result.calls or 0) if result else 0, reason=reason or (result.reason if result else ""),
+        calls=(result.calls or 0) if result else calls, reason=reason or (result.reason if result else ""),
         job_id=first["id"], level=result.level if result else "",
     )]  # fmt: skip
     if outcome != "retrying":
@@ -243,10 +264,10 @@ def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | N
         summary["merged"] = [member["id"] for member in merged]
 
     def note(integration_id: str, outcome: str, result: FlowResult | None = None, reason: str = "",
-             pipe: Pipeline | None = None) -> None:  # fmt: skip
+             pipe: Pipeline | None = None, calls: int = 0) -> None:  # fmt: skip
         events = [{**first, "id": job_id}, *merged]
         activity.record_many(_lines(integration_id, flow or "", envelope.resource_id or "", events, job_id,
-                                    outcome, result, reason), pipe)  # fmt: skip
+                                    outcome, result, reason, calls), pipe)  # fmt: skip
 
     direct = direct_run()  # the inbox pump's own attempt: its end goes with the last integration's lock release
     for index, integration in enumerate(integrations):
@@ -277,14 +298,14 @@ def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | N
                     direct.finish_in(finish, summary)
         except PermanentError as error:
             fail_permanently(error)
-            note(integration.id, "failed", reason=str(error))
+            note(integration.id, "failed", reason=str(error), calls=calls_of(error))
             notify_failure(rt, integration, envelope, flow, str(error))
             log.warning("event %s %s: permanent failure: %s", envelope.topic, envelope.resource_id, error)
             raise
         except TransientError as error:
             note_transient(error)
             final = job is not None and not job.retries_left  # RQ retries only while some are left
-            note(integration.id, "failed" if final else "retrying", reason=str(error))
+            note(integration.id, "failed" if final else "retrying", reason=str(error), calls=calls_of(error))
             if final:
                 notify_failure(rt, integration, envelope, flow, f"{error} (retries exhausted)")
             log.info("event %s %s: will retry: %s", envelope.topic, envelope.resource_id, error)

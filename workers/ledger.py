@@ -6,7 +6,8 @@ Every flow that creates something in a target guards the write with it:
     done?              skip: the target has it (no target call at all)
     in flight?         a previous attempt may have reached the target (a worker killed between its
                        write and the ledger entry): ask the target by the stable key before writing
-    mark(key)          before the write                (with `also`: cache reads in the same round trip)
+    mark(key)          before the write                (with `also`: cache reads in the same round trip;
+                       `mark_many` for the keys of one batch write)
     unmark(key)        the attempt failed before its write could reach the target
     record(key, id)    after it: the ledger entry, and the in-flight marker dropped, atomically
     landed(key, found) the lookup found what the earlier attempt wrote: recorded, and the run reports it
@@ -80,6 +81,17 @@ class Ledger:
             if also is not None:
                 also(pipe)
             return list(pipe.execute()[1:])
+
+    def mark_many(self, marked: list[str], also: Callable[[Any], None] | None = None) -> list[Any]:
+        """`mark` for the keys of a batch write, in one round trip (with `also`'s reads, whose results are
+        returned)."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            if marked:
+                stamp = f"{time.time():.3f}"
+                pipe.hset(self.flight, mapping=dict.fromkeys(marked, stamp))
+            if also is not None:
+                also(pipe)
+            return list(pipe.execute()[1 if marked else 0 :])
 
     def unmark(self, key: str) -> None:
         """The attempt failed before its write could reach the target (a lookup, the mapping, or a write

@@ -2,6 +2,7 @@
 called directly and end to end through the poller, the inbox and a worker.
 
     .venv/bin/python -m bench.stockburst [--products 250] [--variable 10] [--group 250] [--through direct,workers]
+                                         [--creations 250]
 
 1. A fresh embedded Redis, the WooCommerce sandbox and the Exact Online sandbox over real HTTP (uvicorn). The shop
    holds `--products` SKUs: simple products, and `--variable` variable products of five variations each among
@@ -18,7 +19,10 @@ called directly and end to end through the poller, the inbox and a worker.
    worker) and whole (records/s), with the Redis commands the worker sent per record. Exact's seeded
    positions are polled and worked once before any phase (the shop holds them already: lookups only), so the
    ids are cached as in the direct phases.
-4. Per phase: the shop's calls (the sandbox's own counter; in the direct phases also the client's, checked
+4. `--creations N` (direct, default 250; 0: none): a burst of N products new to the shop (polled Exact items, the
+   record in the event), `create-one-by-one` through `run_event` and `create-batched` (N other new SKUs) through
+   `batch_function("products", "woocommerce")` in groups of `--group`: each SKU must end in the shop once.
+5. Per phase: the shop's calls (the sandbox's own counter; in the direct phases also the client's, checked
    against it), calls per product, the sum of the activity's or records' `calls` (the batch's calls spread
    over its records: they must add up), wall time. The ratio one-by-one ÷ batched. Writes
    bench/results/stockburst-<UTC timestamp>.json; exit status 1 when a record did not end as expected.
@@ -79,7 +83,8 @@ def config(shop_url: str, exact_url: str) -> Config:
             {"id": "shop", "kind": "woocommerce", "base_url": shop_url,
              "credentials": {"consumer_key": "env:WC_KEY", "consumer_secret": "env:WC_SECRET"}},
         ],
-        "integrations": [{"id": "exact-to-shop", "source": "exact", "target": "shop", "flows": ["stock"]}],
+        "integrations": [{"id": "exact-to-shop", "source": "exact", "target": "shop", "flows": ["stock"]},
+                         {"id": "exact-items-to-shop", "source": "exact", "target": "shop", "flows": ["products"]}],
     }, environ=ENV)  # fmt: skip
 
 
@@ -107,18 +112,44 @@ def envelope(sku: str, quantity: int, version: int) -> Envelope:
     return Envelope.wrap(event, source="exactonline", endpoint="exact")
 
 
+def item_envelope(sku: str, version: int) -> Envelope:
+    """A polled Exact item (the record in the event): a product for the shop."""
+    record = {"ID": f"id-{sku}", "Code": sku, "Description": f"Nieuw {sku}", "StandardSalesPrice": 12.5,
+              "IsStockItem": True, "IsSalesItem": True, "Modified": f"2026-12-04T11:{version:02d}:00"}  # fmt: skip
+    event = Event("Items.sync", "Items", record["ID"], f"k{uuid.uuid4()}", record)
+    return Envelope.wrap(event, source="exactonline", endpoint="exact")
+
+
 def phase(name: str, rt: runtime.Runtime, sandbox_calls: Any, quantities: dict[str, int], version: int,
           group: int | None, expected: str) -> dict[str, Any]:  # fmt: skip
     """One burst: every SKU's new quantity, one event at a time (`group` None) or batched in groups."""
-    integration = rt.config.integrations[0]
     envelopes = [envelope(sku, quantity, version) for sku, quantity in quantities.items()]
+    return burst(name, rt, "stock", sandbox_calls, envelopes, group, expected)
+
+
+def creations(name: str, rt: runtime.Runtime, sandbox_calls: Any, skus: list[str], group: int | None,
+              held: Any) -> dict[str, Any]:  # fmt: skip
+    """A burst of products new to the shop, one event at a time (`group` None) or batched in groups; each SKU
+    must end in the shop once."""
+    out = burst(name, rt, "products", sandbox_calls, [item_envelope(sku, 1) for sku in skus], group, "created")
+    counts = held(skus)
+    missing = [sku for sku, count in counts.items() if count != 1]
+    out["unexpected"] += [f"{sku}: in the shop {counts[sku]} times" for sku in missing[:5]]
+    out["unexpected_count"] += len(missing)
+    return out
+
+
+def burst(name: str, rt: runtime.Runtime, flow: str, sandbox_calls: Any, envelopes: list[Envelope],
+          group: int | None, expected: str) -> dict[str, Any]:  # fmt: skip
+    """The events through `flow`, one at a time (`group` None) or batched in groups; the calls they cost."""
+    integration = next(i for i in rt.config.integrations if flow in i.flows)
     target = rt.target("shop")
     calls, served, started = target.calls, sandbox_calls(), time.perf_counter()
     outcomes: list[Any] = []
     if group is None:
         outcomes = [run_event(rt, integration, e) for e in envelopes]
     else:
-        many = batch_function("stock", "woocommerce")
+        many = batch_function(flow, "woocommerce")
         assert many is not None
         for start in range(0, len(envelopes), group):
             works = [Work(integration, e, rt.source("exact"), target, rt) for e in envelopes[start : start + group]]
@@ -224,6 +255,19 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         phase("batched-unchanged", rt, sandbox_calls, {s: 20 + n for n, s in enumerate(skus)}, 3,
                               args.group, "skipped"),
                     ]  # fmt: skip
+                if "direct" in args.through and args.creations:
+
+                    def copies(wanted: list[str]) -> dict[str, int]:  # how many products hold each SKU
+                        found = [r for start in range(0, len(wanted), 100)
+                                 for r in shop.products(sku=",".join(wanted[start : start + 100]))]  # fmt: skip
+                        return {sku: sum(str(r.get("sku")) == sku for r in found) for sku in wanted}
+
+                    phases += [
+                        creations("create-one-by-one", rt, sandbox_calls,
+                                  [f"NEW-A-{n:04d}" for n in range(args.creations)], None, copies),
+                        creations("create-batched", rt, sandbox_calls,
+                                  [f"NEW-B-{n:04d}" for n in range(args.creations)], args.group, copies),
+                    ]  # fmt: skip
                 if "workers" in args.through:
                     counted = {s: 30 + n for n, s in enumerate(skus)}
                     phases.append(through_workers("workers", cfg, server.url, conn, exact_app.state.sandbox,
@@ -242,8 +286,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if one and batched:
         say(f"calls per product: one by one {one['calls_per_product']}, batched {batched['calls_per_product']} "
             f"({ratio} times fewer); target ≤ 0.05")  # fmt: skip
+    made_one, made_batched = by_name.get("create-one-by-one"), by_name.get("create-batched")
+    made_ratio = (round(made_one["calls"] / made_batched["calls"], 1)
+                  if made_one and made_batched and made_batched["calls"] else None)  # fmt: skip
+    if made_one and made_batched:
+        say(f"calls per created product: one by one {made_one['calls_per_product']}, batched "
+            f"{made_batched['calls_per_product']} ({made_ratio} times fewer); target ≤ 0.05")  # fmt: skip
     return {"products": args.products, "variable": args.variable, "variations_each": VARIATIONS, "group": args.group,
-            "through": list(args.through), "phases": phases, "one_by_one_over_batched_calls": ratio, "ok": ok,
+            "through": list(args.through), "creations": args.creations, "phases": phases,
+            "one_by_one_over_batched_calls": ratio, "created_one_by_one_over_batched_calls": made_ratio, "ok": ok,
             "target_calls_per_product": 0.05}  # fmt: skip
 
 
@@ -256,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--through", default="direct,workers",
                         help="direct (batch_function called), workers (poller, inbox, worker) or both, comma-separated "
                              "(default direct,workers)")  # fmt: skip
+    parser.add_argument("--creations", type=int, default=250,
+                        help="products new to the shop in each creation burst (direct only; 0: none; default 250)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (Redis data)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write stockburst-<timestamp>.json")
     args = parser.parse_args(argv)
@@ -264,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--through takes {' or '.join(MODES)}, comma-separated")
     if args.products < 1 or args.group < 1 or args.variable < 0 or args.variable * VARIATIONS > args.products:
         parser.error("--products and --group must be at least 1, and --variable * 5 at most --products")
+    if args.creations < 0:
+        parser.error("--creations must be 0 or more")
 
     def body(workdir: Path) -> tuple[dict[str, Any], int]:
         result = run(args, workdir)

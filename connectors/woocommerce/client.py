@@ -178,17 +178,30 @@ class WooCommerceClient(RestClient):
         a request; each update (with its "id") answered in order: the record as written, or the error WooCommerce
         gave that update alone (a NotFound for an id it no longer has). An error of a whole request (5xx, 401)
         is raised."""
+        return self._many(path, "update", updates)
+
+    def create_many(self, path: str, creations: Sequence[Mapping[str, Any]]) -> list[Record | KoppelError]:
+        """`POST {path}/batch {"create": [...]}`, `BATCH_LIMIT` creations a request; each answered in order: the
+        record created, or the error WooCommerce gave that creation alone (`{"id": 0, "error": …}`; a SKU another
+        product holds is a `SkuTaken`). An error of a whole request (5xx, a timeout: its creations may have been
+        made; 401) is raised."""
+        return self._many(path, "create", creations)
+
+    def _many(self, path: str, action: str, items: Sequence[Mapping[str, Any]]) -> list[Record | KoppelError]:
         out: list[Record | KoppelError] = []
-        for start in range(0, len(updates), BATCH_LIMIT):
-            chunk = updates[start : start + BATCH_LIMIT]
-            answers = self.batch(path, update=chunk).get("update")
+        for start in range(0, len(items), BATCH_LIMIT):
+            chunk = items[start : start + BATCH_LIMIT]
+            body = self.batch(path, create=chunk) if action == "create" else self.batch(path, update=chunk)
+            answers = body.get(action)
             if not isinstance(answers, list) or len(answers) != len(chunk):
-                raise WooCommerceResponseError(f"{self.where('POST', path + '/batch')}: expected one answer an update")
-            out += [self._batch_item(path, sent, answer) for sent, answer in zip(chunk, answers, strict=True)]
+                where = self.where("POST", path + "/batch")
+                raise WooCommerceResponseError(f"{where}: expected one answer an {action}")
+            out += [self._batch_item(path, action, sent, answer) for sent, answer in zip(chunk, answers, strict=True)]
         return out
 
-    def _batch_item(self, path: str, sent: Mapping[str, Any], answer: Any) -> Record | KoppelError:
-        where = f"{self.where('PUT', path + '/' + str(sent.get('id')))} (in a batch)"
+    def _batch_item(self, path: str, action: str, sent: Mapping[str, Any], answer: Any) -> Record | KoppelError:
+        one = self.where("PUT", f"{path}/{sent.get('id')}") if action == "update" else self.where("POST", path)
+        where = f"{one} (in a batch)"
         if not isinstance(answer, dict):
             return WooCommerceResponseError(f"{where}: the answer is not an object")
         error = answer.get("error")

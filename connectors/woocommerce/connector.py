@@ -256,11 +256,28 @@ class WooCommerceTarget(Target):
     # -- products ----------------------------------------------------------------------------------
 
     def find_items(self, skus: Iterable[str]) -> dict[str, str]:
-        found = self.shop.find_products_by_skus(list(skus))
+        """One `GET /products?sku=a,b,…` a hundred SKUs (variations included)."""
+        found = self.shop.find_products_by_skus(list(skus), chunk=BATCH_LIMIT)
         return {sku: _stock_id(Stock.of(record)) for sku, record in found.items()}
 
     def create_product(self, payload: Mapping[str, Any]) -> str:
         return _stock_id(Stock.of(self.shop.upsert_product(payload).record))
+
+    def create_products(self, payloads: Sequence[Mapping[str, Any]]) -> list[str | Exception]:
+        """`POST /products/batch {"create": [...]}`, 100 a request (every item is a product of its own: the
+        default mapping makes a variant a simple product; no variation is created); per payload the new item's
+        id, or the error WooCommerce gave it alone (`SkuTaken`: a product or variation holds its SKU). A request
+        that fails whole fails each of its creations — a timeout or 5xx may have made some: the flow's in-flight
+        marks send them to a lookup."""
+        out: list[str | Exception] = []
+        for start in range(0, len(payloads), BATCH_LIMIT):
+            chunk = payloads[start : start + BATCH_LIMIT]
+            try:
+                answers: list[Any] = self.shop.create_many("products", chunk)
+            except KoppelError as exc:
+                answers = [exc] * len(chunk)
+            out += [a if isinstance(a, Exception) else _stock_id(Stock.of(a)) for a in answers]
+        return out
 
     def update_product(self, target_id: str, payload: Mapping[str, Any]) -> None:
         product_id, variation_id = _ids(target_id)

@@ -18,8 +18,10 @@ worker or a flow decides "retry later" or "fail now", "not found" or "connect ag
             │   │                               WooCommerce's `.code` and `.message`
             │   ├── WooCommerceAuthError *      (also an AuthFailed) 401/403: wrong keys, or a read-only key
             │   │                               asked to write
-            │   └── WooCommerceNotFound *       (also a NotFound) 404: unknown id
-            │                                   (`woocommerce_rest_shop_order_invalid_id`, …)
+            │   ├── WooCommerceNotFound *       (also a NotFound) 404: unknown id
+            │   │                               (`woocommerce_rest_shop_order_invalid_id`, …)
+            │   └── SkuTaken *                  (also a Taken) 400 `product_invalid_sku`: a product or
+            │                                   variation holds the SKU already (or it is not a valid SKU)
             ├── SkuConflict                     the SKU belongs to another product or variation than the upsert
             │                                   targets
             ├── WooCommerceResponseError *      (also a BadResponse) a 2xx body that is not the JSON the REST
@@ -40,6 +42,7 @@ from gateway.errors import (
     NotFound,
     PermanentError,
     Rejected,
+    Taken,
     TransientError,
     Unavailable,
 )
@@ -79,6 +82,11 @@ class WooCommerceNotFound(WooCommerceRequestError, NotFound):
     """404: no resource with that id, or no such route."""
 
 
+class SkuTaken(WooCommerceRequestError, Taken):
+    """400 `product_invalid_sku` ("Invalid or duplicated SKU."): a create (or update) whose SKU another product
+    or variation holds already."""
+
+
 class SkuConflict(WooCommercePermanentError):
     """An upsert found its SKU on a different product or variation than the one it was told to write."""
 
@@ -94,6 +102,7 @@ class WooCommerceConfigError(WooCommercePermanentError):
 __all__ = [
     "RateLimited",
     "SkuConflict",
+    "SkuTaken",
     "WooCommerceAuthError",
     "WooCommerceConfigError",
     "WooCommerceError",

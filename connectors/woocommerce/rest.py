@@ -33,6 +33,7 @@ import httpx
 from connectors.http import ApiClient, Retry, fold_ids, read_json
 from connectors.woocommerce.errors import (
     RateLimited,
+    SkuTaken,
     WooCommerceAuthError,
     WooCommerceConfigError,
     WooCommerceNotFound,
@@ -48,6 +49,8 @@ DateLike = datetime | str
 API_PATH = "/wp-json/wc/v3"
 MAX_PER_PAGE = 100
 BATCH_LIMIT = 100
+SKU_TAKEN = "product_invalid_sku"
+"""WooCommerce's code for a SKU another product or variation holds ("Invalid or duplicated SKU.")."""
 
 _TAG = re.compile(r"<[^>]*>")
 
@@ -183,7 +186,9 @@ class RestClient(ApiClient):
     def rejection(
         self, error: type[PermanentError], text: str, *, status: int, code: str, message: str
     ) -> PermanentError:
-        """WooCommerce's errors carry its `message` too."""
+        """WooCommerce's errors carry its `message` too; a taken SKU (`product_invalid_sku`) is a `SkuTaken`."""
+        if error is WooCommerceRequestError and code == SKU_TAKEN:
+            error = SkuTaken
         if issubclass(error, WooCommerceRequestError):
             return error(text, status=status, code=code, message=message)
         return super().rejection(error, text, status=status, code=code, message=message)

@@ -20,20 +20,23 @@ else updated.
    order) and the target's API budget is not spent on them.
 7. A creation is marked in flight first (workers/ledger.py, by SKU; no ledger is kept: the target is
    asked by SKU anyway): the retry of a worker killed after the target took the item finds it by SKU,
-   updates it, and reports it "created" — the attempt that created it never did.
+   updates it, and reports it "created" — the attempt that created it never did. Creations that arrive
+   together (`run_many`) are all marked in one round trip, then made in one batch (`Target.create_products`:
+   WooCommerce's `products/batch`, 100 a request); one the target refuses because an item holds its SKU
+   already is looked up and updated instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.contract import FlowResult, Outcome
 from gateway import keys
-from gateway.errors import KoppelError, NotFound, PermanentError
+from gateway.errors import KoppelError, NotFound, PermanentError, Rejected, Taken
 from gateway.model import Product, Variant
 from gateway.payload import dumps
 from transforms import effective_mapping
@@ -192,12 +195,7 @@ def _create(work: Work, plan: _Plan) -> tuple[str, str]:
 def _remember(work: Work, sku: str, item_id: str, sent: str) -> None:
     """The item id in the item cache (orders read it) and what its next update would repeat; no longer in
     flight."""
-    with work.connection.pipeline(transaction=False) as pipe:
-        pipe.hset(item_cache(work), sku, item_id)
-        pipe.hdel(_flight(work).flight, sku)
-        pipe.hset(_sent_key(work), sku, sent)
-        pipe.expire(_sent_key(work), SENT_TTL)
-        pipe.execute()
+    _Notes(remember=[(sku, item_id, sent)]).send(work)
 
 
 def _known(work: Work, skus: list[str]) -> tuple[dict[str, str], set[str]]:
@@ -233,9 +231,13 @@ def run(work: Work) -> FlowResult:
 
 def run_many(works: list[Work]) -> Outcomes:
     """`run` for the products of many events at once (workers/flows `batch_function`): the items' ids looked up
-    together, their updates written together (`Target.update_products`); those calls are shared out over the
-    products (`spread`). Creations (and an item deleted in the target since, created again) go one by one.
-    A product whose item fails gets that error; the others are unaffected."""
+    together, their updates written together (`Target.update_products`), then their creations together
+    (`Target.create_products`: every SKU marked in flight first, in one round trip) — an item deleted in the
+    target since (its update answered NotFound) among them; the target's id, fingerprint and in-flight mark of
+    every written item noted in one round trip. A creation the target refuses because an item holds its SKU
+    already (`Taken`: another writer's, or one made since the lookup) is looked up and updated instead. All these
+    calls are shared out over the products (`spread`). A product whose item fails gets that error; the others
+    are unaffected."""
     outcomes: list[FlowResult | Exception | None] = [None] * len(works)
     travelling = prepared(works, _travelling, outcomes)
     if not travelling:
@@ -252,36 +254,130 @@ def run_many(works: list[Work]) -> Outcomes:
             plans[position] = [_plan(works[position], item, known, earlier) for item in items]
         except KoppelError as exc:
             outcomes[position] = exc
-    updates = [(p, plan) for p, planned in plans.items() for plan in planned
-               if plan.item_id is not None and plan.outcome != "unchanged"]  # fmt: skip
-    errors = first.target.update_products([(plan.item_id or "", plan.update) for _, plan in updates])
-    answered = {(p, plan.sku): error for (p, plan), error in zip(updates, errors, strict=True)}
+    notes = _Notes()
+    written = _write_many(works, [(p, plan) for p, planned in plans.items() for plan in planned], notes)
+    notes.send(first)
     shared = first.target.calls - before
     for position, planned in plans.items():
-        work, start = works[position], first.target.calls
-        try:
-            written = [(plan.sku, *_written(work, plan, answered, position)) for plan in planned]
-        except KoppelError as exc:
-            outcomes[position] = exc
+        answers = [written[position, plan.sku] for plan in planned]
+        error = next((answer for answer in answers if isinstance(answer, Exception)), None)
+        if error is not None:
+            outcomes[position] = error
             continue
         label, _, left_out = travelling[position]
-        outcomes[position] = _result(work, label, written, left_out, first.target.calls - start)
+        done = [(plan.sku, *answer) for plan, answer in zip(planned, answers, strict=True)
+                if not isinstance(answer, Exception)]  # fmt: skip
+        outcomes[position] = _result(works[position], label, done, left_out, 0)
     spread(outcomes, list(travelling), shared)
     return finished(outcomes)
 
 
-def _written(work: Work, plan: _Plan, answered: Mapping[tuple[int, str], Exception | None],
-             position: int) -> tuple[str, str]:  # fmt: skip
-    """(outcome, item id) of a planned item after the batch: what the batch `answered` for its update, else
-    written now, alone (unchanged, or a creation)."""
-    if (position, plan.sku) not in answered:
-        return _write(work, plan)
-    error = answered[position, plan.sku]
-    if error is None:
-        return _updated(work, plan)
-    if isinstance(error, NotFound):
-        return _create(work, plan)
-    raise error
+Key = tuple[int, str]
+"""A planned item in a batch: its product's position and its SKU."""
+Written = tuple[str, str] | Exception
+"""What became of a planned item: (outcome, item id), or the error it alone met."""
+
+
+@dataclass
+class _Notes:
+    """What a batch noted about its items, sent in one round trip: (sku, item id, fingerprint) of each written
+    item (`_remember`), and the SKUs whose creation the target refused (no longer in flight)."""
+
+    remember: list[tuple[str, str, str]] = field(default_factory=list)
+    unmark: list[str] = field(default_factory=list)
+
+    def send(self, work: Work) -> None:
+        if not self.remember and not self.unmark:
+            return
+        flight = _flight(work).flight
+        with work.connection.pipeline(transaction=False) as pipe:
+            if self.remember:
+                pipe.hset(item_cache(work), mapping={sku: item_id for sku, item_id, _ in self.remember})
+                pipe.hdel(flight, *[sku for sku, _, _ in self.remember])
+                pipe.hset(_sent_key(work), mapping={sku: sent for sku, _, sent in self.remember})
+                pipe.expire(_sent_key(work), SENT_TTL)
+            if self.unmark:
+                pipe.hdel(flight, *self.unmark)
+            pipe.execute()
+
+
+def _write_many(works: list[Work], pending: list[tuple[int, _Plan]], notes: _Notes) -> dict[Key, Written]:
+    """Every planned item written: unchanged ones not at all, updates in one `update_products`, creations (and
+    items deleted in the target since) in one `create_products`."""
+    written: dict[Key, Written] = {(p, plan.sku): (plan.outcome, plan.item_id) for p, plan in pending
+                                   if plan.outcome == "unchanged" and plan.item_id is not None}  # fmt: skip
+    updates = [(p, plan) for p, plan in pending if plan.item_id is not None and plan.outcome != "unchanged"]
+    creations = [(p, plan) for p, plan in pending if plan.item_id is None]
+    target = works[updates[0][0]].target if updates else None
+    errors = target.update_products([(plan.item_id or "", plan.update) for _, plan in updates]) if target else []
+    for (position, plan), error in zip(updates, errors, strict=True):
+        if error is None:
+            written[position, plan.sku] = (plan.outcome, plan.item_id or "")
+            notes.remember.append((plan.sku, plan.item_id or "", plan.sent))
+        elif isinstance(error, NotFound):
+            creations.append((position, plan))  # deleted in the target since: created again
+        else:
+            written[position, plan.sku] = error
+    if creations:
+        written |= _create_many(works, creations, notes)
+    return written
+
+
+def _create_many(works: list[Work], creations: list[tuple[int, _Plan]], notes: _Notes) -> dict[Key, Written]:
+    """The items created with one `create_products`, every SKU marked in flight first (one round trip, the ids
+    cached for items deleted in the target since dropped in it): a worker killed before the answer leaves them
+    marked, and the retry finds what the target made by SKU (`_known`, "created earlier"). A SKU the target
+    says an item holds already (`Taken`) is looked up and updated (`_update_taken`)."""
+    work = works[creations[0][0]]
+    stale = [plan.sku for _, plan in creations if plan.item_id is not None]
+    _flight(work).mark_many([plan.sku for _, plan in creations],
+                            (lambda pipe: pipe.hdel(item_cache(work), *stale)) if stale else None)  # fmt: skip
+    answers = work.target.create_products([plan.payload for _, plan in creations])
+    out: dict[Key, Written] = {}
+    taken: list[tuple[int, _Plan, Taken]] = []
+    for (position, plan), answer in zip(creations, answers, strict=True):
+        if isinstance(answer, Taken):
+            taken.append((position, plan, answer))
+        elif isinstance(answer, Exception):
+            out[position, plan.sku] = answer
+            if isinstance(answer, Rejected):  # refused (4xx): nothing was made, no lookup is owed
+                notes.unmark.append(plan.sku)
+        else:
+            out[position, plan.sku] = ("created", answer)
+            sent = _fingerprint(answer, _update_fields(works[position], plan.payload))
+            notes.remember.append((plan.sku, answer, sent))
+    if taken:
+        out |= _update_taken(works, taken, notes)
+    return out
+
+
+def _update_taken(works: list[Work], taken: list[tuple[int, _Plan, Taken]], notes: _Notes) -> dict[Key, Written]:
+    """The creations refused because an item holds their SKU: those items looked up (one call) and updated with
+    the fields of the update groups switched on (one `update_products`), reported "updated"; a SKU the lookup
+    does not find keeps the refusal."""
+    target = works[taken[0][0]].target
+    try:
+        found = target.find_items([plan.sku for _, plan, _ in taken])
+    except KoppelError as exc:
+        return {(position, plan.sku): exc for position, plan, _ in taken}
+    out: dict[Key, Written] = {}
+    updates: list[tuple[int, _Plan, str, dict[str, Any]]] = []
+    for position, plan, refusal in taken:
+        item_id = found.get(plan.sku)
+        if item_id is None:
+            out[position, plan.sku] = refusal
+        else:
+            updates.append((position, plan, item_id, _update_fields(works[position], plan.payload)))
+    errors = target.update_products([(item_id, update) for _, _, item_id, update in updates]) if updates else []
+    for (position, plan, item_id, update), error in zip(updates, errors, strict=True):
+        if error is not None:
+            out[position, plan.sku] = error
+            continue
+        log.info("product SKU %s: %s has an item with it already (%s); updated it instead", plan.sku,
+                 target.kind, item_id)  # fmt: skip
+        out[position, plan.sku] = ("updated", item_id)
+        notes.remember.append((plan.sku, item_id, _fingerprint(item_id, update)))
+    return out
 
 
 def _travelling(work: Work) -> Travelling | FlowResult:

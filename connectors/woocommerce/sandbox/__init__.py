@@ -18,9 +18,12 @@ What it reproduces (PLATFORMS.md §1):
   `modified_after`/`modified_before` with `dates_are_gmt` (not on customers, as in WooCommerce), `include`,
   `search`, `orderby`, `order`.
 * Errors `{"code", "message", "data": {"status"}}` with WooCommerce's codes: `..._shop_order_invalid_id`,
-  `..._product_invalid_id`, `product_invalid_sku` (duplicate SKU; SKUs and e-mails compare
-  case-insensitively, as MySQL does), `registration-error-email-exists`, `rest_invalid_param`,
-  `rest_no_route`, `woocommerce_rest_trash_not_supported` (501), batches over 100 → 413.
+  `..._product_invalid_id`, `product_invalid_sku` (duplicate SKU, `data` naming the holder's
+  `resource_id` and a `unique_sku`; SKUs and e-mails compare case-insensitively, as MySQL does),
+  `registration-error-email-exists`, `rest_invalid_param`, `rest_no_route`,
+  `woocommerce_rest_trash_not_supported` (501), batches over 100 → 413. A batch answers 200 with one result
+  per item in order; a failed create is `{"id": 0, "error": {…}}` (as WooCommerce's `batch_items`), a failed
+  update or delete carries the item's id.
 * Webhooks: see webhooks.py. Checkout orders also fire `order.updated` (payment completion saves
   the order again) and `product.updated` for the stock they reduce [U: both as observed, not from code].
 

@@ -35,12 +35,14 @@ _BAD_TOPIC = "Webhook topic is required and must be valid."
 class WCError(Exception):
     """A WooCommerce REST error: `{"code", "message", "data": {"status", ["params", "details"]}}`."""
 
-    def __init__(self, status: int, code: str, message: str, params: Mapping[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, params: Mapping[str, str] | None = None,
+                 extra: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.status, self.code, self.message, self.params = status, code, message, dict(params or {})
+        self.extra = dict(extra or {})
 
     def body(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"status": self.status}
+        data: dict[str, Any] = {"status": self.status, **self.extra}
         if self.params:
             data["params"] = self.params
             data["details"] = {
@@ -170,8 +172,9 @@ class Store:
     def _check_sku(self, sku: str, own_id: int | None) -> str:
         sku = sku.strip()
         owner = self.sku_owner(sku) if sku else None
-        if owner is not None and owner["id"] != own_id:
-            raise WCError(400, "product_invalid_sku", "Invalid or duplicated SKU.")
+        if owner is not None and owner["id"] != own_id:  # WooCommerce names the holder and a free SKU too
+            raise WCError(400, "product_invalid_sku", "Invalid or duplicated SKU.",
+                          extra={"resource_id": owner["id"], "unique_sku": f"{sku}-1"})  # fmt: skip
         return sku
 
     def product(self, product_id: int, *, variation_ok: bool = True) -> Row:
