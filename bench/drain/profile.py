@@ -269,8 +269,8 @@ def print_table(title: str, paths: list[str], rows: list[Row]) -> None:
     print(f"\n== {title}")
     print(f"{'':10}{'':28}" + "".join(f"{path:>12}" for path in paths) + (f"{'direct÷rq':>11}" if both else ""))
     for phase, name, values, ratio, spread in rows:
-        shown = (f"{ratio:.2f}" if ratio is not None else "-") if both else ""
-        print(f"{phase:10}{name:28}" + "".join(f"{value:>12g}" for value in values) + f"{shown:>11}"
+        shown = f"{f'{ratio:.2f}' if ratio is not None else '-':>11}" if both else ""
+        print(f"{phase:10}{name:28}" + "".join(f"{value:>12g}" for value in values) + shown
               + (f"  ({spread})" if spread else ""))  # fmt: skip
 
 
