@@ -115,3 +115,67 @@ def test_the_stack_writes_the_chosen_event_path_into_its_gateway_settings() -> N
     assert "direct_events" not in StackOptions().gateway_settings()  # the config's default
     chosen = StackOptions(direct_events=False, gateway={"retry_base_seconds": 1}, queue="q").gateway_settings()
     assert chosen == {"retry_base_seconds": 1, "direct_events": False, "queue": "q"}
+
+
+def profile_run(cpu_ms: float, *, failed: int = 0, retrying: int = 0, done: int = 0) -> dict[str, object]:
+    """One path's run as bench/drain/profile's `one_path` returns it (the figures it compares by)."""
+    after = {"done records": done, "failed jobs": 0, "retrying jobs": 0}
+    return {
+        "drain": {"cpu_ms_per_order": cpu_ms, "cpu_ms_per_event": cpu_ms / 2, "round_trips_per_order": 16.0,
+                  "round_trips_per_event": 8.0, "commands_per_order": 80.0, "commands_per_event": 40.0,
+                  "after": after},
+        "answered": {"cpu_ms_per_event": cpu_ms / 4, "round_trips_per_event": 5.6, "commands_per_event": 32.0,
+                     "after": after},
+        "plain": {"cpu_ms_per_event": 2.0, "noop_cpu_ms_per_job": 2.0, "ratio_to_noop": 1.0,
+                  "after": after | {"failed jobs": failed, "retrying jobs": retrying}},
+    }  # fmt: skip
+
+
+def test_the_profile_puts_the_paths_side_by_side_with_direct_over_rq() -> None:
+    from bench.drain.profile import figures_of, side_by_side
+
+    rows = side_by_side({"rq": figures_of(profile_run(20.0)), "direct": figures_of(profile_run(12.0, done=220))})
+    by = {(phase, name): (values, ratio) for phase, name, values, ratio, _ in rows}
+    assert by["drain", "cpu_ms_per_order"] == ([20.0, 12.0], 0.6)
+    assert by["answered", "cpu_ms_per_event"] == ([5.0, 3.0], 0.6)
+    assert by["plain", "ratio_to_noop"] == ([1.0, 1.0], 1.0)
+    assert by["plain", "after: done records"] == ([0.0, 220.0], None)  # nothing to divide by: no ratio
+    assert [(phase, name) for phase, name, *_ in rows][:2] == [("drain", "cpu_ms_per_order"),
+                                                                ("drain", "cpu_ms_per_event")]  # fmt: skip
+
+
+def test_one_path_alone_has_no_ratio() -> None:
+    from bench.drain.profile import figures_of, side_by_side
+
+    rows = side_by_side({"direct": figures_of(profile_run(12.0))})
+    assert rows and all(values == [values[0]] and ratio is None for _, _, values, ratio, _ in rows)
+
+
+def test_medians_take_each_figure_and_the_rounds_ratios_with_their_range() -> None:
+    from bench.drain.profile import figures_of, medians
+
+    rounds = [{"rq": figures_of(profile_run(rq)), "direct": figures_of(profile_run(direct))}
+              for rq, direct in ((20.0, 12.0), (22.0, 11.0), (21.0, 14.0))]  # fmt: skip
+    row = next(row for row in medians(rounds) if row[:2] == ("drain", "cpu_ms_per_order"))
+    assert row[2:] == ([21.0, 12.0], 0.6, "0.50-0.67")  # the median of 0.6, 0.5, 0.67: not 12 ÷ 21
+
+
+def test_a_failed_or_retrying_job_after_a_phase_is_a_problem() -> None:
+    from bench.drain.profile import figures_of, problems_of
+
+    clean = {"rq": figures_of(profile_run(20.0)), "direct": figures_of(profile_run(12.0, done=220))}
+    assert problems_of([clean]) == []
+    dirty = {"rq": figures_of(profile_run(20.0)), "direct": figures_of(profile_run(12.0, failed=2, retrying=1))}
+    assert problems_of([clean, dirty]) == ["round 2, direct: 2 failed jobs after plain",
+                                           "round 2, direct: 1 retrying jobs after plain"]  # fmt: skip
+
+
+def test_the_profile_runs_both_paths_by_default_and_checks_its_arguments() -> None:
+    from bench.drain.profile import parse_args as profile_args
+
+    args = profile_args([])
+    assert (args.paths, args.rounds) == (["rq", "direct"], 1)
+    assert profile_args(["--paths", "direct", "--rounds", "3"]).paths == ["direct"]
+    for bad in (["--rounds", "0"], ["--orders", "0"], ["--paths", "slow"]):
+        with pytest.raises(SystemExit):
+            profile_args(bad)
