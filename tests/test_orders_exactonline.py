@@ -202,7 +202,7 @@ def test_an_order_posted_just_before_the_worker_died_is_logged_created_by_the_re
     job = Envelope.wrap(event, source="woocommerce", endpoint="shop").model_dump(mode="json")
     record = Ledger.record
 
-    def dies_before_the_ledger(self: Ledger, key: str, target_id: str) -> None:
+    def dies_before_the_ledger(self: Ledger, key: str, target_id: str, pipe: object = None) -> None:
         monkeypatch.setattr(Ledger, "record", record)
         raise Killed  # Exact has the order; the ledger and the activity log never hear of it
 
@@ -219,3 +219,31 @@ def test_an_order_posted_just_before_the_worker_died_is_logged_created_by_the_re
     assert entry.reason == EARLIER_ATTEMPT
     assert env.in_exact("7020") == 1
     assert Ledger(rconn, "shop-to-exact", "orders").created("7020") == str(booked["OrderID"])
+
+
+def test_the_ledger_entry_goes_with_the_lock_release_and_a_death_before_it_still_books_once(env, rconn, monkeypatch):
+    monkeypatch.setattr(runtime, "_runtime", env.rt)
+    event = Event("order.created", "order", "7021", "k7021", order(7021))
+    job = Envelope.wrap(event, source="woocommerce", endpoint="shop").model_dump(mode="json")
+    ledger = Ledger(rconn, "shop-to-exact", "orders")
+    record_many = ActivityLog.record_many
+
+    def dies_after_the_flow(self: ActivityLog, *args: object, **kwargs: object) -> None:
+        # the flow returned (Exact has the order), the pipeline with the ledger entry not yet sent
+        assert ledger.lookup("7021") == (None, True)
+        monkeypatch.setattr(ActivityLog, "record_many", record_many)
+        raise Killed
+
+    monkeypatch.setattr(ActivityLog, "record_many", dies_after_the_flow)
+    with pytest.raises(Killed):
+        process_event(job)
+    assert env.in_exact("7021") == 1
+    assert ledger.lookup("7021") == (None, True)  # the marker stayed: the retry owes a lookup
+
+    process_event(job)
+    [entry] = ActivityLog(rconn).entries("shop-to-exact")
+    assert (entry.outcome, entry.reason) == ("created", EARLIER_ATTEMPT)
+    assert env.in_exact("7021") == 1
+    assert ledger.lookup("7021") == (entry.target_id, False)
+    process_event(job)  # once more: answered, nothing written
+    assert env.in_exact("7021") == 1

@@ -82,7 +82,7 @@ def run_event(
     flow = flow_of(envelope)
     if flow is None:
         raise PermanentError(f"no flow takes {envelope.source} {envelope.resource} events")
-    work = Work(integration, envelope, rt.source(integration.source), rt.target(integration.target), rt)
+    work = Work(integration, envelope, rt.source(integration.source), rt.target(integration.target), rt, finish)
     return _run(work, flow, finish)
 
 

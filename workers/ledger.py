@@ -8,7 +8,8 @@ Every flow that creates something in a target guards the write with it:
                        write and the ledger entry): ask the target by the stable key before writing
     mark(key)          before the write                (with `also`: cache reads in the same round trip)
     unmark(key)        the attempt failed before its write could reach the target
-    record(key, id)    after it: the ledger entry, and the in-flight marker dropped, atomically
+    record(key, id)    after it: the ledger entry, and the in-flight marker dropped, atomically (with `pipe`:
+                       queued on the pipeline sent with the resource lock's release, `Work.finish`)
     landed(key, found) the lookup found what the earlier attempt wrote: recorded, and the run reports it
                        "created" (`EARLIER_ATTEMPT`): that attempt died before it could say so
 
@@ -29,6 +30,13 @@ from typing import Any
 import redis
 
 from gateway import keys
+
+# KEYS: ledger, in-flight marks. ARGV: key, target id, "1" to keep the id. The entry and the mark's end at once.
+_RECORD = """
+if ARGV[3] == '1' then redis.call('hset', KEYS[1], ARGV[1], ARGV[2]) end
+redis.call('hdel', KEYS[2], ARGV[1])
+return 1
+"""
 
 EARLIER_ATTEMPT = "created by an earlier attempt that stopped before noting it"
 """The reason of a "created" found by the in-flight lookup (`Ledger.landed`)."""
@@ -86,22 +94,24 @@ class Ledger:
         the target refused): no lookup is owed next time."""
         self.connection.hdel(self.flight, key)
 
-    def record(self, key: str, target_id: str) -> None:
-        """The write is done: remember its id and drop the in-flight marker, atomically."""
-        with self.connection.pipeline() as pipe:
-            if self.keep:
-                pipe.hset(self.key, key, target_id)
-            pipe.hdel(self.flight, key)
-            pipe.execute()
+    def record(self, key: str, target_id: str, pipe: Any = None) -> None:
+        """The write is done: remember its id and drop the in-flight marker, atomically (one script). With `pipe`
+        (a pipeline the caller sends later, such as the one that releases the resource lock) it is queued there:
+        until that is sent the marker stays, so a worker that dies meanwhile leaves a lookup owed, never a
+        second write."""
+        # EVAL, not a registered Script: no SCRIPT EXISTS round trip first
+        (pipe if pipe is not None else self.connection).eval(
+            _RECORD, 2, self.key, self.flight, key, target_id, "1" if self.keep else "0"
+        )
 
-    def landed(self, key: str, found: str | None) -> bool:
+    def landed(self, key: str, found: str | None, pipe: Any = None) -> bool:
         """After asking the target for what the in-flight attempt at `key` may have written (`found`: the
         target's id, or None): whether it is there. Then Koppel created it, in an attempt that died before
         noting it: it is recorded now, and the run reports it "created" (reason `EARLIER_ATTEMPT`), not
-        "skipped" — the attempt that made it never logged anything."""
+        "skipped" — the attempt that made it never logged anything. `pipe`: as `record`'s."""
         if found is None:
             return False
-        self.record(key, found)
+        self.record(key, found, pipe)
         return True
 
 

@@ -66,6 +66,10 @@ class Work:
     source: Source
     target: Target
     runtime: Runtime
+    finish: Pipeline | None = field(default=None, repr=False)
+    """A pipeline sent with the resource lock's release (`workers.policy.resource_lock`), when the work runs under
+    one: writes that may wait for the end of the work go there (the ledger entry, the seen version), no round
+    trip of their own. None: each is written at once."""
     _record: Any = field(default=None, repr=False)
     _expanded: Any = field(default=None, repr=False)
     _normalised: dict[tuple[str, int], Canonical] = field(default_factory=dict, repr=False)

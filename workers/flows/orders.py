@@ -186,7 +186,7 @@ def book(work: Work, order: Order) -> FlowResult:
         return FlowResult("skipped", order.number, done, 0, f"already in {target.title}")
     if in_flight:
         existing = target.find_order(document, order.number, since=ledger.marked_at(order.number))
-        if ledger.landed(order.number, existing):
+        if ledger.landed(order.number, existing, work.finish):
             assert existing is not None
             log.info("order %s was booked in %s as %s %s by an earlier attempt that stopped before noting it",
                      order.number, target.kind, document, existing)  # fmt: skip
@@ -242,7 +242,7 @@ def book(work: Work, order: Order) -> FlowResult:
         if not writing:
             ledger.unmark(order.number)
         raise
-    ledger.record(order.number, target_id)
+    ledger.record(order.number, target_id, work.finish)  # sent with the lock's release, with the activity line
     log.info("order %s booked in %s as %s %s", order.number, target.kind, document, target_id)
     detail = {"document": document, "account": how}
     return FlowResult("created", order.number, target_id, target.calls - before, detail=detail)
