@@ -166,8 +166,9 @@ def test_a_crash_between_post_and_ledger_never_books_twice(env, rconn):
 
 
 @pytest.mark.parametrize("env", [{"order_statuses": ["completed"]}], indirect=True)
-def test_orders_outside_the_status_filter_are_skipped(env):
+def test_orders_outside_the_status_filter_are_skipped(env, rconn):
     assert env.run(order(7006))["outcome"] == "skipped"
+    assert Ledger(rconn, "shop-to-exact", "orders").lookup("7006") == (None, False)  # not marked: nothing owed
 
 
 def test_a_stale_cached_account_is_looked_up_again(env, rconn):
@@ -190,6 +191,25 @@ def test_the_ledger_lookup_answers_booked_and_in_flight_at_once(rconn):
     ledger.record("9001", "exact-id")
     assert ledger.lookup("9001") == ("exact-id", False)
     assert (ledger.created("9001"), ledger.in_flight("9001")) == ledger.lookup("9001")
+
+
+def test_the_lookup_marks_only_what_is_neither_booked_nor_in_flight_and_keeps_an_earlier_marks_time(rconn):
+    ledger = Ledger(rconn, "shop-to-exact", "orders")
+    looked = ledger.lookup_mark("9101", mark=False)
+    assert (looked.done, looked.in_flight, looked.marked) == (None, False, False)
+    assert ledger.lookup("9101") == (None, False)
+    looked = ledger.lookup_mark("9101", mark=True, also=lambda pipe: pipe.get("nothing-here"))
+    assert (looked.done, looked.in_flight, looked.marked, looked.also) == (None, False, True, [None])
+    first = ledger.marked_at("9101")
+    assert first is not None
+    rconn.hset(ledger.flight, "9101", "1000000000.000")  # an earlier attempt's mark, long ago
+    looked = ledger.lookup_mark("9101", mark=True)
+    assert (looked.in_flight, looked.marked) == (True, False)
+    assert looked.marked_at == ledger.marked_at("9101") and looked.marked_at.timestamp() == 1_000_000_000
+    ledger.record("9101", "exact-id")
+    looked = ledger.lookup_mark("9101", mark=True)
+    assert (looked.done, looked.in_flight, looked.marked) == ("exact-id", False, False)
+    assert ledger.lookup("9101") == ("exact-id", False)
 
 
 class Killed(BaseException):

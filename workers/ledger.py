@@ -3,6 +3,8 @@
 Every flow that creates something in a target guards the write with it:
 
     lookup(key)        → (target id, in flight)      one round trip
+                       (`lookup_mark`: the lookup and the mark below in one script, the mark made only when
+                       the key is neither done nor in flight, with cache reads in the same round trip)
     done?              skip: the target has it (no target call at all)
     in flight?         a previous attempt may have reached the target (a worker killed between its
                        write and the ledger entry): ask the target by the stable key before writing
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +39,15 @@ _RECORD = """
 if ARGV[3] == '1' then redis.call('hset', KEYS[1], ARGV[1], ARGV[2]) end
 redis.call('hdel', KEYS[2], ARGV[1])
 return 1
+"""
+
+# KEYS: ledger, in-flight marks. ARGV: key, the mark's value ("": no mark). The target id and the mark found;
+# the mark is set only when neither is there (an earlier attempt's mark keeps its time: its lookup's `since`).
+_LOOKUP_MARK = """
+local done = redis.call('hget', KEYS[1], ARGV[1])
+local mark = redis.call('hget', KEYS[2], ARGV[1])
+if ARGV[2] ~= '' and not done and not mark then redis.call('hset', KEYS[2], ARGV[1], ARGV[2]) end
+return {done, mark}
 """
 
 EARLIER_ATTEMPT = "created by an earlier attempt that stopped before noting it"
@@ -76,9 +88,20 @@ class Ledger:
 
     def marked_at(self, key: str) -> datetime | None:
         """When `key` was marked in flight (None: not in flight, or by a version that kept no time)."""
-        value = self.connection.hget(self.flight, key)
-        text = keys.text(value) if value else ""
-        return datetime.fromtimestamp(float(text), UTC) if text.replace(".", "", 1).isdigit() and text != "1" else None
+        return _mark_time(self.connection.hget(self.flight, key))
+
+    def lookup_mark(self, key: str, *, mark: bool, also: Callable[[Any], None] | None = None) -> Looked:
+        """`lookup` and, when `mark` and `key` is neither done nor in flight, `mark`, in one script; `also(pipe)`
+        queues reads answered in the same round trip (`Looked.also`). A key found in flight keeps its mark and
+        its time (`Looked.marked_at`, the earlier attempt's lookup's `since`)."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            # EVAL, not a registered Script: no SCRIPT EXISTS round trip first
+            pipe.eval(_LOOKUP_MARK, 2, self.key, self.flight, key, f"{time.time():.3f}" if mark else "")
+            if also is not None:
+                also(pipe)
+            (done, flying), *rest = pipe.execute()
+        return Looked(keys.text(done) if done else None, bool(flying), _mark_time(flying),
+                      mark and not done and not flying, rest)  # fmt: skip
 
     def mark(self, key: str, also: Callable[[Any], None] | None = None) -> list[Any]:
         """Mark `key` in flight (with the time) before its write; `also(pipe)` queues reads answered in the
@@ -115,4 +138,25 @@ class Ledger:
         return True
 
 
-__all__ = ["EARLIER_ATTEMPT", "Ledger", "email_key"]
+@dataclass(frozen=True)
+class Looked:
+    """What `Ledger.lookup_mark` found."""
+
+    done: str | None
+    """The target id recorded, or None."""
+    in_flight: bool
+    """An earlier attempt's mark was there (it is kept)."""
+    marked_at: datetime | None
+    """That mark's time (None: no mark, or one that kept no time)."""
+    marked: bool
+    """This call marked the key."""
+    also: list[Any]
+    """The replies of the reads queued with it."""
+
+
+def _mark_time(value: Any) -> datetime | None:
+    text = keys.text(value) if value else ""
+    return datetime.fromtimestamp(float(text), UTC) if text.replace(".", "", 1).isdigit() and text != "1" else None
+
+
+__all__ = ["EARLIER_ATTEMPT", "Ledger", "Looked", "email_key"]
