@@ -117,10 +117,13 @@ class Work:
 
     def mapped(self, flow: str, record: Any, context: dict[str, Any] | None = None, *, label: str) -> dict[str, Any]:
         """The integration's mapping for `flow` applied to `record` (noted in the job's payload snapshot)."""
-        payload = self.mapping(flow).apply(record, context, label=label)
-        if snapshots.current() is not None:  # the input, whole: a later mapping may read other fields
-            given = mapping_input(record, self.settings) if isinstance(record, BaseModel) else record
-            snapshots.note_mapped(flow, payload, context, given)
+        if snapshots.current() is None:
+            return self.mapping(flow).apply(record, context, label=label)
+        # the input, whole (a later mapping may read other fields), built once: the mapping reads it too (what
+        # it reads of it is what the input it would build for its own names holds)
+        given = mapping_input(record, self.settings) if isinstance(record, BaseModel) else record
+        payload = self.mapping(flow).apply(given, context, label=label)
+        snapshots.note_mapped(flow, payload, context, given)
         return payload
 
     def tables(self) -> dict[str, MappingTable]:
