@@ -14,8 +14,10 @@ runs of this tool, not with bench/drain's figures), the Redis round trips it mad
 `send_packed_command` calls: a pipeline is one; by sender: the innermost frame of Koppel's code, else
 RQ's function), the Redis commands it sent (`INFO commandstats` delta) by
 command, and cProfile's top functions by cumulative and own time. Results in bench/results/profile-*.json
-and the raw profile beside it (`python -m pstats`). Last, the answered events once more without
-the profiler: the worker thread's CPU per event beside a no-op RQ job's (bench/drain's no-op child, unpinned).
+and the raw profile beside it (`python -m pstats`). Then, without the profiler: the answered events once more,
+the worker thread's CPU per event beside a no-op RQ job's (bench/drain's no-op child, unpinned); and another
+batch of `--orders` drained, the worker thread's CPU per order and how much of it ran inside `process_event`
+and, within it, `run_event` (the flow: RQ's job lifecycle and the inbox pump are outside both).
 """
 
 from __future__ import annotations
@@ -166,9 +168,46 @@ def body(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], int]:
             plain["ratio_to_noop"] = round(plain["cpu_ms_per_event"] / noop.cpu_ms_per_job, 2)
             print(f"\n== answered, not profiled: {plain['events']} events, {plain['cpu_ms_per_event']} ms of the "
                   f"worker thread's CPU each; a no-op RQ job {noop.cpu_ms_per_job} ms: ratio {plain['ratio_to_noop']}")
+            flow = plain_drain(stack, args.orders)
+            print(f"\n== drain, not profiled: {args.orders} orders, {flow['cpu_ms_per_order']} ms of the worker "
+                  f"thread's CPU each, of which {flow['process_event_ms_per_order']} in process_event and "
+                  f"{flow['run_event_ms_per_order']} in run_event")
     finally:
         embedded.stop()
-    return {"orders": args.orders, "runs": results, "answered_plain": plain}, 0
+    return {"orders": args.orders, "runs": results, "drain_plain": flow, "answered_plain": plain}, 0
+
+
+def plain_drain(stack: Stack, orders: int) -> dict[str, Any]:
+    """A fresh batch of `orders` drained without cProfile or the round-trip counter: the CPU of the thread that
+    runs the worker, and the part of it spent inside `workers.jobs.process_event` and, within it, `run_event`
+    (both wrapped for the drain by a thread-CPU clock: RQ calls the job function by its name)."""
+    import workers.jobs as jobs
+    from workers.worker import run_worker
+
+    fill(stack, orders, 200_000, 300)
+    spent = {"process_event": 0.0, "run_event": 0.0}
+
+    def timed(name: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] += time.thread_time() - started
+
+        return wrapper
+
+    originals = jobs.process_event, jobs.run_event
+    jobs.process_event, jobs.run_event = timed("process_event", jobs.process_event), timed("run_event", jobs.run_event)
+    try:
+        cpu = time.thread_time()
+        run_worker(stack.config(), stack.redis_url, burst=True)
+        cpu = time.thread_time() - cpu
+    finally:
+        jobs.process_event, jobs.run_event = originals
+    return {"orders": orders, "cpu_ms_per_order": round(1000 * cpu / orders, 3),
+            "process_event_ms_per_order": round(1000 * spent["process_event"] / orders, 3),
+            "run_event_ms_per_order": round(1000 * spent["run_event"] / orders, 3)}  # fmt: skip
 
 
 def plain_answered(stack: Stack) -> dict[str, Any]:
