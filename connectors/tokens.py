@@ -15,11 +15,11 @@ once would leave one holding a dead token, so a refresh holds the system's Redis
 stored tokens under it: when another worker refreshed meanwhile, those are used and nothing is spent.
 
 A worker sends many requests with one access token, so `RefreshingAuth` keeps the tokens it read (or got)
-in memory and reads Redis again only when that copy is `recheck` seconds old (default 5), when its access
-token is about to expire (the refresh re-reads under the lock, as above) or after the API refused it (a
-401: another process may have refreshed or the operator consented again). What another process stored is
-so seen within `recheck` seconds, at once when the old token no longer works; the refresh token in memory
-is never spent (a refresh spends the one it reads under the lock).
+in memory and reads Redis again only when that copy is `recheck` seconds old (`RECHECK`, 5), when its
+access token is about to expire (the refresh re-reads under the lock, as above) or after the API refused it
+(a 401: another process may have refreshed or the operator consented again). What another process stored
+or deleted is so seen within `recheck` seconds, at once when the old token no longer works; the refresh
+token in memory is never spent (a refresh spends the one it reads under the lock).
 
 A refused grant (a revoked or spent refresh token, a used code) is the system's AuthFailed naming
 `koppel connect <system>`. Tokens, codes and client secrets never reach logs, reprs or messages.
@@ -340,10 +340,10 @@ class RefreshingAuth(BearerAuth):
         lock_timeout: float = 60.0,
         lock_wait: float = 30.0,
         clock: Callable[[], float] = time.time,
-        recheck: float = RECHECK,
+        recheck: float | None = None,
     ) -> None:
         """`recheck`: seconds (of `time.monotonic`) the tokens read or got are used from memory before they are
-        read from the store again (0: read for every request)."""
+        read from the store again (0: read for every request; None: `RECHECK` as it is when they are used)."""
         self.store = store
         self.app = app
         self.http = http
@@ -363,7 +363,7 @@ class RefreshingAuth(BearerAuth):
     def _current(self) -> Tokens:
         """The tokens in memory while they are younger than `recheck` seconds, else the stored ones."""
         held = self._held
-        if held is not None and time.monotonic() - held[1] < self.recheck:
+        if held is not None and time.monotonic() - held[1] < (RECHECK if self.recheck is None else self.recheck):
             return held[0]
         return self._stored()
 
