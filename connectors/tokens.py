@@ -8,11 +8,18 @@
                      (the OAuth token namespace), and the lock that serialises their refresh
     BearerAuth       httpx auth: a bearer token on every request; a 401 gets one new token and one retry
     RefreshingAuth   BearerAuth for authorization-code tokens: refreshed when less than `refresh_margin`
-                     seconds are left, and once after a 401
+                     seconds are left, and once after a 401; held in the process's memory between requests
 
 Refresh tokens may be single use (a rotating refresh token dies when spent). Two workers refreshing at
 once would leave one holding a dead token, so a refresh holds the system's Redis lock and re-reads the
 stored tokens under it: when another worker refreshed meanwhile, those are used and nothing is spent.
+
+A worker sends many requests with one access token, so `RefreshingAuth` keeps the tokens it read (or got)
+in memory and reads Redis again only when that copy is `recheck` seconds old (`RECHECK`, 5), when its
+access token is about to expire (the refresh re-reads under the lock, as above) or after the API refused it
+(a 401: another process may have refreshed or the operator consented again). What another process stored
+or deleted is so seen within `recheck` seconds, at once when the old token no longer works; the refresh
+token in memory is never spent (a refresh spends the one it reads under the lock).
 
 A refused grant (a revoked or spent refresh token, a used code) is the system's AuthFailed naming
 `koppel connect <system>`. Tokens, codes and client secrets never reach logs, reprs or messages.
@@ -41,12 +48,15 @@ from gateway.errors import AuthFailed, BadResponse, TransientError, Unavailable
 log = logging.getLogger(__name__)
 
 TOKEN_TIMEOUT = 20.0
+RECHECK = 5.0
+"""Seconds a process uses its memory copy of a system's stored tokens before reading them again."""
 """Seconds a token request may take; the refresh lock's timeout (60 s) is well above it."""
 AUTH_RETRY = "koppel_auth_retry"
 """The request extension set on a request sent again with a new token (the HTTP kit counts it)."""
 
 __all__ = [
     "AUTH_RETRY",
+    "RECHECK",
     "TOKEN_TIMEOUT",
     "App",
     "BearerAuth",
@@ -330,7 +340,10 @@ class RefreshingAuth(BearerAuth):
         lock_timeout: float = 60.0,
         lock_wait: float = 30.0,
         clock: Callable[[], float] = time.time,
+        recheck: float | None = None,
     ) -> None:
+        """`recheck`: seconds (of `time.monotonic`) the tokens read or got are used from memory before they are
+        read from the store again (0: read for every request; None: `RECHECK` as it is when they are used)."""
         self.store = store
         self.app = app
         self.http = http
@@ -340,11 +353,26 @@ class RefreshingAuth(BearerAuth):
         self.clock = clock
         self.refreshes = 0
         """Refreshes this instance made at the system (not counting ones it found done by others)."""
+        self.recheck = recheck
+        self._held: tuple[Tokens, float] | None = None
+        """The tokens last read or got, and when (`time.monotonic`): one tuple, so threads see both or neither."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.store.system_id!r})"
 
+    def _current(self) -> Tokens:
+        """The tokens in memory while they are younger than `recheck` seconds, else the stored ones."""
+        held = self._held
+        if held is not None and time.monotonic() - held[1] < (RECHECK if self.recheck is None else self.recheck):
+            return held[0]
+        return self._stored()
+
+    def _keep(self, tokens: Tokens) -> Tokens:
+        self._held = (tokens, time.monotonic())
+        return tokens
+
     def _stored(self) -> Tokens:
+        self._held = None
         try:
             tokens = self.store.load()
         except vault.SecretUnreadable as unreadable:  # a wrong or missing key: as good as no authorisation
@@ -355,7 +383,7 @@ class RefreshingAuth(BearerAuth):
             self._notify(f"no {self.endpoint.title} authorisation is stored for it")
             raise self.endpoint.refused(f"no {self.endpoint.title} authorisation for system {system!r}: complete "
                                         f"the authorisation first ({self.endpoint.reconnect(system)})")  # fmt: skip
-        return tokens
+        return self._keep(tokens)
 
     def _notify(self, reason: str) -> None:
         """Tell the operator (gateway/notify.py) that the system must be connected again."""
@@ -369,7 +397,7 @@ class RefreshingAuth(BearerAuth):
 
     def access_token(self) -> str:
         """A usable access token, refreshed first when less than `refresh_margin` seconds are left."""
-        tokens = self._stored()
+        tokens = self._current()
         return (self.refresh(stale=tokens.access_token) if self._expiring(tokens) else tokens).access_token
 
     def token(self) -> str:
@@ -405,6 +433,7 @@ class RefreshingAuth(BearerAuth):
                     raise
                 return tokens  # refused as too early: the current token still works
             self.store.save(fresh)
+            self._keep(fresh)
             self.refreshes += 1
             log.info("%s system %s: access token refreshed; valid for %.0f s", self.endpoint.title, system,
                      fresh.seconds_left(self.clock()))  # fmt: skip

@@ -8,7 +8,9 @@ the answer). They are kept as one JSON string per job and integration,
     koppel:snapshot:{integration}:{job id}      STRING  JSON, expires after the payload retention
 
 for a limited time only (the payload retention, default 7 days): they hold personal data. The console
-masks personal data unless the operator asks to see it (`mask`).
+masks personal data unless the operator asks to see it (`mask`). A record the source read that is the
+event as received (WooCommerce's) is stored once: `"record_as_received": true` in its place, and loading
+puts it back.
 
 Capture: the worker opens a `Recorder` per job and integration (`recording`); the HTTP kit
 (connectors/http.py) and the flows note into whichever recorder is current in their context (a
@@ -17,6 +19,7 @@ ContextVar, so threads and jobs never mix). Nothing is noted when no recorder is
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -261,6 +264,17 @@ def _marked_key(key: Any) -> str:
     return text
 
 
+AS_RECEIVED = "record_as_received"
+"""In a stored snapshot, in place of `record`: the record is the event as received (not written twice)."""
+
+
+def _loaded(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored snapshot as `Recorder.as_dict` made it: a record stored as the event received, put back."""
+    if data.pop(AS_RECEIVED, False):
+        data["record"] = copy.deepcopy(data.get("received"))
+    return data
+
+
 class SnapshotStore:
     """Snapshots in Redis, each expiring after `ttl` seconds (the payload retention)."""
 
@@ -271,6 +285,9 @@ class SnapshotStore:
     def save(self, recorder: Recorder, pipe: redis.client.Pipeline | None = None) -> None:
         """Store the snapshot (or queue its SET on `pipe`, which the caller executes)."""
         data = recorder.as_dict()
+        if recorder.record is not None and recorder.record is recorder.received:  # written once (`_loaded`)
+            del data["record"]
+            data[AS_RECEIVED] = True
         text = to_json(data)
         (pipe or self.connection).set(keys.snapshot(recorder.integration, recorder.job_id), text, ex=self.ttl)
 
@@ -282,7 +299,7 @@ class SnapshotStore:
             data = json.loads(raw, parse_float=Decimal)  # numbers with the digits they were written with
         except ValueError:
             return None
-        return data if isinstance(data, dict) else None
+        return _loaded(data) if isinstance(data, dict) else None
 
     def load_many(self, integration: str, job_ids: list[str]) -> dict[str, dict[str, Any]]:
         """{job id: snapshot} for those of `job_ids` that have one."""
@@ -298,7 +315,7 @@ class SnapshotStore:
             except ValueError:
                 continue
             if isinstance(data, dict):
-                found[job_id] = data
+                found[job_id] = _loaded(data)
         return found
 
 

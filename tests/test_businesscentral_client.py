@@ -110,6 +110,32 @@ def test_a_token_is_renewed_before_it_expires(http, rconn, clock):
     assert [c.request.headers["authorization"] for c in listing.calls] == ["Bearer tok-1", "Bearer tok-2"]
 
 
+class CountingCache(TokenCache):
+    loads = 0
+
+    def load(self) -> tuple[str, float] | None:
+        self.loads += 1
+        return super().load()
+
+
+def test_a_worker_reads_the_cached_token_once_while_its_copy_is_young(http, rconn, clock):
+    app = App(tenant=TENANT, client_id="app-id", client_secret=SECRET, login_url=LOGIN)
+    with respx.mock(assert_all_called=False) as router:
+        token = router.post(TOKEN_URL).mock(return_value=token_answer("tok-1"))
+        listing = router.get(f"{PREFIX}/items").mock(return_value=httpx.Response(200, json={"value": []}))
+        cache = CountingCache(rconn, "bc")
+        auth = ClientCredentialsAuth(app, http, cache, clock=clock)
+        for _ in range(4):
+            http.get(f"{PREFIX}/items", auth=auth)
+        assert (cache.loads, token.call_count) == (1, 1)  # read once (empty), then the token it got
+        other = CountingCache(rconn, "bc")
+        uncopied = ClientCredentialsAuth(app, http, other, clock=clock, recheck=0)  # reads the cache each time
+        for _ in range(3):
+            http.get(f"{PREFIX}/items", auth=uncopied)
+        assert (other.loads, token.call_count) == (3, 1)
+    assert {c.request.headers["authorization"] for c in listing.calls} == {"Bearer tok-1"}
+
+
 def test_a_401_gets_one_new_token_and_one_retry_counted_as_two_calls(http, rconn, clock):
     with respx.mock(assert_all_called=False) as router:
         router.post(TOKEN_URL).mock(side_effect=[token_answer("old"), token_answer("new")])

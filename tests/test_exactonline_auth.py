@@ -272,7 +272,7 @@ def test_tokens_never_reach_logs_or_errors(http, store, exact, clock, caplog):
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="connectors")  # `koppel demo` (test_demo) sets it to WARNING in-process
     stored(store, clock, left=5)
-    auth = ExactAuth(store, APP, http, clock=clock)
+    auth = ExactAuth(store, APP, http, clock=clock, recheck=0)  # reads the store each time: sees the save below
     http.get(BASE + "/api/v1/1/x", auth=auth)
     exact.generation = 9  # our refresh token is now dead
     store.save(Tokens("access-token-2", "refresh-token-2", clock() - 1, clock()))

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from connectors import tokens
 from connectors.exactonline.auth import TokenStore
 from connectors.tokens import Tokens
 from connectors.woocommerce.client import WooCommerceClient
@@ -291,6 +292,7 @@ def test_a_poller_whose_polls_fail_for_too_long_is_reported_with_its_last_error(
         with installed(config, rconn, monkeypatch):
             Dispatcher(rconn, config).run()  # starts watching
             assert "pages" in poll("exact", stream)  # a good poll (nothing new to read)
+            monkeypatch.setattr(tokens, "RECHECK", 0)  # the worker's copy of the tokens is not used: read each time
             TokenStore(rconn, "exact").delete()  # then the authorisation is gone: every poll fails
             with pytest.raises(KoppelError, match="no Exact Online authorisation"):
                 poll("exact", stream)

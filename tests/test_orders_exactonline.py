@@ -166,8 +166,9 @@ def test_a_crash_between_post_and_ledger_never_books_twice(env, rconn):
 
 
 @pytest.mark.parametrize("env", [{"order_statuses": ["completed"]}], indirect=True)
-def test_orders_outside_the_status_filter_are_skipped(env):
+def test_orders_outside_the_status_filter_are_skipped(env, rconn):
     assert env.run(order(7006))["outcome"] == "skipped"
+    assert Ledger(rconn, "shop-to-exact", "orders").lookup("7006") == (None, False)  # not marked: nothing owed
 
 
 def test_a_stale_cached_account_is_looked_up_again(env, rconn):
@@ -192,6 +193,25 @@ def test_the_ledger_lookup_answers_booked_and_in_flight_at_once(rconn):
     assert (ledger.created("9001"), ledger.in_flight("9001")) == ledger.lookup("9001")
 
 
+def test_the_lookup_marks_only_what_is_neither_booked_nor_in_flight_and_keeps_an_earlier_marks_time(rconn):
+    ledger = Ledger(rconn, "shop-to-exact", "orders")
+    looked = ledger.lookup_mark("9101", mark=False)
+    assert (looked.done, looked.in_flight, looked.marked) == (None, False, False)
+    assert ledger.lookup("9101") == (None, False)
+    looked = ledger.lookup_mark("9101", mark=True, also=lambda pipe: pipe.get("nothing-here"))
+    assert (looked.done, looked.in_flight, looked.marked, looked.also) == (None, False, True, [None])
+    first = ledger.marked_at("9101")
+    assert first is not None
+    rconn.hset(ledger.flight, "9101", "1000000000.000")  # an earlier attempt's mark, long ago
+    looked = ledger.lookup_mark("9101", mark=True)
+    assert (looked.in_flight, looked.marked) == (True, False)
+    assert looked.marked_at == ledger.marked_at("9101") and looked.marked_at.timestamp() == 1_000_000_000
+    ledger.record("9101", "exact-id")
+    looked = ledger.lookup_mark("9101", mark=True)
+    assert (looked.done, looked.in_flight, looked.marked) == ("exact-id", False, False)
+    assert ledger.lookup("9101") == ("exact-id", False)
+
+
 class Killed(BaseException):
     """The worker process dying: no Koppel error, nothing after it runs."""
 
@@ -202,7 +222,7 @@ def test_an_order_posted_just_before_the_worker_died_is_logged_created_by_the_re
     job = Envelope.wrap(event, source="woocommerce", endpoint="shop").model_dump(mode="json")
     record = Ledger.record
 
-    def dies_before_the_ledger(self: Ledger, key: str, target_id: str) -> None:
+    def dies_before_the_ledger(self: Ledger, key: str, target_id: str, pipe: object = None) -> None:
         monkeypatch.setattr(Ledger, "record", record)
         raise Killed  # Exact has the order; the ledger and the activity log never hear of it
 
@@ -219,3 +239,31 @@ def test_an_order_posted_just_before_the_worker_died_is_logged_created_by_the_re
     assert entry.reason == EARLIER_ATTEMPT
     assert env.in_exact("7020") == 1
     assert Ledger(rconn, "shop-to-exact", "orders").created("7020") == str(booked["OrderID"])
+
+
+def test_the_ledger_entry_goes_with_the_lock_release_and_a_death_before_it_still_books_once(env, rconn, monkeypatch):
+    monkeypatch.setattr(runtime, "_runtime", env.rt)
+    event = Event("order.created", "order", "7021", "k7021", order(7021))
+    job = Envelope.wrap(event, source="woocommerce", endpoint="shop").model_dump(mode="json")
+    ledger = Ledger(rconn, "shop-to-exact", "orders")
+    record_many = ActivityLog.record_many
+
+    def dies_after_the_flow(self: ActivityLog, *args: object, **kwargs: object) -> None:
+        # the flow returned (Exact has the order), the pipeline with the ledger entry not yet sent
+        assert ledger.lookup("7021") == (None, True)
+        monkeypatch.setattr(ActivityLog, "record_many", record_many)
+        raise Killed
+
+    monkeypatch.setattr(ActivityLog, "record_many", dies_after_the_flow)
+    with pytest.raises(Killed):
+        process_event(job)
+    assert env.in_exact("7021") == 1
+    assert ledger.lookup("7021") == (None, True)  # the marker stayed: the retry owes a lookup
+
+    process_event(job)
+    [entry] = ActivityLog(rconn).entries("shop-to-exact")
+    assert (entry.outcome, entry.reason) == ("created", EARLIER_ATTEMPT)
+    assert env.in_exact("7021") == 1
+    assert ledger.lookup("7021") == (entry.target_id, False)
+    process_event(job)  # once more: answered, nothing written
+    assert env.in_exact("7021") == 1

@@ -63,6 +63,23 @@ def test_the_store_keeps_a_snapshot_for_its_retention(rconn):
     assert snapshots.SnapshotStore(rconn).ttl == 7 * 24 * 3600
 
 
+def test_a_record_that_is_the_event_as_received_is_stored_once_and_loaded_as_both(rconn):
+    received = {"id": 9, "billing": {"email": "a@example.com"}, "total": Decimal("12.50")}
+    with snapshots.recording("shop-to-erp", "job-4", flow="orders", received=received) as recorder:
+        snapshots.note_record(received)  # the source read the event itself (WooCommerce)
+    store = snapshots.SnapshotStore(rconn, ttl=3600)
+    store.save(recorder)
+    assert rconn.get(keys.snapshot("shop-to-erp", "job-4")).count(b"a@example.com") == 1
+    loaded = store.load("shop-to-erp", "job-4")
+    assert loaded is not None and "record_as_received" not in loaded
+    assert loaded["record"] == loaded["received"] == {"id": 9, "billing": {"email": "a@example.com"},
+                                                      "total": Decimal("12.50")}  # fmt: skip
+    loaded["record"]["id"] = 10  # two objects: a reader changing one leaves the other
+    assert loaded["received"]["id"] == 9
+    assert store.load_many("shop-to-erp", ["job-4"])["job-4"]["record"] == {
+        "id": 9, "billing": {"email": "a@example.com"}, "total": Decimal("12.50")}  # fmt: skip
+
+
 def test_mask_hides_personal_data_and_keeps_ids_amounts_and_statuses():
     order = {
         "id": 5120, "status": "processing", "total": "78.78", "customer_id": 31,

@@ -183,6 +183,55 @@ def test_a_401_to_the_refreshed_token_is_returned_not_refreshed_again(store):
     assert calls == ["/api/x", "/token", "/api/x"]
 
 
+# -- the copy in memory -----------------------------------------------------------------------------------------
+
+
+class CountingStore(TokenStore):
+    """A TokenStore counting its reads of Redis."""
+
+    loads = 0
+
+    def load(self) -> Tokens | None:
+        self.loads += 1
+        return super().load()
+
+
+def test_a_process_reads_the_stored_tokens_once_while_its_copy_is_young(http, toy, rconn):
+    store = CountingStore(rconn, SYSTEM)
+    stored(store, left=3000)
+    auth = ToyAuth(store, APP, http, clock=lambda: NOW)
+    assert [http.get("https://toy.example/api/x", auth=auth).status_code for _ in range(5)] == [200] * 5
+    assert store.loads == 1 and toy.refresh_calls == 0
+    fresh = ToyAuth(store, APP, http, clock=lambda: NOW, recheck=0)  # no copy: the store is read for each request
+    assert [http.get("https://toy.example/api/x", auth=fresh).status_code for _ in range(3)] == [200] * 3
+    assert store.loads == 4
+
+
+def test_what_another_process_stored_is_read_when_the_api_refuses_the_copy(http, toy, store):
+    stored(store, left=3000)
+    auth = ToyAuth(store, APP, http, clock=lambda: NOW)
+    assert auth.access_token() == "access-SECRET-1"  # now in this process's memory
+    toy.generation = 2  # another process refreshed: the system takes only its new access token
+    stored(store, left=3600, generation=2)
+    assert http.get("https://toy.example/api/x", auth=auth).status_code == 200
+    assert toy.refresh_calls == 0  # its new refresh token was not spent again
+    assert toy.api_calls == [("Bearer access-SECRET-1", False), ("Bearer access-SECRET-2", True)]
+    assert http.get("https://toy.example/api/x", auth=auth).status_code == 200  # and kept: no 401 any more
+    assert toy.api_calls[-1] == ("Bearer access-SECRET-2", False)
+
+
+def test_an_expiring_copy_is_refreshed_from_what_the_store_holds_not_from_memory(http, toy, store):
+    stored(store, left=120)
+    now = [NOW]
+    auth = ToyAuth(store, APP, http, clock=lambda: now[0])
+    assert auth.access_token() == "access-SECRET-1"
+    toy.generation = 2  # another process refreshed (its refresh token spent SECRET-1's)
+    stored(store, left=3600, generation=2)
+    now[0] += 61  # 59 s left on the copy: under the margin
+    assert auth.access_token() == "access-SECRET-2"  # read under the lock, the dead refresh token not sent
+    assert toy.refresh_calls == 0
+
+
 # -- the refresh race under the lock ---------------------------------------------------------------------------
 
 

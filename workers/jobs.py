@@ -81,7 +81,7 @@ def run_event(
     flow = flow_of(envelope)
     if flow is None:
         raise PermanentError(f"no flow takes {envelope.source} {envelope.resource} events")
-    work = Work(integration, envelope, rt.source(integration.source), rt.target(integration.target), rt)
+    work = Work(integration, envelope, rt.source(integration.source), rt.target(integration.target), rt, finish)
     before = _calls(work.target)
     try:
         return _run(work, flow, finish)

@@ -12,7 +12,9 @@ last delivery is put into the inbox again under a new job id (bench/drain's `red
 way ("answered"): each finds its order booked (the ledger or the seen version answers it), as an order.updated
 does that arrives after its order.created was processed. Last, the answered events once more without the
 profiler ("plain"): the worker thread's CPU per event beside a no-op RQ job's (bench/drain's no-op child,
-unpinned, on the same Redis).
+unpinned, on the same Redis); and another batch of `--orders` drained without it: the worker thread's CPU per
+order and how much of it ran inside `process_event` and, within it, `run_event` (the flow: RQ's job lifecycle
+and the inbox pump are outside both).
 
 Printed per path: per order (and per event) the worker's CPU (under cProfile and the round-trip counter: compare
 runs of this tool, not with bench/drain's figures), the Redis round trips it made (redis-py's
@@ -192,9 +194,46 @@ def one_path(path: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
             print(f"\n== {path}: answered, not profiled: {plain['events']} events, {plain['cpu_ms_per_event']} ms "
                   f"of the worker thread's CPU each; a no-op RQ job {noop.cpu_ms_per_job} ms: ratio "
                   f"{plain['ratio_to_noop']}; after: " + ", ".join(f"{k} {v}" for k, v in plain["after"].items()))
+            flow = plain_drain(stack, args.orders)
+            print(f"\n== {path}: drain, not profiled: {args.orders} orders, {flow['cpu_ms_per_order']} ms of the "
+                  f"worker thread's CPU each, of which {flow['process_event_ms_per_order']} in process_event and "
+                  f"{flow['run_event_ms_per_order']} in run_event")
     finally:
         embedded.stop()
-    return {"path": path, "drain": drained, "answered": answers, "plain": plain}
+    return {"path": path, "drain": drained, "answered": answers, "plain": plain, "drain_plain": flow}
+
+
+def plain_drain(stack: Stack, orders: int) -> dict[str, Any]:
+    """A fresh batch of `orders` drained without cProfile or the round-trip counter: the CPU of the thread that
+    runs the worker, and the part of it spent inside `workers.jobs.process_event` and, within it, `run_event`
+    (both wrapped for the drain by a thread-CPU clock; the pump and RQ call them by their module's name)."""
+    import workers.jobs as jobs
+    from workers.worker import run_worker
+
+    fill(stack, orders, 200_000, 300)
+    spent = {"process_event": 0.0, "run_event": 0.0}
+
+    def timed(name: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] += time.thread_time() - started
+
+        return wrapper
+
+    originals = jobs.process_event, jobs.run_event
+    jobs.process_event, jobs.run_event = timed("process_event", jobs.process_event), timed("run_event", jobs.run_event)
+    try:
+        cpu = time.thread_time()
+        run_worker(stack.config(), stack.redis_url, burst=True)
+        cpu = time.thread_time() - cpu
+    finally:
+        jobs.process_event, jobs.run_event = originals
+    return {"orders": orders, "cpu_ms_per_order": round(1000 * cpu / orders, 3),
+            "process_event_ms_per_order": round(1000 * spent["process_event"] / orders, 3),
+            "run_event_ms_per_order": round(1000 * spent["run_event"] / orders, 3)}  # fmt: skip
 
 
 def plain_answered(stack: Stack, booked: list[bytes]) -> dict[str, Any]:

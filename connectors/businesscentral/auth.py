@@ -7,7 +7,8 @@
 
 No consent flow and no refresh token: a new token is simply asked for. One token per system is cached
 in Redis (`koppel:cache:{system}:bc_token`, expiring with the token) so every worker shares it, and is
-replaced `REFRESH_MARGIN` seconds before it expires; a 401 from BC is answered by one new token and one
+replaced `REFRESH_MARGIN` seconds before it expires (a worker uses the token it read or got from memory and
+reads Redis again after `connectors.tokens.RECHECK` seconds); a 401 from BC is answered by one new token and one
 retry of the request (`ClientCredentialsAuth`, on connectors/tokens.py's `BearerAuth`), after which the kit
 raises `BusinessCentralAuthError`.
 
@@ -30,8 +31,8 @@ import redis
 
 from connectors.businesscentral.errors import BusinessCentralAuthError, BusinessCentralUnavailable
 from connectors.tokens import AUTH_RETRY as AUTH_RETRY
+from connectors.tokens import RECHECK, BearerAuth, post_form
 from connectors.tokens import TOKEN_TIMEOUT as TOKEN_TIMEOUT
-from connectors.tokens import BearerAuth, post_form
 from gateway import keys, vault
 
 log = logging.getLogger("koppel.businesscentral")
@@ -168,13 +169,19 @@ class ClientCredentialsAuth(BearerAuth):
         *,
         clock: Callable[[], float] = time.time,
         margin: float = REFRESH_MARGIN,
+        recheck: float = RECHECK,
     ) -> None:
+        """`recheck`: seconds (of `time.monotonic`) a token read from the cache or got is used from memory
+        before the cache is read again (0: read for every request)."""
         self.app = app
         self.http = http
         self.cache = cache
         self.clock = clock
         self.margin = margin
         self._local: tuple[str, float] | None = None
+        self.recheck = recheck
+        self._held_at = -float("inf")
+        """When (`time.monotonic`) `_local` was read from the cache or got."""
         self.requested = 0
         """Tokens this process asked the token endpoint for."""
 
@@ -184,8 +191,12 @@ class ClientCredentialsAuth(BearerAuth):
     def token(self) -> str:
         """A token with more than `margin` seconds left: cached, else a new one."""
         now = self.clock()
+        local = self._local
+        if local is not None and local[1] - now > self.margin and time.monotonic() - self._held_at < self.recheck:
+            return local[0]  # young enough: not read from Redis again
         found = (self.cache.load() if self.cache is not None else None) or self._local  # uncached: no key
         if found is not None and found[1] - now > self.margin:
+            self._local, self._held_at = found, time.monotonic()
             return found[0]
         return self.renew()
 
@@ -194,7 +205,7 @@ class ClientCredentialsAuth(BearerAuth):
         self.requested += 1
         if self.cache is not None:
             self.cache.save(token, expires_at, self.clock())
-        self._local = (token, expires_at)
+        self._local, self._held_at = (token, expires_at), time.monotonic()
         log.info("Business Central: new access token for tenant %s", self.app.tenant)
         return token
 

@@ -66,6 +66,10 @@ class Work:
     source: Source
     target: Target
     runtime: Runtime
+    finish: Pipeline | None = field(default=None, repr=False)
+    """A pipeline sent with the resource lock's release (`workers.policy.resource_lock`), when the work runs under
+    one: writes that may wait for the end of the work go there (the ledger entry, the seen version), no round
+    trip of their own. None: each is written at once."""
     _record: Any = field(default=None, repr=False)
     _expanded: Any = field(default=None, repr=False)
     _normalised: dict[tuple[str, int], Canonical] = field(default_factory=dict, repr=False)
@@ -113,10 +117,13 @@ class Work:
 
     def mapped(self, flow: str, record: Any, context: dict[str, Any] | None = None, *, label: str) -> dict[str, Any]:
         """The integration's mapping for `flow` applied to `record` (noted in the job's payload snapshot)."""
-        payload = self.mapping(flow).apply(record, context, label=label)
-        if snapshots.current() is not None:  # the input, whole: a later mapping may read other fields
-            given = mapping_input(record, self.settings) if isinstance(record, BaseModel) else record
-            snapshots.note_mapped(flow, payload, context, given)
+        if snapshots.current() is None:
+            return self.mapping(flow).apply(record, context, label=label)
+        # the input, whole (a later mapping may read other fields), built once: the mapping reads it too (what
+        # it reads of it is what the input it would build for its own names holds)
+        given = mapping_input(record, self.settings) if isinstance(record, BaseModel) else record
+        payload = self.mapping(flow).apply(given, context, label=label)
+        snapshots.note_mapped(flow, payload, context, given)
         return payload
 
     def tables(self) -> dict[str, MappingTable]:

@@ -42,11 +42,12 @@ written back to the source", see `write_back`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from connectors.contract import FlowResult
+from connectors.contract import FlowResult, Source
 from gateway import keys
-from gateway.errors import PermanentError, Rejected
+from gateway.errors import KoppelError, PermanentError, Rejected
 from gateway.model import Order, separate_discounts
 from workers.flows import Work, customers
 from workers.flows.customers import UNREAD
@@ -172,7 +173,14 @@ def book(work: Work, order: Order) -> FlowResult:
             f"settings.document_type {document!r}: {target.title} books {', '.join(target.documents)}"
         )
     ledger = Ledger(work.connection, work.integration.id, "orders")
-    done, in_flight = ledger.lookup(order.number)
+    separate = target.discount_lines_of(settings) == "separate"
+    ahead = _ahead(work, document, separate)
+    looked = None
+    if ahead is None:
+        done, in_flight = ledger.lookup(order.number)
+    else:  # the lookup, the in-flight mark (for an order that travels) and the caches: one round trip
+        looked = ledger.lookup_mark(order.number, mark=synced_status(work, order), also=_cache_reads(work, *ahead))
+        done, in_flight = looked.done, looked.in_flight
     if done and "status" in target.order_modes:
         return write_back(work, order, booked=done)
     if not synced_status(work, order):
@@ -184,9 +192,10 @@ def book(work: Work, order: Order) -> FlowResult:
     if done:
         log.info("order %s is already in %s (%s); skipped", order.number, target.kind, done)
         return FlowResult("skipped", order.number, done, 0, f"already in {target.title}")
-    if in_flight:
-        existing = target.find_order(document, order.number, since=ledger.marked_at(order.number))
-        if ledger.landed(order.number, existing):
+    if in_flight:  # its mark (and time) kept until the lookup answers
+        since = looked.marked_at if looked is not None else ledger.marked_at(order.number)
+        existing = target.find_order(document, order.number, since=since)
+        if ledger.landed(order.number, existing, work.finish):
             assert existing is not None
             log.info("order %s was booked in %s as %s %s by an earlier attempt that stopped before noting it",
                      order.number, target.kind, document, existing)  # fmt: skip
@@ -196,18 +205,15 @@ def book(work: Work, order: Order) -> FlowResult:
         existing = target.find_order(document, order.number)
         if existing is not None:
             return _existing(work, order, document, existing, target.calls - before)
-    separate = target.discount_lines_of(settings) == "separate"
-    order = separate_discounts(_expanded(work), from_lines=separate)
+    if ahead is None:
+        order = separate_discounts(_expanded(work), from_lines=separate)
+        codes = item_codes(work, order) if document in target.needs_items else []
+        cached_customer, *cached_items = ledger.mark(order.number, also=_cache_reads(work, order, codes))
+    else:  # marked already (or found in flight, its mark kept), the caches read with the lookup
+        assert looked is not None
+        (order, codes), (cached_customer, *cached_items) = ahead, looked.also
     label = f"{work.envelope.source} order {order.number}"
-    codes = item_codes(work, order) if document in target.needs_items else []
-
-    def read_caches(pipe: Any) -> None:
-        pipe.hget(customers.cache_key(work), customers.cache_field(work, order.customer))
-        if codes:
-            pipe.hmget(item_cache(work), codes)
-
     guest = bool(settings.get("guest_orders")) or not target.customer_accounts
-    cached_customer, *cached_items = ledger.mark(order.number, also=read_caches)
     writing = False
     try:
         for attempt in (1, 2):
@@ -242,10 +248,38 @@ def book(work: Work, order: Order) -> FlowResult:
         if not writing:
             ledger.unmark(order.number)
         raise
-    ledger.record(order.number, target_id)
+    ledger.record(order.number, target_id, work.finish)  # sent with the lock's release, with the activity line
     log.info("order %s booked in %s as %s %s", order.number, target.kind, document, target_id)
     detail = {"document": document, "account": how}
     return FlowResult("created", order.number, target_id, target.calls - before, detail=detail)
+
+
+def _ahead(work: Work, document: str, separate: bool) -> tuple[Order, list[str]] | None:
+    """The order as booked and its item codes, made before the ledger lookup so that the customer's and the
+    items' cache entries are read in its round trip (`Ledger.lookup_mark`) — when that costs nothing the lookup
+    could have spared: the source's `expand` gives the record as read (no call; normalised once, `Work.record`)
+    and the target is asked nothing before a booking (no `existing_order_level`). None otherwise, and when
+    making them fails (a line without SKU): that failure then comes where it always did, after the lookup."""
+    if type(work.source).expand is not Source.expand or work.target.existing_order_level is not None:
+        return None
+    try:
+        order = separate_discounts(_expanded(work), from_lines=separate)
+        codes = item_codes(work, order) if document in work.target.needs_items else []
+        customers.cache_field(work, order.customer)
+    except KoppelError:
+        return None
+    return order, codes
+
+
+def _cache_reads(work: Work, order: Order, codes: list[str]) -> Callable[[Any], None]:
+    """Queues the reads of the order's customer's cache entry and its items' (when `codes`)."""
+
+    def read(pipe: Any) -> None:
+        pipe.hget(customers.cache_key(work), customers.cache_field(work, order.customer))
+        if codes:
+            pipe.hmget(item_cache(work), codes)
+
+    return read
 
 
 def _existing(work: Work, order: Order, document: str, target_id: str, calls: int) -> FlowResult:
