@@ -430,6 +430,8 @@ class Ingestor:
         packed = held.pack_command("EVALSHA", self._ascript.sha, len(keys), *keys, *args)
 
         async def once() -> Any:
+            if not held.is_connected:  # as the pool connects: through Sentinel, to the master it names now
+                await held.connect()
             await held.send_packed_command(packed)
             return await held.read_response()
 
