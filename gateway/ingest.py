@@ -417,8 +417,9 @@ class Ingestor:
         """The store script on a connection the writer task holds (one batch at a time), not through the client.
 
         What the client's command path does per call on top of the round trip (the pool's lock and checks, the
-        observability hooks, the retry closure) cost ~28 µs of the gateway's CPU per batch, a third of a batch
-        of one (docs/benchmarks.md, #14): at 2 000 deliveries/s a batch holds one to three requests. Kept: the
+        observability hooks, the retry closure) cost 15-28 µs of the gateway's CPU per batch, up to a third of a
+        batch of one (bench/ingest/roundtrip.py, docs/benchmarks.md, #14): at 2 000 deliveries/s a batch holds one
+        to a few requests. Kept: the
         client's retry policy on a dropped connection or a timeout (`Retry`: reconnected, through Sentinel to
         the master it names now), its timeouts and health checks (the connection's own), and the script loaded
         again when Redis lost it (a restart, a failover, SCRIPT FLUSH)."""
