@@ -193,7 +193,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_inbox(args: argparse.Namespace) -> int:
-    """Accepted events that no worker has made RQ jobs yet, with the job ids the gateway's answers named."""
+    """Accepted events no worker has taken yet (run, or made an RQ job), with the job ids the answers named."""
     from datetime import UTC, datetime
 
     from rich.console import Console
@@ -245,11 +245,11 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     if args.json:
         jsonout.emit(document)
         return 0
-    print(f"inbox of queue {queue}: {view.depth} accepted event(s) not yet jobs"
+    print(f"inbox of queue {queue}: {view.depth} accepted event(s) no worker has taken yet"
           + (f", the oldest stored {view.oldest_age:.0f} s ago" if view.depth else ""))  # fmt: skip
     if view.depth and not workers:
-        print("no worker runs on this queue: start `koppel worker`; its pump makes each one an RQ job under the job "
-              "id listed (the id the gateway's answer named)")  # fmt: skip
+        print("no worker runs on this queue: start `koppel worker`; its pump runs each one (or makes it an RQ job) "
+              "under the job id listed (the id the gateway's answer named)")  # fmt: skip
     if not entries:
         return 0
     title = None if args.job or len(entries) == view.depth else f"the oldest {len(entries)} of {view.depth}"

@@ -550,7 +550,7 @@ PUMP_GROUP = "koppel-pump"
 
 @dataclass(frozen=True, slots=True)
 class InboxEntry:
-    """An accepted event not yet an RQ job: its job id (the one the 2xx answer named) and what it is.
+    """An accepted event no worker has taken yet: its job id (the one the 2xx answer named) and what it is.
     Only ids and times: the envelope's payload stays in Redis."""
 
     job_id: str
@@ -571,7 +571,7 @@ class InboxEntry:
 @dataclass(frozen=True, slots=True)
 class InboxView:
     depth: int
-    """Entries in the inbox (accepted events not yet jobs)."""
+    """Entries in the inbox (accepted events no worker has taken yet)."""
     oldest_age: float
     """Seconds since the oldest entry was stored; 0 when the inbox is empty."""
     entries: list[InboxEntry]

@@ -101,7 +101,7 @@ class Metrics:
         self.registry.register(_Depth("koppel_queue_depth", "Jobs waiting in the queue", queue_depth))
         if inbox_depth is not None:
             self.registry.register(
-                _Depth("koppel_inbox_depth", "Accepted events not yet made jobs (inbox stream length)", inbox_depth)
+                _Depth("koppel_inbox_depth", "Accepted events no worker has taken (inbox stream length)", inbox_depth)
             )
         if inbox_age is not None:
             documentation = ("Seconds the oldest accepted event has waited in the inbox for a worker to make it a job "

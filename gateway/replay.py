@@ -76,7 +76,7 @@ class JobWhere:
         if self.inbox is not None:
             entry = self.inbox
             return (f"it is in the inbox, accepted at {entry.received_at} ({entry.endpoint} {entry.topic} "
-                    f"{entry.resource_id}), not yet a job: a running `koppel worker` makes it one "
+                    f"{entry.resource_id}), not yet taken by a worker: a running `koppel worker` runs it "
                     "(`koppel inbox` lists them)")  # fmt: skip
         if self.state == "unknown":
             return "no such job (finished and expired, or unknown)"

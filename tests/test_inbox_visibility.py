@@ -44,7 +44,7 @@ def test_an_accepted_event_is_listed_under_its_job_id_while_no_worker_runs(http,
     first, second = deliver(http, 101), deliver(http, 102)
     assert main(["inbox", "--config", config_file]) == 0
     out = capsys.readouterr().out
-    assert "inbox of queue koppel: 2 accepted event(s) not yet jobs" in out
+    assert "inbox of queue koppel: 2 accepted event(s) no worker has taken yet" in out
     assert "no worker runs on this queue: start `koppel worker`" in out
     assert first in out and second in out and "order.created" in out and "101" in out
     assert "jorg@example.com" not in out and "J\u00f6rg" not in out  # ids and times only, no payload
@@ -59,7 +59,7 @@ def test_replay_of_a_job_still_in_the_inbox_says_where_it_is(http, config_file, 
     assert main(["replay", "--config", config_file, "--job", job_id]) == 1
     err = capsys.readouterr().err
     assert f"job {job_id} is not in the failed registry: it is in the inbox" in err
-    assert "shop order.created 103" in err and "not yet a job" in err
+    assert "shop order.created 103" in err and "not yet taken by a worker" in err
 
 
 def test_metrics_show_the_backlog_and_how_long_it_waited(http):
