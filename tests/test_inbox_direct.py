@@ -219,6 +219,18 @@ def start_worker(tmp_path: Path, redis_url: str, exact_url: str, log: Path) -> s
         )
 
 
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each worker still running (a warm stop), SIGKILL one that does not stop within 30 s."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+
 def wait_for(what: str, done: Any, workers: list[subprocess.Popen[bytes]], log: Path) -> None:
     deadline = time.monotonic() + 40
     while not done():
@@ -254,14 +266,7 @@ def test_a_worker_killed_mid_booking_leaves_its_entries_to_another_and_the_order
         assert make_queue(env.conn, "koppel").fetch_job(accepted.job_id) is None  # never an RQ job
         assert env.conn.hlen(keys.in_flight("shop-to-exact", "orders")) == 0
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
+        stop_workers(workers)
 
 
 def test_a_worker_told_to_stop_finishes_the_record_it_runs_and_leaves_the_rest_pending(env, tmp_path, redis_url):
@@ -305,11 +310,4 @@ def test_two_workers_on_one_records_events_at_once_book_it_once(env, tmp_path, r
         assert second["result"]["integrations"]["shop-to-exact"]["outcome"] == "skipped"
         assert inbox_empty(env)
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
+        stop_workers(workers)
