@@ -49,7 +49,9 @@ from rq.registry import FailedJobRegistry
 from bench.chaos.report import Experiment, Row, delivery_row, exit_status, peak_mb, status_counts, table
 from bench.common import RESULTS, run_bench
 from connectors.woocommerce.wordpress import webhook_signature
+from gateway import keys
 from gateway.config import GatewaySettings
+from gateway.ingest import PUMP_GROUP, find_in_inbox, inbox_key, resolve_job_id
 from gateway.stack import Stack, StackOptions
 
 ADMIN_ENV = "KOPPEL_CHAOS_ADMIN_TOKEN"
@@ -345,13 +347,30 @@ def exp_kills(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
     """Job id → seconds from that kill to the job finished or failed."""
     kills = exits = 0
 
+    stream = inbox_key(stack.options.queue)
+
     def in_flight(pid: int) -> list[str]:
+        """The work worker `pid` holds: its RQ job, jobs between queue and worker, and the inbox entries its pump
+        read and has not finished (the direct path runs them without a job: `[gateway] direct_events`)."""
         ids: list[str] = []
         for worker in Worker.all(connection=stack.connection):
             if worker.pid == pid and (job_id := worker.get_current_job_id()):
                 ids.append(job_id)
         between = stack.connection.lrange(queue.intermediate_queue_key, 0, -1)
-        return ids + [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in between]
+        ids += [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in between]
+        try:
+            consumers = stack.connection.xinfo_consumers(stream, PUMP_GROUP)
+        except redis.ResponseError:  # no group yet
+            return ids
+        for consumer in consumers:
+            name = keys.text(consumer["name"])
+            if name.split(":")[1:2] != [str(pid)] or not consumer["pending"]:
+                continue
+            pending = stack.connection.xpending_range(stream, PUMP_GROUP, "-", "+", 100, consumername=name)
+            for entry in pending:
+                found = stack.connection.xrange(stream, entry["message_id"], entry["message_id"])
+                ids += [keys.text(fields[b"id"]) for _, fields in found if b"id" in fields]
+        return ids
 
     def busy_worker(within: float) -> tuple[subprocess.Popen[bytes] | None, list[str]]:
         """A live worker that holds a job, looked for during `within` s (None: none did), and its jobs."""
@@ -373,8 +392,13 @@ def exp_kills(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
         for job_id, killed_at in list(taken.items()):
             if job_id in again:
                 continue
-            status = stack.connection.hget(f"rq:job:{job_id}", "status")
-            if status is None or status in (b"finished", b"failed"):
+            ran_in = resolve_job_id(stack.connection, job_id)  # an event merged into another's run
+            if stack.connection.exists(keys.done(ran_in)):  # run by a pump, without an RQ job
+                again[job_id] = now - killed_at
+                continue
+            status = stack.connection.hget(f"rq:job:{ran_in}", "status")
+            in_inbox = status is None and find_in_inbox(stack.connection, stack.options.queue, job_id) is not None
+            if not in_inbox and (status is None or status in (b"finished", b"failed")):
                 again[job_id] = now - killed_at
 
     with Sampler(stack) as sampler:
@@ -419,6 +443,8 @@ def exp_kills(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
         exp.broken.append(f"{row.lost} acknowledged order(s) never booked")
     if row.dup:
         exp.broken.append(f"{row.dup} order(s) booked twice")
+    if not kills:
+        exp.broken.append("no worker was seen holding work, so none was killed: the experiment proved nothing")
     if slow or pending:
         exp.broken.append(f"{len(slow) + pending} killed worker's job(s) not run again within {RERUN_S:g} s")
 
