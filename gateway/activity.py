@@ -95,10 +95,12 @@ class ActivityLog:
         own = pipe is None
         target = self.connection.pipeline(transaction=False) if pipe is None else pipe
         try:
+            logs = dict.fromkeys(keys.activity(activity.integration) for activity in activities)
             for activity in activities:
-                key = keys.activity(activity.integration)
                 # redis-py types `fields` as an invariant dict of every encodable type (redis-py#2917).
-                target.xadd(key, activity.fields(), minid=oldest_ms, approximate=True)  # type: ignore[arg-type]
+                fields: Any = activity.fields()
+                target.xadd(keys.activity(activity.integration), fields, minid=oldest_ms, approximate=True)
+            for key in logs:  # once per log, after its lines
                 target.expire(key, self.retention)
             if own:
                 target.execute()

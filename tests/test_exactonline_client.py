@@ -91,6 +91,18 @@ def test_single_entity_envelope_dates_and_guid_key(api, client):
         client.get(SalesOrders, "not-a-guid")
 
 
+def test_a_created_entitys_own_dates_are_parsed_and_what_it_embeds_is_left_as_sent(api, client):
+    api.post("salesorder/SalesOrders").respond(201, json=R.single({
+        "OrderID": GUID, "OrderNumber": 7, "OrderDate": "/Date(1700000000000)/", "Remarks": "/Date(not a date)/",
+        "SalesOrderLines": {"results": [{"DeliveryDate": "/Date(1700006400000+0060)/"}]},
+    }))  # fmt: skip
+    created = client.create_sales_order({"OrderedBy": GUID, "SalesOrderLines": [{"Item": GUID}]})
+    assert created["OrderID"] == GUID and created["OrderNumber"] == 7
+    assert created["OrderDate"] == datetime(2023, 11, 14, 22, 13, 20, tzinfo=ZoneInfo("Europe/Amsterdam"))
+    assert created["Remarks"] == "/Date(not a date)/"
+    assert created["SalesOrderLines"]["results"][0]["DeliveryDate"] == "/Date(1700006400000+0060)/"
+
+
 def test_date_parsing_can_treat_milliseconds_as_utc():
     assert parse_date("/Date(0)/", UTC) == datetime(1970, 1, 1, tzinfo=UTC)
     assert parse_date("2024-01-01") is None

@@ -3,6 +3,7 @@ write, with the latest payload; every event keeps its activity line, and the mer
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from tests.test_orders_exactonline import SKUS, Env, order
 from workers import jobs as jobs_module
 from workers import runtime
 from workers.inbox import GROUP, InboxPump
+from workers.locks import WakingLock
 from workers.policy import retry_schedule
 
 pytestmark = pytest.mark.integration
@@ -210,7 +212,7 @@ def round_trips() -> Iterator[list[int]]:
         AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
 
 
-def test_an_event_answered_by_its_seen_version_costs_no_call_no_snapshot_and_three_round_trips(env, monkeypatch):
+def test_an_event_answered_by_its_seen_version_costs_no_call_no_snapshot_and_two_round_trips(env, monkeypatch):
     monkeypatch.setattr(runtime, "_runtime", env.rt)
     data = event(7104, "order.created", order(7104)).model_dump(mode="json")
     monkeypatch.setattr(jobs_module, "current_job", lambda: SimpleNamespace(id="first", retries_left=1))
@@ -221,13 +223,39 @@ def test_an_event_answered_by_its_seen_version_costs_no_call_no_snapshot_and_thr
         again = jobs_module.process_event(data)["integrations"]["shop-to-exact"]
     assert again["outcome"] == "skipped" and again["reason"] == "this version of the record was processed already"
     assert exact_calls(env) == before  # no target call
-    # the lock's try with the switch read; the seen version; the activity line with the release
-    assert trips[0] == 3
+    # the lock's try with the switch and seen version reads; the activity line with the release
+    assert trips[0] == 2
     store = SnapshotStore(env.conn)
     assert store.load("shop-to-exact", "first") is not None and store.load("shop-to-exact", "again") is None
     lines = ActivityLog(env.conn).entries("shop-to-exact")
     assert [(a.outcome, a.job_id) for a in lines] == [("created", "first"), ("skipped", "again")]
     assert env.conn.keys(keys.lock("*")) == []  # released
+
+
+def test_a_seen_version_written_while_the_event_waited_for_the_lock_still_answers_it(env, monkeypatch):
+    # the seen version is read with the lock's first try; a try that finds the lock busy read it too early
+    monkeypatch.setattr(runtime, "_runtime", env.rt)
+    data = event(7106, "order.created", order(7106)).model_dump(mode="json")
+    monkeypatch.setattr(jobs_module, "current_job", lambda: SimpleNamespace(id="first", retries_left=1))
+    assert jobs_module.process_event(data)["integrations"]["shop-to-exact"]["outcome"] == "created"
+    [seen_key] = env.conn.keys(keys.cache("shop-to-exact", "seen:orders", "*"))
+    written = env.conn.get(seen_key)
+    env.conn.delete(seen_key)  # as if the first run were still going on, its seen version not yet written
+    parts = ("shop-to-exact", "order", "7106")
+    holder = WakingLock(env.conn, keys.lock(*parts), wake_name=keys.lock_wake(*parts), timeout=30,
+                        thread_local=False)  # fmt: skip
+    assert holder.acquire()
+
+    def holder_ends() -> None:  # what a run holding the lock writes with its release
+        env.conn.set(seen_key, written)
+        holder.release()
+
+    threading.Timer(0.3, holder_ends).start()
+    monkeypatch.setattr(jobs_module, "current_job", lambda: SimpleNamespace(id="waited", retries_left=1))
+    before = exact_calls(env)
+    again = jobs_module.process_event(data)["integrations"]["shop-to-exact"]
+    assert again["outcome"] == "skipped" and again["reason"] == "this version of the record was processed already"
+    assert exact_calls(env) == before
 
 
 def test_a_switched_off_integration_skips_the_event_without_running_it(env, monkeypatch):

@@ -16,7 +16,7 @@ from redis.retry import Retry
 from gateway import keys
 from gateway.errors import TransientError
 from workers.locks import WakingLock
-from workers.policy import resource_locks
+from workers.policy import resource_lock, resource_locks
 
 
 def _name() -> str:
@@ -141,7 +141,7 @@ def test_a_batchs_locks_are_taken_and_released_together_with_the_commands_sent_b
     resources = [("itest", "Stock", f"r{n}") for n in range(50)]
     rconn.set("itest:switch", "off: test")
     with resource_locks(rconn, resources, hold=30, also=lambda pipe: pipe.get("itest:switch")) as held:
-        assert held.also == [b"off: test"]
+        assert held.also == [b"off: test"] and held.under_lock
         assert all(rconn.exists(keys.lock(*parts)) for parts in resources)
         held.finish = rconn.pipeline(transaction=False)
         held.finish.set("itest:done", "1")
@@ -162,3 +162,26 @@ def test_a_busy_lock_among_them_is_waited_for_in_order_and_one_never_freed_lets_
         pass
     assert rconn.exists(keys.lock(*resources[0]), keys.lock(*resources[2])) == 0  # none kept by the one that gave up
     busy.release()
+
+
+# -- resource_lock: reads sent with the first try ---------------------------------------------------------------
+
+
+def test_reads_sent_with_the_first_try_count_as_under_the_lock_only_when_that_try_took_it(rconn: redis.Redis) -> None:
+    parts = ("itest", "Order", uuid.uuid4().hex)
+    seen = f"itest:seen:{parts[2]}"
+    rconn.set(seen, "v1")
+    with resource_lock(rconn, *parts, hold=30, also=lambda pipe: pipe.get(seen)) as held:
+        assert held.under_lock and held.also == [b"v1"]
+    busy = WakingLock(rconn, keys.lock(*parts), wake_name=keys.lock_wake(*parts), timeout=30, thread_local=False)
+    assert busy.acquire()
+
+    def holder_writes_then_releases() -> None:
+        rconn.set(seen, "v2")  # what the holder's work wrote under the lock
+        busy.release()
+
+    threading.Timer(0.2, holder_writes_then_releases).start()
+    with resource_lock(rconn, *parts, hold=30, wait=5, also=lambda pipe: pipe.get(seen)) as held:
+        # read while the holder still had it: not to be trusted by what runs under the lock now
+        assert not held.under_lock and held.also == [b"v1"]
+        assert rconn.get(seen) == b"v2"

@@ -175,12 +175,15 @@ class InboxPump:
         mine = {member_id for group in direct for member_id, _ in group}
         rest = [(entry_id, fields) for entry_id, fields in entries if fields[b"id"].decode() not in mine]
         done = self._enqueue(rest) if rest else 0
+        entries_of: dict[str, list[bytes]] = {}  # job id → its entries, in stream order (one scan of the batch)
+        for entry_id, fields in entries:
+            entries_of.setdefault(fields[b"id"].decode(), []).append(entry_id)
         for group in direct:
             if self.stop is not None and self.stop.is_set():
                 self._own_pending = True  # left pending: read again by this pump, or reclaimed by another
                 break
             ids = {member_id for member_id, _ in group}
-            entry_ids = [entry_id for entry_id, fields in entries if fields[b"id"].decode() in ids]
+            entry_ids = sorted((e for member_id in ids for e in entries_of.get(member_id, [])), key=_stream_order)
             self._run_direct(group, entry_ids)
             done += len(entry_ids)
         return done
@@ -492,6 +495,12 @@ def _job_id(job: list[Group]) -> str:
     """A job's id: its first event's; a batch job's, that with `batch-` before it (every event's an alias)."""
     first = job[0][0][0]
     return first if len(job) == 1 else f"{BATCH_PREFIX}{first}"
+
+
+def _stream_order(entry_id: bytes) -> tuple[int, int]:
+    """A stream entry id's place in its stream ("<ms>-<seq>")."""
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
 
 
 def _members(group: Group) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from workers.flows import (
     note_seen,
     run_unseen,
     seen_before,
+    seen_read_key,
 )
 from workers.policy import current_job, direct_run, fail_permanently, note_transient, resource_lock, resource_locks
 from workers.pollers import envelope_of
@@ -74,17 +75,19 @@ def _collection(rt: runtime.Runtime, envelope: Envelope) -> dict[str, Any] | Non
 
 
 def run_event(
-    rt: runtime.Runtime, integration: Integration, envelope: Envelope, finish: Pipeline | None = None
-) -> FlowResult:
+    rt: runtime.Runtime, integration: Integration, envelope: Envelope, finish: Pipeline | None = None,
+    seen_read: tuple[str, Any] | None = None,
+) -> FlowResult:  # fmt: skip
     """One event's flow for one integration (what `process_event` runs under the resource lock); `finish`:
-    a pipeline sent with the lock's release, where the record's seen version is written (else at once)."""
+    a pipeline sent with the lock's release, where the record's seen version is written (else at once);
+    `seen_read`: (key, reply) of the record's seen version read under the lock already (`seen_before`)."""
     flow = flow_of(envelope)
     if flow is None:
         raise PermanentError(f"no flow takes {envelope.source} {envelope.resource} events")
     work = Work(integration, envelope, rt.source(integration.source), rt.target(integration.target), rt, finish)
     before = _calls(work.target)
     try:
-        return _run(work, flow, finish)
+        return _run(work, flow, finish, seen_read)
     except KoppelError as error:  # the calls it made before failing go on its activity line (`calls_of`)
         after = _calls(work.target) if before is not None else None
         error.calls = after - before if after is not None and before is not None else None
@@ -105,11 +108,11 @@ def calls_of(error: BaseException) -> int:
     return (error.calls or 0) if isinstance(error, KoppelError) else 0
 
 
-def _run(work: Work, flow: str, finish: Pipeline | None = None) -> FlowResult:
+def _run(work: Work, flow: str, finish: Pipeline | None = None, seen_read: tuple[str, Any] | None = None) -> FlowResult:
     """The flow, unless this version of the record was processed already (under the resource lock), or
     the record is gone from the source (skipped, naming it)."""
     try:
-        seen, answer = seen_before(work, flow)
+        seen, answer = seen_before(work, flow, seen_read)
         if answer is not None:
             return answer
         result = flow_function(flow)(work)
@@ -272,15 +275,17 @@ def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | N
     direct = direct_run()  # the inbox pump's own attempt: its end goes with the last integration's lock release
     for index, integration in enumerate(integrations):
         assert flow is not None
-        # Koppel's own round trips: the switch read with the lock's first try; the seen version, the snapshot
-        # and the activity lines written with its release (`resource_lock`'s `also` and `finish`).
+        # Koppel's own round trips: the switch and the record's seen version read with the lock's first try; the
+        # seen version, the snapshot and the activity lines written with its release (`resource_lock`'s `also`
+        # and `finish`). The seen version's reply counts only when that try took the lock (`Held.under_lock`).
+        seen_key = seen_read_key(integration.id, flow, envelope.resource_id)
         try:
             with (
                 snapshots.recording(integration.id, job_id, flow=flow, received=envelope.payload) as rec,
                 _kept(rt, rec) as kept,
                 resource_lock(
                     rt.connection, integration.id, envelope.resource, envelope.resource_id or "-",
-                    hold=3 * rt.config.gateway.worker_heartbeat_seconds, also=switch_read(integration.id),
+                    hold=3 * rt.config.gateway.worker_heartbeat_seconds, also=_reads(integration.id, seen_key),
                 ) as held,
             ):  # fmt: skip
                 off = keys.text(held.also[0]) if held.also and held.also[0] is not None else None
@@ -290,7 +295,8 @@ def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | N
                     note(integration.id, "skipped", reason=f"switched off: {off}")
                     continue
                 held.finish = finish = rt.connection.pipeline(transaction=False)
-                result = run_event(rt, integration, envelope, finish)
+                ahead = (seen_key, held.also[1]) if seen_key is not None and held.under_lock else None
+                result = run_event(rt, integration, envelope, finish, ahead)
                 kept.queue(finish, result)
                 note(integration.id, result.outcome, result, pipe=finish)
                 summary["integrations"][integration.id] = result.as_dict()
@@ -318,6 +324,18 @@ def process_event(envelope_data: dict[str, Any], group: list[dict[str, Any]] | N
             raise
     log.info("event %s %s from %s done", envelope.topic, envelope.resource_id or "-", envelope.endpoint)
     return summary
+
+
+def _reads(integration_id: str, seen_key: str | None) -> Callable[[Pipeline], None]:
+    """The reads sent with a record's lock's first try: the integration's switch, then the seen version's key."""
+    switch = switch_read(integration_id)
+
+    def read(pipe: Pipeline) -> None:
+        switch(pipe)
+        if seen_key is not None:
+            pipe.get(seen_key)
+
+    return read
 
 
 def batchable_for(config: Config) -> Callable[[dict[str, Any]], bool]:

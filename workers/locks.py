@@ -78,7 +78,8 @@ class WakingLock(redis.lock.Lock):
         also: Callable[[Pipeline], None] | None = None,
     ) -> bool:
         """As `Lock.acquire`, but a blocked waiter sleeps on the wake list, not for `sleep`. `also(pipe)`
-        queues commands sent with the first try, in its round trip; their replies are `self.also`."""
+        queues commands sent with the first try, in its round trip; their replies are `self.also`, and
+        `self.also_held` says whether that try took the lock (the replies were then read under it)."""
         token_b = uuid.uuid4().hex.encode() if token is None else self.redis.get_encoder().encode(token)
         blocking = self.blocking if blocking is None else blocking
         blocking_timeout = self.blocking_timeout if blocking_timeout is None else blocking_timeout
@@ -86,7 +87,9 @@ class WakingLock(redis.lock.Lock):
         ttl_ms = "" if not self.timeout else str(int(self.timeout * 1000))
         assert self.lua_try is not None
         self.also: list[Any] = []
+        self.also_held = False
         while True:
+            first_try = also is not None
             if also is not None:
                 with self.redis.pipeline(transaction=False) as pipe:  # EVAL: a Script would ask SCRIPT EXISTS first
                     pipe.eval(_TRY, 2, self.name, self.wake_name, token_b, ttl_ms)
@@ -97,6 +100,7 @@ class WakingLock(redis.lock.Lock):
                 pttl = int(self.lua_try(keys=[self.name, self.wake_name], args=[token_b, ttl_ms], client=self.redis))
             if pttl == -3:
                 self.local.token = token_b
+                self.also_held = first_try
                 return True
             if not blocking:
                 return False

@@ -113,10 +113,13 @@ def note_transient(error: TransientError) -> None:
 
 class Held:
     """A resource lock held (`resource_lock`): the replies of the commands sent with its first try (`also`),
-    and `finish`, a pipeline whose commands are sent with the release, before it, in one round trip."""
+    whether that try took it (`under_lock`: those replies were then read while it was held — a reply that must
+    come from under the lock is good only then), and `finish`, a pipeline whose commands are sent with the
+    release, before it, in one round trip."""
 
-    def __init__(self, also: list[Any]) -> None:
+    def __init__(self, also: list[Any], under_lock: bool = False) -> None:
         self.also = also
+        self.under_lock = under_lock
         self.finish: Pipeline | None = None
 
 
@@ -132,7 +135,8 @@ def resource_lock(
     seconds after its last renewal; the keepalive thread renews it every `hold / 3` s while the work
     runs, and no more once the block is left (before the lock is released).
 
-    `also(pipe)` queues reads sent with the first try to take the lock (`Held.also`: their replies). When
+    `also(pipe)` queues reads sent with the first try to take the lock (`Held.also`: their replies, read under
+    the lock when `Held.under_lock`: the try took it, and they ran after it in the same connection). When
     the block ends without an exception and set `Held.finish` (a non-transactional pipeline), its commands
     are sent with the release, in one round trip; otherwise it is discarded and the lock released alone.
     """
@@ -144,7 +148,7 @@ def resource_lock(
     )
     if not lock.acquire(also=also):
         raise TransientError(f"another job is working on {':'.join(parts)}; retrying later")
-    held = Held(lock.also)
+    held = Held(lock.also, lock.also_held)
     try:
         with keepalive.renewing(lambda: _renew(lock), hold / 3, name=f"lock {name}"):
             yield held
@@ -177,7 +181,9 @@ def resource_locks(
         replies = pipe.execute()
     held = Held(replies[len(locks) :])
     try:
-        if not all([lock.took(reply, token) for lock, reply, token in zip(locks, replies, tokens, strict=False)]):
+        took = [lock.took(reply, token) for lock, reply, token in zip(locks, replies, tokens, strict=False)]
+        held.under_lock = all(took)
+        if not held.under_lock:
             _release_all(connection, locks)  # one is busy: each taken in order, waiting for the busy ones
             for lock, parts in zip(locks, resources, strict=True):
                 if not lock.acquire():

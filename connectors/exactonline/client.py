@@ -252,8 +252,11 @@ class ExactClient(ApiClient):
         return data
 
     def create(self, endpoint: type[Endpoint], payload: Mapping[str, Any]) -> Record:
+        """The created entity as Exact answers it, its own fields' dates parsed; what it embeds (a sales order's
+        lines) is left as sent: a creation's answer is read for its ids, and parsing a whole order's lines was a
+        measurable part of booking it (docs/benchmarks.md)."""
         _check_required(endpoint, payload)
-        data = unwrap(self.request("POST", self.url(endpoint.path), json=dict(payload)), self.tz)
+        data = unwrap(self.request("POST", self.url(endpoint.path), json=dict(payload)), self.tz, nested=False)
         if not isinstance(data, dict):
             raise ExactResponseError(f"POST {endpoint.path}: Exact did not return the created entity")
         return data

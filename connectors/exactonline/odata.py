@@ -92,8 +92,10 @@ def pad_code(code: str | int, width: int = 18) -> str:
 # -- envelopes ----------------------------------------------------------------------------------
 
 
-def unwrap(body: object, tz: tzinfo = EXACT_TZ) -> Record | list[Record]:
-    """The payload of an OData response: a dict for a single entity, a list for `results`."""
+def unwrap(body: object, tz: tzinfo = EXACT_TZ, *, nested: bool = True) -> Record | list[Record]:
+    """The payload of an OData response: a dict for a single entity, a list for `results`. Its `/Date(ms)/`
+    strings become datetimes; with `nested=False` only an entity's own fields' (what it embeds, such as a sales
+    order's lines, stays as Exact sent it)."""
     if not isinstance(body, dict) or "d" not in body:
         raise ExactResponseError("Exact answered without the OData 'd' envelope")
     inner = body["d"]
@@ -103,7 +105,7 @@ def unwrap(body: object, tz: tzinfo = EXACT_TZ) -> Record | list[Record]:
             raise ExactResponseError("Exact's 'results' is not a list")
         return [parse_dates(r, tz) for r in results]
     if isinstance(inner, dict):
-        record: Record = parse_dates(inner, tz)  # a dict comes back a dict
+        record: Record = parse_dates(inner, tz) if nested else own_dates(inner, tz)  # a dict comes back a dict
         return record
     if isinstance(inner, list):  # OData v1 style lists
         return [parse_dates(r, tz) for r in inner]
@@ -153,6 +155,16 @@ def parse_dates(value: Any, tz: tzinfo = EXACT_TZ) -> Any:
     if isinstance(value, list):
         return [parse_dates(v, tz) for v in value]
     return value
+
+
+def own_dates(record: dict[str, Any], tz: tzinfo = EXACT_TZ) -> dict[str, Any]:
+    """`parse_dates` for the record's own fields only: what it embeds (lists, entities) is left as it is."""
+    return {k: _date_or_text(v, tz) if isinstance(v, str) and v.startswith("/Date(") else v for k, v in record.items()}
+
+
+def _date_or_text(value: str, tz: tzinfo) -> datetime | str:
+    parsed = parse_date(value, tz)
+    return value if parsed is None else parsed
 
 
 def iso_dates(value: Any) -> Any:
@@ -229,6 +241,7 @@ __all__ = [
     "format_date",
     "key_path",
     "literal",
+    "own_dates",
     "pad_code",
     "parse_date",
     "parse_dates",

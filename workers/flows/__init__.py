@@ -49,6 +49,7 @@ __all__ = [
     "run_unseen",
     "seen_before",
     "seen_many",
+    "seen_read_key",
     "spread",
 ]
 
@@ -272,14 +273,29 @@ def finished(outcomes: list[FlowResult | Exception | None]) -> Outcomes:
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def seen_before(work: Work, flow: str) -> tuple[tuple[str, str] | None, FlowResult | None]:
+def seen_before(
+    work: Work, flow: str, read: tuple[str, Any] | None = None
+) -> tuple[tuple[str, str] | None, FlowResult | None]:
     """(where the record's last processed version is remembered and its version now — None when the source
     does not version its records —, the skip when this version was processed already): the same change seen
     by a webhook and by a poll (two deliveries) is processed once. Only the *last* version counts: a record
     changed and changed back within the same second (A, B, A again) has A's version twice, and the second A
-    must still be written."""
+    must still be written.
+
+    `read`: (key, reply) of a read made ahead under the resource lock (`seen_read_key`, sent with the lock's
+    first try): used when its key is the record's, else the key is read now."""
     seen = _seen_key(work, flow)
-    return seen, _answer(seen, work.connection.get(seen[0])) if seen is not None else None
+    if seen is None:
+        return None, None
+    done = read[1] if read is not None and read[0] == seen[0] else work.connection.get(seen[0])
+    return seen, _answer(seen, done)
+
+
+def seen_read_key(integration_id: str, flow: str, resource_id: str | None) -> str | None:
+    """The key `seen_before` most likely reads for an event of record `resource_id`, known before the record is
+    read (the version's id is the record's id for the sources that version theirs): read with the resource lock's
+    first try, it spares `seen_before` a round trip; a guess that misses costs only the read it would have made."""
+    return keys.cache(integration_id, f"seen:{flow}", resource_id) if resource_id else None
 
 
 Seen = tuple[tuple[str, str] | None, FlowResult | None]
