@@ -229,7 +229,10 @@ class Ingestor:
     wait_timeout_ms: int = 500
     # While requests arrive side by side (the last batch held several, or more came while it was stored) a batch
     # waits this long for more before it is written; otherwise it is written at once. 0: never wait.
-    linger: float = 0.001
+    linger: float = 0.002
+    # ... unless the last batch held this many requests or more: they pile up while a batch is stored anyway, and
+    # a wait would only hold the loop idle (at saturation it cost 10-20 % of the requests a second).
+    linger_below: int = 16
     _pending: asyncio.Queue[_Pending] | None = field(init=False, default=None)
     _writer: asyncio.Task[None] | None = field(init=False, default=None)
     _drainer: asyncio.Task[None] | None = field(init=False, default=None)
@@ -314,7 +317,7 @@ class Ingestor:
                     if not item.future.done():
                         item.future.set_exception(error)
                 continue
-            concurrent = len(batch) > 1 or not self._pending.empty()
+            concurrent = (len(batch) > 1 or not self._pending.empty()) and len(batch) < self.linger_below
             offset = 0
             for item in batch:
                 size = len(item.drafts)
