@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from gateway.envelope import Envelope, Event
 from gateway.errors import RedisUnavailable
 from gateway.ingest import Draft, Ingestor
+from tests.test_ingest_linger import stop
 
 INBOX = "koppel:inbox:koppel"
 
@@ -34,13 +35,6 @@ async def started(url: str) -> Ingestor:
     stored = Ingestor(redis.Redis.from_url(url), async_connection=client(url), linger=0)
     await stored.start()
     return stored
-
-
-async def stop(stored: Ingestor) -> None:
-    await stored.stop()
-    assert stored.async_connection is not None
-    await stored.async_connection.aclose()
-    stored.connection.close()
 
 
 def writer_connections(rconn: redis.Redis) -> list[dict[str, object]]:
