@@ -373,7 +373,7 @@ def exp_kills(stack: Stack, sizes: Sizes, exp: Experiment) -> None:
         return ids
 
     def busy_worker(within: float) -> tuple[subprocess.Popen[bytes] | None, list[str]]:
-        """A live worker that holds a job, looked for during `within` s (None: none did), and its jobs."""
+        """A live worker that holds work (`in_flight`), looked for during `within` s (None: none did), and its ids."""
         deadline = time.monotonic() + within
         while True:
             live = [proc for proc in stack.workers if proc.poll() is None]
