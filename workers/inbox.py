@@ -277,6 +277,10 @@ class InboxPump:
         events' aliases, and the entries' acknowledgement."""
         job_id = group[0][0]
         write_done(pipe, done_record(job_id, group, self._description(group), self.consumer, summary), self.result_ttl)
+        self._settle(pipe, group, entry_ids, job_id)
+
+    def _settle(self, pipe: Pipeline, group: Group, entry_ids: list[bytes], job_id: str) -> None:
+        """On `pipe`: the group's other events as aliases of `job_id`, and its entries acknowledged and deleted."""
         for member_id, _ in group[1:]:
             pipe.set(keys.merged(member_id), job_id, ex=self.alias_ttl)
         pipe.xack(self.stream, GROUP, *entry_ids)
@@ -317,10 +321,7 @@ class InboxPump:
                                       pipeline=pipe, execution_started_at=started,
                                       execution_ended_at=ended)  # fmt: skip
                 what = "failed"
-            for member_id, _ in group[1:]:
-                pipe.set(keys.merged(member_id), job.id, ex=self.alias_ttl)
-            pipe.xack(self.stream, GROUP, *entry_ids)
-            pipe.xdel(self.stream, *entry_ids)
+            self._settle(pipe, group, entry_ids, job.id)
             pipe.execute()
         log.info("job %s: its direct run failed (%s); now an RQ job, %s", job.id, type(exc).__name__, what)
 
